@@ -1,0 +1,92 @@
+//! Ingestion records: what the audit trail keeps of every ingestion, successful or not.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use crate::{ActorId, Classification, OrgId};
+
+/// How an ingestion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IngestionOutcome {
+    /// Everything was stored.
+    Succeeded,
+    /// Nothing was stored but this record.
+    Failed,
+}
+
+impl IngestionOutcome {
+    /// The contract name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+impl fmt::Display for IngestionOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An audit record to append. Room id and homeserver are kept as given (sanitised), because a
+/// failed ingestion may have been refused precisely for an invalid value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIngestion {
+    /// Who ran it (`sub`).
+    pub actor: ActorId,
+    /// Whose chain it goes into.
+    pub org: OrgId,
+    /// The room id as requested.
+    pub room_id: String,
+    /// The homeserver as requested.
+    pub homeserver_url: String,
+    /// Messages newly stored (0 on failure).
+    pub message_count: i64,
+    /// The classification requested.
+    pub classification: Classification,
+    /// When it started.
+    pub started_at: OffsetDateTime,
+    /// When it ended.
+    pub finished_at: Option<OffsetDateTime>,
+    /// How it ended.
+    pub outcome: IngestionOutcome,
+    /// Why it failed; must never contain a token.
+    pub error: Option<String>,
+}
+
+impl NewIngestion {
+    /// Makes a caller-supplied value safe to keep: control characters replaced, at most
+    /// `max` characters.
+    ///
+    /// ```
+    /// use argus_domain::NewIngestion;
+    /// assert_eq!(NewIngestion::sanitise("!a\0b\n", 10), "!a\u{fffd}b\u{fffd}");
+    /// assert_eq!(NewIngestion::sanitise(&"x".repeat(600), 255).chars().count(), 255);
+    /// ```
+    pub fn sanitise(value: &str, max: usize) -> String {
+        value
+            .chars()
+            .take(max)
+            .map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c })
+            .collect()
+    }
+}
+
+/// An audit record as stored: the fields appended plus its place in the organisation's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestionRecord {
+    /// Opaque, stable storage id.
+    pub id: i64,
+    /// Position in the organisation's chain, from 1, gapless.
+    pub seq: i64,
+    /// The appended fields.
+    pub entry: NewIngestion,
+    /// Hash of the previous record of the chain (32 zero bytes for the first).
+    pub prev_hash: [u8; 32],
+    /// SHA-256 over this record's canonical encoding and `prev_hash`.
+    pub hash: [u8; 32],
+}

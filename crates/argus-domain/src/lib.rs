@@ -1,0 +1,51 @@
+//! Domain model of the Argus Tchap connector: identifiers, classifications, the viewer, the
+//! records that flow from a Matrix homeserver into storage, and the clearance policy.
+//!
+//! This crate does no I/O: no runtime, database or HTTP dependency. Every other crate of the
+//! connector builds on it, and platform teams can embed it to apply the same policy.
+//!
+//! ```
+//! use argus_domain::{Classification, OrgId, Viewer, Scope, policy};
+//!
+//! let org: OrgId = "anssi".parse()?;
+//! let analyst = Viewer::new("alice".parse()?, org.clone(), Classification::Confidential, [Scope::Read]);
+//! assert!(policy::is_visible(&analyst, &org, Classification::Restricted));
+//! assert!(!policy::is_visible(&analyst, &org, Classification::Secret));
+//! assert!(!policy::is_visible(&analyst, &"dgsi".parse()?, Classification::Unclassified));
+//! # Ok::<(), argus_domain::Error>(())
+//! ```
+
+mod classification;
+mod error;
+mod ids;
+mod ingestion;
+mod message;
+mod page;
+pub mod policy;
+mod room;
+mod secret;
+mod viewer;
+
+pub use classification::Classification;
+pub use error::{Error, Result};
+pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId};
+pub use ingestion::{IngestionOutcome, IngestionRecord, NewIngestion};
+pub use message::{MediaRef, MessageEdit, MessageRecord, StoredMessage};
+pub use page::{Page, PageRequest};
+pub use room::{FetchReport, RoomSnapshot, Stats, StoredRoom};
+pub use secret::AccessToken;
+pub use viewer::{Scope, Viewer};
+
+/// Converts a timestamp to whole milliseconds since the Unix epoch (UTC), the storage form.
+pub fn to_unix_ms(t: time::OffsetDateTime) -> i64 {
+    // i128 nanoseconds / 1e6 always fits i64 for every representable OffsetDateTime.
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Converts milliseconds since the Unix epoch to a UTC timestamp.
+///
+/// Returns [`Error::InvalidTimestamp`] when the value is outside the representable range.
+pub fn from_unix_ms(ms: i64) -> Result<time::OffsetDateTime> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|_| Error::InvalidTimestamp(ms))
+}

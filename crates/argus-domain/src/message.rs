@@ -1,0 +1,86 @@
+//! Messages: the normalised form the connector produces and the stored form reads return.
+
+use time::OffsetDateTime;
+
+use crate::{Classification, EventId, RoomId, UserId};
+
+/// A media attachment (m.image, m.file, m.audio, m.video): a reference, never the content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MediaRef {
+    /// The `mxc://` URI of the content (absent for encrypted attachments).
+    pub uri: Option<String>,
+    /// The MIME type the sender declared.
+    pub mimetype: Option<String>,
+    /// The size in bytes the sender declared.
+    pub size: Option<u64>,
+}
+
+/// One message event of a room after normalisation.
+///
+/// Edits are already applied (`body` is the latest version, `edited` is set); a redacted
+/// message has no body, no media and `redacted` set; an encrypted event has `encrypted` set,
+/// no msgtype and no body.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageRecord {
+    /// The event id.
+    pub event_id: EventId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// `m.text`, `m.notice`, `m.emote`, `m.image`, `m.file`, `m.audio`, `m.video`,
+    /// `m.location`, ...; `None` for events that are not `m.room.message`.
+    pub msgtype: Option<String>,
+    /// Plain-text body, latest edit applied; `None` when redacted or encrypted.
+    pub body: Option<String>,
+    /// `origin_server_ts` of the event.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// An edit (`m.replace`) was applied.
+    pub edited: bool,
+    /// The event was redacted; its content is gone.
+    pub redacted: bool,
+    /// The event is `m.room.encrypted` and was not decrypted.
+    pub encrypted: bool,
+    /// The event this one replies to (`m.in_reply_to`).
+    pub reply_to: Option<EventId>,
+    /// The root of the thread this event belongs to (`m.thread`).
+    pub thread_root: Option<EventId>,
+    /// The attachment, for media messages.
+    pub media: Option<MediaRef>,
+}
+
+impl MessageRecord {
+    /// Purges the content of a redacted message, keeping who sent it and when.
+    pub fn redact(&mut self) {
+        self.redacted = true;
+        self.body = None;
+        self.media = None;
+    }
+}
+
+/// An edit whose original message was not part of the same fetch (it was stored by an
+/// earlier ingestion); the store applies it to the stored original.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageEdit {
+    /// The message being edited.
+    pub target: EventId,
+    /// The new msgtype, from `m.new_content`.
+    pub msgtype: Option<String>,
+    /// The new body, from `m.new_content`.
+    pub body: Option<String>,
+    /// When the edit was sent; the latest edit wins.
+    #[serde(with = "time::serde::rfc3339")]
+    pub edited_at: OffsetDateTime,
+}
+
+/// A stored message as a read returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Opaque, stable storage id.
+    pub id: i64,
+    /// The room it belongs to.
+    pub room_id: RoomId,
+    /// Its classification (that of the ingestion that stored it, never lowered).
+    pub classification: Classification,
+    /// The message.
+    pub message: MessageRecord,
+}

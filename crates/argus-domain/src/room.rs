@@ -1,0 +1,106 @@
+//! Rooms: the snapshot the connector produces, the stored form reads return, and statistics.
+
+use time::OffsetDateTime;
+
+use crate::{Classification, EventId, HomeserverUrl, MessageEdit, MessageRecord, OrgId, RoomId};
+
+/// What one read of a room returned and what was done with it: the completeness report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FetchReport {
+    /// Pages of `/messages` read.
+    pub pages: u32,
+    /// Timeline events received from the homeserver.
+    pub events_fetched: u64,
+    /// Messages in the snapshot (after edits were folded in).
+    pub messages: u64,
+    /// `m.room.encrypted` events kept without body.
+    pub encrypted: u64,
+    /// Messages redacted (seen redacted, or redacted by a later event).
+    pub redacted: u64,
+    /// Edits applied to an original.
+    pub edits_applied: u64,
+    /// Events skipped because they were malformed.
+    pub malformed_skipped: u64,
+    /// Events dropped because they claimed another room.
+    pub foreign_dropped: u64,
+    /// Whether the read stopped at the caller's cap before reaching the start of the room.
+    pub truncated: bool,
+}
+
+/// Everything one read of a room returned, normalised: room metadata and messages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomSnapshot {
+    /// The room.
+    pub room_id: RoomId,
+    /// Where it was read from.
+    pub homeserver_url: HomeserverUrl,
+    /// From `m.room.name`.
+    pub name: Option<String>,
+    /// From `m.room.topic`.
+    pub topic: Option<String>,
+    /// From `m.room.canonical_alias`.
+    pub canonical_alias: Option<String>,
+    /// Members whose `m.room.member` membership is `join`.
+    pub member_count: u32,
+    /// Whether the room has `m.room.encryption` state.
+    pub encrypted: bool,
+    /// Messages, oldest first, edits applied.
+    pub messages: Vec<MessageRecord>,
+    /// Edits of messages not in `messages` (stored by an earlier read).
+    pub edits: Vec<MessageEdit>,
+    /// Redactions of messages not in `messages` (stored by an earlier read).
+    pub redactions: Vec<EventId>,
+    /// Token from which a later read fetches only newer events (`dir=f`).
+    pub resume_token: Option<String>,
+    /// The completeness report.
+    pub report: FetchReport,
+}
+
+/// A stored room as a read returns it (also the payload the fusion outbox carries).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRoom {
+    /// Opaque, stable storage id.
+    pub id: i64,
+    /// The organisation that owns this copy.
+    pub org: OrgId,
+    /// The Matrix room id.
+    pub room_id: RoomId,
+    /// Where it was read from.
+    pub homeserver_url: HomeserverUrl,
+    /// From `m.room.name`.
+    pub name: Option<String>,
+    /// From `m.room.topic`.
+    pub topic: Option<String>,
+    /// From `m.room.canonical_alias`.
+    pub canonical_alias: Option<String>,
+    /// Joined members at the last ingestion.
+    pub member_count: i64,
+    /// Whether the room is end-to-end encrypted.
+    pub encrypted: bool,
+    /// The room's classification (the highest it was ever ingested at).
+    pub classification: Classification,
+    /// When the room was first ingested.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen_at: OffsetDateTime,
+    /// `origin_server_ts` of the newest stored message the viewer may see.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_activity_at: Option<OffsetDateTime>,
+    /// When the room was last ingested.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_ingested_at: OffsetDateTime,
+    /// Stored messages the viewer may see.
+    pub message_count: i64,
+    /// Token from which the next ingestion reads forward.
+    pub resume_token: Option<String>,
+}
+
+/// Aggregates over what a viewer may see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Visible rooms.
+    pub total_rooms: i64,
+    /// Visible messages in visible rooms.
+    pub total_messages: i64,
+    /// Visible rooms whose newest visible message is less than 24 hours old.
+    pub active_rooms_last_24h: i64,
+}

@@ -1,0 +1,88 @@
+//! The caller on whose behalf a read or an ingestion runs, as established from their token.
+
+use std::{collections::BTreeSet, fmt, str::FromStr};
+
+use crate::{ActorId, Classification, Error, OrgId};
+
+/// A permission carried by the caller's token (`scope` claim, space-delimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// `tchap:read`: read rooms, messages and statistics.
+    Read,
+    /// `tchap:ingest`: run ingestions.
+    Ingest,
+    /// `tchap:audit`: read the ingestion history.
+    Audit,
+}
+
+impl Scope {
+    /// The scope as it appears in a token.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "tchap:read",
+            Self::Ingest => "tchap:ingest",
+            Self::Audit => "tchap:audit",
+        }
+    }
+
+    /// Parses a space-delimited `scope` claim, ignoring scopes of other services.
+    ///
+    /// ```
+    /// use argus_domain::Scope;
+    /// let s = Scope::parse_claim("openid tchap:read  tchap:audit");
+    /// assert_eq!(s.into_iter().collect::<Vec<_>>(), vec![Scope::Read, Scope::Audit]);
+    /// ```
+    pub fn parse_claim(claim: &str) -> BTreeSet<Scope> {
+        claim.split_whitespace().filter_map(|s| s.parse().ok()).collect()
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Scope {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "tchap:read" => Ok(Self::Read),
+            "tchap:ingest" => Ok(Self::Ingest),
+            "tchap:audit" => Ok(Self::Audit),
+            other => Err(Error::UnknownScope(crate::classification::truncate_for_message(other))),
+        }
+    }
+}
+
+/// Who is asking: identity, organisation, clearance and scopes, all taken from the token.
+///
+/// Every read of stored material takes a `&Viewer`; nothing else decides the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The caller (`sub`).
+    pub actor: ActorId,
+    /// The caller's organisation; the only tenant they can see.
+    pub org: OrgId,
+    /// The highest level the caller may see.
+    pub clearance: Classification,
+    /// What the caller may do.
+    pub scopes: BTreeSet<Scope>,
+}
+
+impl Viewer {
+    /// Builds a viewer.
+    pub fn new(
+        actor: ActorId,
+        org: OrgId,
+        clearance: Classification,
+        scopes: impl IntoIterator<Item = Scope>,
+    ) -> Self {
+        Self { actor, org, clearance, scopes: scopes.into_iter().collect() }
+    }
+
+    /// Whether the caller holds a scope.
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}

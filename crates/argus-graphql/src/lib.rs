@@ -1,0 +1,1 @@
+//! Argus Tchap connector: Juniper GraphQL schema, resolvers and the ingestion use-case.

@@ -1,0 +1,1 @@
+//! Argus Tchap connector: Ruma-based Matrix Client-Server API reader.

@@ -1,0 +1,1 @@
+//! Argus Tchap connector: actix-web server, configuration and bearer-token authentication.

@@ -1,0 +1,1 @@
+//! Argus Tchap connector: Diesel storage (SQLite, PostgreSQL) and hash-chained audit trail.

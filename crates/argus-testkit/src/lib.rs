@@ -1,0 +1,1 @@
+//! Argus Tchap connector: test support (throw-away PostgreSQL, Synapse harness, fixtures).
