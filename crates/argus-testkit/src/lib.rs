@@ -1,1 +1,82 @@
 //! Argus Tchap connector: test support (throw-away PostgreSQL, Synapse harness, fixtures).
+//!
+//! Dev-only. Two tiers of real dependencies, each started once per test process and removed when
+//! the process exits:
+//!
+//! - [`postgres`]: a throw-away PostgreSQL cluster and a fresh database per test
+//!   (skipped loudly when the binaries are missing unless `ARGUS_REQUIRE_POSTGRES=1`);
+//! - [`synapse`]: a real Synapse homeserver installed into a venv under `target/`
+//!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_SYNAPSE=1`).
+
+pub mod postgres;
+
+use std::fs;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+
+/// True when the environment variable is set to `1`/`true`/`yes`.
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| matches!(value.trim(), "1" | "true" | "yes" | "TRUE" | "YES"))
+}
+
+/// True when the current process runs as uid 0 (read from `/proc/self/status`, then `id -u`).
+fn is_root() -> bool {
+    if let Ok(status) = fs::read_to_string("/proc/self/status")
+        && let Some(line) = status.lines().find(|line| line.starts_with("Uid:"))
+    {
+        return line.split_whitespace().nth(1) == Some("0");
+    }
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// A suffix unique within the machine for this process's lifetime: `<pid>_<counter>`.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!("{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Finds an executable on PATH.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+/// A free TCP port on the loopback interface (probed by binding port 0).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a probe port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The last `lines` lines of a log file (or a note that it could not be read).
+fn tail_of_file(path: &Path, lines: usize) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(error) => format!("(could not read {}: {error})", path.display()),
+    }
+}
+
+/// Spawns a detached `sh -c script` in its own process group, so that it outlives the test
+/// process and can clean up after it.
+fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("spawning the cleanup watchdog")?;
+    Ok(())
+}
