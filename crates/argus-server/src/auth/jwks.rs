@@ -1,0 +1,141 @@
+//! The identity provider's JSON Web Key Set, cached by `kid`.
+//!
+//! An unknown `kid` triggers at most one refetch per refresh interval, so a flood of tokens with
+//! random `kid`s cannot turn the server into a load generator against the identity provider.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet},
+};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::{Error, Result};
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+type KeyMap = HashMap<String, (Arc<DecodingKey>, Algorithm)>;
+
+pub(super) struct JwksCache {
+    url: String,
+    allowed: Vec<Algorithm>,
+    min_refresh: Duration,
+    client: reqwest::Client,
+    keys: RwLock<KeyMap>,
+    /// When the set was last fetched; held while fetching so only one fetch runs.
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+impl JwksCache {
+    pub(super) fn new(url: String, allowed: Vec<Algorithm>, min_refresh: Duration) -> Result<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|_| Error::Config("cannot build the JWKS HTTP client".into()))?;
+        Ok(Self {
+            url,
+            allowed,
+            min_refresh,
+            client,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: Mutex::new(None),
+        })
+    }
+
+    /// The key for `kid` (or the only key when the token names none), fetching the set when the
+    /// key is unknown and the last fetch is old enough.
+    pub(super) async fn key_for(&self, kid: Option<&str>) -> Result<(Arc<DecodingKey>, Algorithm)> {
+        if let Some(found) = lookup(&*self.keys.read().await, kid) {
+            return Ok(found);
+        }
+        let mut last = self.last_fetch.lock().await;
+        // Someone else may have refreshed while we waited.
+        if let Some(found) = lookup(&*self.keys.read().await, kid) {
+            return Ok(found);
+        }
+        if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+            return Err(Error::InvalidToken("unknown key id"));
+        }
+        *last = Some(Instant::now());
+        let fetched = self.fetch().await;
+        let map = match fetched {
+            Ok(map) => map,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the JWKS");
+                return Err(e);
+            }
+        };
+        let found = lookup(&map, kid);
+        *self.keys.write().await = map;
+        found.ok_or(Error::InvalidToken("unknown key id"))
+    }
+
+    async fn fetch(&self) -> Result<KeyMap> {
+        let mut response = self.client.get(&self.url).send().await.map_err(|_| Error::KeysUnavailable)?;
+        if !response.status().is_success() {
+            return Err(Error::KeysUnavailable);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|_| Error::KeysUnavailable)? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(Error::KeysUnavailable);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| Error::KeysUnavailable)?;
+        let mut map = KeyMap::new();
+        for (index, jwk) in set.keys.iter().enumerate() {
+            if jwk
+                .common
+                .public_key_use
+                .as_ref()
+                .is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature)
+            {
+                continue;
+            }
+            let Some(alg) = self.algorithm_of(jwk) else { continue };
+            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            let kid = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{index}"));
+            map.insert(kid, (Arc::new(key), alg));
+        }
+        tracing::info!(keys = map.len(), "fetched the JWKS");
+        Ok(map)
+    }
+
+    /// The algorithm a key is used with: its `alg`, or the one its type implies; never HMAC.
+    fn algorithm_of(&self, jwk: &Jwk) -> Option<Algorithm> {
+        let alg = match jwk.common.key_algorithm {
+            Some(ka) => serde_json::to_value(ka).ok()?.as_str()?.parse::<Algorithm>().ok()?,
+            None => match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => Algorithm::ES384,
+                _ => return None,
+            },
+        };
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return None;
+        }
+        if !self.allowed.is_empty() && !self.allowed.contains(&alg) {
+            return None;
+        }
+        Some(alg)
+    }
+}
+
+fn lookup(map: &KeyMap, kid: Option<&str>) -> Option<(Arc<DecodingKey>, Algorithm)> {
+    match kid {
+        Some(kid) => map.get(kid).cloned(),
+        None if map.len() == 1 => map.values().next().cloned(),
+        None => None,
+    }
+}

@@ -1,0 +1,588 @@
+//! Typed configuration: built-in defaults < `argus-tchap.toml` < `ARGUS_*` environment.
+//!
+//! Every key is documented in `docs/configuration.md`. Unknown keys are rejected so a typo never
+//! silently falls back to a default.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use base64::Engine as _;
+use figment::{
+    Figment,
+    providers::{Env, Format as _, Toml},
+};
+use serde::{Deserialize, Deserializer};
+
+use crate::{Error, Result};
+
+/// The configuration file read when no other is named.
+pub const DEFAULT_CONFIG_FILE: &str = "argus-tchap.toml";
+
+/// The file, in the data directory, that keeps the generated development HS256 secret.
+pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
+
+/// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
+const SECTIONS: [&str; 4] = ["jwt", "matrix", "graphql", "fusion"];
+
+/// Top-level keys that come from `ARGUS_<KEY>`.
+const TOP_LEVEL_KEYS: [&str; 3] = ["bind", "database_url", "data_dir"];
+
+/// A configured secret: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(#[serde(deserialize_with = "scalar_string")] String);
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole configuration of the server and the operator commands.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// `sqlite://path` (relative or absolute) or `postgres://…`.
+    #[serde(deserialize_with = "scalar_string")]
+    pub database_url: String,
+    /// Where generated files (the development JWT secret) are kept; defaults to the directory
+    /// of the SQLite database, or the working directory for PostgreSQL.
+    pub data_dir: Option<PathBuf>,
+    /// Bearer-token validation.
+    pub jwt: JwtConfig,
+    /// The Matrix connector.
+    pub matrix: MatrixConfig,
+    /// The GraphQL endpoint.
+    pub graphql: GraphqlConfig,
+    /// Settings of the fusion relay, passed through to `argus-fusion` unchanged.
+    pub fusion: figment::value::Dict,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://argus-tchap.db".to_owned(),
+            data_dir: None,
+            jwt: JwtConfig::default(),
+            matrix: MatrixConfig::default(),
+            graphql: GraphqlConfig::default(),
+            fusion: figment::value::Dict::new(),
+        }
+    }
+}
+
+/// How bearer tokens are validated and mapped to a viewer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    #[serde(deserialize_with = "scalar_string")]
+    pub issuer: String,
+    /// Required `aud` (the token's `aud` must contain it).
+    #[serde(deserialize_with = "scalar_string")]
+    pub audience: String,
+    /// Shared HS256 secret (development). Generated and kept in the data directory when no key
+    /// is configured at all.
+    pub hs256_secret: Option<SecretString>,
+    /// PEM file with an RSA or EC (P-256) public key.
+    pub public_key_file: Option<PathBuf>,
+    /// URL of the identity provider's JSON Web Key Set.
+    pub jwks_url: Option<String>,
+    /// Accepted algorithms; empty = derived from the key.
+    #[serde(deserialize_with = "string_or_list")]
+    pub algorithms: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_seconds: u64,
+    /// Minimum time between two fetches of the JWKS on an unknown `kid`, in seconds.
+    pub jwks_refresh_seconds: u64,
+    /// Claim holding the actor.
+    #[serde(deserialize_with = "scalar_string")]
+    pub sub_claim: String,
+    /// Claim holding the organisation.
+    #[serde(deserialize_with = "scalar_string")]
+    pub org_claim: String,
+    /// Claim holding the clearance level.
+    #[serde(deserialize_with = "scalar_string")]
+    pub clearance_claim: String,
+    /// Claim holding the space-delimited scopes.
+    #[serde(deserialize_with = "scalar_string")]
+    pub scope_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "argus-dev".to_owned(),
+            audience: "argus-tchap".to_owned(),
+            hs256_secret: None,
+            public_key_file: None,
+            jwks_url: None,
+            algorithms: Vec::new(),
+            leeway_seconds: 30,
+            jwks_refresh_seconds: 60,
+            sub_claim: "sub".to_owned(),
+            org_claim: "org".to_owned(),
+            clearance_claim: "clearance".to_owned(),
+            scope_claim: "scope".to_owned(),
+        }
+    }
+}
+
+/// The Matrix connector's outbound policy and limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// Homeservers ingestions may reach; empty = any public host.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_homeservers: Vec<String>,
+    /// Private addresses (IPs or CIDR ranges) that may be reached anyway, e.g. `127.0.0.1`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allow_private_addresses: Vec<String>,
+}
+
+/// Limits and switches of the GraphQL endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphqlConfig {
+    /// Introspection; default: on in development, off when a real key is configured.
+    pub introspection: Option<bool>,
+    /// The GraphiQL page; default: on in development, off when a real key is configured.
+    pub graphiql: Option<bool>,
+    /// Maximum nesting depth of a query (fragments expanded).
+    pub max_depth: usize,
+    /// Maximum number of fields of an operation, aliases and fragment spreads counted.
+    pub max_fields: usize,
+    /// Maximum number of tokens of a document.
+    pub max_tokens: usize,
+    /// Maximum number of operations in one batched request.
+    pub max_batch: usize,
+    /// Maximum size of a request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Key authenticating pagination cursors (base64); default: random per process.
+    pub cursor_key: Option<SecretString>,
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            introspection: None,
+            graphiql: None,
+            max_depth: 15,
+            max_fields: 300,
+            max_tokens: 5_000,
+            max_batch: 10,
+            max_body_bytes: 64 * 1024,
+            cursor_key: None,
+        }
+    }
+}
+
+/// Where the key that verifies bearer tokens comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A shared HS256 secret (development).
+    Hs256 {
+        /// The secret.
+        secret: SecretString,
+        /// Whether it was generated by this program and kept in the data directory.
+        generated: bool,
+    },
+    /// A PEM public key read from a file.
+    PublicKeyPem(Vec<u8>),
+    /// A JSON Web Key Set fetched from a URL.
+    Jwks(String),
+}
+
+impl KeySource {
+    /// Whether this is a development key (an HS256 secret) rather than a real signing key.
+    pub fn is_development(&self) -> bool {
+        matches!(self, Self::Hs256 { .. })
+    }
+}
+
+impl Config {
+    /// Loads the configuration from the defaults, the file `path` (when it exists) and the
+    /// `ARGUS_*` environment.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_figment(Self::figment(path))
+    }
+
+    /// The layered providers: file then environment.
+    pub fn figment(path: &Path) -> Figment {
+        Figment::new().merge(Toml::file(path)).merge(env_provider())
+    }
+
+    /// Extracts and checks the configuration from a figment.
+    pub fn from_figment(figment: Figment) -> Result<Self> {
+        let config: Self = figment.extract().map_err(|e| Error::Config(describe_figment_error(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what typing alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        let keys = usize::from(self.jwt.hs256_secret.is_some())
+            + usize::from(self.jwt.public_key_file.is_some())
+            + usize::from(self.jwt.jwks_url.is_some());
+        if keys > 1 {
+            return Err(Error::Config(
+                "configure at most one of jwt.hs256_secret, jwt.public_key_file and jwt.jwks_url".into(),
+            ));
+        }
+        if let Some(secret) = &self.jwt.hs256_secret
+            && secret.expose_secret().len() < 32
+        {
+            return Err(Error::Config("jwt.hs256_secret must be at least 32 bytes".into()));
+        }
+        if let Some(url) = &self.jwt.jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(Error::Config("jwt.jwks_url must be an http(s) URL".into()));
+        }
+        if self.jwt.issuer.is_empty() || self.jwt.audience.is_empty() {
+            return Err(Error::Config("jwt.issuer and jwt.audience must not be empty".into()));
+        }
+        let g = &self.graphql;
+        if g.max_depth == 0 || g.max_fields == 0 || g.max_tokens == 0 || g.max_batch == 0 {
+            return Err(Error::Config("graphql limits must be positive".into()));
+        }
+        if g.max_body_bytes < 1024 {
+            return Err(Error::Config("graphql.max_body_bytes must be at least 1024".into()));
+        }
+        if let Some(key) = &g.cursor_key {
+            let bytes = decode_key(key.expose_secret())
+                .ok_or_else(|| Error::Config("graphql.cursor_key must be base64".into()))?;
+            if bytes.len() < 32 {
+                return Err(Error::Config("graphql.cursor_key must hold at least 32 bytes".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether no real signing key (public key or JWKS) is configured.
+    pub fn is_development(&self) -> bool {
+        self.jwt.public_key_file.is_none() && self.jwt.jwks_url.is_none()
+    }
+
+    /// Whether GraphQL introspection is enabled.
+    pub fn introspection_enabled(&self) -> bool {
+        self.graphql.introspection.unwrap_or_else(|| self.is_development())
+    }
+
+    /// Whether the GraphiQL page is served.
+    pub fn graphiql_enabled(&self) -> bool {
+        self.graphql.graphiql.unwrap_or_else(|| self.is_development())
+    }
+
+    /// The path of the SQLite database, when the database is SQLite and a file.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        sqlite_path(&self.database_url)
+    }
+
+    /// The directory generated files are kept in.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        match self.sqlite_path().as_deref().and_then(Path::parent) {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Resolves the verification key: reads the PEM file, or reads (or generates on first use)
+    /// the development secret in the data directory.
+    pub fn key_source(&self) -> Result<KeySource> {
+        if let Some(secret) = &self.jwt.hs256_secret {
+            return Ok(KeySource::Hs256 { secret: secret.clone(), generated: false });
+        }
+        if let Some(file) = &self.jwt.public_key_file {
+            let pem = std::fs::read(file)
+                .map_err(|_| Error::Config("cannot read the file named by jwt.public_key_file".into()))?;
+            return Ok(KeySource::PublicKeyPem(pem));
+        }
+        if let Some(url) = &self.jwt.jwks_url {
+            return Ok(KeySource::Jwks(url.clone()));
+        }
+        let secret = load_or_create_dev_secret(&self.data_dir())?;
+        Ok(KeySource::Hs256 { secret, generated: true })
+    }
+
+    /// The key that authenticates pagination cursors, when one is configured.
+    pub fn cursor_key(&self) -> Option<Vec<u8>> {
+        self.graphql.cursor_key.as_ref().and_then(|k| decode_key(k.expose_secret()))
+    }
+}
+
+fn decode_key(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
+        .ok()
+}
+
+/// The path of a `sqlite://` database URL (`None` for other schemes and in-memory databases).
+///
+/// ```
+/// use std::path::PathBuf;
+/// use argus_server::config::sqlite_path;
+/// assert_eq!(sqlite_path("sqlite://argus-tchap.db"), Some(PathBuf::from("argus-tchap.db")));
+/// assert_eq!(sqlite_path("sqlite:///var/lib/argus/tchap.db"), Some(PathBuf::from("/var/lib/argus/tchap.db")));
+/// assert_eq!(sqlite_path("postgres://localhost/argus"), None);
+/// ```
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = rest.split('?').next().unwrap_or_default();
+    if rest.is_empty() || rest == ":memory:" {
+        return None;
+    }
+    Some(PathBuf::from(rest))
+}
+
+/// Reads the development secret from `dir`, generating it (readable by the owner only) on
+/// first use.
+fn load_or_create_dev_secret(dir: &Path) -> Result<SecretString> {
+    let path = dir.join(DEV_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(SecretString::new(s.trim())),
+        Ok(_) => return Err(Error::Config("the development JWT secret file is too short".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return Err(Error::Config("cannot read the development JWT secret file".into())),
+    }
+    let mut bytes = [0_u8; 32];
+    rand::fill(&mut bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    std::fs::create_dir_all(dir).map_err(|_| Error::Config("cannot create the data directory".into()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            use std::io::Write as _;
+            file.write_all(secret.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|_| Error::Config("cannot write the development JWT secret file".into()))?;
+            tracing::info!("generated a development JWT secret in the data directory");
+            Ok(SecretString::new(secret))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_dev_secret(dir),
+        Err(_) => Err(Error::Config("cannot create the development JWT secret file".into())),
+    }
+}
+
+/// Maps an environment variable name (without `ARGUS_`, any case) to a configuration key:
+/// `JWT_ISSUER` -> `jwt.issuer`, `DATABASE_URL` -> `database_url`. Other variables are ignored.
+///
+/// ```
+/// use argus_server::config::env_key;
+/// assert_eq!(env_key("JWT_HS256_SECRET").as_deref(), Some("jwt.hs256_secret"));
+/// assert_eq!(env_key("database_url").as_deref(), Some("database_url"));
+/// assert_eq!(env_key("CONFIG"), None);
+/// ```
+pub fn env_key(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    if TOP_LEVEL_KEYS.contains(&lower.as_str()) {
+        return Some(lower);
+    }
+    SECTIONS.iter().find_map(|section| {
+        lower
+            .strip_prefix(section)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| format!("{section}.{rest}"))
+    })
+}
+
+fn env_provider() -> Env {
+    Env::prefixed("ARGUS_").filter_map(|key| env_key(key.as_str()).map(Into::into))
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    // figment's messages name the key and, for files, the file; keep the key only.
+    let key = e.path.join(".");
+    let kind = e.kind.to_string();
+    if key.is_empty() {
+        format!("invalid configuration: {kind}")
+    } else {
+        format!("invalid configuration key {key}: {kind}")
+    }
+}
+
+/// Accepts a string, a number or a boolean as a string (environment values that look like
+/// numbers stay strings).
+fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
+}
+
+/// Accepts a list of strings or one string of comma- or space-separated items.
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment's Jail closures return figment::Error")]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    #[test]
+    fn defaults_without_any_configuration() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c, Config::default());
+            assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.database_url, "sqlite://argus-tchap.db");
+            assert!(c.is_development());
+            assert!(c.introspection_enabled());
+            assert_eq!(c.data_dir(), PathBuf::from("."));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_environment() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "argus-tchap.toml",
+                r#"
+                bind = "0.0.0.0:9000"
+                database_url = "sqlite:///var/lib/argus/tchap.db"
+                [jwt]
+                issuer = "https://idp.example"
+                leeway_seconds = 5
+                [matrix]
+                allowed_homeservers = ["https://matrix.agent.tchap.gouv.fr"]
+                "#,
+            )?;
+            jail.set_env("ARGUS_JWT_ISSUER", "https://idp2.example");
+            jail.set_env("ARGUS_JWT_HS256_SECRET", "12345678901234567890123456789012");
+            jail.set_env("ARGUS_MATRIX_ALLOW_PRIVATE_ADDRESSES", "127.0.0.1, ::1");
+            jail.set_env("ARGUS_GRAPHQL_INTROSPECTION", "false");
+            jail.set_env("ARGUS_CONFIG", "ignored");
+            jail.set_env("ARGUS_SOMETHING_ELSE", "ignored");
+            let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.bind.to_string(), "0.0.0.0:9000");
+            assert_eq!(c.jwt.issuer, "https://idp2.example");
+            assert_eq!(c.jwt.leeway_seconds, 5);
+            assert_eq!(
+                c.jwt.hs256_secret.as_ref().map(SecretString::expose_secret),
+                Some("12345678901234567890123456789012")
+            );
+            assert_eq!(c.matrix.allow_private_addresses, vec!["127.0.0.1", "::1"]);
+            assert_eq!(c.matrix.allowed_homeservers, vec!["https://matrix.agent.tchap.gouv.fr"]);
+            assert!(!c.introspection_enabled());
+            assert_eq!(c.data_dir(), PathBuf::from("/var/lib/argus"));
+            assert!(!format!("{c:?}").contains("1234567890"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("argus-tchap.toml", "[jwt]\nissuer_typo = \"x\"\n")?;
+            let e = Config::load(Path::new("argus-tchap.toml")).err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains("issuer_typo")));
+            jail.create_file("argus-tchap.toml", "")?;
+            jail.set_env("ARGUS_JWT_ISSUR", "x");
+            assert!(Config::load(Path::new("argus-tchap.toml")).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_real_key_turns_development_features_off() {
+        let mut c = Config::default();
+        c.jwt.jwks_url = Some("https://idp.example/jwks".into());
+        assert!(!c.is_development());
+        assert!(!c.introspection_enabled());
+        assert!(!c.graphiql_enabled());
+        c.graphql.introspection = Some(true);
+        assert!(c.introspection_enabled());
+        c.jwt.hs256_secret = Some(SecretString::new("x".repeat(40)));
+        assert!(c.validate().is_err(), "two keys at once");
+    }
+
+    #[test]
+    fn dev_secret_is_generated_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config {
+            database_url: format!("sqlite://{}/db.sqlite", dir.path().display()),
+            ..Config::default()
+        };
+        let first = c.key_source().unwrap();
+        let second = c.key_source().unwrap();
+        assert_eq!(first, second);
+        assert!(matches!(first, KeySource::Hs256 { generated: true, .. }));
+        let path = dir.path().join(DEV_SECRET_FILE);
+        assert!(path.exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let mut c = Config::default();
+        c.jwt.hs256_secret = Some(SecretString::new("short"));
+        assert!(c.validate().is_err());
+    }
+}
