@@ -9,12 +9,13 @@
 //!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_SYNAPSE=1`).
 
 pub mod postgres;
+pub mod synapse;
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
 
@@ -79,4 +80,18 @@ fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
         .spawn()
         .context("spawning the cleanup watchdog")?;
     Ok(())
+}
+
+/// Writes the loud SKIP banner once per process and tier. Written straight to the process's
+/// stderr (not through `eprintln!`), so the test harness's output capture cannot hide it.
+fn announce_skip(announced: &AtomicBool, tier: &str, reason: &str, require_env: &str) {
+    use std::io::Write as _;
+    if announced.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let rule = "=".repeat(78);
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{rule}\nSKIPPED: {tier} ({reason})\nTests needing it return early. Set {require_env}=1 to make this a failure.\n{rule}\n"
+    );
 }

@@ -30,6 +30,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{env_flag, is_root, spawn_watchdog, unique_suffix};
 
+static PG_SKIP_ANNOUNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Environment variable that turns a missing PostgreSQL into a panic instead of a skip.
 pub const REQUIRE_ENV: &str = "ARGUS_REQUIRE_POSTGRES";
 
@@ -167,12 +169,7 @@ pub fn cluster() -> Option<&'static PgCluster> {
             if env_flag(REQUIRE_ENV) {
                 panic!("argus-testkit: PostgreSQL is required ({REQUIRE_ENV}=1) but unavailable: {reason}");
             }
-            eprintln!(
-                "\n========================================================================\n\
-                 SKIPPED: PostgreSQL tier — {reason}\n\
-                 (set {REQUIRE_ENV}=1 to make this a failure)\n\
-                 ========================================================================\n"
-            );
+            crate::announce_skip(&PG_SKIP_ANNOUNCED, "PostgreSQL tier", reason, REQUIRE_ENV);
             None
         }
     }
