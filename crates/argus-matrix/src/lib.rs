@@ -1,1 +1,13 @@
-//! Argus Tchap connector: Ruma-based Matrix Client-Server API reader.
+#![doc = include_str!("../README.md")]
+
+mod api;
+mod config;
+mod connector;
+mod error;
+mod normalise;
+mod policy;
+mod transport;
+
+pub use config::{ConnectorConfig, DEFAULT_MAX_MESSAGES, FetchOptions, HARD_MAX_MESSAGES};
+pub use connector::Connector;
+pub use error::{Error, Result};

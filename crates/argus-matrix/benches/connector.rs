@@ -1,0 +1,3 @@
+//! Connector throughput against a raw page loop.
+
+fn main() {}

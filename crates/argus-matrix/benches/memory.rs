@@ -1,0 +1,3 @@
+//! Peak memory of a read of 100k events.
+
+fn main() {}

@@ -1,0 +1,72 @@
+//! Operator configuration of the connector and per-read options.
+
+use std::time::Duration;
+
+/// Hard cap on `max_messages` that the API layer enforces; larger values are refused.
+pub const HARD_MAX_MESSAGES: u32 = 100_000;
+
+/// Messages read when the caller does not say how many.
+pub const DEFAULT_MAX_MESSAGES: u32 = 1_000;
+
+/// Largest `limit` the connector asks `/messages` for.
+pub(crate) const MAX_PAGE_SIZE: u32 = 1_000;
+
+/// How the connector reaches homeservers: outbound policy, timeouts, caps and retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorConfig {
+    /// Hosts the connector may reach (`matrix.agent.tchap.gouv.fr`, or `host:port`); empty means
+    /// any host whose addresses are public.
+    pub allowed_homeservers: Vec<String>,
+    /// IP addresses or CIDR ranges exempt from the blocklist of private and reserved ranges
+    /// (e.g. `"127.0.0.1"`, `"10.1.0.0/16"` for an on-premises homeserver). A homeserver whose
+    /// addresses are all exempt may also be reached over plain `http`.
+    pub allow_private_addresses: Vec<String>,
+    /// Time allowed to establish a connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for one request, from connecting to the last byte of the body.
+    pub request_timeout: Duration,
+    /// Time allowed for a whole read of a room, retries and waits included.
+    pub run_deadline: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
+    /// Most `/messages` pages read in one run.
+    pub max_pages: u32,
+    /// Events asked for per `/messages` page (at most 1000).
+    pub page_size: u32,
+    /// Retries of one request after a rate limit, a server error or a network failure.
+    pub max_retries: u32,
+    /// Longest single wait before a retry, whatever the homeserver asks for.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        Self {
+            allowed_homeservers: Vec::new(),
+            allow_private_addresses: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            run_deadline: Duration::from_secs(120),
+            max_response_bytes: 16 * 1024 * 1024,
+            max_pages: 1_000,
+            page_size: MAX_PAGE_SIZE,
+            max_retries: 5,
+            max_retry_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Options of one read of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Most messages to return (1 to [`HARD_MAX_MESSAGES`]); a backwards read keeps the newest.
+    pub max_messages: u32,
+    /// The resume token of an earlier snapshot: only events after it are read (`dir=f`).
+    pub since: Option<String>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self { max_messages: DEFAULT_MAX_MESSAGES, since: None }
+    }
+}

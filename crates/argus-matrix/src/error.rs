@@ -1,0 +1,144 @@
+//! The connector's error type: one variant per way a read can fail, each with a stable code.
+//!
+//! Messages never contain the access token, and never echo text chosen by the homeserver
+//! (which could repeat the token back): only its status, a sanitised `errcode` and our own words.
+
+use std::time::Duration;
+
+/// Result type of the connector.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a read of a room failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The homeserver refused the access token (`M_UNKNOWN_TOKEN`, `M_MISSING_TOKEN`, soft
+    /// logout included). Retrying with the same token cannot succeed.
+    #[error("the homeserver refused the access token ({errcode}{})", if *soft_logout { ", soft logout" } else { "" })]
+    Unauthorized {
+        /// The Matrix `errcode` (or `HTTP 401` when the body had none).
+        errcode: String,
+        /// The homeserver asked for a soft logout (re-login with the same device).
+        soft_logout: bool,
+    },
+    /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
+    #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]
+    Forbidden,
+    /// The room does not exist or is unknown to the homeserver (`M_NOT_FOUND`).
+    #[error("the homeserver does not know this room (M_NOT_FOUND)")]
+    NotFound,
+    /// The homeserver kept rate limiting (`M_LIMIT_EXCEEDED` / HTTP 429) beyond the retries or
+    /// the deadline of the run.
+    #[error("rate limited by the homeserver{}", retry_after.map(|d| format!(" (asked to wait {} ms)", d.as_millis())).unwrap_or_default())]
+    RateLimited {
+        /// How long the homeserver last asked to wait, if it said.
+        retry_after: Option<Duration>,
+    },
+    /// The outbound policy refused the homeserver before any connection: scheme, allow-list,
+    /// blocked address, or a redirect that was not followed.
+    #[error("outbound policy: {0}")]
+    OutboundPolicy(String),
+    /// The homeserver could not be reached: DNS, connection, TLS or a reset or timed-out request.
+    #[error("homeserver unreachable: {0}")]
+    Unreachable(String),
+    /// The homeserver answered with an error this connector does not map to another variant.
+    #[error("homeserver error: HTTP {status}{}", errcode.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    Homeserver {
+        /// The HTTP status.
+        status: u16,
+        /// The Matrix `errcode`, sanitised, if the body had one.
+        errcode: Option<String>,
+    },
+    /// A response body was larger than the configured cap.
+    #[error("response body larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The cap, in bytes.
+        limit: usize,
+    },
+    /// A response was not the JSON the endpoint returns, was truncated, or broke pagination
+    /// (a repeated `end` token).
+    #[error("malformed response from the homeserver: {0}")]
+    MalformedResponse(String),
+    /// The run did not finish within its deadline.
+    #[error("the read did not finish within its deadline of {} s", .0.as_secs_f64())]
+    DeadlineExceeded(Duration),
+    /// The caller's input was refused before any request (room id, token form, options).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+impl Error {
+    /// Whether the same read may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Unreachable(_) | Self::DeadlineExceeded(_) => true,
+            Self::Homeserver { status, .. } => *status >= 500,
+            Self::Unauthorized { .. }
+            | Self::Forbidden
+            | Self::NotFound
+            | Self::OutboundPolicy(_)
+            | Self::ResponseTooLarge { .. }
+            | Self::MalformedResponse(_)
+            | Self::InvalidInput(_) => false,
+        }
+    }
+
+    /// A stable code naming the kind of failure, for API layers and audit records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "HOMESERVER_UNAUTHORIZED",
+            Self::Forbidden => "ROOM_FORBIDDEN",
+            Self::NotFound => "ROOM_NOT_FOUND",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::OutboundPolicy(_) => "OUTBOUND_POLICY",
+            Self::Unreachable(_) => "HOMESERVER_UNREACHABLE",
+            Self::Homeserver { .. } => "HOMESERVER_ERROR",
+            Self::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
+            Self::MalformedResponse(_) => "MALFORMED_RESPONSE",
+            Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
+            Self::InvalidInput(_) => "INVALID_INPUT",
+        }
+    }
+
+    pub(crate) fn policy(reason: impl Into<String>) -> Self {
+        Self::OutboundPolicy(reason.into())
+    }
+
+    pub(crate) fn malformed(reason: impl Into<String>) -> Self {
+        Self::MalformedResponse(reason.into())
+    }
+}
+
+/// Keeps an `errcode` only if it looks like one (`M_FOO`, `ORG.EXAMPLE_FOO`), at most 64 bytes,
+/// so a hostile homeserver cannot put arbitrary text into our errors.
+pub(crate) fn sanitise_errcode(code: &str) -> Option<String> {
+    let ok = !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.'));
+    ok.then(|| code.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_retryability() {
+        assert_eq!(Error::Forbidden.code(), "ROOM_FORBIDDEN");
+        assert!(!Error::Forbidden.is_retryable());
+        assert!(Error::Homeserver { status: 502, errcode: None }.is_retryable());
+        assert!(!Error::Homeserver { status: 400, errcode: None }.is_retryable());
+        assert!(Error::RateLimited { retry_after: None }.is_retryable());
+        assert_eq!(
+            Error::RateLimited { retry_after: Some(Duration::from_millis(1500)) }.to_string(),
+            "rate limited by the homeserver (asked to wait 1500 ms)"
+        );
+    }
+
+    #[test]
+    fn errcodes_are_sanitised() {
+        assert_eq!(sanitise_errcode("M_FORBIDDEN").as_deref(), Some("M_FORBIDDEN"));
+        assert_eq!(sanitise_errcode("syt_secret token"), None);
+        assert_eq!(sanitise_errcode(&"M".repeat(65)), None);
+    }
+}

@@ -1,0 +1,357 @@
+//! Normalisation of timeline events into domain records.
+//!
+//! Events arrive page by page; each is deserialised once into a borrowed view holding only the
+//! fields the snapshot needs, then classified as a message, an edit, a redaction or something
+//! the snapshot ignores. Edits and redactions are folded into their targets once the whole
+//! range is known ([`Normaliser::finish`]). A malformed event is skipped and counted; an event
+//! claiming another room is dropped and counted; neither fails the run.
+
+use std::{
+    borrow::Cow,
+    collections::{HashMap, HashSet},
+};
+
+use argus_domain::{EventId, FetchReport, MediaRef, MessageEdit, MessageRecord, UserId, from_unix_ms};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+#[derive(Deserialize)]
+struct EventView<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    sender: Cow<'a, str>,
+    origin_server_ts: i64,
+    #[serde(default, borrow)]
+    room_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    redacts: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    unsigned: Option<Unsigned<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Unsigned<'a> {
+    #[serde(default, borrow)]
+    redacted_because: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct MessageContent<'a> {
+    #[serde(default, borrow)]
+    msgtype: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    body: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    info: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    redacts: Option<Cow<'a, str>>,
+    #[serde(default, rename = "m.relates_to", borrow)]
+    relates_to: Option<&'a RawValue>,
+    #[serde(default, rename = "m.new_content", borrow)]
+    new_content: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct RelatesTo<'a> {
+    #[serde(default, borrow)]
+    rel_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(default, rename = "m.in_reply_to", borrow)]
+    in_reply_to: Option<InReplyTo<'a>>,
+    #[serde(default)]
+    is_falling_back: bool,
+}
+
+#[derive(Deserialize)]
+struct InReplyTo<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+}
+
+/// `info` of a media message; read leniently: a wrong type drops the field, not the message.
+#[derive(Deserialize, Default)]
+struct MediaInfo {
+    #[serde(default)]
+    mimetype: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+const MEDIA_TYPES: &[&str] = &["m.image", "m.file", "m.audio", "m.video"];
+
+/// An edit seen in the range, before folding.
+#[derive(Debug)]
+struct PendingEdit {
+    event_id: EventId,
+    target: EventId,
+    sender: UserId,
+    sent_at: OffsetDateTime,
+    msgtype: Option<String>,
+    body: Option<String>,
+    media: Option<MediaRef>,
+}
+
+/// What the folding produced.
+#[derive(Debug, Default)]
+pub(crate) struct Normalised {
+    pub(crate) messages: Vec<MessageRecord>,
+    pub(crate) edits: Vec<MessageEdit>,
+    pub(crate) redactions: Vec<EventId>,
+}
+
+/// Accumulates the events of one run and folds them into records.
+#[derive(Debug)]
+pub(crate) struct Normaliser {
+    room_id: String,
+    messages: Vec<MessageRecord>,
+    edits: Vec<PendingEdit>,
+    redactions: Vec<EventId>,
+    seen: HashSet<EventId>,
+    report: FetchReport,
+}
+
+enum Outcome {
+    Message(MessageRecord),
+    Edit(PendingEdit),
+    Redaction(EventId),
+    Ignored,
+}
+
+impl Normaliser {
+    /// A normaliser for events of `room_id`.
+    pub(crate) fn new(room_id: &str) -> Self {
+        Self {
+            room_id: room_id.to_owned(),
+            messages: Vec::new(),
+            edits: Vec::new(),
+            redactions: Vec::new(),
+            seen: HashSet::new(),
+            report: FetchReport::default(),
+        }
+    }
+
+    /// Messages kept so far (edits and redactions not yet folded).
+    pub(crate) fn message_count(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// The report so far: counters of what was received and skipped.
+    pub(crate) fn report(&self) -> &FetchReport {
+        &self.report
+    }
+
+    /// Mutable access to the report, for counters the caller keeps (pages, malformed state).
+    pub(crate) fn report_mut(&mut self) -> &mut FetchReport {
+        &mut self.report
+    }
+
+    /// Takes one timeline event, given as its JSON text.
+    pub(crate) fn push(&mut self, json: &str) {
+        self.report.events_fetched += 1;
+        let Ok(view) = serde_json::from_str::<EventView<'_>>(json) else {
+            self.report.malformed_skipped += 1;
+            return;
+        };
+        if view.room_id.as_deref().is_some_and(|r| r != self.room_id) {
+            tracing::debug!(event_id = %view.event_id, "dropped an event claiming another room");
+            self.report.foreign_dropped += 1;
+            return;
+        }
+        let Ok(event_id) = view.event_id.parse::<EventId>() else {
+            self.report.malformed_skipped += 1;
+            return;
+        };
+        if self.seen.contains(&event_id) {
+            tracing::debug!(event_id = %event_id, "skipped a duplicate event");
+            return;
+        }
+        self.seen.insert(event_id.clone());
+        match classify(&view, event_id) {
+            Ok(Outcome::Message(m)) => self.messages.push(m),
+            Ok(Outcome::Edit(e)) => self.edits.push(e),
+            Ok(Outcome::Redaction(target)) => self.redactions.push(target),
+            Ok(Outcome::Ignored) => {}
+            Err(Malformed) => self.report.malformed_skipped += 1,
+        }
+    }
+
+    /// Folds edits and redactions into the messages, puts the messages oldest first (`newest_first`
+    /// tells the order they were pushed in) and completes the report.
+    pub(crate) fn finish(self, newest_first: bool) -> (Normalised, FetchReport) {
+        let Self { mut messages, edits, redactions, seen, mut report, .. } = self;
+        if newest_first {
+            messages.reverse();
+        }
+        let index: HashMap<EventId, usize> =
+            messages.iter().enumerate().map(|(i, m)| (m.event_id.clone(), i)).collect();
+
+        // Redactions: of a message in range, of an edit in range, or of something stored earlier.
+        let mut redacted_edits = HashSet::new();
+        let mut outside = Vec::new();
+        let mut outside_seen = HashSet::new();
+        let edit_ids: HashSet<&EventId> = edits.iter().map(|e| &e.event_id).collect();
+        for target in redactions {
+            if let Some(&i) = index.get(&target) {
+                messages[i].redact();
+            } else if edit_ids.contains(&target) {
+                redacted_edits.insert(target);
+            } else if !seen.contains(&target) && outside_seen.insert(target.clone()) {
+                outside.push(target);
+            }
+        }
+
+        // Edits: the latest valid edit of each original wins.
+        let mut latest: HashMap<EventId, PendingEdit> = HashMap::new();
+        let mut applied: HashMap<EventId, u64> = HashMap::new();
+        for edit in edits {
+            if redacted_edits.contains(&edit.event_id) {
+                continue;
+            }
+            if let Some(&i) = index.get(&edit.target) {
+                let original = &messages[i];
+                if original.sender != edit.sender || original.redacted || original.encrypted {
+                    continue;
+                }
+                *applied.entry(edit.target.clone()).or_default() += 1;
+            } else if seen.contains(&edit.target) {
+                // The target is in range but is not a message (an edit of an edit, a state event).
+                continue;
+            }
+            match latest.get(&edit.target) {
+                Some(prev) if (prev.sent_at, &prev.event_id) >= (edit.sent_at, &edit.event_id) => {}
+                _ => {
+                    latest.insert(edit.target.clone(), edit);
+                }
+            }
+        }
+        let mut outside_edits = Vec::new();
+        for (target, edit) in latest {
+            if let Some(&i) = index.get(&target) {
+                let m = &mut messages[i];
+                m.edited = true;
+                m.body = edit.body;
+                m.media = edit.media;
+                m.msgtype = edit.msgtype;
+                report.edits_applied += applied.get(&target).copied().unwrap_or(0);
+            } else {
+                outside_edits.push(MessageEdit {
+                    target,
+                    msgtype: edit.msgtype,
+                    body: edit.body,
+                    edited_at: edit.sent_at,
+                });
+            }
+        }
+        outside_edits.sort_by(|a, b| (a.edited_at, &a.target).cmp(&(b.edited_at, &b.target)));
+
+        report.messages = messages.len() as u64;
+        report.encrypted = messages.iter().filter(|m| m.encrypted).count() as u64;
+        report.redacted = messages.iter().filter(|m| m.redacted).count() as u64;
+        (Normalised { messages, edits: outside_edits, redactions: outside }, report)
+    }
+}
+
+struct Malformed;
+
+fn classify(view: &EventView<'_>, event_id: EventId) -> Result<Outcome, Malformed> {
+    let kind = &*view.kind;
+    if !matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction") {
+        return Ok(Outcome::Ignored);
+    }
+    let redacted = view.unsigned.as_ref().is_some_and(|u| u.redacted_because.is_some());
+    let content = match view.content {
+        Some(raw) => Some(serde_json::from_str::<MessageContent<'_>>(raw.get()).map_err(|_| Malformed)?),
+        None if redacted => None,
+        None => return Err(Malformed),
+    };
+    if kind == "m.room.redaction" {
+        if redacted {
+            return Ok(Outcome::Ignored);
+        }
+        let target = view.redacts.as_deref().or(content.as_ref().and_then(|c| c.redacts.as_deref()));
+        let target = target.ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
+        // The sender must still be well formed for the event to count.
+        view.sender.parse::<UserId>().map_err(|_| Malformed)?;
+        return Ok(Outcome::Redaction(target));
+    }
+    let sender = view.sender.parse::<UserId>().map_err(|_| Malformed)?;
+    let sent_at = from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?;
+    let encrypted = kind == "m.room.encrypted";
+    let mut record = MessageRecord {
+        event_id,
+        sender,
+        msgtype: None,
+        body: None,
+        sent_at,
+        edited: false,
+        redacted,
+        encrypted,
+        reply_to: None,
+        thread_root: None,
+        media: None,
+    };
+    let Some(content) = content.filter(|_| !redacted) else {
+        return Ok(Outcome::Message(record));
+    };
+    let relation = match content.relates_to {
+        Some(raw) => serde_json::from_str::<RelatesTo<'_>>(raw.get()).map_err(|_| Malformed)?,
+        None => RelatesTo::default(),
+    };
+    if relation.rel_type.as_deref() == Some("m.replace") {
+        let target =
+            relation.event_id.as_deref().ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
+        if encrypted {
+            // The new content is encrypted too: nothing can be applied.
+            return Ok(Outcome::Ignored);
+        }
+        let new = content.new_content.ok_or(Malformed)?;
+        let new = serde_json::from_str::<MessageContent<'_>>(new.get()).map_err(|_| Malformed)?;
+        let (msgtype, body) =
+            (new.msgtype.as_deref().ok_or(Malformed)?, new.body.as_deref().ok_or(Malformed)?);
+        return Ok(Outcome::Edit(PendingEdit {
+            event_id: record.event_id,
+            target,
+            sender: record.sender,
+            sent_at,
+            msgtype: Some(msgtype.to_owned()),
+            body: Some(body.to_owned()),
+            media: media_of(msgtype, &new),
+        }));
+    }
+    if relation.rel_type.as_deref() == Some("m.thread") {
+        let root = relation.event_id.as_deref().ok_or(Malformed)?;
+        record.thread_root = Some(root.parse().map_err(|_| Malformed)?);
+    }
+    if let Some(reply) = relation.in_reply_to.filter(|_| !relation.is_falling_back) {
+        record.reply_to = Some(reply.event_id.parse().map_err(|_| Malformed)?);
+    }
+    if !encrypted {
+        let msgtype = content.msgtype.as_deref().ok_or(Malformed)?;
+        let body = content.body.as_deref().ok_or(Malformed)?;
+        record.media = media_of(msgtype, &content);
+        record.msgtype = Some(msgtype.to_owned());
+        record.body = Some(body.to_owned());
+    }
+    Ok(Outcome::Message(record))
+}
+
+/// The attachment of a media message: its `mxc://` URI (absent when encrypted), MIME type and
+/// declared size. Fields of the wrong type are dropped rather than failing the message.
+fn media_of(msgtype: &str, content: &MessageContent<'_>) -> Option<MediaRef> {
+    if !MEDIA_TYPES.contains(&msgtype) {
+        return None;
+    }
+    let info =
+        content.info.and_then(|raw| serde_json::from_str::<MediaInfo>(raw.get()).ok()).unwrap_or_default();
+    let uri = content.url.as_deref().filter(|u| u.starts_with("mxc://")).map(str::to_owned);
+    Some(MediaRef { uri, mimetype: info.mimetype, size: info.size })
+}

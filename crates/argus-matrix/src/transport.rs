@@ -1,0 +1,272 @@
+//! Sending one Matrix request: outbound policy, timeouts, bounded body reads and retries.
+
+use std::{borrow::Cow, error::Error as StdError, sync::Arc, time::Duration};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use http::header::AUTHORIZATION;
+use ruma::api::{
+    IncomingResponseExt, MatrixVersion, OutgoingRequestExt, SupportedVersions,
+    auth_scheme::{AccessToken as AccessTokenScheme, SendAccessToken},
+    error::{Error as MatrixError, ErrorKind, FromHttpResponseError, RetryAfter},
+    path_builder::VersionHistory,
+};
+use tokio::time::Instant;
+
+use crate::{
+    ConnectorConfig, Error, Result,
+    error::sanitise_errcode,
+    policy::{AddressRefused, OutboundPolicy, PolicyResolver, Transport},
+};
+use argus_domain::{AccessToken, HomeserverUrl};
+
+/// The Client-Server API versions the connector speaks: it always uses the `/v3/` paths.
+fn supported_versions() -> SupportedVersions {
+    SupportedVersions { versions: [MatrixVersion::V1_1].into(), features: Default::default() }
+}
+
+/// HTTP clients bound to the outbound policy, shared by every clone of a connector.
+#[derive(Debug)]
+pub(crate) struct HttpClient {
+    https: reqwest::Client,
+    plain: reqwest::Client,
+    pub(crate) policy: Arc<OutboundPolicy>,
+    pub(crate) config: ConnectorConfig,
+    versions: SupportedVersions,
+}
+
+/// One request in flight within a run: where, with which token, until when.
+pub(crate) struct Target<'a> {
+    pub(crate) homeserver: &'a HomeserverUrl,
+    pub(crate) token: &'a AccessToken,
+    pub(crate) transport: Transport,
+    pub(crate) deadline: Instant,
+}
+
+impl HttpClient {
+    pub(crate) fn new(config: ConnectorConfig) -> Result<Self> {
+        let policy = Arc::new(OutboundPolicy::new(&config)?);
+        let build = |transport| {
+            reqwest::Client::builder()
+                .dns_resolver(Arc::new(PolicyResolver { policy: Arc::clone(&policy), transport }))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.request_timeout)
+                .read_timeout(config.request_timeout)
+                .https_only(transport == Transport::Https)
+                .user_agent(concat!("argus-tchap/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))
+        };
+        let https = build(Transport::Https)?;
+        let plain = build(Transport::PlainHttp)?;
+        Ok(Self { https, plain, policy, config, versions: supported_versions() })
+    }
+
+    /// Sends a request, retrying rate limits, server errors and network failures within the
+    /// configured bounds and the run's deadline.
+    pub(crate) async fn send<R>(&self, target: &Target<'_>, request: R) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
+        R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
+    {
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(self.config.max_retry_wait)
+            .with_max_times(self.config.max_retries as usize)
+            .with_jitter()
+            .build();
+        let mut retries = 0_u32;
+        loop {
+            let err = match self.attempt::<R>(target, request.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(e) if !e.is_retryable() || matches!(e, Error::DeadlineExceeded(_)) => return Err(e),
+                Err(e) => e,
+            };
+            let backoff_delay = backoff.next();
+            if retries >= self.config.max_retries {
+                return Err(err);
+            }
+            retries += 1;
+            let delay = match &err {
+                Error::RateLimited { retry_after: Some(wait) } => (*wait).min(self.config.max_retry_wait),
+                _ => backoff_delay.unwrap_or(self.config.max_retry_wait),
+            };
+            if Instant::now() + delay >= target.deadline {
+                tracing::warn!(
+                    code = err.code(),
+                    wait_ms = delay.as_millis(),
+                    "retry would pass the run deadline; giving up"
+                );
+                return Err(err);
+            }
+            tracing::info!(
+                code = err.code(),
+                retry = retries,
+                wait_ms = delay.as_millis(),
+                "retrying after a transient failure"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt<R>(&self, target: &Target<'_>, request: R) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
+        R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
+    {
+        let mut http_request = request
+            .try_into_http_request::<Vec<u8>>(
+                target.homeserver.as_str(),
+                SendAccessToken::IfRequired(target.token.expose_secret()),
+                Cow::Borrowed(&self.versions),
+            )
+            .map_err(|e| Error::InvalidInput(format!("cannot build the request: {e}")))?;
+        if let Some(value) = http_request.headers_mut().get_mut(AUTHORIZATION) {
+            value.set_sensitive(true);
+        }
+        let request = reqwest::Request::try_from(http_request)
+            .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
+        let client = match target.transport {
+            Transport::Https => &self.https,
+            Transport::PlainHttp => &self.plain,
+        };
+        let limit = self.config.max_response_bytes;
+        let exchange = async {
+            let response = client.execute(request).await.map_err(map_reqwest)?;
+            let status = response.status();
+            if status.is_redirection() {
+                return Err(Error::policy(format!(
+                    "the homeserver answered with a redirect (HTTP {}), which is not followed",
+                    status.as_u16()
+                )));
+            }
+            let headers = response.headers().clone();
+            let body = read_bounded(response, limit).await?;
+            Ok((status, headers, body))
+        };
+        let (status, headers, body) = tokio::time::timeout_at(target.deadline, exchange)
+            .await
+            .map_err(|_| Error::DeadlineExceeded(self.config.run_deadline))??;
+
+        let mut builder = http::Response::builder().status(status);
+        if let Some(h) = builder.headers_mut() {
+            *h = headers;
+        }
+        let response =
+            builder.body(body.as_slice()).map_err(|_| Error::malformed("invalid response head"))?;
+        R::IncomingResponse::try_from_http_response(response).map_err(|e| match e {
+            FromHttpResponseError::Server(err) => map_matrix_error(&err),
+            FromHttpResponseError::Deserialization(err) => {
+                Error::malformed(format!("HTTP {}: {}", status.as_u16(), describe_json_error(&err)))
+            }
+            _ => Error::malformed(format!("HTTP {}", status.as_u16())),
+        })
+    }
+}
+
+/// Short description of why a body did not deserialise, without echoing its content.
+fn describe_json_error(err: &ruma::api::error::DeserializationError) -> String {
+    match err {
+        ruma::api::error::DeserializationError::Json(e) => {
+            let class = match e.classify() {
+                serde_json::error::Category::Eof => "truncated JSON",
+                serde_json::error::Category::Syntax => "invalid JSON",
+                serde_json::error::Category::Data => "unexpected JSON structure",
+                serde_json::error::Category::Io => "I/O error",
+            };
+            format!("{class} at line {} column {}", e.line(), e.column())
+        }
+        _ => "invalid body".to_owned(),
+    }
+}
+
+/// Reads a body chunk by chunk, refusing it as soon as it exceeds `limit` bytes.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(Error::ResponseTooLarge { limit });
+    }
+    let capacity = response.content_length().map_or(8 * 1024, |len| len as usize);
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = response.chunk().await.map_err(map_reqwest)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Error::ResponseTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Maps a Matrix error response to the connector's error.
+fn map_matrix_error(err: &MatrixError) -> Error {
+    let status = err.status_code.as_u16();
+    let kind = err.error_kind();
+    match kind {
+        Some(ErrorKind::UnknownToken(data)) => {
+            Error::Unauthorized { errcode: "M_UNKNOWN_TOKEN".into(), soft_logout: data.soft_logout }
+        }
+        Some(ErrorKind::MissingToken) => {
+            Error::Unauthorized { errcode: "M_MISSING_TOKEN".into(), soft_logout: false }
+        }
+        Some(ErrorKind::Forbidden) => Error::Forbidden,
+        Some(ErrorKind::NotFound) => Error::NotFound,
+        Some(ErrorKind::LimitExceeded(data)) => {
+            Error::RateLimited { retry_after: data.retry_after.map(wait_for) }
+        }
+        _ if status == 429 => Error::RateLimited { retry_after: None },
+        _ if status == 401 => Error::Unauthorized { errcode: "HTTP 401".into(), soft_logout: false },
+        other => {
+            Error::Homeserver { status, errcode: other.and_then(|k| sanitise_errcode(k.errcode().as_str())) }
+        }
+    }
+}
+
+fn wait_for(retry_after: RetryAfter) -> Duration {
+    match retry_after {
+        RetryAfter::Delay(d) => d,
+        RetryAfter::DateTime(at) => at.duration_since(std::time::SystemTime::now()).unwrap_or_default(),
+    }
+}
+
+/// Maps a transport failure, recognising a refusal by the policy resolver in its source chain.
+fn map_reqwest(err: reqwest::Error) -> Error {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(&err);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<AddressRefused>() {
+            return Error::policy(refused.to_string());
+        }
+        source = e.source();
+    }
+    let kind = if err.is_timeout() {
+        "request timed out"
+    } else if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "response body interrupted"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = err.source();
+    while let Some(e) = source {
+        detail = e.to_string();
+        source = e.source();
+    }
+    if detail.is_empty() {
+        Error::Unreachable(kind.to_owned())
+    } else {
+        Error::Unreachable(format!("{kind}: {detail}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    #[test]
+    fn sensitive_header_is_hidden_in_debug() {
+        let mut v = HeaderValue::from_static("Bearer secret");
+        v.set_sensitive(true);
+        assert!(!format!("{v:?}").contains("secret"));
+    }
+}

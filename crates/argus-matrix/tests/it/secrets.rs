@@ -1,0 +1,110 @@
+//! The access token never appears in an error, a Debug output or a log line.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+use crate::mock::{MockHomeserver as Hs, ROOM, TOKEN, ev};
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_token_never_leaks_into_errors_or_logs() {
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let hs = Hs::start().await;
+    // A hostile homeserver echoes the token back in its errors.
+    let echo = json!({"errcode": "M_FORBIDDEN", "error": format!("token {TOKEN} is not in the room")});
+    hs.state(ROOM).respond(ResponseTemplate::new(403).set_body_json(echo)).mount().await;
+    let mut errors = Vec::new();
+    let c = Hs::connector();
+    errors.push(
+        c.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
+    );
+
+    let hs2 = Hs::start().await;
+    hs2.empty_state(ROOM).await;
+    hs2.messages(ROOM)
+        .respond(
+            ResponseTemplate::new(500)
+                .set_body_json(json!({"errcode": format!("M_{TOKEN}"), "error": TOKEN})),
+        )
+        .mount()
+        .await;
+    let c2 = Connector::new(ConnectorConfig { max_retries: 1, ..Hs::config() }).unwrap();
+    errors.push(
+        c2.fetch_room(&hs2.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
+    );
+
+    let hs3 = Hs::start().await;
+    hs3.empty_state(ROOM).await;
+    hs3.messages(ROOM)
+        .respond(
+            ResponseTemplate::new(200).set_body_raw(format!("{{\"chunk\": \"{TOKEN}"), "application/json"),
+        )
+        .mount()
+        .await;
+    errors.push(
+        c.fetch_room(&hs3.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
+    );
+
+    let hs4 = Hs::start().await;
+    hs4.empty_state(ROOM).await;
+    hs4.messages(ROOM)
+        .respond(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": TOKEN, "soft_logout": true})),
+        )
+        .mount()
+        .await;
+    errors.push(
+        c.fetch_room(&hs4.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
+    );
+
+    // A successful read logs too.
+    let hs5 = Hs::start().await;
+    hs5.empty_state(ROOM).await;
+    hs5.messages(ROOM).page(ev::texts_newest_first(0, 3)).mount().await;
+    c.fetch_room(&hs5.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+
+    // Refusals by the policy.
+    let strict = Connector::new(ConnectorConfig::default()).unwrap();
+    errors.push(
+        strict.fetch_room(&hs5.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
+    );
+
+    assert_eq!(errors.len(), 5);
+    for err in &errors {
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains(TOKEN) && !text.contains("SECRETsecret"), "token leaked: {text}");
+    }
+    assert!(format!("{c:?}").len() > 10);
+    assert!(!format!("{c:?} {:?}", Hs::token()).contains(TOKEN));
+    let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("read the room"), "logs were captured: {logs}");
+    assert!(!logs.contains("SECRETsecret"), "token leaked into logs");
+}

@@ -1,0 +1,1 @@
+//! Tests against a real Synapse homeserver started by `argus-testkit`.
