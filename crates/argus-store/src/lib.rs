@@ -1,1 +1,180 @@
-//! Argus Tchap connector: Diesel storage (SQLite, PostgreSQL) and hash-chained audit trail.
+//! Storage of the Argus Tchap connector: rooms, messages, the hash-chained audit trail and the
+//! fusion outbox, on SQLite (bundled) or PostgreSQL.
+//!
+//! This is the only crate that speaks SQL. Every read takes the [`Viewer`] it runs for and
+//! goes through one filter that keeps the viewer's organisation and nothing above their
+//! clearance, in SQL; lists are paged by keyset. [`Store::record_ingestion`] writes a whole
+//! ingestion in one transaction; [`Store::record_failure`] appends only a FAILED audit record.
+//! The methods are blocking: async callers run them in `spawn_blocking`.
+//!
+//! ```
+//! use argus_domain::{Classification, PageRequest, Scope, Viewer};
+//! use argus_store::Store;
+//!
+//! let store = Store::open("sqlite::memory:")?;
+//! let viewer = Viewer::new("alice".parse()?, "dgsi".parse()?, Classification::Secret, [Scope::Read]);
+//! let page = store.rooms(&viewer, &PageRequest::first(20))?;
+//! assert_eq!(page.total_count, 0);
+//! assert!(store.audit_verify(&[])?.iter().all(|c| c.is_ok()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod audit;
+mod cursor;
+mod db;
+mod error;
+mod outbox;
+mod read;
+mod rows;
+pub mod schema;
+mod write;
+
+use argus_domain::{
+    IngestionRecord, NewIngestion, Page, PageRequest, RoomId, RoomSnapshot, Stats, StoredMessage, StoredRoom,
+    Viewer,
+};
+use time::OffsetDateTime;
+
+pub use self::{
+    audit::{ChainHead, ChainVerification, GENESIS},
+    cursor::{IngestionCursor, MessageCursor, RoomCursor},
+    db::{Backend, StoreOptions},
+    error::{Error, Result},
+    outbox::{OutboxRow, OutboxStatus},
+    read::MAX_PAGE_SIZE,
+    write::{IngestionResult, IngestionRun},
+};
+use self::{
+    db::{DbPool, Pooled},
+    read::Gate,
+};
+
+/// A handle on the database: a pool of connections. Cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Store {
+    pool: DbPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `database_url` with default options and applies pending
+    /// migrations.
+    ///
+    /// `sqlite://relative/path.db`, `sqlite:///absolute/path.db`, `sqlite::memory:` (one
+    /// connection, gone when the store is dropped), `postgres://…` or `postgresql://…`.
+    pub fn open(database_url: &str) -> Result<Store> {
+        Self::open_with(database_url, StoreOptions::default())
+    }
+
+    /// Opens the database with explicit pool options.
+    pub fn open_with(database_url: &str, options: StoreOptions) -> Result<Store> {
+        let (pool, backend) = db::open_pool(database_url, &options)?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The engine behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn conn(&self) -> Result<Pooled> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Checks that a connection can be had and answers.
+    pub fn ping(&self) -> Result<()> {
+        use diesel::connection::SimpleConnection;
+        Ok(self.conn()?.batch_execute("SELECT 1")?)
+    }
+
+    /// Rooms the viewer may see, most recent activity first (rooms without a visible message
+    /// last), then by storage id, newest first.
+    pub fn rooms(&self, viewer: &Viewer, page: &PageRequest<RoomCursor>) -> Result<Page<StoredRoom>> {
+        read::rooms(&mut *self.conn()?, self.backend, &Gate::of(viewer), page)
+    }
+
+    /// One room, or `None` when it is absent or withheld from the viewer (the two look alike).
+    pub fn room(&self, viewer: &Viewer, room_id: &RoomId) -> Result<Option<StoredRoom>> {
+        read::room(&mut *self.conn()?, self.backend, &Gate::of(viewer), room_id)
+    }
+
+    /// Messages of a room the viewer may see, oldest first; an empty page when the room is
+    /// absent or withheld.
+    pub fn messages(
+        &self,
+        viewer: &Viewer,
+        room_id: &RoomId,
+        page: &PageRequest<MessageCursor>,
+    ) -> Result<Page<StoredMessage>> {
+        read::messages(&mut *self.conn()?, self.backend, &Gate::of(viewer), room_id, page)
+    }
+
+    /// Totals over what the viewer may see, with rooms active in the 24 hours before `now`.
+    pub fn stats(&self, viewer: &Viewer, now: OffsetDateTime) -> Result<Stats> {
+        read::stats(&mut *self.conn()?, self.backend, &Gate::of(viewer), now)
+    }
+
+    /// The audit records of the viewer's organisation at or below their clearance, newest
+    /// first.
+    pub fn ingestions(
+        &self,
+        viewer: &Viewer,
+        page: &PageRequest<IngestionCursor>,
+    ) -> Result<Page<IngestionRecord>> {
+        read::ingestions(&mut *self.conn()?, self.backend, &Gate::of(viewer), page)
+    }
+
+    /// Records a whole ingestion in one transaction: room (classification never lowered),
+    /// new messages, edits and redactions, the SUCCEEDED audit record and the outbox row.
+    ///
+    /// On any error nothing is written; the caller then records the failure with
+    /// [`Store::record_failure`]. [`Error::Withheld`] means the room is already stored above
+    /// the caller's clearance.
+    pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
+        write::record_ingestion(&mut *self.conn()?, self.backend, run, snapshot)
+    }
+
+    /// Appends a FAILED audit record (message count 0), and nothing else. Control characters
+    /// in the free-text fields are replaced and long values cut.
+    pub fn record_failure(&self, entry: &NewIngestion) -> Result<IngestionRecord> {
+        write::record_failure(&mut *self.conn()?, self.backend, entry)
+    }
+
+    /// The newest record of every organisation's chain.
+    pub fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        audit::heads(&mut *self.conn()?, self.backend)
+    }
+
+    /// Verifies every organisation's chain link by link, and each against its expected head
+    /// (to catch dropped newest records). One result per organisation found or expected.
+    pub fn audit_verify(&self, expected: &[ChainHead]) -> Result<Vec<ChainVerification>> {
+        audit::verify(&mut *self.conn()?, self.backend, expected)
+    }
+
+    /// Up to `limit` rows neither delivered nor parked, oldest first.
+    pub fn outbox_pending(&self, limit: u32) -> Result<Vec<OutboxRow>> {
+        outbox::pending(&mut *self.conn()?, self.backend, limit)
+    }
+
+    /// Marks a row delivered.
+    pub fn outbox_mark_delivered(&self, id: i64) -> Result<()> {
+        outbox::mark_delivered(&mut *self.conn()?, self.backend, id)
+    }
+
+    /// Counts a failed delivery and keeps its error; returns whether the row is now parked
+    /// (it has failed `park_after_attempts` times).
+    pub fn outbox_mark_failed(&self, id: i64, error: &str, park_after_attempts: u32) -> Result<bool> {
+        outbox::mark_failed(&mut *self.conn()?, self.backend, id, error, park_after_attempts)
+    }
+
+    /// Counts by state, and the parked rows.
+    pub fn outbox_status(&self) -> Result<OutboxStatus> {
+        outbox::status(&mut *self.conn()?, self.backend)
+    }
+}

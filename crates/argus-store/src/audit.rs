@@ -1,0 +1,356 @@
+//! The audit trail: one SHA-256 hash chain per organisation, appended under a per-organisation
+//! lock, guarded by triggers, and verified link by link against heads kept outside the database.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use argus_domain::{IngestionRecord, NewIngestion, OrgId, to_unix_ms};
+use diesel::{
+    QueryableByName, RunQueryDsl,
+    sql_types::{BigInt, Nullable, SmallInt, Text},
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    Backend, Error, Result,
+    db::{DbConn, Sql},
+    rows::{IngestionRow, hash32},
+};
+
+/// The `prev_hash` of the first record of every chain.
+pub const GENESIS: [u8; 32] = [0u8; 32];
+
+/// Longest stored room id, homeserver and error text of an audit record, in characters.
+const MAX_ROOM_ID: usize = 255;
+const MAX_HOMESERVER: usize = 2048;
+const MAX_ERROR: usize = 1024;
+
+/// Records read per statement while verifying.
+const VERIFY_BATCH: i64 = 5_000;
+
+/// The newest record of one organisation's chain; `org:seq:hexhash` in text form, which an
+/// operator keeps outside the database and hands back to [`crate::Store::audit_verify`].
+///
+/// ```
+/// use argus_store::ChainHead;
+/// let head: ChainHead = format!("dgsi:42:{}", "ab".repeat(32)).parse()?;
+/// assert_eq!(head.seq, 42);
+/// assert_eq!(head.to_string().parse::<ChainHead>()?, head);
+/// assert!("dgsi:42:zz".parse::<ChainHead>().is_err());
+/// # Ok::<(), argus_store::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChainHead {
+    /// The organisation.
+    pub org: OrgId,
+    /// Position of the newest record.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: [u8; 32],
+}
+
+impl fmt::Display for ChainHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.org, self.seq, hex::encode(self.hash))
+    }
+}
+
+impl FromStr for ChainHead {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        const KIND: &str = "chain head";
+        let mut parts = s.trim().splitn(3, ':');
+        let (Some(org), Some(seq), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::invalid(KIND, "expected org:seq:hexhash"));
+        };
+        let org: OrgId = org.parse()?;
+        let seq: i64 = seq.parse().map_err(|_| Error::invalid(KIND, "seq is not a number"))?;
+        if seq < 1 {
+            return Err(Error::invalid(KIND, "seq must be at least 1"));
+        }
+        let hash = hash32(hash).ok_or(Error::invalid(KIND, "hash must be 64 hex digits"))?;
+        Ok(Self { org, seq, hash })
+    }
+}
+
+/// The result of verifying one organisation's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainVerification {
+    /// The organisation.
+    pub org: OrgId,
+    /// Records found.
+    pub length: i64,
+    /// The newest record found.
+    pub head: Option<ChainHead>,
+    /// The first position that is missing, altered or out of line.
+    pub first_bad_seq: Option<i64>,
+    /// What is wrong there, in words.
+    pub problem: Option<String>,
+}
+
+impl ChainVerification {
+    /// Whether the chain is intact (and matches its expected head, if one was given).
+    pub fn is_ok(&self) -> bool {
+        self.first_bad_seq.is_none() && self.problem.is_none()
+    }
+}
+
+/// Writes a length-prefixed field into the canonical encoding.
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+fn opt_field(h: &mut Sha256, bytes: Option<&[u8]>) {
+    match bytes {
+        None => h.update([0u8]),
+        Some(b) => {
+            h.update([1u8]);
+            field(h, b);
+        }
+    }
+}
+
+/// SHA-256 over the canonical encoding of a record's every field, its place and `prev_hash`.
+pub(crate) fn link_hash(org: &str, seq: i64, e: &Stored<'_>, prev_hash: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    field(&mut h, b"argus-audit-v1");
+    field(&mut h, org.as_bytes());
+    field(&mut h, &seq.to_be_bytes());
+    field(&mut h, e.actor.as_bytes());
+    field(&mut h, e.room_id.as_bytes());
+    field(&mut h, e.homeserver_url.as_bytes());
+    field(&mut h, &e.message_count.to_be_bytes());
+    field(&mut h, &e.classification.to_be_bytes());
+    field(&mut h, &e.started_at.to_be_bytes());
+    opt_field(&mut h, e.finished_at.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+    field(&mut h, e.outcome.as_bytes());
+    opt_field(&mut h, e.error.map(str::as_bytes));
+    field(&mut h, prev_hash);
+    h.finalize().into()
+}
+
+/// The stored form of a record's fields, exactly as hashed.
+#[derive(Debug)]
+pub(crate) struct Stored<'a> {
+    pub(crate) actor: &'a str,
+    pub(crate) room_id: &'a str,
+    pub(crate) homeserver_url: &'a str,
+    pub(crate) message_count: i64,
+    pub(crate) classification: i16,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) outcome: &'a str,
+    pub(crate) error: Option<&'a str>,
+}
+
+impl<'a> Stored<'a> {
+    fn of_row(row: &'a IngestionRow) -> Self {
+        Self {
+            actor: &row.actor,
+            room_id: &row.room_id,
+            homeserver_url: &row.homeserver_url,
+            message_count: row.message_count,
+            classification: row.classification,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            outcome: &row.outcome,
+            error: row.error.as_deref(),
+        }
+    }
+}
+
+/// Makes an entry safe and bounded to keep: control characters replaced, long values cut,
+/// timestamps at millisecond precision (as stored and hashed).
+pub(crate) fn sanitised(entry: &NewIngestion) -> Result<NewIngestion> {
+    let mut e = entry.clone();
+    e.room_id = NewIngestion::sanitise(&e.room_id, MAX_ROOM_ID);
+    e.homeserver_url = NewIngestion::sanitise(&e.homeserver_url, MAX_HOMESERVER);
+    e.error = e.error.as_deref().map(|s| NewIngestion::sanitise(s, MAX_ERROR));
+    e.started_at = argus_domain::from_unix_ms(to_unix_ms(e.started_at))?;
+    e.finished_at = e.finished_at.map(|t| argus_domain::from_unix_ms(to_unix_ms(t))).transpose()?;
+    if e.message_count < 0 {
+        return Err(Error::invalid("audit record", "negative message count"));
+    }
+    Ok(e)
+}
+
+#[derive(Debug, QueryableByName)]
+struct HeadRow {
+    #[diesel(sql_type = Text)]
+    org_id: String,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    hash: String,
+}
+
+#[derive(Debug, QueryableByName)]
+struct IdRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Appends `entry` (already sanitised) to its organisation's chain. The caller holds the
+/// organisation's write lock inside an open transaction.
+pub(crate) fn append(conn: &mut DbConn, backend: Backend, entry: &NewIngestion) -> Result<IngestionRecord> {
+    let org = entry.org.as_str();
+    let mut head = Sql::new(backend);
+    head.push("SELECT i.org_id, i.seq, i.hash FROM ingestions i WHERE i.org_id = ");
+    head.bind::<Text, _>(org.to_owned()).push(" ORDER BY i.seq DESC LIMIT 1");
+    let last: Option<HeadRow> = head.build().load(conn)?.into_iter().next();
+    let (seq, prev_hash) = match last {
+        None => (1, GENESIS),
+        Some(h) => (h.seq + 1, hash32(&h.hash).ok_or(Error::Corrupt("a stored audit hash is malformed"))?),
+    };
+    let stored = Stored {
+        actor: entry.actor.as_str(),
+        room_id: &entry.room_id,
+        homeserver_url: &entry.homeserver_url,
+        message_count: entry.message_count,
+        classification: entry.classification.rank(),
+        started_at: to_unix_ms(entry.started_at),
+        finished_at: entry.finished_at.map(to_unix_ms),
+        outcome: entry.outcome.as_str(),
+        error: entry.error.as_deref(),
+    };
+    let hash = link_hash(org, seq, &stored, &prev_hash);
+
+    let mut ins = Sql::new(backend);
+    ins.push(
+        "INSERT INTO ingestions (org_id, seq, actor, room_id, homeserver_url, message_count, \
+         classification, started_at, finished_at, outcome, error, prev_hash, hash) VALUES (",
+    );
+    ins.bind::<Text, _>(org.to_owned()).push(", ");
+    ins.bind::<BigInt, _>(seq).push(", ");
+    ins.bind::<Text, _>(stored.actor.to_owned()).push(", ");
+    ins.bind::<Text, _>(stored.room_id.to_owned()).push(", ");
+    ins.bind::<Text, _>(stored.homeserver_url.to_owned()).push(", ");
+    ins.bind::<BigInt, _>(stored.message_count).push(", ");
+    ins.bind::<SmallInt, _>(stored.classification).push(", ");
+    ins.bind::<BigInt, _>(stored.started_at).push(", ");
+    ins.bind::<Nullable<BigInt>, _>(stored.finished_at).push(", ");
+    ins.bind::<Text, _>(stored.outcome.to_owned()).push(", ");
+    ins.bind::<Nullable<Text>, _>(stored.error.map(str::to_owned)).push(", ");
+    ins.bind::<Text, _>(hex::encode(prev_hash)).push(", ");
+    ins.bind::<Text, _>(hex::encode(hash)).push(") RETURNING id");
+    let id: IdRow = ins.build().get_result(conn)?;
+    Ok(IngestionRecord { id: id.id, seq, entry: entry.clone(), prev_hash, hash })
+}
+
+/// The newest record of every organisation's chain, by organisation.
+pub(crate) fn heads(conn: &mut DbConn, backend: Backend) -> Result<Vec<ChainHead>> {
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT i.org_id, i.seq, i.hash FROM ingestions i WHERE i.seq = \
+         (SELECT MAX(j.seq) FROM ingestions j WHERE j.org_id = i.org_id) ORDER BY i.org_id",
+    );
+    let rows: Vec<HeadRow> = sql.build().load(conn)?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ChainHead {
+                org: r.org_id.parse().map_err(|_| Error::Corrupt("a stored organisation id is malformed"))?,
+                seq: r.seq,
+                hash: hash32(&r.hash).ok_or(Error::Corrupt("a stored audit hash is malformed"))?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, QueryableByName)]
+struct OrgRow {
+    #[diesel(sql_type = Text)]
+    org_id: String,
+}
+
+/// Recomputes every link of every chain and compares each chain with its expected head.
+pub(crate) fn verify(
+    conn: &mut DbConn,
+    backend: Backend,
+    expected: &[ChainHead],
+) -> Result<Vec<ChainVerification>> {
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT DISTINCT i.org_id FROM ingestions i ORDER BY i.org_id");
+    let orgs: Vec<OrgRow> = sql.build().load(conn)?;
+    let mut by_org: BTreeMap<String, Vec<&ChainHead>> = BTreeMap::new();
+    for h in expected {
+        by_org.entry(h.org.as_str().to_owned()).or_default().push(h);
+    }
+    for o in &orgs {
+        by_org.entry(o.org_id.clone()).or_default();
+    }
+    by_org.into_iter().map(|(org, heads)| verify_chain(conn, backend, &org, &heads)).collect()
+}
+
+fn verify_chain(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    expected: &[&ChainHead],
+) -> Result<ChainVerification> {
+    let org_id: OrgId = org.parse().map_err(|_| Error::Corrupt("a stored organisation id is malformed"))?;
+    let mut v =
+        ChainVerification { org: org_id.clone(), length: 0, head: None, first_bad_seq: None, problem: None };
+    let fail = |v: &mut ChainVerification, seq: i64, problem: String| {
+        if v.first_bad_seq.is_none() {
+            v.first_bad_seq = Some(seq);
+            v.problem = Some(problem);
+        }
+    };
+    let mut prev = GENESIS;
+    let mut next_seq = 1i64;
+    let mut hashes: BTreeMap<i64, [u8; 32]> = BTreeMap::new();
+    let wanted: std::collections::BTreeSet<i64> = expected.iter().map(|h| h.seq).collect();
+    let mut after = 0i64;
+    loop {
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT i.* FROM ingestions i WHERE i.org_id = ").bind::<Text, _>(org.to_owned());
+        sql.push(" AND i.seq > ").bind::<BigInt, _>(after);
+        sql.push(" ORDER BY i.seq LIMIT ").bind::<BigInt, _>(VERIFY_BATCH);
+        let rows: Vec<IngestionRow> = sql.build().load(conn)?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for row in &rows {
+            v.length += 1;
+            if row.seq != next_seq {
+                fail(&mut v, next_seq, format!("record {next_seq} is missing"));
+            }
+            let stored_prev = hash32(&row.prev_hash);
+            let stored_hash = hash32(&row.hash);
+            if stored_prev != Some(prev) {
+                fail(&mut v, row.seq, format!("record {} does not link to the record before it", row.seq));
+            }
+            let computed = link_hash(org, row.seq, &Stored::of_row(row), &stored_prev.unwrap_or(prev));
+            if stored_hash != Some(computed) {
+                fail(&mut v, row.seq, format!("record {} was altered", row.seq));
+            }
+            if crate::rows::outcome(&row.outcome).is_none() || crate::rows::rank(row.classification).is_err()
+            {
+                fail(&mut v, row.seq, format!("record {} holds an invalid value", row.seq));
+            }
+            let h = stored_hash.unwrap_or(computed);
+            if wanted.contains(&row.seq) {
+                hashes.insert(row.seq, h);
+            }
+            prev = h;
+            next_seq = row.seq + 1;
+            v.head = Some(ChainHead { org: org_id.clone(), seq: row.seq, hash: h });
+        }
+    }
+    let found = v.head.as_ref().map_or(0, |h| h.seq);
+    for head in expected {
+        match hashes.get(&head.seq) {
+            None if head.seq > found => fail(
+                &mut v,
+                found + 1,
+                format!("the chain ends at record {found} but record {} was expected", head.seq),
+            ),
+            None => fail(&mut v, head.seq, format!("expected head record {} is missing", head.seq)),
+            Some(h) if *h != head.hash => {
+                fail(&mut v, head.seq, format!("record {} differs from the expected head", head.seq));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(v)
+}

@@ -1,0 +1,237 @@
+//! Connections: the backend chosen from the URL scheme, the pool, SQLite pragmas, migrations,
+//! and the small SQL builder that hides the one dialect difference reads and writes meet
+//! (bind placeholders).
+
+mod conn;
+
+use std::time::Duration;
+
+use diesel::{
+    Connection, PgConnection, SqliteConnection,
+    query_builder::{BoxedSqlQuery, SqlQuery},
+    r2d2::{CustomizeConnection, Pool, PooledConnection},
+    serialize::ToSql,
+    sql_types::HasSqlType,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub(crate) use self::conn::{DbConn, MultiBackend};
+use crate::{Error, Result};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// The database engine behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// SQLite (bundled), one file.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The largest number of bind parameters one statement may carry.
+    pub(crate) const fn max_binds(self) -> usize {
+        match self {
+            Self::Sqlite => 32_766,
+            Self::Postgres => 65_535,
+        }
+    }
+}
+
+/// Tuning of a store's connection pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Connections kept in the pool (an in-memory SQLite store always uses one).
+    pub pool_size: u32,
+    /// How long a statement waits for a locked SQLite database, and how long a caller waits
+    /// for a free connection, before failing with a retryable error.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { pool_size: 8, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Where a URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A SQLite file path, or `:memory:`.
+    Sqlite { path: String, memory: bool },
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+/// Reads the backend and location from a database URL.
+pub(crate) fn parse_url(url: &str) -> Result<Target> {
+    let url = url.trim();
+    if url.is_empty() || url.len() > 4096 {
+        return Err(Error::InvalidDatabaseUrl("must be 1 to 4096 bytes"));
+    }
+    if url.contains('\0') {
+        return Err(Error::InvalidDatabaseUrl("control characters are not allowed"));
+    }
+    if url == "sqlite::memory:" || url == "sqlite://:memory:" {
+        return Ok(Target::Sqlite { path: ":memory:".to_owned(), memory: true });
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(Error::InvalidDatabaseUrl("missing SQLite file path"));
+        }
+        if path.contains('?') || path.starts_with("file:") {
+            return Err(Error::InvalidDatabaseUrl("SQLite options are not supported in the URL"));
+        }
+        return Ok(Target::Sqlite { path: path.to_owned(), memory: false });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let parsed = url::Url::parse(url).map_err(|_| Error::InvalidDatabaseUrl("not a URL"))?;
+        if parsed.host().is_none() && !parsed.query().is_some_and(|q| q.contains("host=")) {
+            return Err(Error::InvalidDatabaseUrl("missing PostgreSQL host"));
+        }
+        return Ok(Target::Postgres(url.to_owned()));
+    }
+    Err(Error::InvalidDatabaseUrl("scheme must be sqlite:// or postgres://"))
+}
+
+/// A connection manager that establishes the variant the URL names, never trying others.
+#[derive(Debug)]
+pub(crate) struct Manager {
+    target: Target,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, Self::Error> {
+        match &self.target {
+            Target::Sqlite { path, .. } => SqliteConnection::establish(path)
+                .map(DbConn::Sqlite)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            Target::Postgres(url) => PgConnection::establish(url)
+                .map(DbConn::Postgres)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), Self::Error> {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        use diesel::connection::TransactionManager;
+        std::thread::panicking()
+            || <DbConn as Connection>::TransactionManager::is_broken_transaction_manager(conn)
+    }
+}
+
+/// Sets the SQLite pragmas on every new connection.
+#[derive(Debug)]
+struct Pragmas {
+    busy_timeout: Duration,
+    memory: bool,
+}
+
+impl CustomizeConnection<DbConn, diesel::r2d2::Error> for Pragmas {
+    fn on_acquire(&self, conn: &mut DbConn) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        if let DbConn::Sqlite(c) = conn {
+            let ms = self.busy_timeout.as_millis().min(i32::MAX as u128);
+            let journal = if self.memory { "MEMORY" } else { "WAL" };
+            c.batch_execute(&format!(
+                "PRAGMA busy_timeout = {ms}; PRAGMA journal_mode = {journal}; \
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+            ))
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(())
+    }
+}
+
+/// The pool of a store.
+pub(crate) type DbPool = Pool<Manager>;
+/// A connection taken from the pool.
+pub(crate) type Pooled = PooledConnection<Manager>;
+
+/// Opens the pool and applies pending migrations.
+pub(crate) fn open_pool(url: &str, options: &StoreOptions) -> Result<(DbPool, Backend)> {
+    let target = parse_url(url)?;
+    let (backend, memory) = match &target {
+        Target::Sqlite { memory, .. } => (Backend::Sqlite, *memory),
+        Target::Postgres(_) => (Backend::Postgres, false),
+    };
+    let size = if memory { 1 } else { options.pool_size.max(1) };
+    let mut builder = Pool::builder()
+        .max_size(size)
+        .min_idle(Some(if memory { 1 } else { 0 }))
+        .connection_timeout(options.busy_timeout.max(Duration::from_millis(100)))
+        .connection_customizer(Box::new(Pragmas { busy_timeout: options.busy_timeout, memory }));
+    if memory {
+        // The database lives only as long as its one connection.
+        builder = builder.idle_timeout(None).max_lifetime(None).test_on_check_out(false);
+    }
+    let pool = builder.build(Manager { target })?;
+    let mut conn = pool.get()?;
+    migrate(&mut conn)?;
+    Ok((pool, backend))
+}
+
+/// Applies every pending migration of the connection's backend.
+fn migrate(conn: &mut DbConn) -> Result<()> {
+    let done = match conn {
+        DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
+        DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
+    };
+    done.map_err(|e| {
+        tracing::error!(error = %e, "schema migration failed");
+        Error::Migration
+    })
+}
+
+/// Raw SQL with bind parameters, written once for both backends: the builder writes each
+/// backend's placeholder (`?` or `$n`).
+pub(crate) struct Sql<'a> {
+    backend: Backend,
+    query: BoxedSqlQuery<'a, MultiBackend, SqlQuery>,
+    binds: usize,
+}
+
+impl<'a> Sql<'a> {
+    /// An empty statement for `backend`.
+    pub(crate) fn new(backend: Backend) -> Self {
+        Self { backend, query: diesel::sql_query("").into_boxed(), binds: 0 }
+    }
+
+    /// Appends SQL text.
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
+        let q = std::mem::replace(&mut self.query, diesel::sql_query("").into_boxed());
+        self.query = q.sql(sql);
+        self
+    }
+
+    /// Appends a placeholder and binds `value` to it.
+    pub(crate) fn bind<ST, V>(&mut self, value: V) -> &mut Self
+    where
+        MultiBackend: HasSqlType<ST>,
+        V: ToSql<ST, MultiBackend> + Send + 'a,
+        ST: Send + 'a,
+    {
+        self.binds += 1;
+        let placeholder = match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.binds),
+        };
+        let q = std::mem::replace(&mut self.query, diesel::sql_query("").into_boxed());
+        self.query = q.sql(placeholder).bind::<ST, V>(value);
+        self
+    }
+
+    /// The finished statement.
+    pub(crate) fn build(self) -> BoxedSqlQuery<'a, MultiBackend, SqlQuery> {
+        self.query
+    }
+}

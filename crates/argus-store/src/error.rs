@@ -1,0 +1,87 @@
+//! The store's error type: what went wrong, without SQL, file paths or secrets in the message.
+
+/// Result type of the store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a store operation failed.
+///
+/// Messages are safe to show to an operator: they never contain SQL, file paths, stored
+/// content or tokens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database URL is not one the store understands.
+    #[error("invalid database URL: {0}")]
+    InvalidDatabaseUrl(&'static str),
+    /// The database could not be reached or no connection was available in time.
+    #[error("the database is unavailable")]
+    Unavailable,
+    /// The database was busy (locked, serialisation conflict); retrying may succeed.
+    #[error("the database is busy")]
+    Busy,
+    /// Applying the schema migrations failed.
+    #[error("the database schema could not be migrated")]
+    Migration,
+    /// A query failed; nothing was written by the failed operation.
+    #[error("a database query failed")]
+    Query,
+    /// A stored row does not pass domain validation.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The input was rejected before anything was written.
+    #[error("invalid input: {0}")]
+    Invalid(#[from] argus_domain::Error),
+    /// The room is stored at a classification above the caller's clearance.
+    #[error("the room is classified above the caller's clearance")]
+    Withheld,
+    /// An outbox row that does not exist.
+    #[error("no such outbox row")]
+    NotFound,
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable | Self::Busy)
+    }
+
+    /// An input rejected by the store's own limits.
+    pub(crate) fn invalid(kind: &'static str, reason: &'static str) -> Self {
+        Self::Invalid(argus_domain::Error::Invalid { kind, reason })
+    }
+}
+
+impl From<diesel::result::Error> for Error {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as Kind, Error as D};
+        match &e {
+            D::DatabaseError(Kind::SerializationFailure, _) => Self::Busy,
+            D::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _) => Self::Unavailable,
+            D::DatabaseError(_, info)
+                if info.message().contains("database is locked") || info.message().contains("busy") =>
+            {
+                Self::Busy
+            }
+            D::DatabaseError(_, info) if info.message().contains("deadlock detected") => Self::Busy,
+            D::DeserializationError(_) => Self::Corrupt("a column has an unexpected type"),
+            _ => {
+                tracing::debug!(error = %e, "database query failed");
+                Self::Query
+            }
+        }
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Self {
+        tracing::warn!(error = %e, "no database connection available");
+        Self::Unavailable
+    }
+}
+
+impl From<diesel::ConnectionError> for Error {
+    fn from(e: diesel::ConnectionError) -> Self {
+        tracing::warn!(error = %e, "database connection failed");
+        Self::Unavailable
+    }
+}

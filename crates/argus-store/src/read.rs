@@ -1,0 +1,228 @@
+//! Reads on behalf of a viewer. Every statement here is built on [`Gate`], the one place that
+//! writes `org_id = :org AND classification <= :clearance`; nothing else decides the tenant.
+
+use argus_domain::{
+    Classification, IngestionRecord, OrgId, Page, PageRequest, RoomId, Stats, StoredMessage, StoredRoom,
+    Viewer, policy, to_unix_ms,
+};
+use diesel::{
+    RunQueryDsl,
+    sql_types::{BigInt, SmallInt, Text},
+};
+
+use crate::{
+    Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
+    db::{DbConn, Sql},
+    rows::{Count, Id, IngestionRow, MessageRow, RoomRow},
+};
+
+/// The most items one page returns, whatever the caller asks for.
+pub const MAX_PAGE_SIZE: u32 = 1_000;
+
+/// Sort key of rooms that have no visible message: below every real timestamp.
+const NO_ACTIVITY: i64 = i64::MIN;
+
+/// The tenant and clearance filter every read applies.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    org: String,
+    clearance: i16,
+}
+
+impl Gate {
+    /// What `viewer` may see.
+    pub(crate) fn of(viewer: &Viewer) -> Self {
+        Self { org: viewer.org.as_str().to_owned(), clearance: viewer.clearance.rank() }
+    }
+
+    /// Everything of one organisation, whatever its classification (the fusion payload).
+    pub(crate) fn whole_org(org: &OrgId) -> Self {
+        Self { org: org.as_str().to_owned(), clearance: Classification::TopSecret.rank() }
+    }
+
+    /// Appends `alias.org_id = :org AND alias.classification <= :clearance`.
+    fn apply(&self, sql: &mut Sql<'_>, alias: &str) {
+        sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());
+        sql.push(" AND ").push(alias).push(".classification <= ").bind::<SmallInt, _>(self.clearance);
+    }
+
+    /// `SELECT` of the visible rooms with their visible message counts and newest visible
+    /// message time; callers wrap it as `(...) t` and add conditions on `r` through `extra`.
+    fn rooms_select(&self, sql: &mut Sql<'_>, extra: impl FnOnce(&mut Sql<'_>)) {
+        sql.push(
+            "SELECT r.id, r.org_id, r.room_id, r.homeserver_url, r.name, r.topic, r.canonical_alias, \
+             r.member_count, r.encrypted, r.classification, r.first_seen_at, r.last_ingested_at, \
+             r.resume_token, (SELECT COUNT(*) FROM messages m WHERE ",
+        );
+        self.apply(sql, "m");
+        sql.push(" AND m.room_pk = r.id) AS message_count, (SELECT MAX(m.sent_at) FROM messages m WHERE ");
+        self.apply(sql, "m");
+        sql.push(" AND m.room_pk = r.id) AS last_activity FROM rooms r WHERE ");
+        self.apply(sql, "r");
+        extra(sql);
+    }
+}
+
+/// Clamps a page size and returns how many rows to fetch (one more, to learn `has_next_page`).
+fn fetch_size(first: u32) -> (usize, i64) {
+    let n = first.min(MAX_PAGE_SIZE);
+    (n as usize, i64::from(n) + 1)
+}
+
+fn page_of<T>(mut items: Vec<T>, wanted: usize, total_count: i64) -> Page<T> {
+    let has_next_page = items.len() > wanted;
+    items.truncate(wanted);
+    Page { items, has_next_page, total_count }
+}
+
+fn count(conn: &mut DbConn, sql: Sql<'_>) -> Result<i64> {
+    Ok(sql.build().get_result::<Count>(conn)?.n)
+}
+
+/// Visible rooms, most recent activity first.
+pub(crate) fn rooms(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    page: &PageRequest<RoomCursor>,
+) -> Result<Page<StoredRoom>> {
+    let (wanted, limit) = fetch_size(page.first);
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT * FROM (");
+    gate.rooms_select(&mut sql, |_| {});
+    sql.push(") t");
+    if let Some(after) = &page.after {
+        let key = after.last_activity_ms.unwrap_or(NO_ACTIVITY);
+        sql.push(" WHERE COALESCE(t.last_activity, ").bind::<BigInt, _>(NO_ACTIVITY).push(") < ");
+        sql.bind::<BigInt, _>(key);
+        sql.push(" OR (COALESCE(t.last_activity, ").bind::<BigInt, _>(NO_ACTIVITY).push(") = ");
+        sql.bind::<BigInt, _>(key).push(" AND t.id < ").bind::<BigInt, _>(after.id).push(")");
+    }
+    sql.push(" ORDER BY COALESCE(t.last_activity, ").bind::<BigInt, _>(NO_ACTIVITY);
+    sql.push(") DESC, t.id DESC LIMIT ").bind::<BigInt, _>(limit);
+    let rows: Vec<RoomRow> = sql.build().load(conn)?;
+    let items = rows.into_iter().map(RoomRow::into_domain).collect::<Result<Vec<_>>>()?;
+
+    let mut total = Sql::new(backend);
+    total.push("SELECT COUNT(*) AS n FROM rooms r WHERE ");
+    gate.apply(&mut total, "r");
+    Ok(page_of(items, wanted, count(conn, total)?))
+}
+
+/// One visible room, or `None` when it is absent or withheld.
+pub(crate) fn room(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    room_id: &RoomId,
+) -> Result<Option<StoredRoom>> {
+    let mut sql = Sql::new(backend);
+    let id = room_id.as_str().to_owned();
+    gate.rooms_select(&mut sql, |sql| {
+        sql.push(" AND r.room_id = ").bind::<Text, _>(id);
+    });
+    let row: Option<RoomRow> = sql.build().load(conn)?.into_iter().next();
+    row.map(RoomRow::into_domain).transpose()
+}
+
+/// Storage id of a visible room.
+fn visible_room_pk(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    room_id: &RoomId,
+) -> Result<Option<i64>> {
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT r.id FROM rooms r WHERE ");
+    gate.apply(&mut sql, "r");
+    sql.push(" AND r.room_id = ").bind::<Text, _>(room_id.as_str().to_owned());
+    let row: Option<Id> = sql.build().load(conn)?.into_iter().next();
+    Ok(row.map(|r| r.id))
+}
+
+/// Visible messages of a visible room, oldest first.
+pub(crate) fn messages(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    room_id: &RoomId,
+    page: &PageRequest<MessageCursor>,
+) -> Result<Page<StoredMessage>> {
+    let Some(room_pk) = visible_room_pk(conn, backend, gate, room_id)? else {
+        return Ok(Page { items: Vec::new(), has_next_page: false, total_count: 0 });
+    };
+    let (wanted, limit) = fetch_size(page.first);
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT m.* FROM messages m WHERE ");
+    gate.apply(&mut sql, "m");
+    sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+    if let Some(after) = &page.after {
+        sql.push(" AND (m.sent_at > ").bind::<BigInt, _>(after.sent_at_ms);
+        sql.push(" OR (m.sent_at = ").bind::<BigInt, _>(after.sent_at_ms);
+        sql.push(" AND m.id > ").bind::<BigInt, _>(after.id).push("))");
+    }
+    sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit);
+    let rows: Vec<MessageRow> = sql.build().load(conn)?;
+    let items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
+
+    let mut total = Sql::new(backend);
+    total.push("SELECT COUNT(*) AS n FROM messages m WHERE ");
+    gate.apply(&mut total, "m");
+    total.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+    Ok(page_of(items, wanted, count(conn, total)?))
+}
+
+/// Aggregates over the visible rooms.
+#[derive(Debug, diesel::QueryableByName)]
+struct StatsRow {
+    #[diesel(sql_type = BigInt)]
+    rooms: i64,
+    #[diesel(sql_type = BigInt)]
+    messages: i64,
+    #[diesel(sql_type = BigInt)]
+    active: i64,
+}
+
+/// Statistics over what the gate lets through.
+pub(crate) fn stats(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    now: time::OffsetDateTime,
+) -> Result<Stats> {
+    let since = to_unix_ms(now - policy::ACTIVE_WINDOW);
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS rooms, CAST(COALESCE(SUM(t.message_count), 0) AS BIGINT) AS messages, \
+         CAST(COALESCE(SUM(CASE WHEN t.last_activity > ",
+    );
+    sql.bind::<BigInt, _>(since).push(" THEN 1 ELSE 0 END), 0) AS BIGINT) AS active FROM (");
+    gate.rooms_select(&mut sql, |_| {});
+    sql.push(") t");
+    let row: StatsRow = sql.build().get_result(conn)?;
+    Ok(Stats { total_rooms: row.rooms, total_messages: row.messages, active_rooms_last_24h: row.active })
+}
+
+/// The gate's organisation's audit records at or below its clearance, newest first.
+pub(crate) fn ingestions(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    page: &PageRequest<IngestionCursor>,
+) -> Result<Page<IngestionRecord>> {
+    let (wanted, limit) = fetch_size(page.first);
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT i.* FROM ingestions i WHERE ");
+    gate.apply(&mut sql, "i");
+    if let Some(after) = &page.after {
+        sql.push(" AND i.seq < ").bind::<BigInt, _>(after.seq);
+    }
+    sql.push(" ORDER BY i.seq DESC LIMIT ").bind::<BigInt, _>(limit);
+    let rows: Vec<IngestionRow> = sql.build().load(conn)?;
+    let items = rows.into_iter().map(IngestionRow::into_domain).collect::<Result<Vec<_>>>()?;
+
+    let mut total = Sql::new(backend);
+    total.push("SELECT COUNT(*) AS n FROM ingestions i WHERE ");
+    gate.apply(&mut total, "i");
+    Ok(page_of(items, wanted, count(conn, total)?))
+}

@@ -1,0 +1,187 @@
+//! Rows as the database returns them, and their checked conversion into domain records.
+//!
+//! A row that fails domain validation (an id of the wrong form, an unknown rank, an
+//! unrepresentable timestamp) becomes [`Error::Corrupt`], never a panic.
+
+use argus_domain::{
+    Classification, IngestionOutcome, IngestionRecord, MediaRef, MessageRecord, NewIngestion, RoomId,
+    StoredMessage, StoredRoom, from_unix_ms,
+};
+use diesel::{
+    QueryableByName,
+    sql_types::{BigInt, Nullable},
+};
+
+use crate::{
+    Error, Result,
+    schema::{ingestions, messages, rooms},
+};
+
+/// A room with its counts over what the reading viewer may see.
+#[derive(Debug, QueryableByName)]
+#[diesel(table_name = rooms)]
+pub(crate) struct RoomRow {
+    pub(crate) id: i64,
+    pub(crate) org_id: String,
+    pub(crate) room_id: String,
+    pub(crate) homeserver_url: String,
+    pub(crate) name: Option<String>,
+    pub(crate) topic: Option<String>,
+    pub(crate) canonical_alias: Option<String>,
+    pub(crate) member_count: i64,
+    pub(crate) encrypted: bool,
+    pub(crate) classification: i16,
+    pub(crate) first_seen_at: i64,
+    pub(crate) last_ingested_at: i64,
+    pub(crate) resume_token: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) message_count: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) last_activity: Option<i64>,
+}
+
+impl RoomRow {
+    pub(crate) fn into_domain(self) -> Result<StoredRoom> {
+        const BAD: Error = Error::Corrupt("a stored room fails validation");
+        Ok(StoredRoom {
+            id: self.id,
+            org: self.org_id.parse().map_err(|_| BAD)?,
+            room_id: self.room_id.parse().map_err(|_| BAD)?,
+            homeserver_url: self.homeserver_url.parse().map_err(|_| BAD)?,
+            name: self.name,
+            topic: self.topic,
+            canonical_alias: self.canonical_alias,
+            member_count: self.member_count,
+            encrypted: self.encrypted,
+            classification: rank(self.classification).map_err(|_| BAD)?,
+            first_seen_at: from_unix_ms(self.first_seen_at).map_err(|_| BAD)?,
+            last_activity_at: self.last_activity.map(from_unix_ms).transpose().map_err(|_| BAD)?,
+            last_ingested_at: from_unix_ms(self.last_ingested_at).map_err(|_| BAD)?,
+            message_count: self.message_count,
+            resume_token: self.resume_token,
+        })
+    }
+}
+
+/// A stored message.
+#[derive(Debug, QueryableByName)]
+#[diesel(table_name = messages)]
+pub(crate) struct MessageRow {
+    pub(crate) id: i64,
+    pub(crate) event_id: String,
+    pub(crate) sender: String,
+    pub(crate) msgtype: Option<String>,
+    pub(crate) body: Option<String>,
+    pub(crate) sent_at: i64,
+    pub(crate) edited: bool,
+    pub(crate) redacted: bool,
+    pub(crate) encrypted: bool,
+    pub(crate) reply_to: Option<String>,
+    pub(crate) thread_root: Option<String>,
+    pub(crate) media: Option<String>,
+    pub(crate) classification: i16,
+}
+
+impl MessageRow {
+    pub(crate) fn into_domain(self, room_id: &RoomId) -> Result<StoredMessage> {
+        const BAD: Error = Error::Corrupt("a stored message fails validation");
+        let media = self.media.map(|m| serde_json::from_str::<MediaRef>(&m)).transpose().map_err(|_| BAD)?;
+        Ok(StoredMessage {
+            id: self.id,
+            room_id: room_id.clone(),
+            classification: rank(self.classification).map_err(|_| BAD)?,
+            message: MessageRecord {
+                event_id: self.event_id.parse().map_err(|_| BAD)?,
+                sender: self.sender.parse().map_err(|_| BAD)?,
+                msgtype: self.msgtype,
+                body: self.body,
+                sent_at: from_unix_ms(self.sent_at).map_err(|_| BAD)?,
+                edited: self.edited,
+                redacted: self.redacted,
+                encrypted: self.encrypted,
+                reply_to: self.reply_to.map(|s| s.parse()).transpose().map_err(|_| BAD)?,
+                thread_root: self.thread_root.map(|s| s.parse()).transpose().map_err(|_| BAD)?,
+                media,
+            },
+        })
+    }
+}
+
+/// An audit record.
+#[derive(Debug, QueryableByName)]
+#[diesel(table_name = ingestions)]
+pub(crate) struct IngestionRow {
+    pub(crate) id: i64,
+    pub(crate) org_id: String,
+    pub(crate) seq: i64,
+    pub(crate) actor: String,
+    pub(crate) room_id: String,
+    pub(crate) homeserver_url: String,
+    pub(crate) message_count: i64,
+    pub(crate) classification: i16,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) outcome: String,
+    pub(crate) error: Option<String>,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+impl IngestionRow {
+    pub(crate) fn into_domain(self) -> Result<IngestionRecord> {
+        const BAD: Error = Error::Corrupt("a stored audit record fails validation");
+        Ok(IngestionRecord {
+            id: self.id,
+            seq: self.seq,
+            entry: NewIngestion {
+                actor: self.actor.parse().map_err(|_| BAD)?,
+                org: self.org_id.parse().map_err(|_| BAD)?,
+                room_id: self.room_id,
+                homeserver_url: self.homeserver_url,
+                message_count: self.message_count,
+                classification: rank(self.classification).map_err(|_| BAD)?,
+                started_at: from_unix_ms(self.started_at).map_err(|_| BAD)?,
+                finished_at: self.finished_at.map(from_unix_ms).transpose().map_err(|_| BAD)?,
+                outcome: outcome(&self.outcome).ok_or(BAD)?,
+                error: self.error,
+            },
+            prev_hash: hash32(&self.prev_hash).ok_or(BAD)?,
+            hash: hash32(&self.hash).ok_or(BAD)?,
+        })
+    }
+}
+
+/// A classification from its storage rank.
+pub(crate) fn rank(r: i16) -> Result<Classification> {
+    Ok(Classification::from_rank(i64::from(r))?)
+}
+
+/// An outcome from its stored name.
+pub(crate) fn outcome(s: &str) -> Option<IngestionOutcome> {
+    match s {
+        "SUCCEEDED" => Some(IngestionOutcome::Succeeded),
+        "FAILED" => Some(IngestionOutcome::Failed),
+        _ => None,
+    }
+}
+
+/// A 32-byte hash from its hex form.
+pub(crate) fn hash32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// A single `COUNT(*)`-like value.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct Count {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) n: i64,
+}
+
+/// A single id.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct Id {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+}

@@ -1,0 +1,137 @@
+//! The database schema, kept by hand to match `migrations/sqlite` and `migrations/postgres`.
+//!
+//! Only types both backends share: BIGINT milliseconds for timestamps, SMALLINT classification
+//! ranks, BOOLEAN, TEXT. Row types derive their column types from these declarations.
+
+diesel::table! {
+    /// Ingested rooms, one row per (organisation, Matrix room).
+    rooms (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// Matrix room id.
+        room_id -> Text,
+        /// Homeserver the room was read from.
+        homeserver_url -> Text,
+        /// `m.room.name`.
+        name -> Nullable<Text>,
+        /// `m.room.topic`.
+        topic -> Nullable<Text>,
+        /// `m.room.canonical_alias`.
+        canonical_alias -> Nullable<Text>,
+        /// Joined members at the last ingestion.
+        member_count -> BigInt,
+        /// End-to-end encrypted.
+        encrypted -> Bool,
+        /// Classification rank, never lowered.
+        classification -> SmallInt,
+        /// First ingestion, UTC ms.
+        first_seen_at -> BigInt,
+        /// Last ingestion, UTC ms.
+        last_ingested_at -> BigInt,
+        /// Forward resume token.
+        resume_token -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Stored messages, unique per (organisation, event id).
+    messages (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The room's storage id.
+        room_pk -> BigInt,
+        /// Matrix event id.
+        event_id -> Text,
+        /// Sender user id.
+        sender -> Text,
+        /// `msgtype`.
+        msgtype -> Nullable<Text>,
+        /// Plain-text body.
+        body -> Nullable<Text>,
+        /// `origin_server_ts`, UTC ms.
+        sent_at -> BigInt,
+        /// An edit was applied.
+        edited -> Bool,
+        /// When the applied edit was sent, UTC ms.
+        edited_at -> Nullable<BigInt>,
+        /// Redacted.
+        redacted -> Bool,
+        /// Undecrypted `m.room.encrypted`.
+        encrypted -> Bool,
+        /// Replied-to event id.
+        reply_to -> Nullable<Text>,
+        /// Thread root event id.
+        thread_root -> Nullable<Text>,
+        /// The attachment reference (URI, MIME type, size) as JSON.
+        media -> Nullable<Text>,
+        /// Classification rank, never lowered.
+        classification -> SmallInt,
+    }
+}
+
+diesel::table! {
+    /// The audit trail: one hash chain per organisation, append-only.
+    ingestions (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation (the chain).
+        org_id -> Text,
+        /// Position in the chain, from 1, gapless.
+        seq -> BigInt,
+        /// Who ran the ingestion.
+        actor -> Text,
+        /// Room id as requested.
+        room_id -> Text,
+        /// Homeserver as requested.
+        homeserver_url -> Text,
+        /// Messages newly stored.
+        message_count -> BigInt,
+        /// Classification rank requested.
+        classification -> SmallInt,
+        /// Start, UTC ms.
+        started_at -> BigInt,
+        /// End, UTC ms.
+        finished_at -> Nullable<BigInt>,
+        /// `SUCCEEDED` or `FAILED`.
+        outcome -> Text,
+        /// Why it failed.
+        error -> Nullable<Text>,
+        /// Hex SHA-256 of the previous record.
+        prev_hash -> Text,
+        /// Hex SHA-256 of this record.
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    /// The fusion outbox: one row per successful ingestion, relayed in id order.
+    outbox (id) {
+        /// Storage id and relay order.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// Matrix room id.
+        room_id -> Text,
+        /// Audit seq of the ingestion.
+        version -> BigInt,
+        /// The room as of commit, JSON.
+        payload -> Text,
+        /// Failed delivery attempts.
+        attempts -> Integer,
+        /// Last delivery error.
+        last_error -> Nullable<Text>,
+        /// Creation, UTC ms.
+        created_at -> BigInt,
+        /// Delivery, UTC ms.
+        delivered_at -> Nullable<BigInt>,
+        /// Parking (given up), UTC ms.
+        parked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::joinable!(messages -> rooms (room_pk));
+diesel::allow_tables_to_appear_in_same_query!(rooms, messages);

@@ -1,0 +1,377 @@
+//! Writes: one ingestion recorded in one transaction (room, messages, edits and redactions,
+//! audit record, outbox row), and FAILED audit records on their own.
+//!
+//! Every write runs under its organisation's lock: `BEGIN IMMEDIATE` on SQLite (one writer at a
+//! time), `pg_advisory_xact_lock` keyed by the organisation on PostgreSQL. Audit appends are
+//! therefore serialised per chain, and concurrent ingestions of one room cannot interleave.
+
+use argus_domain::{
+    Classification, IngestionOutcome, IngestionRecord, MessageRecord, NewIngestion, RoomSnapshot, StoredRoom,
+    Viewer, policy, to_unix_ms,
+};
+use diesel::{
+    Connection, QueryableByName, RunQueryDsl,
+    connection::{AnsiTransactionManager, TransactionManager},
+    sql_types::{BigInt, Bool, Nullable, SmallInt, Text},
+};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::{
+    Backend, Error, Result, audit,
+    db::{DbConn, Sql},
+    read::{self, Gate},
+};
+
+/// Longest accepted values, in bytes.
+const MAX_NAME: usize = 4096;
+const MAX_TOPIC: usize = 65_536;
+const MAX_ALIAS: usize = 255;
+const MAX_TOKEN: usize = 4096;
+const MAX_MSGTYPE: usize = 255;
+const MAX_BODY: usize = 65_536;
+const MAX_MEDIA_URI: usize = 2048;
+const MAX_MIMETYPE: usize = 255;
+const MAX_MEDIA_JSON: usize = 4096;
+
+/// Columns written per message row.
+const MESSAGE_COLUMNS: usize = 15;
+
+/// One ingestion to record: who ran it, at which classification, since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestionRun {
+    /// The caller; the room is stored in their organisation.
+    pub viewer: Viewer,
+    /// The classification requested (at most the caller's clearance).
+    pub classification: Classification,
+    /// When the run started.
+    pub started_at: OffsetDateTime,
+}
+
+/// What a recorded ingestion stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestionResult {
+    /// The room after commit, as the caller sees it.
+    pub room: StoredRoom,
+    /// Messages newly stored (those already stored are not counted again).
+    pub messages_stored: i64,
+    /// The SUCCEEDED audit record.
+    pub ingestion: IngestionRecord,
+}
+
+/// Rejects text the store will not keep: too long, or containing NUL.
+fn check_text(value: Option<&str>, max: usize, kind: &'static str) -> Result<()> {
+    match value {
+        Some(v) if v.len() > max => Err(Error::invalid(kind, "too long")),
+        Some(v) if v.contains('\0') => Err(Error::invalid(kind, "NUL characters are not allowed")),
+        _ => Ok(()),
+    }
+}
+
+fn check_message(m: &MessageRecord) -> Result<()> {
+    check_text(m.msgtype.as_deref(), MAX_MSGTYPE, "message type")?;
+    check_text(m.body.as_deref(), MAX_BODY, "message body")?;
+    if let Some(media) = &m.media {
+        check_text(media.uri.as_deref(), MAX_MEDIA_URI, "media URI")?;
+        check_text(media.mimetype.as_deref(), MAX_MIMETYPE, "media type")?;
+        if media.size.is_some_and(|s| i64::try_from(s).is_err()) {
+            return Err(Error::invalid("media size", "too large"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a whole snapshot before anything is written.
+pub(crate) fn validate(snapshot: &RoomSnapshot) -> Result<()> {
+    check_text(snapshot.name.as_deref(), MAX_NAME, "room name")?;
+    check_text(snapshot.topic.as_deref(), MAX_TOPIC, "room topic")?;
+    check_text(snapshot.canonical_alias.as_deref(), MAX_ALIAS, "room alias")?;
+    check_text(snapshot.resume_token.as_deref(), MAX_TOKEN, "resume token")?;
+    snapshot.messages.iter().try_for_each(check_message)?;
+    for e in &snapshot.edits {
+        check_text(e.msgtype.as_deref(), MAX_MSGTYPE, "message type")?;
+        check_text(e.body.as_deref(), MAX_BODY, "message body")?;
+    }
+    Ok(())
+}
+
+/// The PostgreSQL advisory lock key of an organisation's chain.
+fn lock_key(org: &str) -> i64 {
+    let digest = Sha256::digest(format!("argus-audit:{org}").as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// Runs `f` in a write transaction holding `org`'s lock; rolls back on any error.
+pub(crate) fn in_org_transaction<T>(
+    conn: &mut DbConn,
+    org: &str,
+    f: impl FnOnce(&mut DbConn) -> Result<T>,
+) -> Result<T> {
+    match conn {
+        DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        DbConn::Postgres(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    let run = |conn: &mut DbConn| -> Result<T> {
+        if let DbConn::Postgres(c) = conn {
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<BigInt, _>(lock_key(org))
+                .execute(c)?;
+        }
+        f(conn)
+    };
+    match run(conn) {
+        Ok(v) => {
+            <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(rollback) = <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[derive(Debug, QueryableByName)]
+struct ExistingRoom {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = SmallInt)]
+    classification: i16,
+}
+
+/// Now, at the millisecond precision the store keeps.
+fn now_ms() -> i64 {
+    to_unix_ms(OffsetDateTime::now_utc())
+}
+
+/// Records a whole ingestion atomically.
+pub(crate) fn record_ingestion(
+    conn: &mut DbConn,
+    backend: Backend,
+    run: &IngestionRun,
+    snapshot: &RoomSnapshot,
+) -> Result<IngestionResult> {
+    validate(snapshot)?;
+    let org = run.viewer.org.as_str();
+    let started_at = argus_domain::from_unix_ms(to_unix_ms(run.started_at))?;
+    in_org_transaction(conn, org, |conn| {
+        let now = now_ms();
+        let (room_pk, merged) = upsert_room(conn, backend, run, snapshot, now)?;
+        if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
+            return Err(Error::Withheld);
+        }
+        let messages_stored = insert_messages(conn, backend, org, room_pk, merged, &snapshot.messages)?;
+        apply_edits(conn, backend, org, room_pk, snapshot)?;
+
+        let entry = NewIngestion {
+            actor: run.viewer.actor.clone(),
+            org: run.viewer.org.clone(),
+            room_id: snapshot.room_id.as_str().to_owned(),
+            homeserver_url: snapshot.homeserver_url.as_str().to_owned(),
+            message_count: messages_stored,
+            classification: run.classification,
+            started_at,
+            finished_at: Some(argus_domain::from_unix_ms(now)?),
+            outcome: IngestionOutcome::Succeeded,
+            error: None,
+        };
+        let ingestion = audit::append(conn, backend, &audit::sanitised(&entry)?)?;
+
+        let room =
+            read::room(conn, backend, &Gate::of(&run.viewer), &snapshot.room_id)?.ok_or(Error::Withheld)?;
+        let payload = read::room(conn, backend, &Gate::whole_org(&run.viewer.org), &snapshot.room_id)?
+            .ok_or(Error::Corrupt("a room vanished while it was recorded"))?;
+        crate::outbox::insert(conn, backend, &payload, ingestion.seq, now)?;
+        Ok(IngestionResult { room, messages_stored, ingestion })
+    })
+}
+
+/// Inserts or updates the room; returns its storage id and merged classification.
+fn upsert_room(
+    conn: &mut DbConn,
+    backend: Backend,
+    run: &IngestionRun,
+    s: &RoomSnapshot,
+    now: i64,
+) -> Result<(i64, Classification)> {
+    let org = run.viewer.org.as_str().to_owned();
+    let mut find = Sql::new(backend);
+    find.push("SELECT r.id, r.classification FROM rooms r WHERE r.org_id = ").bind::<Text, _>(org.clone());
+    find.push(" AND r.room_id = ").bind::<Text, _>(s.room_id.as_str().to_owned());
+    let existing: Option<ExistingRoom> = find.build().load(conn)?.into_iter().next();
+    let stored = existing.as_ref().map(|r| crate::rows::rank(r.classification)).transpose()?;
+    let merged = policy::merge_classification(stored, run.classification);
+
+    let mut sql = Sql::new(backend);
+    match &existing {
+        Some(r) => {
+            sql.push("UPDATE rooms SET homeserver_url = ")
+                .bind::<Text, _>(s.homeserver_url.as_str().to_owned());
+            sql.push(", name = ").bind::<Nullable<Text>, _>(s.name.clone());
+            sql.push(", topic = ").bind::<Nullable<Text>, _>(s.topic.clone());
+            sql.push(", canonical_alias = ").bind::<Nullable<Text>, _>(s.canonical_alias.clone());
+            sql.push(", member_count = ").bind::<BigInt, _>(i64::from(s.member_count));
+            sql.push(", encrypted = ").bind::<Bool, _>(s.encrypted);
+            sql.push(", classification = ").bind::<SmallInt, _>(merged.rank());
+            sql.push(", last_ingested_at = ").bind::<BigInt, _>(now);
+            sql.push(", resume_token = ").bind::<Nullable<Text>, _>(s.resume_token.clone());
+            sql.push(" WHERE id = ").bind::<BigInt, _>(r.id);
+            sql.build().execute(conn)?;
+            Ok((r.id, merged))
+        }
+        None => {
+            sql.push(
+                "INSERT INTO rooms (org_id, room_id, homeserver_url, name, topic, canonical_alias, \
+                 member_count, encrypted, classification, first_seen_at, last_ingested_at, resume_token) VALUES (",
+            );
+            sql.bind::<Text, _>(org).push(", ");
+            sql.bind::<Text, _>(s.room_id.as_str().to_owned()).push(", ");
+            sql.bind::<Text, _>(s.homeserver_url.as_str().to_owned()).push(", ");
+            sql.bind::<Nullable<Text>, _>(s.name.clone()).push(", ");
+            sql.bind::<Nullable<Text>, _>(s.topic.clone()).push(", ");
+            sql.bind::<Nullable<Text>, _>(s.canonical_alias.clone()).push(", ");
+            sql.bind::<BigInt, _>(i64::from(s.member_count)).push(", ");
+            sql.bind::<Bool, _>(s.encrypted).push(", ");
+            sql.bind::<SmallInt, _>(merged.rank()).push(", ");
+            sql.bind::<BigInt, _>(now).push(", ");
+            sql.bind::<BigInt, _>(now).push(", ");
+            sql.bind::<Nullable<Text>, _>(s.resume_token.clone()).push(") RETURNING id");
+            let row: crate::rows::Id = sql.build().get_result(conn)?;
+            Ok((row.id, merged))
+        }
+    }
+}
+
+/// Inserts messages not stored yet, in statements sized to the backend's bind limit, and
+/// raises the classification of re-fetched ones; returns how many were new.
+fn insert_messages(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    level: Classification,
+    messages: &[MessageRecord],
+) -> Result<i64> {
+    let per_statement = backend.max_binds() / MESSAGE_COLUMNS;
+    let mut inserted = 0i64;
+    for chunk in messages.chunks(per_statement) {
+        let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO messages (org_id, room_pk, event_id, sender, msgtype, body, sent_at, edited, \
+              edited_at, redacted, encrypted, reply_to, thread_root, media, classification) VALUES ",
+        );
+        for (i, (m, media)) in chunk.iter().zip(&media).enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind::<Text, _>(org).push(", ");
+            sql.bind::<BigInt, _>(room_pk).push(", ");
+            sql.bind::<Text, _>(m.event_id.as_str()).push(", ");
+            sql.bind::<Text, _>(m.sender.as_str()).push(", ");
+            sql.bind::<Nullable<Text>, _>(m.msgtype.as_deref()).push(", ");
+            sql.bind::<Nullable<Text>, _>(if m.redacted { None } else { m.body.as_deref() }).push(", ");
+            sql.bind::<BigInt, _>(to_unix_ms(m.sent_at)).push(", ");
+            sql.bind::<Bool, _>(m.edited).push(", ");
+            sql.bind::<Nullable<BigInt>, _>(None::<i64>).push(", ");
+            sql.bind::<Bool, _>(m.redacted).push(", ");
+            sql.bind::<Bool, _>(m.encrypted).push(", ");
+            sql.bind::<Nullable<Text>, _>(m.reply_to.as_ref().map(|e| e.as_str())).push(", ");
+            sql.bind::<Nullable<Text>, _>(m.thread_root.as_ref().map(|e| e.as_str())).push(", ");
+            sql.bind::<Nullable<Text>, _>(media.as_deref()).push(", ");
+            sql.bind::<SmallInt, _>(level.rank()).push(")");
+        }
+        sql.push(" ON CONFLICT (org_id, event_id) DO NOTHING");
+        let n = sql.build().execute(conn)?;
+        inserted += n as i64;
+        if n < chunk.len() {
+            raise_classification(conn, backend, org, room_pk, level, chunk)?;
+        }
+    }
+    Ok(inserted)
+}
+
+/// The stored form of a message's attachment reference.
+fn media_json(m: &MessageRecord) -> Result<Option<String>> {
+    match &m.media {
+        Some(media) if !m.redacted => {
+            let json =
+                serde_json::to_string(media).map_err(|_| Error::invalid("media", "cannot be encoded"))?;
+            if json.len() > MAX_MEDIA_JSON {
+                return Err(Error::invalid("media", "too long"));
+            }
+            Ok(Some(json))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Raises re-fetched messages of the room to `level`; never lowers one.
+fn raise_classification(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    level: Classification,
+    chunk: &[MessageRecord],
+) -> Result<()> {
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE messages SET classification = ").bind::<SmallInt, _>(level.rank());
+    sql.push(" WHERE org_id = ").bind::<Text, _>(org);
+    sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+    sql.push(" AND classification < ").bind::<SmallInt, _>(level.rank());
+    sql.push(" AND event_id IN (");
+    for (i, m) in chunk.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind::<Text, _>(m.event_id.as_str());
+    }
+    sql.push(")");
+    sql.build().execute(conn)?;
+    Ok(())
+}
+
+/// Applies edits (latest `edited_at` wins) and redactions to stored messages of the room.
+fn apply_edits(conn: &mut DbConn, backend: Backend, org: &str, room_pk: i64, s: &RoomSnapshot) -> Result<()> {
+    for edit in &s.edits {
+        let at = to_unix_ms(edit.edited_at);
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE messages SET body = ").bind::<Nullable<Text>, _>(edit.body.as_deref());
+        sql.push(", msgtype = ").bind::<Nullable<Text>, _>(edit.msgtype.as_deref());
+        sql.push(", edited = ").bind::<Bool, _>(true);
+        sql.push(", edited_at = ").bind::<BigInt, _>(at);
+        sql.push(" WHERE org_id = ").bind::<Text, _>(org);
+        sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+        sql.push(" AND event_id = ").bind::<Text, _>(edit.target.as_str());
+        sql.push(" AND redacted = ").bind::<Bool, _>(false);
+        sql.push(" AND (edited_at IS NULL OR edited_at < ").bind::<BigInt, _>(at).push(")");
+        sql.build().execute(conn)?;
+    }
+    for target in &s.redactions {
+        let mut sql = Sql::new(backend);
+        sql.push("UPDATE messages SET redacted = ").bind::<Bool, _>(true);
+        sql.push(", body = NULL, media = NULL WHERE org_id = ");
+        sql.bind::<Text, _>(org).push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+        sql.push(" AND event_id = ").bind::<Text, _>(target.as_str());
+        sql.build().execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Appends a FAILED audit record, and nothing else.
+pub(crate) fn record_failure(
+    conn: &mut DbConn,
+    backend: Backend,
+    entry: &NewIngestion,
+) -> Result<IngestionRecord> {
+    let mut entry = audit::sanitised(entry)?;
+    entry.outcome = IngestionOutcome::Failed;
+    entry.message_count = 0;
+    if entry.finished_at.is_none() {
+        entry.finished_at = Some(argus_domain::from_unix_ms(now_ms())?);
+    }
+    in_org_transaction(conn, entry.org.as_str(), |conn| audit::append(conn, backend, &entry))
+}

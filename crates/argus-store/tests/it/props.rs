@@ -1,0 +1,232 @@
+//! Property tests of every read path against the clearance policy: random organisations,
+//! rooms, messages, classifications and viewers; no read returns a row of another
+//! organisation or above the viewer's clearance, and every count equals the ground truth
+//! computed with `argus_domain::policy` over the generated data.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use argus_domain::{Classification, IngestionOutcome, NewIngestion, PageRequest, Viewer, policy, to_unix_ms};
+use argus_store::{IngestionCursor, MessageCursor, RoomCursor, Store};
+use proptest::prelude::*;
+use time::{Duration, OffsetDateTime};
+
+use crate::support::{TestDb, message, snapshot, viewer};
+
+const ORGS: usize = 3;
+const ROOMS: usize = 4;
+const MESSAGES: usize = 6;
+
+#[derive(Debug, Clone)]
+struct Step {
+    org: usize,
+    room: usize,
+    level: Classification,
+    /// Which of the room's messages this read returned.
+    msgs: Vec<usize>,
+    /// A failed run instead of a successful one.
+    failed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    /// Minutes before "now" each (room, message) was sent.
+    ages: Vec<i64>,
+    steps: Vec<Step>,
+    /// (organisation, clearance); organisation `ORGS` holds nothing.
+    viewers: Vec<(usize, Classification)>,
+    page_size: u32,
+}
+
+fn level() -> impl Strategy<Value = Classification> {
+    (0usize..5).prop_map(|i| Classification::ALL[i])
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let step = (
+        0..ORGS,
+        0..ROOMS,
+        level(),
+        proptest::collection::vec(0..MESSAGES, 0..=MESSAGES),
+        proptest::bool::weighted(0.15),
+    )
+        .prop_map(|(org, room, level, msgs, failed)| Step { org, room, level, msgs, failed });
+    (
+        proptest::collection::vec(0i64..3000, ROOMS * MESSAGES),
+        proptest::collection::vec(step, 1..10),
+        proptest::collection::vec((0..=ORGS, level()), 1..5),
+        1u32..5,
+    )
+        .prop_map(|(ages, steps, viewers, page_size)| Case { ages, steps, viewers, page_size })
+}
+
+/// What the store should hold, computed with the domain policy.
+#[derive(Debug, Default)]
+struct Model {
+    /// (org, room) -> (room level, message -> level).
+    rooms: BTreeMap<(usize, usize), (Classification, BTreeMap<usize, Classification>)>,
+    /// org -> classifications of its audit records.
+    audit: BTreeMap<usize, Vec<Classification>>,
+}
+
+static CASE: AtomicU64 = AtomicU64::new(0);
+
+fn run_case(store: &Store, prefix: &str, c: &Case) {
+    let now = crate::support::now();
+    let org_name = |o: usize| format!("{prefix}o{o}");
+    let sent = |room: usize, m: usize| now - Duration::minutes(c.ages[room * MESSAGES + m]);
+    let event = |room: usize, m: usize| format!("$r{room}m{m}");
+    let room_name = |room: usize| format!("!room{room}:x.org");
+
+    let mut model = Model::default();
+    for s in &c.steps {
+        let ingester = viewer(&org_name(s.org), Classification::TopSecret);
+        if s.failed {
+            store
+                .record_failure(&NewIngestion {
+                    actor: ingester.actor.clone(),
+                    org: ingester.org.clone(),
+                    room_id: room_name(s.room),
+                    homeserver_url: "https://x.org".to_owned(),
+                    message_count: 0,
+                    classification: s.level,
+                    started_at: now,
+                    finished_at: None,
+                    outcome: IngestionOutcome::Failed,
+                    error: Some("unreachable".to_owned()),
+                })
+                .unwrap();
+            model.audit.entry(s.org).or_default().push(s.level);
+            continue;
+        }
+        let msgs = s.msgs.iter().map(|&m| message(&event(s.room, m), sent(s.room, m))).collect();
+        let run = argus_store::IngestionRun { viewer: ingester, classification: s.level, started_at: now };
+        store.record_ingestion(&run, &snapshot(&room_name(s.room), msgs)).unwrap();
+        let entry = model.rooms.entry((s.org, s.room)).or_insert((s.level, BTreeMap::new()));
+        entry.0 = policy::merge_classification(Some(entry.0), s.level);
+        let merged = entry.0;
+        for &m in &s.msgs {
+            let l = entry.1.entry(m).or_insert(merged);
+            *l = policy::merge_classification(Some(*l), merged);
+        }
+        model.audit.entry(s.org).or_default().push(s.level);
+    }
+
+    for &(o, clearance) in &c.viewers {
+        let v: Viewer = viewer(&org_name(o), clearance);
+        // Ground truth: visible rooms with visible message counts and newest visible time.
+        let mut truth: BTreeMap<String, (i64, Option<OffsetDateTime>)> = BTreeMap::new();
+        for (&(org, room), (level, msgs)) in &model.rooms {
+            if !policy::is_visible(&v, &org_name(org).parse().unwrap(), *level) {
+                continue;
+            }
+            let visible: Vec<usize> =
+                msgs.iter().filter(|(_, l)| **l <= clearance).map(|(m, _)| *m).collect();
+            let last = visible.iter().map(|&m| sent(room, m)).max();
+            truth.insert(room_name(room), (visible.len() as i64, last));
+        }
+
+        // List, all pages.
+        let mut listed = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let page = store.rooms(&v, &PageRequest { first: c.page_size, after }).unwrap();
+            assert_eq!(page.total_count, truth.len() as i64);
+            for r in &page.items {
+                assert_eq!(r.org, v.org);
+                assert!(r.classification <= clearance);
+                listed.insert(r.room_id.to_string(), (r.message_count, r.last_activity_at));
+            }
+            if !page.has_next_page {
+                break;
+            }
+            after = Some(RoomCursor::of(page.items.last().unwrap()));
+        }
+        assert_eq!(listed, truth);
+
+        // Lookups and messages of every room id any organisation used.
+        for room in 0..ROOMS {
+            let id = room_name(room).parse().unwrap();
+            let got = store.room(&v, &id).unwrap();
+            assert_eq!(
+                got.as_ref().map(|r| (r.message_count, r.last_activity_at)),
+                truth.get(&room_name(room)).copied()
+            );
+            let mut total = None;
+            let mut seen = 0;
+            let mut after = None;
+            loop {
+                let page = store.messages(&v, &id, &PageRequest { first: c.page_size, after }).unwrap();
+                total.get_or_insert(page.total_count);
+                for m in &page.items {
+                    assert!(m.classification <= clearance);
+                    assert_eq!(m.room_id, id);
+                }
+                seen += page.items.len() as i64;
+                if !page.has_next_page {
+                    break;
+                }
+                after = Some(MessageCursor::of(page.items.last().unwrap()));
+            }
+            let expected = truth.get(&room_name(room)).map_or(0, |t| t.0);
+            assert_eq!((total, seen), (Some(expected), expected));
+        }
+
+        // Stats over the same set.
+        let stats = store.stats(&v, now).unwrap();
+        assert_eq!(stats.total_rooms, truth.len() as i64);
+        assert_eq!(stats.total_messages, truth.values().map(|t| t.0).sum::<i64>());
+        let active = truth.values().filter(|t| policy::is_active(t.1, now)).count() as i64;
+        assert_eq!(stats.active_rooms_last_24h, active);
+
+        // Audit history.
+        let expected =
+            model.audit.get(&o).map_or(0, |a| a.iter().filter(|l| **l <= clearance).count()) as i64;
+        let mut seen = 0;
+        let mut after = None;
+        loop {
+            let page = store.ingestions(&v, &PageRequest { first: c.page_size, after }).unwrap();
+            assert_eq!(page.total_count, expected);
+            for r in &page.items {
+                assert_eq!(r.entry.org, v.org);
+                assert!(r.entry.classification <= clearance);
+            }
+            seen += page.items.len() as i64;
+            if !page.has_next_page {
+                break;
+            }
+            after = Some(IngestionCursor::of(page.items.last().unwrap()));
+        }
+        assert_eq!(seen, expected);
+    }
+    assert!(store.audit_verify(&[]).unwrap().iter().all(|v| v.is_ok()));
+    let _ = to_unix_ms(now);
+}
+
+proptest! {
+    #[test]
+    fn sqlite_reads_follow_policy(c in case()) {
+        let store = Store::open("sqlite::memory:").unwrap();
+        run_case(&store, "", &c);
+    }
+}
+
+fn pg() -> Option<&'static TestDb> {
+    static DB: OnceLock<Option<TestDb>> = OnceLock::new();
+    DB.get_or_init(crate::support::postgres).as_ref()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases((ProptestConfig::default().cases / 8).max(8)))]
+    #[test]
+    fn postgres_reads_follow_policy(c in case()) {
+        let Some(db) = pg() else { return Ok(()) };
+        let prefix = format!("case{}-", CASE.fetch_add(1, Ordering::Relaxed));
+        run_case(&db.store, &prefix, &c);
+    }
+}

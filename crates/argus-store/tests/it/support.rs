@@ -1,0 +1,160 @@
+//! Fixtures: fresh stores per test on each backend, raw SQL access (as someone holding the
+//! database file or a superuser login would have), and builders for domain records.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use argus_domain::{Classification, MessageRecord, RoomSnapshot, Scope, Viewer, from_unix_ms, to_unix_ms};
+use argus_store::{IngestionRun, Store};
+use diesel::{
+    Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection, connection::SimpleConnection,
+    sql_types::BigInt,
+};
+use time::OffsetDateTime;
+
+/// What keeps a test database alive.
+#[derive(Debug)]
+pub(crate) enum Guard {
+    /// A temporary directory holding the SQLite file.
+    Sqlite(tempfile::TempDir),
+    /// A PostgreSQL database dropped on Drop.
+    Postgres(argus_testkit::postgres::TestDatabase),
+}
+
+/// A store on a database of its own, with raw access.
+#[derive(Debug)]
+pub(crate) struct TestDb {
+    pub(crate) store: Store,
+    pub(crate) url: String,
+    pub(crate) guard: Guard,
+}
+
+#[derive(Debug, QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// A raw connection straight to the database, bypassing the store.
+pub(crate) enum Raw {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl Raw {
+    pub(crate) fn exec(&mut self, sql: &str) -> diesel::QueryResult<()> {
+        match self {
+            Raw::Sqlite(c) => c.batch_execute(sql),
+            Raw::Postgres(c) => c.batch_execute(sql),
+        }
+    }
+
+    /// Runs a query returning one BIGINT column named `n`.
+    pub(crate) fn count(&mut self, sql: &str) -> i64 {
+        let r: N = match self {
+            Raw::Sqlite(c) => diesel::sql_query(sql).get_result(c),
+            Raw::Postgres(c) => diesel::sql_query(sql).get_result(c),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        r.n
+    }
+}
+
+impl TestDb {
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self.guard, Guard::Postgres(_))
+    }
+
+    pub(crate) fn raw(&self) -> Raw {
+        match &self.guard {
+            Guard::Sqlite(dir) => {
+                let path = dir.path().join("store.db");
+                let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+                c.batch_execute("PRAGMA busy_timeout = 5000;").unwrap();
+                Raw::Sqlite(c)
+            }
+            Guard::Postgres(db) => Raw::Postgres(PgConnection::establish(db.url()).unwrap()),
+        }
+    }
+
+    pub(crate) fn count(&self, sql: &str) -> i64 {
+        self.raw().count(sql)
+    }
+}
+
+pub(crate) fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::open(&url).unwrap();
+    TestDb { store, url, guard: Guard::Sqlite(dir) }
+}
+
+pub(crate) fn postgres() -> Option<TestDb> {
+    let db = argus_testkit::postgres::fresh_database()?;
+    let url = db.url().to_owned();
+    let store = Store::open(&url).unwrap();
+    Some(TestDb { store, url, guard: Guard::Postgres(db) })
+}
+
+pub(crate) fn viewer(org: &str, clearance: Classification) -> Viewer {
+    Viewer::new(
+        "analyst@example.gouv.fr".parse().unwrap(),
+        org.parse().unwrap(),
+        clearance,
+        [Scope::Read, Scope::Ingest, Scope::Audit],
+    )
+}
+
+/// Now at millisecond precision.
+pub(crate) fn now() -> OffsetDateTime {
+    from_unix_ms(to_unix_ms(OffsetDateTime::now_utc())).unwrap()
+}
+
+pub(crate) fn run(viewer: &Viewer, classification: Classification) -> IngestionRun {
+    IngestionRun { viewer: viewer.clone(), classification, started_at: now() }
+}
+
+static EVENT: AtomicU64 = AtomicU64::new(1);
+
+/// A text message sent at `sent_at`.
+pub(crate) fn message(event_id: &str, sent_at: OffsetDateTime) -> MessageRecord {
+    MessageRecord {
+        event_id: event_id.parse().unwrap(),
+        sender: "@jean.dupont:agent.tchap.gouv.fr".parse().unwrap(),
+        msgtype: Some("m.text".to_owned()),
+        body: Some(format!("body of {event_id}")),
+        sent_at,
+        edited: false,
+        redacted: false,
+        encrypted: false,
+        reply_to: None,
+        thread_root: None,
+        media: None,
+    }
+}
+
+/// `n` messages one minute apart ending at `last`, with fresh event ids.
+pub(crate) fn messages(n: usize, last: OffsetDateTime) -> Vec<MessageRecord> {
+    (0..n)
+        .map(|i| {
+            let id = EVENT.fetch_add(1, Ordering::Relaxed);
+            message(&format!("$ev{id}"), last - time::Duration::minutes((n - 1 - i) as i64))
+        })
+        .collect()
+}
+
+pub(crate) fn snapshot(room_id: &str, messages: Vec<MessageRecord>) -> RoomSnapshot {
+    RoomSnapshot {
+        room_id: room_id.parse().unwrap(),
+        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse().unwrap(),
+        name: Some(format!("Room {room_id}")),
+        topic: Some("Coordination".to_owned()),
+        canonical_alias: None,
+        member_count: 12,
+        encrypted: false,
+        messages,
+        edits: Vec::new(),
+        redactions: Vec::new(),
+        resume_token: Some("t42-7_0_0".to_owned()),
+        report: Default::default(),
+    }
+}
