@@ -185,10 +185,10 @@ fn check_server_name(s: &str, kind: &'static str) -> Result<()> {
     {
         return Err(Error::invalid(kind, "invalid server name"));
     }
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::invalid(kind, "invalid port in server name"));
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(Error::invalid(kind, "invalid port in server name"));
     }
     Ok(())
 }
