@@ -1,0 +1,205 @@
+//! The outbox relay: drains the store's outbox in id order, delivers each row's entity to the
+//! sinks, and marks it delivered, or failed and eventually parked.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use argus_store::{OutboxRow, OutboxStatus, Store};
+use tokio::sync::Notify;
+
+use crate::{Error, NetworkNode, Result, Sink};
+
+/// How the relay reads the outbox and when it gives up on a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayOptions {
+    /// Rows read, delivered and synced per batch.
+    pub batch_size: u32,
+    /// Failed passes after which a row is parked (no longer delivered, shown by status).
+    pub park_after_attempts: u32,
+    /// Time between two polls when the outbox is empty or a row is failing.
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self { batch_size: 500, park_after_attempts: 5, poll_interval: Duration::from_secs(1) }
+    }
+}
+
+/// What one [`Relay::run_once`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayReport {
+    /// Rows delivered to every sink and marked delivered.
+    pub delivered: u64,
+    /// Rows whose delivery failed (their attempt count was increased).
+    pub failed: u64,
+    /// Of the failed rows, those parked by this pass.
+    pub parked: u64,
+}
+
+/// The outbox status (pending, delivered, parked rows with their last error), for
+/// `argus-tchap fusion status`.
+pub fn status(store: &Store) -> Result<OutboxStatus> {
+    Ok(store.outbox_status()?)
+}
+
+/// Delivers outbox rows to sinks, at least once, in outbox order.
+///
+/// Each batch: read up to `batch_size` pending rows (id order), deliver each row's entity to
+/// every sink, stop at the first row that fails, flush every sink, mark the rows before it
+/// delivered, then record the failure. A failing row that is parked no longer blocks the rows
+/// after it; one that is not parked ends the pass, and the next pass retries it first, so rows
+/// are never delivered out of order. All state lives in the outbox table: a crash between
+/// delivery and marking means the row is delivered again after restart (the `Idempotency-Key`
+/// and `(id, version)` let receivers drop the duplicate).
+///
+/// Run one relay per outbox: two relays would deliver the same rows twice (still correct, but
+/// wasteful).
+pub struct Relay {
+    store: Store,
+    sinks: Vec<Arc<dyn Sink>>,
+    options: RelayOptions,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("sinks", &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a batch stopped early: the row that failed and the error.
+struct Failure {
+    row_id: i64,
+    error: Error,
+}
+
+impl Relay {
+    /// A relay over `store`'s outbox delivering to `sinks` (every sink receives every entity).
+    pub fn new(store: Store, sinks: Vec<Arc<dyn Sink>>, options: RelayOptions) -> Self {
+        let options = RelayOptions {
+            batch_size: options.batch_size.max(1),
+            park_after_attempts: options.park_after_attempts.max(1),
+            poll_interval: options.poll_interval,
+        };
+        Self { store, sinks, options, wake: Arc::new(Notify::new()) }
+    }
+
+    /// A handle that wakes the running [`Relay::run`] loop before its poll interval, e.g. right
+    /// after an ingestion committed: `relay.waker().notify_one()`.
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Drains the outbox: delivers pending rows until none is left or a row fails without
+    /// being parked. Safe to call again at any time; used by `fusion relay --once`.
+    pub async fn run_once(&self) -> Result<RelayReport> {
+        let mut report = RelayReport::default();
+        loop {
+            let (batch_len, failure) = self.run_batch(&mut report).await?;
+            if let Some(Failure { row_id, error }) = failure {
+                report.failed += 1;
+                let message = error.to_string();
+                let park_after = self.options.park_after_attempts;
+                let parked = self
+                    .blocking(move |store| store.outbox_mark_failed(row_id, &message, park_after))
+                    .await?;
+                if parked {
+                    report.parked += 1;
+                    tracing::error!(row = row_id, error = %error, "outbox row parked after repeated failures");
+                    continue;
+                }
+                tracing::warn!(row = row_id, error = %error, "outbox delivery failed; will retry");
+                break;
+            }
+            if batch_len < self.options.batch_size as usize {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs [`Relay::run_once`] every `poll_interval` (or when woken) until `shutdown`
+    /// completes. A pass in progress finishes its current batch first; errors are logged and
+    /// retried at the next poll. This is the server's background task.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.run_once().await {
+                Ok(r) if r.delivered + r.failed > 0 => {
+                    tracing::info!(
+                        delivered = r.delivered,
+                        failed = r.failed,
+                        parked = r.parked,
+                        "fusion relay pass"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "fusion relay pass failed"),
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+        tracing::info!("fusion relay stopped");
+    }
+
+    /// Delivers one batch; returns how many rows were read and the failure that stopped it.
+    async fn run_batch(&self, report: &mut RelayReport) -> Result<(usize, Option<Failure>)> {
+        let limit = self.options.batch_size;
+        let rows = self.blocking(move |store| store.outbox_pending(limit)).await?;
+        let batch_len = rows.len();
+        let mut delivered = Vec::with_capacity(batch_len);
+        let mut failure = None;
+        for row in &rows {
+            match self.deliver_row(row).await {
+                Ok(()) => delivered.push(row.id),
+                Err(error) => {
+                    failure = Some(Failure { row_id: row.id, error });
+                    break;
+                }
+            }
+        }
+        // A sink that cannot flush (disk full, ...) fails the pass, not a row: nothing of this
+        // batch is marked, and every row is delivered again by the next pass.
+        self.flush_all().await?;
+        if !delivered.is_empty() {
+            report.delivered += delivered.len() as u64;
+            self.blocking(move |store| delivered.iter().try_for_each(|&id| store.outbox_mark_delivered(id)))
+                .await?;
+        }
+        Ok((batch_len, failure))
+    }
+
+    async fn deliver_row(&self, row: &OutboxRow) -> Result<()> {
+        if row.org != row.payload.org || row.room_id != row.payload.room_id {
+            return Err(Error::InconsistentRow(row.id));
+        }
+        let entity = NetworkNode::from_room(&row.payload, row.version);
+        for sink in &self.sinks {
+            sink.deliver(&entity).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&self) -> Result<()> {
+        for sink in &self.sinks {
+            sink.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs a synchronous store call on the blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| Error::Join)??)
+    }
+}

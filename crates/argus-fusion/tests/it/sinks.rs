@@ -1,0 +1,100 @@
+//! The JSON Lines sink: buffered until flush, one object per line, appended, torn lines healed.
+
+use argus_domain::Classification;
+use argus_fusion::{FusionConfig, JsonLinesSink, NetworkNode, Sink, build_sinks};
+
+use crate::support::{assert_valid, bare_room, read_entities, read_jsonl, room, validator};
+
+#[tokio::test]
+async fn writes_one_object_per_line_on_flush() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nested/dir/nodes.jsonl");
+    let sink = JsonLinesSink::new(&path);
+    let nodes = vec![
+        NetworkNode::from_room(&room("dgsi", "!a:x.org", Classification::Secret)?, 1),
+        NetworkNode::from_room(&bare_room("dgsi")?, 2),
+        NetworkNode::from_room(&room("anssi", "!b:x.org", Classification::Unclassified)?, 1),
+    ];
+    for n in &nodes {
+        sink.deliver(n).await?;
+    }
+    assert!(!path.exists(), "nothing is written before flush");
+    sink.flush().await?;
+    assert_eq!(read_entities(&path)?, nodes);
+    let validator = validator()?;
+    for line in read_jsonl(&path)? {
+        assert_valid(&validator, &line)?;
+    }
+    // A second batch appends; an empty flush writes nothing.
+    sink.deliver(&nodes[0]).await?;
+    sink.flush().await?;
+    sink.flush().await?;
+    let all = read_entities(&path)?;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3], nodes[0]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn heals_a_torn_last_line() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nodes.jsonl");
+    std::fs::write(&path, "{\"id\":\"torn")?;
+    let sink = JsonLinesSink::new(&path);
+    let node = NetworkNode::from_room(&bare_room("dgsi")?, 1);
+    sink.deliver(&node).await?;
+    sink.flush().await?;
+    let text = std::fs::read_to_string(&path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(serde_json::from_str::<NetworkNode>(lines[1])?, node);
+    Ok(())
+}
+
+#[tokio::test]
+async fn io_errors_do_not_name_the_path() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The parent "directory" is a file, so the sink cannot create the file.
+    std::fs::write(dir.path().join("blocker"), "")?;
+    let sink = JsonLinesSink::new(dir.path().join("blocker/nodes.jsonl"));
+    sink.deliver(&NetworkNode::from_room(&bare_room("dgsi")?, 1)).await?;
+    let err = sink.flush().await.err().ok_or_else(|| anyhow::anyhow!("flush succeeded"))?;
+    assert!(err.is_retryable());
+    assert!(!err.to_string().contains("blocker"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn config_builds_the_configured_sinks() -> anyhow::Result<()> {
+    let config: FusionConfig = serde_json::from_value(serde_json::json!({
+        "jsonl_path": "/tmp/x.jsonl",
+        "webhook": { "url": "https://fusion.example/hook", "org_urls": { "dgsi": "http://127.0.0.1:9/h" } },
+        "batch_size": 10
+    }))?;
+    let sinks = build_sinks(&config)?;
+    assert_eq!(sinks.iter().map(|s| s.name()).collect::<Vec<_>>(), ["jsonl", "webhook"]);
+    assert_eq!(config.relay_options().batch_size, 10);
+
+    let none: FusionConfig = serde_json::from_value(serde_json::json!({ "jsonl_path": null }))?;
+    assert!(build_sinks(&none)?.is_empty());
+
+    let secret_url = "ftp://user:hunter2@fusion.example/hook";
+    let bad: FusionConfig = serde_json::from_value(serde_json::json!({ "webhook": { "url": secret_url } }))?;
+    let err = build_sinks(&bad).err().ok_or_else(|| anyhow::anyhow!("bad URL accepted"))?;
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let bad_org: FusionConfig =
+        serde_json::from_value(serde_json::json!({ "webhook": { "org_urls": { "dgsi": "not a url" } } }))?;
+    assert!(build_sinks(&bad_org).err().is_some_and(|e| e.to_string().contains("dgsi")));
+    assert!(
+        serde_json::from_value::<FusionConfig>(serde_json::json!({ "webhook": { "urls": [] } })).is_err()
+    );
+    assert!(
+        serde_json::from_value::<FusionConfig>(
+            serde_json::json!({ "webhook": { "org_urls": { "a b": "https://x" } } })
+        )
+        .is_err()
+    );
+    let zero: FusionConfig = serde_json::from_value(serde_json::json!({ "batch_size": 0 }))?;
+    assert!(build_sinks(&zero).is_err());
+    Ok(())
+}

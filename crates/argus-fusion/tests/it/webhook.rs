@@ -1,0 +1,177 @@
+//! The webhook sink against a wiremock receiver: headers, retries on 5xx and timeouts, no
+//! retry on 4xx, per-organisation routing.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use argus_domain::Classification;
+use argus_fusion::{Error, NetworkNode, Sink, WebhookOptions, WebhookSink};
+use reqwest::Url;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{header, header_exists, method, path},
+};
+
+use crate::support::room;
+
+/// Fast retries and a short request timeout, so the tests take milliseconds.
+pub(crate) fn fast_options() -> WebhookOptions {
+    WebhookOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(300),
+        max_retries: 3,
+        min_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+pub(crate) fn hook_url(server: &MockServer) -> anyhow::Result<Url> {
+    Ok(Url::parse(&format!("{}/hook", server.uri()))?)
+}
+
+fn sink_to(server: &MockServer) -> anyhow::Result<WebhookSink> {
+    Ok(WebhookSink::new(Some(hook_url(server)?), BTreeMap::new(), fast_options())?)
+}
+
+fn node(org: &str) -> anyhow::Result<NetworkNode> {
+    Ok(NetworkNode::from_room(&room(org, "!abc:agent.tchap.gouv.fr", Classification::Restricted)?, 7))
+}
+
+#[tokio::test]
+async fn posts_json_with_an_idempotency_key() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    let n = node("dgsi")?;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .and(header("content-type", "application/json"))
+        .and(header("idempotency-key", n.idempotency_key().as_str()))
+        .respond_with(ResponseTemplate::new(202))
+        .expect(1)
+        .mount(&server)
+        .await;
+    sink_to(&server)?.deliver(&n).await?;
+    let requests = server.received_requests().await.unwrap_or_default();
+    let body: NetworkNode = serde_json::from_slice(&requests[0].body)?;
+    assert_eq!(body, n);
+    assert_eq!(n.idempotency_key(), format!("{}:7", n.id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn retries_server_errors_then_succeeds() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let n = node("dgsi")?;
+    sink_to(&server)?.deliver(&n).await?;
+    let requests = server.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 3);
+    let keys: Vec<_> = requests.iter().filter_map(|r| r.headers.get("idempotency-key").cloned()).collect();
+    assert!(keys.iter().all(|k| k == n.idempotency_key().as_str()), "every retry carries the same key");
+    Ok(())
+}
+
+#[tokio::test]
+async fn retries_timeouts_then_succeeds() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    sink_to(&server)?.deliver(&node("dgsi")?).await?;
+    assert_eq!(server.received_requests().await.unwrap_or_default().len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn gives_up_after_bounded_retries() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(503)).mount(&server).await;
+    let err = sink_to(&server)?.deliver(&node("dgsi")?).await.err();
+    assert!(matches!(err, Some(Error::WebhookStatus(503))), "{err:?}");
+    assert_eq!(server.received_requests().await.unwrap_or_default().len(), 4, "1 attempt + 3 retries");
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried_except_408_and_429() -> anyhow::Result<()> {
+    for (status, expected_requests) in [(400, 1), (404, 1), (422, 1), (408, 2), (429, 2)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+        let result = sink_to(&server)?.deliver(&node("dgsi")?).await;
+        let requests = server.received_requests().await.unwrap_or_default().len();
+        assert_eq!(requests, expected_requests, "HTTP {status}");
+        assert_eq!(result.is_ok(), expected_requests == 2, "HTTP {status}: {result:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", "http://169.254.169.254/"))
+        .mount(&server)
+        .await;
+    let err = sink_to(&server)?.deliver(&node("dgsi")?).await.err();
+    assert!(matches!(err, Some(Error::WebhookStatus(307))), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unreachable_errors_do_not_leak_the_url() -> anyhow::Result<()> {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = Url::parse(&format!("http://127.0.0.1:{port}/hook?token=s3cr3t"))?;
+    let sink = WebhookSink::new(Some(url), BTreeMap::new(), fast_options())?;
+    let err = sink.deliver(&node("dgsi")?).await.err().ok_or_else(|| anyhow::anyhow!("delivered"))?;
+    assert!(err.is_retryable());
+    let text = err.to_string();
+    assert!(!text.contains("s3cr3t") && !text.contains("127.0.0.1"), "{text}");
+    assert!(!format!("{sink:?}").contains("s3cr3t"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_organisation_goes_to_its_own_receiver() -> anyhow::Result<()> {
+    let (a, b, default) = (MockServer::start().await, MockServer::start().await, MockServer::start().await);
+    for s in [&a, &b, &default] {
+        Mock::given(method("POST"))
+            .and(header_exists("idempotency-key"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(s)
+            .await;
+    }
+    let org_urls = BTreeMap::from([("org-a".parse()?, hook_url(&a)?), ("org-b".parse()?, hook_url(&b)?)]);
+    let sink = WebhookSink::new(Some(hook_url(&default)?), org_urls.clone(), fast_options())?;
+    for org in ["org-a", "org-b", "org-a", "org-c"] {
+        sink.deliver(&node(org)?).await?;
+    }
+    let orgs_at = |reqs: Vec<wiremock::Request>| -> Vec<String> {
+        reqs.iter()
+            .filter_map(|r| serde_json::from_slice::<NetworkNode>(&r.body).ok())
+            .map(|n| n.organisation.to_string())
+            .collect()
+    };
+    assert_eq!(orgs_at(a.received_requests().await.unwrap_or_default()), ["org-a", "org-a"]);
+    assert_eq!(orgs_at(b.received_requests().await.unwrap_or_default()), ["org-b"]);
+    assert_eq!(orgs_at(default.received_requests().await.unwrap_or_default()), ["org-c"]);
+
+    // Without a default, an organisation without its own URL is sent nowhere.
+    let only_orgs = WebhookSink::new(None, org_urls, fast_options())?;
+    only_orgs.deliver(&node("org-c")?).await?;
+    assert_eq!(a.received_requests().await.unwrap_or_default().len(), 2);
+    assert_eq!(b.received_requests().await.unwrap_or_default().len(), 1);
+    assert_eq!(default.received_requests().await.unwrap_or_default().len(), 1);
+    Ok(())
+}
