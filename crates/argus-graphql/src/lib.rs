@@ -1,1 +1,27 @@
-//! Argus Tchap connector: Juniper GraphQL schema, resolvers and the ingestion use-case.
+//! Argus Tchap connector: the GraphQL schema of the contract, its resolvers and the ingestion
+//! use-case. No HTTP here: the server crate authenticates the caller, builds a [`Context`] and
+//! executes requests against [`Schema`].
+//!
+//! - Reads (`tchapRooms`, `tchapRoom`, `tchapMessages`, `TchapRoom.messages`, `tchapStats`)
+//!   need the scope `tchap:read`, `tchapIngestions` needs `tchap:audit`, the mutation
+//!   `ingestTchapRoom` needs `tchap:ingest`; otherwise the error has `extensions.code =
+//!   "FORBIDDEN"`.
+//! - Every read goes through the store's gated reads for the caller's organisation and
+//!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]).
+//! - Errors carry a stable `extensions.code` ([`Error::code`]) and never a token, SQL or path.
+//!
+//! ```
+//! let sdl = argus_graphql::schema_sdl();
+//! assert!(sdl.contains("ingestTchapRoom(input: IngestTchapRoomInput!): IngestTchapRoomPayload!"));
+//! ```
+
+mod context;
+mod cursor;
+mod error;
+pub mod ingest;
+pub mod schema;
+
+pub use context::{Context, Limits, Metrics, Services};
+pub use cursor::{CursorKey, CursorKind};
+pub use error::{Error, Result};
+pub use schema::{Schema, SchemaOptions, build_schema, schema_sdl};

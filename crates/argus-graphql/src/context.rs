@@ -1,0 +1,128 @@
+//! What every resolver can reach: the caller, the store, the connector, the cursor key and the
+//! limits, plus counters the server exports as metrics.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use argus_domain::{Scope, Viewer, policy};
+use argus_matrix::Connector;
+use argus_store::Store;
+
+use crate::{CursorKey, Error, Result};
+
+/// Page sizes and ingestion caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `first` when the caller gives none.
+    pub default_page_size: u32,
+    /// The largest `first` accepted.
+    pub max_page_size: u32,
+    /// `maxMessages` when the caller gives none.
+    pub default_max_messages: u32,
+    /// The largest `maxMessages` accepted.
+    pub hard_max_messages: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_page_size: 50,
+            max_page_size: 500,
+            default_max_messages: argus_matrix::DEFAULT_MAX_MESSAGES,
+            hard_max_messages: argus_matrix::HARD_MAX_MESSAGES,
+        }
+    }
+}
+
+/// Counters of the ingestion use-case, exported by the server as Prometheus metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Ingestions that stored a room.
+    pub ingestions_succeeded: AtomicU64,
+    /// Ingestions that failed (each wrote a FAILED audit record).
+    pub ingestions_failed: AtomicU64,
+    /// Message events received from homeservers.
+    pub messages_fetched: AtomicU64,
+    /// Messages newly stored.
+    pub messages_stored: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The shared services behind every request. Build once, share in an `Arc`.
+#[derive(Debug)]
+pub struct Services {
+    /// The database.
+    pub store: Store,
+    /// The Matrix connector.
+    pub connector: Connector,
+    /// The key that signs pagination cursors.
+    pub cursor_key: CursorKey,
+    /// Page sizes and caps.
+    pub limits: Limits,
+    /// Ingestion counters.
+    pub metrics: Metrics,
+}
+
+impl Services {
+    /// Bundles the services with default limits and a random cursor key.
+    pub fn new(store: Store, connector: Connector) -> Self {
+        Self {
+            store,
+            connector,
+            cursor_key: CursorKey::random(),
+            limits: Limits::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Runs a blocking store call on the blocking thread pool.
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|_| Error::Internal)?
+            .map_err(Error::from)
+    }
+}
+
+/// The per-request GraphQL context: who is asking, and the services.
+#[derive(Debug, Clone)]
+pub struct Context {
+    viewer: Viewer,
+    services: Arc<Services>,
+}
+
+impl juniper::Context for Context {}
+
+impl Context {
+    /// The context of one request by `viewer` (established from their bearer token).
+    pub fn new(viewer: Viewer, services: Arc<Services>) -> Self {
+        Self { viewer, services }
+    }
+
+    /// The caller.
+    pub fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
+
+    /// The services.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Refuses with `FORBIDDEN` when the caller lacks `scope`.
+    pub fn require(&self, scope: Scope) -> Result<()> {
+        policy::require_scope(&self.viewer, scope).map_err(Error::from)
+    }
+}

@@ -1,0 +1,102 @@
+//! The error type of the GraphQL crate and its mapping to GraphQL errors with a stable
+//! `extensions.code`.
+
+use argus_domain::Scope;
+use juniper::{FieldError, IntoFieldError, ScalarValue, graphql_value};
+
+/// Result type of the GraphQL crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a query or the ingestion failed.
+///
+/// Messages never contain a token, SQL, a file path or anything above the caller's clearance;
+/// [`Error::code`] is stable and goes into `extensions.code`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller's token lacks the scope the operation needs.
+    #[error("this operation requires the scope {0}")]
+    Forbidden(Scope),
+    /// An argument or input field was rejected.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The requested classification is above the caller's clearance (or the room is already
+    /// stored above it).
+    #[error("the requested classification exceeds the caller's clearance")]
+    AboveClearance,
+    /// A pagination cursor that this server did not issue for this list and this caller.
+    #[error("invalid pagination cursor")]
+    BadCursor,
+    /// The Matrix connector failed (its own stable code is used).
+    #[error("{0}")]
+    Connector(#[from] argus_matrix::Error),
+    /// The store failed; the details stay in the server log.
+    #[error("internal error")]
+    Store(#[from] argus_store::Error),
+    /// A background task failed (panicked or was cancelled).
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    /// The stable code of this error, as found in `extensions.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::InvalidInput(_) => "INVALID_INPUT",
+            Self::AboveClearance => "ABOVE_CLEARANCE",
+            Self::BadCursor => "BAD_CURSOR",
+            Self::Connector(e) => e.code(),
+            Self::Store(e) if e.is_retryable() => "UNAVAILABLE",
+            Self::Store(argus_store::Error::Withheld) => "ABOVE_CLEARANCE",
+            Self::Store(argus_store::Error::Invalid(_)) => "INVALID_INPUT",
+            Self::Store(_) | Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// The message shown to the caller (and kept in a FAILED audit record): never a token,
+    /// SQL or path.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Store(e) if e.is_retryable() => "the service is temporarily unavailable".to_owned(),
+            Self::Store(argus_store::Error::Withheld) => Self::AboveClearance.to_string(),
+            Self::Store(argus_store::Error::Invalid(e)) => format!("invalid input: {e}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether retrying the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connector(e) => e.is_retryable(),
+            Self::Store(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+impl From<argus_domain::Error> for Error {
+    fn from(e: argus_domain::Error) -> Self {
+        match e {
+            argus_domain::Error::AboveClearance { .. } => Self::AboveClearance,
+            argus_domain::Error::MissingScope(scope) => Self::Forbidden(scope),
+            other => Self::InvalidInput(other.to_string()),
+        }
+    }
+}
+
+impl<S: ScalarValue> IntoFieldError<S> for Error {
+    fn into_field_error(self) -> FieldError<S> {
+        if matches!(self, Self::Store(_) | Self::Internal) {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let code = self.code();
+        let mut extensions = graphql_value!({ "code": code });
+        if self.is_retryable()
+            && let Some(object) = extensions.as_mut_object_value()
+        {
+            object.add_field("retryable", graphql_value!(true));
+        }
+        FieldError::new(self.public_message(), extensions)
+    }
+}

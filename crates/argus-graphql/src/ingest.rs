@@ -1,0 +1,199 @@
+//! The ingestion use-case shared by the `ingestTchapRoom` mutation and the `ingest` command:
+//! validate -> connector -> store (one transaction) -> audit.
+//!
+//! Every failure after authentication appends a FAILED audit record (never with the token in
+//! it) and stores nothing else.
+
+use argus_domain::{
+    AccessToken, Classification, FetchReport, HomeserverUrl, IngestionOutcome, IngestionRecord, NewIngestion,
+    RoomId, Scope, StoredRoom, Viewer, policy,
+};
+use argus_matrix::FetchOptions;
+use argus_store::IngestionRun;
+use time::OffsetDateTime;
+
+use crate::{Error, Metrics, Result, Services};
+
+/// Longest room id kept in a FAILED audit record.
+const MAX_AUDIT_ROOM_ID: usize = 255;
+/// Longest homeserver URL kept in a FAILED audit record.
+const MAX_AUDIT_HOMESERVER: usize = 2048;
+
+/// What to ingest, as the caller gave it (validated by [`ingest_room`]).
+pub struct IngestRequest {
+    /// Base URL of the homeserver.
+    pub homeserver_url: String,
+    /// The caller's Matrix access token, for this call only.
+    pub access_token: AccessToken,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// Classification of the room and every message stored.
+    pub classification: Classification,
+    /// Cap on message events; `None` for the server default.
+    pub max_messages: Option<i64>,
+}
+
+impl std::fmt::Debug for IngestRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestRequest")
+            .field("homeserver_url", &self.homeserver_url)
+            .field("access_token", &self.access_token)
+            .field("room_id", &self.room_id)
+            .field("classification", &self.classification)
+            .field("max_messages", &self.max_messages)
+            .finish()
+    }
+}
+
+/// What a successful ingestion did.
+#[derive(Debug, Clone)]
+pub struct IngestSummary {
+    /// The room after commit, as the caller sees it.
+    pub room: StoredRoom,
+    /// Message events received from the homeserver.
+    pub messages_fetched: u64,
+    /// Messages newly stored.
+    pub messages_stored: i64,
+    /// The SUCCEEDED audit record.
+    pub ingestion: IngestionRecord,
+    /// The connector's completeness report.
+    pub report: FetchReport,
+}
+
+struct Validated {
+    homeserver: HomeserverUrl,
+    room_id: RoomId,
+    max_messages: u32,
+}
+
+fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Result<Validated> {
+    policy::require_scope(viewer, Scope::Ingest)?;
+    let homeserver: HomeserverUrl = request
+        .homeserver_url
+        .parse()
+        .map_err(|e: argus_domain::Error| Error::InvalidInput(e.to_string()))?;
+    let room_id: RoomId =
+        request.room_id.parse().map_err(|e: argus_domain::Error| Error::InvalidInput(e.to_string()))?;
+    if !request.access_token.is_well_formed() {
+        return Err(Error::InvalidInput("the access token is empty or malformed".into()));
+    }
+    policy::check_may_classify(viewer, request.classification)?;
+    let limits = services.limits;
+    let max_messages = match request.max_messages {
+        None => limits.default_max_messages.min(limits.hard_max_messages),
+        Some(n) => {
+            u32::try_from(n).ok().filter(|n| (1..=limits.hard_max_messages).contains(n)).ok_or_else(|| {
+                Error::InvalidInput(format!("maxMessages must be between 1 and {}", limits.hard_max_messages))
+            })?
+        }
+    };
+    services.connector.check_homeserver(&homeserver)?;
+    Ok(Validated { homeserver, room_id, max_messages })
+}
+
+/// Runs one ingestion for `viewer`, calling `on_page` after every page the connector reads.
+///
+/// On failure a FAILED audit record is appended (best effort: if that fails too, it is logged)
+/// and the error is returned.
+pub async fn ingest_room(
+    services: &Services,
+    viewer: &Viewer,
+    request: IngestRequest,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<IngestSummary> {
+    let started_at = OffsetDateTime::now_utc();
+    let result = run(services, viewer, &request, started_at, on_page).await;
+    match result {
+        Ok(summary) => {
+            Metrics::add(&services.metrics.ingestions_succeeded, 1);
+            Metrics::add(&services.metrics.messages_fetched, summary.messages_fetched);
+            Metrics::add(
+                &services.metrics.messages_stored,
+                u64::try_from(summary.messages_stored).unwrap_or(0),
+            );
+            tracing::info!(
+                actor = %viewer.actor, org = %viewer.org, room = %summary.room.room_id,
+                fetched = summary.messages_fetched, stored = summary.messages_stored,
+                "ingestion succeeded"
+            );
+            Ok(summary)
+        }
+        Err(error) => {
+            Metrics::add(&services.metrics.ingestions_failed, 1);
+            record_failure(services, viewer, &request, started_at, &error).await;
+            Err(error)
+        }
+    }
+}
+
+async fn run(
+    services: &Services,
+    viewer: &Viewer,
+    request: &IngestRequest,
+    started_at: OffsetDateTime,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<IngestSummary> {
+    let valid = validate(services, viewer, request)?;
+    // Read forward from where the last ingestion of this room (from the same homeserver) ended.
+    let since = {
+        let (v, room) = (viewer.clone(), valid.room_id.clone());
+        let stored = services.with_store(move |store| store.room(&v, &room)).await?;
+        stored.filter(|r| r.homeserver_url == valid.homeserver).and_then(|r| r.resume_token)
+    };
+    let options = FetchOptions { max_messages: valid.max_messages, since };
+    let snapshot = services
+        .connector
+        .fetch_room_with_progress(&valid.homeserver, &request.access_token, &valid.room_id, &options, on_page)
+        .await?;
+    let messages_fetched = snapshot.report.messages;
+    let report = snapshot.report.clone();
+    let run = IngestionRun { viewer: viewer.clone(), classification: request.classification, started_at };
+    let result = services.with_store(move |store| store.record_ingestion(&run, &snapshot)).await?;
+    Ok(IngestSummary {
+        room: result.room,
+        messages_fetched,
+        messages_stored: result.messages_stored,
+        ingestion: result.ingestion,
+        report,
+    })
+}
+
+/// The message kept in the audit record: the public message, with the token scrubbed should
+/// it ever appear.
+fn audit_message(error: &Error, token: &AccessToken) -> String {
+    let message = error.public_message();
+    let secret = token.expose_secret();
+    if secret.len() >= 8 && message.contains(secret) {
+        message.replace(secret, "[redacted]")
+    } else {
+        message
+    }
+}
+
+async fn record_failure(
+    services: &Services,
+    viewer: &Viewer,
+    request: &IngestRequest,
+    started_at: OffsetDateTime,
+    error: &Error,
+) {
+    let entry = NewIngestion {
+        actor: viewer.actor.clone(),
+        org: viewer.org.clone(),
+        room_id: NewIngestion::sanitise(&request.room_id, MAX_AUDIT_ROOM_ID),
+        homeserver_url: NewIngestion::sanitise(&request.homeserver_url, MAX_AUDIT_HOMESERVER),
+        message_count: 0,
+        classification: request.classification,
+        started_at,
+        finished_at: Some(OffsetDateTime::now_utc()),
+        outcome: IngestionOutcome::Failed,
+        error: Some(audit_message(error, &request.access_token)),
+    };
+    tracing::warn!(
+        actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),
+        "ingestion failed"
+    );
+    if let Err(e) = services.with_store(move |store| store.record_failure(&entry)).await {
+        tracing::error!(error = %e, "cannot record the failed ingestion in the audit trail");
+    }
+}

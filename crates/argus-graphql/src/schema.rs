@@ -1,0 +1,171 @@
+//! The root query and mutation of the contract (`shared/contract/schema.graphql`), and the
+//! schema with its document limits.
+
+mod paging;
+pub mod types;
+
+use argus_domain::{AccessToken, RoomId, Scope};
+use juniper::{EmptySubscription, GraphQLInputObject, RootNode, graphql_object};
+
+use self::types::{
+    GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
+    TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, int,
+};
+use crate::{Context, Error, Result, ingest};
+
+/// The GraphQL schema of the connector.
+pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
+
+/// Limits a document must respect before any resolver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaOptions {
+    /// Maximum nesting depth, fragments expanded.
+    pub max_depth: usize,
+    /// Maximum number of fields of an operation (aliases and every fragment spread counted).
+    pub max_fields: usize,
+    /// Maximum number of tokens of a document.
+    pub max_tokens: usize,
+    /// Whether introspection (`__schema`, `__type`) is allowed.
+    pub introspection: bool,
+}
+
+impl Default for SchemaOptions {
+    fn default() -> Self {
+        Self { max_depth: 15, max_fields: 300, max_tokens: 5_000, introspection: true }
+    }
+}
+
+/// Builds the schema with its limits.
+pub fn build_schema(options: SchemaOptions) -> Schema {
+    let schema = Schema::new(Query, Mutation, EmptySubscription::new())
+        .limit_depth(options.max_depth)
+        .limit_fields(options.max_fields)
+        .limit_tokens(options.max_tokens);
+    if options.introspection { schema } else { schema.disable_introspection() }
+}
+
+/// The schema in GraphQL SDL (what `argus-tchap schema` prints and `docs/schema.graphql` holds).
+pub fn schema_sdl() -> String {
+    build_schema(SchemaOptions::default()).as_sdl()
+}
+
+fn parse_room_id(room_id: &str) -> Result<RoomId> {
+    room_id.parse().map_err(|e: argus_domain::Error| Error::InvalidInput(e.to_string()))
+}
+
+/// The root query.
+#[derive(Debug, Clone, Copy)]
+pub struct Query;
+
+#[graphql_object(context = Context)]
+impl Query {
+    /// Ingested rooms, most recent activity first. Relay cursor pagination.
+    async fn tchap_rooms(
+        context: &Context,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TchapRoomConnection> {
+        context.require(Scope::Read)?;
+        paging::rooms_connection(context, first, after).await
+    }
+
+    /// One ingested room by its Matrix room id; null when absent or withheld.
+    async fn tchap_room(context: &Context, room_id: String) -> Result<Option<TchapRoom>> {
+        context.require(Scope::Read)?;
+        let room_id = parse_room_id(&room_id)?;
+        let viewer = context.viewer().clone();
+        let room = context.services().with_store(move |store| store.room(&viewer, &room_id)).await?;
+        Ok(room.map(TchapRoom))
+    }
+
+    /// Messages of one ingested room, oldest first (timeline order). Empty when the room is absent or withheld.
+    async fn tchap_messages(
+        context: &Context,
+        room_id: String,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TchapMessageConnection> {
+        context.require(Scope::Read)?;
+        let room_id = parse_room_id(&room_id)?;
+        paging::messages_connection(context, room_id, first, after).await
+    }
+
+    /// Aggregates over what the caller may see.
+    async fn tchap_stats(context: &Context) -> Result<TchapStats> {
+        context.require(Scope::Read)?;
+        let viewer = context.viewer().clone();
+        let now = time::OffsetDateTime::now_utc();
+        let stats = context.services().with_store(move |store| store.stats(&viewer, now)).await?;
+        Ok(TchapStats {
+            total_rooms: int(stats.total_rooms),
+            total_messages: int(stats.total_messages),
+            active_rooms_last_24h: int(stats.active_rooms_last_24h),
+        })
+    }
+
+    /// The ingestion history (audit trail) of the caller's organisation, newest first. Requires scope tchap:audit.
+    async fn tchap_ingestions(
+        context: &Context,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TchapIngestionConnection> {
+        context.require(Scope::Audit)?;
+        paging::ingestions_connection(context, first, after).await
+    }
+}
+
+/// Input of `ingestTchapRoom`. Its `Debug` never shows the access token.
+#[derive(GraphQLInputObject)]
+#[graphql(name = "IngestTchapRoomInput", description = "What to ingest, and at which classification.")]
+pub struct IngestTchapRoomInput {
+    /// Base URL of the homeserver, e.g. https://matrix.agent.tchap.gouv.fr
+    pub homeserver_url: String,
+    /// Matrix access token; used for this call only, never returned, never stored in clear.
+    pub access_token: String,
+    /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr (room versions 12+ have no :server part).
+    pub room_id: String,
+    /// Classification given to the room and every message stored by this call. Must not exceed the caller's clearance.
+    pub classification: GqlClassification,
+    /// Upper bound on message events pulled by this call; the server has a default and a hard cap.
+    pub max_messages: Option<i32>,
+}
+
+impl std::fmt::Debug for IngestTchapRoomInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestTchapRoomInput")
+            .field("homeserver_url", &self.homeserver_url)
+            .field("access_token", &"[redacted]")
+            .field("room_id", &self.room_id)
+            .field("classification", &self.classification)
+            .field("max_messages", &self.max_messages)
+            .finish()
+    }
+}
+
+/// The root mutation.
+#[derive(Debug, Clone, Copy)]
+pub struct Mutation;
+
+#[graphql_object(context = Context)]
+impl Mutation {
+    /// Pull room state and recent messages from a Matrix homeserver in one call. Requires scope tchap:ingest.
+    async fn ingest_tchap_room(
+        context: &Context,
+        input: IngestTchapRoomInput,
+    ) -> Result<IngestTchapRoomPayload> {
+        let request = ingest::IngestRequest {
+            homeserver_url: input.homeserver_url,
+            access_token: AccessToken::new(input.access_token),
+            room_id: input.room_id,
+            classification: input.classification.into(),
+            max_messages: input.max_messages.map(i64::from),
+        };
+        let done = ingest::ingest_room(context.services(), context.viewer(), request, &mut |_| {}).await?;
+        Ok(IngestTchapRoomPayload {
+            room: TchapRoom(done.room),
+            messages_fetched: int(i64::try_from(done.messages_fetched).unwrap_or(i64::MAX)),
+            messages_stored: int(done.messages_stored),
+            ingestion: TchapIngestion(done.ingestion),
+        })
+    }
+}

@@ -1,0 +1,457 @@
+//! The object, enum and connection types of the contract.
+
+use argus_domain::{IngestionRecord, Scope, StoredMessage, StoredRoom};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use juniper::{GraphQLEnum, GraphQLObject, ID, graphql_object};
+use time::OffsetDateTime;
+
+use super::paging::{self, messages_connection};
+use crate::{Context, Result};
+
+/// A GraphQL `Int` from a count, saturating.
+pub(crate) fn int(n: i64) -> i32 {
+    i32::try_from(n.max(0)).unwrap_or(i32::MAX)
+}
+
+/// An opaque, stable id: the type name and storage id, base64url.
+fn opaque_id(kind: &str, id: i64) -> ID {
+    ID::new(URL_SAFE_NO_PAD.encode(format!("{kind}:{id}")))
+}
+
+/// Secrecy levels, lowest first. A viewer sees a record only if record level <= viewer clearance.
+#[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "Classification")]
+pub enum GqlClassification {
+    /// Not protected ("NON PROTÉGÉ").
+    #[graphql(name = "UNCLASSIFIED")]
+    Unclassified,
+    /// Restricted distribution ("DIFFUSION RESTREINTE").
+    #[graphql(name = "RESTRICTED")]
+    Restricted,
+    /// Confidential.
+    #[graphql(name = "CONFIDENTIAL")]
+    Confidential,
+    /// Secret.
+    #[graphql(name = "SECRET")]
+    Secret,
+    /// Top secret ("TRÈS SECRET").
+    #[graphql(name = "TOP_SECRET")]
+    TopSecret,
+}
+
+impl From<argus_domain::Classification> for GqlClassification {
+    fn from(c: argus_domain::Classification) -> Self {
+        use argus_domain::Classification as C;
+        match c {
+            C::Unclassified => Self::Unclassified,
+            C::Restricted => Self::Restricted,
+            C::Confidential => Self::Confidential,
+            C::Secret => Self::Secret,
+            C::TopSecret => Self::TopSecret,
+        }
+    }
+}
+
+impl From<GqlClassification> for argus_domain::Classification {
+    fn from(c: GqlClassification) -> Self {
+        match c {
+            GqlClassification::Unclassified => Self::Unclassified,
+            GqlClassification::Restricted => Self::Restricted,
+            GqlClassification::Confidential => Self::Confidential,
+            GqlClassification::Secret => Self::Secret,
+            GqlClassification::TopSecret => Self::TopSecret,
+        }
+    }
+}
+
+/// How an ingestion ended.
+#[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "IngestionOutcome")]
+pub enum GqlIngestionOutcome {
+    /// Everything was stored.
+    #[graphql(name = "SUCCEEDED")]
+    Succeeded,
+    /// Nothing was stored but the audit record.
+    #[graphql(name = "FAILED")]
+    Failed,
+}
+
+impl From<argus_domain::IngestionOutcome> for GqlIngestionOutcome {
+    fn from(o: argus_domain::IngestionOutcome) -> Self {
+        match o {
+            argus_domain::IngestionOutcome::Succeeded => Self::Succeeded,
+            argus_domain::IngestionOutcome::Failed => Self::Failed,
+        }
+    }
+}
+
+/// An ingested Matrix room, as the caller may see it.
+#[derive(Debug, Clone)]
+pub struct TchapRoom(pub StoredRoom);
+
+#[graphql_object(context = Context)]
+impl TchapRoom {
+    /// Opaque, stable id.
+    fn id(&self) -> ID {
+        opaque_id("TchapRoom", self.0.id)
+    }
+
+    /// The Matrix room id.
+    fn room_id(&self) -> &str {
+        self.0.room_id.as_str()
+    }
+
+    /// The homeserver it was read from.
+    fn homeserver_url(&self) -> &str {
+        self.0.homeserver_url.as_str()
+    }
+
+    /// From m.room.name; null when the room has none.
+    fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    /// From m.room.topic.
+    fn topic(&self) -> Option<&str> {
+        self.0.topic.as_deref()
+    }
+
+    /// From m.room.canonical_alias.
+    fn canonical_alias(&self) -> Option<&str> {
+        self.0.canonical_alias.as_deref()
+    }
+
+    /// Joined members, from m.room.member state.
+    fn member_count(&self) -> i32 {
+        int(self.0.member_count)
+    }
+
+    /// Whether the room is end-to-end encrypted (its messages are stored without body).
+    fn encrypted(&self) -> bool {
+        self.0.encrypted
+    }
+
+    /// The room's classification: the highest it was ever ingested at.
+    fn classification(&self) -> GqlClassification {
+        self.0.classification.into()
+    }
+
+    /// origin_server_ts of the newest stored message.
+    fn last_activity_at(&self) -> Option<OffsetDateTime> {
+        self.0.last_activity_at
+    }
+
+    /// When the room was first ingested.
+    fn first_seen_at(&self) -> OffsetDateTime {
+        self.0.first_seen_at
+    }
+
+    /// When the room was last ingested.
+    fn last_ingested_at(&self) -> OffsetDateTime {
+        self.0.last_ingested_at
+    }
+
+    /// Stored messages the caller may see.
+    fn message_count(&self) -> i32 {
+        int(self.0.message_count)
+    }
+
+    /// Messages of this room, oldest first (timeline order).
+    async fn messages(
+        &self,
+        context: &Context,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TchapMessageConnection> {
+        context.require(Scope::Read)?;
+        messages_connection(context, self.0.room_id.clone(), first, after).await
+    }
+}
+
+/// One stored message.
+#[derive(Debug, Clone)]
+pub struct TchapMessage(pub StoredMessage);
+
+#[graphql_object(context = Context)]
+impl TchapMessage {
+    /// Opaque, stable id.
+    fn id(&self) -> ID {
+        opaque_id("TchapMessage", self.0.id)
+    }
+
+    /// The Matrix event id.
+    fn event_id(&self) -> &str {
+        self.0.message.event_id.as_str()
+    }
+
+    /// The Matrix room id.
+    fn room_id(&self) -> &str {
+        self.0.room_id.as_str()
+    }
+
+    /// The Matrix user id of the sender.
+    fn sender(&self) -> &str {
+        self.0.message.sender.as_str()
+    }
+
+    /// m.text, m.notice, m.emote, m.image, m.file, ...; null for events that are not m.room.message (e.g. encrypted).
+    fn msgtype(&self) -> Option<&str> {
+        self.0.message.msgtype.as_deref()
+    }
+
+    /// Plain-text body; the latest edit applied; null when redacted or undecryptable.
+    fn body(&self) -> Option<&str> {
+        self.0.message.body.as_deref()
+    }
+
+    /// origin_server_ts of the event.
+    fn sent_at(&self) -> OffsetDateTime {
+        self.0.message.sent_at
+    }
+
+    /// The message's classification.
+    fn classification(&self) -> GqlClassification {
+        self.0.classification.into()
+    }
+
+    /// An edit (m.replace) was applied.
+    fn edited(&self) -> bool {
+        self.0.message.edited
+    }
+
+    /// The event was redacted; its content is gone.
+    fn redacted(&self) -> bool {
+        self.0.message.redacted
+    }
+
+    /// The event is m.room.encrypted and was not decrypted.
+    fn encrypted(&self) -> bool {
+        self.0.message.encrypted
+    }
+
+    /// The event id this message replies to.
+    fn reply_to(&self) -> Option<&str> {
+        self.0.message.reply_to.as_ref().map(|e| e.as_str())
+    }
+
+    /// The event id of the root of the thread this message belongs to.
+    fn thread_root(&self) -> Option<&str> {
+        self.0.message.thread_root.as_ref().map(|e| e.as_str())
+    }
+
+    /// The mxc:// URI of a media attachment (never its content).
+    fn media_uri(&self) -> Option<&str> {
+        self.0.message.media.as_ref().and_then(|m| m.uri.as_deref())
+    }
+
+    /// The declared MIME type of a media attachment.
+    fn media_mimetype(&self) -> Option<&str> {
+        self.0.message.media.as_ref().and_then(|m| m.mimetype.as_deref())
+    }
+}
+
+/// One record of the audit trail.
+#[derive(Debug, Clone)]
+pub struct TchapIngestion(pub IngestionRecord);
+
+#[graphql_object(context = Context)]
+impl TchapIngestion {
+    /// Opaque, stable id.
+    fn id(&self) -> ID {
+        opaque_id("TchapIngestion", self.0.id)
+    }
+
+    /// Position in the organisation's audit chain, from 1.
+    fn seq(&self) -> i32 {
+        int(self.0.seq)
+    }
+
+    /// SHA-256 chain hash of this record, hex.
+    fn hash(&self) -> String {
+        self.0.hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// JWT sub of the caller who ran it.
+    fn actor(&self) -> &str {
+        self.0.entry.actor.as_str()
+    }
+
+    /// The room id as requested.
+    fn room_id(&self) -> &str {
+        &self.0.entry.room_id
+    }
+
+    /// The homeserver as requested.
+    fn homeserver_url(&self) -> &str {
+        &self.0.entry.homeserver_url
+    }
+
+    /// Messages newly stored.
+    fn message_count(&self) -> i32 {
+        int(self.0.entry.message_count)
+    }
+
+    /// The classification requested.
+    fn classification(&self) -> GqlClassification {
+        self.0.entry.classification.into()
+    }
+
+    /// When it started.
+    fn started_at(&self) -> OffsetDateTime {
+        self.0.entry.started_at
+    }
+
+    /// When it ended.
+    fn finished_at(&self) -> Option<OffsetDateTime> {
+        self.0.entry.finished_at
+    }
+
+    /// How it ended.
+    fn outcome(&self) -> GqlIngestionOutcome {
+        self.0.entry.outcome.into()
+    }
+
+    /// Why it failed; never contains a token.
+    fn error(&self) -> Option<&str> {
+        self.0.entry.error.as_deref()
+    }
+}
+
+/// Aggregates over what the caller may see.
+#[derive(GraphQLObject, Debug, Clone, Copy)]
+#[graphql(context = Context)]
+pub struct TchapStats {
+    /// Visible rooms.
+    pub total_rooms: i32,
+    /// Visible messages in visible rooms.
+    pub total_messages: i32,
+    /// Rooms whose newest visible message was sent in the last 24 hours.
+    #[graphql(name = "activeRoomsLast24h")]
+    pub active_rooms_last_24h: i32,
+}
+
+/// What `ingestTchapRoom` did.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct IngestTchapRoomPayload {
+    /// The room after the ingestion.
+    pub room: TchapRoom,
+    /// Message events received from the homeserver by this call.
+    pub messages_fetched: i32,
+    /// Messages newly stored by this call (re-ingestion never duplicates).
+    pub messages_stored: i32,
+    /// The audit record of this call.
+    pub ingestion: TchapIngestion,
+}
+
+/// Relay page information.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct PageInfo {
+    /// Whether more items follow this page.
+    pub has_next_page: bool,
+    /// The cursor of the last edge; pass it as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+/// An edge to one room.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct TchapRoomEdge {
+    /// Opaque cursor of this edge.
+    pub cursor: String,
+    /// The room.
+    pub node: TchapRoom,
+}
+
+/// A page of rooms.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct TchapRoomConnection {
+    /// The edges of this page.
+    pub edges: Vec<TchapRoomEdge>,
+    /// Where this page ends.
+    pub page_info: PageInfo,
+    /// How many rooms the whole list has, as the caller may see it.
+    pub total_count: i32,
+}
+
+impl paging::Connection for TchapRoomConnection {
+    type Node = TchapRoom;
+    fn build(edges: Vec<(String, TchapRoom)>, has_next_page: bool, total_count: i64) -> Self {
+        let end_cursor = edges.last().map(|(c, _)| c.clone());
+        Self {
+            edges: edges.into_iter().map(|(cursor, node)| TchapRoomEdge { cursor, node }).collect(),
+            page_info: PageInfo { has_next_page, end_cursor },
+            total_count: int(total_count),
+        }
+    }
+}
+
+/// An edge to one message.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct TchapMessageEdge {
+    /// Opaque cursor of this edge.
+    pub cursor: String,
+    /// The message.
+    pub node: TchapMessage,
+}
+
+/// A page of messages.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct TchapMessageConnection {
+    /// The edges of this page.
+    pub edges: Vec<TchapMessageEdge>,
+    /// Where this page ends.
+    pub page_info: PageInfo,
+    /// How many messages the whole list has, as the caller may see it.
+    pub total_count: i32,
+}
+
+impl paging::Connection for TchapMessageConnection {
+    type Node = TchapMessage;
+    fn build(edges: Vec<(String, TchapMessage)>, has_next_page: bool, total_count: i64) -> Self {
+        let end_cursor = edges.last().map(|(c, _)| c.clone());
+        Self {
+            edges: edges.into_iter().map(|(cursor, node)| TchapMessageEdge { cursor, node }).collect(),
+            page_info: PageInfo { has_next_page, end_cursor },
+            total_count: int(total_count),
+        }
+    }
+}
+
+/// An edge to one ingestion.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct TchapIngestionEdge {
+    /// Opaque cursor of this edge.
+    pub cursor: String,
+    /// The ingestion.
+    pub node: TchapIngestion,
+}
+
+/// A page of ingestions.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct TchapIngestionConnection {
+    /// The edges of this page.
+    pub edges: Vec<TchapIngestionEdge>,
+    /// Where this page ends.
+    pub page_info: PageInfo,
+    /// How many ingestions the whole list has, as the caller may see it.
+    pub total_count: i32,
+}
+
+impl paging::Connection for TchapIngestionConnection {
+    type Node = TchapIngestion;
+    fn build(edges: Vec<(String, TchapIngestion)>, has_next_page: bool, total_count: i64) -> Self {
+        let end_cursor = edges.last().map(|(c, _)| c.clone());
+        Self {
+            edges: edges.into_iter().map(|(cursor, node)| TchapIngestionEdge { cursor, node }).collect(),
+            page_info: PageInfo { has_next_page, end_cursor },
+            total_count: int(total_count),
+        }
+    }
+}

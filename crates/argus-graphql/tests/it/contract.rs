@@ -1,0 +1,79 @@
+//! The generated schema contains every type, field, argument (with its type and default),
+//! enum value and input field of the contract.
+
+use std::collections::BTreeSet;
+
+use graphql_parser::schema::{Definition, Document, TypeDefinition, parse_schema};
+
+const CONTRACT: &str = include_str!("../contract.graphql");
+
+/// One line per contract element, e.g. `Query.tchapRooms(first: Int = 50)`.
+fn signatures(doc: &Document<'_, String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for def in &doc.definitions {
+        let Definition::TypeDefinition(def) = def else { continue };
+        match def {
+            TypeDefinition::Scalar(s) => {
+                out.insert(format!("scalar {}", s.name));
+            }
+            TypeDefinition::Object(o) => {
+                out.insert(format!("type {}", o.name));
+                for f in &o.fields {
+                    out.insert(format!("{}.{}: {}", o.name, f.name, f.field_type));
+                    for a in &f.arguments {
+                        let default = a.default_value.as_ref().map(|d| format!(" = {d}")).unwrap_or_default();
+                        out.insert(format!("{}.{}({}: {}{})", o.name, f.name, a.name, a.value_type, default));
+                    }
+                }
+            }
+            TypeDefinition::Enum(e) => {
+                out.insert(format!("enum {}", e.name));
+                for v in &e.values {
+                    out.insert(format!("{}.{}", e.name, v.name));
+                }
+            }
+            TypeDefinition::InputObject(i) => {
+                out.insert(format!("input {}", i.name));
+                for f in &i.fields {
+                    out.insert(format!("{}.{}: {}", i.name, f.name, f.value_type));
+                }
+            }
+            TypeDefinition::Interface(_) | TypeDefinition::Union(_) => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_contract_name_exists_with_its_type() {
+    let contract = parse_schema::<String>(CONTRACT).unwrap();
+    let sdl = argus_graphql::schema_sdl();
+    let ours = parse_schema::<String>(&sdl).unwrap();
+    let (want, have) = (signatures(&contract), signatures(&ours));
+    assert!(want.len() > 80, "the contract parsed into {} signatures", want.len());
+    let missing: Vec<_> = want.difference(&have).collect();
+    assert!(missing.is_empty(), "missing from the schema: {missing:#?}");
+}
+
+#[test]
+fn the_contract_copy_matches_the_shared_contract() {
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/contract/schema.graphql");
+    if let Ok(text) = std::fs::read_to_string(shared) {
+        assert_eq!(text, CONTRACT, "tests/contract.graphql is out of date");
+    }
+}
+
+#[test]
+fn the_committed_sdl_is_current() {
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.graphql");
+    let sdl = argus_graphql::schema_sdl();
+    if std::env::var_os("ARGUS_UPDATE_SCHEMA").is_some() {
+        std::fs::write(committed, format!("{}\n", sdl.trim_end())).unwrap();
+    }
+    let text = std::fs::read_to_string(committed).unwrap();
+    assert_eq!(
+        text.trim_end(),
+        sdl.trim_end(),
+        "docs/schema.graphql is stale: run `argus-tchap schema > docs/schema.graphql` (or the tests with ARGUS_UPDATE_SCHEMA=1)"
+    );
+}

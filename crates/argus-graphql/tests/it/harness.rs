@@ -1,0 +1,108 @@
+//! A schema over a fresh SQLite store and a connector allowed to reach the mock homeserver.
+
+use std::sync::Arc;
+
+use argus_domain::{Classification, Scope, Viewer};
+use argus_graphql::{Context, Schema, SchemaOptions, Services, build_schema};
+use argus_matrix::{Connector, ConnectorConfig};
+use argus_store::Store;
+use juniper::http::GraphQLRequest;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::homeserver::{MATRIX_TOKEN, MockHomeserver};
+
+pub(crate) use Classification::{Confidential, Restricted, Secret, TopSecret, Unclassified};
+
+pub(crate) struct Harness {
+    pub(crate) services: Arc<Services>,
+    pub(crate) schema: Schema,
+    pub(crate) hs: MockHomeserver,
+    _dir: TempDir,
+}
+
+pub(crate) const ALL: [Scope; 3] = [Scope::Read, Scope::Ingest, Scope::Audit];
+
+pub(crate) fn viewer(org: &str, clearance: Classification, scopes: &[Scope]) -> Viewer {
+    Viewer::new(
+        format!("agent@{org}").parse().unwrap_or_else(|e| panic!("actor: {e}")),
+        org.parse().unwrap_or_else(|e| panic!("org: {e}")),
+        clearance,
+        scopes.iter().copied(),
+    )
+}
+
+impl Harness {
+    pub(crate) async fn new() -> Self {
+        Self::with_options(SchemaOptions::default()).await
+    }
+
+    pub(crate) async fn with_options(options: SchemaOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+        let store = tokio::task::spawn_blocking(move || Store::open(&url))
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|e| panic!("store: {e}"));
+        let config = ConnectorConfig {
+            allow_private_addresses: vec!["127.0.0.1".into()],
+            ..ConnectorConfig::default()
+        };
+        let connector = Connector::new(config).unwrap_or_else(|e| panic!("connector: {e}"));
+        let hs = MockHomeserver::start().await;
+        Self {
+            services: Arc::new(Services::new(store, connector)),
+            schema: build_schema(options),
+            hs,
+            _dir: dir,
+        }
+    }
+
+    /// Runs a GraphQL request as `viewer`, returning the JSON response (`data`, `errors`).
+    pub(crate) async fn run(&self, viewer: &Viewer, query: &str, variables: Value) -> Value {
+        let request: GraphQLRequest =
+            serde_json::from_value(json!({ "query": query, "variables": variables }))
+                .unwrap_or_else(|e| panic!("request: {e}"));
+        let context = Context::new(viewer.clone(), Arc::clone(&self.services));
+        let response = request.execute(&self.schema, &context).await;
+        serde_json::to_value(&response).unwrap_or_else(|e| panic!("response: {e}"))
+    }
+
+    /// Ingests `room` from the mock homeserver as `viewer` at `classification`.
+    pub(crate) async fn ingest(&self, viewer: &Viewer, room: &str, classification: Classification) -> Value {
+        self.ingest_with(
+            viewer,
+            json!({
+                "homeserverUrl": self.hs.url(),
+                "accessToken": MATRIX_TOKEN,
+                "roomId": room,
+                "classification": classification.as_str(),
+            }),
+        )
+        .await
+    }
+
+    pub(crate) async fn ingest_with(&self, viewer: &Viewer, input: Value) -> Value {
+        self.run(viewer, INGEST, json!({ "input": input })).await
+    }
+}
+
+pub(crate) const INGEST: &str = r"
+mutation($input: IngestTchapRoomInput!) {
+  ingestTchapRoom(input: $input) {
+    messagesFetched messagesStored
+    room { id roomId name topic memberCount classification messageCount lastActivityAt lastIngestedAt }
+    ingestion { id actor roomId outcome messageCount classification error seq }
+  }
+}";
+
+/// The `extensions.code` of the first error, if any.
+pub(crate) fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// Panics with the response when it has errors.
+pub(crate) fn ok(response: Value) -> Value {
+    assert!(response.get("errors").is_none_or(Value::is_null), "unexpected errors: {response:#}");
+    response["data"].clone()
+}

@@ -1,0 +1,136 @@
+//! The ingestion mutation: success, re-ingestion, every failure audited, the token nowhere.
+
+use argus_domain::Scope;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{ALL, Confidential, Harness, Restricted, Secret, TopSecret, error_code, ok, viewer},
+    homeserver::MATRIX_TOKEN,
+};
+
+const AUDIT: &str = r"{ tchapIngestions(first: 100) { totalCount edges { node { outcome error roomId homeserverUrl actor messageCount classification } } } }";
+
+async fn audit(h: &Harness, org: &str) -> Value {
+    ok(h.run(&viewer(org, TopSecret, &[Scope::Audit]), AUDIT, json!({})).await)["tchapIngestions"].clone()
+}
+
+#[tokio::test]
+async fn ingests_a_room_and_reingestion_stores_nothing_twice() {
+    let h = Harness::new().await;
+    h.hs.room("!crise:tchap.test", 7);
+    let alice = viewer("dgsi", Secret, &ALL);
+    let data = ok(h.ingest(&alice, "!crise:tchap.test", Secret).await);
+    let p = &data["ingestTchapRoom"];
+    assert_eq!(p["messagesFetched"], 7);
+    assert_eq!(p["messagesStored"], 7);
+    assert_eq!(p["room"]["roomId"], "!crise:tchap.test");
+    assert_eq!(p["room"]["name"], "Salle !crise:tchap.test");
+    assert_eq!(p["room"]["topic"], "Cellule de crise");
+    assert_eq!(p["room"]["memberCount"], 2);
+    assert_eq!(p["room"]["classification"], "SECRET");
+    assert_eq!(p["room"]["messageCount"], 7);
+    assert_eq!(p["room"]["lastActivityAt"], "2026-01-01T00:06:00Z");
+    assert_eq!(p["ingestion"]["outcome"], "SUCCEEDED");
+    assert_eq!(p["ingestion"]["actor"], "agent@dgsi");
+    assert_eq!(p["ingestion"]["messageCount"], 7);
+    assert_eq!(p["ingestion"]["seq"], 1);
+
+    // Again at a lower level: nothing new stored, the classification stays SECRET.
+    let again = ok(h.ingest(&alice, "!crise:tchap.test", Restricted).await);
+    assert_eq!(again["ingestTchapRoom"]["messagesStored"], 0);
+    assert_eq!(again["ingestTchapRoom"]["room"]["classification"], "SECRET");
+    assert_eq!(again["ingestTchapRoom"]["room"]["messageCount"], 7);
+    assert_eq!(again["ingestTchapRoom"]["ingestion"]["seq"], 2);
+
+    let trail = audit(&h, "dgsi").await;
+    assert_eq!(trail["totalCount"], 2);
+    let m = h.services.metrics.ingestions_succeeded.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(m, 2);
+}
+
+#[tokio::test]
+async fn every_failure_has_a_code_and_a_failed_audit_record_without_the_token() {
+    let h = Harness::new().await;
+    let alice = viewer("dgsi", Confidential, &ALL);
+    let url = h.hs.url();
+    let base = |room: &str| json!({ "homeserverUrl": url, "accessToken": MATRIX_TOKEN, "roomId": room, "classification": "RESTRICTED" });
+    let with = |mut v: Value, k: &str, x: Value| {
+        v[k] = x;
+        v
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (base("!forbidden:tchap.test"), "ROOM_FORBIDDEN"),
+        (base("!missing:tchap.test"), "ROOM_NOT_FOUND"),
+        (
+            with(base("!ok:tchap.test"), "accessToken", json!("syt_wrong_token_123456")),
+            "HOMESERVER_UNAUTHORIZED",
+        ),
+        (base("!a/b:tchap.test"), "INVALID_INPUT"),
+        (base("#alias:tchap.test"), "INVALID_INPUT"),
+        (with(base("!ok:tchap.test"), "homeserverUrl", json!("ftp://tchap.test")), "INVALID_INPUT"),
+        (with(base("!ok:tchap.test"), "homeserverUrl", json!("http://10.1.2.3")), "OUTBOUND_POLICY"),
+        (with(base("!ok:tchap.test"), "homeserverUrl", json!("http://169.254.169.254")), "OUTBOUND_POLICY"),
+        (with(base("!ok:tchap.test"), "classification", json!("SECRET")), "ABOVE_CLEARANCE"),
+        (with(base("!ok:tchap.test"), "maxMessages", json!(0)), "INVALID_INPUT"),
+        (with(base("!ok:tchap.test"), "maxMessages", json!(100_001)), "INVALID_INPUT"),
+        (with(base("!ok:tchap.test"), "accessToken", json!("")), "INVALID_INPUT"),
+    ];
+    let n = cases.len();
+    for (input, code) in cases {
+        let response = h.ingest_with(&alice, input.clone()).await;
+        assert_eq!(error_code(&response), Some(code), "{input}: {response:#}");
+        assert!(response["data"].is_null(), "{response:#}");
+        assert!(!response.to_string().contains(MATRIX_TOKEN), "token in {response}");
+        assert!(!response.to_string().contains("syt_wrong_token"), "token in {response}");
+    }
+    let trail = audit(&h, "dgsi").await;
+    assert_eq!(trail["totalCount"], n, "{trail:#}");
+    for edge in trail["edges"].as_array().unwrap() {
+        let node = &edge["node"];
+        assert_eq!(node["outcome"], "FAILED");
+        assert_eq!(node["messageCount"], 0);
+        assert!(node["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    assert!(!trail.to_string().contains(MATRIX_TOKEN));
+    assert!(!trail.to_string().contains("syt_wrong_token"));
+    // Nothing but audit records was stored.
+    let rooms = ok(h
+        .run(&viewer("dgsi", TopSecret, &[Scope::Read]), "{ tchapRooms { totalCount } }", json!({}))
+        .await);
+    assert_eq!(rooms["tchapRooms"]["totalCount"], 0);
+}
+
+#[tokio::test]
+async fn without_the_ingest_scope_the_mutation_is_forbidden_and_audited() {
+    let h = Harness::new().await;
+    let reader = viewer("dgsi", Secret, &[Scope::Read]);
+    let response = h.ingest(&reader, "!crise:tchap.test", Restricted).await;
+    assert_eq!(error_code(&response), Some("FORBIDDEN"));
+    let trail = audit(&h, "dgsi").await;
+    assert_eq!(trail["totalCount"], 1);
+    assert_eq!(trail["edges"][0]["node"]["outcome"], "FAILED");
+}
+
+#[tokio::test]
+async fn room_ids_without_server_part_are_accepted() {
+    let h = Harness::new().await;
+    let room = "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM";
+    h.hs.room(room, 2);
+    let data = ok(h.ingest(&viewer("dgsi", Secret, &ALL), room, Restricted).await);
+    assert_eq!(data["ingestTchapRoom"]["messagesStored"], 2);
+}
+
+#[tokio::test]
+async fn concurrent_ingestions_of_one_room_store_once_and_audit_twice() {
+    let h = Harness::new().await;
+    h.hs.room("!busy:tchap.test", 40);
+    let a = viewer("dgsi", Secret, &ALL);
+    let b = viewer("dgsi", Secret, &ALL);
+    let (ra, rb) =
+        tokio::join!(h.ingest(&a, "!busy:tchap.test", Secret), h.ingest(&b, "!busy:tchap.test", Secret));
+    let stored = |r: &Value| r["data"]["ingestTchapRoom"]["messagesStored"].as_i64();
+    let total = stored(&ra).unwrap_or(0) + stored(&rb).unwrap_or(0);
+    assert_eq!(total, 40, "{ra:#} {rb:#}");
+    let trail = audit(&h, "dgsi").await;
+    assert_eq!(trail["totalCount"], 2);
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the GraphQL layer: contract, scopes, reads, cursors, limits and the
+//! ingestion use-case against a SQLite store and a mock homeserver.
+
+mod contract;
+mod harness;
+mod homeserver;
+mod ingest;
+mod reads;
