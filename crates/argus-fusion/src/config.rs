@@ -17,7 +17,7 @@ use crate::{Error, JsonLinesSink, RelayOptions, Result, Sink, WebhookOptions, We
 ///     "jsonl_path": "/var/lib/argus/network-nodes.jsonl",
 ///     "webhook": { "url": "https://fusion.example/hook", "org_urls": { "dgsi": "https://dgsi.example/hook" } }
 /// }"#)?;
-/// assert_eq!(config.park_after_attempts, 5);
+/// assert_eq!(config.park_after_attempts, 8);
 /// assert!(serde_json::from_str::<FusionConfig>(r#"{ "jsonl": "x" }"#).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```

@@ -23,6 +23,6 @@ pub use entity::{
     ENTITY_SOURCE, ENTITY_TYPE, NETWORK_NODE_NAMESPACE, NetworkNode, SCHEMA_VERSION, network_node_schema,
 };
 pub use error::{Error, Result};
-pub use relay::{Relay, RelayOptions, RelayReport, status};
+pub use relay::{MAX_RETRY_DELAY, Relay, RelayOptions, RelayReport, SHUTDOWN_GRACE, status};
 pub use sink::{JsonLinesSink, Sink, SinkFuture, WebhookOptions, WebhookSink};
 pub use stix::{INFRASTRUCTURE_TYPE, tlp_name, to_stix_bundle};

@@ -21,8 +21,21 @@ pub struct RelayOptions {
 
 impl Default for RelayOptions {
     fn default() -> Self {
-        Self { batch_size: 500, park_after_attempts: 5, poll_interval: Duration::from_secs(1) }
+        Self { batch_size: 500, park_after_attempts: 8, poll_interval: Duration::from_secs(1) }
     }
+}
+
+/// Longest wait between two passes while deliveries keep failing.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// How long a pass in progress may go on once shutdown was asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The wait before the next pass after `failures` failed passes in a row: the poll interval,
+/// doubled per failure, at most [`MAX_RETRY_DELAY`] (or the poll interval if that is longer).
+fn retry_delay(poll_interval: Duration, failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
+    poll_interval.saturating_mul(factor).min(MAX_RETRY_DELAY.max(poll_interval))
 }
 
 /// What one [`Relay::run_once`] did.
@@ -95,8 +108,14 @@ impl Relay {
 
     /// Drains the outbox: delivers pending rows until none is left or a row fails without
     /// being parked. Safe to call again at any time; used by `fusion relay --once`.
+    ///
+    /// A relay without sinks delivers nothing and leaves every row pending.
     pub async fn run_once(&self) -> Result<RelayReport> {
         let mut report = RelayReport::default();
+        if self.sinks.is_empty() {
+            tracing::warn!("fusion relay has no sink configured; outbox rows stay pending");
+            return Ok(report);
+        }
         loop {
             let (batch_len, failure) = self.run_batch(&mut report).await?;
             if let Some(Failure { row_id, error }) = failure {
@@ -122,27 +141,52 @@ impl Relay {
     }
 
     /// Runs [`Relay::run_once`] every `poll_interval` (or when woken) until `shutdown`
-    /// completes. A pass in progress finishes its current batch first; errors are logged and
-    /// retried at the next poll. This is the server's background task.
+    /// completes. This is the server's background task.
+    ///
+    /// After a pass that failed (a row not delivered, or a store or sink error) the next pass
+    /// waits twice as long as the previous one, up to [`MAX_RETRY_DELAY`], and ignores wake-ups,
+    /// so a receiver that is down is not hammered and its rows are parked only after a
+    /// sustained outage. When `shutdown` completes during a pass, the pass gets
+    /// [`SHUTDOWN_GRACE`] to finish; cancelling it after that is safe (rows not yet marked are
+    /// delivered again after restart).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut consecutive_failures = 0u32;
         loop {
-            match self.run_once().await {
-                Ok(r) if r.delivered + r.failed > 0 => {
-                    tracing::info!(
-                        delivered = r.delivered,
-                        failed = r.failed,
-                        parked = r.parked,
-                        "fusion relay pass"
-                    );
+            let pass = self.run_once();
+            tokio::pin!(pass);
+            let result = tokio::select! {
+                r = &mut pass => r,
+                () = &mut shutdown => {
+                    if tokio::time::timeout(SHUTDOWN_GRACE, pass).await.is_err() {
+                        tracing::warn!("fusion relay pass cancelled at shutdown; unmarked rows will be redelivered");
+                    }
+                    break;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "fusion relay pass failed"),
-            }
+            };
+            let failed = match result {
+                Ok(r) => {
+                    if r.delivered + r.failed > 0 {
+                        tracing::info!(
+                            delivered = r.delivered,
+                            failed = r.failed,
+                            parked = r.parked,
+                            "fusion relay pass"
+                        );
+                    }
+                    r.failed > r.parked
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fusion relay pass failed");
+                    true
+                }
+            };
+            consecutive_failures = if failed { consecutive_failures.saturating_add(1) } else { 0 };
+            let delay = retry_delay(self.options.poll_interval, consecutive_failures);
             tokio::select! {
                 () = &mut shutdown => break,
-                () = tokio::time::sleep(self.options.poll_interval) => {}
-                () = self.wake.notified() => {}
+                () = tokio::time::sleep(delay) => {}
+                () = self.wake.notified(), if consecutive_failures == 0 => {}
             }
         }
         tracing::info!("fusion relay stopped");
@@ -201,5 +245,20 @@ impl Relay {
     {
         let store = self.store.clone();
         Ok(tokio::task::spawn_blocking(move || f(&store)).await.map_err(|_| Error::Join)??)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_up_to_the_cap() {
+        let poll = Duration::from_secs(1);
+        let delays: Vec<u64> = (0..12).map(|f| retry_delay(poll, f).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(retry_delay(poll, u32::MAX), MAX_RETRY_DELAY);
+        let slow = Duration::from_secs(600);
+        assert_eq!(retry_delay(slow, 3), slow, "a poll interval above the cap is kept");
     }
 }

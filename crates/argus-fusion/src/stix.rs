@@ -105,7 +105,8 @@ pub fn to_stix_bundle(node: &NetworkNode) -> Value {
         "spec_version": "2.1",
         "id": format!("infrastructure--{}", node.id),
         "created": stix_time(node.first_seen),
-        "modified": stix_time(node.last_seen),
+        // STIX requires modified >= created, whatever the clocks did.
+        "modified": stix_time(node.last_seen.max(node.first_seen)),
         "name": node.name.clone().unwrap_or_else(|| node.room_id.to_string()),
         "infrastructure_types": [INFRASTRUCTURE_TYPE],
         "first_seen": stix_time(node.first_seen),

@@ -245,3 +245,60 @@ async fn background_loop_delivers_until_shutdown() -> anyhow::Result<()> {
     assert_eq!(read_entities(&t.jsonl_path())?.len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_relay_without_sinks_leaves_rows_pending() -> anyhow::Result<()> {
+    let t = TestStore::new()?;
+    t.ingest("dgsi", "!a:x.org", "one", 0)?;
+    let relay = Relay::new(t.store.clone(), Vec::new(), options(3));
+    assert_eq!(relay.run_once().await?, RelayReport::default());
+    assert_eq!(status(&t.store)?.pending, 1, "nothing may be marked delivered without a sink");
+    Ok(())
+}
+
+/// A sink whose flush always fails, like a full disk.
+struct FullDisk;
+
+impl Sink for FullDisk {
+    fn name(&self) -> &'static str {
+        "full-disk"
+    }
+    fn deliver<'a>(&'a self, _: &'a NetworkNode) -> SinkFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+    fn flush(&self) -> SinkFuture<'_> {
+        Box::pin(async { Err(std::io::Error::other("no space left on device").into()) })
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_cannot_flush_fails_the_pass_not_the_rows() -> anyhow::Result<()> {
+    let t = TestStore::new()?;
+    t.ingest("dgsi", "!a:x.org", "one", 0)?;
+    t.ingest("dgsi", "!b:x.org", "two", 0)?;
+    let relay = Relay::new(t.store.clone(), vec![Arc::new(FullDisk)], options(1));
+    for _ in 0..3 {
+        assert!(relay.run_once().await.is_err());
+    }
+    let s = status(&t.store)?;
+    assert_eq!((s.pending, s.delivered, s.parked), (2, 0, 0), "no row is marked or parked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_loop_even_while_a_sink_hangs() -> anyhow::Result<()> {
+    let t = TestStore::new()?;
+    t.ingest("dgsi", "!a:x.org", "one", 0)?;
+    let relay = Relay::new(t.store.clone(), vec![Arc::new(Hang)], options(3));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(relay.run(async {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop_tx.send(());
+    tokio::time::timeout(argus_fusion::SHUTDOWN_GRACE + Duration::from_secs(5), task).await??;
+    assert!(started.elapsed() >= argus_fusion::SHUTDOWN_GRACE, "the pass was given its grace period");
+    assert_eq!(status(&t.store)?.pending, 1, "the interrupted row is delivered after restart");
+    Ok(())
+}
