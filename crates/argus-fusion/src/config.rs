@@ -1,6 +1,11 @@
 //! Typed configuration of the fusion emission (`fusion.*`) and the sinks it builds.
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use argus_domain::OrgId;
 use reqwest::Url;
@@ -26,7 +31,9 @@ use crate::{Error, JsonLinesSink, RelayOptions, Result, Sink, WebhookOptions, We
 pub struct FusionConfig {
     /// Whether the server runs the relay in the background.
     pub enabled: bool,
-    /// The JSON Lines file entities are appended to; `null` disables the file sink.
+    /// The JSON Lines file entities are appended to; an empty string (or `null`) disables the
+    /// file sink. A relative path is taken from the working directory unless
+    /// [`FusionConfig::relative_to`] anchors it.
     pub jsonl_path: Option<PathBuf>,
     /// The webhook sink; absent disables it.
     pub webhook: Option<WebhookConfig>,
@@ -98,6 +105,24 @@ impl FusionConfig {
         }
     }
 
+    /// Anchors a relative `jsonl_path` in `dir` (the server's data directory).
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// let config = argus_fusion::FusionConfig::default().relative_to(Path::new("/var/lib/argus"));
+    /// assert_eq!(config.jsonl_path.as_deref(), Some(Path::new("/var/lib/argus/network-nodes.jsonl")));
+    /// ```
+    #[must_use]
+    pub fn relative_to(mut self, dir: &Path) -> Self {
+        if let Some(path) = &self.jsonl_path
+            && !path.as_os_str().is_empty()
+            && path.is_relative()
+        {
+            self.jsonl_path = Some(dir.join(path));
+        }
+        self
+    }
+
     /// Checks the values a type cannot: non-zero sizes, valid webhook URLs.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
@@ -154,7 +179,7 @@ impl WebhookConfig {
 pub fn build_sinks(config: &FusionConfig) -> Result<Vec<Arc<dyn Sink>>> {
     config.validate()?;
     let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-    if let Some(path) = &config.jsonl_path {
+    if let Some(path) = config.jsonl_path.as_ref().filter(|p| !p.as_os_str().is_empty()) {
         sinks.push(Arc::new(JsonLinesSink::new(path.clone())));
     }
     if let Some(webhook) = &config.webhook {

@@ -77,6 +77,11 @@ fn config_builds_the_configured_sinks() -> anyhow::Result<()> {
 
     let none: FusionConfig = serde_json::from_value(serde_json::json!({ "jsonl_path": null }))?;
     assert!(build_sinks(&none)?.is_empty());
+    // TOML has no null: an empty path disables the file sink too.
+    let empty: FusionConfig = serde_json::from_value(serde_json::json!({ "jsonl_path": "" }))?;
+    assert!(build_sinks(&empty.relative_to(std::path::Path::new("/data")))?.is_empty());
+    let absolute = config.clone().relative_to(std::path::Path::new("/data"));
+    assert_eq!(absolute.jsonl_path, config.jsonl_path, "absolute paths are kept");
 
     let secret_url = "ftp://user:hunter2@fusion.example/hook";
     let bad: FusionConfig = serde_json::from_value(serde_json::json!({ "webhook": { "url": secret_url } }))?;
