@@ -1,3 +1,104 @@
-//! Connector throughput against a raw page loop.
+//! Connector throughput against a raw reqwest loop reading the same pages, and event
+//! normalisation against parsing the same page into `serde_json::Value`.
+//!
+//! Run with `cargo bench -p argus-matrix --bench connector`; ratios go to `docs/benchmarks.md`.
 
-fn main() {}
+mod support;
+
+use std::{hint::black_box, time::Duration};
+
+use argus_domain::{AccessToken, HomeserverUrl, RoomId};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use criterion::{Criterion, Throughput};
+
+const PAGES: usize = 10;
+const TOKEN: &str = "syt_bench_token";
+
+type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// The baseline: GET the same pages with a bare reqwest client and read the bytes.
+async fn raw_loop(client: &reqwest::Client, base: &str) -> BenchResult<usize> {
+    let room = support::ROOM.replace('!', "%21");
+    let mut total = client
+        .get(format!("{base}/_matrix/client/v3/rooms/{room}/state"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .bytes()
+        .await?
+        .len();
+    for p in 0..PAGES {
+        let from = if p == 0 { String::new() } else { format!("&from=t{p}") };
+        let url = format!("{base}/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000{from}");
+        total += client.get(url).bearer_auth(TOKEN).send().await?.bytes().await?.len();
+    }
+    Ok(total)
+}
+
+fn throughput(c: &mut Criterion) -> BenchResult {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (server, _pages) = rt.block_on(support::start(PAGES, true));
+    let base = server.uri();
+    let homeserver: HomeserverUrl = base.parse()?;
+    let room: RoomId = support::ROOM.parse()?;
+    let token = AccessToken::new(TOKEN);
+    let connector = Connector::new(ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into()],
+        ..ConnectorConfig::default()
+    })?;
+    let options = FetchOptions { max_messages: argus_matrix::HARD_MAX_MESSAGES, since: None };
+    let raw = reqwest::Client::builder().no_proxy().build()?;
+
+    // Both paths must read everything before being timed.
+    let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
+    assert_eq!(snapshot.report.events_fetched, (PAGES * support::PAGE_EVENTS) as u64);
+    rt.block_on(raw_loop(&raw, &base))?;
+
+    let mut group = c.benchmark_group("read_room_10k_events");
+    group.throughput(Throughput::Elements((PAGES * support::PAGE_EVENTS) as u64));
+    group.sample_size(30).measurement_time(Duration::from_secs(10));
+    group.bench_function("raw_reqwest_loop", |b| {
+        b.iter(|| black_box(rt.block_on(raw_loop(&raw, &base)).map_err(|e| e.to_string())))
+    });
+    group.bench_function("connector", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))
+                    .map(|s| s.messages.len()),
+            )
+        })
+    });
+    group.finish();
+    Ok(())
+}
+
+fn normalisation(c: &mut Criterion) -> BenchResult {
+    let body = support::page_body(0, 1);
+    let mut group = c.benchmark_group("page_1000_events");
+    group.throughput(Throughput::Elements(support::PAGE_EVENTS as u64));
+    group.bench_function("serde_json_value", |b| {
+        b.iter(|| {
+            black_box(
+                serde_json::from_slice::<serde_json::Value>(black_box(&body)).map_err(|e| e.to_string()),
+            )
+        })
+    });
+    group.bench_function("connector_normalise", |b| {
+        b.iter(|| {
+            black_box(
+                argus_matrix::bench::normalise_page(black_box(&body), support::ROOM)
+                    .map_err(|e| e.to_string()),
+            )
+        })
+    });
+    group.finish();
+    Ok(())
+}
+
+fn main() -> BenchResult {
+    let mut c = Criterion::default().configure_from_args();
+    normalisation(&mut c)?;
+    throughput(&mut c)?;
+    c.final_summary();
+    Ok(())
+}

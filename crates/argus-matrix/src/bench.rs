@@ -1,0 +1,18 @@
+//! Entry points for the crate's benchmarks; not part of the supported API.
+
+use ruma::api::IncomingResponseExt;
+
+use crate::{Error, Result, api::get_message_events::Page, normalise::Normaliser};
+
+/// Parses one `/messages` response body and normalises its events exactly as a read does;
+/// returns the number of messages kept.
+pub fn normalise_page(body: &[u8], room_id: &str) -> Result<usize> {
+    let page = Page::try_from_http_response(http::Response::new(body))
+        .map_err(|_| Error::malformed("not a /messages response"))?;
+    let mut norm = Normaliser::new(room_id);
+    for raw in &page.chunk {
+        norm.push(raw.json().get());
+    }
+    let (normalised, _) = norm.finish(true);
+    Ok(normalised.messages.len())
+}
