@@ -49,6 +49,12 @@ pub struct RelayReport {
     pub parked: u64,
 }
 
+impl std::fmt::Display for RelayReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} delivered, {} failed, {} parked", self.delivered, self.failed, self.parked)
+    }
+}
+
 /// The outbox status (pending, delivered, parked rows with their last error), for
 /// `argus-tchap fusion status`.
 pub fn status(store: &Store) -> Result<OutboxStatus> {
