@@ -129,7 +129,7 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
-/// Sets the SQLite pragmas on every new connection.
+/// Sets the SQLite pragmas (and the PostgreSQL lock timeout) on every new connection.
 #[derive(Debug)]
 struct Pragmas {
     busy_timeout: Duration,
@@ -147,6 +147,11 @@ impl CustomizeConnection<DbConn, diesel::r2d2::Error> for Pragmas {
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        if let DbConn::Postgres(c) = conn {
+            // A lock held elsewhere (an advisory lock, a table lock) fails cleanly instead of hanging.
+            let ms = self.busy_timeout.as_millis().clamp(1, i32::MAX as u128);
+            c.batch_execute(&format!("SET lock_timeout = {ms}")).map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }

@@ -62,7 +62,12 @@ impl From<diesel::result::Error> for Error {
             {
                 Self::Busy
             }
-            D::DatabaseError(_, info) if info.message().contains("deadlock detected") => Self::Busy,
+            D::DatabaseError(_, info)
+                if info.message().contains("deadlock detected")
+                    || info.message().contains("lock timeout") =>
+            {
+                Self::Busy
+            }
             D::DeserializationError(_) => Self::Corrupt("a column has an unexpected type"),
             _ => {
                 tracing::debug!(error = %e, "database query failed");

@@ -37,6 +37,9 @@ const MAX_MEDIA_JSON: usize = 4096;
 /// Columns written per message row.
 const MESSAGE_COLUMNS: usize = 15;
 
+/// Message rows per PostgreSQL statement (column arrays, so the bind limit does not apply).
+const PG_ROWS_PER_STATEMENT: usize = 10_000;
+
 /// One ingestion to record: who ran it, at which classification, since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestionRun {
@@ -256,9 +259,21 @@ fn insert_messages(
     level: Classification,
     messages: &[MessageRecord],
 ) -> Result<i64> {
-    let per_statement = backend.max_binds() / MESSAGE_COLUMNS;
+    let per_statement = match backend {
+        // Whole columns travel as arrays: 14 binds per statement whatever the row count.
+        Backend::Postgres => PG_ROWS_PER_STATEMENT,
+        Backend::Sqlite => backend.max_binds() / MESSAGE_COLUMNS,
+    };
     let mut inserted = 0i64;
     for chunk in messages.chunks(per_statement) {
+        if let DbConn::Postgres(pg) = conn {
+            let n = insert_messages_pg(pg, org, room_pk, level, chunk)?;
+            inserted += n as i64;
+            if n < chunk.len() {
+                raise_classification(conn, backend, org, room_pk, level, chunk)?;
+            }
+            continue;
+        }
         let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
         let mut sql = Sql::new(backend);
         sql.push(
@@ -291,6 +306,48 @@ fn insert_messages(
         }
     }
     Ok(inserted)
+}
+
+/// PostgreSQL: inserts a chunk with one `INSERT … SELECT FROM UNNEST` of column arrays.
+fn insert_messages_pg(
+    pg: &mut diesel::PgConnection,
+    org: &str,
+    room_pk: i64,
+    level: Classification,
+    chunk: &[MessageRecord],
+) -> Result<usize> {
+    use diesel::sql_types::Array;
+    let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
+    let n = diesel::sql_query(
+        "INSERT INTO messages (org_id, room_pk, event_id, sender, msgtype, body, sent_at, edited, edited_at, \
+         redacted, encrypted, reply_to, thread_root, media, classification) \
+         SELECT $1, $2, u.event_id, u.sender, u.msgtype, u.body, u.sent_at, u.edited, NULL, u.redacted, \
+         u.encrypted, u.reply_to, u.thread_root, u.media, $3 \
+         FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[], \
+         $11::bool[], $12::text[], $13::text[], $14::text[]) \
+         AS u(event_id, sender, msgtype, body, sent_at, edited, redacted, encrypted, reply_to, thread_root, media) \
+         ON CONFLICT (org_id, event_id) DO NOTHING",
+    )
+    .bind::<Text, _>(org)
+    .bind::<BigInt, _>(room_pk)
+    .bind::<SmallInt, _>(level.rank())
+    .bind::<Array<Text>, _>(chunk.iter().map(|m| m.event_id.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(chunk.iter().map(|m| m.sender.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.msgtype.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        chunk.iter().map(|m| if m.redacted { None } else { m.body.as_deref() }).collect::<Vec<_>>(),
+    )
+    .bind::<Array<BigInt>, _>(chunk.iter().map(|m| to_unix_ms(m.sent_at)).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.edited).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.redacted).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.encrypted).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.reply_to.as_ref().map(|e| e.as_str())).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(
+        chunk.iter().map(|m| m.thread_root.as_ref().map(|e| e.as_str())).collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Text>>, _>(media.iter().map(|m| m.as_deref()).collect::<Vec<_>>())
+    .execute(pg)?;
+    Ok(n)
 }
 
 /// The stored form of a message's attachment reference.

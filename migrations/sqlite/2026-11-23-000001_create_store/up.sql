@@ -39,9 +39,9 @@ CREATE TABLE messages (
     classification SMALLINT NOT NULL CHECK (classification BETWEEN 0 AND 4),
     UNIQUE (org_id, event_id)
 );
--- Page of a room's messages in time order, and per-room counts over a clearance.
-CREATE INDEX messages_room_time ON messages (org_id, room_pk, sent_at, id);
-CREATE INDEX messages_room_classification ON messages (org_id, room_pk, classification, sent_at);
+-- One index serves a room's messages in time order (keyset on sent_at, id) and, covering the
+-- classification, the per-room counts and newest message time over a clearance.
+CREATE INDEX messages_room_time ON messages (org_id, room_pk, sent_at, id, classification);
 
 CREATE TABLE ingestions (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,

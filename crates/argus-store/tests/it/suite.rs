@@ -41,6 +41,7 @@ store_suite!(
     bad_input_is_rejected_whole,
     large_ingestion_spans_statements,
     concurrent_ingestions_keep_one_chain,
+    busy_database_is_a_clean_retryable_error,
 );
 
 fn rid(s: &str) -> RoomId {
@@ -555,4 +556,28 @@ fn concurrent_ingestions_keep_one_chain(db: &TestDb) {
     let stored: i64 = hist.items.iter().map(|r| r.entry.message_count).sum();
     assert_eq!(stored, 200 + 4 * 5 * 10);
     assert_eq!(s.outbox_pending(100).unwrap().len(), 20);
+}
+
+fn busy_database_is_a_clean_retryable_error(db: &TestDb) {
+    let options =
+        argus_store::StoreOptions { pool_size: 2, busy_timeout: std::time::Duration::from_millis(300) };
+    let store = argus_store::Store::open_with(&db.url, options).unwrap();
+    let v = viewer("org-a", Secret);
+    let snap = snapshot("!busy:x.org", messages(20, now()));
+    let mut holder = db.raw();
+    if db.is_postgres() {
+        holder.exec("BEGIN; LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE;").unwrap();
+    } else {
+        holder.exec("BEGIN IMMEDIATE; INSERT INTO outbox (org_id, room_id, version, payload, created_at) VALUES ('x', '!x', 0, '{}', 0);").unwrap();
+    }
+    let err = store.record_ingestion(&run(&v, Restricted), &snap).unwrap_err();
+    assert!(matches!(err, Error::Busy), "{err:?}");
+    assert!(err.is_retryable());
+    holder.exec("ROLLBACK").unwrap();
+    for table in ["rooms", "messages", "ingestions", "outbox"] {
+        assert_eq!(db.count(&format!("SELECT COUNT(*) AS n FROM {table}")), 0, "{table} written");
+    }
+    // Once the lock is gone the same call goes through.
+    let ok = store.record_ingestion(&run(&v, Restricted), &snap).unwrap();
+    assert_eq!(ok.messages_stored, 20);
 }
