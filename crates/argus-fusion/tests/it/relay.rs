@@ -10,7 +10,7 @@ use argus_fusion::{
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
 use crate::{
-    support::{TestStore, assert_valid, read_entities, read_jsonl, validator},
+    support::{TestStore, assert_valid, ingest_as, read_entities, read_jsonl, validator},
     webhook::{fast_options, hook_url},
 };
 
@@ -220,6 +220,26 @@ async fn a_failed_ingestion_leaves_no_outbox_row() -> anyhow::Result<()> {
     let relay = Relay::new(t.store.clone(), vec![Arc::new(JsonLinesSink::new(t.jsonl_path()))], options(3));
     assert_eq!(relay.run_once().await?, RelayReport::default());
     assert!(!t.jsonl_path().exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ingestion_rolled_back_mid_transaction_leaves_no_outbox_row() -> anyhow::Result<()> {
+    use Classification::{Restricted, Secret};
+    let t = TestStore::new()?;
+    ingest_as(&t.store, "dgsi", (Secret, Secret), "!a:x.org", "secret room", 1)?;
+    // The room is now SECRET: an ingester cleared RESTRICTED is refused after the room upsert
+    // ran inside the transaction, which is rolled back whole (room name, messages, outbox).
+    let refused = ingest_as(&t.store, "dgsi", (Restricted, Restricted), "!a:x.org", "lowered", 3);
+    let err = refused.err().ok_or_else(|| anyhow::anyhow!("the ingestion was accepted"))?;
+    assert!(matches!(err.downcast_ref::<argus_store::Error>(), Some(argus_store::Error::Withheld)), "{err}");
+    let relay = Relay::new(t.store.clone(), vec![Arc::new(JsonLinesSink::new(t.jsonl_path()))], options(3));
+    assert_eq!(relay.run_once().await?.delivered, 1);
+    let entities = read_entities(&t.jsonl_path())?;
+    assert_eq!(entities.len(), 1, "only the successful ingestion produced an entity");
+    assert_eq!(entities[0].name.as_deref(), Some("secret room"));
+    assert_eq!(entities[0].message_count, 1);
+    assert_eq!(entities[0].classification, Secret);
     Ok(())
 }
 

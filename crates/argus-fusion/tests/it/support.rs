@@ -105,7 +105,7 @@ impl TestStore {
     }
 }
 
-/// Records one successful ingestion into `store`; returns the audit seq.
+/// Records one successful ingestion into `store` at RESTRICTED; returns the audit seq.
 pub(crate) fn ingest(
     store: &argus_store::Store,
     org: &str,
@@ -113,8 +113,35 @@ pub(crate) fn ingest(
     name: &str,
     messages: u32,
 ) -> Result<i64> {
-    use argus_domain::{FetchReport, MessageRecord, RoomSnapshot, Scope, Viewer};
-    let viewer = Viewer::new("ingester".parse()?, org.parse()?, Classification::Secret, [Scope::Ingest]);
+    let levels = (Classification::Secret, Classification::Restricted);
+    Ok(ingest_as(store, org, levels, room_id, name, messages)?.ingestion.seq)
+}
+
+/// Records one ingestion by an ingester of `org` with clearance `levels.0` at classification
+/// `levels.1`.
+pub(crate) fn ingest_as(
+    store: &argus_store::Store,
+    org: &str,
+    (clearance, classification): (Classification, Classification),
+    room_id: &str,
+    name: &str,
+    messages: u32,
+) -> Result<argus_store::IngestionResult> {
+    Ok(store.record_ingestion(&run(org, clearance, classification)?, &snapshot(room_id, name, messages)?)?)
+}
+
+fn run(
+    org: &str,
+    clearance: Classification,
+    classification: Classification,
+) -> Result<argus_store::IngestionRun> {
+    use argus_domain::{Scope, Viewer};
+    let viewer = Viewer::new("ingester".parse()?, org.parse()?, clearance, [Scope::Ingest]);
+    Ok(argus_store::IngestionRun { viewer, classification, started_at: time::OffsetDateTime::now_utc() })
+}
+
+fn snapshot(room_id: &str, name: &str, messages: u32) -> Result<argus_domain::RoomSnapshot> {
+    use argus_domain::{FetchReport, MessageRecord, RoomSnapshot};
     let room_id: argus_domain::RoomId = room_id.parse()?;
     let base = datetime!(2026-03-01 08:00 UTC);
     let messages = (0..messages)
@@ -135,7 +162,7 @@ pub(crate) fn ingest(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let snapshot = RoomSnapshot {
+    Ok(RoomSnapshot {
         room_id,
         homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse()?,
         name: Some(name.to_owned()),
@@ -148,11 +175,5 @@ pub(crate) fn ingest(
         redactions: Vec::new(),
         resume_token: None,
         report: FetchReport::default(),
-    };
-    let run = argus_store::IngestionRun {
-        viewer,
-        classification: Classification::Restricted,
-        started_at: time::OffsetDateTime::now_utc(),
-    };
-    Ok(store.record_ingestion(&run, &snapshot)?.ingestion.seq)
+    })
 }
