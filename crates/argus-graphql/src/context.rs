@@ -68,6 +68,8 @@ pub struct Services {
     pub limits: Limits,
     /// Ingestion counters.
     pub metrics: Metrics,
+    /// Notified after every successful ingestion (wakes the fusion relay).
+    pub on_ingested: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Services {
@@ -79,6 +81,7 @@ impl Services {
             cursor_key: CursorKey::random(),
             limits: Limits::default(),
             metrics: Metrics::default(),
+            on_ingested: None,
         }
     }
 

@@ -24,4 +24,4 @@ pub mod schema;
 pub use context::{Context, Limits, Metrics, Services};
 pub use cursor::{CursorKey, CursorKind};
 pub use error::{Error, Result};
-pub use schema::{Schema, SchemaOptions, build_schema, schema_sdl};
+pub use schema::{ReadOnlySchema, Schema, SchemaOptions, build_read_only_schema, build_schema, schema_sdl};

@@ -5,7 +5,7 @@ mod paging;
 pub mod types;
 
 use argus_domain::{AccessToken, RoomId, Scope};
-use juniper::{EmptySubscription, GraphQLInputObject, RootNode, graphql_object};
+use juniper::{EmptyMutation, EmptySubscription, GraphQLInputObject, RootNode, graphql_object};
 
 use self::types::{
     GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
@@ -35,9 +35,21 @@ impl Default for SchemaOptions {
     }
 }
 
+/// The schema without mutations, for `GET /graphql` (a mutation there fails validation).
+pub type ReadOnlySchema = RootNode<Query, EmptyMutation<Context>, EmptySubscription<Context>>;
+
 /// Builds the schema with its limits.
 pub fn build_schema(options: SchemaOptions) -> Schema {
     let schema = Schema::new(Query, Mutation, EmptySubscription::new())
+        .limit_depth(options.max_depth)
+        .limit_fields(options.max_fields)
+        .limit_tokens(options.max_tokens);
+    if options.introspection { schema } else { schema.disable_introspection() }
+}
+
+/// Builds the read-only schema with its limits.
+pub fn build_read_only_schema(options: SchemaOptions) -> ReadOnlySchema {
+    let schema = ReadOnlySchema::new(Query, EmptyMutation::new(), EmptySubscription::new())
         .limit_depth(options.max_depth)
         .limit_fields(options.max_fields)
         .limit_tokens(options.max_tokens);

@@ -54,7 +54,7 @@ impl fmt::Debug for SecretString {
 }
 
 /// The whole configuration of the server and the operator commands.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server listens on.
@@ -71,8 +71,8 @@ pub struct Config {
     pub matrix: MatrixConfig,
     /// The GraphQL endpoint.
     pub graphql: GraphqlConfig,
-    /// Settings of the fusion relay, passed through to `argus-fusion` unchanged.
-    pub fusion: figment::value::Dict,
+    /// The fusion relay and its sinks.
+    pub fusion: argus_fusion::FusionConfig,
 }
 
 impl Default for Config {
@@ -84,7 +84,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             matrix: MatrixConfig::default(),
             graphql: GraphqlConfig::default(),
-            fusion: figment::value::Dict::new(),
+            fusion: argus_fusion::FusionConfig::default(),
         }
     }
 }
@@ -267,6 +267,7 @@ impl Config {
         if g.max_body_bytes < 1024 {
             return Err(Error::Config("graphql.max_body_bytes must be at least 1024".into()));
         }
+        self.fusion.validate().map_err(|e| Error::Config(e.to_string()))?;
         if let Some(key) = &g.cursor_key {
             let bytes = decode_key(key.expose_secret())
                 .ok_or_else(|| Error::Config("graphql.cursor_key must be base64".into()))?;

@@ -1,11 +1,16 @@
 //! Argus Tchap connector: actix-web server, configuration and bearer-token authentication.
 //!
 //! - [`config`]: typed configuration (defaults < `argus-tchap.toml` < `ARGUS_*` environment);
-//! - [`auth`]: bearer-JWT validation into an [`argus_domain::Viewer`], development tokens.
+//! - [`auth`]: bearer-JWT validation into an [`argus_domain::Viewer`], development tokens;
+//! - [`app`]: the actix-web application (`/graphql`, `/graphiql`, `/healthz`, `/readyz`,
+//!   `/metrics`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 mod error;
+pub mod metrics;
 
+pub use app::{RunningServer, run, spawn};
 pub use config::Config;
 pub use error::{Error, Result};

@@ -1,0 +1,403 @@
+//! The actix-web application: routes, authentication, GraphQL execution with limits, request
+//! ids, metrics; and the server lifecycle (start, graceful shutdown, fusion relay task).
+
+use std::{net::TcpListener, sync::Arc, time::Instant};
+
+use actix_web::{
+    App, HttpRequest, HttpResponse, HttpServer,
+    body::MessageBody,
+    dev::{ServerHandle, ServiceRequest, ServiceResponse},
+    http::{
+        StatusCode,
+        header::{self, HeaderName, HeaderValue},
+    },
+    middleware::{Next, from_fn},
+    web,
+};
+use argus_domain::Viewer;
+use argus_graphql::{Context, CursorKey, ReadOnlySchema, Schema, SchemaOptions, Services};
+use argus_matrix::{Connector, ConnectorConfig};
+use argus_store::Store;
+use juniper::{
+    DefaultScalarValue, InputValue,
+    http::{GraphQLBatchRequest, GraphQLRequest, GraphQLResponse},
+};
+use serde_json::json;
+use tracing::Instrument as _;
+
+use crate::{Config, Error, Result, auth::Authenticator, metrics::HttpMetrics};
+
+/// The realm named in `WWW-Authenticate`.
+pub const REALM: &str = "argus-tchap";
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    auth: Authenticator,
+    services: Arc<Services>,
+    schema: Arc<Schema>,
+    read_schema: Arc<ReadOnlySchema>,
+    metrics: Arc<HttpMetrics>,
+    max_batch: usize,
+    max_body_bytes: usize,
+    graphiql: bool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("graphiql", &self.graphiql).finish_non_exhaustive()
+    }
+}
+
+/// The application state and the background relay, built from a configuration.
+pub struct Built {
+    /// The request handlers' state.
+    pub state: AppState,
+    /// The fusion relay, when enabled.
+    pub relay: Option<argus_fusion::Relay>,
+}
+
+/// Opens the store (applying migrations), builds the connector, the authenticator, the schema
+/// and, when enabled, the fusion relay.
+pub async fn build(config: &Config) -> Result<Built> {
+    let url = config.database_url.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&url))
+        .await
+        .map_err(|_| Error::Server("the database task failed".into()))?
+        .map_err(|e| Error::Server(format!("cannot open the database: {e}")))?;
+    let source = config.key_source()?;
+    let auth = Authenticator::new(&config.jwt, &source)?;
+    let connector = Connector::new(connector_config(config))
+        .map_err(|e| Error::Config(format!("matrix configuration: {e}")))?;
+    let mut services = Services::new(store.clone(), connector);
+    if let Some(key) = config.cursor_key() {
+        services.cursor_key = CursorKey::new(key);
+    }
+    let relay = if config.fusion.enabled {
+        let sinks = argus_fusion::build_sinks(&config.fusion).map_err(|e| Error::Config(e.to_string()))?;
+        let relay = argus_fusion::Relay::new(store, sinks, config.fusion.relay_options());
+        services.on_ingested = Some(relay.waker());
+        Some(relay)
+    } else {
+        None
+    };
+    let options = SchemaOptions {
+        max_depth: config.graphql.max_depth,
+        max_fields: config.graphql.max_fields,
+        max_tokens: config.graphql.max_tokens,
+        introspection: config.introspection_enabled(),
+    };
+    let state = AppState {
+        auth,
+        services: Arc::new(services),
+        schema: Arc::new(argus_graphql::build_schema(options)),
+        read_schema: Arc::new(argus_graphql::build_read_only_schema(options)),
+        metrics: Arc::new(HttpMetrics::default()),
+        max_batch: config.graphql.max_batch,
+        max_body_bytes: config.graphql.max_body_bytes,
+        graphiql: config.graphiql_enabled(),
+    };
+    Ok(Built { state, relay })
+}
+
+/// The connector configuration from the server configuration.
+pub fn connector_config(config: &Config) -> ConnectorConfig {
+    ConnectorConfig {
+        allowed_homeservers: config.matrix.allowed_homeservers.clone(),
+        allow_private_addresses: config.matrix.allow_private_addresses.clone(),
+        ..ConnectorConfig::default()
+    }
+}
+
+impl AppState {
+    /// The shared services (store, connector, counters).
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Registers the routes with this state.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.clone()))
+            .app_data(web::PayloadConfig::new(self.max_body_bytes))
+            .route("/graphql", web::post().to(graphql_post))
+            .route("/graphql", web::get().to(graphql_get))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics));
+        if self.graphiql {
+            cfg.route("/graphiql", web::get().to(graphiql));
+        }
+    }
+}
+
+/// A running server: its address and a handle to stop it.
+pub struct RunningServer {
+    addr: std::net::SocketAddr,
+    handle: ServerHandle,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, then stops the relay.
+    pub async fn stop(self) -> Result<()> {
+        self.handle.stop(true).await;
+        self.task.await.map_err(|_| Error::Server("the server task failed".into()))?
+    }
+}
+
+/// Starts the server on `listener` in the background (for tests and embedding).
+pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServer> {
+    let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
+    let built = build(&config).await?;
+    let server = http_server(listener, built.state)?;
+    let handle = server.handle();
+    let task = tokio::spawn(serve_with_relay(server, built.relay));
+    Ok(RunningServer { addr, handle, task })
+}
+
+/// Runs the server on `listener` until SIGINT or SIGTERM, then shuts down gracefully: in-flight
+/// requests finish (30 s at most), then the fusion relay finishes its pass.
+pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
+    let built = build(&config).await?;
+    let server = http_server(listener, built.state)?;
+    serve_with_relay(server, built.relay).await
+}
+
+fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev::Server> {
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8);
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new().wrap(from_fn(observe)).configure(move |cfg| state.configure(cfg))
+    })
+    .workers(workers)
+    .shutdown_timeout(30)
+    .listen(listener)
+    .map_err(|e| Error::Server(format!("cannot listen: {e}")))?
+    .run();
+    Ok(server)
+}
+
+async fn serve_with_relay(server: actix_web::dev::Server, relay: Option<argus_fusion::Relay>) -> Result<()> {
+    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    // The relay stops when the HTTP server has stopped.
+    let relay_task = relay.map(|relay| {
+        tokio::spawn(async move {
+            relay
+                .run(async move {
+                    let _ = relay_stopped.await;
+                })
+                .await;
+        })
+    });
+    let result = server.await.map_err(|e| Error::Server(format!("server error: {e}")));
+    let _ = stop_relay.send(());
+    if let Some(task) = relay_task {
+        let _ = task.await;
+    }
+    tracing::info!("server stopped");
+    result
+}
+
+/// A request id: the caller's `X-Request-Id` when it is short and plain, else a fresh one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(
+            || {
+                let mut bytes = [0_u8; 8];
+                rand::fill(&mut bytes);
+                bytes.iter().map(|b| format!("{b:02x}")).collect()
+            },
+            str::to_owned,
+        )
+}
+
+/// Request id, tracing span, access log line and HTTP metrics for every request.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> std::result::Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = request_id(&req);
+    let method = req.method().to_string();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| Arc::clone(&s.metrics));
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let (status, route) = match &result {
+        Ok(res) => {
+            (res.status().as_u16(), res.request().match_pattern().unwrap_or_else(|| "unmatched".into()))
+        }
+        Err(e) => (e.as_response_error().status_code().as_u16(), "unmatched".into()),
+    };
+    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "handled"));
+    if let Some(m) = metrics {
+        m.record_request(&route, &method, status, elapsed);
+    }
+    let mut res = result?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    Ok(res)
+}
+
+fn error_body(message: &str, code: &str) -> serde_json::Value {
+    json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+}
+
+/// The 401 of RFC 6750: no error code when no credentials were sent at all.
+fn unauthorized(error: &Error) -> HttpResponse {
+    let challenge = match error {
+        Error::MissingToken => format!("Bearer realm=\"{REALM}\""),
+        Error::InvalidToken(reason) => {
+            format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{reason}\"")
+        }
+        _ => format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+    };
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, challenge))
+        .json(error_body(&error.to_string(), "UNAUTHENTICATED"))
+}
+
+async fn authenticate(req: &HttpRequest, state: &AppState) -> std::result::Result<Viewer, HttpResponse> {
+    let header = match req.headers().get(header::AUTHORIZATION).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return Err(unauthorized(&Error::InvalidToken("malformed authorization header"))),
+    };
+    match state.auth.authenticate_header(header).await {
+        Ok(viewer) => Ok(viewer),
+        Err(e) if e.is_unauthenticated() => {
+            tracing::info!(reason = %e, "request not authenticated");
+            Err(unauthorized(&e))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot authenticate");
+            Err(HttpResponse::ServiceUnavailable().json(error_body(&e.to_string(), "UNAVAILABLE")))
+        }
+    }
+}
+
+/// The response and whether it is free of errors (request and field errors alike).
+fn with_outcome(
+    response: GraphQLResponse<DefaultScalarValue>,
+) -> (GraphQLResponse<DefaultScalarValue>, &'static str) {
+    match response.into_result() {
+        Ok((value, errors)) => {
+            let outcome = if errors.is_empty() { "ok" } else { "error" };
+            (GraphQLResponse::from_result(Ok((value, errors))), outcome)
+        }
+        Err(e) => (GraphQLResponse::from_result(Err(e)), "error"),
+    }
+}
+
+async fn execute_one(state: &AppState, context: &Context, request: &GraphQLRequest) -> GraphQLResponse {
+    let kind = crate::metrics::operation_kind(&request.query, request.operation_name.as_deref());
+    let (response, outcome) = with_outcome(request.execute(&state.schema, context).await);
+    state.metrics.record_operation(kind, outcome);
+    response
+}
+
+async fn graphql_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
+    let viewer = match authenticate(&req, &state).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let batch: GraphQLBatchRequest = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(_) => {
+            return HttpResponse::BadRequest()
+                .json(error_body("the body is not a JSON GraphQL request", "BAD_REQUEST"));
+        }
+    };
+    let context = Context::new(viewer, Arc::clone(&state.services));
+    match batch {
+        GraphQLBatchRequest::Single(request) => {
+            HttpResponse::Ok().json(execute_one(&state, &context, &request).await)
+        }
+        GraphQLBatchRequest::Batch(requests) => {
+            if requests.len() > state.max_batch {
+                let message = format!("a batch may hold at most {} operations", state.max_batch);
+                return HttpResponse::BadRequest().json(error_body(&message, "BATCH_TOO_LARGE"));
+            }
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in &requests {
+                responses.push(execute_one(&state, &context, request).await);
+            }
+            HttpResponse::Ok().json(responses)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GetParams {
+    query: String,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+/// `GET /graphql?query=…`: queries only (the read-only schema has no mutation type).
+async fn graphql_get(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let viewer = match authenticate(&req, &state).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let Ok(params) = web::Query::<GetParams>::from_query(req.query_string()) else {
+        return HttpResponse::BadRequest()
+            .json(error_body("missing or malformed query parameter", "BAD_REQUEST"));
+    };
+    let variables = match params.variables.as_deref().map(serde_json::from_str::<InputValue>).transpose() {
+        Ok(v) => v,
+        Err(_) => {
+            return HttpResponse::BadRequest()
+                .json(error_body("variables must be a JSON object", "BAD_REQUEST"));
+        }
+    };
+    let request = GraphQLRequest::new(params.query.clone(), params.operation_name.clone(), variables);
+    let context = Context::new(viewer, Arc::clone(&state.services));
+    let (response, outcome) = with_outcome(request.execute(&state.read_schema, &context).await);
+    state.metrics.record_operation("query", outcome);
+    HttpResponse::Ok().json(response)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.services.with_store(|store| store.ping()).await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ready\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the database does not answer");
+            HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+                .content_type("text/plain; charset=utf-8")
+                .body("the database is unavailable\n")
+        }
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&state.services.metrics))
+}
+
+async fn graphiql() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(juniper::http::graphiql::graphiql_source("/graphql", None))
+}

@@ -1,0 +1,101 @@
+//! Starts the real server with a test configuration and talks to it over HTTP.
+
+use std::{path::PathBuf, time::Duration};
+
+use argus_domain::{Classification, Scope};
+use argus_server::{
+    Config, RunningServer,
+    auth::{TokenRequest, mint_dev_token},
+    config::{KeySource, SecretString},
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The HS256 secret of the test servers.
+pub(crate) const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub(crate) struct TestServer {
+    pub(crate) server: Option<RunningServer>,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) config: Config,
+    _dir: TempDir,
+}
+
+/// A configuration with an HS256 secret, a SQLite database and a JSON Lines file in `dir`.
+pub(crate) fn config(dir: &TempDir) -> Config {
+    let mut config = Config {
+        database_url: format!("sqlite://{}", dir.path().join("argus.db").display()),
+        ..Config::default()
+    };
+    config.jwt.hs256_secret = Some(SecretString::new(SECRET));
+    config.matrix.allow_private_addresses = vec!["127.0.0.1".into()];
+    config.fusion.jsonl_path = Some(dir.path().join("network-nodes.jsonl"));
+    config
+}
+
+impl TestServer {
+    pub(crate) async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let config = config(&dir);
+        Self::start_with(dir, config).await
+    }
+
+    pub(crate) async fn start_with(dir: TempDir, config: Config) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let server =
+            argus_server::spawn(listener, config.clone()).await.unwrap_or_else(|e| panic!("server: {e}"));
+        let base = format!("http://{}", server.addr());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        Self { server: Some(server), base, client, config, _dir: dir }
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap_or_else(|e| panic!("stop: {e}"));
+        }
+    }
+
+    /// A development token for `org` at `clearance` with `scopes`.
+    pub(crate) fn token(&self, org: &str, clearance: Classification, scopes: &[Scope]) -> String {
+        let request = TokenRequest {
+            sub: format!("agent@{org}").parse().unwrap_or_else(|e| panic!("sub: {e}")),
+            org: org.parse().unwrap_or_else(|e| panic!("org: {e}")),
+            clearance,
+            scopes: scopes.to_vec(),
+            ttl: Duration::from_secs(600),
+        };
+        let source = KeySource::Hs256 { secret: SecretString::new(SECRET), generated: false };
+        mint_dev_token(&self.config.jwt, &source, &request).unwrap_or_else(|e| panic!("mint: {e}"))
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a body to /graphql with an optional `Authorization` header value.
+    pub(crate) async fn post_raw(&self, authorization: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+        let mut request =
+            self.client.post(self.url("/graphql")).header("content-type", "application/json").body(body);
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send().await.unwrap_or_else(|e| panic!("request: {e}"))
+    }
+
+    /// Runs a GraphQL query with a bearer token; returns (status, JSON body).
+    pub(crate) async fn graphql(&self, token: &str, query: &str, variables: Value) -> (u16, Value) {
+        let body = json!({ "query": query, "variables": variables }).to_string().into_bytes();
+        let response = self.post_raw(Some(&format!("Bearer {token}")), body).await;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+}

@@ -1,0 +1,155 @@
+//! Routes, GraphQL over HTTP, limits, error shapes, metrics and an ingestion end to end
+//! against the mock homeserver.
+
+use std::time::Duration;
+
+use argus_domain::{
+    Classification::{Restricted, Secret},
+    Scope,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    harness::TestServer,
+    homeserver::{MATRIX_TOKEN, MockHomeserver},
+};
+
+const ALL: [Scope; 3] = [Scope::Read, Scope::Ingest, Scope::Audit];
+
+#[tokio::test]
+async fn health_readiness_metrics_and_request_ids() {
+    let server = TestServer::start().await;
+    let health = server.client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(health.headers().get("x-request-id").is_some());
+    let ready =
+        server.client.get(server.url("/readyz")).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(ready.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("abc-123"));
+    let odd =
+        server.client.get(server.url("/healthz")).header("x-request-id", "a b\"c").send().await.unwrap();
+    assert_ne!(odd.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("a b\"c"));
+    let token = server.token("dgsi", Secret, &[Scope::Read]);
+    server.graphql(&token, "{ tchapStats { totalRooms } }", json!({})).await;
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("argus_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("argus_graphql_operations_total{kind=\"query\",outcome=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.contains("argus_ingestions_total{outcome=\"succeeded\"} 0"), "{metrics}");
+    let missing = server.client.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_runs_queries_but_never_mutations() {
+    let server = TestServer::start().await;
+    let token = server.token("dgsi", Secret, &ALL);
+    let get = |query: &str| {
+        server.client.get(server.url("/graphql")).query(&[("query", query)]).bearer_auth(&token).send()
+    };
+    let body: Value = get("{ tchapStats { totalRooms } }").await.unwrap().json().await.unwrap();
+    assert_eq!(body["data"]["tchapStats"]["totalRooms"], 0);
+    let mutation = r#"mutation { ingestTchapRoom(input: { homeserverUrl: "http://127.0.0.1:1", accessToken: "x", roomId: "!a:b", classification: SECRET }) { messagesStored } }"#;
+    let body: Value = get(mutation).await.unwrap().json().await.unwrap();
+    assert!(body["errors"].is_array() && body["data"].is_null(), "{body}");
+    let unauthenticated = server
+        .client
+        .get(server.url("/graphql"))
+        .query(&[("query", "{ tchapStats { totalRooms } }")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status().as_u16(), 401);
+    // No audit record: the mutation never ran.
+    let (_, audit) = server.graphql(&token, "{ tchapIngestions { totalCount } }", json!({})).await;
+    assert_eq!(audit["data"]["tchapIngestions"]["totalCount"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_batches_and_documents_are_bounded() {
+    let server = TestServer::start().await;
+    let token = server.token("dgsi", Secret, &ALL);
+    let bearer = format!("Bearer {token}");
+    let huge = json!({ "query": format!("{{ tchapStats {{ totalRooms }} }} #{}", "x".repeat(100_000)) });
+    let response = server.post_raw(Some(&bearer), huge.to_string().into_bytes()).await;
+    assert_eq!(response.status().as_u16(), 413);
+    let response = server.post_raw(Some(&bearer), b"{not json".to_vec()).await;
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+    let one = json!({ "query": "{ tchapStats { totalRooms } }" });
+    let batch = Value::Array(vec![one.clone(); 3]);
+    let response = server.post_raw(Some(&bearer), batch.to_string().into_bytes()).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body.as_array().map(Vec::len), Some(3));
+    let batch = Value::Array(vec![one; 11]);
+    let response = server.post_raw(Some(&bearer), batch.to_string().into_bytes()).await;
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BATCH_TOO_LARGE");
+    let nested = "{ tchapRooms { edges { node { messages { edges { node { id } } } } } } }";
+    let (_, body) = server.graphql(&token, nested, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let aliases: String = (0..400).map(|i| format!("a{i}: tchapStats {{ totalRooms }} ")).collect();
+    let (status, body) = server.graphql(&token, &format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(status, 200);
+    assert!(body["errors"].is_array() && body["data"].is_null(), "{body}");
+    // Development mode: introspection and GraphiQL are on.
+    let (_, body) = server.graphql(&token, "{ __schema { queryType { name } } }", json!({})).await;
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    let graphiql = server.client.get(server.url("/graphiql")).send().await.unwrap();
+    assert_eq!(graphiql.status().as_u16(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ingestion_over_http_is_stored_audited_relayed_and_counted() {
+    let server = TestServer::start().await;
+    let hs = MockHomeserver::start().await;
+    hs.room("!crise:tchap.test", 5);
+    let token = server.token("dgsi", Secret, &ALL);
+    let mutation = r"mutation($input: IngestTchapRoomInput!) {
+        ingestTchapRoom(input: $input) { messagesFetched messagesStored room { roomId classification } ingestion { outcome } } }";
+    let input = json!({ "homeserverUrl": hs.url(), "accessToken": MATRIX_TOKEN, "roomId": "!crise:tchap.test", "classification": "RESTRICTED" });
+    let (status, body) = server.graphql(&token, mutation, json!({ "input": input })).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["ingestTchapRoom"]["messagesStored"], 5, "{body}");
+    assert!(!body.to_string().contains(MATRIX_TOKEN));
+    // A failure: error code, FAILED record, never the token.
+    let bad = json!({ "homeserverUrl": hs.url(), "accessToken": MATRIX_TOKEN, "roomId": "!forbidden:tchap.test", "classification": "RESTRICTED" });
+    let (_, body) = server.graphql(&token, mutation, json!({ "input": bad })).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "ROOM_FORBIDDEN");
+    assert!(!body.to_string().contains(MATRIX_TOKEN));
+    let low = server.token("dgsi", Restricted, &[Scope::Read]);
+    let (_, rooms) = server
+        .graphql(&low, "{ tchapRooms { totalCount edges { node { roomId messageCount } } } }", json!({}))
+        .await;
+    assert_eq!(rooms["data"]["tchapRooms"]["totalCount"], 1);
+    assert_eq!(rooms["data"]["tchapRooms"]["edges"][0]["node"]["messageCount"], 5);
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("argus_ingestions_total{outcome=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("argus_ingestions_total{outcome=\"failed\"} 1"), "{metrics}");
+    assert!(metrics.contains("argus_messages_stored_total 5"), "{metrics}");
+    assert!(
+        metrics.contains("argus_graphql_operations_total{kind=\"mutation\",outcome=\"error\"} 1"),
+        "{metrics}"
+    );
+    // The relay delivers the network-node entity to the JSON Lines file.
+    let path = server.config.fusion.jsonl_path.clone().unwrap();
+    let mut delivered = String::new();
+    for _ in 0..100 {
+        delivered = std::fs::read_to_string(&path).unwrap_or_default();
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered.contains("!crise:tchap.test"), "{delivered}");
+    assert!(!delivered.contains(MATRIX_TOKEN));
+    server.stop().await;
+}
