@@ -4,7 +4,9 @@
 //! `record_ingestion` of small snapshots, then, on a fresh copy of that database each run,
 //! times `Relay::run_once` draining it into a JSON Lines file. The baseline, measured in the
 //! same run, writes the same entities straight to a JSON Lines sink (same batch size, same
-//! fsync per batch) without the outbox: the ratio is the cost of reading and marking rows.
+//! fsync per batch) without the outbox: the ratio is the cost of reading and marking rows. A
+//! second baseline, the store floor, only reads and marks the rows (no entity, no sink): the
+//! ratio to it is the relay's own overhead.
 //!
 //! `cargo bench -p argus-fusion --bench relay`
 
@@ -98,6 +100,31 @@ async fn time_baseline(entities: &[NetworkNode]) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// The store's own floor: read and mark every row in batches, with no entity and no sink.
+async fn time_store_floor(template: &Path, rows: usize) -> Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    copy_db(template, dir.path())?;
+    let store = Store::open(&sqlite_url(dir.path()))?;
+    let start = Instant::now();
+    let marked = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let mut marked = 0;
+        loop {
+            let batch = store.outbox_pending(BATCH)?;
+            if batch.is_empty() {
+                return Ok(marked);
+            }
+            for row in &batch {
+                store.outbox_mark_delivered(row.id)?;
+            }
+            marked += batch.len();
+        }
+    })
+    .await??;
+    let elapsed = start.elapsed();
+    anyhow::ensure!(marked == rows, "marked {marked} of {rows}");
+    Ok(elapsed)
+}
+
 fn median(mut d: Vec<Duration>) -> Duration {
     d.sort();
     d[d.len() / 2]
@@ -118,17 +145,19 @@ fn main() -> Result<()> {
         pending.iter().map(|r| NetworkNode::from_room(&r.payload, r.version)).collect();
     anyhow::ensure!(entities.len() == rows, "prefill left {} rows", entities.len());
 
-    let mut relay = Vec::new();
-    let mut baseline = Vec::new();
+    let (mut relay, mut baseline, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         baseline.push(runtime.block_on(time_baseline(&entities))?);
+        floor.push(runtime.block_on(time_store_floor(template.path(), rows))?);
         relay.push(runtime.block_on(time_relay(template.path(), rows))?);
     }
-    let (relay, baseline) = (median(relay), median(baseline));
+    let (relay, baseline, floor) = (median(relay), median(baseline), median(floor));
     let per_s = |d: Duration| rows as f64 / d.as_secs_f64();
     writeln!(out, "baseline (JSON Lines sink alone): {baseline:.1?} = {:.0} entities/s", per_s(baseline))?;
+    writeln!(out, "store floor (read + mark only):   {floor:.1?} = {:.0} rows/s", per_s(floor))?;
     writeln!(out, "relay (outbox -> JSON Lines):     {relay:.1?} = {:.0} entities/s", per_s(relay))?;
-    writeln!(out, "relay / baseline time ratio: {:.2}", relay.as_secs_f64() / baseline.as_secs_f64())?;
+    writeln!(out, "relay / sink-alone time ratio:  {:.2}", relay.as_secs_f64() / baseline.as_secs_f64())?;
+    writeln!(out, "relay / store-floor time ratio: {:.2}", relay.as_secs_f64() / floor.as_secs_f64())?;
     writeln!(out, "target >= 5000 entities/s: {}", if per_s(relay) >= 5000.0 { "met" } else { "NOT met" })?;
     Ok(())
 }
