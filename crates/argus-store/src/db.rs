@@ -144,7 +144,7 @@ impl CustomizeConnection<DbConn, diesel::r2d2::Error> for Pragmas {
             let journal = if self.memory { "MEMORY" } else { "WAL" };
             c.batch_execute(&format!(
                 "PRAGMA busy_timeout = {ms}; PRAGMA journal_mode = {journal}; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384;"
             ))
             .map_err(diesel::r2d2::Error::QueryError)?;
         }

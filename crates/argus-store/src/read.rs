@@ -48,19 +48,46 @@ impl Gate {
 
     /// `SELECT` of the visible rooms with their visible message counts and newest visible
     /// message time; callers wrap it as `(...) t` and add conditions on `r` through `extra`.
-    fn rooms_select(&self, sql: &mut Sql<'_>, extra: impl FnOnce(&mut Sql<'_>)) {
-        sql.push(
-            "SELECT r.id, r.org_id, r.room_id, r.homeserver_url, r.name, r.topic, r.canonical_alias, \
-             r.member_count, r.encrypted, r.classification, r.first_seen_at, r.last_ingested_at, \
-             r.resume_token, (SELECT COUNT(*) FROM messages m WHERE ",
-        );
-        self.apply(sql, "m");
-        sql.push(" AND m.room_pk = r.id) AS message_count, (SELECT MAX(m.sent_at) FROM messages m WHERE ");
-        self.apply(sql, "m");
-        sql.push(" AND m.room_pk = r.id) AS last_activity FROM rooms r WHERE ");
+    ///
+    /// `Shape::One` counts per room with correlated subqueries (cheap for one room);
+    /// `Shape::All` aggregates the organisation's visible messages in one pass (cheap for all).
+    fn rooms_select(&self, sql: &mut Sql<'_>, shape: Shape, extra: impl FnOnce(&mut Sql<'_>)) {
+        const ROOM_COLUMNS: &str = "SELECT r.id, r.org_id, r.room_id, r.homeserver_url, r.name, r.topic, \
+             r.canonical_alias, r.member_count, r.encrypted, r.classification, r.first_seen_at, \
+             r.last_ingested_at, r.resume_token, ";
+        sql.push(ROOM_COLUMNS);
+        match shape {
+            Shape::One => {
+                sql.push("(SELECT COUNT(*) FROM messages m WHERE ");
+                self.apply(sql, "m");
+                sql.push(
+                    " AND m.room_pk = r.id) AS message_count, (SELECT MAX(m.sent_at) FROM messages m WHERE ",
+                );
+                self.apply(sql, "m");
+                sql.push(" AND m.room_pk = r.id) AS last_activity FROM rooms r WHERE ");
+            }
+            Shape::All => {
+                sql.push(
+                    "COALESCE(a.message_count, 0) AS message_count, a.last_activity AS last_activity \
+                     FROM rooms r LEFT JOIN (SELECT m.room_pk, COUNT(*) AS message_count, \
+                     MAX(m.sent_at) AS last_activity FROM messages m WHERE ",
+                );
+                self.apply(sql, "m");
+                sql.push(" GROUP BY m.room_pk) a ON a.room_pk = r.id WHERE ");
+            }
+        }
         self.apply(sql, "r");
         extra(sql);
     }
+}
+
+/// How [`Gate::rooms_select`] computes per-room figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One room (or a handful).
+    One,
+    /// Every visible room.
+    All,
 }
 
 /// Clamps a page size and returns how many rows to fetch (one more, to learn `has_next_page`).
@@ -89,7 +116,7 @@ pub(crate) fn rooms(
     let (wanted, limit) = fetch_size(page.first);
     let mut sql = Sql::new(backend);
     sql.push("SELECT * FROM (");
-    gate.rooms_select(&mut sql, |_| {});
+    gate.rooms_select(&mut sql, Shape::All, |_| {});
     sql.push(") t");
     if let Some(after) = &page.after {
         let key = after.last_activity_ms.unwrap_or(NO_ACTIVITY);
@@ -118,7 +145,7 @@ pub(crate) fn room(
 ) -> Result<Option<StoredRoom>> {
     let mut sql = Sql::new(backend);
     let id = room_id.as_str().to_owned();
-    gate.rooms_select(&mut sql, |sql| {
+    gate.rooms_select(&mut sql, Shape::One, |sql| {
         sql.push(" AND r.room_id = ").bind::<Text, _>(id);
     });
     let row: Option<RoomRow> = sql.build().load(conn)?.into_iter().next();
@@ -197,7 +224,7 @@ pub(crate) fn stats(
          CAST(COALESCE(SUM(CASE WHEN t.last_activity > ",
     );
     sql.bind::<BigInt, _>(since).push(" THEN 1 ELSE 0 END), 0) AS BIGINT) AS active FROM (");
-    gate.rooms_select(&mut sql, |_| {});
+    gate.rooms_select(&mut sql, Shape::All, |_| {});
     sql.push(") t");
     let row: StatsRow = sql.build().get_result(conn)?;
     Ok(Stats { total_rooms: row.rooms, total_messages: row.messages, active_rooms_last_24h: row.active })

@@ -259,51 +259,62 @@ fn insert_messages(
     level: Classification,
     messages: &[MessageRecord],
 ) -> Result<i64> {
+    // Chunks keep the re-fetch UPDATE's id list (and PostgreSQL's arrays) within the backend's
+    // bind-parameter limit.
     let per_statement = match backend {
-        // Whole columns travel as arrays: 14 binds per statement whatever the row count.
         Backend::Postgres => PG_ROWS_PER_STATEMENT,
         Backend::Sqlite => backend.max_binds() / MESSAGE_COLUMNS,
     };
     let mut inserted = 0i64;
     for chunk in messages.chunks(per_statement) {
-        if let DbConn::Postgres(pg) = conn {
-            let n = insert_messages_pg(pg, org, room_pk, level, chunk)?;
-            inserted += n as i64;
-            if n < chunk.len() {
-                raise_classification(conn, backend, org, room_pk, level, chunk)?;
-            }
-            continue;
-        }
-        let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
-        let mut sql = Sql::new(backend);
-        sql.push(
-            "INSERT INTO messages (org_id, room_pk, event_id, sender, msgtype, body, sent_at, edited, \
-              edited_at, redacted, encrypted, reply_to, thread_root, media, classification) VALUES ",
-        );
-        for (i, (m, media)) in chunk.iter().zip(&media).enumerate() {
-            sql.push(if i == 0 { "(" } else { ", (" });
-            sql.bind::<Text, _>(org).push(", ");
-            sql.bind::<BigInt, _>(room_pk).push(", ");
-            sql.bind::<Text, _>(m.event_id.as_str()).push(", ");
-            sql.bind::<Text, _>(m.sender.as_str()).push(", ");
-            sql.bind::<Nullable<Text>, _>(m.msgtype.as_deref()).push(", ");
-            sql.bind::<Nullable<Text>, _>(if m.redacted { None } else { m.body.as_deref() }).push(", ");
-            sql.bind::<BigInt, _>(to_unix_ms(m.sent_at)).push(", ");
-            sql.bind::<Bool, _>(m.edited).push(", ");
-            sql.bind::<Nullable<BigInt>, _>(None::<i64>).push(", ");
-            sql.bind::<Bool, _>(m.redacted).push(", ");
-            sql.bind::<Bool, _>(m.encrypted).push(", ");
-            sql.bind::<Nullable<Text>, _>(m.reply_to.as_ref().map(|e| e.as_str())).push(", ");
-            sql.bind::<Nullable<Text>, _>(m.thread_root.as_ref().map(|e| e.as_str())).push(", ");
-            sql.bind::<Nullable<Text>, _>(media.as_deref()).push(", ");
-            sql.bind::<SmallInt, _>(level.rank()).push(")");
-        }
-        sql.push(" ON CONFLICT (org_id, event_id) DO NOTHING");
-        let n = sql.build().execute(conn)?;
+        // The one place the backends insert differently.
+        let n = match conn {
+            DbConn::Postgres(pg) => insert_messages_pg(pg, org, room_pk, level, chunk)?,
+            DbConn::Sqlite(lite) => insert_messages_sqlite(lite, org, room_pk, level, chunk)?,
+        };
         inserted += n as i64;
         if n < chunk.len() {
             raise_classification(conn, backend, org, room_pk, level, chunk)?;
         }
+    }
+    Ok(inserted)
+}
+
+/// SQLite: inserts a chunk row by row through one prepared (cached) statement, which SQLite
+/// runs faster than one long multi-row statement it must parse each time.
+fn insert_messages_sqlite(
+    lite: &mut diesel::SqliteConnection,
+    org: &str,
+    room_pk: i64,
+    level: Classification,
+    chunk: &[MessageRecord],
+) -> Result<usize> {
+    use crate::schema::messages::dsl as m;
+    use diesel::ExpressionMethods;
+    let mut inserted = 0;
+    for msg in chunk {
+        let media = media_json(msg)?;
+        inserted += diesel::insert_into(m::messages)
+            .values((
+                m::org_id.eq(org),
+                m::room_pk.eq(room_pk),
+                m::event_id.eq(msg.event_id.as_str()),
+                m::sender.eq(msg.sender.as_str()),
+                m::msgtype.eq(msg.msgtype.as_deref()),
+                m::body.eq(if msg.redacted { None } else { msg.body.as_deref() }),
+                m::sent_at.eq(to_unix_ms(msg.sent_at)),
+                m::edited.eq(msg.edited),
+                m::edited_at.eq(None::<i64>),
+                m::redacted.eq(msg.redacted),
+                m::encrypted.eq(msg.encrypted),
+                m::reply_to.eq(msg.reply_to.as_ref().map(|e| e.as_str())),
+                m::thread_root.eq(msg.thread_root.as_ref().map(|e| e.as_str())),
+                m::media.eq(media.as_deref()),
+                m::classification.eq(level.rank()),
+            ))
+            .on_conflict((m::org_id, m::event_id))
+            .do_nothing()
+            .execute(lite)?;
     }
     Ok(inserted)
 }
