@@ -5,7 +5,7 @@ mod webhook;
 
 use std::{future::Future, pin::Pin};
 
-pub use jsonl::JsonLinesSink;
+pub use jsonl::{JsonLinesSink, ORG_PLACEHOLDER};
 pub use webhook::{WebhookOptions, WebhookSink};
 
 use crate::{NetworkNode, Result};

@@ -103,3 +103,28 @@ fn config_builds_the_configured_sinks() -> anyhow::Result<()> {
     assert!(build_sinks(&zero).is_err());
     Ok(())
 }
+
+#[tokio::test]
+async fn an_org_placeholder_gives_each_organisation_its_own_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let sink = JsonLinesSink::new(dir.path().join("fusion/{org}.jsonl"));
+    let a1 = NetworkNode::from_room(&room("org-a", "!a:x.org", Classification::Secret)?, 1);
+    let b1 = NetworkNode::from_room(&room("org-b", "!a:x.org", Classification::Secret)?, 1);
+    let a2 = NetworkNode::from_room(&room("org-a", "!b:x.org", Classification::Secret)?, 2);
+    for n in [&a1, &b1, &a2] {
+        sink.deliver(n).await?;
+    }
+    sink.flush().await?;
+    assert_eq!(read_entities(&dir.path().join("fusion/org-a.jsonl"))?, [a1, a2]);
+    assert_eq!(read_entities(&dir.path().join("fusion/org-b.jsonl"))?, [b1]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("fusion/org-a.jsonl"))?.permissions().mode();
+        assert_eq!(mode & 0o077, 0, "entity files are readable by their owner only");
+    }
+    // An organisation id that would hide or escape the file is refused.
+    let dots = NetworkNode::from_room(&room("..", "!a:x.org", Classification::Secret)?, 1);
+    assert!(sink.deliver(&dots).await.is_err());
+    Ok(())
+}
