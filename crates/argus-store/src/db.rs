@@ -211,6 +211,11 @@ impl<'a> Sql<'a> {
         Self { backend, query: diesel::sql_query("").into_boxed(), binds: 0 }
     }
 
+    /// The backend this statement is written for.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Appends SQL text.
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         let q = std::mem::replace(&mut self.query, diesel::sql_query("").into_boxed());

@@ -50,12 +50,16 @@ impl Gate {
     /// message time; callers wrap it as `(...) t` and add conditions on `r` through `extra`.
     ///
     /// `Shape::One` counts per room with correlated subqueries (cheap for one room);
-    /// `Shape::All` aggregates the organisation's visible messages in one pass (cheap for all).
+    /// `Shape::All` aggregates the organisation's visible messages in one pass (cheap for all,
+    /// on PostgreSQL).
     fn rooms_select(&self, sql: &mut Sql<'_>, shape: Shape, extra: impl FnOnce(&mut Sql<'_>)) {
         const ROOM_COLUMNS: &str = "SELECT r.id, r.org_id, r.room_id, r.homeserver_url, r.name, r.topic, \
              r.canonical_alias, r.member_count, r.encrypted, r.classification, r.first_seen_at, \
              r.last_ingested_at, r.resume_token, ";
         sql.push(ROOM_COLUMNS);
+        // SQLite runs the correlated form fastest either way (measured in the store benchmark);
+        // PostgreSQL prefers one aggregate pass when every room is wanted.
+        let shape = if sql.backend() == Backend::Sqlite { Shape::One } else { shape };
         match shape {
             Shape::One => {
                 sql.push("(SELECT COUNT(*) FROM messages m WHERE ");

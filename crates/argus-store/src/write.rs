@@ -158,6 +158,7 @@ pub(crate) fn record_ingestion(
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
 ) -> Result<IngestionResult> {
+    policy::check_may_classify(&run.viewer, run.classification)?;
     validate(snapshot)?;
     let org = run.viewer.org.as_str();
     let started_at = argus_domain::from_unix_ms(to_unix_ms(run.started_at))?;

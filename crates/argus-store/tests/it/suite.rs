@@ -42,6 +42,8 @@ store_suite!(
     large_ingestion_spans_statements,
     concurrent_ingestions_keep_one_chain,
     busy_database_is_a_clean_retryable_error,
+    corrupt_stored_rows_are_typed_errors,
+    store_is_shareable,
 );
 
 fn rid(s: &str) -> RoomId {
@@ -580,4 +582,34 @@ fn busy_database_is_a_clean_retryable_error(db: &TestDb) {
     // Once the lock is gone the same call goes through.
     let ok = store.record_ingestion(&run(&v, Restricted), &snap).unwrap();
     assert_eq!(ok.messages_stored, 20);
+}
+
+fn corrupt_stored_rows_are_typed_errors(db: &TestDb) {
+    let s = &db.store;
+    let v = viewer("org-a", Secret);
+    s.record_ingestion(&run(&v, Restricted), &snapshot("!k:x.org", messages(2, now()))).unwrap();
+    // Someone with raw access writes values the domain rejects.
+    db.raw().exec("UPDATE rooms SET homeserver_url = 'ftp://evil'").unwrap();
+    let err = s.rooms(&v, &PageRequest::first(10)).unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(!err.to_string().contains("evil"));
+    db.raw().exec("UPDATE rooms SET homeserver_url = 'https://x.org'").unwrap();
+    db.raw().exec("UPDATE messages SET sender = 'not a user'").unwrap();
+    let err = s.messages(&v, &rid("!k:x.org"), &PageRequest::first(10)).unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    // Classifying above one's own clearance is refused before anything is written.
+    let err =
+        s.record_ingestion(&run(&v, TopSecret), &snapshot("!k2:x.org", messages(1, now()))).unwrap_err();
+    assert!(matches!(err, Error::Invalid(argus_domain::Error::AboveClearance { .. })), "{err:?}");
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM rooms"), 1);
+}
+
+fn store_is_shareable(db: &TestDb) {
+    fn shareable<T: Send + Sync + Clone + 'static>(_: &T) {}
+    shareable(&db.store);
+    assert_eq!(
+        db.store.backend(),
+        if db.is_postgres() { argus_store::Backend::Postgres } else { argus_store::Backend::Sqlite }
+    );
+    db.store.ping().unwrap();
 }
