@@ -128,3 +128,26 @@ async fn an_org_placeholder_gives_each_organisation_its_own_file() -> anyhow::Re
     assert!(sink.deliver(&dots).await.is_err());
     Ok(())
 }
+
+#[test]
+fn the_documented_toml_section_parses() -> anyhow::Result<()> {
+    use figment::{
+        Figment,
+        providers::{Format, Toml},
+    };
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n").ok_or_else(|| anyhow::anyhow!("no TOML example"))? + 8;
+    let len = readme[start..].find("```").ok_or_else(|| anyhow::anyhow!("unterminated"))?;
+    let config: FusionConfig =
+        Figment::from(Toml::string(&readme[start..start + len])).extract_inner("fusion")?;
+    assert_eq!(config.jsonl_path.as_deref(), Some(std::path::Path::new("network-nodes.jsonl")));
+    assert_eq!((config.park_after_attempts, config.batch_size), (8, 500));
+    let webhook = config.webhook.clone().ok_or_else(|| anyhow::anyhow!("no webhook"))?;
+    assert_eq!(webhook.org_urls.len(), 1);
+    assert_eq!(build_sinks(&config)?.len(), 2);
+    // Unknown keys are refused, as in every other section.
+    let typo =
+        Figment::from(Toml::string("[fusion]\njsonl_pth = \"x\"\n")).extract_inner::<FusionConfig>("fusion");
+    assert!(typo.is_err());
+    Ok(())
+}
