@@ -16,8 +16,9 @@ const TOKEN: &str = "syt_bench_token";
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-/// The baseline: GET the same pages with a bare reqwest client and read the bytes.
-async fn raw_loop(client: &reqwest::Client, base: &str) -> BenchResult<usize> {
+/// The baseline: GET the same pages with a bare reqwest client and read the bytes; with
+/// `parse`, also parse each page into `serde_json::Value` (a context line, not the target).
+async fn raw_loop(client: &reqwest::Client, base: &str, parse: bool) -> BenchResult<usize> {
     let room = support::ROOM.replace('!', "%21");
     let mut total = client
         .get(format!("{base}/_matrix/client/v3/rooms/{room}/state"))
@@ -30,7 +31,13 @@ async fn raw_loop(client: &reqwest::Client, base: &str) -> BenchResult<usize> {
     for p in 0..PAGES {
         let from = if p == 0 { String::new() } else { format!("&from=t{p}") };
         let url = format!("{base}/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=1000{from}");
-        total += client.get(url).bearer_auth(TOKEN).send().await?.bytes().await?.len();
+        let bytes = client.get(url).bearer_auth(TOKEN).send().await?.bytes().await?;
+        total += bytes.len();
+        if parse {
+            total += black_box(serde_json::from_slice::<serde_json::Value>(&bytes)?)
+                .as_object()
+                .map_or(0, |o| o.len());
+        }
     }
     Ok(total)
 }
@@ -52,13 +59,16 @@ fn throughput(c: &mut Criterion) -> BenchResult {
     // Both paths must read everything before being timed.
     let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
     assert_eq!(snapshot.report.events_fetched, (PAGES * support::PAGE_EVENTS) as u64);
-    rt.block_on(raw_loop(&raw, &base))?;
+    rt.block_on(raw_loop(&raw, &base, true))?;
 
     let mut group = c.benchmark_group("read_room_10k_events");
     group.throughput(Throughput::Elements((PAGES * support::PAGE_EVENTS) as u64));
     group.sample_size(30).measurement_time(Duration::from_secs(10));
     group.bench_function("raw_reqwest_loop", |b| {
-        b.iter(|| black_box(rt.block_on(raw_loop(&raw, &base)).map_err(|e| e.to_string())))
+        b.iter(|| black_box(rt.block_on(raw_loop(&raw, &base, false)).map_err(|e| e.to_string())))
+    });
+    group.bench_function("raw_reqwest_loop_parse_value", |b| {
+        b.iter(|| black_box(rt.block_on(raw_loop(&raw, &base, true)).map_err(|e| e.to_string())))
     });
     group.bench_function("connector", |b| {
         b.iter(|| {
@@ -82,6 +92,9 @@ fn normalisation(c: &mut Criterion) -> BenchResult {
                 serde_json::from_slice::<serde_json::Value>(black_box(&body)).map_err(|e| e.to_string()),
             )
         })
+    });
+    group.bench_function("ruma_parse_only", |b| {
+        b.iter(|| black_box(argus_matrix::bench::parse_page(black_box(&body)).map_err(|e| e.to_string())))
     });
     group.bench_function("connector_normalise", |b| {
         b.iter(|| {

@@ -16,3 +16,11 @@ pub fn normalise_page(body: &[u8], room_id: &str) -> Result<usize> {
     let (normalised, _) = norm.finish(true);
     Ok(normalised.messages.len())
 }
+
+/// Parses one `/messages` response body into the Ruma response type only (no normalisation);
+/// returns the number of events.
+pub fn parse_page(body: &[u8]) -> Result<usize> {
+    let page = Page::try_from_http_response(http::Response::new(body))
+        .map_err(|_| Error::malformed("not a /messages response"))?;
+    Ok(page.chunk.len())
+}

@@ -16,8 +16,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+/// The fields of a timeline event the snapshot needs. `C` is the content: parsed in the same
+/// pass ([`MessageContent`]) on the fast path, kept raw when that pass failed.
 #[derive(Deserialize)]
-struct EventView<'a> {
+struct EventView<'a, C> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow)]
@@ -29,8 +31,8 @@ struct EventView<'a> {
     room_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     redacts: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    content: Option<&'a RawValue>,
+    // A missing `content` is `None` (serde's rule for `Option` fields).
+    content: Option<C>,
     #[serde(default, borrow)]
     unsigned: Option<Unsigned<'a>>,
 }
@@ -54,9 +56,9 @@ struct MessageContent<'a> {
     #[serde(default, borrow)]
     redacts: Option<Cow<'a, str>>,
     #[serde(default, rename = "m.relates_to", borrow)]
-    relates_to: Option<&'a RawValue>,
+    relates_to: Option<RelatesTo<'a>>,
     #[serde(default, rename = "m.new_content", borrow)]
-    new_content: Option<&'a RawValue>,
+    new_content: Option<Box<MessageContent<'a>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -157,9 +159,24 @@ impl Normaliser {
     /// Takes one timeline event, given as its JSON text.
     pub(crate) fn push(&mut self, json: &str) {
         self.report.events_fetched += 1;
-        let Ok(view) = serde_json::from_str::<EventView<'_>>(json) else {
-            self.report.malformed_skipped += 1;
-            return;
+        let view = match serde_json::from_str::<EventView<'_, MessageContent<'_>>>(json) {
+            Ok(view) => view,
+            Err(_) => {
+                // The content did not fit a message: fine for other event types, malformed for
+                // message-like ones (or the envelope itself is broken).
+                let fallback = serde_json::from_str::<EventView<'_, &RawValue>>(json).ok();
+                let id = fallback.as_ref().and_then(|v| v.event_id.parse::<EventId>().ok());
+                match (fallback, id) {
+                    (Some(v), _) if v.room_id.as_deref().is_some_and(|r| r != self.room_id) => {
+                        self.report.foreign_dropped += 1;
+                    }
+                    (Some(v), Some(id)) if !is_message_like(&v.kind) => {
+                        self.seen.insert(id);
+                    }
+                    _ => self.report.malformed_skipped += 1,
+                }
+                return;
+            }
         };
         if view.room_id.as_deref().is_some_and(|r| r != self.room_id) {
             tracing::debug!(event_id = %view.event_id, "dropped an event claiming another room");
@@ -175,7 +192,7 @@ impl Normaliser {
             return;
         }
         self.seen.insert(event_id.clone());
-        match classify(&view, event_id) {
+        match classify(view, event_id) {
             Ok(Outcome::Message(m)) => self.messages.push(m),
             Ok(Outcome::Edit(e)) => self.edits.push(e),
             Ok(Outcome::Redaction(target)) => self.redactions.push(target),
@@ -262,14 +279,18 @@ impl Normaliser {
 
 struct Malformed;
 
-fn classify(view: &EventView<'_>, event_id: EventId) -> Result<Outcome, Malformed> {
+fn is_message_like(kind: &str) -> bool {
+    matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction")
+}
+
+fn classify(view: EventView<'_, MessageContent<'_>>, event_id: EventId) -> Result<Outcome, Malformed> {
     let kind = &*view.kind;
-    if !matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction") {
+    if !is_message_like(kind) {
         return Ok(Outcome::Ignored);
     }
     let redacted = view.unsigned.as_ref().is_some_and(|u| u.redacted_because.is_some());
     let content = match view.content {
-        Some(raw) => Some(serde_json::from_str::<MessageContent<'_>>(raw.get()).map_err(|_| Malformed)?),
+        Some(content) => Some(content),
         None if redacted => None,
         None => return Err(Malformed),
     };
@@ -299,13 +320,10 @@ fn classify(view: &EventView<'_>, event_id: EventId) -> Result<Outcome, Malforme
         thread_root: None,
         media: None,
     };
-    let Some(content) = content.filter(|_| !redacted) else {
+    let Some(mut content) = content.filter(|_| !redacted) else {
         return Ok(Outcome::Message(record));
     };
-    let relation = match content.relates_to {
-        Some(raw) => serde_json::from_str::<RelatesTo<'_>>(raw.get()).map_err(|_| Malformed)?,
-        None => RelatesTo::default(),
-    };
+    let relation = content.relates_to.take().unwrap_or_default();
     if relation.rel_type.as_deref() == Some("m.replace") {
         let target =
             relation.event_id.as_deref().ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
@@ -313,8 +331,7 @@ fn classify(view: &EventView<'_>, event_id: EventId) -> Result<Outcome, Malforme
             // The new content is encrypted too: nothing can be applied.
             return Ok(Outcome::Ignored);
         }
-        let new = content.new_content.ok_or(Malformed)?;
-        let new = serde_json::from_str::<MessageContent<'_>>(new.get()).map_err(|_| Malformed)?;
+        let new = content.new_content.take().ok_or(Malformed)?;
         let (msgtype, body) =
             (new.msgtype.as_deref().ok_or(Malformed)?, new.body.as_deref().ok_or(Malformed)?);
         return Ok(Outcome::Edit(PendingEdit {
