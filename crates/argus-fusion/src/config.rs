@@ -10,7 +10,7 @@ use std::{
 use argus_domain::OrgId;
 use reqwest::Url;
 
-use crate::{Error, JsonLinesSink, RelayOptions, Result, Sink, WebhookOptions, WebhookSink};
+use crate::{Error, JsonLinesSink, RelayOptions, Result, Sink, WebhookOptions, WebhookSecret, WebhookSink};
 
 /// The `fusion` section of the server configuration.
 ///
@@ -26,7 +26,7 @@ use crate::{Error, JsonLinesSink, RelayOptions, Result, Sink, WebhookOptions, We
 /// assert!(serde_json::from_str::<FusionConfig>(r#"{ "jsonl": "x" }"#).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FusionConfig {
     /// Whether the server runs the relay in the background.
@@ -60,7 +60,7 @@ impl Default for FusionConfig {
 }
 
 /// The `fusion.webhook` section.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// The receiver of organisations without their own URL; `null` sends those nowhere.
@@ -77,6 +77,8 @@ pub struct WebhookConfig {
     pub min_backoff_ms: u64,
     /// Upper bound of the retry delay in milliseconds.
     pub max_backoff_ms: u64,
+    /// Shared secret for the `X-Argus-Signature` HMAC-SHA256 header; absent: unsigned.
+    pub signing_secret: Option<WebhookSecret>,
 }
 
 impl Default for WebhookConfig {
@@ -91,6 +93,7 @@ impl Default for WebhookConfig {
             max_retries: o.max_retries,
             min_backoff_ms: ms(o.min_backoff),
             max_backoff_ms: ms(o.max_backoff),
+            signing_secret: None,
         }
     }
 }
@@ -146,6 +149,7 @@ impl WebhookConfig {
             max_retries: self.max_retries,
             min_backoff: Duration::from_millis(self.min_backoff_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
+            signing_secret: self.signing_secret.clone(),
         }
     }
 

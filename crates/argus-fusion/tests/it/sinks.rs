@@ -144,6 +144,8 @@ fn the_documented_toml_section_parses() -> anyhow::Result<()> {
     assert_eq!((config.park_after_attempts, config.batch_size), (8, 500));
     let webhook = config.webhook.clone().ok_or_else(|| anyhow::anyhow!("no webhook"))?;
     assert_eq!(webhook.org_urls.len(), 1);
+    assert!(webhook.signing_secret.is_some());
+    assert!(!format!("{config:?}").contains("change-me"), "the secret never shows in Debug");
     assert_eq!(build_sinks(&config)?.len(), 2);
     // Unknown keys are refused, as in every other section.
     let typo =

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use argus_domain::Classification;
-use argus_fusion::{Error, NetworkNode, Sink, WebhookOptions, WebhookSink};
+use argus_fusion::{Error, NetworkNode, SIGNATURE_HEADER, Sink, WebhookOptions, WebhookSecret, WebhookSink};
 use reqwest::Url;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -21,6 +21,7 @@ pub(crate) fn fast_options() -> WebhookOptions {
         max_retries: 3,
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
+        signing_secret: None,
     }
 }
 
@@ -173,5 +174,25 @@ async fn each_organisation_goes_to_its_own_receiver() -> anyhow::Result<()> {
     assert_eq!(a.received_requests().await.unwrap_or_default().len(), 2);
     assert_eq!(b.received_requests().await.unwrap_or_default().len(), 1);
     assert_eq!(default.received_requests().await.unwrap_or_default().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn signs_the_body_when_a_secret_is_configured() -> anyhow::Result<()> {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let secret = WebhookSecret::new("correct horse battery staple");
+    let options = WebhookOptions { signing_secret: Some(secret.clone()), ..fast_options() };
+    let sink = WebhookSink::new(Some(hook_url(&server)?), BTreeMap::new(), options)?;
+    sink.deliver(&node("dgsi")?).await?;
+    let requests = server.received_requests().await.unwrap_or_default();
+    let signature =
+        requests[0].headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(signature, Some(secret.sign(&requests[0].body)));
+    assert!(!format!("{sink:?}").contains("horse"), "the secret never shows in Debug");
+    // Unsigned by default.
+    sink_to(&server)?.deliver(&node("dgsi")?).await?;
+    let requests = server.received_requests().await.unwrap_or_default();
+    assert!(requests[1].headers.get(SIGNATURE_HEADER).is_none());
     Ok(())
 }
