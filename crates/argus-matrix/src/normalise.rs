@@ -372,3 +372,114 @@ fn media_of(msgtype: &str, content: &MessageContent<'_>) -> Option<MediaRef> {
     let uri = content.url.as_deref().filter(|u| u.starts_with("mxc://")).map(str::to_owned);
     Some(MediaRef { uri, mimetype: info.mimetype, size: info.size })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const ROOM: &str = "!r:a.fr";
+
+    fn event(kind: &str, id: &str, sender: &str, ts: i64, content: Value) -> String {
+        json!({"type": kind, "event_id": id, "sender": sender, "origin_server_ts": ts, "room_id": ROOM, "content": content})
+            .to_string()
+    }
+
+    fn run(events: &[String]) -> (Normalised, FetchReport) {
+        let mut n = Normaliser::new(ROOM);
+        for e in events {
+            n.push(e);
+        }
+        n.finish(false)
+    }
+
+    #[test]
+    fn edits_of_encrypted_or_redacted_originals_are_not_applied() {
+        let edit = |id: &str, target: &str| {
+            event(
+                "m.room.message",
+                id,
+                "@a:a.fr",
+                5,
+                json!({"msgtype": "m.text", "body": "* x", "m.new_content": {"msgtype": "m.text", "body": "x"},
+                       "m.relates_to": {"rel_type": "m.replace", "event_id": target}}),
+            )
+        };
+        let (n, report) = run(&[
+            event(
+                "m.room.encrypted",
+                "$enc",
+                "@a:a.fr",
+                1,
+                json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "c"}),
+            ),
+            event("m.room.message", "$red", "@a:a.fr", 2, json!({"msgtype": "m.text", "body": "y"})),
+            event("m.room.redaction", "$r", "@b:a.fr", 3, json!({"redacts": "$red"})),
+            edit("$e1", "$enc"),
+            edit("$e2", "$red"),
+        ]);
+        assert_eq!(n.messages.len(), 2);
+        assert!(n.messages.iter().all(|m| !m.edited && m.body.is_none()));
+        assert_eq!(report.edits_applied, 0);
+        assert!(n.edits.is_empty());
+    }
+
+    #[test]
+    fn encrypted_edits_and_thread_links_keep_their_cleartext_relations() {
+        let (n, _) = run(&[
+            event(
+                "m.room.encrypted",
+                "$t",
+                "@a:a.fr",
+                1,
+                json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "c", "m.relates_to": {"rel_type": "m.thread", "event_id": "$root"}}),
+            ),
+            event(
+                "m.room.encrypted",
+                "$ed",
+                "@a:a.fr",
+                2,
+                json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "c", "m.relates_to": {"rel_type": "m.replace", "event_id": "$t"}}),
+            ),
+        ]);
+        assert_eq!(n.messages.len(), 1, "an encrypted edit is not a message");
+        assert_eq!(n.messages[0].thread_root.as_ref().map(EventId::as_str), Some("$root"));
+    }
+
+    #[test]
+    fn a_redaction_of_a_non_message_in_range_is_not_reported_as_outside() {
+        let (n, report) = run(&[
+            event("m.room.member", "$m", "@a:a.fr", 1, json!({"membership": 7})),
+            event(
+                "m.reaction",
+                "$re",
+                "@a:a.fr",
+                2,
+                json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "👍"}}),
+            ),
+            event("m.room.redaction", "$r1", "@b:a.fr", 3, json!({"redacts": "$m"})),
+            event("m.room.redaction", "$r2", "@b:a.fr", 4, json!({"redacts": "$re"})),
+        ]);
+        assert!(n.redactions.is_empty());
+        assert_eq!(report.malformed_skipped, 0);
+    }
+
+    #[test]
+    fn the_latest_edit_of_an_outside_original_wins() {
+        let edit = |id: &str, ts: i64, body: &str| {
+            event(
+                "m.room.message",
+                id,
+                "@a:a.fr",
+                ts,
+                json!({"msgtype": "m.text", "body": "*", "m.new_content": {"msgtype": "m.notice", "body": body},
+                       "m.relates_to": {"rel_type": "m.replace", "event_id": "$old"}}),
+            )
+        };
+        let (n, _) = run(&[edit("$b", 20, "deux"), edit("$a", 10, "un")]);
+        assert_eq!(n.edits.len(), 1);
+        assert_eq!(n.edits[0].body.as_deref(), Some("deux"));
+        assert_eq!(n.edits[0].msgtype.as_deref(), Some("m.notice"));
+    }
+}

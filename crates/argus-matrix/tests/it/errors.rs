@@ -278,3 +278,39 @@ async fn a_closed_port_is_unreachable_and_retryable() {
     assert_eq!(err.code(), "HOMESERVER_UNREACHABLE", "{err}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn bare_status_codes_without_a_matrix_body_are_still_typed() {
+    for (status, code, retryable) in [
+        (429, "RATE_LIMITED", true),
+        (401, "HOMESERVER_UNAUTHORIZED", false),
+        (404, "HOMESERVER_ERROR", false),
+        (503, "HOMESERVER_ERROR", true),
+    ] {
+        let hs = Hs::start().await;
+        hs.state(ROOM)
+            .respond(ResponseTemplate::new(status).set_body_string("<html>proxy error</html>"))
+            .mount()
+            .await;
+        let err = fetch_with(
+            &hs,
+            ConnectorConfig { max_retries: 1, max_retry_wait: Duration::from_millis(50), ..Hs::config() },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), code, "HTTP {status}: {err}");
+        assert_eq!(err.is_retryable(), retryable, "HTTP {status}");
+        assert!(!err.to_string().contains("proxy error"), "the body is not echoed: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_expiring_mid_run_stops_without_retry() {
+    let hs = Hs::start().await;
+    hs.empty_state(ROOM).await;
+    hs.messages(ROOM).page(ev::texts_newest_first(10, 2)).end("t1").mount().await;
+    hs.messages(ROOM).from("t1").respond(matrix_error(401, "M_UNKNOWN_TOKEN")).mount().await;
+    let err = fetch(&hs).await.unwrap_err();
+    assert_eq!(err.code(), "HOMESERVER_UNAUTHORIZED");
+    assert_eq!(hs.request_count().await, 3);
+}
