@@ -165,7 +165,11 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
 /// Runs the server on `listener` until SIGINT or SIGTERM, then shuts down gracefully: in-flight
 /// requests finish (30 s at most), then the fusion relay finishes its pass.
 pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
-    let built = build(&config).await?;
+    run_built(listener, build(&config).await?).await
+}
+
+/// Like [`run`], with the state already built (so the caller can report readiness first).
+pub async fn run_built(listener: TcpListener, built: Built) -> Result<()> {
     let server = http_server(listener, built.state)?;
     serve_with_relay(server, built.relay).await
 }

@@ -1,0 +1,223 @@
+//! The binary end to end: `token`, `serve` with no configuration file, a GraphQL query over
+//! HTTP, `ingest` from a mock homeserver, `audit head`/`verify`, `schema`, graceful stop.
+
+#[path = "../../../crates/argus-graphql/tests/it/homeserver.rs"]
+mod homeserver;
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::homeserver::{MATRIX_TOKEN, MockHomeserver};
+
+const BIN: &str = env!("CARGO_BIN_EXE_argus-tchap");
+
+/// The binary with a clean `ARGUS_*` environment, working in `dir`.
+fn command(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ARGUS_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("ARGUS_BIND", "127.0.0.1:0")
+        .env("ARGUS_MATRIX_ALLOW_PRIVATE_ADDRESSES", "127.0.0.1")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    command(dir).args(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn token_serve_query_ingest_audit_without_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+
+    // `token` creates the development secret next to the default database.
+    let token =
+        run(path, &["token", "--sub", "alice", "--org", "dgsi", "--clearance", "DIFFUSION RESTREINTE"]);
+    assert!(token.status.success(), "{token:?}");
+    let token = stdout(&token);
+    assert_eq!(token.split('.').count(), 3);
+    assert!(path.join("argus-tchap.jwt-secret").exists());
+
+    let mut child = command(path).arg("serve").stdout(Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let serve = Serve(child);
+    let mut lines = BufReader::new(out).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let banner: Vec<String> = lines.by_ref().take(7).map(Result::unwrap).collect();
+    assert!(banner.iter().any(|l| l.contains("/graphiql")), "{banner:?}");
+    assert!(banner.iter().any(|l| l.contains("argus-tchap token")), "{banner:?}");
+    assert!(path.join("argus-tchap.db").exists());
+
+    let client = reqwest::Client::new();
+    let query = |q: &str| {
+        client.post(format!("{base}/graphql")).bearer_auth(&token).json(&json!({ "query": q })).send()
+    };
+    let body: Value =
+        query("{ tchapStats { totalRooms totalMessages } }").await.unwrap().json().await.unwrap();
+    assert_eq!(body, json!({ "data": { "tchapStats": { "totalRooms": 0, "totalMessages": 0 } } }));
+
+    // `ingest` from the terminal, into the same database.
+    let hs = MockHomeserver::start().await;
+    hs.room("!cli:tchap.test", 4);
+    let url = hs.url();
+    let dir_path = path.to_path_buf();
+    let hs_url = url.clone();
+    let ingest = tokio::task::spawn_blocking(move || {
+        let args = [
+            "ingest",
+            "--homeserver",
+            &hs_url,
+            "--room",
+            "!cli:tchap.test",
+            "--classification",
+            "RESTRICTED",
+            "--org",
+            "dgsi",
+            "--actor",
+            "ops",
+        ];
+        command(&dir_path).args(args).env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ingest.status.success(), "{ingest:?}");
+    let summary = stdout(&ingest);
+    assert!(summary.contains("messages stored (new)  4"), "{summary}");
+    assert!(
+        !summary.contains(MATRIX_TOKEN) && !String::from_utf8_lossy(&ingest.stderr).contains(MATRIX_TOKEN)
+    );
+
+    let body: Value =
+        query("{ tchapRooms { totalCount edges { node { roomId messageCount classification } } } }")
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        body["data"]["tchapRooms"]["edges"][0]["node"],
+        json!({ "roomId": "!cli:tchap.test", "messageCount": 4, "classification": "RESTRICTED" })
+    );
+
+    // A failed ingestion exits non-zero with the stable code, and is audited.
+    let dir_path = path.to_path_buf();
+    let failed = tokio::task::spawn_blocking(move || {
+        let args = [
+            "ingest",
+            "--homeserver",
+            &url,
+            "--room",
+            "!forbidden:tchap.test",
+            "--classification",
+            "SECRET",
+            "--org",
+            "dgsi",
+        ];
+        command(&dir_path).args(args).env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!failed.status.success());
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("ROOM_FORBIDDEN"), "{failed:?}");
+
+    // The audit trail: two records, verified against its head; a wrong head is caught.
+    let head = stdout(&run(path, &["audit", "head"]));
+    assert!(head.starts_with("dgsi:2:"), "{head}");
+    let verify = run(path, &["audit", "verify", "--expect-head", &head]);
+    assert!(verify.status.success(), "{verify:?}");
+    assert_eq!(stdout(&verify), "dgsi: ok, 2 records");
+    let wrong = head.replacen("dgsi:2:", "dgsi:3:", 1);
+    assert!(!run(path, &["audit", "verify", "--expect-head", &wrong]).status.success());
+
+    let status = run(path, &["fusion", "status"]);
+    assert!(status.status.success(), "{status:?}");
+
+    // SIGTERM: graceful stop.
+    let pid = serve.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut serve = serve;
+    let mut stopped = None;
+    for _ in 0..100 {
+        if let Some(status) = serve.0.try_wait().unwrap() {
+            stopped = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+}
+
+#[test]
+fn schema_prints_the_committed_sdl() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = run(dir.path(), &["schema"]);
+    assert!(schema.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.graphql")).unwrap();
+    assert_eq!(stdout(&schema), committed.trim_end());
+}
+
+#[test]
+fn token_is_refused_when_a_real_key_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = command(dir.path())
+        .env("ARGUS_JWT_JWKS_URL", "https://idp.example/jwks")
+        .args(["token", "--org", "dgsi", "--clearance", "SECRET"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stdout(&output).is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("real signing key"), "{output:?}");
+}
+
+#[test]
+fn help_is_available_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["ingest", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["audit", "head", "--help"],
+        vec!["token", "--help"],
+        vec!["schema", "--help"],
+        vec!["fusion", "relay", "--help"],
+        vec!["fusion", "status", "--help"],
+    ] {
+        let output = run(dir.path(), &args);
+        assert!(output.status.success(), "{args:?}");
+        assert!(stdout(&output).contains("Usage"), "{args:?}");
+    }
+    let migrate = run(dir.path(), &["migrate"]);
+    assert!(migrate.status.success(), "{migrate:?}");
+    let bad = run(dir.path(), &["token", "--org", "dgsi", "--clearance", "COSMIC"]);
+    assert!(!bad.status.success());
+}
