@@ -81,13 +81,18 @@ async fn delivers_every_ingestion_in_order_and_conforming() -> anyhow::Result<()
 }
 
 /// A sink that never completes: the process "crashes" while it delivers.
-struct Hang;
+#[derive(Default)]
+struct Hang {
+    /// Signalled when a delivery reaches this sink.
+    reached: tokio::sync::Notify,
+}
 
 impl Sink for Hang {
     fn name(&self) -> &'static str {
         "hang"
     }
     fn deliver<'a>(&'a self, _: &'a NetworkNode) -> SinkFuture<'a> {
+        self.reached.notify_one();
         Box::pin(std::future::pending())
     }
 }
@@ -100,10 +105,14 @@ async fn redelivers_after_a_crash_between_send_and_mark() -> anyhow::Result<()> 
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
 
     // First process: the webhook receives the entity, then the process dies before marking it.
+    let hang = Arc::new(Hang::default());
     let crashing =
-        Relay::new(t.store.clone(), vec![webhook(Some(&receiver), &[])?, Arc::new(Hang)], options(3));
-    let crashed = tokio::time::timeout(Duration::from_millis(500), crashing.run_once()).await;
-    assert!(crashed.is_err(), "the relay was expected to hang");
+        Relay::new(t.store.clone(), vec![webhook(Some(&receiver), &[])?, hang.clone()], options(3));
+    tokio::select! {
+        r = crashing.run_once() => anyhow::bail!("the relay was expected to hang: {r:?}"),
+        () = hang.reached.notified() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => anyhow::bail!("the relay never reached the sink"),
+    }
     drop(crashing);
     assert_eq!(keys_at(&receiver).await.len(), 1);
     assert_eq!(status(&t.store)?.pending, 1, "the row was not marked");
@@ -131,7 +140,7 @@ async fn webhook_retries_within_a_pass_then_delivers() -> anyhow::Result<()> {
         .mount(&receiver)
         .await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .up_to_n_times(1)
         .mount(&receiver)
         .await;
@@ -309,7 +318,7 @@ async fn a_sink_that_cannot_flush_fails_the_pass_not_the_rows() -> anyhow::Resul
 async fn shutdown_stops_the_loop_even_while_a_sink_hangs() -> anyhow::Result<()> {
     let t = TestStore::new()?;
     t.ingest("dgsi", "!a:x.org", "one", 0)?;
-    let relay = Relay::new(t.store.clone(), vec![Arc::new(Hang)], options(3));
+    let relay = Relay::new(t.store.clone(), vec![Arc::new(Hang::default())], options(3));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = tokio::time::Instant::now();
     let task = tokio::spawn(relay.run(async {

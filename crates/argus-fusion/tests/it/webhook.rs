@@ -16,8 +16,9 @@ use crate::support::room;
 /// Fast retries and a short request timeout, so the tests take milliseconds.
 pub(crate) fn fast_options() -> WebhookOptions {
     WebhookOptions {
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_secs(1),
+        // Long enough for a loaded CI machine, short enough for the timeout tests.
+        request_timeout: Duration::from_secs(1),
         max_retries: 3,
         min_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
@@ -79,7 +80,7 @@ async fn retries_server_errors_then_succeeds() -> anyhow::Result<()> {
 async fn retries_timeouts_then_succeeds() -> anyhow::Result<()> {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .up_to_n_times(2)
         .mount(&server)
         .await;
