@@ -135,6 +135,9 @@ impl FusionConfig {
             return Err(Error::Config("fusion.park_after_attempts must be at least 1".to_owned()));
         }
         if let Some(webhook) = &self.webhook {
+            if webhook.connect_timeout_ms == 0 || webhook.request_timeout_ms == 0 {
+                return Err(Error::Config("fusion.webhook timeouts must be at least 1 ms".to_owned()));
+            }
             webhook.urls()?;
         }
         Ok(())

@@ -101,6 +101,9 @@ fn config_builds_the_configured_sinks() -> anyhow::Result<()> {
     );
     let zero: FusionConfig = serde_json::from_value(serde_json::json!({ "batch_size": 0 }))?;
     assert!(build_sinks(&zero).is_err());
+    let no_time: FusionConfig =
+        serde_json::from_value(serde_json::json!({ "webhook": { "request_timeout_ms": 0 } }))?;
+    assert!(no_time.validate().is_err());
     Ok(())
 }
 
