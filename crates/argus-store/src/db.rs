@@ -177,7 +177,11 @@ pub(crate) fn open_pool(url: &str, options: &StoreOptions) -> Result<(DbPool, Ba
         .connection_customizer(Box::new(Pragmas { busy_timeout: options.busy_timeout, memory }));
     if memory {
         // The database lives only as long as its one connection.
-        builder = builder.idle_timeout(None).max_lifetime(None).test_on_check_out(false);
+        builder = builder.idle_timeout(None).max_lifetime(None);
+    }
+    if backend == Backend::Sqlite {
+        // A SQLite connection is a file handle: there is no server that could have dropped it.
+        builder = builder.test_on_check_out(false);
     }
     let pool = builder.build(Manager { target })?;
     let mut conn = pool.get()?;

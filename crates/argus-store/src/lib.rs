@@ -167,6 +167,15 @@ impl Store {
         outbox::mark_delivered(&mut *self.conn()?, self.backend, id)
     }
 
+    /// Marks several rows delivered in one transaction (rows already delivered are left as
+    /// they are); returns how many were marked.
+    pub fn outbox_mark_delivered_batch(&self, ids: &[i64]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        outbox::mark_delivered_batch(&mut *self.conn()?, self.backend, ids)
+    }
+
     /// Counts a failed delivery and keeps its error; returns whether the row is now parked
     /// (it has failed `park_after_attempts` times).
     pub fn outbox_mark_failed(&self, id: i64, error: &str, park_after_attempts: u32) -> Result<bool> {

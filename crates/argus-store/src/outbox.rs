@@ -126,6 +126,29 @@ pub(crate) fn mark_delivered(conn: &mut DbConn, backend: Backend, id: i64) -> Re
     }
 }
 
+/// Marks several rows delivered in one transaction; returns how many were marked.
+pub(crate) fn mark_delivered_batch(conn: &mut DbConn, backend: Backend, ids: &[i64]) -> Result<u64> {
+    use diesel::Connection;
+    let now = to_unix_ms(OffsetDateTime::now_utc());
+    conn.transaction(|conn| {
+        let mut marked = 0u64;
+        for chunk in ids.chunks(backend.max_binds() - 1) {
+            let mut sql = Sql::new(backend);
+            sql.push("UPDATE outbox SET delivered_at = ").bind::<BigInt, _>(now);
+            sql.push(" WHERE delivered_at IS NULL AND id IN (");
+            for (i, id) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind::<BigInt, _>(*id);
+            }
+            sql.push(")");
+            marked += sql.build().execute(conn)? as u64;
+        }
+        Ok(marked)
+    })
+}
+
 /// Counts a failed attempt; parks the row once it has failed `park_after_attempts` times.
 pub(crate) fn mark_failed(
     conn: &mut DbConn,

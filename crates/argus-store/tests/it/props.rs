@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use argus_domain::{Classification, IngestionOutcome, NewIngestion, PageRequest, Viewer, policy, to_unix_ms};
+use argus_domain::{Classification, IngestionOutcome, NewIngestion, PageRequest, Viewer, policy};
 use argus_store::{IngestionCursor, MessageCursor, RoomCursor, Store};
 use proptest::prelude::*;
 use time::{Duration, OffsetDateTime};
@@ -76,7 +76,7 @@ struct Model {
 
 static CASE: AtomicU64 = AtomicU64::new(0);
 
-fn run_case(store: &Store, prefix: &str, c: &Case) {
+fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
     let now = crate::support::now();
     let org_name = |o: usize| format!("{prefix}o{o}");
     let sent = |room: usize, m: usize| now - Duration::minutes(c.ages[room * MESSAGES + m]);
@@ -204,15 +204,18 @@ fn run_case(store: &Store, prefix: &str, c: &Case) {
         }
         assert_eq!(seen, expected);
     }
-    assert!(store.audit_verify(&[]).unwrap().iter().all(|v| v.is_ok()));
-    let _ = to_unix_ms(now);
+    // On the shared PostgreSQL database every earlier case's chains are there too: verifying
+    // them all each time would grow quadratically, and the audit suite covers verification.
+    if verify_chains {
+        assert!(store.audit_verify(&[]).unwrap().iter().all(|v| v.is_ok()));
+    }
 }
 
 proptest! {
     #[test]
     fn sqlite_reads_follow_policy(c in case()) {
         let store = Store::open("sqlite::memory:").unwrap();
-        run_case(&store, "", &c);
+        run_case(&store, "", &c, true);
     }
 }
 
@@ -222,11 +225,11 @@ fn pg() -> Option<&'static TestDb> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases((ProptestConfig::default().cases / 8).max(8)))]
+    #![proptest_config(ProptestConfig::with_cases((ProptestConfig::default().cases / 40).max(8)))]
     #[test]
     fn postgres_reads_follow_policy(c in case()) {
         let Some(db) = pg() else { return Ok(()) };
         let prefix = format!("case{}-", CASE.fetch_add(1, Ordering::Relaxed));
-        run_case(&db.store, &prefix, &c);
+        run_case(&db.store, &prefix, &c, false);
     }
 }

@@ -421,6 +421,17 @@ fn outbox_lifecycle(db: &TestDb) {
     assert_eq!(status.parked_rows[0].last_error.as_deref(), Some("webhook answered 503\u{fffd}again"));
     assert!(s.outbox_pending(10).unwrap().is_empty());
     assert!(matches!(s.outbox_mark_delivered(999_999), Err(Error::NotFound)));
+    // Batches mark only rows not yet delivered.
+    for i in 0..3 {
+        s.record_ingestion(&run(&top, Secret), &snapshot(&format!("!ob{i}:x.org"), messages(1, t))).unwrap();
+    }
+    let ids: Vec<i64> = s.outbox_pending(10).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 3);
+    let mut with_old = ids.clone();
+    with_old.push(pending[0].id);
+    assert_eq!(s.outbox_mark_delivered_batch(&with_old).unwrap(), 3);
+    assert_eq!(s.outbox_mark_delivered_batch(&[]).unwrap(), 0);
+    assert_eq!(s.outbox_status().unwrap().delivered, 4);
 }
 
 /// Installs a trigger that makes the insert of one message fail inside the transaction.
