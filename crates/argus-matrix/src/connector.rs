@@ -108,39 +108,68 @@ impl Connector {
     ) -> Result<RoomSnapshot> {
         let client = &*self.inner;
         let config = &client.config;
-        let state = get_state_events::fetch(client, target, room).await?;
-
         let forward = options.since.is_some();
         let dir = if forward { Direction::Forward } else { Direction::Backward };
         let mut from = options.since.clone();
         let mut tokens: HashSet<String> = from.iter().cloned().collect();
         let mut resume_token = options.since.clone();
         let mut norm = Normaliser::new(room_id.as_str());
-        norm.report_mut().malformed_skipped += state.malformed;
         let max_messages = options.max_messages as usize;
+        let page_limit =
+            |remaining: usize| u32::try_from(remaining).unwrap_or(u32::MAX).min(config.page_size);
+
+        // The state and the first page are independent: ask for both at once.
+        let first_limit = page_limit(max_messages);
+        // An error of the state request wins: it says what is wrong with the room.
+        let state_request = get_state_events::fetch(client, target, room);
+        let page_request = get_message_events::fetch(client, target, room, from.clone(), dir, first_limit);
+        tokio::pin!(state_request, page_request);
+        let mut first_page = None;
+        let state = loop {
+            tokio::select! {
+                biased;
+                state = &mut state_request => break state?,
+                page = &mut page_request, if first_page.is_none() => first_page = Some(page),
+            }
+        };
+        let first_page = match first_page {
+            Some(page) => page?,
+            None => page_request.await?,
+        };
+        norm.report_mut().malformed_skipped += state.malformed;
+
+        // A page already requested, with the limit it was requested with.
+        let mut prefetched = Some((first_page, first_limit));
         let mut truncated = false;
         loop {
             let remaining = max_messages.saturating_sub(norm.message_count());
-            if norm.report().pages >= config.max_pages || remaining == 0 {
-                truncated = true;
-                break;
-            }
-            let limit = u32::try_from(remaining).unwrap_or(u32::MAX).min(config.page_size);
-            let page = get_message_events::fetch(client, target, room, from.clone(), dir, limit).await?;
-            let report = norm.report_mut();
-            report.pages += 1;
-            if !forward && report.pages == 1 {
+            let (page, limit) = match prefetched.take() {
+                Some(page) => page,
+                None if norm.report().pages >= config.max_pages || remaining == 0 => {
+                    truncated = true;
+                    break;
+                }
+                None => {
+                    let limit = page_limit(remaining);
+                    (get_message_events::fetch(client, target, room, from.clone(), dir, limit).await?, limit)
+                }
+            };
+            let pages = {
+                let report = norm.report_mut();
+                report.pages += 1;
+                report.pages
+            };
+            if !forward && pages == 1 {
                 resume_token = Some(page.start.clone());
             }
             let empty = page.chunk.is_empty();
             // A homeserver may not return more than it was asked for; the excess is not read.
             let overfull = page.chunk.len() > limit as usize;
-            for raw in page.chunk.iter().take(limit as usize) {
-                norm.push(raw.json().get());
-            }
-            tracing::debug!(page = norm.report().pages, events = page.chunk.len(), "read a page");
-            on_page(norm.report());
-            if overfull {
+            let taken = page.chunk.len().min(limit as usize);
+
+            // Decide what follows this page before normalising it, so that the next request
+            // overlaps the work.
+            let next = if overfull {
                 tracing::warn!(
                     limit,
                     events = page.chunk.len(),
@@ -151,31 +180,54 @@ impl Connector {
                     resume_token = from.clone();
                 }
                 truncated = true;
-                break;
-            }
-            match page.end {
-                None => {
-                    // Backwards: the start of the room. Forwards: the live end; keep the last
-                    // token we read from (a later read from it finds nothing it has seen).
-                    break;
-                }
-                Some(end) if forward && (empty || from.as_deref() == Some(end.as_str())) => {
-                    if !empty {
-                        return Err(Error::malformed("the homeserver repeated a pagination token"));
-                    }
-                    resume_token = Some(end);
-                    break;
-                }
-                Some(end) => {
-                    if !tokens.insert(end.clone()) {
-                        return Err(Error::malformed("the homeserver repeated a pagination token"));
-                    }
-                    if forward {
+                None
+            } else {
+                match &page.end {
+                    // Backwards: the start of the room. Forwards: the live end; keep the token we
+                    // read from (a later read from it finds nothing it has seen).
+                    None => None,
+                    Some(end) if forward && (empty || from.as_deref() == Some(end.as_str())) => {
+                        if !empty {
+                            return Err(Error::malformed("the homeserver repeated a pagination token"));
+                        }
                         resume_token = Some(end.clone());
+                        None
                     }
-                    from = Some(end);
+                    Some(end) => {
+                        if !tokens.insert(end.clone()) {
+                            return Err(Error::malformed("the homeserver repeated a pagination token"));
+                        }
+                        if forward {
+                            resume_token = Some(end.clone());
+                        }
+                        Some(end.clone())
+                    }
                 }
+            };
+            let normalise = |norm: &mut Normaliser| {
+                for raw in page.chunk.iter().take(taken) {
+                    norm.push(raw.json().get());
+                }
+            };
+            let Some(end) = next else {
+                normalise(&mut norm);
+                on_page(norm.report());
+                break;
+            };
+            from = Some(end);
+            // Every event of this page may be a message: asking for at most what would remain
+            // then never overshoots the cap.
+            let next_limit = page_limit(remaining.saturating_sub(taken));
+            if pages < config.max_pages && next_limit > 0 {
+                let fetch = get_message_events::fetch(client, target, room, from.clone(), dir, next_limit);
+                let (next_page, ()) = tokio::join!(fetch, async { normalise(&mut norm) });
+                on_page(norm.report());
+                prefetched = Some((next_page?, next_limit));
+            } else {
+                normalise(&mut norm);
+                on_page(norm.report());
             }
+            tracing::debug!(page = pages, events = page.chunk.len(), "read a page");
         }
         let newest_first = !forward;
         let (normalised, mut report) = norm.finish(newest_first);

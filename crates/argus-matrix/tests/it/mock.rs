@@ -115,6 +115,16 @@ impl MockHomeserver {
         self.state(room).mount().await;
     }
 
+    /// Number of requests received for one endpoint of the Client-Server API (`"state"`,
+    /// `"messages"`).
+    pub(crate) async fn requests_to(&self, endpoint: &str) -> usize {
+        let suffix = format!("/{endpoint}");
+        self.server
+            .received_requests()
+            .await
+            .map_or(0, |r| r.iter().filter(|r| r.url.path().ends_with(&suffix)).count())
+    }
+
     /// Number of requests received.
     pub(crate) async fn request_count(&self) -> usize {
         self.server.received_requests().await.map_or(0, |r| r.len())
