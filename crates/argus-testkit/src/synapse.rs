@@ -300,6 +300,38 @@ impl TestUser {
         self.send_message(room, &json!({ "msgtype": "m.text", "body": body })).await
     }
 
+    /// Sends `count` `m.text` messages (`"{prefix} 00000"`, `"{prefix} 00001"`, …), at most
+    /// `in_flight` at a time (at least one), and returns their event ids in numbering order.
+    ///
+    /// Building a large room one message at a time is slow; Synapse orders concurrent sends
+    /// itself, so the timeline order of messages sent in the same batch is not the numbering
+    /// order. Must run inside a multi-threaded or current-thread Tokio runtime.
+    pub async fn send_texts(
+        &self,
+        room: &str,
+        prefix: &str,
+        count: usize,
+        in_flight: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let in_flight = in_flight.max(1);
+        let mut ids: Vec<Option<String>> = vec![None; count];
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut next = 0;
+        while next < count || !tasks.is_empty() {
+            while next < count && tasks.len() < in_flight {
+                let (user, room, body) = (self.clone(), room.to_owned(), format!("{prefix} {next:05}"));
+                let i = next;
+                tasks.spawn(async move { (i, user.send_text(&room, &body).await) });
+                next += 1;
+            }
+            if let Some(joined) = tasks.join_next().await {
+                let (i, sent) = joined.context("send task")?;
+                ids[i] = Some(sent.with_context(|| format!("sending message {i}"))?);
+            }
+        }
+        Ok(ids.into_iter().flatten().collect())
+    }
+
     /// Sends an `m.text` reply (`m.in_reply_to`) to `parent` and returns its event id.
     pub async fn reply(&self, room: &str, parent: &str, body: &str) -> anyhow::Result<String> {
         let content = json!({
