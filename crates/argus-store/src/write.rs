@@ -281,8 +281,12 @@ fn insert_messages(
     Ok(inserted)
 }
 
-/// SQLite: inserts a chunk row by row through one prepared (cached) statement, which SQLite
-/// runs faster than one long multi-row statement it must parse each time.
+/// Message rows per multi-row SQLite `INSERT` (15 binds each, well under the bind limit).
+const SQLITE_ROWS_PER_STATEMENT: usize = 64;
+
+/// SQLite: inserts a chunk with multi-row statements of [`SQLITE_ROWS_PER_STATEMENT`] rows and
+/// the rest row by row. Both statements have a fixed shape, so each is prepared once per
+/// connection and reused from the statement cache.
 fn insert_messages_sqlite(
     lite: &mut diesel::SqliteConnection,
     org: &str,
@@ -292,11 +296,13 @@ fn insert_messages_sqlite(
 ) -> Result<usize> {
     use crate::schema::messages::dsl as m;
     use diesel::ExpressionMethods;
+    let media = chunk.iter().map(media_json).collect::<Result<Vec<_>>>()?;
     let mut inserted = 0;
-    for msg in chunk {
-        let media = media_json(msg)?;
-        inserted += diesel::insert_into(m::messages)
-            .values((
+    let mut rows = chunk
+        .iter()
+        .zip(&media)
+        .map(|(msg, media)| {
+            (
                 m::org_id.eq(org),
                 m::room_pk.eq(room_pk),
                 m::event_id.eq(msg.event_id.as_str()),
@@ -312,10 +318,29 @@ fn insert_messages_sqlite(
                 m::thread_root.eq(msg.thread_root.as_ref().map(|e| e.as_str())),
                 m::media.eq(media.as_deref()),
                 m::classification.eq(level.rank()),
-            ))
-            .on_conflict((m::org_id, m::event_id))
-            .do_nothing()
-            .execute(lite)?;
+            )
+        })
+        .peekable();
+    while rows.peek().is_some() {
+        let group: Vec<_> = rows.by_ref().take(SQLITE_ROWS_PER_STATEMENT).collect();
+        match <Box<[_; SQLITE_ROWS_PER_STATEMENT]>>::try_from(group.into_boxed_slice()) {
+            Ok(full) => {
+                inserted += diesel::insert_into(m::messages)
+                    .values(full)
+                    .on_conflict((m::org_id, m::event_id))
+                    .do_nothing()
+                    .execute(lite)?;
+            }
+            Err(rest) => {
+                for values in rest.into_vec() {
+                    inserted += diesel::insert_into(m::messages)
+                        .values(values)
+                        .on_conflict((m::org_id, m::event_id))
+                        .do_nothing()
+                        .execute(lite)?;
+                }
+            }
+        }
     }
     Ok(inserted)
 }
