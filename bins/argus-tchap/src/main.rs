@@ -100,17 +100,23 @@ enum AuditCommand {
 
 #[derive(Debug, clap::Args)]
 struct TokenArgs {
+    /// Obtain the token from the identity provider configured in `[oauth]` with the OAuth 2.0
+    /// client-credentials grant instead of minting one; the provider decides the claims. Only
+    /// `--scope`, when given, is sent.
+    #[arg(long, conflicts_with_all = ["sub", "org", "clearance", "ttl"])]
+    client_credentials: bool,
     /// The subject (actor).
     #[arg(long, default_value = "dev")]
     sub: ActorId,
     /// The organisation.
-    #[arg(long)]
-    org: OrgId,
+    #[arg(long, required_unless_present = "client_credentials")]
+    org: Option<OrgId>,
     /// The clearance (contract name or French marking).
+    #[arg(long, required_unless_present = "client_credentials")]
+    clearance: Option<Classification>,
+    /// Scopes, space- or comma-separated, repeatable (default: all three for a development
+    /// token, the configured `oauth.scopes` with `--client-credentials`).
     #[arg(long)]
-    clearance: Classification,
-    /// Scopes, space- or comma-separated, repeatable (default: all three).
-    #[arg(long, default_value = "tchap:read tchap:ingest tchap:audit")]
     scope: Vec<String>,
     /// Lifetime, e.g. 3600, 90s, 30m, 12h, 7d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -202,18 +208,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Audit(AuditCommand::Verify { expect_head }) => audit_verify(&config, expect_head).await,
         Command::Token(args) => {
-            let scopes = args
+            let names: Vec<String> = args
                 .scope
                 .iter()
                 .flat_map(|s| s.split([' ', ',']))
                 .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let scopes = names
+                .iter()
                 .map(|s| s.parse::<Scope>().with_context(|| format!("unknown scope {s:?}")))
                 .collect::<Result<Vec<_>>>()?;
+            if args.client_credentials {
+                print_out(&argus_server::auth::client_credentials_token(&config.oauth, &names).await?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (Some(org), Some(clearance)) = (args.org, args.clearance) else {
+                bail!("--org and --clearance are required for a development token");
+            };
             let request = TokenRequest {
                 sub: args.sub,
-                org: args.org,
-                clearance: args.clearance,
-                scopes,
+                org,
+                clearance,
+                scopes: if scopes.is_empty() {
+                    vec![Scope::Read, Scope::Ingest, Scope::Audit]
+                } else {
+                    scopes
+                },
                 ttl: args.ttl,
             };
             let source = config.key_source()?;

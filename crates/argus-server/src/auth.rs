@@ -4,6 +4,7 @@
 //! and `aud` are required. The viewer's organisation, clearance and scopes come from the token
 //! only (claim names configurable).
 
+mod client_credentials;
 mod jwks;
 
 use std::{sync::Arc, time::Duration};
@@ -228,6 +229,8 @@ fn map_jwt_error(e: &jsonwebtoken::errors::Error) -> Error {
         _ => "malformed token",
     })
 }
+
+pub use client_credentials::client_credentials_token;
 
 /// What a development token says.
 #[derive(Debug, Clone)]

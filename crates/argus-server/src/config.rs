@@ -25,7 +25,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "argus-tchap.toml";
 pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 
 /// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 4] = ["jwt", "matrix", "graphql", "fusion"];
+const SECTIONS: [&str; 5] = ["jwt", "oauth", "matrix", "graphql", "fusion"];
 
 /// Top-level keys that come from `ARGUS_<KEY>`.
 const TOP_LEVEL_KEYS: [&str; 3] = ["bind", "database_url", "data_dir"];
@@ -67,6 +67,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Bearer-token validation.
     pub jwt: JwtConfig,
+    /// The identity provider's token endpoint, for `argus-tchap token --client-credentials`.
+    pub oauth: OAuthClientConfig,
     /// The Matrix connector.
     pub matrix: MatrixConfig,
     /// The GraphQL endpoint.
@@ -82,6 +84,7 @@ impl Default for Config {
             database_url: "sqlite://argus-tchap.db".to_owned(),
             data_dir: None,
             jwt: JwtConfig::default(),
+            oauth: OAuthClientConfig::default(),
             matrix: MatrixConfig::default(),
             graphql: GraphqlConfig::default(),
             fusion: argus_fusion::FusionConfig::default(),
@@ -144,6 +147,24 @@ impl Default for JwtConfig {
             scope_claim: "scope".to_owned(),
         }
     }
+}
+
+/// An OAuth 2.0 client registered at the identity provider, used by operators and scripts to
+/// obtain bearer tokens with the client-credentials grant (RFC 6749 §4.4) when a real signing key
+/// is configured and development tokens are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthClientConfig {
+    /// The identity provider's token endpoint.
+    pub token_url: Option<String>,
+    /// The client id.
+    #[serde(deserialize_with = "scalar_string")]
+    pub client_id: String,
+    /// The client secret (prefer `ARGUS_OAUTH_CLIENT_SECRET`).
+    pub client_secret: Option<SecretString>,
+    /// Scopes requested when none are named on the command line.
+    #[serde(deserialize_with = "string_or_list")]
+    pub scopes: Vec<String>,
 }
 
 /// The Matrix connector's outbound policy and limits.
@@ -256,6 +277,14 @@ impl Config {
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
             return Err(Error::Config("jwt.jwks_url must be an http(s) URL".into()));
+        }
+        if let Some(url) = &self.oauth.token_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Error::Config("oauth.token_url must be an http(s) URL".into()));
+            }
+            if self.oauth.client_id.is_empty() {
+                return Err(Error::Config("oauth.client_id is required with oauth.token_url".into()));
+            }
         }
         if self.jwt.issuer.is_empty() || self.jwt.audience.is_empty() {
             return Err(Error::Config("jwt.issuer and jwt.audience must not be empty".into()));

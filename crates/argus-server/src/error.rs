@@ -24,6 +24,9 @@ pub enum Error {
     /// A development token was requested while a real signing key is configured.
     #[error("a real signing key is configured: mint tokens with the identity provider")]
     NotDevelopment,
+    /// The identity provider's token endpoint refused or did not answer a token request.
+    #[error("identity provider: {0}")]
+    IdentityProvider(String),
     /// The HTTP server could not be started or stopped cleanly.
     #[error("server error: {0}")]
     Server(String),
