@@ -116,6 +116,10 @@ pub async fn ingest_room(
                 fetched = summary.messages_fetched, stored = summary.messages_stored,
                 "ingestion succeeded"
             );
+            // New outbox row committed: wake the fusion relay rather than wait for its next poll.
+            if let Some(wake) = &services.on_ingested {
+                wake.notify_one();
+            }
             Ok(summary)
         }
         Err(error) => {

@@ -134,3 +134,23 @@ async fn concurrent_ingestions_of_one_room_store_once_and_audit_twice() {
     let trail = audit(&h, "dgsi").await;
     assert_eq!(trail["totalCount"], 2);
 }
+
+#[tokio::test]
+async fn a_successful_ingestion_wakes_the_fusion_relay_and_a_failed_one_does_not() {
+    let mut h = Harness::new().await;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    std::sync::Arc::get_mut(&mut h.services).unwrap_or_else(|| panic!("services are shared")).on_ingested =
+        Some(std::sync::Arc::clone(&wake));
+    // `timeout` polls the wait once before looking at the clock: Ok exactly when a wake-up is
+    // already pending.
+    let woken = || tokio::time::timeout(std::time::Duration::ZERO, wake.notified());
+    let alice = viewer("dgsi", Secret, &ALL);
+
+    let failed = h.ingest(&alice, "!missing:tchap.test", Restricted).await;
+    assert!(error_code(&failed).is_some(), "{failed}");
+    assert!(woken().await.is_err(), "a failed ingestion woke the relay");
+
+    h.hs.room("!crise:tchap.test", 3);
+    ok(h.ingest(&alice, "!crise:tchap.test", Restricted).await);
+    assert!(woken().await.is_ok(), "a successful ingestion did not wake the relay");
+}
