@@ -174,6 +174,60 @@ async fn token_serve_query_ingest_audit_without_configuration() {
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
 }
 
+/// The README's flow, in its order: `serve` with no configuration in an empty working directory,
+/// then (while it runs) `token` exactly as the banner says, then the banner's query over HTTP.
+#[tokio::test]
+async fn readme_flow_serve_then_token_then_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    assert_eq!(std::fs::read_dir(path).unwrap().count(), 0);
+
+    let mut child = command(path).arg("serve").stdout(Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let _serve = Serve(child);
+    let mut lines = BufReader::new(out).lines();
+    let first = lines.next().unwrap().unwrap();
+    let base = first.rsplit(' ').next().unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{first}");
+    let mut banner = vec![first];
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("curl");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(path.join("argus-tchap.db").exists(), "no embedded SQLite database");
+    assert!(path.join("argus-tchap.jwt-secret").exists(), "no development secret");
+
+    // `TOKEN=$(argus-tchap token …)` as printed.
+    let mint =
+        banner.iter().find_map(|l| l.split("$(argus-tchap ").nth(1)).unwrap_or_else(|| panic!("{banner:?}"));
+    let args: Vec<&str> = mint.trim_end_matches(')').split_whitespace().collect();
+    assert_eq!(args.first(), Some(&"token"), "{banner:?}");
+    let token = run(path, &args);
+    assert!(token.status.success(), "{token:?}");
+    let token = stdout(&token);
+    assert_eq!(token.split('.').count(), 3, "{token}");
+
+    // The banner's query (`-d '{…}'`), sent as printed.
+    let curl = banner.iter().find(|l| l.contains("curl")).unwrap();
+    let body =
+        curl.split("-d '").nth(1).and_then(|b| b.strip_suffix('\'')).unwrap_or_else(|| panic!("{curl}"));
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({ "data": { "tchapStats": { "totalRooms": 0, "totalMessages": 0 } } }));
+}
+
 #[test]
 fn schema_prints_the_committed_sdl() {
     let dir = tempfile::tempdir().unwrap();
