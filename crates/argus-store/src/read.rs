@@ -196,10 +196,11 @@ pub(crate) fn messages(
     let rows: Vec<MessageRow> = sql.build().load(conn)?;
     let items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
 
+    // The stored per-classification counts: at most five rows, whatever the room's size.
     let mut total = Sql::new(backend);
-    total.push("SELECT COUNT(*) AS n FROM messages m WHERE ");
-    gate.apply(&mut total, "m");
-    total.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+    total.push("SELECT CAST(COALESCE(SUM(c.message_count), 0) AS BIGINT) AS n FROM message_counts c WHERE ");
+    gate.apply(&mut total, "c");
+    total.push(" AND c.room_pk = ").bind::<BigInt, _>(room_pk);
     Ok(page_of(items, wanted, count(conn, total)?))
 }
 

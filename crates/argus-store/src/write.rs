@@ -169,6 +169,13 @@ pub(crate) fn record_ingestion(
             return Err(Error::Withheld);
         }
         let messages_stored = insert_messages(conn, backend, org, room_pk, merged, &snapshot.messages)?;
+        if messages_stored == snapshot.messages.len() as i64 {
+            // Every message was new, at `merged`: the counts only grow.
+            add_message_count(conn, backend, org, room_pk, merged, messages_stored)?;
+        } else {
+            // Some were stored already and may have been raised: count the room again.
+            recount_messages(conn, backend, org, room_pk)?;
+        }
         apply_edits(conn, backend, org, room_pk, snapshot)?;
 
         let entry = NewIngestion {
@@ -248,6 +255,47 @@ fn upsert_room(
             Ok((row.id, merged))
         }
     }
+}
+
+/// Adds `n` messages at `level` to the room's stored counts.
+fn add_message_count(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    level: Classification,
+    n: i64,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("INSERT INTO message_counts (org_id, room_pk, classification, message_count) VALUES (");
+    sql.bind::<Text, _>(org).push(", ").bind::<BigInt, _>(room_pk).push(", ");
+    sql.bind::<SmallInt, _>(level.rank()).push(", ").bind::<BigInt, _>(n);
+    sql.push(
+        ") ON CONFLICT (org_id, room_pk, classification) \
+         DO UPDATE SET message_count = message_counts.message_count + excluded.message_count",
+    );
+    sql.build().execute(conn)?;
+    Ok(())
+}
+
+/// Replaces the room's stored counts by a count of its messages.
+fn recount_messages(conn: &mut DbConn, backend: Backend, org: &str, room_pk: i64) -> Result<()> {
+    let mut sql = Sql::new(backend);
+    sql.push("DELETE FROM message_counts WHERE org_id = ").bind::<Text, _>(org);
+    sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+    sql.build().execute(conn)?;
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "INSERT INTO message_counts (org_id, room_pk, classification, message_count) \
+         SELECT m.org_id, m.room_pk, m.classification, COUNT(*) FROM messages m WHERE m.org_id = ",
+    );
+    sql.bind::<Text, _>(org).push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+    sql.push(" GROUP BY m.org_id, m.room_pk, m.classification");
+    sql.build().execute(conn)?;
+    Ok(())
 }
 
 /// Inserts messages not stored yet, in statements sized to the backend's bind limit, and

@@ -13,7 +13,7 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 4] = ["rooms", "messages", "ingestions", "outbox"];
+const TENANT_TABLES: [&str; 5] = ["rooms", "messages", "message_counts", "ingestions", "outbox"];
 
 #[derive(Debug, QueryableByName)]
 struct Def {
