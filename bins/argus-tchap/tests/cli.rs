@@ -174,10 +174,20 @@ async fn token_serve_query_ingest_audit_without_configuration() {
     assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
 }
 
-/// The README's flow, in its order: `serve` with no configuration in an empty working directory,
-/// then (while it runs) `token` exactly as the banner says, then the banner's query over HTTP.
+/// The README's quick start, in its order: `serve` with no configuration in an empty working
+/// directory, then (while it runs) `token` with the README's arguments, then the README's query
+/// over HTTP; and the same with the commands the server's banner prints.
 #[tokio::test]
 async fn readme_flow_serve_then_token_then_query() {
+    const README: &str = include_str!("../../../README.md");
+    let quick_start = README.split("## Quick start").nth(1).expect("a Quick start section in the README");
+    let readme_mint = quick_start
+        .lines()
+        .find_map(|l| l.split("TOKEN=$(cargo run -q -p argus-tchap -- ").nth(1))
+        .expect("the README mints a token");
+    let readme_query =
+        quick_start.lines().find_map(|l| l.trim().strip_prefix("-d '")).expect("the README's query");
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     assert_eq!(std::fs::read_dir(path).unwrap().count(), 0);
@@ -200,32 +210,30 @@ async fn readme_flow_serve_then_token_then_query() {
     }
     assert!(path.join("argus-tchap.db").exists(), "no embedded SQLite database");
     assert!(path.join("argus-tchap.jwt-secret").exists(), "no development secret");
-
-    // `TOKEN=$(argus-tchap token …)` as printed.
-    let mint =
+    let banner_mint =
         banner.iter().find_map(|l| l.split("$(argus-tchap ").nth(1)).unwrap_or_else(|| panic!("{banner:?}"));
-    let args: Vec<&str> = mint.trim_end_matches(')').split_whitespace().collect();
-    assert_eq!(args.first(), Some(&"token"), "{banner:?}");
-    let token = run(path, &args);
-    assert!(token.status.success(), "{token:?}");
-    let token = stdout(&token);
-    assert_eq!(token.split('.').count(), 3, "{token}");
-
-    // The banner's query (`-d '{…}'`), sent as printed.
     let curl = banner.iter().find(|l| l.contains("curl")).unwrap();
-    let body =
-        curl.split("-d '").nth(1).and_then(|b| b.strip_suffix('\'')).unwrap_or_else(|| panic!("{curl}"));
-    let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
-    let response = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({ "data": { "tchapStats": { "totalRooms": 0, "totalMessages": 0 } } }));
+    let banner_query = curl.split("-d '").nth(1).unwrap_or_else(|| panic!("{curl}"));
+
+    let client = reqwest::Client::new();
+    for (mint, query) in [(readme_mint, readme_query), (banner_mint, banner_query)] {
+        // `TOKEN=$(… token …)`, then `curl … -d '{…}'`, as written.
+        let args: Vec<&str> = mint.trim_end().trim_end_matches(')').split_whitespace().collect();
+        assert_eq!(args.first(), Some(&"token"), "{mint}");
+        let token = run(path, &args);
+        assert!(token.status.success(), "{token:?}");
+        let token = stdout(&token);
+        assert_eq!(token.split('.').count(), 3, "{token}");
+        let body = query.trim_end().trim_end_matches('\\').trim_end().trim_end_matches('\'');
+        let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let response =
+            client.post(format!("{base}/graphql")).bearer_auth(&token).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer.get("errors").is_none(), "{body}: {answer}");
+        let stats = answer["data"]["tchapStats"].as_object().unwrap_or_else(|| panic!("{body}: {answer}"));
+        assert!(!stats.is_empty() && stats.values().all(|v| v == 0), "{body}: {answer}");
+    }
 }
 
 #[test]
