@@ -6,9 +6,10 @@
 //! two organisations ingest them at three classifications through `ingestTchapRoom`; readers at
 //! several clearances read everything back through every query and must see exactly the ground
 //! truth of what Synapse holds, filtered by organisation and clearance. Failures (above clearance,
-//! bad Matrix token) are refused with stable codes and audited; concurrent ingestions of one room
-//! never duplicate; the audit chains verify; and no Matrix token is found in any response, any
-//! captured log line, or any database byte or column.
+//! bad Matrix token, a room the Matrix user is not in) are refused with stable codes and audited;
+//! concurrent ingestions of one room never duplicate; the audit chains verify; the fusion relay
+//! delivers one network-node entity per successful ingestion; and no Matrix token is found in any
+//! response, any captured log line, or any database byte or column.
 //!
 //! The whole file skips (loudly, through `argus-testkit`) when Synapse is unavailable; the
 //! PostgreSQL run also skips when no PostgreSQL binaries are installed.

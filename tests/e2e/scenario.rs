@@ -1,6 +1,6 @@
 //! The scenario, written once and run on every backend: ingest as two organisations at three
-//! classifications, read back through every query as four viewers, check failures, the audit
-//! trail, and concurrent ingestions.
+//! classifications, read back through every query as five viewers, check failures, the audit
+//! trail, concurrent ingestions and the fusion relay's JSON Lines.
 
 use std::{
     collections::HashSet,
