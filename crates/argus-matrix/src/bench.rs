@@ -10,6 +10,7 @@ pub fn normalise_page(body: &[u8], room_id: &str) -> Result<usize> {
     let page = Page::try_from_http_response(http::Response::new(body))
         .map_err(|_| Error::malformed("not a /messages response"))?;
     let mut norm = Normaliser::new(room_id);
+    norm.reserve(page.chunk.len());
     for raw in &page.chunk {
         norm.push(raw.json().get());
     }

@@ -156,6 +156,12 @@ impl Normaliser {
         &mut self.report
     }
 
+    /// Makes room for `events` more events (a page about to be pushed).
+    pub(crate) fn reserve(&mut self, events: usize) {
+        self.seen.reserve(events);
+        self.messages.reserve(events);
+    }
+
     /// Takes one timeline event, given as its JSON text.
     pub(crate) fn push(&mut self, json: &str) {
         self.report.events_fetched += 1;
@@ -187,11 +193,10 @@ impl Normaliser {
             self.report.malformed_skipped += 1;
             return;
         };
-        if self.seen.contains(&event_id) {
+        if !self.seen.insert(event_id.clone()) {
             tracing::debug!(event_id = %event_id, "skipped a duplicate event");
             return;
         }
-        self.seen.insert(event_id.clone());
         match classify(view, event_id) {
             Ok(Outcome::Message(m)) => self.messages.push(m),
             Ok(Outcome::Edit(e)) => self.edits.push(e),
@@ -208,8 +213,18 @@ impl Normaliser {
         if newest_first {
             messages.reverse();
         }
-        let index: HashMap<EventId, usize> =
-            messages.iter().enumerate().map(|(i, m)| (m.event_id.clone(), i)).collect();
+        // Only the messages an edit or a redaction points at need to be found by id.
+        let wanted: HashSet<&EventId> = edits.iter().map(|e| &e.target).chain(&redactions).collect();
+        let index: HashMap<EventId, usize> = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| wanted.contains(&m.event_id))
+                .map(|(i, m)| (m.event_id.clone(), i))
+                .collect()
+        };
 
         // Redactions: of a message in range, of an edit in range, or of something stored earlier.
         let mut redacted_edits = HashSet::new();
