@@ -259,6 +259,45 @@ fn token_is_refused_when_a_real_key_is_configured() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("real signing key"), "{output:?}");
 }
 
+/// With a real key configured, `token --client-credentials` asks the identity provider instead
+/// and prints its token only; the client secret never reaches the output.
+#[tokio::test]
+async fn token_from_the_identity_provider_with_client_credentials() {
+    use wiremock::{
+        Mock, MockServer, ResponseTemplate,
+        matchers::{body_string_contains, method, path},
+    };
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains("scope=tchap%3Aaudit"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "eyJ.from-the-idp.sig", "token_type": "Bearer", "expires_in": 300
+        })))
+        .expect(1)
+        .mount(&idp)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = command(dir.path());
+    command
+        .env("ARGUS_JWT_JWKS_URL", format!("{}/jwks", idp.uri()))
+        .env("ARGUS_OAUTH_TOKEN_URL", format!("{}/token", idp.uri()))
+        .env("ARGUS_OAUTH_CLIENT_ID", "argus-operators")
+        .env("ARGUS_OAUTH_CLIENT_SECRET", "operators-client-secret")
+        .args(["token", "--client-credentials", "--scope", "tchap:audit"]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "eyJ.from-the-idp.sig");
+    let all = format!("{}{}", stdout(&output), String::from_utf8_lossy(&output.stderr));
+    assert!(!all.contains("operators-client-secret"), "{all}");
+
+    // Claims are the provider's business: naming an organisation with the grant is refused.
+    let refused = run(dir.path(), &["token", "--client-credentials", "--org", "dgsi"]);
+    assert!(!refused.status.success());
+    assert!(stdout(&refused).is_empty());
+}
+
 #[test]
 fn help_is_available_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
