@@ -174,6 +174,20 @@ fn audit_message(error: &Error, token: &AccessToken) -> String {
     }
 }
 
+/// The homeserver URL as given, with its user information (which may hold a password) replaced:
+/// the trail is append-only, so a credential written there could never be taken out again.
+fn without_user_info(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else {
+        return url.into();
+    };
+    let (head, rest) = url.split_at(scheme_end + 3);
+    let authority = rest.find(['/', '\\', '?', '#']).map_or(rest, |end| &rest[..end]);
+    match authority.rfind('@') {
+        Some(at) => format!("{head}[redacted]{}", &rest[at..]).into(),
+        None => url.into(),
+    }
+}
+
 async fn record_failure(
     services: &Services,
     viewer: &Viewer,
@@ -185,7 +199,10 @@ async fn record_failure(
         actor: viewer.actor.clone(),
         org: viewer.org.clone(),
         room_id: NewIngestion::sanitise(&request.room_id, MAX_AUDIT_ROOM_ID),
-        homeserver_url: NewIngestion::sanitise(&request.homeserver_url, MAX_AUDIT_HOMESERVER),
+        homeserver_url: NewIngestion::sanitise(
+            &without_user_info(&request.homeserver_url),
+            MAX_AUDIT_HOMESERVER,
+        ),
         message_count: 0,
         classification: request.classification,
         started_at,

@@ -38,16 +38,26 @@ impl Harness {
     }
 
     pub(crate) async fn with_options(options: SchemaOptions) -> Self {
+        let config = ConnectorConfig {
+            allow_private_addresses: vec!["127.0.0.1".into()],
+            ..ConnectorConfig::default()
+        };
+        Self::with(options, config).await
+    }
+
+    /// A harness whose connector has `config` (e.g. the default policy, with no exception for
+    /// the mock homeserver's address).
+    pub(crate) async fn with_connector(config: ConnectorConfig) -> Self {
+        Self::with(SchemaOptions::default(), config).await
+    }
+
+    async fn with(options: SchemaOptions, config: ConnectorConfig) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let url = format!("sqlite://{}", dir.path().join("argus.db").display());
         let store = tokio::task::spawn_blocking(move || Store::open(&url))
             .await
             .unwrap_or_else(|e| panic!("join: {e}"))
             .unwrap_or_else(|e| panic!("store: {e}"));
-        let config = ConnectorConfig {
-            allow_private_addresses: vec!["127.0.0.1".into()],
-            ..ConnectorConfig::default()
-        };
         let connector = Connector::new(config).unwrap_or_else(|e| panic!("connector: {e}"));
         let hs = MockHomeserver::start().await;
         Self {

@@ -6,3 +6,4 @@ mod harness;
 mod homeserver;
 mod ingest;
 mod reads;
+mod threats;

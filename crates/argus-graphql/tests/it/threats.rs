@@ -1,0 +1,323 @@
+//! Adversarial cases of the threat model seen through the ingestion mutation: refused
+//! homeserver URLs, an organisation smuggled in as an argument, soft logout, and a token that
+//! expires between fetch and commit.
+
+use argus_domain::Scope;
+use argus_matrix::ConnectorConfig;
+use serde_json::{Value, json};
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path_regex, query_param},
+};
+
+use crate::{
+    harness::{ALL, Harness, Restricted, Secret, TopSecret, error_code, ok, viewer},
+    homeserver::MATRIX_TOKEN,
+};
+
+const AUDIT: &str = r"{ tchapIngestions(first: 100) { totalCount edges { node { outcome error roomId homeserverUrl messageCount } } } }";
+
+const ROOM: &str = "!salle:tchap.test";
+
+async fn trail(h: &Harness, org: &str) -> Value {
+    ok(h.run(&viewer(org, TopSecret, &[Scope::Audit]), AUDIT, json!({})).await)["tchapIngestions"].clone()
+}
+
+async fn room_count(h: &Harness, org: &str) -> Value {
+    ok(h.run(&viewer(org, TopSecret, &[Scope::Read]), "{ tchapRooms { totalCount } }", json!({})).await)
+        ["tchapRooms"]["totalCount"]
+        .clone()
+}
+
+fn input(homeserver: &str, room: &str) -> Value {
+    json!({ "homeserverUrl": homeserver, "accessToken": MATRIX_TOKEN, "roomId": room, "classification": "RESTRICTED" })
+}
+
+/// A listener that records every request and answers none usefully: no URL below may reach it.
+async fn listener() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(404)).mount(&server).await;
+    server
+}
+
+/// Ingests with each URL and checks it was refused with `code`, audited as FAILED under the
+/// URL as given, and stored nothing.
+async fn assert_refused_and_audited(h: &Harness, org: &str, cases: &[(String, &str)]) {
+    let caller = viewer(org, Secret, &ALL);
+    for (url, code) in cases {
+        let response = h.ingest_with(&caller, input(url, ROOM)).await;
+        assert_eq!(error_code(&response), Some(*code), "{url}: {response:#}");
+        assert!(response["data"].is_null(), "{url}: {response:#}");
+    }
+    let trail = trail(h, org).await;
+    assert_eq!(trail["totalCount"], cases.len(), "{trail:#}");
+    let edges = trail["edges"].as_array().unwrap_or_else(|| panic!("{trail:#}"));
+    // Newest first.
+    for ((url, _), edge) in cases.iter().rev().zip(edges) {
+        let node = &edge["node"];
+        assert_eq!(node["outcome"], "FAILED", "{url}: {node}");
+        // The URL as given, except the password of its user information: the trail is
+        // append-only, so a credential written there could never be taken out again.
+        let recorded = node["homeserverUrl"].as_str().unwrap_or_else(|| panic!("{node}"));
+        if url.contains('@') {
+            assert!(!recorded.contains("secret"), "a URL password is in the audit trail: {node}");
+            assert!(recorded.ends_with(url.rsplit('@').next().unwrap_or_default()), "{node}");
+        } else {
+            assert_eq!(recorded, url.as_str(), "{node}");
+        }
+        assert_eq!(node["roomId"], ROOM, "{node}");
+        assert_eq!(node["messageCount"], 0, "{node}");
+        assert!(node["error"].as_str().is_some_and(|e| !e.is_empty()), "{url}: {node}");
+    }
+    assert!(!trail.to_string().contains(MATRIX_TOKEN));
+    assert_eq!(room_count(h, org).await, 0);
+}
+
+#[tokio::test]
+async fn refused_homeserver_urls_are_audited_failures_and_never_connected() {
+    let live = listener().await;
+    let port = live.address().port();
+    // The default policy: no exception, so the listener's loopback address is refused in every
+    // spelling that would otherwise reach it.
+    let strict = Harness::with_connector(ConnectorConfig::default()).await;
+    let policy = "OUTBOUND_POLICY";
+    let invalid = "INVALID_INPUT";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("http://127.0.0.1:{port}"), policy),
+        (format!("https://127.0.0.1:{port}"), policy),
+        (format!("https://2130706433:{port}"), policy),
+        (format!("https://0x7f000001:{port}"), policy),
+        (format!("https://0177.0.0.1:{port}"), policy),
+        (format!("https://127.1:{port}"), policy),
+        (format!("https://[::ffff:127.0.0.1]:{port}"), policy),
+        (format!("https://[::ffff:7f00:1]:{port}"), policy),
+        (format!("https://0.0.0.0:{port}"), policy),
+        (format!("https://0:{port}"), policy),
+        (format!("https://[::]:{port}"), policy),
+        ("https://[::1]".to_owned(), policy),
+        ("https://10.0.0.1".to_owned(), policy),
+        ("https://167772161".to_owned(), policy),
+        ("https://172.16.0.1".to_owned(), policy),
+        ("https://192.168.1.1".to_owned(), policy),
+        ("https://169.254.169.254".to_owned(), policy),
+        ("https://2852039166".to_owned(), policy),
+        ("https://[::ffff:169.254.169.254]".to_owned(), policy),
+        ("https://[fe80::1]".to_owned(), policy),
+        ("https://[fd00::1]".to_owned(), policy),
+        (format!("https://user:secret@127.0.0.1:{port}"), invalid),
+        ("https://user:secret@matrix.agent.tchap.gouv.fr".to_owned(), invalid),
+        ("https://alice@matrix.agent.tchap.gouv.fr".to_owned(), invalid),
+        (format!("ftp://127.0.0.1:{port}"), invalid),
+        (format!("gopher://127.0.0.1:{port}/_GET"), invalid),
+        ("file:///etc/passwd".to_owned(), invalid),
+        ("javascript:alert(1)".to_owned(), invalid),
+    ];
+    assert_refused_and_audited(&strict, "dgsi", &cases).await;
+
+    // With the listener's address on the exception list, only the refusals that do not depend
+    // on the address are left to stop these.
+    let exempt = Harness::new().await;
+    let cases: Vec<(String, &str)> = vec![
+        (format!("http://user:secret@127.0.0.1:{port}"), invalid),
+        (format!("http://alice@127.0.0.1:{port}"), invalid),
+        (format!("ftp://127.0.0.1:{port}"), invalid),
+        (format!("https://10.0.0.1:{port}"), policy),
+    ];
+    assert_refused_and_audited(&exempt, "dgsi", &cases).await;
+
+    let received = live.received_requests().await.unwrap_or_default();
+    assert!(received.is_empty(), "a refused URL reached the listener: {:?}", received[0].url);
+}
+
+#[tokio::test]
+async fn an_organisation_passed_as_an_argument_or_input_field_is_never_trusted() {
+    let h = Harness::new().await;
+    h.hs.room(ROOM, 2);
+    let dgsi = viewer("dgsi", Secret, &ALL);
+    // Arguments the contract does not have are refused by validation, before any resolver.
+    for query in [
+        "{ tchapRooms(org: \"anssi\") { totalCount } }",
+        "{ tchapRooms(orgId: \"anssi\") { totalCount } }",
+        "{ tchapRoom(roomId: \"!a:b\", org: \"anssi\") { roomId } }",
+        "{ tchapMessages(roomId: \"!a:b\", tenant: \"anssi\") { totalCount } }",
+        "{ tchapStats(org: \"anssi\") { totalRooms } }",
+        "{ tchapIngestions(org: \"anssi\") { totalCount } }",
+    ] {
+        let response = h.run(&dgsi, query, json!({})).await;
+        assert!(response["errors"].is_array() && response["data"].is_null(), "{query}: {response:#}");
+    }
+    let literal = format!(
+        "mutation {{ ingestTchapRoom(input: {{ homeserverUrl: \"{}\", accessToken: \"{MATRIX_TOKEN}\", \
+         roomId: \"{ROOM}\", classification: RESTRICTED, org: \"anssi\" }}) {{ messagesStored }} }}",
+        h.hs.url()
+    );
+    let response = h.run(&dgsi, &literal, json!({})).await;
+    assert!(response["errors"].is_array() && response["data"].is_null(), "{response:#}");
+    assert_eq!(trail(&h, "dgsi").await["totalCount"], 0, "a refused document ran the mutation");
+
+    // The same field in variables: whether the server refuses it or ignores it, the room and
+    // its audit record belong to the token's organisation only.
+    let mut smuggled = input(&h.hs.url(), ROOM);
+    smuggled["org"] = json!("anssi");
+    smuggled["orgId"] = json!("anssi");
+    let response = h.ingest_with(&dgsi, smuggled).await;
+    for org in ["anssi", "dgsi"] {
+        let reader = viewer(org, TopSecret, &[Scope::Read]);
+        let room = ok(h
+            .run(&reader, "query($r: String!) { tchapRoom(roomId: $r) { roomId } }", json!({ "r": ROOM }))
+            .await);
+        let trail = trail(&h, org).await;
+        if org == "anssi" || response["errors"].is_array() {
+            assert!(room["tchapRoom"].is_null(), "{org} got the room: {response:#}");
+            assert_eq!(room_count(&h, org).await, 0, "{org}");
+            assert_eq!(trail["totalCount"], 0, "{org}: {trail:#}");
+        } else {
+            assert_eq!(room["tchapRoom"]["roomId"], ROOM, "{response:#}");
+            assert_eq!(trail["totalCount"], 1, "{trail:#}");
+        }
+    }
+}
+
+fn matrix_error(status: u16, body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(body)
+}
+
+fn state_path() -> wiremock::matchers::PathRegexMatcher {
+    path_regex(r"^/_matrix/client/v3/rooms/[^/]+/state$")
+}
+
+fn messages_path() -> wiremock::matchers::PathRegexMatcher {
+    path_regex(r"^/_matrix/client/v3/rooms/[^/]+/messages$")
+}
+
+fn state() -> Value {
+    json!([
+        { "type": "m.room.create", "state_key": "", "event_id": "$create", "sender": "@alice:tchap.test",
+          "origin_server_ts": 1_767_225_600_000_i64, "room_id": ROOM, "content": { "room_version": "10" } },
+        { "type": "m.room.name", "state_key": "", "event_id": "$name", "sender": "@alice:tchap.test",
+          "origin_server_ts": 1_767_225_600_000_i64, "room_id": ROOM, "content": { "name": "Salle" } },
+    ])
+}
+
+/// Messages `from..to` (newest first), one minute apart.
+fn chunk(from: i64, to: i64) -> Value {
+    (from..to)
+        .rev()
+        .map(|i| {
+            json!({
+                "type": "m.room.message", "event_id": format!("$m{i}"), "sender": "@alice:tchap.test",
+                "origin_server_ts": 1_767_225_600_000_i64 + i * 60_000, "room_id": ROOM,
+                "content": { "msgtype": "m.text", "body": format!("message {i}") },
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_soft_logout_is_unauthorized_audited_and_not_retried() {
+    let hs = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(matrix_error(
+            401,
+            json!({ "errcode": "M_UNKNOWN_TOKEN", "error": "Token expired", "soft_logout": true }),
+        ))
+        .mount(&hs)
+        .await;
+    let h = Harness::new().await;
+    let response = h.ingest_with(&viewer("dgsi", Secret, &ALL), input(&hs.uri(), ROOM)).await;
+    assert_eq!(error_code(&response), Some("HOMESERVER_UNAUTHORIZED"), "{response:#}");
+    assert!(response["data"].is_null(), "{response:#}");
+    assert!(!response.to_string().contains(MATRIX_TOKEN));
+    // The connector retries other failures (max_retries defaults to 5); not this one.
+    assert!(ConnectorConfig::default().max_retries > 0);
+    // The state and the first page are asked for at once; neither is asked for twice.
+    let requests = hs.received_requests().await.unwrap_or_default();
+    let to = |endpoint: &str| requests.iter().filter(|r| r.url.path().ends_with(endpoint)).count();
+    assert_eq!(to("/state"), 1, "the refusal was retried");
+    assert!(to("/messages") <= 1, "the refusal was retried");
+    assert_eq!(requests.len(), to("/state") + to("/messages"));
+    let trail = trail(&h, "dgsi").await;
+    assert_eq!(trail["totalCount"], 1, "{trail:#}");
+    let node = &trail["edges"][0]["node"];
+    assert_eq!(node["outcome"], "FAILED");
+    assert!(node["error"].as_str().is_some_and(|e| !e.is_empty()), "{node}");
+    assert!(!trail.to_string().contains(MATRIX_TOKEN));
+    assert_eq!(room_count(&h, "dgsi").await, 0);
+}
+
+#[tokio::test]
+async fn a_token_expiring_mid_run_is_audited_and_stores_nothing_then_a_retry_succeeds() {
+    let hs = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(state_path())
+        .respond_with(ResponseTemplate::new(200).set_body_json(state()))
+        .mount(&hs)
+        .await;
+    // The first page arrives; the token is revoked before the second.
+    Mock::given(method("GET"))
+        .and(messages_path())
+        .and(query_param("from", "t1"))
+        .respond_with(matrix_error(
+            401,
+            json!({ "errcode": "M_UNKNOWN_TOKEN", "error": "Token revoked", "soft_logout": true }),
+        ))
+        .with_priority(1)
+        .mount(&hs)
+        .await;
+    Mock::given(method("GET"))
+        .and(messages_path())
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "start": "s0", "end": "t1", "chunk": chunk(5, 10) })),
+        )
+        .with_priority(2)
+        .mount(&hs)
+        .await;
+    let h = Harness::new().await;
+    let alice = viewer("dgsi", Secret, &ALL);
+    let response = h.ingest_with(&alice, input(&hs.uri(), ROOM)).await;
+    assert_eq!(error_code(&response), Some("HOMESERVER_UNAUTHORIZED"), "{response:#}");
+    let pages = hs
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/messages"))
+        .count();
+    assert_eq!(pages, 2, "the first page was read before the failure, and the failure not retried");
+    // Nothing of the page already fetched was stored.
+    assert_eq!(room_count(&h, "dgsi").await, 0);
+    let trail_after_failure = trail(&h, "dgsi").await;
+    assert_eq!(trail_after_failure["totalCount"], 1);
+    assert_eq!(trail_after_failure["edges"][0]["node"]["outcome"], "FAILED");
+
+    // With a fresh token the same call goes through and stores every message once.
+    hs.reset().await;
+    Mock::given(method("GET"))
+        .and(state_path())
+        .respond_with(ResponseTemplate::new(200).set_body_json(state()))
+        .mount(&hs)
+        .await;
+    Mock::given(method("GET"))
+        .and(messages_path())
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({ "start": "s0", "chunk": chunk(0, 10) })),
+        )
+        .mount(&hs)
+        .await;
+    let data = ok(h.ingest_with(&alice, input(&hs.uri(), ROOM)).await);
+    let p = &data["ingestTchapRoom"];
+    assert_eq!(p["messagesStored"], 10, "{p}");
+    assert_eq!(p["room"]["messageCount"], 10, "{p}");
+    assert_eq!(p["ingestion"]["outcome"], "SUCCEEDED");
+    assert_eq!(p["ingestion"]["seq"], 2);
+    assert_eq!(room_count(&h, "dgsi").await, 1);
+    let classification = ok(h
+        .run(
+            &viewer("dgsi", Restricted, &[Scope::Read]),
+            "query($r: String!) { tchapRoom(roomId: $r) { classification } }",
+            json!({ "r": ROOM }),
+        )
+        .await);
+    assert_eq!(classification["tchapRoom"]["classification"], "RESTRICTED");
+}
