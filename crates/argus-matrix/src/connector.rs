@@ -15,10 +15,6 @@ use crate::{
     transport::{HttpClient, Target},
 };
 
-/// Pages with at least this many events are normalised on a blocking worker thread while the
-/// next page is fetched; smaller ones are not worth the hand-over.
-const OFF_THREAD_MIN_EVENTS: usize = 64;
-
 /// Feeds the events of one page to the normaliser.
 fn normalise(norm: &mut Normaliser, chunk: &[Raw<AnyTimelineEvent>]) {
     norm.reserve(chunk.len());
@@ -228,36 +224,13 @@ impl Connector {
             let next_limit = page_limit(remaining.saturating_sub(taken));
             if pages < config.max_pages && next_limit > 0 {
                 let fetch = get_message_events::fetch(client, target, room, from.clone(), dir, next_limit);
-                if taken >= OFF_THREAD_MIN_EVENTS {
-                    // Normalise on a blocking worker while this task fetches and parses the next
-                    // page: on a multi-core machine the two overlap.
-                    let mut chunk = page.chunk;
-                    chunk.truncate(taken);
-                    let span = tracing::Span::current();
-                    let work = tokio::task::spawn_blocking(move || {
-                        let _span = span.enter();
-                        normalise(&mut norm, &chunk);
-                        norm
-                    });
-                    let (next_page, worked) = tokio::join!(fetch, work);
-                    norm = match worked {
-                        Ok(norm) => norm,
-                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                        // Only when the runtime shuts down under the read.
-                        Err(_) => {
-                            return Err(Error::Unreachable(
-                                "the read was cancelled by a runtime shutdown".into(),
-                            ));
-                        }
-                    };
-                    on_page(norm.report());
-                    prefetched = Some((next_page?, next_limit));
-                } else {
-                    let (next_page, ()) =
-                        tokio::join!(fetch, async { normalise(&mut norm, &page.chunk[..taken]) });
-                    on_page(norm.report());
-                    prefetched = Some((next_page?, next_limit));
-                }
+                // Normalising is synchronous: meanwhile the connection's own task sends the next
+                // request and starts reading its answer. (Normalising on a blocking worker instead
+                // was measured slower on the project's 2-core machine: see docs/benchmarks.md.)
+                let (next_page, ()) =
+                    tokio::join!(fetch, async { normalise(&mut norm, &page.chunk[..taken]) });
+                on_page(norm.report());
+                prefetched = Some((next_page?, next_limit));
             } else {
                 normalise(&mut norm, &page.chunk[..taken]);
                 on_page(norm.report());
