@@ -12,3 +12,5 @@ mod schema;
 mod suite;
 #[cfg(test)]
 mod support;
+#[cfg(test)]
+mod threats;

@@ -1,0 +1,285 @@
+//! Adversarial cases of the threat model that need more than the shared suite: a process killed
+//! inside the ingestion transaction, a database that goes away and comes back, and the time a
+//! withheld room takes to look up compared with a missing one.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use argus_domain::{
+    Classification::{Restricted, Secret},
+    PageRequest, RoomId, RoomSnapshot,
+};
+use argus_store::{Error, Store, StoreOptions};
+
+use crate::support::{Guard, TestDb, message, messages, now, run, snapshot, viewer};
+
+/// Room of the crash tests.
+const CRASH_ROOM: &str = "!crash:x.org";
+/// Messages written before the one whose insert stalls.
+const CRASH_MESSAGES: usize = 2_000;
+/// The message whose insert stalls inside the transaction.
+const SLOW_EVENT: &str = "$slow";
+/// Tells the child test which database to ingest into.
+const CHILD_ENV: &str = "ARGUS_STORE_CRASH_CHILD_URL";
+
+/// The same snapshot in the child and in the retry: `CRASH_MESSAGES` messages, then the slow one.
+fn crash_snapshot() -> RoomSnapshot {
+    let t = now();
+    let mut msgs: Vec<_> = (0..CRASH_MESSAGES)
+        .map(|i| message(&format!("$crash{i}"), t - time::Duration::seconds(i as i64)))
+        .collect();
+    msgs.push(message(SLOW_EVENT, t));
+    snapshot(CRASH_ROOM, msgs)
+}
+
+/// Run in a child process by the crash tests; does nothing when run directly.
+#[test]
+fn crash_child() {
+    let Ok(url) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(&url).unwrap();
+    let snap = crash_snapshot();
+    println!("ingesting");
+    // Killed by the parent while this runs.
+    let result = store.record_ingestion(&run(&viewer("org-a", Secret), Restricted), &snap);
+    println!("returned: {:?}", result.map(|r| r.messages_stored));
+}
+
+/// Makes the insert of `SLOW_EVENT` stall inside the transaction: a long sleep on PostgreSQL,
+/// an endless cross join of the messages already inserted on SQLite.
+fn stall(db: &TestDb) {
+    let mut raw = db.raw();
+    if db.is_postgres() {
+        raw.exec(&format!(
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.event_id = '{SLOW_EVENT}' THEN PERFORM pg_sleep(5); END IF; RETURN NEW; END; $$; \
+             CREATE TRIGGER stall BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION stall();"
+        ))
+        .unwrap();
+    } else {
+        raw.exec(&format!(
+            "CREATE TRIGGER stall BEFORE INSERT ON messages WHEN NEW.event_id = '{SLOW_EVENT}' \
+             BEGIN SELECT COUNT(*) FROM messages a, messages b, messages c; END;"
+        ))
+        .unwrap();
+    }
+}
+
+fn unstall(db: &TestDb) {
+    if db.is_postgres() {
+        db.raw().exec("DROP TRIGGER stall ON messages; DROP FUNCTION stall();").unwrap();
+    } else {
+        db.raw().exec("DROP TRIGGER stall").unwrap();
+    }
+}
+
+/// Whether another connection is inside a write transaction, stalled on `SLOW_EVENT`.
+fn inside_the_transaction(db: &TestDb) -> bool {
+    let mut raw = db.raw();
+    if db.is_postgres() {
+        raw.count(
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL AND wait_event = 'PgSleep'",
+        ) > 0
+    } else {
+        // The ingestion holds SQLite's write lock from BEGIN IMMEDIATE to COMMIT.
+        raw.exec("PRAGMA busy_timeout = 0").unwrap();
+        match raw.exec("BEGIN IMMEDIATE; ROLLBACK;") {
+            Ok(()) => false,
+            Err(e) => {
+                assert!(e.to_string().contains("locked"), "{e}");
+                true
+            }
+        }
+    }
+}
+
+/// Whether a PostgreSQL backend of the test database still holds a transaction.
+fn orphan_transactions(db: &TestDb) -> i64 {
+    db.count(
+        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL",
+    )
+}
+
+fn spawn_child(db: &TestDb) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "threats::crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &db.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn killed_inside_the_transaction(db: &TestDb) {
+    stall(db);
+    let mut child = spawn_child(db);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the child ended before ingesting").unwrap();
+        // libtest prints the test's output after "test <name> ... " on the same line.
+        if line.ends_with("ingesting") {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !inside_the_transaction(db) {
+        assert!(Instant::now() < deadline, "the child never got inside the transaction");
+        assert!(child.try_wait().unwrap().is_none(), "the child finished instead of stalling");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGKILL: no destructor, no rollback from the client side.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().all(|l| !l.starts_with("returned")), "the ingestion returned: {rest:?}");
+    if db.is_postgres() {
+        // The server rolls back once it finds the client gone (at the latest when the sleep ends).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while orphan_transactions(db) > 0 {
+            assert!(Instant::now() < deadline, "the dead client's transaction was never rolled back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // Nothing partial: not the room, not the messages inserted before the stall, no audit record,
+    // no outbox row; the chain of the organisation is untouched.
+    for table in ["rooms", "messages", "message_counts", "ingestions", "outbox"] {
+        assert_eq!(db.count(&format!("SELECT COUNT(*) AS n FROM {table}")), 0, "{table} written");
+    }
+    assert!(db.store.audit_heads().unwrap().is_empty());
+
+    // A retry (of the same snapshot, through a store opened afresh as after a restart) succeeds.
+    unstall(db);
+    let store = Store::open(&db.url).unwrap();
+    let v = viewer("org-a", Secret);
+    let done = store.record_ingestion(&run(&v, Restricted), &crash_snapshot()).unwrap();
+    assert_eq!(done.messages_stored, CRASH_MESSAGES as i64 + 1);
+    assert_eq!(done.ingestion.seq, 1);
+    assert_eq!(done.room.message_count, CRASH_MESSAGES as i64 + 1);
+    let verified = store.audit_verify(&store.audit_heads().unwrap()).unwrap();
+    assert!(verified.iter().all(|c| c.is_ok()) && verified.len() == 1, "{verified:?}");
+    assert_eq!(store.outbox_pending(10).unwrap().len(), 1);
+}
+
+#[test]
+fn sqlite_killed_inside_the_transaction_leaves_nothing_and_a_retry_succeeds() {
+    killed_inside_the_transaction(&crate::support::sqlite());
+}
+
+#[test]
+fn postgres_killed_inside_the_transaction_leaves_nothing_and_a_retry_succeeds() {
+    let Some(db) = crate::support::postgres() else { return };
+    killed_inside_the_transaction(&db);
+}
+
+#[test]
+fn postgres_unavailable_is_a_clean_error_and_the_store_recovers() {
+    let Some(db) = crate::support::postgres() else { return };
+    let Guard::Postgres(pg) = &db.guard else { unreachable!() };
+    let (cluster, name) = (pg.cluster(), pg.name().to_owned());
+    let options = StoreOptions { pool_size: 2, busy_timeout: Duration::from_millis(300) };
+    let store = Store::open_with(&db.url, options).unwrap();
+    let v = viewer("org-a", Secret);
+    store.record_ingestion(&run(&v, Restricted), &snapshot("!before:x.org", messages(5, now()))).unwrap();
+
+    // The database goes away: new connections are refused and the pooled ones are cut.
+    cluster.execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")).unwrap();
+    cluster
+        .execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .unwrap();
+    let during = snapshot("!during:x.org", messages(50, now()));
+    let started = Instant::now();
+    let errors = [
+        store.record_ingestion(&run(&v, Restricted), &during).unwrap_err(),
+        store.rooms(&v, &PageRequest::first(10)).unwrap_err(),
+        store.room(&v, &"!before:x.org".parse::<RoomId>().unwrap()).unwrap_err(),
+        store.audit_heads().unwrap_err(),
+        store.ping().unwrap_err(),
+    ];
+    assert!(started.elapsed() < Duration::from_secs(20), "the store hung: {:?}", started.elapsed());
+    for err in &errors {
+        assert!(matches!(err, Error::Unavailable), "{err:?}");
+        assert!(err.is_retryable());
+        let text = err.to_string();
+        assert_eq!(text, "the database is unavailable");
+        assert!(!text.contains(&name) && !text.contains("127.0.0.1"), "{text}");
+    }
+
+    // It comes back: the same store recovers without being reopened.
+    cluster.execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")).unwrap();
+    store.ping().unwrap();
+    let again = store.record_ingestion(&run(&v, Restricted), &during).unwrap();
+    assert_eq!(again.messages_stored, 50);
+    assert_eq!(again.ingestion.seq, 2, "the refused write left an audit record");
+    // Nothing half-written: the two ingestions, whole.
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM messages"), 55);
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM rooms"), 2);
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM outbox"), 2);
+    let verified = store.audit_verify(&store.audit_heads().unwrap()).unwrap();
+    assert!(verified.iter().all(|c| c.is_ok()), "{verified:?}");
+}
+
+/// Median of `samples` (nanoseconds).
+fn median(mut samples: Vec<u128>) -> u128 {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+#[test]
+fn withheld_and_missing_rooms_take_the_same_time() {
+    let db = crate::support::sqlite();
+    let s = &db.store;
+    let top = viewer("org-a", argus_domain::Classification::TopSecret);
+    // A big room above the reader's clearance, a big room of another organisation, and a big
+    // room the reader may see (to show that the cost of a room's messages is measurable).
+    let big = 20_000;
+    s.record_ingestion(&run(&top, Secret), &snapshot("!withheld:x.org", messages(big, now()))).unwrap();
+    s.record_ingestion(
+        &run(&viewer("org-b", Secret), Secret),
+        &snapshot("!foreign:x.org", messages(big, now())),
+    )
+    .unwrap();
+    s.record_ingestion(&run(&top, Restricted), &snapshot("!visible:x.org", messages(big, now()))).unwrap();
+    let reader = viewer("org-a", Restricted);
+    let ids: Vec<RoomId> = ["!withheld:x.org", "!foreign:x.org", "!missing:x.org", "!visible:x.org"]
+        .map(|r| r.parse().unwrap())
+        .into();
+
+    let mut times: Vec<Vec<u128>> = vec![Vec::new(); ids.len()];
+    // Each round starts with another kind, so that none always follows the expensive lookup.
+    for round in 0..400 {
+        for k in 0..ids.len() {
+            let i = (round + k) % ids.len();
+            let id = &ids[i];
+            let started = Instant::now();
+            let room = s.room(&reader, id).unwrap();
+            let elapsed = started.elapsed().as_nanos();
+            if round >= 20 {
+                times[i].push(elapsed);
+            }
+            assert_eq!(room.is_some(), i == 3, "{id}");
+        }
+    }
+    let [withheld, foreign, missing, visible]: [u128; 4] =
+        times.into_iter().map(median).collect::<Vec<_>>().try_into().unwrap();
+    eprintln!(
+        "median lookup: withheld {withheld} ns, foreign {foreign} ns, missing {missing} ns, visible {visible} ns"
+    );
+    // Counting a big room's messages shows: the measurement can tell them apart...
+    assert!(visible > 2 * missing, "visible {visible} ns vs missing {missing} ns");
+    // ...and a withheld or foreign room costs what a missing one does, not what a visible one does.
+    for (what, t) in [("withheld", withheld), ("foreign", foreign)] {
+        assert!(
+            t * 2 < visible,
+            "{what} {t} ns is closer to visible {visible} ns than to missing {missing} ns"
+        );
+        assert!(t < missing * 2 + 20_000, "{what} {t} ns vs missing {missing} ns");
+    }
+}
