@@ -18,7 +18,7 @@ pub(crate) struct Harness {
     pub(crate) services: Arc<Services>,
     pub(crate) schema: Schema,
     pub(crate) hs: MockHomeserver,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 pub(crate) const ALL: [Scope; 3] = [Scope::Read, Scope::Ingest, Scope::Audit];
@@ -60,12 +60,12 @@ impl Harness {
             .unwrap_or_else(|e| panic!("store: {e}"));
         let connector = Connector::new(config).unwrap_or_else(|e| panic!("connector: {e}"));
         let hs = MockHomeserver::start().await;
-        Self {
-            services: Arc::new(Services::new(store, connector)),
-            schema: build_schema(options),
-            hs,
-            _dir: dir,
-        }
+        Self { services: Arc::new(Services::new(store, connector)), schema: build_schema(options), hs, dir }
+    }
+
+    /// The store's SQLite file, for tests that tamper with it as someone with file access would.
+    pub(crate) fn database(&self) -> std::path::PathBuf {
+        self.dir.path().join("argus.db")
     }
 
     /// Runs a GraphQL request as `viewer`, returning the JSON response (`data`, `errors`).

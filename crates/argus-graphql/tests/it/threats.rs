@@ -1,6 +1,6 @@
-//! Adversarial cases of the threat model seen through the ingestion mutation: refused
-//! homeserver URLs, an organisation smuggled in as an argument, soft logout, and a token that
-//! expires between fetch and commit.
+//! Adversarial cases of the threat model seen through the GraphQL layer: refused homeserver
+//! URLs, an organisation smuggled in as an argument, soft logout, a token that expires between
+//! fetch and commit, and store failures behind a generic message.
 
 use argus_domain::Scope;
 use argus_matrix::ConnectorConfig;
@@ -320,4 +320,80 @@ async fn a_token_expiring_mid_run_is_audited_and_stores_nothing_then_a_retry_suc
         )
         .await);
     assert_eq!(classification["tchapRoom"]["classification"], "RESTRICTED");
+}
+
+/// Runs `sql` on the harness's SQLite file with the `sqlite3` shell, as someone with access to
+/// the file would; `None` (with a loud message) when the shell is not installed.
+fn sqlite3(h: &Harness, sql: &str) -> Option<()> {
+    let output = match std::process::Command::new("sqlite3")
+        .args(["-bail", "-cmd", ".timeout 5000"])
+        .arg(h.database())
+        .arg(sql)
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: the sqlite3 shell is not installed");
+            return None;
+        }
+        Err(e) => panic!("sqlite3: {e}"),
+    };
+    assert!(output.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&output.stderr));
+    Some(())
+}
+
+/// The first error of `response` is the generic internal error, with nothing of `leaks` in the
+/// whole response.
+fn assert_generic(response: &Value, h: &Harness, leaks: &[&str]) {
+    assert_eq!(error_code(response), Some("INTERNAL"), "{response:#}");
+    assert_eq!(response["errors"][0]["message"], "internal error", "{response:#}");
+    // Nothing of the failed field: no data, or null in place of a nullable field.
+    let data = &response["data"];
+    assert!(
+        data.is_null() || data.as_object().is_some_and(|o| o.values().all(Value::is_null)),
+        "{response:#}"
+    );
+    let text = response.to_string();
+    let dir = h.database().parent().map(|d| d.display().to_string()).unwrap_or_default();
+    for leak in leaks.iter().copied().chain([dir.as_str(), "argus.db", "sqlite", "SQLITE", MATRIX_TOKEN]) {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn store_failures_are_a_generic_internal_error() {
+    let h = Harness::new().await;
+    let alice = viewer("dgsi", Secret, &ALL);
+    h.hs.room("!first:tchap.test", 2);
+    ok(h.ingest(&alice, "!first:tchap.test", Restricted).await);
+
+    // A write that fails inside the transaction (a trigger raising with SQL, a path and a
+    // table name in its message).
+    let Some(()) = sqlite3(
+        &h,
+        "CREATE TRIGGER poison BEFORE INSERT ON messages BEGIN \
+         SELECT RAISE(ABORT, 'poisoned: INSERT INTO messages at /var/lib/argus/argus.db'); END;",
+    ) else {
+        return;
+    };
+    h.hs.room("!second:tchap.test", 2);
+    let response = h.ingest(&alice, "!second:tchap.test", Restricted).await;
+    assert_generic(&response, &h, &["poisoned", "INSERT", "/var/lib", "trigger"]);
+    let trail = trail(&h, "dgsi").await;
+    assert_eq!(trail["totalCount"], 2, "{trail:#}");
+    let failed = &trail["edges"][0]["node"];
+    assert_eq!(failed["outcome"], "FAILED", "{failed}");
+    assert_eq!(failed["error"], "internal error", "{failed}");
+    assert_eq!(room_count(&h, "dgsi").await, 1, "the failed ingestion stored its room");
+
+    // A stored row the domain rejects, read back.
+    sqlite3(&h, "DROP TRIGGER poison; UPDATE rooms SET homeserver_url = 'ftp://evil.example/db';");
+    let reader = viewer("dgsi", TopSecret, &[Scope::Read]);
+    for query in [
+        "{ tchapRooms { edges { node { roomId homeserverUrl } } } }",
+        "{ tchapRoom(roomId: \"!first:tchap.test\") { roomId homeserverUrl } }",
+    ] {
+        let response = h.run(&reader, query, json!({})).await;
+        assert_generic(&response, &h, &["evil", "ftp:", "homeserver_url", "SELECT"]);
+    }
 }
