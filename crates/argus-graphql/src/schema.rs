@@ -2,6 +2,7 @@
 //! schema with its document limits.
 
 mod paging;
+mod sync_list;
 pub mod types;
 
 use argus_domain::{AccessToken, RoomId, Scope};

@@ -6,6 +6,7 @@ use juniper::{GraphQLEnum, GraphQLObject, ID, graphql_object};
 use time::OffsetDateTime;
 
 use super::paging::{self, messages_connection};
+pub use super::sync_list::SyncList;
 use crate::{Context, Result};
 
 /// A GraphQL `Int` from a count, saturating.
@@ -403,7 +404,8 @@ pub struct TchapMessageEdge {
 #[graphql(context = Context)]
 pub struct TchapMessageConnection {
     /// The edges of this page.
-    pub edges: Vec<TchapMessageEdge>,
+    // Resolved synchronously: every field of an edge and its message is a plain accessor.
+    pub edges: SyncList<TchapMessageEdge>,
     /// Where this page ends.
     pub page_info: PageInfo,
     /// How many messages the whole list has, as the caller may see it.
@@ -415,7 +417,9 @@ impl paging::Connection for TchapMessageConnection {
     fn build(edges: Vec<(String, TchapMessage)>, has_next_page: bool, total_count: i64) -> Self {
         let end_cursor = edges.last().map(|(c, _)| c.clone());
         Self {
-            edges: edges.into_iter().map(|(cursor, node)| TchapMessageEdge { cursor, node }).collect(),
+            edges: SyncList(
+                edges.into_iter().map(|(cursor, node)| TchapMessageEdge { cursor, node }).collect(),
+            ),
             page_info: PageInfo { has_next_page, end_cursor },
             total_count: int(total_count),
         }
