@@ -5,5 +5,6 @@ mod mock;
 mod normalisation;
 mod pagination;
 mod policy;
+mod resets;
 mod secrets;
 mod synapse;
