@@ -173,6 +173,11 @@ fn report(s: &Stages, pages: usize, runs: usize) {
         "ingestion of {} events ({pages} pages; {} messages, {} stored), median of {runs} runs:",
         s.events, s.messages, s.stored
     );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "  load average after the runs: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     for (name, d) in
         [("fetch", s.fetch), ("normalise", s.normalise), ("store", s.store), ("end to end", s.end_to_end)]
     {
