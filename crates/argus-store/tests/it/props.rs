@@ -1,7 +1,8 @@
 //! Property tests of every read path against the clearance policy: random organisations,
 //! rooms, messages, classifications and viewers; no read returns a row of another
 //! organisation or above the viewer's clearance, and every count equals the ground truth
-//! computed with `argus_domain::policy` over the generated data.
+//! computed with `argus_domain::policy` over the generated data. The fusion outbox, read for
+//! the whole organisation, carries each organisation's own rooms with their full counts.
 
 use std::{
     collections::BTreeMap,
@@ -84,6 +85,9 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
     let room_name = |room: usize| format!("!room{room}:x.org");
 
     let mut model = Model::default();
+    // The fusion outbox row each successful step must leave: (org, room, version, level,
+    // message count and newest message over the whole organisation's copy of the room).
+    let mut fusion: Vec<(String, String, i64, Classification, i64, Option<OffsetDateTime>)> = Vec::new();
     for s in &c.steps {
         let ingester = viewer(&org_name(s.org), Classification::TopSecret);
         if s.failed {
@@ -114,7 +118,42 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
             let l = entry.1.entry(m).or_insert(merged);
             *l = policy::merge_classification(Some(*l), merged);
         }
-        model.audit.entry(s.org).or_default().push(s.level);
+        let audit = model.audit.entry(s.org).or_default();
+        audit.push(s.level);
+        let last = entry.1.keys().map(|&m| sent(s.room, m)).max();
+        fusion.push((
+            org_name(s.org),
+            room_name(s.room),
+            audit.len() as i64,
+            merged,
+            entry.1.len() as i64,
+            last,
+        ));
+    }
+
+    // The fusion read path: one pending row per successful ingestion, in commit order, carrying
+    // only its own organisation's room as of that commit. (On the shared PostgreSQL database,
+    // only this case's organisations.)
+    let ours = format!("{prefix}o");
+    let rows: Vec<_> = store
+        .outbox_pending(100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.org.as_str().starts_with(&ours))
+        .collect();
+    assert_eq!(rows.len(), fusion.len());
+    for (row, (org, room, version, level, count, last)) in rows.iter().zip(&fusion) {
+        assert_eq!(
+            (row.org.as_str(), row.room_id.as_str(), row.version),
+            (org.as_str(), room.as_str(), *version)
+        );
+        let p = &row.payload;
+        assert_eq!((p.org.as_str(), p.room_id.as_str()), (org.as_str(), room.as_str()));
+        assert_eq!(
+            (p.classification, p.message_count, p.last_activity_at),
+            (*level, *count, *last),
+            "{row:?}"
+        );
     }
 
     for &(o, clearance) in &c.viewers {
