@@ -157,3 +157,99 @@ async fn proxy_variables_are_ignored() {
     assert_eq!(proxy.request_count().await, 0, "the proxy was used");
     assert_eq!(hs.request_count().await, 2);
 }
+
+/// Names of the mixed-resolution test, written into the child's own `/etc/hosts`.
+const MIXED_HOSTS: &str = "127.0.0.1 localhost\n\
+    127.0.0.1 single.argus.test\n\
+    127.0.0.1 mixed.argus.test\n\
+    10.0.0.1 mixed.argus.test\n\
+    93.184.216.34 public-and-private.argus.test\n\
+    127.0.0.1 public-and-private.argus.test\n";
+
+/// Run in a child process whose `/etc/hosts` is [`MIXED_HOSTS`]; does nothing when run directly.
+#[tokio::test]
+async fn mixed_resolution_child() {
+    let Ok(port) = std::env::var("ARGUS_MIXED_TEST_PORT") else {
+        return;
+    };
+    let resolve = |name: &'static str| async move {
+        let addrs: Vec<_> = tokio::net::lookup_host((name, 0)).await.unwrap().map(|a| a.ip()).collect();
+        assert_eq!(addrs.len(), 2, "{name} resolves to {addrs:?}: the premise of the test does not hold");
+    };
+    resolve("mixed.argus.test").await;
+    resolve("public-and-private.argus.test").await;
+    let exempt = Connector::new(ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into()],
+        max_retries: 0,
+        ..Hs::config()
+    })
+    .unwrap();
+    // Control: a name with only the exempt address is read.
+    let url: HomeserverUrl = format!("http://single.argus.test:{port}").parse().unwrap();
+    let s = exempt.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+    assert_eq!(s.messages.len(), 1);
+    // One exempt and one refused address: the whole name is refused, the exempt one included.
+    let url: HomeserverUrl = format!("http://mixed.argus.test:{port}").parse().unwrap();
+    let err = exempt.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), "OUTBOUND_POLICY", "{err}");
+    assert!(err.to_string().contains("mixed.argus.test"), "{err}");
+    // A public and a loopback address over https, no exception: refused before any connection
+    // (not a connection attempt to the public address that fails).
+    let strict = Connector::new(ConnectorConfig { max_retries: 0, ..ConnectorConfig::default() }).unwrap();
+    let url: HomeserverUrl = format!("https://public-and-private.argus.test:{port}").parse().unwrap();
+    let err = strict.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), "OUTBOUND_POLICY", "{err}");
+    println!("mixed-resolution-checked");
+}
+
+#[tokio::test]
+async fn a_host_name_resolving_to_a_mix_of_addresses_is_refused_without_connection() {
+    // The names need a hosts file of their own: the child runs in a mount namespace with one
+    // bound over /etc/hosts. Skipped (loudly) where namespaces are not available.
+    struct Removed(std::path::PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let hosts = Removed(std::env::temp_dir().join(format!("argus-mixed-hosts-{}", std::process::id())));
+    std::fs::write(&hosts.0, MIXED_HOSTS).unwrap();
+    mixed_resolution_in_a_namespace(&hosts.0).await;
+}
+
+async fn mixed_resolution_in_a_namespace(hosts: &std::path::Path) {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount --bind \"$1\" /etc/hosts", "sh"])
+        .arg(hosts)
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: no mount namespace for a private /etc/hosts ({probe:?})");
+        return;
+    }
+    let hs = Hs::start().await;
+    hs.empty_state(ROOM).await;
+    hs.messages(ROOM).page(ev::texts_newest_first(0, 1)).mount().await;
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("test binary: {e}"));
+    let output = tokio::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && exec \"$2\" --exact policy::mixed_resolution_child --nocapture",
+            "sh",
+        ])
+        .arg(hosts)
+        .arg(&exe)
+        .env("ARGUS_MIXED_TEST_PORT", hs.server.address().port().to_string())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("unshare: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("mixed-resolution-checked"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Only the control's two requests (state and messages) reached the homeserver.
+    assert_eq!(hs.request_count().await, 2);
+}
