@@ -397,3 +397,37 @@ async fn store_failures_are_a_generic_internal_error() {
         assert_generic(&response, &h, &["evil", "ftp:", "homeserver_url", "SELECT"]);
     }
 }
+
+/// `n` aliased ingestions of distinct rooms in one document.
+fn aliased_ingestions(h: &Harness, n: usize) -> String {
+    let fields: String = (0..n)
+        .map(|i| {
+            format!(
+                "a{i}: ingestTchapRoom(input: {{ homeserverUrl: \"{}\", accessToken: \"{MATRIX_TOKEN}\", \
+                 roomId: \"!alias{i}:tchap.test\", classification: RESTRICTED }}) {{ messagesStored }} ",
+                h.hs.url()
+            )
+        })
+        .collect();
+    format!("mutation {{ {fields} }}")
+}
+
+#[tokio::test]
+async fn aliased_mutations_over_the_limits_are_refused_before_any_ingestion_runs() {
+    let options = argus_graphql::SchemaOptions { max_fields: 40, ..argus_graphql::SchemaOptions::default() };
+    let h = Harness::with_options(options).await;
+    let alice = viewer("dgsi", Secret, &ALL);
+    // Control: a few aliases run, each one audited.
+    ok(h.run(&alice, &aliased_ingestions(&h, 2), json!({})).await);
+    assert_eq!(trail(&h, "dgsi").await["totalCount"], 2);
+    // Over the field limit: refused as a whole, no resolver ran (no audit record, no room).
+    let response = h.run(&alice, &aliased_ingestions(&h, 30), json!({})).await;
+    assert!(response["errors"].is_array() && response["data"].is_null(), "{response:#}");
+    assert_eq!(trail(&h, "dgsi").await["totalCount"], 2, "an ingestion of the refused document ran");
+    assert_eq!(room_count(&h, "dgsi").await, 2);
+    // Over the default limits (fields and tokens) as well.
+    let h = Harness::new().await;
+    let response = h.run(&alice, &aliased_ingestions(&h, 400), json!({})).await;
+    assert!(response["errors"].is_array() && response["data"].is_null(), "{response:#}");
+    assert_eq!(trail(&h, "dgsi").await["totalCount"], 0, "an ingestion of the refused document ran");
+}
