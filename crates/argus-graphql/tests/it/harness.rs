@@ -5,7 +5,7 @@ use std::sync::Arc;
 use argus_domain::{Classification, Scope, Viewer};
 use argus_graphql::{Context, Schema, SchemaOptions, Services, build_schema};
 use argus_matrix::{Connector, ConnectorConfig};
-use argus_store::Store;
+use argus_store::{Store, StoreOptions};
 use juniper::http::GraphQLRequest;
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -42,19 +42,28 @@ impl Harness {
             allow_private_addresses: vec!["127.0.0.1".into()],
             ..ConnectorConfig::default()
         };
-        Self::with(options, config).await
+        Self::with(options, config, StoreOptions::default()).await
+    }
+
+    /// A harness whose store has `store` options (e.g. a short busy timeout).
+    pub(crate) async fn with_store_options(store: StoreOptions) -> Self {
+        let config = ConnectorConfig {
+            allow_private_addresses: vec!["127.0.0.1".into()],
+            ..ConnectorConfig::default()
+        };
+        Self::with(SchemaOptions::default(), config, store).await
     }
 
     /// A harness whose connector has `config` (e.g. the default policy, with no exception for
     /// the mock homeserver's address).
     pub(crate) async fn with_connector(config: ConnectorConfig) -> Self {
-        Self::with(SchemaOptions::default(), config).await
+        Self::with(SchemaOptions::default(), config, StoreOptions::default()).await
     }
 
-    async fn with(options: SchemaOptions, config: ConnectorConfig) -> Self {
+    async fn with(options: SchemaOptions, config: ConnectorConfig, store: StoreOptions) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let url = format!("sqlite://{}", dir.path().join("argus.db").display());
-        let store = tokio::task::spawn_blocking(move || Store::open(&url))
+        let store = tokio::task::spawn_blocking(move || Store::open_with(&url, store))
             .await
             .unwrap_or_else(|e| panic!("join: {e}"))
             .unwrap_or_else(|e| panic!("store: {e}"));

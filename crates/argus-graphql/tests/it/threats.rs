@@ -431,3 +431,52 @@ async fn aliased_mutations_over_the_limits_are_refused_before_any_ingestion_runs
     assert!(response["errors"].is_array() && response["data"].is_null(), "{response:#}");
     assert_eq!(trail(&h, "dgsi").await["totalCount"], 0, "an ingestion of the refused document ran");
 }
+
+#[tokio::test]
+async fn a_busy_database_is_a_retryable_unavailable_error_and_the_next_call_succeeds() {
+    let options =
+        argus_store::StoreOptions { pool_size: 4, busy_timeout: std::time::Duration::from_millis(300) };
+    let h = Harness::with_store_options(options).await;
+    h.hs.room("!busy:tchap.test", 3);
+    let alice = viewer("dgsi", Secret, &ALL);
+    // Someone holds the write lock: a sqlite3 shell inside an endless write transaction.
+    let Some(()) = sqlite3(&h, "SELECT 1;") else { return };
+    let mut holder = std::process::Command::new("sqlite3")
+        .arg(h.database())
+        .arg("BEGIN IMMEDIATE; WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c;")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("sqlite3: {e}"));
+    let locked = || {
+        let probe = std::process::Command::new("sqlite3")
+            .arg(h.database())
+            .arg("BEGIN IMMEDIATE; ROLLBACK;")
+            .output()
+            .unwrap_or_else(|e| panic!("sqlite3: {e}"));
+        !probe.status.success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !locked() {
+        assert!(std::time::Instant::now() < deadline, "the shell never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let response = h.ingest(&alice, "!busy:tchap.test", Restricted).await;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(error_code(&response), Some("UNAVAILABLE"), "{response:#}");
+    assert_eq!(response["errors"][0]["extensions"]["retryable"], true, "{response:#}");
+    assert_eq!(response["errors"][0]["message"], "the service is temporarily unavailable", "{response:#}");
+    let text = response.to_string();
+    for leak in ["locked", "sqlite", "SQLITE", "argus.db", MATRIX_TOKEN] {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+    // Nothing half-written, and once the lock is gone the same call goes through.
+    assert_eq!(room_count(&h, "dgsi").await, 0);
+    let data = ok(h.ingest(&alice, "!busy:tchap.test", Restricted).await);
+    assert_eq!(data["ingestTchapRoom"]["messagesStored"], 3);
+    assert_eq!(data["ingestTchapRoom"]["room"]["messageCount"], 3);
+    let newest = &trail(&h, "dgsi").await["edges"][0]["node"];
+    assert_eq!(newest["outcome"], "SUCCEEDED", "{newest}");
+}
