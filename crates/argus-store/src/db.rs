@@ -248,4 +248,42 @@ impl<'a> Sql<'a> {
     pub(crate) fn build(self) -> BoxedSqlQuery<'a, MultiBackend, SqlQuery> {
         self.query
     }
+
+    /// The finished statement, kept prepared in the connection's statement cache (keyed by its
+    /// SQL text). Only for statements of a fixed shape: one whose text varies with its input
+    /// (an `IN` list) would fill the cache.
+    pub(crate) fn build_cached(self) -> Cached<'a> {
+        Cached(self.query)
+    }
 }
+
+/// A [`Sql`] statement that the connection prepares once and reuses; see [`Sql::build_cached`].
+///
+/// Diesel never caches raw SQL statements, since it cannot know their text is fixed; reads on a
+/// hot path paid SQLite's parse and plan on every call.
+pub(crate) struct Cached<'a>(BoxedSqlQuery<'a, MultiBackend, SqlQuery>);
+
+impl diesel::query_builder::QueryFragment<MultiBackend> for Cached<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &MultiBackend) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl diesel::query_builder::QueryId for Cached<'_> {
+    type QueryId = ();
+    // No static id: the cache is keyed by the statement's SQL text and bind types.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for Cached<'_> {
+    type SqlType = diesel::expression::expression_types::Untyped;
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for Cached<'_> {}

@@ -107,7 +107,7 @@ fn page_of<T>(mut items: Vec<T>, wanted: usize, total_count: i64) -> Page<T> {
 }
 
 fn count(conn: &mut DbConn, sql: Sql<'_>) -> Result<i64> {
-    Ok(sql.build().get_result::<Count>(conn)?.n)
+    Ok(sql.build_cached().get_result::<Count>(conn)?.n)
 }
 
 /// Visible rooms, most recent activity first.
@@ -131,7 +131,7 @@ pub(crate) fn rooms(
     }
     sql.push(" ORDER BY COALESCE(t.last_activity, ").bind::<BigInt, _>(NO_ACTIVITY);
     sql.push(") DESC, t.id DESC LIMIT ").bind::<BigInt, _>(limit);
-    let rows: Vec<RoomRow> = sql.build().load(conn)?;
+    let rows: Vec<RoomRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(RoomRow::into_domain).collect::<Result<Vec<_>>>()?;
 
     let mut total = Sql::new(backend);
@@ -152,7 +152,7 @@ pub(crate) fn room(
     gate.rooms_select(&mut sql, Shape::One, |sql| {
         sql.push(" AND r.room_id = ").bind::<Text, _>(id);
     });
-    let row: Option<RoomRow> = sql.build().load(conn)?.into_iter().next();
+    let row: Option<RoomRow> = sql.build_cached().load(conn)?.into_iter().next();
     row.map(RoomRow::into_domain).transpose()
 }
 
@@ -167,7 +167,7 @@ fn visible_room_pk(
     sql.push("SELECT r.id FROM rooms r WHERE ");
     gate.apply(&mut sql, "r");
     sql.push(" AND r.room_id = ").bind::<Text, _>(room_id.as_str().to_owned());
-    let row: Option<Id> = sql.build().load(conn)?.into_iter().next();
+    let row: Option<Id> = sql.build_cached().load(conn)?.into_iter().next();
     Ok(row.map(|r| r.id))
 }
 
@@ -193,7 +193,7 @@ pub(crate) fn messages(
         sql.push(" AND m.id > ").bind::<BigInt, _>(after.id).push("))");
     }
     sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit);
-    let rows: Vec<MessageRow> = sql.build().load(conn)?;
+    let rows: Vec<MessageRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
 
     // The stored per-classification counts: at most five rows, whatever the room's size.
@@ -231,7 +231,7 @@ pub(crate) fn stats(
     sql.bind::<BigInt, _>(since).push(" THEN 1 ELSE 0 END), 0) AS BIGINT) AS active FROM (");
     gate.rooms_select(&mut sql, Shape::All, |_| {});
     sql.push(") t");
-    let row: StatsRow = sql.build().get_result(conn)?;
+    let row: StatsRow = sql.build_cached().get_result(conn)?;
     Ok(Stats { total_rooms: row.rooms, total_messages: row.messages, active_rooms_last_24h: row.active })
 }
 
@@ -250,7 +250,7 @@ pub(crate) fn ingestions(
         sql.push(" AND i.seq < ").bind::<BigInt, _>(after.seq);
     }
     sql.push(" ORDER BY i.seq DESC LIMIT ").bind::<BigInt, _>(limit);
-    let rows: Vec<IngestionRow> = sql.build().load(conn)?;
+    let rows: Vec<IngestionRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(IngestionRow::into_domain).collect::<Result<Vec<_>>>()?;
 
     let mut total = Sql::new(backend);
