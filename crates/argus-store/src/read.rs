@@ -19,6 +19,11 @@ use crate::{
 /// The most items one page returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: u32 = 1_000;
 
+/// Follows a bound `LIMIT`: SQLite plans with the value of a bare `LIMIT ?` and then re-prepares
+/// the statement whenever a new value is bound, i.e. on every call, which defeats the statement
+/// cache; an expression keeps the plan independent of the value.
+const LIMIT_NOT_PLANNED: &str = " + 0";
+
 /// Sort key of rooms that have no visible message: below every real timestamp.
 const NO_ACTIVITY: i64 = i64::MIN;
 
@@ -130,7 +135,7 @@ pub(crate) fn rooms(
         sql.bind::<BigInt, _>(key).push(" AND t.id < ").bind::<BigInt, _>(after.id).push(")");
     }
     sql.push(" ORDER BY COALESCE(t.last_activity, ").bind::<BigInt, _>(NO_ACTIVITY);
-    sql.push(") DESC, t.id DESC LIMIT ").bind::<BigInt, _>(limit);
+    sql.push(") DESC, t.id DESC LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
     let rows: Vec<RoomRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(RoomRow::into_domain).collect::<Result<Vec<_>>>()?;
 
@@ -192,7 +197,7 @@ pub(crate) fn messages(
         sql.push(" OR (m.sent_at = ").bind::<BigInt, _>(after.sent_at_ms);
         sql.push(" AND m.id > ").bind::<BigInt, _>(after.id).push("))");
     }
-    sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit);
+    sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
     let rows: Vec<MessageRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
 
@@ -249,7 +254,7 @@ pub(crate) fn ingestions(
     if let Some(after) = &page.after {
         sql.push(" AND i.seq < ").bind::<BigInt, _>(after.seq);
     }
-    sql.push(" ORDER BY i.seq DESC LIMIT ").bind::<BigInt, _>(limit);
+    sql.push(" ORDER BY i.seq DESC LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
     let rows: Vec<IngestionRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(IngestionRow::into_domain).collect::<Result<Vec<_>>>()?;
 
