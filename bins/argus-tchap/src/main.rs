@@ -2,6 +2,11 @@
 //! server, the database migrations, ingestion from the terminal, audit-trail verification,
 //! development tokens, the schema, and the fusion relay.
 
+/// mimalloc: serving a page of messages allocates thousands of small values (GraphQL fields,
+/// JSON strings), where it spends markedly less than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{
     io::{self, Read as _, Write},
     path::PathBuf,

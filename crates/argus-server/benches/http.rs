@@ -5,6 +5,10 @@
 //! (default 1,000,000), `ARGUS_BENCH_SECONDS` the duration of each load run (default 10),
 //! `ARGUS_BENCH_CONNECTIONS` the concurrent connections (default 32). Needs `wrk` on the PATH.
 
+/// The allocator of the `argus-tchap` binary, so the server is measured as it is deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{process::Command, sync::Arc, time::Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
