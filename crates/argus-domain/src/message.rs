@@ -49,6 +49,33 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
+    /// A plain `m.text` message: not edited, redacted or encrypted, no reply, thread or media.
+    ///
+    /// ```
+    /// use argus_domain::MessageRecord;
+    /// let sent_at = time::OffsetDateTime::UNIX_EPOCH;
+    /// let m = MessageRecord::text("$ev1".parse()?, "@ana:agent.tchap.gouv.fr".parse()?, "Bonjour", sent_at);
+    /// assert_eq!(m.msgtype.as_deref(), Some("m.text"));
+    /// assert_eq!(m.body.as_deref(), Some("Bonjour"));
+    /// assert!(!m.edited && !m.redacted && !m.encrypted && m.media.is_none());
+    /// # Ok::<(), argus_domain::Error>(())
+    /// ```
+    pub fn text(event_id: EventId, sender: UserId, body: impl Into<String>, sent_at: OffsetDateTime) -> Self {
+        Self {
+            event_id,
+            sender,
+            msgtype: Some("m.text".to_owned()),
+            body: Some(body.into()),
+            sent_at,
+            edited: false,
+            redacted: false,
+            encrypted: false,
+            reply_to: None,
+            thread_root: None,
+            media: None,
+        }
+    }
+
     /// Purges the content of a redacted message, keeping who sent it and when.
     pub fn redact(&mut self) {
         self.redacted = true;

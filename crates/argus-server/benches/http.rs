@@ -40,22 +40,12 @@ fn seed(store: &Store, viewer: &Viewer, total: u64) -> Result<()> {
         let n = chunk.min(total - done);
         let messages = (done..done + n)
             .map(|i| {
-                Ok(MessageRecord {
-                    event_id: format!("$event{i:08}_benchmark").parse()?,
-                    sender: format!("@agent{}:tchap.test", i % 50).parse()?,
-                    msgtype: Some("m.text".into()),
-                    body: Some(format!(
-                        "Message {i}: point de situation, rien à signaler sur le secteur {}.",
-                        i % 97
-                    )),
-                    sent_at: from_unix_ms(1_767_225_600_000 + i64::try_from(i)? * 1_000)?,
-                    edited: false,
-                    redacted: false,
-                    encrypted: false,
-                    reply_to: None,
-                    thread_root: None,
-                    media: None,
-                })
+                Ok(MessageRecord::text(
+                    format!("$event{i:08}_benchmark").parse()?,
+                    format!("@agent{}:tchap.test", i % 50).parse()?,
+                    format!("Message {i}: point de situation, rien à signaler sur le secteur {}.", i % 97),
+                    from_unix_ms(1_767_225_600_000 + i64::try_from(i)? * 1_000)?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let snapshot = RoomSnapshot {

@@ -81,21 +81,12 @@ fn snapshot(room: &str, n: usize, tag: &str) -> BenchResult<RoomSnapshot> {
     let sender = "@jean.dupont-interieur.gouv.fr:agent.tchap.gouv.fr".parse()?;
     let messages = (0..n)
         .map(|i| {
-            Ok(MessageRecord {
-                event_id: format!("${tag}{i:08}_acR1l0raoZnm60CBwAVgqbZqoO").parse()?,
-                sender: Clone::clone(&sender),
-                msgtype: Some("m.text".to_owned()),
-                body: Some(format!(
-                    "Point de situation {i}: rien à signaler sur le secteur nord, relève à 18h."
-                )),
-                sent_at: from_unix_ms(start + i as i64 * 1000)?,
-                edited: false,
-                redacted: false,
-                encrypted: false,
-                reply_to: None,
-                thread_root: None,
-                media: None,
-            })
+            Ok(MessageRecord::text(
+                format!("${tag}{i:08}_acR1l0raoZnm60CBwAVgqbZqoO").parse()?,
+                Clone::clone(&sender),
+                format!("Point de situation {i}: rien à signaler sur le secteur nord, relève à 18h."),
+                from_unix_ms(start + i as i64 * 1000)?,
+            ))
         })
         .collect::<BenchResult<Vec<_>>>()?;
     Ok(RoomSnapshot {

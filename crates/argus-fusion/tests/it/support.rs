@@ -146,20 +146,12 @@ fn snapshot(room_id: &str, name: &str, messages: u32) -> Result<argus_domain::Ro
     let base = datetime!(2026-03-01 08:00 UTC);
     let messages = (0..messages)
         .map(|i| {
-            Ok(MessageRecord {
-                event_id: format!("${}-{i}", room_id.as_str().trim_start_matches('!').replace(':', "_"))
-                    .parse()?,
-                sender: "@agent:agent.tchap.gouv.fr".parse()?,
-                msgtype: Some("m.text".to_owned()),
-                body: Some(format!("message {i}")),
-                sent_at: base + time::Duration::seconds(i64::from(i)),
-                edited: false,
-                redacted: false,
-                encrypted: false,
-                reply_to: None,
-                thread_root: None,
-                media: None,
-            })
+            Ok(MessageRecord::text(
+                format!("${}-{i}", room_id.as_str().trim_start_matches('!').replace(':', "_")).parse()?,
+                "@agent:agent.tchap.gouv.fr".parse()?,
+                format!("message {i}"),
+                base + time::Duration::seconds(i64::from(i)),
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RoomSnapshot {

@@ -117,19 +117,12 @@ static EVENT: AtomicU64 = AtomicU64::new(1);
 
 /// A text message sent at `sent_at`.
 pub(crate) fn message(event_id: &str, sent_at: OffsetDateTime) -> MessageRecord {
-    MessageRecord {
-        event_id: event_id.parse().unwrap(),
-        sender: "@jean.dupont:agent.tchap.gouv.fr".parse().unwrap(),
-        msgtype: Some("m.text".to_owned()),
-        body: Some(format!("body of {event_id}")),
+    MessageRecord::text(
+        event_id.parse().unwrap(),
+        "@jean.dupont:agent.tchap.gouv.fr".parse().unwrap(),
+        format!("body of {event_id}"),
         sent_at,
-        edited: false,
-        redacted: false,
-        encrypted: false,
-        reply_to: None,
-        thread_root: None,
-        media: None,
-    }
+    )
 }
 
 /// `n` messages one minute apart ending at `last`, with fresh event ids.
