@@ -16,6 +16,10 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
 
+/// The allocator of the `argus-tchap` binary, so the use-case is measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../../argus-matrix/benches/support.rs"]
 mod support;
 

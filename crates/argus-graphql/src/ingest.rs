@@ -152,7 +152,15 @@ async fn run(
     let messages_fetched = snapshot.report.messages;
     let report = snapshot.report.clone();
     let run = IngestionRun { viewer: viewer.clone(), classification: request.classification, started_at };
-    let result = services.with_store(move |store| store.record_ingestion(&run, &snapshot)).await?;
+    let result = services
+        .with_store(move |store| {
+            let result = store.record_ingestion(&run, &snapshot);
+            // Freeing a large snapshot (every message's strings) takes tens of milliseconds: do
+            // it on another blocking thread rather than before the caller gets its answer.
+            tokio::task::spawn_blocking(move || drop(snapshot));
+            result
+        })
+        .await?;
     Ok(IngestSummary {
         room: result.room,
         messages_fetched,
