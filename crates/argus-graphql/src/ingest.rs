@@ -222,7 +222,48 @@ async fn record_failure(
         actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),
         "ingestion failed"
     );
-    if let Err(e) = services.with_store(move |store| store.record_failure(&entry)).await {
-        tracing::error!(error = %e, "cannot record the failed ingestion in the audit trail");
+    let store = services.store.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        let result = store.record_failure(&entry);
+        (result, store, entry)
+    })
+    .await;
+    match first {
+        Ok((Ok(_), ..)) => {}
+        // The database is busy or unreachable (often the very reason the ingestion failed): keep
+        // trying in the background, so the record is not lost and the caller is not kept waiting.
+        Ok((Err(e), store, entry)) if e.is_retryable() => {
+            tracing::warn!(error = %e, "the failed ingestion's audit record will be retried");
+            tokio::task::spawn_blocking(move || retry_failure_record(&store, &entry));
+        }
+        Ok((Err(e), ..)) => {
+            tracing::error!(error = %e, "cannot record the failed ingestion in the audit trail")
+        }
+        Err(_) => tracing::error!("the failed ingestion's audit record was abandoned"),
     }
 }
+
+/// Writes a FAILED audit record while the store reports a retryable error, with exponential
+/// backoff for about half a minute; logs when it gives up.
+fn retry_failure_record(store: &argus_store::Store, entry: &NewIngestion) {
+    use backon::{BlockingRetryable as _, ExponentialBuilder};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(FAILURE_RECORD_FIRST_DELAY)
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(FAILURE_RECORD_RETRIES);
+    let result = (|| store.record_failure(entry))
+        .retry(backoff)
+        .sleep(std::thread::sleep)
+        .when(argus_store::Error::is_retryable)
+        .call();
+    match result {
+        Ok(_) => tracing::info!("the failed ingestion's audit record was written after retries"),
+        Err(e) => tracing::error!(error = %e, "cannot record the failed ingestion in the audit trail"),
+    }
+}
+
+/// First wait before retrying a FAILED audit record the store refused as busy or unavailable.
+const FAILURE_RECORD_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Retries of a FAILED audit record (200 ms doubling to 5 s: about half a minute in all).
+const FAILURE_RECORD_RETRIES: usize = 8;

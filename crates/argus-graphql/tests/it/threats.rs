@@ -472,6 +472,20 @@ async fn a_busy_database_is_a_retryable_unavailable_error_and_the_next_call_succ
     for leak in ["locked", "sqlite", "SQLITE", "argus.db", MATRIX_TOKEN] {
         assert!(!text.contains(leak), "{leak:?} in {text}");
     }
+    // The FAILED record could not be written under the held lock either: it is retried in the
+    // background and lands once the lock is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let t = trail(&h, "dgsi").await;
+        if t["totalCount"] == 1 {
+            let node = &t["edges"][0]["node"];
+            assert_eq!(node["outcome"], "FAILED", "{t:#}");
+            assert_eq!(node["roomId"], "!busy:tchap.test", "{t:#}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the failed ingestion was never audited: {t:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // Nothing half-written, and once the lock is gone the same call goes through.
     assert_eq!(room_count(&h, "dgsi").await, 0);
     let data = ok(h.ingest(&alice, "!busy:tchap.test", Restricted).await);
