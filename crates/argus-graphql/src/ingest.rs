@@ -19,7 +19,9 @@ const MAX_AUDIT_ROOM_ID: usize = 255;
 /// Longest homeserver URL kept in a FAILED audit record.
 const MAX_AUDIT_HOMESERVER: usize = 2048;
 
-/// What to ingest, as the caller gave it (validated by [`ingest_room`]).
+/// What to ingest, as the caller gave it (validated by [`ingest_room`]). `Debug` shows the
+/// token as `[redacted]`.
+#[derive(Debug)]
 pub struct IngestRequest {
     /// Base URL of the homeserver.
     pub homeserver_url: String,
@@ -31,18 +33,6 @@ pub struct IngestRequest {
     pub classification: Classification,
     /// Cap on message events; `None` for the server default.
     pub max_messages: Option<i64>,
-}
-
-impl std::fmt::Debug for IngestRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestRequest")
-            .field("homeserver_url", &self.homeserver_url)
-            .field("access_token", &self.access_token)
-            .field("room_id", &self.room_id)
-            .field("classification", &self.classification)
-            .field("max_messages", &self.max_messages)
-            .finish()
-    }
 }
 
 /// What a successful ingestion did.
