@@ -14,11 +14,6 @@ use time::OffsetDateTime;
 
 use crate::{Error, Metrics, Result, Services};
 
-/// Longest room id kept in a FAILED audit record.
-const MAX_AUDIT_ROOM_ID: usize = 255;
-/// Longest homeserver URL kept in a FAILED audit record.
-const MAX_AUDIT_HOMESERVER: usize = 2048;
-
 /// What to ingest, as the caller gave it (validated by [`ingest_room`]). `Debug` shows the
 /// token as `[redacted]`.
 #[derive(Debug)]
@@ -196,11 +191,9 @@ async fn record_failure(
     let entry = NewIngestion {
         actor: viewer.actor.clone(),
         org: viewer.org.clone(),
-        room_id: NewIngestion::sanitise(&request.room_id, MAX_AUDIT_ROOM_ID),
-        homeserver_url: NewIngestion::sanitise(
-            &without_user_info(&request.homeserver_url),
-            MAX_AUDIT_HOMESERVER,
-        ),
+        // The store bounds and sanitises both (`Store::record_failure`).
+        room_id: request.room_id.clone(),
+        homeserver_url: without_user_info(&request.homeserver_url).into_owned(),
         message_count: 0,
         classification: request.classification,
         started_at,
