@@ -53,12 +53,8 @@ struct Validated {
 
 fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Result<Validated> {
     policy::require_scope(viewer, Scope::Ingest)?;
-    let homeserver: HomeserverUrl = request
-        .homeserver_url
-        .parse()
-        .map_err(|e: argus_domain::Error| Error::InvalidInput(e.to_string()))?;
-    let room_id: RoomId =
-        request.room_id.parse().map_err(|e: argus_domain::Error| Error::InvalidInput(e.to_string()))?;
+    let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
+    let room_id: RoomId = request.room_id.parse()?;
     if !request.access_token.is_well_formed() {
         return Err(Error::InvalidInput("the access token is empty or malformed".into()));
     }

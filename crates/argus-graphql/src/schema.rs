@@ -12,7 +12,7 @@ use self::types::{
     GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
     TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, int,
 };
-use crate::{Context, Error, Result, ingest};
+use crate::{Context, Result, ingest};
 
 /// The GraphQL schema of the connector.
 pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
@@ -62,10 +62,6 @@ pub fn schema_sdl() -> String {
     build_schema(SchemaOptions::default()).as_sdl()
 }
 
-fn parse_room_id(room_id: &str) -> Result<RoomId> {
-    room_id.parse().map_err(|e: argus_domain::Error| Error::InvalidInput(e.to_string()))
-}
-
 /// The root query.
 #[derive(Debug, Clone, Copy)]
 pub struct Query;
@@ -85,7 +81,7 @@ impl Query {
     /// One ingested room by its Matrix room id; null when absent or withheld.
     async fn tchap_room(context: &Context, room_id: String) -> Result<Option<TchapRoom>> {
         context.require(Scope::Read)?;
-        let room_id = parse_room_id(&room_id)?;
+        let room_id: RoomId = room_id.parse()?;
         let viewer = context.viewer().clone();
         let room = context.services().with_store(move |store| store.room(&viewer, &room_id)).await?;
         Ok(room.map(TchapRoom))
@@ -99,7 +95,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<TchapMessageConnection> {
         context.require(Scope::Read)?;
-        let room_id = parse_room_id(&room_id)?;
+        let room_id: RoomId = room_id.parse()?;
         paging::messages_connection(context, room_id, first, after).await
     }
 
