@@ -7,13 +7,9 @@ use crate::{Error, Result, api::get_message_events::Page, normalise::Normaliser}
 /// Parses one `/messages` response body and normalises its events exactly as a read does;
 /// returns the number of messages kept.
 pub fn normalise_page(body: &[u8], room_id: &str) -> Result<usize> {
-    let page = Page::try_from_http_response(http::Response::new(body))
-        .map_err(|_| Error::malformed("not a /messages response"))?;
+    let page = parse(body)?;
     let mut norm = Normaliser::new(room_id);
-    norm.reserve(page.chunk.len());
-    for raw in &page.chunk {
-        norm.push(raw.json().get());
-    }
+    norm.push_page(&page.chunk);
     let (normalised, _) = norm.finish(true);
     Ok(normalised.messages.len())
 }
@@ -21,7 +17,10 @@ pub fn normalise_page(body: &[u8], room_id: &str) -> Result<usize> {
 /// Parses one `/messages` response body into the Ruma response type only (no normalisation);
 /// returns the number of events.
 pub fn parse_page(body: &[u8]) -> Result<usize> {
-    let page = Page::try_from_http_response(http::Response::new(body))
-        .map_err(|_| Error::malformed("not a /messages response"))?;
-    Ok(page.chunk.len())
+    Ok(parse(body)?.chunk.len())
+}
+
+fn parse(body: &[u8]) -> Result<Page> {
+    Page::try_from_http_response(http::Response::new(body))
+        .map_err(|_| Error::malformed("not a /messages response"))
 }

@@ -3,7 +3,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use argus_domain::{AccessToken, FetchReport, HomeserverUrl, RoomId, RoomSnapshot};
-use ruma::{OwnedRoomId, api::Direction, events::AnyTimelineEvent, serde::Raw};
+use ruma::{OwnedRoomId, api::Direction};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -14,14 +14,6 @@ use crate::{
     normalise::Normaliser,
     transport::{HttpClient, Target},
 };
-
-/// Feeds the events of one page to the normaliser.
-fn normalise(norm: &mut Normaliser, chunk: &[Raw<AnyTimelineEvent>]) {
-    norm.reserve(chunk.len());
-    for raw in chunk {
-        norm.push(raw.json().get());
-    }
-}
 
 /// Reads Matrix rooms from homeservers under one outbound policy.
 ///
@@ -214,7 +206,7 @@ impl Connector {
             };
             let events = page.chunk.len();
             let Some(end) = next else {
-                normalise(&mut norm, &page.chunk[..taken]);
+                norm.push_page(&page.chunk[..taken]);
                 on_page(norm.report());
                 break;
             };
@@ -227,12 +219,11 @@ impl Connector {
                 // Normalising is synchronous: meanwhile the connection's own task sends the next
                 // request and starts reading its answer. (Normalising on a blocking worker instead
                 // was measured slower on the project's 2-core machine: see docs/benchmarks.md.)
-                let (next_page, ()) =
-                    tokio::join!(fetch, async { normalise(&mut norm, &page.chunk[..taken]) });
+                let (next_page, ()) = tokio::join!(fetch, async { norm.push_page(&page.chunk[..taken]) });
                 on_page(norm.report());
                 prefetched = Some((next_page?, next_limit));
             } else {
-                normalise(&mut norm, &page.chunk[..taken]);
+                norm.push_page(&page.chunk[..taken]);
                 on_page(norm.report());
             }
             tracing::debug!(page = pages, events, "read a page");

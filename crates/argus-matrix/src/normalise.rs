@@ -12,6 +12,7 @@ use std::{
 };
 
 use argus_domain::{EventId, FetchReport, MediaRef, MessageEdit, MessageRecord, UserId, from_unix_ms};
+use ruma::{events::AnyTimelineEvent, serde::Raw};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -156,10 +157,13 @@ impl Normaliser {
         &mut self.report
     }
 
-    /// Makes room for `events` more events (a page about to be pushed).
-    pub(crate) fn reserve(&mut self, events: usize) {
-        self.seen.reserve(events);
-        self.messages.reserve(events);
+    /// Takes the events of one page, in the order the homeserver returned them.
+    pub(crate) fn push_page(&mut self, chunk: &[Raw<AnyTimelineEvent>]) {
+        self.seen.reserve(chunk.len());
+        self.messages.reserve(chunk.len());
+        for raw in chunk {
+            self.push(raw.json().get());
+        }
     }
 
     /// Takes one timeline event, given as its JSON text.
