@@ -21,17 +21,16 @@ fn matrix_error(status: u16, errcode: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({ "errcode": errcode, "error": "nope" }))
 }
 
+/// `M_LIMIT_EXCEEDED` asking to wait `ms` milliseconds in the body (`retry_after_ms`).
+fn limit_exceeded_ms(ms: u64) -> ResponseTemplate {
+    ResponseTemplate::new(429).set_body_json(json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": ms}))
+}
+
 #[tokio::test]
 async fn rate_limit_with_retry_after_header_is_retried() {
     let hs = Hs::start().await;
-    hs.empty_state(ROOM).await;
-    hs.messages(ROOM)
-        .respond(matrix_error(429, "M_LIMIT_EXCEEDED").insert_header("Retry-After", "1"))
-        .times(1)
-        .priority(1)
-        .mount()
+    hs.first_page_fails(ROOM, matrix_error(429, "M_LIMIT_EXCEEDED").insert_header("Retry-After", "1"), 1, 2)
         .await;
-    hs.messages(ROOM).page(ev::texts_newest_first(0, 2)).mount().await;
     let started = Instant::now();
     let snapshot = fetch(&hs).await.unwrap();
     assert_eq!(snapshot.messages.len(), 2);
@@ -41,17 +40,7 @@ async fn rate_limit_with_retry_after_header_is_retried() {
 #[tokio::test]
 async fn rate_limit_with_retry_after_ms_is_retried() {
     let hs = Hs::start().await;
-    hs.empty_state(ROOM).await;
-    hs.messages(ROOM)
-        .respond(
-            ResponseTemplate::new(429)
-                .set_body_json(json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 300})),
-        )
-        .times(2)
-        .priority(1)
-        .mount()
-        .await;
-    hs.messages(ROOM).page(ev::texts_newest_first(0, 2)).mount().await;
+    hs.first_page_fails(ROOM, limit_exceeded_ms(300), 2, 2).await;
     let started = Instant::now();
     let snapshot = fetch(&hs).await.unwrap();
     assert_eq!(snapshot.messages.len(), 2);
@@ -84,13 +73,7 @@ async fn huge_retry_after_fails_inside_the_deadline() {
 async fn rate_limit_gives_up_after_max_retries() {
     let hs = Hs::start().await;
     hs.empty_state(ROOM).await;
-    hs.messages(ROOM)
-        .respond(
-            ResponseTemplate::new(429)
-                .set_body_json(json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 10})),
-        )
-        .mount()
-        .await;
+    hs.messages(ROOM).respond(limit_exceeded_ms(10)).mount().await;
     let err = fetch_with(&hs, ConnectorConfig { max_retries: 2, ..Hs::config() }).await.unwrap_err();
     assert_eq!(err.code(), "RATE_LIMITED");
     // Three attempts at the page.
@@ -100,14 +83,7 @@ async fn rate_limit_gives_up_after_max_retries() {
 #[tokio::test]
 async fn server_error_then_success_is_retried_with_backoff() {
     let hs = Hs::start().await;
-    hs.empty_state(ROOM).await;
-    hs.messages(ROOM)
-        .respond(ResponseTemplate::new(502).set_body_string("bad gateway"))
-        .times(2)
-        .priority(1)
-        .mount()
-        .await;
-    hs.messages(ROOM).page(ev::texts_newest_first(0, 1)).mount().await;
+    hs.first_page_fails(ROOM, ResponseTemplate::new(502).set_body_string("bad gateway"), 2, 1).await;
     let snapshot = fetch(&hs).await.unwrap();
     assert_eq!(snapshot.messages.len(), 1);
 }

@@ -100,6 +100,20 @@ impl MockHomeserver {
         self.state(room).mount().await;
     }
 
+    /// Mocks an empty room state and a first `/messages` page that answers `failure` the first
+    /// `times` times, then `messages` text messages (`$e0`..): a failure a retry overcomes.
+    pub(crate) async fn first_page_fails(
+        &self,
+        room: &str,
+        failure: ResponseTemplate,
+        times: u64,
+        messages: usize,
+    ) {
+        self.empty_state(room).await;
+        self.messages(room).respond(failure).times(times).priority(1).mount().await;
+        self.messages(room).page(ev::texts_newest_first(0, messages)).mount().await;
+    }
+
     /// Number of requests received for one endpoint of the Client-Server API (`"state"`,
     /// `"messages"`).
     pub(crate) async fn requests_to(&self, endpoint: &str) -> usize {
