@@ -4,23 +4,9 @@
 use argus_domain::Classification::*;
 use argus_store::ChainHead;
 
-use crate::support::{TestDb, messages, now, run, snapshot, viewer};
+use crate::support::{TestDb, backend_suite, messages, now, run, snapshot, viewer};
 
-macro_rules! audit_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(&crate::support::sqlite()); } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() {
-                let Some(db) = crate::support::postgres() else { return };
-                super::$name(&db);
-            } )*
-        }
-    };
-}
-
-audit_suite!(
+backend_suite!(
     triggers_refuse_update_delete_truncate,
     altered_field_names_its_seq,
     deleted_middle_record_names_the_gap,

@@ -9,23 +9,9 @@ use argus_domain::{
 use argus_store::{Error, IngestionCursor, MessageCursor, RoomCursor};
 use time::Duration;
 
-use crate::support::{TestDb, message, messages, now, run, snapshot, viewer};
+use crate::support::{TestDb, backend_suite, message, messages, now, run, snapshot, viewer};
 
-macro_rules! store_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[test] fn $name() { super::$name(&crate::support::sqlite()); } )*
-        }
-        mod postgres {
-            $( #[test] fn $name() {
-                let Some(db) = crate::support::postgres() else { return };
-                super::$name(&db);
-            } )*
-        }
-    };
-}
-
-store_suite!(
+backend_suite!(
     gated_reads_withheld_is_absent,
     rooms_keyset_pagination,
     messages_keyset_pagination,

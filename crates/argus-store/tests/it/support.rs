@@ -11,6 +11,24 @@ use diesel::{
 };
 use time::OffsetDateTime;
 
+/// Instantiates a suite written once: for each named `fn name(db: &TestDb)` of the calling
+/// module, a test `sqlite::name` on a fresh SQLite store and a test `postgres::name` on a fresh
+/// PostgreSQL database (skipped when PostgreSQL is absent).
+macro_rules! backend_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&crate::support::sqlite()); } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() {
+                let Some(db) = crate::support::postgres() else { return };
+                super::$name(&db);
+            } )*
+        }
+    };
+}
+pub(crate) use backend_suite;
+
 /// What keeps a test database alive.
 #[derive(Debug)]
 pub(crate) enum Guard {
