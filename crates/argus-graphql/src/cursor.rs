@@ -63,7 +63,9 @@ impl CursorKey {
         Self(bytes)
     }
 
-    fn tag(&self, kind: CursorKind<'_>, viewer: &Viewer, data: &[u8]) -> Hmac<Sha256> {
+    /// The MAC keyed and fed with the binding (list, organisation, clearance), before the
+    /// position.
+    fn binding(&self, kind: CursorKind<'_>, viewer: &Viewer) -> Hmac<Sha256> {
         // Keys of any length are accepted by HMAC.
         let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
@@ -73,17 +75,18 @@ impl CursorKey {
             mac.update(part);
         }
         mac.update(&viewer.clearance.rank().to_be_bytes());
-        mac.update(data);
         mac
+    }
+
+    /// The signer of every cursor of one page: the key and the binding are hashed once, not
+    /// once per edge.
+    pub(crate) fn signer(&self, kind: CursorKind<'_>, viewer: &Viewer) -> CursorSigner {
+        CursorSigner(self.binding(kind, viewer))
     }
 
     /// Encodes a keyset position into an opaque cursor for `viewer`.
     pub fn encode<P: Serialize>(&self, kind: CursorKind<'_>, viewer: &Viewer, position: &P) -> String {
-        // Positions are plain structs of integers: serialisation cannot fail.
-        let mut data = serde_json::to_vec(position).unwrap_or_default();
-        let tag = self.tag(kind, viewer, &data).finalize().into_bytes();
-        data.extend_from_slice(&tag);
-        URL_SAFE_NO_PAD.encode(data)
+        self.signer(kind, viewer).encode(position)
     }
 
     /// Decodes a cursor issued by [`CursorKey::encode`] for the same list and caller.
@@ -101,8 +104,25 @@ impl CursorKey {
             return Err(Error::BadCursor);
         }
         let (data, tag) = raw.split_at(raw.len() - TAG_LEN);
-        self.tag(kind, viewer, data).verify_slice(tag).map_err(|_| Error::BadCursor)?;
+        let mut mac = self.binding(kind, viewer);
+        mac.update(data);
+        mac.verify_slice(tag).map_err(|_| Error::BadCursor)?;
         serde_json::from_slice(data).map_err(|_| Error::BadCursor)
+    }
+}
+
+/// Encodes the cursors of one list for one caller ([`CursorKey::signer`]).
+pub(crate) struct CursorSigner(Hmac<Sha256>);
+
+impl CursorSigner {
+    /// Encodes a keyset position into an opaque cursor.
+    pub(crate) fn encode<P: Serialize>(&self, position: &P) -> String {
+        // Positions are plain structs of integers: serialisation cannot fail.
+        let mut data = serde_json::to_vec(position).unwrap_or_default();
+        let mut mac = self.0.clone();
+        mac.update(&data);
+        data.extend_from_slice(&mac.finalize().into_bytes());
+        URL_SAFE_NO_PAD.encode(data)
     }
 }
 
