@@ -1,8 +1,8 @@
 //! Relay connections over the store's keyset pages, with authenticated cursors.
 
-use argus_domain::{PageRequest, RoomId};
-use argus_store::{IngestionCursor, MessageCursor, RoomCursor};
-use serde::de::DeserializeOwned;
+use argus_domain::{Page, PageRequest, RoomId, Viewer};
+use argus_store::{IngestionCursor, MessageCursor, RoomCursor, Store};
+use serde::{Serialize, de::DeserializeOwned};
 
 use super::types::{
     TchapIngestion, TchapIngestionConnection, TchapMessage, TchapMessageConnection, TchapRoom,
@@ -38,23 +38,38 @@ fn page_request<P: DeserializeOwned>(
     Ok(PageRequest { first, after })
 }
 
+/// One page of the list `kind`: `read` is the store's gated read for the caller, `position`
+/// the keyset position of an item, `node` its GraphQL type.
+async fn connection<P, T, C>(
+    context: &Context,
+    kind: CursorKind<'_>,
+    first: Option<i32>,
+    after: Option<String>,
+    read: impl FnOnce(&Store, &Viewer, &PageRequest<P>) -> argus_store::Result<Page<T>> + Send + 'static,
+    position: impl Fn(&T) -> P,
+    node: impl Fn(T) -> C::Node,
+) -> Result<C>
+where
+    P: Serialize + DeserializeOwned + Send + 'static,
+    T: Send + 'static,
+    C: Connection,
+{
+    let request = page_request::<P>(context, kind, first, after.as_deref())?;
+    let viewer = context.viewer().clone();
+    let page = context.services().with_store(move |store| read(store, &viewer, &request)).await?;
+    let signer = context.services().cursor_key.signer(kind, context.viewer());
+    let edges = page.items.into_iter().map(|item| (signer.encode(&position(&item)), node(item))).collect();
+    Ok(C::build(edges, page.has_next_page, page.total_count))
+}
+
 pub(crate) async fn rooms_connection(
     context: &Context,
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<TchapRoomConnection> {
-    let request: PageRequest<RoomCursor> = page_request(context, CursorKind::Rooms, first, after.as_deref())?;
-    let viewer = context.viewer().clone();
-    let page = context.services().with_store(move |store| store.rooms(&viewer, &request)).await?;
-    let key = &context.services().cursor_key;
-    let edges = page
-        .items
-        .into_iter()
-        .map(|room| {
-            (key.encode(CursorKind::Rooms, context.viewer(), &RoomCursor::of(&room)), TchapRoom(room))
-        })
-        .collect();
-    Ok(TchapRoomConnection::build(edges, page.has_next_page, page.total_count))
+    let read =
+        |store: &Store, viewer: &Viewer, request: &PageRequest<RoomCursor>| store.rooms(viewer, request);
+    connection(context, CursorKind::Rooms, first, after, read, RoomCursor::of, TchapRoom).await
 }
 
 pub(crate) async fn messages_connection(
@@ -64,18 +79,11 @@ pub(crate) async fn messages_connection(
     after: Option<String>,
 ) -> Result<TchapMessageConnection> {
     let kind = CursorKind::Messages(room_id.as_str());
-    let request: PageRequest<MessageCursor> = page_request(context, kind, first, after.as_deref())?;
-    let viewer = context.viewer().clone();
     let room = room_id.clone();
-    let page = context.services().with_store(move |store| store.messages(&viewer, &room, &request)).await?;
-    let key = &context.services().cursor_key;
-    let kind = CursorKind::Messages(room_id.as_str());
-    let edges = page
-        .items
-        .into_iter()
-        .map(|m| (key.encode(kind, context.viewer(), &MessageCursor::of(&m)), TchapMessage(m)))
-        .collect();
-    Ok(TchapMessageConnection::build(edges, page.has_next_page, page.total_count))
+    let read = move |store: &Store, viewer: &Viewer, request: &PageRequest<MessageCursor>| {
+        store.messages(viewer, &room, request)
+    };
+    connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await
 }
 
 pub(crate) async fn ingestions_connection(
@@ -83,20 +91,8 @@ pub(crate) async fn ingestions_connection(
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<TchapIngestionConnection> {
-    let request: PageRequest<IngestionCursor> =
-        page_request(context, CursorKind::Ingestions, first, after.as_deref())?;
-    let viewer = context.viewer().clone();
-    let page = context.services().with_store(move |store| store.ingestions(&viewer, &request)).await?;
-    let key = &context.services().cursor_key;
-    let edges = page
-        .items
-        .into_iter()
-        .map(|r| {
-            (
-                key.encode(CursorKind::Ingestions, context.viewer(), &IngestionCursor::of(&r)),
-                TchapIngestion(r),
-            )
-        })
-        .collect();
-    Ok(TchapIngestionConnection::build(edges, page.has_next_page, page.total_count))
+    let read = |store: &Store, viewer: &Viewer, request: &PageRequest<IngestionCursor>| {
+        store.ingestions(viewer, request)
+    };
+    connection(context, CursorKind::Ingestions, first, after, read, IngestionCursor::of, TchapIngestion).await
 }
