@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+use std::fmt;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -65,13 +66,25 @@ pub const SERVER_NAME: &str = "argus.test";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running Synapse homeserver (one per test process, see [`synapse`]).
-#[derive(Debug)]
+///
+/// `Debug` leaves out the registration shared secret.
 pub struct Synapse {
     base_url: String,
     server_name: String,
     port: u16,
     shared_secret: String,
     dir: PathBuf,
+}
+
+impl fmt::Debug for Synapse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Synapse")
+            .field("base_url", &self.base_url)
+            .field("server_name", &self.server_name)
+            .field("port", &self.port)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Synapse {
@@ -170,7 +183,8 @@ pub fn synapse() -> Option<&'static Synapse> {
 /// A user registered on the test homeserver, with helpers over the client-server API.
 ///
 /// Holds its own HTTP client: use a `TestUser` inside the async runtime (test) that created it.
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the access token.
+#[derive(Clone)]
 pub struct TestUser {
     /// Full Matrix user id, e.g. `@alice_123_0:argus.test`.
     pub user_id: String,
@@ -180,6 +194,16 @@ pub struct TestUser {
     pub device_id: String,
     base_url: String,
     client: reqwest::Client,
+}
+
+impl fmt::Debug for TestUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestUser")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TestUser {
