@@ -51,26 +51,7 @@ impl Sizes {
     }
 }
 
-/// The columns of `messages` the `COPY` ceiling writes.
-mod copy_target {
-    diesel::table! {
-        messages (id) {
-        id -> BigInt,
-        org_id -> Text,
-        room_pk -> BigInt,
-        event_id -> Text,
-        sender -> Text,
-        msgtype -> Nullable<Text>,
-        body -> Nullable<Text>,
-        sent_at -> BigInt,
-        edited -> Bool,
-        redacted -> Bool,
-        encrypted -> Bool,
-        classification -> SmallInt,
-    }
-    }
-}
-use copy_target::messages;
+use argus_store::schema::messages;
 
 fn viewer(org: &str, clearance: Classification) -> BenchResult<Viewer> {
     Ok(Viewer::new("bench".parse()?, org.parse()?, clearance, [Scope::Read, Scope::Ingest]))
