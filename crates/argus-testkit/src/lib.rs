@@ -15,6 +15,7 @@ use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use anyhow::Context as _;
@@ -82,16 +83,57 @@ fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the loud SKIP banner once per process and tier. Written straight to the process's
-/// stderr (not through `eprintln!`), so the test harness's output capture cannot hide it.
-fn announce_skip(announced: &AtomicBool, tier: &str, reason: &str, require_env: &str) {
-    use std::io::Write as _;
-    if announced.swap(true, Ordering::Relaxed) {
-        return;
+/// A real dependency started once per test process: its instance, or why it is unavailable.
+struct Tier<T> {
+    /// What is missing, for the panic message (`PostgreSQL`).
+    name: &'static str,
+    /// The tier, for the SKIP banner (`PostgreSQL tier`).
+    label: &'static str,
+    /// The environment variable that turns a skip into a panic.
+    require_env: &'static str,
+    instance: OnceLock<Result<T, String>>,
+    skip_announced: AtomicBool,
+}
+
+impl<T> Tier<T> {
+    const fn new(name: &'static str, label: &'static str, require_env: &'static str) -> Self {
+        Self { name, label, require_env, instance: OnceLock::new(), skip_announced: AtomicBool::new(false) }
     }
-    let rule = "=".repeat(78);
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{rule}\nSKIPPED: {tier} ({reason})\nTests needing it return early. Set {require_env}=1 to make this a failure.\n{rule}\n"
-    );
+
+    /// The instance, started by `start` on first use; `None` after a loud SKIP banner when it
+    /// is unavailable.
+    ///
+    /// # Panics
+    ///
+    /// When it is unavailable and `require_env` is set.
+    fn get(&self, start: impl FnOnce() -> anyhow::Result<T>) -> Option<&T> {
+        match self.instance.get_or_init(|| start().map_err(|error| format!("{error:#}"))) {
+            Ok(instance) => Some(instance),
+            Err(reason) => {
+                let require_env = self.require_env;
+                if env_flag(require_env) {
+                    panic!(
+                        "argus-testkit: {} is required ({require_env}=1) but unavailable: {reason}",
+                        self.name
+                    );
+                }
+                self.announce_skip(reason);
+                None
+            }
+        }
+    }
+
+    /// Writes the loud SKIP banner once per process. Written straight to the process's stderr
+    /// (not through `eprintln!`), so the test harness's output capture cannot hide it.
+    fn announce_skip(&self, reason: &str) {
+        use std::io::Write as _;
+        if self.skip_announced.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (rule, tier, require_env) = ("=".repeat(78), self.label, self.require_env);
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n{rule}\nSKIPPED: {tier} ({reason})\nTests needing it return early. Set {require_env}=1 to make this a failure.\n{rule}\n"
+        );
+    }
 }

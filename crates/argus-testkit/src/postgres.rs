@@ -23,14 +23,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::{env_flag, is_root, spawn_watchdog, unique_suffix};
+use crate::{Tier, is_root, spawn_watchdog, unique_suffix};
 
-static PG_SKIP_ANNOUNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static POSTGRES: Tier<PgCluster> = Tier::new("PostgreSQL", "PostgreSQL tier", REQUIRE_ENV);
 
 /// Environment variable that turns a missing PostgreSQL into a panic instead of a skip.
 pub const REQUIRE_ENV: &str = "ARGUS_REQUIRE_POSTGRES";
@@ -162,17 +161,7 @@ pub fn fresh_database() -> Option<TestDatabase> {
 ///
 /// When PostgreSQL is unavailable and `ARGUS_REQUIRE_POSTGRES=1`.
 pub fn cluster() -> Option<&'static PgCluster> {
-    static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
-    match CLUSTER.get_or_init(|| start_cluster().map_err(|error| format!("{error:#}"))) {
-        Ok(cluster) => Some(cluster),
-        Err(reason) => {
-            if env_flag(REQUIRE_ENV) {
-                panic!("argus-testkit: PostgreSQL is required ({REQUIRE_ENV}=1) but unavailable: {reason}");
-            }
-            crate::announce_skip(&PG_SKIP_ANNOUNCED, "PostgreSQL tier", reason, REQUIRE_ENV);
-            None
-        }
-    }
+    POSTGRES.get(start_cluster)
 }
 
 /// Finds a PostgreSQL server binary on PATH, then in `/usr/lib/postgresql/*/bin` (newest first).

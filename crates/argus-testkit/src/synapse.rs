@@ -37,7 +37,6 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,9 +48,9 @@ use rand::Rng as _;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
-use crate::{env_flag, spawn_watchdog, tail_of_file};
+use crate::{Tier, spawn_watchdog, tail_of_file};
 
-static SYNAPSE_SKIP_ANNOUNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SYNAPSE: Tier<Synapse> = Tier::new("Synapse", "real-Synapse tier", REQUIRE_ENV);
 
 /// Environment variable that turns a missing Synapse into a panic instead of a skip.
 pub const REQUIRE_ENV: &str = "ARGUS_REQUIRE_SYNAPSE";
@@ -167,17 +166,7 @@ impl Synapse {
 ///
 /// When Synapse is unavailable and `ARGUS_REQUIRE_SYNAPSE=1`.
 pub fn synapse() -> Option<&'static Synapse> {
-    static SYNAPSE: OnceLock<Result<Synapse, String>> = OnceLock::new();
-    match SYNAPSE.get_or_init(|| start().map_err(|error| format!("{error:#}"))) {
-        Ok(server) => Some(server),
-        Err(reason) => {
-            if env_flag(REQUIRE_ENV) {
-                panic!("argus-testkit: Synapse is required ({REQUIRE_ENV}=1) but unavailable: {reason}");
-            }
-            crate::announce_skip(&SYNAPSE_SKIP_ANNOUNCED, "real-Synapse tier", reason, REQUIRE_ENV);
-            None
-        }
-    }
+    SYNAPSE.get(start)
 }
 
 /// A user registered on the test homeserver, with helpers over the client-server API.
