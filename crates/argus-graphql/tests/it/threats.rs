@@ -190,6 +190,15 @@ fn messages_path() -> wiremock::matchers::PathRegexMatcher {
     path_regex(r"^/_matrix/client/v3/rooms/[^/]+/messages$")
 }
 
+/// Answers the room's `/state` with [`state`].
+async fn mount_state(hs: &MockServer) {
+    Mock::given(method("GET"))
+        .and(state_path())
+        .respond_with(ResponseTemplate::new(200).set_body_json(state()))
+        .mount(hs)
+        .await;
+}
+
 fn state() -> Value {
     json!([
         { "type": "m.room.create", "state_key": "", "event_id": "$create", "sender": "@alice:tchap.test",
@@ -248,11 +257,7 @@ async fn a_soft_logout_is_unauthorized_audited_and_not_retried() {
 #[tokio::test]
 async fn a_token_expiring_mid_run_is_audited_and_stores_nothing_then_a_retry_succeeds() {
     let hs = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(state_path())
-        .respond_with(ResponseTemplate::new(200).set_body_json(state()))
-        .mount(&hs)
-        .await;
+    mount_state(&hs).await;
     // The first page arrives; the token is revoked before the second.
     Mock::given(method("GET"))
         .and(messages_path())
@@ -293,11 +298,7 @@ async fn a_token_expiring_mid_run_is_audited_and_stores_nothing_then_a_retry_suc
 
     // With a fresh token the same call goes through and stores every message once.
     hs.reset().await;
-    Mock::given(method("GET"))
-        .and(state_path())
-        .respond_with(ResponseTemplate::new(200).set_body_json(state()))
-        .mount(&hs)
-        .await;
+    mount_state(&hs).await;
     Mock::given(method("GET"))
         .and(messages_path())
         .respond_with(
