@@ -13,7 +13,7 @@ use diesel::{
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
     db::{DbConn, Sql},
-    rows::{Count, Id, IngestionRow, MessageRow, RoomRow},
+    rows::{Count, IngestionRow, MessageRow, RoomKey, RoomRow},
 };
 
 /// The most items one page returns, whatever the caller asks for.
@@ -40,7 +40,8 @@ impl Gate {
         Self { org: viewer.org.as_str().to_owned(), clearance: viewer.clearance.rank() }
     }
 
-    /// Everything of one organisation, whatever its classification (the fusion payload).
+    /// Everything of one organisation, whatever its classification: the writer's lookup of the
+    /// room it records, and the fusion payload.
     pub(crate) fn whole_org(org: &OrgId) -> Self {
         Self { org: org.as_str().to_owned(), clearance: Classification::TopSecret.rank() }
     }
@@ -161,19 +162,19 @@ pub(crate) fn room(
     row.map(RoomRow::into_domain).transpose()
 }
 
-/// Storage id of a visible room.
-fn visible_room_pk(
+/// Storage id and classification of a room the gate lets through (with [`Gate::whole_org`],
+/// the room the writer's organisation holds, whatever its classification).
+pub(crate) fn room_key(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,
     room_id: &RoomId,
-) -> Result<Option<i64>> {
+) -> Result<Option<RoomKey>> {
     let mut sql = Sql::new(backend);
-    sql.push("SELECT r.id FROM rooms r WHERE ");
+    sql.push("SELECT r.id, r.classification FROM rooms r WHERE ");
     gate.apply(&mut sql, "r");
     sql.push(" AND r.room_id = ").bind::<Text, _>(room_id.as_str().to_owned());
-    let row: Option<Id> = sql.build_cached().load(conn)?.into_iter().next();
-    Ok(row.map(|r| r.id))
+    Ok(sql.build_cached().load(conn)?.into_iter().next())
 }
 
 /// Visible messages of a visible room, oldest first.
@@ -184,7 +185,7 @@ pub(crate) fn messages(
     room_id: &RoomId,
     page: &PageRequest<MessageCursor>,
 ) -> Result<Page<StoredMessage>> {
-    let Some(room_pk) = visible_room_pk(conn, backend, gate, room_id)? else {
+    let Some(RoomKey { id: room_pk, .. }) = room_key(conn, backend, gate, room_id)? else {
         return Ok(Page { items: Vec::new(), has_next_page: false, total_count: 0 });
     };
     let (wanted, limit) = fetch_size(page.first);

@@ -9,7 +9,7 @@ use argus_domain::{
 };
 use diesel::{
     QueryableByName,
-    sql_types::{BigInt, Nullable},
+    sql_types::{BigInt, Nullable, SmallInt},
 };
 
 use crate::{
@@ -184,4 +184,13 @@ pub(crate) struct Count {
 pub(crate) struct Id {
     #[diesel(sql_type = BigInt)]
     pub(crate) id: i64,
+}
+
+/// A room's storage id and classification rank.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct RoomKey {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = SmallInt)]
+    pub(crate) classification: i16,
 }

@@ -10,7 +10,7 @@ use argus_domain::{
     Viewer, policy, to_unix_ms,
 };
 use diesel::{
-    Connection, QueryableByName, RunQueryDsl,
+    Connection, RunQueryDsl,
     connection::{AnsiTransactionManager, TransactionManager},
     sql_types::{BigInt, Bool, Nullable, SmallInt, Text},
 };
@@ -138,14 +138,6 @@ pub(crate) fn in_org_transaction<T>(
     }
 }
 
-#[derive(Debug, QueryableByName)]
-struct ExistingRoom {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = SmallInt)]
-    classification: i16,
-}
-
 /// Now, at the millisecond precision the store keeps.
 fn now_ms() -> i64 {
     to_unix_ms(OffsetDateTime::now_utc())
@@ -209,11 +201,7 @@ fn upsert_room(
     s: &RoomSnapshot,
     now: i64,
 ) -> Result<(i64, Classification)> {
-    let org = run.viewer.org.as_str().to_owned();
-    let mut find = Sql::new(backend);
-    find.push("SELECT r.id, r.classification FROM rooms r WHERE r.org_id = ").bind::<Text, _>(org.clone());
-    find.push(" AND r.room_id = ").bind::<Text, _>(s.room_id.as_str().to_owned());
-    let existing: Option<ExistingRoom> = find.build().load(conn)?.into_iter().next();
+    let existing = read::room_key(conn, backend, &Gate::whole_org(&run.viewer.org), &s.room_id)?;
     let stored = existing.as_ref().map(|r| crate::rows::rank(r.classification)).transpose()?;
     let merged = policy::merge_classification(stored, run.classification);
 
@@ -239,7 +227,7 @@ fn upsert_room(
                 "INSERT INTO rooms (org_id, room_id, homeserver_url, name, topic, canonical_alias, \
                  member_count, encrypted, classification, first_seen_at, last_ingested_at, resume_token) VALUES (",
             );
-            sql.bind::<Text, _>(org).push(", ");
+            sql.bind::<Text, _>(run.viewer.org.as_str().to_owned()).push(", ");
             sql.bind::<Text, _>(s.room_id.as_str().to_owned()).push(", ");
             sql.bind::<Text, _>(s.homeserver_url.as_str().to_owned()).push(", ");
             sql.bind::<Nullable<Text>, _>(s.name.clone()).push(", ");
