@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::{
     Backend, Error, Result,
     db::{DbConn, Sql},
-    rows::{IngestionRow, hash32},
+    rows::{Id, IngestionRow, hash32},
 };
 
 /// The `prev_hash` of the first record of every chain.
@@ -185,12 +185,6 @@ struct HeadRow {
     hash: String,
 }
 
-#[derive(Debug, QueryableByName)]
-struct IdRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-}
-
 /// Appends `entry` (already sanitised) to its organisation's chain. The caller holds the
 /// organisation's write lock inside an open transaction.
 pub(crate) fn append(conn: &mut DbConn, backend: Backend, entry: &NewIngestion) -> Result<IngestionRecord> {
@@ -234,7 +228,7 @@ pub(crate) fn append(conn: &mut DbConn, backend: Backend, entry: &NewIngestion) 
     ins.bind::<Nullable<Text>, _>(stored.error.map(str::to_owned)).push(", ");
     ins.bind::<Text, _>(hex::encode(prev_hash)).push(", ");
     ins.bind::<Text, _>(hex::encode(hash)).push(") RETURNING id");
-    let id: IdRow = ins.build().get_result(conn)?;
+    let id: Id = ins.build().get_result(conn)?;
     Ok(IngestionRecord { id: id.id, seq, entry: entry.clone(), prev_hash, hash })
 }
 
