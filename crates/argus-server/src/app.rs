@@ -219,14 +219,7 @@ fn request_id(req: &ServiceRequest) -> String {
                 && v.len() <= 64
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-        .map_or_else(
-            || {
-                let mut bytes = [0_u8; 8];
-                rand::fill(&mut bytes);
-                bytes.iter().map(|b| format!("{b:02x}")).collect()
-            },
-            str::to_owned,
-        )
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned)
 }
 
 /// Request id, tracing span, access log line and HTTP metrics for every request.
