@@ -353,7 +353,7 @@ async fn graphql_get(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    let Ok(params) = web::Query::<GetParams>::from_query(req.query_string()) else {
+    let Ok(web::Query(params)) = web::Query::<GetParams>::from_query(req.query_string()) else {
         return HttpResponse::BadRequest()
             .json(error_body("missing or malformed query parameter", "BAD_REQUEST"));
     };
@@ -364,7 +364,7 @@ async fn graphql_get(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
                 .json(error_body("variables must be a JSON object", "BAD_REQUEST"));
         }
     };
-    let request = GraphQLRequest::new(params.query.clone(), params.operation_name.clone(), variables);
+    let request = GraphQLRequest::new(params.query, params.operation_name, variables);
     let context = Context::new(viewer, Arc::clone(&state.services));
     let (response, outcome) = with_outcome(request.execute(&state.read_schema, &context).await);
     state.metrics.record_operation("query", outcome);
