@@ -57,12 +57,24 @@ impl Default for StoreOptions {
 }
 
 /// Where a URL points.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     /// A SQLite file path, or `:memory:`.
     Sqlite { path: String, memory: bool },
     /// A PostgreSQL connection URL.
     Postgres(String),
+}
+
+/// Leaves the location out: a PostgreSQL URL may carry a password, and a SQLite location is a
+/// file path. (The pool's `Debug` prints its manager, and so this.)
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { memory, .. } => {
+                f.debug_struct("Sqlite").field("memory", memory).finish_non_exhaustive()
+            }
+            Self::Postgres(_) => f.debug_struct("Postgres").finish_non_exhaustive(),
+        }
+    }
 }
 
 /// Reads the backend and location from a database URL.
