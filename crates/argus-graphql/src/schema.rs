@@ -6,7 +6,7 @@ mod sync_list;
 pub mod types;
 
 use argus_domain::{AccessToken, RoomId, Scope};
-use juniper::{EmptyMutation, EmptySubscription, GraphQLInputObject, RootNode, graphql_object};
+use juniper::{EmptyMutation, EmptySubscription, GraphQLInputObject, GraphQLType, RootNode, graphql_object};
 
 use self::types::{
     GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
@@ -39,22 +39,26 @@ impl Default for SchemaOptions {
 /// The schema without mutations, for `GET /graphql` (a mutation there fails validation).
 pub type ReadOnlySchema = RootNode<Query, EmptyMutation<Context>, EmptySubscription<Context>>;
 
-/// Builds the schema with its limits.
-pub fn build_schema(options: SchemaOptions) -> Schema {
-    let schema = Schema::new(Query, Mutation, EmptySubscription::new())
+/// `schema` with the document limits of `options`.
+fn with_limits<M: GraphQLType>(
+    schema: RootNode<Query, M, EmptySubscription<Context>>,
+    options: SchemaOptions,
+) -> RootNode<Query, M, EmptySubscription<Context>> {
+    let schema = schema
         .limit_depth(options.max_depth)
         .limit_fields(options.max_fields)
         .limit_tokens(options.max_tokens);
     if options.introspection { schema } else { schema.disable_introspection() }
 }
 
+/// Builds the schema with its limits.
+pub fn build_schema(options: SchemaOptions) -> Schema {
+    with_limits(Schema::new(Query, Mutation, EmptySubscription::new()), options)
+}
+
 /// Builds the read-only schema with its limits.
 pub fn build_read_only_schema(options: SchemaOptions) -> ReadOnlySchema {
-    let schema = ReadOnlySchema::new(Query, EmptyMutation::new(), EmptySubscription::new())
-        .limit_depth(options.max_depth)
-        .limit_fields(options.max_fields)
-        .limit_tokens(options.max_tokens);
-    if options.introspection { schema } else { schema.disable_introspection() }
+    with_limits(ReadOnlySchema::new(Query, EmptyMutation::new(), EmptySubscription::new()), options)
 }
 
 /// The schema in GraphQL SDL (what `argus-tchap schema` prints and `docs/schema.graphql` holds).
