@@ -10,7 +10,7 @@ use crate::mock::{MockHomeserver as Hs, ROOM, ev};
 
 async fn fetch_with(hs: &Hs, config: ConnectorConfig) -> argus_matrix::Result<argus_domain::RoomSnapshot> {
     let connector = Connector::new(config)?;
-    connector.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await
+    hs.read_with(&connector).await
 }
 
 async fn fetch(hs: &Hs) -> argus_matrix::Result<argus_domain::RoomSnapshot> {
@@ -71,9 +71,7 @@ async fn huge_retry_after_fails_inside_the_deadline() {
 
 #[tokio::test]
 async fn rate_limit_gives_up_after_max_retries() {
-    let hs = Hs::start().await;
-    hs.empty_state(ROOM).await;
-    hs.messages(ROOM).respond(limit_exceeded_ms(10)).mount().await;
+    let hs = Hs::with_messages_response(limit_exceeded_ms(10)).await;
     let err = fetch_with(&hs, ConnectorConfig { max_retries: 2, ..Hs::config() }).await.unwrap_err();
     assert_eq!(err.code(), "RATE_LIMITED");
     // Three attempts at the page.
@@ -130,12 +128,9 @@ async fn malformed_and_truncated_bodies_are_malformed_responses() {
     for body in
         ["not json at all", r#"{"start": "s", "chunk": [{"type": "m.room.mess"#, r#"{"chunk": "nope"}"#]
     {
-        let hs = Hs::start().await;
-        hs.empty_state(ROOM).await;
-        hs.messages(ROOM)
-            .respond(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
-            .mount()
-            .await;
+        let hs =
+            Hs::with_messages_response(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+                .await;
         let err = fetch(&hs).await.unwrap_err();
         assert_eq!(err.code(), "MALFORMED_RESPONSE", "{body}: {err}");
         assert!(!err.to_string().contains("m.room.mess"), "the body is not echoed: {err}");
@@ -154,16 +149,12 @@ async fn oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn a_slow_homeserver_times_out_per_request_and_per_run() {
-    let hs = Hs::start().await;
-    hs.empty_state(ROOM).await;
-    hs.messages(ROOM)
-        .respond(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"start": "s", "chunk": []}))
-                .set_delay(Duration::from_secs(10)),
-        )
-        .mount()
-        .await;
+    let hs = Hs::with_messages_response(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"start": "s", "chunk": []}))
+            .set_delay(Duration::from_secs(10)),
+    )
+    .await;
     let config = ConnectorConfig {
         request_timeout: Duration::from_millis(300),
         run_deadline: Duration::from_secs(2),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{Connector, ConnectorConfig};
+use argus_domain::{AccessToken, HomeserverUrl, RoomId, RoomSnapshot};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
 use serde_json::{Value, json};
 use wiremock::{
     Match, Mock, MockServer, Request, ResponseTemplate,
@@ -98,6 +98,19 @@ impl MockHomeserver {
     /// Mocks an empty room state (the common prelude of timeline tests).
     pub(crate) async fn empty_state(&self, room: &str) {
         self.state(room).mount().await;
+    }
+
+    /// A homeserver with an empty room state whose `/messages` answers `response` every time.
+    pub(crate) async fn with_messages_response(response: ResponseTemplate) -> Self {
+        let hs = Self::start().await;
+        hs.empty_state(ROOM).await;
+        hs.messages(ROOM).respond(response).mount().await;
+        hs
+    }
+
+    /// Reads [`ROOM`] from this homeserver with `connector`, the test token and default options.
+    pub(crate) async fn read_with(&self, connector: &Connector) -> argus_matrix::Result<RoomSnapshot> {
+        connector.fetch_room(&self.url(), &Self::token(), &Self::room(), &FetchOptions::default()).await
     }
 
     /// Mocks an empty room state and a first `/messages` page that answers `failure` the first

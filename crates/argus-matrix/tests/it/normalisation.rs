@@ -1,7 +1,6 @@
 //! Each normalisation rule, through a full read of a mock room.
 
 use argus_domain::RoomSnapshot;
-use argus_matrix::FetchOptions;
 use serde_json::{Value, json};
 
 use crate::mock::{MockHomeserver as Hs, ROOM, ev};
@@ -13,7 +12,7 @@ async fn read(mut events: Vec<Value>) -> RoomSnapshot {
     hs.empty_state(ROOM).await;
     events.reverse();
     hs.messages(ROOM).page(events).mount().await;
-    Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap()
+    hs.read_with(&Hs::connector()).await.unwrap()
 }
 
 fn by_id<'a>(s: &'a RoomSnapshot, id: &str) -> &'a argus_domain::MessageRecord {
@@ -246,10 +245,7 @@ async fn room_state_is_summarised() {
         .mount()
         .await;
     hs.messages(ROOM).page(vec![]).mount().await;
-    let s = Hs::connector()
-        .fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default())
-        .await
-        .unwrap();
+    let s = hs.read_with(&Hs::connector()).await.unwrap();
     assert_eq!(s.name.as_deref(), Some("Salle"));
     assert_eq!(s.topic.as_deref(), Some("Sujet"));
     assert_eq!(s.canonical_alias.as_deref(), Some("#salle:tchap.test"));

@@ -84,10 +84,7 @@ async fn a_repeated_end_token_stops_the_run() {
     hs.messages(ROOM).page(ev::texts_newest_first(10, 2)).end("t1").mount().await;
     hs.messages(ROOM).from("t1").page(ev::texts_newest_first(8, 2)).end("t2").mount().await;
     hs.messages(ROOM).from("t2").page(ev::texts_newest_first(6, 2)).end("t1").mount().await;
-    let err = Hs::connector()
-        .fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default())
-        .await
-        .unwrap_err();
+    let err = hs.read_with(&Hs::connector()).await.unwrap_err();
     assert_eq!(err.code(), "MALFORMED_RESPONSE");
     assert!(err.to_string().contains("repeated a pagination token"), "{err}");
 }
@@ -101,8 +98,7 @@ async fn an_endless_timeline_stops_at_the_page_cap() {
         hs.messages(ROOM).from(&format!("t{i}")).page(vec![]).end(&format!("t{}", i + 1)).mount().await;
     }
     let connector = Connector::new(argus_matrix::ConnectorConfig { max_pages: 5, ..Hs::config() }).unwrap();
-    let snapshot =
-        connector.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+    let snapshot = hs.read_with(&connector).await.unwrap();
     assert_eq!(snapshot.report.pages, 5);
     assert!(snapshot.report.truncated);
     assert!(snapshot.messages.is_empty());

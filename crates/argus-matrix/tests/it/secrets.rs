@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig};
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
@@ -44,60 +44,37 @@ async fn the_token_never_leaks_into_errors_or_logs() {
     hs.state(ROOM).respond(ResponseTemplate::new(403).set_body_json(echo)).mount().await;
     let mut errors = Vec::new();
     let c = Hs::connector();
-    errors.push(
-        c.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
-    );
+    errors.push(hs.read_with(&c).await.unwrap_err());
 
-    let hs2 = Hs::start().await;
-    hs2.empty_state(ROOM).await;
-    hs2.messages(ROOM)
-        .respond(
-            ResponseTemplate::new(500)
-                .set_body_json(json!({"errcode": format!("M_{TOKEN}"), "error": TOKEN})),
-        )
-        .mount()
-        .await;
+    let hs2 = Hs::with_messages_response(
+        ResponseTemplate::new(500).set_body_json(json!({"errcode": format!("M_{TOKEN}"), "error": TOKEN})),
+    )
+    .await;
     let c2 = Connector::new(ConnectorConfig { max_retries: 1, ..Hs::config() }).unwrap();
-    errors.push(
-        c2.fetch_room(&hs2.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
-    );
+    errors.push(hs2.read_with(&c2).await.unwrap_err());
 
-    let hs3 = Hs::start().await;
-    hs3.empty_state(ROOM).await;
-    hs3.messages(ROOM)
-        .respond(
-            ResponseTemplate::new(200).set_body_raw(format!("{{\"chunk\": \"{TOKEN}"), "application/json"),
-        )
-        .mount()
-        .await;
-    errors.push(
-        c.fetch_room(&hs3.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
-    );
+    let hs3 = Hs::with_messages_response(
+        ResponseTemplate::new(200).set_body_raw(format!("{{\"chunk\": \"{TOKEN}"), "application/json"),
+    )
+    .await;
+    errors.push(hs3.read_with(&c).await.unwrap_err());
 
-    let hs4 = Hs::start().await;
-    hs4.empty_state(ROOM).await;
-    hs4.messages(ROOM)
-        .respond(
-            ResponseTemplate::new(401)
-                .set_body_json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": TOKEN, "soft_logout": true})),
-        )
-        .mount()
-        .await;
-    errors.push(
-        c.fetch_room(&hs4.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
-    );
+    let hs4 = Hs::with_messages_response(
+        ResponseTemplate::new(401)
+            .set_body_json(json!({"errcode": "M_UNKNOWN_TOKEN", "error": TOKEN, "soft_logout": true})),
+    )
+    .await;
+    errors.push(hs4.read_with(&c).await.unwrap_err());
 
     // A successful read logs too.
     let hs5 = Hs::start().await;
     hs5.empty_state(ROOM).await;
     hs5.messages(ROOM).page(ev::texts_newest_first(0, 3)).mount().await;
-    c.fetch_room(&hs5.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+    hs5.read_with(&c).await.unwrap();
 
     // Refusals by the policy.
     let strict = Connector::new(ConnectorConfig::default()).unwrap();
-    errors.push(
-        strict.fetch_room(&hs5.url(), &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err(),
-    );
+    errors.push(hs5.read_with(&strict).await.unwrap_err());
 
     assert_eq!(errors.len(), 5);
     for err in &errors {
