@@ -379,7 +379,7 @@ async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> {
                 ("classification", done.room.classification.to_string()),
                 ("pages read", r.pages.to_string()),
                 ("events fetched", r.events_fetched.to_string()),
-                ("messages fetched", done.messages_fetched.to_string()),
+                ("messages fetched", r.messages.to_string()),
                 ("messages stored (new)", done.messages_stored.to_string()),
                 ("messages in room", done.room.message_count.to_string()),
                 ("encrypted", r.encrypted.to_string()),

@@ -35,13 +35,11 @@ pub struct IngestRequest {
 pub struct IngestSummary {
     /// The room after commit, as the caller sees it.
     pub room: StoredRoom,
-    /// Message events received from the homeserver.
-    pub messages_fetched: u64,
     /// Messages newly stored.
     pub messages_stored: i64,
     /// The SUCCEEDED audit record.
     pub ingestion: IngestionRecord,
-    /// The connector's completeness report.
+    /// The connector's completeness report (`report.messages`: message events received).
     pub report: FetchReport,
 }
 
@@ -87,14 +85,14 @@ pub async fn ingest_room(
     match result {
         Ok(summary) => {
             Metrics::add(&services.metrics.ingestions_succeeded, 1);
-            Metrics::add(&services.metrics.messages_fetched, summary.messages_fetched);
+            Metrics::add(&services.metrics.messages_fetched, summary.report.messages);
             Metrics::add(
                 &services.metrics.messages_stored,
                 u64::try_from(summary.messages_stored).unwrap_or(0),
             );
             tracing::info!(
                 actor = %viewer.actor, org = %viewer.org, room = %summary.room.room_id,
-                fetched = summary.messages_fetched, stored = summary.messages_stored,
+                fetched = summary.report.messages, stored = summary.messages_stored,
                 "ingestion succeeded"
             );
             // New outbox row committed: wake the fusion relay rather than wait for its next poll.
@@ -130,7 +128,6 @@ async fn run(
         .connector
         .fetch_room_with_progress(&valid.homeserver, &request.access_token, &valid.room_id, &options, on_page)
         .await?;
-    let messages_fetched = snapshot.report.messages;
     let report = snapshot.report.clone();
     let run = IngestionRun { viewer: viewer.clone(), classification: request.classification, started_at };
     let result = services
@@ -144,7 +141,6 @@ async fn run(
         .await?;
     Ok(IngestSummary {
         room: result.room,
-        messages_fetched,
         messages_stored: result.messages_stored,
         ingestion: result.ingestion,
         report,

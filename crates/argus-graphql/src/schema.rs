@@ -176,7 +176,7 @@ impl Mutation {
         let done = ingest::ingest_room(context.services(), context.viewer(), request, &mut |_| {}).await?;
         Ok(IngestTchapRoomPayload {
             room: TchapRoom(done.room),
-            messages_fetched: int(i64::try_from(done.messages_fetched).unwrap_or(i64::MAX)),
+            messages_fetched: int(i64::try_from(done.report.messages).unwrap_or(i64::MAX)),
             messages_stored: int(done.messages_stored),
             ingestion: TchapIngestion(done.ingestion),
         })
