@@ -11,7 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 
 use crate::{
     support::{TestStore, assert_valid, ingest_as, read_entities, read_jsonl, validator},
-    webhook::{fast_options, hook_url},
+    webhook::{fast_options, hook_url, orgs_received},
 };
 
 fn options(park_after_attempts: u32) -> RelayOptions {
@@ -198,14 +198,8 @@ async fn entities_go_only_to_their_organisations_webhook() -> anyhow::Result<()>
     let relay =
         Relay::new(t.store.clone(), vec![webhook(None, &[("org-a", &a), ("org-b", &b)])?], options(3));
     assert_eq!(relay.run_once().await?.delivered, 4);
-    let orgs = |reqs: Vec<wiremock::Request>| -> Vec<String> {
-        reqs.iter()
-            .filter_map(|r| serde_json::from_slice::<NetworkNode>(&r.body).ok())
-            .map(|n| n.organisation.to_string())
-            .collect()
-    };
-    assert_eq!(orgs(a.received_requests().await.unwrap_or_default()), ["org-a", "org-a"]);
-    assert_eq!(orgs(b.received_requests().await.unwrap_or_default()), ["org-b", "org-b"]);
+    assert_eq!(orgs_received(&a).await, ["org-a", "org-a"]);
+    assert_eq!(orgs_received(&b).await, ["org-b", "org-b"]);
     Ok(())
 }
 

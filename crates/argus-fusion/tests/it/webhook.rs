@@ -26,6 +26,18 @@ pub(crate) fn fast_options() -> WebhookOptions {
     }
 }
 
+/// The organisations of the entities `server` received, in order.
+pub(crate) async fn orgs_received(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<NetworkNode>(&r.body).ok())
+        .map(|n| n.organisation.to_string())
+        .collect()
+}
+
 pub(crate) fn hook_url(server: &MockServer) -> anyhow::Result<Url> {
     Ok(Url::parse(&format!("{}/hook", server.uri()))?)
 }
@@ -159,15 +171,9 @@ async fn each_organisation_goes_to_its_own_receiver() -> anyhow::Result<()> {
     for org in ["org-a", "org-b", "org-a", "org-c"] {
         sink.deliver(&node(org)?).await?;
     }
-    let orgs_at = |reqs: Vec<wiremock::Request>| -> Vec<String> {
-        reqs.iter()
-            .filter_map(|r| serde_json::from_slice::<NetworkNode>(&r.body).ok())
-            .map(|n| n.organisation.to_string())
-            .collect()
-    };
-    assert_eq!(orgs_at(a.received_requests().await.unwrap_or_default()), ["org-a", "org-a"]);
-    assert_eq!(orgs_at(b.received_requests().await.unwrap_or_default()), ["org-b"]);
-    assert_eq!(orgs_at(default.received_requests().await.unwrap_or_default()), ["org-c"]);
+    assert_eq!(orgs_received(&a).await, ["org-a", "org-a"]);
+    assert_eq!(orgs_received(&b).await, ["org-b"]);
+    assert_eq!(orgs_received(&default).await, ["org-c"]);
 
     // Without a default, an organisation without its own URL is sent nowhere.
     let only_orgs = WebhookSink::new(None, org_urls, fast_options())?;
