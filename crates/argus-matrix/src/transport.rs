@@ -133,7 +133,7 @@ impl HttpClient {
         };
         let limit = self.config.max_response_bytes;
         let exchange = async {
-            let response = client.execute(request).await.map_err(map_reqwest)?;
+            let mut response = client.execute(request).await.map_err(map_reqwest)?;
             let status = response.status();
             if status.is_redirection() {
                 return Err(Error::policy(format!(
@@ -141,7 +141,8 @@ impl HttpClient {
                     status.as_u16()
                 )));
             }
-            let headers = response.headers().clone();
+            // Taken, not cloned: the body is read without them.
+            let headers = std::mem::take(response.headers_mut());
             let body = read_bounded(response, limit).await?;
             Ok((status, headers, body))
         };
