@@ -83,14 +83,14 @@ impl HttpClient {
                 Err(e) if !e.is_retryable() || matches!(e, Error::DeadlineExceeded(_)) => return Err(e),
                 Err(e) => e,
             };
-            let backoff_delay = backoff.next();
-            if retries >= self.config.max_retries {
+            // The backoff yields `max_retries` delays, then none.
+            let Some(backoff_delay) = backoff.next() else {
                 return Err(err);
-            }
+            };
             retries += 1;
             let delay = match &err {
                 Error::RateLimited { retry_after: Some(wait) } => (*wait).min(self.config.max_retry_wait),
-                _ => backoff_delay.unwrap_or(self.config.max_retry_wait),
+                _ => backoff_delay,
             };
             if Instant::now() + delay >= target.deadline {
                 tracing::warn!(
