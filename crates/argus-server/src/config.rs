@@ -53,8 +53,9 @@ impl fmt::Debug for SecretString {
     }
 }
 
-/// The whole configuration of the server and the operator commands.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The whole configuration of the server and the operator commands. `Debug` leaves out the
+/// database URL (a PostgreSQL URL may hold a password).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server listens on.
@@ -75,6 +76,21 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// The fusion relay and its sinks.
     pub fusion: argus_fusion::FusionConfig,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &"[redacted]")
+            .field("data_dir", &self.data_dir)
+            .field("jwt", &self.jwt)
+            .field("oauth", &self.oauth)
+            .field("matrix", &self.matrix)
+            .field("graphql", &self.graphql)
+            .field("fusion", &self.fusion)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -560,6 +576,15 @@ mod tests {
             assert!(!format!("{c:?}").contains("1234567890"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn debug_leaves_out_the_database_url() {
+        let c =
+            Config { database_url: "postgres://argus:db-password-42@db/argus".into(), ..Config::default() };
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("db-password-42"), "{debug}");
+        assert!(debug.contains("database_url: \"[redacted]\""), "{debug}");
     }
 
     #[test]
