@@ -113,9 +113,8 @@ async fn time_store_floor(template: &Path, rows: usize) -> Result<Duration> {
             if batch.is_empty() {
                 return Ok(marked);
             }
-            for row in &batch {
-                store.outbox_mark_delivered(row.id)?;
-            }
+            let ids: Vec<i64> = batch.iter().map(|row| row.id).collect();
+            store.outbox_mark_delivered_batch(&ids)?;
             marked += batch.len();
         }
     })

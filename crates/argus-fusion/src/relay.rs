@@ -219,8 +219,7 @@ impl Relay {
         self.flush_all().await?;
         if !delivered.is_empty() {
             report.delivered += delivered.len() as u64;
-            self.blocking(move |store| delivered.iter().try_for_each(|&id| store.outbox_mark_delivered(id)))
-                .await?;
+            self.blocking(move |store| store.outbox_mark_delivered_batch(&delivered)).await?;
         }
         Ok((batch_len, failure))
     }
