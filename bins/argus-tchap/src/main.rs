@@ -87,8 +87,13 @@ struct IngestArgs {
     max_messages: Option<u32>,
     /// Matrix access token; `-` reads it from standard input. Prefer the environment variable
     /// to the command line, which other local users can see.
-    #[arg(long, env = "MATRIX_ACCESS_TOKEN", hide_env_values = true)]
-    access_token: String,
+    #[arg(long, env = "MATRIX_ACCESS_TOKEN", hide_env_values = true, value_parser = access_token)]
+    access_token: AccessToken,
+}
+
+/// The token as given (`Debug` of the arguments shows it as `[redacted]`).
+fn access_token(value: &str) -> std::result::Result<AccessToken, std::convert::Infallible> {
+    Ok(AccessToken::new(value))
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,13 +333,13 @@ async fn serve(config: Config) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_token(value: String) -> Result<AccessToken> {
-    if value == "-" {
+fn read_token(value: AccessToken) -> Result<AccessToken> {
+    if value.expose_secret() == "-" {
         let mut token = String::new();
         io::stdin().take(8192).read_to_string(&mut token)?;
         return Ok(AccessToken::new(token.trim()));
     }
-    Ok(AccessToken::new(value))
+    Ok(value)
 }
 
 async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> {
