@@ -37,20 +37,38 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// No file under `dir` (database, WAL, shared memory, JSON Lines, anything else) holds a secret
 /// anywhere in its bytes, free pages and journal frames included.
+///
+/// A file that vanishes between listing and reading (SQLite removes the WAL when the last
+/// connection of a closing store checkpoints it into the database) means the other files may
+/// have changed too: the whole directory is scanned again until one pass sees every file.
 pub(crate) fn assert_absent_from_files(dir: &Path, secrets: &[String]) -> Result<()> {
     ensure!(!secrets.is_empty(), "no secrets to look for");
-    let mut files = Vec::new();
-    files_under(dir, &mut files)?;
-    let mut scanned = 0_usize;
-    for path in &files {
-        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        scanned += bytes.len();
-        for secret in secrets {
-            ensure!(!contains(&bytes, secret.as_bytes()), "a Matrix token is in {}", path.display());
+    for _ in 0..20 {
+        let mut files = Vec::new();
+        files_under(dir, &mut files)?;
+        let mut scanned = 0_usize;
+        let mut vanished = false;
+        for path in &files {
+            let bytes = match fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    vanished = true;
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            scanned += bytes.len();
+            for secret in secrets {
+                ensure!(!contains(&bytes, secret.as_bytes()), "a Matrix token is in {}", path.display());
+            }
         }
+        if !vanished {
+            ensure!(scanned > 0, "nothing to scan under {}: {files:?}", dir.display());
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    ensure!(scanned > 0, "nothing to scan under {}: {files:?}", dir.display());
-    Ok(())
+    anyhow::bail!("files under {} kept vanishing while they were scanned", dir.display())
 }
 
 /// No captured log line (every level, every crate, from the start of the process) holds a secret.
