@@ -213,6 +213,54 @@ fn migrate(conn: &mut DbConn) -> Result<()> {
     })
 }
 
+/// What a transaction opened by [`in_transaction`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxMode {
+    /// A write: SQLite takes its write lock at `BEGIN IMMEDIATE`; PostgreSQL starts a plain
+    /// transaction (the caller takes whatever lock it needs).
+    Write,
+    /// Several reads that must agree with each other (a page and its count): one snapshot for
+    /// all of them. SQLite's deferred `BEGIN` holds the snapshot its first read takes until the
+    /// end; PostgreSQL's default level would give each statement a snapshot of its own, so the
+    /// transaction is `REPEATABLE READ, READ ONLY`.
+    Read,
+}
+
+/// Runs `f` in one transaction of the given mode; commits when it returns `Ok`, rolls back on
+/// any error.
+pub(crate) fn in_transaction<T>(
+    conn: &mut DbConn,
+    mode: TxMode,
+    f: impl FnOnce(&mut DbConn) -> Result<T>,
+) -> Result<T> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match (&mut *conn, mode) {
+        (DbConn::Sqlite(c), TxMode::Write) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
+        (DbConn::Sqlite(c), TxMode::Read) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN DEFERRED")?
+        }
+        (DbConn::Postgres(c), TxMode::Write) => AnsiTransactionManager::begin_transaction(c)?,
+        (DbConn::Postgres(c), TxMode::Read) => AnsiTransactionManager::begin_transaction_sql(
+            c,
+            "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        )?,
+    }
+    match f(conn) {
+        Ok(v) => {
+            <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(rollback) = <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Raw SQL with bind parameters, written once for both backends: the builder writes each
 /// backend's placeholder (`?` or `$n`).
 pub(crate) struct Sql<'a> {

@@ -12,7 +12,7 @@ use diesel::{
 
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
-    db::{DbConn, Sql},
+    db::{DbConn, Sql, TxMode, in_transaction},
     rows::{Count, IngestionRow, MessageRow, RoomKey, RoomRow},
 };
 
@@ -116,8 +116,17 @@ fn count(conn: &mut DbConn, sql: Sql<'_>) -> Result<i64> {
     Ok(sql.build_cached().get_result::<Count>(conn)?.n)
 }
 
-/// Visible rooms, most recent activity first.
+/// Visible rooms, most recent activity first; the page and its count from one snapshot.
 pub(crate) fn rooms(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    page: &PageRequest<RoomCursor>,
+) -> Result<Page<StoredRoom>> {
+    in_transaction(conn, TxMode::Read, |conn| rooms_in(conn, backend, gate, page))
+}
+
+fn rooms_in(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,
@@ -177,8 +186,19 @@ pub(crate) fn room_key(
     Ok(sql.build_cached().load(conn)?.into_iter().next())
 }
 
-/// Visible messages of a visible room, oldest first.
+/// Visible messages of a visible room, oldest first; the room, the page and its count from
+/// one snapshot.
 pub(crate) fn messages(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    room_id: &RoomId,
+    page: &PageRequest<MessageCursor>,
+) -> Result<Page<StoredMessage>> {
+    in_transaction(conn, TxMode::Read, |conn| messages_in(conn, backend, gate, room_id, page))
+}
+
+fn messages_in(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,
@@ -241,8 +261,18 @@ pub(crate) fn stats(
     Ok(Stats { total_rooms: row.rooms, total_messages: row.messages, active_rooms_last_24h: row.active })
 }
 
-/// The gate's organisation's audit records at or below its clearance, newest first.
+/// The gate's organisation's audit records at or below its clearance, newest first; the page
+/// and its count from one snapshot.
 pub(crate) fn ingestions(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    page: &PageRequest<IngestionCursor>,
+) -> Result<Page<IngestionRecord>> {
+    in_transaction(conn, TxMode::Read, |conn| ingestions_in(conn, backend, gate, page))
+}
+
+fn ingestions_in(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,

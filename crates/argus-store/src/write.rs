@@ -10,8 +10,7 @@ use argus_domain::{
     Viewer, policy, to_unix_ms,
 };
 use diesel::{
-    Connection, RunQueryDsl,
-    connection::{AnsiTransactionManager, TransactionManager},
+    RunQueryDsl,
     sql_types::{BigInt, Bool, Nullable, SmallInt, Text},
 };
 use sha2::{Digest, Sha256};
@@ -19,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::{
     Backend, Error, Result, audit,
-    db::{DbConn, Sql},
+    db::{DbConn, Sql, TxMode, in_transaction},
     read::{self, Gate},
 };
 
@@ -112,30 +111,14 @@ pub(crate) fn in_org_transaction<T>(
     org: &str,
     f: impl FnOnce(&mut DbConn) -> Result<T>,
 ) -> Result<T> {
-    match conn {
-        DbConn::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
-        DbConn::Postgres(c) => AnsiTransactionManager::begin_transaction(c)?,
-    }
-    let run = |conn: &mut DbConn| -> Result<T> {
+    in_transaction(conn, TxMode::Write, |conn| {
         if let DbConn::Postgres(c) = conn {
             diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
                 .bind::<BigInt, _>(lock_key(org))
                 .execute(c)?;
         }
         f(conn)
-    };
-    match run(conn) {
-        Ok(v) => {
-            <DbConn as Connection>::TransactionManager::commit_transaction(conn)?;
-            Ok(v)
-        }
-        Err(e) => {
-            if let Err(rollback) = <DbConn as Connection>::TransactionManager::rollback_transaction(conn) {
-                tracing::warn!(error = %rollback, "rollback failed");
-            }
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Now, at the millisecond precision the store keeps.

@@ -30,6 +30,7 @@ backend_suite!(
     busy_database_is_a_clean_retryable_error,
     corrupt_stored_rows_are_typed_errors,
     store_is_shareable,
+    pages_and_counts_come_from_one_snapshot,
 );
 
 fn rid(s: &str) -> RoomId {
@@ -609,4 +610,57 @@ fn store_is_shareable(db: &TestDb) {
         if db.is_postgres() { argus_store::Backend::Postgres } else { argus_store::Backend::Sqlite }
     );
     db.store.ping().unwrap();
+}
+
+/// While a writer keeps adding rooms, messages and audit records, every page a reader gets
+/// agrees with its own `total_count`: page, `has_next_page` and count come from one snapshot.
+fn pages_and_counts_come_from_one_snapshot(db: &TestDb) {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    let v = viewer("org-a", Secret);
+    let room = rid("!snap:x.org");
+    db.store.record_ingestion(&run(&v, Restricted), &snapshot(room.as_str(), messages(1, now()))).unwrap();
+    let writes = 150;
+    let done = AtomicBool::new(false);
+    let mismatches = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..writes {
+                let s = &db.store;
+                s.record_failure(&failure("org-a", Restricted)).unwrap();
+                s.record_ingestion(&run(&v, Restricted), &snapshot(&format!("!w{i}:x.org"), Vec::new()))
+                    .unwrap();
+                s.record_ingestion(&run(&v, Restricted), &snapshot(room.as_str(), messages(1, now())))
+                    .unwrap();
+            }
+            done.store(true, Relaxed);
+        });
+        let mut mismatches = Vec::new();
+        let mut reads = 0;
+        // Every page asks for more than will ever exist, so it must hold the whole count.
+        while !done.load(Relaxed) || reads == 0 {
+            reads += 1;
+            let s = &db.store;
+            let a = s.ingestions(&v, &PageRequest::first(1_000)).unwrap();
+            let r = s.rooms(&v, &PageRequest::first(1_000)).unwrap();
+            let m = s.messages(&v, &room, &PageRequest::first(1_000)).unwrap();
+            for (what, len, next, total) in [
+                ("ingestions", a.items.len(), a.has_next_page, a.total_count),
+                ("rooms", r.items.len(), r.has_next_page, r.total_count),
+                ("messages", m.items.len(), m.has_next_page, m.total_count),
+            ] {
+                if len as i64 != total || next {
+                    mismatches.push(format!("read {reads}: {what} page of {len} with total {total}"));
+                }
+            }
+        }
+        mismatches
+    });
+    assert!(
+        mismatches.is_empty(),
+        "{} torn pages: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(5)]
+    );
+    let a = db.store.ingestions(&v, &PageRequest::first(1_000)).unwrap();
+    assert_eq!(a.total_count, 1 + 3 * writes);
 }
