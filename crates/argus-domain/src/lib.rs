@@ -30,7 +30,9 @@ pub use classification::Classification;
 pub use error::{Error, Result};
 pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId};
 pub use ingestion::{IngestionOutcome, IngestionRecord, NewIngestion};
-pub use message::{MediaRef, MessageEdit, MessageRecord, StoredMessage};
+pub use message::{
+    MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion, Redaction, StoredMessage,
+};
 pub use page::{Page, PageRequest};
 pub use room::{FetchReport, RoomSnapshot, Stats, StoredRoom};
 pub use secret::AccessToken;

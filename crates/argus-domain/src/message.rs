@@ -46,6 +46,14 @@ pub struct MessageRecord {
     pub thread_root: Option<EventId>,
     /// The attachment, for media messages.
     pub media: Option<MediaRef>,
+    /// Every version of the message, oldest first, when it was edited: the original as sent,
+    /// then each edit applied to it. Empty for a message never edited (its one version is the
+    /// message itself). Kept as evidence; `body` and `msgtype` are those of the last one.
+    #[serde(default)]
+    pub versions: Vec<MessageVersion>,
+    /// Who redacted the message, when and why, when `redacted` is set and that is known.
+    #[serde(default)]
+    pub redaction: Option<Redaction>,
 }
 
 impl MessageRecord {
@@ -73,21 +81,77 @@ impl MessageRecord {
             reply_to: None,
             thread_root: None,
             media: None,
+            versions: Vec::new(),
+            redaction: None,
         }
     }
 
-    /// Purges the content of a redacted message, keeping who sent it and when.
-    pub fn redact(&mut self) {
+    /// Purges the content of a redacted message (its versions' bodies too), keeping who sent
+    /// it and when, and who redacted it when that is known.
+    pub fn redact(&mut self, redaction: Option<Redaction>) {
         self.redacted = true;
         self.body = None;
         self.media = None;
+        for version in &mut self.versions {
+            version.msgtype = None;
+            version.body = None;
+        }
+        if redaction.is_some() {
+            self.redaction = redaction;
+        }
     }
 }
 
+/// One version of an edited message: the original as sent, or one edit (`m.replace`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageVersion {
+    /// The event that carried this version: the original's id, or the edit's.
+    pub event_id: EventId,
+    /// Who sent that event (for an applied edit, always the original's sender).
+    pub sender: UserId,
+    /// `origin_server_ts` of that event.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// The msgtype of this version; `None` once the message was redacted.
+    pub msgtype: Option<String>,
+    /// The body of this version; `None` once the message was redacted.
+    pub body: Option<String>,
+}
+
+/// Who redacted a message, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Redaction {
+    /// The sender of the `m.room.redaction` event.
+    pub redacted_by: UserId,
+    /// `origin_server_ts` of the redaction.
+    #[serde(with = "time::serde::rfc3339")]
+    pub redacted_at: OffsetDateTime,
+    /// The reason given, if any.
+    pub reason: Option<String>,
+}
+
+/// A redaction whose target was not part of the same fetch (it was stored by an earlier
+/// ingestion). The store applies it only when the homeserver confirmed it or it comes from
+/// the target's own sender ([`crate::policy::may_redact`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessageRedaction {
+    /// The message being redacted.
+    pub target: EventId,
+    /// Who, when and why.
+    pub redaction: Redaction,
+    /// The homeserver serves the target as redacted (`unsigned.redacted_because`).
+    pub confirmed: bool,
+}
+
 /// An edit whose original message was not part of the same fetch (it was stored by an
-/// earlier ingestion); the store applies it to the stored original.
+/// earlier ingestion). The store applies it to the stored original only when the rule of
+/// [`crate::policy::may_edit`] allows, and keeps it as a version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageEdit {
+    /// The edit event itself.
+    pub event_id: EventId,
+    /// Who sent the edit.
+    pub sender: UserId,
     /// The message being edited.
     pub target: EventId,
     /// The new msgtype, from `m.new_content`.

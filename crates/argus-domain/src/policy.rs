@@ -5,7 +5,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use crate::{Classification, Error, OrgId, Result, Scope, Viewer};
+use crate::{Classification, Error, OrgId, Result, Scope, UserId, Viewer};
 
 /// How recent the newest message of a room must be for the room to count as active.
 pub const ACTIVE_WINDOW: Duration = Duration::hours(24);
@@ -36,6 +36,42 @@ pub fn is_visible(viewer: &Viewer, org: &OrgId, level: Classification) -> bool {
 /// ```
 pub fn merge_classification(stored: Option<Classification>, requested: Classification) -> Classification {
     stored.map_or(requested, |s| s.max(requested))
+}
+
+/// Whether an edit (`m.replace`) sent by `editor` may replace the content of `original`: only
+/// its own sender may, and never that of an encrypted or redacted original (Matrix
+/// specification, event replacements). The same rule holds within one fetch and across
+/// fetches.
+///
+/// ```
+/// use argus_domain::{policy, MessageRecord, UserId};
+/// let ana: UserId = "@ana:agent.tchap.gouv.fr".parse()?;
+/// let eve: UserId = "@eve:agent.tchap.gouv.fr".parse()?;
+/// let m = MessageRecord::text("$1".parse()?, ana.clone(), "rdv 10h", time::OffsetDateTime::UNIX_EPOCH);
+/// assert!(policy::may_edit(&m.sender, m.encrypted, m.redacted, &ana));
+/// assert!(!policy::may_edit(&m.sender, m.encrypted, m.redacted, &eve));
+/// assert!(!policy::may_edit(&m.sender, true, false, &ana));
+/// # Ok::<(), argus_domain::Error>(())
+/// ```
+pub fn may_edit(original_sender: &UserId, encrypted: bool, redacted: bool, editor: &UserId) -> bool {
+    original_sender == editor && !encrypted && !redacted
+}
+
+/// Whether a redaction sent by `redactor` may purge a message sent by `original_sender`: when
+/// the homeserver confirms it (it serves the target as redacted: it checked the redactor's
+/// power level), or when the redactor is the message's own sender.
+///
+/// ```
+/// use argus_domain::{policy, UserId};
+/// let ana: UserId = "@ana:agent.tchap.gouv.fr".parse()?;
+/// let eve: UserId = "@eve:agent.tchap.gouv.fr".parse()?;
+/// assert!(policy::may_redact(&ana, &ana, false));
+/// assert!(policy::may_redact(&ana, &eve, true));
+/// assert!(!policy::may_redact(&ana, &eve, false));
+/// # Ok::<(), argus_domain::Error>(())
+/// ```
+pub fn may_redact(original_sender: &UserId, redactor: &UserId, confirmed: bool) -> bool {
+    confirmed || original_sender == redactor
 }
 
 /// Refuses to let a caller classify material above their own clearance.

@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use crate::{Classification, EventId, HomeserverUrl, MessageEdit, MessageRecord, OrgId, RoomId};
+use crate::{Classification, HomeserverUrl, MessageEdit, MessageRecord, MessageRedaction, OrgId, RoomId};
 
 /// What one read of a room returned and what was done with it: the completeness report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,6 +19,14 @@ pub struct FetchReport {
     pub redacted: u64,
     /// Edits applied to an original.
     pub edits_applied: u64,
+    /// Edits not applied: sent by someone other than the original's sender, or of an
+    /// encrypted or redacted original.
+    #[serde(default)]
+    pub edits_ignored: u64,
+    /// Redactions not applied: neither confirmed by the homeserver nor sent by the target's
+    /// own sender.
+    #[serde(default)]
+    pub redactions_ignored: u64,
     /// Events skipped because they were malformed.
     pub malformed_skipped: u64,
     /// Events dropped because they claimed another room.
@@ -49,7 +57,7 @@ pub struct RoomSnapshot {
     /// Edits of messages not in `messages` (stored by an earlier read).
     pub edits: Vec<MessageEdit>,
     /// Redactions of messages not in `messages` (stored by an earlier read).
-    pub redactions: Vec<EventId>,
+    pub redactions: Vec<MessageRedaction>,
     /// Token from which a later read fetches only newer events (`dir=f`).
     pub resume_token: Option<String>,
     /// The completeness report.

@@ -9,11 +9,15 @@ use tracing::Instrument;
 
 use crate::{
     ConnectorConfig, Error, FetchOptions, HARD_MAX_MESSAGES, Result,
-    api::{get_message_events, get_state_events},
+    api::{get_message_events, get_room_event, get_state_events},
     config::MAX_PAGE_SIZE,
     normalise::Normaliser,
     transport::{HttpClient, Target},
 };
+
+/// The most redactions of earlier-stored messages one read confirms with the homeserver (one
+/// request each).
+const MAX_REDACTION_CONFIRMATIONS: usize = 1_000;
 
 /// Reads Matrix rooms from homeservers under one outbound policy.
 ///
@@ -229,8 +233,22 @@ impl Connector {
             tracing::debug!(page = pages, events, "read a page");
         }
         let newest_first = !forward;
-        let (normalised, mut report) = norm.finish(newest_first);
+        let (mut normalised, mut report) = norm.finish(newest_first);
         report.truncated = truncated;
+        // Redactions of messages stored by an earlier read: the homeserver says whether it
+        // applied them. Past the cap they stay unconfirmed (the store then applies only those
+        // from the message's own sender).
+        for redaction in normalised.redactions.iter_mut().take(MAX_REDACTION_CONFIRMATIONS) {
+            let answer =
+                get_room_event::confirm_redaction(client, target, room, redaction.target.as_str()).await?;
+            if let get_room_event::Confirmation::Redacted(by) = answer {
+                redaction.confirmed = true;
+                // What the homeserver holds wins over what the redaction event said.
+                if let Some(by) = by {
+                    redaction.redaction = by;
+                }
+            }
+        }
         tracing::info!(
             pages = report.pages,
             events = report.events_fetched,

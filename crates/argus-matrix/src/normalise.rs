@@ -11,7 +11,10 @@ use std::{
     collections::{HashMap, HashSet},
 };
 
-use argus_domain::{EventId, FetchReport, MediaRef, MessageEdit, MessageRecord, UserId, from_unix_ms};
+use argus_domain::{
+    EventId, FetchReport, MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion, Redaction,
+    UserId, from_unix_ms, policy,
+};
 use ruma::{events::AnyTimelineEvent, serde::Raw};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -56,6 +59,8 @@ struct MessageContent<'a> {
     info: Option<&'a RawValue>,
     #[serde(default, borrow)]
     redacts: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
     #[serde(default, rename = "m.relates_to", borrow)]
     relates_to: Option<RelatesTo<'a>>,
     #[serde(default, rename = "m.new_content", borrow)]
@@ -78,6 +83,45 @@ struct RelatesTo<'a> {
 struct InReplyTo<'a> {
     #[serde(borrow)]
     event_id: Cow<'a, str>,
+}
+
+/// The redaction event a homeserver puts in `unsigned.redacted_because` of what it redacted.
+#[derive(Deserialize)]
+struct RedactedBecause<'a> {
+    #[serde(borrow)]
+    sender: Cow<'a, str>,
+    origin_server_ts: i64,
+    #[serde(default, borrow)]
+    content: Option<ReasonOnly<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ReasonOnly<'a> {
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+}
+
+/// Who, when and why, from `unsigned.redacted_because`; `None` when it cannot be read (the
+/// message is still redacted: the homeserver says so).
+pub(crate) fn redaction_of(redacted_because: &RawValue) -> Option<Redaction> {
+    let because = serde_json::from_str::<RedactedBecause<'_>>(redacted_because.get()).ok()?;
+    Some(Redaction {
+        redacted_by: because.sender.parse().ok()?,
+        redacted_at: from_unix_ms(because.origin_server_ts).ok()?,
+        reason: because.content.and_then(|c| c.reason).map(|r| bounded_reason(&r)),
+    })
+}
+
+/// Longest redaction reason kept, in bytes.
+const MAX_REASON: usize = 1024;
+
+/// A reason cut to [`MAX_REASON`] bytes on a character boundary.
+fn bounded_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 /// `info` of a media message; read leniently: a wrong type drops the field, not the message.
@@ -103,12 +147,20 @@ struct PendingEdit {
     media: Option<MediaRef>,
 }
 
+/// A redaction seen in the range, before folding.
+#[derive(Debug)]
+struct PendingRedaction {
+    target: EventId,
+    redaction: Redaction,
+}
+
 /// What the folding produced.
 #[derive(Debug, Default)]
 pub(crate) struct Normalised {
     pub(crate) messages: Vec<MessageRecord>,
     pub(crate) edits: Vec<MessageEdit>,
-    pub(crate) redactions: Vec<EventId>,
+    /// Redactions of messages outside the range, not yet confirmed with the homeserver.
+    pub(crate) redactions: Vec<MessageRedaction>,
 }
 
 /// Accumulates the events of one run and folds them into records.
@@ -117,7 +169,7 @@ pub(crate) struct Normaliser {
     room_id: String,
     messages: Vec<MessageRecord>,
     edits: Vec<PendingEdit>,
-    redactions: Vec<EventId>,
+    redactions: Vec<PendingRedaction>,
     seen: HashSet<EventId>,
     report: FetchReport,
 }
@@ -125,7 +177,7 @@ pub(crate) struct Normaliser {
 enum Outcome {
     Message(MessageRecord),
     Edit(PendingEdit),
-    Redaction(EventId),
+    Redaction(PendingRedaction),
     Ignored,
 }
 
@@ -212,13 +264,18 @@ impl Normaliser {
 
     /// Folds edits and redactions into the messages, puts the messages oldest first (`newest_first`
     /// tells the order they were pushed in) and completes the report.
+    ///
+    /// An edit is applied only under [`policy::may_edit`], a redaction only under
+    /// [`policy::may_redact`] (in the range, the homeserver's confirmation is the target served
+    /// redacted); the others are counted as ignored. Every applied edit is kept as a version.
     pub(crate) fn finish(self, newest_first: bool) -> (Normalised, FetchReport) {
-        let Self { mut messages, edits, redactions, seen, mut report, .. } = self;
+        let Self { mut messages, mut edits, redactions, seen, mut report, .. } = self;
         if newest_first {
             messages.reverse();
         }
         // Only the messages an edit or a redaction points at need to be found by id.
-        let wanted: HashSet<&EventId> = edits.iter().map(|e| &e.target).chain(&redactions).collect();
+        let wanted: HashSet<&EventId> =
+            edits.iter().map(|e| &e.target).chain(redactions.iter().map(|r| &r.target)).collect();
         let index: HashMap<EventId, usize> = if wanted.is_empty() {
             HashMap::new()
         } else {
@@ -234,60 +291,82 @@ impl Normaliser {
         let mut redacted_edits = HashSet::new();
         let mut outside = Vec::new();
         let mut outside_seen = HashSet::new();
-        let edit_ids: HashSet<&EventId> = edits.iter().map(|e| &e.event_id).collect();
-        for target in redactions {
+        let edit_senders: HashMap<&EventId, &UserId> =
+            edits.iter().map(|e| (&e.event_id, &e.sender)).collect();
+        for PendingRedaction { target, redaction } in redactions {
             if let Some(&i) = index.get(&target) {
-                messages[i].redact();
-            } else if edit_ids.contains(&target) {
-                redacted_edits.insert(target);
+                let m = &mut messages[i];
+                if m.redacted {
+                    // Served redacted: the homeserver applied it.
+                    if m.redaction.is_none() {
+                        m.redaction = Some(redaction);
+                    }
+                } else if policy::may_redact(&m.sender, &redaction.redacted_by, false) {
+                    m.redact(Some(redaction));
+                } else {
+                    report.redactions_ignored += 1;
+                }
+            } else if let Some(&sender) = edit_senders.get(&target) {
+                if policy::may_redact(sender, &redaction.redacted_by, false) {
+                    redacted_edits.insert(target);
+                } else {
+                    report.redactions_ignored += 1;
+                }
             } else if !seen.contains(&target) && outside_seen.insert(target.clone()) {
-                outside.push(target);
+                outside.push(MessageRedaction { target, redaction, confirmed: false });
             }
         }
 
-        // Edits: the latest valid edit of each original wins.
-        let mut latest: HashMap<EventId, PendingEdit> = HashMap::new();
-        let mut applied: HashMap<EventId, u64> = HashMap::new();
+        // Edits, oldest first: every valid edit of an original in range becomes a version, the
+        // latest gives the body; edits of originals outside the range all go to the store,
+        // which applies the same rule to the stored original.
+        edits.sort_by(|a, b| (a.sent_at, &a.event_id).cmp(&(b.sent_at, &b.event_id)));
+        let mut outside_edits = Vec::new();
         for edit in edits {
             if redacted_edits.contains(&edit.event_id) {
                 continue;
             }
             if let Some(&i) = index.get(&edit.target) {
-                let original = &messages[i];
-                if original.sender != edit.sender || original.redacted || original.encrypted {
+                let m = &mut messages[i];
+                if !policy::may_edit(&m.sender, m.encrypted, m.redacted, &edit.sender) {
+                    report.edits_ignored += 1;
                     continue;
                 }
-                *applied.entry(edit.target.clone()).or_default() += 1;
-            } else if seen.contains(&edit.target) {
-                // The target is in range but is not a message (an edit of an edit, a state event).
-                continue;
-            }
-            match latest.get(&edit.target) {
-                Some(prev) if (prev.sent_at, &prev.event_id) >= (edit.sent_at, &edit.event_id) => {}
-                _ => {
-                    latest.insert(edit.target.clone(), edit);
+                if m.versions.is_empty() {
+                    m.versions.push(MessageVersion {
+                        event_id: m.event_id.clone(),
+                        sender: m.sender.clone(),
+                        sent_at: m.sent_at,
+                        msgtype: m.msgtype.clone(),
+                        body: m.body.clone(),
+                    });
                 }
-            }
-        }
-        let mut outside_edits = Vec::new();
-        for (target, edit) in latest {
-            if let Some(&i) = index.get(&target) {
-                let m = &mut messages[i];
+                m.versions.push(MessageVersion {
+                    event_id: edit.event_id,
+                    sender: edit.sender,
+                    sent_at: edit.sent_at,
+                    msgtype: edit.msgtype.clone(),
+                    body: edit.body.clone(),
+                });
                 m.edited = true;
                 m.body = edit.body;
                 m.media = edit.media;
                 m.msgtype = edit.msgtype;
-                report.edits_applied += applied.get(&target).copied().unwrap_or(0);
+                report.edits_applied += 1;
+            } else if seen.contains(&edit.target) {
+                // The target is in range but is not a message (an edit of an edit, a state event).
+                report.edits_ignored += 1;
             } else {
                 outside_edits.push(MessageEdit {
-                    target,
+                    event_id: edit.event_id,
+                    sender: edit.sender,
+                    target: edit.target,
                     msgtype: edit.msgtype,
                     body: edit.body,
                     edited_at: edit.sent_at,
                 });
             }
         }
-        outside_edits.sort_by(|a, b| (a.edited_at, &a.target).cmp(&(b.edited_at, &b.target)));
 
         report.messages = messages.len() as u64;
         report.encrypted = messages.iter().filter(|m| m.encrypted).count() as u64;
@@ -307,7 +386,8 @@ fn classify(view: EventView<'_, MessageContent<'_>>, event_id: EventId) -> Resul
     if !is_message_like(kind) {
         return Ok(Outcome::Ignored);
     }
-    let redacted = view.unsigned.as_ref().is_some_and(|u| u.redacted_because.is_some());
+    let redacted_because = view.unsigned.as_ref().and_then(|u| u.redacted_because);
+    let redacted = redacted_because.is_some();
     let content = match view.content {
         Some(content) => Some(content),
         None if redacted => None,
@@ -319,9 +399,12 @@ fn classify(view: EventView<'_, MessageContent<'_>>, event_id: EventId) -> Resul
         }
         let target = view.redacts.as_deref().or(content.as_ref().and_then(|c| c.redacts.as_deref()));
         let target = target.ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
-        // The sender must still be well formed for the event to count.
-        view.sender.parse::<UserId>().map_err(|_| Malformed)?;
-        return Ok(Outcome::Redaction(target));
+        let redaction = Redaction {
+            redacted_by: view.sender.parse::<UserId>().map_err(|_| Malformed)?,
+            redacted_at: from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?,
+            reason: content.as_ref().and_then(|c| c.reason.as_deref()).map(bounded_reason),
+        };
+        return Ok(Outcome::Redaction(PendingRedaction { target, redaction }));
     }
     let sender = view.sender.parse::<UserId>().map_err(|_| Malformed)?;
     let sent_at = from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?;
@@ -338,6 +421,8 @@ fn classify(view: EventView<'_, MessageContent<'_>>, event_id: EventId) -> Resul
         reply_to: None,
         thread_root: None,
         media: None,
+        versions: Vec::new(),
+        redaction: redacted_because.and_then(redaction_of),
     };
     let Some(mut content) = content.filter(|_| !redacted) else {
         return Ok(Outcome::Message(record));
@@ -434,13 +519,14 @@ mod tests {
                 json!({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "c"}),
             ),
             event("m.room.message", "$red", "@a:a.fr", 2, json!({"msgtype": "m.text", "body": "y"})),
-            event("m.room.redaction", "$r", "@b:a.fr", 3, json!({"redacts": "$red"})),
+            event("m.room.redaction", "$r", "@a:a.fr", 3, json!({"redacts": "$red"})),
             edit("$e1", "$enc"),
             edit("$e2", "$red"),
         ]);
         assert_eq!(n.messages.len(), 2);
         assert!(n.messages.iter().all(|m| !m.edited && m.body.is_none()));
         assert_eq!(report.edits_applied, 0);
+        assert_eq!(report.edits_ignored, 2);
         assert!(n.edits.is_empty());
     }
 
@@ -485,7 +571,7 @@ mod tests {
     }
 
     #[test]
-    fn the_latest_edit_of_an_outside_original_wins() {
+    fn every_edit_of_an_outside_original_goes_to_the_store_oldest_first() {
         let edit = |id: &str, ts: i64, body: &str| {
             event(
                 "m.room.message",
@@ -497,8 +583,11 @@ mod tests {
             )
         };
         let (n, _) = run(&[edit("$b", 20, "deux"), edit("$a", 10, "un")]);
-        assert_eq!(n.edits.len(), 1);
-        assert_eq!(n.edits[0].body.as_deref(), Some("deux"));
-        assert_eq!(n.edits[0].msgtype.as_deref(), Some("m.notice"));
+        // The store checks each against the stored original's sender and keeps each as a
+        // version: none is dropped here.
+        let edits: Vec<_> = n.edits.iter().map(|e| (e.event_id.as_str(), e.body.as_deref())).collect();
+        assert_eq!(edits, [("$a", Some("un")), ("$b", Some("deux"))]);
+        assert_eq!(n.edits[1].msgtype.as_deref(), Some("m.notice"));
+        assert_eq!(n.edits[1].sender.as_str(), "@a:a.fr");
     }
 }

@@ -2,9 +2,11 @@
 //! writes `org_id = :org AND classification <= :clearance`; nothing else decides the tenant.
 
 use argus_domain::{
-    Classification, IngestionRecord, OrgId, Page, PageRequest, RoomId, Stats, StoredMessage, StoredRoom,
-    Viewer, policy, to_unix_ms,
+    Classification, IngestionRecord, MessageVersion, OrgId, Page, PageRequest, RoomId, Stats, StoredMessage,
+    StoredRoom, Viewer, policy, to_unix_ms,
 };
+use std::collections::HashMap;
+
 use diesel::{
     RunQueryDsl,
     sql_types::{BigInt, SmallInt, Text},
@@ -13,7 +15,7 @@ use diesel::{
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
     db::{DbConn, Sql, TxMode, in_transaction},
-    rows::{Count, IngestionRow, MessageRow, RoomKey, RoomRow},
+    rows::{Count, IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
 };
 
 /// The most items one page returns, whatever the caller asks for.
@@ -240,7 +242,8 @@ fn messages_in(
     }
     sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
     let rows: Vec<MessageRow> = sql.build_cached().load(conn)?;
-    let items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
+    let mut items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
+    attach_evidence(conn, backend, gate, &mut items)?;
 
     // The stored per-classification counts: at most five rows, whatever the room's size.
     let mut total = Sql::new(backend);
@@ -248,6 +251,60 @@ fn messages_in(
     gate.apply(&mut total, "c");
     total.push(" AND c.room_pk = ").bind::<BigInt, _>(room_pk);
     Ok(page_of(items, wanted, count(conn, total)?))
+}
+
+/// Appends ` AND <alias>.org_id = :org AND <alias>.message_pk IN (ids)` (the ids are those of
+/// messages the gate let through; the organisation is checked on the rows too).
+fn push_of_messages(sql: &mut Sql<'_>, gate: &Gate, alias: &str, ids: &[i64]) {
+    sql.push(alias).push(".org_id = ").bind::<Text, _>(gate.org.clone());
+    sql.push(" AND ").push(alias).push(".message_pk IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind::<BigInt, _>(*id);
+    }
+    sql.push(")");
+}
+
+/// Loads the versions of the edited messages among `items` (messages the gate let through),
+/// and the redaction of the redacted ones, one statement each; nothing is read when none was
+/// edited or redacted. (The IN lists vary in length: not statements to keep prepared.)
+fn attach_evidence(
+    conn: &mut DbConn,
+    backend: Backend,
+    gate: &Gate,
+    items: &mut [StoredMessage],
+) -> Result<()> {
+    let edited: Vec<i64> = items.iter().filter(|m| m.message.edited).map(|m| m.id).collect();
+    let redacted: Vec<i64> = items.iter().filter(|m| m.message.redacted).map(|m| m.id).collect();
+    let mut versions: HashMap<i64, Vec<MessageVersion>> = HashMap::new();
+    if !edited.is_empty() {
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT v.message_pk, v.event_id, v.sender, v.sent_at, v.msgtype, v.body FROM message_versions v WHERE ");
+        push_of_messages(&mut sql, gate, "v", &edited);
+        sql.push(" ORDER BY v.message_pk, v.sent_at, v.id");
+        for row in sql.build().load::<VersionRow>(conn)? {
+            let pk = row.message_pk;
+            versions.entry(pk).or_default().push(row.into_domain()?);
+        }
+    }
+    let mut redactions = HashMap::new();
+    if !redacted.is_empty() {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "SELECT d.message_pk, d.redacted_by, d.redacted_at, d.reason FROM message_redactions d WHERE ",
+        );
+        push_of_messages(&mut sql, gate, "d", &redacted);
+        for row in sql.build().load::<RedactionRow>(conn)? {
+            redactions.insert(row.message_pk, row.into_domain()?);
+        }
+    }
+    for item in items {
+        item.message.versions = versions.remove(&item.id).unwrap_or_default();
+        item.message.redaction = redactions.remove(&item.id);
+    }
+    Ok(())
 }
 
 /// Aggregates over the visible rooms.

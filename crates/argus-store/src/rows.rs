@@ -4,8 +4,8 @@
 //! unrepresentable timestamp) becomes [`Error::Corrupt`], never a panic.
 
 use argus_domain::{
-    Classification, IngestionOutcome, IngestionRecord, MediaRef, MessageRecord, NewIngestion, RoomId,
-    StoredMessage, StoredRoom, from_unix_ms,
+    Classification, IngestionOutcome, IngestionRecord, MediaRef, MessageRecord, MessageVersion, NewIngestion,
+    Redaction, RoomId, StoredMessage, StoredRoom, from_unix_ms,
 };
 use diesel::{
     QueryableByName,
@@ -14,7 +14,7 @@ use diesel::{
 
 use crate::{
     Error, Result,
-    schema::{ingestions, messages, rooms},
+    schema::{ingestions, message_redactions, message_versions, messages, rooms},
 };
 
 /// A room with its counts over what the reading viewer may see.
@@ -102,7 +102,55 @@ impl MessageRow {
                 reply_to: self.reply_to.map(|s| s.parse()).transpose().map_err(|_| BAD)?,
                 thread_root: self.thread_root.map(|s| s.parse()).transpose().map_err(|_| BAD)?,
                 media,
+                versions: Vec::new(),
+                redaction: None,
             },
+        })
+    }
+}
+
+/// A version of an edited message.
+#[derive(Debug, QueryableByName)]
+#[diesel(table_name = message_versions)]
+pub(crate) struct VersionRow {
+    pub(crate) message_pk: i64,
+    pub(crate) event_id: String,
+    pub(crate) sender: String,
+    pub(crate) sent_at: i64,
+    pub(crate) msgtype: Option<String>,
+    pub(crate) body: Option<String>,
+}
+
+/// Who redacted a message, when and why.
+#[derive(Debug, QueryableByName)]
+#[diesel(table_name = message_redactions)]
+pub(crate) struct RedactionRow {
+    pub(crate) message_pk: i64,
+    pub(crate) redacted_by: String,
+    pub(crate) redacted_at: i64,
+    pub(crate) reason: Option<String>,
+}
+
+impl RedactionRow {
+    pub(crate) fn into_domain(self) -> Result<Redaction> {
+        const BAD: Error = Error::Corrupt("a stored redaction fails validation");
+        Ok(Redaction {
+            redacted_by: self.redacted_by.parse().map_err(|_| BAD)?,
+            redacted_at: from_unix_ms(self.redacted_at).map_err(|_| BAD)?,
+            reason: self.reason,
+        })
+    }
+}
+
+impl VersionRow {
+    pub(crate) fn into_domain(self) -> Result<MessageVersion> {
+        const BAD: Error = Error::Corrupt("a stored message version fails validation");
+        Ok(MessageVersion {
+            event_id: self.event_id.parse().map_err(|_| BAD)?,
+            sender: self.sender.parse().map_err(|_| BAD)?,
+            sent_at: from_unix_ms(self.sent_at).map_err(|_| BAD)?,
+            msgtype: self.msgtype,
+            body: self.body,
         })
     }
 }

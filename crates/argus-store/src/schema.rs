@@ -74,6 +74,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Every version of an edited message (the original, then each applied edit), unique per
+    /// (organisation, event id); read only through its message.
+    message_versions (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The message's storage id.
+        message_pk -> BigInt,
+        /// The event that carried this version.
+        event_id -> Text,
+        /// Its sender.
+        sender -> Text,
+        /// Its `origin_server_ts`, UTC ms.
+        sent_at -> BigInt,
+        /// Its msgtype; NULL once redacted.
+        msgtype -> Nullable<Text>,
+        /// Its body; NULL once redacted.
+        body -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     /// The audit trail: one hash chain per organisation, append-only.
     ingestions (id) {
         /// Storage id.
@@ -134,4 +157,23 @@ diesel::table! {
 }
 
 diesel::joinable!(messages -> rooms (room_pk));
+diesel::table! {
+    /// Who redacted a message, when and why: one row per redacted message whose redaction is
+    /// known; read only through its message.
+    message_redactions (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The message's storage id.
+        message_pk -> BigInt,
+        /// Sender of the `m.room.redaction`.
+        redacted_by -> Text,
+        /// Its `origin_server_ts`, UTC ms.
+        redacted_at -> BigInt,
+        /// The reason it gave.
+        reason -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(rooms, messages);

@@ -6,8 +6,8 @@
 //! therefore serialised per chain, and concurrent ingestions of one room cannot interleave.
 
 use argus_domain::{
-    Classification, IngestionOutcome, IngestionRecord, MessageRecord, NewIngestion, RoomSnapshot, StoredRoom,
-    Viewer, policy, to_unix_ms,
+    Classification, EventId, IngestionOutcome, IngestionRecord, MessageEdit, MessageRecord, MessageVersion,
+    NewIngestion, Redaction, RoomSnapshot, StoredRoom, UserId, Viewer, policy, to_unix_ms,
 };
 use diesel::{
     RunQueryDsl,
@@ -59,6 +59,13 @@ pub struct IngestionResult {
     pub messages_stored: i64,
     /// The SUCCEEDED audit record.
     pub ingestion: IngestionRecord,
+    /// Edits of earlier-stored messages applied by this call.
+    pub edits_applied: u64,
+    /// Edits the store refused ([`policy::may_edit`]): not from the original's sender, or of
+    /// an encrypted or redacted original.
+    pub edits_ignored: u64,
+    /// Redactions of earlier-stored messages the store refused ([`policy::may_redact`]).
+    pub redactions_ignored: u64,
 }
 
 /// Rejects text the store will not keep: too long, or containing NUL.
@@ -151,7 +158,7 @@ pub(crate) fn record_ingestion(
             // Some were stored already and may have been raised: count the room again.
             recount_messages(conn, backend, org, room_pk)?;
         }
-        apply_edits(conn, backend, org, room_pk, snapshot)?;
+        let evidence = apply_edits_and_redactions(conn, backend, org, room_pk, snapshot)?;
 
         let entry = NewIngestion {
             actor: run.viewer.actor.clone(),
@@ -172,7 +179,14 @@ pub(crate) fn record_ingestion(
         let payload = read::room(conn, backend, &Gate::whole_org(&run.viewer.org), &snapshot.room_id)?
             .ok_or(Error::Corrupt("a room vanished while it was recorded"))?;
         crate::outbox::insert(conn, backend, &payload, ingestion.seq, now)?;
-        Ok(IngestionResult { room, messages_stored, ingestion })
+        Ok(IngestionResult {
+            room,
+            messages_stored,
+            ingestion,
+            edits_applied: evidence.edits_applied,
+            edits_ignored: evidence.edits_ignored,
+            redactions_ignored: evidence.redactions_ignored,
+        })
     })
 }
 
@@ -447,31 +461,232 @@ fn raise_classification(
     Ok(())
 }
 
-/// Applies edits (latest `edited_at` wins) and redactions to stored messages of the room.
-fn apply_edits(conn: &mut DbConn, backend: Backend, org: &str, room_pk: i64, s: &RoomSnapshot) -> Result<()> {
-    for edit in &s.edits {
-        let at = to_unix_ms(edit.edited_at);
-        let mut sql = Sql::new(backend);
-        sql.push("UPDATE messages SET body = ").bind::<Nullable<Text>, _>(edit.body.as_deref());
-        sql.push(", msgtype = ").bind::<Nullable<Text>, _>(edit.msgtype.as_deref());
-        sql.push(", edited = ").bind::<Bool, _>(true);
-        sql.push(", edited_at = ").bind::<BigInt, _>(at);
-        sql.push(" WHERE org_id = ").bind::<Text, _>(org);
-        sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
-        sql.push(" AND event_id = ").bind::<Text, _>(edit.target.as_str());
-        sql.push(" AND redacted = ").bind::<Bool, _>(false);
-        sql.push(" AND (edited_at IS NULL OR edited_at < ").bind::<BigInt, _>(at).push(")");
-        sql.build().execute(conn)?;
-    }
-    for target in &s.redactions {
-        let mut sql = Sql::new(backend);
-        sql.push("UPDATE messages SET redacted = ").bind::<Bool, _>(true);
-        sql.push(", body = NULL, media = NULL WHERE org_id = ");
-        sql.bind::<Text, _>(org).push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
-        sql.push(" AND event_id = ").bind::<Text, _>(target.as_str());
-        sql.build().execute(conn)?;
-    }
+/// What [`apply_edits_and_redactions`] did.
+#[derive(Debug, Default)]
+struct Evidence {
+    edits_applied: u64,
+    edits_ignored: u64,
+    redactions_ignored: u64,
+}
+
+/// A stored message as the edit and redaction rules need it.
+#[derive(Debug, diesel::QueryableByName)]
+struct Original {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    sender: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    msgtype: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    body: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    sent_at: i64,
+    #[diesel(sql_type = Bool)]
+    edited: bool,
+    #[diesel(sql_type = Bool)]
+    redacted: bool,
+    #[diesel(sql_type = Bool)]
+    encrypted: bool,
+}
+
+fn original(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    event: &EventId,
+) -> Result<Option<Original>> {
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT id, sender, msgtype, body, sent_at, edited, redacted, encrypted FROM messages WHERE org_id = ");
+    sql.bind::<Text, _>(org.to_owned()).push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+    sql.push(" AND event_id = ").bind::<Text, _>(event.as_str().to_owned());
+    Ok(sql.build_cached().load::<Original>(conn)?.into_iter().next())
+}
+
+/// Keeps one version of a message; a version already kept is left as it is.
+fn keep_version(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    message_pk: i64,
+    v: &MessageVersion,
+) -> Result<()> {
+    check_text(v.msgtype.as_deref(), MAX_MSGTYPE, "message type")?;
+    check_text(v.body.as_deref(), MAX_BODY, "message body")?;
+    let mut sql = Sql::new(backend);
+    sql.push("INSERT INTO message_versions (org_id, message_pk, event_id, sender, sent_at, msgtype, body) VALUES (");
+    sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(message_pk).push(", ");
+    sql.bind::<Text, _>(v.event_id.as_str().to_owned()).push(", ");
+    sql.bind::<Text, _>(v.sender.as_str().to_owned()).push(", ");
+    sql.bind::<BigInt, _>(to_unix_ms(v.sent_at)).push(", ");
+    sql.bind::<Nullable<Text>, _>(v.msgtype.clone()).push(", ");
+    sql.bind::<Nullable<Text>, _>(v.body.clone()).push(") ON CONFLICT (org_id, event_id) DO NOTHING");
+    sql.build_cached().execute(conn)?;
     Ok(())
+}
+
+/// Makes `latest` the stored content of message `id` unless a later version is already there;
+/// `media`, when given, replaces the attachment reference.
+fn set_latest(
+    conn: &mut DbConn,
+    backend: Backend,
+    id: i64,
+    latest: &MessageVersion,
+    media: Option<Option<String>>,
+) -> Result<()> {
+    let at = to_unix_ms(latest.sent_at);
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE messages SET body = ").bind::<Nullable<Text>, _>(latest.body.clone());
+    sql.push(", msgtype = ").bind::<Nullable<Text>, _>(latest.msgtype.clone());
+    if let Some(media) = media {
+        sql.push(", media = ").bind::<Nullable<Text>, _>(media);
+    }
+    sql.push(", edited = ").bind::<Bool, _>(true);
+    sql.push(", edited_at = ").bind::<BigInt, _>(at);
+    sql.push(" WHERE id = ").bind::<BigInt, _>(id);
+    sql.push(" AND redacted = ").bind::<Bool, _>(false);
+    sql.push(" AND (edited_at IS NULL OR edited_at < ").bind::<BigInt, _>(at).push(")");
+    sql.build_cached().execute(conn)?;
+    Ok(())
+}
+
+/// Marks message `id` redacted, purges its content and the bodies of its versions, and keeps
+/// who redacted it, when and why (the first redaction known is kept).
+fn redact(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    stored: &Original,
+    redaction: Option<&Redaction>,
+) -> Result<()> {
+    let id = stored.id;
+    if let Some(r) = redaction {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO message_redactions (org_id, message_pk, redacted_by, redacted_at, reason) VALUES (",
+        );
+        sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(id).push(", ");
+        sql.bind::<Text, _>(r.redacted_by.as_str().to_owned()).push(", ");
+        sql.bind::<BigInt, _>(to_unix_ms(r.redacted_at)).push(", ");
+        sql.bind::<Nullable<Text>, _>(r.reason.as_deref().map(|t| bounded(t, MAX_REASON)));
+        sql.push(") ON CONFLICT (org_id, message_pk) DO NOTHING");
+        sql.build_cached().execute(conn)?;
+    }
+    if stored.redacted && !stored.edited {
+        // Nothing left to purge.
+        return Ok(());
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE messages SET redacted = ").bind::<Bool, _>(true);
+    sql.push(", body = NULL, media = NULL WHERE id = ").bind::<BigInt, _>(id);
+    sql.build_cached().execute(conn)?;
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE message_versions SET body = NULL, msgtype = NULL WHERE org_id = ");
+    sql.bind::<Text, _>(org.to_owned()).push(" AND message_pk = ").bind::<BigInt, _>(id);
+    sql.build_cached().execute(conn)?;
+    Ok(())
+}
+
+/// Longest redaction reason kept, in bytes.
+const MAX_REASON: usize = 1024;
+
+/// `text` cut to `max` bytes on a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Applies the snapshot's edits and redactions to the stored messages of the room, under the
+/// rules of [`policy::may_edit`] and [`policy::may_redact`], the same within one fetch and
+/// across fetches; every applied edit is kept as a version (the original too), and never
+/// twice.
+fn apply_edits_and_redactions(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    s: &RoomSnapshot,
+) -> Result<Evidence> {
+    let mut done = Evidence::default();
+    // Messages edited or redacted within the fetch: stored now, or stored earlier (re-fetched).
+    for m in s.messages.iter().filter(|m| !m.versions.is_empty() || m.redacted) {
+        let Some(stored) = original(conn, backend, org, room_pk, &m.event_id)? else {
+            continue;
+        };
+        if m.redacted {
+            redact(conn, backend, org, &stored, m.redaction.as_ref())?;
+            continue;
+        }
+        // The connector applied only its own sender's edits; a record from elsewhere is held to
+        // the same rule.
+        let (mut versions, forged): (Vec<_>, Vec<_>) =
+            m.versions.iter().partition(|v| v.sender.as_str() == stored.sender);
+        done.edits_ignored += forged.len() as u64;
+        versions.sort_by(|a, b| (a.sent_at, &a.event_id).cmp(&(b.sent_at, &b.event_id)));
+        if stored.encrypted || stored.redacted || versions.len() < 2 {
+            continue;
+        }
+        for v in &versions {
+            keep_version(conn, backend, org, stored.id, v)?;
+        }
+        if let Some(latest) = versions.last() {
+            set_latest(conn, backend, stored.id, latest, Some(media_json(m)?))?;
+        }
+    }
+    // Edits of messages stored by an earlier read, oldest first.
+    let mut edits: Vec<&MessageEdit> = s.edits.iter().collect();
+    edits.sort_by(|a, b| (a.edited_at, &a.event_id).cmp(&(b.edited_at, &b.event_id)));
+    for e in edits {
+        let Some(stored) = original(conn, backend, org, room_pk, &e.target)? else {
+            continue;
+        };
+        let sender: UserId =
+            stored.sender.parse().map_err(|_| Error::Corrupt("a stored message fails validation"))?;
+        if !policy::may_edit(&sender, stored.encrypted, stored.redacted, &e.sender) {
+            tracing::info!(edit = %e.event_id, target = %e.target, "ignored an edit not made by the original's sender");
+            done.edits_ignored += 1;
+            continue;
+        }
+        if !stored.edited {
+            let first = MessageVersion {
+                event_id: e.target.clone(),
+                sender: sender.clone(),
+                sent_at: argus_domain::from_unix_ms(stored.sent_at)?,
+                msgtype: stored.msgtype.clone(),
+                body: stored.body.clone(),
+            };
+            keep_version(conn, backend, org, stored.id, &first)?;
+        }
+        let version = MessageVersion {
+            event_id: e.event_id.clone(),
+            sender: e.sender.clone(),
+            sent_at: e.edited_at,
+            msgtype: e.msgtype.clone(),
+            body: e.body.clone(),
+        };
+        keep_version(conn, backend, org, stored.id, &version)?;
+        set_latest(conn, backend, stored.id, &version, None)?;
+        done.edits_applied += 1;
+    }
+    // Redactions of messages stored by an earlier read.
+    for r in &s.redactions {
+        let Some(stored) = original(conn, backend, org, room_pk, &r.target)? else {
+            continue;
+        };
+        let sender: UserId =
+            stored.sender.parse().map_err(|_| Error::Corrupt("a stored message fails validation"))?;
+        if !policy::may_redact(&sender, &r.redaction.redacted_by, r.confirmed) {
+            tracing::info!(target = %r.target, "ignored a redaction the homeserver did not confirm");
+            done.redactions_ignored += 1;
+            continue;
+        }
+        redact(conn, backend, org, &stored, Some(&r.redaction))?;
+    }
+    Ok(done)
 }
 
 /// Appends a FAILED audit record, and nothing else.

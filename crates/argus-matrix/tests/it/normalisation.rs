@@ -86,6 +86,12 @@ async fn edits_are_folded_into_their_original_latest_wins() {
     assert!(m.edited);
     assert_eq!(m.body.as_deref(), Some("version finale"));
     assert_eq!(s.report.edits_applied, 2);
+    // Every version is kept, oldest first: the original, then each edit.
+    let versions: Vec<_> = m.versions.iter().map(|v| (v.event_id.as_str(), v.body.as_deref())).collect();
+    assert_eq!(
+        versions,
+        [("$orig", Some("premier jet")), ("$edit1", Some("deuxième")), ("$edit2", Some("version finale"))]
+    );
     assert_eq!(s.edits.len(), 1);
     assert_eq!(s.edits[0].target.as_str(), "$old");
     assert_eq!(s.edits[0].body.as_deref(), Some("corrigé"));
@@ -98,12 +104,17 @@ async fn edits_by_another_sender_are_ignored() {
     let s = read(vec![ev::text("$orig", 1000, "authentique"), forged]).await;
     assert_eq!(by_id(&s, "$orig").body.as_deref(), Some("authentique"));
     assert!(!by_id(&s, "$orig").edited);
+    assert!(by_id(&s, "$orig").versions.is_empty());
+    assert_eq!((s.report.edits_applied, s.report.edits_ignored), (0, 1));
 }
 
 #[tokio::test]
 async fn redactions_are_honoured_in_every_form() {
     let mut pre_redacted = ev::event("m.room.message", "$gone", ev::ALICE, 1, json!({}));
-    pre_redacted["unsigned"] = json!({"redacted_because": {"type": "m.room.redaction", "event_id": "$r0"}});
+    pre_redacted["unsigned"] = json!({"redacted_because": {
+        "type": "m.room.redaction", "event_id": "$r0", "sender": ev::BOB, "origin_server_ts": 5,
+        "content": {"reason": "hors sujet"}
+    }});
     let media = ev::event(
         "m.room.message",
         "$img",
@@ -111,23 +122,41 @@ async fn redactions_are_honoured_in_every_form() {
         2,
         json!({"msgtype": "m.image", "body": "x.png", "url": "mxc://a/b"}),
     );
+    // A redaction by the message's own sender applies without confirmation, in both forms.
+    let own = |mut e: Value| {
+        e["sender"] = json!(ev::ALICE);
+        e
+    };
     let s = read(vec![
         pre_redacted,
         media,
         ev::text("$v11", 3, "à supprimer"),
-        ev::redaction_old("$r1", 10, "$img"),
-        ev::redaction_v11("$r2", 11, "$v11"),
-        ev::redaction_v11("$r3", 12, "$stored_earlier"),
+        ev::text("$kept", 4, "toujours là"),
+        own(ev::redaction_old("$r1", 10, "$img")),
+        own(ev::redaction_v11("$r2", 11, "$v11")),
+        // Bob's redaction of Alice's message, which the homeserver does not serve redacted.
+        ev::redaction_v11("$r4", 12, "$kept"),
+        ev::redaction_v11("$r3", 13, "$stored_earlier"),
     ])
     .await;
-    assert_eq!(s.messages.len(), 3);
+    assert_eq!(s.messages.len(), 4);
     for id in ["$gone", "$img", "$v11"] {
         let m = by_id(&s, id);
         assert!(m.redacted, "{id}");
         assert!(m.body.is_none() && m.media.is_none(), "{id}");
     }
+    let gone = by_id(&s, "$gone").redaction.clone().expect("who redacted, from redacted_because");
+    assert_eq!((gone.redacted_by.as_str(), gone.reason.as_deref()), (ev::BOB, Some("hors sujet")));
+    assert_eq!(by_id(&s, "$v11").redaction.as_ref().map(|r| r.redacted_by.as_str()), Some(ev::ALICE));
+    assert_eq!(by_id(&s, "$kept").body.as_deref(), Some("toujours là"));
     assert_eq!(s.report.redacted, 3);
-    assert_eq!(s.redactions.iter().map(|e| e.as_str()).collect::<Vec<_>>(), ["$stored_earlier"]);
+    assert_eq!(s.report.redactions_ignored, 1);
+    // Outside the range: handed to the store, unconfirmed (the homeserver does not serve the
+    // target as redacted), with who sent it.
+    assert_eq!(s.redactions.len(), 1);
+    assert_eq!(s.redactions[0].target.as_str(), "$stored_earlier");
+    assert!(!s.redactions[0].confirmed);
+    assert_eq!(s.redactions[0].redaction.redacted_by.as_str(), ev::BOB);
 }
 
 #[tokio::test]
@@ -135,7 +164,12 @@ async fn a_redacted_edit_is_not_applied() {
     let s = read(vec![
         ev::text("$orig", 1, "original"),
         ev::edit("$edit", 2, "$orig", "retiré"),
-        ev::redaction_v11("$r", 3, "$edit"),
+        {
+            // Withdrawn by its own sender.
+            let mut r = ev::redaction_v11("$r", 3, "$edit");
+            r["sender"] = json!(ev::ALICE);
+            r
+        },
     ])
     .await;
     assert_eq!(by_id(&s, "$orig").body.as_deref(), Some("original"));

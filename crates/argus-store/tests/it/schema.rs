@@ -13,7 +13,8 @@ const SQLITE: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 5] = ["rooms", "messages", "message_counts", "ingestions", "outbox"];
+const TENANT_TABLES: [&str; 7] =
+    ["rooms", "messages", "message_counts", "message_versions", "message_redactions", "ingestions", "outbox"];
 
 #[derive(Debug, QueryableByName)]
 struct Def {

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use argus_domain::{
     Classification::{self, *},
-    IngestionOutcome, MessageEdit, NewIngestion, PageRequest, RoomId, to_unix_ms,
+    EventId, IngestionOutcome, MessageEdit, MessageRedaction, MessageVersion, NewIngestion, PageRequest,
+    Redaction, RoomId, UserId, to_unix_ms,
 };
 use argus_store::{Error, IngestionCursor, MessageCursor, RoomCursor};
 use time::Duration;
@@ -19,6 +20,7 @@ backend_suite!(
     classification_never_lowered,
     lower_clearance_cannot_ingest_into_withheld_room,
     edits_and_redactions_apply_to_stored_messages,
+    forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept,
     stats_over_visible_set,
     forged_cursors_are_harmless,
     ingestion_history_is_gated,
@@ -226,6 +228,8 @@ fn edits_and_redactions_apply_to_stored_messages(db: &TestDb) {
     assert_eq!(stored.items[2].message.media, msgs[2].media);
 
     let edit = |body: &str, minutes: i64| MessageEdit {
+        event_id: format!("$edit-{body}").parse().unwrap(),
+        sender: msgs[0].sender.clone(),
         target: msgs[0].event_id.clone(),
         msgtype: Some("m.notice".to_owned()),
         body: Some(body.to_owned()),
@@ -234,7 +238,7 @@ fn edits_and_redactions_apply_to_stored_messages(db: &TestDb) {
     let mut snap = snapshot("!e:x.org", Vec::new());
     // The later edit wins whatever the order it arrives in.
     snap.edits = vec![edit("second", 10), edit("first", 20)];
-    snap.redactions = vec![msgs[2].event_id.clone()];
+    snap.redactions = vec![redaction(&msgs[2].event_id, msgs[2].sender.as_str(), false)];
     s.record_ingestion(&run(&v, Restricted), &snap).unwrap();
     // An older edit arriving later changes nothing.
     let mut late = snapshot("!e:x.org", Vec::new());
@@ -251,6 +255,115 @@ fn edits_and_redactions_apply_to_stored_messages(db: &TestDb) {
     assert_eq!(m2.body, None);
     assert_eq!(m2.media, None);
     assert_eq!(page.items[1].message, msgs[1]);
+}
+
+/// A redaction of `target` sent by `by`, as the connector hands it over.
+fn redaction(target: &EventId, by: &str, confirmed: bool) -> MessageRedaction {
+    MessageRedaction {
+        target: target.clone(),
+        redaction: Redaction {
+            redacted_by: by.parse().unwrap(),
+            redacted_at: now(),
+            reason: Some("posted in the wrong room".to_owned()),
+        },
+        confirmed,
+    }
+}
+
+/// Evidence integrity: an edit of a stored message by anyone but its sender, and a redaction
+/// neither confirmed by the homeserver nor made by the sender, change nothing and are counted;
+/// every applied version is kept, never twice; a redaction keeps who, when and why.
+fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &TestDb) {
+    let s = &db.store;
+    let v = viewer("org-a", Secret);
+    let t = now() - Duration::hours(1);
+    let msgs = messages(3, t);
+    let owner = msgs[0].sender.clone();
+    let room = "!ev:x.org";
+    s.record_ingestion(&run(&v, Restricted), &snapshot(room, msgs.clone())).unwrap();
+
+    let edit = |id: &str, by: &UserId, target: &EventId, body: &str, minutes: i64| MessageEdit {
+        event_id: id.parse().unwrap(),
+        sender: by.clone(),
+        target: target.clone(),
+        msgtype: Some("m.text".to_owned()),
+        body: Some(body.to_owned()),
+        edited_at: t + Duration::minutes(minutes),
+    };
+    let mallory: UserId = "@mallory:agent.tchap.gouv.fr".parse().unwrap();
+    let mut later = snapshot(room, Vec::new());
+    later.edits = vec![
+        edit("$own1", &owner, &msgs[0].event_id, "rendez-vous 11h", 1),
+        // A later edit by another member: must not win.
+        edit("$forged", &mallory, &msgs[0].event_id, "rendez-vous annulé", 2),
+        edit("$forged2", &mallory, &msgs[1].event_id, "faux", 3),
+    ];
+    later.redactions = vec![
+        redaction(&msgs[1].event_id, mallory.as_str(), false),
+        redaction(&msgs[2].event_id, "@moderator:agent.tchap.gouv.fr", true),
+    ];
+    let r = s.record_ingestion(&run(&v, Restricted), &later).unwrap();
+    assert_eq!((r.edits_applied, r.edits_ignored, r.redactions_ignored), (1, 2, 1));
+    // The same again: nothing applied twice, no version duplicated.
+    let again = s.record_ingestion(&run(&v, Restricted), &later).unwrap();
+    assert_eq!(again.edits_ignored, 2);
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM message_versions"), 2);
+
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    let [m0, m1, m2] = [0, 1, 2].map(|i| &page.items[i].message);
+    assert_eq!(m0.body.as_deref(), Some("rendez-vous 11h"));
+    assert!(m0.edited);
+    let versions: Vec<_> =
+        m0.versions.iter().map(|v| (v.event_id.as_str(), v.sender.as_str(), v.body.as_deref())).collect();
+    assert_eq!(
+        versions,
+        [
+            (msgs[0].event_id.as_str(), owner.as_str(), msgs[0].body.as_deref()),
+            ("$own1", owner.as_str(), Some("rendez-vous 11h")),
+        ]
+    );
+    assert_eq!(m1, &msgs[1], "a forged edit or an unconfirmed redaction changed a message");
+    assert!(m2.redacted && m2.body.is_none());
+    let by = m2.redaction.as_ref().expect("who redacted is kept");
+    assert_eq!(by.redacted_by.as_str(), "@moderator:agent.tchap.gouv.fr");
+    assert_eq!(by.reason.as_deref(), Some("posted in the wrong room"));
+
+    // An edit within one fetch by someone else, handed over by a caller other than the
+    // connector, is held to the same rule.
+    let mut forged_in_range = msgs[1].clone();
+    forged_in_range.versions = vec![
+        MessageVersion {
+            event_id: msgs[1].event_id.clone(),
+            sender: owner.clone(),
+            sent_at: msgs[1].sent_at,
+            msgtype: msgs[1].msgtype.clone(),
+            body: msgs[1].body.clone(),
+        },
+        MessageVersion {
+            event_id: "$forged3".parse().unwrap(),
+            sender: mallory.clone(),
+            sent_at: t + Duration::minutes(5),
+            msgtype: Some("m.text".to_owned()),
+            body: Some("faux".to_owned()),
+        },
+    ];
+    let r = s.record_ingestion(&run(&v, Restricted), &snapshot(room, vec![forged_in_range])).unwrap();
+    assert_eq!(r.edits_ignored, 1);
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    assert_eq!(&page.items[1].message, &msgs[1]);
+
+    // Redacting an edited message purges every version's body but keeps the versions' events.
+    let mut purge = snapshot(room, Vec::new());
+    purge.redactions = vec![redaction(&msgs[0].event_id, owner.as_str(), false)];
+    s.record_ingestion(&run(&v, Restricted), &purge).unwrap();
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    let m0 = &page.items[0].message;
+    assert!(m0.redacted && m0.body.is_none());
+    assert_eq!(m0.versions.len(), 2);
+    assert!(m0.versions.iter().all(|v| v.body.is_none()));
+    // Another organisation sees none of it.
+    let other = s.messages(&viewer("org-b", TopSecret), &rid(room), &PageRequest::first(10)).unwrap();
+    assert!(other.items.is_empty());
 }
 
 fn stats_over_visible_set(db: &TestDb) {
@@ -476,6 +589,8 @@ fn bad_input_is_rejected_whole(db: &TestDb) {
     named.name = Some("n".repeat(5000));
     let mut edit = snapshot("!n:x.org", Vec::new());
     edit.edits.push(MessageEdit {
+        event_id: "$x-edit".parse().unwrap(),
+        sender: "@jean.dupont:agent.tchap.gouv.fr".parse().unwrap(),
         target: "$x".parse().unwrap(),
         msgtype: None,
         body: Some("\0".to_owned()),

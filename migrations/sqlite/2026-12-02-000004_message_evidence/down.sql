@@ -1,0 +1,2 @@
+DROP TABLE message_redactions;
+DROP TABLE message_versions;
