@@ -14,6 +14,7 @@
 //! The whole file skips (loudly, through `argus-testkit`) when Synapse is unavailable; the
 //! PostgreSQL run also skips when no PostgreSQL binaries are installed.
 
+mod evidence;
 mod harness;
 mod leaks;
 mod scenario;
@@ -41,4 +42,20 @@ async fn end_to_end_on_postgres() {
     leaks::assert_absent_from_postgres(&db, &secrets).unwrap();
     leaks::assert_absent_from_files(dir.path(), &secrets).unwrap();
     leaks::assert_absent_from_logs(&secrets).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    evidence::run(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    evidence::run(synapse, db.url(), dir.path()).await.unwrap();
 }

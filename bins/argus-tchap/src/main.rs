@@ -390,6 +390,8 @@ async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> {
                 ("encrypted", r.encrypted.to_string()),
                 ("redacted", r.redacted.to_string()),
                 ("edits applied", r.edits_applied.to_string()),
+                ("edits ignored", r.edits_ignored.to_string()),
+                ("redactions ignored", r.redactions_ignored.to_string()),
                 ("malformed skipped", r.malformed_skipped.to_string()),
                 ("foreign dropped", r.foreign_dropped.to_string()),
                 ("truncated at cap", r.truncated.to_string()),

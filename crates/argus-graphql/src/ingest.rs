@@ -139,6 +139,12 @@ async fn run(
             result
         })
         .await?;
+    // What the store decided about edits and redactions of earlier-stored messages completes
+    // the connector's report.
+    let mut report = report;
+    report.edits_applied += result.edits_applied;
+    report.edits_ignored += result.edits_ignored;
+    report.redactions_ignored += result.redactions_ignored;
     Ok(IngestSummary {
         room: result.room,
         messages_stored: result.messages_stored,

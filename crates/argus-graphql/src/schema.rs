@@ -10,7 +10,7 @@ use juniper::{EmptyMutation, EmptySubscription, GraphQLInputObject, GraphQLType,
 
 use self::types::{
     GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
-    TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, int,
+    TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, count, int,
 };
 use crate::{Context, Result, ingest};
 
@@ -176,9 +176,12 @@ impl Mutation {
         let done = ingest::ingest_room(context.services(), context.viewer(), request, &mut |_| {}).await?;
         Ok(IngestTchapRoomPayload {
             room: TchapRoom(done.room),
-            messages_fetched: int(i64::try_from(done.report.messages).unwrap_or(i64::MAX)),
+            messages_fetched: count(done.report.messages),
             messages_stored: int(done.messages_stored),
             ingestion: TchapIngestion(done.ingestion),
+            edits_applied: count(done.report.edits_applied),
+            edits_ignored: count(done.report.edits_ignored),
+            redactions_ignored: count(done.report.redactions_ignored),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The object, enum and connection types of the contract.
 
-use argus_domain::{IngestionRecord, Scope, StoredMessage, StoredRoom};
+use argus_domain::{IngestionRecord, MessageVersion, Scope, StoredMessage, StoredRoom};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use juniper::{GraphQLEnum, GraphQLObject, ID, graphql_object};
 use time::OffsetDateTime;
@@ -12,6 +12,11 @@ use crate::{Context, Result};
 /// A GraphQL `Int` from a count, saturating.
 pub(crate) fn int(n: i64) -> i32 {
     i32::try_from(n.max(0)).unwrap_or(i32::MAX)
+}
+
+/// A GraphQL `Int` from a report counter, saturating.
+pub(crate) fn count(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// An opaque, stable id: the type name and storage id, base64url.
@@ -249,6 +254,60 @@ impl TchapMessage {
     fn media_mimetype(&self) -> Option<&str> {
         self.0.message.media.as_ref().and_then(|m| m.mimetype.as_deref())
     }
+
+    /// Every version of an edited message, oldest first: the original as sent, then each edit
+    /// its sender made (edits by anyone else are never applied). Empty when never edited.
+    /// Bodies are null once the message was redacted.
+    fn versions(&self) -> Vec<TchapMessageVersion> {
+        self.0.message.versions.iter().cloned().map(TchapMessageVersion).collect()
+    }
+
+    /// Who redacted the message (the sender of the redaction), when known.
+    fn redacted_by(&self) -> Option<&str> {
+        self.0.message.redaction.as_ref().map(|r| r.redacted_by.as_str())
+    }
+
+    /// When the message was redacted, when known.
+    fn redacted_at(&self) -> Option<OffsetDateTime> {
+        self.0.message.redaction.as_ref().map(|r| r.redacted_at)
+    }
+
+    /// The reason the redaction gave, if any.
+    fn redaction_reason(&self) -> Option<&str> {
+        self.0.message.redaction.as_ref().and_then(|r| r.reason.as_deref())
+    }
+}
+
+/// One version of an edited message.
+#[derive(Debug, Clone)]
+pub struct TchapMessageVersion(pub MessageVersion);
+
+#[graphql_object(context = Context)]
+impl TchapMessageVersion {
+    /// The event that carried this version: the original's id, or the edit's.
+    fn event_id(&self) -> &str {
+        self.0.event_id.as_str()
+    }
+
+    /// Who sent it.
+    fn sender(&self) -> &str {
+        self.0.sender.as_str()
+    }
+
+    /// origin_server_ts of that event.
+    fn sent_at(&self) -> OffsetDateTime {
+        self.0.sent_at
+    }
+
+    /// The msgtype of this version; null once the message was redacted.
+    fn msgtype(&self) -> Option<&str> {
+        self.0.msgtype.as_deref()
+    }
+
+    /// The body of this version; null once the message was redacted.
+    fn body(&self) -> Option<&str> {
+        self.0.body.as_deref()
+    }
 }
 
 /// One record of the audit trail.
@@ -343,6 +402,13 @@ pub struct IngestTchapRoomPayload {
     pub messages_stored: i32,
     /// The audit record of this call.
     pub ingestion: TchapIngestion,
+    /// Edits applied by this call.
+    pub edits_applied: i32,
+    /// Edits not applied: not made by the original's sender, or of an encrypted or redacted
+    /// original.
+    pub edits_ignored: i32,
+    /// Redactions not applied: neither confirmed by the homeserver nor made by the sender.
+    pub redactions_ignored: i32,
 }
 
 /// Relay page information.

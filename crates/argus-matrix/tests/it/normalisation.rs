@@ -161,16 +161,12 @@ async fn redactions_are_honoured_in_every_form() {
 
 #[tokio::test]
 async fn a_redacted_edit_is_not_applied() {
-    let s = read(vec![
-        ev::text("$orig", 1, "original"),
-        ev::edit("$edit", 2, "$orig", "retiré"),
-        {
-            // Withdrawn by its own sender.
-            let mut r = ev::redaction_v11("$r", 3, "$edit");
-            r["sender"] = json!(ev::ALICE);
-            r
-        },
-    ])
+    let s = read(vec![ev::text("$orig", 1, "original"), ev::edit("$edit", 2, "$orig", "retiré"), {
+        // Withdrawn by its own sender.
+        let mut r = ev::redaction_v11("$r", 3, "$edit");
+        r["sender"] = json!(ev::ALICE);
+        r
+    }])
     .await;
     assert_eq!(by_id(&s, "$orig").body.as_deref(), Some("original"));
     assert!(s.redactions.is_empty());
