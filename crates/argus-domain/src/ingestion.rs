@@ -74,6 +74,35 @@ impl NewIngestion {
             .map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c })
             .collect()
     }
+
+    /// What a FAILED audit record keeps of a homeserver URL as the caller typed it:
+    /// `scheme://host[:port]`, as written (not normalised, so that an odd form stays visible),
+    /// without user information, path, query or fragment. The trail is append-only: a password
+    /// or a token pasted as `?access_token=` written there could never be taken out again.
+    ///
+    /// ```
+    /// use argus_domain::NewIngestion;
+    /// let origin = NewIngestion::origin_of;
+    /// assert_eq!(origin("https://hs.gouv.fr:8448/_matrix?access_token=syt_x#f"), "https://hs.gouv.fr:8448");
+    /// assert_eq!(origin("https://user:secret@0x7f000001:80"), "https://0x7f000001:80");
+    /// assert_eq!(origin("javascript:alert(1)"), "javascript:");
+    /// assert_eq!(origin("hs.gouv.fr/x?access_token=syt_x"), "hs.gouv.fr");
+    /// ```
+    pub fn origin_of(url: &str) -> String {
+        let end_of = |text: &str| text.find(['/', '\\', '?', '#']).unwrap_or(text.len());
+        match url.find("://") {
+            Some(scheme_end) => {
+                let (scheme, rest) = url.split_at(scheme_end + 3);
+                let authority = &rest[..end_of(rest)];
+                let host = authority.rfind('@').map_or(authority, |at| &authority[at + 1..]);
+                format!("{scheme}{host}")
+            }
+            None => match url.find(':') {
+                Some(colon) if colon < end_of(url) => url[..=colon].to_owned(),
+                _ => url[..end_of(url)].to_owned(),
+            },
+        }
+    }
 }
 
 /// An audit record as stored: the fields appended plus its place in the organisation's chain.

@@ -165,20 +165,6 @@ fn audit_message(error: &Error, token: &AccessToken) -> String {
     }
 }
 
-/// The homeserver URL as given, with its user information (which may hold a password) replaced:
-/// the trail is append-only, so a credential written there could never be taken out again.
-fn without_user_info(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else {
-        return url.into();
-    };
-    let (head, rest) = url.split_at(scheme_end + 3);
-    let authority = rest.find(['/', '\\', '?', '#']).map_or(rest, |end| &rest[..end]);
-    match authority.rfind('@') {
-        Some(at) => format!("{head}[redacted]{}", &rest[at..]).into(),
-        None => url.into(),
-    }
-}
-
 async fn record_failure(
     services: &Services,
     viewer: &Viewer,
@@ -189,9 +175,10 @@ async fn record_failure(
     let entry = NewIngestion {
         actor: viewer.actor.clone(),
         org: viewer.org.clone(),
-        // The store bounds and sanitises both (`Store::record_failure`).
+        // The store bounds and sanitises both, and keeps only the URL's origin
+        // (`Store::record_failure`).
         room_id: request.room_id.clone(),
-        homeserver_url: without_user_info(&request.homeserver_url).into_owned(),
+        homeserver_url: request.homeserver_url.clone(),
         message_count: 0,
         classification: request.classification,
         started_at,

@@ -166,7 +166,10 @@ pub(crate) fn record_ingestion(
             room_id: snapshot.room_id.as_str().to_owned(),
             homeserver_url: snapshot.homeserver_url.as_str().to_owned(),
             message_count: messages_stored,
-            classification: run.classification,
+            // Filed at the room's effective level, never below what the room is stored at: a
+            // record filed at the level asked for would show a SECRET room's id to anyone
+            // cleared for what was asked.
+            classification: merged,
             started_at,
             finished_at: Some(argus_domain::from_unix_ms(now)?),
             outcome: IngestionOutcome::Succeeded,
@@ -696,10 +699,22 @@ pub(crate) fn record_failure(
     entry: &NewIngestion,
 ) -> Result<IngestionRecord> {
     let mut entry = audit::sanitised(entry)?;
+    entry.homeserver_url = NewIngestion::origin_of(&entry.homeserver_url);
     entry.outcome = IngestionOutcome::Failed;
     entry.message_count = 0;
     if entry.finished_at.is_none() {
         entry.finished_at = Some(argus_domain::from_unix_ms(now_ms())?);
     }
-    in_org_transaction(conn, entry.org.as_str(), |conn| audit::append(conn, backend, &entry))
+    let org = entry.org.clone();
+    in_org_transaction(conn, org.as_str(), |conn| {
+        // Filed at the level of the room it names when that is stored higher (see
+        // record_ingestion).
+        if let Ok(room_id) = entry.room_id.parse::<argus_domain::RoomId>() {
+            if let Some(key) = read::room_key(conn, backend, &Gate::whole_org(&entry.org), &room_id)? {
+                let stored = crate::rows::rank(key.classification)?;
+                entry.classification = policy::merge_classification(Some(stored), entry.classification);
+            }
+        }
+        audit::append(conn, backend, &entry)
+    })
 }

@@ -105,7 +105,9 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
                     error: Some("unreachable".to_owned()),
                 })
                 .unwrap();
-            model.audit.entry(s.org).or_default().push(s.level);
+            // Filed at the room's stored level when that is higher.
+            let stored = model.rooms.get(&(s.org, s.room)).map(|r| r.0);
+            model.audit.entry(s.org).or_default().push(policy::merge_classification(stored, s.level));
             continue;
         }
         let msgs = s.msgs.iter().map(|&m| message(&event(s.room, m), sent(s.room, m))).collect();
@@ -119,7 +121,8 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
             *l = policy::merge_classification(Some(*l), merged);
         }
         let audit = model.audit.entry(s.org).or_default();
-        audit.push(s.level);
+        // Filed at the room's effective level.
+        audit.push(merged);
         let last = entry.1.keys().map(|&m| sent(s.room, m)).max();
         fusion.push((
             org_name(s.org),

@@ -21,6 +21,7 @@ backend_suite!(
     lower_clearance_cannot_ingest_into_withheld_room,
     edits_and_redactions_apply_to_stored_messages,
     forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept,
+    audit_records_are_filed_at_the_effective_level,
     stats_over_visible_set,
     forged_cursors_are_harmless,
     ingestion_history_is_gated,
@@ -188,7 +189,8 @@ fn classification_never_lowered(db: &TestDb) {
     // Re-ingested at a lower level: nothing goes down, and the audit keeps what was asked.
     let down = s.record_ingestion(&run(&v, Restricted), &snapshot("!c:x.org", msgs[2..].to_vec())).unwrap();
     assert_eq!(down.room.classification, Secret);
-    assert_eq!(down.ingestion.entry.classification, Restricted);
+    // The audit record is filed at the room's effective level, not the one asked for.
+    assert_eq!(down.ingestion.entry.classification, Secret);
     let page = s.messages(&v, &rid("!c:x.org"), &PageRequest::first(10)).unwrap();
     let levels: Vec<Classification> = page.items.iter().map(|m| m.classification).collect();
     assert_eq!(levels, vec![Restricted, Secret, Secret, Secret]);
@@ -364,6 +366,30 @@ fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &Te
     // Another organisation sees none of it.
     let other = s.messages(&viewer("org-b", TopSecret), &rid(room), &PageRequest::first(10)).unwrap();
     assert!(other.items.is_empty());
+}
+
+/// Re-ingesting (or failing to ingest) a SECRET room "at UNCLASSIFIED" files its audit record
+/// at SECRET: an UNCLASSIFIED auditor never learns the room's id.
+fn audit_records_are_filed_at_the_effective_level(db: &TestDb) {
+    let s = &db.store;
+    let top = viewer("org-a", TopSecret);
+    let room = "!secret:x.org";
+    s.record_ingestion(&run(&top, Secret), &snapshot(room, messages(2, now()))).unwrap();
+    let again = s.record_ingestion(&run(&top, Unclassified), &snapshot(room, messages(1, now()))).unwrap();
+    assert_eq!(again.ingestion.entry.classification, Secret);
+    let mut failed = failure("org-a", Unclassified);
+    failed.room_id = room.to_owned();
+    assert_eq!(s.record_failure(&failed).unwrap().entry.classification, Secret);
+    // A room of another organisation or an unknown one does not raise anything.
+    let mut elsewhere = failure("org-b", Unclassified);
+    elsewhere.room_id = room.to_owned();
+    assert_eq!(s.record_failure(&elsewhere).unwrap().entry.classification, Unclassified);
+
+    let low = s.ingestions(&viewer("org-a", Unclassified), &PageRequest::first(10)).unwrap();
+    assert_eq!(low.total_count, 0, "{:?}", low.items);
+    let all = s.ingestions(&top, &PageRequest::first(10)).unwrap();
+    assert!(all.items.iter().all(|r| r.entry.classification == Secret), "{:?}", all.items);
+    assert!(s.audit_verify(&s.audit_heads().unwrap()).unwrap().iter().all(|c| c.is_ok()));
 }
 
 fn stats_over_visible_set(db: &TestDb) {
