@@ -709,11 +709,11 @@ pub(crate) fn record_failure(
     in_org_transaction(conn, org.as_str(), |conn| {
         // Filed at the level of the room it names when that is stored higher (see
         // record_ingestion).
-        if let Ok(room_id) = entry.room_id.parse::<argus_domain::RoomId>() {
-            if let Some(key) = read::room_key(conn, backend, &Gate::whole_org(&entry.org), &room_id)? {
-                let stored = crate::rows::rank(key.classification)?;
-                entry.classification = policy::merge_classification(Some(stored), entry.classification);
-            }
+        if let Ok(room_id) = entry.room_id.parse::<argus_domain::RoomId>()
+            && let Some(key) = read::room_key(conn, backend, &Gate::whole_org(&entry.org), &room_id)?
+        {
+            let stored = crate::rows::rank(key.classification)?;
+            entry.classification = policy::merge_classification(Some(stored), entry.classification);
         }
         audit::append(conn, backend, &entry)
     })
