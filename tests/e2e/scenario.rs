@@ -28,6 +28,13 @@ const ORG_A: &str = "dgsi";
 /// Second organisation.
 const ORG_B: &str = "anssi";
 
+/// What an ingesting caller holds here: the payload's room and audit record are gated by the
+/// read and audit scopes, and its chain position by the chain scope.
+const INGESTER: [Scope; 4] = [Scope::Ingest, Scope::Read, Scope::Audit, Scope::AuditChain];
+
+/// An oversight auditor: the trail and each record's place in the chain.
+const AUDITOR: [Scope; 2] = [Scope::Audit, Scope::AuditChain];
+
 const INGEST: &str = r"mutation($input: IngestTchapRoomInput!) {
   ingestTchapRoom(input: $input) {
     messagesFetched messagesStored
@@ -102,8 +109,8 @@ async fn scenario(
     ensure!(crisis.messages.iter().filter(|m| m.redacted).count() == 1, "{crisis:?}");
     ensure!(crisis.messages.iter().filter(|m| m.reply_to.is_some()).count() == 1, "{crisis:?}");
 
-    let ingest_a = server.jwt("ingest@dgsi", ORG_A, Secret, &[Scope::Ingest, Scope::Read])?;
-    let ingest_b = server.jwt("ingest@anssi", ORG_B, Restricted, &[Scope::Ingest])?;
+    let ingest_a = server.jwt("ingest@dgsi", ORG_A, Secret, &INGESTER)?;
+    let ingest_b = server.jwt("ingest@anssi", ORG_B, Restricted, &INGESTER)?;
 
     // --- Ingestions. ---
     let p = ingest(server, &ingest_a, hs, &world.alice.access_token, &crisis.room_id, Restricted).await?;
@@ -262,12 +269,12 @@ async fn scenario(
             message_count: crisis.messages.len(),
         },
     ];
-    let auditor_a = server.jwt("auditor@dgsi", ORG_A, TopSecret, &[Scope::Audit])?;
-    let auditor_b = server.jwt("auditor@anssi", ORG_B, TopSecret, &[Scope::Audit])?;
+    let auditor_a = server.jwt("auditor@dgsi", ORG_A, TopSecret, &AUDITOR)?;
+    let auditor_b = server.jwt("auditor@anssi", ORG_B, TopSecret, &AUDITOR)?;
     let nodes_a = check_trail(server, &auditor_a, hs, &trail_a).await.context("dgsi trail")?;
     let nodes_b = check_trail(server, &auditor_b, hs, &trail_b).await.context("anssi trail")?;
     // The audit trail is gated by clearance too: a RESTRICTED auditor does not see the SECRET run.
-    let low_auditor = server.jwt("auditor@dgsi", ORG_A, Restricted, &[Scope::Audit])?;
+    let low_auditor = server.jwt("auditor@dgsi", ORG_A, Restricted, &AUDITOR)?;
     let low: Vec<&Audited<'_>> = trail_a.iter().filter(|a| a.classification <= Restricted).collect();
     let trail = server.data(&low_auditor, INGESTIONS, json!({}), "tchapIngestions").await?;
     ensure!(trail["totalCount"] == low.len(), "RESTRICTED auditor: {trail}");
@@ -280,8 +287,8 @@ async fn scenario(
         .context("chains after reads")?;
 
     // --- Two ingestions of one room at once by two callers of the same organisation. ---
-    let one = server.jwt("ingest@dgsi", ORG_A, Secret, &[Scope::Ingest])?;
-    let two = server.jwt("ingest2@dgsi", ORG_A, Restricted, &[Scope::Ingest])?;
+    let one = server.jwt("ingest@dgsi", ORG_A, Secret, &INGESTER)?;
+    let two = server.jwt("ingest2@dgsi", ORG_A, Restricted, &INGESTER)?;
     let input = ingest_input(hs, &world.alice.access_token, &shared.room_id, Restricted);
     let (first, second) =
         tokio::join!(server.graphql(&one, INGEST, input.clone()), server.graphql(&two, INGEST, input));

@@ -13,6 +13,10 @@ pub enum Scope {
     Ingest,
     /// `tchap:audit`: read the ingestion history.
     Audit,
+    /// `tchap:audit:chain`: see each audit record's place in its organisation's hash chain
+    /// (`seq`, `hash`), for oversight. Without it a reader cannot count, from gaps in the
+    /// sequence, the records above their clearance.
+    AuditChain,
 }
 
 impl Scope {
@@ -22,6 +26,7 @@ impl Scope {
             Self::Read => "tchap:read",
             Self::Ingest => "tchap:ingest",
             Self::Audit => "tchap:audit",
+            Self::AuditChain => "tchap:audit:chain",
         }
     }
 
@@ -50,6 +55,7 @@ impl FromStr for Scope {
             "tchap:read" => Ok(Self::Read),
             "tchap:ingest" => Ok(Self::Ingest),
             "tchap:audit" => Ok(Self::Audit),
+            "tchap:audit:chain" => Ok(Self::AuditChain),
             other => Err(Error::UnknownScope(crate::classification::truncate_for_message(other))),
         }
     }

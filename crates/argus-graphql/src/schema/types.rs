@@ -321,14 +321,17 @@ impl TchapIngestion {
         opaque_id("TchapIngestion", self.0.id)
     }
 
-    /// Position in the organisation's audit chain, from 1.
-    fn seq(&self) -> i32 {
-        int(self.0.seq)
+    /// Position in the organisation's audit chain, from 1. Requires scope tchap:audit:chain
+    /// (gaps in what a reader sees would count the records above their clearance).
+    fn seq(&self, context: &Context) -> Result<i32> {
+        context.require(Scope::AuditChain)?;
+        Ok(int(self.0.seq))
     }
 
-    /// SHA-256 chain hash of this record, hex.
-    fn hash(&self) -> String {
-        self.0.hash.iter().map(|b| format!("{b:02x}")).collect()
+    /// SHA-256 chain hash of this record, hex. Requires scope tchap:audit:chain.
+    fn hash(&self, context: &Context) -> Result<String> {
+        context.require(Scope::AuditChain)?;
+        Ok(self.0.hash.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// JWT sub of the caller who ran it.
@@ -390,25 +393,67 @@ pub struct TchapStats {
     pub active_rooms_last_24h: i32,
 }
 
-/// What `ingestTchapRoom` did.
-#[derive(GraphQLObject, Debug, Clone)]
-#[graphql(context = Context)]
+/// What `ingestTchapRoom` did. The room and the audit record are gated by the scopes of the
+/// queries that read them (`tchap:read`, `tchap:audit`): a token that may only ingest learns
+/// the counts, not the stored material.
+#[derive(Debug, Clone)]
 pub struct IngestTchapRoomPayload {
     /// The room after the ingestion.
     pub room: TchapRoom,
     /// Message events received from the homeserver by this call.
     pub messages_fetched: i32,
-    /// Messages newly stored by this call (re-ingestion never duplicates).
+    /// Messages newly stored by this call.
     pub messages_stored: i32,
     /// The audit record of this call.
     pub ingestion: TchapIngestion,
     /// Edits applied by this call.
     pub edits_applied: i32,
+    /// Edits not applied.
+    pub edits_ignored: i32,
+    /// Redactions not applied.
+    pub redactions_ignored: i32,
+}
+
+/// What `ingestTchapRoom` did.
+#[graphql_object(context = Context)]
+impl IngestTchapRoomPayload {
+    /// The room after the ingestion. Requires scope tchap:read.
+    fn room(&self, context: &Context) -> Result<&TchapRoom> {
+        context.require(Scope::Read)?;
+        Ok(&self.room)
+    }
+
+    /// Message events received from the homeserver by this call.
+    fn messages_fetched(&self) -> i32 {
+        self.messages_fetched
+    }
+
+    /// Messages newly stored by this call (re-ingestion never duplicates).
+    fn messages_stored(&self) -> i32 {
+        self.messages_stored
+    }
+
+    /// The audit record of this call. Requires scope tchap:audit.
+    fn ingestion(&self, context: &Context) -> Result<&TchapIngestion> {
+        context.require(Scope::Audit)?;
+        Ok(&self.ingestion)
+    }
+
+    /// Edits applied by this call.
+    fn edits_applied(&self) -> i32 {
+        self.edits_applied
+    }
+
     /// Edits not applied: not made by the original's sender, or of an encrypted or redacted
     /// original.
-    pub edits_ignored: i32,
+    fn edits_ignored(&self) -> i32 {
+        self.edits_ignored
+    }
+
     /// Redactions not applied: neither confirmed by the homeserver nor made by the sender.
-    pub redactions_ignored: i32,
+    fn redactions_ignored(&self) -> i32 {
+        self.redactions_ignored
+    }
 }
 
 /// Relay page information.

@@ -21,7 +21,7 @@ pub(crate) struct Harness {
     dir: TempDir,
 }
 
-pub(crate) const ALL: [Scope; 3] = [Scope::Read, Scope::Ingest, Scope::Audit];
+pub(crate) const ALL: [Scope; 4] = [Scope::Read, Scope::Ingest, Scope::Audit, Scope::AuditChain];
 
 pub(crate) fn viewer(org: &str, clearance: Classification, scopes: &[Scope]) -> Viewer {
     Viewer::new(

@@ -154,3 +154,39 @@ async fn a_successful_ingestion_wakes_the_fusion_relay_and_a_failed_one_does_not
     ok(h.ingest(&alice, "!crise:tchap.test", Restricted).await);
     assert!(woken().await.is_ok(), "a successful ingestion did not wake the relay");
 }
+
+/// A token that may only ingest learns the counts of its call, not the stored room or the audit
+/// record; an auditor without `tchap:audit:chain` sees no chain position (its gaps would count
+/// the records above their clearance).
+#[tokio::test]
+async fn the_payload_and_the_chain_position_are_gated_by_scope() {
+    let h = Harness::new().await;
+    h.hs.room("!scopes:tchap.test", 3);
+    let input = json!({ "input": {
+        "homeserverUrl": h.hs.url(), "accessToken": MATRIX_TOKEN, "roomId": "!scopes:tchap.test",
+        "classification": "RESTRICTED"
+    } });
+    let ingest_only = viewer("dgsi", Secret, &[Scope::Ingest]);
+    let counts = "mutation($input: IngestTchapRoomInput!) { ingestTchapRoom(input: $input) { messagesFetched messagesStored } }";
+    let p = ok(h.run(&ingest_only, counts, input.clone()).await);
+    assert_eq!(p["ingestTchapRoom"]["messagesStored"], 3);
+    for (field, selection) in [("room", "room { name }"), ("ingestion", "ingestion { actor }")] {
+        let query = format!(
+            "mutation($input: IngestTchapRoomInput!) {{ ingestTchapRoom(input: $input) {{ messagesStored {selection} }} }}"
+        );
+        let response = h.run(&ingest_only, &query, input.clone()).await;
+        assert_eq!(error_code(&response), Some("FORBIDDEN"), "{field}: {response:#}");
+        assert!(!response.to_string().contains("Salle"), "{field}: {response:#}");
+    }
+
+    let chain = "{ tchapIngestions { edges { node { actor seq hash } } } }";
+    let auditor = viewer("dgsi", TopSecret, &[Scope::Audit]);
+    let response = h.run(&auditor, chain, json!({})).await;
+    assert_eq!(error_code(&response), Some("FORBIDDEN"), "{response:#}");
+    let plain =
+        ok(h.run(&auditor, "{ tchapIngestions { totalCount edges { node { actor } } } }", json!({})).await);
+    assert_eq!(plain["tchapIngestions"]["totalCount"], 3);
+    let oversight = viewer("dgsi", TopSecret, &[Scope::Audit, Scope::AuditChain]);
+    let nodes = ok(h.run(&oversight, chain, json!({})).await);
+    assert_eq!(nodes["tchapIngestions"]["edges"][0]["node"]["seq"], 3);
+}

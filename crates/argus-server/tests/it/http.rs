@@ -14,7 +14,7 @@ use crate::{
     homeserver::{MATRIX_TOKEN, MockHomeserver},
 };
 
-const ALL: [Scope; 3] = [Scope::Read, Scope::Ingest, Scope::Audit];
+const ALL: [Scope; 4] = [Scope::Read, Scope::Ingest, Scope::Audit, Scope::AuditChain];
 
 #[tokio::test]
 async fn health_readiness_metrics_and_request_ids() {
