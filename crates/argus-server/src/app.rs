@@ -228,7 +228,7 @@ async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> std::result::Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = request_id(&req);
-    let method = req.method().to_string();
+    let method = crate::metrics::method_label(req.method());
     let metrics = req.app_data::<web::Data<AppState>>().map(|s| Arc::clone(&s.metrics));
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.path());
     let started = Instant::now();
@@ -242,7 +242,7 @@ async fn observe(
     };
     span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "handled"));
     if let Some(m) = metrics {
-        m.record_request(&route, &method, status, elapsed);
+        m.record_request(&route, method, status, elapsed);
     }
     let mut res = result?;
     if let Ok(value) = HeaderValue::from_str(&id) {

@@ -10,8 +10,28 @@ use std::{
 
 use argus_graphql::Metrics as IngestMetrics;
 
-/// (route, method, status) -> (count, total seconds).
-type RequestCounts = BTreeMap<(String, String, u16), (u64, f64)>;
+/// (route, method, status) -> (count, total seconds). Every label comes from a fixed set: the
+/// registered route patterns (or `unmatched`), [`method_label`], and the statuses the server
+/// itself answers with, so no request can add series of its own.
+type RequestCounts = BTreeMap<(String, &'static str, u16), (u64, f64)>;
+
+/// The label of an HTTP method: a standard method's name, `other` for anything else (a
+/// made-up method must not become a series of its own).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN.iter().find(|(m, _)| m == method).map_or("other", |(_, name)| name)
+}
 
 /// Counters kept by the HTTP layer.
 #[derive(Debug, Default)]
@@ -23,9 +43,9 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     /// Counts one HTTP request.
-    pub fn record_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    pub fn record_request(&self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
         if let Ok(mut map) = self.requests.lock() {
-            let entry = map.entry((route.to_owned(), method.to_owned(), status)).or_default();
+            let entry = map.entry((route.to_owned(), method, status)).or_default();
             entry.0 += 1;
             entry.1 += elapsed.as_secs_f64();
         }
