@@ -404,6 +404,22 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(rest))
 }
 
+/// Creates the data directory, readable by the owner only, when it does not exist (an
+/// existing one, which may be the working directory, is left as it is).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|_| Error::Config("cannot create the data directory".into()))
+}
+
 /// Reads the development secret from `dir`, generating it (readable by the owner only) on
 /// first use.
 fn load_or_create_dev_secret(dir: &Path) -> Result<SecretString> {
@@ -417,7 +433,7 @@ fn load_or_create_dev_secret(dir: &Path) -> Result<SecretString> {
     let mut bytes = [0_u8; 32];
     rand::fill(&mut bytes);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    std::fs::create_dir_all(dir).map_err(|_| Error::Config("cannot create the data directory".into()))?;
+    create_private_dir(dir)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

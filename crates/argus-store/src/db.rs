@@ -174,9 +174,58 @@ pub(crate) type DbPool = Pool<Manager>;
 /// A connection taken from the pool.
 pub(crate) type Pooled = PooledConnection<Manager>;
 
+/// Makes a SQLite database file, and the WAL and shared-memory files SQLite makes beside it,
+/// readable by the owner only: they hold classified material. A directory the store creates
+/// for the file is the owner's only too; an existing directory is left as it is (it may be
+/// the working directory).
+///
+/// The file is created (empty) with mode 0600 before SQLite opens it, since SQLite gives its
+/// `-wal` and `-shm` files the database file's mode; files left wider by an earlier version
+/// are narrowed.
+fn private_sqlite_files(path: &str) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+        let unavailable = |what: &str| {
+            tracing::error!(what, "cannot prepare the SQLite database file");
+            Error::Unavailable
+        };
+        let file = std::path::Path::new(path);
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|_| unavailable("directory"))?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(file)
+            .map_err(|_| unavailable("file"))?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let path = format!("{path}{suffix}");
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|_| unavailable("permissions"))?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Opens the pool and applies pending migrations.
 pub(crate) fn open_pool(url: &str, options: &StoreOptions) -> Result<(DbPool, Backend)> {
     let target = parse_url(url)?;
+    if let Target::Sqlite { path, memory: false } = &target {
+        private_sqlite_files(path)?;
+    }
     let (backend, memory) = match &target {
         Target::Sqlite { memory, .. } => (Backend::Sqlite, *memory),
         Target::Postgres(_) => (Backend::Postgres, false),

@@ -313,3 +313,30 @@ fn withheld_and_missing_rooms_take_the_same_time(db: &TestDb) {
         }
     }
 }
+
+/// The SQLite database and the WAL and shared-memory files beside it hold classified material:
+/// owner-only (0600), whatever the umask, in a directory the store creates owner-only (0700);
+/// a file left wider by an earlier version is narrowed when the store opens it.
+#[cfg(unix)]
+#[test]
+fn sqlite_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("argus-data");
+    let db = data.join("tchap.db");
+    let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    let v = viewer("org-a", Secret);
+    store.record_ingestion(&run(&v, Restricted), &snapshot("!perm:x.org", messages(3, now()))).unwrap();
+    assert_eq!(mode(&data), 0o700, "data directory");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        assert!(path.exists(), "{suffix} missing");
+        assert_eq!(mode(&path), 0o600, "tchap.db{suffix}");
+    }
+    drop(store);
+    // Widened by hand (or created by an earlier version): narrowed again on open.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
+    assert_eq!(mode(&db), 0o600);
+}
