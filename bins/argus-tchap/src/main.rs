@@ -306,6 +306,7 @@ async fn open_store(config: &Config) -> Result<Store> {
 }
 
 async fn serve(config: Config) -> Result<ExitCode> {
+    config.check_bind(config.bind)?;
     let listener = std::net::TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;

@@ -155,6 +155,7 @@ impl RunningServer {
 /// Starts the server on `listener` in the background (for tests and embedding).
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServer> {
     let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
+    config.check_bind(addr)?;
     let built = build(&config).await?;
     let server = http_server(listener, built.state)?;
     let handle = server.handle();
@@ -165,6 +166,8 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
 /// Runs the server on `listener` until SIGINT or SIGTERM, then shuts down gracefully: in-flight
 /// requests finish (30 s at most), then the fusion relay finishes its pass.
 pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
+    let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
+    config.check_bind(addr)?;
     run_built(listener, build(&config).await?).await
 }
 

@@ -28,7 +28,7 @@ pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 const SECTIONS: [&str; 5] = ["jwt", "oauth", "matrix", "graphql", "fusion"];
 
 /// Top-level keys that come from `ARGUS_<KEY>`.
-const TOP_LEVEL_KEYS: [&str; 3] = ["bind", "database_url", "data_dir"];
+const TOP_LEVEL_KEYS: [&str; 4] = ["bind", "database_url", "data_dir", "allow_remote_development"];
 
 /// A configured secret: never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -66,6 +66,10 @@ pub struct Config {
     /// Where generated files (the development JWT secret) are kept; defaults to the directory
     /// of the SQLite database, or the working directory for PostgreSQL.
     pub data_dir: Option<PathBuf>,
+    /// Serve in development mode (no public key or JWKS configured: anyone holding the
+    /// generated secret mints tokens) on an address other than loopback. Off by default: such
+    /// a server is refused at start-up.
+    pub allow_remote_development: bool,
     /// Bearer-token validation.
     pub jwt: JwtConfig,
     /// The identity provider's token endpoint, for `argus-tchap token --client-credentials`.
@@ -84,6 +88,7 @@ impl fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("database_url", &"[redacted]")
             .field("data_dir", &self.data_dir)
+            .field("allow_remote_development", &self.allow_remote_development)
             .field("jwt", &self.jwt)
             .field("oauth", &self.oauth)
             .field("matrix", &self.matrix)
@@ -99,6 +104,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "sqlite://argus-tchap.db".to_owned(),
             data_dir: None,
+            allow_remote_development: false,
             jwt: JwtConfig::default(),
             oauth: OAuthClientConfig::default(),
             matrix: MatrixConfig::default(),
@@ -326,6 +332,19 @@ impl Config {
     /// Whether no real signing key (public key or JWKS) is configured.
     pub fn is_development(&self) -> bool {
         self.jwt.public_key_file.is_none() && self.jwt.jwks_url.is_none()
+    }
+
+    /// Refuses to serve in development mode on anything but a loopback address, unless
+    /// `allow_remote_development` says so.
+    pub fn check_bind(&self, addr: SocketAddr) -> Result<()> {
+        if self.is_development() && !addr.ip().is_loopback() && !self.allow_remote_development {
+            return Err(Error::Config(
+                "development mode (no jwt.public_key_file or jwt.jwks_url) serves on loopback only; \
+                 configure a real key, or set allow_remote_development = true"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether GraphQL introspection is enabled.

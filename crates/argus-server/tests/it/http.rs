@@ -173,3 +173,21 @@ async fn an_ingestion_over_http_is_stored_audited_relayed_and_counted() {
     assert!(!delivered.contains(MATRIX_TOKEN));
     server.stop().await;
 }
+
+/// Development mode (anyone holding the generated secret mints tokens) is refused on a
+/// non-loopback address unless explicitly allowed.
+#[tokio::test]
+async fn development_mode_refuses_a_non_loopback_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = argus_server::Config {
+        database_url: format!("sqlite://{}", dir.path().join("a.db").display()),
+        ..argus_server::Config::default()
+    };
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let err = argus_server::spawn(listener, config.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+    config.allow_remote_development = true;
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let running = argus_server::spawn(listener, config).await.unwrap();
+    running.stop().await.unwrap();
+}
