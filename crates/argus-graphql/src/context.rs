@@ -23,6 +23,10 @@ pub struct Limits {
     pub default_max_messages: u32,
     /// The largest `maxMessages` accepted.
     pub hard_max_messages: u32,
+    /// The most items (rooms, messages, audit records) one request may ask for: each
+    /// connection costs its page size times one plus what each of its nodes asks for, summed
+    /// over every connection and alias of the document.
+    pub max_items_per_request: u64,
 }
 
 impl Default for Limits {
@@ -30,6 +34,7 @@ impl Default for Limits {
         Self {
             default_page_size: 50,
             max_page_size: 500,
+            max_items_per_request: 10_000,
             default_max_messages: argus_matrix::DEFAULT_MAX_MESSAGES,
             hard_max_messages: argus_matrix::HARD_MAX_MESSAGES,
         }
@@ -104,6 +109,8 @@ impl Services {
 pub struct Context {
     viewer: Viewer,
     services: Arc<Services>,
+    /// Items the request may still ask for ([`Limits::max_items_per_request`]).
+    items_left: Arc<AtomicU64>,
 }
 
 impl juniper::Context for Context {}
@@ -111,7 +118,8 @@ impl juniper::Context for Context {}
 impl Context {
     /// The context of one request by `viewer` (established from their bearer token).
     pub fn new(viewer: Viewer, services: Arc<Services>) -> Self {
-        Self { viewer, services }
+        let items_left = Arc::new(AtomicU64::new(services.limits.max_items_per_request));
+        Self { viewer, services, items_left }
     }
 
     /// The caller.
@@ -122,6 +130,21 @@ impl Context {
     /// The services.
     pub fn services(&self) -> &Arc<Services> {
         &self.services
+    }
+
+    /// Takes `items` from what the request may still ask for, or fails with
+    /// [`Error::TooCostly`] (before anything is read) when that would exceed the limit.
+    pub(crate) fn charge(&self, items: u64) -> Result<()> {
+        let limit = self.services.limits.max_items_per_request;
+        self.items_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(items))
+            .map(drop)
+            .map_err(|left| Error::TooCostly { asked: items.saturating_add(limit - left), limit })
+    }
+
+    /// `first` when the caller gives none.
+    pub(crate) fn default_page_size(&self) -> u32 {
+        self.services.limits.default_page_size
     }
 
     /// Refuses with `FORBIDDEN` when the caller lacks `scope`.

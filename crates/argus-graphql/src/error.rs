@@ -24,6 +24,15 @@ pub enum Error {
     /// stored above it).
     #[error("the requested classification exceeds the caller's clearance")]
     AboveClearance,
+    /// The document asks for more items than one request may return: the product of nested
+    /// page sizes, summed over every connection and alias, is above the limit.
+    #[error("the request asks for up to {asked} items; the limit is {limit} per request")]
+    TooCostly {
+        /// Items the document could return.
+        asked: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A pagination cursor that this server did not issue for this list and this caller.
     #[error("invalid pagination cursor")]
     BadCursor,
@@ -46,6 +55,7 @@ impl Error {
             Self::InvalidInput(_) => "INVALID_INPUT",
             Self::AboveClearance => "ABOVE_CLEARANCE",
             Self::BadCursor => "BAD_CURSOR",
+            Self::TooCostly { .. } => "LIMIT_EXCEEDED",
             Self::Connector(e) => e.code(),
             Self::Store(e) if e.is_retryable() => "UNAVAILABLE",
             Self::Store(argus_store::Error::Withheld) => "ABOVE_CLEARANCE",

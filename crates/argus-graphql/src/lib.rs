@@ -16,6 +16,7 @@
 //! ```
 
 mod context;
+mod cost;
 mod cursor;
 mod error;
 pub mod ingest;

@@ -6,13 +6,16 @@ mod sync_list;
 pub mod types;
 
 use argus_domain::{AccessToken, RoomId, Scope};
-use juniper::{EmptyMutation, EmptySubscription, GraphQLInputObject, GraphQLType, RootNode, graphql_object};
+use juniper::{
+    DefaultScalarValue, EmptyMutation, EmptySubscription, Executor, GraphQLInputObject, GraphQLType,
+    RootNode, graphql_object,
+};
 
 use self::types::{
     GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
     TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, count, int,
 };
-use crate::{Context, Result, ingest};
+use crate::{Context, Result, cost, ingest};
 
 /// The GraphQL schema of the connector.
 pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
@@ -70,21 +73,29 @@ pub fn schema_sdl() -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct Query;
 
-#[graphql_object(context = Context)]
+#[graphql_object(context = Context, scalar = DefaultScalarValue)]
 impl Query {
     /// Ingested rooms, most recent activity first. Relay cursor pagination.
     async fn tchap_rooms(
         context: &Context,
+        executor: &Executor<'_, '_, Context>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<TchapRoomConnection> {
         context.require(Scope::Read)?;
+        context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         paging::rooms_connection(context, first, after).await
     }
 
     /// One ingested room by its Matrix room id; null when absent or withheld.
-    async fn tchap_room(context: &Context, room_id: String) -> Result<Option<TchapRoom>> {
+    async fn tchap_room(
+        context: &Context,
+        executor: &Executor<'_, '_, Context>,
+        room_id: String,
+    ) -> Result<Option<TchapRoom>> {
         context.require(Scope::Read)?;
+        let items = cost::room_items(&executor.look_ahead(), context.default_page_size());
+        context.charge(items.saturating_add(1))?;
         let room_id: RoomId = room_id.parse()?;
         let viewer = context.viewer().clone();
         let room = context.services().with_store(move |store| store.room(&viewer, &room_id)).await?;
@@ -94,11 +105,13 @@ impl Query {
     /// Messages of one ingested room, oldest first (timeline order). Empty when the room is absent or withheld.
     async fn tchap_messages(
         context: &Context,
+        executor: &Executor<'_, '_, Context>,
         room_id: String,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<TchapMessageConnection> {
         context.require(Scope::Read)?;
+        context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         let room_id: RoomId = room_id.parse()?;
         paging::messages_connection(context, room_id, first, after).await
     }
@@ -119,10 +132,12 @@ impl Query {
     /// The ingestion history (audit trail) of the caller's organisation, newest first. Requires scope tchap:audit.
     async fn tchap_ingestions(
         context: &Context,
+        executor: &Executor<'_, '_, Context>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<TchapIngestionConnection> {
         context.require(Scope::Audit)?;
+        context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         paging::ingestions_connection(context, first, after).await
     }
 }

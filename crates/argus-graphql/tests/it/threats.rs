@@ -502,3 +502,38 @@ async fn a_busy_database_is_a_retryable_unavailable_error_and_the_next_call_succ
     let newest = &trail(&h, "dgsi").await["edges"][0]["node"];
     assert_eq!(newest["outcome"], "SUCCEEDED", "{newest}");
 }
+
+/// Nested connections multiply: `tchapRooms(first: 500) { … messages(first: 500) }` asks for
+/// 250,500 items, and aliases add up. Such documents are refused with `LIMIT_EXCEEDED` before
+/// the store is read; documents within the limit are answered.
+#[tokio::test]
+async fn nested_connections_are_bounded_by_a_cost_limit() {
+    let h = Harness::new().await;
+    h.hs.room("!cout:tchap.test", 3);
+    let alice = viewer("dgsi", Secret, &ALL);
+    ok(h.ingest(&alice, "!cout:tchap.test", Restricted).await);
+
+    let nested = "{ tchapRooms(first: 500) { edges { node { messages(first: 500) { totalCount } } } } }";
+    let response = h.run(&alice, nested, json!({})).await;
+    assert_eq!(error_code(&response), Some("LIMIT_EXCEEDED"), "{response:#}");
+    assert!(response.to_string().contains("250500"), "{response:#}");
+
+    // Through a variable, and through aliases that are each within the limit but not together.
+    let by_variable =
+        "query($n: Int) { tchapRooms(first: 100) { edges { node { messages(first: $n) { totalCount } } } } }";
+    let response = h.run(&alice, by_variable, json!({ "n": 200 })).await;
+    assert_eq!(error_code(&response), Some("LIMIT_EXCEEDED"), "{response:#}");
+    let aliases: String = (0..30)
+        .map(|i| format!("a{i}: tchapMessages(roomId: \"!cout:tchap.test\", first: 500) {{ totalCount }} "))
+        .collect();
+    let response = h.run(&alice, &format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(error_code(&response), Some("LIMIT_EXCEEDED"), "{response:#}");
+    let room = "{ tchapRoom(roomId: \"!cout:tchap.test\") { a: messages(first: 500) { totalCount } b: messages(first: 500) { totalCount } c: messages(first: 500) { totalCount } } }";
+    let small = ok(h.run(&alice, room, json!({})).await);
+    assert_eq!(small["tchapRoom"]["a"]["totalCount"], 3);
+
+    // Within the limit: answered.
+    let fine = "{ tchapRooms(first: 10) { edges { node { messages(first: 100) { totalCount } } } } }";
+    let data = ok(h.run(&alice, fine, json!({})).await);
+    assert_eq!(data["tchapRooms"]["edges"][0]["node"]["messages"]["totalCount"], 3);
+}
