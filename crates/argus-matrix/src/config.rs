@@ -37,7 +37,19 @@ pub struct ConnectorConfig {
     pub max_retries: u32,
     /// Longest single wait before a retry, whatever the homeserver asks for.
     pub max_retry_wait: Duration,
+    /// Most timeline events of every kind (messages, edits, redactions, state, reactions) one
+    /// run reads; a run is also held to [`EVENTS_PER_MESSAGE`] times its `max_messages` (plus
+    /// one page). Past either, the run fails with `LIMIT_EXCEEDED`.
+    pub max_events: u64,
+    /// Most bytes of timeline events one run reads; past it, the run fails with
+    /// `LIMIT_EXCEEDED`.
+    pub max_bytes: u64,
 }
+
+/// Timeline events a run may read for each message it may return: edits, redactions,
+/// reactions and state events count against the run too, so a homeserver cannot make a run of
+/// a thousand messages read an unbounded number of other events.
+pub const EVENTS_PER_MESSAGE: u64 = 4;
 
 impl Default for ConnectorConfig {
     fn default() -> Self {
@@ -52,6 +64,8 @@ impl Default for ConnectorConfig {
             page_size: MAX_PAGE_SIZE,
             max_retries: 5,
             max_retry_wait: Duration::from_secs(30),
+            max_events: 4 * u64::from(HARD_MAX_MESSAGES),
+            max_bytes: 512 * 1024 * 1024,
         }
     }
 }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use crate::{
     ConnectorConfig, Error, FetchOptions, HARD_MAX_MESSAGES, Result,
     api::{get_message_events, get_room_event, get_state_events},
-    config::MAX_PAGE_SIZE,
+    config::{EVENTS_PER_MESSAGE, MAX_PAGE_SIZE},
     normalise::Normaliser,
     transport::{HttpClient, Target},
 };
@@ -119,6 +119,11 @@ impl Connector {
         let mut resume_token = options.since.clone();
         let mut norm = Normaliser::new(room_id.as_str());
         let max_messages = options.max_messages as usize;
+        // Every kind of event counts, not only messages.
+        let event_budget = (u64::from(options.max_messages) * EVENTS_PER_MESSAGE
+            + u64::from(config.page_size))
+        .min(config.max_events);
+        let mut bytes_read = 0_u64;
         let page_limit =
             |remaining: usize| u32::try_from(remaining).unwrap_or(u32::MAX).min(config.page_size);
 
@@ -165,6 +170,24 @@ impl Connector {
             };
             if !forward && pages == 1 {
                 resume_token = Some(page.start.clone());
+            }
+            let events_read = norm.report().events_fetched + page.chunk.len().min(limit as usize) as u64;
+            if events_read > event_budget {
+                tracing::warn!(
+                    events = events_read,
+                    budget = event_budget,
+                    "the run's event budget is spent"
+                );
+                return Err(Error::BudgetExceeded { what: "events", limit: event_budget });
+            }
+            bytes_read += page.chunk.iter().map(|e| e.json().get().len() as u64).sum::<u64>();
+            if bytes_read > config.max_bytes {
+                tracing::warn!(
+                    bytes = bytes_read,
+                    budget = config.max_bytes,
+                    "the run's byte budget is spent"
+                );
+                return Err(Error::BudgetExceeded { what: "bytes", limit: config.max_bytes });
             }
             let empty = page.chunk.is_empty();
             // A homeserver may not return more than it was asked for; the excess is not read.

@@ -59,6 +59,14 @@ pub enum Error {
     /// (a repeated `end` token).
     #[error("malformed response from the homeserver: {0}")]
     MalformedResponse(String),
+    /// The run read more timeline events, or more bytes of them, than its budget allows.
+    #[error("the room exceeds this run's budget of {limit} {what}")]
+    BudgetExceeded {
+        /// `events` or `bytes`.
+        what: &'static str,
+        /// The budget.
+        limit: u64,
+    },
     /// The run did not finish within its deadline.
     #[error("the read did not finish within its deadline of {} s", .0.as_secs_f64())]
     DeadlineExceeded(Duration),
@@ -78,6 +86,7 @@ impl Error {
             | Self::NotFound
             | Self::OutboundPolicy(_)
             | Self::ResponseTooLarge { .. }
+            | Self::BudgetExceeded { .. }
             | Self::MalformedResponse(_)
             | Self::InvalidInput(_) => false,
         }
@@ -94,6 +103,7 @@ impl Error {
             Self::Unreachable(_) => "HOMESERVER_UNREACHABLE",
             Self::Homeserver { .. } => "HOMESERVER_ERROR",
             Self::ResponseTooLarge { .. } => "RESPONSE_TOO_LARGE",
+            Self::BudgetExceeded { .. } => "LIMIT_EXCEEDED",
             Self::MalformedResponse(_) => "MALFORMED_RESPONSE",
             Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Self::InvalidInput(_) => "INVALID_INPUT",

@@ -10,6 +10,8 @@ mod normalise;
 mod policy;
 mod transport;
 
-pub use config::{ConnectorConfig, DEFAULT_MAX_MESSAGES, FetchOptions, HARD_MAX_MESSAGES};
+pub use config::{
+    ConnectorConfig, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions, HARD_MAX_MESSAGES,
+};
 pub use connector::Connector;
 pub use error::{Error, Result};

@@ -1,7 +1,7 @@
 //! Paging `/messages`: several pages, empty pages, caps, repeated tokens, resume tokens.
 
 use argus_domain::RoomId;
-use argus_matrix::{Connector, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
 use serde_json::json;
 
 use crate::mock::{MockHomeserver as Hs, ROOM, ev};
@@ -66,7 +66,7 @@ async fn stops_at_max_messages_and_reports_truncation() {
     hs.messages(ROOM).page(ev::texts_newest_first(95, 5)).end("t1").mount().await;
     hs.messages(ROOM).from("t1").page(ev::texts_newest_first(90, 5)).end("t2").mount().await;
     let options = FetchOptions { max_messages: 7, since: None };
-    let connector = Connector::new(argus_matrix::ConnectorConfig { page_size: 5, ..Hs::config() }).unwrap();
+    let connector = Connector::new(ConnectorConfig { page_size: 5, ..Hs::config() }).unwrap();
     let snapshot = connector.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
     assert_eq!(snapshot.messages.len(), 7);
     assert_eq!(snapshot.messages[0].event_id.as_str(), "$e93");
@@ -97,7 +97,7 @@ async fn an_endless_timeline_stops_at_the_page_cap() {
     for i in 0..10 {
         hs.messages(ROOM).from(&format!("t{i}")).page(vec![]).end(&format!("t{}", i + 1)).mount().await;
     }
-    let connector = Connector::new(argus_matrix::ConnectorConfig { max_pages: 5, ..Hs::config() }).unwrap();
+    let connector = Connector::new(ConnectorConfig { max_pages: 5, ..Hs::config() }).unwrap();
     let snapshot = hs.read_with(&connector).await.unwrap();
     assert_eq!(snapshot.report.pages, 5);
     assert!(snapshot.report.truncated);
@@ -178,4 +178,39 @@ async fn invalid_options_are_refused_before_any_request() {
         .unwrap_err();
     assert_eq!(err.code(), "INVALID_INPUT");
     assert_eq!(hs.request_count().await, 0);
+}
+
+/// Pages of edits (or any non-message event) count against the run: they never make the message
+/// cap wait forever while memory grows. Past the run's event budget (four events per message it
+/// may return, plus a page) or its byte budget, the run fails with `LIMIT_EXCEEDED`.
+#[tokio::test]
+async fn edits_and_other_events_are_budgeted_in_events_and_bytes() {
+    let hs = Hs::start().await;
+    hs.empty_state(ROOM).await;
+    // 60 pages of 100 edits of a message stored earlier: no message at all.
+    for p in 0..60 {
+        let edits: Vec<_> = (0..100)
+            .map(|i| ev::edit(&format!("$ed{p}_{i}"), 1_000_000 - p * 1_000 - i, "$old", "encore"))
+            .collect();
+        let from = (p > 0).then(|| format!("t{p}"));
+        let mut mock = hs.messages(ROOM).page(edits).end(&format!("t{}", p + 1));
+        if let Some(from) = &from {
+            mock = mock.from(from);
+        }
+        mock.mount().await;
+    }
+    let options = FetchOptions { max_messages: 100, since: None };
+    let err = Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
+    assert_eq!(err.code(), "LIMIT_EXCEEDED", "{err}");
+    assert!(err.to_string().contains("1400 events"), "{err}");
+    // It stopped at the budget (400 + one page of 1,000 events): 15 pages, not sixty.
+    let pages = hs.requests_to("messages").await;
+    assert!((14..=16).contains(&pages), "{pages} pages read");
+
+    // The byte budget holds whatever the event count.
+    let tight = Connector::new(ConnectorConfig { max_bytes: 100_000, ..Hs::config() }).unwrap();
+    let options = FetchOptions { max_messages: 100_000, since: None };
+    let err = tight.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
+    assert_eq!(err.code(), "LIMIT_EXCEEDED", "{err}");
+    assert!(err.to_string().contains("bytes"), "{err}");
 }
