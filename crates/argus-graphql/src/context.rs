@@ -10,7 +10,7 @@ use argus_domain::{Scope, Viewer, policy};
 use argus_matrix::Connector;
 use argus_store::Store;
 
-use crate::{CursorKey, Error, Result};
+use crate::{Admission, CursorKey, Error, Result};
 
 /// Page sizes and ingestion caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub struct Metrics {
     pub ingestions_succeeded: AtomicU64,
     /// Ingestions that failed (each wrote a FAILED audit record).
     pub ingestions_failed: AtomicU64,
+    /// Ingestion calls refused before anything ran and not audited: a token without
+    /// `tchap:ingest`, malformed input, too many running, or too many from one caller.
+    pub ingestions_refused: AtomicU64,
     /// Message events received from homeservers.
     pub messages_fetched: AtomicU64,
     /// Messages newly stored.
@@ -73,6 +76,8 @@ pub struct Services {
     pub limits: Limits,
     /// Ingestion counters.
     pub metrics: Metrics,
+    /// Bounds on ingestions running at once and started per caller.
+    pub admission: Admission,
     /// Notified after every successful ingestion (wakes the fusion relay).
     pub on_ingested: Option<Arc<tokio::sync::Notify>>,
 }
@@ -86,6 +91,7 @@ impl Services {
             cursor_key: CursorKey::random(),
             limits: Limits::default(),
             metrics: Metrics::default(),
+            admission: Admission::default(),
             on_ingested: None,
         }
     }

@@ -33,6 +33,13 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// Too many ingestions are running (on this server, or against this homeserver); try
+    /// again shortly.
+    #[error("too many ingestions are running on {0}; try again shortly")]
+    Busy(&'static str),
+    /// The caller started too many ingestions in the last minute.
+    #[error("too many ingestions started by this caller; try again in a minute")]
+    TooManyRequests,
     /// A pagination cursor that this server did not issue for this list and this caller.
     #[error("invalid pagination cursor")]
     BadCursor,
@@ -56,6 +63,8 @@ impl Error {
             Self::AboveClearance => "ABOVE_CLEARANCE",
             Self::BadCursor => "BAD_CURSOR",
             Self::TooCostly { .. } => "LIMIT_EXCEEDED",
+            Self::Busy(_) => "BUSY",
+            Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::Connector(e) => e.code(),
             Self::Store(e) if e.is_retryable() => "UNAVAILABLE",
             Self::Store(argus_store::Error::Withheld) => "ABOVE_CLEARANCE",

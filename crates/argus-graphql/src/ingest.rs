@@ -1,8 +1,10 @@
 //! The ingestion use-case shared by the `ingestTchapRoom` mutation and the `ingest` command:
 //! validate -> connector -> store (one transaction) -> audit.
 //!
-//! Every failure after authentication appends a FAILED audit record (never with the token in
-//! it) and stores nothing else.
+//! Every failure of an admitted call appends a FAILED audit record (never with the token in
+//! it) and stores nothing else. Calls refused before anything runs (a token without
+//! `tchap:ingest`, malformed input, too many ingestions running or started by the caller) are
+//! counted and logged instead: the permanent trail is not for refusals anyone can repeat.
 
 use argus_domain::{
     AccessToken, Classification, FetchReport, HomeserverUrl, IngestionOutcome, IngestionRecord, NewIngestion,
@@ -81,7 +83,28 @@ pub async fn ingest_room(
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
-    let result = run(services, viewer, &request, started_at, on_page).await;
+    let admitted = validate(services, viewer, &request).and_then(|valid| {
+        let origin = NewIngestion::origin_of(valid.homeserver.as_str());
+        let admitted = services.admission.admit(&format!("{}/{}", viewer.org, viewer.actor), &origin)?;
+        Ok((valid, admitted))
+    });
+    let (valid, _admitted) = match admitted {
+        Ok(admitted) => admitted,
+        Err(error) if is_refusal(&error) => {
+            Metrics::add(&services.metrics.ingestions_refused, 1);
+            tracing::warn!(
+                actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %error,
+                "ingestion refused (not audited)"
+            );
+            return Err(error);
+        }
+        Err(error) => {
+            Metrics::add(&services.metrics.ingestions_failed, 1);
+            record_failure(services, viewer, &request, started_at, &error).await;
+            return Err(error);
+        }
+    };
+    let result = run(services, viewer, &request, valid, started_at, on_page).await;
     match result {
         Ok(summary) => {
             Metrics::add(&services.metrics.ingestions_succeeded, 1);
@@ -109,14 +132,19 @@ pub async fn ingest_room(
     }
 }
 
+/// Whether `error` refuses the call before anything ran, without an audit record.
+fn is_refusal(error: &Error) -> bool {
+    matches!(error, Error::Forbidden(_) | Error::InvalidInput(_) | Error::Busy(_) | Error::TooManyRequests)
+}
+
 async fn run(
     services: &Services,
     viewer: &Viewer,
     request: &IngestRequest,
+    valid: Validated,
     started_at: OffsetDateTime,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
-    let valid = validate(services, viewer, request)?;
     // Read forward from where the last ingestion of this room (from the same homeserver) ended.
     let since = {
         let (v, room) = (viewer.clone(), valid.room_id.clone());

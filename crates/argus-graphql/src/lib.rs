@@ -15,6 +15,7 @@
 //! assert!(sdl.contains("ingestTchapRoom(input: IngestTchapRoomInput!): IngestTchapRoomPayload!"));
 //! ```
 
+mod admission;
 mod context;
 mod cost;
 mod cursor;
@@ -22,6 +23,7 @@ mod error;
 pub mod ingest;
 pub mod schema;
 
+pub use admission::{Admission, AdmissionLimits, Admitted};
 pub use context::{Context, Limits, Metrics, Services};
 pub use cursor::{CursorKey, CursorKind};
 pub use error::{Error, Result};

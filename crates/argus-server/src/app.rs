@@ -72,6 +72,11 @@ pub async fn build(config: &Config) -> Result<Built> {
     let connector = Connector::new(connector_config(config))
         .map_err(|e| Error::Config(format!("matrix configuration: {e}")))?;
     let mut services = Services::new(store.clone(), connector);
+    services.admission = argus_graphql::Admission::new(argus_graphql::AdmissionLimits {
+        max_concurrent: config.matrix.max_concurrent_ingestions,
+        max_concurrent_per_homeserver: config.matrix.max_concurrent_per_homeserver,
+        per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
+    });
     if let Some(key) = config.cursor_key() {
         services.cursor_key = CursorKey::new(key);
     }

@@ -190,7 +190,7 @@ pub struct OAuthClientConfig {
 }
 
 /// The Matrix connector's outbound policy and limits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatrixConfig {
     /// Homeservers ingestions may reach; empty = any public host.
@@ -199,6 +199,25 @@ pub struct MatrixConfig {
     /// Private addresses (IPs or CIDR ranges) that may be reached anyway, e.g. `127.0.0.1`.
     #[serde(deserialize_with = "string_or_list")]
     pub allow_private_addresses: Vec<String>,
+    /// Ingestions running at once on this server; more are refused with `BUSY`.
+    pub max_concurrent_ingestions: usize,
+    /// Ingestions running at once against one homeserver; more are refused with `BUSY`.
+    pub max_concurrent_per_homeserver: usize,
+    /// Ingestions one caller may start per minute; more are refused with `TOO_MANY_REQUESTS`.
+    pub ingestions_per_caller_per_minute: u32,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        let admission = argus_graphql::AdmissionLimits::default();
+        Self {
+            allowed_homeservers: Vec::new(),
+            allow_private_addresses: Vec::new(),
+            max_concurrent_ingestions: admission.max_concurrent,
+            max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
+            ingestions_per_caller_per_minute: admission.per_caller_per_minute,
+        }
+    }
 }
 
 /// Limits and switches of the GraphQL endpoint.

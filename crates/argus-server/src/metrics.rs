@@ -104,6 +104,13 @@ impl HttpMetrics {
         );
         let _ =
             writeln!(out, "argus_ingestions_total{{outcome=\"failed\"}} {}", load(&ingest.ingestions_failed));
+        // Refused before anything ran (scope, malformed input, capacity, caller rate): counted
+        // here and logged, never in the audit trail.
+        let _ = writeln!(
+            out,
+            "argus_ingestions_total{{outcome=\"refused\"}} {}",
+            load(&ingest.ingestions_refused)
+        );
         out.push_str("# HELP argus_messages_fetched_total Message events received from homeservers.\n");
         out.push_str("# TYPE argus_messages_fetched_total counter\n");
         let _ = writeln!(out, "argus_messages_fetched_total {}", load(&ingest.messages_fetched));

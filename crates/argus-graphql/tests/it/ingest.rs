@@ -49,7 +49,7 @@ async fn ingests_a_room_and_reingestion_stores_nothing_twice() {
 }
 
 #[tokio::test]
-async fn every_failure_has_a_code_and_a_failed_audit_record_without_the_token() {
+async fn every_failure_has_a_code_and_every_admitted_one_a_failed_audit_record_without_the_token() {
     let h = Harness::new().await;
     let alice = viewer("dgsi", Confidential, &ALL);
     let url = h.hs.url();
@@ -75,7 +75,9 @@ async fn every_failure_has_a_code_and_a_failed_audit_record_without_the_token() 
         (with(base("!ok:tchap.test"), "maxMessages", json!(100_001)), "INVALID_INPUT"),
         (with(base("!ok:tchap.test"), "accessToken", json!("")), "INVALID_INPUT"),
     ];
-    let n = cases.len();
+    // Malformed input is refused before anything runs: counted, not audited.
+    let n = cases.iter().filter(|(_, code)| *code != "INVALID_INPUT").count();
+    let refused = cases.len() - n;
     for (input, code) in cases {
         let response = h.ingest_with(&alice, input.clone()).await;
         assert_eq!(error_code(&response), Some(code), "{input}: {response:#}");
@@ -85,6 +87,8 @@ async fn every_failure_has_a_code_and_a_failed_audit_record_without_the_token() 
     }
     let trail = audit(&h, "dgsi").await;
     assert_eq!(trail["totalCount"], n, "{trail:#}");
+    let counted = h.services.metrics.ingestions_refused.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(counted, refused as u64);
     for edge in trail["edges"].as_array().unwrap() {
         let node = &edge["node"];
         assert_eq!(node["outcome"], "FAILED");
@@ -101,14 +105,54 @@ async fn every_failure_has_a_code_and_a_failed_audit_record_without_the_token() 
 }
 
 #[tokio::test]
-async fn without_the_ingest_scope_the_mutation_is_forbidden_and_audited() {
+async fn without_the_ingest_scope_the_mutation_is_forbidden_counted_and_not_audited() {
     let h = Harness::new().await;
     let reader = viewer("dgsi", Secret, &[Scope::Read]);
-    let response = h.ingest(&reader, "!crise:tchap.test", Restricted).await;
-    assert_eq!(error_code(&response), Some("FORBIDDEN"));
+    // One caller without the scope cannot fill the permanent trail with 2 kB refusals.
+    for _ in 0..20 {
+        let response = h.ingest(&reader, "!crise:tchap.test", Restricted).await;
+        assert_eq!(error_code(&response), Some("FORBIDDEN"));
+    }
     let trail = audit(&h, "dgsi").await;
-    assert_eq!(trail["totalCount"], 1);
-    assert_eq!(trail["edges"][0]["node"]["outcome"], "FAILED");
+    assert_eq!(trail["totalCount"], 0, "{trail:#}");
+    assert_eq!(h.services.metrics.ingestions_refused.load(std::sync::atomic::Ordering::Relaxed), 20);
+}
+
+/// Ingestions running at once are bounded (in all and per homeserver), and one caller may
+/// start only so many per minute: refusals are clear, retryable codes, counted, not audited.
+#[tokio::test]
+async fn concurrent_and_repeated_ingestions_are_bounded() {
+    use argus_graphql::{Admission, AdmissionLimits};
+    let limits =
+        AdmissionLimits { max_concurrent: 2, max_concurrent_per_homeserver: 1, per_caller_per_minute: 3 };
+    let admission = Admission::new(limits);
+    let first = admission.admit("dgsi/a", "https://hs1.gouv.fr").unwrap();
+    let busy = admission.admit("dgsi/b", "https://hs1.gouv.fr").unwrap_err();
+    assert_eq!(busy.code(), "BUSY");
+    let second = admission.admit("dgsi/b", "https://hs2.gouv.fr").unwrap();
+    let full = admission.admit("dgsi/c", "https://hs3.gouv.fr").unwrap_err();
+    assert_eq!(full.code(), "BUSY");
+    drop((first, second));
+    // The caller "dgsi/a" has used one of its three per minute; two more, then refused.
+    for _ in 0..2 {
+        drop(admission.admit("dgsi/a", "https://hs1.gouv.fr").unwrap());
+    }
+    assert_eq!(admission.admit("dgsi/a", "https://hs1.gouv.fr").unwrap_err().code(), "TOO_MANY_REQUESTS");
+    // Another caller is not affected.
+    drop(admission.admit("anssi/a", "https://hs1.gouv.fr").unwrap());
+
+    // Through the mutation: a caller over its rate gets TOO_MANY_REQUESTS, and no audit record.
+    let mut h = Harness::new().await;
+    h.hs.room("!rate:tchap.test", 1);
+    std::sync::Arc::get_mut(&mut h.services).expect("unshared services").admission =
+        Admission::new(AdmissionLimits { per_caller_per_minute: 2, ..AdmissionLimits::default() });
+    let alice = viewer("dgsi", Secret, &ALL);
+    for _ in 0..2 {
+        ok(h.ingest(&alice, "!rate:tchap.test", Restricted).await);
+    }
+    let refused = h.ingest(&alice, "!rate:tchap.test", Restricted).await;
+    assert_eq!(error_code(&refused), Some("TOO_MANY_REQUESTS"), "{refused:#}");
+    assert_eq!(audit(&h, "dgsi").await["totalCount"], 2);
 }
 
 #[tokio::test]
