@@ -80,12 +80,13 @@ pub(crate) fn is_blocked(ip: IpAddr) -> bool {
     }
 }
 
-/// An address the resolver refused; reqwest carries it as the source of its connect error.
+/// A host the resolver refused; reqwest carries it as the source of its connect error. Its
+/// message names the host as the caller gave it, never the address it resolved to (which the
+/// log keeps): an error must not map the internal network for the caller.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves to {addr}, which the outbound policy refuses")]
+#[error("{host} resolves to an address the outbound policy refuses")]
 pub(crate) struct AddressRefused {
     pub(crate) host: String,
-    pub(crate) addr: IpAddr,
 }
 
 /// What the URL check decided about a homeserver.
@@ -216,7 +217,7 @@ impl Resolve for PolicyResolver {
             for addr in &addrs {
                 if let Err(reason) = policy.check_address(addr.ip(), transport) {
                     tracing::warn!(host = %host, addr = %addr.ip(), reason, "outbound policy refused a resolved address");
-                    return Err(Box::new(AddressRefused { host, addr: addr.ip() }) as Box<_>);
+                    return Err(Box::new(AddressRefused { host }) as Box<_>);
                 }
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)

@@ -247,17 +247,16 @@ fn map_reqwest(err: reqwest::Error) -> Error {
     } else {
         "request failed"
     };
+    // The innermost cause (an OS error, what a name resolved to or failed to) goes to the log
+    // only: errors reach the caller and the permanent audit trail.
     let mut detail = String::new();
     let mut source = err.source();
     while let Some(e) = source {
         detail = e.to_string();
         source = e.source();
     }
-    if detail.is_empty() {
-        Error::Unreachable(kind.to_owned())
-    } else {
-        Error::Unreachable(format!("{kind}: {detail}"))
-    }
+    tracing::warn!(kind, detail = %detail, "homeserver request failed");
+    Error::Unreachable(kind.to_owned())
 }
 
 #[cfg(test)]

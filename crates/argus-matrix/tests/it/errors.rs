@@ -244,6 +244,9 @@ async fn a_closed_port_is_unreachable_and_retryable() {
         connector.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), "HOMESERVER_UNREACHABLE", "{err}");
     assert!(err.is_retryable());
+    // The OS error text stays in the log.
+    let text = err.to_string();
+    assert!(!text.contains("os error") && !text.to_lowercase().contains("refused"), "{text}");
 }
 
 #[tokio::test]
