@@ -123,9 +123,10 @@ impl OutboundPolicy {
         let allowed_hosts = config
             .allowed_homeservers
             .iter()
-            .map(|h| normalise_host(h.trim()))
+            .map(|h| h.trim())
             .filter(|h| !h.is_empty())
-            .collect();
+            .map(allowed_entry)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self { allowed_hosts, exempt })
     }
 
@@ -199,6 +200,44 @@ fn normalise_host(h: &str) -> String {
     h.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// One allow-list entry as the operator wrote it: `host`, `host:port`, or a homeserver URL
+/// (`https://host[:port][/]`, as the homeserver URLs of ingestions are written), reduced to
+/// `host` or `host:port`. Anything else (a path, a query, user information, another scheme)
+/// is refused at start-up rather than silently never matching.
+fn allowed_entry(entry: &str) -> Result<String> {
+    let refuse = |why: &str| {
+        Err(Error::InvalidInput(format!(
+            "allowed_homeservers: {entry:?} {why}; write host, host:port or https://host[:port]"
+        )))
+    };
+    if !entry.contains("://") {
+        if entry.contains(['/', '?', '#', '@', ' ']) {
+            return refuse("is not a host name");
+        }
+        return Ok(normalise_host(entry));
+    }
+    let Ok(url) = Url::parse(entry) else { return refuse("is not a URL") };
+    if !matches!(url.scheme(), "http" | "https") {
+        return refuse("is not an http or https URL");
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return refuse("has user information, a query or a fragment");
+    }
+    if !matches!(url.path(), "" | "/") {
+        return refuse("has a path");
+    }
+    let Some(host) = url.host_str() else { return refuse("has no host") };
+    let host = normalise_host(host);
+    Ok(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
 /// The DNS resolver of the connector's HTTP clients: resolves with the system resolver, then
 /// refuses the whole host if any of its addresses is refused by the policy.
 #[derive(Debug, Clone)]
@@ -236,6 +275,32 @@ mod tests {
             ..ConnectorConfig::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn allow_list_entries_may_be_written_as_urls_and_odd_ones_are_refused() {
+        let p = policy(
+            &[],
+            &["https://matrix.agent.tchap.gouv.fr", "hs.interieur.gouv.fr:8448", "https://Tchap.Test:8443/"],
+        );
+        let ok = |u: &str| p.check_url(&Url::parse(u).unwrap()).is_ok();
+        assert!(ok("https://matrix.agent.tchap.gouv.fr"));
+        assert!(ok("https://matrix.agent.tchap.gouv.fr/"));
+        assert!(ok("https://hs.interieur.gouv.fr:8448"));
+        assert!(!ok("https://hs.interieur.gouv.fr"));
+        assert!(ok("https://tchap.test:8443"));
+        assert!(!ok("https://tchap.test"));
+        assert!(!ok("https://evil.example"));
+        for bad in ["https://x.fr/_matrix", "https://u:p@x.fr", "ftp://x.fr", "https://x.fr?a=1", "x.fr/path"]
+        {
+            let err = OutboundPolicy::new(&ConnectorConfig {
+                allowed_homeservers: vec![bad.to_owned()],
+                ..ConnectorConfig::default()
+            })
+            .unwrap_err();
+            assert_eq!(err.code(), "INVALID_INPUT", "{bad}");
+            assert!(err.to_string().contains("allowed_homeservers"), "{err}");
+        }
     }
 
     #[test]
