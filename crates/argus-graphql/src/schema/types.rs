@@ -2,12 +2,47 @@
 
 use argus_domain::{IngestionRecord, MessageVersion, Scope, StoredMessage, StoredRoom};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use juniper::{GraphQLEnum, GraphQLObject, ID, graphql_object};
-use time::OffsetDateTime;
+use juniper::{GraphQLEnum, GraphQLObject, GraphQLScalar, ID, graphql_object};
+use time::{OffsetDateTime, UtcOffset};
 
 use super::paging::{self, messages_connection};
 pub use super::sync_list::SyncList;
 use crate::{Context, Result};
+
+/// An RFC 3339 timestamp in UTC with a fixed width: always milliseconds, e.g.
+/// `2026-05-26T08:00:29.000Z`, so that ordering the text orders the times.
+#[derive(GraphQLScalar, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(
+    name = "DateTime",
+    with = date_time,
+    parse_token(String),
+    specified_by_url = "https://graphql-scalars.dev/docs/scalars/date-time"
+)]
+pub struct DateTime(pub OffsetDateTime);
+
+mod date_time {
+    use super::{DateTime, OffsetDateTime, UtcOffset};
+
+    pub(super) fn to_output(v: &DateTime) -> String {
+        let t = v.0.to_offset(UtcOffset::UTC);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
+
+    pub(super) fn from_input(s: &str) -> Result<DateTime, Box<str>> {
+        OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map(|t| DateTime(t.to_offset(UtcOffset::UTC)))
+            .map_err(|_| "invalid DateTime: expected RFC 3339".into())
+    }
+}
 
 /// A GraphQL `Int` from a count, saturating.
 pub(crate) fn int(n: i64) -> i32 {
@@ -143,18 +178,18 @@ impl TchapRoom {
     }
 
     /// origin_server_ts of the newest stored message.
-    fn last_activity_at(&self) -> Option<OffsetDateTime> {
-        self.0.last_activity_at
+    fn last_activity_at(&self) -> Option<DateTime> {
+        self.0.last_activity_at.map(DateTime)
     }
 
     /// When the room was first ingested.
-    fn first_seen_at(&self) -> OffsetDateTime {
-        self.0.first_seen_at
+    fn first_seen_at(&self) -> DateTime {
+        DateTime(self.0.first_seen_at)
     }
 
     /// When the room was last ingested.
-    fn last_ingested_at(&self) -> OffsetDateTime {
-        self.0.last_ingested_at
+    fn last_ingested_at(&self) -> DateTime {
+        DateTime(self.0.last_ingested_at)
     }
 
     /// Stored messages the caller may see.
@@ -211,8 +246,8 @@ impl TchapMessage {
     }
 
     /// origin_server_ts of the event.
-    fn sent_at(&self) -> OffsetDateTime {
-        self.0.message.sent_at
+    fn sent_at(&self) -> DateTime {
+        DateTime(self.0.message.sent_at)
     }
 
     /// The message's classification.
@@ -268,8 +303,8 @@ impl TchapMessage {
     }
 
     /// When the message was redacted, when known.
-    fn redacted_at(&self) -> Option<OffsetDateTime> {
-        self.0.message.redaction.as_ref().map(|r| r.redacted_at)
+    fn redacted_at(&self) -> Option<DateTime> {
+        self.0.message.redaction.as_ref().map(|r| r.redacted_at).map(DateTime)
     }
 
     /// The reason the redaction gave, if any.
@@ -295,8 +330,8 @@ impl TchapMessageVersion {
     }
 
     /// origin_server_ts of that event.
-    fn sent_at(&self) -> OffsetDateTime {
-        self.0.sent_at
+    fn sent_at(&self) -> DateTime {
+        DateTime(self.0.sent_at)
     }
 
     /// The msgtype of this version; null once the message was redacted.
@@ -360,13 +395,13 @@ impl TchapIngestion {
     }
 
     /// When it started.
-    fn started_at(&self) -> OffsetDateTime {
-        self.0.entry.started_at
+    fn started_at(&self) -> DateTime {
+        DateTime(self.0.entry.started_at)
     }
 
     /// When it ended.
-    fn finished_at(&self) -> Option<OffsetDateTime> {
-        self.0.entry.finished_at
+    fn finished_at(&self) -> Option<DateTime> {
+        self.0.entry.finished_at.map(DateTime)
     }
 
     /// How it ended.

@@ -29,7 +29,8 @@ async fn ingests_a_room_and_reingestion_stores_nothing_twice() {
     assert_eq!(p["room"]["memberCount"], 2);
     assert_eq!(p["room"]["classification"], "SECRET");
     assert_eq!(p["room"]["messageCount"], 7);
-    assert_eq!(p["room"]["lastActivityAt"], "2026-01-01T00:06:00Z");
+    // Fixed width: always milliseconds, so text order is time order.
+    assert_eq!(p["room"]["lastActivityAt"], "2026-01-01T00:06:00.000Z");
     assert_eq!(p["ingestion"]["outcome"], "SUCCEEDED");
     assert_eq!(p["ingestion"]["actor"], "agent@dgsi");
     assert_eq!(p["ingestion"]["messageCount"], 7);
