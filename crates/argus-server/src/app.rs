@@ -297,23 +297,83 @@ async fn authenticate(req: &HttpRequest, state: &AppState) -> std::result::Resul
 }
 
 /// The response and whether it is free of errors (request and field errors alike).
-fn with_outcome(
-    response: GraphQLResponse<DefaultScalarValue>,
-) -> (GraphQLResponse<DefaultScalarValue>, &'static str) {
-    match response.into_result() {
-        Ok((value, errors)) => {
-            let outcome = if errors.is_empty() { "ok" } else { "error" };
-            (GraphQLResponse::from_result(Ok((value, errors))), outcome)
-        }
-        Err(e) => (GraphQLResponse::from_result(Err(e)), "error"),
+/// One operation's answer, and whether the operation ran at all.
+enum Answer {
+    /// It executed (its field errors, if any, carry their own codes).
+    Executed(GraphQLResponse<DefaultScalarValue>),
+    /// It never executed: the document failed to parse or validate, broke a document limit,
+    /// or named no runnable operation. Its errors carry `extensions.code` too.
+    Refused(serde_json::Value),
+}
+
+/// The `extensions.code` of a document that never executed.
+fn request_error_code(error: &juniper::GraphQLError) -> &'static str {
+    use juniper::{GraphQLError, parser::ParseError};
+    match error {
+        GraphQLError::ParseError(e) => match &e.item {
+            ParseError::DepthLimitExceeded(_)
+            | ParseError::TokenLimitExceeded(_)
+            | ParseError::FieldLimitExceeded(_) => "LIMIT_EXCEEDED",
+            _ => "GRAPHQL_PARSE_FAILED",
+        },
+        GraphQLError::ValidationError(_) => "GRAPHQL_VALIDATION_FAILED",
+        GraphQLError::NotSupported(_) => "OPERATION_NOT_SUPPORTED",
+        _ => "BAD_REQUEST",
     }
 }
 
-async fn execute_one(state: &AppState, context: &Context, request: &GraphQLRequest) -> GraphQLResponse {
+fn answer(response: GraphQLResponse<DefaultScalarValue>) -> (Answer, &'static str) {
+    match response.into_result() {
+        Ok((value, errors)) => {
+            let outcome = if errors.is_empty() { "ok" } else { "error" };
+            (Answer::Executed(GraphQLResponse::from_result(Ok((value, errors)))), outcome)
+        }
+        Err(e) => {
+            let code = request_error_code(&e);
+            let mut body = serde_json::to_value(GraphQLResponse::<DefaultScalarValue>::from_result(Err(e)))
+                .unwrap_or_else(|_| error_body("the request could not be executed", code));
+            if let Some(errors) = body.get_mut("errors").and_then(serde_json::Value::as_array_mut) {
+                for error in errors {
+                    error["extensions"] = json!({ "code": code });
+                }
+            }
+            (Answer::Refused(body), "error")
+        }
+    }
+}
+
+/// The media type of the answer: `application/graphql-response+json` when the client accepts
+/// it (GraphQL over HTTP), else `application/json`.
+fn wants_graphql_response(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/graphql-response+json"))
+}
+
+/// The HTTP response of one operation. Under `application/graphql-response+json`, a document
+/// that never executed is a 400; under `application/json` every well-formed request is a 200,
+/// as the GraphQL over HTTP specification has it for that media type.
+fn respond(req: &HttpRequest, answer: Answer) -> HttpResponse {
+    let modern = wants_graphql_response(req);
+    let mut builder = match (&answer, modern) {
+        (Answer::Refused(_), true) => HttpResponse::BadRequest(),
+        _ => HttpResponse::Ok(),
+    };
+    if modern {
+        builder.content_type("application/graphql-response+json");
+    }
+    match answer {
+        Answer::Executed(response) => builder.json(response),
+        Answer::Refused(body) => builder.json(body),
+    }
+}
+
+async fn execute_one(state: &AppState, context: &Context, request: &GraphQLRequest) -> Answer {
     let kind = crate::metrics::operation_kind(&request.query, request.operation_name.as_deref());
-    let (response, outcome) = with_outcome(request.execute(&state.schema, context).await);
+    let (answer, outcome) = answer(request.execute(&state.schema, context).await);
     state.metrics.record_operation(kind, outcome);
-    response
+    answer
 }
 
 async fn graphql_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppState>) -> HttpResponse {
@@ -330,9 +390,7 @@ async fn graphql_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppSt
     };
     let context = Context::new(viewer, Arc::clone(&state.services));
     match batch {
-        GraphQLBatchRequest::Single(request) => {
-            HttpResponse::Ok().json(execute_one(&state, &context, &request).await)
-        }
+        GraphQLBatchRequest::Single(request) => respond(&req, execute_one(&state, &context, &request).await),
         GraphQLBatchRequest::Batch(requests) => {
             if requests.len() > state.max_batch {
                 let message = format!("a batch may hold at most {} operations", state.max_batch);
@@ -340,7 +398,10 @@ async fn graphql_post(req: HttpRequest, body: web::Bytes, state: web::Data<AppSt
             }
             let mut responses = Vec::with_capacity(requests.len());
             for request in &requests {
-                responses.push(execute_one(&state, &context, request).await);
+                responses.push(match execute_one(&state, &context, request).await {
+                    Answer::Executed(response) => serde_json::to_value(response).unwrap_or_default(),
+                    Answer::Refused(body) => body,
+                });
             }
             HttpResponse::Ok().json(responses)
         }
@@ -374,9 +435,9 @@ async fn graphql_get(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     };
     let request = GraphQLRequest::new(params.query, params.operation_name, variables);
     let context = Context::new(viewer, Arc::clone(&state.services));
-    let (response, outcome) = with_outcome(request.execute(&state.read_schema, &context).await);
+    let (answer, outcome) = answer(request.execute(&state.read_schema, &context).await);
     state.metrics.record_operation("query", outcome);
-    HttpResponse::Ok().json(response)
+    respond(&req, answer)
 }
 
 async fn healthz() -> HttpResponse {

@@ -191,3 +191,48 @@ async fn development_mode_refuses_a_non_loopback_bind() {
     let running = argus_server::spawn(listener, config).await.unwrap();
     running.stop().await.unwrap();
 }
+
+/// GraphQL over HTTP: a client that accepts `application/graphql-response+json` gets it, and a
+/// 400 for a document that never executes; every such error carries `extensions.code`, under
+/// either media type.
+#[tokio::test]
+async fn graphql_over_http_media_types_statuses_and_codes() {
+    let server = TestServer::start().await;
+    let token = server.token("dgsi", Secret, &ALL);
+    let post = |query: &str, accept: Option<&'static str>| {
+        let mut request =
+            server.client.post(server.url("/graphql")).bearer_auth(&token).json(&json!({ "query": query }));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.send()
+    };
+    let modern = Some("application/graphql-response+json, application/json;q=0.9");
+    let cases = [
+        ("{ tchapStats { totalRooms ", "GRAPHQL_PARSE_FAILED"),
+        ("{ tchapStats { noSuchField } }", "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "{ a { b { c { d { e { f { g { h { i { j { k { l { m { n { o { p { q } } } } } } } } } } } } } } } } }",
+            "LIMIT_EXCEEDED",
+        ),
+    ];
+    for (query, code) in cases {
+        let response = post(query, modern).await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("application/graphql-response+json"), "{content_type}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{query}: {body}");
+        assert!(body.get("data").is_none(), "{body}");
+
+        let legacy = post(query, None).await.unwrap();
+        assert_eq!(legacy.status().as_u16(), 200, "{query}");
+        let body: Value = legacy.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{query}: {body}");
+    }
+    // An operation that executes is a 200 under either media type, field errors included.
+    let ok = post("{ tchapStats { totalRooms } }", modern).await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert!(ok.headers()["content-type"].to_str().unwrap().starts_with("application/graphql-response+json"));
+    server.stop().await;
+}
