@@ -1,21 +1,37 @@
-//! Opaque, tamper-proof pagination cursors.
+//! Opaque pagination cursors and node ids.
 //!
-//! A cursor is `base64url(position JSON ‖ tag)`, where `tag = HMAC-SHA256(key, list ‖ org ‖
-//! clearance ‖ position JSON)`. The position is the store's keyset cursor; the tag binds it to
-//! the list it came from (for messages: the room), the caller's organisation and clearance. A
-//! cursor edited, forged, or replayed by a caller of another organisation or clearance is
-//! rejected with `BAD_CURSOR`. Even a valid cursor only says where a list resumes: the store
-//! still filters every row by the caller's organisation and clearance.
+//! A cursor is `base64url(nonce ‖ XChaCha20-Poly1305(position JSON))` with the binding (the
+//! list it came from, for messages the room, the caller's organisation and clearance) as
+//! associated data. The position (a storage id, a time) is therefore unreadable as well as
+//! tamper-proof: a cursor edited, forged, or replayed by a caller of another organisation or
+//! clearance fails to decrypt and is rejected with `BAD_CURSOR`. Even a valid cursor only says
+//! where a list resumes: the store still filters every row by organisation and clearance.
+//!
+//! A node id is `base64url(HMAC-SHA256(id key, organisation ‖ type ‖ storage id))`, cut to
+//! 16 bytes: stable for one organisation under one key, unrelated across organisations, and
+//! telling nothing of the counters storage ids come from (which are shared by every
+//! organisation, so plain ids would show one tenant another's volume).
+//!
+//! Both keys are derived (HKDF-SHA256) from the one configured secret.
 
 use argus_domain::Viewer;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use chacha20poly1305::{
+    KeyInit as _, XChaCha20Poly1305, XNonce,
+    aead::{Aead as _, Payload},
+};
 use hmac::{Hmac, Mac as _};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::Sha256;
 
 use crate::{Error, Result};
 
-const TAG_LEN: usize = 32;
+/// Bytes of an XChaCha20 nonce.
+const NONCE_LEN: usize = 24;
+/// Bytes of a Poly1305 tag.
+const TAG_LEN: usize = 16;
+/// Bytes of a node id's keyed hash.
+const ID_LEN: usize = 16;
 /// Longest cursor accepted (the JSON positions are well under 200 bytes).
 const MAX_CURSOR_LEN: usize = 512;
 
@@ -40,9 +56,12 @@ impl CursorKind<'_> {
     }
 }
 
-/// The server key that signs cursors.
+/// The server secret behind cursors and node ids.
 #[derive(Clone)]
-pub struct CursorKey(Vec<u8>);
+pub struct CursorKey {
+    cipher: XChaCha20Poly1305,
+    ids: Hmac<Sha256>,
+}
 
 impl std::fmt::Debug for CursorKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -51,37 +70,42 @@ impl std::fmt::Debug for CursorKey {
 }
 
 impl CursorKey {
-    /// A key from configured bytes (at least 32 are recommended).
+    /// Keys derived from configured bytes (at least 32 are recommended).
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self(bytes.into())
+        let secret = bytes.into();
+        let hkdf = hkdf::Hkdf::<Sha256>::new(Some(b"argus-tchap"), &secret);
+        let (mut cursor_key, mut id_key) = ([0_u8; 32], [0_u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit of 8,160.
+        let _ = hkdf.expand(b"cursor encryption", &mut cursor_key);
+        let _ = hkdf.expand(b"node ids", &mut id_key);
+        let cipher = XChaCha20Poly1305::new(&cursor_key.into());
+        let ids = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&id_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        Self { cipher, ids }
     }
 
-    /// A fresh random key: cursors then stay valid for the life of the process.
+    /// A fresh random key: cursors and ids then hold for the life of the process only.
     pub fn random() -> Self {
         let mut bytes = vec![0_u8; 32];
         rand::fill(&mut bytes[..]);
-        Self(bytes)
+        Self::new(bytes)
     }
 
-    /// The MAC keyed and fed with the binding (list, organisation, clearance), before the
-    /// position.
-    fn binding(&self, kind: CursorKind<'_>, viewer: &Viewer) -> Hmac<Sha256> {
-        // Keys of any length are accepted by HMAC.
-        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    /// The associated data binding a cursor: list, room, organisation, clearance.
+    fn binding(kind: CursorKind<'_>, viewer: &Viewer) -> Vec<u8> {
         let (list, room) = kind.label();
+        let mut aad = Vec::with_capacity(64);
         for part in [list.as_bytes(), room.as_bytes(), viewer.org.as_str().as_bytes()] {
-            mac.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
-            mac.update(part);
+            aad.extend_from_slice(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+            aad.extend_from_slice(part);
         }
-        mac.update(&viewer.clearance.rank().to_be_bytes());
-        mac
+        aad.extend_from_slice(&viewer.clearance.rank().to_be_bytes());
+        aad
     }
 
-    /// The signer of every cursor of one page: the key and the binding are hashed once, not
-    /// once per edge.
-    pub(crate) fn signer(&self, kind: CursorKind<'_>, viewer: &Viewer) -> CursorSigner {
-        CursorSigner(self.binding(kind, viewer))
+    /// The encoder of every cursor of one page: the binding is computed once, not per edge.
+    pub(crate) fn signer(&self, kind: CursorKind<'_>, viewer: &Viewer) -> CursorSigner<'_> {
+        CursorSigner { cipher: &self.cipher, aad: Self::binding(kind, viewer) }
     }
 
     /// Encodes a keyset position into an opaque cursor for `viewer`.
@@ -100,29 +124,55 @@ impl CursorKey {
             return Err(Error::BadCursor);
         }
         let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| Error::BadCursor)?;
-        if raw.len() <= TAG_LEN {
+        if raw.len() <= NONCE_LEN + TAG_LEN {
             return Err(Error::BadCursor);
         }
-        let (data, tag) = raw.split_at(raw.len() - TAG_LEN);
-        let mut mac = self.binding(kind, viewer);
-        mac.update(data);
-        mac.verify_slice(tag).map_err(|_| Error::BadCursor)?;
-        serde_json::from_slice(data).map_err(|_| Error::BadCursor)
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::BadCursor)?;
+        let aad = Self::binding(kind, viewer);
+        let data = self
+            .cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &aad })
+            .map_err(|_| Error::BadCursor)?;
+        serde_json::from_slice(&data).map_err(|_| Error::BadCursor)
+    }
+
+    /// The opaque id of a node of type `kind` with storage id `id`, as `viewer`'s organisation
+    /// sees it.
+    pub fn node_id(&self, kind: &str, viewer: &Viewer, id: i64) -> String {
+        let mut mac = self.ids.clone();
+        for part in [viewer.org.as_str().as_bytes(), kind.as_bytes()] {
+            mac.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
+            mac.update(part);
+        }
+        mac.update(&id.to_be_bytes());
+        let digest = mac.finalize().into_bytes();
+        URL_SAFE_NO_PAD.encode(&digest[..ID_LEN])
     }
 }
 
 /// Encodes the cursors of one list for one caller ([`CursorKey::signer`]).
-pub(crate) struct CursorSigner(Hmac<Sha256>);
+pub(crate) struct CursorSigner<'a> {
+    cipher: &'a XChaCha20Poly1305,
+    aad: Vec<u8>,
+}
 
-impl CursorSigner {
-    /// Encodes a keyset position into an opaque cursor.
+impl CursorSigner<'_> {
+    /// Encrypts a keyset position into an opaque cursor.
     pub(crate) fn encode<P: Serialize>(&self, position: &P) -> String {
         // Positions are plain structs of integers: serialisation cannot fail.
-        let mut data = serde_json::to_vec(position).unwrap_or_default();
-        let mut mac = self.0.clone();
-        mac.update(&data);
-        data.extend_from_slice(&mac.finalize().into_bytes());
-        URL_SAFE_NO_PAD.encode(data)
+        let data = serde_json::to_vec(position).unwrap_or_default();
+        let mut nonce = [0_u8; NONCE_LEN];
+        rand::fill(&mut nonce);
+        // Encryption fails only past a length limit far above a position's.
+        let sealed = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: &data, aad: &self.aad })
+            .unwrap_or_default();
+        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(raw)
     }
 }
 
@@ -164,15 +214,45 @@ mod tests {
     }
 
     #[test]
+    fn cursors_do_not_show_the_position() {
+        let key = CursorKey::random();
+        let v = viewer("dgsi", Classification::Secret);
+        let c = key.encode(CursorKind::Ingestions, &v, &IngestionCursor { seq: 987_654 });
+        let raw = URL_SAFE_NO_PAD.decode(&c).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("987654"));
+        assert!(!raw.windows(3).any(|w| w == b"seq"));
+        // Two cursors of one position differ (random nonce): equal positions are not linkable.
+        assert_ne!(c, key.encode(CursorKind::Ingestions, &v, &IngestionCursor { seq: 987_654 }));
+    }
+
+    #[test]
+    fn node_ids_are_keyed_per_organisation_and_stable() {
+        let key = CursorKey::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let a = viewer("dgsi", Classification::Secret);
+        let b = viewer("anssi", Classification::Secret);
+        let id = key.node_id("TchapRoom", &a, 42);
+        assert_eq!(id, key.node_id("TchapRoom", &viewer("dgsi", Classification::Restricted), 42));
+        assert_eq!(
+            id,
+            CursorKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).node_id("TchapRoom", &a, 42)
+        );
+        assert_ne!(id, key.node_id("TchapRoom", &b, 42));
+        assert_ne!(id, key.node_id("TchapMessage", &a, 42));
+        assert_ne!(id, key.node_id("TchapRoom", &a, 43));
+        let raw = URL_SAFE_NO_PAD.decode(&id).unwrap();
+        assert_eq!(raw.len(), 16);
+        assert!(!String::from_utf8_lossy(&raw).contains("42"));
+    }
+
+    #[test]
     fn edited_and_forged_cursors_are_rejected() {
         let key = CursorKey::random();
         let v = viewer("dgsi", Classification::Secret);
         let c = key.encode(CursorKind::Ingestions, &v, &IngestionCursor { seq: 9 });
         let mut raw = URL_SAFE_NO_PAD.decode(&c).unwrap();
-        // {"seq":9} -> {"seq":1}
-        if let Some(b) = raw.iter_mut().find(|b| **b == b'9') {
-            *b = b'1';
-        }
+        // One flipped bit of the sealed position.
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
         let edited = URL_SAFE_NO_PAD.encode(&raw);
         assert!(key.decode::<IngestionCursor>(CursorKind::Ingestions, &v, &edited).is_err());
         let forged = URL_SAFE_NO_PAD.encode(br#"{"seq":1}"#);

@@ -77,9 +77,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         max_concurrent_per_homeserver: config.matrix.max_concurrent_per_homeserver,
         per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
     });
-    if let Some(key) = config.cursor_key() {
-        services.cursor_key = CursorKey::new(key);
-    }
+    services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
     let relay = if config.fusion.enabled {
         let sinks = argus_fusion::build_sinks(&config.fusion).map_err(|e| Error::Config(e.to_string()))?;
         let relay = argus_fusion::Relay::new(store, sinks, config.fusion.relay_options());

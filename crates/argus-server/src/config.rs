@@ -24,6 +24,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "argus-tchap.toml";
 /// The file, in the data directory, that keeps the generated development HS256 secret.
 pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 
+/// The file, in the data directory, that keeps the generated cursor and node-id key when
+/// `graphql.cursor_key` is not configured.
+pub const CURSOR_KEY_FILE: &str = "argus-tchap.cursor-key";
+
 /// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
 const SECTIONS: [&str; 5] = ["jwt", "oauth", "matrix", "graphql", "fusion"];
 
@@ -414,6 +418,17 @@ impl Config {
     pub fn cursor_key(&self) -> Option<Vec<u8>> {
         self.graphql.cursor_key.as_ref().and_then(|k| decode_key(k.expose_secret()))
     }
+
+    /// The configured cursor key, or the one generated and kept in the data directory (so node
+    /// ids stay stable across restarts and replicas sharing the directory).
+    pub fn cursor_key_or_generated(&self) -> Result<Vec<u8>> {
+        if let Some(key) = self.cursor_key() {
+            return Ok(key);
+        }
+        let secret = load_or_create_secret(&self.data_dir(), CURSOR_KEY_FILE, "cursor key")?;
+        decode_key(secret.expose_secret())
+            .ok_or_else(|| Error::Config("the cursor key file is not base64".into()))
+    }
 }
 
 fn decode_key(s: &str) -> Option<Vec<u8>> {
@@ -461,12 +476,18 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// Reads the development secret from `dir`, generating it (readable by the owner only) on
 /// first use.
 fn load_or_create_dev_secret(dir: &Path) -> Result<SecretString> {
-    let path = dir.join(DEV_SECRET_FILE);
+    load_or_create_secret(dir, DEV_SECRET_FILE, "development JWT secret")
+}
+
+/// Reads the secret kept in `dir/file`, generating 32 random bytes (base64url, readable by the
+/// owner only) on first use; `what` names it in errors and the log.
+fn load_or_create_secret(dir: &Path, file: &str, what: &str) -> Result<SecretString> {
+    let path = dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => return Ok(SecretString::new(s.trim())),
-        Ok(_) => return Err(Error::Config("the development JWT secret file is too short".into())),
+        Ok(_) => return Err(Error::Config(format!("the {what} file is too short"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(_) => return Err(Error::Config("cannot read the development JWT secret file".into())),
+        Err(_) => return Err(Error::Config(format!("cannot read the {what} file"))),
     }
     let mut bytes = [0_u8; 32];
     rand::fill(&mut bytes);
@@ -484,13 +505,13 @@ fn load_or_create_dev_secret(dir: &Path) -> Result<SecretString> {
             use std::io::Write as _;
             file.write_all(secret.as_bytes())
                 .and_then(|()| file.sync_all())
-                .map_err(|_| Error::Config("cannot write the development JWT secret file".into()))?;
-            tracing::info!("generated a development JWT secret in the data directory");
+                .map_err(|_| Error::Config(format!("cannot write the {what} file")))?;
+            tracing::info!(what, "generated a secret in the data directory");
             Ok(SecretString::new(secret))
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_dev_secret(dir),
-        Err(_) => Err(Error::Config("cannot create the development JWT secret file".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_secret(dir, file, what),
+        Err(_) => Err(Error::Config(format!("cannot create the {what} file"))),
     }
 }
 

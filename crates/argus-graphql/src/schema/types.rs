@@ -1,7 +1,6 @@
 //! The object, enum and connection types of the contract.
 
 use argus_domain::{IngestionRecord, MessageVersion, Scope, StoredMessage, StoredRoom};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use juniper::{GraphQLEnum, GraphQLObject, GraphQLScalar, ID, graphql_object};
 use time::{OffsetDateTime, UtcOffset};
 
@@ -54,9 +53,9 @@ pub(crate) fn count(n: u64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// An opaque, stable id: the type name and storage id, base64url.
-fn opaque_id(kind: &str, id: i64) -> ID {
-    ID::new(URL_SAFE_NO_PAD.encode(format!("{kind}:{id}")))
+/// An opaque id, stable for the caller's organisation: see [`crate::CursorKey::node_id`].
+fn opaque_id(context: &Context, kind: &str, id: i64) -> ID {
+    ID::new(context.services().cursor_key.node_id(kind, context.viewer(), id))
 }
 
 /// Secrecy levels, lowest first. A viewer sees a record only if record level <= viewer clearance.
@@ -133,8 +132,8 @@ pub struct TchapRoom(pub StoredRoom);
 #[graphql_object(context = Context)]
 impl TchapRoom {
     /// Opaque, stable id.
-    fn id(&self) -> ID {
-        opaque_id("TchapRoom", self.0.id)
+    fn id(&self, context: &Context) -> ID {
+        opaque_id(context, "TchapRoom", self.0.id)
     }
 
     /// The Matrix room id.
@@ -216,8 +215,8 @@ pub struct TchapMessage(pub StoredMessage);
 #[graphql_object(context = Context)]
 impl TchapMessage {
     /// Opaque, stable id.
-    fn id(&self) -> ID {
-        opaque_id("TchapMessage", self.0.id)
+    fn id(&self, context: &Context) -> ID {
+        opaque_id(context, "TchapMessage", self.0.id)
     }
 
     /// The Matrix event id.
@@ -352,8 +351,8 @@ pub struct TchapIngestion(pub IngestionRecord);
 #[graphql_object(context = Context)]
 impl TchapIngestion {
     /// Opaque, stable id.
-    fn id(&self) -> ID {
-        opaque_id("TchapIngestion", self.0.id)
+    fn id(&self, context: &Context) -> ID {
+        opaque_id(context, "TchapIngestion", self.0.id)
     }
 
     /// Position in the organisation's audit chain, from 1. Requires scope tchap:audit:chain
