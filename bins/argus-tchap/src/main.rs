@@ -103,6 +103,10 @@ enum AuditCommand {
         /// Expected chain head `org:seq:hash` (from `audit head`), to detect truncation.
         #[arg(long = "expect-head", value_name = "ORG:SEQ:HASH")]
         expect_head: Vec<ChainHead>,
+        /// With an audit key: the records of ORG up to SEQ were appended before the key was
+        /// set and are checked unkeyed (a boundary kept outside the database).
+        #[arg(long = "unkeyed-until", value_name = "ORG:SEQ", value_parser = org_seq)]
+        unkeyed_until: Vec<(OrgId, i64)>,
     },
     /// Print the head of every organisation's chain, one `org:seq:hash` per line.
     Head,
@@ -216,7 +220,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Verify { expect_head }) => audit_verify(&config, expect_head).await,
+        Command::Audit(AuditCommand::Verify { expect_head, unkeyed_until }) => {
+            audit_verify(&config, expect_head, unkeyed_until).await
+        }
         Command::Token(args) => {
             let names: Vec<String> = args
                 .scope
@@ -301,8 +307,10 @@ fn print_out(text: &str) -> Result<()> {
 }
 
 async fn open_store(config: &Config) -> Result<Store> {
+    config.prepare_directories()?;
     let url = config.database_url.clone();
-    Ok(tokio::task::spawn_blocking(move || Store::open(&url)).await??)
+    let options = config.store_options()?;
+    Ok(tokio::task::spawn_blocking(move || Store::open_with(&url, options)).await??)
 }
 
 async fn serve(config: Config) -> Result<ExitCode> {
@@ -410,9 +418,22 @@ async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     }
 }
 
-async fn audit_verify(config: &Config, expected: Vec<ChainHead>) -> Result<ExitCode> {
+/// Parses `org:seq`.
+fn org_seq(value: &str) -> std::result::Result<(OrgId, i64), String> {
+    let (org, seq) = value.rsplit_once(':').ok_or("expected ORG:SEQ")?;
+    let org = org.parse::<OrgId>().map_err(|e| e.to_string())?;
+    let seq = seq.parse::<i64>().ok().filter(|s| *s >= 0).ok_or("SEQ must be a whole number")?;
+    Ok((org, seq))
+}
+
+async fn audit_verify(
+    config: &Config,
+    expected: Vec<ChainHead>,
+    unkeyed_until: Vec<(OrgId, i64)>,
+) -> Result<ExitCode> {
     let store = open_store(config).await?;
-    let results = tokio::task::spawn_blocking(move || store.audit_verify(&expected)).await??;
+    let results =
+        tokio::task::spawn_blocking(move || store.audit_verify_from(&expected, &unkeyed_until)).await??;
     let mut lines = Vec::new();
     let mut all_ok = true;
     for r in &results {

@@ -156,6 +156,18 @@ async fn token_serve_query_ingest_audit_without_configuration() {
     let wrong = head.replacen("dgsi:2:", "dgsi:3:", 1);
     assert!(!run(path, &["audit", "verify", "--expect-head", &wrong]).status.success());
 
+    // With an audit key (held outside the database), the two records appended before it was
+    // set verify only when the operator gives that boundary; a short key is refused.
+    let key = "YXVkaXQta2V5LWhlbGQtb3V0c2lkZS10aGUtZGF0YWJhc2U";
+    let keyed =
+        |args: &[&str], key: &str| command(path).args(args).env("ARGUS_AUDIT_KEY", key).output().unwrap();
+    assert!(!keyed(&["audit", "verify"], key).status.success());
+    let bounded = keyed(&["audit", "verify", "--unkeyed-until", "dgsi:2"], key);
+    assert!(bounded.status.success(), "{bounded:?}");
+    let short = keyed(&["audit", "verify"], "c2hvcnQ");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("32 bytes"), "{short:?}");
+
     let status = run(path, &["fusion", "status"]);
     assert!(status.status.success(), "{status:?}");
 

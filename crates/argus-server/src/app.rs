@@ -62,8 +62,10 @@ pub struct Built {
 /// Opens the store (applying migrations), builds the connector, the authenticator, the schema
 /// and, when enabled, the fusion relay.
 pub async fn build(config: &Config) -> Result<Built> {
+    config.prepare_directories()?;
     let url = config.database_url.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&url))
+    let options = config.store_options()?;
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&url, options))
         .await
         .map_err(|_| Error::Server("the database task failed".into()))?
         .map_err(|e| Error::Server(format!("cannot open the database: {e}")))?;

@@ -29,7 +29,7 @@ pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 pub const CURSOR_KEY_FILE: &str = "argus-tchap.cursor-key";
 
 /// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 5] = ["jwt", "oauth", "matrix", "graphql", "fusion"];
+const SECTIONS: [&str; 6] = ["jwt", "oauth", "matrix", "graphql", "fusion", "audit"];
 
 /// Top-level keys that come from `ARGUS_<KEY>`.
 const TOP_LEVEL_KEYS: [&str; 4] = ["bind", "database_url", "data_dir", "allow_remote_development"];
@@ -84,6 +84,20 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// The fusion relay and its sinks.
     pub fusion: argus_fusion::FusionConfig,
+    /// The key of the audit chain.
+    pub audit: AuditConfig,
+}
+
+/// The key that keys the audit chain (HMAC-SHA256), held outside the database so that someone
+/// who can write the database cannot rewrite the trail and hash it again. Give it by file or by
+/// environment, never in the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file holding the key, base64 (at least 32 bytes once decoded).
+    pub key_file: Option<PathBuf>,
+    /// The key itself, base64 (for the environment: `ARGUS_AUDIT_KEY`).
+    pub key: Option<SecretString>,
 }
 
 impl fmt::Debug for Config {
@@ -98,6 +112,7 @@ impl fmt::Debug for Config {
             .field("matrix", &self.matrix)
             .field("graphql", &self.graphql)
             .field("fusion", &self.fusion)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -114,6 +129,7 @@ impl Default for Config {
             matrix: MatrixConfig::default(),
             graphql: GraphqlConfig::default(),
             fusion: argus_fusion::FusionConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -412,6 +428,37 @@ impl Config {
         }
         let secret = load_or_create_dev_secret(&self.data_dir())?;
         Ok(KeySource::Hs256 { secret, generated: true })
+    }
+
+    /// The audit chain's key, when one is configured (file or value); a key that cannot be read
+    /// or is shorter than 32 bytes is a configuration error, never silently ignored.
+    pub fn audit_key(&self) -> Result<Option<argus_store::AuditKey>> {
+        let encoded = match (&self.audit.key, &self.audit.key_file) {
+            (Some(key), _) => key.expose_secret().to_owned(),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|_| Error::Config("cannot read audit.key_file".into()))?,
+            (None, None) => return Ok(None),
+        };
+        let bytes =
+            decode_key(&encoded).ok_or_else(|| Error::Config("the audit key is not base64".into()))?;
+        argus_store::AuditKey::new(bytes)
+            .map(Some)
+            .map_err(|_| Error::Config("the audit key must hold at least 32 bytes".into()))
+    }
+
+    /// Creates the data directory, and the directory of the SQLite database, owner-only (0700)
+    /// when they do not exist yet.
+    pub fn prepare_directories(&self) -> Result<()> {
+        create_private_dir(&self.data_dir())?;
+        if let Some(dir) = self.sqlite_path().as_deref().and_then(Path::parent) {
+            create_private_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Store options with the audit key.
+    pub fn store_options(&self) -> Result<argus_store::StoreOptions> {
+        Ok(argus_store::StoreOptions { audit_key: self.audit_key()?, ..argus_store::StoreOptions::default() })
     }
 
     /// The key that authenticates pagination cursors, when one is configured.

@@ -1,5 +1,10 @@
-//! The audit trail: one SHA-256 hash chain per organisation, appended under a per-organisation
-//! lock, guarded by triggers, and verified link by link against heads kept outside the database.
+//! The audit trail: one hash chain per organisation, appended under a per-organisation lock,
+//! guarded by triggers, and verified link by link against heads kept outside the database.
+//!
+//! Without an [`AuditKey`] a link is SHA-256 over the record's canonical encoding: anyone who can
+//! write the database (and drop its triggers) can rewrite the chain and hash it again. With one,
+//! a link is HMAC-SHA256 under that key, which the operator keeps outside the database (a file
+//! or the environment): a chain rewritten without the key no longer verifies.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
@@ -95,39 +100,91 @@ impl ChainVerification {
     }
 }
 
+/// The secret that keys the audit chain (HMAC-SHA256), held outside the database. `Debug`
+/// never shows it.
+#[derive(Clone)]
+pub struct AuditKey(Vec<u8>);
+
+impl AuditKey {
+    /// A key from its bytes; at least 32 are required.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self> {
+        let bytes = bytes.into();
+        if bytes.len() < 32 {
+            return Err(Error::invalid("audit key", "must hold at least 32 bytes"));
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey([redacted])")
+    }
+}
+
 /// Writes a length-prefixed field into the canonical encoding.
-fn field(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_be_bytes());
+fn field(h: &mut impl sha2::digest::Update, bytes: &[u8]) {
+    h.update(&(bytes.len() as u64).to_be_bytes());
     h.update(bytes);
 }
 
-fn opt_field(h: &mut Sha256, bytes: Option<&[u8]>) {
+fn opt_field(h: &mut impl sha2::digest::Update, bytes: Option<&[u8]>) {
     match bytes {
-        None => h.update([0u8]),
+        None => h.update(&[0u8]),
         Some(b) => {
-            h.update([1u8]);
+            h.update(&[1u8]);
             field(h, b);
         }
     }
 }
 
-/// SHA-256 over the canonical encoding of a record's every field, its place and `prev_hash`.
-pub(crate) fn link_hash(org: &str, seq: i64, e: &Stored<'_>, prev_hash: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    field(&mut h, b"argus-audit-v1");
-    field(&mut h, org.as_bytes());
-    field(&mut h, &seq.to_be_bytes());
-    field(&mut h, e.actor.as_bytes());
-    field(&mut h, e.room_id.as_bytes());
-    field(&mut h, e.homeserver_url.as_bytes());
-    field(&mut h, &e.message_count.to_be_bytes());
-    field(&mut h, &e.classification.to_be_bytes());
-    field(&mut h, &e.started_at.to_be_bytes());
-    opt_field(&mut h, e.finished_at.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
-    field(&mut h, e.outcome.as_bytes());
-    opt_field(&mut h, e.error.map(str::as_bytes));
-    field(&mut h, prev_hash);
-    h.finalize().into()
+/// The link of a record: HMAC-SHA256 under `key` when one is given, else SHA-256, over the
+/// canonical encoding of the record's every field, its place and `prev_hash`.
+pub(crate) fn link_hash(
+    key: Option<&AuditKey>,
+    org: &str,
+    seq: i64,
+    e: &Stored<'_>,
+    prev_hash: &[u8; 32],
+) -> [u8; 32] {
+    match key {
+        Some(AuditKey(key)) => {
+            use hmac::Mac as _;
+            let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+            encode(&mut mac, b"argus-audit-v2-keyed", org, seq, e, prev_hash);
+            mac.finalize().into_bytes().into()
+        }
+        None => {
+            let mut h = Sha256::new();
+            encode(&mut h, b"argus-audit-v1", org, seq, e, prev_hash);
+            h.finalize().into()
+        }
+    }
+}
+
+/// The canonical encoding of a link, tagged with its scheme.
+fn encode(
+    h: &mut impl sha2::digest::Update,
+    scheme: &[u8],
+    org: &str,
+    seq: i64,
+    e: &Stored<'_>,
+    prev_hash: &[u8; 32],
+) {
+    field(h, scheme);
+    field(h, org.as_bytes());
+    field(h, &seq.to_be_bytes());
+    field(h, e.actor.as_bytes());
+    field(h, e.room_id.as_bytes());
+    field(h, e.homeserver_url.as_bytes());
+    field(h, &e.message_count.to_be_bytes());
+    field(h, &e.classification.to_be_bytes());
+    field(h, &e.started_at.to_be_bytes());
+    opt_field(h, e.finished_at.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
+    field(h, e.outcome.as_bytes());
+    opt_field(h, e.error.map(str::as_bytes));
+    field(h, prev_hash);
 }
 
 /// The stored form of a record's fields, exactly as hashed.
@@ -187,7 +244,12 @@ struct HeadRow {
 
 /// Appends `entry` (already sanitised) to its organisation's chain. The caller holds the
 /// organisation's write lock inside an open transaction.
-pub(crate) fn append(conn: &mut DbConn, backend: Backend, entry: &NewIngestion) -> Result<IngestionRecord> {
+pub(crate) fn append(
+    conn: &mut DbConn,
+    backend: Backend,
+    key: Option<&AuditKey>,
+    entry: &NewIngestion,
+) -> Result<IngestionRecord> {
     let org = entry.org.as_str();
     let mut head = Sql::new(backend);
     head.push("SELECT i.org_id, i.seq, i.hash FROM ingestions i WHERE i.org_id = ");
@@ -208,7 +270,7 @@ pub(crate) fn append(conn: &mut DbConn, backend: Backend, entry: &NewIngestion) 
         outcome: entry.outcome.as_str(),
         error: entry.error.as_deref(),
     };
-    let hash = link_hash(org, seq, &stored, &prev_hash);
+    let hash = link_hash(key, org, seq, &stored, &prev_hash);
 
     let mut ins = Sql::new(backend);
     ins.push(
@@ -257,11 +319,15 @@ struct OrgRow {
     org_id: String,
 }
 
-/// Recomputes every link of every chain and compares each chain with its expected head.
+/// Recomputes every link of every chain and compares each chain with its expected head. With
+/// `key`, every link must be keyed, except those up to `unkeyed_until` of an organisation (the
+/// records appended before the key was set, a boundary the operator keeps outside the database).
 pub(crate) fn verify(
     conn: &mut DbConn,
     backend: Backend,
+    key: Option<&AuditKey>,
     expected: &[ChainHead],
+    unkeyed_until: &BTreeMap<OrgId, i64>,
 ) -> Result<Vec<ChainVerification>> {
     let mut sql = Sql::new(backend);
     sql.push("SELECT DISTINCT i.org_id FROM ingestions i ORDER BY i.org_id");
@@ -273,12 +339,22 @@ pub(crate) fn verify(
     for o in &orgs {
         by_org.entry(o.org_id.clone()).or_default();
     }
-    by_org.into_iter().map(|(org, heads)| verify_chain(conn, backend, &org, &heads)).collect()
+    by_org
+        .into_iter()
+        .map(|(org, heads)| {
+            let org_id: OrgId =
+                org.parse().map_err(|_| Error::Corrupt("a stored organisation id is malformed"))?;
+            let legacy = key.map_or(i64::MAX, |_| unkeyed_until.get(&org_id).copied().unwrap_or(0));
+            verify_chain(conn, backend, key, legacy, &org, &heads)
+        })
+        .collect()
 }
 
 fn verify_chain(
     conn: &mut DbConn,
     backend: Backend,
+    key: Option<&AuditKey>,
+    unkeyed_until: i64,
     org: &str,
     expected: &[&ChainHead],
 ) -> Result<ChainVerification> {
@@ -314,7 +390,9 @@ fn verify_chain(
             if stored_prev != Some(prev) {
                 fail(&mut v, row.seq, format!("record {} does not link to the record before it", row.seq));
             }
-            let computed = link_hash(org, row.seq, &Stored::of_row(row), &stored_prev.unwrap_or(prev));
+            let link_key = if row.seq <= unkeyed_until { None } else { key };
+            let computed =
+                link_hash(link_key, org, row.seq, &Stored::of_row(row), &stored_prev.unwrap_or(prev));
             if stored_hash != Some(computed) {
                 fail(&mut v, row.seq, format!("record {} was altered", row.seq));
             }

@@ -40,19 +40,22 @@ impl Backend {
     }
 }
 
-/// Tuning of a store's connection pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Tuning of a store's connection pool, and the key of its audit chain.
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Connections kept in the pool (an in-memory SQLite store always uses one).
     pub pool_size: u32,
     /// How long a statement waits for a locked SQLite database, and how long a caller waits
     /// for a free connection, before failing with a retryable error.
     pub busy_timeout: Duration,
+    /// The key of the audit chain (held outside the database): records are appended and
+    /// verified under it. `None`: unkeyed SHA-256 links.
+    pub audit_key: Option<crate::AuditKey>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { pool_size: 8, busy_timeout: Duration::from_secs(5) }
+        Self { pool_size: 8, busy_timeout: Duration::from_secs(5), audit_key: None }
     }
 }
 
@@ -175,9 +178,8 @@ pub(crate) type DbPool = Pool<Manager>;
 pub(crate) type Pooled = PooledConnection<Manager>;
 
 /// Makes a SQLite database file, and the WAL and shared-memory files SQLite makes beside it,
-/// readable by the owner only: they hold classified material. A directory the store creates
-/// for the file is the owner's only too; an existing directory is left as it is (it may be
-/// the working directory).
+/// readable by the owner only: they hold classified material. (The store creates no directory:
+/// the server creates its data directory owner-only.)
 ///
 /// The file is created (empty) with mode 0600 before SQLite opens it, since SQLite gives its
 /// `-wal` and `-shm` files the database file's mode; files left wider by an earlier version
@@ -185,18 +187,15 @@ pub(crate) type Pooled = PooledConnection<Manager>;
 fn private_sqlite_files(path: &str) -> Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         let unavailable = |what: &str| {
             tracing::error!(what, "cannot prepare the SQLite database file");
             Error::Unavailable
         };
         let file = std::path::Path::new(path);
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|_| unavailable("directory"))?;
+        if file.parent().is_some_and(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            // SQLite reports the missing directory.
+            return Ok(());
         }
         std::fs::OpenOptions::new()
             .write(true)
@@ -252,6 +251,11 @@ pub(crate) fn open_pool(url: &str, options: &StoreOptions) -> Result<(DbPool, Ba
 
 /// Applies every pending migration of the connection's backend.
 fn migrate(conn: &mut DbConn) -> Result<()> {
+    if up_to_date(conn) {
+        // Nothing to apply: a role that may not create tables (the server's least-privilege
+        // role, docs/postgres-least-privilege.sql) opens the store all the same.
+        return Ok(());
+    }
     let done = match conn {
         DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ()),
         DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|_| ()),
@@ -260,6 +264,33 @@ fn migrate(conn: &mut DbConn) -> Result<()> {
         tracing::error!(error = %e, "schema migration failed");
         Error::Migration
     })
+}
+
+#[derive(diesel::QueryableByName)]
+struct AppliedVersion {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
+}
+
+/// Whether every embedded migration is recorded as applied, read without writing anything (the
+/// migration harness would first create its bookkeeping table, which needs more privileges).
+fn up_to_date(conn: &mut DbConn) -> bool {
+    use diesel::{RunQueryDsl as _, migration::MigrationSource};
+    let applied: Vec<AppliedVersion> =
+        match diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load(conn) {
+            Ok(rows) => rows,
+            Err(_) => return false,
+        };
+    let applied: std::collections::HashSet<String> = applied.into_iter().map(|r| r.version).collect();
+    let wanted: Vec<String> = match conn {
+        DbConn::Sqlite(_) => MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+            .map(|m| m.iter().map(|m| m.name().version().to_string()).collect())
+            .unwrap_or_default(),
+        DbConn::Postgres(_) => MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS)
+            .map(|m| m.iter().map(|m| m.name().version().to_string()).collect())
+            .unwrap_or_default(),
+    };
+    !wanted.is_empty() && wanted.iter().all(|v| applied.contains(v))
 }
 
 /// What a transaction opened by [`in_transaction`] is for.

@@ -36,7 +36,7 @@ use argus_domain::{
 use time::OffsetDateTime;
 
 pub use self::{
-    audit::{ChainHead, ChainVerification, GENESIS},
+    audit::{AuditKey, ChainHead, ChainVerification, GENESIS},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
     db::{Backend, StoreOptions},
     error::{Error, Result},
@@ -54,6 +54,7 @@ use self::{
 pub struct Store {
     pool: DbPool,
     backend: Backend,
+    audit_key: Option<std::sync::Arc<AuditKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -75,7 +76,7 @@ impl Store {
     /// Opens the database with explicit pool options.
     pub fn open_with(database_url: &str, options: StoreOptions) -> Result<Store> {
         let (pool, backend) = db::open_pool(database_url, &options)?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, audit_key: options.audit_key.map(std::sync::Arc::new) })
     }
 
     /// The engine behind this store.
@@ -137,13 +138,13 @@ impl Store {
     /// [`Store::record_failure`]. [`Error::Withheld`] means the room is already stored above
     /// the caller's clearance.
     pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
-        write::record_ingestion(&mut *self.conn()?, self.backend, run, snapshot)
+        write::record_ingestion(&mut *self.conn()?, self.backend, self.audit_key.as_deref(), run, snapshot)
     }
 
     /// Appends a FAILED audit record (message count 0), and nothing else. Control characters
     /// in the free-text fields are replaced and long values cut.
     pub fn record_failure(&self, entry: &NewIngestion) -> Result<IngestionRecord> {
-        write::record_failure(&mut *self.conn()?, self.backend, entry)
+        write::record_failure(&mut *self.conn()?, self.backend, self.audit_key.as_deref(), entry)
     }
 
     /// The newest record of every organisation's chain.
@@ -154,7 +155,20 @@ impl Store {
     /// Verifies every organisation's chain link by link, and each against its expected head
     /// (to catch dropped newest records). One result per organisation found or expected.
     pub fn audit_verify(&self, expected: &[ChainHead]) -> Result<Vec<ChainVerification>> {
-        audit::verify(&mut *self.conn()?, self.backend, expected)
+        self.audit_verify_from(expected, &[])
+    }
+
+    /// Like [`Store::audit_verify`], for a store with an audit key whose chains began before
+    /// the key was set: the records of an organisation up to the position given for it (an
+    /// `org:seq` boundary the operator keeps outside the database) are checked unkeyed, every
+    /// later one keyed.
+    pub fn audit_verify_from(
+        &self,
+        expected: &[ChainHead],
+        unkeyed_until: &[(argus_domain::OrgId, i64)],
+    ) -> Result<Vec<ChainVerification>> {
+        let unkeyed = unkeyed_until.iter().cloned().collect();
+        audit::verify(&mut *self.conn()?, self.backend, self.audit_key.as_deref(), expected, &unkeyed)
     }
 
     /// Up to `limit` rows neither delivered nor parked, oldest first.

@@ -137,6 +137,7 @@ fn now_ms() -> i64 {
 pub(crate) fn record_ingestion(
     conn: &mut DbConn,
     backend: Backend,
+    key: Option<&audit::AuditKey>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
 ) -> Result<IngestionResult> {
@@ -175,7 +176,7 @@ pub(crate) fn record_ingestion(
             outcome: IngestionOutcome::Succeeded,
             error: None,
         };
-        let ingestion = audit::append(conn, backend, &audit::sanitised(&entry)?)?;
+        let ingestion = audit::append(conn, backend, key, &audit::sanitised(&entry)?)?;
 
         let room =
             read::room(conn, backend, &Gate::of(&run.viewer), &snapshot.room_id)?.ok_or(Error::Withheld)?;
@@ -696,6 +697,7 @@ fn apply_edits_and_redactions(
 pub(crate) fn record_failure(
     conn: &mut DbConn,
     backend: Backend,
+    key: Option<&audit::AuditKey>,
     entry: &NewIngestion,
 ) -> Result<IngestionRecord> {
     let mut entry = audit::sanitised(entry)?;
@@ -715,6 +717,6 @@ pub(crate) fn record_failure(
             let stored = crate::rows::rank(key.classification)?;
             entry.classification = policy::merge_classification(Some(stored), entry.classification);
         }
-        audit::append(conn, backend, &entry)
+        audit::append(conn, backend, key, &entry)
     })
 }

@@ -444,8 +444,11 @@ async fn aliased_mutations_over_the_limits_are_refused_before_any_ingestion_runs
 
 #[tokio::test]
 async fn a_busy_database_is_a_retryable_unavailable_error_and_the_next_call_succeeds() {
-    let options =
-        argus_store::StoreOptions { pool_size: 4, busy_timeout: std::time::Duration::from_millis(300) };
+    let options = argus_store::StoreOptions {
+        pool_size: 4,
+        busy_timeout: std::time::Duration::from_millis(300),
+        ..argus_store::StoreOptions::default()
+    };
     let h = Harness::with_store_options(options).await;
     h.hs.room("!busy:tchap.test", 3);
     let alice = viewer("dgsi", Secret, &ALL);

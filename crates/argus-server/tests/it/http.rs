@@ -236,3 +236,24 @@ async fn graphql_over_http_media_types_statuses_and_codes() {
     assert!(ok.headers()["content-type"].to_str().unwrap().starts_with("application/graphql-response+json"));
     server.stop().await;
 }
+
+/// The data directory (and the database's directory) the server creates are owner-only; the
+/// database file too.
+#[cfg(unix)]
+#[tokio::test]
+async fn created_directories_and_the_database_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("var").join("argus");
+    let config = argus_server::Config {
+        database_url: format!("sqlite://{}", data.join("tchap.db").display()),
+        ..argus_server::Config::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let running = argus_server::spawn(listener, config).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("tchap.db")), 0o600);
+    assert_eq!(mode(&data.join(argus_server::config::DEV_SECRET_FILE)), 0o600);
+    running.stop().await.unwrap();
+}

@@ -12,6 +12,8 @@ backend_suite!(
     deleted_middle_record_names_the_gap,
     dropped_newest_records_caught_by_expected_head,
     chains_are_per_organisation,
+    a_rehashed_chain_fails_against_the_audit_key,
+    a_chain_keyed_from_a_boundary_verifies_with_it,
 );
 
 /// Five records in org-a (ingestions and failures), two in org-b.
@@ -123,4 +125,192 @@ fn chains_are_per_organisation(db: &TestDb) {
     wrong.hash[0] ^= 1;
     let v = org_result(db, &[wrong], "org-a");
     assert_eq!(v.first_bad_seq, Some(5));
+}
+
+/// An audit record as an attacker with raw access reads it.
+#[derive(Debug, diesel::QueryableByName)]
+struct RawRecord {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    actor: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    room_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    homeserver_url: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    message_count: i64,
+    #[diesel(sql_type = diesel::sql_types::SmallInt)]
+    classification: i16,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    started_at: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    finished_at: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    outcome: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    error: Option<String>,
+}
+
+/// What an attacker who has dropped the triggers does: rewrites a record, then hashes the
+/// whole chain of `org` again with the unkeyed scheme, which the source code documents.
+fn rewrite_and_rehash(db: &TestDb, org: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    use sha2::{Digest, Sha256};
+    drop_triggers(db);
+    let mut raw = db.raw();
+    raw.exec(&format!("UPDATE ingestions SET error = 'nothing happened' WHERE org_id = '{org}' AND seq = 3"))
+        .unwrap();
+    let select = format!("SELECT * FROM ingestions WHERE org_id = '{org}' ORDER BY seq");
+    let rows: Vec<RawRecord> = match &db.guard {
+        crate::support::Guard::Sqlite(dir) => {
+            let mut c =
+                diesel::SqliteConnection::establish(dir.path().join("store.db").to_str().unwrap()).unwrap();
+            diesel::sql_query(select).load(&mut c).unwrap()
+        }
+        crate::support::Guard::Postgres(pg) => {
+            let mut c = diesel::PgConnection::establish(pg.url()).unwrap();
+            diesel::sql_query(select).load(&mut c).unwrap()
+        }
+    };
+    let field = |h: &mut Sha256, b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    let mut prev = [0u8; 32];
+    for r in rows {
+        let mut h = Sha256::new();
+        field(&mut h, b"argus-audit-v1");
+        field(&mut h, org.as_bytes());
+        field(&mut h, &r.seq.to_be_bytes());
+        field(&mut h, r.actor.as_bytes());
+        field(&mut h, r.room_id.as_bytes());
+        field(&mut h, r.homeserver_url.as_bytes());
+        field(&mut h, &r.message_count.to_be_bytes());
+        field(&mut h, &r.classification.to_be_bytes());
+        field(&mut h, &r.started_at.to_be_bytes());
+        match r.finished_at {
+            None => h.update([0u8]),
+            Some(t) => {
+                h.update([1u8]);
+                field(&mut h, &t.to_be_bytes());
+            }
+        }
+        field(&mut h, r.outcome.as_bytes());
+        match &r.error {
+            None => h.update([0u8]),
+            Some(e) => {
+                h.update([1u8]);
+                field(&mut h, e.as_bytes());
+            }
+        }
+        field(&mut h, &prev);
+        let hash: [u8; 32] = h.finalize().into();
+        raw.exec(&format!(
+            "UPDATE ingestions SET prev_hash = '{}', hash = '{}' WHERE org_id = '{org}' AND seq = {}",
+            hex::encode(prev),
+            hex::encode(hash),
+            r.seq
+        ))
+        .unwrap();
+        prev = hash;
+    }
+}
+
+fn keyed_store(db: &TestDb, key: &[u8]) -> argus_store::Store {
+    let options = argus_store::StoreOptions {
+        audit_key: Some(argus_store::AuditKey::new(key.to_vec()).unwrap()),
+        ..argus_store::StoreOptions::default()
+    };
+    argus_store::Store::open_with(&db.url, options).unwrap()
+}
+
+const KEY: &[u8; 32] = b"audit-key-held-outside-the-db-!!";
+
+/// Keyed with an audit key held outside the database, a chain rewritten and hashed again by
+/// someone with write access (triggers dropped) no longer verifies; without the key the same
+/// rewrite passes, which is why the key exists.
+fn a_rehashed_chain_fails_against_the_audit_key(db: &TestDb) {
+    let keyed = keyed_store(db, KEY);
+    let v = viewer("org-a", Secret);
+    for i in 0..5 {
+        keyed
+            .record_ingestion(&run(&v, Restricted), &snapshot(&format!("!k{i}:x.org"), messages(1, now())))
+            .unwrap();
+    }
+    assert!(keyed.audit_verify(&[]).unwrap().iter().all(|c| c.is_ok()));
+    // The wrong key, or none, does not verify a keyed chain.
+    let wrong = keyed_store(db, b"another-key-another-key-another!");
+    assert!(!wrong.audit_verify(&[]).unwrap()[0].is_ok());
+    assert!(!db.store.audit_verify(&[]).unwrap()[0].is_ok());
+
+    rewrite_and_rehash(db, "org-a");
+    // Unkeyed verification is fooled by the rehash...
+    assert!(db.store.audit_verify(&[]).unwrap()[0].is_ok());
+    // ...keyed verification is not.
+    let result = keyed.audit_verify(&[]).unwrap();
+    assert!(!result[0].is_ok(), "{result:?}");
+    assert_eq!(result[0].first_bad_seq, Some(1));
+}
+
+/// A chain begun before the key was set verifies when the operator gives the boundary
+/// (`org:seq`) they kept outside the database, and not without it.
+fn a_chain_keyed_from_a_boundary_verifies_with_it(db: &TestDb) {
+    let v = viewer("org-a", Secret);
+    for i in 0..3 {
+        db.store
+            .record_ingestion(&run(&v, Restricted), &snapshot(&format!("!u{i}:x.org"), messages(1, now())))
+            .unwrap();
+    }
+    let keyed = keyed_store(db, KEY);
+    for i in 0..2 {
+        keyed
+            .record_ingestion(&run(&v, Restricted), &snapshot(&format!("!k{i}:x.org"), messages(1, now())))
+            .unwrap();
+    }
+    let org: argus_domain::OrgId = "org-a".parse().unwrap();
+    assert!(keyed.audit_verify_from(&[], &[(org.clone(), 3)]).unwrap()[0].is_ok());
+    let without = keyed.audit_verify(&[]).unwrap();
+    assert_eq!(without[0].first_bad_seq, Some(1));
+    // A boundary further than the truth is no excuse for a keyed record: 4 and 5 are keyed.
+    assert_eq!(keyed.audit_verify_from(&[], &[(org, 4)]).unwrap()[0].first_bad_seq, Some(4));
+}
+
+/// The documented least-privilege setup (`docs/postgres-least-privilege.sql`): the server's
+/// role works, and cannot drop or disable the audit triggers, update or delete audit records,
+/// or truncate the trail.
+#[test]
+fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
+    let Some(db) = crate::support::postgres() else { return };
+    let setup = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/postgres-least-privilege.sql"
+    ))
+    .unwrap();
+    db.raw().exec(&setup).unwrap();
+    let app_url = db.url.replacen("postgres://postgres@", "postgres://argus_app@", 1);
+    let app = argus_store::Store::open(&app_url).unwrap();
+    let v = viewer("org-a", Secret);
+    let done =
+        app.record_ingestion(&run(&v, Restricted), &snapshot("!lp:x.org", messages(3, now()))).unwrap();
+    assert_eq!(done.messages_stored, 3);
+    let mut again = snapshot("!lp:x.org", messages(1, now()));
+    again.redactions = Vec::new();
+    app.record_ingestion(&run(&v, Restricted), &again).unwrap();
+    assert!(app.audit_verify(&app.audit_heads().unwrap()).unwrap().iter().all(|c| c.is_ok()));
+
+    use diesel::{Connection, connection::SimpleConnection};
+    let mut raw = diesel::PgConnection::establish(&app_url).unwrap();
+    for attack in [
+        "DROP TRIGGER ingestions_no_update_delete ON ingestions",
+        "ALTER TABLE ingestions DISABLE TRIGGER ALL",
+        "UPDATE ingestions SET message_count = 0",
+        "DELETE FROM ingestions",
+        "TRUNCATE ingestions",
+        "DROP TABLE ingestions",
+    ] {
+        let err = raw.batch_execute(attack).unwrap_err().to_string();
+        assert!(err.contains("permission denied") || err.contains("must be owner"), "{attack}: {err}");
+    }
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM ingestions"), 2);
 }

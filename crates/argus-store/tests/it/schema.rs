@@ -132,7 +132,11 @@ fn invalid_urls_are_typed_errors() {
         assert!(!err.is_retryable());
     }
     // Nothing listens on port 1: unavailable, retryable, and the message names no address.
-    let options = StoreOptions { pool_size: 1, busy_timeout: std::time::Duration::from_millis(300) };
+    let options = StoreOptions {
+        pool_size: 1,
+        busy_timeout: std::time::Duration::from_millis(300),
+        ..StoreOptions::default()
+    };
     let err = Store::open_with("postgres://argus:secret@127.0.0.1:1/argus", options).unwrap_err();
     assert!(matches!(err, Error::Unavailable), "{err:?}");
     assert!(err.is_retryable());

@@ -700,8 +700,11 @@ fn concurrent_ingestions_keep_one_chain(db: &TestDb) {
 }
 
 fn busy_database_is_a_clean_retryable_error(db: &TestDb) {
-    let options =
-        argus_store::StoreOptions { pool_size: 2, busy_timeout: std::time::Duration::from_millis(300) };
+    let options = argus_store::StoreOptions {
+        pool_size: 2,
+        busy_timeout: std::time::Duration::from_millis(300),
+        ..argus_store::StoreOptions::default()
+    };
     let store = argus_store::Store::open_with(&db.url, options).unwrap();
     let v = viewer("org-a", Secret);
     let snap = snapshot("!busy:x.org", messages(20, now()));

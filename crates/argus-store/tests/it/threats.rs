@@ -184,7 +184,8 @@ fn postgres_unavailable_is_a_clean_error_and_the_store_recovers() {
     let Some(db) = crate::support::postgres() else { return };
     let Guard::Postgres(pg) = &db.guard else { unreachable!() };
     let (cluster, name) = (pg.cluster(), pg.name().to_owned());
-    let options = StoreOptions { pool_size: 2, busy_timeout: Duration::from_millis(300) };
+    let options =
+        StoreOptions { pool_size: 2, busy_timeout: Duration::from_millis(300), ..StoreOptions::default() };
     let store = Store::open_with(&db.url, options).unwrap();
     let v = viewer("org-a", Secret);
     store.record_ingestion(&run(&v, Restricted), &snapshot("!before:x.org", messages(5, now()))).unwrap();
@@ -315,20 +316,18 @@ fn withheld_and_missing_rooms_take_the_same_time(db: &TestDb) {
 }
 
 /// The SQLite database and the WAL and shared-memory files beside it hold classified material:
-/// owner-only (0600), whatever the umask, in a directory the store creates owner-only (0700);
-/// a file left wider by an earlier version is narrowed when the store opens it.
+/// owner-only (0600), whatever the umask; a file left wider by an earlier version is narrowed
+/// when the store opens it. (The server creates its data directory 0700: argus-server tests.)
 #[cfg(unix)]
 #[test]
 fn sqlite_files_are_readable_by_the_owner_only() {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("argus-data");
-    let db = data.join("tchap.db");
+    let db = dir.path().join("tchap.db");
     let store = Store::open(&format!("sqlite://{}", db.display())).unwrap();
     let v = viewer("org-a", Secret);
     store.record_ingestion(&run(&v, Restricted), &snapshot("!perm:x.org", messages(3, now()))).unwrap();
-    assert_eq!(mode(&data), 0o700, "data directory");
     for suffix in ["", "-wal", "-shm"] {
         let path = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
         assert!(path.exists(), "{suffix} missing");
