@@ -33,6 +33,7 @@ struct Inner {
     validation: Validation,
     keys: Keys,
     claims: ClaimNames,
+    checks: Checks,
 }
 
 enum Keys {
@@ -55,6 +56,21 @@ impl std::fmt::Debug for Authenticator {
 }
 
 /// Parses configured algorithm names.
+/// Checks beyond signature, time, issuer and audience.
+#[derive(Debug)]
+struct Checks {
+    /// Longest accepted `exp - iat`, in seconds.
+    max_lifetime: Option<u64>,
+    /// The header `typ` required, normalised.
+    typ: Option<String>,
+}
+
+/// `typ` in lower case without the `application/` prefix (RFC 9068 section 2.1).
+fn normalise_typ(typ: &str) -> String {
+    let typ = typ.trim().to_ascii_lowercase();
+    typ.strip_prefix("application/").map(str::to_owned).unwrap_or(typ)
+}
+
 fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>> {
     names
         .iter()
@@ -107,6 +123,7 @@ impl Authenticator {
                     url.clone(),
                     configured.clone(),
                     Duration::from_secs(config.jwks_refresh_seconds),
+                    Duration::from_secs(config.jwks_max_age_seconds.max(1)),
                 )?;
                 // The per-key algorithm is pinned when the key is chosen; this list is the
                 // upper bound.
@@ -133,7 +150,14 @@ impl Authenticator {
             clearance: config.clearance_claim.clone(),
             scope: config.scope_claim.clone(),
         };
-        Ok(Self { inner: Arc::new(Inner { validation, keys, claims }) })
+        if config.max_token_lifetime_seconds.is_some() {
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "iat"]);
+        }
+        let checks = Checks {
+            max_lifetime: config.max_token_lifetime_seconds,
+            typ: config.required_typ.as_deref().map(normalise_typ),
+        };
+        Ok(Self { inner: Arc::new(Inner { validation, keys, claims, checks }) })
     }
 
     /// Validates the value of an `Authorization` header.
@@ -154,6 +178,11 @@ impl Authenticator {
             return Err(Error::InvalidToken("token too long"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| map_jwt_error(&e))?;
+        if let Some(wanted) = &self.inner.checks.typ
+            && header.typ.as_deref().map(normalise_typ).as_ref() != Some(wanted)
+        {
+            return Err(Error::InvalidToken("token type not accepted"));
+        }
         let claims = match &self.inner.keys {
             Keys::Static(key) => decode(token, key, &self.inner.validation)?,
             Keys::Jwks(cache) => {
@@ -166,6 +195,14 @@ impl Authenticator {
                 decode(token, &key, &validation)?
             }
         };
+        if let Some(max) = self.inner.checks.max_lifetime {
+            let at = |name: &str| claims.get(name).and_then(Value::as_i64);
+            match (at("iat"), at("exp")) {
+                (Some(iat), Some(exp))
+                    if exp.saturating_sub(iat) <= i64::try_from(max).unwrap_or(i64::MAX) => {}
+                _ => return Err(Error::InvalidToken("token lifetime too long")),
+            }
+        }
         self.viewer_from_claims(&claims)
     }
 

@@ -158,6 +158,16 @@ pub struct JwtConfig {
     pub leeway_seconds: u64,
     /// Minimum time between two fetches of the JWKS on an unknown `kid`, in seconds.
     pub jwks_refresh_seconds: u64,
+    /// Longest time a fetched JWKS is used before it is fetched again, in seconds (shorter when
+    /// the identity provider's `Cache-Control: max-age` says so): a withdrawn key stops
+    /// verifying within this time.
+    pub jwks_max_age_seconds: u64,
+    /// Refuse tokens whose lifetime (`exp - iat`) exceeds this many seconds; such tokens must
+    /// then carry `iat`. `None`: no limit.
+    pub max_token_lifetime_seconds: Option<u64>,
+    /// Refuse tokens whose header `typ` is not this (e.g. `at+jwt`, RFC 9068; compared without
+    /// case, with or without `application/`). `None`: any.
+    pub required_typ: Option<String>,
     /// Claim holding the actor.
     #[serde(deserialize_with = "scalar_string")]
     pub sub_claim: String,
@@ -183,6 +193,9 @@ impl Default for JwtConfig {
             algorithms: Vec::new(),
             leeway_seconds: 30,
             jwks_refresh_seconds: 60,
+            jwks_max_age_seconds: 3_600,
+            max_token_lifetime_seconds: None,
+            required_typ: None,
             sub_claim: "sub".to_owned(),
             org_claim: "org".to_owned(),
             clearance_claim: "clearance".to_owned(),

@@ -2,6 +2,9 @@
 //!
 //! An unknown `kid` triggers at most one refetch per refresh interval, so a flood of tokens with
 //! random `kid`s cannot turn the server into a load generator against the identity provider.
+//! The set also expires on a timer (the response's `Cache-Control: max-age`, within the
+//! configured bounds): a key the identity provider withdrew stops verifying once the set is
+//! fetched again, even though no unknown `kid` ever asked for it.
 
 use std::{
     collections::HashMap,
@@ -26,14 +29,22 @@ pub(super) struct JwksCache {
     url: String,
     allowed: Vec<Algorithm>,
     min_refresh: Duration,
+    max_age: Duration,
     client: reqwest::Client,
     keys: RwLock<KeyMap>,
+    /// When the cached set expires.
+    expires: RwLock<Option<Instant>>,
     /// When the set was last fetched; held while fetching so only one fetch runs.
     last_fetch: Mutex<Option<Instant>>,
 }
 
 impl JwksCache {
-    pub(super) fn new(url: String, allowed: Vec<Algorithm>, min_refresh: Duration) -> Result<Self> {
+    pub(super) fn new(
+        url: String,
+        allowed: Vec<Algorithm>,
+        min_refresh: Duration,
+        max_age: Duration,
+    ) -> Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -45,8 +56,10 @@ impl JwksCache {
             url,
             allowed,
             min_refresh,
+            max_age,
             client,
             keys: RwLock::new(HashMap::new()),
+            expires: RwLock::new(None),
             last_fetch: Mutex::new(None),
         })
     }
@@ -54,21 +67,24 @@ impl JwksCache {
     /// The key for `kid` (or the only key when the token names none), fetching the set when the
     /// key is unknown and the last fetch is old enough.
     pub(super) async fn key_for(&self, kid: Option<&str>) -> Result<(Arc<DecodingKey>, Algorithm)> {
-        if let Some(found) = lookup(&*self.keys.read().await, kid) {
+        let fresh = |expires: Option<Instant>| expires.is_some_and(|at| Instant::now() < at);
+        if fresh(*self.expires.read().await)
+            && let Some(found) = lookup(&*self.keys.read().await, kid)
+        {
             return Ok(found);
         }
         let mut last = self.last_fetch.lock().await;
+        let expired = !fresh(*self.expires.read().await);
         // Someone else may have refreshed while we waited.
-        if let Some(found) = lookup(&*self.keys.read().await, kid) {
+        if !expired && let Some(found) = lookup(&*self.keys.read().await, kid) {
             return Ok(found);
         }
-        if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+        if !expired && last.is_some_and(|t| t.elapsed() < self.min_refresh) {
             return Err(Error::InvalidToken("unknown key id"));
         }
         *last = Some(Instant::now());
-        let fetched = self.fetch().await;
-        let map = match fetched {
-            Ok(map) => map,
+        let (map, max_age) = match self.fetch().await {
+            Ok(fetched) => fetched,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the JWKS");
                 return Err(e);
@@ -76,14 +92,30 @@ impl JwksCache {
         };
         let found = lookup(&map, kid);
         *self.keys.write().await = map;
+        *self.expires.write().await = Some(Instant::now() + max_age);
         found.ok_or(Error::InvalidToken("unknown key id"))
     }
 
-    async fn fetch(&self) -> Result<KeyMap> {
+    /// How long a fetched set stays valid: `Cache-Control: max-age` when given, within the
+    /// refresh interval and the configured maximum.
+    fn lifetime(&self, headers: &reqwest::header::HeaderMap) -> Duration {
+        let max_age = headers
+            .get_all(reqwest::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|d| d.trim().strip_prefix("max-age="))
+            .find_map(|s| s.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        max_age.unwrap_or(self.max_age).clamp(self.min_refresh.min(self.max_age), self.max_age)
+    }
+
+    async fn fetch(&self) -> Result<(KeyMap, Duration)> {
         let mut response = self.client.get(&self.url).send().await.map_err(|_| Error::KeysUnavailable)?;
         if !response.status().is_success() {
             return Err(Error::KeysUnavailable);
         }
+        let lifetime = self.lifetime(response.headers());
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|_| Error::KeysUnavailable)? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
@@ -107,8 +139,8 @@ impl JwksCache {
             let kid = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{index}"));
             map.insert(kid, (Arc::new(key), alg));
         }
-        tracing::info!(keys = map.len(), "fetched the JWKS");
-        Ok(map)
+        tracing::info!(keys = map.len(), valid_for_s = lifetime.as_secs(), "fetched the JWKS");
+        Ok((map, lifetime))
     }
 
     /// The algorithm a key is used with: its `alg`, or the one its type implies; never HMAC.

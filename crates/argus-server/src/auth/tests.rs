@@ -274,6 +274,32 @@ async fn minted_development_tokens_validate() {
     assert!(matches!(mint_dev_token(&JwtConfig::default(), &real, &request), Err(Error::NotDevelopment)));
 }
 
+#[tokio::test]
+async fn token_lifetime_and_type_are_checked_when_configured() {
+    let config = JwtConfig {
+        max_token_lifetime_seconds: Some(3_600),
+        required_typ: Some("at+jwt".into()),
+        ..JwtConfig::default()
+    };
+    let auth = Authenticator::new(&config, &hs_source()).unwrap();
+    let token = |typ: Option<&str>, claims: &Value| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    };
+    let short = with(with(claims(), "iat", json!(now())), "exp", json!(now() + 600));
+    assert!(auth.authenticate(&token(Some("at+jwt"), &short)).await.is_ok());
+    assert!(auth.authenticate(&token(Some("application/AT+JWT"), &short)).await.is_ok());
+    assert_invalid(auth.authenticate(&token(Some("JWT"), &short)).await, "typ JWT");
+    assert_invalid(auth.authenticate(&token(None, &short)).await, "no typ");
+    let long = with(with(claims(), "iat", json!(now())), "exp", json!(now() + 86_400));
+    assert_invalid(auth.authenticate(&token(Some("at+jwt"), &long)).await, "a day-long token");
+    let no_iat = with(claims(), "exp", json!(now() + 600));
+    assert_invalid(auth.authenticate(&token(Some("at+jwt"), &without(no_iat, "iat"))).await, "no iat");
+    // Without the settings, the same tokens pass.
+    assert!(hs_auth().authenticate(&token(Some("JWT"), &long)).await.is_ok());
+}
+
 mod jwks {
     use wiremock::{Mock, MockServer, ResponseTemplate, matchers};
 
@@ -335,6 +361,36 @@ mod jwks {
                 .unwrap();
         // The set is fetched to learn k1's algorithm (RS256), then the HS256 token is refused.
         assert_invalid(auth.authenticate(&token).await, "HS256 against a JWKS");
+    }
+
+    /// A key the identity provider withdrew stops verifying once the set expires (its
+    /// `Cache-Control: max-age`, within the configured bounds), though no unknown `kid` asked.
+    #[tokio::test]
+    async fn a_withdrawn_key_stops_verifying_when_the_set_expires() {
+        let server = MockServer::start().await;
+        Mock::given(matchers::method("GET"))
+            .and(matchers::path("/jwks"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_string(RSA_JWKS)
+                    .insert_header("cache-control", "max-age=1"),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(matchers::method("GET"))
+            .and(matchers::path("/jwks"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"keys":[]}"#))
+            .mount(&server)
+            .await;
+        let config = JwtConfig { jwks_refresh_seconds: 0, ..JwtConfig::default() };
+        let auth = Authenticator::new(&config, &KeySource::Jwks(format!("{}/jwks", server.uri()))).unwrap();
+        let token = rs_token(&claims(), Some("k1"));
+        assert!(auth.authenticate(&token).await.is_ok());
+        assert!(auth.authenticate(&token).await.is_ok(), "cached within max-age");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_invalid(auth.authenticate(&token).await, "withdrawn key after expiry");
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
     }
 
     #[tokio::test]
