@@ -38,7 +38,7 @@ struct Inner {
 
 enum Keys {
     Static(DecodingKey),
-    Jwks(jwks::JwksCache),
+    Jwks(Box<jwks::JwksCache>),
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +132,7 @@ impl Authenticator {
                 } else {
                     configured
                 };
-                (Keys::Jwks(cache), algs)
+                (Keys::Jwks(Box::new(cache)), algs)
             }
         };
         let mut validation = Validation::new(Algorithm::HS256);
