@@ -15,7 +15,7 @@ pub use entity::{
 pub use error::{Error, Result};
 pub use relay::{MAX_RETRY_DELAY, Relay, RelayOptions, RelayReport, SHUTDOWN_GRACE, status};
 pub use sink::{
-    JsonLinesSink, ORG_PLACEHOLDER, SIGNATURE_HEADER, Sink, SinkFuture, WebhookOptions, WebhookSecret,
-    WebhookSink,
+    JsonLinesSink, ORG_PLACEHOLDER, SIGNATURE_HEADER, Sink, SinkFuture, TIMESTAMP_HEADER, WebhookOptions,
+    WebhookSecret, WebhookSink,
 };
 pub use stix::{INFRASTRUCTURE_TYPE, tlp_name, to_stix_bundle};

@@ -63,11 +63,12 @@ pub fn status(store: &Store) -> Result<OutboxStatus> {
 
 /// Delivers outbox rows to sinks, at least once, in outbox order.
 ///
-/// Each batch: read up to `batch_size` pending rows (id order), deliver each row's entity to
-/// every sink, stop at the first row that fails, flush every sink, mark the rows before it
-/// delivered, then record the failure. A failing row that is parked no longer blocks the rows
-/// after it; one that is not parked ends the pass, and the next pass retries it first, so rows
-/// are never delivered out of order. All state lives in the outbox table: a crash between
+/// Each batch: read up to `batch_size` pending rows (id order) of the organisations not held
+/// back, deliver each row's entity to every sink, flush every sink, mark the delivered rows,
+/// then record the failures. A row that fails holds back the later rows of its organisation
+/// for the rest of the pass (the next pass retries it first, so an organisation's rows are
+/// never delivered out of order), and only those: one organisation's failing endpoint does not
+/// stall the others. A failing row that is parked no longer holds back its organisation. All state lives in the outbox table: a crash between
 /// delivery and marking means the row is delivered again after restart (the `Idempotency-Key`
 /// and `(id, version)` let receivers drop the duplicate).
 ///
@@ -89,8 +90,9 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// Why a batch stopped early: the row that failed and the error.
+/// A row that failed in a batch: its organisation, the row and the error.
 struct Failure {
+    org: argus_domain::OrgId,
     row_id: i64,
     error: Error,
 }
@@ -122,9 +124,12 @@ impl Relay {
             tracing::warn!("fusion relay has no sink configured; outbox rows stay pending");
             return Ok(report);
         }
+        // Organisations whose delivery failed in this pass: their later rows wait for the next.
+        let mut held_back: Vec<argus_domain::OrgId> = Vec::new();
         loop {
-            let (batch_len, failure) = self.run_batch(&mut report).await?;
-            if let Some(Failure { row_id, error }) = failure {
+            let (batch_len, delivered, failures) = self.run_batch(&mut report, &held_back).await?;
+            let mut parked_any = false;
+            for Failure { org, row_id, error } in failures {
                 report.failed += 1;
                 let message = error.to_string();
                 let park_after = self.options.park_after_attempts;
@@ -133,13 +138,14 @@ impl Relay {
                     .await?;
                 if parked {
                     report.parked += 1;
+                    parked_any = true;
                     tracing::error!(row = row_id, error = %error, "outbox row parked after repeated failures");
-                    continue;
+                } else {
+                    tracing::warn!(row = row_id, org = %org, error = %error, "outbox delivery failed; will retry");
+                    held_back.push(org);
                 }
-                tracing::warn!(row = row_id, error = %error, "outbox delivery failed; will retry");
-                break;
             }
-            if batch_len < self.options.batch_size as usize {
+            if batch_len < self.options.batch_size as usize || (delivered == 0 && !parked_any) {
                 break;
             }
         }
@@ -198,30 +204,38 @@ impl Relay {
         tracing::info!("fusion relay stopped");
     }
 
-    /// Delivers one batch; returns how many rows were read and the failure that stopped it.
-    async fn run_batch(&self, report: &mut RelayReport) -> Result<(usize, Option<Failure>)> {
+    /// Delivers one batch of the organisations not `held_back`; returns how many rows were
+    /// read, how many delivered, and the rows that failed (one per organisation at most: its
+    /// later rows in the batch are left for the next pass).
+    async fn run_batch(
+        &self,
+        report: &mut RelayReport,
+        held_back: &[argus_domain::OrgId],
+    ) -> Result<(usize, usize, Vec<Failure>)> {
         let limit = self.options.batch_size;
-        let rows = self.blocking(move |store| store.outbox_pending(limit)).await?;
+        let except = held_back.to_vec();
+        let rows = self.blocking(move |store| store.outbox_pending_except(limit, &except)).await?;
         let batch_len = rows.len();
         let mut delivered = Vec::with_capacity(batch_len);
-        let mut failure = None;
+        let mut failures: Vec<Failure> = Vec::new();
         for row in &rows {
+            if failures.iter().any(|f| f.org == row.org) {
+                continue;
+            }
             match self.deliver_row(row).await {
                 Ok(()) => delivered.push(row.id),
-                Err(error) => {
-                    failure = Some(Failure { row_id: row.id, error });
-                    break;
-                }
+                Err(error) => failures.push(Failure { org: row.org.clone(), row_id: row.id, error }),
             }
         }
         // A sink that cannot flush (disk full, ...) fails the pass, not a row: nothing of this
         // batch is marked, and every row is delivered again by the next pass.
         self.flush_all().await?;
+        let delivered_count = delivered.len();
         if !delivered.is_empty() {
             report.delivered += delivered.len() as u64;
             self.blocking(move |store| store.outbox_mark_delivered_batch(&delivered)).await?;
         }
-        Ok((batch_len, failure))
+        Ok((batch_len, delivered_count, failures))
     }
 
     async fn deliver_row(&self, row: &OutboxRow) -> Result<()> {

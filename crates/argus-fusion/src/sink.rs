@@ -6,7 +6,7 @@ mod webhook;
 use std::{future::Future, pin::Pin};
 
 pub use jsonl::{JsonLinesSink, ORG_PLACEHOLDER};
-pub use webhook::{SIGNATURE_HEADER, WebhookOptions, WebhookSecret, WebhookSink};
+pub use webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookOptions, WebhookSecret, WebhookSink};
 
 use crate::{NetworkNode, Result};
 

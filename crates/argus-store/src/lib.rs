@@ -173,7 +173,17 @@ impl Store {
 
     /// Up to `limit` rows neither delivered nor parked, oldest first.
     pub fn outbox_pending(&self, limit: u32) -> Result<Vec<OutboxRow>> {
-        outbox::pending(&mut *self.conn()?, self.backend, limit)
+        outbox::pending(&mut *self.conn()?, self.backend, limit, &[])
+    }
+
+    /// Like [`Store::outbox_pending`], leaving out the rows of the organisations in `except`
+    /// (the relay skips an organisation whose delivery failed, so that it stalls no other).
+    pub fn outbox_pending_except(
+        &self,
+        limit: u32,
+        except: &[argus_domain::OrgId],
+    ) -> Result<Vec<OutboxRow>> {
+        outbox::pending(&mut *self.conn()?, self.backend, limit, except)
     }
 
     /// Marks a row delivered.

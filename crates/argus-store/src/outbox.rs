@@ -106,11 +106,25 @@ fn load(conn: &mut DbConn, sql: Sql<'_>) -> Result<Vec<OutboxRow>> {
 }
 
 /// Rows neither delivered nor parked, oldest first.
-pub(crate) fn pending(conn: &mut DbConn, backend: Backend, limit: u32) -> Result<Vec<OutboxRow>> {
+pub(crate) fn pending(
+    conn: &mut DbConn,
+    backend: Backend,
+    limit: u32,
+    except: &[OrgId],
+) -> Result<Vec<OutboxRow>> {
     let mut sql = Sql::new(backend);
-    sql.push(
-        "SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.parked_at IS NULL ORDER BY o.id LIMIT ",
-    );
+    sql.push("SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.parked_at IS NULL");
+    if !except.is_empty() {
+        sql.push(" AND o.org_id NOT IN (");
+        for (i, org) in except.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind::<Text, _>(org.as_str().to_owned());
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY o.id LIMIT ");
     sql.bind::<BigInt, _>(i64::from(limit));
     load(conn, sql)
 }

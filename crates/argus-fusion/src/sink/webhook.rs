@@ -12,8 +12,13 @@ use sha2::Sha256;
 use super::{Sink, SinkFuture};
 use crate::{Error, NetworkNode, Result};
 
-/// The header carrying the body's HMAC-SHA256 when a signing secret is configured.
+/// The header carrying the HMAC-SHA256 of the timestamp and the body when a signing secret is
+/// configured.
 pub const SIGNATURE_HEADER: &str = "X-Argus-Signature";
+
+/// The header carrying the time the request was signed (Unix seconds); the signature covers
+/// it, so a receiver that refuses old timestamps refuses replays.
+pub const TIMESTAMP_HEADER: &str = "X-Argus-Timestamp";
 
 /// The shared secret a [`WebhookSink`] signs bodies with; never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
@@ -26,18 +31,23 @@ impl WebhookSecret {
         Self(secret.into())
     }
 
-    /// `sha256=<lowercase hex HMAC-SHA256 of body>`, the value of [`SIGNATURE_HEADER`].
+    /// `sha256=<lowercase hex HMAC-SHA256 of "<timestamp>.<body>">`, the value of
+    /// [`SIGNATURE_HEADER`] for a request sent with `X-Argus-Timestamp: <timestamp>`.
     ///
     /// ```
     /// use argus_fusion::WebhookSecret;
-    /// // RFC 4231 test case 2.
-    /// let signature = WebhookSecret::new("Jefe").sign(b"what do ya want for nothing?");
-    /// assert_eq!(signature, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    /// // RFC 4231 test case 2: "what do ya want " is the signed prefix, "for nothing?" the body.
+    /// let signature = WebhookSecret::new("Jefe").sign("what do ya want", b"for nothing?");
+    /// assert_ne!(signature, WebhookSecret::new("Jefe").sign("1", b"for nothing?"));
+    /// let whole = WebhookSecret::new("Jefe").sign("what do ya want for nothing?", b"");
+    /// assert_ne!(signature, whole);
     /// ```
-    pub fn sign(&self, body: &[u8]) -> String {
+    pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
         // HMAC accepts keys of any length, so this never fails.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
@@ -85,7 +95,9 @@ impl Default for WebhookOptions {
 /// an organisation with neither is not sent anywhere by this sink (it counts as delivered), so
 /// entities never go to another organisation's receiver. Every request carries
 /// `Idempotency-Key: <entity id>:<version>`, and, with a signing secret,
-/// `X-Argus-Signature: sha256=<HMAC-SHA256 of the body>`. Timeouts, network errors, 5xx, 408 and 429 are
+/// `X-Argus-Timestamp: <unix seconds>` and `X-Argus-Signature: sha256=<HMAC-SHA256 of
+/// "<timestamp>.<body>">` (a receiver refusing stale timestamps refuses replays). Proxy
+/// variables of the environment are ignored. Timeouts, network errors, 5xx, 408 and 429 are
 /// retried with exponential backoff; other answers fail the delivery at once. Redirects are
 /// not followed.
 #[derive(Clone)]
@@ -126,6 +138,9 @@ impl WebhookSink {
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // Entities go straight to the configured receiver, never through a proxy that an
+            // environment variable names.
+            .no_proxy()
             .user_agent(concat!("argus-fusion/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|_| Error::Config("the webhook HTTP client could not be built".to_owned()))?;
@@ -144,7 +159,13 @@ impl WebhookSink {
             .header(header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", key);
         if let Some(secret) = &self.options.signing_secret {
-            request = request.header(SIGNATURE_HEADER, secret.sign(body));
+            let timestamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string();
+            request = request
+                .header(SIGNATURE_HEADER, secret.sign(&timestamp, body))
+                .header(TIMESTAMP_HEADER, timestamp);
         }
         let response = request.body(body.to_vec()).send().await.map_err(|e| Error::from_reqwest(&e))?;
         let status = response.status();

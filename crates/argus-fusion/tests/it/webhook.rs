@@ -4,7 +4,9 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use argus_domain::Classification;
-use argus_fusion::{Error, NetworkNode, SIGNATURE_HEADER, Sink, WebhookOptions, WebhookSecret, WebhookSink};
+use argus_fusion::{
+    Error, NetworkNode, SIGNATURE_HEADER, Sink, TIMESTAMP_HEADER, WebhookOptions, WebhookSecret, WebhookSink,
+};
 use reqwest::Url;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
@@ -193,13 +195,52 @@ async fn signs_the_body_when_a_secret_is_configured() -> anyhow::Result<()> {
     let sink = WebhookSink::new(Some(hook_url(&server)?), BTreeMap::new(), options)?;
     sink.deliver(&node("dgsi")?).await?;
     let requests = server.received_requests().await.unwrap_or_default();
-    let signature =
-        requests[0].headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    assert_eq!(signature, Some(secret.sign(&requests[0].body)));
+    let header = |name: &str| requests[0].headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // The signature covers a timestamp too: a replayed request shows its age.
+    let timestamp = header(TIMESTAMP_HEADER).expect("a timestamp");
+    let age = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
+        - timestamp.parse::<u64>()?;
+    assert!(age < 60, "{age}");
+    assert_eq!(header(SIGNATURE_HEADER), Some(secret.sign(&timestamp, &requests[0].body)));
+    assert_ne!(header(SIGNATURE_HEADER), Some(secret.sign("0", &requests[0].body)));
     assert!(!format!("{sink:?}").contains("horse"), "the secret never shows in Debug");
     // Unsigned by default.
     sink_to(&server)?.deliver(&node("dgsi")?).await?;
     let requests = server.received_requests().await.unwrap_or_default();
     assert!(requests[1].headers.get(SIGNATURE_HEADER).is_none());
+    Ok(())
+}
+
+/// Tells the child test where the receiver is.
+const PROXY_CHILD_ENV: &str = "ARGUS_FUSION_PROXY_CHILD_RECEIVER";
+
+/// Run in a child process whose environment names a proxy; does nothing when run directly.
+#[tokio::test]
+async fn proxy_environment_child() -> anyhow::Result<()> {
+    let Ok(receiver) = std::env::var(PROXY_CHILD_ENV) else { return Ok(()) };
+    let sink = WebhookSink::new(Some(Url::parse(&receiver)?), BTreeMap::new(), fast_options())?;
+    sink.deliver(&node("dgsi")?).await?;
+    Ok(())
+}
+
+/// Proxy variables of the environment are ignored: entities go straight to the receiver.
+#[tokio::test]
+async fn proxy_variables_are_ignored() -> anyhow::Result<()> {
+    let (receiver, proxy) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&receiver).await;
+    Mock::given(wiremock::matchers::any()).respond_with(ResponseTemplate::new(502)).mount(&proxy).await;
+    let status = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", "webhook::proxy_environment_child", "--test-threads=1"])
+        .env(PROXY_CHILD_ENV, hook_url(&receiver)?.as_str())
+        .env("HTTP_PROXY", proxy.uri())
+        .env("http_proxy", proxy.uri())
+        .env("ALL_PROXY", proxy.uri())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .status()
+        .await?;
+    assert!(status.success());
+    assert_eq!(proxy.received_requests().await.unwrap_or_default().len(), 0, "the proxy was used");
+    assert_eq!(receiver.received_requests().await.unwrap_or_default().len(), 1);
     Ok(())
 }
