@@ -132,7 +132,8 @@ impl AppState {
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics));
         if self.graphiql {
-            cfg.route("/graphiql", web::get().to(graphiql));
+            cfg.route("/graphiql", web::get().to(crate::graphiql::page))
+                .route("/graphiql/assets/{name}", web::get().to(crate::graphiql::asset));
         }
     }
 }
@@ -460,10 +461,4 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render(&state.services.metrics))
-}
-
-async fn graphiql() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(juniper::http::graphiql::graphiql_source("/graphql", None))
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 mod error;
+mod graphiql;
 pub mod metrics;
 
 pub use app::{RunningServer, run, spawn};

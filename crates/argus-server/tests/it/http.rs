@@ -257,3 +257,31 @@ async fn created_directories_and_the_database_are_owner_only() {
     assert_eq!(mode(&data.join(argus_server::config::DEV_SECRET_FILE)), 0o600);
     running.stop().await.unwrap();
 }
+
+/// GraphiQL loads nothing from outside the server: an air-gapped network gets a working page,
+/// and only code shipped with the server runs in it.
+#[tokio::test]
+async fn graphiql_is_served_from_the_binary() {
+    let server = TestServer::start().await;
+    let page = server.client.get(server.url("/graphiql")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().starts_with("default-src 'self'"));
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("//cdn"), "{html}");
+    let mut srcs: Vec<String> =
+        html.split(['"', '\'']).filter(|s| s.starts_with("/graphiql/assets/")).map(str::to_owned).collect();
+    srcs.sort();
+    srcs.dedup();
+    assert_eq!(srcs.len(), 5, "{srcs:?}");
+    for src in srcs {
+        // No automatic decompression: the raw gzip stream as sent.
+        let client = reqwest::Client::builder().no_gzip().build().unwrap();
+        let asset = client.get(server.url(&src)).send().await.unwrap();
+        assert_eq!(asset.status().as_u16(), 200, "{src}");
+        let bytes = asset.bytes().await.unwrap();
+        assert!(bytes.len() > 100, "{src}");
+    }
+    let missing = server.client.get(server.url("/graphiql/assets/../../etc/passwd")).send().await.unwrap();
+    assert_ne!(missing.status().as_u16(), 200);
+    server.stop().await;
+}
