@@ -129,6 +129,7 @@ impl Relay {
         loop {
             let (batch_len, delivered, failures) = self.run_batch(&mut report, &held_back).await?;
             let mut parked_any = false;
+            let held_before = held_back.len();
             for Failure { org, row_id, error } in failures {
                 report.failed += 1;
                 let message = error.to_string();
@@ -145,7 +146,12 @@ impl Relay {
                     held_back.push(org);
                 }
             }
-            if batch_len < self.options.batch_size as usize || (delivered == 0 && !parked_any) {
+            // A full batch goes on while it made progress: rows delivered or parked, or an
+            // organisation newly held back (whose rows the next batch leaves out, so that the
+            // rows of others behind them are reached). Organisations only join `held_back`, so
+            // this ends.
+            let progress = delivered > 0 || parked_any || held_back.len() > held_before;
+            if batch_len < self.options.batch_size as usize || !progress {
                 break;
             }
         }

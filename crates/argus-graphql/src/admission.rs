@@ -69,9 +69,19 @@ impl Admission {
 
     /// Admits one ingestion by `caller` against `homeserver` (its origin), or refuses it.
     pub fn admit(&self, caller: &str, homeserver: &str) -> Result<Admitted> {
-        if self.per_caller.check_key(&caller.to_owned()).is_err() {
-            return Err(Error::TooManyRequests);
-        }
+        self.check_caller(caller)?;
+        self.acquire(homeserver)
+    }
+
+    /// Counts one call by `caller` against its rate, or refuses it. Checked before anything
+    /// else of a call, so that no call, refused or failing, escapes the rate (a failing call
+    /// still writes an audit record).
+    pub fn check_caller(&self, caller: &str) -> Result<()> {
+        self.per_caller.check_key(&caller.to_owned()).map_err(|_| Error::TooManyRequests)
+    }
+
+    /// Takes a place among the ingestions running, in all and against `homeserver`.
+    pub fn acquire(&self, homeserver: &str) -> Result<Admitted> {
         let global = Arc::clone(&self.global).try_acquire_owned().map_err(|_| Error::Busy("this server"))?;
         let semaphore = {
             let mut map = self.per_homeserver.lock().map_err(|_| Error::Internal)?;

@@ -83,11 +83,16 @@ pub async fn ingest_room(
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
-    let admitted = validate(services, viewer, &request).and_then(|valid| {
-        let origin = NewIngestion::origin_of(valid.homeserver.as_str());
-        let admitted = services.admission.admit(&format!("{}/{}", viewer.org, viewer.actor), &origin)?;
-        Ok((valid, admitted))
-    });
+    let caller = format!("{}/{}", viewer.org, viewer.actor);
+    let admitted = services
+        .admission
+        .check_caller(&caller)
+        .and_then(|()| validate(services, viewer, &request))
+        .and_then(|valid| {
+            let origin = NewIngestion::origin_of(valid.homeserver.as_str());
+            let admitted = services.admission.acquire(&origin)?;
+            Ok((valid, admitted))
+        });
     let (valid, _admitted) = match admitted {
         Ok(admitted) => admitted,
         Err(error) if is_refusal(&error) => {

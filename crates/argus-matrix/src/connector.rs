@@ -16,8 +16,8 @@ use crate::{
 };
 
 /// The most redactions of earlier-stored messages one read confirms with the homeserver (one
-/// request each).
-const MAX_REDACTION_CONFIRMATIONS: usize = 1_000;
+/// request each); the others stay unconfirmed.
+const MAX_REDACTION_CONFIRMATIONS: usize = 200;
 
 /// Reads Matrix rooms from homeservers under one outbound policy.
 ///
@@ -262,8 +262,26 @@ impl Connector {
         // applied them. Past the cap they stay unconfirmed (the store then applies only those
         // from the message's own sender).
         for redaction in normalised.redactions.iter_mut().take(MAX_REDACTION_CONFIRMATIONS) {
-            let answer =
-                get_room_event::confirm_redaction(client, target, room, redaction.target.as_str()).await?;
+            // A confirmation that cannot be had (a refused token aside) leaves the redaction
+            // unconfirmed: it never fails the read.
+            let answer = match get_room_event::confirm_redaction(
+                client,
+                target,
+                room,
+                redaction.target.as_str(),
+            )
+            .await
+            {
+                Ok(answer) => answer,
+                Err(e @ Error::Unauthorized { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        code = e.code(),
+                        "a redaction could not be confirmed; it stays unconfirmed"
+                    );
+                    get_room_event::Confirmation::NotRedacted
+                }
+            };
             if let get_room_event::Confirmation::Redacted(by) = answer {
                 redaction.confirmed = true;
                 // What the homeserver holds wins over what the redaction event said.

@@ -115,13 +115,13 @@ pub(crate) fn redaction_of(redacted_because: &RawValue) -> Option<Redaction> {
 /// Longest redaction reason kept, in bytes.
 const MAX_REASON: usize = 1024;
 
-/// A reason cut to [`MAX_REASON`] bytes on a character boundary.
+/// A reason cut to [`MAX_REASON`] bytes on a character boundary, control characters replaced.
 fn bounded_reason(reason: &str) -> String {
     let mut end = reason.len().min(MAX_REASON);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    reason[..end].to_owned()
+    reason[..end].chars().map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).collect()
 }
 
 /// `info` of a media message; read leniently: a wrong type drops the field, not the message.

@@ -595,13 +595,14 @@ fn redact(
 /// Longest redaction reason kept, in bytes.
 const MAX_REASON: usize = 1024;
 
-/// `text` cut to `max` bytes on a character boundary.
+/// `text` cut to `max` bytes on a character boundary, control characters (NUL among them,
+/// which PostgreSQL refuses in text) replaced.
 fn bounded(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    text[..end].chars().map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).collect()
 }
 
 /// Applies the snapshot's edits and redactions to the stored messages of the room, under the

@@ -185,6 +185,25 @@ async fn parks_a_row_after_repeated_failures_without_blocking_the_rest() -> anyh
     Ok(())
 }
 
+/// A failing organisation with more pending rows than a batch holds does not hide the rows of
+/// another organisation queued behind them.
+#[tokio::test]
+async fn a_failing_organisation_with_a_full_batch_does_not_hide_the_others() -> anyhow::Result<()> {
+    let t = TestStore::new()?;
+    for i in 0..5 {
+        t.ingest("broken-org", &format!("!b{i}:agent.tchap.gouv.fr"), "rejected", 0)?;
+    }
+    t.ingest("dgsi", "!d:agent.tchap.gouv.fr", "behind them", 0)?;
+    let (rejecting, accepting) = (MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(400)).mount(&rejecting).await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&accepting).await;
+    let sinks = vec![webhook(Some(&accepting), &[("broken-org", &rejecting)])?];
+    let relay = Relay::new(t.store.clone(), sinks, RelayOptions { batch_size: 2, ..options(10) });
+    assert_eq!(relay.run_once().await?, RelayReport { delivered: 1, failed: 1, parked: 0 });
+    assert_eq!(keys_at(&accepting).await.len(), 1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn entities_go_only_to_their_organisations_webhook() -> anyhow::Result<()> {
     let t = TestStore::new()?;

@@ -154,6 +154,18 @@ async fn concurrent_and_repeated_ingestions_are_bounded() {
     let refused = h.ingest(&alice, "!rate:tchap.test", Restricted).await;
     assert_eq!(error_code(&refused), Some("TOO_MANY_REQUESTS"), "{refused:#}");
     assert_eq!(audit(&h, "dgsi").await["totalCount"], 2);
+    // Calls that would fail, and be audited, are held to the rate too: the trail cannot be
+    // flooded with failures by one caller.
+    let bob = viewer("dgsi", Restricted, &ALL);
+    std::sync::Arc::get_mut(&mut h.services).expect("unshared services").admission =
+        Admission::new(AdmissionLimits { per_caller_per_minute: 3, ..AdmissionLimits::default() });
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(error_code(&h.ingest(&bob, "!rate:tchap.test", TopSecret).await).map(str::to_owned));
+    }
+    assert_eq!(codes.iter().filter(|c| c.as_deref() == Some("ABOVE_CLEARANCE")).count(), 3, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| c.as_deref() == Some("TOO_MANY_REQUESTS")).count(), 3, "{codes:?}");
+    assert_eq!(audit(&h, "dgsi").await["totalCount"], 5);
 }
 
 #[tokio::test]

@@ -87,6 +87,16 @@ impl JwksCache {
             Ok(fetched) => fetched,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch the JWKS");
+                // The identity provider is unreachable: keep the keys held so far (they were
+                // valid at the last fetch), and try again after the refresh interval rather
+                // than on every request.
+                if expired {
+                    *self.expires.write().await =
+                        Some(Instant::now() + self.min_refresh.max(Duration::from_secs(1)));
+                    if let Some(found) = lookup(&*self.keys.read().await, kid) {
+                        return Ok(found);
+                    }
+                }
                 return Err(e);
             }
         };

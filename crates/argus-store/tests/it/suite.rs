@@ -356,13 +356,17 @@ fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &Te
 
     // Redacting an edited message purges every version's body but keeps the versions' events.
     let mut purge = snapshot(room, Vec::new());
-    purge.redactions = vec![redaction(&msgs[0].event_id, owner.as_str(), false)];
+    let mut with_nul = redaction(&msgs[0].event_id, owner.as_str(), false);
+    // A reason with NUL (which PostgreSQL refuses in text) is kept, made safe.
+    with_nul.redaction.reason = Some("a\0b".to_owned());
+    purge.redactions = vec![with_nul];
     s.record_ingestion(&run(&v, Restricted), &purge).unwrap();
     let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
     let m0 = &page.items[0].message;
     assert!(m0.redacted && m0.body.is_none());
     assert_eq!(m0.versions.len(), 2);
     assert!(m0.versions.iter().all(|v| v.body.is_none()));
+    assert_eq!(m0.redaction.as_ref().and_then(|r| r.reason.as_deref()), Some("a\u{fffd}b"));
     // Another organisation sees none of it.
     let other = s.messages(&viewer("org-b", TopSecret), &rid(room), &PageRequest::first(10)).unwrap();
     assert!(other.items.is_empty());
