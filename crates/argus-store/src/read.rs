@@ -200,7 +200,7 @@ pub(crate) fn room_key(
     room_id: &RoomId,
 ) -> Result<Option<RoomKey>> {
     let mut sql = Sql::new(backend);
-    sql.push("SELECT r.id, r.classification FROM ");
+    sql.push("SELECT r.id, r.classification, r.homeserver_url FROM ");
     push_rooms(&mut sql, true);
     sql.push(" WHERE ");
     gate.apply(&mut sql, "r");

@@ -234,11 +234,13 @@ pub(crate) struct Id {
     pub(crate) id: i64,
 }
 
-/// A room's storage id and classification rank.
+/// A room's storage id, classification rank and the homeserver it was read from.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct RoomKey {
     #[diesel(sql_type = BigInt)]
     pub(crate) id: i64,
     #[diesel(sql_type = SmallInt)]
     pub(crate) classification: i16,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) homeserver_url: String,
 }

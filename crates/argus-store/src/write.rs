@@ -147,7 +147,7 @@ pub(crate) fn record_ingestion(
     let started_at = argus_domain::from_unix_ms(to_unix_ms(run.started_at))?;
     in_org_transaction(conn, org, |conn| {
         let now = now_ms();
-        let (room_pk, merged) = upsert_room(conn, backend, run, snapshot, now)?;
+        let (room_pk, merged, read_from) = upsert_room(conn, backend, run, snapshot, now)?;
         if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
             return Err(Error::Withheld);
         }
@@ -159,7 +159,21 @@ pub(crate) fn record_ingestion(
             // Some were stored already and may have been raised: count the room again.
             recount_messages(conn, backend, org, room_pk)?;
         }
-        let evidence = apply_edits_and_redactions(conn, backend, org, room_pk, snapshot)?;
+        // Edits and redactions of messages stored earlier are taken only from the homeserver
+        // they were stored from: another server answering for the same room id could otherwise
+        // rewrite or purge the evidence.
+        let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
+        let evidence = if same_source {
+            apply_edits_and_redactions(conn, backend, org, room_pk, snapshot)?
+        } else {
+            tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
+            Evidence {
+                edits_applied: 0,
+                edits_ignored: snapshot.edits.len() as u64
+                    + snapshot.messages.iter().filter(|m| m.versions.len() > 1).count() as u64,
+                redactions_ignored: snapshot.redactions.len() as u64,
+            }
+        };
 
         let entry = NewIngestion {
             actor: run.viewer.actor.clone(),
@@ -194,14 +208,16 @@ pub(crate) fn record_ingestion(
     })
 }
 
-/// Inserts or updates the room; returns its storage id and merged classification.
+/// Inserts or updates the room; returns its storage id, merged classification, and the
+/// homeserver it was stored from (`None` for a new room). A room keeps the homeserver it was
+/// first read from, and that server's resume position, when another server answers for it.
 fn upsert_room(
     conn: &mut DbConn,
     backend: Backend,
     run: &IngestionRun,
     s: &RoomSnapshot,
     now: i64,
-) -> Result<(i64, Classification)> {
+) -> Result<(i64, Classification, Option<String>)> {
     let existing = read::room_key(conn, backend, &Gate::whole_org(&run.viewer.org), &s.room_id)?;
     let stored = existing.as_ref().map(|r| crate::rows::rank(r.classification)).transpose()?;
     let merged = policy::merge_classification(stored, run.classification);
@@ -209,19 +225,20 @@ fn upsert_room(
     let mut sql = Sql::new(backend);
     match &existing {
         Some(r) => {
-            sql.push("UPDATE rooms SET homeserver_url = ")
-                .bind::<Text, _>(s.homeserver_url.as_str().to_owned());
-            sql.push(", name = ").bind::<Nullable<Text>, _>(s.name.clone());
+            let same_source = r.homeserver_url == s.homeserver_url.as_str();
+            sql.push("UPDATE rooms SET name = ").bind::<Nullable<Text>, _>(s.name.clone());
             sql.push(", topic = ").bind::<Nullable<Text>, _>(s.topic.clone());
             sql.push(", canonical_alias = ").bind::<Nullable<Text>, _>(s.canonical_alias.clone());
             sql.push(", member_count = ").bind::<BigInt, _>(i64::from(s.member_count));
             sql.push(", encrypted = ").bind::<Bool, _>(s.encrypted);
             sql.push(", classification = ").bind::<SmallInt, _>(merged.rank());
             sql.push(", last_ingested_at = ").bind::<BigInt, _>(now);
-            sql.push(", resume_token = ").bind::<Nullable<Text>, _>(s.resume_token.clone());
+            if same_source {
+                sql.push(", resume_token = ").bind::<Nullable<Text>, _>(s.resume_token.clone());
+            }
             sql.push(" WHERE id = ").bind::<BigInt, _>(r.id);
             sql.build().execute(conn)?;
-            Ok((r.id, merged))
+            Ok((r.id, merged, Some(r.homeserver_url.clone())))
         }
         None => {
             sql.push(
@@ -241,7 +258,7 @@ fn upsert_room(
             sql.bind::<BigInt, _>(now).push(", ");
             sql.bind::<Nullable<Text>, _>(s.resume_token.clone()).push(") RETURNING id");
             let row: crate::rows::Id = sql.build().get_result(conn)?;
-            Ok((row.id, merged))
+            Ok((row.id, merged, None))
         }
     }
 }

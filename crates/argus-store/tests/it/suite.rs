@@ -22,6 +22,7 @@ backend_suite!(
     edits_and_redactions_apply_to_stored_messages,
     forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept,
     audit_records_are_filed_at_the_effective_level,
+    evidence_changes_only_from_the_rooms_own_homeserver,
     stats_over_visible_set,
     forged_cursors_are_harmless,
     ingestion_history_is_gated,
@@ -394,6 +395,39 @@ fn audit_records_are_filed_at_the_effective_level(db: &TestDb) {
     let all = s.ingestions(&top, &PageRequest::first(10)).unwrap();
     assert!(all.items.iter().all(|r| r.entry.classification == Secret), "{:?}", all.items);
     assert!(s.audit_verify(&s.audit_heads().unwrap()).unwrap().iter().all(|c| c.is_ok()));
+}
+
+/// Edits and redactions of stored messages are taken only from the homeserver the room was
+/// stored from: another server answering for the same room id cannot rewrite or purge them,
+/// nor take over the room's source.
+fn evidence_changes_only_from_the_rooms_own_homeserver(db: &TestDb) {
+    let s = &db.store;
+    let v = viewer("org-a", Secret);
+    let room = "!src:x.org";
+    let msgs = messages(2, now() - Duration::hours(1));
+    s.record_ingestion(&run(&v, Restricted), &snapshot(room, msgs.clone())).unwrap();
+    let mut foreign = snapshot(room, Vec::new());
+    foreign.homeserver_url = "https://rogue.example.org".parse().unwrap();
+    foreign.resume_token = Some("rogue-token".to_owned());
+    foreign.edits = vec![MessageEdit {
+        event_id: "$rogue-edit".parse().unwrap(),
+        sender: msgs[0].sender.clone(),
+        target: msgs[0].event_id.clone(),
+        msgtype: Some("m.text".to_owned()),
+        body: Some("réécrit".to_owned()),
+        edited_at: now(),
+    }];
+    foreign.redactions = vec![redaction(&msgs[1].event_id, "@admin:rogue.example.org", true)];
+    for _ in 0..2 {
+        let r = s.record_ingestion(&run(&v, Restricted), &foreign).unwrap();
+        assert_eq!((r.edits_applied, r.edits_ignored, r.redactions_ignored), (0, 1, 1));
+    }
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    assert_eq!(page.items[0].message, msgs[0]);
+    assert_eq!(page.items[1].message, msgs[1]);
+    let stored = s.room(&v, &rid(room)).unwrap().unwrap();
+    assert_eq!(stored.homeserver_url.as_str(), "https://matrix.agent.tchap.gouv.fr");
+    assert_eq!(stored.resume_token.as_deref(), Some("t42-7_0_0"));
 }
 
 fn stats_over_visible_set(db: &TestDb) {
