@@ -609,6 +609,79 @@ fn redact(
     Ok(())
 }
 
+/// A kept version of a message of the room, found by the event that carried it.
+#[derive(Debug, diesel::QueryableByName)]
+struct VersionKey {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    message_pk: i64,
+    #[diesel(sql_type = Text)]
+    sender: String,
+}
+
+fn version_of(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    event: &EventId,
+) -> Result<Option<VersionKey>> {
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT v.id, v.message_pk, v.sender FROM message_versions v JOIN messages m ON m.id = v.message_pk WHERE v.org_id = ");
+    sql.bind::<Text, _>(org.to_owned()).push(" AND v.event_id = ").bind::<Text, _>(event.as_str().to_owned());
+    sql.push(" AND m.org_id = ").bind::<Text, _>(org.to_owned());
+    sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+    Ok(sql.build_cached().load::<VersionKey>(conn)?.into_iter().next())
+}
+
+fn version_exists(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    event: &EventId,
+) -> Result<bool> {
+    Ok(version_of(conn, backend, org, room_pk, event)?.is_some())
+}
+
+/// Applies a redaction whose target is an edit kept as a version: under the same rule as a
+/// message's, the version's content is purged and, when it was the message's current content,
+/// the message falls back to the latest version left (the original at least). Returns whether
+/// it was applied.
+fn withdraw_version(
+    conn: &mut DbConn,
+    backend: Backend,
+    org: &str,
+    room_pk: i64,
+    r: &argus_domain::MessageRedaction,
+) -> Result<bool> {
+    let Some(version) = version_of(conn, backend, org, room_pk, &r.target)? else {
+        return Ok(false);
+    };
+    let sender: UserId =
+        version.sender.parse().map_err(|_| Error::Corrupt("a stored version fails validation"))?;
+    if !policy::may_redact(&sender, &r.redaction.redacted_by, r.confirmed) {
+        return Ok(false);
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE message_versions SET body = NULL, msgtype = NULL WHERE id = ")
+        .bind::<BigInt, _>(version.id);
+    sql.build_cached().execute(conn)?;
+    // The message shows the latest version still holding content.
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "UPDATE messages SET body = (SELECT v.body FROM message_versions v WHERE v.org_id = messages.org_id \
+         AND v.message_pk = messages.id AND v.body IS NOT NULL ORDER BY v.sent_at DESC, v.id DESC LIMIT 1), \
+         msgtype = (SELECT v.msgtype FROM message_versions v WHERE v.org_id = messages.org_id \
+         AND v.message_pk = messages.id AND v.body IS NOT NULL ORDER BY v.sent_at DESC, v.id DESC LIMIT 1) \
+         WHERE messages.id = ",
+    );
+    sql.bind::<BigInt, _>(version.message_pk).push(" AND messages.redacted = ").bind::<Bool, _>(false);
+    sql.build_cached().execute(conn)?;
+    Ok(true)
+}
+
 /// Longest redaction reason kept, in bytes.
 const MAX_REASON: usize = 1024;
 
@@ -697,6 +770,10 @@ fn apply_edits_and_redactions(
     // Redactions of messages stored by an earlier read.
     for r in &s.redactions {
         let Some(stored) = original(conn, backend, org, room_pk, &r.target)? else {
+            // Not a message: perhaps an edit kept as a version of one.
+            if !withdraw_version(conn, backend, org, room_pk, r)? {
+                done.redactions_ignored += u64::from(version_exists(conn, backend, org, room_pk, &r.target)?);
+            }
             continue;
         };
         let sender: UserId =

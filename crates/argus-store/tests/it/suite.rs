@@ -23,6 +23,7 @@ backend_suite!(
     forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept,
     audit_records_are_filed_at_the_effective_level,
     evidence_changes_only_from_the_rooms_own_homeserver,
+    a_withdrawn_edit_leaves_the_message_and_its_versions,
     stats_over_visible_set,
     forged_cursors_are_harmless,
     ingestion_history_is_gated,
@@ -428,6 +429,47 @@ fn evidence_changes_only_from_the_rooms_own_homeserver(db: &TestDb) {
     let stored = s.room(&v, &rid(room)).unwrap().unwrap();
     assert_eq!(stored.homeserver_url.as_str(), "https://matrix.agent.tchap.gouv.fr");
     assert_eq!(stored.resume_token.as_deref(), Some("t42-7_0_0"));
+}
+
+/// An edit stored by an earlier run and then redacted (withdrawn) loses its content, and the
+/// message falls back to the version before it; a redaction of it by someone else changes
+/// nothing.
+fn a_withdrawn_edit_leaves_the_message_and_its_versions(db: &TestDb) {
+    let s = &db.store;
+    let v = viewer("org-a", Secret);
+    let room = "!wd:x.org";
+    let t = now() - Duration::hours(1);
+    let msgs = messages(1, t);
+    let owner = msgs[0].sender.clone();
+    s.record_ingestion(&run(&v, Restricted), &snapshot(room, msgs.clone())).unwrap();
+    let mut edit = snapshot(room, Vec::new());
+    edit.edits = vec![MessageEdit {
+        event_id: "$regret".parse().unwrap(),
+        sender: owner.clone(),
+        target: msgs[0].event_id.clone(),
+        msgtype: Some("m.text".to_owned()),
+        body: Some("à retirer".to_owned()),
+        edited_at: t + Duration::minutes(1),
+    }];
+    s.record_ingestion(&run(&v, Restricted), &edit).unwrap();
+    let edit_id: EventId = "$regret".parse().unwrap();
+    // Someone else's unconfirmed redaction of the edit: ignored.
+    let mut other = snapshot(room, Vec::new());
+    other.redactions = vec![redaction(&edit_id, "@mallory:agent.tchap.gouv.fr", false)];
+    assert_eq!(s.record_ingestion(&run(&v, Restricted), &other).unwrap().redactions_ignored, 1);
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    assert_eq!(page.items[0].message.body.as_deref(), Some("à retirer"));
+    // Its sender withdraws it.
+    let mut withdraw = snapshot(room, Vec::new());
+    withdraw.redactions = vec![redaction(&edit_id, owner.as_str(), false)];
+    assert_eq!(s.record_ingestion(&run(&v, Restricted), &withdraw).unwrap().redactions_ignored, 0);
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    let m = &page.items[0].message;
+    assert_eq!(m.body, msgs[0].body, "back to the original");
+    assert!(!m.redacted);
+    assert_eq!(m.versions.len(), 2);
+    assert_eq!(m.versions[1].event_id, edit_id);
+    assert!(m.versions[1].body.is_none(), "the withdrawn edit's content is gone");
 }
 
 fn stats_over_visible_set(db: &TestDb) {
