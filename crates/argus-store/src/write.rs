@@ -525,14 +525,15 @@ fn original(
     Ok(sql.build_cached().load::<Original>(conn)?.into_iter().next())
 }
 
-/// Keeps one version of a message; a version already kept is left as it is.
+/// Keeps one version of a message; a version already kept is left as it is. Returns whether
+/// the event is (now, or already was) a version of this message.
 fn keep_version(
     conn: &mut DbConn,
     backend: Backend,
     org: &str,
     message_pk: i64,
     v: &MessageVersion,
-) -> Result<()> {
+) -> Result<bool> {
     check_text(v.msgtype.as_deref(), MAX_MSGTYPE, "message type")?;
     check_text(v.body.as_deref(), MAX_BODY, "message body")?;
     let mut sql = Sql::new(backend);
@@ -543,8 +544,17 @@ fn keep_version(
     sql.bind::<BigInt, _>(to_unix_ms(v.sent_at)).push(", ");
     sql.bind::<Nullable<Text>, _>(v.msgtype.clone()).push(", ");
     sql.bind::<Nullable<Text>, _>(v.body.clone()).push(") ON CONFLICT (org_id, event_id) DO NOTHING");
-    sql.build_cached().execute(conn)?;
-    Ok(())
+    if sql.build_cached().execute(conn)? == 1 {
+        return Ok(true);
+    }
+    // Kept before: as a version of this message (a re-ingestion), or of another one (an event
+    // id a homeserver reused), which this message must not take over.
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT v.message_pk AS n FROM message_versions v WHERE v.org_id = ")
+        .bind::<Text, _>(org.to_owned());
+    sql.push(" AND v.event_id = ").bind::<Text, _>(v.event_id.as_str().to_owned());
+    let owner: Option<crate::rows::Count> = sql.build_cached().load(conn)?.into_iter().next();
+    Ok(owner.is_some_and(|o| o.n == message_pk))
 }
 
 /// Makes `latest` the stored content of message `id` unless a later version is already there;
@@ -555,7 +565,7 @@ fn set_latest(
     id: i64,
     latest: &MessageVersion,
     media: Option<Option<String>>,
-) -> Result<()> {
+) -> Result<usize> {
     let at = to_unix_ms(latest.sent_at);
     let mut sql = Sql::new(backend);
     sql.push("UPDATE messages SET body = ").bind::<Nullable<Text>, _>(latest.body.clone());
@@ -568,8 +578,8 @@ fn set_latest(
     sql.push(" WHERE id = ").bind::<BigInt, _>(id);
     sql.push(" AND redacted = ").bind::<Bool, _>(false);
     sql.push(" AND (edited_at IS NULL OR edited_at < ").bind::<BigInt, _>(at).push(")");
-    sql.build_cached().execute(conn)?;
-    Ok(())
+    let changed = sql.build_cached().execute(conn)?;
+    Ok(changed)
 }
 
 /// Marks message `id` redacted, purges its content and the bodies of its versions, and keeps
@@ -725,10 +735,15 @@ fn apply_edits_and_redactions(
         if stored.encrypted || stored.redacted || versions.len() < 2 {
             continue;
         }
-        for v in &versions {
-            keep_version(conn, backend, org, stored.id, v)?;
+        let mut kept = Vec::with_capacity(versions.len());
+        for v in versions {
+            if keep_version(conn, backend, org, stored.id, v)? {
+                kept.push(v);
+            } else {
+                done.edits_ignored += 1;
+            }
         }
-        if let Some(latest) = versions.last() {
+        if let Some(latest) = kept.last().filter(|_| kept.len() > 1) {
             set_latest(conn, backend, stored.id, latest, Some(media_json(m)?))?;
         }
     }
@@ -763,9 +778,14 @@ fn apply_edits_and_redactions(
             msgtype: e.msgtype.clone(),
             body: e.body.clone(),
         };
-        keep_version(conn, backend, org, stored.id, &version)?;
-        set_latest(conn, backend, stored.id, &version, None)?;
-        done.edits_applied += 1;
+        if !keep_version(conn, backend, org, stored.id, &version)? {
+            done.edits_ignored += 1;
+            continue;
+        }
+        // Counted when it became the message's content (not when re-ingested, or superseded).
+        if set_latest(conn, backend, stored.id, &version, None)? > 0 {
+            done.edits_applied += 1;
+        }
     }
     // Redactions of messages stored by an earlier read.
     for r in &s.redactions {

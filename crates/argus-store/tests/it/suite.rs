@@ -332,6 +332,14 @@ fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &Te
     assert_eq!(by.redacted_by.as_str(), "@moderator:agent.tchap.gouv.fr");
     assert_eq!(by.reason.as_deref(), Some("posted in the wrong room"));
 
+    // An edit reusing the event id of a version of another message takes nothing over.
+    let mut reused = snapshot(room, Vec::new());
+    reused.edits = vec![edit("$own1", &owner, &msgs[1].event_id, "détourné", 4)];
+    let r = s.record_ingestion(&run(&v, Restricted), &reused).unwrap();
+    assert_eq!((r.edits_applied, r.edits_ignored), (0, 1));
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    assert_eq!(&page.items[1].message, &msgs[1]);
+
     // An edit within one fetch by someone else, handed over by a caller other than the
     // connector, is held to the same rule.
     let mut forged_in_range = msgs[1].clone();
