@@ -88,6 +88,12 @@ impl Store {
         Ok(self.pool.get()?)
     }
 
+    /// Runs `f` on a pooled connection inside one read transaction: the statements of a page
+    /// (its rows, `has_next_page`, its count) see one snapshot of the database.
+    fn snapshot<T>(&self, f: impl FnOnce(&mut db::DbConn) -> Result<T>) -> Result<T> {
+        db::in_transaction(&mut *self.conn()?, db::TxMode::Read, f)
+    }
+
     /// Checks that a connection can be had and answers.
     pub fn ping(&self) -> Result<()> {
         use diesel::connection::SimpleConnection;
@@ -97,7 +103,7 @@ impl Store {
     /// Rooms the viewer may see, most recent activity first (rooms without a visible message
     /// last), then by storage id, newest first.
     pub fn rooms(&self, viewer: &Viewer, page: &PageRequest<RoomCursor>) -> Result<Page<StoredRoom>> {
-        read::rooms(&mut *self.conn()?, self.backend, &Gate::of(viewer), page)
+        self.snapshot(|conn| read::rooms(conn, self.backend, &Gate::of(viewer), page))
     }
 
     /// One room, or `None` when it is absent or withheld from the viewer (the two look alike).
@@ -113,7 +119,7 @@ impl Store {
         room_id: &RoomId,
         page: &PageRequest<MessageCursor>,
     ) -> Result<Page<StoredMessage>> {
-        read::messages(&mut *self.conn()?, self.backend, &Gate::of(viewer), room_id, page)
+        self.snapshot(|conn| read::messages(conn, self.backend, &Gate::of(viewer), room_id, page))
     }
 
     /// Totals over what the viewer may see, with rooms active in the 24 hours before `now`.
@@ -128,7 +134,7 @@ impl Store {
         viewer: &Viewer,
         page: &PageRequest<IngestionCursor>,
     ) -> Result<Page<IngestionRecord>> {
-        read::ingestions(&mut *self.conn()?, self.backend, &Gate::of(viewer), page)
+        self.snapshot(|conn| read::ingestions(conn, self.backend, &Gate::of(viewer), page))
     }
 
     /// Records a whole ingestion in one transaction: room (classification never lowered),

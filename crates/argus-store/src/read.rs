@@ -14,7 +14,7 @@ use diesel::{
 
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
-    db::{DbConn, Sql, TxMode, in_transaction},
+    db::{DbConn, Sql},
     rows::{Count, IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
 };
 
@@ -139,17 +139,8 @@ fn count(conn: &mut DbConn, sql: Sql<'_>) -> Result<i64> {
     Ok(sql.build_cached().get_result::<Count>(conn)?.n)
 }
 
-/// Visible rooms, most recent activity first; the page and its count from one snapshot.
+/// Visible rooms, most recent activity first (the caller reads page and count in one snapshot).
 pub(crate) fn rooms(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    page: &PageRequest<RoomCursor>,
-) -> Result<Page<StoredRoom>> {
-    in_transaction(conn, TxMode::Read, |conn| rooms_in(conn, backend, gate, page))
-}
-
-fn rooms_in(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,
@@ -208,19 +199,9 @@ pub(crate) fn room_key(
     Ok(sql.build_cached().load(conn)?.into_iter().next())
 }
 
-/// Visible messages of a visible room, oldest first; the room, the page and its count from
-/// one snapshot.
+/// Visible messages of a visible room, oldest first (the caller reads the room, the page and
+/// its count in one snapshot).
 pub(crate) fn messages(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    room_id: &RoomId,
-    page: &PageRequest<MessageCursor>,
-) -> Result<Page<StoredMessage>> {
-    in_transaction(conn, TxMode::Read, |conn| messages_in(conn, backend, gate, room_id, page))
-}
-
-fn messages_in(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,
@@ -338,18 +319,9 @@ pub(crate) fn stats(
     Ok(Stats { total_rooms: row.rooms, total_messages: row.messages, active_rooms_last_24h: row.active })
 }
 
-/// The gate's organisation's audit records at or below its clearance, newest first; the page
-/// and its count from one snapshot.
+/// The gate's organisation's audit records at or below its clearance, newest first (the caller
+/// reads page and count in one snapshot).
 pub(crate) fn ingestions(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    page: &PageRequest<IngestionCursor>,
-) -> Result<Page<IngestionRecord>> {
-    in_transaction(conn, TxMode::Read, |conn| ingestions_in(conn, backend, gate, page))
-}
-
-fn ingestions_in(
     conn: &mut DbConn,
     backend: Backend,
     gate: &Gate,
