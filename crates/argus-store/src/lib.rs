@@ -41,7 +41,7 @@ pub use self::{
     db::{Backend, StoreOptions},
     error::{Error, Result},
     outbox::{OutboxRow, OutboxStatus},
-    read::MAX_PAGE_SIZE,
+    read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     write::{IngestionResult, IngestionRun},
 };
 use self::{

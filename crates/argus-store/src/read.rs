@@ -234,6 +234,9 @@ pub(crate) fn messages(
     Ok(page_of(items, wanted, count(conn, total)?))
 }
 
+/// The most versions of one message a read returns: the original and the newest edits.
+pub const MAX_VERSIONS_READ: i64 = 100;
+
 /// Appends ` AND <alias>.org_id = :org AND <alias>.message_pk IN (ids)` (the ids are those of
 /// messages the gate let through; the organisation is checked on the rows too).
 fn push_of_messages(sql: &mut Sql<'_>, gate: &Gate, alias: &str, ids: &[i64]) {
@@ -262,9 +265,18 @@ fn attach_evidence(
     let mut versions: HashMap<i64, Vec<MessageVersion>> = HashMap::new();
     if !edited.is_empty() {
         let mut sql = Sql::new(backend);
-        sql.push("SELECT v.message_pk, v.event_id, v.sender, v.sent_at, v.msgtype, v.body FROM message_versions v WHERE ");
+        // At most MAX_VERSIONS_READ per message: the original and the newest edits (a sender who
+        // edits a message a hundred thousand times must not make every page of its room load
+        // them all).
+        sql.push(
+            "SELECT t.message_pk, t.event_id, t.sender, t.sent_at, t.msgtype, t.body FROM (SELECT v.*, \
+             ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at DESC, v.id DESC) AS newest, \
+             ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at, v.id) AS oldest \
+             FROM message_versions v WHERE ",
+        );
         push_of_messages(&mut sql, gate, "v", &edited);
-        sql.push(" ORDER BY v.message_pk, v.sent_at, v.id");
+        sql.push(") t WHERE t.oldest = 1 OR t.newest < ").bind::<BigInt, _>(MAX_VERSIONS_READ);
+        sql.push(" ORDER BY t.message_pk, t.sent_at, t.id");
         for row in sql.build().load::<VersionRow>(conn)? {
             let pk = row.message_pk;
             versions.entry(pk).or_default().push(row.into_domain()?);

@@ -290,8 +290,8 @@ impl TchapMessage {
     }
 
     /// Every version of an edited message, oldest first: the original as sent, then each edit
-    /// its sender made (edits by anyone else are never applied). Empty when never edited.
-    /// Bodies are null once the message was redacted.
+    /// its sender made (edits by anyone else are never applied); past 100, the original and the
+    /// 99 newest. Empty when never edited. Bodies are null once the message was redacted.
     fn versions(&self) -> Vec<TchapMessageVersion> {
         self.0.message.versions.iter().cloned().map(TchapMessageVersion).collect()
     }

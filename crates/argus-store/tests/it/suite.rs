@@ -24,6 +24,7 @@ backend_suite!(
     audit_records_are_filed_at_the_effective_level,
     evidence_changes_only_from_the_rooms_own_homeserver,
     a_withdrawn_edit_leaves_the_message_and_its_versions,
+    reads_return_the_original_and_the_newest_versions,
     stats_over_visible_set,
     forged_cursors_are_harmless,
     ingestion_history_is_gated,
@@ -478,6 +479,36 @@ fn a_withdrawn_edit_leaves_the_message_and_its_versions(db: &TestDb) {
     assert_eq!(m.versions.len(), 2);
     assert_eq!(m.versions[1].event_id, edit_id);
     assert!(m.versions[1].body.is_none(), "the withdrawn edit's content is gone");
+}
+
+/// Every version is kept, but a read returns at most the original and the newest 99.
+fn reads_return_the_original_and_the_newest_versions(db: &TestDb) {
+    let s = &db.store;
+    let v = viewer("org-a", Secret);
+    let room = "!many:x.org";
+    let t = now() - Duration::hours(3);
+    let msgs = messages(1, t);
+    s.record_ingestion(&run(&v, Restricted), &snapshot(room, msgs.clone())).unwrap();
+    let mut edits = snapshot(room, Vec::new());
+    edits.edits = (0..150)
+        .map(|i| MessageEdit {
+            event_id: format!("$e{i}").parse().unwrap(),
+            sender: msgs[0].sender.clone(),
+            target: msgs[0].event_id.clone(),
+            msgtype: Some("m.text".to_owned()),
+            body: Some(format!("version {i}")),
+            edited_at: t + Duration::seconds(i + 1),
+        })
+        .collect();
+    s.record_ingestion(&run(&v, Restricted), &edits).unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM message_versions"), 151);
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    let versions = &page.items[0].message.versions;
+    assert_eq!(versions.len() as i64, argus_store::MAX_VERSIONS_READ);
+    assert_eq!(versions[0].event_id, msgs[0].event_id, "the original first");
+    assert_eq!(versions[1].body.as_deref(), Some("version 51"));
+    assert_eq!(versions.last().and_then(|v| v.body.as_deref()), Some("version 149"));
+    assert_eq!(page.items[0].message.body.as_deref(), Some("version 149"));
 }
 
 fn stats_over_visible_set(db: &TestDb) {
