@@ -549,12 +549,17 @@ fn keep_version(
     }
     // Kept before: as a version of this message (a re-ingestion), or of another one (an event
     // id a homeserver reused), which this message must not take over.
+    Ok(version_owner(conn, backend, org, &v.event_id)? == Some(message_pk))
+}
+
+/// The message an event is kept as a version of, if any.
+fn version_owner(conn: &mut DbConn, backend: Backend, org: &str, event: &EventId) -> Result<Option<i64>> {
     let mut sql = Sql::new(backend);
     sql.push("SELECT v.message_pk AS n FROM message_versions v WHERE v.org_id = ")
         .bind::<Text, _>(org.to_owned());
-    sql.push(" AND v.event_id = ").bind::<Text, _>(v.event_id.as_str().to_owned());
+    sql.push(" AND v.event_id = ").bind::<Text, _>(event.as_str().to_owned());
     let owner: Option<crate::rows::Count> = sql.build_cached().load(conn)?.into_iter().next();
-    Ok(owner.is_some_and(|o| o.n == message_pk))
+    Ok(owner.map(|o| o.n))
 }
 
 /// Makes `latest` the stored content of message `id` unless a later version is already there;
@@ -758,6 +763,11 @@ fn apply_edits_and_redactions(
             stored.sender.parse().map_err(|_| Error::Corrupt("a stored message fails validation"))?;
         if !policy::may_edit(&sender, stored.encrypted, stored.redacted, &e.sender) {
             tracing::info!(edit = %e.event_id, target = %e.target, "ignored an edit not made by the original's sender");
+            done.edits_ignored += 1;
+            continue;
+        }
+        if version_owner(conn, backend, org, &e.event_id)?.is_some_and(|owner| owner != stored.id) {
+            // An event id already kept for another message: nothing is taken over.
             done.edits_ignored += 1;
             continue;
         }

@@ -338,6 +338,7 @@ fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &Te
     reused.edits = vec![edit("$own1", &owner, &msgs[1].event_id, "détourné", 4)];
     let r = s.record_ingestion(&run(&v, Restricted), &reused).unwrap();
     assert_eq!((r.edits_applied, r.edits_ignored), (0, 1));
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM message_versions"), 2, "no version row left behind");
     let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
     assert_eq!(&page.items[1].message, &msgs[1]);
 
