@@ -273,13 +273,15 @@ impl Connector {
             .await
             {
                 Ok(answer) => answer,
-                Err(e @ Error::Unauthorized { .. }) => return Err(e),
+                Err(e @ (Error::Unauthorized { .. } | Error::DeadlineExceeded(_))) => return Err(e),
                 Err(e) => {
+                    // The homeserver is failing: the rest stay unconfirmed too, rather than
+                    // spending the run's deadline on them.
                     tracing::warn!(
                         code = e.code(),
-                        "a redaction could not be confirmed; it stays unconfirmed"
+                        "redactions could not be confirmed; they stay unconfirmed"
                     );
-                    get_room_event::Confirmation::NotRedacted
+                    break;
                 }
             };
             if let get_room_event::Confirmation::Redacted(by) = answer {

@@ -270,12 +270,15 @@ fn attach_evidence(
         // them all).
         sql.push(
             "SELECT t.message_pk, t.event_id, t.sender, t.sent_at, t.msgtype, t.body FROM (SELECT v.*, \
-             ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at DESC, v.id DESC) AS newest, \
-             ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at, v.id) AS oldest \
+             ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at DESC, v.id DESC) AS newest \
              FROM message_versions v WHERE ",
         );
         push_of_messages(&mut sql, gate, "v", &edited);
-        sql.push(") t WHERE t.oldest = 1 OR t.newest < ").bind::<BigInt, _>(MAX_VERSIONS_READ);
+        // The original is the version carried by the message's own event, whatever its time.
+        sql.push(
+            ") t WHERE t.event_id = (SELECT m.event_id FROM messages m WHERE m.id = t.message_pk) OR t.newest < ",
+        )
+        .bind::<BigInt, _>(MAX_VERSIONS_READ);
         sql.push(" ORDER BY t.message_pk, t.sent_at, t.id");
         for row in sql.build().load::<VersionRow>(conn)? {
             let pk = row.message_pk;

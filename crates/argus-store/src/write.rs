@@ -170,7 +170,11 @@ pub(crate) fn record_ingestion(
             Evidence {
                 edits_applied: 0,
                 edits_ignored: snapshot.edits.len() as u64
-                    + snapshot.messages.iter().filter(|m| m.versions.len() > 1).count() as u64,
+                    + snapshot
+                        .messages
+                        .iter()
+                        .map(|m| m.versions.len().saturating_sub(1) as u64)
+                        .sum::<u64>(),
                 redactions_ignored: snapshot.redactions.len() as u64,
             }
         };
@@ -633,6 +637,8 @@ struct VersionKey {
     message_pk: i64,
     #[diesel(sql_type = Text)]
     sender: String,
+    #[diesel(sql_type = BigInt)]
+    sent_at: i64,
 }
 
 fn version_of(
@@ -643,7 +649,7 @@ fn version_of(
     event: &EventId,
 ) -> Result<Option<VersionKey>> {
     let mut sql = Sql::new(backend);
-    sql.push("SELECT v.id, v.message_pk, v.sender FROM message_versions v JOIN messages m ON m.id = v.message_pk WHERE v.org_id = ");
+    sql.push("SELECT v.id, v.message_pk, v.sender, v.sent_at FROM message_versions v JOIN messages m ON m.id = v.message_pk WHERE v.org_id = ");
     sql.bind::<Text, _>(org.to_owned()).push(" AND v.event_id = ").bind::<Text, _>(event.as_str().to_owned());
     sql.push(" AND m.org_id = ").bind::<Text, _>(org.to_owned());
     sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
@@ -689,9 +695,11 @@ fn withdraw_version(
         "UPDATE messages SET body = (SELECT v.body FROM message_versions v WHERE v.org_id = messages.org_id \
          AND v.message_pk = messages.id AND v.body IS NOT NULL ORDER BY v.sent_at DESC, v.id DESC LIMIT 1), \
          msgtype = (SELECT v.msgtype FROM message_versions v WHERE v.org_id = messages.org_id \
-         AND v.message_pk = messages.id AND v.body IS NOT NULL ORDER BY v.sent_at DESC, v.id DESC LIMIT 1) \
-         WHERE messages.id = ",
+         AND v.message_pk = messages.id AND v.body IS NOT NULL ORDER BY v.sent_at DESC, v.id DESC LIMIT 1), \
+         media = CASE WHEN messages.edited_at = ",
     );
+    // The withdrawn edit's attachment goes with it when it was the message's current content.
+    sql.bind::<BigInt, _>(version.sent_at).push(" THEN NULL ELSE messages.media END WHERE messages.id = ");
     sql.bind::<BigInt, _>(version.message_pk).push(" AND messages.redacted = ").bind::<Bool, _>(false);
     sql.build_cached().execute(conn)?;
     Ok(true)
@@ -740,7 +748,8 @@ fn apply_edits_and_redactions(
         if stored.encrypted || stored.redacted || versions.len() < 2 {
             continue;
         }
-        let mut kept = Vec::with_capacity(versions.len());
+        let total = versions.len();
+        let mut kept = Vec::with_capacity(total);
         for v in versions {
             if keep_version(conn, backend, org, stored.id, v)? {
                 kept.push(v);
@@ -748,8 +757,17 @@ fn apply_edits_and_redactions(
                 done.edits_ignored += 1;
             }
         }
-        if let Some(latest) = kept.last().filter(|_| kept.len() > 1) {
-            set_latest(conn, backend, stored.id, latest, Some(media_json(m)?))?;
+        let refused = kept.len() < total;
+        match kept.last() {
+            // Some version was refused: the message shows the latest kept one (the original
+            // at least), not what the connector folded in; its attachment cannot be told.
+            Some(latest) if refused => {
+                set_latest(conn, backend, stored.id, latest, Some(None))?;
+            }
+            Some(latest) if kept.len() > 1 => {
+                set_latest(conn, backend, stored.id, latest, Some(media_json(m)?))?;
+            }
+            _ => {}
         }
     }
     // Edits of messages stored by an earlier read, oldest first.

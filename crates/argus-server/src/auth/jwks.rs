@@ -34,6 +34,8 @@ pub(super) struct JwksCache {
     keys: RwLock<KeyMap>,
     /// When the cached set expires.
     expires: RwLock<Option<Instant>>,
+    /// When the set was last fetched successfully.
+    fetched_at: RwLock<Option<Instant>>,
     /// When the set was last fetched; held while fetching so only one fetch runs.
     last_fetch: Mutex<Option<Instant>>,
 }
@@ -60,6 +62,7 @@ impl JwksCache {
             client,
             keys: RwLock::new(HashMap::new()),
             expires: RwLock::new(None),
+            fetched_at: RwLock::new(None),
             last_fetch: Mutex::new(None),
         })
     }
@@ -90,7 +93,10 @@ impl JwksCache {
                 // The identity provider is unreachable: keep the keys held so far (they were
                 // valid at the last fetch), and try again after the refresh interval rather
                 // than on every request.
-                if expired {
+                // Stale keys serve for at most one more max-age: a withdrawn key cannot be kept
+                // alive by keeping the identity provider out of reach.
+                let recent = self.fetched_at.read().await.is_some_and(|at| at.elapsed() < self.max_age * 2);
+                if expired && recent {
                     *self.expires.write().await =
                         Some(Instant::now() + self.min_refresh.max(Duration::from_secs(1)));
                     if let Some(found) = lookup(&*self.keys.read().await, kid) {
@@ -103,6 +109,7 @@ impl JwksCache {
         let found = lookup(&map, kid);
         *self.keys.write().await = map;
         *self.expires.write().await = Some(Instant::now() + max_age);
+        *self.fetched_at.write().await = Some(Instant::now());
         found.ok_or(Error::InvalidToken("unknown key id"))
     }
 

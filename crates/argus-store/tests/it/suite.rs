@@ -342,6 +342,33 @@ fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &Te
     let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
     assert_eq!(&page.items[1].message, &msgs[1]);
 
+    // The same within one fetch, for a message new in it: it shows its original.
+    let mut fresh = message("$fresh", t + Duration::minutes(6));
+    let original_body = fresh.body.clone();
+    fresh.versions = vec![
+        MessageVersion {
+            event_id: fresh.event_id.clone(),
+            sender: owner.clone(),
+            sent_at: fresh.sent_at,
+            msgtype: fresh.msgtype.clone(),
+            body: original_body.clone(),
+        },
+        MessageVersion {
+            event_id: "$own1".parse().unwrap(),
+            sender: owner.clone(),
+            sent_at: t + Duration::minutes(7),
+            msgtype: Some("m.text".to_owned()),
+            body: Some("détourné".to_owned()),
+        },
+    ];
+    fresh.body = Some("détourné".to_owned());
+    fresh.edited = true;
+    let r = s.record_ingestion(&run(&v, Restricted), &snapshot(room, vec![fresh])).unwrap();
+    assert_eq!(r.edits_ignored, 1);
+    let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
+    let stored = page.items.iter().find(|m| m.message.event_id.as_str() == "$fresh").unwrap();
+    assert_eq!(stored.message.body, original_body);
+
     // An edit within one fetch by someone else, handed over by a caller other than the
     // connector, is held to the same rule.
     let mut forged_in_range = msgs[1].clone();
