@@ -130,6 +130,23 @@ pub struct Redaction {
     pub reason: Option<String>,
 }
 
+impl Redaction {
+    /// Longest reason kept, in characters.
+    pub const MAX_REASON: usize = 1024;
+
+    /// A reason as kept: at most [`Redaction::MAX_REASON`] characters, control characters (NUL
+    /// among them, which PostgreSQL refuses in text) replaced.
+    ///
+    /// ```
+    /// use argus_domain::Redaction;
+    /// assert_eq!(Redaction::bounded_reason("hors\0sujet"), "hors\u{fffd}sujet");
+    /// assert_eq!(Redaction::bounded_reason(&"é".repeat(2000)).chars().count(), 1024);
+    /// ```
+    pub fn bounded_reason(reason: &str) -> String {
+        crate::NewIngestion::sanitise(reason, Self::MAX_REASON)
+    }
+}
+
 /// A redaction whose target was not part of the same fetch (it was stored by an earlier
 /// ingestion). The store applies it only when the homeserver confirmed it or it comes from
 /// the target's own sender ([`crate::policy::may_redact`]).

@@ -108,20 +108,8 @@ pub(crate) fn redaction_of(redacted_because: &RawValue) -> Option<Redaction> {
     Some(Redaction {
         redacted_by: because.sender.parse().ok()?,
         redacted_at: from_unix_ms(because.origin_server_ts).ok()?,
-        reason: because.content.and_then(|c| c.reason).map(|r| bounded_reason(&r)),
+        reason: because.content.and_then(|c| c.reason).map(|r| Redaction::bounded_reason(&r)),
     })
-}
-
-/// Longest redaction reason kept, in bytes.
-const MAX_REASON: usize = 1024;
-
-/// A reason cut to [`MAX_REASON`] bytes on a character boundary, control characters replaced.
-fn bounded_reason(reason: &str) -> String {
-    let mut end = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].chars().map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).collect()
 }
 
 /// `info` of a media message; read leniently: a wrong type drops the field, not the message.
@@ -402,7 +390,7 @@ fn classify(view: EventView<'_, MessageContent<'_>>, event_id: EventId) -> Resul
         let redaction = Redaction {
             redacted_by: view.sender.parse::<UserId>().map_err(|_| Malformed)?,
             redacted_at: from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?,
-            reason: content.as_ref().and_then(|c| c.reason.as_deref()).map(bounded_reason),
+            reason: content.as_ref().and_then(|c| c.reason.as_deref()).map(Redaction::bounded_reason),
         };
         return Ok(Outcome::Redaction(PendingRedaction { target, redaction }));
     }

@@ -609,7 +609,7 @@ fn redact(
         sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(id).push(", ");
         sql.bind::<Text, _>(r.redacted_by.as_str().to_owned()).push(", ");
         sql.bind::<BigInt, _>(to_unix_ms(r.redacted_at)).push(", ");
-        sql.bind::<Nullable<Text>, _>(r.reason.as_deref().map(|t| bounded(t, MAX_REASON)));
+        sql.bind::<Nullable<Text>, _>(r.reason.as_deref().map(Redaction::bounded_reason));
         sql.push(") ON CONFLICT (org_id, message_pk) DO NOTHING");
         sql.build_cached().execute(conn)?;
     }
@@ -703,19 +703,6 @@ fn withdraw_version(
     sql.bind::<BigInt, _>(version.message_pk).push(" AND messages.redacted = ").bind::<Bool, _>(false);
     sql.build_cached().execute(conn)?;
     Ok(true)
-}
-
-/// Longest redaction reason kept, in bytes.
-const MAX_REASON: usize = 1024;
-
-/// `text` cut to `max` bytes on a character boundary, control characters (NUL among them,
-/// which PostgreSQL refuses in text) replaced.
-fn bounded(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].chars().map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).collect()
 }
 
 /// Applies the snapshot's edits and redactions to the stored messages of the room, under the
