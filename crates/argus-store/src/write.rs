@@ -656,34 +656,24 @@ fn version_of(
     Ok(sql.build_cached().load::<VersionKey>(conn)?.into_iter().next())
 }
 
-fn version_exists(
-    conn: &mut DbConn,
-    backend: Backend,
-    org: &str,
-    room_pk: i64,
-    event: &EventId,
-) -> Result<bool> {
-    Ok(version_of(conn, backend, org, room_pk, event)?.is_some())
-}
-
 /// Applies a redaction whose target is an edit kept as a version: under the same rule as a
 /// message's, the version's content is purged and, when it was the message's current content,
-/// the message falls back to the latest version left (the original at least). Returns whether
-/// it was applied.
+/// the message falls back to the latest version left (the original at least). Returns `None`
+/// when the target is no kept version, else whether the redaction was applied.
 fn withdraw_version(
     conn: &mut DbConn,
     backend: Backend,
     org: &str,
     room_pk: i64,
     r: &argus_domain::MessageRedaction,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     let Some(version) = version_of(conn, backend, org, room_pk, &r.target)? else {
-        return Ok(false);
+        return Ok(None);
     };
     let sender: UserId =
         version.sender.parse().map_err(|_| Error::Corrupt("a stored version fails validation"))?;
     if !policy::may_redact(&sender, &r.redaction.redacted_by, r.confirmed) {
-        return Ok(false);
+        return Ok(Some(false));
     }
     let mut sql = Sql::new(backend);
     sql.push("UPDATE message_versions SET body = NULL, msgtype = NULL WHERE id = ")
@@ -702,7 +692,7 @@ fn withdraw_version(
     sql.bind::<BigInt, _>(version.sent_at).push(" THEN NULL ELSE messages.media END WHERE messages.id = ");
     sql.bind::<BigInt, _>(version.message_pk).push(" AND messages.redacted = ").bind::<Bool, _>(false);
     sql.build_cached().execute(conn)?;
-    Ok(true)
+    Ok(Some(true))
 }
 
 /// Applies the snapshot's edits and redactions to the stored messages of the room, under the
@@ -806,8 +796,8 @@ fn apply_edits_and_redactions(
     for r in &s.redactions {
         let Some(stored) = original(conn, backend, org, room_pk, &r.target)? else {
             // Not a message: perhaps an edit kept as a version of one.
-            if !withdraw_version(conn, backend, org, room_pk, r)? {
-                done.redactions_ignored += u64::from(version_exists(conn, backend, org, room_pk, &r.target)?);
+            if withdraw_version(conn, backend, org, room_pk, r)? == Some(false) {
+                done.redactions_ignored += 1;
             }
             continue;
         };
