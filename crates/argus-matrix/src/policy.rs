@@ -205,9 +205,10 @@ fn normalise_host(h: &str) -> String {
 /// `host` or `host:port`. Anything else (a path, a query, user information, another scheme)
 /// is refused at start-up rather than silently never matching.
 fn allowed_entry(entry: &str) -> Result<String> {
+    // The entry itself is not echoed: one with user information may hold a password.
     let refuse = |why: &str| {
         Err(Error::InvalidInput(format!(
-            "allowed_homeservers: {entry:?} {why}; write host, host:port or https://host[:port]"
+            "allowed_homeservers: an entry {why}; write host, host:port or https://host[:port]"
         )))
     };
     if !entry.contains("://") {
@@ -300,6 +301,7 @@ mod tests {
             .unwrap_err();
             assert_eq!(err.code(), "INVALID_INPUT", "{bad}");
             assert!(err.to_string().contains("allowed_homeservers"), "{err}");
+            assert!(!err.to_string().contains("u:p@"), "{err}");
         }
     }
 
