@@ -54,6 +54,21 @@ impl Gate {
         sql.push(" AND ").push(alias).push(".classification <= ").bind::<SmallInt, _>(self.clearance);
     }
 
+    /// Appends `alias.org_id = :org AND alias.message_pk IN (ids)`, for rows that belong to
+    /// messages (versions, redactions) and carry no classification of their own: `ids` are those
+    /// of messages this gate let through, and the organisation is checked on the rows too.
+    fn apply_to_messages(&self, sql: &mut Sql<'_>, alias: &str, ids: &[i64]) {
+        sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());
+        sql.push(" AND ").push(alias).push(".message_pk IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind::<BigInt, _>(*id);
+        }
+        sql.push(")");
+    }
+
     /// `SELECT` of the visible rooms with their visible message counts and newest visible
     /// message time; callers wrap it as `(...) t`. With `room_id`, only that room, found as
     /// [`push_rooms`] finds it.
@@ -237,20 +252,6 @@ pub(crate) fn messages(
 /// The most versions of one message a read returns: the original and the newest edits.
 pub const MAX_VERSIONS_READ: i64 = 100;
 
-/// Appends ` AND <alias>.org_id = :org AND <alias>.message_pk IN (ids)` (the ids are those of
-/// messages the gate let through; the organisation is checked on the rows too).
-fn push_of_messages(sql: &mut Sql<'_>, gate: &Gate, alias: &str, ids: &[i64]) {
-    sql.push(alias).push(".org_id = ").bind::<Text, _>(gate.org.clone());
-    sql.push(" AND ").push(alias).push(".message_pk IN (");
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind::<BigInt, _>(*id);
-    }
-    sql.push(")");
-}
-
 /// Loads the versions of the edited messages among `items` (messages the gate let through),
 /// and the redaction of the redacted ones, one statement each; nothing is read when none was
 /// edited or redacted. (The IN lists vary in length: not statements to keep prepared.)
@@ -273,7 +274,7 @@ fn attach_evidence(
              ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at DESC, v.id DESC) AS newest \
              FROM message_versions v WHERE ",
         );
-        push_of_messages(&mut sql, gate, "v", &edited);
+        gate.apply_to_messages(&mut sql, "v", &edited);
         // The original is the version carried by the message's own event, whatever its time.
         sql.push(
             ") t WHERE t.event_id = (SELECT m.event_id FROM messages m WHERE m.id = t.message_pk) OR t.newest < ",
@@ -291,7 +292,7 @@ fn attach_evidence(
         sql.push(
             "SELECT d.message_pk, d.redacted_by, d.redacted_at, d.reason FROM message_redactions d WHERE ",
         );
-        push_of_messages(&mut sql, gate, "d", &redacted);
+        gate.apply_to_messages(&mut sql, "d", &redacted);
         for row in sql.build().load::<RedactionRow>(conn)? {
             redactions.insert(row.message_pk, row.into_domain()?);
         }
