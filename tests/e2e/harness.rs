@@ -14,7 +14,7 @@ use argus_domain::{Classification, Scope};
 use argus_server::{
     Config, RunningServer,
     auth::{TokenRequest, mint_dev_token},
-    config::{KeySource, SecretString},
+    config::KeySource,
 };
 use serde_json::{Value, json};
 
@@ -75,9 +75,9 @@ impl Server {
     /// Starts the server on `database_url`, with its data directory and fusion JSON Lines file in
     /// `dir`, an HS256 secret, and the loopback Synapse allowed as a homeserver.
     pub(crate) async fn start(database_url: &str, dir: &Path) -> Result<Self> {
-        let mut config = Config { database_url: database_url.to_owned(), ..Config::default() };
+        let mut config = Config { database_url: database_url.parse()?, ..Config::default() };
         config.data_dir = Some(dir.to_path_buf());
-        config.jwt.hs256_secret = Some(SecretString::new(SECRET));
+        config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
         config.matrix.allow_private_addresses = vec!["127.0.0.1".into()];
         config.fusion.jsonl_path = Some(dir.join(FUSION_FILE));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
@@ -114,7 +114,7 @@ impl Server {
             scopes: scopes.to_vec(),
             ttl: Duration::from_secs(900),
         };
-        let source = KeySource::Hs256 { secret: SecretString::new(SECRET), generated: false };
+        let source = KeySource::Hs256 { secret: argus_domain::Secret::new(SECRET), generated: false };
         mint_dev_token(&self.config.jwt, &source, &request).context("minting a JWT")
     }
 

@@ -35,7 +35,7 @@ pub use message::{
 };
 pub use page::{Page, PageRequest};
 pub use room::{FetchReport, RoomSnapshot, Stats, StoredRoom};
-pub use secret::AccessToken;
+pub use secret::{AccessToken, Secret};
 pub use viewer::{Scope, Viewer};
 
 /// Converts a timestamp to whole milliseconds since the Unix epoch (UTC), the storage form.

@@ -14,7 +14,7 @@
 //!
 //! Both keys are derived (HKDF-SHA256) from the one configured secret.
 
-use argus_domain::Viewer;
+use argus_domain::{Secret, Viewer};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use chacha20poly1305::{
     KeyInit as _, XChaCha20Poly1305, XNonce,
@@ -57,16 +57,10 @@ impl CursorKind<'_> {
 }
 
 /// The server secret behind cursors and node ids.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CursorKey {
-    cipher: XChaCha20Poly1305,
-    ids: Hmac<Sha256>,
-}
-
-impl std::fmt::Debug for CursorKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CursorKey([redacted])")
-    }
+    cipher: Secret<XChaCha20Poly1305>,
+    ids: Secret<Hmac<Sha256>>,
 }
 
 impl CursorKey {
@@ -81,13 +75,13 @@ impl CursorKey {
         let cipher = XChaCha20Poly1305::new(&cursor_key.into());
         let ids = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&id_key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        Self { cipher, ids }
+        Self { cipher: Secret::from_value(cipher), ids: Secret::from_value(ids) }
     }
 
     /// A fresh random key: cursors and ids then hold for the life of the process only.
     pub fn random() -> Self {
         let mut bytes = vec![0_u8; 32];
-        rand::fill(&mut bytes[..]);
+        rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
         Self::new(bytes)
     }
 
@@ -105,7 +99,7 @@ impl CursorKey {
 
     /// The encoder of every cursor of one page: the binding is computed once, not per edge.
     pub(crate) fn signer(&self, kind: CursorKind<'_>, viewer: &Viewer) -> CursorSigner<'_> {
-        CursorSigner { cipher: &self.cipher, aad: Self::binding(kind, viewer) }
+        CursorSigner { cipher: self.cipher.expose_value(), aad: Self::binding(kind, viewer) }
     }
 
     /// Encodes a keyset position into an opaque cursor for `viewer`.
@@ -132,6 +126,7 @@ impl CursorKey {
         let aad = Self::binding(kind, viewer);
         let data = self
             .cipher
+            .expose_value()
             .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &aad })
             .map_err(|_| Error::BadCursor)?;
         serde_json::from_slice(&data).map_err(|_| Error::BadCursor)
@@ -140,7 +135,7 @@ impl CursorKey {
     /// The opaque id of a node of type `kind` with storage id `id`, as `viewer`'s organisation
     /// sees it.
     pub fn node_id(&self, kind: &str, viewer: &Viewer, id: i64) -> String {
-        let mut mac = self.ids.clone();
+        let mut mac = self.ids.expose_value().clone();
         for part in [viewer.org.as_str().as_bytes(), kind.as_bytes()] {
             mac.update(&u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
             mac.update(part);
@@ -163,7 +158,7 @@ impl CursorSigner<'_> {
         // Positions are plain structs of integers: serialisation cannot fail.
         let data = serde_json::to_vec(position).unwrap_or_default();
         let mut nonce = [0_u8; NONCE_LEN];
-        rand::fill(&mut nonce);
+        rand::Rng::fill(&mut rand::thread_rng(), &mut nonce[..]);
         // Encryption fails only past a length limit far above a position's.
         let sealed = self
             .cipher

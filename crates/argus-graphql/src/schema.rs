@@ -84,7 +84,7 @@ impl Query {
     ) -> Result<TchapRoomConnection> {
         context.require(Scope::Read)?;
         context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
-        paging::rooms_connection(context, first, after).await
+        TchapRoomConnection::load(context, first, after).await
     }
 
     /// One ingested room by its Matrix room id; null when absent or withheld.
@@ -113,7 +113,7 @@ impl Query {
         context.require(Scope::Read)?;
         context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         let room_id: RoomId = room_id.parse()?;
-        paging::messages_connection(context, room_id, first, after).await
+        TchapMessageConnection::load(context, room_id, first, after).await
     }
 
     /// Aggregates over what the caller may see.
@@ -138,15 +138,16 @@ impl Query {
     ) -> Result<TchapIngestionConnection> {
         context.require(Scope::Audit)?;
         context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
-        paging::ingestions_connection(context, first, after).await
+        TchapIngestionConnection::load(context, first, after).await
     }
 }
 
-/// Input of `ingestTchapRoom`. Its `Debug` never shows the access token.
+/// Input of `ingestTchapRoom`. It has no `Debug`: nothing can print the access token it holds
+/// before it becomes a [`argus_domain::Secret`].
 #[derive(GraphQLInputObject)]
 #[graphql(name = "IngestTchapRoomInput", description = "What to ingest, and at which classification.")]
 pub struct IngestTchapRoomInput {
-    /// Base URL of the homeserver, e.g. https://matrix.agent.tchap.gouv.fr
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
     pub homeserver_url: String,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -156,18 +157,6 @@ pub struct IngestTchapRoomInput {
     pub classification: GqlClassification,
     /// Upper bound on message events pulled by this call; the server has a default and a hard cap.
     pub max_messages: Option<i32>,
-}
-
-impl std::fmt::Debug for IngestTchapRoomInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IngestTchapRoomInput")
-            .field("homeserver_url", &self.homeserver_url)
-            .field("access_token", &"[redacted]")
-            .field("room_id", &self.room_id)
-            .field("classification", &self.classification)
-            .field("max_messages", &self.max_messages)
-            .finish()
-    }
 }
 
 /// The root mutation.

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod api;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 mod config;

@@ -115,16 +115,7 @@ impl HttpClient {
         R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
         R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
     {
-        let mut http_request = request
-            .try_into_http_request::<Vec<u8>>(
-                target.homeserver.as_str(),
-                SendAccessToken::IfRequired(target.token.expose_secret()),
-                Cow::Borrowed(&self.versions),
-            )
-            .map_err(|e| Error::InvalidInput(format!("cannot build the request: {e}")))?;
-        if let Some(value) = http_request.headers_mut().get_mut(AUTHORIZATION) {
-            value.set_sensitive(true);
-        }
+        let http_request = authorised(request, target.homeserver.as_str(), target.token, &self.versions)?;
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
         let client = match target.transport {
@@ -198,6 +189,30 @@ async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<V
     Ok(body)
 }
 
+/// The HTTP request of `request` with the token in its `Authorization` header, marked
+/// sensitive so that no `Debug` of the request (a log line, an error) shows it.
+fn authorised<R>(
+    request: R,
+    homeserver: &str,
+    token: &AccessToken,
+    versions: &SupportedVersions,
+) -> Result<http::Request<Vec<u8>>>
+where
+    R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
+{
+    let mut http_request = request
+        .try_into_http_request::<Vec<u8>>(
+            homeserver,
+            SendAccessToken::IfRequired(token.expose_secret()),
+            Cow::Borrowed(versions),
+        )
+        .map_err(|e| Error::InvalidInput(format!("cannot build the request: {e}")))?;
+    if let Some(value) = http_request.headers_mut().get_mut(AUTHORIZATION) {
+        value.set_sensitive(true);
+    }
+    Ok(http_request)
+}
+
 /// Maps a Matrix error response to the connector's error.
 fn map_matrix_error(err: &MatrixError) -> Error {
     let status = err.status_code.as_u16();
@@ -261,12 +276,19 @@ fn map_reqwest(err: reqwest::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use argus_domain::AccessToken;
+    use ruma::{api::client::message::get_message_events, owned_room_id};
+
+    use super::{AUTHORIZATION, authorised, supported_versions};
 
     #[test]
-    fn sensitive_header_is_hidden_in_debug() {
-        let mut v = HeaderValue::from_static("Bearer secret");
-        v.set_sensitive(true);
-        assert!(!format!("{v:?}").contains("secret"));
+    fn the_token_is_sent_but_never_printed() {
+        let token = AccessToken::new("syt_c2VjcmV0_0123456789");
+        let request = get_message_events::v3::Request::backward(owned_room_id!("!room:tchap.test"));
+        let built = authorised(request, "https://matrix.tchap.test", &token, &supported_versions())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let header = built.headers().get(AUTHORIZATION).map(|v| (v.as_bytes().to_vec(), v.is_sensitive()));
+        assert_eq!(header, Some((b"Bearer syt_c2VjcmV0_0123456789".to_vec(), true)));
+        assert!(!format!("{built:?}").contains("c2VjcmV0"));
     }
 }

@@ -19,7 +19,7 @@ use argus_domain::{
 use argus_server::{
     Config,
     auth::{TokenRequest, mint_dev_token},
-    config::{KeySource, SecretString},
+    config::KeySource,
 };
 use argus_store::{IngestionRun, Store};
 use serde_json::{Value, json};
@@ -128,21 +128,23 @@ async fn main() -> Result<()> {
     let connections = env_u64("ARGUS_BENCH_CONNECTIONS", 32);
     let dir = tempfile::tempdir()?;
     let mut config = Config {
-        database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+        database_url: argus_store::DatabaseUrl::sqlite_file(dir.path().join("bench.db")),
         ..Config::default()
     };
-    config.jwt.hs256_secret = Some(SecretString::new(SECRET));
+    config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
     config.fusion.enabled = false;
 
     let viewer = Viewer::new("bench".parse()?, "bench".parse()?, Classification::Secret, [Scope::Read]);
     let url = config.database_url.clone();
     let seed_viewer = viewer.clone();
-    tokio::task::spawn_blocking(move || -> Result<()> { seed(&Store::open(&url)?, &seed_viewer, total) })
-        .await??;
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        seed(&Store::connect(&url, argus_store::StoreOptions::default())?, &seed_viewer, total)
+    })
+    .await??;
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let server = argus_server::spawn(listener, config.clone()).await?;
-    let source = KeySource::Hs256 { secret: SecretString::new(SECRET), generated: false };
+    let source = KeySource::Hs256 { secret: argus_domain::Secret::new(SECRET), generated: false };
     let request = TokenRequest {
         sub: viewer.actor.clone(),
         org: viewer.org.clone(),

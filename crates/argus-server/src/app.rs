@@ -15,9 +15,7 @@ use actix_web::{
     web,
 };
 use argus_domain::Viewer;
-use argus_graphql::{Context, CursorKey, ReadOnlySchema, Schema, SchemaOptions, Services};
-use argus_matrix::{Connector, ConnectorConfig};
-use argus_store::Store;
+use argus_graphql::{Context, ReadOnlySchema, Schema, SchemaOptions, Services};
 use juniper::{
     DefaultScalarValue, InputValue,
     http::{GraphQLBatchRequest, GraphQLRequest, GraphQLResponse},
@@ -59,35 +57,12 @@ pub struct Built {
     pub relay: Option<argus_fusion::Relay>,
 }
 
-/// Opens the store (applying migrations), builds the connector, the authenticator, the schema
-/// and, when enabled, the fusion relay.
+/// Assembles the services ([`crate::services::assemble`]), then the authenticator and the
+/// schema.
 pub async fn build(config: &Config) -> Result<Built> {
-    config.prepare_directories()?;
-    let url = config.database_url.clone();
-    let options = config.store_options()?;
-    let store = tokio::task::spawn_blocking(move || Store::open_with(&url, options))
-        .await
-        .map_err(|_| Error::Server("the database task failed".into()))?
-        .map_err(|e| Error::Server(format!("cannot open the database: {e}")))?;
+    let assembled = crate::services::assemble(config).await?;
     let source = config.key_source()?;
     let auth = Authenticator::new(&config.jwt, &source)?;
-    let connector = Connector::new(connector_config(config))
-        .map_err(|e| Error::Config(format!("matrix configuration: {e}")))?;
-    let mut services = Services::new(store.clone(), connector);
-    services.admission = argus_graphql::Admission::new(argus_graphql::AdmissionLimits {
-        max_concurrent: config.matrix.max_concurrent_ingestions,
-        max_concurrent_per_homeserver: config.matrix.max_concurrent_per_homeserver,
-        per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
-    });
-    services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
-    let relay = if config.fusion.enabled {
-        let sinks = argus_fusion::build_sinks(&config.fusion).map_err(|e| Error::Config(e.to_string()))?;
-        let relay = argus_fusion::Relay::new(store, sinks, config.fusion.relay_options());
-        services.on_ingested = Some(relay.waker());
-        Some(relay)
-    } else {
-        None
-    };
     let options = SchemaOptions {
         max_depth: config.graphql.max_depth,
         max_fields: config.graphql.max_fields,
@@ -96,7 +71,7 @@ pub async fn build(config: &Config) -> Result<Built> {
     };
     let state = AppState {
         auth,
-        services: Arc::new(services),
+        services: assembled.services,
         schema: Arc::new(argus_graphql::build_schema(options)),
         read_schema: Arc::new(argus_graphql::build_read_only_schema(options)),
         metrics: Arc::new(HttpMetrics::default()),
@@ -104,16 +79,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         max_body_bytes: config.graphql.max_body_bytes,
         graphiql: config.graphiql_enabled(),
     };
-    Ok(Built { state, relay })
-}
-
-/// The connector configuration from the server configuration.
-pub fn connector_config(config: &Config) -> ConnectorConfig {
-    ConnectorConfig {
-        allowed_homeservers: config.matrix.allowed_homeservers.clone(),
-        allow_private_addresses: config.matrix.allow_private_addresses.clone(),
-        ..ConnectorConfig::default()
-    }
+    Ok(Built { state, relay: assembled.relay })
 }
 
 impl AppState {

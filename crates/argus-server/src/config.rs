@@ -4,7 +4,6 @@
 //! silently falls back to a default.
 
 use std::{
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -15,6 +14,9 @@ use figment::{
     providers::{Env, Format as _, Toml},
 };
 use serde::{Deserialize, Deserializer};
+
+use argus_domain::Secret;
+use argus_store::DatabaseUrl;
 
 use crate::{Error, Result};
 
@@ -34,39 +36,16 @@ const SECTIONS: [&str; 6] = ["jwt", "oauth", "matrix", "graphql", "fusion", "aud
 /// Top-level keys that come from `ARGUS_<KEY>`.
 const TOP_LEVEL_KEYS: [&str; 4] = ["bind", "database_url", "data_dir", "allow_remote_development"];
 
-/// A configured secret: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(#[serde(deserialize_with = "scalar_string")] String);
-
-impl SecretString {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// The whole configuration of the server and the operator commands. `Debug` leaves out the
-/// database URL (a PostgreSQL URL may hold a password).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// The whole configuration of the server and the operator commands. `Debug` leaves out every
+/// secret and the database URL's location (a PostgreSQL URL may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server listens on.
     pub bind: SocketAddr,
-    /// `sqlite://path` (relative or absolute) or `postgres://…`.
-    #[serde(deserialize_with = "scalar_string")]
-    pub database_url: String,
+    /// `sqlite://path` (relative or absolute), `sqlite::memory:` or `postgres://…`; parsed when
+    /// the configuration is loaded.
+    pub database_url: DatabaseUrl,
     /// Where generated files (the development JWT secret) are kept; defaults to the directory
     /// of the SQLite database, or the working directory for PostgreSQL.
     pub data_dir: Option<PathBuf>,
@@ -97,31 +76,14 @@ pub struct AuditConfig {
     /// A file holding the key, base64 (at least 32 bytes once decoded).
     pub key_file: Option<PathBuf>,
     /// The key itself, base64 (for the environment: `ARGUS_AUDIT_KEY`).
-    pub key: Option<SecretString>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("bind", &self.bind)
-            .field("database_url", &"[redacted]")
-            .field("data_dir", &self.data_dir)
-            .field("allow_remote_development", &self.allow_remote_development)
-            .field("jwt", &self.jwt)
-            .field("oauth", &self.oauth)
-            .field("matrix", &self.matrix)
-            .field("graphql", &self.graphql)
-            .field("fusion", &self.fusion)
-            .field("audit", &self.audit)
-            .finish()
-    }
+    pub key: Option<Secret>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: "sqlite://argus-tchap.db".to_owned(),
+            database_url: DatabaseUrl::sqlite_file("argus-tchap.db"),
             data_dir: None,
             allow_remote_development: false,
             jwt: JwtConfig::default(),
@@ -146,7 +108,7 @@ pub struct JwtConfig {
     pub audience: String,
     /// Shared HS256 secret (development). Generated and kept in the data directory when no key
     /// is configured at all.
-    pub hs256_secret: Option<SecretString>,
+    pub hs256_secret: Option<Secret>,
     /// PEM file with an RSA or EC (P-256) public key.
     pub public_key_file: Option<PathBuf>,
     /// URL of the identity provider's JSON Web Key Set.
@@ -216,7 +178,7 @@ pub struct OAuthClientConfig {
     #[serde(deserialize_with = "scalar_string")]
     pub client_id: String,
     /// The client secret (prefer `ARGUS_OAUTH_CLIENT_SECRET`).
-    pub client_secret: Option<SecretString>,
+    pub client_secret: Option<Secret>,
     /// Scopes requested when none are named on the command line.
     #[serde(deserialize_with = "string_or_list")]
     pub scopes: Vec<String>,
@@ -272,7 +234,7 @@ pub struct GraphqlConfig {
     /// Maximum size of a request body, in bytes.
     pub max_body_bytes: usize,
     /// Key authenticating pagination cursors (base64); default: random per process.
-    pub cursor_key: Option<SecretString>,
+    pub cursor_key: Option<Secret>,
 }
 
 impl Default for GraphqlConfig {
@@ -296,7 +258,7 @@ pub enum KeySource {
     /// A shared HS256 secret (development).
     Hs256 {
         /// The secret.
-        secret: SecretString,
+        secret: Secret,
         /// Whether it was generated by this program and kept in the data directory.
         generated: bool,
     },
@@ -411,7 +373,7 @@ impl Config {
 
     /// The path of the SQLite database, when the database is SQLite and a file.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
-        sqlite_path(&self.database_url)
+        self.database_url.sqlite_path().map(Path::to_path_buf)
     }
 
     /// The directory generated files are kept in.
@@ -499,24 +461,6 @@ fn decode_key(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// The path of a `sqlite://` database URL (`None` for other schemes and in-memory databases).
-///
-/// ```
-/// use std::path::PathBuf;
-/// use argus_server::config::sqlite_path;
-/// assert_eq!(sqlite_path("sqlite://argus-tchap.db"), Some(PathBuf::from("argus-tchap.db")));
-/// assert_eq!(sqlite_path("sqlite:///var/lib/argus/tchap.db"), Some(PathBuf::from("/var/lib/argus/tchap.db")));
-/// assert_eq!(sqlite_path("postgres://localhost/argus"), None);
-/// ```
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let rest = rest.split('?').next().unwrap_or_default();
-    if rest.is_empty() || rest == ":memory:" {
-        return None;
-    }
-    Some(PathBuf::from(rest))
-}
-
 /// Creates the data directory, readable by the owner only, when it does not exist (an
 /// existing one, which may be the working directory, is left as it is).
 fn create_private_dir(dir: &Path) -> Result<()> {
@@ -535,22 +479,22 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Reads the development secret from `dir`, generating it (readable by the owner only) on
 /// first use.
-fn load_or_create_dev_secret(dir: &Path) -> Result<SecretString> {
+fn load_or_create_dev_secret(dir: &Path) -> Result<Secret> {
     load_or_create_secret(dir, DEV_SECRET_FILE, "development JWT secret")
 }
 
 /// Reads the secret kept in `dir/file`, generating 32 random bytes (base64url, readable by the
 /// owner only) on first use; `what` names it in errors and the log.
-fn load_or_create_secret(dir: &Path, file: &str, what: &str) -> Result<SecretString> {
+fn load_or_create_secret(dir: &Path, file: &str, what: &str) -> Result<Secret> {
     let path = dir.join(file);
     match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= 32 => return Ok(SecretString::new(s.trim())),
+        Ok(s) if s.trim().len() >= 32 => return Ok(Secret::new(s.trim())),
         Ok(_) => return Err(Error::Config(format!("the {what} file is too short"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(_) => return Err(Error::Config(format!("cannot read the {what} file"))),
     }
     let mut bytes = [0_u8; 32];
-    rand::fill(&mut bytes);
+    rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     create_private_dir(dir)?;
     let mut options = std::fs::OpenOptions::new();
@@ -567,7 +511,7 @@ fn load_or_create_secret(dir: &Path, file: &str, what: &str) -> Result<SecretStr
                 .and_then(|()| file.sync_all())
                 .map_err(|_| Error::Config(format!("cannot write the {what} file")))?;
             tracing::info!(what, "generated a secret in the data directory");
-            Ok(SecretString::new(secret))
+            Ok(Secret::new(secret))
         }
         // Another process created it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_secret(dir, file, what),
@@ -666,7 +610,7 @@ mod tests {
             let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
             assert_eq!(c, Config::default());
             assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
-            assert_eq!(c.database_url, "sqlite://argus-tchap.db");
+            assert_eq!(c.database_url, DatabaseUrl::sqlite_file("argus-tchap.db"));
             assert!(c.is_development());
             assert!(c.introspection_enabled());
             assert_eq!(c.data_dir(), PathBuf::from("."));
@@ -701,7 +645,7 @@ mod tests {
             assert_eq!(c.jwt.issuer, "https://idp2.example");
             assert_eq!(c.jwt.leeway_seconds, 5);
             assert_eq!(
-                c.jwt.hs256_secret.as_ref().map(SecretString::expose_secret),
+                c.jwt.hs256_secret.as_ref().map(Secret::expose_secret),
                 Some("12345678901234567890123456789012")
             );
             assert_eq!(c.matrix.allow_private_addresses, vec!["127.0.0.1", "::1"]);
@@ -714,12 +658,34 @@ mod tests {
     }
 
     #[test]
-    fn debug_leaves_out_the_database_url() {
+    fn debug_leaves_out_the_database_url() -> std::result::Result<(), argus_store::Error> {
         let c =
-            Config { database_url: "postgres://argus:db-password-42@db/argus".into(), ..Config::default() };
+            Config { database_url: "postgres://argus:db-password-42@db/argus".parse()?, ..Config::default() };
         let debug = format!("{c:?}");
-        assert!(!debug.contains("db-password-42"), "{debug}");
-        assert!(debug.contains("database_url: \"[redacted]\""), "{debug}");
+        assert!(debug.contains("database_url: DatabaseUrl(Postgres([redacted]))"), "{debug}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_database_url_is_parsed_once_when_loaded() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("ARGUS_DATABASE_URL", "sqlite:data/tchap.db");
+            let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.sqlite_path(), Some(PathBuf::from("data/tchap.db")));
+            assert_eq!(c.data_dir(), PathBuf::from("data"));
+            // What the store would refuse, the configuration refuses when it is loaded, without
+            // repeating the URL.
+            for bad in ["sqlite://tchap.db?mode=ro", "mysql://argus:pw-secret@db/argus", "postgres://"] {
+                jail.set_env("ARGUS_DATABASE_URL", bad);
+                let e = Config::load(Path::new("argus-tchap.toml")).err().map(|e| e.to_string());
+                assert!(
+                    e.as_deref().is_some_and(|e| e.contains("database URL") && !e.contains("pw-secret")),
+                    "{e:?}"
+                );
+            }
+            Ok(())
+        });
     }
 
     #[test]
@@ -745,7 +711,7 @@ mod tests {
         assert!(!c.graphiql_enabled());
         c.graphql.introspection = Some(true);
         assert!(c.introspection_enabled());
-        c.jwt.hs256_secret = Some(SecretString::new("x".repeat(40)));
+        c.jwt.hs256_secret = Some(Secret::new("x".repeat(40)));
         assert!(c.validate().is_err(), "two keys at once");
     }
 
@@ -753,7 +719,7 @@ mod tests {
     fn dev_secret_is_generated_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let c = Config {
-            database_url: format!("sqlite://{}/db.sqlite", dir.path().display()),
+            database_url: DatabaseUrl::sqlite_file(dir.path().join("db.sqlite")),
             ..Config::default()
         };
         let first = c.key_source().unwrap();
@@ -772,7 +738,7 @@ mod tests {
     #[test]
     fn short_secrets_are_refused() {
         let mut c = Config::default();
-        c.jwt.hs256_secret = Some(SecretString::new("short"));
+        c.jwt.hs256_secret = Some(Secret::new("short"));
         assert!(c.validate().is_err());
     }
 }

@@ -3,7 +3,9 @@
 //! - [`config`]: typed configuration (defaults < `argus-tchap.toml` < `ARGUS_*` environment);
 //! - [`auth`]: bearer-JWT validation into an [`argus_domain::Viewer`], development tokens;
 //! - [`app`]: the actix-web application (`/graphql`, `/graphiql`, `/healthz`, `/readyz`,
-//!   `/metrics`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task.
+//!   `/metrics`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task;
+//! - [`services`]: the services assembled from a configuration, for the server and every
+//!   operator command.
 
 pub mod app;
 pub mod auth;
@@ -11,6 +13,7 @@ pub mod config;
 mod error;
 mod graphiql;
 pub mod metrics;
+pub mod services;
 
 pub use app::{RunningServer, run, spawn};
 pub use config::Config;

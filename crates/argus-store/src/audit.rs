@@ -102,8 +102,8 @@ impl ChainVerification {
 
 /// The secret that keys the audit chain (HMAC-SHA256), held outside the database. `Debug`
 /// never shows it.
-#[derive(Clone)]
-pub struct AuditKey(Vec<u8>);
+#[derive(Clone, Debug)]
+pub struct AuditKey(argus_domain::Secret<Vec<u8>>);
 
 impl AuditKey {
     /// A key from its bytes; at least 32 are required.
@@ -112,13 +112,7 @@ impl AuditKey {
         if bytes.len() < 32 {
             return Err(Error::invalid("audit key", "must hold at least 32 bytes"));
         }
-        Ok(Self(bytes))
-    }
-}
-
-impl fmt::Debug for AuditKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuditKey([redacted])")
+        Ok(Self(argus_domain::Secret::from_value(bytes)))
     }
 }
 
@@ -150,7 +144,7 @@ pub(crate) fn link_hash(
     match key {
         Some(AuditKey(key)) => {
             use hmac::Mac as _;
-            let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key)
+            let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key.expose_value())
                 .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
             encode(&mut mac, b"argus-audit-v2-keyed", org, seq, e, prev_hash);
             mac.finalize().into_bytes().into()

@@ -59,54 +59,112 @@ impl Default for StoreOptions {
     }
 }
 
-/// Where a URL points.
+/// Where a URL points. Neither location shows in `Debug`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
-    /// A SQLite file path, or `:memory:`.
-    Sqlite { path: String, memory: bool },
-    /// A PostgreSQL connection URL.
-    Postgres(String),
+    /// A SQLite file path (a secret too: it names where classified material lies), or
+    /// `:memory:`.
+    Sqlite { path: argus_domain::Secret, memory: bool },
+    /// A PostgreSQL connection URL (it may hold a password).
+    Postgres(argus_domain::Secret),
 }
 
-/// Leaves the location out: a PostgreSQL URL may carry a password, and a SQLite location is a
-/// file path. (The pool's `Debug` prints its manager, and so this.)
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite { memory, .. } => {
-                f.debug_struct("Sqlite").field("memory", memory).finish_non_exhaustive()
-            }
-            Self::Postgres(_) => f.debug_struct("Postgres").finish_non_exhaustive(),
+/// A database URL, parsed once: `sqlite://PATH` (or `sqlite:PATH`), `sqlite::memory:`, or
+/// `postgres://…` / `postgresql://…`. The configuration parses it when it is loaded and the
+/// store opens what it names; nothing else reads the text.
+///
+/// `Debug` leaves the location out ([`argus_domain::Secret`]): a PostgreSQL URL may carry a
+/// password, and a SQLite location is a file path.
+///
+/// ```
+/// use argus_store::{Backend, DatabaseUrl};
+/// let url: DatabaseUrl = "sqlite:///var/lib/argus/tchap.db".parse()?;
+/// assert_eq!(url.backend(), Backend::Sqlite);
+/// assert_eq!(url.sqlite_path(), Some(std::path::Path::new("/var/lib/argus/tchap.db")));
+/// let pg: DatabaseUrl = "postgres://argus:db-password@db/argus".parse()?;
+/// assert_eq!((pg.backend(), pg.sqlite_path()), (Backend::Postgres, None));
+/// assert!(!format!("{pg:?}").contains("password"));
+/// assert!("sqlite://db.sqlite?mode=ro".parse::<DatabaseUrl>().is_err());
+/// # Ok::<(), argus_store::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub(crate) Target);
+
+impl DatabaseUrl {
+    /// A SQLite database file at `path` (relative to the working directory, or absolute).
+    pub fn sqlite_file(path: impl Into<std::path::PathBuf>) -> Self {
+        Self(Target::Sqlite {
+            path: argus_domain::Secret::new(path.into().to_string_lossy().into_owned()),
+            memory: false,
+        })
+    }
+
+    /// The engine the URL names.
+    pub fn backend(&self) -> Backend {
+        match self.0 {
+            Target::Sqlite { .. } => Backend::Sqlite,
+            Target::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// The SQLite database file (`None` for PostgreSQL and in-memory databases).
+    pub fn sqlite_path(&self) -> Option<&std::path::Path> {
+        match &self.0 {
+            Target::Sqlite { path, memory: false } => Some(std::path::Path::new(path.expose_secret())),
+            _ => None,
+        }
+    }
+
+    /// Whether the database lives in memory only (`sqlite::memory:`).
+    pub fn is_memory(&self) -> bool {
+        matches!(self.0, Target::Sqlite { memory: true, .. })
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = Error;
+
+    fn from_str(url: &str) -> Result<Self> {
+        parse_url(url).map(Self)
+    }
+}
+
+/// From a string (configuration files, the environment); the error names what is wrong, never
+/// the URL.
+impl<'de> serde::Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let text = argus_domain::Secret::deserialize(deserializer)?;
+        text.expose_secret().parse().map_err(serde::de::Error::custom)
     }
 }
 
 /// Reads the backend and location from a database URL.
-pub(crate) fn parse_url(url: &str) -> Result<Target> {
+fn parse_url(url: &str) -> Result<Target> {
     let url = url.trim();
     if url.is_empty() || url.len() > 4096 {
         return Err(Error::InvalidDatabaseUrl("must be 1 to 4096 bytes"));
     }
-    if url.contains('\0') {
+    if url.chars().any(char::is_control) {
         return Err(Error::InvalidDatabaseUrl("control characters are not allowed"));
     }
     if url == "sqlite::memory:" || url == "sqlite://:memory:" {
-        return Ok(Target::Sqlite { path: ":memory:".to_owned(), memory: true });
+        return Ok(Target::Sqlite { path: argus_domain::Secret::new(":memory:"), memory: true });
     }
-    if let Some(path) = url.strip_prefix("sqlite://") {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         if path.is_empty() {
             return Err(Error::InvalidDatabaseUrl("missing SQLite file path"));
         }
         if path.contains('?') || path.starts_with("file:") {
             return Err(Error::InvalidDatabaseUrl("SQLite options are not supported in the URL"));
         }
-        return Ok(Target::Sqlite { path: path.to_owned(), memory: false });
+        return Ok(Target::Sqlite { path: argus_domain::Secret::new(path), memory: false });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let parsed = url::Url::parse(url).map_err(|_| Error::InvalidDatabaseUrl("not a URL"))?;
         if parsed.host().is_none() && !parsed.query().is_some_and(|q| q.contains("host=")) {
             return Err(Error::InvalidDatabaseUrl("missing PostgreSQL host"));
         }
-        return Ok(Target::Postgres(url.to_owned()));
+        return Ok(Target::Postgres(argus_domain::Secret::new(url)));
     }
     Err(Error::InvalidDatabaseUrl("scheme must be sqlite:// or postgres://"))
 }
@@ -114,7 +172,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Target> {
 /// A connection manager that establishes the variant the URL names, never trying others.
 #[derive(Debug)]
 pub(crate) struct Manager {
-    target: Target,
+    target: DatabaseUrl,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -122,11 +180,11 @@ impl r2d2::ManageConnection for Manager {
     type Error = diesel::r2d2::Error;
 
     fn connect(&self) -> Result<DbConn, Self::Error> {
-        match &self.target {
-            Target::Sqlite { path, .. } => SqliteConnection::establish(path)
+        match &self.target.0 {
+            Target::Sqlite { path, .. } => SqliteConnection::establish(path.expose_secret())
                 .map(DbConn::Sqlite)
                 .map_err(diesel::r2d2::Error::ConnectionError),
-            Target::Postgres(url) => PgConnection::establish(url)
+            Target::Postgres(url) => PgConnection::establish(url.expose_secret())
                 .map(DbConn::Postgres)
                 .map_err(diesel::r2d2::Error::ConnectionError),
         }
@@ -220,10 +278,10 @@ fn private_sqlite_files(path: &str) -> Result<()> {
 }
 
 /// Opens the pool and applies pending migrations.
-pub(crate) fn open_pool(url: &str, options: &StoreOptions) -> Result<(DbPool, Backend)> {
-    let target = parse_url(url)?;
+pub(crate) fn open_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<(DbPool, Backend)> {
+    let target = url.0.clone();
     if let Target::Sqlite { path, memory: false } = &target {
-        private_sqlite_files(path)?;
+        private_sqlite_files(path.expose_secret())?;
     }
     let (backend, memory) = match &target {
         Target::Sqlite { memory, .. } => (Backend::Sqlite, *memory),
@@ -243,7 +301,7 @@ pub(crate) fn open_pool(url: &str, options: &StoreOptions) -> Result<(DbPool, Ba
         // A SQLite connection is a file handle: there is no server that could have dropped it.
         builder = builder.test_on_check_out(false);
     }
-    let pool = builder.build(Manager { target })?;
+    let pool = builder.build(Manager { target: url.clone() })?;
     let mut conn = pool.get()?;
     migrate(&mut conn)?;
     Ok((pool, backend))

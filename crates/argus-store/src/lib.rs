@@ -38,7 +38,7 @@ use time::OffsetDateTime;
 pub use self::{
     audit::{AuditKey, ChainHead, ChainVerification, GENESIS},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
-    db::{Backend, StoreOptions},
+    db::{Backend, DatabaseUrl, StoreOptions},
     error::{Error, Result},
     outbox::{OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
@@ -75,6 +75,12 @@ impl Store {
 
     /// Opens the database with explicit pool options.
     pub fn open_with(database_url: &str, options: StoreOptions) -> Result<Store> {
+        Self::connect(&database_url.parse()?, options)
+    }
+
+    /// Opens the database a parsed URL names, with explicit pool options, and applies pending
+    /// migrations.
+    pub fn connect(database_url: &DatabaseUrl, options: StoreOptions) -> Result<Store> {
         let (pool, backend) = db::open_pool(database_url, &options)?;
         Ok(Store { pool, backend, audit_key: options.audit_key.map(std::sync::Arc::new) })
     }
@@ -190,11 +196,6 @@ impl Store {
         except: &[argus_domain::OrgId],
     ) -> Result<Vec<OutboxRow>> {
         outbox::pending(&mut *self.conn()?, self.backend, limit, except)
-    }
-
-    /// Marks a row delivered.
-    pub fn outbox_mark_delivered(&self, id: i64) -> Result<()> {
-        outbox::mark_delivered(&mut *self.conn()?, self.backend, id)
     }
 
     /// Marks several rows delivered in one transaction (rows already delivered are left as

@@ -129,17 +129,6 @@ pub(crate) fn pending(
     load(conn, sql)
 }
 
-/// Marks a row delivered.
-pub(crate) fn mark_delivered(conn: &mut DbConn, backend: Backend, id: i64) -> Result<()> {
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE outbox SET delivered_at = ").bind::<BigInt, _>(to_unix_ms(OffsetDateTime::now_utc()));
-    sql.push(" WHERE id = ").bind::<BigInt, _>(id);
-    match sql.build().execute(conn)? {
-        0 => Err(Error::NotFound),
-        _ => Ok(()),
-    }
-}
-
 /// Marks several rows delivered in one transaction; returns how many were marked.
 pub(crate) fn mark_delivered_batch(conn: &mut DbConn, backend: Backend, ids: &[i64]) -> Result<u64> {
     use diesel::Connection;

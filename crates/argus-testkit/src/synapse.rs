@@ -485,7 +485,7 @@ fn unique_localpart(localpart: &str) -> String {
 
 fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
-    rand::rng().fill(buffer.as_mut_slice());
+    rand::thread_rng().fill(buffer.as_mut_slice());
     hex::encode(buffer)
 }
 
@@ -702,7 +702,7 @@ fn start() -> anyhow::Result<Synapse> {
     let shared_secret = random_hex(32);
     // Synapse's signing key format: `ed25519 <key id> <unpadded base64 of the 32-byte seed>`.
     let mut seed = [0u8; 32];
-    rand::rng().fill(&mut seed);
+    rand::thread_rng().fill(&mut seed);
     let signing_key = format!("ed25519 a_{} {}\n", random_hex(2), STANDARD_NO_PAD.encode(seed));
     fs::write(dir.join("signing.key"), signing_key).context("writing signing.key")?;
     let config_path = dir.join("homeserver.yaml");

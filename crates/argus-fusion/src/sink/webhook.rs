@@ -21,14 +21,14 @@ pub const SIGNATURE_HEADER: &str = "X-Argus-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Argus-Timestamp";
 
 /// The shared secret a [`WebhookSink`] signs bodies with; never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
-pub struct WebhookSecret(String);
+pub struct WebhookSecret(argus_domain::Secret);
 
 impl WebhookSecret {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
+        Self(argus_domain::Secret::new(secret))
     }
 
     /// `sha256=<lowercase hex HMAC-SHA256 of "<timestamp>.<body>">`, the value of
@@ -44,18 +44,12 @@ impl WebhookSecret {
     /// ```
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
         // HMAC accepts keys of any length, so this never fails.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes())
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret().as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(timestamp.as_bytes());
         mac.update(b".");
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    }
-}
-
-impl fmt::Debug for WebhookSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
     }
 }
 

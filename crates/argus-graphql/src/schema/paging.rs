@@ -1,13 +1,9 @@
 //! Relay connections over the store's keyset pages, with authenticated cursors.
 
-use argus_domain::{Page, PageRequest, RoomId, Viewer};
-use argus_store::{IngestionCursor, MessageCursor, RoomCursor, Store};
+use argus_domain::{Page, PageRequest, Viewer};
+use argus_store::Store;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::types::{
-    TchapIngestion, TchapIngestionConnection, TchapMessage, TchapMessageConnection, TchapRoom,
-    TchapRoomConnection,
-};
 use crate::{Context, CursorKind, Error, Result};
 
 /// A connection type built from cursor/node pairs.
@@ -40,7 +36,7 @@ fn page_request<P: DeserializeOwned>(
 
 /// One page of the list `kind`: `read` is the store's gated read for the caller, `position`
 /// the keyset position of an item, `node` its GraphQL type.
-async fn connection<P, T, C>(
+pub(crate) async fn connection<P, T, C>(
     context: &Context,
     kind: CursorKind<'_>,
     first: Option<i32>,
@@ -60,39 +56,4 @@ where
     let signer = context.services().cursor_key.signer(kind, context.viewer());
     let edges = page.items.into_iter().map(|item| (signer.encode(&position(&item)), node(item))).collect();
     Ok(C::build(edges, page.has_next_page, page.total_count))
-}
-
-pub(crate) async fn rooms_connection(
-    context: &Context,
-    first: Option<i32>,
-    after: Option<String>,
-) -> Result<TchapRoomConnection> {
-    let read =
-        |store: &Store, viewer: &Viewer, request: &PageRequest<RoomCursor>| store.rooms(viewer, request);
-    connection(context, CursorKind::Rooms, first, after, read, RoomCursor::of, TchapRoom).await
-}
-
-pub(crate) async fn messages_connection(
-    context: &Context,
-    room_id: RoomId,
-    first: Option<i32>,
-    after: Option<String>,
-) -> Result<TchapMessageConnection> {
-    let kind = CursorKind::Messages(room_id.as_str());
-    let room = room_id.clone();
-    let read = move |store: &Store, viewer: &Viewer, request: &PageRequest<MessageCursor>| {
-        store.messages(viewer, &room, request)
-    };
-    connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await
-}
-
-pub(crate) async fn ingestions_connection(
-    context: &Context,
-    first: Option<i32>,
-    after: Option<String>,
-) -> Result<TchapIngestionConnection> {
-    let read = |store: &Store, viewer: &Viewer, request: &PageRequest<IngestionCursor>| {
-        store.ingestions(viewer, request)
-    };
-    connection(context, CursorKind::Ingestions, first, after, read, IngestionCursor::of, TchapIngestion).await
 }

@@ -20,13 +20,6 @@ use juniper::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncList<T>(pub Vec<T>);
 
-impl<T> SyncList<T> {
-    /// The items.
-    pub fn items(&self) -> &[T] {
-        &self.0
-    }
-}
-
 impl<S, T> GraphQLType<S> for SyncList<T>
 where
     T: GraphQLType<S>,

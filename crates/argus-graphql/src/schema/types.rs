@@ -4,8 +4,12 @@ use argus_domain::{IngestionRecord, MessageVersion, Scope, StoredMessage, Stored
 use juniper::{GraphQLEnum, GraphQLObject, GraphQLScalar, ID, graphql_object};
 use time::{OffsetDateTime, UtcOffset};
 
-use super::paging::{self, messages_connection};
+use argus_domain::{PageRequest, RoomId, Viewer};
+use argus_store::{IngestionCursor, MessageCursor, RoomCursor, Store};
+
+use super::paging::{self, connection};
 pub use super::sync_list::SyncList;
+use crate::CursorKind;
 use crate::{Context, Result};
 
 /// An RFC 3339 timestamp in UTC with a fixed width: always milliseconds, e.g.
@@ -204,7 +208,7 @@ impl TchapRoom {
         after: Option<String>,
     ) -> Result<TchapMessageConnection> {
         context.require(Scope::Read)?;
-        messages_connection(context, self.0.room_id.clone(), first, after).await
+        TchapMessageConnection::load(context, self.0.room_id.clone(), first, after).await
     }
 }
 
@@ -522,6 +526,15 @@ pub struct TchapRoomConnection {
     pub total_count: i32,
 }
 
+impl TchapRoomConnection {
+    /// The caller's page of rooms.
+    pub(crate) async fn load(context: &Context, first: Option<i32>, after: Option<String>) -> Result<Self> {
+        let read =
+            |store: &Store, viewer: &Viewer, request: &PageRequest<RoomCursor>| store.rooms(viewer, request);
+        connection(context, CursorKind::Rooms, first, after, read, RoomCursor::of, TchapRoom).await
+    }
+}
+
 impl paging::Connection for TchapRoomConnection {
     type Node = TchapRoom;
     fn build(edges: Vec<(String, TchapRoom)>, has_next_page: bool, total_count: i64) -> Self {
@@ -555,6 +568,23 @@ pub struct TchapMessageConnection {
     pub page_info: PageInfo,
     /// How many messages the whole list has, as the caller may see it.
     pub total_count: i32,
+}
+
+impl TchapMessageConnection {
+    /// The caller's page of a room's messages.
+    pub(crate) async fn load(
+        context: &Context,
+        room_id: RoomId,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Self> {
+        let kind = CursorKind::Messages(room_id.as_str());
+        let room = room_id.clone();
+        let read = move |store: &Store, viewer: &Viewer, request: &PageRequest<MessageCursor>| {
+            store.messages(viewer, &room, request)
+        };
+        connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await
+    }
 }
 
 impl paging::Connection for TchapMessageConnection {
@@ -591,6 +621,17 @@ pub struct TchapIngestionConnection {
     pub page_info: PageInfo,
     /// How many ingestions the whole list has, as the caller may see it.
     pub total_count: i32,
+}
+
+impl TchapIngestionConnection {
+    /// The caller's page of audit records.
+    pub(crate) async fn load(context: &Context, first: Option<i32>, after: Option<String>) -> Result<Self> {
+        let read = |store: &Store, viewer: &Viewer, request: &PageRequest<IngestionCursor>| {
+            store.ingestions(viewer, request)
+        };
+        connection(context, CursorKind::Ingestions, first, after, read, IngestionCursor::of, TchapIngestion)
+            .await
+    }
 }
 
 impl paging::Connection for TchapIngestionConnection {

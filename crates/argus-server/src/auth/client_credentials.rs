@@ -57,7 +57,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::config::SecretString;
+    use argus_domain::Secret;
 
     const SECRET: &str = "client-secret-never-shown";
 
@@ -65,7 +65,7 @@ mod tests {
         OAuthClientConfig {
             token_url: Some(format!("{}/token", server.uri())),
             client_id: "argus-cli".into(),
-            client_secret: Some(SecretString::new(SECRET)),
+            client_secret: Some(Secret::new(SECRET)),
             scopes: vec!["tchap:read".into()],
         }
     }

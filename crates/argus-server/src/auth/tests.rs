@@ -5,7 +5,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 
 use super::*;
-use crate::config::SecretString;
+use argus_domain::Secret;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 const RSA_PRIVATE: &str = include_str!("../../tests/fixtures/rsa-private.pem");
@@ -44,7 +44,7 @@ fn without(mut base: Value, key: &str) -> Value {
 }
 
 fn hs_source() -> KeySource {
-    KeySource::Hs256 { secret: SecretString::new(SECRET), generated: false }
+    KeySource::Hs256 { secret: Secret::new(SECRET), generated: false }
 }
 
 fn hs_auth() -> Authenticator {

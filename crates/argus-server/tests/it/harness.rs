@@ -6,7 +6,7 @@ use argus_domain::{Classification, Scope};
 use argus_server::{
     Config, RunningServer,
     auth::{TokenRequest, mint_dev_token},
-    config::{KeySource, SecretString},
+    config::KeySource,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -29,10 +29,10 @@ pub(crate) struct TestServer {
 /// A configuration with an HS256 secret, a SQLite database and a JSON Lines file in `dir`.
 pub(crate) fn config(dir: &TempDir) -> Config {
     let mut config = Config {
-        database_url: format!("sqlite://{}", dir.path().join("argus.db").display()),
+        database_url: argus_store::DatabaseUrl::sqlite_file(dir.path().join("argus.db")),
         ..Config::default()
     };
-    config.jwt.hs256_secret = Some(SecretString::new(SECRET));
+    config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
     config.matrix.allow_private_addresses = vec!["127.0.0.1".into()];
     config.fusion.jsonl_path = Some(dir.path().join("network-nodes.jsonl"));
     config
@@ -72,7 +72,7 @@ impl TestServer {
             scopes: scopes.to_vec(),
             ttl: Duration::from_secs(600),
         };
-        let source = KeySource::Hs256 { secret: SecretString::new(SECRET), generated: false };
+        let source = KeySource::Hs256 { secret: argus_domain::Secret::new(SECRET), generated: false };
         mint_dev_token(&self.config.jwt, &source, &request).unwrap_or_else(|e| panic!("mint: {e}"))
     }
 

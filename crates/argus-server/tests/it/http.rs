@@ -180,7 +180,7 @@ async fn an_ingestion_over_http_is_stored_audited_relayed_and_counted() {
 async fn development_mode_refuses_a_non_loopback_bind() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = argus_server::Config {
-        database_url: format!("sqlite://{}", dir.path().join("a.db").display()),
+        database_url: argus_store::DatabaseUrl::sqlite_file(dir.path().join("a.db")),
         ..argus_server::Config::default()
     };
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -246,7 +246,7 @@ async fn created_directories_and_the_database_are_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("var").join("argus");
     let config = argus_server::Config {
-        database_url: format!("sqlite://{}", data.join("tchap.db").display()),
+        database_url: argus_store::DatabaseUrl::sqlite_file(data.join("tchap.db")),
         ..argus_server::Config::default()
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

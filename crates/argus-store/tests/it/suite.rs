@@ -684,7 +684,7 @@ fn outbox_lifecycle(db: &TestDb) {
     assert_eq!(pending[1].room_id.as_str(), "!o2:x.org");
     assert_eq!(s.outbox_pending(1).unwrap().len(), 1);
 
-    s.outbox_mark_delivered(pending[0].id).unwrap();
+    assert_eq!(s.outbox_mark_delivered_batch(&[pending[0].id]).unwrap(), 1);
     assert!(!s.outbox_mark_failed(pending[1].id, "webhook answered 503", 2).unwrap());
     assert!(s.outbox_mark_failed(pending[1].id, "webhook answered 503\nagain", 2).unwrap());
     let status = s.outbox_status().unwrap();
@@ -693,7 +693,7 @@ fn outbox_lifecycle(db: &TestDb) {
     assert_eq!(status.parked_rows[0].attempts, 2);
     assert_eq!(status.parked_rows[0].last_error.as_deref(), Some("webhook answered 503\u{fffd}again"));
     assert!(s.outbox_pending(10).unwrap().is_empty());
-    assert!(matches!(s.outbox_mark_delivered(999_999), Err(Error::NotFound)));
+    assert_eq!(s.outbox_mark_delivered_batch(&[999_999]).unwrap(), 0);
     // Batches mark only rows not yet delivered.
     for i in 0..3 {
         s.record_ingestion(&run(&top, Secret), &snapshot(&format!("!ob{i}:x.org"), messages(1, t))).unwrap();

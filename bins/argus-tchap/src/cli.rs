@@ -1,0 +1,161 @@
+//! The command line: what each command and option means (parsed by clap in `main.rs`).
+
+use std::{path::PathBuf, time::Duration};
+
+use argus_domain::{AccessToken, ActorId, Classification, OrgId};
+use argus_server::config::DEFAULT_CONFIG_FILE;
+use argus_store::ChainHead;
+use clap::{Parser, Subcommand};
+
+/// Argus Tchap connector: pulls Matrix (Tchap) rooms into durable storage per organisation and
+/// classification, and serves them through a GraphQL API.
+#[derive(Debug, Parser)]
+#[command(name = "argus-tchap", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (absent file = defaults; `ARGUS_*` variables override it).
+    #[arg(long, global = true, env = "ARGUS_CONFIG", default_value = DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the GraphQL server (with no configuration: development mode on 127.0.0.1:8080).
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Ingest one room from a homeserver, as the mutation `ingestTchapRoom` does.
+    Ingest(IngestArgs),
+    /// Inspect the hash-chained audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Mint a development token signed with the configured HS256 secret (refused when a real
+    /// signing key is configured). Prints the token only.
+    Token(TokenArgs),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// The fusion relay (outbox of network-node entities).
+    #[command(subcommand)]
+    Fusion(FusionCommand),
+}
+
+/// `argus-tchap ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
+    #[arg(long)]
+    pub homeserver: String,
+    /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
+    #[arg(long)]
+    pub room: String,
+    /// Classification of the room and its messages (contract name or French marking).
+    #[arg(long)]
+    pub classification: Classification,
+    /// Organisation the room is stored for.
+    #[arg(long)]
+    pub org: OrgId,
+    /// Who runs the ingestion (kept in the audit trail).
+    #[arg(long, default_value = "operator")]
+    pub actor: ActorId,
+    /// The operator's clearance (default: the classification asked for).
+    #[arg(long)]
+    pub clearance: Option<Classification>,
+    /// Upper bound on message events pulled.
+    #[arg(long)]
+    pub max_messages: Option<u32>,
+    /// Matrix access token; `-` reads it from standard input. Prefer the environment variable
+    /// to the command line, which other local users can see.
+    #[arg(long, env = "MATRIX_ACCESS_TOKEN", hide_env_values = true, value_parser = access_token)]
+    pub access_token: AccessToken,
+}
+
+/// The token as given (`Debug` of the arguments shows it as `[redacted]`).
+pub fn access_token(value: &str) -> Result<AccessToken, std::convert::Infallible> {
+    Ok(AccessToken::new(value))
+}
+
+/// `argus-tchap audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every organisation's chain; exit 1 if any link is broken or a head differs.
+    Verify {
+        /// Expected chain head `org:seq:hash` (from `audit head`), to detect truncation.
+        #[arg(long = "expect-head", value_name = "ORG:SEQ:HASH")]
+        expect_head: Vec<ChainHead>,
+        /// With an audit key: the records of ORG up to SEQ were appended before the key was
+        /// set and are checked unkeyed (a boundary kept outside the database).
+        #[arg(long = "unkeyed-until", value_name = "ORG:SEQ", value_parser = org_seq)]
+        unkeyed_until: Vec<(OrgId, i64)>,
+    },
+    /// Print the head of every organisation's chain, one `org:seq:hash` per line.
+    Head,
+}
+
+/// `argus-tchap token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Obtain the token from the identity provider configured in `[oauth]` with the OAuth 2.0
+    /// client-credentials grant instead of minting one; the provider decides the claims. Only
+    /// `--scope`, when given, is sent.
+    #[arg(long, conflicts_with_all = ["sub", "org", "clearance", "ttl"])]
+    pub client_credentials: bool,
+    /// The subject (actor).
+    #[arg(long, default_value = "dev")]
+    pub sub: ActorId,
+    /// The organisation.
+    #[arg(long, required_unless_present = "client_credentials")]
+    pub org: Option<OrgId>,
+    /// The clearance (contract name or French marking).
+    #[arg(long, required_unless_present = "client_credentials")]
+    pub clearance: Option<Classification>,
+    /// Scopes, space- or comma-separated, repeatable (default: all three for a development
+    /// token, the configured `oauth.scopes` with `--client-credentials`).
+    #[arg(long)]
+    pub scope: Vec<String>,
+    /// Lifetime, e.g. 3600, 90s, 30m, 12h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+/// `argus-tchap fusion …`.
+#[derive(Debug, Subcommand)]
+pub enum FusionCommand {
+    /// Deliver pending outbox rows to the configured sinks.
+    Relay {
+        /// Drain the outbox once and exit (the only mode outside `serve`).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Show pending, delivered and parked rows.
+    Status,
+}
+
+/// Parses a duration: `3600`, `90s`, `30m`, `12h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration unit {unit:?} (s, m, h or d)")),
+    };
+    n.checked_mul(factor).map(Duration::from_secs).ok_or_else(|| "duration too long".to_owned())
+}
+
+/// Parses `org:seq`.
+pub fn org_seq(value: &str) -> Result<(OrgId, i64), String> {
+    let (org, seq) = value.rsplit_once(':').ok_or("expected ORG:SEQ")?;
+    let org = org.parse::<OrgId>().map_err(|e| e.to_string())?;
+    let seq = seq.parse::<i64>().ok().filter(|s| *s >= 0).ok_or("SEQ must be a whole number")?;
+    Ok((org, seq))
+}

@@ -1,0 +1,77 @@
+//! Assembles the application services from a configuration: the one place where the server
+//! and every operator command get their store, Matrix connector, cursor key, admission limits
+//! and fusion relay, so that `serve` and `argus-tchap ingest` run the same use-case on the same
+//! services.
+
+use std::sync::Arc;
+
+use argus_graphql::{Admission, AdmissionLimits, CursorKey, Services};
+use argus_matrix::{Connector, ConnectorConfig};
+use argus_store::Store;
+
+use crate::{Config, Error, Result};
+
+/// The services built from a configuration, and the fusion relay that delivers what they
+/// record (when fusion is enabled).
+pub struct Assembled {
+    /// Store, connector, limits, cursor key and the relay's wake-up.
+    pub services: Arc<Services>,
+    /// The fusion relay, when `fusion.enabled`; whoever runs it delivers the outbox.
+    pub relay: Option<argus_fusion::Relay>,
+}
+
+impl std::fmt::Debug for Assembled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assembled").field("relay", &self.relay.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Creates the data directories and opens the store the configuration names (applying pending
+/// migrations), with the audit key.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    config.prepare_directories()?;
+    let url = config.database_url.clone();
+    let options = config.store_options()?;
+    tokio::task::spawn_blocking(move || Store::connect(&url, options))
+        .await
+        .map_err(|_| Error::Server("the database task failed".into()))?
+        .map_err(|e| Error::Server(format!("cannot open the database: {e}")))
+}
+
+/// The connector configuration from the server configuration.
+pub fn connector_config(config: &Config) -> ConnectorConfig {
+    ConnectorConfig {
+        allowed_homeservers: config.matrix.allowed_homeservers.clone(),
+        allow_private_addresses: config.matrix.allow_private_addresses.clone(),
+        ..ConnectorConfig::default()
+    }
+}
+
+/// The fusion relay over `store` with the configured sinks (whether or not `fusion.enabled`:
+/// `argus-tchap fusion relay --once` drains the outbox either way).
+pub fn relay(config: &Config, store: Store) -> Result<argus_fusion::Relay> {
+    let sinks = argus_fusion::build_sinks(&config.fusion).map_err(|e| Error::Config(e.to_string()))?;
+    Ok(argus_fusion::Relay::new(store, sinks, config.fusion.relay_options()))
+}
+
+/// Opens the store and builds every service from `config`.
+pub async fn assemble(config: &Config) -> Result<Assembled> {
+    let store = open_store(config).await?;
+    let connector = Connector::new(connector_config(config))
+        .map_err(|e| Error::Config(format!("matrix configuration: {e}")))?;
+    let mut services = Services::new(store.clone(), connector);
+    services.admission = Admission::new(AdmissionLimits {
+        max_concurrent: config.matrix.max_concurrent_ingestions,
+        max_concurrent_per_homeserver: config.matrix.max_concurrent_per_homeserver,
+        per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
+    });
+    services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
+    let relay = if config.fusion.enabled {
+        let relay = relay(config, store)?;
+        services.on_ingested = Some(relay.waker());
+        Some(relay)
+    } else {
+        None
+    };
+    Ok(Assembled { services: Arc::new(services), relay })
+}
