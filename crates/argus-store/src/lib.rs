@@ -125,7 +125,14 @@ impl Store {
         room_id: &RoomId,
         page: &PageRequest<MessageCursor>,
     ) -> Result<Page<StoredMessage>> {
-        self.snapshot(|conn| read::messages(conn, self.backend, &Gate::of(viewer), room_id, page))
+        let gate = Gate::of(viewer);
+        let mut conn = self.conn()?;
+        if let Some(page) = read::messages_in_one_statement(&mut conn, &gate, room_id, page)? {
+            return Ok(page);
+        }
+        db::in_transaction(&mut conn, db::TxMode::Read, |conn| {
+            read::messages(conn, self.backend, &gate, room_id, page)
+        })
     }
 
     /// Totals over what the viewer may see, with rooms active in the 24 hours before `now`.

@@ -8,14 +8,17 @@ use argus_domain::{
 use std::collections::HashMap;
 
 use diesel::{
+    BoolExpressionMethods as _, ExpressionMethods as _, NullableExpressionMethods as _, QueryDsl as _,
     RunQueryDsl,
-    sql_types::{BigInt, SmallInt, Text},
+    dsl::sql,
+    sql_types::{BigInt, Nullable, SmallInt, Text},
 };
 
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
-    db::{DbConn, Sql},
-    rows::{Count, IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
+    db::{DbConn, MultiBackend, Sql},
+    rows::{Count, IngestionRow, MESSAGE_COLUMNS, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
+    schema::{message_counts, messages, rooms},
 };
 
 /// The most items one page returns, whatever the caller asks for.
@@ -52,6 +55,31 @@ impl Gate {
     fn apply(&self, sql: &mut Sql<'_>, alias: &str) {
         sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());
         sql.push(" AND ").push(alias).push(".classification <= ").bind::<SmallInt, _>(self.clearance);
+    }
+
+    /// The rooms the gate lets through, as a typed query (the columns are checked by the
+    /// compiler).
+    fn rooms(&self) -> rooms::BoxedQuery<'_, MultiBackend> {
+        rooms::table
+            .filter(rooms::org_id.eq(&self.org))
+            .filter(rooms::classification.le(self.clearance))
+            .into_boxed()
+    }
+
+    /// The messages the gate lets through, as a typed query.
+    fn messages(&self) -> messages::BoxedQuery<'_, MultiBackend> {
+        messages::table
+            .filter(messages::org_id.eq(&self.org))
+            .filter(messages::classification.le(self.clearance))
+            .into_boxed()
+    }
+
+    /// The message counts the gate lets through, as a typed query.
+    fn message_counts(&self) -> message_counts::BoxedQuery<'_, MultiBackend> {
+        message_counts::table
+            .filter(message_counts::org_id.eq(&self.org))
+            .filter(message_counts::classification.le(self.clearance))
+            .into_boxed()
     }
 
     /// Appends `alias.org_id = :org AND alias.message_pk IN (ids)`, for rows that belong to
@@ -249,6 +277,51 @@ pub(crate) fn messages(
     Ok(page_of(items, wanted, count(conn, total)?))
 }
 
+/// A page of a room's messages and the room's count in one typed statement (so in one
+/// snapshot on either engine, with no transaction around it): the room's storage id and the
+/// count are subqueries through the gate, the count a column of every row. `None` when that
+/// does not answer the whole request: an empty page (a missing, withheld or empty room, or a
+/// cursor past the end: the count then needs its own statement) or a page with edited or
+/// redacted messages (their versions and redactions are further statements). The caller then
+/// reads in one read transaction ([`messages`]).
+pub(crate) fn messages_in_one_statement(
+    conn: &mut DbConn,
+    gate: &Gate,
+    room_id: &RoomId,
+    page: &PageRequest<MessageCursor>,
+) -> Result<Option<Page<StoredMessage>>> {
+    let (wanted, limit) = fetch_size(page.first);
+    let room_pk =
+        || gate.rooms().filter(rooms::room_id.eq(room_id.as_str())).select(rooms::id).single_value();
+    let total = gate
+        .message_counts()
+        .filter(message_counts::room_pk.nullable().eq(room_pk()))
+        .select(sql::<Nullable<BigInt>>("CAST(SUM(message_counts.message_count) AS BIGINT)"))
+        .single_value();
+    let mut query = gate.messages().filter(messages::room_pk.nullable().eq(room_pk()));
+    if let Some(after) = &page.after {
+        query = query.filter(
+            messages::sent_at
+                .gt(after.sent_at_ms)
+                .or(messages::sent_at.eq(after.sent_at_ms).and(messages::id.gt(after.id))),
+        );
+    }
+    let rows: Vec<(MessageRow, Option<i64>)> = query
+        .select((MESSAGE_COLUMNS, total))
+        .order((messages::sent_at, messages::id))
+        .limit(limit)
+        .load(conn)?;
+    let total_count = match rows.first() {
+        Some((_, total)) => total.unwrap_or(0),
+        None => return Ok(None),
+    };
+    if rows.iter().any(|(m, _)| m.edited || m.redacted) {
+        return Ok(None);
+    }
+    let items = rows.into_iter().map(|(r, _)| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
+    Ok(Some(page_of(items, wanted, total_count)))
+}
+
 /// The most versions of one message a read returns: the original and the newest edits.
 pub const MAX_VERSIONS_READ: i64 = 100;
 
@@ -315,7 +388,9 @@ struct StatsRow {
     active: i64,
 }
 
-/// Statistics over what the gate lets through.
+/// Statistics over what the gate lets through: the visible rooms, their visible messages
+/// summed from the stored per-classification counts (never counted one by one), and the
+/// visible rooms with a visible message newer than 24 hours (one index probe per room).
 pub(crate) fn stats(
     conn: &mut DbConn,
     backend: Backend,
@@ -324,13 +399,21 @@ pub(crate) fn stats(
 ) -> Result<Stats> {
     let since = to_unix_ms(now - policy::ACTIVE_WINDOW);
     let mut sql = Sql::new(backend);
+    sql.push("SELECT (SELECT COUNT(*) FROM rooms r WHERE ");
+    gate.apply(&mut sql, "r");
     sql.push(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS rooms, CAST(COALESCE(SUM(t.message_count), 0) AS BIGINT) AS messages, \
-         CAST(COALESCE(SUM(CASE WHEN t.last_activity > ",
+        ") AS rooms, (SELECT CAST(COALESCE(SUM(c.message_count), 0) AS BIGINT) FROM message_counts c \
+         JOIN rooms r ON r.id = c.room_pk WHERE ",
     );
-    sql.bind::<BigInt, _>(since).push(" THEN 1 ELSE 0 END), 0) AS BIGINT) AS active FROM (");
-    gate.rooms_select(&mut sql, Shape::All, None);
-    sql.push(") t");
+    gate.apply(&mut sql, "c");
+    sql.push(" AND ");
+    gate.apply(&mut sql, "r");
+    sql.push(") AS messages, (SELECT COUNT(*) FROM rooms r WHERE ");
+    gate.apply(&mut sql, "r");
+    sql.push(" AND EXISTS (SELECT 1 FROM messages m WHERE ");
+    gate.apply(&mut sql, "m");
+    sql.push(" AND m.room_pk = r.id AND m.sent_at > ").bind::<BigInt, _>(since);
+    sql.push(")) AS active");
     let row: StatsRow = sql.build_cached().get_result(conn)?;
     Ok(Stats { total_rooms: row.rooms, total_messages: row.messages, active_rooms_last_24h: row.active })
 }

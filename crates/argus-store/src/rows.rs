@@ -63,8 +63,9 @@ impl RoomRow {
     }
 }
 
-/// A stored message.
-#[derive(Debug, QueryableByName)]
+/// A stored message: by name from hand-written SQL, by position from typed queries selecting
+/// [`MESSAGE_COLUMNS`].
+#[derive(Debug, QueryableByName, diesel::Queryable)]
 #[diesel(table_name = messages)]
 pub(crate) struct MessageRow {
     pub(crate) id: i64,
@@ -81,6 +82,37 @@ pub(crate) struct MessageRow {
     pub(crate) media: Option<String>,
     pub(crate) classification: i16,
 }
+
+/// The columns of a [`MessageRow`], in its order.
+pub(crate) const MESSAGE_COLUMNS: (
+    messages::id,
+    messages::event_id,
+    messages::sender,
+    messages::msgtype,
+    messages::body,
+    messages::sent_at,
+    messages::edited,
+    messages::redacted,
+    messages::encrypted,
+    messages::reply_to,
+    messages::thread_root,
+    messages::media,
+    messages::classification,
+) = (
+    messages::id,
+    messages::event_id,
+    messages::sender,
+    messages::msgtype,
+    messages::body,
+    messages::sent_at,
+    messages::edited,
+    messages::redacted,
+    messages::encrypted,
+    messages::reply_to,
+    messages::thread_root,
+    messages::media,
+    messages::classification,
+);
 
 impl MessageRow {
     pub(crate) fn into_domain(self, room_id: &RoomId) -> Result<StoredMessage> {

@@ -176,4 +176,19 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(rooms, messages);
+diesel::table! {
+    /// Per-room, per-classification message counts, kept in the same transaction as the
+    /// messages: a room's `totalCount` and the statistics sum at most five rows per room.
+    message_counts (org_id, room_pk, classification) {
+        /// Owning organisation.
+        org_id -> Text,
+        /// The room's storage id.
+        room_pk -> BigInt,
+        /// Classification of the counted messages.
+        classification -> SmallInt,
+        /// How many messages of the room have that classification.
+        message_count -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(rooms, messages, message_counts);
