@@ -1,9 +1,6 @@
 //! The binary end to end: `token`, `serve` with no configuration file, a GraphQL query over
 //! HTTP, `ingest` from a mock homeserver, `audit head`/`verify`, `schema`, graceful stop.
 
-#[path = "../../../crates/argus-graphql/tests/it/homeserver.rs"]
-mod homeserver;
-
 use std::{
     io::{BufRead as _, BufReader},
     path::Path,
@@ -11,9 +8,8 @@ use std::{
     time::Duration,
 };
 
+use argus_testkit::homeserver::{MATRIX_TOKEN, MockHomeserver};
 use serde_json::{Value, json};
-
-use crate::homeserver::{MATRIX_TOKEN, MockHomeserver};
 
 const BIN: &str = env!("CARGO_BIN_EXE_argus-tchap");
 
@@ -84,9 +80,9 @@ async fn token_serve_query_ingest_audit_without_configuration() {
     assert_eq!(body, json!({ "data": { "tchapStats": { "totalRooms": 0, "totalMessages": 0 } } }));
 
     // `ingest` from the terminal, into the same database.
-    let hs = MockHomeserver::start().await;
+    let hs = MockHomeserver::start_any_room().await;
     hs.room("!cli:tchap.test", 4);
-    let url = hs.url();
+    let url = hs.uri();
     let dir_path = path.to_path_buf();
     let hs_url = url.clone();
     let ingest = tokio::task::spawn_blocking(move || {

@@ -8,10 +8,10 @@
 //! - store: `Store::record_ingestion` of the snapshot the fetch produced (already normalised).
 //!
 //! The mock homeserver is wiremock on 127.0.0.1 serving prepared `/messages` pages of 1,000
-//! events and an empty `/state` (the connector benchmarks' page generator). Each run ingests into
-//! a fresh SQLite file store; store and end to end take turns at going first (the second writer
-//! of 100k rows meets the first one's dirty pages being written back); medians of
-//! `ARGUS_BENCH_RUNS` runs (default 6).
+//! events and an empty `/state` (the benchmark pages of `argus_testkit::homeserver`, as in the
+//! connector benchmarks). Each run ingests into a fresh SQLite file store; store and end to end
+//! take turns at going first (the second writer of 100k rows meets the first one's dirty pages
+//! being written back); medians of `ARGUS_BENCH_RUNS` runs (default 6).
 //!
 //! `cargo bench -p argus-graphql --bench ingest`. `ARGUS_BENCH_PAGES` sets the pages of 1,000
 //! events (default 100). Prints the numbers that go into `docs/benchmarks.md`.
@@ -22,9 +22,6 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[path = "../../argus-matrix/benches/support.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use argus_domain::{AccessToken, Classification, HomeserverUrl, RoomId, RoomSnapshot, Scope, Viewer};
@@ -34,6 +31,7 @@ use argus_graphql::{
 };
 use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
 use argus_store::{IngestionRun, Store};
+use argus_testkit::homeserver::{MockHomeserver, bench};
 use time::OffsetDateTime;
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
@@ -85,10 +83,10 @@ fn main() -> BenchResult {
     let pages = env_or("ARGUS_BENCH_PAGES", 100).max(1);
     let runs = env_or("ARGUS_BENCH_RUNS", 6).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (server, prepared) = rt.block_on(support::start(pages, true));
+    let (server, prepared) = rt.block_on(MockHomeserver::start_bench(pages, true));
     let prepared = prepared.ok_or("no prepared pages")?;
     let homeserver: HomeserverUrl = server.uri().parse()?;
-    let room: RoomId = support::ROOM.parse()?;
+    let room: RoomId = bench::ROOM.parse()?;
     let token = AccessToken::new("syt_bench_token");
     let max_messages = HARD_MAX_MESSAGES;
     let v = viewer()?;
@@ -115,7 +113,7 @@ fn main() -> BenchResult {
         let t = Instant::now();
         let mut kept = 0;
         for body in prepared.iter() {
-            kept += argus_matrix::bench::normalise_page(body, support::ROOM)?;
+            kept += argus_matrix::bench::normalise_page(body, bench::ROOM)?;
         }
         normalise.push(t.elapsed());
         if kept == 0 {
@@ -141,7 +139,7 @@ fn main() -> BenchResult {
             let request = IngestRequest {
                 homeserver_url: homeserver.as_str().to_owned(),
                 access_token: AccessToken::new("syt_bench_token"),
-                room_id: support::ROOM.to_owned(),
+                room_id: bench::ROOM.to_owned(),
                 classification: Classification::Restricted,
                 max_messages: Some(i64::from(max_messages)),
             };

@@ -16,6 +16,9 @@
 //! ```
 
 mod admission;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 mod context;
 mod cost;
 mod cursor;

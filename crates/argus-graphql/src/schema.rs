@@ -1,7 +1,7 @@
 //! The root query and mutation of the contract (`shared/contract/schema.graphql`), and the
 //! schema with its document limits.
 
-mod paging;
+pub(crate) mod paging;
 mod sync_list;
 pub mod types;
 

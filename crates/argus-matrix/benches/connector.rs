@@ -3,12 +3,11 @@
 //!
 //! Run with `cargo bench -p argus-matrix --bench connector`; ratios go to `docs/benchmarks.md`.
 
-mod support;
-
 use std::{hint::black_box, time::Duration};
 
 use argus_domain::{AccessToken, HomeserverUrl, RoomId};
 use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_testkit::homeserver::{MockHomeserver, bench};
 use criterion::{Criterion, Throughput};
 
 const PAGES: usize = 10;
@@ -19,7 +18,7 @@ type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 /// The baseline: GET the same pages with a bare reqwest client and read the bytes; with
 /// `parse`, also parse each page into `serde_json::Value` (a context line, not the target).
 async fn raw_loop(client: &reqwest::Client, base: &str, parse: bool) -> BenchResult<usize> {
-    let room = support::ROOM.replace('!', "%21");
+    let room = bench::ROOM.replace('!', "%21");
     let mut total = client
         .get(format!("{base}/_matrix/client/v3/rooms/{room}/state"))
         .bearer_auth(TOKEN)
@@ -44,10 +43,10 @@ async fn raw_loop(client: &reqwest::Client, base: &str, parse: bool) -> BenchRes
 
 fn throughput(c: &mut Criterion) -> BenchResult {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (server, _pages) = rt.block_on(support::start(PAGES, true));
+    let (server, _pages) = rt.block_on(MockHomeserver::start_bench(PAGES, true));
     let base = server.uri();
     let homeserver: HomeserverUrl = base.parse()?;
-    let room: RoomId = support::ROOM.parse()?;
+    let room: RoomId = bench::ROOM.parse()?;
     let token = AccessToken::new(TOKEN);
     let connector = Connector::new(ConnectorConfig {
         allow_private_addresses: vec!["127.0.0.1".into()],
@@ -58,11 +57,11 @@ fn throughput(c: &mut Criterion) -> BenchResult {
 
     // Both paths must read everything before being timed.
     let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
-    assert_eq!(snapshot.report.events_fetched, (PAGES * support::PAGE_EVENTS) as u64);
+    assert_eq!(snapshot.report.events_fetched, (PAGES * bench::PAGE_EVENTS) as u64);
     rt.block_on(raw_loop(&raw, &base, true))?;
 
     let mut group = c.benchmark_group("read_room_10k_events");
-    group.throughput(Throughput::Elements((PAGES * support::PAGE_EVENTS) as u64));
+    group.throughput(Throughput::Elements((PAGES * bench::PAGE_EVENTS) as u64));
     group.sample_size(30).measurement_time(Duration::from_secs(10));
     group.bench_function("raw_reqwest_loop", |b| {
         b.iter(|| black_box(rt.block_on(raw_loop(&raw, &base, false)).map_err(|e| e.to_string())))
@@ -83,9 +82,9 @@ fn throughput(c: &mut Criterion) -> BenchResult {
 }
 
 fn normalisation(c: &mut Criterion) -> BenchResult {
-    let body = support::page_body(0, 1);
+    let body = bench::page_body(0, 1);
     let mut group = c.benchmark_group("page_1000_events");
-    group.throughput(Throughput::Elements(support::PAGE_EVENTS as u64));
+    group.throughput(Throughput::Elements(bench::PAGE_EVENTS as u64));
     group.bench_function("serde_json_value", |b| {
         b.iter(|| {
             black_box(
@@ -99,8 +98,7 @@ fn normalisation(c: &mut Criterion) -> BenchResult {
     group.bench_function("connector_normalise", |b| {
         b.iter(|| {
             black_box(
-                argus_matrix::bench::normalise_page(black_box(&body), support::ROOM)
-                    .map_err(|e| e.to_string()),
+                argus_matrix::bench::normalise_page(black_box(&body), bench::ROOM).map_err(|e| e.to_string()),
             )
         })
     });

@@ -4,10 +4,9 @@
 //!
 //! Run with `cargo bench -p argus-matrix --bench memory`.
 
-mod support;
-
 use argus_domain::{AccessToken, HomeserverUrl, RoomId};
 use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
+use argus_testkit::homeserver::{MockHomeserver, bench};
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -23,9 +22,9 @@ fn vm_hwm_kib() -> BenchResult<u64> {
 #[expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 fn main() -> BenchResult {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (server, _) = rt.block_on(support::start(PAGES, false));
+    let (server, _) = rt.block_on(MockHomeserver::start_bench(PAGES, false));
     let homeserver: HomeserverUrl = server.uri().parse()?;
-    let room: RoomId = support::ROOM.parse()?;
+    let room: RoomId = bench::ROOM.parse()?;
     let connector = Connector::new(ConnectorConfig {
         allow_private_addresses: vec!["127.0.0.1".into()],
         ..ConnectorConfig::default()
@@ -51,7 +50,7 @@ fn main() -> BenchResult {
         before as f64 / 1024.0,
         after as f64 / 1024.0,
     );
-    if r.events_fetched != (PAGES * support::PAGE_EVENTS) as u64 {
+    if r.events_fetched != (PAGES * bench::PAGE_EVENTS) as u64 {
         return Err("not every event was read".into());
     }
     if after > 300 * 1024 {

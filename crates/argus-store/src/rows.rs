@@ -84,7 +84,7 @@ pub(crate) struct MessageRow {
 }
 
 /// The columns of a [`MessageRow`], in its order.
-pub(crate) const MESSAGE_COLUMNS: (
+pub(crate) const MESSAGE_COLUMNS: MessageColumns = (
     messages::id,
     messages::event_id,
     messages::sender,
@@ -98,7 +98,10 @@ pub(crate) const MESSAGE_COLUMNS: (
     messages::thread_root,
     messages::media,
     messages::classification,
-) = (
+);
+
+/// The type of [`MESSAGE_COLUMNS`].
+pub(crate) type MessageColumns = (
     messages::id,
     messages::event_id,
     messages::sender,

@@ -1,4 +1,5 @@
-//! Argus Tchap connector: test support (throw-away PostgreSQL, Synapse harness, fixtures).
+//! Argus Tchap connector: test support (throw-away PostgreSQL, Synapse harness, mock
+//! homeserver, fixtures).
 //!
 //! Dev-only. Two tiers of real dependencies, each started once per test process and removed when
 //! the process exits:
@@ -7,7 +8,13 @@
 //!   (skipped loudly when the binaries are missing unless `ARGUS_REQUIRE_POSTGRES=1`);
 //! - [`synapse`]: a real Synapse homeserver installed into a venv under `target/`
 //!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_SYNAPSE=1`).
+//!
+//! and one in-process stand-in, always available:
+//!
+//! - [`homeserver`]: a mock Matrix homeserver (wiremock on 127.0.0.1) with endpoint-mock
+//!   builders, an any-room responder and the benchmarks' prepared pages.
 
+pub mod homeserver;
 pub mod postgres;
 pub mod synapse;
 

@@ -6,11 +6,10 @@ use argus_domain::{Classification, Scope, Viewer};
 use argus_graphql::{Context, Schema, SchemaOptions, Services, build_schema};
 use argus_matrix::{Connector, ConnectorConfig};
 use argus_store::{Store, StoreOptions};
+use argus_testkit::homeserver::{MATRIX_TOKEN, MockHomeserver};
 use juniper::http::GraphQLRequest;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-
-use crate::homeserver::{MATRIX_TOKEN, MockHomeserver};
 
 pub(crate) use Classification::{Confidential, Restricted, Secret, TopSecret, Unclassified};
 
@@ -68,7 +67,7 @@ impl Harness {
             .unwrap_or_else(|e| panic!("join: {e}"))
             .unwrap_or_else(|e| panic!("store: {e}"));
         let connector = Connector::new(config).unwrap_or_else(|e| panic!("connector: {e}"));
-        let hs = MockHomeserver::start().await;
+        let hs = MockHomeserver::start_any_room().await;
         Self { services: Arc::new(Services::new(store, connector)), schema: build_schema(options), hs, dir }
     }
 
@@ -92,7 +91,7 @@ impl Harness {
         self.ingest_with(
             viewer,
             json!({
-                "homeserverUrl": self.hs.url(),
+                "homeserverUrl": self.hs.uri(),
                 "accessToken": MATRIX_TOKEN,
                 "roomId": room,
                 "classification": classification.as_str(),

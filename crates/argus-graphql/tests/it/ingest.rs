@@ -1,12 +1,10 @@
 //! The ingestion mutation: success, re-ingestion, every failure audited, the token nowhere.
 
 use argus_domain::Scope;
+use argus_testkit::homeserver::MATRIX_TOKEN;
 use serde_json::{Value, json};
 
-use crate::{
-    harness::{ALL, Confidential, Harness, Restricted, Secret, TopSecret, error_code, ok, viewer},
-    homeserver::MATRIX_TOKEN,
-};
+use crate::harness::{ALL, Confidential, Harness, Restricted, Secret, TopSecret, error_code, ok, viewer};
 
 const AUDIT: &str = r"{ tchapIngestions(first: 100) { totalCount edges { node { outcome error roomId homeserverUrl actor messageCount classification } } } }";
 
@@ -53,7 +51,7 @@ async fn ingests_a_room_and_reingestion_stores_nothing_twice() {
 async fn every_failure_has_a_code_and_every_admitted_one_a_failed_audit_record_without_the_token() {
     let h = Harness::new().await;
     let alice = viewer("dgsi", Confidential, &ALL);
-    let url = h.hs.url();
+    let url = h.hs.uri();
     let base = |room: &str| json!({ "homeserverUrl": url, "accessToken": MATRIX_TOKEN, "roomId": room, "classification": "RESTRICTED" });
     let with = |mut v: Value, k: &str, x: Value| {
         v[k] = x;
@@ -220,7 +218,7 @@ async fn the_payload_and_the_chain_position_are_gated_by_scope() {
     let h = Harness::new().await;
     h.hs.room("!scopes:tchap.test", 3);
     let input = json!({ "input": {
-        "homeserverUrl": h.hs.url(), "accessToken": MATRIX_TOKEN, "roomId": "!scopes:tchap.test",
+        "homeserverUrl": h.hs.uri(), "accessToken": MATRIX_TOKEN, "roomId": "!scopes:tchap.test",
         "classification": "RESTRICTED"
     } });
     let ingest_only = viewer("dgsi", Secret, &[Scope::Ingest]);

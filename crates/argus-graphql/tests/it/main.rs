@@ -3,7 +3,6 @@
 
 mod contract;
 mod harness;
-mod homeserver;
 mod ingest;
 mod reads;
 mod threats;

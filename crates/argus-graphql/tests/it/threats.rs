@@ -4,16 +4,14 @@
 
 use argus_domain::Scope;
 use argus_matrix::ConnectorConfig;
+use argus_testkit::homeserver::MATRIX_TOKEN;
 use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{method, path_regex, query_param},
 };
 
-use crate::{
-    harness::{ALL, Harness, Restricted, Secret, TopSecret, error_code, ok, viewer},
-    homeserver::MATRIX_TOKEN,
-};
+use crate::harness::{ALL, Harness, Restricted, Secret, TopSecret, error_code, ok, viewer};
 
 const AUDIT: &str = r"{ tchapIngestions(first: 100) { totalCount edges { node { outcome error roomId homeserverUrl messageCount } } } }";
 
@@ -158,7 +156,7 @@ async fn an_organisation_passed_as_an_argument_or_input_field_is_never_trusted()
     let literal = format!(
         "mutation {{ ingestTchapRoom(input: {{ homeserverUrl: \"{}\", accessToken: \"{MATRIX_TOKEN}\", \
          roomId: \"{ROOM}\", classification: RESTRICTED, org: \"anssi\" }}) {{ messagesStored }} }}",
-        h.hs.url()
+        h.hs.uri()
     );
     let response = h.run(&dgsi, &literal, json!({})).await;
     assert!(response["errors"].is_array() && response["data"].is_null(), "{response:#}");
@@ -166,7 +164,7 @@ async fn an_organisation_passed_as_an_argument_or_input_field_is_never_trusted()
 
     // The same field in variables: whether the server refuses it or ignores it, the room and
     // its audit record belong to the token's organisation only.
-    let mut smuggled = input(&h.hs.url(), ROOM);
+    let mut smuggled = input(&h.hs.uri(), ROOM);
     smuggled["org"] = json!("anssi");
     smuggled["orgId"] = json!("anssi");
     let response = h.ingest_with(&dgsi, smuggled).await;
@@ -415,7 +413,7 @@ fn aliased_ingestions(h: &Harness, n: usize) -> String {
             format!(
                 "a{i}: ingestTchapRoom(input: {{ homeserverUrl: \"{}\", accessToken: \"{MATRIX_TOKEN}\", \
                  roomId: \"!alias{i}:tchap.test\", classification: RESTRICTED }}) {{ messagesStored }} ",
-                h.hs.url()
+                h.hs.uri()
             )
         })
         .collect();

@@ -223,7 +223,7 @@ async fn redirects_are_not_followed() {
     hs.state(ROOM)
         .respond(ResponseTemplate::new(302).insert_header(
             "Location",
-            format!("{}/_matrix/client/v3/rooms/x/state", internal.server.uri()).as_str(),
+            format!("{}/_matrix/client/v3/rooms/x/state", internal.server().uri()).as_str(),
         ))
         .mount()
         .await;

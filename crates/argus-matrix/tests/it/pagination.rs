@@ -52,7 +52,7 @@ async fn requests_use_dir_b_and_a_bounded_limit() {
     hs.messages(ROOM).page(ev::texts_newest_first(0, 3)).mount().await;
     let options = FetchOptions { max_messages: 50_000, since: None };
     Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
-    let requests = hs.server.received_requests().await.unwrap();
+    let requests = hs.server().received_requests().await.unwrap();
     let page = requests.iter().find(|r| r.url.path().ends_with("/messages")).unwrap();
     let query: std::collections::HashMap<_, _> = page.url.query_pairs().into_owned().collect();
     assert_eq!(query.get("dir").map(String::as_str), Some("b"));
@@ -72,7 +72,7 @@ async fn stops_at_max_messages_and_reports_truncation() {
     assert_eq!(snapshot.messages[0].event_id.as_str(), "$e93");
     assert!(snapshot.report.truncated);
     // The second page asked for just what was missing.
-    let requests = hs.server.received_requests().await.unwrap();
+    let requests = hs.server().received_requests().await.unwrap();
     let last = requests.last().unwrap();
     assert!(last.url.query().unwrap().contains("limit=2"), "{:?}", last.url.query());
 }
@@ -118,7 +118,7 @@ async fn resume_token_reads_forward_without_gaps_or_duplicates() {
     assert_eq!(ids, ["$e100", "$e101", "$e102"]);
     assert_eq!(snapshot.resume_token.as_deref(), Some("s_next"));
     assert!(!snapshot.report.truncated);
-    let requests = hs.server.received_requests().await.unwrap();
+    let requests = hs.server().received_requests().await.unwrap();
     assert!(
         requests.iter().filter(|r| r.url.path().ends_with("/messages")).all(|r| r
             .url

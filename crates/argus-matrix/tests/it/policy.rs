@@ -61,14 +61,14 @@ async fn the_mock_homeserver_is_refused_without_an_exception() {
     let hs = Hs::start().await;
     hs.empty_state(ROOM).await;
     let strict = Connector::new(ConnectorConfig::default()).unwrap();
-    refused(&strict, &hs.server.uri()).await;
+    refused(&strict, &hs.server().uri()).await;
     // Exempting another address does not help.
     let other = Connector::new(ConnectorConfig {
         allow_private_addresses: vec!["10.9.9.9".into()],
         ..ConnectorConfig::default()
     })
     .unwrap();
-    refused(&other, &hs.server.uri()).await;
+    refused(&other, &hs.server().uri()).await;
     assert_eq!(hs.request_count().await, 0);
 }
 
@@ -76,7 +76,7 @@ async fn the_mock_homeserver_is_refused_without_an_exception() {
 async fn a_host_name_resolving_to_a_private_address_is_refused_without_connection() {
     let hs = Hs::start().await;
     hs.empty_state(ROOM).await;
-    let port = hs.server.address().port();
+    let port = hs.server().address().port();
     // https: resolved by the policy resolver, 127.0.0.1 is refused.
     let https = Connector::new(ConnectorConfig { max_retries: 0, ..ConnectorConfig::default() }).unwrap();
     let url: HomeserverUrl = format!("https://localhost:{port}").parse().unwrap();
@@ -102,7 +102,7 @@ async fn an_exempt_host_name_may_be_read_over_plain_http() {
         ..Hs::config()
     })
     .unwrap();
-    let url: HomeserverUrl = format!("http://localhost:{}", hs.server.address().port()).parse().unwrap();
+    let url: HomeserverUrl = format!("http://localhost:{}", hs.server().address().port()).parse().unwrap();
     let s = connector.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
     assert_eq!(s.messages.len(), 1);
 }
@@ -116,7 +116,7 @@ async fn the_allow_list_restricts_homeservers() {
         ..Hs::config()
     })
     .unwrap();
-    refused(&connector, &hs.server.uri()).await;
+    refused(&connector, &hs.server().uri()).await;
     assert!(connector.check_homeserver(&"https://matrix.agent.tchap.gouv.fr".parse().unwrap()).is_ok());
     assert_eq!(hs.request_count().await, 0);
 }
@@ -143,11 +143,11 @@ async fn proxy_variables_are_ignored() {
     let exe = std::env::current_exe().unwrap();
     let status = tokio::process::Command::new(exe)
         .args(["--exact", "policy::proxy_child", "--nocapture"])
-        .env("ARGUS_PROXY_TEST_HOMESERVER", hs.server.uri())
-        .env("HTTP_PROXY", proxy.server.uri())
-        .env("http_proxy", proxy.server.uri())
-        .env("HTTPS_PROXY", proxy.server.uri())
-        .env("ALL_PROXY", proxy.server.uri())
+        .env("ARGUS_PROXY_TEST_HOMESERVER", hs.server().uri())
+        .env("HTTP_PROXY", proxy.server().uri())
+        .env("http_proxy", proxy.server().uri())
+        .env("HTTPS_PROXY", proxy.server().uri())
+        .env("ALL_PROXY", proxy.server().uri())
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .status()
@@ -242,7 +242,7 @@ async fn mixed_resolution_in_a_namespace(hosts: &std::path::Path) {
         ])
         .arg(hosts)
         .arg(&exe)
-        .env("ARGUS_MIXED_TEST_PORT", hs.server.address().port().to_string())
+        .env("ARGUS_MIXED_TEST_PORT", hs.server().address().port().to_string())
         .output()
         .await
         .unwrap_or_else(|e| panic!("unshare: {e}"));

@@ -7,12 +7,10 @@ use argus_domain::{
     Classification::{Restricted, Secret},
     Scope,
 };
+use argus_testkit::homeserver::{MATRIX_TOKEN, MockHomeserver};
 use serde_json::{Value, json};
 
-use crate::{
-    harness::TestServer,
-    homeserver::{MATRIX_TOKEN, MockHomeserver},
-};
+use crate::harness::TestServer;
 
 const ALL: [Scope; 4] = [Scope::Read, Scope::Ingest, Scope::Audit, Scope::AuditChain];
 
@@ -130,18 +128,18 @@ async fn bodies_batches_and_documents_are_bounded() {
 #[tokio::test]
 async fn an_ingestion_over_http_is_stored_audited_relayed_and_counted() {
     let server = TestServer::start().await;
-    let hs = MockHomeserver::start().await;
+    let hs = MockHomeserver::start_any_room().await;
     hs.room("!crise:tchap.test", 5);
     let token = server.token("dgsi", Secret, &ALL);
     let mutation = r"mutation($input: IngestTchapRoomInput!) {
         ingestTchapRoom(input: $input) { messagesFetched messagesStored room { roomId classification } ingestion { outcome } } }";
-    let input = json!({ "homeserverUrl": hs.url(), "accessToken": MATRIX_TOKEN, "roomId": "!crise:tchap.test", "classification": "RESTRICTED" });
+    let input = json!({ "homeserverUrl": hs.uri(), "accessToken": MATRIX_TOKEN, "roomId": "!crise:tchap.test", "classification": "RESTRICTED" });
     let (status, body) = server.graphql(&token, mutation, json!({ "input": input })).await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["ingestTchapRoom"]["messagesStored"], 5, "{body}");
     assert!(!body.to_string().contains(MATRIX_TOKEN));
     // A failure: error code, FAILED record, never the token.
-    let bad = json!({ "homeserverUrl": hs.url(), "accessToken": MATRIX_TOKEN, "roomId": "!forbidden:tchap.test", "classification": "RESTRICTED" });
+    let bad = json!({ "homeserverUrl": hs.uri(), "accessToken": MATRIX_TOKEN, "roomId": "!forbidden:tchap.test", "classification": "RESTRICTED" });
     let (_, body) = server.graphql(&token, mutation, json!({ "input": bad })).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "ROOM_FORBIDDEN");
     assert!(!body.to_string().contains(MATRIX_TOKEN));

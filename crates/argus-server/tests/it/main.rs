@@ -1,7 +1,5 @@
 //! In-process HTTP tests of the real app on 127.0.0.1:0 with a SQLite store in a temp dir.
 
 mod harness;
-#[path = "../../../argus-graphql/tests/it/homeserver.rs"]
-mod homeserver;
 mod http;
 mod jwt;
