@@ -100,7 +100,15 @@ fn wrk(url: &str, token: &str, body: &str, seconds: u64, connections: u64) -> Re
         ),
     )?;
     let output = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+        ])
         .arg(&script)
         .arg(url)
         .output()

@@ -69,12 +69,13 @@ pub async fn build(config: &Config) -> Result<Built> {
         max_tokens: config.graphql.max_tokens,
         introspection: config.introspection_enabled(),
     };
+    let metrics = Arc::new(HttpMetrics::new(Arc::clone(&assembled.services)));
     let state = AppState {
         auth,
         services: assembled.services,
         schema: Arc::new(argus_graphql::build_schema(options)),
         read_schema: Arc::new(argus_graphql::build_read_only_schema(options)),
-        metrics: Arc::new(HttpMetrics::default()),
+        metrics,
         max_batch: config.graphql.max_batch,
         max_body_bytes: config.graphql.max_body_bytes,
         graphiql: config.graphiql_enabled(),
@@ -424,7 +425,10 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&state.services.metrics))
+    // The scrape reads the outbox: off the async workers.
+    let metrics = Arc::clone(&state.metrics);
+    match web::block(move || metrics.render()).await {
+        Ok(text) => HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(text),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
 }

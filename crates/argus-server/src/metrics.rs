@@ -1,19 +1,29 @@
-//! Prometheus metrics in the text exposition format: HTTP requests, GraphQL operations,
-//! ingestions by outcome, messages fetched and stored.
+//! Prometheus metrics (OpenMetrics text, `prometheus-client`): HTTP requests and their
+//! latency histogram, GraphQL operations, ingestions by outcome, messages fetched and stored,
+//! the fusion outbox (pending, parked, age of the oldest waiting row), and the process (CPU,
+//! memory, file descriptors, threads, start time).
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    sync::{Mutex, atomic::Ordering},
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use argus_graphql::Metrics as IngestMetrics;
+use argus_graphql::Services;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::ConstGauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
 
-/// (route, method, status) -> (count, total seconds). Every label comes from a fixed set: the
-/// registered route patterns (or `unmatched`), [`method_label`], and the statuses the server
-/// itself answers with, so no request can add series of its own.
-type RequestCounts = BTreeMap<(String, &'static str, u16), (u64, f64)>;
+/// The content type of [`HttpMetrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The label of an HTTP method: a standard method's name, `other` for anything else (a
 /// made-up method must not become a series of its own).
@@ -33,96 +43,225 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
     KNOWN.iter().find(|(m, _)| m == method).map_or("other", |(_, name)| name)
 }
 
-/// Counters kept by the HTTP layer.
-#[derive(Debug, Default)]
+/// Every label comes from a fixed set: the registered route patterns (or `unmatched`),
+/// [`method_label`], and the statuses the server itself answers with, so no request can add
+/// series of its own.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// The request-latency buckets: 1 ms to ~16 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The server's metrics registry.
 pub struct HttpMetrics {
-    requests: Mutex<RequestCounts>,
-    /// (kind, outcome) -> count.
-    operations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    operations: Family<OperationLabels, Counter>,
+}
+
+impl std::fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMetrics").finish_non_exhaustive()
+    }
 }
 
 impl HttpMetrics {
+    /// The registry, with the counters of `services` (ingestions, messages) and its store's
+    /// outbox read on each scrape.
+    pub fn new(services: Arc<Services>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let durations =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let operations = Family::<OperationLabels, Counter>::default();
+        registry.register("argus_http_requests", "HTTP requests handled", requests.clone());
+        registry.register(
+            "argus_http_request_duration_seconds",
+            "Time spent handling HTTP requests",
+            durations.clone(),
+        );
+        registry.register("argus_graphql_operations", "GraphQL operations executed", operations.clone());
+        registry.register_collector(Box::new(ServiceCollector { services }));
+        registry.register_collector(Box::new(ProcessCollector));
+        Self { registry, requests, durations, operations }
+    }
+
     /// Counts one HTTP request.
     pub fn record_request(&self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
-        if let Ok(mut map) = self.requests.lock() {
-            let entry = map.entry((route.to_owned(), method, status)).or_default();
-            entry.0 += 1;
-            entry.1 += elapsed.as_secs_f64();
-        }
+        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), method, status }).inc();
+        self.durations
+            .get_or_create(&RouteLabels { route: route.to_owned(), method })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one GraphQL operation (`query` or `mutation`), `ok` or `error`.
     pub fn record_operation(&self, kind: &'static str, outcome: &'static str) {
-        if let Ok(mut map) = self.operations.lock() {
-            *map.entry((kind, outcome)).or_default() += 1;
-        }
+        self.operations.get_or_create(&OperationLabels { kind, outcome }).inc();
     }
 
-    /// Renders every metric.
-    pub fn render(&self, ingest: &IngestMetrics) -> String {
-        let mut out = String::with_capacity(2048);
-        out.push_str("# HELP argus_http_requests_total HTTP requests handled.\n");
-        out.push_str("# TYPE argus_http_requests_total counter\n");
-        let requests = self.requests.lock().map(|m| m.clone()).unwrap_or_default();
-        for ((route, method, status), (count, _)) in &requests {
-            let _ = writeln!(
-                out,
-                "argus_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {count}",
-                escape(route),
-                escape(method)
-            );
+    /// Renders every metric (reads the outbox: call it off the async workers).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            tracing::warn!("the metrics could not be encoded");
         }
-        out.push_str("# HELP argus_http_request_duration_seconds Time spent handling HTTP requests.\n");
-        out.push_str("# TYPE argus_http_request_duration_seconds summary\n");
-        let mut by_route: BTreeMap<(&str, &str), (u64, f64)> = BTreeMap::new();
-        for ((route, method, _), (count, secs)) in &requests {
-            let e = by_route.entry((route, method)).or_default();
-            e.0 += count;
-            e.1 += secs;
-        }
-        for ((route, method), (count, secs)) in by_route {
-            let labels = format!("route=\"{}\",method=\"{}\"", escape(route), escape(method));
-            let _ = writeln!(out, "argus_http_request_duration_seconds_sum{{{labels}}} {secs}");
-            let _ = writeln!(out, "argus_http_request_duration_seconds_count{{{labels}}} {count}");
-        }
-        out.push_str("# HELP argus_graphql_operations_total GraphQL operations executed.\n");
-        out.push_str("# TYPE argus_graphql_operations_total counter\n");
-        let operations = self.operations.lock().map(|m| m.clone()).unwrap_or_default();
-        for ((kind, outcome), count) in operations {
-            let _ = writeln!(
-                out,
-                "argus_graphql_operations_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {count}"
-            );
-        }
-        out.push_str("# HELP argus_ingestions_total Ingestions run, by outcome.\n");
-        out.push_str("# TYPE argus_ingestions_total counter\n");
-        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "argus_ingestions_total{{outcome=\"succeeded\"}} {}",
-            load(&ingest.ingestions_succeeded)
-        );
-        let _ =
-            writeln!(out, "argus_ingestions_total{{outcome=\"failed\"}} {}", load(&ingest.ingestions_failed));
-        // Refused before anything ran (scope, malformed input, capacity, caller rate): counted
-        // here and logged, never in the audit trail.
-        let _ = writeln!(
-            out,
-            "argus_ingestions_total{{outcome=\"refused\"}} {}",
-            load(&ingest.ingestions_refused)
-        );
-        out.push_str("# HELP argus_messages_fetched_total Message events received from homeservers.\n");
-        out.push_str("# TYPE argus_messages_fetched_total counter\n");
-        let _ = writeln!(out, "argus_messages_fetched_total {}", load(&ingest.messages_fetched));
-        out.push_str("# HELP argus_messages_stored_total Messages newly stored.\n");
-        out.push_str("# TYPE argus_messages_stored_total counter\n");
-        let _ = writeln!(out, "argus_messages_stored_total {}", load(&ingest.messages_stored));
         out
     }
 }
 
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// Ingestion counters and the outbox, read from the services on each scrape.
+#[derive(Debug)]
+struct ServiceCollector {
+    services: Arc<Services>,
+}
+
+fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl Collector for ServiceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let m = &self.services.metrics;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        {
+            let mut family = encoder.encode_descriptor(
+                "argus_ingestions",
+                "Ingestions run, by outcome (refused: before anything ran, never audited)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, value) in [
+                ("succeeded", load(&m.ingestions_succeeded)),
+                ("failed", load(&m.ingestions_failed)),
+                ("refused", load(&m.ingestions_refused)),
+            ] {
+                ConstCounter::new(value).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "argus_messages_fetched",
+            "Message events received from homeservers",
+            load(&m.messages_fetched),
+        )?;
+        counter(&mut encoder, "argus_messages_stored", "Messages newly stored", load(&m.messages_stored))?;
+        match self.services.store.outbox_gauges() {
+            Ok(outbox) => {
+                gauge(
+                    &mut encoder,
+                    "argus_outbox_pending",
+                    "Fusion outbox rows waiting for delivery",
+                    outbox.pending,
+                )?;
+                gauge(&mut encoder, "argus_outbox_parked", "Fusion outbox rows given up on", outbox.parked)?;
+                let age = outbox
+                    .oldest_pending
+                    .map_or(0, |t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0));
+                gauge(
+                    &mut encoder,
+                    "argus_outbox_oldest_pending_age_seconds",
+                    "Age of the oldest fusion outbox row waiting for delivery (0: none)",
+                    age,
+                )?;
+            }
+            Err(e) => tracing::warn!(error = %e, "the outbox gauges could not be read"),
+        }
+        Ok(())
+    }
+}
+
+/// The process's own figures, from `/proc/self` (Linux; nothing elsewhere).
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second of `/proc` times (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return Ok(());
+        };
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            let seconds = (utime + stime) as f64 / USER_HZ;
+            ConstCounter::new(seconds).encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        if let Some(threads) = field(20) {
+            gauge(&mut encoder, "process_threads", "Number of OS threads in the process", threads as i64)?;
+        }
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        if let (Some(boot), Some(start)) = (boot, field(22)) {
+            ConstGauge::new(boot as f64 + start as f64 / USER_HZ).encode(encoder.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let kib = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            if let Some(rss) = kib("VmRSS:") {
+                gauge(
+                    &mut encoder,
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    rss * 1024,
+                )?;
+            }
+            if let Some(vsize) = kib("VmSize:") {
+                gauge(
+                    &mut encoder,
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes",
+                    vsize * 1024,
+                )?;
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", fds.count() as i64)?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether a GraphQL document's selected operation is a mutation (a lexical look: the
@@ -199,18 +338,34 @@ mod tests {
     }
 
     #[test]
-    fn renders_prometheus_text() {
-        let m = HttpMetrics::default();
+    fn renders_openmetrics_text() {
+        let store = argus_store::Store::open("sqlite::memory:").unwrap_or_else(|e| panic!("{e}"));
+        let connector = argus_matrix::Connector::new(argus_matrix::ConnectorConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let services = Arc::new(Services::new(store, connector));
+        let m = HttpMetrics::new(Arc::clone(&services));
         m.record_request("/graphql", "POST", 200, Duration::from_millis(3));
         m.record_operation("query", "ok");
-        let ingest = IngestMetrics::default();
-        ingest.ingestions_failed.fetch_add(2, Ordering::Relaxed);
-        let text = m.render(&ingest);
+        services.metrics.ingestions_failed.fetch_add(2, Ordering::Relaxed);
+        let text = m.render();
         assert!(
             text.contains("argus_http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"} 1")
         );
+        // A real histogram: the 3 ms request is above the 2 ms bucket and in the 4 ms one.
+        let bucket = |le: &str| {
+            format!(
+                "argus_http_request_duration_seconds_bucket{{le=\"{le}\",route=\"/graphql\",method=\"POST\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 0", bucket("0.002"))), "{text}");
+        assert!(text.contains(&format!("{} 1", bucket("0.004"))), "{text}");
         assert!(text.contains("argus_graphql_operations_total{kind=\"query\",outcome=\"ok\"} 1"));
         assert!(text.contains("argus_ingestions_total{outcome=\"failed\"} 2"));
         assert!(text.contains("argus_messages_stored_total 0"));
+        assert!(text.contains("argus_outbox_pending 0"), "{text}");
+        assert!(text.contains("argus_outbox_oldest_pending_age_seconds 0"), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.ends_with("# EOF\n"));
     }
 }

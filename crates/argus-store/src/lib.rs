@@ -40,7 +40,7 @@ pub use self::{
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
     db::{Backend, DatabaseUrl, StoreOptions},
     error::{Error, Result},
-    outbox::{OutboxRow, OutboxStatus},
+    outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     write::{IngestionResult, IngestionRun},
 };
@@ -218,6 +218,11 @@ impl Store {
     /// (it has failed `park_after_attempts` times).
     pub fn outbox_mark_failed(&self, id: i64, error: &str, park_after_attempts: u32) -> Result<bool> {
         outbox::mark_failed(&mut *self.conn()?, self.backend, id, error, park_after_attempts)
+    }
+
+    /// Rows waiting, rows parked, and the oldest waiting row's time, for monitoring.
+    pub fn outbox_gauges(&self) -> Result<OutboxGauges> {
+        outbox::gauges(&mut *self.conn()?)
     }
 
     /// Counts by state, and the parked rows.

@@ -38,6 +38,18 @@ pub struct OutboxRow {
     pub created_at: OffsetDateTime,
 }
 
+/// What a monitoring scrape shows of the outbox: rows waiting, rows given up on, and when the
+/// oldest waiting row was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxGauges {
+    /// Rows waiting for delivery.
+    pub pending: i64,
+    /// Rows parked after too many failures.
+    pub parked: i64,
+    /// When the oldest waiting row was written.
+    pub oldest_pending: Option<OffsetDateTime>,
+}
+
 /// Counts of the outbox, and the rows that were given up on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxStatus {
@@ -174,6 +186,29 @@ pub(crate) fn mark_failed(
     check.push("SELECT COUNT(*) AS n FROM outbox o WHERE o.parked_at IS NOT NULL AND o.id = ");
     check.bind::<BigInt, _>(id);
     Ok(check.build().get_result::<Count>(conn)?.n > 0)
+}
+
+/// The outbox's gauges, in typed queries over `schema.rs` (the pending count through the
+/// partial index of waiting rows).
+pub(crate) fn gauges(conn: &mut DbConn) -> Result<OutboxGauges> {
+    use diesel::{ExpressionMethods as _, QueryDsl as _, dsl::count_star, dsl::min};
+
+    use crate::schema::outbox;
+    let (pending, oldest): (i64, Option<i64>) = outbox::table
+        .filter(outbox::delivered_at.is_null())
+        .filter(outbox::parked_at.is_null())
+        .select((count_star(), min(outbox::created_at)))
+        .first(conn)?;
+    let parked: i64 = outbox::table
+        .filter(outbox::delivered_at.is_null())
+        .filter(outbox::parked_at.is_not_null())
+        .count()
+        .get_result(conn)?;
+    let oldest_pending = oldest
+        .map(from_unix_ms)
+        .transpose()
+        .map_err(|_| Error::Corrupt("a stored outbox row fails validation"))?;
+    Ok(OutboxGauges { pending, parked, oldest_pending })
 }
 
 #[derive(Debug, QueryableByName)]

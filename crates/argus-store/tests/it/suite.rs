@@ -683,10 +683,15 @@ fn outbox_lifecycle(db: &TestDb) {
     assert_eq!(pending[1].version, 2);
     assert_eq!(pending[1].room_id.as_str(), "!o2:x.org");
     assert_eq!(s.outbox_pending(1).unwrap().len(), 1);
+    let gauges = s.outbox_gauges().unwrap();
+    assert_eq!((gauges.pending, gauges.parked), (2, 0));
+    assert_eq!(gauges.oldest_pending, Some(pending[0].created_at));
 
     assert_eq!(s.outbox_mark_delivered_batch(&[pending[0].id]).unwrap(), 1);
     assert!(!s.outbox_mark_failed(pending[1].id, "webhook answered 503", 2).unwrap());
     assert!(s.outbox_mark_failed(pending[1].id, "webhook answered 503\nagain", 2).unwrap());
+    let gauges = s.outbox_gauges().unwrap();
+    assert_eq!((gauges.pending, gauges.parked, gauges.oldest_pending), (0, 1, None));
     let status = s.outbox_status().unwrap();
     assert_eq!((status.pending, status.delivered, status.parked), (0, 1, 1));
     assert_eq!(status.parked_rows.len(), 1);
