@@ -86,7 +86,11 @@ fn main() -> BenchResult {
         println!("  matrix-nio: SKIPPED (see the message above)");
     } else {
         let nio = median(nio);
-        println!("  matrix-nio 0.26 AsyncClient.room_messages: {:.3} s ({:.0} events/s)", nio, 100_000.0 / nio);
+        println!(
+            "  matrix-nio 0.26 AsyncClient.room_messages: {:.3} s ({:.0} events/s)",
+            nio,
+            100_000.0 / nio
+        );
         println!("  connector / nio throughput: {:.1}x (target >= 5x)", nio / ours);
     }
     Ok(())

@@ -16,7 +16,7 @@ use diesel::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    Backend, Error, Result,
+    Error, Result,
     db::{DbConn, Sql},
     rows::{Id, IngestionRow, hash32},
 };
@@ -240,10 +240,10 @@ struct HeadRow {
 /// organisation's write lock inside an open transaction.
 pub(crate) fn append(
     conn: &mut DbConn,
-    backend: Backend,
     key: Option<&AuditKey>,
     entry: &NewIngestion,
 ) -> Result<IngestionRecord> {
+    let backend = conn.backend();
     let org = entry.org.as_str();
     let mut head = Sql::new(backend);
     head.push("SELECT i.org_id, i.seq, i.hash FROM ingestions i WHERE i.org_id = ");
@@ -289,7 +289,8 @@ pub(crate) fn append(
 }
 
 /// The newest record of every organisation's chain, by organisation.
-pub(crate) fn heads(conn: &mut DbConn, backend: Backend) -> Result<Vec<ChainHead>> {
+pub(crate) fn heads(conn: &mut DbConn) -> Result<Vec<ChainHead>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push(
         "SELECT i.org_id, i.seq, i.hash FROM ingestions i WHERE i.seq = \
@@ -318,11 +319,11 @@ struct OrgRow {
 /// records appended before the key was set, a boundary the operator keeps outside the database).
 pub(crate) fn verify(
     conn: &mut DbConn,
-    backend: Backend,
     key: Option<&AuditKey>,
     expected: &[ChainHead],
     unkeyed_until: &BTreeMap<OrgId, i64>,
 ) -> Result<Vec<ChainVerification>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("SELECT DISTINCT i.org_id FROM ingestions i ORDER BY i.org_id");
     let orgs: Vec<OrgRow> = sql.build().load(conn)?;
@@ -339,19 +340,19 @@ pub(crate) fn verify(
             let org_id: OrgId =
                 org.parse().map_err(|_| Error::Corrupt("a stored organisation id is malformed"))?;
             let legacy = key.map_or(i64::MAX, |_| unkeyed_until.get(&org_id).copied().unwrap_or(0));
-            verify_chain(conn, backend, key, legacy, &org, &heads)
+            verify_chain(conn, key, legacy, &org, &heads)
         })
         .collect()
 }
 
 fn verify_chain(
     conn: &mut DbConn,
-    backend: Backend,
     key: Option<&AuditKey>,
     unkeyed_until: i64,
     org: &str,
     expected: &[&ChainHead],
 ) -> Result<ChainVerification> {
+    let backend = conn.backend();
     let org_id: OrgId = org.parse().map_err(|_| Error::Corrupt("a stored organisation id is malformed"))?;
     let mut v =
         ChainVerification { org: org_id.clone(), length: 0, head: None, first_bad_seq: None, problem: None };

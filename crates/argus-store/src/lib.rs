@@ -109,12 +109,12 @@ impl Store {
     /// Rooms the viewer may see, most recent activity first (rooms without a visible message
     /// last), then by storage id, newest first.
     pub fn rooms(&self, viewer: &Viewer, page: &PageRequest<RoomCursor>) -> Result<Page<StoredRoom>> {
-        self.snapshot(|conn| read::rooms(conn, self.backend, &Gate::of(viewer), page))
+        self.snapshot(|conn| read::rooms(conn, &Gate::of(viewer), page))
     }
 
     /// One room, or `None` when it is absent or withheld from the viewer (the two look alike).
     pub fn room(&self, viewer: &Viewer, room_id: &RoomId) -> Result<Option<StoredRoom>> {
-        read::room(&mut *self.conn()?, self.backend, &Gate::of(viewer), room_id)
+        read::room(&mut *self.conn()?, &Gate::of(viewer), room_id)
     }
 
     /// Messages of a room the viewer may see, oldest first; an empty page when the room is
@@ -130,14 +130,12 @@ impl Store {
         if let Some(page) = read::messages_in_one_statement(&mut conn, &gate, room_id, page)? {
             return Ok(page);
         }
-        db::in_transaction(&mut conn, db::TxMode::Read, |conn| {
-            read::messages(conn, self.backend, &gate, room_id, page)
-        })
+        db::in_transaction(&mut conn, db::TxMode::Read, |conn| read::messages(conn, &gate, room_id, page))
     }
 
     /// Totals over what the viewer may see, with rooms active in the 24 hours before `now`.
     pub fn stats(&self, viewer: &Viewer, now: OffsetDateTime) -> Result<Stats> {
-        read::stats(&mut *self.conn()?, self.backend, &Gate::of(viewer), now)
+        read::stats(&mut *self.conn()?, &Gate::of(viewer), now)
     }
 
     /// The audit records of the viewer's organisation at or below their clearance, newest
@@ -147,7 +145,7 @@ impl Store {
         viewer: &Viewer,
         page: &PageRequest<IngestionCursor>,
     ) -> Result<Page<IngestionRecord>> {
-        self.snapshot(|conn| read::ingestions(conn, self.backend, &Gate::of(viewer), page))
+        self.snapshot(|conn| read::ingestions(conn, &Gate::of(viewer), page))
     }
 
     /// Records a whole ingestion in one transaction: room (classification never lowered),
@@ -157,18 +155,18 @@ impl Store {
     /// [`Store::record_failure`]. [`Error::Withheld`] means the room is already stored above
     /// the caller's clearance.
     pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
-        write::record_ingestion(&mut *self.conn()?, self.backend, self.audit_key.as_deref(), run, snapshot)
+        write::record_ingestion(&mut *self.conn()?, self.audit_key.as_deref(), run, snapshot)
     }
 
     /// Appends a FAILED audit record (message count 0), and nothing else. Control characters
     /// in the free-text fields are replaced and long values cut.
     pub fn record_failure(&self, entry: &NewIngestion) -> Result<IngestionRecord> {
-        write::record_failure(&mut *self.conn()?, self.backend, self.audit_key.as_deref(), entry)
+        write::record_failure(&mut *self.conn()?, self.audit_key.as_deref(), entry)
     }
 
     /// The newest record of every organisation's chain.
     pub fn audit_heads(&self) -> Result<Vec<ChainHead>> {
-        audit::heads(&mut *self.conn()?, self.backend)
+        audit::heads(&mut *self.conn()?)
     }
 
     /// Verifies every organisation's chain link by link, and each against its expected head
@@ -187,12 +185,12 @@ impl Store {
         unkeyed_until: &[(argus_domain::OrgId, i64)],
     ) -> Result<Vec<ChainVerification>> {
         let unkeyed = unkeyed_until.iter().cloned().collect();
-        audit::verify(&mut *self.conn()?, self.backend, self.audit_key.as_deref(), expected, &unkeyed)
+        audit::verify(&mut *self.conn()?, self.audit_key.as_deref(), expected, &unkeyed)
     }
 
     /// Up to `limit` rows neither delivered nor parked, oldest first.
     pub fn outbox_pending(&self, limit: u32) -> Result<Vec<OutboxRow>> {
-        outbox::pending(&mut *self.conn()?, self.backend, limit, &[])
+        outbox::pending(&mut *self.conn()?, limit, &[])
     }
 
     /// Like [`Store::outbox_pending`], leaving out the rows of the organisations in `except`
@@ -202,7 +200,7 @@ impl Store {
         limit: u32,
         except: &[argus_domain::OrgId],
     ) -> Result<Vec<OutboxRow>> {
-        outbox::pending(&mut *self.conn()?, self.backend, limit, except)
+        outbox::pending(&mut *self.conn()?, limit, except)
     }
 
     /// Marks several rows delivered in one transaction (rows already delivered are left as
@@ -211,13 +209,13 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        outbox::mark_delivered_batch(&mut *self.conn()?, self.backend, ids)
+        outbox::mark_delivered_batch(&mut *self.conn()?, ids)
     }
 
     /// Counts a failed delivery and keeps its error; returns whether the row is now parked
     /// (it has failed `park_after_attempts` times).
     pub fn outbox_mark_failed(&self, id: i64, error: &str, park_after_attempts: u32) -> Result<bool> {
-        outbox::mark_failed(&mut *self.conn()?, self.backend, id, error, park_after_attempts)
+        outbox::mark_failed(&mut *self.conn()?, id, error, park_after_attempts)
     }
 
     /// Rows waiting, rows parked, and the oldest waiting row's time, for monitoring.
@@ -227,6 +225,6 @@ impl Store {
 
     /// Counts by state, and the parked rows.
     pub fn outbox_status(&self) -> Result<OutboxStatus> {
-        outbox::status(&mut *self.conn()?, self.backend)
+        outbox::status(&mut *self.conn()?)
     }
 }

@@ -1,17 +1,22 @@
 //! The fusion outbox: one row per successful ingestion carrying the room as of commit, read in
 //! id order by the relay, marked delivered, or parked after too many failed attempts.
 
+//!
+//! Every statement is a typed Diesel query over `schema.rs` but the update that counts a
+//! failure and parks the row in one step.
+
 use argus_domain::{OrgId, RoomId, StoredRoom, from_unix_ms, to_unix_ms};
 use diesel::{
-    QueryableByName, RunQueryDsl,
+    ExpressionMethods as _, QueryDsl as _, RunQueryDsl,
+    dsl::{count_star, min},
     sql_types::{BigInt, Text},
 };
 use time::OffsetDateTime;
 
 use crate::{
-    Backend, Error, Result,
+    Error, Result,
     db::{DbConn, Sql},
-    rows::Count,
+    schema::outbox,
 };
 
 /// Longest delivery error kept, in characters.
@@ -63,8 +68,8 @@ pub struct OutboxStatus {
     pub parked_rows: Vec<OutboxRow>,
 }
 
-#[derive(Debug, QueryableByName)]
-#[diesel(table_name = crate::schema::outbox)]
+#[derive(Debug, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = outbox)]
 struct Row {
     id: i64,
     org_id: String,
@@ -93,85 +98,58 @@ impl Row {
 }
 
 /// Writes the row of a successful ingestion (inside its transaction).
-pub(crate) fn insert(
-    conn: &mut DbConn,
-    backend: Backend,
-    payload: &StoredRoom,
-    version: i64,
-    now: i64,
-) -> Result<()> {
+pub(crate) fn insert(conn: &mut DbConn, payload: &StoredRoom, version: i64, now: i64) -> Result<()> {
     let json = serde_json::to_string(payload).map_err(|_| Error::Corrupt("a room cannot be serialised"))?;
-    let mut sql = Sql::new(backend);
-    sql.push("INSERT INTO outbox (org_id, room_id, version, payload, attempts, created_at) VALUES (");
-    sql.bind::<Text, _>(payload.org.as_str().to_owned()).push(", ");
-    sql.bind::<Text, _>(payload.room_id.as_str().to_owned()).push(", ");
-    sql.bind::<BigInt, _>(version).push(", ");
-    sql.bind::<Text, _>(json).push(", 0, ");
-    sql.bind::<BigInt, _>(now).push(")");
-    sql.build().execute(conn)?;
+    diesel::insert_into(outbox::table)
+        .values((
+            outbox::org_id.eq(payload.org.as_str()),
+            outbox::room_id.eq(payload.room_id.as_str()),
+            outbox::version.eq(version),
+            outbox::payload.eq(json),
+            outbox::attempts.eq(0),
+            outbox::created_at.eq(now),
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
-fn load(conn: &mut DbConn, sql: Sql<'_>) -> Result<Vec<OutboxRow>> {
-    let rows: Vec<Row> = sql.build().load(conn)?;
+/// Rows neither delivered nor parked, oldest first, but those of the organisations `except`.
+pub(crate) fn pending(conn: &mut DbConn, limit: u32, except: &[OrgId]) -> Result<Vec<OutboxRow>> {
+    let mut query =
+        outbox::table.filter(outbox::delivered_at.is_null()).filter(outbox::parked_at.is_null()).into_boxed();
+    if !except.is_empty() {
+        query = query.filter(outbox::org_id.ne_all(except.iter().map(OrgId::as_str)));
+    }
+    let rows: Vec<Row> = query
+        .select(<Row as diesel::SelectableHelper<_>>::as_select())
+        .order(outbox::id)
+        .limit(i64::from(limit))
+        .load(conn)?;
     rows.into_iter().map(Row::into_domain).collect()
 }
 
-/// Rows neither delivered nor parked, oldest first.
-pub(crate) fn pending(
-    conn: &mut DbConn,
-    backend: Backend,
-    limit: u32,
-    except: &[OrgId],
-) -> Result<Vec<OutboxRow>> {
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.parked_at IS NULL");
-    if !except.is_empty() {
-        sql.push(" AND o.org_id NOT IN (");
-        for (i, org) in except.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind::<Text, _>(org.as_str().to_owned());
-        }
-        sql.push(")");
-    }
-    sql.push(" ORDER BY o.id LIMIT ");
-    sql.bind::<BigInt, _>(i64::from(limit));
-    load(conn, sql)
-}
-
 /// Marks several rows delivered in one transaction; returns how many were marked.
-pub(crate) fn mark_delivered_batch(conn: &mut DbConn, backend: Backend, ids: &[i64]) -> Result<u64> {
+pub(crate) fn mark_delivered_batch(conn: &mut DbConn, ids: &[i64]) -> Result<u64> {
+    let backend = conn.backend();
     use diesel::Connection;
     let now = to_unix_ms(OffsetDateTime::now_utc());
     conn.transaction(|conn| {
         let mut marked = 0u64;
         for chunk in ids.chunks(backend.max_binds() - 1) {
-            let mut sql = Sql::new(backend);
-            sql.push("UPDATE outbox SET delivered_at = ").bind::<BigInt, _>(now);
-            sql.push(" WHERE delivered_at IS NULL AND id IN (");
-            for (i, id) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind::<BigInt, _>(*id);
-            }
-            sql.push(")");
-            marked += sql.build().execute(conn)? as u64;
+            let rows = diesel::update(outbox::table)
+                .filter(outbox::delivered_at.is_null())
+                .filter(outbox::id.eq_any(chunk))
+                .set(outbox::delivered_at.eq(now))
+                .execute(conn)?;
+            marked += rows as u64;
         }
         Ok(marked)
     })
 }
 
 /// Counts a failed attempt; parks the row once it has failed `park_after_attempts` times.
-pub(crate) fn mark_failed(
-    conn: &mut DbConn,
-    backend: Backend,
-    id: i64,
-    error: &str,
-    park_after_attempts: u32,
-) -> Result<bool> {
+pub(crate) fn mark_failed(conn: &mut DbConn, id: i64, error: &str, park_after_attempts: u32) -> Result<bool> {
+    let backend = conn.backend();
     let error = argus_domain::NewIngestion::sanitise(error, MAX_ERROR);
     let now = to_unix_ms(OffsetDateTime::now_utc());
     let mut sql = Sql::new(backend);
@@ -182,18 +160,17 @@ pub(crate) fn mark_failed(
     if sql.build().execute(conn)? == 0 {
         return Err(Error::NotFound);
     }
-    let mut check = Sql::new(backend);
-    check.push("SELECT COUNT(*) AS n FROM outbox o WHERE o.parked_at IS NOT NULL AND o.id = ");
-    check.bind::<BigInt, _>(id);
-    Ok(check.build().get_result::<Count>(conn)?.n > 0)
+    let parked: i64 = outbox::table
+        .filter(outbox::parked_at.is_not_null())
+        .filter(outbox::id.eq(id))
+        .count()
+        .get_result(conn)?;
+    Ok(parked > 0)
 }
 
 /// The outbox's gauges, in typed queries over `schema.rs` (the pending count through the
 /// partial index of waiting rows).
 pub(crate) fn gauges(conn: &mut DbConn) -> Result<OutboxGauges> {
-    use diesel::{ExpressionMethods as _, QueryDsl as _, dsl::count_star, dsl::min};
-
-    use crate::schema::outbox;
     let (pending, oldest): (i64, Option<i64>) = outbox::table
         .filter(outbox::delivered_at.is_null())
         .filter(outbox::parked_at.is_null())
@@ -211,34 +188,20 @@ pub(crate) fn gauges(conn: &mut DbConn) -> Result<OutboxGauges> {
     Ok(OutboxGauges { pending, parked, oldest_pending })
 }
 
-#[derive(Debug, QueryableByName)]
-struct Counts {
-    #[diesel(sql_type = BigInt)]
-    pending: i64,
-    #[diesel(sql_type = BigInt)]
-    delivered: i64,
-    #[diesel(sql_type = BigInt)]
-    parked: i64,
-}
-
 /// Counts by state, and the parked rows.
-pub(crate) fn status(conn: &mut DbConn, backend: Backend) -> Result<OutboxStatus> {
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "SELECT CAST(COALESCE(SUM(CASE WHEN o.delivered_at IS NULL AND o.parked_at IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
-         CAST(COALESCE(SUM(CASE WHEN o.delivered_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS delivered, \
-         CAST(COALESCE(SUM(CASE WHEN o.delivered_at IS NULL AND o.parked_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS parked \
-         FROM outbox o",
-    );
-    let counts: Counts = sql.build().get_result(conn)?;
-    let mut rows = Sql::new(backend);
-    rows.push(
-        "SELECT o.* FROM outbox o WHERE o.delivered_at IS NULL AND o.parked_at IS NOT NULL ORDER BY o.id",
-    );
+pub(crate) fn status(conn: &mut DbConn) -> Result<OutboxStatus> {
+    let gauges = gauges(conn)?;
+    let delivered: i64 = outbox::table.filter(outbox::delivered_at.is_not_null()).count().get_result(conn)?;
+    let rows: Vec<Row> = outbox::table
+        .filter(outbox::delivered_at.is_null())
+        .filter(outbox::parked_at.is_not_null())
+        .select(<Row as diesel::SelectableHelper<_>>::as_select())
+        .order(outbox::id)
+        .load(conn)?;
     Ok(OutboxStatus {
-        pending: counts.pending,
-        delivered: counts.delivered,
-        parked: counts.parked,
-        parked_rows: load(conn, rows)?,
+        pending: gauges.pending,
+        delivered,
+        parked: gauges.parked,
+        parked_rows: rows.into_iter().map(Row::into_domain).collect::<Result<_>>()?,
     })
 }

@@ -185,10 +185,10 @@ fn count(conn: &mut DbConn, sql: Sql<'_>) -> Result<i64> {
 /// Visible rooms, most recent activity first (the caller reads page and count in one snapshot).
 pub(crate) fn rooms(
     conn: &mut DbConn,
-    backend: Backend,
     gate: &Gate,
     page: &PageRequest<RoomCursor>,
 ) -> Result<Page<StoredRoom>> {
+    let backend = conn.backend();
     let (wanted, limit) = fetch_size(page.first);
     let mut sql = Sql::new(backend);
     sql.push("SELECT * FROM (");
@@ -213,12 +213,8 @@ pub(crate) fn rooms(
 }
 
 /// One visible room, or `None` when it is absent or withheld.
-pub(crate) fn room(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    room_id: &RoomId,
-) -> Result<Option<StoredRoom>> {
+pub(crate) fn room(conn: &mut DbConn, gate: &Gate, room_id: &RoomId) -> Result<Option<StoredRoom>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     gate.rooms_select(&mut sql, Shape::One, Some(room_id));
     let row: Option<RoomRow> = sql.build_cached().load(conn)?.into_iter().next();
@@ -227,12 +223,8 @@ pub(crate) fn room(
 
 /// Storage id and classification of a room the gate lets through (with [`Gate::whole_org`],
 /// the room the writer's organisation holds, whatever its classification).
-pub(crate) fn room_key(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    room_id: &RoomId,
-) -> Result<Option<RoomKey>> {
+pub(crate) fn room_key(conn: &mut DbConn, gate: &Gate, room_id: &RoomId) -> Result<Option<RoomKey>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("SELECT r.id, r.classification, r.homeserver_url FROM ");
     push_rooms(&mut sql, true);
@@ -246,12 +238,12 @@ pub(crate) fn room_key(
 /// its count in one snapshot).
 pub(crate) fn messages(
     conn: &mut DbConn,
-    backend: Backend,
     gate: &Gate,
     room_id: &RoomId,
     page: &PageRequest<MessageCursor>,
 ) -> Result<Page<StoredMessage>> {
-    let Some(RoomKey { id: room_pk, .. }) = room_key(conn, backend, gate, room_id)? else {
+    let backend = conn.backend();
+    let Some(RoomKey { id: room_pk, .. }) = room_key(conn, gate, room_id)? else {
         return Ok(Page { items: Vec::new(), has_next_page: false, total_count: 0 });
     };
     let (wanted, limit) = fetch_size(page.first);
@@ -267,7 +259,7 @@ pub(crate) fn messages(
     sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
     let rows: Vec<MessageRow> = sql.build_cached().load(conn)?;
     let mut items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
-    attach_evidence(conn, backend, gate, &mut items)?;
+    attach_evidence(conn, gate, &mut items)?;
 
     // The stored per-classification counts: at most five rows, whatever the room's size.
     let mut total = Sql::new(backend);
@@ -328,12 +320,8 @@ pub const MAX_VERSIONS_READ: i64 = 100;
 /// Loads the versions of the edited messages among `items` (messages the gate let through),
 /// and the redaction of the redacted ones, one statement each; nothing is read when none was
 /// edited or redacted. (The IN lists vary in length: not statements to keep prepared.)
-fn attach_evidence(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    items: &mut [StoredMessage],
-) -> Result<()> {
+fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [StoredMessage]) -> Result<()> {
+    let backend = conn.backend();
     let edited: Vec<i64> = items.iter().filter(|m| m.message.edited).map(|m| m.id).collect();
     let redacted: Vec<i64> = items.iter().filter(|m| m.message.redacted).map(|m| m.id).collect();
     let mut versions: HashMap<i64, Vec<MessageVersion>> = HashMap::new();
@@ -391,12 +379,8 @@ struct StatsRow {
 /// Statistics over what the gate lets through: the visible rooms, their visible messages
 /// summed from the stored per-classification counts (never counted one by one), and the
 /// visible rooms with a visible message newer than 24 hours (one index probe per room).
-pub(crate) fn stats(
-    conn: &mut DbConn,
-    backend: Backend,
-    gate: &Gate,
-    now: time::OffsetDateTime,
-) -> Result<Stats> {
+pub(crate) fn stats(conn: &mut DbConn, gate: &Gate, now: time::OffsetDateTime) -> Result<Stats> {
+    let backend = conn.backend();
     let since = to_unix_ms(now - policy::ACTIVE_WINDOW);
     let mut sql = Sql::new(backend);
     sql.push("SELECT (SELECT COUNT(*) FROM rooms r WHERE ");
@@ -422,10 +406,10 @@ pub(crate) fn stats(
 /// reads page and count in one snapshot).
 pub(crate) fn ingestions(
     conn: &mut DbConn,
-    backend: Backend,
     gate: &Gate,
     page: &PageRequest<IngestionCursor>,
 ) -> Result<Page<IngestionRecord>> {
+    let backend = conn.backend();
     let (wanted, limit) = fetch_size(page.first);
     let mut sql = Sql::new(backend);
     sql.push("SELECT i.* FROM ingestions i WHERE ");

@@ -136,7 +136,6 @@ fn now_ms() -> i64 {
 /// Records a whole ingestion atomically.
 pub(crate) fn record_ingestion(
     conn: &mut DbConn,
-    backend: Backend,
     key: Option<&audit::AuditKey>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
@@ -147,24 +146,24 @@ pub(crate) fn record_ingestion(
     let started_at = argus_domain::from_unix_ms(to_unix_ms(run.started_at))?;
     in_org_transaction(conn, org, |conn| {
         let now = now_ms();
-        let (room_pk, merged, read_from) = upsert_room(conn, backend, run, snapshot, now)?;
+        let (room_pk, merged, read_from) = upsert_room(conn, run, snapshot, now)?;
         if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
             return Err(Error::Withheld);
         }
-        let messages_stored = insert_messages(conn, backend, org, room_pk, merged, &snapshot.messages)?;
+        let messages_stored = insert_messages(conn, org, room_pk, merged, &snapshot.messages)?;
         if messages_stored == snapshot.messages.len() as i64 {
             // Every message was new, at `merged`: the counts only grow.
-            add_message_count(conn, backend, org, room_pk, merged, messages_stored)?;
+            add_message_count(conn, org, room_pk, merged, messages_stored)?;
         } else {
             // Some were stored already and may have been raised: count the room again.
-            recount_messages(conn, backend, org, room_pk)?;
+            recount_messages(conn, org, room_pk)?;
         }
         // Edits and redactions of messages stored earlier are taken only from the homeserver
         // they were stored from: another server answering for the same room id could otherwise
         // rewrite or purge the evidence.
         let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
         let evidence = if same_source {
-            apply_edits_and_redactions(conn, backend, org, room_pk, snapshot)?
+            apply_edits_and_redactions(conn, org, room_pk, snapshot)?
         } else {
             tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
             Evidence {
@@ -194,13 +193,12 @@ pub(crate) fn record_ingestion(
             outcome: IngestionOutcome::Succeeded,
             error: None,
         };
-        let ingestion = audit::append(conn, backend, key, &audit::sanitised(&entry)?)?;
+        let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?)?;
 
-        let room =
-            read::room(conn, backend, &Gate::of(&run.viewer), &snapshot.room_id)?.ok_or(Error::Withheld)?;
-        let payload = read::room(conn, backend, &Gate::whole_org(&run.viewer.org), &snapshot.room_id)?
+        let room = read::room(conn, &Gate::of(&run.viewer), &snapshot.room_id)?.ok_or(Error::Withheld)?;
+        let payload = read::room(conn, &Gate::whole_org(&run.viewer.org), &snapshot.room_id)?
             .ok_or(Error::Corrupt("a room vanished while it was recorded"))?;
-        crate::outbox::insert(conn, backend, &payload, ingestion.seq, now)?;
+        crate::outbox::insert(conn, &payload, ingestion.seq, now)?;
         Ok(IngestionResult {
             room,
             messages_stored,
@@ -217,12 +215,12 @@ pub(crate) fn record_ingestion(
 /// first read from, and that server's resume position, when another server answers for it.
 fn upsert_room(
     conn: &mut DbConn,
-    backend: Backend,
     run: &IngestionRun,
     s: &RoomSnapshot,
     now: i64,
 ) -> Result<(i64, Classification, Option<String>)> {
-    let existing = read::room_key(conn, backend, &Gate::whole_org(&run.viewer.org), &s.room_id)?;
+    let backend = conn.backend();
+    let existing = read::room_key(conn, &Gate::whole_org(&run.viewer.org), &s.room_id)?;
     let stored = existing.as_ref().map(|r| crate::rows::rank(r.classification)).transpose()?;
     let merged = policy::merge_classification(stored, run.classification);
 
@@ -270,12 +268,12 @@ fn upsert_room(
 /// Adds `n` messages at `level` to the room's stored counts.
 fn add_message_count(
     conn: &mut DbConn,
-    backend: Backend,
     org: &str,
     room_pk: i64,
     level: Classification,
     n: i64,
 ) -> Result<()> {
+    let backend = conn.backend();
     if n == 0 {
         return Ok(());
     }
@@ -292,7 +290,8 @@ fn add_message_count(
 }
 
 /// Replaces the room's stored counts by a count of its messages.
-fn recount_messages(conn: &mut DbConn, backend: Backend, org: &str, room_pk: i64) -> Result<()> {
+fn recount_messages(conn: &mut DbConn, org: &str, room_pk: i64) -> Result<()> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("DELETE FROM message_counts WHERE org_id = ").bind::<Text, _>(org);
     sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
@@ -312,12 +311,12 @@ fn recount_messages(conn: &mut DbConn, backend: Backend, org: &str, room_pk: i64
 /// raises the classification of re-fetched ones; returns how many were new.
 fn insert_messages(
     conn: &mut DbConn,
-    backend: Backend,
     org: &str,
     room_pk: i64,
     level: Classification,
     messages: &[MessageRecord],
 ) -> Result<i64> {
+    let backend = conn.backend();
     // Chunks keep the re-fetch UPDATE's id list (and PostgreSQL's arrays) within the backend's
     // bind-parameter limit.
     let per_statement = match backend {
@@ -333,7 +332,7 @@ fn insert_messages(
         };
         inserted += n as i64;
         if n < chunk.len() {
-            raise_classification(conn, backend, org, room_pk, level, chunk)?;
+            raise_classification(conn, org, room_pk, level, chunk)?;
         }
     }
     Ok(inserted)
@@ -463,12 +462,12 @@ fn media_json(m: &MessageRecord) -> Result<Option<String>> {
 /// Raises re-fetched messages of the room to `level`; never lowers one.
 fn raise_classification(
     conn: &mut DbConn,
-    backend: Backend,
     org: &str,
     room_pk: i64,
     level: Classification,
     chunk: &[MessageRecord],
 ) -> Result<()> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("UPDATE messages SET classification = ").bind::<SmallInt, _>(level.rank());
     sql.push(" WHERE org_id = ").bind::<Text, _>(org);
@@ -515,13 +514,8 @@ struct Original {
     encrypted: bool,
 }
 
-fn original(
-    conn: &mut DbConn,
-    backend: Backend,
-    org: &str,
-    room_pk: i64,
-    event: &EventId,
-) -> Result<Option<Original>> {
+fn original(conn: &mut DbConn, org: &str, room_pk: i64, event: &EventId) -> Result<Option<Original>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("SELECT id, sender, msgtype, body, sent_at, edited, redacted, encrypted FROM messages WHERE org_id = ");
     sql.bind::<Text, _>(org.to_owned()).push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
@@ -531,13 +525,8 @@ fn original(
 
 /// Keeps one version of a message; a version already kept is left as it is. Returns whether
 /// the event is (now, or already was) a version of this message.
-fn keep_version(
-    conn: &mut DbConn,
-    backend: Backend,
-    org: &str,
-    message_pk: i64,
-    v: &MessageVersion,
-) -> Result<bool> {
+fn keep_version(conn: &mut DbConn, org: &str, message_pk: i64, v: &MessageVersion) -> Result<bool> {
+    let backend = conn.backend();
     check_text(v.msgtype.as_deref(), MAX_MSGTYPE, "message type")?;
     check_text(v.body.as_deref(), MAX_BODY, "message body")?;
     let mut sql = Sql::new(backend);
@@ -553,11 +542,12 @@ fn keep_version(
     }
     // Kept before: as a version of this message (a re-ingestion), or of another one (an event
     // id a homeserver reused), which this message must not take over.
-    Ok(version_owner(conn, backend, org, &v.event_id)? == Some(message_pk))
+    Ok(version_owner(conn, org, &v.event_id)? == Some(message_pk))
 }
 
 /// The message an event is kept as a version of, if any.
-fn version_owner(conn: &mut DbConn, backend: Backend, org: &str, event: &EventId) -> Result<Option<i64>> {
+fn version_owner(conn: &mut DbConn, org: &str, event: &EventId) -> Result<Option<i64>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("SELECT v.message_pk AS n FROM message_versions v WHERE v.org_id = ")
         .bind::<Text, _>(org.to_owned());
@@ -570,11 +560,11 @@ fn version_owner(conn: &mut DbConn, backend: Backend, org: &str, event: &EventId
 /// `media`, when given, replaces the attachment reference.
 fn set_latest(
     conn: &mut DbConn,
-    backend: Backend,
     id: i64,
     latest: &MessageVersion,
     media: Option<Option<String>>,
 ) -> Result<usize> {
+    let backend = conn.backend();
     let at = to_unix_ms(latest.sent_at);
     let mut sql = Sql::new(backend);
     sql.push("UPDATE messages SET body = ").bind::<Nullable<Text>, _>(latest.body.clone());
@@ -593,13 +583,8 @@ fn set_latest(
 
 /// Marks message `id` redacted, purges its content and the bodies of its versions, and keeps
 /// who redacted it, when and why (the first redaction known is kept).
-fn redact(
-    conn: &mut DbConn,
-    backend: Backend,
-    org: &str,
-    stored: &Original,
-    redaction: Option<&Redaction>,
-) -> Result<()> {
+fn redact(conn: &mut DbConn, org: &str, stored: &Original, redaction: Option<&Redaction>) -> Result<()> {
+    let backend = conn.backend();
     let id = stored.id;
     if let Some(r) = redaction {
         let mut sql = Sql::new(backend);
@@ -641,13 +626,8 @@ struct VersionKey {
     sent_at: i64,
 }
 
-fn version_of(
-    conn: &mut DbConn,
-    backend: Backend,
-    org: &str,
-    room_pk: i64,
-    event: &EventId,
-) -> Result<Option<VersionKey>> {
+fn version_of(conn: &mut DbConn, org: &str, room_pk: i64, event: &EventId) -> Result<Option<VersionKey>> {
+    let backend = conn.backend();
     let mut sql = Sql::new(backend);
     sql.push("SELECT v.id, v.message_pk, v.sender, v.sent_at FROM message_versions v JOIN messages m ON m.id = v.message_pk WHERE v.org_id = ");
     sql.bind::<Text, _>(org.to_owned()).push(" AND v.event_id = ").bind::<Text, _>(event.as_str().to_owned());
@@ -662,12 +642,12 @@ fn version_of(
 /// when the target is no kept version, else whether the redaction was applied.
 fn withdraw_version(
     conn: &mut DbConn,
-    backend: Backend,
     org: &str,
     room_pk: i64,
     r: &argus_domain::MessageRedaction,
 ) -> Result<Option<bool>> {
-    let Some(version) = version_of(conn, backend, org, room_pk, &r.target)? else {
+    let backend = conn.backend();
+    let Some(version) = version_of(conn, org, room_pk, &r.target)? else {
         return Ok(None);
     };
     let sender: UserId =
@@ -701,7 +681,6 @@ fn withdraw_version(
 /// twice.
 fn apply_edits_and_redactions(
     conn: &mut DbConn,
-    backend: Backend,
     org: &str,
     room_pk: i64,
     s: &RoomSnapshot,
@@ -709,11 +688,11 @@ fn apply_edits_and_redactions(
     let mut done = Evidence::default();
     // Messages edited or redacted within the fetch: stored now, or stored earlier (re-fetched).
     for m in s.messages.iter().filter(|m| !m.versions.is_empty() || m.redacted) {
-        let Some(stored) = original(conn, backend, org, room_pk, &m.event_id)? else {
+        let Some(stored) = original(conn, org, room_pk, &m.event_id)? else {
             continue;
         };
         if m.redacted {
-            redact(conn, backend, org, &stored, m.redaction.as_ref())?;
+            redact(conn, org, &stored, m.redaction.as_ref())?;
             continue;
         }
         // The connector applied only its own sender's edits; a record from elsewhere is held to
@@ -728,7 +707,7 @@ fn apply_edits_and_redactions(
         let total = versions.len();
         let mut kept = Vec::with_capacity(total);
         for v in versions {
-            if keep_version(conn, backend, org, stored.id, v)? {
+            if keep_version(conn, org, stored.id, v)? {
                 kept.push(v);
             } else {
                 done.edits_ignored += 1;
@@ -739,10 +718,10 @@ fn apply_edits_and_redactions(
             // Some version was refused: the message shows the latest kept one (the original
             // at least), not what the connector folded in; its attachment cannot be told.
             Some(latest) if refused => {
-                set_latest(conn, backend, stored.id, latest, Some(None))?;
+                set_latest(conn, stored.id, latest, Some(None))?;
             }
             Some(latest) if kept.len() > 1 => {
-                set_latest(conn, backend, stored.id, latest, Some(media_json(m)?))?;
+                set_latest(conn, stored.id, latest, Some(media_json(m)?))?;
             }
             _ => {}
         }
@@ -751,7 +730,7 @@ fn apply_edits_and_redactions(
     let mut edits: Vec<&MessageEdit> = s.edits.iter().collect();
     edits.sort_by(|a, b| (a.edited_at, &a.event_id).cmp(&(b.edited_at, &b.event_id)));
     for e in edits {
-        let Some(stored) = original(conn, backend, org, room_pk, &e.target)? else {
+        let Some(stored) = original(conn, org, room_pk, &e.target)? else {
             continue;
         };
         let sender: UserId =
@@ -761,7 +740,7 @@ fn apply_edits_and_redactions(
             done.edits_ignored += 1;
             continue;
         }
-        if version_owner(conn, backend, org, &e.event_id)?.is_some_and(|owner| owner != stored.id) {
+        if version_owner(conn, org, &e.event_id)?.is_some_and(|owner| owner != stored.id) {
             // An event id already kept for another message: nothing is taken over.
             done.edits_ignored += 1;
             continue;
@@ -774,7 +753,7 @@ fn apply_edits_and_redactions(
                 msgtype: stored.msgtype.clone(),
                 body: stored.body.clone(),
             };
-            keep_version(conn, backend, org, stored.id, &first)?;
+            keep_version(conn, org, stored.id, &first)?;
         }
         let version = MessageVersion {
             event_id: e.event_id.clone(),
@@ -783,20 +762,20 @@ fn apply_edits_and_redactions(
             msgtype: e.msgtype.clone(),
             body: e.body.clone(),
         };
-        if !keep_version(conn, backend, org, stored.id, &version)? {
+        if !keep_version(conn, org, stored.id, &version)? {
             done.edits_ignored += 1;
             continue;
         }
         // Counted when it became the message's content (not when re-ingested, or superseded).
-        if set_latest(conn, backend, stored.id, &version, None)? > 0 {
+        if set_latest(conn, stored.id, &version, None)? > 0 {
             done.edits_applied += 1;
         }
     }
     // Redactions of messages stored by an earlier read.
     for r in &s.redactions {
-        let Some(stored) = original(conn, backend, org, room_pk, &r.target)? else {
+        let Some(stored) = original(conn, org, room_pk, &r.target)? else {
             // Not a message: perhaps an edit kept as a version of one.
-            if withdraw_version(conn, backend, org, room_pk, r)? == Some(false) {
+            if withdraw_version(conn, org, room_pk, r)? == Some(false) {
                 done.redactions_ignored += 1;
             }
             continue;
@@ -808,7 +787,7 @@ fn apply_edits_and_redactions(
             done.redactions_ignored += 1;
             continue;
         }
-        redact(conn, backend, org, &stored, Some(&r.redaction))?;
+        redact(conn, org, &stored, Some(&r.redaction))?;
     }
     Ok(done)
 }
@@ -816,7 +795,6 @@ fn apply_edits_and_redactions(
 /// Appends a FAILED audit record, and nothing else.
 pub(crate) fn record_failure(
     conn: &mut DbConn,
-    backend: Backend,
     key: Option<&audit::AuditKey>,
     entry: &NewIngestion,
 ) -> Result<IngestionRecord> {
@@ -832,11 +810,11 @@ pub(crate) fn record_failure(
         // Filed at the level of the room it names when that is stored higher (see
         // record_ingestion).
         if let Ok(room_id) = entry.room_id.parse::<argus_domain::RoomId>()
-            && let Some(key) = read::room_key(conn, backend, &Gate::whole_org(&entry.org), &room_id)?
+            && let Some(key) = read::room_key(conn, &Gate::whole_org(&entry.org), &room_id)?
         {
             let stored = crate::rows::rank(key.classification)?;
             entry.classification = policy::merge_classification(Some(stored), entry.classification);
         }
-        audit::append(conn, backend, key, &entry)
+        audit::append(conn, key, &entry)
     })
 }

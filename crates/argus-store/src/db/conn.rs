@@ -10,3 +10,13 @@ pub enum DbConn {
     /// PostgreSQL.
     Postgres(diesel::PgConnection),
 }
+
+impl DbConn {
+    /// The engine behind this connection.
+    pub(crate) fn backend(&self) -> crate::Backend {
+        match self {
+            Self::Sqlite(_) => crate::Backend::Sqlite,
+            Self::Postgres(_) => crate::Backend::Postgres,
+        }
+    }
+}
