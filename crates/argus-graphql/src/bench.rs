@@ -34,7 +34,8 @@ impl MemoryQuery {
     ) -> Result<TchapMessageConnection> {
         let _ = after;
         let first = usize::try_from(first.unwrap_or(50)).unwrap_or(0);
-        let signer = context.services().cursor_key.signer(CursorKind::Messages(&room_id), context.viewer());
+        let mut signer =
+            context.services().cursor_key.signer(CursorKind::Messages(&room_id), context.viewer());
         let edges = self
             .page
             .items

@@ -17,7 +17,7 @@ use diesel::{
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
     db::{DbConn, MultiBackend, Sql},
-    rows::{Count, IngestionRow, MESSAGE_COLUMNS, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
+    rows::{Count, IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
     schema::{message_counts, messages, rooms},
 };
 
@@ -299,7 +299,7 @@ pub(crate) fn messages_in_one_statement(
         );
     }
     let rows: Vec<(MessageRow, Option<i64>)> = query
-        .select((MESSAGE_COLUMNS, total))
+        .select((<MessageRow as diesel::SelectableHelper<_>>::as_select(), total))
         .order((messages::sent_at, messages::id))
         .limit(limit)
         .load(conn)?;

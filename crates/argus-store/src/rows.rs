@@ -64,8 +64,8 @@ impl RoomRow {
 }
 
 /// A stored message: by name from hand-written SQL, by position from typed queries selecting
-/// [`MESSAGE_COLUMNS`].
-#[derive(Debug, QueryableByName, diesel::Queryable)]
+/// `MessageRow::as_select()`.
+#[derive(Debug, QueryableByName, diesel::Queryable, diesel::Selectable)]
 #[diesel(table_name = messages)]
 pub(crate) struct MessageRow {
     pub(crate) id: i64,
@@ -82,40 +82,6 @@ pub(crate) struct MessageRow {
     pub(crate) media: Option<String>,
     pub(crate) classification: i16,
 }
-
-/// The columns of a [`MessageRow`], in its order.
-pub(crate) const MESSAGE_COLUMNS: MessageColumns = (
-    messages::id,
-    messages::event_id,
-    messages::sender,
-    messages::msgtype,
-    messages::body,
-    messages::sent_at,
-    messages::edited,
-    messages::redacted,
-    messages::encrypted,
-    messages::reply_to,
-    messages::thread_root,
-    messages::media,
-    messages::classification,
-);
-
-/// The type of [`MESSAGE_COLUMNS`].
-pub(crate) type MessageColumns = (
-    messages::id,
-    messages::event_id,
-    messages::sender,
-    messages::msgtype,
-    messages::body,
-    messages::sent_at,
-    messages::edited,
-    messages::redacted,
-    messages::encrypted,
-    messages::reply_to,
-    messages::thread_root,
-    messages::media,
-    messages::classification,
-);
 
 impl MessageRow {
     pub(crate) fn into_domain(self, room_id: &RoomId) -> Result<StoredMessage> {

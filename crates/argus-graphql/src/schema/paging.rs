@@ -53,7 +53,7 @@ where
     let request = page_request::<P>(context, kind, first, after.as_deref())?;
     let viewer = context.viewer().clone();
     let page = context.services().with_store(move |store| read(store, &viewer, &request)).await?;
-    let signer = context.services().cursor_key.signer(kind, context.viewer());
+    let mut signer = context.services().cursor_key.signer(kind, context.viewer());
     let edges = page.items.into_iter().map(|item| (signer.encode(&position(&item)), node(item))).collect();
     Ok(C::build(edges, page.has_next_page, page.total_count))
 }
