@@ -2,6 +2,7 @@
 //! schema with its document limits.
 
 pub(crate) mod paging;
+mod plain_edges;
 mod sync_list;
 pub mod types;
 

@@ -10,11 +10,24 @@
 
 use juniper::{
     ArcStr, BoxFuture, ExecutionResult, Executor, GraphQLType, GraphQLValue, GraphQLValueAsync, Registry,
-    ScalarValue, Selection,
+    ScalarValue, Selection, Value,
     macros::reflect::{BaseSubTypes, BaseType, Type, Types, WrappedType},
     marker::IsOutputType,
     meta::MetaType,
 };
+
+/// Items that may answer a whole list in one pass when the selection allows it.
+pub trait ResolvePlain<S>: GraphQLValue<S> + Sized
+where
+    S: ScalarValue,
+{
+    /// The list's value, or `None` to resolve it item by item through the executor.
+    fn resolve_plain(
+        items: &[Self],
+        selection_set: Option<&[Selection<'_, S>]>,
+        executor: &Executor<'_, '_, Self::Context, S>,
+    ) -> Option<Value<S>>;
+}
 
 /// A GraphQL list of `T`, resolved synchronously (see the module documentation).
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +35,7 @@ pub struct SyncList<T>(pub Vec<T>);
 
 impl<S, T> GraphQLType<S> for SyncList<T>
 where
-    T: GraphQLType<S>,
+    T: GraphQLType<S> + ResolvePlain<S>,
     S: ScalarValue,
 {
     fn name(_: &Self::TypeInfo) -> Option<ArcStr> {
@@ -36,7 +49,7 @@ where
 
 impl<S, T> GraphQLValue<S> for SyncList<T>
 where
-    T: GraphQLValue<S>,
+    T: ResolvePlain<S>,
     S: ScalarValue,
 {
     type Context = T::Context;
@@ -52,13 +65,16 @@ where
         selection_set: Option<&[Selection<S>]>,
         executor: &Executor<Self::Context, S>,
     ) -> ExecutionResult<S> {
+        if let Some(value) = T::resolve_plain(&self.0, selection_set, executor) {
+            return Ok(value);
+        }
         self.0.resolve(info, selection_set, executor)
     }
 }
 
 impl<S, T> GraphQLValueAsync<S> for SyncList<T>
 where
-    T: GraphQLValue<S> + Sync,
+    T: ResolvePlain<S> + Sync,
     T::TypeInfo: Sync,
     T::Context: Sync,
     S: ScalarValue + Send + Sync,
@@ -69,14 +85,14 @@ where
         selection_set: Option<&'a [Selection<S>]>,
         executor: &'a Executor<Self::Context, S>,
     ) -> BoxFuture<'a, ExecutionResult<S>> {
-        let result = self.0.resolve(info, selection_set, executor);
+        let result = GraphQLValue::resolve(self, info, selection_set, executor);
         Box::pin(std::future::ready(result))
     }
 }
 
 impl<S, T> IsOutputType<S> for SyncList<T>
 where
-    T: IsOutputType<S>,
+    T: IsOutputType<S> + ResolvePlain<S>,
     S: ScalarValue,
 {
     fn mark() {

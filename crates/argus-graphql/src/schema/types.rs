@@ -8,7 +8,7 @@ use argus_domain::{PageRequest, RoomId, Viewer};
 use argus_store::{IngestionCursor, MessageCursor, RoomCursor, Store};
 
 use super::paging::{self, connection};
-pub use super::sync_list::SyncList;
+pub use super::sync_list::{ResolvePlain, SyncList};
 use crate::CursorKind;
 use crate::{Context, Result};
 
@@ -45,6 +45,11 @@ mod date_time {
             .map(|t| DateTime(t.to_offset(UtcOffset::UTC)))
             .map_err(|_| "invalid DateTime: expected RFC 3339".into())
     }
+}
+
+/// The text of a [`DateTime`], as the scalar serialises it.
+pub(crate) fn date_time_text(v: &DateTime) -> String {
+    date_time::to_output(v)
 }
 
 /// A GraphQL `Int` from a count, saturating.
@@ -555,6 +560,16 @@ pub struct TchapMessageEdge {
     pub cursor: String,
     /// The message.
     pub node: TchapMessage,
+}
+
+impl<S: juniper::ScalarValue> ResolvePlain<S> for TchapMessageEdge {
+    fn resolve_plain(
+        items: &[Self],
+        selection_set: Option<&[juniper::Selection<'_, S>]>,
+        executor: &juniper::Executor<'_, '_, Context, S>,
+    ) -> Option<juniper::Value<S>> {
+        super::plain_edges::resolve(items, selection_set, executor.context())
+    }
 }
 
 /// A page of messages.

@@ -202,3 +202,119 @@ async fn deep_wide_and_introspective_documents_are_refused_before_resolvers() {
     let r = h.run(&v, "{ __type(name: \"TchapRoom\") { name } }", json!({})).await;
     assert!(refused(&r), "{r}");
 }
+
+/// Messages of every shape a plain selection reads: media, a reply in a thread, an edit (with
+/// its versions), a redaction with who, when and why, an undecryptable event.
+fn varied_room() -> argus_domain::RoomSnapshot {
+    use argus_domain::{MediaRef, MessageRecord, Redaction, from_unix_ms};
+    let at = |s: i64| from_unix_ms(1_767_225_600_000 + s * 1_000).unwrap_or_else(|e| panic!("{e}"));
+    let text = |i: i64, body: &str| {
+        MessageRecord::text(
+            format!("$v{i}:tchap.test").parse().unwrap_or_else(|e| panic!("{e}")),
+            "@alice:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
+            body,
+            at(i),
+        )
+    };
+    let mut image = text(1, "photo.jpg");
+    image.msgtype = Some("m.image".into());
+    image.media = Some(MediaRef {
+        uri: Some("mxc://tchap.test/abc".into()),
+        mimetype: Some("image/jpeg".into()),
+        size: Some(12),
+    });
+    let mut reply = text(2, "« citation » \"quoted\" \\ \u{1F600}");
+    reply.reply_to = Some("$v1:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")));
+    reply.thread_root = Some("$v1:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")));
+    let mut redacted = text(3, "gone");
+    redacted.body = None;
+    redacted.msgtype = None;
+    redacted.redacted = true;
+    redacted.redaction = Some(Redaction {
+        redacted_by: "@mod:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
+        redacted_at: at(10),
+        reason: Some("hors sujet".into()),
+    });
+    let mut encrypted = text(4, "");
+    encrypted.body = None;
+    encrypted.msgtype = None;
+    encrypted.encrypted = true;
+    argus_domain::RoomSnapshot {
+        room_id: "!varied:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
+        homeserver_url: "https://matrix.tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
+        name: Some("Salle".into()),
+        topic: None,
+        canonical_alias: None,
+        member_count: 2,
+        encrypted: false,
+        messages: vec![text(0, "bonjour"), image, reply, redacted, encrypted],
+        edits: Vec::new(),
+        redactions: Vec::new(),
+        resume_token: None,
+        report: argus_domain::FetchReport::default(),
+    }
+}
+
+#[tokio::test]
+async fn plain_edges_answer_as_the_executor_does() {
+    let h = Harness::new().await;
+    let top = viewer("dgsi", TopSecret, &ALL);
+    let run = argus_store::IngestionRun {
+        viewer: top.clone(),
+        classification: Secret,
+        started_at: time::OffsetDateTime::now_utc(),
+    };
+    let store = h.services.store.clone();
+    tokio::task::spawn_blocking(move || store.record_ingestion(&run, &varied_room()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fields = "__typename id eventId roomId sender msgtype body sentAt classification edited redacted \
+                  encrypted replyTo threadRoot mediaUri mediaMimetype redactedBy redactedAt redactionReason";
+    let doc = |edge: &str, node: &str| {
+        format!(
+            "query($room: String!) {{ tchapMessages(roomId: $room, first: 10) {{ totalCount edges {{ {edge} }} }} \
+             again: tchapMessages(roomId: $room, first: 2) {{ edges {{ node {{ {node} }} }} }} }}"
+        )
+    };
+    let vars = json!({ "room": "!varied:tchap.test" });
+    // The plain form (answered in one pass), with aliases and __typename at both levels...
+    let plain = doc(&format!("__typename c: cursor n: node {{ {fields} text: body }}"), "b: body a: sentAt");
+    // ...and forms the executor answers field by field: a directive, a fragment, an inline
+    // fragment, a field asked twice under one key.
+    let generic = [
+        doc(
+            &format!("__typename c: cursor @include(if: true) n: node {{ {fields} text: body }}"),
+            "b: body a: sentAt",
+        ),
+        format!(
+            "{} fragment F on TchapMessage {{ {fields} text: body }}",
+            doc("__typename c: cursor n: node { ...F }", "b: body a: sentAt")
+        ),
+        doc(
+            &format!("__typename c: cursor n: node {{ ... on TchapMessage {{ {fields} }} text: body }}"),
+            "b: body a: sentAt b: body",
+        ),
+    ];
+    let reference = ok(h.run(&top, &plain, vars.clone()).await);
+    let edges = reference["tchapMessages"]["edges"].as_array().map_or(0, Vec::len);
+    assert_eq!(edges, 5, "{reference}");
+    assert_eq!(reference["tchapMessages"]["edges"][1]["n"]["mediaUri"], "mxc://tchap.test/abc");
+    assert_eq!(reference["tchapMessages"]["edges"][3]["n"]["redactionReason"], "hors sujet");
+    for document in &generic {
+        let other = ok(h.run(&top, document, vars.clone()).await);
+        // Cursors carry a random nonce: compare everything else, key order included.
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            for list in ["tchapMessages"] {
+                if let Some(edges) = v[list]["edges"].as_array_mut() {
+                    for e in edges {
+                        e["c"] = Value::Null;
+                    }
+                }
+            }
+            serde_json::to_string(&v).unwrap_or_default()
+        };
+        assert_eq!(strip(&reference), strip(&other), "{document}");
+    }
+}
