@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use diesel::{
     BoolExpressionMethods as _, ExpressionMethods as _, NullableExpressionMethods as _, QueryDsl as _,
     RunQueryDsl,
-    dsl::sql,
     sql_types::{BigInt, Nullable, SmallInt, Text},
 };
 
@@ -269,6 +268,81 @@ pub(crate) fn messages(
     Ok(page_of(items, wanted, count(conn, total)?))
 }
 
+/// `CAST(SUM(expr) AS BIGINT)`: a sum of BIGINT counts as a BIGINT on both engines
+/// (PostgreSQL's `SUM` of BIGINT is NUMERIC). Unlike a raw SQL fragment, which Diesel never
+/// keeps prepared, a statement holding it stays in the connection's statement cache.
+#[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+struct SumOfCounts<E>(E);
+
+impl<E> diesel::Expression for SumOfCounts<E>
+where
+    E: diesel::Expression<SqlType = BigInt>,
+{
+    type SqlType = Nullable<BigInt>;
+}
+
+impl<E, QS> diesel::AppearsOnTable<QS> for SumOfCounts<E> where
+    E: diesel::AppearsOnTable<QS> + diesel::Expression<SqlType = BigInt>
+{
+}
+
+impl<E, QS> diesel::SelectableExpression<QS> for SumOfCounts<E> where
+    E: diesel::SelectableExpression<QS> + diesel::Expression<SqlType = BigInt>
+{
+}
+
+impl<E, GB> diesel::expression::ValidGrouping<GB> for SumOfCounts<E> {
+    type IsAggregate = diesel::expression::is_aggregate::Yes;
+}
+
+impl<E: diesel::query_builder::QueryFragment<MultiBackend>> diesel::query_builder::QueryFragment<MultiBackend>
+    for SumOfCounts<E>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
+    ) -> diesel::QueryResult<()> {
+        out.push_sql("CAST(SUM(");
+        self.0.walk_ast(out.reborrow())?;
+        out.push_sql(") AS BIGINT)");
+        Ok(())
+    }
+}
+
+/// A typed query followed by `LIMIT ? + 0` (see [`LIMIT_NOT_PLANNED`]): SQLite re-prepares a
+/// statement whose bare `LIMIT ?` is bound again, which Diesel's own `.limit()` gives.
+#[derive(Debug)]
+struct Limited<Q> {
+    query: Q,
+    limit: i64,
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Limited<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> diesel::query_builder::QueryId for Limited<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::QueryFragment<MultiBackend>> diesel::query_builder::QueryFragment<MultiBackend>
+    for Limited<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>,
+    ) -> diesel::QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(" LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(LIMIT_NOT_PLANNED);
+        Ok(())
+    }
+}
+
+impl<Q, C> RunQueryDsl<C> for Limited<Q> {}
+
 /// A page of a room's messages and the room's count in one typed statement (so in one
 /// snapshot on either engine, with no transaction around it): the room's storage id and the
 /// count are subqueries through the gate, the count a column of every row. `None` when that
@@ -288,7 +362,7 @@ pub(crate) fn messages_in_one_statement(
     let total = gate
         .message_counts()
         .filter(message_counts::room_pk.nullable().eq(room_pk()))
-        .select(sql::<Nullable<BigInt>>("CAST(SUM(message_counts.message_count) AS BIGINT)"))
+        .select(SumOfCounts(message_counts::message_count))
         .single_value();
     let mut query = gate.messages().filter(messages::room_pk.nullable().eq(room_pk()));
     if let Some(after) = &page.after {
@@ -298,11 +372,10 @@ pub(crate) fn messages_in_one_statement(
                 .or(messages::sent_at.eq(after.sent_at_ms).and(messages::id.gt(after.id))),
         );
     }
-    let rows: Vec<(MessageRow, Option<i64>)> = query
+    let query = query
         .select((<MessageRow as diesel::SelectableHelper<_>>::as_select(), total))
-        .order((messages::sent_at, messages::id))
-        .limit(limit)
-        .load(conn)?;
+        .order((messages::sent_at, messages::id));
+    let rows: Vec<(MessageRow, Option<i64>)> = Limited { query, limit }.load(conn)?;
     let total_count = match rows.first() {
         Some((_, total)) => total.unwrap_or(0),
         None => return Ok(None),
