@@ -47,7 +47,7 @@ impl MemoryQuery {
     }
 }
 
-/// A schema whose only field is [`MemoryQuery::tchap_messages`].
+/// A schema whose only field is `tchapMessages`, answered by [`MemoryQuery`].
 pub type MemorySchema = RootNode<MemoryQuery, EmptyMutation<Context>, EmptySubscription<Context>>;
 
 /// The schema answering every `tchapMessages` with `page`.
