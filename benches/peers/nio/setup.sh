@@ -9,13 +9,9 @@ venv="${NIO_VENV:-$root/target/peers/nio-venv}"
 req="$here/requirements.txt"
 marker="$venv/.argus-requirements.sha256"
 
-skip() {
-    echo "" >&2
-    echo "!!! SKIPPED: nio benchmark peer unavailable: $*" >&2
-    echo "!!! (exit 77; the nio comparison will not run)" >&2
-    echo "" >&2
-    exit 77
-}
+peer="nio"
+# shellcheck source=../skip.sh
+. "$here/../skip.sh"
 
 python="${PYTHON:-python3}"
 command -v "$python" >/dev/null 2>&1 || skip "'$python' not found on PATH"

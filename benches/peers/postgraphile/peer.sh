@@ -18,20 +18,10 @@ set -u
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 docs=(query-totalcount.graphql query-counts.graphql)
 
-skip() {
-    echo "" >&2
-    echo "!!! SKIPPED: PostGraphile benchmark peer unavailable: $*" >&2
-    echo "!!! (exit 77; the PostGraphile comparison will not run)" >&2
-    echo "" >&2
-    exit 77
-}
+peer="PostGraphile"
+# shellcheck source=../skip.sh
+. "$here/../skip.sh"
 
-need() {
-    local tool
-    for tool in "$@"; do
-        command -v "$tool" >/dev/null 2>&1 || skip "'$tool' not found on PATH"
-    done
-}
 
 body() {
     node -e '

@@ -24,13 +24,9 @@ root="$(cd "$here/../../.." && pwd)"
 dir="${ARGUS_PEER_DIR:-$root/target/peers/postgraphile}"
 marker="$dir/.argus-package.sha256"
 
-skip() {
-    echo "" >&2
-    echo "!!! SKIPPED: PostGraphile benchmark peer unavailable: $*" >&2
-    echo "!!! (exit 77; the PostGraphile comparison will not run)" >&2
-    echo "" >&2
-    exit 77
-}
+peer="PostGraphile"
+# shellcheck source=../skip.sh
+. "$here/../skip.sh"
 
 usage() {
     echo "usage: ARGUS_PEER_JWT_SECRET=... $0 SUPERUSER_URL PORT" >&2

@@ -5,15 +5,14 @@
 
 use std::{hint::black_box, time::Duration};
 
-use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
-use argus_testkit::homeserver::{MockHomeserver, bench};
+mod common;
+
+use argus_testkit::homeserver::bench;
+use common::{BenchResult, Reader, reader};
 use criterion::{Criterion, Throughput};
 
 const PAGES: usize = 10;
 const TOKEN: &str = "syt_bench_token";
-
-type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// The baseline: GET the same pages with a bare reqwest client and read the bytes; with
 /// `parse`, also parse each page into `serde_json::Value` (a context line, not the target).
@@ -42,17 +41,8 @@ async fn raw_loop(client: &reqwest::Client, base: &str, parse: bool) -> BenchRes
 }
 
 fn throughput(c: &mut Criterion) -> BenchResult {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (server, _pages) = rt.block_on(MockHomeserver::start_bench(PAGES, true));
+    let Reader { rt, server, homeserver, room, connector, token, options } = reader(PAGES, true)?;
     let base = server.uri();
-    let homeserver: HomeserverUrl = base.parse()?;
-    let room: RoomId = bench::ROOM.parse()?;
-    let token = AccessToken::new(TOKEN);
-    let connector = Connector::new(ConnectorConfig {
-        allow_private_addresses: vec!["127.0.0.1".into()],
-        ..ConnectorConfig::default()
-    })?;
-    let options = FetchOptions { max_messages: argus_matrix::HARD_MAX_MESSAGES, since: None };
     let raw = reqwest::Client::builder().no_proxy().build()?;
 
     // Both paths must read everything before being timed.

@@ -4,11 +4,10 @@
 //!
 //! Run with `cargo bench -p argus-matrix --bench memory`.
 
-use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
-use argus_testkit::homeserver::{MockHomeserver, bench};
+mod common;
 
-type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+use argus_testkit::homeserver::bench;
+use common::{BenchResult, Reader, reader};
 
 const PAGES: usize = 100;
 
@@ -21,22 +20,10 @@ fn vm_hwm_kib() -> BenchResult<u64> {
 
 #[expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 fn main() -> BenchResult {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (server, _) = rt.block_on(MockHomeserver::start_bench(PAGES, false));
-    let homeserver: HomeserverUrl = server.uri().parse()?;
-    let room: RoomId = bench::ROOM.parse()?;
-    let connector = Connector::new(ConnectorConfig {
-        allow_private_addresses: vec!["127.0.0.1".into()],
-        ..ConnectorConfig::default()
-    })?;
+    let Reader { rt, server: _server, homeserver, room, connector, token, options } = reader(PAGES, false)?;
     let before = vm_hwm_kib()?;
     let started = std::time::Instant::now();
-    let snapshot = rt.block_on(connector.fetch_room(
-        &homeserver,
-        &AccessToken::new("syt_bench_token"),
-        &room,
-        &FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None },
-    ))?;
+    let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
     let elapsed = started.elapsed();
     let after = vm_hwm_kib()?;
     let r = &snapshot.report;

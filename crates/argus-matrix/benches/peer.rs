@@ -10,11 +10,10 @@
 
 use std::{path::PathBuf, process::Command, time::Instant};
 
-use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
-use argus_testkit::homeserver::{MockHomeserver, bench};
+mod common;
 
-type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+use argus_testkit::homeserver::bench;
+use common::{BenchResult, Reader, reader};
 
 const PAGES: usize = 100;
 
@@ -40,17 +39,8 @@ fn nio_python(peers: &std::path::Path) -> BenchResult<Option<String>> {
 fn main() -> BenchResult {
     let runs: usize = std::env::var("ARGUS_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/peers");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     // Prepared pages: the mock serves the same bytes to both readers at no cost of its own.
-    let (server, _) = rt.block_on(MockHomeserver::start_bench(PAGES, true));
-    let homeserver: HomeserverUrl = server.uri().parse()?;
-    let room: RoomId = bench::ROOM.parse()?;
-    let connector = Connector::new(ConnectorConfig {
-        allow_private_addresses: vec!["127.0.0.1".into()],
-        ..ConnectorConfig::default()
-    })?;
-    let token = AccessToken::new("syt_bench_token");
-    let options = FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None };
+    let Reader { rt, server, homeserver, room, connector, token, options } = reader(PAGES, true)?;
 
     let python = nio_python(&peers)?;
     let mut ours = Vec::new();

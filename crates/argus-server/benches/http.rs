@@ -186,35 +186,39 @@ fn peers_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/peers")
 }
 
+/// Starts a two-worker actix server on loopback answering `POST /graphql` with `route()`.
+fn loopback_server<F>(route: F) -> Result<(std::net::SocketAddr, actix_web::dev::ServerHandle)>
+where
+    F: Fn() -> actix_web::Route + Clone + Send + 'static,
+{
+    let server =
+        HttpServer::new(move || App::new().route("/graphql", route())).workers(2).bind("127.0.0.1:0")?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((addr, handle))
+}
+
 /// Serves `schema` (the same types, rows from memory) on `POST /graphql`, with one context.
 fn memory_server(
     schema: argus_graphql::bench::MemorySchema,
     context: argus_graphql::Context,
 ) -> Result<(std::net::SocketAddr, actix_web::dev::ServerHandle)> {
     let state = Arc::new((schema, context));
-    let server = HttpServer::new(move || {
+    loopback_server(move || {
         let state = Arc::clone(&state);
-        App::new().route(
-            "/graphql",
-            web::post().to(move |body: web::Bytes| {
-                let state = Arc::clone(&state);
-                async move {
-                    let Ok(request) = serde_json::from_slice::<juniper::http::GraphQLRequest>(&body) else {
-                        return HttpResponse::BadRequest().finish();
-                    };
-                    let response = request.execute(&state.0, &state.1).await;
-                    HttpResponse::Ok().json(&response)
-                }
-            }),
-        )
+        web::post().to(move |body: web::Bytes| {
+            let state = Arc::clone(&state);
+            async move {
+                let Ok(request) = serde_json::from_slice::<juniper::http::GraphQLRequest>(&body) else {
+                    return HttpResponse::BadRequest().finish();
+                };
+                let response = request.execute(&state.0, &state.1).await;
+                HttpResponse::Ok().json(&response)
+            }
+        })
     })
-    .workers(2)
-    .bind("127.0.0.1:0")?;
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Ok((addr, handle))
 }
 
 /// The database's floor: `pgbench` running the store's two statements for the same page.
@@ -348,23 +352,14 @@ fn token(config: &Config, viewer: &Viewer) -> Result<String> {
 /// The plain actix handler serialising a prepared payload, and the same Juniper types resolving
 /// the store's first page from memory.
 async fn baselines(payload: Value, store: &Store, seconds: u64, connections: u64) -> Result<[Load; 2]> {
-    let plain_payload = Arc::new(payload);
-    let plain = HttpServer::new(move || {
-        let payload = Arc::clone(&plain_payload);
-        App::new().route(
-            "/graphql",
-            web::post().to(move |_body: web::Bytes| {
-                let payload = Arc::clone(&payload);
-                async move { HttpResponse::Ok().json(&*payload) }
-            }),
-        )
-    })
-    .workers(2)
-    .bind("127.0.0.1:0")?;
-    let plain_addr = plain.addrs()[0];
-    let plain = plain.run();
-    let plain_handle = plain.handle();
-    tokio::spawn(plain);
+    let payload = Arc::new(payload);
+    let (plain_addr, plain_handle) = loopback_server(move || {
+        let payload = Arc::clone(&payload);
+        web::post().to(move |_body: web::Bytes| {
+            let payload = Arc::clone(&payload);
+            async move { HttpResponse::Ok().json(&*payload) }
+        })
+    })?;
     let plain_load =
         load(format!("http://{plain_addr}/graphql"), String::new(), document(), seconds, connections).await?;
     plain_handle.stop(true).await;
