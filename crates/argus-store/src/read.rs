@@ -205,10 +205,8 @@ pub(crate) fn rooms(
     let rows: Vec<RoomRow> = sql.build_cached().load(conn)?;
     let items = rows.into_iter().map(RoomRow::into_domain).collect::<Result<Vec<_>>>()?;
 
-    let mut total = Sql::new(backend);
-    total.push("SELECT COUNT(*) AS n FROM rooms r WHERE ");
-    gate.apply(&mut total, "r");
-    Ok(page_of(items, wanted, count(conn, total)?))
+    let total: i64 = gate.rooms().count().get_result(conn)?;
+    Ok(page_of(items, wanted, total))
 }
 
 /// One visible room, or `None` when it is absent or withheld.
@@ -482,20 +480,23 @@ pub(crate) fn ingestions(
     gate: &Gate,
     page: &PageRequest<IngestionCursor>,
 ) -> Result<Page<IngestionRecord>> {
-    let backend = conn.backend();
+    use crate::schema::ingestions;
     let (wanted, limit) = fetch_size(page.first);
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT i.* FROM ingestions i WHERE ");
-    gate.apply(&mut sql, "i");
+    let visible = || {
+        ingestions::table
+            .filter(ingestions::org_id.eq(&gate.org))
+            .filter(ingestions::classification.le(gate.clearance))
+            .into_boxed::<MultiBackend>()
+    };
+    let mut query = visible();
     if let Some(after) = &page.after {
-        sql.push(" AND i.seq < ").bind::<BigInt, _>(after.seq);
+        query = query.filter(ingestions::seq.lt(after.seq));
     }
-    sql.push(" ORDER BY i.seq DESC LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
-    let rows: Vec<IngestionRow> = sql.build_cached().load(conn)?;
+    let query = query
+        .select(<IngestionRow as diesel::SelectableHelper<_>>::as_select())
+        .order(ingestions::seq.desc());
+    let rows: Vec<IngestionRow> = Limited { query, limit }.load(conn)?;
     let items = rows.into_iter().map(IngestionRow::into_domain).collect::<Result<Vec<_>>>()?;
-
-    let mut total = Sql::new(backend);
-    total.push("SELECT COUNT(*) AS n FROM ingestions i WHERE ");
-    gate.apply(&mut total, "i");
-    Ok(page_of(items, wanted, count(conn, total)?))
+    let total: i64 = visible().count().get_result(conn)?;
+    Ok(page_of(items, wanted, total))
 }

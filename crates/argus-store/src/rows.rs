@@ -156,8 +156,8 @@ impl VersionRow {
     }
 }
 
-/// An audit record.
-#[derive(Debug, QueryableByName)]
+/// An audit record: by name from hand-written SQL, by position from typed queries.
+#[derive(Debug, QueryableByName, diesel::Queryable, diesel::Selectable)]
 #[diesel(table_name = ingestions)]
 pub(crate) struct IngestionRow {
     pub(crate) id: i64,

@@ -191,4 +191,5 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(rooms, messages, message_counts);
+diesel::joinable!(message_versions -> messages (message_pk));
+diesel::allow_tables_to_appear_in_same_query!(rooms, messages, message_counts, message_versions);

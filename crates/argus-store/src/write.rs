@@ -10,7 +10,8 @@ use argus_domain::{
     NewIngestion, Redaction, RoomSnapshot, StoredRoom, UserId, Viewer, policy, to_unix_ms,
 };
 use diesel::{
-    RunQueryDsl,
+    BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, RunQueryDsl,
+    SelectableHelper as _,
     sql_types::{BigInt, Bool, Nullable, SmallInt, Text},
 };
 use sha2::{Digest, Sha256};
@@ -20,6 +21,7 @@ use crate::{
     Backend, Error, Result, audit,
     db::{DbConn, Sql, TxMode, in_transaction},
     read::{self, Gate},
+    schema::{message_versions, messages},
 };
 
 /// Longest accepted values, in bytes.
@@ -494,33 +496,27 @@ struct Evidence {
 }
 
 /// A stored message as the edit and redaction rules need it.
-#[derive(Debug, diesel::QueryableByName)]
+#[derive(Debug, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = messages)]
 struct Original {
-    #[diesel(sql_type = BigInt)]
     id: i64,
-    #[diesel(sql_type = Text)]
     sender: String,
-    #[diesel(sql_type = Nullable<Text>)]
     msgtype: Option<String>,
-    #[diesel(sql_type = Nullable<Text>)]
     body: Option<String>,
-    #[diesel(sql_type = BigInt)]
     sent_at: i64,
-    #[diesel(sql_type = Bool)]
     edited: bool,
-    #[diesel(sql_type = Bool)]
     redacted: bool,
-    #[diesel(sql_type = Bool)]
     encrypted: bool,
 }
 
 fn original(conn: &mut DbConn, org: &str, room_pk: i64, event: &EventId) -> Result<Option<Original>> {
-    let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT id, sender, msgtype, body, sent_at, edited, redacted, encrypted FROM messages WHERE org_id = ");
-    sql.bind::<Text, _>(org.to_owned()).push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
-    sql.push(" AND event_id = ").bind::<Text, _>(event.as_str().to_owned());
-    Ok(sql.build_cached().load::<Original>(conn)?.into_iter().next())
+    Ok(messages::table
+        .filter(messages::org_id.eq(org))
+        .filter(messages::room_pk.eq(room_pk))
+        .filter(messages::event_id.eq(event.as_str()))
+        .select(Original::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Keeps one version of a message; a version already kept is left as it is. Returns whether
@@ -547,13 +543,12 @@ fn keep_version(conn: &mut DbConn, org: &str, message_pk: i64, v: &MessageVersio
 
 /// The message an event is kept as a version of, if any.
 fn version_owner(conn: &mut DbConn, org: &str, event: &EventId) -> Result<Option<i64>> {
-    let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT v.message_pk AS n FROM message_versions v WHERE v.org_id = ")
-        .bind::<Text, _>(org.to_owned());
-    sql.push(" AND v.event_id = ").bind::<Text, _>(event.as_str().to_owned());
-    let owner: Option<crate::rows::Count> = sql.build_cached().load(conn)?.into_iter().next();
-    Ok(owner.map(|o| o.n))
+    Ok(message_versions::table
+        .filter(message_versions::org_id.eq(org))
+        .filter(message_versions::event_id.eq(event.as_str()))
+        .select(message_versions::message_pk)
+        .first(conn)
+        .optional()?)
 }
 
 /// Makes `latest` the stored content of message `id` unless a later version is already there;
@@ -564,20 +559,21 @@ fn set_latest(
     latest: &MessageVersion,
     media: Option<Option<String>>,
 ) -> Result<usize> {
-    let backend = conn.backend();
     let at = to_unix_ms(latest.sent_at);
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE messages SET body = ").bind::<Nullable<Text>, _>(latest.body.clone());
-    sql.push(", msgtype = ").bind::<Nullable<Text>, _>(latest.msgtype.clone());
-    if let Some(media) = media {
-        sql.push(", media = ").bind::<Nullable<Text>, _>(media);
-    }
-    sql.push(", edited = ").bind::<Bool, _>(true);
-    sql.push(", edited_at = ").bind::<BigInt, _>(at);
-    sql.push(" WHERE id = ").bind::<BigInt, _>(id);
-    sql.push(" AND redacted = ").bind::<Bool, _>(false);
-    sql.push(" AND (edited_at IS NULL OR edited_at < ").bind::<BigInt, _>(at).push(")");
-    let changed = sql.build_cached().execute(conn)?;
+    let target = messages::table
+        .filter(messages::id.eq(id))
+        .filter(messages::redacted.eq(false))
+        .filter(messages::edited_at.is_null().or(messages::edited_at.lt(at)));
+    let content = (
+        messages::body.eq(latest.body.as_deref()),
+        messages::msgtype.eq(latest.msgtype.as_deref()),
+        messages::edited.eq(true),
+        messages::edited_at.eq(at),
+    );
+    let changed = match media {
+        Some(media) => diesel::update(target).set((content, messages::media.eq(media))).execute(conn)?,
+        None => diesel::update(target).set(content).execute(conn)?,
+    };
     Ok(changed)
 }
 
@@ -602,38 +598,43 @@ fn redact(conn: &mut DbConn, org: &str, stored: &Original, redaction: Option<&Re
         // Nothing left to purge.
         return Ok(());
     }
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE messages SET redacted = ").bind::<Bool, _>(true);
-    sql.push(", body = NULL, media = NULL WHERE id = ").bind::<BigInt, _>(id);
-    sql.build_cached().execute(conn)?;
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE message_versions SET body = NULL, msgtype = NULL WHERE org_id = ");
-    sql.bind::<Text, _>(org.to_owned()).push(" AND message_pk = ").bind::<BigInt, _>(id);
-    sql.build_cached().execute(conn)?;
+    diesel::update(messages::table.filter(messages::id.eq(id)))
+        .set((
+            messages::redacted.eq(true),
+            messages::body.eq(None::<String>),
+            messages::media.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    diesel::update(
+        message_versions::table
+            .filter(message_versions::org_id.eq(org))
+            .filter(message_versions::message_pk.eq(id)),
+    )
+    .set((message_versions::body.eq(None::<String>), message_versions::msgtype.eq(None::<String>)))
+    .execute(conn)?;
     Ok(())
 }
 
 /// A kept version of a message of the room, found by the event that carried it.
-#[derive(Debug, diesel::QueryableByName)]
+#[derive(Debug, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = message_versions)]
 struct VersionKey {
-    #[diesel(sql_type = BigInt)]
     id: i64,
-    #[diesel(sql_type = BigInt)]
     message_pk: i64,
-    #[diesel(sql_type = Text)]
     sender: String,
-    #[diesel(sql_type = BigInt)]
     sent_at: i64,
 }
 
 fn version_of(conn: &mut DbConn, org: &str, room_pk: i64, event: &EventId) -> Result<Option<VersionKey>> {
-    let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT v.id, v.message_pk, v.sender, v.sent_at FROM message_versions v JOIN messages m ON m.id = v.message_pk WHERE v.org_id = ");
-    sql.bind::<Text, _>(org.to_owned()).push(" AND v.event_id = ").bind::<Text, _>(event.as_str().to_owned());
-    sql.push(" AND m.org_id = ").bind::<Text, _>(org.to_owned());
-    sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
-    Ok(sql.build_cached().load::<VersionKey>(conn)?.into_iter().next())
+    Ok(message_versions::table
+        .inner_join(messages::table)
+        .filter(message_versions::org_id.eq(org))
+        .filter(message_versions::event_id.eq(event.as_str()))
+        .filter(messages::org_id.eq(org))
+        .filter(messages::room_pk.eq(room_pk))
+        .select(VersionKey::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Applies a redaction whose target is an edit kept as a version: under the same rule as a
@@ -655,10 +656,9 @@ fn withdraw_version(
     if !policy::may_redact(&sender, &r.redaction.redacted_by, r.confirmed) {
         return Ok(Some(false));
     }
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE message_versions SET body = NULL, msgtype = NULL WHERE id = ")
-        .bind::<BigInt, _>(version.id);
-    sql.build_cached().execute(conn)?;
+    diesel::update(message_versions::table.filter(message_versions::id.eq(version.id)))
+        .set((message_versions::body.eq(None::<String>), message_versions::msgtype.eq(None::<String>)))
+        .execute(conn)?;
     // The message shows the latest version still holding content.
     let mut sql = Sql::new(backend);
     sql.push(
