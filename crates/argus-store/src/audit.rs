@@ -10,15 +10,15 @@ use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use argus_domain::{IngestionRecord, NewIngestion, OrgId, to_unix_ms};
 use diesel::{
-    QueryableByName, RunQueryDsl,
-    sql_types::{BigInt, Nullable, SmallInt, Text},
+    ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, RunQueryDsl, SelectableHelper as _,
 };
 use sha2::{Digest, Sha256};
 
 use crate::{
     Error, Result,
     db::{DbConn, Sql},
-    rows::{Id, IngestionRow, hash32},
+    rows::{IngestionRow, hash32},
+    schema::ingestions,
 };
 
 /// The `prev_hash` of the first record of every chain.
@@ -226,13 +226,11 @@ pub(crate) fn sanitised(entry: &NewIngestion) -> Result<NewIngestion> {
     Ok(e)
 }
 
-#[derive(Debug, QueryableByName)]
+#[derive(Debug, diesel::QueryableByName, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = ingestions)]
 struct HeadRow {
-    #[diesel(sql_type = Text)]
     org_id: String,
-    #[diesel(sql_type = BigInt)]
     seq: i64,
-    #[diesel(sql_type = Text)]
     hash: String,
 }
 
@@ -243,12 +241,13 @@ pub(crate) fn append(
     key: Option<&AuditKey>,
     entry: &NewIngestion,
 ) -> Result<IngestionRecord> {
-    let backend = conn.backend();
     let org = entry.org.as_str();
-    let mut head = Sql::new(backend);
-    head.push("SELECT i.org_id, i.seq, i.hash FROM ingestions i WHERE i.org_id = ");
-    head.bind::<Text, _>(org.to_owned()).push(" ORDER BY i.seq DESC LIMIT 1");
-    let last: Option<HeadRow> = head.build().load(conn)?.into_iter().next();
+    let last: Option<HeadRow> = ingestions::table
+        .filter(ingestions::org_id.eq(org))
+        .order(ingestions::seq.desc())
+        .select(HeadRow::as_select())
+        .first(conn)
+        .optional()?;
     let (seq, prev_hash) = match last {
         None => (1, GENESIS),
         Some(h) => (h.seq + 1, hash32(&h.hash).ok_or(Error::Corrupt("a stored audit hash is malformed"))?),
@@ -266,26 +265,25 @@ pub(crate) fn append(
     };
     let hash = link_hash(key, org, seq, &stored, &prev_hash);
 
-    let mut ins = Sql::new(backend);
-    ins.push(
-        "INSERT INTO ingestions (org_id, seq, actor, room_id, homeserver_url, message_count, \
-         classification, started_at, finished_at, outcome, error, prev_hash, hash) VALUES (",
-    );
-    ins.bind::<Text, _>(org.to_owned()).push(", ");
-    ins.bind::<BigInt, _>(seq).push(", ");
-    ins.bind::<Text, _>(stored.actor.to_owned()).push(", ");
-    ins.bind::<Text, _>(stored.room_id.to_owned()).push(", ");
-    ins.bind::<Text, _>(stored.homeserver_url.to_owned()).push(", ");
-    ins.bind::<BigInt, _>(stored.message_count).push(", ");
-    ins.bind::<SmallInt, _>(stored.classification).push(", ");
-    ins.bind::<BigInt, _>(stored.started_at).push(", ");
-    ins.bind::<Nullable<BigInt>, _>(stored.finished_at).push(", ");
-    ins.bind::<Text, _>(stored.outcome.to_owned()).push(", ");
-    ins.bind::<Nullable<Text>, _>(stored.error.map(str::to_owned)).push(", ");
-    ins.bind::<Text, _>(hex::encode(prev_hash)).push(", ");
-    ins.bind::<Text, _>(hex::encode(hash)).push(") RETURNING id");
-    let id: Id = ins.build().get_result(conn)?;
-    Ok(IngestionRecord { id: id.id, seq, entry: entry.clone(), prev_hash, hash })
+    let id: i64 = diesel::insert_into(ingestions::table)
+        .values((
+            ingestions::org_id.eq(org),
+            ingestions::seq.eq(seq),
+            ingestions::actor.eq(stored.actor),
+            ingestions::room_id.eq(stored.room_id),
+            ingestions::homeserver_url.eq(stored.homeserver_url),
+            ingestions::message_count.eq(stored.message_count),
+            ingestions::classification.eq(stored.classification),
+            ingestions::started_at.eq(stored.started_at),
+            ingestions::finished_at.eq(stored.finished_at),
+            ingestions::outcome.eq(stored.outcome),
+            ingestions::error.eq(stored.error),
+            ingestions::prev_hash.eq(hex::encode(prev_hash)),
+            ingestions::hash.eq(hex::encode(hash)),
+        ))
+        .returning(ingestions::id)
+        .get_result(conn)?;
+    Ok(IngestionRecord { id, seq, entry: entry.clone(), prev_hash, hash })
 }
 
 /// The newest record of every organisation's chain, by organisation.
@@ -308,12 +306,6 @@ pub(crate) fn heads(conn: &mut DbConn) -> Result<Vec<ChainHead>> {
         .collect()
 }
 
-#[derive(Debug, QueryableByName)]
-struct OrgRow {
-    #[diesel(sql_type = Text)]
-    org_id: String,
-}
-
 /// Recomputes every link of every chain and compares each chain with its expected head. With
 /// `key`, every link must be keyed, except those up to `unkeyed_until` of an organisation (the
 /// records appended before the key was set, a boundary the operator keeps outside the database).
@@ -323,16 +315,14 @@ pub(crate) fn verify(
     expected: &[ChainHead],
     unkeyed_until: &BTreeMap<OrgId, i64>,
 ) -> Result<Vec<ChainVerification>> {
-    let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT DISTINCT i.org_id FROM ingestions i ORDER BY i.org_id");
-    let orgs: Vec<OrgRow> = sql.build().load(conn)?;
+    let orgs: Vec<String> =
+        ingestions::table.select(ingestions::org_id).distinct().order(ingestions::org_id).load(conn)?;
     let mut by_org: BTreeMap<String, Vec<&ChainHead>> = BTreeMap::new();
     for h in expected {
         by_org.entry(h.org.as_str().to_owned()).or_default().push(h);
     }
-    for o in &orgs {
-        by_org.entry(o.org_id.clone()).or_default();
+    for o in orgs {
+        by_org.entry(o).or_default();
     }
     by_org
         .into_iter()
@@ -352,7 +342,6 @@ fn verify_chain(
     org: &str,
     expected: &[&ChainHead],
 ) -> Result<ChainVerification> {
-    let backend = conn.backend();
     let org_id: OrgId = org.parse().map_err(|_| Error::Corrupt("a stored organisation id is malformed"))?;
     let mut v =
         ChainVerification { org: org_id.clone(), length: 0, head: None, first_bad_seq: None, problem: None };
@@ -368,11 +357,13 @@ fn verify_chain(
     let wanted: std::collections::BTreeSet<i64> = expected.iter().map(|h| h.seq).collect();
     let mut after = 0i64;
     loop {
-        let mut sql = Sql::new(backend);
-        sql.push("SELECT i.* FROM ingestions i WHERE i.org_id = ").bind::<Text, _>(org.to_owned());
-        sql.push(" AND i.seq > ").bind::<BigInt, _>(after);
-        sql.push(" ORDER BY i.seq LIMIT ").bind::<BigInt, _>(VERIFY_BATCH);
-        let rows: Vec<IngestionRow> = sql.build().load(conn)?;
+        let rows: Vec<IngestionRow> = ingestions::table
+            .filter(ingestions::org_id.eq(org))
+            .filter(ingestions::seq.gt(after))
+            .order(ingestions::seq)
+            .limit(VERIFY_BATCH)
+            .select(IngestionRow::as_select())
+            .load(conn)?;
         let Some(last) = rows.last() else { break };
         after = last.seq;
         for row in &rows {
