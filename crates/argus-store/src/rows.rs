@@ -228,13 +228,6 @@ pub(crate) struct Count {
     pub(crate) n: i64,
 }
 
-/// A single id.
-#[derive(Debug, QueryableByName)]
-pub(crate) struct Id {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) id: i64,
-}
-
 /// A room's storage id, classification rank and the homeserver it was read from.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct RoomKey {

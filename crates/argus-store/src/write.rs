@@ -21,7 +21,7 @@ use crate::{
     Backend, Error, Result, audit,
     db::{DbConn, Sql, TxMode, in_transaction},
     read::{self, Gate},
-    schema::{message_versions, messages},
+    schema::{message_counts, message_versions, messages, rooms},
 };
 
 /// Longest accepted values, in bytes.
@@ -221,48 +221,43 @@ fn upsert_room(
     s: &RoomSnapshot,
     now: i64,
 ) -> Result<(i64, Classification, Option<String>)> {
-    let backend = conn.backend();
     let existing = read::room_key(conn, &Gate::whole_org(&run.viewer.org), &s.room_id)?;
     let stored = existing.as_ref().map(|r| crate::rows::rank(r.classification)).transpose()?;
     let merged = policy::merge_classification(stored, run.classification);
 
-    let mut sql = Sql::new(backend);
+    let content = (
+        rooms::name.eq(s.name.as_deref()),
+        rooms::topic.eq(s.topic.as_deref()),
+        rooms::canonical_alias.eq(s.canonical_alias.as_deref()),
+        rooms::member_count.eq(i64::from(s.member_count)),
+        rooms::encrypted.eq(s.encrypted),
+        rooms::classification.eq(merged.rank()),
+        rooms::last_ingested_at.eq(now),
+    );
     match &existing {
         Some(r) => {
-            let same_source = r.homeserver_url == s.homeserver_url.as_str();
-            sql.push("UPDATE rooms SET name = ").bind::<Nullable<Text>, _>(s.name.clone());
-            sql.push(", topic = ").bind::<Nullable<Text>, _>(s.topic.clone());
-            sql.push(", canonical_alias = ").bind::<Nullable<Text>, _>(s.canonical_alias.clone());
-            sql.push(", member_count = ").bind::<BigInt, _>(i64::from(s.member_count));
-            sql.push(", encrypted = ").bind::<Bool, _>(s.encrypted);
-            sql.push(", classification = ").bind::<SmallInt, _>(merged.rank());
-            sql.push(", last_ingested_at = ").bind::<BigInt, _>(now);
-            if same_source {
-                sql.push(", resume_token = ").bind::<Nullable<Text>, _>(s.resume_token.clone());
+            let target = rooms::table.filter(rooms::id.eq(r.id));
+            if r.homeserver_url == s.homeserver_url.as_str() {
+                let resume = rooms::resume_token.eq(s.resume_token.as_deref());
+                diesel::update(target).set((content, resume)).execute(conn)?;
+            } else {
+                diesel::update(target).set(content).execute(conn)?;
             }
-            sql.push(" WHERE id = ").bind::<BigInt, _>(r.id);
-            sql.build().execute(conn)?;
             Ok((r.id, merged, Some(r.homeserver_url.clone())))
         }
         None => {
-            sql.push(
-                "INSERT INTO rooms (org_id, room_id, homeserver_url, name, topic, canonical_alias, \
-                 member_count, encrypted, classification, first_seen_at, last_ingested_at, resume_token) VALUES (",
-            );
-            sql.bind::<Text, _>(run.viewer.org.as_str().to_owned()).push(", ");
-            sql.bind::<Text, _>(s.room_id.as_str().to_owned()).push(", ");
-            sql.bind::<Text, _>(s.homeserver_url.as_str().to_owned()).push(", ");
-            sql.bind::<Nullable<Text>, _>(s.name.clone()).push(", ");
-            sql.bind::<Nullable<Text>, _>(s.topic.clone()).push(", ");
-            sql.bind::<Nullable<Text>, _>(s.canonical_alias.clone()).push(", ");
-            sql.bind::<BigInt, _>(i64::from(s.member_count)).push(", ");
-            sql.bind::<Bool, _>(s.encrypted).push(", ");
-            sql.bind::<SmallInt, _>(merged.rank()).push(", ");
-            sql.bind::<BigInt, _>(now).push(", ");
-            sql.bind::<BigInt, _>(now).push(", ");
-            sql.bind::<Nullable<Text>, _>(s.resume_token.clone()).push(") RETURNING id");
-            let row: crate::rows::Id = sql.build().get_result(conn)?;
-            Ok((row.id, merged, None))
+            let id: i64 = diesel::insert_into(rooms::table)
+                .values((
+                    rooms::org_id.eq(run.viewer.org.as_str()),
+                    rooms::room_id.eq(s.room_id.as_str()),
+                    rooms::homeserver_url.eq(s.homeserver_url.as_str()),
+                    content,
+                    rooms::first_seen_at.eq(now),
+                    rooms::resume_token.eq(s.resume_token.as_deref()),
+                ))
+                .returning(rooms::id)
+                .get_result(conn)?;
+            Ok((id, merged, None))
         }
     }
 }
@@ -293,19 +288,26 @@ fn add_message_count(
 
 /// Replaces the room's stored counts by a count of its messages.
 fn recount_messages(conn: &mut DbConn, org: &str, room_pk: i64) -> Result<()> {
-    let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push("DELETE FROM message_counts WHERE org_id = ").bind::<Text, _>(org);
-    sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
-    sql.build().execute(conn)?;
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "INSERT INTO message_counts (org_id, room_pk, classification, message_count) \
-         SELECT m.org_id, m.room_pk, m.classification, COUNT(*) FROM messages m WHERE m.org_id = ",
-    );
-    sql.bind::<Text, _>(org).push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
-    sql.push(" GROUP BY m.org_id, m.room_pk, m.classification");
-    sql.build().execute(conn)?;
+    diesel::delete(
+        message_counts::table
+            .filter(message_counts::org_id.eq(org))
+            .filter(message_counts::room_pk.eq(room_pk)),
+    )
+    .execute(conn)?;
+    let counts = messages::table
+        .filter(messages::org_id.eq(org))
+        .filter(messages::room_pk.eq(room_pk))
+        .group_by((messages::org_id, messages::room_pk, messages::classification))
+        .select((messages::org_id, messages::room_pk, messages::classification, diesel::dsl::count_star()));
+    diesel::insert_into(message_counts::table)
+        .values(counts)
+        .into_columns((
+            message_counts::org_id,
+            message_counts::room_pk,
+            message_counts::classification,
+            message_counts::message_count,
+        ))
+        .execute(conn)?;
     Ok(())
 }
 
@@ -469,21 +471,15 @@ fn raise_classification(
     level: Classification,
     chunk: &[MessageRecord],
 ) -> Result<()> {
-    let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE messages SET classification = ").bind::<SmallInt, _>(level.rank());
-    sql.push(" WHERE org_id = ").bind::<Text, _>(org);
-    sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
-    sql.push(" AND classification < ").bind::<SmallInt, _>(level.rank());
-    sql.push(" AND event_id IN (");
-    for (i, m) in chunk.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.bind::<Text, _>(m.event_id.as_str());
-    }
-    sql.push(")");
-    sql.build().execute(conn)?;
+    diesel::update(
+        messages::table
+            .filter(messages::org_id.eq(org))
+            .filter(messages::room_pk.eq(room_pk))
+            .filter(messages::classification.lt(level.rank()))
+            .filter(messages::event_id.eq_any(chunk.iter().map(|m| m.event_id.as_str()))),
+    )
+    .set(messages::classification.eq(level.rank()))
+    .execute(conn)?;
     Ok(())
 }
 
