@@ -80,12 +80,17 @@ pub struct Services {
     pub admission: Admission,
     /// Notified after every successful ingestion (wakes the fusion relay).
     pub on_ingested: Option<Arc<tokio::sync::Notify>>,
+    /// One permit per pooled connection: callers past the pool's size wait here, in turn and
+    /// without holding a thread, instead of as blocked threads on the pool.
+    store_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Services {
     /// Bundles the services with default limits and a random cursor key.
     pub fn new(store: Store, connector: Connector) -> Self {
+        let slots = usize::try_from(store.pool_size()).unwrap_or(1).max(1);
         Self {
+            store_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             store,
             connector,
             cursor_key: CursorKey::random(),
@@ -96,17 +101,27 @@ impl Services {
         }
     }
 
-    /// Runs a blocking store call on the blocking thread pool.
+    /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free
+    /// for it (at most the store's busy timeout, then `Unavailable` as the pool would say).
     pub async fn with_store<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        let wait = self.store.busy_timeout().max(std::time::Duration::from_millis(100));
+        let permit = tokio::time::timeout(wait, Arc::clone(&self.store_slots).acquire_owned())
             .await
-            .map_err(|_| Error::Internal)?
-            .map_err(Error::from)
+            .map_err(|_| Error::Store(argus_store::Error::Unavailable))?
+            .map_err(|_| Error::Internal)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = f(&store);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| Error::Internal)?
+        .map_err(Error::from)
     }
 }
 

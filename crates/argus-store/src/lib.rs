@@ -55,6 +55,7 @@ pub struct Store {
     pool: DbPool,
     backend: Backend,
     audit_key: Option<std::sync::Arc<AuditKey>>,
+    busy_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -82,12 +83,28 @@ impl Store {
     /// migrations.
     pub fn connect(database_url: &DatabaseUrl, options: StoreOptions) -> Result<Store> {
         let (pool, backend) = db::open_pool(database_url, &options)?;
-        Ok(Store { pool, backend, audit_key: options.audit_key.map(std::sync::Arc::new) })
+        Ok(Store {
+            pool,
+            backend,
+            audit_key: options.audit_key.map(std::sync::Arc::new),
+            busy_timeout: options.busy_timeout,
+        })
     }
 
     /// The engine behind this store.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How many connections the pool holds at most: more callers at once wait.
+    pub fn pool_size(&self) -> u32 {
+        self.pool.max_size()
+    }
+
+    /// How long a caller waits for a connection (or SQLite for a lock) before
+    /// [`Error::Unavailable`].
+    pub fn busy_timeout(&self) -> std::time::Duration {
+        self.busy_timeout
     }
 
     fn conn(&self) -> Result<Pooled> {
