@@ -54,6 +54,10 @@ impl Error {
 impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as Kind, Error as D};
+        if !matches!(e, D::NotFound) {
+            // The connection is asked whether it still works before its next use.
+            crate::db::note_statement_failure();
+        }
         match &e {
             D::DatabaseError(Kind::SerializationFailure, _) => Self::Busy,
             D::DatabaseError(Kind::ClosedConnection | Kind::UnableToSendCommand, _) => Self::Unavailable,

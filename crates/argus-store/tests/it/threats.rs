@@ -226,6 +226,37 @@ fn postgres_unavailable_is_a_clean_error_and_the_store_recovers() {
     assert!(verified.iter().all(|c| c.is_ok()), "{verified:?}");
 }
 
+/// Pooled PostgreSQL connections used within the last second are handed out without a
+/// `SELECT 1`; one cut under the store's feet (a backend terminated, a failover) fails at most
+/// the one call that meets it, cleanly, and is replaced: the next call works.
+#[test]
+fn postgres_connections_cut_while_pooled_fail_one_call_and_are_replaced() {
+    let Some(db) = crate::support::postgres() else { return };
+    let Guard::Postgres(pg) = &db.guard else { unreachable!() };
+    let (cluster, name) = (pg.cluster(), pg.name().to_owned());
+    let options =
+        StoreOptions { pool_size: 1, busy_timeout: Duration::from_millis(500), ..StoreOptions::default() };
+    let store = Store::open_with(&db.url, options).unwrap();
+    let v = viewer("org-a", Secret);
+    store.record_ingestion(&run(&v, Restricted), &snapshot("!cut:x.org", messages(3, now()))).unwrap();
+    for _ in 0..3 {
+        // Used a moment ago: the pool's one connection would be handed out unchecked.
+        assert_eq!(store.rooms(&v, &PageRequest::first(10)).unwrap().total_count, 1);
+        cluster
+            .execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' \
+                 AND pid <> pg_backend_pid()"
+            ))
+            .unwrap();
+        match store.rooms(&v, &PageRequest::first(10)) {
+            Ok(page) => assert_eq!(page.total_count, 1),
+            Err(e) => assert!(matches!(e, Error::Unavailable), "{e:?}"),
+        }
+        // Whatever the call that met the cut connection answered, the next one works.
+        assert_eq!(store.rooms(&v, &PageRequest::first(10)).unwrap().total_count, 1);
+    }
+}
+
 /// The orders of three items.
 const PERMUTATIONS: [[usize; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
 
