@@ -9,9 +9,9 @@ use argus_store::MessageCursor;
 use juniper::{EmptyMutation, EmptySubscription, RootNode, graphql_object};
 
 use crate::{
-    Context, CursorKind, Result,
+    Context, CursorKind,
     schema::{
-        paging::Connection as _,
+        paging,
         types::{TchapMessage, TchapMessageConnection},
     },
 };
@@ -31,19 +31,12 @@ impl MemoryQuery {
         room_id: String,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<TchapMessageConnection> {
+    ) -> TchapMessageConnection {
         let _ = after;
         let first = usize::try_from(first.unwrap_or(50)).unwrap_or(0);
-        let mut signer =
-            context.services().cursor_key.signer(CursorKind::Messages(&room_id), context.viewer());
-        let edges = self
-            .page
-            .items
-            .iter()
-            .take(first)
-            .map(|m| (signer.encode(&MessageCursor::of(m)), TchapMessage(m.clone())))
-            .collect();
-        Ok(TchapMessageConnection::build(edges, self.page.has_next_page, self.page.total_count))
+        let items = self.page.items.iter().take(first).cloned().collect();
+        let page = Page { items, has_next_page: self.page.has_next_page, total_count: self.page.total_count };
+        paging::build(context, CursorKind::Messages(&room_id), page, MessageCursor::of, TchapMessage)
     }
 }
 

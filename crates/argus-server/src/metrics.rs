@@ -71,17 +71,12 @@ fn latency_histogram() -> Histogram {
 }
 
 /// The server's metrics registry.
+#[derive(Debug)]
 pub struct HttpMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
     operations: Family<OperationLabels, Counter>,
-}
-
-impl std::fmt::Debug for HttpMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpMetrics").finish_non_exhaustive()
-    }
 }
 
 impl HttpMetrics {

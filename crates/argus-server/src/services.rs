@@ -13,17 +13,12 @@ use crate::{Config, Error, Result};
 
 /// The services built from a configuration, and the fusion relay that delivers what they
 /// record (when fusion is enabled).
+#[derive(Debug)]
 pub struct Assembled {
     /// Store, connector, limits, cursor key and the relay's wake-up.
     pub services: Arc<Services>,
     /// The fusion relay, when `fusion.enabled`; whoever runs it delivers the outbox.
     pub relay: Option<argus_fusion::Relay>,
-}
-
-impl std::fmt::Debug for Assembled {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Assembled").field("relay", &self.relay.is_some()).finish_non_exhaustive()
-    }
 }
 
 /// Creates the data directories and opens the store the configuration names (applying pending

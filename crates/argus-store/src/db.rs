@@ -324,14 +324,10 @@ fn private_sqlite_files(path: &str) -> Result<()> {
 
 /// Opens the pool and applies pending migrations.
 pub(crate) fn open_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<(DbPool, Backend)> {
-    let target = url.0.clone();
-    if let Target::Sqlite { path, memory: false } = &target {
+    if let Target::Sqlite { path, memory: false } = &url.0 {
         private_sqlite_files(path.expose_secret())?;
     }
-    let (backend, memory) = match &target {
-        Target::Sqlite { memory, .. } => (Backend::Sqlite, *memory),
-        Target::Postgres(_) => (Backend::Postgres, false),
-    };
+    let (backend, memory) = (url.backend(), url.is_memory());
     let size = if memory { 1 } else { options.pool_size.max(1) };
     let mut builder = Pool::builder()
         .max_size(size)

@@ -81,6 +81,15 @@ impl Gate {
             .into_boxed()
     }
 
+    /// The audit records the gate lets through, as a typed query.
+    fn ingestions(&self) -> crate::schema::ingestions::BoxedQuery<'_, MultiBackend> {
+        use crate::schema::ingestions;
+        ingestions::table
+            .filter(ingestions::org_id.eq(&self.org))
+            .filter(ingestions::classification.le(self.clearance))
+            .into_boxed()
+    }
+
     /// Appends `alias.org_id = :org AND alias.message_pk IN (ids)`, for rows that belong to
     /// messages (versions, redactions) and carry no classification of their own: `ids` are those
     /// of messages this gate let through, and the organisation is checked on the rows too.
@@ -482,13 +491,7 @@ pub(crate) fn ingestions(
 ) -> Result<Page<IngestionRecord>> {
     use crate::schema::ingestions;
     let (wanted, limit) = fetch_size(page.first);
-    let visible = || {
-        ingestions::table
-            .filter(ingestions::org_id.eq(&gate.org))
-            .filter(ingestions::classification.le(gate.clearance))
-            .into_boxed::<MultiBackend>()
-    };
-    let mut query = visible();
+    let mut query = gate.ingestions();
     if let Some(after) = &page.after {
         query = query.filter(ingestions::seq.lt(after.seq));
     }
@@ -497,6 +500,6 @@ pub(crate) fn ingestions(
         .order(ingestions::seq.desc());
     let rows: Vec<IngestionRow> = Limited { query, limit }.load(conn)?;
     let items = rows.into_iter().map(IngestionRow::into_domain).collect::<Result<Vec<_>>>()?;
-    let total: i64 = visible().count().get_result(conn)?;
+    let total: i64 = gate.ingestions().count().get_result(conn)?;
     Ok(page_of(items, wanted, total))
 }

@@ -53,7 +53,22 @@ where
     let request = page_request::<P>(context, kind, first, after.as_deref())?;
     let viewer = context.viewer().clone();
     let page = context.services().with_store(move |store| read(store, &viewer, &request)).await?;
+    Ok(build(context, kind, page, position, node))
+}
+
+/// The connection of one page: an edge per item, its cursor sealed for the caller.
+pub(crate) fn build<P, T, C>(
+    context: &Context,
+    kind: CursorKind<'_>,
+    page: Page<T>,
+    position: impl Fn(&T) -> P,
+    node: impl Fn(T) -> C::Node,
+) -> C
+where
+    P: Serialize,
+    C: Connection,
+{
     let mut signer = context.services().cursor_key.signer(kind, context.viewer());
     let edges = page.items.into_iter().map(|item| (signer.encode(&position(&item)), node(item))).collect();
-    Ok(C::build(edges, page.has_next_page, page.total_count))
+    C::build(edges, page.has_next_page, page.total_count)
 }

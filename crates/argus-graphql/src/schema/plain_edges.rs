@@ -10,7 +10,7 @@
 
 use juniper::{Object, ScalarValue, Selection, Value};
 
-use super::types::{DateTime, TchapMessage, TchapMessageEdge, date_time_text};
+use super::types::{DateTime, TchapMessage, TchapMessageEdge, date_time_text, opaque_id};
 use crate::Context;
 
 /// A field of `TchapMessage` this module resolves.
@@ -68,11 +68,9 @@ impl NodeField {
         let text = |s: Option<&str>| s.map_or_else(Value::null, |s| Value::scalar(s.to_owned()));
         match self {
             Self::Typename => Value::scalar("TchapMessage".to_owned()),
-            Self::Id => Value::scalar(context.services().cursor_key.node_id(
-                "TchapMessage",
-                context.viewer(),
-                node.0.id,
-            )),
+            Self::Id => {
+                Value::scalar(Box::<str>::from(opaque_id(context, "TchapMessage", node.0.id)).into_string())
+            }
             Self::EventId => Value::scalar(m.event_id.as_str().to_owned()),
             Self::RoomId => Value::scalar(node.0.room_id.as_str().to_owned()),
             Self::Sender => Value::scalar(m.sender.as_str().to_owned()),

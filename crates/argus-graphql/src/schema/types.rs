@@ -63,7 +63,7 @@ pub(crate) fn count(n: u64) -> i32 {
 }
 
 /// An opaque id, stable for the caller's organisation: see [`crate::CursorKey::node_id`].
-fn opaque_id(context: &Context, kind: &str, id: i64) -> ID {
+pub(crate) fn opaque_id(context: &Context, kind: &str, id: i64) -> ID {
     ID::new(context.services().cursor_key.node_id(kind, context.viewer(), id))
 }
 

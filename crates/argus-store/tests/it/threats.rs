@@ -178,22 +178,32 @@ fn postgres_killed_inside_the_transaction_leaves_nothing_and_a_retry_succeeds() 
     killed_inside_the_transaction(&db);
 }
 
+/// A store on `db` with a pool of `pool_size` and a short busy timeout.
+fn small_pool(db: &TestDb, pool_size: u32, busy_ms: u64) -> Store {
+    let options =
+        StoreOptions { pool_size, busy_timeout: Duration::from_millis(busy_ms), ..StoreOptions::default() };
+    Store::open_with(&db.url, options).unwrap()
+}
+
+/// Cuts every connection to the database `name` (as a restart or a failover would).
+fn terminate_backends(cluster: &argus_testkit::postgres::PgCluster, name: &str) {
+    cluster
+        .execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        .unwrap();
+}
+
 #[test]
 fn postgres_unavailable_is_a_clean_error_and_the_store_recovers() {
     let Some(db) = crate::support::postgres() else { return };
     let Guard::Postgres(pg) = &db.guard else { unreachable!() };
     let (cluster, name) = (pg.cluster(), pg.name().to_owned());
-    let options =
-        StoreOptions { pool_size: 2, busy_timeout: Duration::from_millis(300), ..StoreOptions::default() };
-    let store = Store::open_with(&db.url, options).unwrap();
+    let store = small_pool(&db, 2, 300);
     let v = viewer("org-a", Secret);
     store.record_ingestion(&run(&v, Restricted), &snapshot("!before:x.org", messages(5, now()))).unwrap();
 
     // The database goes away: new connections are refused and the pooled ones are cut.
     cluster.execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")).unwrap();
-    cluster
-        .execute(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        .unwrap();
+    terminate_backends(cluster, &name);
     let during = snapshot("!during:x.org", messages(50, now()));
     let started = Instant::now();
     let errors = [
@@ -234,20 +244,13 @@ fn postgres_connections_cut_while_pooled_fail_one_call_and_are_replaced() {
     let Some(db) = crate::support::postgres() else { return };
     let Guard::Postgres(pg) = &db.guard else { unreachable!() };
     let (cluster, name) = (pg.cluster(), pg.name().to_owned());
-    let options =
-        StoreOptions { pool_size: 1, busy_timeout: Duration::from_millis(500), ..StoreOptions::default() };
-    let store = Store::open_with(&db.url, options).unwrap();
+    let store = small_pool(&db, 1, 500);
     let v = viewer("org-a", Secret);
     store.record_ingestion(&run(&v, Restricted), &snapshot("!cut:x.org", messages(3, now()))).unwrap();
     for _ in 0..3 {
         // Used a moment ago: the pool's one connection would be handed out unchecked.
         assert_eq!(store.rooms(&v, &PageRequest::first(10)).unwrap().total_count, 1);
-        cluster
-            .execute(&format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' \
-                 AND pid <> pg_backend_pid()"
-            ))
-            .unwrap();
+        terminate_backends(cluster, &name);
         match store.rooms(&v, &PageRequest::first(10)) {
             Ok(page) => assert_eq!(page.total_count, 1),
             Err(e) => assert!(matches!(e, Error::Unavailable), "{e:?}"),
