@@ -59,8 +59,8 @@ impl Default for FusionConfig {
     }
 }
 
-/// The `fusion.webhook` section.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// The `fusion.webhook` section. `Debug` leaves the URLs out (they may carry credentials).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// The receiver of organisations without their own URL; `null` sends those nowhere.
@@ -79,6 +79,21 @@ pub struct WebhookConfig {
     pub max_backoff_ms: u64,
     /// Shared secret for the `X-Argus-Signature` HMAC-SHA256 header; absent: unsigned.
     pub signing_secret: Option<WebhookSecret>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("org_urls", &self.org_urls.keys().collect::<Vec<_>>())
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_retries", &self.max_retries)
+            .field("min_backoff_ms", &self.min_backoff_ms)
+            .field("max_backoff_ms", &self.max_backoff_ms)
+            .field("signing_secret", &self.signing_secret)
+            .finish()
+    }
 }
 
 impl Default for WebhookConfig {

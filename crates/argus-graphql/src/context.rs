@@ -102,17 +102,19 @@ impl Services {
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free
-    /// for it (at most the store's busy timeout, then `Unavailable` as the pool would say).
+    /// for it (at most the pool's connection timeout, then `Unavailable` as the pool would say).
     pub async fn with_store<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
     {
-        let wait = self.store.busy_timeout().max(std::time::Duration::from_millis(100));
-        let permit = tokio::time::timeout(wait, Arc::clone(&self.store_slots).acquire_owned())
-            .await
-            .map_err(|_| Error::Store(argus_store::Error::Unavailable))?
-            .map_err(|_| Error::Internal)?;
+        let permit = tokio::time::timeout(
+            self.store.connection_timeout(),
+            Arc::clone(&self.store_slots).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::Store(argus_store::Error::Unavailable))?
+        .map_err(|_| Error::Internal)?;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let result = f(&store);

@@ -73,8 +73,13 @@ impl From<diesel::result::Error> for Error {
                 Self::Busy
             }
             D::DeserializationError(_) => Self::Corrupt("a column has an unexpected type"),
+            // The database's own text can quote stored values: only the kind is logged.
+            D::DatabaseError(kind, _) => {
+                tracing::debug!(?kind, "database query failed");
+                Self::Query
+            }
             _ => {
-                tracing::debug!(error = %e, "database query failed");
+                tracing::debug!("database query failed");
                 Self::Query
             }
         }

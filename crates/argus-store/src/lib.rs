@@ -55,7 +55,6 @@ pub struct Store {
     pool: DbPool,
     backend: Backend,
     audit_key: Option<std::sync::Arc<AuditKey>>,
-    busy_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -83,12 +82,7 @@ impl Store {
     /// migrations.
     pub fn connect(database_url: &DatabaseUrl, options: StoreOptions) -> Result<Store> {
         let (pool, backend) = db::open_pool(database_url, &options)?;
-        Ok(Store {
-            pool,
-            backend,
-            audit_key: options.audit_key.map(std::sync::Arc::new),
-            busy_timeout: options.busy_timeout,
-        })
+        Ok(Store { pool, backend, audit_key: options.audit_key.map(std::sync::Arc::new) })
     }
 
     /// The engine behind this store.
@@ -101,10 +95,9 @@ impl Store {
         self.pool.max_size()
     }
 
-    /// How long a caller waits for a connection (or SQLite for a lock) before
-    /// [`Error::Unavailable`].
-    pub fn busy_timeout(&self) -> std::time::Duration {
-        self.busy_timeout
+    /// How long a caller waits for a pooled connection before [`Error::Unavailable`].
+    pub fn connection_timeout(&self) -> std::time::Duration {
+        self.pool.connection_timeout()
     }
 
     fn conn(&self) -> Result<Pooled> {

@@ -16,7 +16,7 @@ use diesel::{
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
     db::{DbConn, MultiBackend, Sql},
-    rows::{Count, IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
+    rows::{IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
     schema::{message_counts, messages, rooms},
 };
 
@@ -88,6 +88,23 @@ impl Gate {
             .filter(ingestions::org_id.eq(&self.org))
             .filter(ingestions::classification.le(self.clearance))
             .into_boxed()
+    }
+
+    /// The storage id of the room `room_id` when the gate lets it through, as a subquery (NULL
+    /// otherwise).
+    fn room_pk<'a>(&'a self, room_id: &'a RoomId) -> rooms::BoxedQuery<'a, MultiBackend, BigInt> {
+        self.rooms().filter(rooms::room_id.eq(room_id.as_str())).select(rooms::id)
+    }
+
+    /// The visible messages of the room `room_id`, when the room is visible.
+    fn messages_of_room<'a>(&'a self, room_id: &'a RoomId) -> messages::BoxedQuery<'a, MultiBackend> {
+        self.messages().filter(messages::room_pk.nullable().eq(self.room_pk(room_id).single_value()))
+    }
+
+    /// The visible message counts of the room `room_id`, when the room is visible.
+    fn counts_of_room<'a>(&'a self, room_id: &'a RoomId) -> message_counts::BoxedQuery<'a, MultiBackend> {
+        self.message_counts()
+            .filter(message_counts::room_pk.nullable().eq(self.room_pk(room_id).single_value()))
     }
 
     /// Appends `alias.org_id = :org AND alias.message_pk IN (ids)`, for rows that belong to
@@ -186,10 +203,6 @@ fn page_of<T>(mut items: Vec<T>, wanted: usize, total_count: i64) -> Page<T> {
     Page { items, has_next_page, total_count }
 }
 
-fn count(conn: &mut DbConn, sql: Sql<'_>) -> Result<i64> {
-    Ok(sql.build_cached().get_result::<Count>(conn)?.n)
-}
-
 /// Visible rooms, most recent activity first (the caller reads page and count in one snapshot).
 pub(crate) fn rooms(
     conn: &mut DbConn,
@@ -238,41 +251,6 @@ pub(crate) fn room_key(conn: &mut DbConn, gate: &Gate, room_id: &RoomId) -> Resu
     gate.apply(&mut sql, "r");
     sql.push(" AND r.room_id = ").bind::<Text, _>(room_id.as_str().to_owned());
     Ok(sql.build_cached().load(conn)?.into_iter().next())
-}
-
-/// Visible messages of a visible room, oldest first (the caller reads the room, the page and
-/// its count in one snapshot).
-pub(crate) fn messages(
-    conn: &mut DbConn,
-    gate: &Gate,
-    room_id: &RoomId,
-    page: &PageRequest<MessageCursor>,
-) -> Result<Page<StoredMessage>> {
-    let backend = conn.backend();
-    let Some(RoomKey { id: room_pk, .. }) = room_key(conn, gate, room_id)? else {
-        return Ok(Page { items: Vec::new(), has_next_page: false, total_count: 0 });
-    };
-    let (wanted, limit) = fetch_size(page.first);
-    let mut sql = Sql::new(backend);
-    sql.push("SELECT m.* FROM messages m WHERE ");
-    gate.apply(&mut sql, "m");
-    sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
-    if let Some(after) = &page.after {
-        sql.push(" AND (m.sent_at > ").bind::<BigInt, _>(after.sent_at_ms);
-        sql.push(" OR (m.sent_at = ").bind::<BigInt, _>(after.sent_at_ms);
-        sql.push(" AND m.id > ").bind::<BigInt, _>(after.id).push("))");
-    }
-    sql.push(" ORDER BY m.sent_at, m.id LIMIT ").bind::<BigInt, _>(limit).push(LIMIT_NOT_PLANNED);
-    let rows: Vec<MessageRow> = sql.build_cached().load(conn)?;
-    let mut items = rows.into_iter().map(|r| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
-    attach_evidence(conn, gate, &mut items)?;
-
-    // The stored per-classification counts: at most five rows, whatever the room's size.
-    let mut total = Sql::new(backend);
-    total.push("SELECT CAST(COALESCE(SUM(c.message_count), 0) AS BIGINT) AS n FROM message_counts c WHERE ");
-    gate.apply(&mut total, "c");
-    total.push(" AND c.room_pk = ").bind::<BigInt, _>(room_pk);
-    Ok(page_of(items, wanted, count(conn, total)?))
 }
 
 /// `CAST(SUM(expr) AS BIGINT)`: a sum of BIGINT counts as a BIGINT on both engines
@@ -350,28 +328,19 @@ impl<Q: diesel::query_builder::QueryFragment<MultiBackend>> diesel::query_builde
 
 impl<Q, C> RunQueryDsl<C> for Limited<Q> {}
 
-/// A page of a room's messages and the room's count in one typed statement (so in one
-/// snapshot on either engine, with no transaction around it): the room's storage id and the
-/// count are subqueries through the gate, the count a column of every row. `None` when that
-/// does not answer the whole request: an empty page (a missing, withheld or empty room, or a
-/// cursor past the end: the count then needs its own statement) or a page with edited or
-/// redacted messages (their versions and redactions are further statements). The caller then
-/// reads in one read transaction ([`messages`]).
-pub(crate) fn messages_in_one_statement(
+/// The rows of a page of a room's messages, each with the room's count, in one typed statement
+/// (so in one snapshot on either engine): the room's storage id and the count are subqueries
+/// through the gate.
+fn page_rows(
     conn: &mut DbConn,
     gate: &Gate,
     room_id: &RoomId,
     page: &PageRequest<MessageCursor>,
-) -> Result<Option<Page<StoredMessage>>> {
-    let (wanted, limit) = fetch_size(page.first);
-    let room_pk =
-        || gate.rooms().filter(rooms::room_id.eq(room_id.as_str())).select(rooms::id).single_value();
-    let total = gate
-        .message_counts()
-        .filter(message_counts::room_pk.nullable().eq(room_pk()))
-        .select(SumOfCounts(message_counts::message_count))
-        .single_value();
-    let mut query = gate.messages().filter(messages::room_pk.nullable().eq(room_pk()));
+) -> Result<Vec<(MessageRow, Option<i64>)>> {
+    let (_, limit) = fetch_size(page.first);
+    let total =
+        gate.counts_of_room(room_id).select(SumOfCounts(message_counts::message_count)).single_value();
+    let mut query = gate.messages_of_room(room_id);
     if let Some(after) = &page.after {
         query = query.filter(
             messages::sent_at
@@ -382,7 +351,22 @@ pub(crate) fn messages_in_one_statement(
     let query = query
         .select((<MessageRow as diesel::SelectableHelper<_>>::as_select(), total))
         .order((messages::sent_at, messages::id));
-    let rows: Vec<(MessageRow, Option<i64>)> = Limited { query, limit }.load(conn)?;
+    Ok(Limited { query, limit }.load(conn)?)
+}
+
+/// A page of plain messages and the room's count from [`page_rows`] alone, with no transaction
+/// around it. `None` when that does not answer the whole request: an empty page (a missing,
+/// withheld or empty room, or a cursor past the end: the count then needs its own statement) or
+/// a page with edited or redacted messages (their versions and redactions are further
+/// statements). The caller then reads in one read transaction ([`messages`]).
+pub(crate) fn messages_in_one_statement(
+    conn: &mut DbConn,
+    gate: &Gate,
+    room_id: &RoomId,
+    page: &PageRequest<MessageCursor>,
+) -> Result<Option<Page<StoredMessage>>> {
+    let (wanted, _) = fetch_size(page.first);
+    let rows = page_rows(conn, gate, room_id, page)?;
     let total_count = match rows.first() {
         Some((_, total)) => total.unwrap_or(0),
         None => return Ok(None),
@@ -392,6 +376,31 @@ pub(crate) fn messages_in_one_statement(
     }
     let items = rows.into_iter().map(|(r, _)| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
     Ok(Some(page_of(items, wanted, total_count)))
+}
+
+/// Visible messages of a visible room, oldest first, with their versions and redactions (the
+/// caller reads the page, its count and its evidence in one snapshot).
+pub(crate) fn messages(
+    conn: &mut DbConn,
+    gate: &Gate,
+    room_id: &RoomId,
+    page: &PageRequest<MessageCursor>,
+) -> Result<Page<StoredMessage>> {
+    let (wanted, _) = fetch_size(page.first);
+    let rows = page_rows(conn, gate, room_id, page)?;
+    let total_count = match rows.first() {
+        Some((_, total)) => total.unwrap_or(0),
+        // No row to carry the count: the stored per-classification counts (0 for a room that is
+        // missing or withheld), at most five rows whatever the room's size.
+        None => gate
+            .counts_of_room(room_id)
+            .select(SumOfCounts(message_counts::message_count))
+            .get_result::<Option<i64>>(conn)?
+            .unwrap_or(0),
+    };
+    let mut items = rows.into_iter().map(|(r, _)| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
+    attach_evidence(conn, gate, &mut items)?;
+    Ok(page_of(items, wanted, total_count))
 }
 
 /// The most versions of one message a read returns: the original and the newest edits.

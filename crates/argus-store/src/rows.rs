@@ -221,13 +221,6 @@ pub(crate) fn hash32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// A single `COUNT(*)`-like value.
-#[derive(Debug, QueryableByName)]
-pub(crate) struct Count {
-    #[diesel(sql_type = BigInt)]
-    pub(crate) n: i64,
-}
-
 /// A room's storage id, classification rank and the homeserver it was read from.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct RoomKey {

@@ -374,7 +374,7 @@ impl TchapIngestion {
     /// SHA-256 chain hash of this record, hex. Requires scope tchap:audit:chain.
     fn hash(&self, context: &Context) -> Result<String> {
         context.require(Scope::AuditChain)?;
-        Ok(self.0.hash.iter().map(|b| format!("{b:02x}")).collect())
+        Ok(hex::encode(self.0.hash))
     }
 
     /// JWT sub of the caller who ran it.
