@@ -37,6 +37,9 @@ pub enum Error {
         /// The caller's clearance.
         clearance: crate::Classification,
     },
+    /// A search query that does not follow the query language, or is too long or too complex.
+    #[error("invalid search query: {0}")]
+    InvalidSearch(String),
     /// The caller lacks the scope an action requires.
     #[error("missing scope {0}")]
     MissingScope(crate::Scope),

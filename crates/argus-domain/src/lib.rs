@@ -23,6 +23,7 @@ mod message;
 mod page;
 pub mod policy;
 mod room;
+pub mod search;
 mod secret;
 mod viewer;
 
@@ -35,6 +36,7 @@ pub use message::{
 };
 pub use page::{Page, PageRequest};
 pub use room::{FetchReport, RoomSnapshot, Stats, StoredRoom};
+pub use search::{SearchExpr, SearchHit, SearchQuery, SearchRequest};
 pub use secret::{AccessToken, Secret};
 pub use viewer::{Scope, Viewer};
 

@@ -27,6 +27,7 @@ mod outbox;
 mod read;
 mod rows;
 pub mod schema;
+mod search;
 mod write;
 
 use argus_domain::{
@@ -42,6 +43,7 @@ pub use self::{
     error::{Error, Result},
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
+    search::SearchPage,
     write::{IngestionResult, IngestionRun},
 };
 use self::{
@@ -141,6 +143,14 @@ impl Store {
             return Ok(page);
         }
         db::in_transaction(&mut conn, db::TxMode::Read, |conn| read::messages(conn, &gate, room_id, page))
+    }
+
+    /// Messages the viewer may see that match `request`, most relevant first, then newest (see
+    /// [`argus_domain::search`] for the query language). A query the language refuses, or a page
+    /// outside its bounds, is [`Error::Invalid`] before anything is read.
+    pub fn search(&self, viewer: &Viewer, request: &argus_domain::SearchRequest) -> Result<SearchPage> {
+        request.validate()?;
+        self.snapshot(|conn| search::search(conn, &Gate::of(viewer), request))
     }
 
     /// Totals over what the viewer may see, with rooms active in the 24 hours before `now`.

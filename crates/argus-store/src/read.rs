@@ -51,7 +51,7 @@ impl Gate {
     }
 
     /// Appends `alias.org_id = :org AND alias.classification <= :clearance`.
-    fn apply(&self, sql: &mut Sql<'_>, alias: &str) {
+    pub(crate) fn apply(&self, sql: &mut Sql<'_>, alias: &str) {
         sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());
         sql.push(" AND ").push(alias).push(".classification <= ").bind::<SmallInt, _>(self.clearance);
     }
@@ -409,7 +409,7 @@ pub const MAX_VERSIONS_READ: i64 = 100;
 /// Loads the versions of the edited messages among `items` (messages the gate let through),
 /// and the redaction of the redacted ones, one statement each; nothing is read when none was
 /// edited or redacted. (The IN lists vary in length: not statements to keep prepared.)
-fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [StoredMessage]) -> Result<()> {
+pub(crate) fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [StoredMessage]) -> Result<()> {
     let backend = conn.backend();
     let edited: Vec<i64> = items.iter().filter(|m| m.message.edited).map(|m| m.id).collect();
     let redacted: Vec<i64> = items.iter().filter(|m| m.message.redacted).map(|m| m.id).collect();

@@ -9,6 +9,8 @@ mod props;
 #[cfg(test)]
 mod schema;
 #[cfg(test)]
+mod search;
+#[cfg(test)]
 mod suite;
 #[cfg(test)]
 mod support;

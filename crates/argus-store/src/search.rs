@@ -1,0 +1,265 @@
+//! Full-text search on behalf of a viewer: the query language of [`argus_domain::search`]
+//! translated into each engine's own syntax, and passed as one bound parameter (never pasted
+//! into SQL); the gate applied to the message and to its room, in the statement itself, like
+//! every read.
+//!
+//! SQLite searches the FTS5 table `messages_fts` (ranked by BM25), PostgreSQL the `search`
+//! tsvector of `messages` through its GIN index (ranked by cover density, `ts_rank_cd`). Both
+//! then order by newest first. Snippets are made for the returned page only.
+
+use argus_domain::{
+    RoomId, SearchExpr, SearchHit, SearchQuery, SearchRequest, search::HIGHLIGHT_END, search::HIGHLIGHT_START,
+    to_unix_ms,
+};
+use diesel::{
+    QueryableByName, RunQueryDsl as _,
+    sql_types::{BigInt, Double, Nullable, Text},
+};
+
+use crate::{
+    Backend, Error, Result,
+    db::{DbConn, Sql},
+    read::{Gate, attach_evidence},
+    rows::MessageRow,
+};
+
+/// Words of context a snippet shows around what matched.
+const SNIPPET_WORDS: i64 = 24;
+
+/// A page of search results: ranked results are paged by position and report no total.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// The results, most relevant first.
+    pub hits: Vec<SearchHit>,
+    /// Whether more results follow (within the deepest position served).
+    pub has_next_page: bool,
+}
+
+/// The FTS5 form of a query: every term quoted (a quote inside doubled), `"term"*` for a
+/// prefix, a quoted phrase for a phrase; `NOT` as FTS5's binary `NOT`.
+pub(crate) fn fts5_query(query: &SearchQuery) -> String {
+    fn quoted(text: &str) -> String {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    }
+    fn render(e: &SearchExpr) -> String {
+        match e {
+            SearchExpr::Word { text, prefix } => format!("{}{}", quoted(text), if *prefix { "*" } else { "" }),
+            SearchExpr::Phrase(text) => quoted(text),
+            SearchExpr::Or(parts) => format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" OR ")),
+            SearchExpr::And(parts) => {
+                let positive: Vec<String> =
+                    parts.iter().filter(|p| !matches!(p, SearchExpr::Not(_))).map(render).collect();
+                let mut out = format!("({})", positive.join(" AND "));
+                for p in parts {
+                    if let SearchExpr::Not(inner) = p {
+                        out = format!("({out} NOT {})", render(inner));
+                    }
+                }
+                out
+            }
+            // The parser only places a NOT inside an AND with a positive part.
+            SearchExpr::Not(inner) => render(inner),
+        }
+    }
+    render(query.expr())
+}
+
+/// The `to_tsquery` form of a query: every term a quoted lexeme (quotes and backslashes
+/// doubled), `:*` for a prefix, a phrase as its words joined by `<->` (stop words then widen
+/// the distance), `&`, `|`, `!`.
+pub(crate) fn tsquery(query: &SearchQuery) -> String {
+    fn quoted(text: &str) -> String {
+        format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    }
+    fn render(e: &SearchExpr) -> String {
+        match e {
+            SearchExpr::Word { text, prefix } => format!("{}{}", quoted(text), if *prefix { ":*" } else { "" }),
+            SearchExpr::Phrase(text) => {
+                format!("({})", text.split_whitespace().map(quoted).collect::<Vec<_>>().join(" <-> "))
+            }
+            SearchExpr::Or(parts) => format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" | ")),
+            SearchExpr::And(parts) => format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" & ")),
+            SearchExpr::Not(inner) => format!("!{}", render(inner)),
+        }
+    }
+    render(query.expr())
+}
+
+/// A ranked result: the message row, its room, its score and (on PostgreSQL) its snippet.
+#[derive(Debug, QueryableByName)]
+struct HitRow {
+    #[diesel(embed)]
+    message: MessageRow,
+    #[diesel(sql_type = Text)]
+    hit_room_id: String,
+    #[diesel(sql_type = Double)]
+    score: f64,
+    #[diesel(sql_type = Nullable<Text>)]
+    snippet: Option<String>,
+}
+
+const MESSAGE_COLUMNS: &str = "m.id, m.event_id, m.sender, m.msgtype, m.body, m.sent_at, m.edited, \
+     m.redacted, m.encrypted, m.reply_to, m.thread_root, m.media, m.classification, r.room_id AS hit_room_id";
+
+/// Appends the gate on message and room, and the request's filters.
+fn push_filters(sql: &mut Sql<'_>, gate: &Gate, request: &SearchRequest) {
+    sql.push(" AND ");
+    gate.apply(sql, "m");
+    sql.push(" AND ");
+    gate.apply(sql, "r");
+    if let Some(room) = &request.room_id {
+        sql.push(" AND r.room_id = ").bind::<Text, _>(room.as_str().to_owned());
+    }
+    if let Some(sender) = &request.sender {
+        sql.push(" AND m.sender = ").bind::<Text, _>(sender.as_str().to_owned());
+    }
+    if let Some(from) = request.from {
+        sql.push(" AND m.sent_at >= ").bind::<BigInt, _>(to_unix_ms(from));
+    }
+    if let Some(to) = request.to {
+        sql.push(" AND m.sent_at < ").bind::<BigInt, _>(to_unix_ms(to));
+    }
+}
+
+fn push_page(sql: &mut Sql<'_>, request: &SearchRequest) {
+    sql.push(" ORDER BY score DESC, m.sent_at DESC, m.id DESC LIMIT ")
+        .bind::<BigInt, _>(i64::from(request.first) + 1)
+        .push(" OFFSET ")
+        .bind::<BigInt, _>(i64::from(request.offset));
+}
+
+/// Runs `request` for `gate` (the caller runs it in one read transaction).
+pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) -> Result<SearchPage> {
+    request.validate()?;
+    let backend = conn.backend();
+    let (start, end) = (HIGHLIGHT_START.to_string(), HIGHLIGHT_END.to_string());
+    let mut rows: Vec<HitRow> = match backend {
+        Backend::Sqlite => {
+            // The ranking reads only the index and the gate's columns; the page's rows and
+            // snippets follow by id (a snippet per match would cost as much as the search).
+            let mut sql = Sql::new(backend);
+            sql.push(
+                "SELECT m.id AS id, CAST(-bm25(messages_fts) AS DOUBLE PRECISION) AS score FROM messages_fts \
+                 JOIN messages m ON m.id = messages_fts.rowid JOIN rooms r ON r.id = m.room_pk \
+                 WHERE messages_fts MATCH ",
+            )
+            .bind::<Text, _>(fts5_query(&request.query));
+            push_filters(&mut sql, gate, request);
+            push_page(&mut sql, request);
+            let ranked: Vec<RankRow> = sql.build_cached().load(conn)?;
+            if ranked.is_empty() {
+                Vec::new()
+            } else {
+                let mut sql = Sql::new(backend);
+                sql.push("SELECT ").push(MESSAGE_COLUMNS);
+                sql.push(", 0.0 AS score, snippet(messages_fts, 0, ").bind::<Text, _>(start);
+                sql.push(", ").bind::<Text, _>(end).push(", '…', ").bind::<BigInt, _>(SNIPPET_WORDS);
+                sql.push(
+                    ") AS snippet FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
+                     JOIN rooms r ON r.id = m.room_pk WHERE messages_fts MATCH ",
+                )
+                .bind::<Text, _>(fts5_query(&request.query));
+                push_filters(&mut sql, gate, request);
+                sql.push(" AND m.id IN (");
+                for (i, r) in ranked.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind::<BigInt, _>(r.id);
+                }
+                sql.push(")");
+                let mut by_id: std::collections::HashMap<i64, HitRow> =
+                    sql.build().load::<HitRow>(conn)?.into_iter().map(|h| (h.message.id, h)).collect();
+                ranked
+                    .iter()
+                    .filter_map(|r| {
+                        by_id.remove(&r.id).map(|mut h| {
+                            h.score = r.score;
+                            h
+                        })
+                    })
+                    .collect()
+            }
+        }
+        Backend::Postgres => {
+            search_pg(conn, gate, request, &start, &end)?
+        }
+    };
+    let has_next_page = rows.len() > request.first as usize;
+    rows.truncate(request.first as usize);
+    let mut hits = Vec::with_capacity(rows.len());
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut extra = Vec::with_capacity(rows.len());
+    for row in rows {
+        let room: RoomId = row.hit_room_id.parse().map_err(|_| Error::Corrupt("a stored room id is malformed"))?;
+        messages.push(row.message.into_domain(&room)?);
+        extra.push((row.snippet.unwrap_or_default(), row.score));
+    }
+    attach_evidence(conn, gate, &mut messages)?;
+    for (message, (snippet, score)) in messages.into_iter().zip(extra) {
+        hits.push(SearchHit { message, snippet, score });
+    }
+    Ok(SearchPage { hits, has_next_page })
+}
+
+#[derive(Debug, QueryableByName)]
+struct RankRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Double)]
+    score: f64,
+}
+
+/// The PostgreSQL search in one statement: the query parsed once (a CTE), the page ranked by
+/// the GIN-indexed match, headlines for the page only.
+fn search_pg(
+    conn: &mut DbConn,
+    gate: &Gate,
+    request: &SearchRequest,
+    start: &str,
+    end: &str,
+) -> Result<Vec<HitRow>> {
+    let mut sql = Sql::new(Backend::Postgres);
+    sql.push("WITH q AS (SELECT to_tsquery('argus_french', ")
+        .bind::<Text, _>(tsquery(&request.query))
+        .push(") AS q) SELECT t.*, ts_headline('argus_french', t.body, q.q, ")
+        .bind::<Text, _>(format!(
+            "StartSel=\"{start}\", StopSel=\"{end}\", MaxWords={SNIPPET_WORDS}, MinWords=8, \
+             MaxFragments=2, FragmentDelimiter=\" … \""
+        ))
+        .push(") AS snippet FROM (SELECT ")
+        .push(MESSAGE_COLUMNS)
+        .push(
+            ", CAST(ts_rank_cd(m.search, q.q) AS DOUBLE PRECISION) AS score FROM messages m \
+             JOIN rooms r ON r.id = m.room_pk CROSS JOIN q WHERE m.search @@ q.q",
+        );
+    push_filters(&mut sql, gate, request);
+    push_page(&mut sql, request);
+    sql.push(") t CROSS JOIN q ORDER BY t.score DESC, t.sent_at DESC, t.id DESC");
+    Ok(sql.build_cached().load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> SearchQuery {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn queries_translate_into_each_engines_syntax() {
+        let cases = [
+            ("drone", "\"drone\"", "'drone'"),
+            ("dro* vol", "(\"dro\"* AND \"vol\")", "('dro':* & 'vol')"),
+            ("\"plan de vol\" OR x", "(\"plan de vol\" OR \"x\")", "(('plan' <-> 'de' <-> 'vol') | 'x')"),
+            ("a -b -c", "(((\"a\") NOT \"b\") NOT \"c\")", "('a' & !'b' & !'c')"),
+            ("l'avion d\"x\"", "(\"l'avion\" AND \"d\" AND \"x\")", "('l''avion' & 'd' & ('x'))"),
+            ("a\\b", "\"a\\b\"", "'a\\\\b'"),
+        ];
+        for (input, fts, ts) in cases {
+            assert_eq!(fts5_query(&q(input)), fts, "{input}");
+            assert_eq!(tsquery(&q(input)), ts, "{input}");
+        }
+    }
+}

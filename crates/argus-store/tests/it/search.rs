@@ -1,0 +1,223 @@
+//! Full-text search, run on every backend: the query language on real text, the gate on
+//! message and room, edits and redactions in the index, filters, ranking and paging.
+
+use argus_domain::{
+    Classification::{self, *},
+    MessageEdit, MessageRecord, MessageRedaction, Redaction, SearchRequest, Viewer,
+};
+use argus_store::{Error, SearchPage};
+use time::{Duration, OffsetDateTime};
+
+use crate::support::{TestDb, backend_suite, now, run, snapshot, viewer};
+
+backend_suite!(
+    search_folds_case_and_accents_and_speaks_the_query_language,
+    search_is_gated_like_every_read,
+    search_follows_edits_and_redactions_and_skips_undecrypted_messages,
+    search_filters_ranks_and_pages,
+    malformed_searches_are_typed_errors,
+);
+
+fn text(id: &str, sender: &str, body: &str, sent_at: OffsetDateTime) -> MessageRecord {
+    MessageRecord::text(id.parse().unwrap(), sender.parse().unwrap(), body.to_owned(), sent_at)
+}
+
+const JEAN: &str = "@jean.dupont:agent.tchap.gouv.fr";
+const MARIE: &str = "@marie.curie:agent.tchap.gouv.fr";
+
+fn request(query: &str) -> SearchRequest {
+    SearchRequest {
+        query: query.parse().unwrap_or_else(|e| panic!("{query}: {e}")),
+        room_id: None,
+        sender: None,
+        from: None,
+        to: None,
+        first: 100,
+        offset: 0,
+    }
+}
+
+fn found(db: &TestDb, viewer: &Viewer, r: &SearchRequest) -> Vec<String> {
+    let page: SearchPage = db.store.search(viewer, r).unwrap();
+    page.hits.iter().map(|h| h.message.message.event_id.as_str().to_owned()).collect()
+}
+
+fn ids(query: &str, db: &TestDb, viewer: &Viewer) -> Vec<String> {
+    let mut v = found(db, viewer, &request(query));
+    v.sort();
+    v
+}
+
+fn corpus(db: &TestDb, v: &Viewer, room: &str, level: Classification, t: OffsetDateTime) {
+    let msgs = vec![
+        text("$a", JEAN, "Réunion à l'École militaire demain matin", t - Duration::minutes(50)),
+        text("$b", MARIE, "Le plan de vol du drone est validé", t - Duration::minutes(40)),
+        text("$c", JEAN, "Vol annulé : le plan change", t - Duration::minutes(30)),
+        text("$d", MARIE, "Les aéronefs de surveillance sont arrivés", t - Duration::minutes(20)),
+        text("$e", JEAN, "ECOLE fermée, réunion reportée", t - Duration::minutes(10)),
+    ];
+    db.store.record_ingestion(&run(v, level), &snapshot(room, msgs)).unwrap();
+}
+
+fn search_folds_case_and_accents_and_speaks_the_query_language(db: &TestDb) {
+    let v = viewer("org-a", Secret);
+    corpus(db, &v, "!s:x.org", Restricted, now());
+    assert_eq!(ids("ecole", db, &v), ["$a", "$e"]);
+    assert_eq!(ids("École", db, &v), ["$a", "$e"]);
+    assert_eq!(ids("reunion ecole", db, &v), ["$a", "$e"]);
+    assert_eq!(ids("\"plan de vol\"", db, &v), ["$b"]);
+    assert_eq!(ids("plan vol", db, &v), ["$b", "$c"]);
+    assert_eq!(ids("plan -drone", db, &v), ["$c"]);
+    assert_eq!(ids("plan NOT drone", db, &v), ["$c"]);
+    assert_eq!(ids("drone OR militaire", db, &v), ["$a", "$b"]);
+    assert_eq!(ids("surv*", db, &v), ["$d"]);
+    assert_eq!(ids("aero*", db, &v), ["$d"]);
+    assert_eq!(ids("(drone OR ecole) -militaire", db, &v), ["$b", "$e"]);
+    assert!(ids("sous-marin", db, &v).is_empty());
+    // Quotes and operators inside terms are text, never syntax of the engine.
+    assert_eq!(ids("vol' OR '1'='1", db, &v), ["$b", "$c"]);
+    assert!(ids("NEAR(plan vol) body:plan", db, &v).is_empty());
+    assert_eq!(ids("pla* \"vol\"", db, &v), ["$b", "$c"]);
+    // The snippet shows the match, highlighted.
+    let page = db.store.search(&v, &request("militaire")).unwrap();
+    let snippet = argus_domain::search::snippet_html(&page.hits[0].snippet);
+    assert!(snippet.contains("<mark>militaire</mark>"), "{snippet}");
+}
+
+fn search_is_gated_like_every_read(db: &TestDb) {
+    let t = now();
+    let top_a = viewer("org-a", TopSecret);
+    let top_b = viewer("org-b", TopSecret);
+    corpus(db, &top_a, "!low:x.org", Restricted, t);
+    db.store
+        .record_ingestion(
+            &run(&top_a, Secret),
+            &snapshot("!high:x.org", vec![text("$h", JEAN, "drone secret de l'école", t)]),
+        )
+        .unwrap();
+    db.store
+        .record_ingestion(
+            &run(&top_b, Unclassified),
+            &snapshot("!low:x.org", vec![text("$other", JEAN, "drone de l'école voisine", t)]),
+        )
+        .unwrap();
+    assert_eq!(ids("drone", db, &top_a), ["$b", "$h"]);
+    assert_eq!(ids("drone", db, &top_b), ["$other"]);
+    assert_eq!(ids("drone", db, &viewer("org-a", Restricted)), ["$b"]);
+    assert!(ids("drone", db, &viewer("org-a", Unclassified)).is_empty());
+    assert!(ids("drone", db, &viewer("org-c", TopSecret)).is_empty());
+
+    // A room raised above the reader's clearance withholds its lower messages too, as its
+    // message list does; and asking for it by id equals asking for a room that does not exist.
+    db.store
+        .record_ingestion(&run(&top_a, Confidential), &snapshot("!low:x.org", Vec::new()))
+        .unwrap();
+    assert!(ids("drone", db, &viewer("org-a", Restricted)).is_empty());
+    let restricted = viewer("org-a", Restricted);
+    let mut in_room = request("drone");
+    in_room.room_id = Some("!high:x.org".parse().unwrap());
+    let withheld = db.store.search(&restricted, &in_room).unwrap();
+    in_room.room_id = Some("!none:x.org".parse().unwrap());
+    assert_eq!(withheld, db.store.search(&restricted, &in_room).unwrap());
+    assert!(withheld.hits.is_empty());
+}
+
+fn search_follows_edits_and_redactions_and_skips_undecrypted_messages(db: &TestDb) {
+    let v = viewer("org-a", Secret);
+    let t = now() - Duration::hours(1);
+    let mut encrypted = text("$enc", JEAN, "", t);
+    encrypted.body = None;
+    encrypted.msgtype = None;
+    encrypted.encrypted = true;
+    let msgs = vec![
+        text("$orig", JEAN, "rendez-vous au hangar nord", t),
+        text("$gone", MARIE, "code d'accès du hangar : 4242", t + Duration::minutes(1)),
+        encrypted,
+    ];
+    db.store.record_ingestion(&run(&v, Restricted), &snapshot("!r:x.org", msgs)).unwrap();
+    assert_eq!(ids("hangar", db, &v), ["$gone", "$orig"]);
+
+    let mut later = snapshot("!r:x.org", Vec::new());
+    later.edits = vec![MessageEdit {
+        event_id: "$edit".parse().unwrap(),
+        sender: JEAN.parse().unwrap(),
+        target: "$orig".parse().unwrap(),
+        msgtype: Some("m.text".to_owned()),
+        body: Some("rendez-vous au quai sud".to_owned()),
+        edited_at: t + Duration::minutes(5),
+    }];
+    later.redactions = vec![MessageRedaction {
+        target: "$gone".parse().unwrap(),
+        redaction: Redaction { redacted_by: MARIE.parse().unwrap(), redacted_at: now(), reason: None },
+        confirmed: false,
+    }];
+    db.store.record_ingestion(&run(&v, Restricted), &later).unwrap();
+    // The edited message is found by its current text only; the redacted one is gone.
+    assert!(ids("hangar", db, &v).is_empty());
+    assert_eq!(ids("quai sud", db, &v), ["$orig"]);
+    assert!(ids("4242", db, &v).is_empty());
+    let page = db.store.search(&v, &request("quai")).unwrap();
+    assert!(page.hits[0].message.message.edited);
+    assert_eq!(page.hits[0].message.message.versions.len(), 2);
+}
+
+fn search_filters_ranks_and_pages(db: &TestDb) {
+    let v = viewer("org-a", Secret);
+    let t = now();
+    corpus(db, &v, "!one:x.org", Restricted, t);
+    let msgs = vec![
+        text("$many", MARIE, "drone drone drone", t - Duration::hours(3)),
+        text("$old", JEAN, "un drone parmi beaucoup d'autres mots dans une phrase assez longue", t - Duration::hours(2)),
+        text("$new", JEAN, "un drone parmi beaucoup d'autres mots dans une phrase assez longue", t - Duration::hours(1)),
+    ];
+    db.store.record_ingestion(&run(&v, Restricted), &snapshot("!two:x.org", msgs)).unwrap();
+
+    let all = found(db, &v, &request("drone"));
+    // The most relevant first; equal relevance, the newest first.
+    assert_eq!(all[0], "$many");
+    let pos = |id: &str| all.iter().position(|x| x == id).unwrap();
+    assert!(pos("$new") < pos("$old"), "{all:?}");
+    assert_eq!(all.len(), 4);
+
+    let mut r = request("drone");
+    r.room_id = Some("!two:x.org".parse().unwrap());
+    assert_eq!(found(db, &v, &r).len(), 3);
+    r.sender = Some(JEAN.parse().unwrap());
+    assert_eq!(found(db, &v, &r), ["$new", "$old"]);
+    r.from = Some(t - Duration::minutes(90));
+    assert_eq!(found(db, &v, &r), ["$new"]);
+    r.from = None;
+    r.to = Some(t - Duration::minutes(90));
+    assert_eq!(found(db, &v, &r), ["$old"]);
+
+    // Pages of two walk the same ranking without gap or repeat.
+    let mut walked = Vec::new();
+    let mut page = request("drone");
+    page.first = 2;
+    loop {
+        let got = db.store.search(&v, &page).unwrap();
+        walked.extend(got.hits.iter().map(|h| h.message.message.event_id.as_str().to_owned()));
+        if !got.has_next_page {
+            break;
+        }
+        page.offset += 2;
+    }
+    assert_eq!(walked, all);
+}
+
+fn malformed_searches_are_typed_errors(db: &TestDb) {
+    let v = viewer("org-a", Secret);
+    for bad in ["", "\"open", "NOT x", "(a", "x".repeat(10_000).as_str()] {
+        assert!(matches!(bad.parse::<argus_domain::SearchQuery>(), Err(argus_domain::Error::InvalidSearch(_))));
+    }
+    for (first, offset) in [(0, 0), (101, 0), (10, 1_001)] {
+        let mut r = request("drone");
+        r.first = first;
+        r.offset = offset;
+        assert!(matches!(db.store.search(&v, &r), Err(Error::Invalid(_))), "{first} {offset}");
+    }
+    let mut r = request("drone");
+    r.from = Some(now());
+    r.to = Some(now() - Duration::hours(1));
+    assert!(matches!(db.store.search(&v, &r), Err(Error::Invalid(_))));
+}
