@@ -152,7 +152,10 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
                     text.push(c);
                 }
                 if !closed {
-                    return Err(invalid(format!("the quote opened at character {} is never closed", start + 1)));
+                    return Err(invalid(format!(
+                        "the quote opened at character {} is never closed",
+                        start + 1
+                    )));
                 }
                 let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
                 if !has_content(&text) {
@@ -324,7 +327,9 @@ impl SearchRequest {
             return Err(invalid(format!("first must be between 1 and {MAX_SEARCH_PAGE}")));
         }
         if self.offset > MAX_SEARCH_OFFSET {
-            return Err(invalid(format!("results past the first {MAX_SEARCH_OFFSET} are not served; refine the query")));
+            return Err(invalid(format!(
+                "results past the first {MAX_SEARCH_OFFSET} are not served; refine the query"
+            )));
         }
         if let (Some(from), Some(to)) = (self.from, self.to)
             && from >= to

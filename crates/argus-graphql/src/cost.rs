@@ -17,6 +17,28 @@ pub(crate) fn connection_items<S: ScalarValue>(field: &LookAheadSelection<'_, S>
     first.saturating_mul(per_node.saturating_add(1))
 }
 
+/// Items `tchapSearch` asks for: its page size times one plus what the room of each edge
+/// asks for through its `messages` connections.
+pub(crate) fn search_items<S: ScalarValue>(field: &LookAheadSelection<'_, S>, default_first: u32) -> u64 {
+    let first = first_of(field, default_first);
+    let mut per_edge = 0_u64;
+    for edges in field.children().iter().filter(|c| c.field_original_name() == "edges") {
+        for room in edges.children().iter().filter(|c| c.field_original_name() == "room") {
+            per_edge = per_edge.saturating_add(room_items(room, default_first));
+        }
+    }
+    first.saturating_mul(per_edge.saturating_add(1))
+}
+
+/// Whether a connection's edges select `name`.
+pub(crate) fn edges_select<S: ScalarValue>(field: &LookAheadSelection<'_, S>, name: &str) -> bool {
+    field
+        .children()
+        .iter()
+        .filter(|c| c.field_original_name() == "edges")
+        .any(|edges| edges.children().iter().any(|c| c.field_original_name() == name))
+}
+
 /// Items a room asks for through its `messages` connections (every alias counted); a node of
 /// another type has no such field and costs nothing more.
 pub(crate) fn room_items<S: ScalarValue>(room: &LookAheadSelection<'_, S>, default_first: u32) -> u64 {

@@ -45,6 +45,8 @@ pub enum CursorKind<'a> {
     Messages(&'a str),
     /// `tchapIngestions`.
     Ingestions,
+    /// `tchapSearch`, bound to the search it pages (query and filters, in canonical form).
+    Search(&'a str),
 }
 
 impl CursorKind<'_> {
@@ -53,6 +55,7 @@ impl CursorKind<'_> {
             Self::Rooms => ("rooms", ""),
             Self::Messages(room) => ("messages", room),
             Self::Ingestions => ("ingestions", ""),
+            Self::Search(search) => ("search", search),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod paging;
 mod plain_edges;
+pub mod search;
 mod sync_list;
 pub mod types;
 
@@ -115,6 +116,31 @@ impl Query {
         context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         let room_id: RoomId = room_id.parse()?;
         TchapMessageConnection::load(context, room_id, first, after).await
+    }
+
+    /// Full-text search over the messages the caller may see, most relevant first, then newest.
+    /// Words match whatever their case and accents; `"a phrase"`, `prefix*`, `AND`, `OR`, `NOT`
+    /// (or `-word`) and parentheses; every group needs a term that must match. Optionally within
+    /// one room, from one sender, sent in [from, to). Ranked results are paged by position (the
+    /// first 1,000 are served) and report no total. At most 100 per page.
+    #[allow(clippy::too_many_arguments, reason = "the contract's arguments, each optional")]
+    async fn tchap_search(
+        context: &Context,
+        executor: &Executor<'_, '_, Context>,
+        query: String,
+        room_id: Option<String>,
+        sender: Option<String>,
+        from: Option<types::DateTime>,
+        to: Option<types::DateTime>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<search::TchapSearchConnection> {
+        context.require(Scope::Read)?;
+        let look_ahead = executor.look_ahead();
+        context.charge(cost::search_items(&look_ahead, context.default_page_size()))?;
+        let with_rooms = cost::edges_select(&look_ahead, "room");
+        let args = search::SearchArgs { query, room_id, sender, from, to, first, after };
+        search::TchapSearchConnection::load(context, args, with_rooms).await
     }
 
     /// Aggregates over what the caller may see.

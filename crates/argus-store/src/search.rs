@@ -8,8 +8,8 @@
 //! then order by newest first. Snippets are made for the returned page only.
 
 use argus_domain::{
-    RoomId, SearchExpr, SearchHit, SearchQuery, SearchRequest, search::HIGHLIGHT_END, search::HIGHLIGHT_START,
-    to_unix_ms,
+    RoomId, SearchExpr, SearchHit, SearchQuery, SearchRequest, search::HIGHLIGHT_END,
+    search::HIGHLIGHT_START, to_unix_ms,
 };
 use diesel::{
     QueryableByName, RunQueryDsl as _,
@@ -43,9 +43,13 @@ pub(crate) fn fts5_query(query: &SearchQuery) -> String {
     }
     fn render(e: &SearchExpr) -> String {
         match e {
-            SearchExpr::Word { text, prefix } => format!("{}{}", quoted(text), if *prefix { "*" } else { "" }),
+            SearchExpr::Word { text, prefix } => {
+                format!("{}{}", quoted(text), if *prefix { "*" } else { "" })
+            }
             SearchExpr::Phrase(text) => quoted(text),
-            SearchExpr::Or(parts) => format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" OR ")),
+            SearchExpr::Or(parts) => {
+                format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" OR "))
+            }
             SearchExpr::And(parts) => {
                 let positive: Vec<String> =
                     parts.iter().filter(|p| !matches!(p, SearchExpr::Not(_))).map(render).collect();
@@ -73,12 +77,18 @@ pub(crate) fn tsquery(query: &SearchQuery) -> String {
     }
     fn render(e: &SearchExpr) -> String {
         match e {
-            SearchExpr::Word { text, prefix } => format!("{}{}", quoted(text), if *prefix { ":*" } else { "" }),
+            SearchExpr::Word { text, prefix } => {
+                format!("{}{}", quoted(text), if *prefix { ":*" } else { "" })
+            }
             SearchExpr::Phrase(text) => {
                 format!("({})", text.split_whitespace().map(quoted).collect::<Vec<_>>().join(" <-> "))
             }
-            SearchExpr::Or(parts) => format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" | ")),
-            SearchExpr::And(parts) => format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" & ")),
+            SearchExpr::Or(parts) => {
+                format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" | "))
+            }
+            SearchExpr::And(parts) => {
+                format!("({})", parts.iter().map(render).collect::<Vec<_>>().join(" & "))
+            }
             SearchExpr::Not(inner) => format!("!{}", render(inner)),
         }
     }
@@ -181,9 +191,7 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
                     .collect()
             }
         }
-        Backend::Postgres => {
-            search_pg(conn, gate, request, &start, &end)?
-        }
+        Backend::Postgres => search_pg(conn, gate, request, &start, &end)?,
     };
     let has_next_page = rows.len() > request.first as usize;
     rows.truncate(request.first as usize);
@@ -191,7 +199,8 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
     let mut messages = Vec::with_capacity(rows.len());
     let mut extra = Vec::with_capacity(rows.len());
     for row in rows {
-        let room: RoomId = row.hit_room_id.parse().map_err(|_| Error::Corrupt("a stored room id is malformed"))?;
+        let room: RoomId =
+            row.hit_room_id.parse().map_err(|_| Error::Corrupt("a stored room id is malformed"))?;
         messages.push(row.message.into_domain(&room)?);
         extra.push((row.snippet.unwrap_or_default(), row.score));
     }

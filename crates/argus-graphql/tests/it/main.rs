@@ -5,4 +5,5 @@ mod contract;
 mod harness;
 mod ingest;
 mod reads;
+mod search;
 mod threats;

@@ -109,9 +109,7 @@ fn search_is_gated_like_every_read(db: &TestDb) {
 
     // A room raised above the reader's clearance withholds its lower messages too, as its
     // message list does; and asking for it by id equals asking for a room that does not exist.
-    db.store
-        .record_ingestion(&run(&top_a, Confidential), &snapshot("!low:x.org", Vec::new()))
-        .unwrap();
+    db.store.record_ingestion(&run(&top_a, Confidential), &snapshot("!low:x.org", Vec::new())).unwrap();
     assert!(ids("drone", db, &viewer("org-a", Restricted)).is_empty());
     let restricted = viewer("org-a", Restricted);
     let mut in_room = request("drone");
@@ -167,8 +165,18 @@ fn search_filters_ranks_and_pages(db: &TestDb) {
     corpus(db, &v, "!one:x.org", Restricted, t);
     let msgs = vec![
         text("$many", MARIE, "drone drone drone", t - Duration::hours(3)),
-        text("$old", JEAN, "un drone parmi beaucoup d'autres mots dans une phrase assez longue", t - Duration::hours(2)),
-        text("$new", JEAN, "un drone parmi beaucoup d'autres mots dans une phrase assez longue", t - Duration::hours(1)),
+        text(
+            "$old",
+            JEAN,
+            "un drone parmi beaucoup d'autres mots dans une phrase assez longue",
+            t - Duration::hours(2),
+        ),
+        text(
+            "$new",
+            JEAN,
+            "un drone parmi beaucoup d'autres mots dans une phrase assez longue",
+            t - Duration::hours(1),
+        ),
     ];
     db.store.record_ingestion(&run(&v, Restricted), &snapshot("!two:x.org", msgs)).unwrap();
 
@@ -208,7 +216,10 @@ fn search_filters_ranks_and_pages(db: &TestDb) {
 fn malformed_searches_are_typed_errors(db: &TestDb) {
     let v = viewer("org-a", Secret);
     for bad in ["", "\"open", "NOT x", "(a", "x".repeat(10_000).as_str()] {
-        assert!(matches!(bad.parse::<argus_domain::SearchQuery>(), Err(argus_domain::Error::InvalidSearch(_))));
+        assert!(matches!(
+            bad.parse::<argus_domain::SearchQuery>(),
+            Err(argus_domain::Error::InvalidSearch(_))
+        ));
     }
     for (first, offset) in [(0, 0), (101, 0), (10, 1_001)] {
         let mut r = request("drone");
