@@ -40,6 +40,16 @@ pub enum Error {
     /// A search query that does not follow the query language, or is too long or too complex.
     #[error("invalid search query: {0}")]
     InvalidSearch(String),
+    /// A note that would leave the archive, or come back into it, below its own level.
+    #[error("a note classified {level} exceeds {what} ({limit})")]
+    WriteDown {
+        /// The note's level.
+        level: crate::Classification,
+        /// The level it exceeds.
+        limit: crate::Classification,
+        /// What that level is.
+        what: &'static str,
+    },
     /// The caller lacks the scope an action requires.
     #[error("missing scope {0}")]
     MissingScope(crate::Scope),

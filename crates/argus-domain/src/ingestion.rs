@@ -56,6 +56,8 @@ pub struct NewIngestion {
     pub outcome: IngestionOutcome,
     /// Why it failed; must never contain a token.
     pub error: Option<String>,
+    /// For a note posted into the room (not an ingestion): what is kept of it.
+    pub post: Option<crate::PostEvidence>,
 }
 
 impl NewIngestion {

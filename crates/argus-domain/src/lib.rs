@@ -22,6 +22,7 @@ mod ingestion;
 mod message;
 mod page;
 pub mod policy;
+pub mod post;
 mod room;
 pub mod search;
 mod secret;
@@ -35,6 +36,7 @@ pub use message::{
     MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion, Redaction, StoredMessage,
 };
 pub use page::{Page, PageRequest};
+pub use post::{PostEvidence, PostPolicy};
 pub use room::{FetchReport, RoomSnapshot, Stats, StoredRoom};
 pub use search::{SearchExpr, SearchHit, SearchQuery, SearchRequest};
 pub use secret::{AccessToken, Secret};

@@ -17,6 +17,8 @@ pub enum Scope {
     /// (`seq`, `hash`), for oversight. Without it a reader cannot count, from gaps in the
     /// sequence, the records above their clearance.
     AuditChain,
+    /// `tchap:post`: post notes into Tchap rooms.
+    Post,
 }
 
 impl Scope {
@@ -27,6 +29,7 @@ impl Scope {
             Self::Ingest => "tchap:ingest",
             Self::Audit => "tchap:audit",
             Self::AuditChain => "tchap:audit:chain",
+            Self::Post => "tchap:post",
         }
     }
 
@@ -56,6 +59,7 @@ impl FromStr for Scope {
             "tchap:ingest" => Ok(Self::Ingest),
             "tchap:audit" => Ok(Self::Audit),
             "tchap:audit:chain" => Ok(Self::AuditChain),
+            "tchap:post" => Ok(Self::Post),
             other => Err(Error::UnknownScope(crate::classification::truncate_for_message(other))),
         }
     }

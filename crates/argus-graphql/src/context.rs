@@ -78,6 +78,8 @@ pub struct Services {
     pub metrics: Metrics,
     /// Bounds on ingestions running at once and started per caller.
     pub admission: Admission,
+    /// The write-down guard and marking of notes posted into rooms.
+    pub post_policy: argus_domain::PostPolicy,
     /// Notified after every successful ingestion (wakes the fusion relay).
     pub on_ingested: Option<Arc<tokio::sync::Notify>>,
     /// One permit per pooled connection: callers past the pool's size wait here, in turn and
@@ -97,6 +99,7 @@ impl Services {
             limits: Limits::default(),
             metrics: Metrics::default(),
             admission: Admission::default(),
+            post_policy: argus_domain::PostPolicy::default(),
             on_ingested: None,
         }
     }

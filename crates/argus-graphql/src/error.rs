@@ -40,6 +40,13 @@ pub enum Error {
     /// The caller started too many ingestions in the last minute.
     #[error("too many ingestions started by this caller; try again in a minute")]
     TooManyRequests,
+    /// A note that would leave the archive above the posting ceiling, or come back into it
+    /// below its own level.
+    #[error("{0}")]
+    WriteDown(String),
+    /// What the call names is absent, or withheld from the caller (the two look alike).
+    #[error("not found: {0}")]
+    NotFound(&'static str),
     /// A pagination cursor that this server did not issue for this list and this caller.
     #[error("invalid pagination cursor")]
     BadCursor,
@@ -62,6 +69,8 @@ impl Error {
             Self::InvalidInput(_) => "INVALID_INPUT",
             Self::AboveClearance => "ABOVE_CLEARANCE",
             Self::BadCursor => "BAD_CURSOR",
+            Self::WriteDown(_) => "WRITE_DOWN",
+            Self::NotFound(_) => "NOT_FOUND",
             Self::TooCostly { .. } => "LIMIT_EXCEEDED",
             Self::Busy(_) => "BUSY",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
@@ -99,6 +108,7 @@ impl From<argus_domain::Error> for Error {
         match e {
             argus_domain::Error::AboveClearance { .. } => Self::AboveClearance,
             argus_domain::Error::MissingScope(scope) => Self::Forbidden(scope),
+            e @ argus_domain::Error::WriteDown { .. } => Self::WriteDown(e.to_string()),
             other => Self::InvalidInput(other.to_string()),
         }
     }

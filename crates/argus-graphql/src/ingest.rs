@@ -218,6 +218,7 @@ async fn record_failure(
         finished_at: Some(OffsetDateTime::now_utc()),
         outcome: IngestionOutcome::Failed,
         error: Some(audit_message(error, &request.access_token)),
+        post: None,
     };
     tracing::warn!(
         actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),

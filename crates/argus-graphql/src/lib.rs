@@ -4,7 +4,8 @@
 //!
 //! - Reads (`tchapRooms`, `tchapRoom`, `tchapMessages`, `TchapRoom.messages`, `tchapStats`)
 //!   need the scope `tchap:read`, `tchapIngestions` needs `tchap:audit`, the mutation
-//!   `ingestTchapRoom` needs `tchap:ingest`; otherwise the error has `extensions.code =
+//!   `ingestTchapRoom` needs `tchap:ingest`, `tchapSearch` needs `tchap:read`, the mutation
+//!   `postTchapMessage` needs `tchap:post`; otherwise the error has `extensions.code =
 //!   "FORBIDDEN"`.
 //! - Every read goes through the store's gated reads for the caller's organisation and
 //!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]).
@@ -24,6 +25,7 @@ mod cost;
 mod cursor;
 mod error;
 pub mod ingest;
+pub mod post;
 pub mod schema;
 
 pub use admission::{Admission, AdmissionLimits, Admitted};

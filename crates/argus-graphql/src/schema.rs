@@ -186,6 +186,27 @@ pub struct IngestTchapRoomInput {
     pub max_messages: Option<i32>,
 }
 
+/// Input of `postTchapMessage`. It has no `Debug`: nothing can print the access token it holds
+/// before it becomes a [`argus_domain::Secret`].
+#[derive(GraphQLInputObject)]
+#[graphql(name = "PostTchapMessageInput", description = "A note to post into a Tchap room.")]
+pub struct PostTchapMessageInput {
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
+    pub homeserver_url: String,
+    /// Matrix access token of the account that posts; used for this call only, never returned, never stored in clear.
+    pub access_token: String,
+    /// Matrix room id of a room in the archive that the caller may read.
+    pub room_id: String,
+    /// The note, plain text or Markdown (sent with an HTML form when it has formatting; raw HTML is shown as text). At most 32 KiB.
+    pub body: String,
+    /// The note's classification: at most the posting ceiling (RESTRICTED by default), the caller's clearance and the room's stored classification. Its marking is put in front of the body.
+    pub classification: GqlClassification,
+    /// Event id of a message of the room (visible to the caller) that the note answers; in its thread when it is in one.
+    pub reply_to: Option<String>,
+    /// Idempotency key (1 to 64 of A-Z a-z 0-9 . _ ~ -): the same key with the same Matrix token never posts twice. Default: derived from the note, so a retried call is the same transaction.
+    pub transaction_id: Option<String>,
+}
+
 /// The root mutation.
 #[derive(Debug, Clone, Copy)]
 pub struct Mutation;
@@ -213,6 +234,26 @@ impl Mutation {
             edits_applied: count(done.report.edits_applied),
             edits_ignored: count(done.report.edits_ignored),
             redactions_ignored: count(done.report.redactions_ignored),
+        })
+    }
+
+    /// Post a note into a Tchap room, with its protection marking in front, behind the write-down guard (nothing above the posting ceiling, the caller's clearance or the room's stored classification leaves). Every post, sent or refused, is an audit record. Requires scope tchap:post.
+    async fn post_tchap_message(context: &Context, input: PostTchapMessageInput) -> Result<types::PostTchapMessagePayload> {
+        let request = crate::post::PostRequest {
+            homeserver_url: input.homeserver_url,
+            access_token: AccessToken::new(input.access_token),
+            room_id: input.room_id,
+            body: input.body,
+            classification: input.classification.into(),
+            reply_to: input.reply_to,
+            transaction_id: input.transaction_id,
+        };
+        let done = crate::post::post_note(context.services(), context.viewer(), request).await?;
+        Ok(types::PostTchapMessagePayload {
+            event_id: done.event_id.as_str().to_owned(),
+            transaction_id: done.transaction_id,
+            body: done.body,
+            audit: TchapIngestion(done.record),
         })
     }
 }

@@ -47,6 +47,11 @@ impl Connector {
         Ok(Self { inner: Arc::new(HttpClient::new(config)?) })
     }
 
+    /// The HTTP clients and outbound policy.
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.inner
+    }
+
     /// The configuration this connector was built with.
     pub fn config(&self) -> &ConnectorConfig {
         &self.inner.config

@@ -9,6 +9,7 @@ mod connector;
 mod error;
 mod normalise;
 mod policy;
+mod send;
 mod transport;
 
 pub use config::{
@@ -16,3 +17,4 @@ pub use config::{
 };
 pub use connector::Connector;
 pub use error::{Error, Result};
+pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, markdown_to_html};

@@ -31,7 +31,7 @@ pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 pub const CURSOR_KEY_FILE: &str = "argus-tchap.cursor-key";
 
 /// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 6] = ["jwt", "oauth", "matrix", "graphql", "fusion", "audit"];
+const SECTIONS: [&str; 7] = ["jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post"];
 
 /// Top-level keys that come from `ARGUS_<KEY>`.
 const TOP_LEVEL_KEYS: [&str; 4] = ["bind", "database_url", "data_dir", "allow_remote_development"];
@@ -65,6 +65,35 @@ pub struct Config {
     pub fusion: argus_fusion::FusionConfig,
     /// The key of the audit chain.
     pub audit: AuditConfig,
+    /// Notes posted into Tchap rooms: the write-down guard and the marking.
+    pub post: PostConfig,
+}
+
+/// Notes posted into Tchap rooms (`postTchapMessage`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostConfig {
+    /// The highest classification a note may carry out of the archive; Tchap is accredited up
+    /// to RESTRICTED (*Diffusion Restreinte*), the default.
+    pub max_classification: argus_domain::Classification,
+    /// Put in front of every note: `{marking}` becomes the French protection marking
+    /// (`DIFFUSION RESTREINTE`), `{level}` the contract name (`RESTRICTED`). Default
+    /// `[{marking}] `.
+    pub marking: String,
+}
+
+impl Default for PostConfig {
+    fn default() -> Self {
+        let policy = argus_domain::PostPolicy::default();
+        Self { max_classification: policy.ceiling, marking: policy.marking }
+    }
+}
+
+impl PostConfig {
+    /// The policy the use-case applies.
+    pub fn policy(&self) -> argus_domain::PostPolicy {
+        argus_domain::PostPolicy { ceiling: self.max_classification, marking: self.marking.clone() }
+    }
 }
 
 /// The key that keys the audit chain (HMAC-SHA256), held outside the database so that someone
@@ -92,6 +121,7 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             fusion: argus_fusion::FusionConfig::default(),
             audit: AuditConfig::default(),
+            post: PostConfig::default(),
         }
     }
 }
@@ -296,6 +326,7 @@ impl Config {
 
     /// Checks what typing alone cannot.
     pub fn validate(&self) -> Result<()> {
+        self.post.policy().validate().map_err(|e| Error::Config(format!("post: {e}")))?;
         let keys = usize::from(self.jwt.hs256_secret.is_some())
             + usize::from(self.jwt.public_key_file.is_some())
             + usize::from(self.jwt.jwks_url.is_some());

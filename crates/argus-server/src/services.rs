@@ -61,6 +61,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
         per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
     });
     services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
+    services.post_policy = config.post.policy();
     let relay = if config.fusion.enabled {
         let relay = relay(config, store)?;
         services.on_ingested = Some(relay.waker());

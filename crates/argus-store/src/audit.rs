@@ -178,7 +178,23 @@ fn encode(
     opt_field(h, e.finished_at.map(i64::to_be_bytes).as_ref().map(|b| &b[..]));
     field(h, e.outcome.as_bytes());
     opt_field(h, e.error.map(str::as_bytes));
+    // A post's evidence follows; an ingestion's encoding is unchanged (its links were hashed
+    // before posts existed), and the action tag keeps the two apart.
+    if let Some(post) = &e.post {
+        field(h, b"POST");
+        opt_field(h, post.event_id.map(str::as_bytes));
+        field(h, post.body_sha256.as_bytes());
+        field(h, &post.body_length.to_be_bytes());
+    }
     field(h, prev_hash);
+}
+
+/// The stored form of a post's evidence, exactly as hashed.
+#[derive(Debug)]
+pub(crate) struct StoredPost<'a> {
+    pub(crate) event_id: Option<&'a str>,
+    pub(crate) body_sha256: String,
+    pub(crate) body_length: i64,
 }
 
 /// The stored form of a record's fields, exactly as hashed.
@@ -193,6 +209,7 @@ pub(crate) struct Stored<'a> {
     pub(crate) finished_at: Option<i64>,
     pub(crate) outcome: &'a str,
     pub(crate) error: Option<&'a str>,
+    pub(crate) post: Option<StoredPost<'a>>,
 }
 
 impl<'a> Stored<'a> {
@@ -207,6 +224,16 @@ impl<'a> Stored<'a> {
             finished_at: row.finished_at,
             outcome: &row.outcome,
             error: row.error.as_deref(),
+            post: match (row.action.as_str(), &row.body_sha256, row.body_length) {
+                ("INGEST", None, None) => None,
+                // Whatever the columns hold, a POST record hashes as one (a mismatch then fails
+                // verification rather than being skipped).
+                (_, digest, length) => Some(StoredPost {
+                    event_id: row.event_id.as_deref(),
+                    body_sha256: digest.clone().unwrap_or_default(),
+                    body_length: length.unwrap_or(-1),
+                }),
+            },
         }
     }
 }
@@ -262,6 +289,11 @@ pub(crate) fn append(
         finished_at: entry.finished_at.map(to_unix_ms),
         outcome: entry.outcome.as_str(),
         error: entry.error.as_deref(),
+        post: entry.post.as_ref().map(|p| StoredPost {
+            event_id: p.event_id.as_deref(),
+            body_sha256: hex::encode(p.body_sha256),
+            body_length: p.body_length,
+        }),
     };
     let hash = link_hash(key, org, seq, &stored, &prev_hash);
 
@@ -280,6 +312,10 @@ pub(crate) fn append(
             ingestions::error.eq(stored.error),
             ingestions::prev_hash.eq(hex::encode(prev_hash)),
             ingestions::hash.eq(hex::encode(hash)),
+            ingestions::action.eq(if stored.post.is_some() { "POST" } else { "INGEST" }),
+            ingestions::event_id.eq(stored.post.as_ref().and_then(|p| p.event_id)),
+            ingestions::body_sha256.eq(stored.post.as_ref().map(|p| p.body_sha256.as_str())),
+            ingestions::body_length.eq(stored.post.as_ref().map(|p| p.body_length)),
         ))
         .returning(ingestions::id)
         .get_result(conn)?;

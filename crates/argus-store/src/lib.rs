@@ -129,6 +129,17 @@ impl Store {
         read::room(&mut *self.conn()?, &Gate::of(viewer), room_id)
     }
 
+    /// One message of a room the viewer may see, by its Matrix event id; `None` when it is
+    /// absent or withheld (the two look alike). Its versions and redaction are not loaded.
+    pub fn message(
+        &self,
+        viewer: &Viewer,
+        room_id: &RoomId,
+        event_id: &argus_domain::EventId,
+    ) -> Result<Option<StoredMessage>> {
+        read::message(&mut *self.conn()?, &Gate::of(viewer), room_id, event_id)
+    }
+
     /// Messages of a room the viewer may see, oldest first; an empty page when the room is
     /// absent or withheld.
     pub fn messages(
@@ -182,6 +193,12 @@ impl Store {
     /// in the free-text fields are replaced and long values cut.
     pub fn record_failure(&self, entry: &NewIngestion) -> Result<IngestionRecord> {
         write::record_failure(&mut *self.conn()?, self.audit_key.as_deref(), entry)
+    }
+
+    /// Appends the audit record of a note posted into a room, sent or refused (the entry
+    /// carries its [`argus_domain::PostEvidence`]): never the body, only its digest and length.
+    pub fn record_post(&self, entry: &NewIngestion) -> Result<IngestionRecord> {
+        write::record_post(&mut *self.conn()?, self.audit_key.as_deref(), entry)
     }
 
     /// The newest record of every organisation's chain.

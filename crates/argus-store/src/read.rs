@@ -512,3 +512,21 @@ pub(crate) fn ingestions(
     let total: i64 = gate.ingestions().count().get_result(conn)?;
     Ok(page_of(items, wanted, total))
 }
+
+/// One visible message of a visible room, by its Matrix event id; `None` when it is absent or
+/// withheld (the two look alike).
+pub(crate) fn message(
+    conn: &mut DbConn,
+    gate: &Gate,
+    room_id: &RoomId,
+    event_id: &argus_domain::EventId,
+) -> Result<Option<StoredMessage>> {
+    use diesel::OptionalExtension as _;
+    let row: Option<MessageRow> = gate
+        .messages_of_room(room_id)
+        .filter(messages::event_id.eq(event_id.as_str()))
+        .select(<MessageRow as diesel::SelectableHelper<_>>::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(|r| r.into_domain(room_id)).transpose()
+}

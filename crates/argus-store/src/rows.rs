@@ -174,11 +174,31 @@ pub(crate) struct IngestionRow {
     pub(crate) error: Option<String>,
     pub(crate) prev_hash: String,
     pub(crate) hash: String,
+    pub(crate) action: String,
+    pub(crate) event_id: Option<String>,
+    pub(crate) body_sha256: Option<String>,
+    pub(crate) body_length: Option<i64>,
 }
 
 impl IngestionRow {
+    /// What a POST record keeps of its note; `None` for an ingestion, an error for a record
+    /// whose columns disagree with its action.
+    pub(crate) fn post(&self) -> Result<Option<argus_domain::PostEvidence>> {
+        const BAD: Error = Error::Corrupt("a stored audit record fails validation");
+        match (self.action.as_str(), &self.body_sha256, self.body_length) {
+            ("INGEST", None, None) if self.event_id.is_none() => Ok(None),
+            ("POST", Some(digest), Some(length)) => Ok(Some(argus_domain::PostEvidence {
+                event_id: self.event_id.clone(),
+                body_sha256: hash32(digest).ok_or(BAD)?,
+                body_length: length,
+            })),
+            _ => Err(BAD),
+        }
+    }
+
     pub(crate) fn into_domain(self) -> Result<IngestionRecord> {
         const BAD: Error = Error::Corrupt("a stored audit record fails validation");
+        let post = self.post()?;
         Ok(IngestionRecord {
             id: self.id,
             seq: self.seq,
@@ -193,6 +213,7 @@ impl IngestionRow {
                 finished_at: self.finished_at.map(from_unix_ms).transpose().map_err(|_| BAD)?,
                 outcome: outcome(&self.outcome).ok_or(BAD)?,
                 error: self.error,
+                post,
             },
             prev_hash: hash32(&self.prev_hash).ok_or(BAD)?,
             hash: hash32(&self.hash).ok_or(BAD)?,

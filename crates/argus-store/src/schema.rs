@@ -127,6 +127,14 @@ diesel::table! {
         prev_hash -> Text,
         /// Hex SHA-256 of this record.
         hash -> Text,
+        /// `INGEST` or `POST` (a note posted into the room).
+        action -> Text,
+        /// A post's event id, when the homeserver gave one.
+        event_id -> Nullable<Text>,
+        /// A post's body digest, hex SHA-256.
+        body_sha256 -> Nullable<Text>,
+        /// A post's body length, in bytes.
+        body_length -> Nullable<BigInt>,
     }
 }
 

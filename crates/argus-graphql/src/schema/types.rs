@@ -421,6 +421,38 @@ impl TchapIngestion {
     fn error(&self) -> Option<&str> {
         self.0.entry.error.as_deref()
     }
+
+    /// What the record is of: an ingestion, or a note posted into the room.
+    fn action(&self) -> GqlAuditAction {
+        if self.0.entry.post.is_some() { GqlAuditAction::Post } else { GqlAuditAction::Ingest }
+    }
+
+    /// For a post that was sent: the event id the homeserver gave the note.
+    fn event_id(&self) -> Option<&str> {
+        self.0.entry.post.as_ref().and_then(|p| p.event_id.as_deref())
+    }
+
+    /// For a post: SHA-256 of the body as sent (marking included), hex. The body is never kept.
+    fn body_sha256(&self) -> Option<String> {
+        self.0.entry.post.as_ref().map(|p| hex::encode(p.body_sha256))
+    }
+
+    /// For a post: the length of the body as sent, in bytes.
+    fn body_length(&self) -> Option<i32> {
+        self.0.entry.post.as_ref().map(|p| int(p.body_length))
+    }
+}
+
+/// What an audit record is of.
+#[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "AuditAction")]
+pub enum GqlAuditAction {
+    /// An ingestion of the room.
+    #[graphql(name = "INGEST")]
+    Ingest,
+    /// A note posted into the room (`postTchapMessage`), sent (SUCCEEDED) or refused (FAILED).
+    #[graphql(name = "POST")]
+    Post,
 }
 
 /// Aggregates over what the caller may see.
@@ -496,6 +528,44 @@ impl IngestTchapRoomPayload {
     /// Redactions not applied: neither confirmed by the homeserver nor made by the sender.
     fn redactions_ignored(&self) -> i32 {
         self.redactions_ignored
+    }
+}
+
+/// What `postTchapMessage` did.
+#[derive(Debug, Clone)]
+pub struct PostTchapMessagePayload {
+    /// The event id of the note.
+    pub event_id: String,
+    /// The transaction id it was sent under.
+    pub transaction_id: String,
+    /// The body as sent.
+    pub body: String,
+    /// The audit record.
+    pub audit: TchapIngestion,
+}
+
+/// What `postTchapMessage` did.
+#[graphql_object(context = Context)]
+impl PostTchapMessagePayload {
+    /// The Matrix event id the homeserver gave the note.
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+
+    /// The transaction id it was sent under (retrying with it never posts twice).
+    fn transaction_id(&self) -> &str {
+        &self.transaction_id
+    }
+
+    /// The plain-text body as sent: the marking, then the note.
+    fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The audit record of this post. Requires scope tchap:audit.
+    fn audit(&self, context: &Context) -> Result<&TchapIngestion> {
+        context.require(Scope::Audit)?;
+        Ok(&self.audit)
     }
 }
 

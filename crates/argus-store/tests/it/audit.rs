@@ -14,6 +14,7 @@ backend_suite!(
     chains_are_per_organisation,
     a_rehashed_chain_fails_against_the_audit_key,
     a_chain_keyed_from_a_boundary_verifies_with_it,
+    posts_share_the_chain_and_their_evidence_is_bound,
 );
 
 /// Five records in org-a (ingestions and failures), two in org-b.
@@ -313,4 +314,72 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
         assert!(err.contains("permission denied") || err.contains("must be owner"), "{attack}: {err}");
     }
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM ingestions"), 2);
+}
+
+fn post_entry(org: &str, room: &str, outcome: argus_domain::IngestionOutcome, event: Option<&str>) -> argus_domain::NewIngestion {
+    let mut post = argus_domain::PostEvidence::of("[DIFFUSION RESTREINTE] rendez-vous 10h");
+    post.event_id = event.map(str::to_owned);
+    argus_domain::NewIngestion {
+        actor: "analyst@example.gouv.fr".parse().unwrap(),
+        org: org.parse().unwrap(),
+        room_id: room.to_owned(),
+        homeserver_url: "https://matrix.agent.tchap.gouv.fr/_matrix?access_token=x".to_owned(),
+        message_count: 7,
+        classification: Restricted,
+        started_at: now(),
+        finished_at: None,
+        outcome,
+        error: (outcome == argus_domain::IngestionOutcome::Failed).then(|| "refused: write-down".to_owned()),
+        post: Some(post),
+    }
+}
+
+/// A post, sent or refused, is a link of the same chain as the ingestions; its digest, length
+/// and event id are hashed, and a record changed from one kind into the other fails.
+fn posts_share_the_chain_and_their_evidence_is_bound(db: &TestDb) {
+    use argus_domain::IngestionOutcome::{Failed, Succeeded};
+    fill(db);
+    let s = &db.store;
+    // The room is held at SECRET: the records naming it are filed there.
+    s.record_ingestion(&run(&viewer("org-a", Secret), Secret), &snapshot("!held:x.org", messages(1, now())))
+        .unwrap();
+    let sent = s.record_post(&post_entry("org-a", "!held:x.org", Succeeded, Some("$note:x.org"))).unwrap();
+    let refused = s.record_post(&post_entry("org-a", "!other:x.org", Failed, None)).unwrap();
+    assert_eq!(sent.seq, 7);
+    assert_eq!(refused.seq, 8);
+    assert_eq!(sent.entry.classification, Secret);
+    assert_eq!(refused.entry.classification, Restricted);
+    assert_eq!(sent.entry.message_count, 0);
+    assert_eq!(sent.entry.homeserver_url, "https://matrix.agent.tchap.gouv.fr");
+    let page = s.ingestions(&viewer("org-a", Secret), &argus_domain::PageRequest::first(2)).unwrap();
+    assert_eq!(page.items[0].entry.post, refused.entry.post);
+    assert_eq!(page.items[1].entry.post.as_ref().and_then(|p| p.event_id.as_deref()), Some("$note:x.org"));
+    // A reader below the room's level does not see the record naming it.
+    let low = s.ingestions(&viewer("org-a", Restricted), &argus_domain::PageRequest::first(50)).unwrap();
+    assert!(low.items.iter().all(|r| r.entry.room_id != "!held:x.org"));
+    // An ingestion record cannot be written with post evidence missing its body digest.
+    let mut bad = post_entry("org-a", "!x:x.org", Succeeded, None);
+    bad.post = None;
+    assert!(s.record_post(&bad).is_err());
+
+    let heads = s.audit_heads().unwrap();
+    assert!(s.audit_verify(&heads).unwrap().iter().all(|c| c.is_ok()));
+    drop_triggers(db);
+    for (tamper, seq) in [
+        ("UPDATE ingestions SET body_length = 3 WHERE org_id = 'org-a' AND seq = 7", 7),
+        ("UPDATE ingestions SET event_id = '$other:x.org' WHERE org_id = 'org-a' AND seq = 7", 7),
+        ("UPDATE ingestions SET action = 'INGEST', body_sha256 = NULL, body_length = NULL WHERE org_id = 'org-a' AND seq = 8", 8),
+    ] {
+        let before = db.store.audit_heads().unwrap();
+        db.raw().exec(tamper).unwrap();
+        let v = org_result(db, &before, "org-a");
+        assert_eq!(v.first_bad_seq, Some(seq), "{tamper}");
+        // Put back: the next case starts from an intact chain.
+        let length = sent.entry.post.as_ref().map_or(0, |p| p.body_length);
+        db.raw()
+            .exec(&format!(
+                "UPDATE ingestions SET body_length = {length}, event_id = '$note:x.org' WHERE org_id = 'org-a' AND seq = 7"
+            ))
+            .unwrap();
+    }
 }

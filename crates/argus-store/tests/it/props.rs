@@ -103,6 +103,7 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
                     finished_at: None,
                     outcome: IngestionOutcome::Failed,
                     error: Some("unreachable".to_owned()),
+                    post: None,
                 })
                 .unwrap();
             // Filed at the room's stored level when that is higher.

@@ -625,6 +625,7 @@ fn failure(org: &str, classification: Classification) -> NewIngestion {
         finished_at: None,
         outcome: IngestionOutcome::Failed,
         error: Some("refused: blocked address".to_owned()),
+        post: None,
     }
 }
 

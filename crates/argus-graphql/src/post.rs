@@ -1,0 +1,203 @@
+//! The posting use-case behind `postTchapMessage`: validate -> write-down guard (no network
+//! call before it passes) -> send with an idempotent transaction id -> audit.
+//!
+//! Every call that passes the per-caller rate is audited in the organisation's hash chain, sent
+//! or refused: the actor, the room, the level, the outcome, the event id, and the SHA-256 and
+//! length of the body as sent, never the body itself. A refusal is decided before any network
+//! call: a note above the configured ceiling, above the caller's clearance, above the room's
+//! stored level, or into a room the caller cannot read (absent or withheld alike).
+
+use argus_domain::{
+    AccessToken, Classification, EventId, HomeserverUrl, IngestionOutcome, IngestionRecord, NewIngestion,
+    PostEvidence, RoomId, Scope, Viewer, policy, post::MAX_NOTE_BYTES,
+};
+use argus_matrix::OutgoingNote;
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+
+use crate::{Error, Result, Services};
+
+/// A note to post, as the caller gave it. `Debug` shows the token as `[redacted]`.
+#[derive(Debug)]
+pub struct PostRequest {
+    /// Base URL of the homeserver.
+    pub homeserver_url: String,
+    /// The caller's Matrix access token, for this call only.
+    pub access_token: AccessToken,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// The note, Markdown or plain text (the marking is put in front of it).
+    pub body: String,
+    /// The note's classification.
+    pub classification: Classification,
+    /// The event id of the message it answers.
+    pub reply_to: Option<String>,
+    /// The transaction id; by default derived from the note, so that a retry of the same call
+    /// never posts twice.
+    pub transaction_id: Option<String>,
+}
+
+/// What a post did.
+#[derive(Debug, Clone)]
+pub struct PostSummary {
+    /// The event id the homeserver gave the note.
+    pub event_id: EventId,
+    /// The transaction id it was sent under.
+    pub transaction_id: String,
+    /// The body as sent: the marking, then the note.
+    pub body: String,
+    /// The audit record of the post.
+    pub record: IngestionRecord,
+}
+
+struct Valid {
+    homeserver: HomeserverUrl,
+    room_id: RoomId,
+    reply_to: Option<EventId>,
+}
+
+fn validate(services: &Services, viewer: &Viewer, request: &PostRequest) -> Result<Valid> {
+    policy::require_scope(viewer, Scope::Post)?;
+    let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
+    let room_id: RoomId = request.room_id.parse()?;
+    if !request.access_token.is_well_formed() {
+        return Err(Error::InvalidInput("the access token is empty or malformed".into()));
+    }
+    if request.body.trim().is_empty() || request.body.len() > MAX_NOTE_BYTES {
+        return Err(Error::InvalidInput(format!("the body must hold 1 to {MAX_NOTE_BYTES} bytes")));
+    }
+    if request.body.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t')) {
+        return Err(Error::InvalidInput("the body holds a control character".into()));
+    }
+    let reply_to = request.reply_to.as_deref().map(str::parse).transpose()?;
+    if let Some(txn) = &request.transaction_id {
+        argus_matrix::check_transaction_id(txn)?;
+    }
+    services.connector.check_homeserver(&homeserver)?;
+    Ok(Valid { homeserver, room_id, reply_to })
+}
+
+/// The transaction id of a note: the caller's, or one derived from who posts what where, so
+/// that the same call repeated (a client retrying after a lost answer) is the same transaction.
+fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String {
+    if let Some(txn) = &request.transaction_id {
+        return txn.clone();
+    }
+    let mut h = Sha256::new();
+    for part in [
+        viewer.org.as_str(),
+        viewer.actor.as_str(),
+        request.homeserver_url.as_str(),
+        request.room_id.as_str(),
+        request.reply_to.as_deref().unwrap_or(""),
+        body,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("argus-{}", &hex::encode(h.finalize())[..40])
+}
+
+/// Posts a note for `viewer`; every admitted call, sent or refused, appends an audit record.
+pub async fn post_note(services: &Services, viewer: &Viewer, request: PostRequest) -> Result<PostSummary> {
+    let started_at = OffsetDateTime::now_utc();
+    let caller = format!("{}/{}", viewer.org, viewer.actor);
+    services.admission.check_caller(&caller)?;
+    let body = services.post_policy.marked(request.classification, &request.body);
+    let mut evidence = PostEvidence::of(&body);
+    let result = send(services, viewer, &request, &body).await;
+    let (outcome, error) = match &result {
+        Ok((event_id, _)) => {
+            evidence.event_id = Some(event_id.as_str().to_owned());
+            (IngestionOutcome::Succeeded, None)
+        }
+        Err(e) => (IngestionOutcome::Failed, Some(scrubbed(e, &request.access_token))),
+    };
+    let entry = NewIngestion {
+        actor: viewer.actor.clone(),
+        org: viewer.org.clone(),
+        room_id: request.room_id.clone(),
+        homeserver_url: request.homeserver_url.clone(),
+        message_count: 0,
+        classification: request.classification,
+        started_at,
+        finished_at: Some(OffsetDateTime::now_utc()),
+        outcome,
+        error,
+        post: Some(evidence),
+    };
+    let recorded = services.with_store(move |store| store.record_post(&entry)).await;
+    match (result, recorded) {
+        (Ok((event_id, transaction_id)), Ok(record)) => {
+            tracing::info!(actor = %viewer.actor, org = %viewer.org, room = %request.room_id, event = %event_id, "note posted");
+            Ok(PostSummary { event_id, transaction_id, body, record })
+        }
+        (Ok((event_id, _)), Err(e)) => {
+            // The note is in the room: say so, and that its record is missing.
+            tracing::error!(error = %e, event = %event_id, "a posted note could not be audited");
+            Err(e)
+        }
+        (Err(e), recorded) => {
+            if let Err(audit) = recorded {
+                tracing::error!(error = %audit, "a refused post could not be audited");
+            }
+            tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = e.code(), error = %e, "post refused or failed");
+            Err(e)
+        }
+    }
+}
+
+async fn send(
+    services: &Services,
+    viewer: &Viewer,
+    request: &PostRequest,
+    body: &str,
+) -> Result<(EventId, String)> {
+    let valid = validate(services, viewer, request)?;
+    // The room as the caller may read it (absent and withheld look alike), and the message the
+    // note answers, which must be one of that room's the caller may read.
+    let (v, room, reply) = (viewer.clone(), valid.room_id.clone(), valid.reply_to.clone());
+    let (stored, answered) = services
+        .with_store(move |store| {
+            let stored = store.room(&v, &room)?;
+            let answered = match (&stored, &reply) {
+                (Some(_), Some(event)) => store.message(&v, &room, event)?,
+                _ => None,
+            };
+            Ok((stored, answered))
+        })
+        .await?;
+    let Some(stored) = stored else {
+        return Err(Error::NotFound("the room is not in the archive, or not visible to the caller"));
+    };
+    services.post_policy.check(viewer, request.classification, stored.classification)?;
+    if valid.reply_to.is_some() && answered.is_none() {
+        return Err(Error::NotFound("replyTo names no message of this room visible to the caller"));
+    }
+    let markdown = request.body.as_str();
+    let html = argus_matrix::markdown_to_html(markdown).map(|html| {
+        let marking = services.post_policy.marking_of(request.classification);
+        format!("{}{html}", escape_html(&marking))
+    });
+    let note = OutgoingNote {
+        body: body.to_owned(),
+        html,
+        reply_to: valid.reply_to,
+        thread_root: answered.and_then(|m| m.message.thread_root),
+    };
+    let txn = transaction_id(viewer, request, body);
+    let event_id =
+        services.connector.post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note).await?;
+    Ok((event_id, txn))
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The public message of `error`, with the token scrubbed should it ever appear.
+fn scrubbed(error: &Error, token: &AccessToken) -> String {
+    let message = error.public_message();
+    let secret = token.expose_secret();
+    if secret.len() >= 8 && message.contains(secret) { message.replace(secret, "[redacted]") } else { message }
+}

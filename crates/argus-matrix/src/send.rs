@@ -1,0 +1,122 @@
+//! Posting a note into a room: `PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}`
+//! ([spec](https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3roomsroomidsendeventtypetxnid)),
+//! an `m.text` message with an HTML form when the note is Markdown, as a reply (in the thread
+//! of the message it answers, when that one is in a thread).
+//!
+//! The transaction id makes a retry idempotent: the homeserver answers a repeated transaction
+//! of the same access token with the event it already created, so the transport may retry a
+//! send that timed out without posting the note twice.
+
+use argus_domain::{AccessToken, EventId, HomeserverUrl, RoomId};
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedTransactionId,
+    api::client::message::send_message_event::v3 as endpoint,
+    events::{
+        relation::{InReplyTo, Reply, Thread},
+        room::message::{Relation, RoomMessageEventContent},
+    },
+};
+use tokio::time::Instant;
+
+use crate::{Connector, Error, Result, transport::Target};
+
+/// The longest transaction id accepted.
+pub const MAX_TXN_ID_LEN: usize = 64;
+
+/// A note to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingNote {
+    /// The plain-text body, as clients without HTML show it.
+    pub body: String,
+    /// The HTML form (`org.matrix.custom.html`), when the note has formatting.
+    pub html: Option<String>,
+    /// The message it answers.
+    pub reply_to: Option<EventId>,
+    /// The thread of that message, when it is in one: the reply then goes into the thread.
+    pub thread_root: Option<EventId>,
+}
+
+/// The HTML of a Markdown note, or `None` when it is plain text (its HTML would say nothing
+/// more than the body). Raw HTML in the note is escaped, never passed through: what the note
+/// says is what every client shows.
+///
+/// ```
+/// use argus_matrix::markdown_to_html;
+/// assert_eq!(markdown_to_html("plain words").as_deref(), None);
+/// assert_eq!(markdown_to_html("**vite**").as_deref(), Some("<p><strong>vite</strong></p>"));
+/// assert_eq!(markdown_to_html("<b>x</b> *y*").as_deref(), Some("<p>&lt;b&gt;x&lt;/b&gt; <em>y</em></p>"));
+/// ```
+pub fn markdown_to_html(markdown: &str) -> Option<String> {
+    use pulldown_cmark::{Event, Options, Parser, html};
+    let mut plain = true;
+    let events = Parser::new_ext(markdown, Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES).map(|e| {
+        match &e {
+            Event::Text(_) | Event::SoftBreak => {}
+            Event::Start(pulldown_cmark::Tag::Paragraph) | Event::End(pulldown_cmark::TagEnd::Paragraph) => {}
+            _ => plain = false,
+        }
+        match e {
+            Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+            other => other,
+        }
+    });
+    let mut out = String::with_capacity(markdown.len() + 32);
+    html::push_html(&mut out, events);
+    let out = out.trim_end().to_owned();
+    (!plain).then_some(out)
+}
+
+/// Checks a transaction id: 1 to 64 characters of `A-Z a-z 0-9 . _ ~ -`.
+pub fn check_transaction_id(txn_id: &str) -> Result<()> {
+    let ok = !txn_id.is_empty()
+        && txn_id.len() <= MAX_TXN_ID_LEN
+        && txn_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "the transaction id must be 1 to {MAX_TXN_ID_LEN} characters of A-Z, a-z, 0-9, '.', '_', '~', '-'"
+        )))
+    }
+}
+
+impl Connector {
+    /// Posts `note` into `room_id` under transaction `txn_id`, with the caller's token, under
+    /// the outbound policy; returns the event id the homeserver gave it. Sending the same
+    /// transaction again with the same token returns the same event.
+    pub async fn post_note(
+        &self,
+        homeserver: &HomeserverUrl,
+        token: &AccessToken,
+        room_id: &RoomId,
+        txn_id: &str,
+        note: &OutgoingNote,
+    ) -> Result<EventId> {
+        check_transaction_id(txn_id)?;
+        if !token.is_well_formed() {
+            return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
+        }
+        let room = OwnedRoomId::try_from(room_id.as_str())
+            .map_err(|_| Error::InvalidInput("the room id is not a valid Matrix room id".into()))?;
+        let event = |id: &EventId| {
+            OwnedEventId::try_from(id.as_str())
+                .map_err(|_| Error::InvalidInput("replyTo is not a valid Matrix event id".into()))
+        };
+        let mut content = match &note.html {
+            Some(html) => RoomMessageEventContent::text_html(note.body.clone(), html.clone()),
+            None => RoomMessageEventContent::text_plain(note.body.clone()),
+        };
+        content.relates_to = match (&note.reply_to, &note.thread_root) {
+            (Some(reply), Some(root)) => Some(Relation::Thread(Thread::reply(event(root)?, event(reply)?))),
+            (Some(reply), None) => Some(Relation::Reply(Reply::new(InReplyTo::new(event(reply)?)))),
+            (None, _) => None,
+        };
+        let request = endpoint::Request::new(room, OwnedTransactionId::from(txn_id), &content)
+            .map_err(|_| Error::InvalidInput("the note cannot be encoded".into()))?;
+        let transport = self.http().policy.check_url(&homeserver.url())?;
+        let deadline = Instant::now() + self.http().config.run_deadline;
+        let target = Target { homeserver, token, transport, deadline };
+        let response = self.http().send(&target, request).await?;
+        response.event_id.as_str().parse().map_err(|_| Error::malformed("the homeserver gave an invalid event id"))
+    }
+}
