@@ -80,7 +80,10 @@ impl PostPolicy {
             return Err(Error::invalid("post marking", "must contain {marking} or {level}"));
         }
         if self.marking.len() > 256 || self.marking.chars().any(|c| c.is_control() && c != ' ') {
-            return Err(Error::invalid("post marking", "must be at most 256 bytes, without control characters"));
+            return Err(Error::invalid(
+                "post marking",
+                "must be at most 256 bytes, without control characters",
+            ));
         }
         Ok(())
     }

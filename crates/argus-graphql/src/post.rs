@@ -186,8 +186,10 @@ async fn send(
         thread_root: answered.and_then(|m| m.message.thread_root),
     };
     let txn = transaction_id(viewer, request, body);
-    let event_id =
-        services.connector.post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note).await?;
+    let event_id = services
+        .connector
+        .post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note)
+        .await?;
     Ok((event_id, txn))
 }
 
@@ -199,5 +201,9 @@ fn escape_html(text: &str) -> String {
 fn scrubbed(error: &Error, token: &AccessToken) -> String {
     let message = error.public_message();
     let secret = token.expose_secret();
-    if secret.len() >= 8 && message.contains(secret) { message.replace(secret, "[redacted]") } else { message }
+    if secret.len() >= 8 && message.contains(secret) {
+        message.replace(secret, "[redacted]")
+    } else {
+        message
+    }
 }

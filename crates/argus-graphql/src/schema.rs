@@ -238,7 +238,10 @@ impl Mutation {
     }
 
     /// Post a note into a Tchap room, with its protection marking in front, behind the write-down guard (nothing above the posting ceiling, the caller's clearance or the room's stored classification leaves). Every post, sent or refused, is an audit record. Requires scope tchap:post.
-    async fn post_tchap_message(context: &Context, input: PostTchapMessageInput) -> Result<types::PostTchapMessagePayload> {
+    async fn post_tchap_message(
+        context: &Context,
+        input: PostTchapMessageInput,
+    ) -> Result<types::PostTchapMessagePayload> {
         let request = crate::post::PostRequest {
             homeserver_url: input.homeserver_url,
             access_token: AccessToken::new(input.access_token),

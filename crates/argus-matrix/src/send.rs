@@ -117,6 +117,10 @@ impl Connector {
         let deadline = Instant::now() + self.http().config.run_deadline;
         let target = Target { homeserver, token, transport, deadline };
         let response = self.http().send(&target, request).await?;
-        response.event_id.as_str().parse().map_err(|_| Error::malformed("the homeserver gave an invalid event id"))
+        response
+            .event_id
+            .as_str()
+            .parse()
+            .map_err(|_| Error::malformed("the homeserver gave an invalid event id"))
     }
 }

@@ -396,6 +396,25 @@ impl MockHomeserver {
             .respond_with(AnyRoom { rooms: Arc::clone(&self.rooms) })
             .mount(&self.server)
             .await;
+        Mock::given(method("PUT")).respond_with(AnySend).mount(&self.server).await;
+    }
+
+    /// The messages sent into rooms (`PUT /rooms/{room}/send/{type}/{txnId}`), oldest first:
+    /// room id, transaction id and JSON content of each request received.
+    pub async fn sent(&self) -> Vec<(String, String, Value)> {
+        let requests = self.server.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .filter(|r| r.method == wiremock::http::Method::PUT)
+            .filter_map(|r| {
+                let path = percent_decode(r.url.path());
+                let rest = path.strip_prefix("/_matrix/client/v3/rooms/")?;
+                let (room, tail) = rest.split_once("/send/")?;
+                let (_, txn) = tail.split_once('/')?;
+                let body = serde_json::from_slice(&r.body).ok()?;
+                Some((room.to_owned(), txn.to_owned(), body))
+            })
+            .collect()
     }
 
     /// Gives `room` `count` messages (`message 0`.. one minute apart from [`BASE_TS`]) in the
@@ -460,6 +479,37 @@ impl Respond for AnyRoom {
             }
             _ => matrix_error(404, "M_UNRECOGNIZED"),
         }
+    }
+}
+
+/// The any-room responder of sends: with [`MATRIX_TOKEN`], a send into any room but a
+/// `!forbidden…` one answers an event id derived from the transaction id (so a repeated
+/// transaction answers the same event, as a homeserver does).
+struct AnySend;
+
+impl Respond for AnySend {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let authorised = request
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == format!("Bearer {MATRIX_TOKEN}"));
+        if !authorised {
+            return matrix_error(401, "M_UNKNOWN_TOKEN");
+        }
+        let path = percent_decode(request.url.path());
+        let Some((room, txn)) = path
+            .strip_prefix("/_matrix/client/v3/rooms/")
+            .and_then(|rest| rest.split_once("/send/"))
+            .and_then(|(room, tail)| tail.split_once('/').map(|(_, txn)| (room.to_owned(), txn.to_owned())))
+        else {
+            return matrix_error(404, "M_UNRECOGNIZED");
+        };
+        if room.starts_with("!forbidden") {
+            return matrix_error(403, "M_FORBIDDEN");
+        }
+        let id: String = txn.chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+        ResponseTemplate::new(200).set_body_json(json!({ "event_id": format!("$sent-{id}") }))
     }
 }
 

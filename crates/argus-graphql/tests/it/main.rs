@@ -4,6 +4,7 @@
 mod contract;
 mod harness;
 mod ingest;
+mod post;
 mod reads;
 mod search;
 mod threats;

@@ -316,7 +316,12 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM ingestions"), 2);
 }
 
-fn post_entry(org: &str, room: &str, outcome: argus_domain::IngestionOutcome, event: Option<&str>) -> argus_domain::NewIngestion {
+fn post_entry(
+    org: &str,
+    room: &str,
+    outcome: argus_domain::IngestionOutcome,
+    event: Option<&str>,
+) -> argus_domain::NewIngestion {
     let mut post = argus_domain::PostEvidence::of("[DIFFUSION RESTREINTE] rendez-vous 10h");
     post.event_id = event.map(str::to_owned);
     argus_domain::NewIngestion {
@@ -368,7 +373,10 @@ fn posts_share_the_chain_and_their_evidence_is_bound(db: &TestDb) {
     for (tamper, seq) in [
         ("UPDATE ingestions SET body_length = 3 WHERE org_id = 'org-a' AND seq = 7", 7),
         ("UPDATE ingestions SET event_id = '$other:x.org' WHERE org_id = 'org-a' AND seq = 7", 7),
-        ("UPDATE ingestions SET action = 'INGEST', body_sha256 = NULL, body_length = NULL WHERE org_id = 'org-a' AND seq = 8", 8),
+        (
+            "UPDATE ingestions SET action = 'INGEST', body_sha256 = NULL, body_length = NULL WHERE org_id = 'org-a' AND seq = 8",
+            8,
+        ),
     ] {
         let before = db.store.audit_heads().unwrap();
         db.raw().exec(tamper).unwrap();
