@@ -17,6 +17,7 @@
 mod evidence;
 mod harness;
 mod leaks;
+mod notes;
 mod scenario;
 mod world;
 
@@ -58,4 +59,20 @@ async fn evidence_on_postgres() {
     let Some(db) = argus_testkit::postgres::fresh_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     evidence::run(synapse, db.url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    notes::run(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    notes::run(synapse, db.url(), dir.path()).await.unwrap();
 }
