@@ -328,6 +328,12 @@ fn insert_messages(
         Backend::Postgres => PG_ROWS_PER_STATEMENT,
         Backend::Sqlite => backend.max_binds() / MESSAGE_COLUMNS,
     };
+    // SQLite indexes the new messages for search in one statement at the end: they are the
+    // rows above the highest id before (the writer holds the database; ids only grow).
+    let indexed_above: Option<i64> = match conn {
+        DbConn::Sqlite(_) => Some(messages::table.select(diesel::dsl::max(messages::id)).first::<Option<i64>>(conn)?.unwrap_or(0)),
+        DbConn::Postgres(_) => None,
+    };
     let mut inserted = 0i64;
     for chunk in messages.chunks(per_statement) {
         // The one place the backends insert differently.
@@ -340,7 +346,22 @@ fn insert_messages(
             raise_classification(conn, org, room_pk, level, chunk)?;
         }
     }
+    if let (Some(above), true) = (indexed_above, inserted > 0) {
+        index_for_search(conn, above)?;
+    }
     Ok(inserted)
+}
+
+/// SQLite: adds the messages stored above id `above` that have a body and are not redacted to
+/// the full-text index (PostgreSQL computes its `search` column itself).
+fn index_for_search(conn: &mut DbConn, above: i64) -> Result<()> {
+    diesel::sql_query(
+        "INSERT INTO messages_fts (rowid, body) SELECT id, body FROM messages \
+         WHERE id > ? AND body IS NOT NULL AND NOT redacted",
+    )
+    .bind::<BigInt, _>(above)
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Message rows per multi-row SQLite `INSERT` (15 binds each, well under the bind limit).

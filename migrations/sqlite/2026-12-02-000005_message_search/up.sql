@@ -1,20 +1,17 @@
 -- Full-text search over the current text of messages: an FTS5 index with external content (the
--- text lives once, in messages), folding case and accents. Triggers keep it in the same
--- transaction as the messages: a message is indexed while it has a body and is not redacted
--- (an encrypted message without its key has no body), its edit replaces the indexed text, and
--- a redaction takes it out. Versions of edited messages are evidence, not indexed.
+-- text lives once, in messages), folding case and accents. It is kept in the same transaction
+-- as the messages: the store's write path indexes the messages an ingestion inserts with one
+-- statement at its end (a per-row insert trigger was measured six times slower), and the
+-- triggers below follow every later change. A message is indexed while it has a body and is
+-- not redacted (an encrypted message without its key has no body); its edit replaces the
+-- indexed text, and a redaction takes it out. Versions of edited messages are evidence, not
+-- indexed.
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     body,
     content = 'messages',
     content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2'
 );
-
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
-WHEN new.body IS NOT NULL AND NOT new.redacted
-BEGIN
-    INSERT INTO messages_fts (rowid, body) VALUES (new.id, new.body);
-END;
 
 CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, redacted ON messages
 BEGIN
