@@ -121,8 +121,9 @@ impl Query {
     /// Full-text search over the messages the caller may see, most relevant first, then newest.
     /// Words match whatever their case and accents; `"a phrase"`, `prefix*`, `AND`, `OR`, `NOT`
     /// (or `-word`) and parentheses; every group needs a term that must match. Optionally within
-    /// one room, from one sender, sent in [from, to). Ranked results are paged by position (the
-    /// first 1,000 are served) and report no total. At most 100 per page.
+    /// one room, from one sender, sent in [from, to). A term with more than 10,000 matches is
+    /// ranked among its 10,000 most recently stored ones. Ranked results are paged by position
+    /// (the first 1,000 are served) and report no total. At most 100 per page.
     #[allow(clippy::too_many_arguments, reason = "the contract's arguments, each optional")]
     async fn tchap_search(
         context: &Context,
