@@ -209,8 +209,12 @@ fn ingest_rate(
     Ok(rates[rates.len() / 2])
 }
 
-const DROP_FTS_SQLITE: &str = "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_update; \
-     DROP TRIGGER messages_fts_delete; DROP TABLE messages_fts;";
+/// SQLite without the index: the triggers and the FTS5 table go; the write path's one indexing
+/// statement then feeds a view that discards its rows (an `INSTEAD OF` trigger doing nothing,
+/// about 0.3 µs per row: a baseline slightly slower than no statement at all).
+const DROP_FTS_SQLITE: &str = "DROP TRIGGER messages_fts_update; DROP TRIGGER messages_fts_delete; \
+     DROP TABLE messages_fts; CREATE VIEW messages_fts (rowid, body) AS SELECT 1, 1 WHERE 0; \
+     CREATE TRIGGER messages_fts_discard INSTEAD OF INSERT ON messages_fts BEGIN SELECT 1 WHERE 0; END;";
 const DROP_FTS_POSTGRES: &str = "DROP INDEX messages_search; ALTER TABLE messages DROP COLUMN search;";
 
 struct Row {

@@ -43,7 +43,7 @@ pub use self::{
     error::{Error, Result},
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
-    search::SearchPage,
+    search::{RANK_WINDOW, SearchPage},
     write::{IngestionResult, IngestionRun},
 };
 use self::{

@@ -179,20 +179,22 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
                 sql.push("SELECT ").push(MESSAGE_COLUMNS);
                 sql.push(", 0.0 AS score, snippet(messages_fts, 0, ").bind::<Text, _>(start);
                 sql.push(", ").bind::<Text, _>(end).push(", '…', ").bind::<BigInt, _>(SNIPPET_WORDS);
+                // Driven by the page's ids (`NOT INDEXED` leaves only the primary key, `CROSS
+                // JOIN` fixes the order): otherwise SQLite walks the organisation's index and
+                // asks the full-text index about every row of it.
                 sql.push(
-                    ") AS snippet FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid \
-                     JOIN rooms r ON r.id = m.room_pk WHERE messages_fts MATCH ",
-                )
-                .bind::<Text, _>(fts5_query(&request.query));
-                push_filters(&mut sql, gate, request);
-                sql.push(" AND m.id IN (");
+                    ") AS snippet FROM messages m NOT INDEXED CROSS JOIN rooms r CROSS JOIN messages_fts \
+                     WHERE m.id IN (",
+                );
                 for (i, r) in ranked.iter().enumerate() {
                     if i > 0 {
                         sql.push(", ");
                     }
                     sql.bind::<BigInt, _>(r.id);
                 }
-                sql.push(")");
+                sql.push(") AND r.id = m.room_pk AND messages_fts.rowid = m.id AND messages_fts MATCH ")
+                    .bind::<Text, _>(fts5_query(&request.query));
+                push_filters(&mut sql, gate, request);
                 let mut by_id: std::collections::HashMap<i64, HitRow> =
                     sql.build().load::<HitRow>(conn)?.into_iter().map(|h| (h.message.id, h)).collect();
                 ranked
