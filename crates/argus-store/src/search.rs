@@ -142,7 +142,8 @@ fn push_filters(sql: &mut Sql<'_>, gate: &Gate, request: &SearchRequest) {
 
 fn push_page(sql: &mut Sql<'_>, request: &SearchRequest, alias: &str) {
     sql.push(" ORDER BY score DESC, ").push(alias).push(".sent_at DESC, ");
-    sql.push(alias).push(".id DESC LIMIT ")
+    sql.push(alias)
+        .push(".id DESC LIMIT ")
         .bind::<BigInt, _>(i64::from(request.first) + 1)
         .push(" OFFSET ")
         .bind::<BigInt, _>(i64::from(request.offset));

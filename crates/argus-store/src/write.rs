@@ -331,7 +331,9 @@ fn insert_messages(
     // SQLite indexes the new messages for search in one statement at the end: they are the
     // rows above the highest id before (the writer holds the database; ids only grow).
     let indexed_above: Option<i64> = match conn {
-        DbConn::Sqlite(_) => Some(messages::table.select(diesel::dsl::max(messages::id)).first::<Option<i64>>(conn)?.unwrap_or(0)),
+        DbConn::Sqlite(_) => Some(
+            messages::table.select(diesel::dsl::max(messages::id)).first::<Option<i64>>(conn)?.unwrap_or(0),
+        ),
         DbConn::Postgres(_) => None,
     };
     let mut inserted = 0i64;
