@@ -124,7 +124,7 @@ impl Query {
     /// one room, from one sender, sent in [from, to). A term with more than 10,000 matches is
     /// ranked among its 10,000 most recently stored ones. Ranked results are paged by position
     /// (the first 1,000 are served) and report no total. At most 100 per page.
-    #[allow(clippy::too_many_arguments, reason = "the contract's arguments, each optional")]
+    #[expect(clippy::too_many_arguments, reason = "the contract's arguments, each optional")]
     async fn tchap_search(
         context: &Context,
         executor: &Executor<'_, '_, Context>,

@@ -25,6 +25,9 @@ use time::OffsetDateTime;
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
+/// Opens a fresh store, with what removes its full-text index.
+type Opener<'a> = dyn Fn() -> BenchResult<(Store, Box<dyn FnOnce() -> BenchResult>)> + 'a;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -180,12 +183,7 @@ fn time_query(store: &Store, query: &str, searches: usize) -> BenchResult<(Durat
 
 /// Messages per second of `record_ingestion` of `n` fresh messages into a fresh store, median
 /// of `runs`; `drop_index` removes the full-text index first.
-fn ingest_rate(
-    open: &dyn Fn() -> BenchResult<(Store, Box<dyn FnOnce() -> BenchResult>)>,
-    n: usize,
-    runs: usize,
-    drop_index: bool,
-) -> BenchResult<f64> {
+fn ingest_rate(open: &Opener<'_>, n: usize, runs: usize, drop_index: bool) -> BenchResult<f64> {
     let words = vocabulary();
     let mut rates = Vec::new();
     for run_no in 0..runs {
@@ -229,7 +227,7 @@ fn run_backend(
     backend: &'static str,
     big: Store,
     analyze: Option<&dyn Fn() -> BenchResult>,
-    open: &dyn Fn() -> BenchResult<(Store, Box<dyn FnOnce() -> BenchResult>)>,
+    open: &Opener<'_>,
 ) -> BenchResult<Row> {
     let total = env_or("ARGUS_BENCH_SEARCH_MESSAGES", 1_000_000usize);
     let searches = env_or("ARGUS_BENCH_SEARCHES", 200usize).max(1);
