@@ -152,10 +152,8 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
                     text.push(c);
                 }
                 if !closed {
-                    return Err(invalid(format!(
-                        "the quote opened at character {} is never closed",
-                        start + 1
-                    )));
+                    let at = input[..start].chars().count() + 1;
+                    return Err(invalid(format!("the quote opened at character {at} is never closed")));
                 }
                 let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
                 if !has_content(&text) {
@@ -193,7 +191,10 @@ fn tokenize(input: &str) -> Result<Vec<Token>> {
                         if !has_content(text) {
                             return Err(invalid(format!("{word:?} holds no letter or digit")));
                         }
-                        if prefix && text.chars().count() < MIN_PREFIX_CHARS {
+                        // What the engines expand is the last word of the term (`xx-a*` expands
+                        // `a`): that word must have the minimum length.
+                        let last_word = text.chars().rev().take_while(|c| c.is_alphanumeric()).count();
+                        if prefix && last_word < MIN_PREFIX_CHARS {
                             return Err(invalid(format!(
                                 "a prefix needs at least {MIN_PREFIX_CHARS} characters before `*`"
                             )));
@@ -252,7 +253,11 @@ impl Parser {
         let token = self.tokens.get(self.at).cloned();
         self.at += 1;
         match token {
-            Some(Token::Not) => Ok(SearchExpr::Not(Box::new(self.unary(depth + 1)?))),
+            Some(Token::Not) => match self.unary(depth + 1)? {
+                // The engines read a double negation differently: refused rather than guessed.
+                SearchExpr::Not(_) => Err(invalid("NOT cannot negate a NOT")),
+                inner => Ok(SearchExpr::Not(Box::new(inner))),
+            },
             Some(Token::Open) => {
                 let inner = self.or(depth + 1)?;
                 if self.peek() != Some(&Token::Close) {
@@ -351,7 +356,8 @@ pub struct SearchHit {
     /// The message, as a list of the room's messages shows it.
     pub message: StoredMessage,
     /// An excerpt of the body with each matched term between [`HIGHLIGHT_START`] and
-    /// [`HIGHLIGHT_END`] (characters that never appear in stored text: the store strips them).
+    /// [`HIGHLIGHT_END`] (private-use characters; a body that holds them itself can shift the
+    /// highlighting, never inject markup: [`snippet_html`] escapes and balances).
     pub snippet: String,
     /// The engine's relevance score: higher is more relevant (comparable within one search).
     pub score: f64,
@@ -438,6 +444,10 @@ mod tests {
             "\"...\"",
             "a\u{0}b",
             "a -",
+            "a.*",
+            "xx-a*",
+            "a NOT NOT b",
+            "a --b",
         ] {
             assert!(matches!(bad.parse::<SearchQuery>(), Err(Error::InvalidSearch(_))), "{bad:?}");
         }

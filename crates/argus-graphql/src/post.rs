@@ -32,8 +32,9 @@ pub struct PostRequest {
     pub classification: Classification,
     /// The event id of the message it answers.
     pub reply_to: Option<String>,
-    /// The transaction id; by default derived from the note, so that a retry of the same call
-    /// never posts twice.
+    /// An idempotency key (1 to 40 characters); by default one is derived from the note, so
+    /// that a retry of the same call never posts twice. The transaction id sent is the key
+    /// followed by a digest of the note: a key reused for another note is another transaction.
     pub transaction_id: Option<String>,
 }
 
@@ -70,19 +71,25 @@ fn validate(services: &Services, viewer: &Viewer, request: &PostRequest) -> Resu
         return Err(Error::InvalidInput("the body holds a control character".into()));
     }
     let reply_to = request.reply_to.as_deref().map(str::parse).transpose()?;
-    if let Some(txn) = &request.transaction_id {
-        argus_matrix::check_transaction_id(txn)?;
+    if let Some(key) = &request.transaction_id {
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::InvalidInput(format!("transactionId must be 1 to {MAX_KEY_LEN} characters")));
+        }
+        argus_matrix::check_transaction_id(key)?;
     }
     services.connector.check_homeserver(&homeserver)?;
     Ok(Valid { homeserver, room_id, reply_to })
 }
 
-/// The transaction id of a note: the caller's, or one derived from who posts what where, so
-/// that the same call repeated (a client retrying after a lost answer) is the same transaction.
+/// The longest idempotency key a caller may give.
+const MAX_KEY_LEN: usize = 40;
+
+/// The transaction id of a note: the caller's key (or `argus`) and a digest of who posts what
+/// where at which level, so that the same call repeated (a client retrying after a lost answer)
+/// is the same transaction, and a key reused for another note is not (the homeserver would
+/// otherwise answer with the first note's event, and the audit record would pair that event
+/// with the second note's digest).
 fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String {
-    if let Some(txn) = &request.transaction_id {
-        return txn.clone();
-    }
     let mut h = Sha256::new();
     for part in [
         viewer.org.as_str(),
@@ -90,12 +97,17 @@ fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String 
         request.homeserver_url.as_str(),
         request.room_id.as_str(),
         request.reply_to.as_deref().unwrap_or(""),
+        request.classification.as_str(),
         body,
     ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    format!("argus-{}", &hex::encode(h.finalize())[..40])
+    let digest = hex::encode(h.finalize());
+    match &request.transaction_id {
+        Some(key) => format!("{key}-{}", &digest[..16]),
+        None => format!("argus-{}", &digest[..40]),
+    }
 }
 
 /// Posts a note for `viewer`; every admitted call, sent or refused, appends an audit record.
@@ -141,7 +153,8 @@ pub async fn post_note(services: &Services, viewer: &Viewer, request: PostReques
             if let Err(audit) = recorded {
                 tracing::error!(error = %audit, "a refused post could not be audited");
             }
-            tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = e.code(), error = %e, "post refused or failed");
+            let message = scrubbed(&e, &request.access_token);
+            tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = e.code(), error = %message, "post refused or failed");
             Err(e)
         }
     }
@@ -170,6 +183,11 @@ async fn send(
     let Some(stored) = stored else {
         return Err(Error::NotFound("the room is not in the archive, or not visible to the caller"));
     };
+    // Only to the homeserver the room was archived from: another server answering for the same
+    // room id is not trusted with the room's notes (as it is not trusted with its evidence).
+    if stored.homeserver_url != valid.homeserver {
+        return Err(Error::InvalidInput("the room was archived from another homeserver".into()));
+    }
     services.post_policy.check(viewer, request.classification, stored.classification)?;
     if valid.reply_to.is_some() && answered.is_none() {
         return Err(Error::NotFound("replyTo names no message of this room visible to the caller"));

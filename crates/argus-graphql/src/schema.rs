@@ -192,7 +192,7 @@ pub struct IngestTchapRoomInput {
 #[derive(GraphQLInputObject)]
 #[graphql(name = "PostTchapMessageInput", description = "A note to post into a Tchap room.")]
 pub struct PostTchapMessageInput {
-    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
+    /// Base URL of the homeserver the room was archived from (another is refused), e.g. `https://matrix.agent.tchap.gouv.fr`
     pub homeserver_url: String,
     /// Matrix access token of the account that posts; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -204,7 +204,7 @@ pub struct PostTchapMessageInput {
     pub classification: GqlClassification,
     /// Event id of a message of the room (visible to the caller) that the note answers; in its thread when it is in one.
     pub reply_to: Option<String>,
-    /// Idempotency key (1 to 64 of A-Z a-z 0-9 . _ ~ -): the same key with the same Matrix token never posts twice. Default: derived from the note, so a retried call is the same transaction.
+    /// Idempotency key (1 to 40 of A-Z a-z 0-9 . _ ~ -): the same key for the same note with the same Matrix token never posts twice; a key reused for another note is another transaction. Default: derived from the note, so a retried call is the same transaction.
     pub transaction_id: Option<String>,
 }
 

@@ -37,29 +37,56 @@ pub struct OutgoingNote {
 }
 
 /// The HTML of a Markdown note, or `None` when it is plain text (its HTML would say nothing
-/// more than the body). Raw HTML in the note is escaped, never passed through: what the note
-/// says is what every client shows.
+/// more than the body). Raw HTML in the note is escaped, never passed through, links keep their
+/// target only for `http`, `https` and `mailto`, and images are reduced to their alt text (no
+/// remote fetch by the readers' clients): what the note says is what every client shows.
 ///
 /// ```
 /// use argus_matrix::markdown_to_html;
 /// assert_eq!(markdown_to_html("plain words").as_deref(), None);
 /// assert_eq!(markdown_to_html("**vite**").as_deref(), Some("<p><strong>vite</strong></p>"));
 /// assert_eq!(markdown_to_html("<b>x</b> *y*").as_deref(), Some("<p>&lt;b&gt;x&lt;/b&gt; <em>y</em></p>"));
+/// assert_eq!(markdown_to_html("[a](javascript:alert(1)) *b*").as_deref(), Some("<p>a <em>b</em></p>"));
+/// assert_eq!(markdown_to_html("![plan](https://x.example/p.png) *b*").as_deref(), Some("<p>plan <em>b</em></p>"));
+/// assert_eq!(
+///     markdown_to_html("[doc](https://x.gouv.fr/d)").as_deref(),
+///     Some("<p><a href=\"https://x.gouv.fr/d\">doc</a></p>")
+/// );
 /// ```
 pub fn markdown_to_html(markdown: &str) -> Option<String> {
-    use pulldown_cmark::{Event, Options, Parser, html};
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd, html};
+    let allowed = |url: &str| {
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        matches!(scheme.as_deref(), Some("http" | "https" | "mailto"))
+    };
     let mut plain = true;
-    let events = Parser::new_ext(markdown, Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES).map(|e| {
-        match &e {
-            Event::Text(_) | Event::SoftBreak => {}
-            Event::Start(pulldown_cmark::Tag::Paragraph) | Event::End(pulldown_cmark::TagEnd::Paragraph) => {}
-            _ => plain = false,
-        }
-        match e {
-            Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-            other => other,
-        }
-    });
+    // For each open link, whether it was dropped (its end is dropped too).
+    let mut links: Vec<bool> = Vec::new();
+    let events = Parser::new_ext(markdown, Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TABLES)
+        .filter_map(|e| {
+            let e = match e {
+                Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
+                Event::Start(Tag::Link { dest_url, .. }) if !allowed(&dest_url) => {
+                    links.push(true);
+                    return None;
+                }
+                Event::Start(link @ Tag::Link { .. }) => {
+                    links.push(false);
+                    Event::Start(link)
+                }
+                Event::End(TagEnd::Link) if links.pop().unwrap_or(false) => return None,
+                Event::Start(Tag::Image { .. }) | Event::End(TagEnd::Image) => return None,
+                other => other,
+            };
+            match &e {
+                Event::Text(_)
+                | Event::SoftBreak
+                | Event::Start(Tag::Paragraph)
+                | Event::End(TagEnd::Paragraph) => {}
+                _ => plain = false,
+            }
+            Some(e)
+        });
     let mut out = String::with_capacity(markdown.len() + 32);
     html::push_html(&mut out, events);
     let out = out.trim_end().to_owned();

@@ -418,7 +418,11 @@ fn verify_chain(
             if stored_hash != Some(computed) {
                 fail(&mut v, row.seq, format!("record {} was altered", row.seq));
             }
-            if crate::rows::outcome(&row.outcome).is_none() || crate::rows::rank(row.classification).is_err()
+            // A record whose action disagrees with its post columns (a post turned into an
+            // ingestion, an ingestion given an event id) is invalid whatever its hash.
+            if crate::rows::outcome(&row.outcome).is_none()
+                || crate::rows::rank(row.classification).is_err()
+                || row.post().is_err()
             {
                 fail(&mut v, row.seq, format!("record {} holds an invalid value", row.seq));
             }

@@ -3,8 +3,10 @@
 //! into SQL); the gate applied to the message and to its room, in the statement itself, like
 //! every read.
 //!
-//! SQLite searches the FTS5 table `messages_fts` (ranked by BM25), PostgreSQL the `search`
-//! tsvector of `messages` through its GIN index (ranked by cover density, `ts_rank_cd`). Both
+//! SQLite searches the FTS5 table `messages_fts`, PostgreSQL the `search` tsvector of `messages`
+//! through its GIN index; each ranks a message by its own text only (matched instances against
+//! its length on SQLite, cover density `ts_rank_cd` on PostgreSQL), never by statistics of the
+//! whole table, which would count other organisations' messages. Both
 //! then order by newest first. Snippets are made for the returned page only.
 
 use argus_domain::{
@@ -22,6 +24,13 @@ use crate::{
     read::{Gate, attach_evidence},
     rows::MessageRow,
 };
+
+/// SQLite's relevance of one message from the message alone: its matched instances `hits`
+/// (counted in FTS5's `highlight()`) saturating like BM25's term frequency (k1 = 1.2, b = 0.75)
+/// against its length in words, with a fixed reference length instead of the table's average,
+/// and no inverse document frequency: nothing of other messages enters it.
+const DOCUMENT_SCORE: &str =
+    "CAST(w.hits AS DOUBLE PRECISION) / (w.hits + 1.2 * (0.25 + 0.75 * w.words / 12.0))";
 
 /// How many matches a search ranks: the most recently stored ones the caller may see. A query
 /// with fewer matches is ranked whole; a common term is ranked within its newest matches, so
@@ -160,14 +169,24 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
             // snippets follow by id (a snippet per match would cost as much as the search).
             // The window: the newest matches the gate lets through, read from the index in
             // descending rowid order (no sort), scored as they are read.
+            //
+            // The score is the document's own (see `DOCUMENT_SCORE`): FTS5's `bm25()` weighs
+            // terms by statistics of the whole table, every organisation and classification
+            // included, and a score or an order computed from them would tell a caller whether
+            // text they cannot see contains their words.
             let mut sql = Sql::new(backend);
-            sql.push(
-                "SELECT w.id AS id, w.score AS score FROM (SELECT m.id AS id, m.sent_at AS sent_at, \
-                 CAST(-bm25(messages_fts) AS DOUBLE PRECISION) AS score FROM messages_fts \
+            sql.push("SELECT w.id AS id, ").push(DOCUMENT_SCORE).push(
+                " AS score FROM (SELECT m.id AS id, m.sent_at AS sent_at, \
+                 length(highlight(messages_fts, 0, ",
+            );
+            sql.bind::<Text, _>(start.clone())
+                .push(
+                    ", '')) - length(m.body) AS hits, \
+                 length(m.body) - length(replace(m.body, ' ', '')) + 1 AS words FROM messages_fts \
                  JOIN messages m ON m.id = messages_fts.rowid JOIN rooms r ON r.id = m.room_pk \
                  WHERE messages_fts MATCH ",
-            )
-            .bind::<Text, _>(fts5_query(&request.query));
+                )
+                .bind::<Text, _>(fts5_query(&request.query));
             push_filters(&mut sql, gate, request);
             sql.push(" ORDER BY messages_fts.rowid DESC LIMIT ").bind::<BigInt, _>(RANK_WINDOW);
             sql.push(") w");

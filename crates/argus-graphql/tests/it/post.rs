@@ -40,7 +40,9 @@ fn input(room: &str, body: &str, level: Classification) -> Value {
 }
 
 async fn post(h: &Harness, who: &argus_domain::Viewer, mut input: Value) -> Value {
-    input["homeserverUrl"] = json!(h.hs.uri());
+    if input["homeserverUrl"] == "" {
+        input["homeserverUrl"] = json!(h.hs.uri());
+    }
     h.run(who, POST, json!({ "input": input })).await
 }
 
@@ -88,9 +90,16 @@ async fn a_note_is_sent_marked_formatted_and_audited_by_digest() {
     let mut keyed = input("!r:tchap.test", "plain", Unclassified);
     keyed["transactionId"] = json!("note-1");
     let keyed = ok(post(&h, &who, keyed).await);
-    assert_eq!(keyed["postTchapMessage"]["transactionId"], "note-1");
+    let txn = keyed["postTchapMessage"]["transactionId"].as_str().unwrap_or_default().to_owned();
+    assert!(txn.starts_with("note-1-"), "{txn}");
     let sent = h.hs.sent().await;
-    assert_eq!(sent[2].1, "note-1");
+    assert_eq!(sent[2].1, txn);
+    // The same key for another note is another transaction.
+    let mut other = input("!r:tchap.test", "another", Unclassified);
+    other["transactionId"] = json!("note-1");
+    let other = ok(post(&h, &who, other).await);
+    assert_ne!(other["postTchapMessage"]["transactionId"], txn.as_str());
+    assert_ne!(other["postTchapMessage"]["eventId"], keyed["postTchapMessage"]["eventId"]);
     assert_eq!(sent[2].2["body"], "[NON PROTÉGÉ] plain");
     assert!(sent[2].2.get("formatted_body").is_none());
 }
@@ -135,6 +144,15 @@ async fn every_refusal_is_decided_before_any_network_call_and_audited() {
         (poster(Secret), input("not-a-room", "x", Restricted), "INVALID_INPUT"),
         (poster(Secret), input("!r:tchap.test", &"x".repeat(40_000), Restricted), "INVALID_INPUT"),
         (poster(Secret), input("!r:tchap.test", "a\u{7}b", Restricted), "INVALID_INPUT"),
+        // Another homeserver than the one the room was archived from.
+        (
+            poster(Secret),
+            json!({
+                "homeserverUrl": "https://other.tchap.test", "accessToken": MATRIX_TOKEN, "roomId": "!r:tchap.test",
+                "body": "x", "classification": "RESTRICTED",
+            }),
+            "INVALID_INPUT",
+        ),
     ];
     for (who, input, code) in &cases {
         let response = post(&h, who, input.clone()).await;

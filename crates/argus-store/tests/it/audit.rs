@@ -373,6 +373,8 @@ fn posts_share_the_chain_and_their_evidence_is_bound(db: &TestDb) {
     for (tamper, seq) in [
         ("UPDATE ingestions SET body_length = 3 WHERE org_id = 'org-a' AND seq = 7", 7),
         ("UPDATE ingestions SET event_id = '$other:x.org' WHERE org_id = 'org-a' AND seq = 7", 7),
+        ("UPDATE ingestions SET action = 'INGEST' WHERE org_id = 'org-a' AND seq = 8", 8),
+        ("UPDATE ingestions SET event_id = '$forged:x.org' WHERE org_id = 'org-a' AND seq = 1", 1),
         (
             "UPDATE ingestions SET action = 'INGEST', body_sha256 = NULL, body_length = NULL WHERE org_id = 'org-a' AND seq = 8",
             8,
@@ -383,6 +385,10 @@ fn posts_share_the_chain_and_their_evidence_is_bound(db: &TestDb) {
         let v = org_result(db, &before, "org-a");
         assert_eq!(v.first_bad_seq, Some(seq), "{tamper}");
         // Put back: the next case starts from an intact chain.
+        db.raw()
+            .exec("UPDATE ingestions SET action = 'POST' WHERE org_id = 'org-a' AND seq = 8 AND body_sha256 IS NOT NULL")
+            .unwrap();
+        db.raw().exec("UPDATE ingestions SET event_id = NULL WHERE org_id = 'org-a' AND seq = 1").unwrap();
         let length = sent.entry.post.as_ref().map_or(0, |p| p.body_length);
         db.raw()
             .exec(&format!(

@@ -16,6 +16,7 @@ backend_suite!(
     search_follows_edits_and_redactions_and_skips_undecrypted_messages,
     search_filters_ranks_and_pages,
     malformed_searches_are_typed_errors,
+    scores_do_not_depend_on_what_the_caller_cannot_see,
 );
 
 fn text(id: &str, sender: &str, body: &str, sent_at: OffsetDateTime) -> MessageRecord {
@@ -231,4 +232,30 @@ fn malformed_searches_are_typed_errors(db: &TestDb) {
     r.from = Some(now());
     r.to = Some(now() - Duration::hours(1));
     assert!(matches!(db.store.search(&v, &r), Err(Error::Invalid(_))));
+}
+
+/// A score (and so the order) comes from the message's own text: another organisation's or a
+/// higher classification's messages holding the same words change nothing a caller sees.
+fn scores_do_not_depend_on_what_the_caller_cannot_see(db: &TestDb) {
+    let a = viewer("org-a", Restricted);
+    let t = now();
+    db.store
+        .record_ingestion(
+            &run(&a, Restricted),
+            &snapshot("!a:x.org", vec![text("$mine", JEAN, "opération mardi", t)]),
+        )
+        .unwrap();
+    let score = |q: &str| db.store.search(&a, &request(q)).unwrap().hits[0].score;
+    let (probe, control) = (score("opération"), score("mardi"));
+    assert_eq!(probe, control);
+    let others: Vec<MessageRecord> =
+        (0..50).map(|i| text(&format!("$o{i}"), MARIE, "opération prévue, opération confirmée", t)).collect();
+    let top_b = viewer("org-b", TopSecret);
+    db.store.record_ingestion(&run(&top_b, Unclassified), &snapshot("!b:x.org", others.clone())).unwrap();
+    let secret: Vec<MessageRecord> =
+        (0..50).map(|i| text(&format!("$s{i}"), MARIE, "opération secrète", t)).collect();
+    db.store.record_ingestion(&run(&viewer("org-a", Secret), Secret), &snapshot("!s:x.org", secret)).unwrap();
+    assert_eq!(score("opération"), probe);
+    assert_eq!(score("mardi"), control);
+    assert_eq!(score("opération OR mardi"), score("mardi OR opération"));
 }
