@@ -73,6 +73,19 @@ pub enum Error {
     /// The caller's input was refused before any request (room id, token form, options).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The recovery key is not a recovery key, or not the one of this account's secret storage
+    /// or key backup.
+    #[error("the recovery key is malformed or is not this account's")]
+    WrongRecoveryKey,
+    /// The account has no key backup.
+    #[error("the account has no key backup")]
+    NoKeyBackup,
+    /// The key backup or secret storage uses an algorithm this connector does not read.
+    #[error("unsupported key backup: {0}")]
+    UnsupportedKeyBackup(String),
+    /// The key backup's public key is not the recovery key's: its data cannot be trusted.
+    #[error("the key backup does not match the recovery key")]
+    KeyBackupMismatch,
 }
 
 impl Error {
@@ -88,7 +101,11 @@ impl Error {
             | Self::ResponseTooLarge { .. }
             | Self::BudgetExceeded { .. }
             | Self::MalformedResponse(_)
-            | Self::InvalidInput(_) => false,
+            | Self::InvalidInput(_)
+            | Self::WrongRecoveryKey
+            | Self::NoKeyBackup
+            | Self::UnsupportedKeyBackup(_)
+            | Self::KeyBackupMismatch => false,
         }
     }
 
@@ -107,6 +124,10 @@ impl Error {
             Self::MalformedResponse(_) => "MALFORMED_RESPONSE",
             Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Self::InvalidInput(_) => "INVALID_INPUT",
+            Self::WrongRecoveryKey => "WRONG_RECOVERY_KEY",
+            Self::NoKeyBackup => "NO_KEY_BACKUP",
+            Self::UnsupportedKeyBackup(_) => "UNSUPPORTED_KEY_BACKUP",
+            Self::KeyBackupMismatch => "KEY_BACKUP_MISMATCH",
         }
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod api;
+pub mod backup;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;

@@ -1,0 +1,638 @@
+//! Decrypting end-to-end encrypted history from the account's server-side key backup
+//! (`m.megolm_backup.v1.curve25519-aes-sha2`), with the cryptography of vodozemac and the
+//! RustCrypto crates: nothing here is a primitive of our own.
+//!
+//! The chain, as the Matrix specification defines it (Client-Server API, "Server-side key
+//! backups" and "Secret storage"):
+//!
+//! 1. [`RecoveryKey`]: the key the user holds, in its base58 form with prefix and parity. It is
+//!    either an Element *security key* (a secret-storage key) or a legacy backup recovery key
+//!    (the backup's private key itself).
+//! 2. A security key is checked against its description in account data
+//!    (`m.secret_storage.key.<id>`: `iv` and `mac`, [`SecretStorageKey::check`]) and then
+//!    decrypts the secret `m.megolm_backup.v1` (AES-256-CTR and HMAC-SHA-256 under keys derived
+//!    with HKDF-SHA-256 from the key and the secret's name, [`SecretStorageKey::decrypt`]): the
+//!    backup's private key.
+//! 3. [`BackupKey`]: the backup's Curve25519 private key, trusted only once its public key equals
+//!    the `public_key` of the backup version's `auth_data` ([`BackupKey::verify`]).
+//! 4. Each backed-up session (`session_data`: `ephemeral`, `ciphertext`, `mac`) decrypts into a
+//!    megolm session key ([`BackupKey::decrypt_session`]), imported into a [`SessionKeys`] set.
+//! 5. An `m.room.encrypted` event (`m.megolm.v1.aes-sha2`) decrypts with its session
+//!    ([`SessionKeys::decrypt`]) into the event it carries, checked to belong to the room it was
+//!    read from; or it stays undecryptable, with a [`Undecryptable`] reason.
+//!
+//! Session keys live in memory for one run only (vodozemac zeroises them when dropped); nothing
+//! of the backup is stored. Everything the homeserver sends is untrusted input: sizes are
+//! bounded, and malformed base64 or JSON is a typed error, never a panic.
+
+use std::{collections::HashMap, fmt, str::FromStr};
+
+use aes::cipher::{KeyIvInit as _, StreamCipher as _};
+use argus_domain::Secret;
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, STANDARD_NO_PAD},
+};
+use hmac::{Hmac, Mac as _};
+use serde::Deserialize;
+use sha2::Sha256;
+use vodozemac::{
+    Curve25519PublicKey, Curve25519SecretKey,
+    megolm::{DecryptionError, ExportedSessionKey, InboundGroupSession, MegolmMessage, SessionConfig},
+    pk_encryption::{Message as PkMessage, PkDecryption},
+};
+
+use crate::{Error, Result};
+
+/// The backup algorithm this connector reads.
+pub const BACKUP_ALGORITHM: &str = "m.megolm_backup.v1.curve25519-aes-sha2";
+/// The secret-storage algorithm of security keys.
+pub const SECRET_STORAGE_ALGORITHM: &str = "m.secret_storage.v1.aes-hmac-sha2";
+/// The name of the secret holding the backup's private key.
+pub const BACKUP_SECRET: &str = "m.megolm_backup.v1";
+/// The only event encryption algorithm of rooms (megolm).
+pub const MEGOLM_ALGORITHM: &str = "m.megolm.v1.aes-sha2";
+
+/// The most bytes accepted for one encrypted field sent by the homeserver (a session key is
+/// under 300 bytes; an encrypted event's ciphertext is bounded by the event size limit, 64 KiB).
+const MAX_FIELD_BYTES: usize = 96 * 1024;
+
+/// The two bytes in front of a recovery key.
+const RECOVERY_KEY_PREFIX: [u8; 2] = [0x8b, 0x01];
+
+type HmacSha256 = Hmac<Sha256>;
+type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
+
+fn decode_b64(what: &'static str, text: &str) -> Result<Vec<u8>> {
+    if text.len() > MAX_FIELD_BYTES {
+        return Err(Error::malformed(format!("{what}: too long")));
+    }
+    let trimmed = text.trim_end_matches('=');
+    STANDARD_NO_PAD.decode(trimmed).map_err(|_| Error::malformed(format!("{what}: not base64")))
+}
+
+/// The key the user holds: an Element security key or a legacy backup recovery key, 32 bytes.
+/// `Debug` never shows it.
+#[derive(Clone)]
+pub struct RecoveryKey(Secret<[u8; 32]>);
+
+impl fmt::Debug for RecoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryKey([redacted])")
+    }
+}
+
+impl FromStr for RecoveryKey {
+    type Err = Error;
+
+    /// Parses the base58 form (spaces ignored): `0x8B 0x01`, the 32 key bytes, and a parity
+    /// byte that makes the XOR of all bytes zero.
+    fn from_str(text: &str) -> Result<Self> {
+        let wrong = || Error::WrongRecoveryKey;
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.is_empty() || compact.len() > 64 {
+            return Err(wrong());
+        }
+        let bytes = bs58::decode(compact).into_vec().map_err(|_| wrong())?;
+        if bytes.len() != 35 || bytes[..2] != RECOVERY_KEY_PREFIX || bytes.iter().fold(0u8, |a, b| a ^ b) != 0
+        {
+            return Err(wrong());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes[2..34]);
+        Ok(Self(Secret::from_value(key)))
+    }
+}
+
+impl RecoveryKey {
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Secret::from_value(bytes))
+    }
+
+    /// The base58 form users are shown (groups of four characters).
+    pub fn to_base58(&self) -> String {
+        let mut bytes = Vec::with_capacity(35);
+        bytes.extend_from_slice(&RECOVERY_KEY_PREFIX);
+        bytes.extend_from_slice(self.0.expose_value());
+        let parity = bytes.iter().fold(0u8, |a, b| a ^ b);
+        bytes.push(parity);
+        let text = bs58::encode(bytes).into_string();
+        text.as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// This key as a secret-storage key.
+    pub fn as_secret_storage_key(&self) -> SecretStorageKey {
+        SecretStorageKey(self.0.clone())
+    }
+
+    /// This key as the backup's private key itself (a legacy recovery key).
+    pub fn as_backup_key(&self) -> BackupKey {
+        BackupKey::from_bytes(*self.0.expose_value())
+    }
+}
+
+/// The description of a secret-storage key in account data (`m.secret_storage.key.<id>`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyDescription {
+    /// Must be [`SECRET_STORAGE_ALGORITHM`].
+    pub algorithm: String,
+    /// Base64 IV of the key check.
+    #[serde(default)]
+    pub iv: Option<String>,
+    /// Base64 MAC of the key check.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// A secret as secret storage keeps it, under one key (`encrypted.<key id>`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EncryptedSecret {
+    /// Base64 IV (16 bytes).
+    pub iv: String,
+    /// Base64 AES-256-CTR ciphertext.
+    pub ciphertext: String,
+    /// Base64 HMAC-SHA-256 of the ciphertext.
+    pub mac: String,
+}
+
+/// A secret-storage key (`m.secret_storage.v1.aes-hmac-sha2`).
+#[derive(Clone)]
+pub struct SecretStorageKey(Secret<[u8; 32]>);
+
+impl fmt::Debug for SecretStorageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretStorageKey([redacted])")
+    }
+}
+
+impl SecretStorageKey {
+    /// The AES and HMAC keys for the secret `name` (HKDF-SHA-256, 32 zero bytes of salt).
+    fn keys(&self, name: &str) -> ([u8; 32], [u8; 32]) {
+        let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), self.0.expose_value());
+        let mut okm = [0u8; 64];
+        // 64 bytes is far below HKDF-SHA-256's limit.
+        let _ = hkdf.expand(name.as_bytes(), &mut okm);
+        let (mut aes, mut mac) = ([0u8; 32], [0u8; 32]);
+        aes.copy_from_slice(&okm[..32]);
+        mac.copy_from_slice(&okm[32..]);
+        (aes, mac)
+    }
+
+    /// Encrypts `plaintext` as the secret `name` with `iv` (what a client storing a secret does;
+    /// the test kit stores secrets with it).
+    pub fn encrypt(&self, name: &str, plaintext: &[u8], iv: [u8; 16]) -> EncryptedSecret {
+        let (aes, mac_key) = self.keys(name);
+        let mut data = plaintext.to_vec();
+        Aes256Ctr::new(&aes.into(), &iv.into()).apply_keystream(&mut data);
+        let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(&data);
+        EncryptedSecret {
+            iv: STANDARD.encode(iv),
+            ciphertext: STANDARD.encode(&data),
+            mac: STANDARD.encode(mac.finalize().into_bytes()),
+        }
+    }
+
+    /// Decrypts the secret `name`, after checking its MAC (constant time): a wrong key or an
+    /// altered secret is [`Error::WrongRecoveryKey`] / [`Error::KeyBackupMismatch`].
+    pub fn decrypt(&self, name: &str, secret: &EncryptedSecret) -> Result<Secret<Vec<u8>>> {
+        let iv: [u8; 16] = decode_b64("secret iv", &secret.iv)?
+            .try_into()
+            .map_err(|_| Error::malformed("secret iv: not 16 bytes"))?;
+        let mut data = decode_b64("secret ciphertext", &secret.ciphertext)?;
+        let mac = decode_b64("secret mac", &secret.mac)?;
+        let (aes, mac_key) = self.keys(name);
+        let mut check = <HmacSha256 as hmac::Mac>::new_from_slice(&mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        check.update(&data);
+        check.verify_slice(&mac).map_err(|_| Error::WrongRecoveryKey)?;
+        Aes256Ctr::new(&aes.into(), &iv.into()).apply_keystream(&mut data);
+        Ok(Secret::from_value(data))
+    }
+
+    /// Checks this key against its description: encrypting 32 zero bytes under the empty name
+    /// with the description's IV must give its MAC. A description without a check is accepted
+    /// only by the MAC of the secret itself.
+    pub fn check(&self, description: &KeyDescription) -> Result<()> {
+        if description.algorithm != SECRET_STORAGE_ALGORITHM {
+            return Err(Error::UnsupportedKeyBackup(format!(
+                "secret storage algorithm {}",
+                crate::error::sanitise_errcode(&description.algorithm).unwrap_or_default()
+            )));
+        }
+        let (Some(iv), Some(mac)) = (&description.iv, &description.mac) else { return Ok(()) };
+        let iv: [u8; 16] =
+            decode_b64("key iv", iv)?.try_into().map_err(|_| Error::malformed("key iv: not 16 bytes"))?;
+        let expected = decode_b64("key mac", mac)?;
+        let (aes, mac_key) = self.keys("");
+        let mut zeros = [0u8; 32];
+        Aes256Ctr::new(&aes.into(), &iv.into()).apply_keystream(&mut zeros);
+        let mut check = <HmacSha256 as hmac::Mac>::new_from_slice(&mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        check.update(&zeros);
+        check.verify_slice(&expected).map_err(|_| Error::WrongRecoveryKey)
+    }
+}
+
+/// The backup's private key. Its public key must match the backup version before use.
+pub struct BackupKey(PkDecryption);
+
+impl fmt::Debug for BackupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BackupKey").field(&self.public_key()).finish()
+    }
+}
+
+/// What a backed-up session decrypts into.
+#[derive(Deserialize)]
+struct BackedUpSession {
+    algorithm: String,
+    session_key: String,
+}
+
+/// One session of `GET /room_keys/keys/{roomId}` (`KeyBackupData`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyBackupData {
+    /// The first message index the backed-up session can decrypt.
+    #[serde(default)]
+    pub first_message_index: u64,
+    /// The encrypted session.
+    pub session_data: SessionData,
+}
+
+/// The encrypted session of a [`KeyBackupData`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct SessionData {
+    /// Base64 ephemeral Curve25519 key.
+    pub ephemeral: String,
+    /// Base64 ciphertext.
+    pub ciphertext: String,
+    /// Base64 MAC.
+    pub mac: String,
+}
+
+impl BackupKey {
+    /// The key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(PkDecryption::from_key(Curve25519SecretKey::from_slice(&bytes)))
+    }
+
+    /// The key from the secret `m.megolm_backup.v1` (base64 of the 32 bytes).
+    pub fn from_secret(secret: &Secret<Vec<u8>>) -> Result<Self> {
+        let text = std::str::from_utf8(secret.expose_value()).map_err(|_| Error::KeyBackupMismatch)?;
+        let bytes: [u8; 32] =
+            decode_b64("backup key", text.trim())?.try_into().map_err(|_| Error::KeyBackupMismatch)?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// The public key, base64 as `auth_data.public_key` holds it.
+    pub fn public_key(&self) -> String {
+        self.0.public_key().to_base64()
+    }
+
+    /// Refuses a backup whose algorithm is not [`BACKUP_ALGORITHM`], or whose `auth_data` public
+    /// key is not this key's: its data would be someone else's, or forged.
+    pub fn verify(&self, algorithm: &str, auth_public_key: &str) -> Result<()> {
+        if algorithm != BACKUP_ALGORITHM {
+            return Err(Error::UnsupportedKeyBackup(format!(
+                "backup algorithm {}",
+                crate::error::sanitise_errcode(algorithm).unwrap_or_default()
+            )));
+        }
+        let theirs = Curve25519PublicKey::from_base64(auth_public_key.trim_end_matches('='))
+            .map_err(|_| Error::malformed("backup public key: not a Curve25519 key"))?;
+        if theirs != self.0.public_key() {
+            return Err(Error::KeyBackupMismatch);
+        }
+        Ok(())
+    }
+
+    /// Decrypts one backed-up session into a megolm session, or says why it cannot be used.
+    pub fn decrypt_session(
+        &self,
+        data: &KeyBackupData,
+    ) -> std::result::Result<InboundGroupSession, Undecryptable> {
+        let s = &data.session_data;
+        if [&s.ephemeral, &s.ciphertext, &s.mac].iter().any(|f| f.len() > MAX_FIELD_BYTES) {
+            return Err(Undecryptable::Malformed);
+        }
+        let message = PkMessage::from_base64(&s.ciphertext, &s.mac, &s.ephemeral)
+            .map_err(|_| Undecryptable::Malformed)?;
+        let plaintext = self.0.decrypt(&message).map_err(|_| Undecryptable::BadMac)?;
+        let session: BackedUpSession =
+            serde_json::from_slice(&plaintext).map_err(|_| Undecryptable::Malformed)?;
+        if session.algorithm != MEGOLM_ALGORITHM {
+            return Err(Undecryptable::UnsupportedAlgorithm);
+        }
+        let key =
+            ExportedSessionKey::from_base64(&session.session_key).map_err(|_| Undecryptable::Malformed)?;
+        Ok(InboundGroupSession::import(&key, SessionConfig::version_1()))
+    }
+}
+
+/// Why an encrypted event stays undecrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Undecryptable {
+    /// The backup holds no key for its session.
+    NoKeyInBackup,
+    /// Its message index is before the first index the backed-up session knows.
+    IndexBeforeFirstKnown,
+    /// Its MAC or signature does not verify (tampered, or another session's).
+    BadMac,
+    /// Not `m.megolm.v1.aes-sha2`.
+    UnsupportedAlgorithm,
+    /// Its content (or the backed-up session) is not what the specification describes.
+    Malformed,
+    /// It decrypts into an event of another room (a replayed ciphertext).
+    WrongRoom,
+}
+
+impl Undecryptable {
+    /// A stable code for reports.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::NoKeyInBackup => "NO_KEY_IN_BACKUP",
+            Self::IndexBeforeFirstKnown => "INDEX_BEFORE_FIRST_KNOWN",
+            Self::BadMac => "BAD_MAC",
+            Self::UnsupportedAlgorithm => "UNSUPPORTED_ALGORITHM",
+            Self::Malformed => "MALFORMED",
+            Self::WrongRoom => "WRONG_ROOM",
+        }
+    }
+}
+
+/// The `content` of an `m.room.encrypted` event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EncryptedContent {
+    /// `m.megolm.v1.aes-sha2` for room messages.
+    pub algorithm: String,
+    /// Base64 megolm message.
+    #[serde(default)]
+    pub ciphertext: Option<String>,
+    /// The megolm session that encrypted it.
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// What an encrypted event carried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecryptedEvent {
+    /// Its event type, e.g. `m.room.message`.
+    pub event_type: String,
+    /// Its content.
+    pub content: serde_json::Value,
+    /// Its megolm message index.
+    pub message_index: u32,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(rename = "type")]
+    event_type: String,
+    content: serde_json::Value,
+    room_id: Option<String>,
+}
+
+/// The megolm sessions of one run, by session id.
+#[derive(Default)]
+pub struct SessionKeys {
+    sessions: HashMap<String, InboundGroupSession>,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKeys").field("sessions", &self.sessions.len()).finish()
+    }
+}
+
+impl SessionKeys {
+    /// Adds a session (keeping, of two for one session id, the one that knows earlier messages).
+    pub fn insert(&mut self, session: InboundGroupSession) {
+        let id = session.session_id();
+        match self.sessions.get(&id) {
+            Some(known) if known.first_known_index() <= session.first_known_index() => {}
+            _ => {
+                self.sessions.insert(id, session);
+            }
+        }
+    }
+
+    /// How many sessions are held.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Decrypts an `m.room.encrypted` content read from `room_id`.
+    pub fn decrypt(
+        &mut self,
+        room_id: &str,
+        content: &EncryptedContent,
+    ) -> std::result::Result<DecryptedEvent, Undecryptable> {
+        if content.algorithm != MEGOLM_ALGORITHM {
+            return Err(Undecryptable::UnsupportedAlgorithm);
+        }
+        let (Some(ciphertext), Some(session_id)) = (&content.ciphertext, &content.session_id) else {
+            return Err(Undecryptable::Malformed);
+        };
+        if ciphertext.len() > MAX_FIELD_BYTES {
+            return Err(Undecryptable::Malformed);
+        }
+        let session = self.sessions.get_mut(session_id).ok_or(Undecryptable::NoKeyInBackup)?;
+        let message = MegolmMessage::from_base64(ciphertext).map_err(|_| Undecryptable::Malformed)?;
+        let decrypted = session.decrypt(&message).map_err(|e| match e {
+            DecryptionError::UnknownMessageIndex(..) => Undecryptable::IndexBeforeFirstKnown,
+            DecryptionError::Signature(_)
+            | DecryptionError::InvalidMAC(_)
+            | DecryptionError::InvalidMACLength(..) => Undecryptable::BadMac,
+            _ => Undecryptable::Malformed,
+        })?;
+        let payload: Payload =
+            serde_json::from_slice(&decrypted.plaintext).map_err(|_| Undecryptable::Malformed)?;
+        if payload.room_id.as_deref() != Some(room_id) {
+            return Err(Undecryptable::WrongRoom);
+        }
+        Ok(DecryptedEvent {
+            event_type: payload.event_type,
+            content: payload.content,
+            message_index: decrypted.message_index,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vodozemac::{
+        megolm::{GroupSession, SessionKey},
+        pk_encryption::PkEncryption,
+    };
+
+    use super::*;
+
+    const ROOM: &str = "!crise:tchap.test";
+
+    fn b64(bytes: &[u8]) -> String {
+        STANDARD_NO_PAD.encode(bytes)
+    }
+
+    /// What a client backing up `session` from `index` uploads.
+    fn backed_up(public: &str, session: &InboundGroupSession, index: u32) -> KeyBackupData {
+        let mut session =
+            InboundGroupSession::import(&session.export_at_first_known_index(), SessionConfig::version_1());
+        let key = session.export_at(index).unwrap_or_else(|| panic!("index {index}"));
+        let json = json!({
+            "algorithm": MEGOLM_ALGORITHM, "sender_key": "c2VuZGVy", "session_key": key.to_base64(),
+            "sender_claimed_keys": {}, "forwarded_curve25519_key_chain": []
+        });
+        let public = Curve25519PublicKey::from_base64(public).unwrap_or_else(|e| panic!("{e}"));
+        let message = PkEncryption::from_key(public)
+            .encrypt(json.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        KeyBackupData {
+            first_message_index: u64::from(index),
+            session_data: SessionData {
+                ephemeral: message.ephemeral_key.to_base64(),
+                ciphertext: b64(&message.ciphertext),
+                mac: b64(&message.mac),
+            },
+        }
+    }
+
+    fn encrypt(outbound: &mut GroupSession, room: &str, body: &str) -> EncryptedContent {
+        let payload = json!({ "type": "m.room.message", "room_id": room, "content": { "msgtype": "m.text", "body": body } });
+        EncryptedContent {
+            algorithm: MEGOLM_ALGORITHM.to_owned(),
+            ciphertext: Some(outbound.encrypt(payload.to_string()).to_base64()),
+            session_id: Some(outbound.session_id()),
+        }
+    }
+
+    #[test]
+    fn recovery_keys_round_trip_and_malformed_ones_are_refused() {
+        let key = RecoveryKey::from_bytes([7u8; 32]);
+        let text = key.to_base58();
+        assert!(text.starts_with("Es"), "{text}");
+        let parsed: RecoveryKey = text.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.0.expose_value(), &[7u8; 32]);
+        assert!(!format!("{parsed:?}").contains("7, 7"));
+        // One character changed breaks the parity (or the base58); nothing panics.
+        let mut chars: Vec<char> = text.chars().collect();
+        let last = chars.len() - 1;
+        chars[last] = if chars[last] == 'a' { 'b' } else { 'a' };
+        let altered: String = chars.into_iter().collect();
+        for bad in [altered.as_str(), "", "0OIl", "EsT", &"Es".repeat(40)] {
+            assert!(matches!(bad.parse::<RecoveryKey>(), Err(Error::WrongRecoveryKey)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_storage_checks_the_key_and_decrypts_the_backup_secret() {
+        let key = RecoveryKey::from_bytes([42u8; 32]).as_secret_storage_key();
+        let check = key.encrypt("", &[0u8; 32], [1u8; 16]);
+        let description = KeyDescription {
+            algorithm: SECRET_STORAGE_ALGORITHM.to_owned(),
+            iv: Some(check.iv),
+            mac: Some(check.mac),
+        };
+        key.check(&description).unwrap_or_else(|e| panic!("{e}"));
+        let other = RecoveryKey::from_bytes([43u8; 32]).as_secret_storage_key();
+        assert!(matches!(other.check(&description), Err(Error::WrongRecoveryKey)));
+        let unknown = KeyDescription { algorithm: "m.secret_storage.v2".to_owned(), ..description.clone() };
+        assert!(matches!(key.check(&unknown), Err(Error::UnsupportedKeyBackup(_))));
+
+        let backup_secret = b64(&[9u8; 32]);
+        let stored = key.encrypt(BACKUP_SECRET, backup_secret.as_bytes(), [2u8; 16]);
+        let secret = key.decrypt(BACKUP_SECRET, &stored).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(secret.expose_value(), backup_secret.as_bytes());
+        // The wrong key, another secret's name, or an altered ciphertext fail the MAC.
+        assert!(matches!(other.decrypt(BACKUP_SECRET, &stored), Err(Error::WrongRecoveryKey)));
+        assert!(matches!(key.decrypt("m.cross_signing.master", &stored), Err(Error::WrongRecoveryKey)));
+        let mut altered = stored.clone();
+        altered.ciphertext = b64(&[0u8; 44]);
+        assert!(matches!(key.decrypt(BACKUP_SECRET, &altered), Err(Error::WrongRecoveryKey)));
+        let mut garbage = stored;
+        garbage.iv = "!!".to_owned();
+        assert!(matches!(key.decrypt(BACKUP_SECRET, &garbage), Err(Error::MalformedResponse(_))));
+        let backup = BackupKey::from_secret(&secret).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(backup.public_key(), BackupKey::from_bytes([9u8; 32]).public_key());
+    }
+
+    #[test]
+    fn history_decrypts_from_the_backup_and_each_failure_has_its_reason() {
+        let backup = BackupKey::from_bytes([5u8; 32]);
+        let public = backup.public_key();
+        backup.verify(BACKUP_ALGORITHM, &public).unwrap_or_else(|e| panic!("{e}"));
+        let stranger = BackupKey::from_bytes([6u8; 32]).public_key();
+        assert!(matches!(backup.verify(BACKUP_ALGORITHM, &stranger), Err(Error::KeyBackupMismatch)));
+        assert!(matches!(backup.verify("m.megolm_backup.v2", &public), Err(Error::UnsupportedKeyBackup(_))));
+
+        // A sender's session, a message before its backed-up index, and a rotated session.
+        let mut outbound = GroupSession::new(SessionConfig::version_1());
+        let inbound = InboundGroupSession::new(
+            &SessionKey::from_base64(&outbound.session_key().to_base64()).unwrap_or_else(|e| panic!("{e}")),
+            SessionConfig::version_1(),
+        );
+        let early = encrypt(&mut outbound, ROOM, "avant la sauvegarde");
+        let first = encrypt(&mut outbound, ROOM, "rendez-vous à 10h");
+        let elsewhere = encrypt(&mut outbound, "!autre:tchap.test", "rejoué");
+        let mut rotated = GroupSession::new(SessionConfig::version_1());
+        let rotated_inbound = InboundGroupSession::new(&rotated.session_key(), SessionConfig::version_1());
+        let after_rotation = encrypt(&mut rotated, ROOM, "nouvelle session");
+        let mut unknown = GroupSession::new(SessionConfig::version_1());
+        let not_backed_up = encrypt(&mut unknown, ROOM, "jamais sauvegardé");
+
+        let mut keys = SessionKeys::default();
+        keys.insert(
+            backup.decrypt_session(&backed_up(&public, &inbound, 1)).unwrap_or_else(|e| panic!("{e:?}")),
+        );
+        keys.insert(
+            backup
+                .decrypt_session(&backed_up(&public, &rotated_inbound, 0))
+                .unwrap_or_else(|e| panic!("{e:?}")),
+        );
+        assert_eq!(keys.len(), 2);
+
+        let ok = keys.decrypt(ROOM, &first).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(ok.event_type, "m.room.message");
+        assert_eq!(ok.content["body"], "rendez-vous à 10h");
+        assert_eq!(ok.message_index, 1);
+        assert_eq!(
+            keys.decrypt(ROOM, &after_rotation).map(|e| e.content["body"].clone()),
+            Ok(json!("nouvelle session"))
+        );
+        assert_eq!(keys.decrypt(ROOM, &early), Err(Undecryptable::IndexBeforeFirstKnown));
+        assert_eq!(keys.decrypt(ROOM, &not_backed_up), Err(Undecryptable::NoKeyInBackup));
+        assert_eq!(keys.decrypt(ROOM, &elsewhere), Err(Undecryptable::WrongRoom));
+        let mut tampered = first.clone();
+        let mut raw =
+            STANDARD_NO_PAD.decode(tampered.ciphertext.as_deref().unwrap_or_default()).unwrap_or_default();
+        raw[10] ^= 1;
+        tampered.ciphertext = Some(b64(&raw));
+        assert!(matches!(
+            keys.decrypt(ROOM, &tampered),
+            Err(Undecryptable::BadMac | Undecryptable::Malformed)
+        ));
+        let olm = EncryptedContent { algorithm: "m.olm.v1.curve25519-aes-sha2".to_owned(), ..first.clone() };
+        assert_eq!(keys.decrypt(ROOM, &olm), Err(Undecryptable::UnsupportedAlgorithm));
+        let garbage = EncryptedContent { ciphertext: Some("%%%".to_owned()), ..first };
+        assert_eq!(keys.decrypt(ROOM, &garbage), Err(Undecryptable::Malformed));
+
+        // A backed-up session encrypted to another backup key, or mangled, is refused with a reason.
+        let foreign = backed_up(&stranger, &inbound, 0);
+        assert_eq!(backup.decrypt_session(&foreign).err(), Some(Undecryptable::BadMac));
+        let mut mangled = backed_up(&public, &inbound, 0);
+        mangled.session_data.ephemeral = "short".to_owned();
+        assert_eq!(backup.decrypt_session(&mangled).err(), Some(Undecryptable::Malformed));
+    }
+}
