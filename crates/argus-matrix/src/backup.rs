@@ -470,6 +470,144 @@ impl SessionKeys {
     }
 }
 
+/// The key backup of one room, loaded for one run.
+#[derive(Debug, Default)]
+pub struct RoomKeys {
+    /// The room's backed-up megolm sessions that decrypted.
+    pub keys: SessionKeys,
+    /// Backed-up sessions that did not decrypt, by reason.
+    pub unusable: std::collections::BTreeMap<Undecryptable, u64>,
+}
+
+/// The most backed-up sessions read for one room.
+pub const MAX_ROOM_SESSIONS: usize = 10_000;
+
+#[derive(Deserialize)]
+struct DefaultKey {
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct StoredSecret {
+    encrypted: HashMap<String, EncryptedSecret>,
+}
+
+#[derive(Deserialize)]
+struct BackupAlgorithmView {
+    algorithm: String,
+    auth_data: AuthData,
+}
+
+#[derive(Deserialize)]
+struct AuthData {
+    public_key: String,
+}
+
+impl crate::Connector {
+    /// Loads the key backup of `room_id` with the user's recovery key: the backup version, the
+    /// backup key (from secret storage when the recovery key is a security key, or the key
+    /// itself when it is a legacy backup recovery key), verified against the version's public
+    /// key, then the room's backed-up sessions, decrypted. Nothing is stored.
+    ///
+    /// [`Error::NoKeyBackup`] when the account has none, [`Error::WrongRecoveryKey`] when the
+    /// key opens neither secret storage nor the backup, [`Error::UnsupportedKeyBackup`] for an
+    /// unknown algorithm, [`Error::KeyBackupMismatch`] when secret storage holds a key that is
+    /// not the backup's.
+    pub async fn load_room_keys(
+        &self,
+        homeserver: &argus_domain::HomeserverUrl,
+        token: &argus_domain::AccessToken,
+        room_id: &argus_domain::RoomId,
+        recovery_key: &RecoveryKey,
+    ) -> Result<RoomKeys> {
+        use ruma::api::client::{account::whoami, backup, config::get_global_account_data};
+        if !token.is_well_formed() {
+            return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
+        }
+        let room = ruma::OwnedRoomId::try_from(room_id.as_str())
+            .map_err(|_| Error::InvalidInput("the room id is not a valid Matrix room id".into()))?;
+        let client = self.http();
+        let transport = client.policy.check_url(&homeserver.url())?;
+        let deadline = tokio::time::Instant::now() + client.config.run_deadline;
+        let target = crate::transport::Target { homeserver, token, transport, deadline };
+
+        let info = match client.send(&target, backup::get_latest_backup_info::v3::Request::new()).await {
+            Ok(info) => info,
+            Err(Error::NotFound) => return Err(Error::NoKeyBackup),
+            Err(e) => return Err(e),
+        };
+        let algorithm: BackupAlgorithmView = serde_json::from_str(info.algorithm.json().get())
+            .map_err(|_| Error::malformed("the key backup's algorithm is not readable"))?;
+
+        // Secret storage first: a security key opens the secret holding the backup key.
+        let user = client.send(&target, whoami::v3::Request::new()).await?.user_id;
+        let account_data = |kind: String| {
+            let request = get_global_account_data::v3::Request::new(user.clone(), kind.as_str().into());
+            async { client.send(&target, request).await.map(|r| r.account_data.json().get().to_owned()) }
+        };
+        let from_storage = match account_data("m.secret_storage.default_key".to_owned()).await {
+            Ok(json) => {
+                let default: DefaultKey = serde_json::from_str(&json)
+                    .map_err(|_| Error::malformed("secret storage: no default key"))?;
+                let description: KeyDescription = serde_json::from_str(
+                    &account_data(format!("m.secret_storage.key.{}", default.key)).await?,
+                )
+                .map_err(|_| Error::malformed("secret storage: unreadable key description"))?;
+                let key = recovery_key.as_secret_storage_key();
+                match key.check(&description) {
+                    Ok(()) => {
+                        let stored: StoredSecret =
+                            serde_json::from_str(&account_data(BACKUP_SECRET.to_owned()).await?)
+                                .map_err(|_| Error::malformed("secret storage: unreadable backup secret"))?;
+                        let secret = stored.encrypted.get(&default.key).ok_or(Error::KeyBackupMismatch)?;
+                        Some(BackupKey::from_secret(&key.decrypt(BACKUP_SECRET, secret)?)?)
+                    }
+                    Err(Error::WrongRecoveryKey) => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Error::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let backup_key = match from_storage {
+            Some(key) => {
+                key.verify(&algorithm.algorithm, &algorithm.auth_data.public_key)?;
+                key
+            }
+            // Not a security key of this account: a legacy recovery key is the backup key.
+            None => {
+                let key = recovery_key.as_backup_key();
+                match key.verify(&algorithm.algorithm, &algorithm.auth_data.public_key) {
+                    Err(Error::KeyBackupMismatch) => return Err(Error::WrongRecoveryKey),
+                    other => other?,
+                }
+                key
+            }
+        };
+
+        let sessions = client
+            .send(&target, backup::get_backup_keys_for_room::v3::Request::new(info.version.clone(), room))
+            .await?
+            .sessions;
+        if sessions.len() > MAX_ROOM_SESSIONS {
+            return Err(Error::malformed(format!(
+                "the room's key backup holds more than {MAX_ROOM_SESSIONS} sessions"
+            )));
+        }
+        let mut loaded = RoomKeys::default();
+        for raw in sessions.values() {
+            let decrypted = serde_json::from_str::<KeyBackupData>(raw.json().get())
+                .map_err(|_| Undecryptable::Malformed)
+                .and_then(|data| backup_key.decrypt_session(&data));
+            match decrypted {
+                Ok(session) => loaded.keys.insert(session),
+                Err(reason) => *loaded.unusable.entry(reason).or_default() += 1,
+            }
+        }
+        Ok(loaded)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -302,6 +302,39 @@ impl TestUser {
         string_field(&response, "event_id")
     }
 
+    /// Creates a key backup version (`POST /room_keys/version`) with `auth_data` and returns
+    /// its version.
+    pub async fn create_key_backup(&self, algorithm: &str, auth_data: &Value) -> anyhow::Result<String> {
+        let body = json!({ "algorithm": algorithm, "auth_data": auth_data });
+        let response = self.request(Method::POST, &["room_keys", "version"], &[], Some(&body)).await?;
+        string_field(&response, "version")
+    }
+
+    /// Uploads one backed-up session (`PUT /room_keys/keys/{room}/{session}?version=`).
+    pub async fn upload_room_key(
+        &self,
+        version: &str,
+        room: &str,
+        session_id: &str,
+        key_data: &Value,
+    ) -> anyhow::Result<()> {
+        self.request(
+            Method::PUT,
+            &["room_keys", "keys", room, session_id],
+            &[("version", version)],
+            Some(key_data),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Sets global account data of type `kind` (`PUT /user/{userId}/account_data/{type}`).
+    pub async fn set_account_data(&self, kind: &str, content: &Value) -> anyhow::Result<()> {
+        self.request(Method::PUT, &["user", &self.user_id, "account_data", kind], &[], Some(content))
+            .await
+            .map(drop)
+    }
+
     /// Sends an `m.room.message` with arbitrary content (notice, emote, image, file, location,
     /// replies, threads…) and returns its event id.
     pub async fn send_message(&self, room: &str, content: &Value) -> anyhow::Result<String> {

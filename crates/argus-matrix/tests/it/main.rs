@@ -1,6 +1,7 @@
 //! Integration tests of the connector against mock and real homeservers.
 
 mod errors;
+mod key_backup;
 mod mock;
 mod normalisation;
 mod pagination;
