@@ -73,6 +73,16 @@ pub struct IngestArgs {
     /// to the command line, which other local users can see.
     #[arg(long, env = "MATRIX_ACCESS_TOKEN", hide_env_values = true, value_parser = access_token)]
     pub access_token: AccessToken,
+    /// The account's recovery key (Element security key, or legacy key-backup recovery key):
+    /// encrypted history is decrypted from the account's key backup. Used for this run only;
+    /// prefer the environment variable to the command line.
+    #[arg(long, env = "MATRIX_RECOVERY_KEY", hide_env_values = true, value_parser = secret_value)]
+    pub recovery_key: Option<argus_domain::Secret>,
+}
+
+/// A secret as given (`Debug` of the arguments shows it as `[redacted]`).
+pub fn secret_value(value: &str) -> Result<argus_domain::Secret, std::convert::Infallible> {
+    Ok(argus_domain::Secret::new(value))
 }
 
 /// The token as given (`Debug` of the arguments shows it as `[redacted]`).

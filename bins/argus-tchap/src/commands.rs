@@ -175,6 +175,7 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
         room_id: args.room,
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
+        recovery_key: args.recovery_key,
     };
     let cap = u64::from(args.max_messages.unwrap_or(services.limits.default_max_messages));
     let bar = indicatif::ProgressBar::new(cap);
@@ -204,7 +205,12 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
                 ("messages fetched", r.messages.to_string()),
                 ("messages stored (new)", done.messages_stored.to_string()),
                 ("messages in room", done.room.message_count.to_string()),
-                ("encrypted", r.encrypted.to_string()),
+                ("encrypted (undecrypted)", r.encrypted.to_string()),
+                ("decrypted", r.decrypted.to_string()),
+                (
+                    "undecryptable",
+                    r.undecryptable.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "),
+                ),
                 ("redacted", r.redacted.to_string()),
                 ("edits applied", r.edits_applied.to_string()),
                 ("edits ignored", r.edits_ignored.to_string()),

@@ -40,6 +40,15 @@ pub struct MessageRecord {
     pub redacted: bool,
     /// The event is `m.room.encrypted` and was not decrypted.
     pub encrypted: bool,
+    /// The event arrived as `m.room.encrypted` and was decrypted with a key from the account's
+    /// key backup; its content is what it carried.
+    #[serde(default)]
+    pub decrypted: bool,
+    /// Why an encrypted event stayed undecrypted, when a recovery key was given (a stable code:
+    /// `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`,
+    /// `MALFORMED`, `WRONG_ROOM`).
+    #[serde(default)]
+    pub undecryptable: Option<String>,
     /// The event this one replies to (`m.in_reply_to`).
     pub reply_to: Option<EventId>,
     /// The root of the thread this event belongs to (`m.thread`).
@@ -78,6 +87,8 @@ impl MessageRecord {
             edited: false,
             redacted: false,
             encrypted: false,
+            decrypted: false,
+            undecryptable: None,
             reply_to: None,
             thread_root: None,
             media: None,

@@ -15,6 +15,13 @@ pub struct FetchReport {
     pub messages: u64,
     /// `m.room.encrypted` events kept without body.
     pub encrypted: u64,
+    /// `m.room.encrypted` events (messages and edits) decrypted from the key backup.
+    #[serde(default)]
+    pub decrypted: u64,
+    /// `m.room.encrypted` events left undecrypted although a recovery key was given, by reason
+    /// code.
+    #[serde(default)]
+    pub undecryptable: std::collections::BTreeMap<String, u64>,
     /// Messages redacted (seen redacted, or redacted by a later event).
     pub redacted: u64,
     /// Edits applied to an original.

@@ -137,6 +137,7 @@ fn main() -> BenchResult {
         let mut measure_end_to_end = || -> BenchResult<i64> {
             let services = Services::new(fresh_store(&dir, &format!("e2e-{r}.db"))?, connector()?);
             let request = IngestRequest {
+                recovery_key: None,
                 homeserver_url: homeserver.as_str().to_owned(),
                 access_token: AccessToken::new("syt_bench_token"),
                 room_id: bench::ROOM.to_owned(),

@@ -30,6 +30,9 @@ pub struct IngestRequest {
     pub classification: Classification,
     /// Cap on message events; `None` for the server default.
     pub max_messages: Option<i64>,
+    /// The account's recovery key, for this call only: encrypted history is decrypted from the
+    /// account's key backup.
+    pub recovery_key: Option<argus_domain::Secret>,
 }
 
 /// What a successful ingestion did.
@@ -157,9 +160,28 @@ async fn run(
         stored.filter(|r| r.homeserver_url == valid.homeserver).and_then(|r| r.resume_token)
     };
     let options = FetchOptions { max_messages: valid.max_messages, since };
+    // The room's keys from the account's key backup, held for this run only.
+    let keys = match &request.recovery_key {
+        Some(text) => {
+            let key: argus_matrix::backup::RecoveryKey = text.expose_secret().parse()?;
+            let loaded = services
+                .connector
+                .load_room_keys(&valid.homeserver, &request.access_token, &valid.room_id, &key)
+                .await?;
+            Some(loaded.keys)
+        }
+        None => None,
+    };
     let snapshot = services
         .connector
-        .fetch_room_with_progress(&valid.homeserver, &request.access_token, &valid.room_id, &options, on_page)
+        .fetch_room_decrypting(
+            &valid.homeserver,
+            &request.access_token,
+            &valid.room_id,
+            &options,
+            keys,
+            on_page,
+        )
         .await?;
     let report = snapshot.report.clone();
     let run = IngestionRun { viewer: viewer.clone(), classification: request.classification, started_at };

@@ -185,6 +185,8 @@ pub struct IngestTchapRoomInput {
     pub classification: GqlClassification,
     /// Upper bound on message events pulled by this call; the server has a default and a hard cap.
     pub max_messages: Option<i32>,
+    /// The account's recovery key (Element security key or legacy key-backup recovery key): end-to-end encrypted history is decrypted from the account's key backup. Used for this call only; never returned, stored, logged or audited.
+    pub recovery_key: Option<String>,
 }
 
 /// Input of `postTchapMessage`. It has no `Debug`: nothing can print the access token it holds
@@ -225,6 +227,7 @@ impl Mutation {
             room_id: input.room_id,
             classification: input.classification.into(),
             max_messages: input.max_messages.map(i64::from),
+            recovery_key: input.recovery_key.map(argus_domain::Secret::new),
         };
         let done = ingest::ingest_room(context.services(), context.viewer(), request, &mut |_| {}).await?;
         Ok(IngestTchapRoomPayload {
@@ -235,6 +238,13 @@ impl Mutation {
             edits_applied: count(done.report.edits_applied),
             edits_ignored: count(done.report.edits_ignored),
             redactions_ignored: count(done.report.redactions_ignored),
+            decrypted: count(done.report.decrypted),
+            undecryptable: done
+                .report
+                .undecryptable
+                .iter()
+                .map(|(reason, n)| types::UndecryptableCount { reason: reason.clone(), count: count(*n) })
+                .collect(),
         })
     }
 

@@ -85,6 +85,22 @@ impl Connector {
         options: &FetchOptions,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
+        self.fetch_room_decrypting(homeserver, token, room_id, options, None, on_page).await
+    }
+
+    /// Like [`Connector::fetch_room_with_progress`], decrypting `m.room.encrypted` events with
+    /// `keys` (the room's sessions from the account's key backup,
+    /// [`Connector::load_room_keys`]): a decrypted event is normalised like a plaintext one and
+    /// marked `decrypted`; one that stays encrypted keeps its reason.
+    pub async fn fetch_room_decrypting(
+        &self,
+        homeserver: &HomeserverUrl,
+        token: &AccessToken,
+        room_id: &RoomId,
+        options: &FetchOptions,
+        keys: Option<crate::backup::SessionKeys>,
+        on_page: &mut (dyn FnMut(&FetchReport) + Send),
+    ) -> Result<RoomSnapshot> {
         if options.max_messages == 0 || options.max_messages > HARD_MAX_MESSAGES {
             return Err(Error::InvalidInput(format!("max_messages must be 1 to {HARD_MAX_MESSAGES}")));
         }
@@ -100,7 +116,7 @@ impl Connector {
         let run_deadline = self.inner.config.run_deadline;
         let target = Target { homeserver, token, transport, deadline: Instant::now() + run_deadline };
         let span = tracing::info_span!("fetch_room", room = %room_id, homeserver = %homeserver);
-        let run = self.run(&target, room_id, &room, options, on_page).instrument(span);
+        let run = self.run(&target, room_id, &room, options, keys, on_page).instrument(span);
         match tokio::time::timeout_at(target.deadline, run).await {
             Ok(result) => result,
             Err(_) => Err(Error::DeadlineExceeded(run_deadline)),
@@ -113,6 +129,7 @@ impl Connector {
         room_id: &RoomId,
         room: &OwnedRoomId,
         options: &FetchOptions,
+        keys: Option<crate::backup::SessionKeys>,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
         let client = &*self.inner;
@@ -123,6 +140,9 @@ impl Connector {
         let mut tokens: HashSet<String> = from.iter().cloned().collect();
         let mut resume_token = options.since.clone();
         let mut norm = Normaliser::new(room_id.as_str());
+        if let Some(keys) = keys {
+            norm = norm.with_keys(keys);
+        }
         let max_messages = options.max_messages as usize;
         // Every kind of event counts, not only messages.
         let event_budget = (u64::from(options.max_messages) * EVENTS_PER_MESSAGE

@@ -160,6 +160,15 @@ pub(crate) struct Normaliser {
     redactions: Vec<PendingRedaction>,
     seen: HashSet<EventId>,
     report: FetchReport,
+    /// The room's keys from the account's key backup, when a recovery key was given.
+    keys: Option<crate::backup::SessionKeys>,
+}
+
+/// What became of an `m.room.encrypted` event when keys were given.
+#[derive(Debug, Clone, Copy)]
+enum Decryption {
+    Decrypted,
+    Failed(crate::backup::Undecryptable),
 }
 
 enum Outcome {
@@ -179,7 +188,14 @@ impl Normaliser {
             redactions: Vec::new(),
             seen: HashSet::new(),
             report: FetchReport::default(),
+            keys: None,
         }
+    }
+
+    /// Decrypts `m.room.encrypted` events with `keys` (the room's sessions from the key backup).
+    pub(crate) fn with_keys(mut self, keys: crate::backup::SessionKeys) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Messages kept so far (edits and redactions not yet folded).
@@ -208,7 +224,25 @@ impl Normaliser {
 
     /// Takes one timeline event, given as its JSON text.
     pub(crate) fn push(&mut self, json: &str) {
+        if let Some(keys) = self.keys.as_mut() {
+            match decrypt_event(keys, &self.room_id, json) {
+                Some(Ok(plain)) => return self.push_one(&plain, Some(Decryption::Decrypted)),
+                Some(Err(reason)) => return self.push_one(json, Some(Decryption::Failed(reason))),
+                None => {}
+            }
+        }
+        self.push_one(json, None)
+    }
+
+    fn push_one(&mut self, json: &str, decryption: Option<Decryption>) {
         self.report.events_fetched += 1;
+        match decryption {
+            Some(Decryption::Decrypted) => self.report.decrypted += 1,
+            Some(Decryption::Failed(reason)) => {
+                *self.report.undecryptable.entry(reason.code().to_owned()).or_default() += 1;
+            }
+            None => {}
+        }
         let view = match serde_json::from_str::<EventView<'_, MessageContent<'_>>>(json) {
             Ok(view) => view,
             Err(_) => {
@@ -242,7 +276,14 @@ impl Normaliser {
             return;
         }
         match classify(view, event_id) {
-            Ok(Outcome::Message(m)) => self.messages.push(m),
+            Ok(Outcome::Message(mut m)) => {
+                match decryption {
+                    Some(Decryption::Decrypted) => m.decrypted = true,
+                    Some(Decryption::Failed(reason)) => m.undecryptable = Some(reason.code().to_owned()),
+                    None => {}
+                }
+                self.messages.push(m);
+            }
             Ok(Outcome::Edit(e)) => self.edits.push(e),
             Ok(Outcome::Redaction(target)) => self.redactions.push(target),
             Ok(Outcome::Ignored) => {}
@@ -365,6 +406,46 @@ impl Normaliser {
 
 struct Malformed;
 
+/// The envelope of an encrypted event, as far as decryption needs it.
+#[derive(serde::Deserialize)]
+struct EncryptedView {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    content: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Decrypts an `m.room.encrypted` event into the event it carries (its cleartext `m.relates_to`
+/// kept, as the specification has relations outside the ciphertext), given as JSON text; `None`
+/// when the event is not an encrypted one with a ciphertext (another type, or redacted).
+fn decrypt_event(
+    keys: &mut crate::backup::SessionKeys,
+    room_id: &str,
+    json: &str,
+) -> Option<Result<String, crate::backup::Undecryptable>> {
+    let view: EncryptedView = serde_json::from_str(json).ok()?;
+    if view.kind != "m.room.encrypted" {
+        return None;
+    }
+    let content = view.content.filter(|c| c.contains_key("ciphertext"))?;
+    let encrypted: crate::backup::EncryptedContent =
+        match serde_json::from_value(serde_json::Value::Object(content.clone())) {
+            Ok(e) => e,
+            Err(_) => return Some(Err(crate::backup::Undecryptable::Malformed)),
+        };
+    Some(keys.decrypt(room_id, &encrypted).and_then(|event| {
+        let mut full: serde_json::Value =
+            serde_json::from_str(json).map_err(|_| crate::backup::Undecryptable::Malformed)?;
+        let mut inner = event.content;
+        if let (Some(relation), Some(object)) = (content.get("m.relates_to"), inner.as_object_mut()) {
+            object.entry("m.relates_to").or_insert_with(|| relation.clone());
+        }
+        full["type"] = serde_json::Value::String(event.event_type);
+        full["content"] = inner;
+        Ok(full.to_string())
+    }))
+}
+
 fn is_message_like(kind: &str) -> bool {
     matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction")
 }
@@ -406,6 +487,8 @@ fn classify(view: EventView<'_, MessageContent<'_>>, event_id: EventId) -> Resul
         edited: false,
         redacted,
         encrypted,
+        decrypted: false,
+        undecryptable: None,
         reply_to: None,
         thread_root: None,
         media: None,

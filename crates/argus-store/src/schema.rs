@@ -62,6 +62,10 @@ diesel::table! {
         redacted -> Bool,
         /// Undecrypted `m.room.encrypted`.
         encrypted -> Bool,
+        /// Arrived encrypted, decrypted from the key backup.
+        decrypted -> Bool,
+        /// Why it stayed encrypted although a recovery key was given.
+        undecryptable -> Nullable<Text>,
         /// Replied-to event id.
         reply_to -> Nullable<Text>,
         /// Thread root event id.

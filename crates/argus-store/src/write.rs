@@ -36,7 +36,7 @@ const MAX_MIMETYPE: usize = 255;
 const MAX_MEDIA_JSON: usize = 4096;
 
 /// Columns written per message row.
-const MESSAGE_COLUMNS: usize = 15;
+const MESSAGE_COLUMNS: usize = 17;
 
 /// Message rows per PostgreSQL statement (column arrays, so the bind limit does not apply).
 const PG_ROWS_PER_STATEMENT: usize = 10_000;
@@ -366,7 +366,7 @@ fn index_for_search(conn: &mut DbConn, above: i64) -> Result<()> {
     Ok(())
 }
 
-/// Message rows per multi-row SQLite `INSERT` (15 binds each, well under the bind limit).
+/// Message rows per multi-row SQLite `INSERT` (17 binds each, well under the bind limit).
 const SQLITE_ROWS_PER_STATEMENT: usize = 64;
 
 /// SQLite: inserts a chunk with multi-row statements of [`SQLITE_ROWS_PER_STATEMENT`] rows and
@@ -399,6 +399,8 @@ fn insert_messages_sqlite(
                 m::edited_at.eq(None::<i64>),
                 m::redacted.eq(msg.redacted),
                 m::encrypted.eq(msg.encrypted),
+                m::decrypted.eq(msg.decrypted),
+                m::undecryptable.eq(msg.undecryptable.as_deref()),
                 m::reply_to.eq(msg.reply_to.as_ref().map(|e| e.as_str())),
                 m::thread_root.eq(msg.thread_root.as_ref().map(|e| e.as_str())),
                 m::media.eq(media.as_deref()),
@@ -442,12 +444,13 @@ fn insert_messages_pg(
     let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
     let n = diesel::sql_query(
         "INSERT INTO messages (org_id, room_pk, event_id, sender, msgtype, body, sent_at, edited, edited_at, \
-         redacted, encrypted, reply_to, thread_root, media, classification) \
+         redacted, encrypted, reply_to, thread_root, media, classification, decrypted, undecryptable) \
          SELECT $1, $2, u.event_id, u.sender, u.msgtype, u.body, u.sent_at, u.edited, NULL, u.redacted, \
-         u.encrypted, u.reply_to, u.thread_root, u.media, $3 \
+         u.encrypted, u.reply_to, u.thread_root, u.media, $3, u.decrypted, u.undecryptable \
          FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[], \
-         $11::bool[], $12::text[], $13::text[], $14::text[]) \
-         AS u(event_id, sender, msgtype, body, sent_at, edited, redacted, encrypted, reply_to, thread_root, media) \
+         $11::bool[], $12::text[], $13::text[], $14::text[], $15::bool[], $16::text[]) \
+         AS u(event_id, sender, msgtype, body, sent_at, edited, redacted, encrypted, reply_to, thread_root, media, \
+         decrypted, undecryptable) \
          ON CONFLICT (org_id, event_id) DO NOTHING",
     )
     .bind::<Text, _>(org)
@@ -468,6 +471,8 @@ fn insert_messages_pg(
         chunk.iter().map(|m| m.thread_root.as_ref().map(|e| e.as_str())).collect::<Vec<_>>(),
     )
     .bind::<Array<Nullable<Text>>, _>(media.iter().map(|m| m.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.decrypted).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.undecryptable.as_deref()).collect::<Vec<_>>())
     .execute(pg)?;
     Ok(n)
 }

@@ -278,6 +278,16 @@ impl TchapMessage {
         self.0.message.encrypted
     }
 
+    /// The event arrived as m.room.encrypted and was decrypted with a key from the account's key backup.
+    fn decrypted(&self) -> bool {
+        self.0.message.decrypted
+    }
+
+    /// Why the event stayed encrypted although a recovery key was given: `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED` or `WRONG_ROOM`.
+    fn undecryptable_reason(&self) -> Option<&str> {
+        self.0.message.undecryptable.as_deref()
+    }
+
     /// The event id this message replies to.
     fn reply_to(&self) -> Option<&str> {
         self.0.message.reply_to.as_ref().map(|e| e.as_str())
@@ -487,6 +497,20 @@ pub struct IngestTchapRoomPayload {
     pub edits_ignored: i32,
     /// Redactions not applied.
     pub redactions_ignored: i32,
+    /// Encrypted events decrypted from the key backup.
+    pub decrypted: i32,
+    /// Encrypted events left undecrypted, by reason.
+    pub undecryptable: Vec<UndecryptableCount>,
+}
+
+/// How many encrypted events stayed undecrypted for one reason.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct UndecryptableCount {
+    /// `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED` or `WRONG_ROOM`.
+    pub reason: String,
+    /// Events.
+    pub count: i32,
 }
 
 /// What `ingestTchapRoom` did.
@@ -528,6 +552,16 @@ impl IngestTchapRoomPayload {
     /// Redactions not applied: neither confirmed by the homeserver nor made by the sender.
     fn redactions_ignored(&self) -> i32 {
         self.redactions_ignored
+    }
+
+    /// Encrypted events (messages and edits) decrypted from the account's key backup.
+    fn decrypted(&self) -> i32 {
+        self.decrypted
+    }
+
+    /// Encrypted events left undecrypted although a recovery key was given, by reason.
+    fn undecryptable(&self) -> &[UndecryptableCount] {
+        &self.undecryptable
     }
 }
 

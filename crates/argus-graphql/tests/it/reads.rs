@@ -270,7 +270,7 @@ async fn plain_edges_answer_as_the_executor_does() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
     let fields = "__typename id eventId roomId sender msgtype body sentAt classification edited redacted \
-                  encrypted replyTo threadRoot mediaUri mediaMimetype redactedBy redactedAt redactionReason";
+                  encrypted decrypted undecryptableReason replyTo threadRoot mediaUri mediaMimetype redactedBy redactedAt redactionReason";
     let doc = |edge: &str, node: &str| {
         format!(
             "query($room: String!) {{ tchapMessages(roomId: $room, first: 10) {{ totalCount edges {{ {edge} }} }} \

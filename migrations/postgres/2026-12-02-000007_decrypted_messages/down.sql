@@ -1,0 +1,2 @@
+ALTER TABLE messages DROP COLUMN undecryptable;
+ALTER TABLE messages DROP COLUMN decrypted;
