@@ -14,6 +14,7 @@
 //! The whole file skips (loudly, through `argus-testkit`) when Synapse is unavailable; the
 //! PostgreSQL run also skips when no PostgreSQL binaries are installed.
 
+mod encrypted;
 mod evidence;
 mod harness;
 mod leaks;
@@ -75,4 +76,26 @@ async fn notes_on_postgres() {
     let Some(db) = argus_testkit::postgres::fresh_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     notes::run(synapse, db.url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_history_on_sqlite() {
+    harness::capture_logs();
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    let secrets = encrypted::run(synapse, &url, dir.path()).await.unwrap();
+    leaks::assert_absent_from_files(dir.path(), &secrets).unwrap();
+    leaks::assert_absent_from_logs(&secrets).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_history_on_postgres() {
+    harness::capture_logs();
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = encrypted::run(synapse, db.url(), dir.path()).await.unwrap();
+    leaks::assert_absent_from_postgres(&db, &secrets).unwrap();
+    leaks::assert_absent_from_logs(&secrets).unwrap();
 }

@@ -14,6 +14,7 @@
 //! - [`homeserver`]: a mock Matrix homeserver (wiremock on 127.0.0.1) with endpoint-mock
 //!   builders, an any-room responder and the benchmarks' prepared pages.
 
+pub mod e2ee;
 pub mod homeserver;
 pub mod postgres;
 pub mod synapse;

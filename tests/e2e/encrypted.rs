@@ -1,0 +1,159 @@
+//! End-to-end encrypted history through `ingestTchapRoom` with a recovery key, against the real
+//! Synapse: the test kit's sending device encrypts messages (an edit and a reply among them,
+//! their relations in clear as clients send them) and backs its sessions up, with the backup key
+//! in secret storage under a security key. The ingestion decrypts what the backup allows and
+//! keeps the rest with its reason; a wrong key, or an account without a backup, is a FAILED
+//! audit record without the key; the key is in no response, file or log line.
+
+use anyhow::{Context, Result, ensure};
+use argus_domain::{Classification::Secret, Scope};
+use argus_testkit::{
+    e2ee::{KeyBackup, Sender},
+    synapse::Synapse,
+};
+use serde_json::{Value, json};
+
+use crate::harness::Server;
+
+const INGEST: &str = r"mutation($input: IngestTchapRoomInput!) {
+  ingestTchapRoom(input: $input) {
+    messagesStored decrypted undecryptable { reason count }
+    ingestion { outcome error }
+  }
+}";
+
+const MESSAGES: &str = r"query($r: String!) { tchapMessages(roomId: $r, first: 50) { edges { node {
+  eventId body edited encrypted decrypted undecryptableReason replyTo versions { body }
+} } } }";
+
+const AUDIT: &str = "{ tchapIngestions(first: 50) { edges { node { roomId outcome error } } } }";
+
+/// Runs the scenario on the store at `database_url`; returns the secrets that must appear
+/// nowhere (the recovery keys as typed, the Matrix tokens).
+pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::Path) -> Result<Vec<String>> {
+    let alice = synapse.register("e2ee_alice").await?;
+    let room = alice.create_room(Some("Cellule chiffrée"), None, true).await?;
+    let mut first = Sender::new();
+    let early = first.send_text(&alice, &room, "avant la sauvegarde").await?;
+    let meeting = first.send_text(&alice, &room, "rendez-vous à 10h au quai nord").await?;
+    let reply = first
+        .send(
+            &alice,
+            &room,
+            json!({ "msgtype": "m.text", "body": "bien reçu" }),
+            Some(json!({ "m.in_reply_to": { "event_id": meeting } })),
+        )
+        .await?;
+    first
+        .send(
+            &alice,
+            &room,
+            json!({ "msgtype": "m.text", "body": "* rendez-vous à 11h au quai nord",
+                    "m.new_content": { "msgtype": "m.text", "body": "rendez-vous à 11h au quai nord" } }),
+            Some(json!({ "rel_type": "m.replace", "event_id": meeting })),
+        )
+        .await?;
+    let mut rotated = Sender::new();
+    let after = rotated.send_text(&alice, &room, "nouvelle session, même salle").await?;
+    let mut lost = Sender::new();
+    let missing = lost.send_text(&alice, &room, "jamais sauvegardé").await?;
+
+    let backup = KeyBackup::create(&alice, [0x21; 32], [0x42; 32]).await?;
+    backup.upload(&alice, &room, &mut first, 1).await?;
+    backup.upload(&alice, &room, &mut rotated, 0).await?;
+
+    let server = Server::start(database_url, dir).await?;
+    let jwt = server.jwt("analyst@dgsi", "dgsi", Secret, &[Scope::Read, Scope::Ingest, Scope::Audit])?;
+    let input = |key: &str| {
+        json!({ "input": {
+            "homeserverUrl": synapse.base_url(), "accessToken": alice.access_token, "roomId": room,
+            "classification": "RESTRICTED", "recoveryKey": key,
+        } })
+    };
+
+    // A wrong key first: a FAILED record without the key, nothing stored.
+    let wrong = argus_testkit::e2ee::recovery_key_text(&[0x43; 32]);
+    let (code, _) = server.error_code(&jwt, INGEST, input(&wrong)).await?;
+    ensure!(code == "WRONG_RECOVERY_KEY", "a wrong key: {code}");
+
+    let done = server.data(&jwt, INGEST, input(&backup.security_key()), "ingestTchapRoom").await?;
+    let undecryptable: Vec<(String, i64)> = done["undecryptable"]
+        .as_array()
+        .context("undecryptable")?
+        .iter()
+        .map(|u| (u["reason"].as_str().unwrap_or_default().to_owned(), u["count"].as_i64().unwrap_or(0)))
+        .collect();
+    ensure!(
+        done["decrypted"] == 4
+            && undecryptable
+                == [("INDEX_BEFORE_FIRST_KNOWN".to_owned(), 1), ("NO_KEY_IN_BACKUP".to_owned(), 1)]
+            && done["messagesStored"] == 5,
+        "the ingestion: {done}"
+    );
+
+    let edges = server.data(&jwt, MESSAGES, json!({ "r": room }), "tchapMessages").await?;
+    let node = |id: &str| -> Result<Value> {
+        edges["edges"]
+            .as_array()
+            .and_then(|e| e.iter().map(|e| &e["node"]).find(|n| n["eventId"] == id))
+            .cloned()
+            .with_context(|| format!("{id} not listed: {edges}"))
+    };
+    let m = node(&meeting)?;
+    ensure!(
+        m["body"] == "rendez-vous à 11h au quai nord"
+            && m["edited"] == true
+            && m["decrypted"] == true
+            && m["encrypted"] == false
+            && m["versions"].as_array().map(Vec::len) == Some(2),
+        "the decrypted, edited message: {m}"
+    );
+    let r = node(&reply)?;
+    ensure!(
+        r["body"] == "bien reçu" && r["replyTo"] == meeting.as_str() && r["decrypted"] == true,
+        "the reply: {r}"
+    );
+    let a = node(&after)?;
+    ensure!(a["body"] == "nouvelle session, même salle", "the rotated session: {a}");
+    let e = node(&early)?;
+    ensure!(
+        e["body"].is_null()
+            && e["encrypted"] == true
+            && e["undecryptableReason"] == "INDEX_BEFORE_FIRST_KNOWN",
+        "before the backed-up index: {e}"
+    );
+    let x = node(&missing)?;
+    ensure!(x["undecryptableReason"] == "NO_KEY_IN_BACKUP" && x["body"].is_null(), "not backed up: {x}");
+
+    // The legacy backup recovery key opens the backup too (nothing new to store).
+    let again = server.data(&jwt, INGEST, input(&backup.legacy_recovery_key()), "ingestTchapRoom").await?;
+    ensure!(again["messagesStored"] == 0, "the legacy key: {again}");
+
+    // An account without a backup.
+    let bob = synapse.register("e2ee_bob").await?;
+    let bob_room = bob.create_room(Some("Sans sauvegarde"), None, true).await?;
+    let bob_input = json!({ "input": {
+        "homeserverUrl": synapse.base_url(), "accessToken": bob.access_token, "roomId": bob_room,
+        "classification": "RESTRICTED", "recoveryKey": backup.security_key(),
+    } });
+    let (code, _) = server.error_code(&jwt, INGEST, bob_input).await?;
+    ensure!(code == "NO_KEY_BACKUP", "no backup: {code}");
+
+    let trail = server.data(&jwt, AUDIT, json!({}), "tchapIngestions").await?.to_string();
+    ensure!(trail.matches("FAILED").count() == 2, "two FAILED records: {trail}");
+    let secrets = vec![
+        backup.security_key(),
+        backup.security_key().replace(' ', ""),
+        backup.legacy_recovery_key().replace(' ', ""),
+        wrong.replace(' ', ""),
+        alice.access_token.clone(),
+        bob.access_token.clone(),
+    ];
+    for response in server.responses()? {
+        for secret in &secrets {
+            ensure!(!response.contains(secret.as_str()), "a response holds a secret");
+        }
+    }
+    server.stop().await?;
+    Ok(secrets)
+}
