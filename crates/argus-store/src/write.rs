@@ -346,6 +346,7 @@ fn insert_messages(
         inserted += n as i64;
         if n < chunk.len() {
             raise_classification(conn, org, room_pk, level, chunk)?;
+            fill_decrypted(conn, org, room_pk, chunk)?;
         }
     }
     if let (Some(above), true) = (indexed_above, inserted > 0) {
@@ -509,6 +510,40 @@ fn raise_classification(
     )
     .set(messages::classification.eq(level.rank()))
     .execute(conn)?;
+    Ok(())
+}
+
+/// Completes re-fetched messages stored while still encrypted: one now decrypted from the key
+/// backup gets the content it carried (the update trigger and the generated column index it for
+/// search); one still undecryptable gets its reason. A message stored in clear, decrypted
+/// earlier, or redacted is never touched.
+fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRecord]) -> Result<()> {
+    for m in chunk.iter().filter(|m| !m.redacted && (m.decrypted || m.undecryptable.is_some())) {
+        let stored = messages::table
+            .filter(messages::org_id.eq(org))
+            .filter(messages::room_pk.eq(room_pk))
+            .filter(messages::event_id.eq(m.event_id.as_str()))
+            .filter(messages::encrypted.eq(true))
+            .filter(messages::redacted.eq(false));
+        if m.decrypted {
+            check_text(m.body.as_deref(), MAX_BODY, "message body")?;
+            let media = media_json(m)?;
+            diesel::update(stored)
+                .set((
+                    messages::msgtype.eq(m.msgtype.as_deref()),
+                    messages::body.eq(m.body.as_deref()),
+                    messages::media.eq(media.as_deref()),
+                    messages::reply_to.eq(m.reply_to.as_ref().map(|e| e.as_str())),
+                    messages::thread_root.eq(m.thread_root.as_ref().map(|e| e.as_str())),
+                    messages::encrypted.eq(false),
+                    messages::decrypted.eq(true),
+                    messages::undecryptable.eq(None::<String>),
+                ))
+                .execute(conn)?;
+        } else {
+            diesel::update(stored).set(messages::undecryptable.eq(m.undecryptable.as_deref())).execute(conn)?;
+        }
+    }
     Ok(())
 }
 

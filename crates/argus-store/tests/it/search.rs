@@ -17,6 +17,7 @@ backend_suite!(
     search_filters_ranks_and_pages,
     malformed_searches_are_typed_errors,
     scores_do_not_depend_on_what_the_caller_cannot_see,
+    a_message_stored_encrypted_is_completed_when_decrypted_later,
 );
 
 fn text(id: &str, sender: &str, body: &str, sent_at: OffsetDateTime) -> MessageRecord {
@@ -258,4 +259,41 @@ fn scores_do_not_depend_on_what_the_caller_cannot_see(db: &TestDb) {
     assert_eq!(score("opération"), probe);
     assert_eq!(score("mardi"), control);
     assert_eq!(score("opération OR mardi"), score("mardi OR opération"));
+}
+
+/// A message first stored encrypted (no key given) gets its content when a later ingestion
+/// decrypts it from the key backup, and becomes searchable; one stored in clear is never
+/// rewritten by a later "decrypted" copy.
+fn a_message_stored_encrypted_is_completed_when_decrypted_later(db: &TestDb) {
+    let v = viewer("org-a", Secret);
+    let t = now();
+    let mut sealed = text("$sealed", JEAN, "", t);
+    sealed.body = None;
+    sealed.msgtype = None;
+    sealed.encrypted = true;
+    let clear = text("$clear", MARIE, "texte en clair", t);
+    db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![sealed.clone(), clear.clone()])).unwrap();
+    assert!(ids("livraison", db, &v).is_empty());
+
+    let mut still = sealed.clone();
+    still.undecryptable = Some("NO_KEY_IN_BACKUP".to_owned());
+    db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![still])).unwrap();
+    let page = db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
+    assert_eq!(page.items[0].message.undecryptable.as_deref(), Some("NO_KEY_IN_BACKUP"));
+
+    let mut opened = text("$sealed", JEAN, "livraison au quai nord", t);
+    opened.decrypted = true;
+    let mut forged = text("$clear", MARIE, "texte réécrit", t);
+    forged.decrypted = true;
+    let result = db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![opened, forged])).unwrap();
+    assert_eq!(result.messages_stored, 0);
+    let page = db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
+    let by = |id: &str| page.items.iter().find(|m| m.message.event_id.as_str() == id).unwrap().message.clone();
+    let m = by("$sealed");
+    assert_eq!(m.body.as_deref(), Some("livraison au quai nord"));
+    assert!(m.decrypted && !m.encrypted && m.undecryptable.is_none());
+    assert_eq!(by("$clear").body.as_deref(), Some("texte en clair"));
+    assert_eq!(ids("livraison", db, &v), ["$sealed"]);
+    assert!(ids("réécrit", db, &v).is_empty());
+    assert_eq!(page.total_count, 2);
 }
