@@ -541,7 +541,9 @@ fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRe
                 ))
                 .execute(conn)?;
         } else {
-            diesel::update(stored).set(messages::undecryptable.eq(m.undecryptable.as_deref())).execute(conn)?;
+            diesel::update(stored)
+                .set(messages::undecryptable.eq(m.undecryptable.as_deref()))
+                .execute(conn)?;
         }
     }
     Ok(())

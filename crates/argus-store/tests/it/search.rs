@@ -272,23 +272,29 @@ fn a_message_stored_encrypted_is_completed_when_decrypted_later(db: &TestDb) {
     sealed.msgtype = None;
     sealed.encrypted = true;
     let clear = text("$clear", MARIE, "texte en clair", t);
-    db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![sealed.clone(), clear.clone()])).unwrap();
+    db.store
+        .record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![sealed.clone(), clear.clone()]))
+        .unwrap();
     assert!(ids("livraison", db, &v).is_empty());
 
     let mut still = sealed.clone();
     still.undecryptable = Some("NO_KEY_IN_BACKUP".to_owned());
     db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![still])).unwrap();
-    let page = db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
+    let page =
+        db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
     assert_eq!(page.items[0].message.undecryptable.as_deref(), Some("NO_KEY_IN_BACKUP"));
 
     let mut opened = text("$sealed", JEAN, "livraison au quai nord", t);
     opened.decrypted = true;
     let mut forged = text("$clear", MARIE, "texte réécrit", t);
     forged.decrypted = true;
-    let result = db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![opened, forged])).unwrap();
+    let result =
+        db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![opened, forged])).unwrap();
     assert_eq!(result.messages_stored, 0);
-    let page = db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
-    let by = |id: &str| page.items.iter().find(|m| m.message.event_id.as_str() == id).unwrap().message.clone();
+    let page =
+        db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
+    let by =
+        |id: &str| page.items.iter().find(|m| m.message.event_id.as_str() == id).unwrap().message.clone();
     let m = by("$sealed");
     assert_eq!(m.body.as_deref(), Some("livraison au quai nord"));
     assert!(m.decrypted && !m.encrypted && m.undecryptable.is_none());
