@@ -399,6 +399,9 @@ struct Payload {
     room_id: Option<String>,
 }
 
+/// One decryption's outcome.
+type Decrypted = std::result::Result<DecryptedEvent, Undecryptable>;
+
 /// The megolm sessions of one run, by session id.
 #[derive(Default)]
 pub struct SessionKeys {
@@ -431,6 +434,55 @@ impl SessionKeys {
     /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+
+    /// Decrypts many contents read from `room_id`, in the order given for each session (give
+    /// them oldest first: a megolm session ratchets forwards cheaply), the sessions shared out
+    /// over the machine's cores (each message's signature check dominates the cost).
+    pub fn decrypt_all(
+        &mut self,
+        room_id: &str,
+        contents: &[EncryptedContent],
+    ) -> Vec<std::result::Result<DecryptedEvent, Undecryptable>> {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(4);
+        if threads < 2 || contents.len() < 64 {
+            return contents.iter().map(|c| self.decrypt(room_id, c)).collect();
+        }
+        // Each session goes to one thread with the indices of its messages, in the given order.
+        let mut buckets: Vec<(SessionKeys, Vec<usize>)> =
+            (0..threads).map(|_| (SessionKeys::default(), Vec::new())).collect();
+        let mut home: HashMap<String, usize> = HashMap::new();
+        for (i, content) in contents.iter().enumerate() {
+            let id = content.session_id.clone().unwrap_or_default();
+            let next = home.len() % threads;
+            let b = *home.entry(id.clone()).or_insert(next);
+            if let Some(session) = self.sessions.remove(&id) {
+                buckets[b].0.sessions.insert(id, session);
+            }
+            buckets[b].1.push(i);
+        }
+        let mut results: Vec<Option<std::result::Result<DecryptedEvent, Undecryptable>>> =
+            vec![None; contents.len()];
+        let done: Vec<(SessionKeys, Vec<(usize, Decrypted)>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = buckets
+                .into_iter()
+                .map(|(mut keys, indices)| {
+                    scope.spawn(move || {
+                        let out =
+                            indices.into_iter().map(|i| (i, keys.decrypt(room_id, &contents[i]))).collect();
+                        (keys, out)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (keys, out) in done {
+            self.sessions.extend(keys.sessions);
+            for (i, r) in out {
+                results[i] = Some(r);
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Err(Undecryptable::Malformed))).collect()
     }
 
     /// Decrypts an `m.room.encrypted` content read from `room_id`.

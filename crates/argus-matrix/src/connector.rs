@@ -141,7 +141,7 @@ impl Connector {
         let mut resume_token = options.since.clone();
         let mut norm = Normaliser::new(room_id.as_str());
         if let Some(keys) = keys {
-            norm = norm.with_keys(keys);
+            norm = norm.with_keys(keys, !forward);
         }
         let max_messages = options.max_messages as usize;
         // Every kind of event counts, not only messages.

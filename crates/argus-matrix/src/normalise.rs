@@ -162,6 +162,8 @@ pub(crate) struct Normaliser {
     report: FetchReport,
     /// The room's keys from the account's key backup, when a recovery key was given.
     keys: Option<crate::backup::SessionKeys>,
+    /// Whether pages list their events newest first (a backwards read).
+    pages_newest_first: bool,
 }
 
 /// What became of an `m.room.encrypted` event when keys were given.
@@ -189,12 +191,18 @@ impl Normaliser {
             seen: HashSet::new(),
             report: FetchReport::default(),
             keys: None,
+            pages_newest_first: true,
         }
     }
 
     /// Decrypts `m.room.encrypted` events with `keys` (the room's sessions from the key backup).
-    pub(crate) fn with_keys(mut self, keys: crate::backup::SessionKeys) -> Self {
+    /// `pages_newest_first` tells the order of a page's events (a backwards read lists them
+    /// newest first): a page is decrypted oldest first, because a megolm session only ratchets
+    /// forwards cheaply (going back to an earlier message restarts from the session's first
+    /// known index, up to 255 hashes per message).
+    pub(crate) fn with_keys(mut self, keys: crate::backup::SessionKeys, pages_newest_first: bool) -> Self {
         self.keys = Some(keys);
+        self.pages_newest_first = pages_newest_first;
         self
     }
 
@@ -217,12 +225,48 @@ impl Normaliser {
     pub(crate) fn push_page(&mut self, chunk: &[Raw<AnyTimelineEvent>]) {
         self.seen.reserve(chunk.len());
         self.messages.reserve(chunk.len());
-        for raw in chunk {
-            self.push(raw.json().get());
+        let Some(keys) = self.keys.as_mut() else {
+            for raw in chunk {
+                self.push_one(raw.json().get(), None);
+            }
+            return;
+        };
+        // Decrypt oldest first (over the cores), then take the events in the page's order.
+        let order: Vec<usize> = if self.pages_newest_first {
+            (0..chunk.len()).rev().collect()
+        } else {
+            (0..chunk.len()).collect()
+        };
+        let mut decrypted: Vec<Option<Result<String, crate::backup::Undecryptable>>> =
+            vec![None; chunk.len()];
+        let mut wanted = Vec::new();
+        let mut contents = Vec::new();
+        for i in order {
+            match encrypted_content(chunk[i].json().get()) {
+                Some(Ok((content, relates_to))) => {
+                    wanted.push((i, relates_to));
+                    contents.push(content);
+                }
+                Some(Err(reason)) => decrypted[i] = Some(Err(reason)),
+                None => {}
+            }
+        }
+        for ((i, relates_to), result) in wanted.into_iter().zip(keys.decrypt_all(&self.room_id, &contents)) {
+            decrypted[i] =
+                Some(result.and_then(|event| plain_event(chunk[i].json().get(), event, relates_to)));
+        }
+        for (raw, result) in chunk.iter().zip(decrypted) {
+            match result {
+                Some(Ok(plain)) => self.push_one(&plain, Some(Decryption::Decrypted)),
+                Some(Err(reason)) => self.push_one(raw.json().get(), Some(Decryption::Failed(reason))),
+                None => self.push_one(raw.json().get(), None),
+            }
         }
     }
 
-    /// Takes one timeline event, given as its JSON text.
+    /// Takes one timeline event, given as its JSON text (the tests' entry; pages go through
+    /// [`Normaliser::push_page`]).
+    #[cfg(test)]
     pub(crate) fn push(&mut self, json: &str) {
         if let Some(keys) = self.keys.as_mut() {
             match decrypt_event(keys, &self.room_id, json) {
@@ -415,34 +459,52 @@ struct EncryptedView {
     content: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Decrypts an `m.room.encrypted` event into the event it carries (its cleartext `m.relates_to`
-/// kept, as the specification has relations outside the ciphertext), given as JSON text; `None`
-/// when the event is not an encrypted one with a ciphertext (another type, or redacted).
-fn decrypt_event(
-    keys: &mut crate::backup::SessionKeys,
-    room_id: &str,
+/// The encrypted content of an `m.room.encrypted` event with a ciphertext, and its cleartext
+/// `m.relates_to` (the specification has relations outside the ciphertext); `None` for another
+/// event (or a redacted one).
+fn encrypted_content(
     json: &str,
-) -> Option<Result<String, crate::backup::Undecryptable>> {
+) -> Option<Result<(crate::backup::EncryptedContent, Option<serde_json::Value>), crate::backup::Undecryptable>>
+{
     let view: EncryptedView = serde_json::from_str(json).ok()?;
     if view.kind != "m.room.encrypted" {
         return None;
     }
     let content = view.content.filter(|c| c.contains_key("ciphertext"))?;
-    let encrypted: crate::backup::EncryptedContent =
-        match serde_json::from_value(serde_json::Value::Object(content.clone())) {
-            Ok(e) => e,
-            Err(_) => return Some(Err(crate::backup::Undecryptable::Malformed)),
-        };
-    Some(keys.decrypt(room_id, &encrypted).and_then(|event| {
-        let mut full: serde_json::Value =
-            serde_json::from_str(json).map_err(|_| crate::backup::Undecryptable::Malformed)?;
-        let mut inner = event.content;
-        if let (Some(relation), Some(object)) = (content.get("m.relates_to"), inner.as_object_mut()) {
-            object.entry("m.relates_to").or_insert_with(|| relation.clone());
-        }
-        full["type"] = serde_json::Value::String(event.event_type);
-        full["content"] = inner;
-        Ok(full.to_string())
+    let relates_to = content.get("m.relates_to").cloned();
+    Some(
+        serde_json::from_value(serde_json::Value::Object(content))
+            .map(|c| (c, relates_to))
+            .map_err(|_| crate::backup::Undecryptable::Malformed),
+    )
+}
+
+/// The event `json` as the decrypted `event` it carried, with its cleartext relation kept.
+fn plain_event(
+    json: &str,
+    event: crate::backup::DecryptedEvent,
+    relates_to: Option<serde_json::Value>,
+) -> Result<String, crate::backup::Undecryptable> {
+    let mut full: serde_json::Value =
+        serde_json::from_str(json).map_err(|_| crate::backup::Undecryptable::Malformed)?;
+    let mut inner = event.content;
+    if let (Some(relation), Some(object)) = (relates_to, inner.as_object_mut()) {
+        object.entry("m.relates_to").or_insert(relation);
+    }
+    full["type"] = serde_json::Value::String(event.event_type);
+    full["content"] = inner;
+    Ok(full.to_string())
+}
+
+/// Decrypts one `m.room.encrypted` event (see [`encrypted_content`] and [`plain_event`]).
+#[cfg(test)]
+fn decrypt_event(
+    keys: &mut crate::backup::SessionKeys,
+    room_id: &str,
+    json: &str,
+) -> Option<Result<String, crate::backup::Undecryptable>> {
+    Some(encrypted_content(json)?.and_then(|(content, relates_to)| {
+        keys.decrypt(room_id, &content).and_then(|event| plain_event(json, event, relates_to))
     }))
 }
 
