@@ -351,6 +351,12 @@ pub enum Undecryptable {
     Malformed,
     /// It decrypts into an event of another room (a replayed ciphertext).
     WrongRoom,
+    /// Its ciphertext (session and message index) was already served as another event.
+    Replayed,
+    /// It carries an event of a type this connector does not take from a ciphertext (only
+    /// `m.room.message`: a redaction or state inside a ciphertext was never applied by the
+    /// homeserver).
+    UnsupportedEventType,
 }
 
 impl Undecryptable {
@@ -363,6 +369,8 @@ impl Undecryptable {
             Self::UnsupportedAlgorithm => "UNSUPPORTED_ALGORITHM",
             Self::Malformed => "MALFORMED",
             Self::WrongRoom => "WRONG_ROOM",
+            Self::Replayed => "REPLAYED",
+            Self::UnsupportedEventType => "UNSUPPORTED_EVENT_TYPE",
         }
     }
 }
@@ -474,7 +482,10 @@ impl SessionKeys {
                     })
                 })
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
         });
         for (keys, out) in done {
             self.sessions.extend(keys.sessions);
@@ -601,18 +612,38 @@ impl crate::Connector {
             Ok(json) => {
                 let default: DefaultKey = serde_json::from_str(&json)
                     .map_err(|_| Error::malformed("secret storage: no default key"))?;
-                let description: KeyDescription = serde_json::from_str(
-                    &account_data(format!("m.secret_storage.key.{}", default.key)).await?,
-                )
-                .map_err(|_| Error::malformed("secret storage: unreadable key description"))?;
+                let description = match account_data(format!("m.secret_storage.key.{}", default.key)).await {
+                    Ok(json) => Some(
+                        serde_json::from_str::<KeyDescription>(&json)
+                            .map_err(|_| Error::malformed("secret storage: unreadable key description"))?,
+                    ),
+                    // A default key without its description: not usable, try the legacy form.
+                    Err(Error::NotFound) => None,
+                    Err(e) => return Err(e),
+                };
                 let key = recovery_key.as_secret_storage_key();
-                match key.check(&description) {
+                // A description without a key check cannot tell a wrong key: the legacy form is
+                // tried instead.
+                let checked = match &description {
+                    Some(d)
+                        if d.algorithm != SECRET_STORAGE_ALGORITHM || (d.iv.is_some() && d.mac.is_some()) =>
+                    {
+                        key.check(d)
+                    }
+                    Some(_) | None => Err(Error::WrongRecoveryKey),
+                };
+                match checked {
                     Ok(()) => {
                         let stored: StoredSecret =
                             serde_json::from_str(&account_data(BACKUP_SECRET.to_owned()).await?)
                                 .map_err(|_| Error::malformed("secret storage: unreadable backup secret"))?;
                         let secret = stored.encrypted.get(&default.key).ok_or(Error::KeyBackupMismatch)?;
-                        Some(BackupKey::from_secret(&key.decrypt(BACKUP_SECRET, secret)?)?)
+                        // The key passed its check: a secret that fails its MAC was altered.
+                        let opened = key.decrypt(BACKUP_SECRET, secret).map_err(|e| match e {
+                            Error::WrongRecoveryKey => Error::KeyBackupMismatch,
+                            other => other,
+                        })?;
+                        Some(BackupKey::from_secret(&opened)?)
                     }
                     Err(Error::WrongRecoveryKey) => None,
                     Err(e) => return Err(e),

@@ -164,6 +164,8 @@ pub(crate) struct Normaliser {
     keys: Option<crate::backup::SessionKeys>,
     /// Whether pages list their events newest first (a backwards read).
     pages_newest_first: bool,
+    /// The event each decrypted ciphertext (session, message index) was first served as.
+    ciphertexts: HashMap<(String, u32), String>,
 }
 
 /// What became of an `m.room.encrypted` event when keys were given.
@@ -192,6 +194,7 @@ impl Normaliser {
             report: FetchReport::default(),
             keys: None,
             pages_newest_first: true,
+            ciphertexts: HashMap::new(),
         }
     }
 
@@ -251,9 +254,25 @@ impl Normaliser {
                 None => {}
             }
         }
-        for ((i, relates_to), result) in wanted.into_iter().zip(keys.decrypt_all(&self.room_id, &contents)) {
-            decrypted[i] =
-                Some(result.and_then(|event| plain_event(chunk[i].json().get(), event, relates_to)));
+        let results = keys.decrypt_all(&self.room_id, &contents);
+        for (((i, relates_to), content), result) in wanted.into_iter().zip(&contents).zip(results) {
+            let json = chunk[i].json().get();
+            let result = result.and_then(|event| {
+                // A ciphertext is one event: served again under another event id, it is a replay.
+                let id = event_id_of(json).unwrap_or_default();
+                let slot = (content.session_id.clone().unwrap_or_default(), event.message_index);
+                match self.ciphertexts.entry(slot) {
+                    std::collections::hash_map::Entry::Occupied(first) if *first.get() != id => {
+                        return Err(crate::backup::Undecryptable::Replayed);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {}
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                }
+                plain_event(json, event, relates_to)
+            });
+            decrypted[i] = Some(result);
         }
         for (raw, result) in chunk.iter().zip(decrypted) {
             match result {
@@ -479,21 +498,40 @@ fn encrypted_content(
     )
 }
 
+/// The event id of an event given as JSON text.
+fn event_id_of(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        event_id: String,
+    }
+    serde_json::from_str::<Id>(json).ok().map(|i| i.event_id)
+}
+
 /// The event `json` as the decrypted `event` it carried, with its cleartext relation kept.
 fn plain_event(
     json: &str,
     event: crate::backup::DecryptedEvent,
     relates_to: Option<serde_json::Value>,
 ) -> Result<String, crate::backup::Undecryptable> {
-    let mut full: serde_json::Value =
-        serde_json::from_str(json).map_err(|_| crate::backup::Undecryptable::Malformed)?;
-    let mut inner = event.content;
-    if let (Some(relation), Some(object)) = (relates_to, inner.as_object_mut()) {
-        object.entry("m.relates_to").or_insert(relation);
+    use crate::backup::Undecryptable;
+    // Only messages: a redaction or state event inside a ciphertext was never applied by the
+    // homeserver, and the archive must not apply it either.
+    if event.event_type != "m.room.message" {
+        return Err(Undecryptable::UnsupportedEventType);
     }
-    full["type"] = serde_json::Value::String(event.event_type);
-    full["content"] = inner;
-    Ok(full.to_string())
+    let mut full: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|_| Undecryptable::Malformed)?;
+    let mut inner = event.content;
+    let object = inner.as_object_mut().ok_or(Undecryptable::Malformed)?;
+    // Relations are the cleartext ones, as clients show them; one inside the ciphertext is
+    // ignored (it could make the archive apply an edit or a reply no client ever showed).
+    object.remove("m.relates_to");
+    if let Some(relation) = relates_to {
+        object.insert("m.relates_to".to_owned(), relation);
+    }
+    full.insert("type".to_owned(), serde_json::Value::String(event.event_type));
+    full.insert("content".to_owned(), inner);
+    Ok(serde_json::Value::Object(full).to_string())
 }
 
 /// Decrypts one `m.room.encrypted` event (see [`encrypted_content`] and [`plain_event`]).
@@ -722,5 +760,55 @@ mod tests {
         assert_eq!(edits, [("$a", Some("un")), ("$b", Some("deux"))]);
         assert_eq!(n.edits[1].msgtype.as_deref(), Some("m.notice"));
         assert_eq!(n.edits[1].sender.as_str(), "@a:a.fr");
+    }
+
+    #[test]
+    fn ciphertexts_are_read_as_clients_show_them() {
+        use ruma::serde::Raw;
+        use serde_json::value::RawValue;
+        use vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
+
+        let mut out = GroupSession::new(SessionConfig::version_1());
+        let mut keys = crate::backup::SessionKeys::default();
+        keys.insert(InboundGroupSession::new(&out.session_key(), SessionConfig::version_1()));
+        let session = out.session_id();
+        let mut enc = |payload: Value| {
+            json!({ "algorithm": crate::backup::MEGOLM_ALGORITHM, "session_id": session,
+                    "ciphertext": out.encrypt(payload.to_string()).to_base64() })
+        };
+        let hello = enc(json!({ "type": "m.room.message", "room_id": ROOM,
+                                "content": { "msgtype": "m.text", "body": "bonjour" } }));
+        // A relation inside the ciphertext is not the one clients show: ignored.
+        let hidden_edit = enc(json!({ "type": "m.room.message", "room_id": ROOM, "content": {
+            "msgtype": "m.text", "body": "* réécrit", "m.new_content": { "msgtype": "m.text", "body": "réécrit" },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": "$1" } } }));
+        // A redaction the homeserver never applied.
+        let hidden_redaction =
+            enc(json!({ "type": "m.room.redaction", "room_id": ROOM, "content": { "redacts": "$1" } }));
+        let a = "@a:a.fr";
+        let events = [
+            event("m.room.encrypted", "$1", a, 1, hello.clone()),
+            event("m.room.encrypted", "$2", a, 2, hidden_edit),
+            event("m.room.encrypted", "$3", a, 3, hidden_redaction),
+            // The first ciphertext served again as another event.
+            event("m.room.encrypted", "$4", a, 4, hello.clone()),
+            // Not an object at all: refused, never a panic.
+            json!(["m.room.encrypted", hello]).to_string(),
+        ];
+        let raws: Vec<Raw<AnyTimelineEvent>> = events
+            .iter()
+            .map(|e| Raw::from_json(RawValue::from_string(e.clone()).unwrap_or_else(|e| panic!("{e}"))))
+            .collect();
+        let mut n = Normaliser::new(ROOM).with_keys(keys, false);
+        n.push_page(&raws);
+        let (norm, report) = n.finish(false);
+        let by = |id: &str| norm.messages.iter().find(|m| m.event_id.as_str() == id).cloned();
+        let first = by("$1").unwrap_or_else(|| panic!("$1"));
+        assert!(first.decrypted && !first.edited && first.body.as_deref() == Some("bonjour"));
+        let second = by("$2").unwrap_or_else(|| panic!("$2"));
+        assert!(second.decrypted && second.body.as_deref() == Some("* réécrit"));
+        assert_eq!(by("$3").and_then(|m| m.undecryptable).as_deref(), Some("UNSUPPORTED_EVENT_TYPE"));
+        assert_eq!(by("$4").and_then(|m| m.undecryptable).as_deref(), Some("REPLAYED"));
+        assert_eq!(report.decrypted, 2);
     }
 }

@@ -152,7 +152,11 @@ pub(crate) fn record_ingestion(
         if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
             return Err(Error::Withheld);
         }
-        let messages_stored = insert_messages(conn, org, room_pk, merged, &snapshot.messages)?;
+        // Edits, redactions and decrypted content of messages stored earlier are taken only from
+        // the homeserver they were stored from: another server answering for the same room id
+        // could otherwise rewrite or purge the evidence.
+        let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
+        let messages_stored = insert_messages(conn, org, room_pk, merged, &snapshot.messages, same_source)?;
         if messages_stored == snapshot.messages.len() as i64 {
             // Every message was new, at `merged`: the counts only grow.
             add_message_count(conn, org, room_pk, merged, messages_stored)?;
@@ -160,10 +164,6 @@ pub(crate) fn record_ingestion(
             // Some were stored already and may have been raised: count the room again.
             recount_messages(conn, org, room_pk)?;
         }
-        // Edits and redactions of messages stored earlier are taken only from the homeserver
-        // they were stored from: another server answering for the same room id could otherwise
-        // rewrite or purge the evidence.
-        let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
         let evidence = if same_source {
             apply_edits_and_redactions(conn, org, room_pk, snapshot)?
         } else {
@@ -320,6 +320,7 @@ fn insert_messages(
     room_pk: i64,
     level: Classification,
     messages: &[MessageRecord],
+    same_source: bool,
 ) -> Result<i64> {
     let backend = conn.backend();
     // Chunks keep the re-fetch UPDATE's id list (and PostgreSQL's arrays) within the backend's
@@ -346,7 +347,9 @@ fn insert_messages(
         inserted += n as i64;
         if n < chunk.len() {
             raise_classification(conn, org, room_pk, level, chunk)?;
-            fill_decrypted(conn, org, room_pk, chunk)?;
+            if same_source {
+                fill_decrypted(conn, org, room_pk, chunk)?;
+            }
         }
     }
     if let (Some(above), true) = (indexed_above, inserted > 0) {
@@ -513,25 +516,34 @@ fn raise_classification(
     Ok(())
 }
 
-/// Completes re-fetched messages stored while still encrypted: one now decrypted from the key
-/// backup gets the content it carried (the update trigger and the generated column index it for
-/// search); one still undecryptable gets its reason. A message stored in clear, decrypted
-/// earlier, or redacted is never touched.
+/// Completes re-fetched messages stored while still encrypted, from the homeserver the room was
+/// stored from (the caller checks): one now decrypted from the key backup gets the content it
+/// carried as first sent (an edit folded into the record is not applied here: its original is
+/// kept), if the stored row has the same sender and time; one still undecryptable gets its
+/// reason. A message stored in clear, decrypted earlier, or redacted is never touched; the
+/// update trigger and the generated column index the new text for search.
 fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRecord]) -> Result<()> {
     for m in chunk.iter().filter(|m| !m.redacted && (m.decrypted || m.undecryptable.is_some())) {
         let stored = messages::table
             .filter(messages::org_id.eq(org))
             .filter(messages::room_pk.eq(room_pk))
             .filter(messages::event_id.eq(m.event_id.as_str()))
+            .filter(messages::sender.eq(m.sender.as_str()))
+            .filter(messages::sent_at.eq(to_unix_ms(m.sent_at)))
             .filter(messages::encrypted.eq(true))
             .filter(messages::redacted.eq(false));
         if m.decrypted {
-            check_text(m.body.as_deref(), MAX_BODY, "message body")?;
-            let media = media_json(m)?;
+            // The original as sent: the first version when an edit was folded in.
+            let (msgtype, body) = match m.versions.first() {
+                Some(original) if m.edited => (original.msgtype.as_deref(), original.body.as_deref()),
+                _ => (m.msgtype.as_deref(), m.body.as_deref()),
+            };
+            check_text(body, MAX_BODY, "message body")?;
+            let media = if m.edited { None } else { media_json(m)? };
             diesel::update(stored)
                 .set((
-                    messages::msgtype.eq(m.msgtype.as_deref()),
-                    messages::body.eq(m.body.as_deref()),
+                    messages::msgtype.eq(msgtype),
+                    messages::body.eq(body),
                     messages::media.eq(media.as_deref()),
                     messages::reply_to.eq(m.reply_to.as_ref().map(|e| e.as_str())),
                     messages::thread_root.eq(m.thread_root.as_ref().map(|e| e.as_str())),
