@@ -46,7 +46,7 @@ pub struct MessageRecord {
     pub decrypted: bool,
     /// Why an encrypted event stayed undecrypted, when a recovery key was given (a stable code:
     /// `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`,
-    /// `MALFORMED`, `WRONG_ROOM`, `REPLAYED`, `UNSUPPORTED_EVENT_TYPE`).
+    /// `MALFORMED`, `WRONG_ROOM`, `REPLAYED`, `SENDER_KEY_MISMATCH`, `UNSUPPORTED_EVENT_TYPE`).
     #[serde(default)]
     pub undecryptable: Option<String>,
     /// The event this one replies to (`m.in_reply_to`).

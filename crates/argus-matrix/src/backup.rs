@@ -254,6 +254,9 @@ impl fmt::Debug for BackupKey {
 struct BackedUpSession {
     algorithm: String,
     session_key: String,
+    /// The Curve25519 key of the device that created the session.
+    #[serde(default)]
+    sender_key: Option<String>,
 }
 
 /// One session of `GET /room_keys/keys/{roomId}` (`KeyBackupData`).
@@ -318,6 +321,15 @@ impl BackupKey {
         &self,
         data: &KeyBackupData,
     ) -> std::result::Result<InboundGroupSession, Undecryptable> {
+        self.decrypt_session_with_sender(data).map(|(session, _)| session)
+    }
+
+    /// Like [`BackupKey::decrypt_session`], with the Curve25519 key of the device that created
+    /// the session, as the backup records it.
+    pub fn decrypt_session_with_sender(
+        &self,
+        data: &KeyBackupData,
+    ) -> std::result::Result<(InboundGroupSession, Option<String>), Undecryptable> {
         let s = &data.session_data;
         if [&s.ephemeral, &s.ciphertext, &s.mac].iter().any(|f| f.len() > MAX_FIELD_BYTES) {
             return Err(Undecryptable::Malformed);
@@ -332,7 +344,7 @@ impl BackupKey {
         }
         let key =
             ExportedSessionKey::from_base64(&session.session_key).map_err(|_| Undecryptable::Malformed)?;
-        Ok(InboundGroupSession::import(&key, SessionConfig::version_1()))
+        Ok((InboundGroupSession::import(&key, SessionConfig::version_1()), session.sender_key))
     }
 }
 
@@ -353,6 +365,8 @@ pub enum Undecryptable {
     WrongRoom,
     /// Its ciphertext (session and message index) was already served as another event.
     Replayed,
+    /// It names another sending device than the one the backup records for its session.
+    SenderKeyMismatch,
     /// It carries an event of a type this connector does not take from a ciphertext (only
     /// `m.room.message`: a redaction or state inside a ciphertext was never applied by the
     /// homeserver).
@@ -370,6 +384,7 @@ impl Undecryptable {
             Self::Malformed => "MALFORMED",
             Self::WrongRoom => "WRONG_ROOM",
             Self::Replayed => "REPLAYED",
+            Self::SenderKeyMismatch => "SENDER_KEY_MISMATCH",
             Self::UnsupportedEventType => "UNSUPPORTED_EVENT_TYPE",
         }
     }
@@ -386,6 +401,9 @@ pub struct EncryptedContent {
     /// The megolm session that encrypted it.
     #[serde(default)]
     pub session_id: Option<String>,
+    /// The Curve25519 key of the sending device (deprecated in the specification, still sent).
+    #[serde(default)]
+    pub sender_key: Option<String>,
 }
 
 /// What an encrypted event carried.
@@ -414,6 +432,8 @@ type Decrypted = std::result::Result<DecryptedEvent, Undecryptable>;
 #[derive(Default)]
 pub struct SessionKeys {
     sessions: HashMap<String, InboundGroupSession>,
+    /// The sending device's Curve25519 key of each session, as the backup records it.
+    senders: HashMap<String, String>,
 }
 
 impl fmt::Debug for SessionKeys {
@@ -423,6 +443,22 @@ impl fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
+    /// Adds a session (keeping, of two for one session id, the one that knows earlier messages).
+    /// Adds a session with the sending device's key the backup records: an event of that
+    /// session that names another sending device is refused ([`Undecryptable::SenderKeyMismatch`]).
+    pub fn insert_from(&mut self, session: InboundGroupSession, sender_key: Option<String>) {
+        let id = session.session_id();
+        match sender_key {
+            Some(key) => {
+                self.senders.insert(id, key);
+            }
+            None => {
+                self.senders.remove(&id);
+            }
+        }
+        self.insert(session);
+    }
+
     /// Adds a session (keeping, of two for one session id, the one that knows earlier messages).
     pub fn insert(&mut self, session: InboundGroupSession) {
         let id = session.session_id();
@@ -512,6 +548,11 @@ impl SessionKeys {
             return Err(Undecryptable::Malformed);
         }
         let session = self.sessions.get_mut(session_id).ok_or(Undecryptable::NoKeyInBackup)?;
+        if let (Some(claimed), Some(recorded)) = (&content.sender_key, self.senders.get(session_id))
+            && claimed != recorded
+        {
+            return Err(Undecryptable::SenderKeyMismatch);
+        }
         let message = MegolmMessage::from_base64(ciphertext).map_err(|_| Undecryptable::Malformed)?;
         let decrypted = session.decrypt(&message).map_err(|e| match e {
             DecryptionError::UnknownMessageIndex(..) => Undecryptable::IndexBeforeFirstKnown,
@@ -681,9 +722,9 @@ impl crate::Connector {
         for raw in sessions.values() {
             let decrypted = serde_json::from_str::<KeyBackupData>(raw.json().get())
                 .map_err(|_| Undecryptable::Malformed)
-                .and_then(|data| backup_key.decrypt_session(&data));
+                .and_then(|data| backup_key.decrypt_session_with_sender(&data));
             match decrypted {
-                Ok(session) => loaded.keys.insert(session),
+                Ok((session, sender_key)) => loaded.keys.insert_from(session, sender_key),
                 Err(reason) => *loaded.unusable.entry(reason).or_default() += 1,
             }
         }
@@ -736,6 +777,7 @@ mod tests {
             algorithm: MEGOLM_ALGORITHM.to_owned(),
             ciphertext: Some(outbound.encrypt(payload.to_string()).to_base64()),
             session_id: Some(outbound.session_id()),
+            sender_key: None,
         }
     }
 
@@ -846,8 +888,19 @@ mod tests {
         ));
         let olm = EncryptedContent { algorithm: "m.olm.v1.curve25519-aes-sha2".to_owned(), ..first.clone() };
         assert_eq!(keys.decrypt(ROOM, &olm), Err(Undecryptable::UnsupportedAlgorithm));
-        let garbage = EncryptedContent { ciphertext: Some("%%%".to_owned()), ..first };
+        let garbage = EncryptedContent { ciphertext: Some("%%%".to_owned()), ..first.clone() };
         assert_eq!(keys.decrypt(ROOM, &garbage), Err(Undecryptable::Malformed));
+
+        // With the sending device the backup records, an event naming another device is refused.
+        let (session, sender) = backup
+            .decrypt_session_with_sender(&backed_up(&public, &inbound, 1))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(sender.as_deref(), Some("c2VuZGVy"));
+        let mut bound = SessionKeys::default();
+        bound.insert_from(session, sender);
+        let claimed = |key: &str| EncryptedContent { sender_key: Some(key.to_owned()), ..first.clone() };
+        assert_eq!(bound.decrypt(ROOM, &claimed("b3RoZXI")), Err(Undecryptable::SenderKeyMismatch));
+        assert!(bound.decrypt(ROOM, &claimed("c2VuZGVy")).is_ok());
 
         // A backed-up session encrypted to another backup key, or mangled, is refused with a reason.
         let foreign = backed_up(&stranger, &inbound, 0);

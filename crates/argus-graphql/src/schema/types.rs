@@ -283,7 +283,7 @@ impl TchapMessage {
         self.0.message.decrypted
     }
 
-    /// Why the event stayed encrypted although a recovery key was given: `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED`, `WRONG_ROOM`, `REPLAYED` or `UNSUPPORTED_EVENT_TYPE`.
+    /// Why the event stayed encrypted although a recovery key was given: `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED`, `WRONG_ROOM`, `REPLAYED`, `SENDER_KEY_MISMATCH` or `UNSUPPORTED_EVENT_TYPE`.
     fn undecryptable_reason(&self) -> Option<&str> {
         self.0.message.undecryptable.as_deref()
     }
@@ -507,7 +507,7 @@ pub struct IngestTchapRoomPayload {
 #[derive(GraphQLObject, Debug, Clone)]
 #[graphql(context = Context)]
 pub struct UndecryptableCount {
-    /// `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED`, `WRONG_ROOM`, `REPLAYED` or `UNSUPPORTED_EVENT_TYPE`.
+    /// `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED`, `WRONG_ROOM`, `REPLAYED`, `SENDER_KEY_MISMATCH` or `UNSUPPORTED_EVENT_TYPE`.
     pub reason: String,
     /// Events.
     pub count: i32,
