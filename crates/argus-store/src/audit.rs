@@ -250,6 +250,12 @@ pub(crate) fn sanitised(entry: &NewIngestion) -> Result<NewIngestion> {
     if e.message_count < 0 {
         return Err(Error::invalid("audit record", "negative message count"));
     }
+    if let Some(post) = &mut e.post {
+        post.event_id = post.event_id.as_deref().map(|id| NewIngestion::sanitise(id, MAX_ROOM_ID));
+        if post.body_length < 0 {
+            return Err(Error::invalid("audit record", "negative body length"));
+        }
+    }
     Ok(e)
 }
 

@@ -866,36 +866,19 @@ fn apply_edits_and_redactions(
     Ok(done)
 }
 
-/// Appends a FAILED audit record, and nothing else.
+/// Appends a FAILED audit record (message count 0), and nothing else.
 pub(crate) fn record_failure(
     conn: &mut DbConn,
     key: Option<&audit::AuditKey>,
     entry: &NewIngestion,
 ) -> Result<IngestionRecord> {
     let mut entry = audit::sanitised(entry)?;
-    entry.homeserver_url = NewIngestion::origin_of(&entry.homeserver_url);
     entry.outcome = IngestionOutcome::Failed;
-    entry.message_count = 0;
-    if entry.finished_at.is_none() {
-        entry.finished_at = Some(argus_domain::from_unix_ms(now_ms())?);
-    }
-    let org = entry.org.clone();
-    in_org_transaction(conn, org.as_str(), |conn| {
-        // Filed at the level of the room it names when that is stored higher (see
-        // record_ingestion).
-        if let Ok(room_id) = entry.room_id.parse::<argus_domain::RoomId>()
-            && let Some(key) = read::room_key(conn, &Gate::whole_org(&entry.org), &room_id)?
-        {
-            let stored = crate::rows::rank(key.classification)?;
-            entry.classification = policy::merge_classification(Some(stored), entry.classification);
-        }
-        audit::append(conn, key, &entry)
-    })
+    append_alone(conn, key, entry)
 }
 
 /// Appends the audit record of a note posted into a room (sent or refused): filed, like
-/// [`record_failure`], at the level of the room it names when the archive holds that room
-/// higher, so that a reader below the room's level does not learn of it from the trail.
+/// [`record_failure`], at the level of the room it names.
 pub(crate) fn record_post(
     conn: &mut DbConn,
     key: Option<&audit::AuditKey>,
@@ -904,15 +887,20 @@ pub(crate) fn record_post(
     if entry.post.is_none() {
         return Err(Error::invalid("audit record", "a post record needs its evidence"));
     }
-    let mut entry = audit::sanitised(entry)?;
+    append_alone(conn, key, audit::sanitised(entry)?)
+}
+
+/// Appends a sanitised audit record that stores nothing else (a failure, a post): message count
+/// 0, the homeserver's origin only, an end time. It is filed at the level of the room it names
+/// when the archive holds that room higher (see `record_ingestion`), so that a reader below the
+/// room's level does not learn of it from the trail.
+fn append_alone(
+    conn: &mut DbConn,
+    key: Option<&audit::AuditKey>,
+    mut entry: NewIngestion,
+) -> Result<IngestionRecord> {
     entry.homeserver_url = NewIngestion::origin_of(&entry.homeserver_url);
     entry.message_count = 0;
-    if let Some(post) = &mut entry.post {
-        post.event_id = post.event_id.as_deref().map(|id| NewIngestion::sanitise(id, 255));
-        if post.body_length < 0 {
-            return Err(Error::invalid("audit record", "negative body length"));
-        }
-    }
     if entry.finished_at.is_none() {
         entry.finished_at = Some(argus_domain::from_unix_ms(now_ms())?);
     }
