@@ -208,18 +208,6 @@ async fn run(
     })
 }
 
-/// The message kept in the audit record: the public message, with the token scrubbed should
-/// it ever appear.
-fn audit_message(error: &Error, token: &AccessToken) -> String {
-    let message = error.public_message();
-    let secret = token.expose_secret();
-    if secret.len() >= 8 && message.contains(secret) {
-        message.replace(secret, "[redacted]")
-    } else {
-        message
-    }
-}
-
 async fn record_failure(
     services: &Services,
     viewer: &Viewer,
@@ -239,7 +227,7 @@ async fn record_failure(
         started_at,
         finished_at: Some(OffsetDateTime::now_utc()),
         outcome: IngestionOutcome::Failed,
-        error: Some(audit_message(error, &request.access_token)),
+        error: Some(error.message_without(&request.access_token)),
         post: None,
     };
     tracing::warn!(

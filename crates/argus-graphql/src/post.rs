@@ -123,7 +123,7 @@ pub async fn post_note(services: &Services, viewer: &Viewer, request: PostReques
             evidence.event_id = Some(event_id.as_str().to_owned());
             (IngestionOutcome::Succeeded, None)
         }
-        Err(e) => (IngestionOutcome::Failed, Some(scrubbed(e, &request.access_token))),
+        Err(e) => (IngestionOutcome::Failed, Some(e.message_without(&request.access_token))),
     };
     let entry = NewIngestion {
         actor: viewer.actor.clone(),
@@ -153,7 +153,7 @@ pub async fn post_note(services: &Services, viewer: &Viewer, request: PostReques
             if let Err(audit) = recorded {
                 tracing::error!(error = %audit, "a refused post could not be audited");
             }
-            let message = scrubbed(&e, &request.access_token);
+            let message = e.message_without(&request.access_token);
             tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = e.code(), error = %message, "post refused or failed");
             Err(e)
         }
@@ -195,7 +195,7 @@ async fn send(
     let markdown = request.body.as_str();
     let html = argus_matrix::markdown_to_html(markdown).map(|html| {
         let marking = services.post_policy.marking_of(request.classification);
-        format!("{}{html}", escape_html(&marking))
+        format!("{}{html}", argus_matrix::escape_html(&marking))
     });
     let note = OutgoingNote {
         body: body.to_owned(),
@@ -209,19 +209,4 @@ async fn send(
         .post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note)
         .await?;
     Ok((event_id, txn))
-}
-
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// The public message of `error`, with the token scrubbed should it ever appear.
-fn scrubbed(error: &Error, token: &AccessToken) -> String {
-    let message = error.public_message();
-    let secret = token.expose_secret();
-    if secret.len() >= 8 && message.contains(secret) {
-        message.replace(secret, "[redacted]")
-    } else {
-        message
-    }
 }

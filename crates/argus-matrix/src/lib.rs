@@ -18,4 +18,4 @@ pub use config::{
 };
 pub use connector::Connector;
 pub use error::{Error, Result};
-pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, markdown_to_html};
+pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};

@@ -93,6 +93,17 @@ pub fn markdown_to_html(markdown: &str) -> Option<String> {
     (!plain).then_some(out)
 }
 
+/// `text` as HTML text (escaped by pulldown-cmark's own escaper, as in [`markdown_to_html`]).
+///
+/// ```
+/// assert_eq!(argus_matrix::escape_html("[DR] <b>&"), "[DR] &lt;b&gt;&amp;");
+/// ```
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    pulldown_cmark::html::push_html(&mut out, std::iter::once(pulldown_cmark::Event::Text(text.into())));
+    out
+}
+
 /// Checks a transaction id: 1 to 64 characters of `A-Z a-z 0-9 . _ ~ -`.
 pub fn check_transaction_id(txn_id: &str) -> Result<()> {
     let ok = !txn_id.is_empty()
