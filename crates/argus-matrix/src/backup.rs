@@ -63,6 +63,11 @@ const RECOVERY_KEY_PREFIX: [u8; 2] = [0x8b, 0x01];
 type HmacSha256 = Hmac<Sha256>;
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
+/// A 16-byte IV from its base64 form.
+fn iv_of(what: &'static str, text: &str) -> Result<[u8; 16]> {
+    decode_b64(what, text)?.try_into().map_err(|_| Error::malformed(format!("{what}: not 16 bytes")))
+}
+
 fn decode_b64(what: &'static str, text: &str) -> Result<Vec<u8>> {
     if text.len() > MAX_FIELD_BYTES {
         return Err(Error::malformed(format!("{what}: too long")));
@@ -72,15 +77,9 @@ fn decode_b64(what: &'static str, text: &str) -> Result<Vec<u8>> {
 }
 
 /// The key the user holds: an Element security key or a legacy backup recovery key, 32 bytes.
-/// `Debug` never shows it.
-#[derive(Clone)]
+/// `Debug` never shows it (a [`Secret`]).
+#[derive(Clone, Debug)]
 pub struct RecoveryKey(Secret<[u8; 32]>);
-
-impl fmt::Debug for RecoveryKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RecoveryKey([redacted])")
-    }
-}
 
 impl FromStr for RecoveryKey {
     type Err = Error;
@@ -160,37 +159,30 @@ pub struct EncryptedSecret {
     pub mac: String,
 }
 
-/// A secret-storage key (`m.secret_storage.v1.aes-hmac-sha2`).
-#[derive(Clone)]
+/// A secret-storage key (`m.secret_storage.v1.aes-hmac-sha2`). `Debug` never shows it.
+#[derive(Clone, Debug)]
 pub struct SecretStorageKey(Secret<[u8; 32]>);
 
-impl fmt::Debug for SecretStorageKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretStorageKey([redacted])")
-    }
-}
-
 impl SecretStorageKey {
-    /// The AES and HMAC keys for the secret `name` (HKDF-SHA-256, 32 zero bytes of salt).
-    fn keys(&self, name: &str) -> ([u8; 32], [u8; 32]) {
+    /// The AES-256-CTR keystream and the HMAC-SHA-256 of the secret `name` under this key, from
+    /// `iv` (HKDF-SHA-256 of the key, 32 zero bytes of salt, the name as info).
+    fn cipher(&self, name: &str, iv: [u8; 16]) -> (Aes256Ctr, HmacSha256) {
         let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), self.0.expose_value());
         let mut okm = [0u8; 64];
         // 64 bytes is far below HKDF-SHA-256's limit.
         let _ = hkdf.expand(name.as_bytes(), &mut okm);
-        let (mut aes, mut mac) = ([0u8; 32], [0u8; 32]);
-        aes.copy_from_slice(&okm[..32]);
-        mac.copy_from_slice(&okm[32..]);
-        (aes, mac)
+        let (aes, mac) = okm.split_at(32);
+        let aes: [u8; 32] = aes.try_into().unwrap_or_else(|_| unreachable!("32 of 64 bytes"));
+        let mac = <HmacSha256 as hmac::Mac>::new_from_slice(mac)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        (Aes256Ctr::new(&aes.into(), &iv.into()), mac)
     }
 
-    /// Encrypts `plaintext` as the secret `name` with `iv` (what a client storing a secret does;
-    /// the test kit stores secrets with it).
+    /// Encrypts `plaintext` as the secret `name` with `iv`, as a client storing a secret does.
     pub fn encrypt(&self, name: &str, plaintext: &[u8], iv: [u8; 16]) -> EncryptedSecret {
-        let (aes, mac_key) = self.keys(name);
+        let (mut ctr, mut mac) = self.cipher(name, iv);
         let mut data = plaintext.to_vec();
-        Aes256Ctr::new(&aes.into(), &iv.into()).apply_keystream(&mut data);
-        let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&mac_key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        ctr.apply_keystream(&mut data);
         mac.update(&data);
         EncryptedSecret {
             iv: STANDARD.encode(iv),
@@ -200,25 +192,21 @@ impl SecretStorageKey {
     }
 
     /// Decrypts the secret `name`, after checking its MAC (constant time): a wrong key or an
-    /// altered secret is [`Error::WrongRecoveryKey`] / [`Error::KeyBackupMismatch`].
+    /// altered secret is [`Error::WrongRecoveryKey`] (the caller tells the two apart).
     pub fn decrypt(&self, name: &str, secret: &EncryptedSecret) -> Result<Secret<Vec<u8>>> {
-        let iv: [u8; 16] = decode_b64("secret iv", &secret.iv)?
-            .try_into()
-            .map_err(|_| Error::malformed("secret iv: not 16 bytes"))?;
+        let iv = iv_of("secret iv", &secret.iv)?;
         let mut data = decode_b64("secret ciphertext", &secret.ciphertext)?;
-        let mac = decode_b64("secret mac", &secret.mac)?;
-        let (aes, mac_key) = self.keys(name);
-        let mut check = <HmacSha256 as hmac::Mac>::new_from_slice(&mac_key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        check.update(&data);
-        check.verify_slice(&mac).map_err(|_| Error::WrongRecoveryKey)?;
-        Aes256Ctr::new(&aes.into(), &iv.into()).apply_keystream(&mut data);
+        let expected = decode_b64("secret mac", &secret.mac)?;
+        let (mut ctr, mut mac) = self.cipher(name, iv);
+        mac.update(&data);
+        mac.verify_slice(&expected).map_err(|_| Error::WrongRecoveryKey)?;
+        ctr.apply_keystream(&mut data);
         Ok(Secret::from_value(data))
     }
 
     /// Checks this key against its description: encrypting 32 zero bytes under the empty name
-    /// with the description's IV must give its MAC. A description without a check is accepted
-    /// only by the MAC of the secret itself.
+    /// with the description's IV must give its MAC (compared in constant time). A description
+    /// without a check is accepted only by the MAC of the secret itself.
     pub fn check(&self, description: &KeyDescription) -> Result<()> {
         if description.algorithm != SECRET_STORAGE_ALGORITHM {
             return Err(Error::UnsupportedKeyBackup(format!(
@@ -226,17 +214,13 @@ impl SecretStorageKey {
                 crate::error::sanitise_errcode(&description.algorithm).unwrap_or_default()
             )));
         }
-        let (Some(iv), Some(mac)) = (&description.iv, &description.mac) else { return Ok(()) };
-        let iv: [u8; 16] =
-            decode_b64("key iv", iv)?.try_into().map_err(|_| Error::malformed("key iv: not 16 bytes"))?;
-        let expected = decode_b64("key mac", mac)?;
-        let (aes, mac_key) = self.keys("");
+        let (Some(iv), Some(expected)) = (&description.iv, &description.mac) else { return Ok(()) };
+        let expected = decode_b64("key mac", expected)?;
+        let (mut ctr, mut mac) = self.cipher("", iv_of("key iv", iv)?);
         let mut zeros = [0u8; 32];
-        Aes256Ctr::new(&aes.into(), &iv.into()).apply_keystream(&mut zeros);
-        let mut check = <HmacSha256 as hmac::Mac>::new_from_slice(&mac_key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        check.update(&zeros);
-        check.verify_slice(&expected).map_err(|_| Error::WrongRecoveryKey)
+        ctr.apply_keystream(&mut zeros);
+        mac.update(&zeros);
+        mac.verify_slice(&expected).map_err(|_| Error::WrongRecoveryKey)
     }
 }
 
@@ -431,9 +415,14 @@ type Decrypted = std::result::Result<DecryptedEvent, Undecryptable>;
 /// The megolm sessions of one run, by session id.
 #[derive(Default)]
 pub struct SessionKeys {
-    sessions: HashMap<String, InboundGroupSession>,
-    /// The sending device's Curve25519 key of each session, as the backup records it.
-    senders: HashMap<String, String>,
+    sessions: HashMap<String, Held>,
+}
+
+/// A session, with its sending device's Curve25519 key as the backup records it: the two move
+/// together (into `decrypt_all`'s threads and back).
+struct Held {
+    session: InboundGroupSession,
+    sender_key: Option<String>,
 }
 
 impl fmt::Debug for SessionKeys {
@@ -443,31 +432,22 @@ impl fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
-    /// Adds a session (keeping, of two for one session id, the one that knows earlier messages).
     /// Adds a session with the sending device's key the backup records: an event of that
     /// session that names another sending device is refused ([`Undecryptable::SenderKeyMismatch`]).
+    /// Of two for one session id, the one that knows earlier messages is kept.
     pub fn insert_from(&mut self, session: InboundGroupSession, sender_key: Option<String>) {
         let id = session.session_id();
-        match sender_key {
-            Some(key) => {
-                self.senders.insert(id, key);
-            }
-            None => {
-                self.senders.remove(&id);
+        match self.sessions.get(&id) {
+            Some(known) if known.session.first_known_index() <= session.first_known_index() => {}
+            _ => {
+                self.sessions.insert(id, Held { session, sender_key });
             }
         }
-        self.insert(session);
     }
 
-    /// Adds a session (keeping, of two for one session id, the one that knows earlier messages).
+    /// Adds a session whose sending device is not known (see [`SessionKeys::insert_from`]).
     pub fn insert(&mut self, session: InboundGroupSession) {
-        let id = session.session_id();
-        match self.sessions.get(&id) {
-            Some(known) if known.first_known_index() <= session.first_known_index() => {}
-            _ => {
-                self.sessions.insert(id, session);
-            }
-        }
+        self.insert_from(session, None);
     }
 
     /// How many sessions are held.
@@ -547,12 +527,13 @@ impl SessionKeys {
         if ciphertext.len() > MAX_FIELD_BYTES {
             return Err(Undecryptable::Malformed);
         }
-        let session = self.sessions.get_mut(session_id).ok_or(Undecryptable::NoKeyInBackup)?;
-        if let (Some(claimed), Some(recorded)) = (&content.sender_key, self.senders.get(session_id))
+        let held = self.sessions.get_mut(session_id).ok_or(Undecryptable::NoKeyInBackup)?;
+        if let (Some(claimed), Some(recorded)) = (&content.sender_key, &held.sender_key)
             && claimed != recorded
         {
             return Err(Undecryptable::SenderKeyMismatch);
         }
+        let session = &mut held.session;
         let message = MegolmMessage::from_base64(ciphertext).map_err(|_| Undecryptable::Malformed)?;
         let decrypted = session.decrypt(&message).map_err(|e| match e {
             DecryptionError::UnknownMessageIndex(..) => Undecryptable::IndexBeforeFirstKnown,
