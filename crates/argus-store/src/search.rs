@@ -160,13 +160,13 @@ fn push_page(sql: &mut Sql<'_>, request: &SearchRequest, alias: &str) {
         .bind::<BigInt, _>(i64::from(request.offset));
 }
 
-/// Runs `request` for `gate` (the caller runs it in one read transaction).
+/// Runs `request` (checked by the caller) for `gate`; the caller runs it in one read transaction.
 pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) -> Result<SearchPage> {
-    request.validate()?;
     let backend = conn.backend();
     let (start, end) = (HIGHLIGHT_START.to_string(), HIGHLIGHT_END.to_string());
     let mut rows: Vec<HitRow> = match backend {
         Backend::Sqlite => {
+            let matching = fts5_query(&request.query);
             // The ranking reads only the index and the gate's columns; the page's rows and
             // snippets follow by id (a snippet per match would cost as much as the search).
             // The window: the newest matches the gate lets through, read from the index in
@@ -188,7 +188,7 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
                  JOIN messages m ON m.id = messages_fts.rowid JOIN rooms r ON r.id = m.room_pk \
                  WHERE messages_fts MATCH ",
                 )
-                .bind::<Text, _>(fts5_query(&request.query));
+                .bind::<Text, _>(matching.clone());
             push_filters(&mut sql, gate, request);
             sql.push(" ORDER BY messages_fts.rowid DESC LIMIT ").bind::<BigInt, _>(RANK_WINDOW);
             sql.push(") w");
@@ -215,7 +215,7 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
                     sql.bind::<BigInt, _>(r.id);
                 }
                 sql.push(") AND r.id = m.room_pk AND messages_fts.rowid = m.id AND messages_fts MATCH ")
-                    .bind::<Text, _>(fts5_query(&request.query));
+                    .bind::<Text, _>(matching.clone());
                 push_filters(&mut sql, gate, request);
                 let mut by_id: std::collections::HashMap<i64, HitRow> =
                     sql.build().load::<HitRow>(conn)?.into_iter().map(|h| (h.message.id, h)).collect();

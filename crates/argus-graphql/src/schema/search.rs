@@ -135,7 +135,6 @@ impl TchapSearchConnection {
         if let Some(after) = &args.after {
             request.offset = key.decode::<SearchPosition>(kind, context.viewer(), after)?.offset;
         }
-        request.validate()?;
         let viewer = context.viewer().clone();
         let start = request.offset;
         let (page, rooms) = context
