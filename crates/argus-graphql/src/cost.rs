@@ -7,24 +7,23 @@ use juniper::{LookAheadSelection, LookAheadValue, ScalarValue};
 
 /// Items a connection field asks for.
 pub(crate) fn connection_items<S: ScalarValue>(field: &LookAheadSelection<'_, S>, default_first: u32) -> u64 {
-    let first = first_of(field, default_first);
-    let mut per_node = 0_u64;
-    for edges in field.children().iter().filter(|c| c.field_original_name() == "edges") {
-        for node in edges.children().iter().filter(|c| c.field_original_name() == "node") {
-            per_node = per_node.saturating_add(room_items(node, default_first));
-        }
-    }
-    first.saturating_mul(per_node.saturating_add(1))
+    items_through(field, "node", default_first)
 }
 
 /// Items `tchapSearch` asks for: its page size times one plus what the room of each edge
 /// asks for through its `messages` connections.
 pub(crate) fn search_items<S: ScalarValue>(field: &LookAheadSelection<'_, S>, default_first: u32) -> u64 {
+    items_through(field, "room", default_first)
+}
+
+/// A connection's page size times one plus what the `child` of each edge asks for through its
+/// `messages` connections.
+fn items_through<S: ScalarValue>(field: &LookAheadSelection<'_, S>, child: &str, default_first: u32) -> u64 {
     let first = first_of(field, default_first);
     let mut per_edge = 0_u64;
     for edges in field.children().iter().filter(|c| c.field_original_name() == "edges") {
-        for room in edges.children().iter().filter(|c| c.field_original_name() == "room") {
-            per_edge = per_edge.saturating_add(room_items(room, default_first));
+        for below in edges.children().iter().filter(|c| c.field_original_name() == child) {
+            per_edge = per_edge.saturating_add(room_items(below, default_first));
         }
     }
     first.saturating_mul(per_edge.saturating_add(1))

@@ -407,12 +407,9 @@ impl MockHomeserver {
             .iter()
             .filter(|r| r.method == wiremock::http::Method::PUT)
             .filter_map(|r| {
-                let path = percent_decode(r.url.path());
-                let rest = path.strip_prefix("/_matrix/client/v3/rooms/")?;
-                let (room, tail) = rest.split_once("/send/")?;
-                let (_, txn) = tail.split_once('/')?;
+                let (room, txn) = send_target(r)?;
                 let body = serde_json::from_slice(&r.body).ok()?;
-                Some((room.to_owned(), txn.to_owned(), body))
+                Some((room, txn, body))
             })
             .collect()
     }
@@ -431,18 +428,30 @@ struct AnyRoom {
     rooms: Rooms,
 }
 
+/// The room and transaction id of a `PUT /rooms/{room}/send/{type}/{txnId}`.
+fn send_target(request: &Request) -> Option<(String, String)> {
+    let path = percent_decode(request.url.path());
+    let (room, tail) = path.strip_prefix("/_matrix/client/v3/rooms/")?.split_once("/send/")?;
+    let (_, txn) = tail.split_once('/')?;
+    Some((room.to_owned(), txn.to_owned()))
+}
+
+/// Whether `request` carries the bearer token [`MATRIX_TOKEN`].
+fn bears_matrix_token(request: &Request) -> bool {
+    request
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {MATRIX_TOKEN}"))
+}
+
 fn matrix_error(status: u16, errcode: &str) -> ResponseTemplate {
     ResponseTemplate::new(status).set_body_json(json!({ "errcode": errcode, "error": "mock" }))
 }
 
 impl Respond for AnyRoom {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let authorised = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == format!("Bearer {MATRIX_TOKEN}"));
-        if !authorised {
+        if !bears_matrix_token(request) {
             return matrix_error(401, "M_UNKNOWN_TOKEN");
         }
         let path = percent_decode(request.url.path());
@@ -489,20 +498,10 @@ struct AnySend;
 
 impl Respond for AnySend {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let authorised = request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == format!("Bearer {MATRIX_TOKEN}"));
-        if !authorised {
+        if !bears_matrix_token(request) {
             return matrix_error(401, "M_UNKNOWN_TOKEN");
         }
-        let path = percent_decode(request.url.path());
-        let Some((room, txn)) = path
-            .strip_prefix("/_matrix/client/v3/rooms/")
-            .and_then(|rest| rest.split_once("/send/"))
-            .and_then(|(room, tail)| tail.split_once('/').map(|(_, txn)| (room.to_owned(), txn.to_owned())))
-        else {
+        let Some((room, txn)) = send_target(request) else {
             return matrix_error(404, "M_UNRECOGNIZED");
         };
         if room.starts_with("!forbidden") {
