@@ -11,7 +11,7 @@ use argus_testkit::{
     e2ee::{KeyBackup, Sender},
     synapse::Synapse,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::Server;
 
@@ -92,13 +92,7 @@ pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::
     );
 
     let edges = server.data(&jwt, MESSAGES, json!({ "r": room }), "tchapMessages").await?;
-    let node = |id: &str| -> Result<Value> {
-        edges["edges"]
-            .as_array()
-            .and_then(|e| e.iter().map(|e| &e["node"]).find(|n| n["eventId"] == id))
-            .cloned()
-            .with_context(|| format!("{id} not listed: {edges}"))
-    };
+    let node = |id: &str| crate::harness::message_node(&edges, id);
     let m = node(&meeting)?;
     ensure!(
         m["body"] == "rendez-vous à 11h au quai nord"

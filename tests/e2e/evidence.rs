@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, ensure};
 use argus_domain::{Classification::Restricted, Scope};
 use argus_testkit::synapse::Synapse;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::Server;
 
@@ -62,13 +62,7 @@ pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::
     ensure!(third["messagesStored"] == 0, "third ingestion: {third}");
 
     let edges = server.data(&jwt, MESSAGES, json!({ "r": room }), "tchapMessages").await?;
-    let node = |id: &str| -> Result<Value> {
-        edges["edges"]
-            .as_array()
-            .and_then(|e| e.iter().map(|e| &e["node"]).find(|n| n["eventId"] == id))
-            .cloned()
-            .with_context(|| format!("{id} not listed: {edges}"))
-    };
+    let node = |id: &str| crate::harness::message_node(&edges, id);
     let meeting = node(&meeting)?;
     ensure!(
         meeting["body"] == "rendez-vous 10h"

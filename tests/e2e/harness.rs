@@ -163,3 +163,12 @@ impl Server {
         Ok(self.responses.lock().map_err(|_| anyhow!("responses poisoned"))?.clone())
     }
 }
+
+/// The node of the message `event_id` in a `tchapMessages` connection.
+pub(crate) fn message_node(connection: &Value, event_id: &str) -> Result<Value> {
+    connection["edges"]
+        .as_array()
+        .and_then(|e| e.iter().map(|e| &e["node"]).find(|n| n["eventId"] == event_id))
+        .cloned()
+        .with_context(|| format!("{event_id} not listed: {connection}"))
+}

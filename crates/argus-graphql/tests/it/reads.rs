@@ -27,7 +27,7 @@ const ROOM: &str = r"query($room: String!) {
 const STATS: &str = "{ tchapStats { totalRooms totalMessages activeRoomsLast24h } }";
 
 /// dgsi: !s (SECRET, 4 messages), !r (RESTRICTED, 2 messages); anssi: !s (UNCLASSIFIED, 4).
-async fn two_tenants() -> Harness {
+pub(crate) async fn two_tenants() -> Harness {
     let h = Harness::new().await;
     h.hs.room("!s:tchap.test", 4);
     h.hs.room("!r:tchap.test", 2);

@@ -4,7 +4,7 @@
 use argus_domain::Scope;
 use serde_json::{Value, json};
 
-use crate::harness::{ALL, Harness, Restricted, Secret, TopSecret, Unclassified, error_code, ok, viewer};
+use crate::harness::{Restricted, Secret, TopSecret, error_code, ok, viewer};
 
 const SEARCH: &str = r"query($q: String!, $room: String, $first: Int, $after: String) {
   tchapSearch(query: $q, roomId: $room, first: $first, after: $after) {
@@ -29,19 +29,9 @@ fn hits(data: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-async fn tenants() -> Harness {
-    let h = Harness::new().await;
-    h.hs.room("!s:tchap.test", 4);
-    h.hs.room("!r:tchap.test", 2);
-    ok(h.ingest(&viewer("dgsi", TopSecret, &ALL), "!s:tchap.test", Secret).await);
-    ok(h.ingest(&viewer("dgsi", TopSecret, &ALL), "!r:tchap.test", Restricted).await);
-    ok(h.ingest(&viewer("anssi", Secret, &ALL), "!s:tchap.test", Unclassified).await);
-    h
-}
-
 #[tokio::test]
 async fn search_results_are_gated_highlighted_and_carry_their_room() {
-    let h = tenants().await;
+    let h = crate::reads::two_tenants().await;
     let top = viewer("dgsi", TopSecret, &[Scope::Read]);
     let data = ok(h.run(&top, SEARCH, json!({ "q": "message" })).await);
     assert_eq!(hits(&data).len(), 6);
@@ -69,7 +59,7 @@ async fn search_results_are_gated_highlighted_and_carry_their_room() {
 
 #[tokio::test]
 async fn search_cursors_page_one_search_only() {
-    let h = tenants().await;
+    let h = crate::reads::two_tenants().await;
     let top = viewer("dgsi", TopSecret, &[Scope::Read]);
     let all = hits(&ok(h.run(&top, SEARCH, json!({ "q": "message" })).await));
     let mut walked = Vec::new();
@@ -98,7 +88,7 @@ async fn search_cursors_page_one_search_only() {
 
 #[tokio::test]
 async fn malformed_searches_are_invalid_input_without_sql() {
-    let h = tenants().await;
+    let h = crate::reads::two_tenants().await;
     let top = viewer("dgsi", TopSecret, &[Scope::Read]);
     let long = "message ".repeat(1_300);
     for (q, first) in [
