@@ -16,14 +16,14 @@
 
 use std::time::{Duration, Instant};
 
-use argus_domain::{
-    Classification, MessageRecord, RoomSnapshot, Scope, SearchRequest, Viewer, from_unix_ms, to_unix_ms,
-};
+use argus_domain::{Classification, RoomSnapshot, SearchRequest, Viewer, to_unix_ms};
 use argus_store::{IngestionRun, Store};
 use diesel::{Connection, PgConnection, SqliteConnection, connection::SimpleConnection};
 use time::OffsetDateTime;
 
-type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::BenchResult;
 
 /// Opens a fresh store, with what removes its full-text index.
 type Opener<'a> = dyn Fn() -> BenchResult<(Store, Box<dyn FnOnce() -> BenchResult>)> + 'a;
@@ -93,7 +93,7 @@ fn body(i: usize, words: &[String], rng: &mut Rng) -> String {
 }
 
 fn viewer() -> BenchResult<Viewer> {
-    Ok(Viewer::new("bench".parse()?, "dgsi".parse()?, Classification::Secret, [Scope::Read, Scope::Ingest]))
+    common::viewer("dgsi", Classification::Secret)
 }
 
 fn snapshot(
@@ -104,31 +104,7 @@ fn snapshot(
     rng: &mut Rng,
 ) -> BenchResult<RoomSnapshot> {
     let start = to_unix_ms(OffsetDateTime::now_utc()) - 10_000_000_000;
-    let sender = "@jean.dupont-interieur.gouv.fr:agent.tchap.gouv.fr".parse()?;
-    let messages = (first..first + n)
-        .map(|i| {
-            Ok(MessageRecord::text(
-                format!("$s{i:09}_acR1l0raoZnm60CBwAVgqbZqoO").parse()?,
-                Clone::clone(&sender),
-                body(i, words, rng),
-                from_unix_ms(start + i as i64 * 1000)?,
-            ))
-        })
-        .collect::<BenchResult<Vec<_>>>()?;
-    Ok(RoomSnapshot {
-        room_id: room.parse()?,
-        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse()?,
-        name: Some("Cellule de crise".to_owned()),
-        topic: None,
-        canonical_alias: None,
-        member_count: 40,
-        encrypted: false,
-        messages,
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        report: Default::default(),
-    })
+    common::snapshot(room, "s", first..first + n, start, |i| body(i, words, rng))
 }
 
 fn fill(store: &Store, total: usize) -> BenchResult<Duration> {

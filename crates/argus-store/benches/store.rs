@@ -16,14 +16,14 @@
 
 use std::time::{Duration, Instant};
 
-use argus_domain::{
-    Classification, MessageRecord, PageRequest, RoomSnapshot, Scope, Viewer, from_unix_ms, to_unix_ms,
-};
+use argus_domain::{Classification, PageRequest, RoomSnapshot, to_unix_ms};
 use argus_store::{IngestionRun, Store};
 use diesel::{Connection, PgConnection, SqliteConnection, connection::SimpleConnection};
 use time::OffsetDateTime;
 
-type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+mod common;
+
+use common::{BenchResult, viewer};
 
 /// Bench sizes, from the environment.
 #[derive(Debug, Clone, Copy)]
@@ -53,36 +53,10 @@ impl Sizes {
 
 use argus_store::schema::messages;
 
-fn viewer(org: &str, clearance: Classification) -> BenchResult<Viewer> {
-    Ok(Viewer::new("bench".parse()?, org.parse()?, clearance, [Scope::Read, Scope::Ingest]))
-}
-
 fn snapshot(room: &str, n: usize, tag: &str) -> BenchResult<RoomSnapshot> {
     let start = to_unix_ms(OffsetDateTime::now_utc()) - n as i64 * 1000;
-    let sender = "@jean.dupont-interieur.gouv.fr:agent.tchap.gouv.fr".parse()?;
-    let messages = (0..n)
-        .map(|i| {
-            Ok(MessageRecord::text(
-                format!("${tag}{i:08}_acR1l0raoZnm60CBwAVgqbZqoO").parse()?,
-                Clone::clone(&sender),
-                format!("Point de situation {i}: rien à signaler sur le secteur nord, relève à 18h."),
-                from_unix_ms(start + i as i64 * 1000)?,
-            ))
-        })
-        .collect::<BenchResult<Vec<_>>>()?;
-    Ok(RoomSnapshot {
-        room_id: room.parse()?,
-        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse()?,
-        name: Some("Cellule de crise".to_owned()),
-        topic: None,
-        canonical_alias: None,
-        member_count: 40,
-        encrypted: false,
-        messages,
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        report: Default::default(),
+    common::snapshot(room, tag, 0..n, start, |i| {
+        format!("Point de situation {i}: rien à signaler sur le secteur nord, relève à 18h.")
     })
 }
 
