@@ -258,8 +258,11 @@ impl Normaliser {
         for (((i, relates_to), content), result) in wanted.into_iter().zip(&contents).zip(results) {
             let json = chunk[i].json().get();
             let result = result.and_then(|event| {
+                let full: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(json).map_err(|_| crate::backup::Undecryptable::Malformed)?;
                 // A ciphertext is one event: served again under another event id, it is a replay.
-                let id = event_id_of(json).unwrap_or_default();
+                let id =
+                    full.get("event_id").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
                 let slot = (content.session_id.clone().unwrap_or_default(), event.message_index);
                 match self.ciphertexts.entry(slot) {
                     std::collections::hash_map::Entry::Occupied(first) if *first.get() != id => {
@@ -270,7 +273,7 @@ impl Normaliser {
                         slot.insert(id);
                     }
                 }
-                plain_event(json, event, relates_to)
+                plain_event(full, event, relates_to)
             });
             decrypted[i] = Some(result);
         }
@@ -490,19 +493,11 @@ fn encrypted_content(
             .map_err(|_| crate::backup::Undecryptable::Malformed),
     )
 }
-
-/// The event id of an event given as JSON text.
-fn event_id_of(json: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        event_id: String,
-    }
-    serde_json::from_str::<Id>(json).ok().map(|i| i.event_id)
-}
-
+/// The event `full` (parsed once by the caller) as the decrypted `event` it carried, with its
+/// cleartext relation kept.
 /// The event `json` as the decrypted `event` it carried, with its cleartext relation kept.
 fn plain_event(
-    json: &str,
+    mut full: serde_json::Map<String, serde_json::Value>,
     event: crate::backup::DecryptedEvent,
     relates_to: Option<serde_json::Value>,
 ) -> Result<String, crate::backup::Undecryptable> {
@@ -512,8 +507,6 @@ fn plain_event(
     if event.event_type != "m.room.message" {
         return Err(Undecryptable::UnsupportedEventType);
     }
-    let mut full: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(json).map_err(|_| Undecryptable::Malformed)?;
     let mut inner = event.content;
     let object = inner.as_object_mut().ok_or(Undecryptable::Malformed)?;
     // Relations are the cleartext ones, as clients show them; one inside the ciphertext is
