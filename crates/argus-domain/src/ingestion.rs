@@ -12,7 +12,8 @@ use crate::{ActorId, Classification, OrgId};
 pub enum IngestionOutcome {
     /// Everything was stored.
     Succeeded,
-    /// Nothing was stored but this record.
+    /// The run stopped on an error. `message_count` says how many messages the pages it had
+    /// already committed stored (0 when nothing was: then nothing but this record was written).
     Failed,
 }
 
@@ -44,7 +45,7 @@ pub struct NewIngestion {
     pub room_id: String,
     /// The homeserver as requested.
     pub homeserver_url: String,
-    /// Messages newly stored (0 on failure).
+    /// Messages newly stored (by a failed run: by the pages it committed before it stopped).
     pub message_count: i64,
     /// The classification requested.
     pub classification: Classification,

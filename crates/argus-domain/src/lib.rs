@@ -37,7 +37,7 @@ pub use message::{
 };
 pub use page::{Page, PageRequest};
 pub use post::{PostEvidence, PostPolicy};
-pub use room::{FetchReport, RoomSnapshot, Stats, StoredRoom};
+pub use room::{FetchReport, HistoryPosition, RoomSnapshot, Stats, StoredRoom};
 pub use search::{SearchExpr, SearchHit, SearchQuery, SearchRequest};
 pub use secret::{AccessToken, Secret};
 pub use viewer::{Scope, Viewer};

@@ -65,10 +65,27 @@ pub struct RoomSnapshot {
     pub edits: Vec<MessageEdit>,
     /// Redactions of messages not in `messages` (stored by an earlier read).
     pub redactions: Vec<MessageRedaction>,
-    /// Token from which a later read fetches only newer events (`dir=f`).
+    /// Token from which a later read fetches only newer events (`dir=f`); `None` leaves the
+    /// stored one as it is (a read into older history).
     pub resume_token: Option<String>,
+    /// Where older history continues, after this read.
+    #[serde(default)]
+    pub history: HistoryPosition,
     /// The completeness report.
     pub report: FetchReport,
+}
+
+/// Where a room's older history stands after a read: the backward pagination position a later
+/// backfill continues from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum HistoryPosition {
+    /// The read did not go into older history (a forward read): the stored position stays.
+    #[default]
+    Unchanged,
+    /// Older events remain before this token (`dir=b`).
+    Continues(String),
+    /// The read reached the start of the room: nothing older remains.
+    Complete,
 }
 
 /// A stored room as a read returns it (also the payload the fusion outbox carries).
@@ -107,6 +124,13 @@ pub struct StoredRoom {
     pub message_count: i64,
     /// Token from which the next ingestion reads forward.
     pub resume_token: Option<String>,
+    /// Token from which older history continues (`dir=b`); `None` before the first streamed
+    /// read, or once the history is complete.
+    #[serde(default)]
+    pub backfill_token: Option<String>,
+    /// Whether the archive holds the room's history back to its start.
+    #[serde(default)]
+    pub history_complete: bool,
 }
 
 /// Aggregates over what a viewer may see.

@@ -54,6 +54,7 @@ fn prefill(dir: &Path, rows: usize) -> Result<()> {
             edits: Vec::new(),
             redactions: Vec::new(),
             resume_token: None,
+            history: argus_domain::HistoryPosition::Unchanged,
             report: FetchReport::default(),
         };
         store.record_ingestion(&run, &snapshot)?;

@@ -87,6 +87,8 @@ fn stix_time(t: time::OffsetDateTime) -> String {
 ///     last_ingested_at: datetime!(2026-03-02 08:00 UTC),
 ///     message_count: 0,
 ///     resume_token: None,
+///     backfill_token: None,
+///     history_complete: false,
 /// };
 /// let node = NetworkNode::from_room(&room, 7);
 /// let bundle = to_stix_bundle(&node);

@@ -105,7 +105,7 @@ fn main() -> BenchResult {
             &homeserver,
             &token,
             &room,
-            &FetchOptions { max_messages, since: None },
+            &FetchOptions { max_messages, since: None, ..FetchOptions::default() },
         ))?;
         fetch.push(t.elapsed());
 

@@ -101,7 +101,7 @@ fn main() -> BenchResult {
         let homeserver: HomeserverUrl = server.base_url().parse()?;
         let token = AccessToken::new(alice.access_token.clone());
         let room_id: RoomId = room.parse()?;
-        let options = FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None };
+        let options = FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None, ..FetchOptions::default() };
         let bare = reqwest::Client::builder().no_proxy().build()?;
 
         let connector_read = || async {

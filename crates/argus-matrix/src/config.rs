@@ -8,6 +8,9 @@ pub const HARD_MAX_MESSAGES: u32 = 100_000;
 /// Messages read when the caller does not say how many.
 pub const DEFAULT_MAX_MESSAGES: u32 = 1_000;
 
+/// Pages per batch of a streamed read when the caller does not say.
+pub const DEFAULT_BATCH_PAGES: u32 = 10;
+
 /// Largest `limit` the connector asks `/messages` for.
 pub(crate) const MAX_PAGE_SIZE: u32 = 1_000;
 
@@ -41,8 +44,8 @@ pub struct ConnectorConfig {
     /// run reads; a run is also held to [`EVENTS_PER_MESSAGE`] times its `max_messages` (plus
     /// one page). Past either, the run fails with `LIMIT_EXCEEDED`.
     pub max_events: u64,
-    /// Most bytes of timeline events one run reads; past it, the run fails with
-    /// `LIMIT_EXCEEDED`.
+    /// Most bytes of timeline events held at once: by one read (`fetch_room`), or by one batch
+    /// of a streamed read (`stream_room`); past it, the run fails with `LIMIT_EXCEEDED`.
     pub max_bytes: u64,
 }
 
@@ -60,11 +63,11 @@ impl Default for ConnectorConfig {
             request_timeout: Duration::from_secs(30),
             run_deadline: Duration::from_secs(120),
             max_response_bytes: 16 * 1024 * 1024,
-            max_pages: 1_000,
+            max_pages: 20_000,
             page_size: MAX_PAGE_SIZE,
             max_retries: 5,
             max_retry_wait: Duration::from_secs(30),
-            max_events: 4 * u64::from(HARD_MAX_MESSAGES),
+            max_events: 4 * u64::from(crate::HARD_MAX_STREAMED_MESSAGES),
             max_bytes: 512 * 1024 * 1024,
         }
     }
@@ -77,10 +80,16 @@ pub struct FetchOptions {
     pub max_messages: u32,
     /// The resume token of an earlier snapshot: only events after it are read (`dir=f`).
     pub since: Option<String>,
+    /// A backfill: read older history backwards from this token (the position an earlier
+    /// backwards read stopped at). Excludes `since`.
+    pub backfill_from: Option<String>,
+    /// Pages per batch of a streamed read ([`crate::Connector::stream_room`]): each batch is
+    /// handed over, and committed, on its own, so memory is bounded by it.
+    pub batch_pages: u32,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        Self { max_messages: DEFAULT_MAX_MESSAGES, since: None }
+        Self { max_messages: DEFAULT_MAX_MESSAGES, since: None, backfill_from: None, batch_pages: DEFAULT_BATCH_PAGES }
     }
 }

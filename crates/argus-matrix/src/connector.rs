@@ -2,10 +2,10 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use argus_domain::{AccessToken, FetchReport, HomeserverUrl, RoomId, RoomSnapshot};
+use argus_domain::{AccessToken, FetchReport, HistoryPosition, HomeserverUrl, RoomId, RoomSnapshot};
 use ruma::{OwnedRoomId, api::Direction};
 use tokio::time::Instant;
-use tracing::Instrument;
+use tracing::Instrument as _;
 
 use crate::{
     ConnectorConfig, Error, FetchOptions, HARD_MAX_MESSAGES, Result,
@@ -104,8 +104,66 @@ impl Connector {
         if options.max_messages == 0 || options.max_messages > HARD_MAX_MESSAGES {
             return Err(Error::InvalidInput(format!("max_messages must be 1 to {HARD_MAX_MESSAGES}")));
         }
-        if options.since.as_ref().is_some_and(|s| s.is_empty() || s.len() > 1024) {
+        self.read(homeserver, token, room_id, options, keys, None, on_page).await
+    }
+
+    /// Reads a room as [`Connector::fetch_room_decrypting`] does, but hands it over in batches
+    /// of `options.batch_pages` pages as they arrive, each a [`RoomSnapshot`] of its own (the
+    /// room's state, the batch's messages, edits and redactions, and the pagination positions
+    /// after it), so that memory is bounded by a batch whatever the room's size. Up to
+    /// [`HARD_MAX_STREAMED_MESSAGES`] messages.
+    ///
+    /// The read runs on its own task and waits while the receiver holds two batches; dropping
+    /// the [`RoomStream`] stops it.
+    pub fn stream_room(
+        &self,
+        homeserver: HomeserverUrl,
+        token: AccessToken,
+        room_id: RoomId,
+        options: FetchOptions,
+        keys: Option<crate::backup::SessionKeys>,
+    ) -> RoomStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let connector = self.clone();
+        let task = tokio::spawn(
+            async move {
+                if options.max_messages == 0 || options.max_messages > HARD_MAX_STREAMED_MESSAGES {
+                    let message = format!("max_messages must be 1 to {HARD_MAX_STREAMED_MESSAGES}");
+                    let _ = sender.send(Err(Error::InvalidInput(message))).await;
+                    return;
+                }
+                let result = connector
+                    .read(&homeserver, &token, &room_id, &options, keys, Some(&sender), &mut |_| {})
+                    .await;
+                // The receiver may be gone (the caller stopped): nothing is left to tell.
+                let _ = sender.send(result).await;
+            }
+            .in_current_span(),
+        );
+        RoomStream { receiver, task }
+    }
+
+    /// Checks the options and reads the room under the run's deadline.
+    #[expect(clippy::too_many_arguments, reason = "the one private entry of both public reads")]
+    async fn read(
+        &self,
+        homeserver: &HomeserverUrl,
+        token: &AccessToken,
+        room_id: &RoomId,
+        options: &FetchOptions,
+        keys: Option<crate::backup::SessionKeys>,
+        batches: Option<&BatchSender>,
+        on_page: &mut (dyn FnMut(&FetchReport) + Send),
+    ) -> Result<RoomSnapshot> {
+        let bad_token = |t: &Option<String>| t.as_ref().is_some_and(|s| s.is_empty() || s.len() > 1024);
+        if bad_token(&options.since) || bad_token(&options.backfill_from) {
             return Err(Error::InvalidInput("the resume token must be 1 to 1024 bytes".into()));
+        }
+        if options.since.is_some() && options.backfill_from.is_some() {
+            return Err(Error::InvalidInput("a read goes forwards or into older history, not both".into()));
+        }
+        if batches.is_some() && options.batch_pages == 0 {
+            return Err(Error::InvalidInput("batch_pages must be positive".into()));
         }
         if !token.is_well_formed() {
             return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
@@ -116,13 +174,14 @@ impl Connector {
         let run_deadline = self.inner.config.run_deadline;
         let target = Target { homeserver, token, transport, deadline: Instant::now() + run_deadline };
         let span = tracing::info_span!("fetch_room", room = %room_id, homeserver = %homeserver);
-        let run = self.run(&target, room_id, &room, options, keys, on_page).instrument(span);
+        let run = self.run(&target, room_id, &room, options, keys, batches, on_page).instrument(span);
         match tokio::time::timeout_at(target.deadline, run).await {
             Ok(result) => result,
             Err(_) => Err(Error::DeadlineExceeded(run_deadline)),
         }
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one read's whole context")]
     async fn run(
         &self,
         target: &Target<'_>,
@@ -130,15 +189,25 @@ impl Connector {
         room: &OwnedRoomId,
         options: &FetchOptions,
         keys: Option<crate::backup::SessionKeys>,
+        batches: Option<&BatchSender>,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
         let client = &*self.inner;
         let config = &client.config;
         let forward = options.since.is_some();
+        let backfill = options.backfill_from.is_some();
         let dir = if forward { Direction::Forward } else { Direction::Backward };
-        let mut from = options.since.clone();
+        let mut from = options.since.clone().or_else(|| options.backfill_from.clone());
         let mut tokens: HashSet<String> = from.iter().cloned().collect();
+        // Forwards: where the next read continues. A read from the live end: the live end as it
+        // was (the first page's `start`). A backfill leaves it alone.
         let mut resume_token = options.since.clone();
+        // Backwards: where older history continues after the pages read so far.
+        let mut history = if forward {
+            HistoryPosition::Unchanged
+        } else {
+            HistoryPosition::Continues(from.clone().unwrap_or_default())
+        };
         let mut norm = Normaliser::new(room_id.as_str());
         if let Some(keys) = keys {
             norm = norm.with_keys(keys, !forward);
@@ -148,7 +217,11 @@ impl Connector {
         let event_budget = (u64::from(options.max_messages) * EVENTS_PER_MESSAGE
             + u64::from(config.page_size))
         .min(config.max_events);
-        let mut bytes_read = 0_u64;
+        // Bytes held at once: the whole read's, or the current batch's.
+        let mut bytes_held = 0_u64;
+        let mut confirmations_left = MAX_REDACTION_CONFIRMATIONS;
+        let batch_pages = batches.map_or(u32::MAX, |_| options.batch_pages);
+        let mut pages_in_batch = 0_u32;
         let page_limit =
             |remaining: usize| u32::try_from(remaining).unwrap_or(u32::MAX).min(config.page_size);
 
@@ -193,7 +266,7 @@ impl Connector {
                 report.pages += 1;
                 report.pages
             };
-            if !forward && pages == 1 {
+            if !forward && !backfill && pages == 1 {
                 resume_token = Some(page.start.clone());
             }
             let events_read = norm.report().events_fetched + page.chunk.len().min(limit as usize) as u64;
@@ -205,10 +278,10 @@ impl Connector {
                 );
                 return Err(Error::BudgetExceeded { what: "events", limit: event_budget });
             }
-            bytes_read += page.chunk.iter().map(|e| e.json().get().len() as u64).sum::<u64>();
-            if bytes_read > config.max_bytes {
+            bytes_held += page.chunk.iter().map(|e| e.json().get().len() as u64).sum::<u64>();
+            if bytes_held > config.max_bytes {
                 tracing::warn!(
-                    bytes = bytes_read,
+                    bytes = bytes_held,
                     budget = config.max_bytes,
                     "the run's byte budget is spent"
                 );
@@ -227,9 +300,11 @@ impl Connector {
                     events = page.chunk.len(),
                     "the homeserver returned more events than asked for"
                 );
-                // Forwards, the events not read lie before `end`: resume from this page again.
+                // The events not read lie beyond this page's `from`: read from it again.
                 if forward {
                     resume_token = from.clone();
+                } else {
+                    history = HistoryPosition::Continues(from.clone().unwrap_or_else(|| page.start.clone()));
                 }
                 truncated = true;
                 None
@@ -237,7 +312,12 @@ impl Connector {
                 match &page.end {
                     // Backwards: the start of the room. Forwards: the live end; keep the token we
                     // read from (a later read from it finds nothing it has seen).
-                    None => None,
+                    None => {
+                        if !forward {
+                            history = HistoryPosition::Complete;
+                        }
+                        None
+                    }
                     Some(end) if forward && (empty || from.as_deref() == Some(end.as_str())) => {
                         if !empty {
                             return Err(Error::malformed("the homeserver repeated a pagination token"));
@@ -251,6 +331,8 @@ impl Connector {
                         }
                         if forward {
                             resume_token = Some(end.clone());
+                        } else {
+                            history = HistoryPosition::Continues(end.clone());
                         }
                         Some(end.clone())
                     }
@@ -263,6 +345,8 @@ impl Connector {
                 break;
             };
             from = Some(end);
+            pages_in_batch += 1;
+            let batch_full = pages_in_batch >= batch_pages;
             // Every event of this page may be a message: asking for at most what would remain
             // then never overshoots the cap.
             let next_limit = page_limit(remaining.saturating_sub(taken));
@@ -273,6 +357,17 @@ impl Connector {
                 // was measured slower on the project's 2-core machine: see docs/benchmarks.md.)
                 let (next_page, ()) = tokio::join!(fetch, async { norm.push_page(&page.chunk[..taken]) });
                 on_page(norm.report());
+                drop(page);
+                if batch_full && let Some(sender) = batches {
+                    // The next page is read meanwhile; the batch waits while two are queued.
+                    let batch = self
+                        .batch(target, room, &mut norm, &state, !forward, true, &mut confirmations_left)
+                        .await?;
+                    let positions = (resume_token.clone(), history.clone());
+                    send_batch(sender, batch, positions).await?;
+                    pages_in_batch = 0;
+                    bytes_held = 0;
+                }
                 prefetched = Some((next_page?, next_limit));
             } else {
                 norm.push_page(&page.chunk[..taken]);
@@ -280,13 +375,46 @@ impl Connector {
             }
             tracing::debug!(page = pages, events, "read a page");
         }
-        let newest_first = !forward;
-        let (mut normalised, mut report) = norm.finish(newest_first);
-        report.truncated = truncated;
+        let mut last = self.batch(target, room, &mut norm, &state, !forward, false, &mut confirmations_left).await?;
+        last.report.truncated = truncated;
+        last.resume_token = resume_token;
+        last.history = history;
+        let report = &last.report;
+        tracing::info!(
+            pages = report.pages,
+            events = report.events_fetched,
+            messages = report.messages,
+            malformed = report.malformed_skipped,
+            foreign = report.foreign_dropped,
+            truncated = report.truncated,
+            "read the room"
+        );
+        Ok(last)
+    }
+
+    /// Folds the events pushed since the last batch into a snapshot of them (positions left for
+    /// the caller to set), after confirming redactions of messages outside it with the
+    /// homeserver (at most `confirmations_left` in the whole read).
+    #[expect(clippy::too_many_arguments, reason = "one batch's whole context")]
+    async fn batch(
+        &self,
+        target: &Target<'_>,
+        room: &OwnedRoomId,
+        norm: &mut Normaliser,
+        state: &get_state_events::RoomState,
+        newest_first: bool,
+        more_to_come: bool,
+        confirmations_left: &mut usize,
+    ) -> Result<RoomSnapshot> {
+        let client = &*self.inner;
+        // Backwards, an edit or redaction comes before its target: with pages to come it waits.
+        let (mut normalised, report) = norm.take_batch(newest_first, newest_first && more_to_come);
         // Redactions of messages stored by an earlier read: the homeserver says whether it
         // applied them. Past the cap they stay unconfirmed (the store then applies only those
         // from the message's own sender).
-        for redaction in normalised.redactions.iter_mut().take(MAX_REDACTION_CONFIRMATIONS) {
+        let wanted = normalised.redactions.len().min(*confirmations_left);
+        *confirmations_left -= wanted;
+        for redaction in normalised.redactions.iter_mut().take(wanted) {
             // A confirmation that cannot be had (a refused token aside) leaves the redaction
             // unconfirmed: it never fails the read.
             let answer = match get_room_event::confirm_redaction(
@@ -306,6 +434,7 @@ impl Connector {
                         code = e.code(),
                         "redactions could not be confirmed; they stay unconfirmed"
                     );
+                    *confirmations_left = 0;
                     break;
                 }
             };
@@ -317,28 +446,68 @@ impl Connector {
                 }
             }
         }
-        tracing::info!(
-            pages = report.pages,
-            events = report.events_fetched,
-            messages = report.messages,
-            malformed = report.malformed_skipped,
-            foreign = report.foreign_dropped,
-            truncated = report.truncated,
-            "read the room"
-        );
         Ok(RoomSnapshot {
-            room_id: room_id.clone(),
+            room_id: target_room_id(room)?,
             homeserver_url: target.homeserver.clone(),
-            name: state.name,
-            topic: state.topic,
-            canonical_alias: state.canonical_alias,
+            name: state.name.clone(),
+            topic: state.topic.clone(),
+            canonical_alias: state.canonical_alias.clone(),
             member_count: state.member_count,
             encrypted: state.encrypted,
             messages: normalised.messages,
             edits: normalised.edits,
             redactions: normalised.redactions,
-            resume_token,
+            resume_token: None,
+            history: HistoryPosition::Unchanged,
             report,
         })
+    }
+}
+
+/// The domain room id of a checked Matrix room id.
+fn target_room_id(room: &OwnedRoomId) -> Result<RoomId> {
+    room.as_str().parse().map_err(|_| Error::InvalidInput("the room id is not a valid Matrix room id".into()))
+}
+
+/// Batches in flight from a streamed read to its receiver.
+const STREAM_BUFFER: usize = 2;
+
+/// Where a streamed read hands its batches.
+type BatchSender = tokio::sync::mpsc::Sender<Result<RoomSnapshot>>;
+
+/// Sets a batch's positions and hands it over; a receiver that is gone stops the read.
+async fn send_batch(
+    sender: &BatchSender,
+    mut batch: RoomSnapshot,
+    (resume_token, history): (Option<String>, HistoryPosition),
+) -> Result<()> {
+    batch.resume_token = resume_token;
+    batch.history = history;
+    sender.send(Ok(batch)).await.map_err(|_| Error::Cancelled)
+}
+
+/// The most messages one streamed read ([`Connector::stream_room`]) may return.
+pub const HARD_MAX_STREAMED_MESSAGES: u32 = 10_000_000;
+
+/// A room read in batches ([`Connector::stream_room`]): each batch is a [`RoomSnapshot`] of
+/// its own pages with the positions after them, in reading order; the last one is the end of
+/// the read. Dropping it stops the read.
+#[derive(Debug)]
+pub struct RoomStream {
+    receiver: tokio::sync::mpsc::Receiver<Result<RoomSnapshot>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoomStream {
+    /// The next batch; `None` once the last one was taken (or after an error). A batch whose
+    /// `report` is that of the whole read so far.
+    pub async fn next_batch(&mut self) -> Option<Result<RoomSnapshot>> {
+        self.receiver.recv().await
+    }
+}
+
+impl Drop for RoomStream {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -86,6 +86,9 @@ pub enum Error {
     /// The key backup's public key is not the recovery key's: its data cannot be trusted.
     #[error("the key backup does not match the recovery key")]
     KeyBackupMismatch,
+    /// The receiver of a streamed read went away: the read stopped.
+    #[error("the read was stopped by its receiver")]
+    Cancelled,
 }
 
 impl Error {
@@ -105,7 +108,8 @@ impl Error {
             | Self::WrongRecoveryKey
             | Self::NoKeyBackup
             | Self::UnsupportedKeyBackup(_)
-            | Self::KeyBackupMismatch => false,
+            | Self::KeyBackupMismatch
+            | Self::Cancelled => false,
         }
     }
 
@@ -128,6 +132,7 @@ impl Error {
             Self::NoKeyBackup => "NO_KEY_BACKUP",
             Self::UnsupportedKeyBackup(_) => "UNSUPPORTED_KEY_BACKUP",
             Self::KeyBackupMismatch => "KEY_BACKUP_MISMATCH",
+            Self::Cancelled => "CANCELLED",
         }
     }
 

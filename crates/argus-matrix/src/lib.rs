@@ -14,8 +14,9 @@ mod send;
 mod transport;
 
 pub use config::{
-    ConnectorConfig, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions, HARD_MAX_MESSAGES,
+    ConnectorConfig, DEFAULT_BATCH_PAGES, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions,
+    HARD_MAX_MESSAGES,
 };
-pub use connector::Connector;
+pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, RoomStream};
 pub use error::{Error, Result};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};

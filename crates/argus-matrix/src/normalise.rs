@@ -166,6 +166,8 @@ pub(crate) struct Normaliser {
     pages_newest_first: bool,
     /// The event each decrypted ciphertext (session, message index) was first served as.
     ciphertexts: HashMap<(String, u32), String>,
+    /// Messages handed out in earlier batches ([`Normaliser::take_batch`]).
+    messages_taken: usize,
 }
 
 /// What became of an `m.room.encrypted` event when keys were given.
@@ -195,6 +197,7 @@ impl Normaliser {
             keys: None,
             pages_newest_first: true,
             ciphertexts: HashMap::new(),
+            messages_taken: 0,
         }
     }
 
@@ -209,9 +212,9 @@ impl Normaliser {
         self
     }
 
-    /// Messages kept so far (edits and redactions not yet folded).
+    /// Messages kept so far, in every batch (edits and redactions not yet folded).
     pub(crate) fn message_count(&self) -> usize {
-        self.messages.len()
+        self.messages_taken + self.messages.len()
     }
 
     /// The report so far: counters of what was received and skipped.
@@ -356,8 +359,22 @@ impl Normaliser {
     /// An edit is applied only under [`policy::may_edit`], a redaction only under
     /// [`policy::may_redact`] (in the range, the homeserver's confirmation is the target served
     /// redacted); the others are counted as ignored. Every applied edit is kept as a version.
-    pub(crate) fn finish(self, newest_first: bool) -> (Normalised, FetchReport) {
-        let Self { mut messages, mut edits, redactions, seen, mut report, .. } = self;
+    #[cfg(any(test, feature = "bench"))]
+    pub(crate) fn finish(mut self, newest_first: bool) -> (Normalised, FetchReport) {
+        self.take_batch(newest_first, false)
+    }
+
+    /// Like [`Normaliser::finish`] for the events pushed since the last batch, keeping the
+    /// normaliser for the next pages: the batch's messages, and the edits and redactions of
+    /// messages outside it. With `hold_unresolved` (a backwards read with pages still to come,
+    /// where an edit arrives before its original), edits and redactions whose target is not in
+    /// the batch wait for the next batch instead. The report is the run's so far.
+    pub(crate) fn take_batch(&mut self, newest_first: bool, hold_unresolved: bool) -> (Normalised, FetchReport) {
+        let mut messages = std::mem::take(&mut self.messages);
+        let mut edits = std::mem::take(&mut self.edits);
+        let redactions = std::mem::take(&mut self.redactions);
+        let seen = std::mem::take(&mut self.seen);
+        let report = &mut self.report;
         if newest_first {
             messages.reverse();
         }
@@ -400,6 +417,8 @@ impl Normaliser {
                 } else {
                     report.redactions_ignored += 1;
                 }
+            } else if hold_unresolved && !seen.contains(&target) {
+                self.redactions.push(PendingRedaction { target, redaction });
             } else if !seen.contains(&target) && outside_seen.insert(target.clone()) {
                 outside.push(MessageRedaction { target, redaction, confirmed: false });
             }
@@ -444,6 +463,8 @@ impl Normaliser {
             } else if seen.contains(&edit.target) {
                 // The target is in range but is not a message (an edit of an edit, a state event).
                 report.edits_ignored += 1;
+            } else if hold_unresolved {
+                self.edits.push(edit);
             } else {
                 outside_edits.push(MessageEdit {
                     event_id: edit.event_id,
@@ -456,10 +477,11 @@ impl Normaliser {
             }
         }
 
-        report.messages = messages.len() as u64;
-        report.encrypted = messages.iter().filter(|m| m.encrypted).count() as u64;
-        report.redacted = messages.iter().filter(|m| m.redacted).count() as u64;
-        (Normalised { messages, edits: outside_edits, redactions: outside }, report)
+        self.messages_taken += messages.len();
+        report.messages += messages.len() as u64;
+        report.encrypted += messages.iter().filter(|m| m.encrypted).count() as u64;
+        report.redacted += messages.iter().filter(|m| m.redacted).count() as u64;
+        (Normalised { messages, edits: outside_edits, redactions: outside }, report.clone())
     }
 }
 

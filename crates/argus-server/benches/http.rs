@@ -70,6 +70,7 @@ fn seed(store: &Store, viewer: &Viewer, total: u64) -> Result<()> {
             edits: Vec::new(),
             redactions: Vec::new(),
             resume_token: None,
+            history: argus_domain::HistoryPosition::Unchanged,
             report: FetchReport::default(),
         };
         let run = IngestionRun {

@@ -44,7 +44,7 @@ pub use self::{
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     search::{RANK_WINDOW, SearchPage},
-    write::{IngestionResult, IngestionRun},
+    write::{INTERRUPTED, IngestionResult, IngestionRun, PagesResult, RunRecord, RunTicket},
 };
 use self::{
     db::{DbPool, Pooled},
@@ -187,6 +187,39 @@ impl Store {
     /// the caller's clearance.
     pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
         write::record_ingestion(&mut *self.conn()?, self.audit_key.as_deref(), run, snapshot)
+    }
+
+    /// Starts a streamed ingestion of `room_id` from `homeserver`: a journal row holding the
+    /// run for `lease` (renewed by every commit). Its pages are then committed with
+    /// [`Store::commit_pages`] as they arrive, and it ends with [`Store::finish_run`]; a run
+    /// whose process died is audited by [`Store::close_interrupted_runs`] once its lease expired.
+    pub fn begin_run(
+        &self,
+        run: &IngestionRun,
+        room_id: &RoomId,
+        homeserver: &argus_domain::HomeserverUrl,
+        lease: std::time::Duration,
+    ) -> Result<RunTicket> {
+        write::begin_run(&mut *self.conn()?, run, room_id, homeserver, lease)
+    }
+
+    /// Commits some pages of a streamed run (`pages`: the room's state, the pages' messages,
+    /// edits and redactions, and the pagination positions after them) in one transaction; the
+    /// next run resumes from those positions. Holds the room's lock, not the organisation's.
+    pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<PagesResult> {
+        write::commit_pages(&mut *self.conn()?, ticket, pages)
+    }
+
+    /// Ends a streamed run with its one audit record: SUCCEEDED (`error` is `None`) or FAILED
+    /// with `error` (never a token) and the messages its committed pages stored.
+    pub fn finish_run(&self, ticket: &RunTicket, error: Option<String>) -> Result<RunRecord> {
+        write::finish_run(&mut *self.conn()?, self.audit_key.as_deref(), ticket, error)
+    }
+
+    /// Audits every streamed run whose lease expired before `now` (its process stopped) as
+    /// FAILED with [`INTERRUPTED`] and what its committed pages stored; returns the records.
+    pub fn close_interrupted_runs(&self, now: OffsetDateTime) -> Result<Vec<IngestionRecord>> {
+        write::close_interrupted_runs(&mut *self.conn()?, self.audit_key.as_deref(), now)
     }
 
     /// Appends a FAILED audit record (message count 0), and nothing else. Control characters

@@ -34,6 +34,8 @@ pub(crate) struct RoomRow {
     pub(crate) first_seen_at: i64,
     pub(crate) last_ingested_at: i64,
     pub(crate) resume_token: Option<String>,
+    pub(crate) backfill_token: Option<String>,
+    pub(crate) history_complete: bool,
     #[diesel(sql_type = BigInt)]
     pub(crate) message_count: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -59,6 +61,8 @@ impl RoomRow {
             last_ingested_at: from_unix_ms(self.last_ingested_at).map_err(|_| BAD)?,
             message_count: self.message_count,
             resume_token: self.resume_token,
+            backfill_token: self.backfill_token,
+            history_complete: self.history_complete,
         })
     }
 }

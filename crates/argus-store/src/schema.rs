@@ -32,6 +32,34 @@ diesel::table! {
         last_ingested_at -> BigInt,
         /// Forward resume token.
         resume_token -> Nullable<Text>,
+        /// Where older history continues (`dir=b`).
+        backfill_token -> Nullable<Text>,
+        /// The start of the room was reached.
+        history_complete -> Bool,
+    }
+}
+
+diesel::table! {
+    /// Ingestion runs under way, from their start to their audit record.
+    ingestion_runs (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// Who runs it.
+        actor -> Text,
+        /// The Matrix room id.
+        room_id -> Text,
+        /// The homeserver's origin.
+        homeserver_url -> Text,
+        /// Classification rank asked for.
+        classification -> SmallInt,
+        /// Start, UTC ms.
+        started_at -> BigInt,
+        /// Until when its process holds it, UTC ms; past it, the run is taken as interrupted.
+        lease_until -> BigInt,
+        /// Messages its committed pages stored.
+        message_count -> BigInt,
     }
 }
 

@@ -6,7 +6,7 @@
 //! therefore serialised per chain, and concurrent ingestions of one room cannot interleave.
 
 use argus_domain::{
-    Classification, EventId, IngestionOutcome, IngestionRecord, MessageEdit, MessageRecord, MessageVersion,
+    Classification, EventId, HistoryPosition, IngestionOutcome, IngestionRecord, MessageEdit, MessageRecord, MessageVersion,
     NewIngestion, Redaction, RoomSnapshot, StoredRoom, UserId, Viewer, policy, to_unix_ms,
 };
 use diesel::{
@@ -98,6 +98,9 @@ pub(crate) fn validate(snapshot: &RoomSnapshot) -> Result<()> {
     check_text(snapshot.topic.as_deref(), MAX_TOPIC, "room topic")?;
     check_text(snapshot.canonical_alias.as_deref(), MAX_ALIAS, "room alias")?;
     check_text(snapshot.resume_token.as_deref(), MAX_TOKEN, "resume token")?;
+    if let HistoryPosition::Continues(token) = &snapshot.history {
+        check_text(Some(token), MAX_TOKEN, "backfill token")?;
+    }
     snapshot.messages.iter().try_for_each(check_message)?;
     for e in &snapshot.edits {
         check_text(e.msgtype.as_deref(), MAX_MSGTYPE, "message type")?;
@@ -145,72 +148,131 @@ pub(crate) fn record_ingestion(
     policy::check_may_classify(&run.viewer, run.classification)?;
     validate(snapshot)?;
     let org = run.viewer.org.as_str();
-    let started_at = argus_domain::from_unix_ms(to_unix_ms(run.started_at))?;
     in_org_transaction(conn, org, |conn| {
-        let now = now_ms();
-        let (room_pk, merged, read_from) = upsert_room(conn, run, snapshot, now)?;
-        if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
-            return Err(Error::Withheld);
-        }
-        // Edits, redactions and decrypted content of messages stored earlier are taken only from
-        // the homeserver they were stored from: another server answering for the same room id
-        // could otherwise rewrite or purge the evidence.
-        let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
-        let messages_stored = insert_messages(conn, org, room_pk, merged, &snapshot.messages, same_source)?;
-        if messages_stored == snapshot.messages.len() as i64 {
-            // Every message was new, at `merged`: the counts only grow.
-            add_message_count(conn, org, room_pk, merged, messages_stored)?;
-        } else {
-            // Some were stored already and may have been raised: count the room again.
-            recount_messages(conn, org, room_pk)?;
-        }
-        let evidence = if same_source {
-            apply_edits_and_redactions(conn, org, room_pk, snapshot)?
-        } else {
-            tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
-            Evidence {
-                edits_applied: 0,
-                edits_ignored: snapshot.edits.len() as u64
-                    + snapshot
-                        .messages
-                        .iter()
-                        .map(|m| m.versions.len().saturating_sub(1) as u64)
-                        .sum::<u64>(),
-                redactions_ignored: snapshot.redactions.len() as u64,
-            }
-        };
-
-        let entry = NewIngestion {
-            actor: run.viewer.actor.clone(),
-            org: run.viewer.org.clone(),
+        let stored = store_pages(conn, run, snapshot)?;
+        let end = RunEnd {
             room_id: snapshot.room_id.as_str().to_owned(),
             homeserver_url: snapshot.homeserver_url.as_str().to_owned(),
-            message_count: messages_stored,
-            // Filed at the room's effective level, never below what the room is stored at: a
-            // record filed at the level asked for would show a SECRET room's id to anyone
-            // cleared for what was asked.
-            classification: merged,
-            started_at,
-            finished_at: Some(argus_domain::from_unix_ms(now)?),
-            outcome: IngestionOutcome::Succeeded,
+            message_count: stored.messages_stored,
             error: None,
-            post: None,
         };
-        let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?)?;
-
-        let room = read::room(conn, &Gate::of(&run.viewer), &snapshot.room_id)?.ok_or(Error::Withheld)?;
-        let payload = read::room(conn, &Gate::whole_org(&run.viewer.org), &snapshot.room_id)?
-            .ok_or(Error::Corrupt("a room vanished while it was recorded"))?;
-        crate::outbox::insert(conn, &payload, ingestion.seq, now)?;
+        let (room, ingestion) = append_run_record(conn, key, run, &end)?;
+        let room = room.ok_or(Error::Withheld)?;
         Ok(IngestionResult {
             room,
-            messages_stored,
+            messages_stored: stored.messages_stored,
             ingestion,
-            edits_applied: evidence.edits_applied,
-            edits_ignored: evidence.edits_ignored,
-            redactions_ignored: evidence.redactions_ignored,
+            edits_applied: stored.evidence.edits_applied,
+            edits_ignored: stored.evidence.edits_ignored,
+            redactions_ignored: stored.evidence.redactions_ignored,
         })
     })
+}
+
+/// What [`store_pages`] stored.
+#[derive(Debug)]
+struct StoredPages {
+    messages_stored: i64,
+    evidence: Evidence,
+}
+
+/// How a run ended, for its audit record.
+#[derive(Debug, Clone)]
+pub(crate) struct RunEnd {
+    /// The room id as requested.
+    pub(crate) room_id: String,
+    /// The homeserver as requested.
+    pub(crate) homeserver_url: String,
+    /// Messages its committed pages stored.
+    pub(crate) message_count: i64,
+    /// Why it failed (`None`: it succeeded).
+    pub(crate) error: Option<String>,
+}
+
+/// Writes the room, its new messages, the edits and redactions and the pagination positions of
+/// `snapshot` (a whole read, or some pages of a streamed one), inside the caller's transaction.
+fn store_pages(conn: &mut DbConn, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<StoredPages> {
+    let org = run.viewer.org.as_str();
+    let now = now_ms();
+    let (room_pk, merged, read_from) = upsert_room(conn, run, snapshot, now)?;
+    if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
+        return Err(Error::Withheld);
+    }
+    // Edits, redactions and decrypted content of messages stored earlier are taken only from
+    // the homeserver they were stored from: another server answering for the same room id
+    // could otherwise rewrite or purge the evidence.
+    let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
+    let messages_stored = insert_messages(conn, org, room_pk, merged, &snapshot.messages, same_source)?;
+    if messages_stored == snapshot.messages.len() as i64 {
+        // Every message was new, at `merged`: the counts only grow.
+        add_message_count(conn, org, room_pk, merged, messages_stored)?;
+    } else {
+        // Some were stored already and may have been raised: count the room again.
+        recount_messages(conn, org, room_pk)?;
+    }
+    let evidence = if same_source {
+        apply_edits_and_redactions(conn, org, room_pk, snapshot)?
+    } else {
+        tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
+        Evidence {
+            edits_applied: 0,
+            edits_ignored: snapshot.edits.len() as u64
+                + snapshot.messages.iter().map(|m| m.versions.len().saturating_sub(1) as u64).sum::<u64>(),
+            redactions_ignored: snapshot.redactions.len() as u64,
+        }
+    };
+    Ok(StoredPages { messages_stored, evidence })
+}
+
+/// Appends the audit record of a run that stored pages (SUCCEEDED, or FAILED with what its
+/// committed pages stored) and, when the room is stored, the outbox row; inside the caller's
+/// transaction, which holds the organisation's lock. Returns the room as the caller sees it.
+fn append_run_record(
+    conn: &mut DbConn,
+    key: Option<&audit::AuditKey>,
+    run: &IngestionRun,
+    end: &RunEnd,
+) -> Result<(Option<StoredRoom>, IngestionRecord)> {
+    let now = now_ms();
+    let room_id = end.room_id.parse::<argus_domain::RoomId>().ok();
+    let whole_org = Gate::whole_org(&run.viewer.org);
+    let stored = match &room_id {
+        Some(id) => read::room(conn, &whole_org, id)?,
+        None => None,
+    };
+    let entry = NewIngestion {
+        actor: run.viewer.actor.clone(),
+        org: run.viewer.org.clone(),
+        room_id: end.room_id.clone(),
+        homeserver_url: NewIngestion::origin_of(&end.homeserver_url),
+        message_count: end.message_count,
+        // Filed at the room's effective level, never below what the room is stored at: a
+        // record filed at the level asked for would show a SECRET room's id to anyone
+        // cleared for what was asked.
+        classification: policy::merge_classification(
+            stored.as_ref().map(|r| r.classification),
+            run.classification,
+        ),
+        started_at: argus_domain::from_unix_ms(to_unix_ms(run.started_at))?,
+        finished_at: Some(argus_domain::from_unix_ms(now)?),
+        outcome: if end.error.is_some() { IngestionOutcome::Failed } else { IngestionOutcome::Succeeded },
+        error: end.error.clone(),
+        post: None,
+    };
+    let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?)?;
+    let Some(payload) = stored else {
+        return Ok((None, ingestion));
+    };
+    // A run that stored nothing new still changed the room (its state, its positions) when it
+    // succeeded; a failed run that stored nothing changed nothing worth a fusion update.
+    if end.error.is_none() || end.message_count > 0 {
+        crate::outbox::insert(conn, &payload, ingestion.seq, now)?;
+    }
+    let room = match &room_id {
+        Some(id) => read::room(conn, &Gate::of(&run.viewer), id)?,
+        None => None,
+    };
+    Ok((room, ingestion))
 }
 
 /// Inserts or updates the room; returns its storage id, merged classification, and the
@@ -235,18 +297,33 @@ fn upsert_room(
         rooms::classification.eq(merged.rank()),
         rooms::last_ingested_at.eq(now),
     );
+    // Where older history continues: `None` leaves it as stored.
+    let history: Option<(Option<&str>, bool)> = match &s.history {
+        HistoryPosition::Unchanged => None,
+        HistoryPosition::Continues(token) => Some((Some(token.as_str()), false)),
+        HistoryPosition::Complete => Some((None, true)),
+    };
     match &existing {
         Some(r) => {
             let target = rooms::table.filter(rooms::id.eq(r.id));
             if r.homeserver_url == s.homeserver_url.as_str() {
-                let resume = rooms::resume_token.eq(s.resume_token.as_deref());
-                diesel::update(target).set((content, resume)).execute(conn)?;
+                // Positions are that homeserver's: another server's tokens mean nothing to it.
+                diesel::update(target.clone()).set(content).execute(conn)?;
+                if let Some(resume) = &s.resume_token {
+                    diesel::update(target.clone()).set(rooms::resume_token.eq(resume)).execute(conn)?;
+                }
+                if let Some((token, complete)) = history {
+                    diesel::update(target)
+                        .set((rooms::backfill_token.eq(token), rooms::history_complete.eq(complete)))
+                        .execute(conn)?;
+                }
             } else {
                 diesel::update(target).set(content).execute(conn)?;
             }
             Ok((r.id, merged, Some(r.homeserver_url.clone())))
         }
         None => {
+            let (backfill, complete) = history.unwrap_or((None, false));
             let id: i64 = diesel::insert_into(rooms::table)
                 .values((
                     rooms::org_id.eq(run.viewer.org.as_str()),
@@ -255,6 +332,8 @@ fn upsert_room(
                     content,
                     rooms::first_seen_at.eq(now),
                     rooms::resume_token.eq(s.resume_token.as_deref()),
+                    rooms::backfill_token.eq(backfill),
+                    rooms::history_complete.eq(complete),
                 ))
                 .returning(rooms::id)
                 .get_result(conn)?;
@@ -914,4 +993,209 @@ fn append_alone(
         }
         audit::append(conn, key, &entry)
     })
+}
+
+/// A streamed ingestion under way: its row in `ingestion_runs`, from [`begin_run`] to
+/// [`finish_run`]. While the row exists and its lease has not expired, the run is its
+/// process's; past the lease, [`close_interrupted_runs`] audits it as interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTicket {
+    id: i64,
+    run: IngestionRun,
+    room_id: argus_domain::RoomId,
+    homeserver_url: argus_domain::HomeserverUrl,
+    lease: std::time::Duration,
+}
+
+impl RunTicket {
+    /// The run: who, at which level, since when.
+    pub fn run(&self) -> &IngestionRun {
+        &self.run
+    }
+
+    /// The room it reads.
+    pub fn room_id(&self) -> &argus_domain::RoomId {
+        &self.room_id
+    }
+}
+
+/// What one commit of a streamed run stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PagesResult {
+    /// Messages newly stored by these pages.
+    pub messages_stored: i64,
+    /// Edits of earlier-stored messages applied.
+    pub edits_applied: u64,
+    /// Edits refused ([`policy::may_edit`]).
+    pub edits_ignored: u64,
+    /// Redactions of earlier-stored messages refused ([`policy::may_redact`]).
+    pub redactions_ignored: u64,
+}
+
+/// How a streamed run ended: its audit record and the room as its caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The room after the run (`None`: never stored, or withheld from the caller).
+    pub room: Option<StoredRoom>,
+    /// Messages the run's committed pages stored.
+    pub messages_stored: i64,
+    /// The audit record appended.
+    pub ingestion: IngestionRecord,
+}
+
+fn lease_end(lease: std::time::Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
+}
+
+/// The PostgreSQL advisory lock key of one room of an organisation: the pages of two runs of
+/// one room never interleave within a commit, while other rooms' runs proceed.
+fn room_lock_key(org: &str, room_id: &str) -> i64 {
+    lock_key(&format!("room:{org}:{room_id}"))
+}
+
+/// Starts a streamed run: its journal row, with a lease of `lease`.
+pub(crate) fn begin_run(
+    conn: &mut DbConn,
+    run: &IngestionRun,
+    room_id: &argus_domain::RoomId,
+    homeserver: &argus_domain::HomeserverUrl,
+    lease: std::time::Duration,
+) -> Result<RunTicket> {
+    use crate::schema::ingestion_runs as r;
+    policy::check_may_classify(&run.viewer, run.classification)?;
+    let id: i64 = diesel::insert_into(r::table)
+        .values((
+            r::org_id.eq(run.viewer.org.as_str()),
+            r::actor.eq(run.viewer.actor.as_str()),
+            r::room_id.eq(room_id.as_str()),
+            r::homeserver_url.eq(NewIngestion::origin_of(homeserver.as_str())),
+            r::classification.eq(run.classification.rank()),
+            r::started_at.eq(to_unix_ms(run.started_at)),
+            r::lease_until.eq(lease_end(lease)),
+        ))
+        .returning(r::id)
+        .get_result(conn)?;
+    Ok(RunTicket {
+        id,
+        run: run.clone(),
+        room_id: room_id.clone(),
+        homeserver_url: homeserver.clone(),
+        lease,
+    })
+}
+
+/// Commits some pages of a streamed run with the room's positions, in one transaction holding
+/// the room's lock (not the organisation's: runs of other rooms go on), and renews the run's
+/// lease. Fails with [`Error::Invalid`] when the run's row is gone (closed as interrupted).
+pub(crate) fn commit_pages(conn: &mut DbConn, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<PagesResult> {
+    use crate::schema::ingestion_runs as r;
+    validate(pages)?;
+    if pages.room_id != ticket.room_id || pages.homeserver_url != ticket.homeserver_url {
+        return Err(Error::invalid("pages", "they belong to another room than the run's"));
+    }
+    let org = ticket.run.viewer.org.as_str();
+    in_transaction(conn, TxMode::Write, |conn| {
+        if let DbConn::Postgres(c) = conn {
+            diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                .bind::<BigInt, _>(room_lock_key(org, ticket.room_id.as_str()))
+                .execute(c)?;
+        }
+        let stored = store_pages(conn, &ticket.run, pages)?;
+        let renewed = diesel::update(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
+            .set((
+                r::message_count.eq(r::message_count + stored.messages_stored),
+                r::lease_until.eq(lease_end(ticket.lease)),
+            ))
+            .execute(conn)?;
+        if renewed == 0 {
+            // Its lease expired and another process audited it as interrupted: what it read
+            // now belongs to no run, so it is not kept.
+            return Err(Error::invalid("ingestion run", "it was closed as interrupted"));
+        }
+        Ok(PagesResult {
+            messages_stored: stored.messages_stored,
+            edits_applied: stored.evidence.edits_applied,
+            edits_ignored: stored.evidence.edits_ignored,
+            redactions_ignored: stored.evidence.redactions_ignored,
+        })
+    })
+}
+
+/// Ends a streamed run: appends its audit record (SUCCEEDED, or FAILED with `error` and what
+/// its committed pages stored) and the outbox row, and removes its journal row; the
+/// organisation's lock is held for this transaction only.
+pub(crate) fn finish_run(
+    conn: &mut DbConn,
+    key: Option<&audit::AuditKey>,
+    ticket: &RunTicket,
+    error: Option<String>,
+) -> Result<RunRecord> {
+    use crate::schema::ingestion_runs as r;
+    let org = ticket.run.viewer.org.as_str();
+    in_org_transaction(conn, org, |conn| {
+        let count: Option<i64> = diesel::delete(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
+            .returning(r::message_count)
+            .get_result(conn)
+            .optional()?;
+        let Some(message_count) = count else {
+            return Err(Error::invalid("ingestion run", "it was closed as interrupted"));
+        };
+        let end = RunEnd {
+            room_id: ticket.room_id.as_str().to_owned(),
+            homeserver_url: ticket.homeserver_url.as_str().to_owned(),
+            message_count,
+            error,
+        };
+        let (room, ingestion) = append_run_record(conn, key, &ticket.run, &end)?;
+        Ok(RunRecord { room, messages_stored: message_count, ingestion })
+    })
+}
+
+/// The error an interrupted run's audit record keeps.
+pub const INTERRUPTED: &str = "the run was interrupted (its process stopped); the pages it had committed are kept";
+
+/// Audits every run whose lease expired before `now` as FAILED with [`INTERRUPTED`] and what
+/// its committed pages stored, and removes it. Two processes closing at once close each run
+/// once (the row is deleted in the same transaction as its record is appended).
+pub(crate) fn close_interrupted_runs(
+    conn: &mut DbConn,
+    key: Option<&audit::AuditKey>,
+    now: OffsetDateTime,
+) -> Result<Vec<IngestionRecord>> {
+    use crate::schema::ingestion_runs as r;
+    let expired: Vec<(i64, String)> = r::table
+        .filter(r::lease_until.lt(to_unix_ms(now)))
+        .select((r::id, r::org_id))
+        .order(r::id)
+        .limit(1000)
+        .load(conn)?;
+    let mut closed = Vec::new();
+    for (id, org) in expired {
+        let record = in_org_transaction(conn, &org, |conn| {
+            let row: Option<(String, String, String, i16, i64, i64)> =
+                diesel::delete(r::table.filter(r::id.eq(id)).filter(r::lease_until.lt(to_unix_ms(now))))
+                    .returning((r::actor, r::room_id, r::homeserver_url, r::classification, r::started_at, r::message_count))
+                    .get_result(conn)
+                    .optional()?;
+            let Some((actor, room_id, homeserver_url, level, started_at, message_count)) = row else {
+                return Ok(None);
+            };
+            const BAD: Error = Error::Corrupt("an ingestion run fails validation");
+            let viewer = Viewer::new(
+                actor.parse().map_err(|_| BAD)?,
+                org.parse().map_err(|_| BAD)?,
+                crate::rows::rank(level).map_err(|_| BAD)?,
+                [],
+            );
+            let run = IngestionRun {
+                viewer,
+                classification: crate::rows::rank(level).map_err(|_| BAD)?,
+                started_at: argus_domain::from_unix_ms(started_at)?,
+            };
+            let end = RunEnd { room_id, homeserver_url, message_count, error: Some(INTERRUPTED.to_owned()) };
+            append_run_record(conn, key, &run, &end).map(|(_, record)| Some(record))
+        })?;
+        closed.extend(record);
+    }
+    Ok(closed)
 }

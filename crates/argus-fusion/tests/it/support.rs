@@ -26,6 +26,8 @@ pub(crate) fn room(org: &str, room_id: &str, classification: Classification) -> 
         last_ingested_at: datetime!(2026-03-02 08:00 UTC),
         message_count: 1234,
         resume_token: Some("t123-456".to_owned()),
+        backfill_token: None,
+        history_complete: false,
     })
 }
 
@@ -166,6 +168,7 @@ fn snapshot(room_id: &str, name: &str, messages: u32) -> Result<argus_domain::Ro
         edits: Vec::new(),
         redactions: Vec::new(),
         resume_token: None,
+        history: argus_domain::HistoryPosition::Unchanged,
         report: FetchReport::default(),
     })
 }

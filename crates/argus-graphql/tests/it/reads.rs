@@ -251,6 +251,7 @@ fn varied_room() -> argus_domain::RoomSnapshot {
         edits: Vec::new(),
         redactions: Vec::new(),
         resume_token: None,
+        history: argus_domain::HistoryPosition::Unchanged,
         report: argus_domain::FetchReport::default(),
     }
 }

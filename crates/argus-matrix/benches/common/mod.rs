@@ -43,6 +43,6 @@ pub(crate) fn reader(pages: usize, prepared: bool) -> BenchResult<Reader> {
         room: bench::ROOM.parse()?,
         connector,
         token: AccessToken::new("syt_bench_token"),
-        options: FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None },
+        options: FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None, ..FetchOptions::default() },
     })
 }

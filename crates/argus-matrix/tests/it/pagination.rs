@@ -50,7 +50,7 @@ async fn requests_use_dir_b_and_a_bounded_limit() {
     let hs = Hs::start().await;
     hs.empty_state(ROOM).await;
     hs.messages(ROOM).page(ev::texts_newest_first(0, 3)).mount().await;
-    let options = FetchOptions { max_messages: 50_000, since: None };
+    let options = FetchOptions { max_messages: 50_000, since: None, ..FetchOptions::default() };
     Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
     let requests = hs.server().received_requests().await.unwrap();
     let page = requests.iter().find(|r| r.url.path().ends_with("/messages")).unwrap();
@@ -65,7 +65,7 @@ async fn stops_at_max_messages_and_reports_truncation() {
     hs.empty_state(ROOM).await;
     hs.messages(ROOM).page(ev::texts_newest_first(95, 5)).end("t1").mount().await;
     hs.messages(ROOM).from("t1").page(ev::texts_newest_first(90, 5)).end("t2").mount().await;
-    let options = FetchOptions { max_messages: 7, since: None };
+    let options = FetchOptions { max_messages: 7, since: None, ..FetchOptions::default() };
     let connector = Connector::new(ConnectorConfig { page_size: 5, ..Hs::config() }).unwrap();
     let snapshot = connector.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
     assert_eq!(snapshot.messages.len(), 7);
@@ -160,9 +160,9 @@ async fn invalid_options_are_refused_before_any_request() {
     let hs = Hs::start().await;
     let c = Hs::connector();
     for options in [
-        FetchOptions { max_messages: 0, since: None },
-        FetchOptions { max_messages: argus_matrix::HARD_MAX_MESSAGES + 1, since: None },
-        FetchOptions { max_messages: 10, since: Some(String::new()) },
+        FetchOptions { max_messages: 0, since: None, ..FetchOptions::default() },
+        FetchOptions { max_messages: argus_matrix::HARD_MAX_MESSAGES + 1, since: None, ..FetchOptions::default() },
+        FetchOptions { max_messages: 10, since: Some(String::new()), ..FetchOptions::default() },
     ] {
         let err = c.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
         assert_eq!(err.code(), "INVALID_INPUT");
@@ -199,7 +199,7 @@ async fn edits_and_other_events_are_budgeted_in_events_and_bytes() {
         }
         mock.mount().await;
     }
-    let options = FetchOptions { max_messages: 100, since: None };
+    let options = FetchOptions { max_messages: 100, since: None, ..FetchOptions::default() };
     let err = Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
     assert_eq!(err.code(), "LIMIT_EXCEEDED", "{err}");
     assert!(err.to_string().contains("1400 events"), "{err}");
@@ -209,7 +209,7 @@ async fn edits_and_other_events_are_budgeted_in_events_and_bytes() {
 
     // The byte budget holds whatever the event count.
     let tight = Connector::new(ConnectorConfig { max_bytes: 100_000, ..Hs::config() }).unwrap();
-    let options = FetchOptions { max_messages: 100_000, since: None };
+    let options = FetchOptions { max_messages: 100_000, since: None, ..FetchOptions::default() };
     let err = tight.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
     assert_eq!(err.code(), "LIMIT_EXCEEDED", "{err}");
     assert!(err.to_string().contains("bytes"), "{err}");

@@ -44,7 +44,7 @@ impl Harness {
     }
 
     async fn fetch_all(&self, user: &TestUser, room: &str) -> RoomSnapshot {
-        let options = FetchOptions { max_messages: 100_000, since: None };
+        let options = FetchOptions { max_messages: 100_000, since: None, ..FetchOptions::default() };
         self.fetch_as(user, room, &options).await.unwrap_or_else(|e| panic!("fetch_room: {e}"))
     }
 }
@@ -462,14 +462,14 @@ async fn more_than_two_pages_are_read_completely_and_resumed() {
 
     // A capped read keeps the newest messages and says it is truncated.
     let capped =
-        hs.fetch_as(&alice, &room, &FetchOptions { max_messages: 1_200, since: None }).await.unwrap();
+        hs.fetch_as(&alice, &room, &FetchOptions { max_messages: 1_200, since: None, ..FetchOptions::default() }).await.unwrap();
     assert!(capped.report.truncated);
     assert_eq!(capped.messages[..], snapshot.messages[COUNT - 1_200..]);
 
     // Resuming from the snapshot's token reads only what is new.
     let newer = send_many(&alice, &room, 3).await;
     let resumed = hs
-        .fetch_as(&alice, &room, &FetchOptions { max_messages: 1_000, since: snapshot.resume_token.clone() })
+        .fetch_as(&alice, &room, &FetchOptions { max_messages: 1_000, since: snapshot.resume_token.clone(), ..FetchOptions::default() })
         .await
         .unwrap();
     let new_ids: BTreeSet<String> = resumed.messages.iter().map(|m| m.event_id.as_str().to_owned()).collect();

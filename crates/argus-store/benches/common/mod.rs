@@ -44,6 +44,7 @@ pub(crate) fn snapshot(
         edits: Vec::new(),
         redactions: Vec::new(),
         resume_token: None,
+        history: argus_domain::HistoryPosition::Unchanged,
         report: Default::default(),
     })
 }

@@ -166,6 +166,7 @@ pub(crate) fn snapshot(room_id: &str, messages: Vec<MessageRecord>) -> RoomSnaps
         edits: Vec::new(),
         redactions: Vec::new(),
         resume_token: Some("t42-7_0_0".to_owned()),
+        history: argus_domain::HistoryPosition::Unchanged,
         report: Default::default(),
     }
 }

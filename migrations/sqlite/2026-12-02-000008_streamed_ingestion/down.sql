@@ -1,0 +1,3 @@
+DROP TABLE ingestion_runs;
+ALTER TABLE rooms DROP COLUMN history_complete;
+ALTER TABLE rooms DROP COLUMN backfill_token;
