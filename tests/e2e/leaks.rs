@@ -76,7 +76,7 @@ pub(crate) fn assert_absent_from_logs(secrets: &[String]) -> Result<()> {
     ensure!(!secrets.is_empty(), "no secrets to look for");
     let logs = harness::captured_logs()?;
     // The capture must have seen the product at work (the ingestion use-case logs every run).
-    ensure!(logs.contains("argus_graphql"), "the log capture holds no line of the product:\n{logs}");
+    ensure!(logs.contains("argus_ingest"), "the log capture holds no line of the product:\n{logs}");
     match leaked_line(&logs, secrets) {
         Some((number, line)) => Err(anyhow!("a Matrix token is in captured log line {number}: {line}")),
         None => Ok(()),

@@ -78,6 +78,10 @@ pub struct IngestArgs {
     /// prefer the environment variable to the command line.
     #[arg(long, env = "MATRIX_RECOVERY_KEY", hide_env_values = true, value_parser = secret_value)]
     pub recovery_key: Option<argus_domain::Secret>,
+    /// Read only older history, from where the room's last backwards read stopped (a
+    /// backfill), instead of what is new since the last run followed by older history.
+    #[arg(long)]
+    pub backfill: bool,
 }
 
 /// A secret as given (`Debug` of the arguments shows it as `[redacted]`).

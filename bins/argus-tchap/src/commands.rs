@@ -176,8 +176,10 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
         recovery_key: args.recovery_key,
+        reach: if args.backfill { ingest::Reach::Backfill } else { ingest::Reach::Current },
+        trigger: ingest::Trigger::Manual,
     };
-    let cap = u64::from(args.max_messages.unwrap_or(services.limits.default_max_messages));
+    let cap = u64::from(args.max_messages.unwrap_or(services.app.limits.default_max_messages));
     let bar = indicatif::ProgressBar::new(cap);
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} messages {msg}",
@@ -190,7 +192,7 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
         progress.set_position(report.messages.min(cap));
         progress.set_message(format!("({} pages, {} events)", report.pages, report.events_fetched));
     };
-    let result = ingest::ingest_room(&services, &viewer, request, &mut on_page).await;
+    let result = ingest::ingest_room(&services.app, &viewer, request, &mut on_page).await;
     bar.finish_and_clear();
     match result {
         Ok(done) => {
@@ -218,6 +220,7 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
                 ("malformed skipped", r.malformed_skipped.to_string()),
                 ("foreign dropped", r.foreign_dropped.to_string()),
                 ("truncated at cap", r.truncated.to_string()),
+                ("history complete", done.room.history_complete.to_string()),
                 ("audit record", format!("{}:{}", done.ingestion.entry.org, done.ingestion.seq)),
             ];
             let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

@@ -167,9 +167,11 @@ fn main() -> BenchResult {
                 classification: Classification::Restricted,
                 max_messages: Some(i64::from(HARD_MAX_MESSAGES)),
                 recovery_key: key.map(Secret::new),
+                reach: argus_graphql::ingest::Reach::Current,
+                trigger: argus_graphql::ingest::Trigger::Manual,
             };
             let t = Instant::now();
-            let done = rt.block_on(ingest_room(&services, &viewer, request, &mut |_| {}))?;
+            let done = rt.block_on(ingest_room(&services.app, &viewer, request, &mut |_| {}))?;
             Ok((t.elapsed(), done.messages_stored, done.report.decrypted))
         };
     let (mut plain_t, mut enc_t) = (Vec::new(), Vec::new());

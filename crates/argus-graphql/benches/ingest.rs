@@ -143,9 +143,11 @@ fn main() -> BenchResult {
                 room_id: bench::ROOM.to_owned(),
                 classification: Classification::Restricted,
                 max_messages: Some(i64::from(max_messages)),
+                reach: argus_graphql::ingest::Reach::Current,
+                trigger: argus_graphql::ingest::Trigger::Manual,
             };
             let t = Instant::now();
-            let summary = rt.block_on(ingest_room(&services, &v, request, &mut |_| {}))?;
+            let summary = rt.block_on(ingest_room(&services.app, &v, request, &mut |_| {}))?;
             end_to_end.push(t.elapsed());
             Ok(summary.messages_stored)
         };

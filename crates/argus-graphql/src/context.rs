@@ -10,19 +10,15 @@ use argus_domain::{Scope, Viewer, policy};
 use argus_matrix::Connector;
 use argus_store::Store;
 
-use crate::{Admission, CursorKey, Error, Result};
+use crate::{CursorKey, Error, Result};
 
-/// Page sizes and ingestion caps.
+/// Page sizes and the cost limit of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `first` when the caller gives none.
     pub default_page_size: u32,
     /// The largest `first` accepted.
     pub max_page_size: u32,
-    /// `maxMessages` when the caller gives none.
-    pub default_max_messages: u32,
-    /// The largest `maxMessages` accepted.
-    pub hard_max_messages: u32,
     /// The most items (rooms, messages, audit records) one request may ask for: each
     /// connection costs its page size times one plus what each of its nodes asks for, summed
     /// over every connection and alias of the document.
@@ -31,102 +27,57 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            default_page_size: 50,
-            max_page_size: 500,
-            max_items_per_request: 10_000,
-            default_max_messages: argus_matrix::DEFAULT_MAX_MESSAGES,
-            hard_max_messages: argus_matrix::HARD_MAX_MESSAGES,
-        }
+        Self { default_page_size: 50, max_page_size: 500, max_items_per_request: 10_000 }
     }
 }
 
-/// Counters of the ingestion use-case, exported by the server as Prometheus metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Ingestions that stored a room.
-    pub ingestions_succeeded: AtomicU64,
-    /// Ingestions that failed (each wrote a FAILED audit record).
-    pub ingestions_failed: AtomicU64,
-    /// Ingestion calls refused before anything ran and not audited: a token without
-    /// `tchap:ingest`, malformed input, too many running, or too many from one caller.
-    pub ingestions_refused: AtomicU64,
-    /// Message events received from homeservers.
-    pub messages_fetched: AtomicU64,
-    /// Messages newly stored.
-    pub messages_stored: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// The shared services behind every request. Build once, share in an `Arc`.
+/// The services behind every request: the application services ([`argus_ingest::Services`]:
+/// store, connector, admission, ingestion caps and counters) and what only the API has (the
+/// cursor key, page sizes, the posting policy). Build once, share in an `Arc`.
 #[derive(Debug)]
 pub struct Services {
-    /// The database.
+    /// The application services, shared with the CLI and the scheduler.
+    pub app: Arc<argus_ingest::Services>,
+    /// The database (the application services' store).
     pub store: Store,
-    /// The Matrix connector.
+    /// The Matrix connector (the application services' connector).
     pub connector: Connector,
     /// The key that signs pagination cursors.
     pub cursor_key: CursorKey,
-    /// Page sizes and caps.
+    /// Page sizes and the cost limit.
     pub limits: Limits,
-    /// Ingestion counters.
-    pub metrics: Metrics,
-    /// Bounds on ingestions running at once and started per caller.
-    pub admission: Admission,
     /// The write-down guard and marking of notes posted into rooms.
     pub post_policy: argus_domain::PostPolicy,
-    /// Notified after every successful ingestion (wakes the fusion relay).
-    pub on_ingested: Option<Arc<tokio::sync::Notify>>,
-    /// One permit per pooled connection: callers past the pool's size wait here, in turn and
-    /// without holding a thread, instead of as blocked threads on the pool.
-    store_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Services {
-    /// Bundles the services with default limits and a random cursor key.
+    /// Bundles default application services over `store` and `connector` with default limits
+    /// and a random cursor key.
     pub fn new(store: Store, connector: Connector) -> Self {
-        let slots = usize::try_from(store.pool_size()).unwrap_or(1).max(1);
+        Self::over(Arc::new(argus_ingest::Services::new(store, connector)))
+    }
+
+    /// The API's services over the application services `app`, with default limits and a
+    /// random cursor key.
+    pub fn over(app: Arc<argus_ingest::Services>) -> Self {
         Self {
-            store_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
-            store,
-            connector,
+            store: app.store.clone(),
+            connector: app.connector.clone(),
+            app,
             cursor_key: CursorKey::random(),
             limits: Limits::default(),
-            metrics: Metrics::default(),
-            admission: Admission::default(),
             post_policy: argus_domain::PostPolicy::default(),
-            on_ingested: None,
         }
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free
-    /// for it (at most the pool's connection timeout, then `Unavailable` as the pool would say).
+    /// for it ([`argus_ingest::Services::with_store`]).
     pub async fn with_store<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
     {
-        let permit = tokio::time::timeout(
-            self.store.connection_timeout(),
-            Arc::clone(&self.store_slots).acquire_owned(),
-        )
-        .await
-        .map_err(|_| Error::Store(argus_store::Error::Unavailable))?
-        .map_err(|_| Error::Internal)?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = f(&store);
-            drop(permit);
-            result
-        })
-        .await
-        .map_err(|_| Error::Internal)?
-        .map_err(Error::from)
+        self.app.with_store(f).await.map_err(Error::from)
     }
 }
 

@@ -56,6 +56,9 @@ pub enum Error {
     /// The store failed; the details stay in the server log.
     #[error("internal error")]
     Store(#[from] argus_store::Error),
+    /// Watched rooms need a key to keep their Matrix tokens, and none is configured.
+    #[error("watched rooms are not enabled on this server (no token key is configured)")]
+    WatchesDisabled,
     /// A background task failed (panicked or was cancelled).
     #[error("internal error")]
     Internal,
@@ -74,6 +77,7 @@ impl Error {
             Self::TooCostly { .. } => "LIMIT_EXCEEDED",
             Self::Busy(_) => "BUSY",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
+            Self::WatchesDisabled => "WATCHES_DISABLED",
             Self::Connector(e) => e.code(),
             Self::Store(e) if e.is_retryable() => "UNAVAILABLE",
             Self::Store(argus_store::Error::Withheld) => "ABOVE_CLEARANCE",
@@ -122,6 +126,24 @@ impl From<argus_domain::Error> for Error {
             argus_domain::Error::MissingScope(scope) => Self::Forbidden(scope),
             e @ argus_domain::Error::WriteDown { .. } => Self::WriteDown(e.to_string()),
             other => Self::InvalidInput(other.to_string()),
+        }
+    }
+}
+
+impl From<argus_ingest::Error> for Error {
+    fn from(e: argus_ingest::Error) -> Self {
+        use argus_ingest::Error as E;
+        match e {
+            E::Forbidden(scope) => Self::Forbidden(scope),
+            E::InvalidInput(m) => Self::InvalidInput(m),
+            E::AboveClearance => Self::AboveClearance,
+            E::Busy(on) => Self::Busy(on),
+            E::TooManyRequests => Self::TooManyRequests,
+            E::NotFound(what) => Self::NotFound(what),
+            E::Connector(e) => Self::Connector(e),
+            E::Store(e) => Self::Store(e),
+            E::WatchesDisabled => Self::WatchesDisabled,
+            _ => Self::Internal,
         }
     }
 }

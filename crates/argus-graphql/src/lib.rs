@@ -16,7 +16,6 @@
 //! assert!(sdl.contains("ingestTchapRoom(input: IngestTchapRoomInput!): IngestTchapRoomPayload!"));
 //! ```
 
-mod admission;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
@@ -24,12 +23,11 @@ mod context;
 mod cost;
 mod cursor;
 mod error;
-pub mod ingest;
 pub mod post;
 pub mod schema;
 
-pub use admission::{Admission, AdmissionLimits, Admitted};
-pub use context::{Context, Limits, Metrics, Services};
+pub use argus_ingest::{Admission, AdmissionLimits, Admitted, Metrics, ingest};
+pub use context::{Context, Limits, Services};
 pub use cursor::{CursorKey, CursorKind};
 pub use error::{Error, Result};
 pub use schema::{ReadOnlySchema, Schema, SchemaOptions, build_read_only_schema, build_schema, schema_sdl};

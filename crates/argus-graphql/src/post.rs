@@ -114,7 +114,7 @@ fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String 
 pub async fn post_note(services: &Services, viewer: &Viewer, request: PostRequest) -> Result<PostSummary> {
     let started_at = OffsetDateTime::now_utc();
     let caller = format!("{}/{}", viewer.org, viewer.actor);
-    services.admission.check_caller(&caller)?;
+    services.app.admission.check_caller(&caller)?;
     let body = services.post_policy.marked(request.classification, &request.body);
     let mut evidence = PostEvidence::of(&body);
     let result = send(services, viewer, &request, &body).await;

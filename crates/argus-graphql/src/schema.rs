@@ -187,6 +187,8 @@ pub struct IngestTchapRoomInput {
     pub max_messages: Option<i32>,
     /// The account's recovery key (Element security key or legacy key-backup recovery key): end-to-end encrypted history is decrypted from the account's key backup. Used for this call only; never returned, stored, logged or audited.
     pub recovery_key: Option<String>,
+    /// Read only older history, from where the room's last backwards read stopped (a backfill), instead of what is new since its last ingestion followed by older history with what is left of the cap. Rooms of any size are captured whole over several calls, each bounded by maxMessages.
+    pub backfill: Option<bool>,
 }
 
 /// Input of `postTchapMessage`. It has no `Debug`: nothing can print the access token it holds
@@ -228,8 +230,15 @@ impl Mutation {
             classification: input.classification.into(),
             max_messages: input.max_messages.map(i64::from),
             recovery_key: input.recovery_key.map(argus_domain::Secret::new),
+            reach: if input.backfill == Some(true) {
+                ingest::Reach::Backfill
+            } else {
+                ingest::Reach::Current
+            },
+            trigger: ingest::Trigger::Manual,
         };
-        let done = ingest::ingest_room(context.services(), context.viewer(), request, &mut |_| {}).await?;
+        let done =
+            ingest::ingest_room(&context.services().app, context.viewer(), request, &mut |_| {}).await?;
         Ok(IngestTchapRoomPayload {
             room: TchapRoom(done.room),
             messages_fetched: count(done.report.messages),

@@ -90,6 +90,11 @@ pub struct FetchOptions {
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        Self { max_messages: DEFAULT_MAX_MESSAGES, since: None, backfill_from: None, batch_pages: DEFAULT_BATCH_PAGES }
+        Self {
+            max_messages: DEFAULT_MAX_MESSAGES,
+            since: None,
+            backfill_from: None,
+            batch_pages: DEFAULT_BATCH_PAGES,
+        }
     }
 }

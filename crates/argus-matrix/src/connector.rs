@@ -375,7 +375,8 @@ impl Connector {
             }
             tracing::debug!(page = pages, events, "read a page");
         }
-        let mut last = self.batch(target, room, &mut norm, &state, !forward, false, &mut confirmations_left).await?;
+        let mut last =
+            self.batch(target, room, &mut norm, &state, !forward, false, &mut confirmations_left).await?;
         last.report.truncated = truncated;
         last.resume_token = resume_token;
         last.history = history;

@@ -369,7 +369,11 @@ impl Normaliser {
     /// messages outside it. With `hold_unresolved` (a backwards read with pages still to come,
     /// where an edit arrives before its original), edits and redactions whose target is not in
     /// the batch wait for the next batch instead. The report is the run's so far.
-    pub(crate) fn take_batch(&mut self, newest_first: bool, hold_unresolved: bool) -> (Normalised, FetchReport) {
+    pub(crate) fn take_batch(
+        &mut self,
+        newest_first: bool,
+        hold_unresolved: bool,
+    ) -> (Normalised, FetchReport) {
         let mut messages = std::mem::take(&mut self.messages);
         let mut edits = std::mem::take(&mut self.edits);
         let redactions = std::mem::take(&mut self.redactions);

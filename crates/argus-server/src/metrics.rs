@@ -139,7 +139,7 @@ fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64
 
 impl Collector for ServiceCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let m = &self.services.metrics;
+        let m = &self.services.app.metrics;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         {
             let mut family = encoder.encode_descriptor(
@@ -341,7 +341,7 @@ mod tests {
         let m = HttpMetrics::new(Arc::clone(&services));
         m.record_request("/graphql", "POST", 200, Duration::from_millis(3));
         m.record_operation("query", "ok");
-        services.metrics.ingestions_failed.fetch_add(2, Ordering::Relaxed);
+        services.app.metrics.ingestions_failed.fetch_add(2, Ordering::Relaxed);
         let text = m.render();
         assert!(
             text.contains("argus_http_requests_total{route=\"/graphql\",method=\"POST\",status=\"200\"} 1")

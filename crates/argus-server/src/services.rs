@@ -54,20 +54,21 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     let store = open_store(config).await?;
     let connector = Connector::new(connector_config(config))
         .map_err(|e| Error::Config(format!("matrix configuration: {e}")))?;
-    let mut services = Services::new(store.clone(), connector);
-    services.admission = Admission::new(AdmissionLimits {
+    let mut app = argus_ingest::Services::new(store.clone(), connector);
+    app.admission = Admission::new(AdmissionLimits {
         max_concurrent: config.matrix.max_concurrent_ingestions,
         max_concurrent_per_homeserver: config.matrix.max_concurrent_per_homeserver,
         per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
     });
-    services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
-    services.post_policy = config.post.policy();
     let relay = if config.fusion.enabled {
         let relay = relay(config, store)?;
-        services.on_ingested = Some(relay.waker());
+        app.on_ingested = Some(relay.waker());
         Some(relay)
     } else {
         None
     };
+    let mut services = Services::over(Arc::new(app));
+    services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
+    services.post_policy = config.post.policy();
     Ok(Assembled { services: Arc::new(services), relay })
 }

@@ -6,8 +6,8 @@
 //! therefore serialised per chain, and concurrent ingestions of one room cannot interleave.
 
 use argus_domain::{
-    Classification, EventId, HistoryPosition, IngestionOutcome, IngestionRecord, MessageEdit, MessageRecord, MessageVersion,
-    NewIngestion, Redaction, RoomSnapshot, StoredRoom, UserId, Viewer, policy, to_unix_ms,
+    Classification, EventId, HistoryPosition, IngestionOutcome, IngestionRecord, MessageEdit, MessageRecord,
+    MessageVersion, NewIngestion, Redaction, RoomSnapshot, StoredRoom, UserId, Viewer, policy, to_unix_ms,
 };
 use diesel::{
     BoolExpressionMethods as _, ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, RunQueryDsl,
@@ -1087,7 +1087,11 @@ pub(crate) fn begin_run(
 /// Commits some pages of a streamed run with the room's positions, in one transaction holding
 /// the room's lock (not the organisation's: runs of other rooms go on), and renews the run's
 /// lease. Fails with [`Error::Invalid`] when the run's row is gone (closed as interrupted).
-pub(crate) fn commit_pages(conn: &mut DbConn, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<PagesResult> {
+pub(crate) fn commit_pages(
+    conn: &mut DbConn,
+    ticket: &RunTicket,
+    pages: &RoomSnapshot,
+) -> Result<PagesResult> {
     use crate::schema::ingestion_runs as r;
     validate(pages)?;
     if pages.room_id != ticket.room_id || pages.homeserver_url != ticket.homeserver_url {
@@ -1133,10 +1137,11 @@ pub(crate) fn finish_run(
     use crate::schema::ingestion_runs as r;
     let org = ticket.run.viewer.org.as_str();
     in_org_transaction(conn, org, |conn| {
-        let count: Option<i64> = diesel::delete(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
-            .returning(r::message_count)
-            .get_result(conn)
-            .optional()?;
+        let count: Option<i64> =
+            diesel::delete(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
+                .returning(r::message_count)
+                .get_result(conn)
+                .optional()?;
         let Some(message_count) = count else {
             return Err(Error::invalid("ingestion run", "it was closed as interrupted"));
         };
@@ -1152,7 +1157,8 @@ pub(crate) fn finish_run(
 }
 
 /// The error an interrupted run's audit record keeps.
-pub const INTERRUPTED: &str = "the run was interrupted (its process stopped); the pages it had committed are kept";
+pub const INTERRUPTED: &str =
+    "the run was interrupted (its process stopped); the pages it had committed are kept";
 
 /// Audits every run whose lease expired before `now` as FAILED with [`INTERRUPTED`] and what
 /// its committed pages stored, and removes it. Two processes closing at once close each run
@@ -1174,7 +1180,14 @@ pub(crate) fn close_interrupted_runs(
         let record = in_org_transaction(conn, &org, |conn| {
             let row: Option<(String, String, String, i16, i64, i64)> =
                 diesel::delete(r::table.filter(r::id.eq(id)).filter(r::lease_until.lt(to_unix_ms(now))))
-                    .returning((r::actor, r::room_id, r::homeserver_url, r::classification, r::started_at, r::message_count))
+                    .returning((
+                        r::actor,
+                        r::room_id,
+                        r::homeserver_url,
+                        r::classification,
+                        r::started_at,
+                        r::message_count,
+                    ))
                     .get_result(conn)
                     .optional()?;
             let Some((actor, room_id, homeserver_url, level, started_at, message_count)) = row else {

@@ -66,7 +66,15 @@ pub const BASE_TS: i64 = 1_767_225_600_000;
 const DEFAULT_ROOM_MESSAGES: usize = 3;
 
 /// Message counts of the rooms of the any-room responder, by room id.
-type Rooms = Arc<Mutex<HashMap<String, usize>>>;
+type Rooms = Arc<Mutex<HashMap<String, RoomSpec>>>;
+
+/// A room of the any-room responder: its messages, and from where its history cannot be read.
+#[derive(Debug, Clone, Copy)]
+struct RoomSpec {
+    count: usize,
+    /// Pages of events before this position answer `M_FORBIDDEN` (a read cut mid-way).
+    cut_below: Option<usize>,
+}
 
 /// A running mock homeserver (see the [module documentation](self) for its three uses).
 pub struct MockHomeserver {
@@ -390,7 +398,10 @@ impl MockHomeserver {
     /// `M_UNKNOWN_TOKEN`), `/rooms/{room}/state` and `/rooms/{room}/messages` of a room whose id
     /// starts with `!forbidden` answer `M_FORBIDDEN`, of one starting with `!missing`
     /// `M_NOT_FOUND`; any other room has a name, a topic, two members and its messages (see
-    /// [`Self::room`]), all in one backwards page; a forwards read finds nothing new.
+    /// [`Self::room`]; a room whose id starts with `!slow` takes [`SLOW_PAGE`] over each page),
+    /// paginated as a homeserver does: tokens `t{n}` are positions in the
+    /// timeline, a page holds at most `limit` events (default 10), backwards pages omit `end` at
+    /// the start of the room, and a forwards read from the live end finds what was added since.
     pub async fn serve_any_room(&self) {
         Mock::given(method("GET"))
             .respond_with(AnyRoom { rooms: Arc::clone(&self.rooms) })
@@ -415,10 +426,22 @@ impl MockHomeserver {
     }
 
     /// Gives `room` `count` messages (`message 0`.. one minute apart from [`BASE_TS`]) in the
-    /// any-room responder (default 3).
+    /// any-room responder (default 3). Calling it again with a larger count adds messages.
     pub fn room(&self, room: &str, count: usize) {
         if let Ok(mut rooms) = self.rooms.lock() {
-            rooms.insert(room.to_owned(), count);
+            let spec = rooms.entry(room.to_owned()).or_insert(RoomSpec { count, cut_below: None });
+            spec.count = count;
+        }
+    }
+
+    /// Makes pages of `room` reaching before message `position` answer `M_FORBIDDEN` (`None`:
+    /// readable again), as when an account loses access to older history mid-read.
+    pub fn cut_room_below(&self, room: &str, position: Option<usize>) {
+        if let Ok(mut rooms) = self.rooms.lock() {
+            let spec = rooms
+                .entry(room.to_owned())
+                .or_insert(RoomSpec { count: DEFAULT_ROOM_MESSAGES, cut_below: None });
+            spec.cut_below = position;
         }
     }
 }
@@ -467,28 +490,52 @@ impl Respond for AnyRoom {
         if room.starts_with("!missing") {
             return matrix_error(404, "M_NOT_FOUND");
         }
-        let count = self
+        let spec = self
             .rooms
             .lock()
-            .map(|m| m.get(room).copied().unwrap_or(DEFAULT_ROOM_MESSAGES))
-            .unwrap_or(DEFAULT_ROOM_MESSAGES);
+            .ok()
+            .and_then(|m| m.get(room).copied())
+            .unwrap_or(RoomSpec { count: DEFAULT_ROOM_MESSAGES, cut_below: None });
         match endpoint {
             "state" => ResponseTemplate::new(200).set_body_json(any_room_state(room)),
-            "messages" => {
-                let forward = request.url.query_pairs().any(|(k, v)| k == "dir" && v == "f");
-                if forward {
-                    // Nothing new since the last read.
-                    let from =
-                        request.url.query_pairs().find(|(k, _)| k == "from").map(|(_, v)| v.into_owned());
-                    ResponseTemplate::new(200).set_body_json(json!({ "start": from, "chunk": [] }))
-                } else {
-                    let chunk: Vec<Value> = (0..count).rev().map(|i| any_room_message(room, i)).collect();
-                    ResponseTemplate::new(200).set_body_json(json!({ "start": "s_live_1", "chunk": chunk }))
-                }
-            }
+            "messages" => any_room_page(request, room, spec),
             _ => matrix_error(404, "M_UNRECOGNIZED"),
         }
     }
+}
+
+/// How long the any-room responder takes over each page of a room whose id starts with `!slow`.
+pub const SLOW_PAGE: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// A `/messages` page of the any-room responder.
+fn any_room_page(request: &Request, room: &str, spec: RoomSpec) -> ResponseTemplate {
+    let query = |key: &str| request.url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
+    let forward = query("dir").as_deref() == Some("f");
+    let limit = query("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(10).max(1);
+    // A token is a position in the timeline; one this responder did not issue is the live end.
+    let from = query("from").and_then(|t| t.strip_prefix('t').and_then(|n| n.parse::<usize>().ok()));
+    let position = from.unwrap_or(spec.count).min(spec.count);
+    let (range, end) = if forward {
+        let stop = (position + limit).min(spec.count);
+        (position..stop, (stop > position).then(|| format!("t{stop}")))
+    } else {
+        let stop = position.saturating_sub(limit);
+        (stop..position, (stop > 0).then(|| format!("t{stop}")))
+    };
+    if spec.cut_below.is_some_and(|cut| range.start < cut && !range.is_empty()) {
+        return matrix_error(403, "M_FORBIDDEN");
+    }
+    let mut chunk: Vec<Value> = range.map(|i| any_room_message(room, i)).collect();
+    if !forward {
+        chunk.reverse();
+    }
+    let mut page = json!({ "start": format!("t{position}"), "chunk": chunk });
+    if let Some(end) = end {
+        page["end"] = json!(end);
+    }
+    let response = ResponseTemplate::new(200).set_body_json(page);
+    // A slow homeserver, for runs that must still be under way when something happens to them.
+    if room.starts_with("!slow") { response.set_delay(SLOW_PAGE) } else { response }
 }
 
 /// The any-room responder of sends: with [`MATRIX_TOKEN`], a send into any room but a

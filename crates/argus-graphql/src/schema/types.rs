@@ -120,7 +120,7 @@ pub enum GqlIngestionOutcome {
     /// Everything was stored.
     #[graphql(name = "SUCCEEDED")]
     Succeeded,
-    /// Nothing was stored but the audit record.
+    /// The run stopped on an error: messageCount says what the pages it had committed stored (0: nothing but the audit record was written).
     #[graphql(name = "FAILED")]
     Failed,
 }
@@ -198,6 +198,11 @@ impl TchapRoom {
     /// When the room was last ingested.
     fn last_ingested_at(&self) -> DateTime {
         DateTime(self.0.last_ingested_at)
+    }
+
+    /// Whether the archive holds the room's history back to its start (a backfill reached it); false while older history remains to be read.
+    fn history_complete(&self) -> bool {
+        self.0.history_complete
     }
 
     /// Stored messages the caller may see.

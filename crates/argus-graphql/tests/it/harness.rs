@@ -71,6 +71,12 @@ impl Harness {
         Self { services: Arc::new(Services::new(store, connector)), schema: build_schema(options), hs, dir }
     }
 
+    /// The application services, for tests that change them before any request.
+    pub(crate) fn app_mut(&mut self) -> &mut argus_ingest::Services {
+        let services = Arc::get_mut(&mut self.services).unwrap_or_else(|| panic!("services are shared"));
+        Arc::get_mut(&mut services.app).unwrap_or_else(|| panic!("application services are shared"))
+    }
+
     /// The store's SQLite file, for tests that tamper with it as someone with file access would.
     pub(crate) fn database(&self) -> std::path::PathBuf {
         self.dir.path().join("argus.db")

@@ -43,7 +43,7 @@ async fn ingests_a_room_and_reingestion_stores_nothing_twice() {
 
     let trail = audit(&h, "dgsi").await;
     assert_eq!(trail["totalCount"], 2);
-    let m = h.services.metrics.ingestions_succeeded.load(std::sync::atomic::Ordering::Relaxed);
+    let m = h.services.app.metrics.ingestions_succeeded.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(m, 2);
 }
 
@@ -71,7 +71,10 @@ async fn every_failure_has_a_code_and_every_admitted_one_a_failed_audit_record_w
         (with(base("!ok:tchap.test"), "homeserverUrl", json!("http://169.254.169.254")), "OUTBOUND_POLICY"),
         (with(base("!ok:tchap.test"), "classification", json!("SECRET")), "ABOVE_CLEARANCE"),
         (with(base("!ok:tchap.test"), "maxMessages", json!(0)), "INVALID_INPUT"),
-        (with(base("!ok:tchap.test"), "maxMessages", json!(100_001)), "INVALID_INPUT"),
+        (
+            with(base("!ok:tchap.test"), "maxMessages", json!(argus_matrix::HARD_MAX_STREAMED_MESSAGES + 1)),
+            "INVALID_INPUT",
+        ),
         (with(base("!ok:tchap.test"), "accessToken", json!("")), "INVALID_INPUT"),
     ];
     // Malformed input is refused before anything runs: counted, not audited.
@@ -86,7 +89,7 @@ async fn every_failure_has_a_code_and_every_admitted_one_a_failed_audit_record_w
     }
     let trail = audit(&h, "dgsi").await;
     assert_eq!(trail["totalCount"], n, "{trail:#}");
-    let counted = h.services.metrics.ingestions_refused.load(std::sync::atomic::Ordering::Relaxed);
+    let counted = h.services.app.metrics.ingestions_refused.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(counted, refused as u64);
     for edge in trail["edges"].as_array().unwrap() {
         let node = &edge["node"];
@@ -114,7 +117,7 @@ async fn without_the_ingest_scope_the_mutation_is_forbidden_counted_and_not_audi
     }
     let trail = audit(&h, "dgsi").await;
     assert_eq!(trail["totalCount"], 0, "{trail:#}");
-    assert_eq!(h.services.metrics.ingestions_refused.load(std::sync::atomic::Ordering::Relaxed), 20);
+    assert_eq!(h.services.app.metrics.ingestions_refused.load(std::sync::atomic::Ordering::Relaxed), 20);
 }
 
 /// Ingestions running at once are bounded (in all and per homeserver), and one caller may
@@ -143,7 +146,7 @@ async fn concurrent_and_repeated_ingestions_are_bounded() {
     // Through the mutation: a caller over its rate gets TOO_MANY_REQUESTS, and no audit record.
     let mut h = Harness::new().await;
     h.hs.room("!rate:tchap.test", 1);
-    std::sync::Arc::get_mut(&mut h.services).expect("unshared services").admission =
+    h.app_mut().admission =
         Admission::new(AdmissionLimits { per_caller_per_minute: 2, ..AdmissionLimits::default() });
     let alice = viewer("dgsi", Secret, &ALL);
     for _ in 0..2 {
@@ -155,7 +158,7 @@ async fn concurrent_and_repeated_ingestions_are_bounded() {
     // Calls that would fail, and be audited, are held to the rate too: the trail cannot be
     // flooded with failures by one caller.
     let bob = viewer("dgsi", Restricted, &ALL);
-    std::sync::Arc::get_mut(&mut h.services).expect("unshared services").admission =
+    h.app_mut().admission =
         Admission::new(AdmissionLimits { per_caller_per_minute: 3, ..AdmissionLimits::default() });
     let mut codes = Vec::new();
     for _ in 0..6 {
@@ -194,8 +197,7 @@ async fn concurrent_ingestions_of_one_room_store_once_and_audit_twice() {
 async fn a_successful_ingestion_wakes_the_fusion_relay_and_a_failed_one_does_not() {
     let mut h = Harness::new().await;
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    std::sync::Arc::get_mut(&mut h.services).unwrap_or_else(|| panic!("services are shared")).on_ingested =
-        Some(std::sync::Arc::clone(&wake));
+    h.app_mut().on_ingested = Some(std::sync::Arc::clone(&wake));
     // `timeout` polls the wait once before looking at the clock: Ok exactly when a wake-up is
     // already pending.
     let woken = || tokio::time::timeout(std::time::Duration::ZERO, wake.notified());

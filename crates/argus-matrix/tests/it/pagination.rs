@@ -161,7 +161,11 @@ async fn invalid_options_are_refused_before_any_request() {
     let c = Hs::connector();
     for options in [
         FetchOptions { max_messages: 0, since: None, ..FetchOptions::default() },
-        FetchOptions { max_messages: argus_matrix::HARD_MAX_MESSAGES + 1, since: None, ..FetchOptions::default() },
+        FetchOptions {
+            max_messages: argus_matrix::HARD_MAX_MESSAGES + 1,
+            since: None,
+            ..FetchOptions::default()
+        },
         FetchOptions { max_messages: 10, since: Some(String::new()), ..FetchOptions::default() },
     ] {
         let err = c.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();

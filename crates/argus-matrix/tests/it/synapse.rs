@@ -461,15 +461,29 @@ async fn more_than_two_pages_are_read_completely_and_resumed() {
     assert_eq!(paged.messages, snapshot.messages);
 
     // A capped read keeps the newest messages and says it is truncated.
-    let capped =
-        hs.fetch_as(&alice, &room, &FetchOptions { max_messages: 1_200, since: None, ..FetchOptions::default() }).await.unwrap();
+    let capped = hs
+        .fetch_as(
+            &alice,
+            &room,
+            &FetchOptions { max_messages: 1_200, since: None, ..FetchOptions::default() },
+        )
+        .await
+        .unwrap();
     assert!(capped.report.truncated);
     assert_eq!(capped.messages[..], snapshot.messages[COUNT - 1_200..]);
 
     // Resuming from the snapshot's token reads only what is new.
     let newer = send_many(&alice, &room, 3).await;
     let resumed = hs
-        .fetch_as(&alice, &room, &FetchOptions { max_messages: 1_000, since: snapshot.resume_token.clone(), ..FetchOptions::default() })
+        .fetch_as(
+            &alice,
+            &room,
+            &FetchOptions {
+                max_messages: 1_000,
+                since: snapshot.resume_token.clone(),
+                ..FetchOptions::default()
+            },
+        )
         .await
         .unwrap();
     let new_ids: BTreeSet<String> = resumed.messages.iter().map(|m| m.event_id.as_str().to_owned()).collect();

@@ -1,0 +1,108 @@
+//! The error type of the application services, with stable codes; the API layers map it.
+
+use argus_domain::Scope;
+
+/// Result type of the application services.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an ingestion, a backfill or a watch operation failed.
+///
+/// Messages never contain a token, SQL, a file path or anything above the caller's clearance.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller's token lacks the scope the operation needs.
+    #[error("this operation requires the scope {0}")]
+    Forbidden(Scope),
+    /// An argument or input field was rejected.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The requested classification is above the caller's clearance (or the room is already
+    /// stored above it).
+    #[error("the requested classification exceeds the caller's clearance")]
+    AboveClearance,
+    /// Too many ingestions are running (on this server, or against this homeserver); try
+    /// again shortly.
+    #[error("too many ingestions are running on {0}; try again shortly")]
+    Busy(&'static str),
+    /// The caller started too many ingestions in the last minute.
+    #[error("too many ingestions started by this caller; try again in a minute")]
+    TooManyRequests,
+    /// What the call names is absent, or withheld from the caller (the two look alike).
+    #[error("not found: {0}")]
+    NotFound(&'static str),
+    /// The Matrix connector failed (its own stable code is used).
+    #[error("{0}")]
+    Connector(#[from] argus_matrix::Error),
+    /// The store failed; the details stay in the server log.
+    #[error("internal error")]
+    Store(#[from] argus_store::Error),
+    /// Watched rooms need a key to keep their Matrix tokens, and none is configured.
+    #[error("watched rooms are not enabled on this server (no token key is configured)")]
+    WatchesDisabled,
+    /// A background task failed (panicked or was cancelled).
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::InvalidInput(_) => "INVALID_INPUT",
+            Self::AboveClearance => "ABOVE_CLEARANCE",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Busy(_) => "BUSY",
+            Self::TooManyRequests => "TOO_MANY_REQUESTS",
+            Self::WatchesDisabled => "WATCHES_DISABLED",
+            Self::Connector(e) => e.code(),
+            Self::Store(e) if e.is_retryable() => "UNAVAILABLE",
+            Self::Store(argus_store::Error::Withheld) => "ABOVE_CLEARANCE",
+            Self::Store(argus_store::Error::Invalid(_)) => "INVALID_INPUT",
+            Self::Store(_) | Self::Internal => "INTERNAL",
+        }
+    }
+
+    /// The message shown to the caller (and kept in a FAILED audit record): never a token,
+    /// SQL or path.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Store(e) if e.is_retryable() => "the service is temporarily unavailable".to_owned(),
+            Self::Store(argus_store::Error::Withheld) => Self::AboveClearance.to_string(),
+            Self::Store(argus_store::Error::Invalid(e)) => format!("invalid input: {e}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// [`Error::public_message`] with `token` scrubbed should it ever appear: what an audit
+    /// record or a log line keeps of a call made with that token.
+    pub fn message_without(&self, token: &argus_domain::AccessToken) -> String {
+        let message = self.public_message();
+        let secret = token.expose_secret();
+        if secret.len() >= 8 && message.contains(secret) {
+            message.replace(secret, "[redacted]")
+        } else {
+            message
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connector(e) => e.is_retryable(),
+            Self::Store(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+impl From<argus_domain::Error> for Error {
+    fn from(e: argus_domain::Error) -> Self {
+        match e {
+            argus_domain::Error::AboveClearance { .. } => Self::AboveClearance,
+            argus_domain::Error::MissingScope(scope) => Self::Forbidden(scope),
+            other => Self::InvalidInput(other.to_string()),
+        }
+    }
+}

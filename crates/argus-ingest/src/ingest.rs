@@ -1,0 +1,453 @@
+//! The ingestion use-case shared by the `ingestTchapRoom` mutation, the `ingest` and `backfill`
+//! commands and the scheduler: validate -> admission -> a streamed read, committed batch by
+//! batch with the room's positions -> one audit record.
+//!
+//! A run reads forward from where the room's last run stopped (or, the first time, backwards
+//! from the live end, newest first), then spends what is left of its cap on older history from
+//! the stored backward position; a backfill reads only older history. Every batch of pages is
+//! committed with the positions after it, so a run stopped anywhere (an error, a kill) keeps
+//! what it committed and the next run resumes there: no gap, no duplicate.
+//!
+//! Every admitted run ends with one audit record, appended at its end: SUCCEEDED, or FAILED
+//! with the messages its committed pages stored (never with the token in it). A run whose
+//! process died is audited once its lease expires ([`argus_store::Store::close_interrupted_runs`]).
+//! Calls refused before anything runs (a token without `tchap:ingest`, malformed input, too
+//! many ingestions running or started by the caller) are counted and logged instead: the
+//! permanent trail is not for refusals anyone can repeat.
+
+use argus_domain::{
+    AccessToken, Classification, FetchReport, HomeserverUrl, IngestionOutcome, IngestionRecord, NewIngestion,
+    RoomId, Scope, StoredRoom, Viewer, policy,
+};
+use argus_matrix::FetchOptions;
+use argus_store::{IngestionRun, RunTicket};
+use time::OffsetDateTime;
+
+use crate::{Error, Metrics, Result, Services};
+
+/// Which part of the room's timeline a run reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// What is new since the room's last run (the first time: the newest messages), then older
+    /// history with what is left of the cap.
+    #[default]
+    Current,
+    /// Older history only, from where the last backwards read stopped.
+    Backfill,
+}
+
+/// Who started a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Trigger {
+    /// A caller, through the API or the CLI.
+    #[default]
+    Manual,
+    /// The scheduler, for a watched room (the actor is the watch's owner).
+    Scheduled,
+}
+
+/// What to ingest, as the caller gave it (validated by [`ingest_room`]). `Debug` shows the
+/// token as `[redacted]`.
+#[derive(Debug)]
+pub struct IngestRequest {
+    /// Base URL of the homeserver.
+    pub homeserver_url: String,
+    /// The caller's Matrix access token, for this call only.
+    pub access_token: AccessToken,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// Classification of the room and every message stored.
+    pub classification: Classification,
+    /// Cap on message events; `None` for the server default.
+    pub max_messages: Option<i64>,
+    /// The account's recovery key, for this call only: encrypted history is decrypted from the
+    /// account's key backup.
+    pub recovery_key: Option<argus_domain::Secret>,
+    /// What part of the timeline to read.
+    pub reach: Reach,
+    /// Who started it.
+    pub trigger: Trigger,
+}
+
+/// What a successful ingestion did.
+#[derive(Debug, Clone)]
+pub struct IngestSummary {
+    /// The room after commit, as the caller sees it.
+    pub room: StoredRoom,
+    /// Messages newly stored.
+    pub messages_stored: i64,
+    /// The SUCCEEDED audit record.
+    pub ingestion: IngestionRecord,
+    /// The connector's completeness report (`report.messages`: message events received), with
+    /// what the store decided about edits and redactions of earlier-stored messages.
+    pub report: FetchReport,
+}
+
+struct Validated {
+    homeserver: HomeserverUrl,
+    room_id: RoomId,
+    max_messages: u32,
+}
+
+fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Result<Validated> {
+    policy::require_scope(viewer, Scope::Ingest)?;
+    let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
+    let room_id: RoomId = request.room_id.parse()?;
+    if !request.access_token.is_well_formed() {
+        return Err(Error::InvalidInput("the access token is empty or malformed".into()));
+    }
+    policy::check_may_classify(viewer, request.classification)?;
+    let limits = services.limits;
+    let max_messages = match request.max_messages {
+        None => limits.default_max_messages.min(limits.hard_max_messages),
+        Some(n) => {
+            u32::try_from(n).ok().filter(|n| (1..=limits.hard_max_messages).contains(n)).ok_or_else(|| {
+                Error::InvalidInput(format!("maxMessages must be between 1 and {}", limits.hard_max_messages))
+            })?
+        }
+    };
+    services.connector.check_homeserver(&homeserver)?;
+    Ok(Validated { homeserver, room_id, max_messages })
+}
+
+/// Runs one ingestion for `viewer`, calling `on_page` with the run's report after every page
+/// the connector reads.
+///
+/// On failure the run's audit record says FAILED (best effort: if that cannot be written now,
+/// it is retried in the background, and the run's lease makes sure it is written at last) and
+/// the error is returned.
+pub async fn ingest_room(
+    services: &Services,
+    viewer: &Viewer,
+    request: IngestRequest,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<IngestSummary> {
+    let started_at = OffsetDateTime::now_utc();
+    let caller = format!("{}/{}", viewer.org, viewer.actor);
+    // The scheduler's runs are bounded by its own per-homeserver limit, not a caller's rate.
+    let rate = match request.trigger {
+        Trigger::Manual => services.admission.check_caller(&caller),
+        Trigger::Scheduled => Ok(()),
+    };
+    let admitted = rate.and_then(|()| validate(services, viewer, &request)).and_then(|valid| {
+        let origin = NewIngestion::origin_of(valid.homeserver.as_str());
+        let admitted = services.admission.acquire(&origin)?;
+        Ok((valid, admitted))
+    });
+    let (valid, _admitted) = match admitted {
+        Ok(admitted) => admitted,
+        Err(error) if is_refusal(&error) => {
+            Metrics::add(&services.metrics.ingestions_refused, 1);
+            tracing::warn!(
+                actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %error,
+                "ingestion refused (not audited)"
+            );
+            return Err(error);
+        }
+        Err(error) => {
+            Metrics::add(&services.metrics.ingestions_failed, 1);
+            record_failure(services, viewer, &request, started_at, &error).await;
+            return Err(error);
+        }
+    };
+    let run = IngestionRun { viewer: viewer.clone(), classification: request.classification, started_at };
+    let ticket = {
+        let (run, room, homeserver, lease) =
+            (run.clone(), valid.room_id.clone(), valid.homeserver.clone(), services.limits.run_lease);
+        match services.with_store(move |store| store.begin_run(&run, &room, &homeserver, lease)).await {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                Metrics::add(&services.metrics.ingestions_failed, 1);
+                record_failure(services, viewer, &request, started_at, &error).await;
+                return Err(error);
+            }
+        }
+    };
+    let mut progress = Progress::default();
+    let read = read_room(services, &ticket, &request, &valid, &mut progress, on_page).await;
+    let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
+    let finished = finish(services, &ticket, error).await;
+    if progress.stored > 0
+        && let Some(wake) = &services.on_ingested
+    {
+        // New outbox row committed: wake the fusion relay rather than wait for its next poll.
+        wake.notify_one();
+    }
+    Metrics::add(&services.metrics.messages_fetched, progress.report.messages);
+    Metrics::add(&services.metrics.messages_stored, u64::try_from(progress.stored).unwrap_or(0));
+    match (read, finished) {
+        (Ok(()), Ok(record)) => {
+            Metrics::add(&services.metrics.ingestions_succeeded, 1);
+            let room = record.room.ok_or(Error::Store(argus_store::Error::Withheld))?;
+            tracing::info!(
+                actor = %viewer.actor, org = %viewer.org, room = %room.room_id,
+                fetched = progress.report.messages, stored = record.messages_stored,
+                scheduled = request.trigger == Trigger::Scheduled,
+                "ingestion succeeded"
+            );
+            Ok(IngestSummary {
+                room,
+                messages_stored: record.messages_stored,
+                ingestion: record.ingestion,
+                report: progress.report,
+            })
+        }
+        (Ok(()), Err(error)) | (Err(error), _) => {
+            Metrics::add(&services.metrics.ingestions_failed, 1);
+            tracing::warn!(
+                actor = %viewer.actor, org = %viewer.org, code = error.code(),
+                error = %error.message_without(&request.access_token), stored = progress.stored,
+                scheduled = request.trigger == Trigger::Scheduled,
+                "ingestion failed"
+            );
+            Err(error)
+        }
+    }
+}
+
+/// Whether `error` refuses the call before anything ran, without an audit record.
+fn is_refusal(error: &Error) -> bool {
+    matches!(error, Error::Forbidden(_) | Error::InvalidInput(_) | Error::Busy(_) | Error::TooManyRequests)
+}
+
+/// What a run has done so far.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The run's report: the connector's over every read of the run, with the store's
+    /// decisions about edits and redactions of earlier-stored messages.
+    report: FetchReport,
+    /// The connector's reports of the reads already finished.
+    earlier_reads: FetchReport,
+    /// The store's decisions: edits applied, edits ignored, redactions ignored.
+    store_decisions: (u64, u64, u64),
+    /// Messages newly stored by the committed batches.
+    stored: i64,
+}
+
+impl Progress {
+    /// Takes the report so far of the read under way (`read`), and what the store did with a
+    /// batch of it.
+    fn update(&mut self, read: &FetchReport, committed: &argus_store::PagesResult) {
+        self.stored += committed.messages_stored;
+        let decisions = &mut self.store_decisions;
+        decisions.0 += committed.edits_applied;
+        decisions.1 += committed.edits_ignored;
+        decisions.2 += committed.redactions_ignored;
+        let mut report = self.earlier_reads.clone();
+        add_report(&mut report, read);
+        report.edits_applied += decisions.0;
+        report.edits_ignored += decisions.1;
+        report.redactions_ignored += decisions.2;
+        self.report = report;
+    }
+
+    /// Closes the read whose last report is `read`.
+    fn end_read(&mut self, read: &FetchReport) {
+        add_report(&mut self.earlier_reads, read);
+    }
+}
+
+/// The reads of one run, each streamed and committed batch by batch.
+async fn read_room(
+    services: &Services,
+    ticket: &RunTicket,
+    request: &IngestRequest,
+    valid: &Validated,
+    progress: &mut Progress,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<()> {
+    // Where the room's last run stopped, when it was read from the same homeserver.
+    let stored = {
+        let (v, room) = (ticket.run().viewer.clone(), valid.room_id.clone());
+        services.with_store(move |store| store.room(&v, &room)).await?
+    };
+    let stored = stored.filter(|r| r.homeserver_url == valid.homeserver);
+    let (resume, backfill_from, complete) = match &stored {
+        Some(r) => (r.resume_token.clone(), r.backfill_token.clone(), r.history_complete),
+        None => (None, None, false),
+    };
+    let mut budget = valid.max_messages;
+    if request.reach == Reach::Current {
+        // Forwards from the last run's position; the first time, backwards from the live end
+        // (which reads older history too: nothing else to do then).
+        let first_time = resume.is_none();
+        let options = options(services, budget, resume, None);
+        let leg = read_leg(services, ticket, request, valid, options, false, progress, on_page).await?;
+        budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
+        if first_time {
+            return Ok(());
+        }
+    }
+    if complete || budget == 0 {
+        return Ok(());
+    }
+    // Older history, from where the last backwards read stopped (a room stored before positions
+    // were kept: from the live end, skipping what is stored, without moving its forward position).
+    let options = options(services, budget, None, backfill_from);
+    read_leg(services, ticket, request, valid, options, true, progress, on_page).await.map(drop)
+}
+
+fn options(
+    services: &Services,
+    max_messages: u32,
+    since: Option<String>,
+    backfill_from: Option<String>,
+) -> FetchOptions {
+    FetchOptions { max_messages, since, backfill_from, batch_pages: services.limits.batch_pages }
+}
+
+/// One streamed read, its batches committed as they arrive; returns the messages it received.
+#[expect(clippy::too_many_arguments, reason = "one read's whole context")]
+async fn read_leg(
+    services: &Services,
+    ticket: &RunTicket,
+    request: &IngestRequest,
+    valid: &Validated,
+    options: FetchOptions,
+    into_history: bool,
+    progress: &mut Progress,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<u64> {
+    // The room's keys from the account's key backup, held for this read only.
+    let keys = match &request.recovery_key {
+        Some(text) => {
+            let key: argus_matrix::backup::RecoveryKey = text.expose_secret().parse()?;
+            let loaded = services
+                .connector
+                .load_room_keys(&valid.homeserver, &request.access_token, &valid.room_id, &key)
+                .await?;
+            Some(loaded.keys)
+        }
+        None => None,
+    };
+    let mut stream = services.connector.stream_room(
+        valid.homeserver.clone(),
+        request.access_token.clone(),
+        valid.room_id.clone(),
+        options,
+        keys,
+    );
+    let mut read = FetchReport::default();
+    while let Some(batch) = stream.next_batch().await {
+        let mut batch = batch?;
+        if into_history {
+            // Older history never moves the room's forward position.
+            batch.resume_token = None;
+        }
+        read = batch.report.clone();
+        let ticket = ticket.clone();
+        let committed = services.with_store(move |store| store.commit_pages(&ticket, &batch)).await?;
+        progress.update(&read, &committed);
+        on_page(&progress.report);
+    }
+    progress.end_read(&read);
+    Ok(read.messages)
+}
+
+/// Adds the counters of `more` to `report`; `truncated` is `more`'s.
+fn add_report(report: &mut FetchReport, more: &FetchReport) {
+    report.pages += more.pages;
+    report.events_fetched += more.events_fetched;
+    report.messages += more.messages;
+    report.encrypted += more.encrypted;
+    report.decrypted += more.decrypted;
+    for (reason, n) in &more.undecryptable {
+        *report.undecryptable.entry(reason.clone()).or_default() += n;
+    }
+    report.redacted += more.redacted;
+    report.edits_applied += more.edits_applied;
+    report.edits_ignored += more.edits_ignored;
+    report.redactions_ignored += more.redactions_ignored;
+    report.malformed_skipped += more.malformed_skipped;
+    report.foreign_dropped += more.foreign_dropped;
+    report.truncated = more.truncated;
+}
+
+/// Appends the run's audit record; while the store is busy or unreachable, retried in the
+/// background (the run's lease covers a process that stops meanwhile).
+async fn finish(
+    services: &Services,
+    ticket: &RunTicket,
+    error: Option<String>,
+) -> Result<argus_store::RunRecord> {
+    let (t, e) = (ticket.clone(), error.clone());
+    match services.with_store(move |store| store.finish_run(&t, e)).await {
+        Err(Error::Store(store_error)) if store_error.is_retryable() => {
+            tracing::warn!(error = %store_error, "the run's audit record will be retried");
+            let (store, ticket) = (services.store.clone(), ticket.clone());
+            tokio::task::spawn_blocking(move || {
+                retry_record(|| store.finish_run(&ticket, error.clone()).map(drop))
+            });
+            Err(Error::Store(store_error))
+        }
+        other => other,
+    }
+}
+
+async fn record_failure(
+    services: &Services,
+    viewer: &Viewer,
+    request: &IngestRequest,
+    started_at: OffsetDateTime,
+    error: &Error,
+) {
+    let entry = NewIngestion {
+        actor: viewer.actor.clone(),
+        org: viewer.org.clone(),
+        // The store bounds and sanitises both, and keeps only the URL's origin
+        // (`Store::record_failure`).
+        room_id: request.room_id.clone(),
+        homeserver_url: request.homeserver_url.clone(),
+        message_count: 0,
+        classification: request.classification,
+        started_at,
+        finished_at: Some(OffsetDateTime::now_utc()),
+        outcome: IngestionOutcome::Failed,
+        error: Some(error.message_without(&request.access_token)),
+        post: None,
+    };
+    tracing::warn!(
+        actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),
+        "ingestion failed"
+    );
+    let store = services.store.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        let result = store.record_failure(&entry);
+        (result, store, entry)
+    })
+    .await;
+    match first {
+        Ok((Ok(_), ..)) => {}
+        // The database is busy or unreachable (often the very reason the ingestion failed): keep
+        // trying in the background, so the record is not lost and the caller is not kept waiting.
+        Ok((Err(e), store, entry)) if e.is_retryable() => {
+            tracing::warn!(error = %e, "the failed ingestion's audit record will be retried");
+            tokio::task::spawn_blocking(move || retry_record(|| store.record_failure(&entry).map(drop)));
+        }
+        Ok((Err(e), ..)) => {
+            tracing::error!(error = %e, "cannot record the failed ingestion in the audit trail")
+        }
+        Err(_) => tracing::error!("the failed ingestion's audit record was abandoned"),
+    }
+}
+
+/// Writes an audit record while the store reports a retryable error, with exponential backoff
+/// for about half a minute; logs when it gives up.
+fn retry_record(write: impl FnMut() -> argus_store::Result<()>) {
+    use backon::{BlockingRetryable as _, ExponentialBuilder};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(FAILURE_RECORD_FIRST_DELAY)
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(FAILURE_RECORD_RETRIES);
+    let result = write.retry(backoff).sleep(std::thread::sleep).when(argus_store::Error::is_retryable).call();
+    match result {
+        Ok(()) => tracing::info!("the audit record was written after retries"),
+        Err(e) => tracing::error!(error = %e, "cannot write the audit record"),
+    }
+}
+
+/// First wait before retrying an audit record the store refused as busy or unavailable.
+const FAILURE_RECORD_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Retries of an audit record (200 ms doubling to 5 s: about half a minute in all).
+const FAILURE_RECORD_RETRIES: usize = 8;

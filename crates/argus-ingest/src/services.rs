@@ -1,0 +1,121 @@
+//! The application services: store, connector, admission, limits and counters, built once and
+//! shared by every caller (the GraphQL API, the operator CLI, the scheduler).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use argus_matrix::Connector;
+use argus_store::Store;
+
+use crate::{Admission, Error, Result};
+
+/// Ingestion caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Messages one run reads when the caller does not say.
+    pub default_max_messages: u32,
+    /// The most messages one run may read (a room larger than that is read over several runs).
+    pub hard_max_messages: u32,
+    /// Pages committed together: memory is bounded by one batch whatever the room's size.
+    pub batch_pages: u32,
+    /// How long a run holds its journal row without committing; past it, another process
+    /// audits the run as interrupted.
+    pub run_lease: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            default_max_messages: argus_matrix::DEFAULT_MAX_MESSAGES,
+            hard_max_messages: argus_matrix::HARD_MAX_STREAMED_MESSAGES,
+            batch_pages: argus_matrix::DEFAULT_BATCH_PAGES,
+            run_lease: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// Counters of the ingestion use-case, exported by the server as Prometheus metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Ingestions that stored a room.
+    pub ingestions_succeeded: AtomicU64,
+    /// Ingestions that failed (each wrote a FAILED audit record).
+    pub ingestions_failed: AtomicU64,
+    /// Ingestion calls refused before anything ran and not audited: a token without
+    /// `tchap:ingest`, malformed input, too many running, or too many from one caller.
+    pub ingestions_refused: AtomicU64,
+    /// Message events received from homeservers.
+    pub messages_fetched: AtomicU64,
+    /// Messages newly stored.
+    pub messages_stored: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The shared services behind every caller. Build once, share in an `Arc`.
+#[derive(Debug)]
+pub struct Services {
+    /// The database.
+    pub store: Store,
+    /// The Matrix connector.
+    pub connector: Connector,
+    /// Ingestion caps.
+    pub limits: Limits,
+    /// Ingestion counters.
+    pub metrics: Metrics,
+    /// Bounds on ingestions running at once and started per caller.
+    pub admission: Admission,
+    /// Notified after every ingestion that stored something (wakes the fusion relay).
+    pub on_ingested: Option<Arc<tokio::sync::Notify>>,
+    /// One permit per pooled connection: callers past the pool's size wait here, in turn and
+    /// without holding a thread, instead of as blocked threads on the pool.
+    store_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Services {
+    /// Bundles the services with default limits.
+    pub fn new(store: Store, connector: Connector) -> Self {
+        let slots = usize::try_from(store.pool_size()).unwrap_or(1).max(1);
+        Self {
+            store_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            store,
+            connector,
+            limits: Limits::default(),
+            metrics: Metrics::default(),
+            admission: Admission::default(),
+            on_ingested: None,
+        }
+    }
+
+    /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free
+    /// for it (at most the pool's connection timeout, then `Unavailable` as the pool would say).
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
+    {
+        let permit = tokio::time::timeout(
+            self.store.connection_timeout(),
+            Arc::clone(&self.store_slots).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::Store(argus_store::Error::Unavailable))?
+        .map_err(|_| Error::Internal)?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = f(&store);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|_| Error::Internal)?
+        .map_err(Error::from)
+    }
+}

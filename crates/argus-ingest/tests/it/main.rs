@@ -1,0 +1,6 @@
+//! Integration tests of the application services against the mock homeserver, on SQLite and
+//! on PostgreSQL (skipped loudly when PostgreSQL is absent, failing with
+//! `ARGUS_REQUIRE_POSTGRES=1`).
+
+mod streamed;
+mod support;

@@ -1,0 +1,122 @@
+//! Fixtures: application services over a fresh store on each backend and the mock homeserver.
+
+use std::sync::Arc;
+
+use argus_domain::{AccessToken, Classification, Scope, Viewer};
+use argus_ingest::{
+    Services,
+    ingest::{IngestRequest, IngestSummary, Reach, Trigger},
+};
+use argus_matrix::{Connector, ConnectorConfig};
+use argus_store::Store;
+use argus_testkit::homeserver::{MATRIX_TOKEN, MockHomeserver};
+
+/// Instantiates an async suite written once: for each `async fn name(env: Env)` of the calling
+/// module, `sqlite::name` and `postgres::name` (skipped when PostgreSQL is absent).
+macro_rules! backend_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(crate::support::Env::sqlite().await).await; } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() {
+                   let Some(env) = crate::support::Env::postgres().await else { return };
+                   super::$name(env).await;
+               } )*
+        }
+    };
+}
+pub(crate) use backend_suite;
+
+/// What keeps a test database alive.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held for its Drop only")]
+pub(crate) enum Guard {
+    Sqlite(tempfile::TempDir),
+    Postgres(argus_testkit::postgres::TestDatabase),
+}
+
+/// Application services over a fresh store, and the mock homeserver.
+pub(crate) struct Env {
+    pub(crate) services: Arc<Services>,
+    pub(crate) hs: MockHomeserver,
+    pub(crate) url: String,
+    _guard: Guard,
+}
+
+/// A connector that reaches the mock homeserver on loopback and reads pages of 10 events.
+pub(crate) fn connector() -> Connector {
+    Connector::new(ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into()],
+        page_size: 10,
+        ..ConnectorConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("connector: {e}"))
+}
+
+impl Env {
+    async fn over(url: String, guard: Guard) -> Self {
+        let open = url.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&open))
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|e| panic!("store: {e}"));
+        let mut services = Services::new(store, connector());
+        // Two pages per committed batch: a room of a few dozen messages spans several batches.
+        services.limits.batch_pages = 2;
+        Self { services: Arc::new(services), hs: MockHomeserver::start_any_room().await, url, _guard: guard }
+    }
+
+    pub(crate) async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+        Self::over(url, Guard::Sqlite(dir)).await
+    }
+
+    pub(crate) async fn postgres() -> Option<Self> {
+        let db = tokio::task::spawn_blocking(argus_testkit::postgres::fresh_database).await.ok()??;
+        let url = db.url().to_owned();
+        Some(Self::over(url, Guard::Postgres(db)).await)
+    }
+
+    /// Runs one ingestion of `room` by `viewer` at RESTRICTED.
+    pub(crate) async fn ingest(
+        &self,
+        viewer: &Viewer,
+        room: &str,
+        max_messages: i64,
+        reach: Reach,
+    ) -> argus_ingest::Result<IngestSummary> {
+        let request = IngestRequest {
+            homeserver_url: self.hs.uri(),
+            access_token: AccessToken::new(MATRIX_TOKEN),
+            room_id: room.to_owned(),
+            classification: Classification::Restricted,
+            max_messages: Some(max_messages),
+            recovery_key: None,
+            reach,
+            trigger: Trigger::Manual,
+        };
+        argus_ingest::ingest::ingest_room(&self.services, viewer, request, &mut |_| {}).await
+    }
+
+    /// Runs a blocking store call.
+    pub(crate) async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
+    ) -> T {
+        self.services.with_store(f).await.unwrap_or_else(|e| panic!("store: {e}"))
+    }
+}
+
+/// An analyst of `org` cleared SECRET with every scope.
+pub(crate) fn analyst(org: &str) -> Viewer {
+    Viewer::new(
+        "alice".parse().unwrap_or_else(|e| panic!("{e}")),
+        org.parse().unwrap_or_else(|e| panic!("{e}")),
+        Classification::Secret,
+        [Scope::Ingest, Scope::Read, Scope::Audit],
+    )
+}
