@@ -308,9 +308,9 @@ fn upsert_room(
             let target = rooms::table.filter(rooms::id.eq(r.id));
             if r.homeserver_url == s.homeserver_url.as_str() {
                 // Positions are that homeserver's: another server's tokens mean nothing to it.
-                diesel::update(target.clone()).set(content).execute(conn)?;
+                diesel::update(target).set(content).execute(conn)?;
                 if let Some(resume) = &s.resume_token {
-                    diesel::update(target.clone()).set(rooms::resume_token.eq(resume)).execute(conn)?;
+                    diesel::update(target).set(rooms::resume_token.eq(resume)).execute(conn)?;
                 }
                 if let Some((token, complete)) = history {
                     diesel::update(target)

@@ -183,13 +183,14 @@ fn killed_child() {
 async fn a_run_killed_mid_way_keeps_its_pages_is_audited_and_resumes(env: Env) {
     let alice = analyst("dgsi");
     env.hs.room(KILLED_ROOM, KILLED_ROOM_SIZE);
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--ignored", "--exact", "streamed::killed_child", "--nocapture"])
-        .env(CHILD_ENV, &env.url)
-        .env(CHILD_HS_ENV, env.hs.uri())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("child");
+    let mut child =
+        std::process::Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("test binary: {e}")))
+            .args(["--ignored", "--exact", "streamed::killed_child", "--nocapture"])
+            .env(CHILD_ENV, &env.url)
+            .env(CHILD_HS_ENV, env.hs.uri())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("child: {e}"));
     // Wait until some batches are committed, then kill it mid-run.
     let room: RoomId = KILLED_ROOM.parse().unwrap_or_else(|e| panic!("{e}"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -202,8 +203,8 @@ async fn a_run_killed_mid_way_keeps_its_pages_is_audited_and_resumes(env: Env) {
         assert!(std::time::Instant::now() < deadline, "the child stored nothing");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    child.kill().unwrap_or_else(|e| panic!("SIGKILL: {e}"));
+    child.wait().unwrap_or_else(|e| panic!("reaped: {e}"));
     let stored = stored_ids(&env, &alice, KILLED_ROOM).await;
     assert!(stored.len() as i64 >= stored_before_kill && stored.len() < KILLED_ROOM_SIZE, "{}", stored.len());
     // The newest messages, with no hole: the committed batches are whole.
