@@ -59,6 +59,8 @@ pub struct NewIngestion {
     pub error: Option<String>,
     /// For a note posted into the room (not an ingestion): what is kept of it.
     pub post: Option<crate::PostEvidence>,
+    /// Run by the scheduler for a watched room (the actor is the watch's owner), not by a call.
+    pub scheduled: bool,
 }
 
 impl NewIngestion {

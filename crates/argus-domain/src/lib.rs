@@ -27,6 +27,7 @@ mod room;
 pub mod search;
 mod secret;
 mod viewer;
+pub mod watch;
 
 pub use classification::Classification;
 pub use error::{Error, Result};
@@ -41,6 +42,7 @@ pub use room::{FetchReport, HistoryPosition, RoomSnapshot, Stats, StoredRoom};
 pub use search::{SearchExpr, SearchHit, SearchQuery, SearchRequest};
 pub use secret::{AccessToken, Secret};
 pub use viewer::{Scope, Viewer};
+pub use watch::{NewWatch, SealedToken, Watch, WatchStatus};
 
 /// Converts a timestamp to whole milliseconds since the Unix epoch (UTC), the storage form.
 pub fn to_unix_ms(t: time::OffsetDateTime) -> i64 {

@@ -137,6 +137,7 @@ pub async fn post_note(services: &Services, viewer: &Viewer, request: PostReques
         outcome,
         error,
         post: Some(evidence),
+        scheduled: false,
     };
     let recorded = services.with_store(move |store| store.record_post(&entry)).await;
     match (result, recorded) {

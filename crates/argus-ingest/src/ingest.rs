@@ -154,7 +154,9 @@ pub async fn ingest_room(
     let ticket = {
         let (run, room, homeserver, lease) =
             (run.clone(), valid.room_id.clone(), valid.homeserver.clone(), services.limits.run_lease);
-        match services.with_store(move |store| store.begin_run(&run, &room, &homeserver, lease)).await {
+        let scheduled = request.trigger == Trigger::Scheduled;
+        match services.with_store(move |store| store.begin_run(&run, &room, &homeserver, lease, scheduled)).await
+        {
             Ok(ticket) => ticket,
             Err(error) => {
                 Metrics::add(&services.metrics.ingestions_failed, 1);
@@ -405,6 +407,7 @@ async fn record_failure(
         outcome: IngestionOutcome::Failed,
         error: Some(error.message_without(&request.access_token)),
         post: None,
+        scheduled: request.trigger == Trigger::Scheduled,
     };
     tracing::warn!(
         actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),

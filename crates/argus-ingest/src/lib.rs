@@ -12,7 +12,9 @@ mod admission;
 mod error;
 pub mod ingest;
 mod services;
+pub mod token_keys;
 
 pub use admission::{Admission, AdmissionLimits, Admitted};
 pub use error::{Error, Result};
 pub use services::{Limits, Metrics, Services};
+pub use token_keys::{TokenKey, TokenKeys};

@@ -186,6 +186,10 @@ fn encode(
         field(h, post.body_sha256.as_bytes());
         field(h, &post.body_length.to_be_bytes());
     }
+    // Likewise the mark of a scheduled run: a manual run's encoding is unchanged.
+    if e.scheduled {
+        field(h, b"SCHEDULED");
+    }
     field(h, prev_hash);
 }
 
@@ -210,6 +214,7 @@ pub(crate) struct Stored<'a> {
     pub(crate) outcome: &'a str,
     pub(crate) error: Option<&'a str>,
     pub(crate) post: Option<StoredPost<'a>>,
+    pub(crate) scheduled: bool,
 }
 
 impl<'a> Stored<'a> {
@@ -234,6 +239,7 @@ impl<'a> Stored<'a> {
                     body_length: length.unwrap_or(-1),
                 }),
             },
+            scheduled: row.scheduled,
         }
     }
 }
@@ -300,6 +306,7 @@ pub(crate) fn append(
             body_sha256: hex::encode(p.body_sha256),
             body_length: p.body_length,
         }),
+        scheduled: entry.scheduled,
     };
     let hash = link_hash(key, org, seq, &stored, &prev_hash);
 
@@ -322,6 +329,7 @@ pub(crate) fn append(
             ingestions::event_id.eq(stored.post.as_ref().and_then(|p| p.event_id)),
             ingestions::body_sha256.eq(stored.post.as_ref().map(|p| p.body_sha256.as_str())),
             ingestions::body_length.eq(stored.post.as_ref().map(|p| p.body_length)),
+            ingestions::scheduled.eq(stored.scheduled),
         ))
         .returning(ingestions::id)
         .get_result(conn)?;

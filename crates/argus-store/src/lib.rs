@@ -28,6 +28,7 @@ mod read;
 mod rows;
 pub mod schema;
 mod search;
+mod watch;
 mod write;
 
 use argus_domain::{
@@ -44,6 +45,7 @@ pub use self::{
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     search::{RANK_WINDOW, SearchPage},
+    watch::{ClaimedWatch, MAX_WATCHES_PER_ORG, SealedWatchToken, WatchRun},
     write::{INTERRUPTED, IngestionResult, IngestionRun, PagesResult, RunRecord, RunTicket},
 };
 use self::{
@@ -193,14 +195,16 @@ impl Store {
     /// run for `lease` (renewed by every commit). Its pages are then committed with
     /// [`Store::commit_pages`] as they arrive, and it ends with [`Store::finish_run`]; a run
     /// whose process died is audited by [`Store::close_interrupted_runs`] once its lease expired.
+    /// `scheduled` marks a run of the scheduler (its audit record says so).
     pub fn begin_run(
         &self,
         run: &IngestionRun,
         room_id: &RoomId,
         homeserver: &argus_domain::HomeserverUrl,
         lease: std::time::Duration,
+        scheduled: bool,
     ) -> Result<RunTicket> {
-        write::begin_run(&mut *self.conn()?, run, room_id, homeserver, lease)
+        write::begin_run(&mut *self.conn()?, run, room_id, homeserver, lease, scheduled)
     }
 
     /// Commits some pages of a streamed run (`pages`: the room's state, the pages' messages,
@@ -220,6 +224,67 @@ impl Store {
     /// FAILED with [`INTERRUPTED`] and what its committed pages stored; returns the records.
     pub fn close_interrupted_runs(&self, now: OffsetDateTime) -> Result<Vec<IngestionRecord>> {
         write::close_interrupted_runs(&mut *self.conn()?, self.audit_key.as_deref(), now)
+    }
+
+    /// Creates or renews the watch of a room for `viewer`'s organisation (token, interval and
+    /// owner replaced; a paused watch active again and due now). [`Error::Withheld`] when the
+    /// room, or an existing watch of it, is above the viewer's clearance.
+    pub fn upsert_watch(&self, viewer: &Viewer, new: &argus_domain::NewWatch) -> Result<argus_domain::Watch> {
+        watch::upsert(&mut *self.conn()?, viewer, new, OffsetDateTime::now_utc())
+    }
+
+    /// The watches `viewer` may see (their organisation's, at most their clearance, of rooms
+    /// they may see), oldest first, after storage id `after`, at most `first`.
+    pub fn watches(&self, viewer: &Viewer, first: u32, after: Option<i64>) -> Result<Vec<argus_domain::Watch>> {
+        watch::list(&mut *self.conn()?, &Gate::of(viewer), first.min(MAX_PAGE_SIZE), after)
+    }
+
+    /// The watch of `room_id` that `viewer` may see.
+    pub fn watch(&self, viewer: &Viewer, room_id: &RoomId) -> Result<Option<argus_domain::Watch>> {
+        watch::get(&mut *self.conn()?, &Gate::of(viewer), room_id)
+    }
+
+    /// Removes the watch of `room_id` that `viewer` may see; whether there was one.
+    pub fn remove_watch(&self, viewer: &Viewer, room_id: &RoomId) -> Result<bool> {
+        watch::remove(&mut *self.conn()?, &Gate::of(viewer), room_id)
+    }
+
+    /// Claims up to `limit` due watches for the replica `owner` until `now + lease`: each is
+    /// run by one replica at a time; a replica that dies leaves its lease to expire.
+    pub fn claim_due_watches(
+        &self,
+        now: OffsetDateTime,
+        owner: &str,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ClaimedWatch>> {
+        watch::claim_due(&mut *self.conn()?, now, owner, lease, limit)
+    }
+
+    /// Records the run of a watch claimed by `owner` and releases it; `false` when the lease
+    /// was lost meanwhile.
+    pub fn record_watch_run(&self, id: i64, owner: &str, run: &WatchRun) -> Result<bool> {
+        watch::record_run(&mut *self.conn()?, id, owner, run)
+    }
+
+    /// Releases a watch claimed by `owner` without running it, due again at `next_run_at`.
+    pub fn release_watch(&self, id: i64, owner: &str, next_run_at: OffsetDateTime) -> Result<bool> {
+        watch::release(&mut *self.conn()?, id, owner, next_run_at)
+    }
+
+    /// Every watch's sealed token, for re-sealing under a new key.
+    pub fn sealed_watch_tokens(&self) -> Result<Vec<SealedWatchToken>> {
+        watch::sealed_tokens(&mut *self.conn()?)
+    }
+
+    /// Replaces a watch's sealed token if it still is `old`; whether it was replaced.
+    pub fn reseal_watch_token(
+        &self,
+        id: i64,
+        old: &argus_domain::SealedToken,
+        new: &argus_domain::SealedToken,
+    ) -> Result<bool> {
+        watch::reseal(&mut *self.conn()?, id, old, new)
     }
 
     /// Appends a FAILED audit record (message count 0), and nothing else. Control characters

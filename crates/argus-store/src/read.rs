@@ -56,6 +56,16 @@ impl Gate {
         sql.push(" AND ").push(alias).push(".classification <= ").bind::<SmallInt, _>(self.clearance);
     }
 
+    /// Appends the gate of watches: `alias.org_id = :org AND alias.classification <=
+    /// :clearance`, and no stored room of the watch's above the clearance (a watch never shows
+    /// a room the viewer may not see).
+    pub(crate) fn apply_watch(&self, sql: &mut Sql<'_>, alias: &str) {
+        self.apply(sql, alias);
+        sql.push(" AND NOT EXISTS (SELECT 1 FROM rooms gr WHERE gr.org_id = ").push(alias);
+        sql.push(".org_id AND gr.room_id = ").push(alias).push(".room_id AND gr.classification > ");
+        sql.bind::<SmallInt, _>(self.clearance).push(")");
+    }
+
     /// The rooms the gate lets through, as a typed query (the columns are checked by the
     /// compiler).
     fn rooms(&self) -> rooms::BoxedQuery<'_, MultiBackend> {

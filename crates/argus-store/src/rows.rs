@@ -186,6 +186,7 @@ pub(crate) struct IngestionRow {
     pub(crate) event_id: Option<String>,
     pub(crate) body_sha256: Option<String>,
     pub(crate) body_length: Option<i64>,
+    pub(crate) scheduled: bool,
 }
 
 impl IngestionRow {
@@ -222,6 +223,7 @@ impl IngestionRow {
                 outcome: outcome(&self.outcome).ok_or(BAD)?,
                 error: self.error,
                 post,
+                scheduled: self.scheduled,
             },
             prev_hash: hash32(&self.prev_hash).ok_or(BAD)?,
             hash: hash32(&self.hash).ok_or(BAD)?,

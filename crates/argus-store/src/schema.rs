@@ -60,6 +60,8 @@ diesel::table! {
         lease_until -> BigInt,
         /// Messages its committed pages stored.
         message_count -> BigInt,
+        /// Run by the scheduler for a watched room.
+        scheduled -> Bool,
     }
 }
 
@@ -167,6 +169,52 @@ diesel::table! {
         body_sha256 -> Nullable<Text>,
         /// A post's body length, in bytes.
         body_length -> Nullable<BigInt>,
+        /// Run by the scheduler for a watched room.
+        scheduled -> Bool,
+    }
+}
+
+diesel::table! {
+    /// Watched rooms: kept current by the scheduler with a sealed token.
+    watches (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// Who watches (scheduled runs are audited as theirs).
+        owner -> Text,
+        /// The Matrix room id.
+        room_id -> Text,
+        /// The homeserver it is read from.
+        homeserver_url -> Text,
+        /// Classification rank of every run.
+        classification -> SmallInt,
+        /// Seconds between runs.
+        interval_secs -> BigInt,
+        /// Which key sealed the token.
+        token_key_id -> Text,
+        /// The token's nonce, base64.
+        token_nonce -> Text,
+        /// The token's ciphertext and tag, base64.
+        token_ciphertext -> Text,
+        /// `ACTIVE` or `PAUSED`.
+        status -> Text,
+        /// Why it is paused.
+        status_reason -> Nullable<Text>,
+        /// When it is due, UTC ms.
+        next_run_at -> BigInt,
+        /// The replica running it.
+        lease_owner -> Nullable<Text>,
+        /// Until when that replica holds it, UTC ms.
+        lease_until -> Nullable<BigInt>,
+        /// When it last ran, UTC ms.
+        last_run_at -> Nullable<BigInt>,
+        /// How its last run ended.
+        last_outcome -> Nullable<Text>,
+        /// Why its last run failed.
+        last_error -> Nullable<Text>,
+        /// Creation, UTC ms.
+        created_at -> BigInt,
     }
 }
 

@@ -155,6 +155,7 @@ pub(crate) fn record_ingestion(
             homeserver_url: snapshot.homeserver_url.as_str().to_owned(),
             message_count: stored.messages_stored,
             error: None,
+            scheduled: false,
         };
         let (room, ingestion) = append_run_record(conn, key, run, &end)?;
         let room = room.ok_or(Error::Withheld)?;
@@ -187,6 +188,8 @@ pub(crate) struct RunEnd {
     pub(crate) message_count: i64,
     /// Why it failed (`None`: it succeeded).
     pub(crate) error: Option<String>,
+    /// Run by the scheduler for a watched room.
+    pub(crate) scheduled: bool,
 }
 
 /// Writes the room, its new messages, the edits and redactions and the pagination positions of
@@ -258,14 +261,16 @@ fn append_run_record(
         outcome: if end.error.is_some() { IngestionOutcome::Failed } else { IngestionOutcome::Succeeded },
         error: end.error.clone(),
         post: None,
+        scheduled: end.scheduled,
     };
     let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?)?;
     let Some(payload) = stored else {
         return Ok((None, ingestion));
     };
-    // A run that stored nothing new still changed the room (its state, its positions) when it
-    // succeeded; a failed run that stored nothing changed nothing worth a fusion update.
-    if end.error.is_none() || end.message_count > 0 {
+    // A manual run that stored nothing new may still have changed the room (its state); a
+    // failed run, or a scheduled one, that stored nothing changed nothing worth a fusion update
+    // (an idle watched room is not announced every interval).
+    if end.message_count > 0 || (end.error.is_none() && !end.scheduled) {
         crate::outbox::insert(conn, &payload, ingestion.seq, now)?;
     }
     let room = match &room_id {
@@ -1001,6 +1006,7 @@ fn append_alone(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunTicket {
     id: i64,
+    scheduled: bool,
     run: IngestionRun,
     room_id: argus_domain::RoomId,
     homeserver_url: argus_domain::HomeserverUrl,
@@ -1060,6 +1066,7 @@ pub(crate) fn begin_run(
     room_id: &argus_domain::RoomId,
     homeserver: &argus_domain::HomeserverUrl,
     lease: std::time::Duration,
+    scheduled: bool,
 ) -> Result<RunTicket> {
     use crate::schema::ingestion_runs as r;
     policy::check_may_classify(&run.viewer, run.classification)?;
@@ -1072,11 +1079,13 @@ pub(crate) fn begin_run(
             r::classification.eq(run.classification.rank()),
             r::started_at.eq(to_unix_ms(run.started_at)),
             r::lease_until.eq(lease_end(lease)),
+            r::scheduled.eq(scheduled),
         ))
         .returning(r::id)
         .get_result(conn)?;
     Ok(RunTicket {
         id,
+        scheduled,
         run: run.clone(),
         room_id: room_id.clone(),
         homeserver_url: homeserver.clone(),
@@ -1150,6 +1159,7 @@ pub(crate) fn finish_run(
             homeserver_url: ticket.homeserver_url.as_str().to_owned(),
             message_count,
             error,
+            scheduled: ticket.scheduled,
         };
         let (room, ingestion) = append_run_record(conn, key, &ticket.run, &end)?;
         Ok(RunRecord { room, messages_stored: message_count, ingestion })
@@ -1178,7 +1188,7 @@ pub(crate) fn close_interrupted_runs(
     let mut closed = Vec::new();
     for (id, org) in expired {
         let record = in_org_transaction(conn, &org, |conn| {
-            let row: Option<(String, String, String, i16, i64, i64)> =
+            let row: Option<(String, String, String, i16, i64, i64, bool)> =
                 diesel::delete(r::table.filter(r::id.eq(id)).filter(r::lease_until.lt(to_unix_ms(now))))
                     .returning((
                         r::actor,
@@ -1187,10 +1197,11 @@ pub(crate) fn close_interrupted_runs(
                         r::classification,
                         r::started_at,
                         r::message_count,
+                        r::scheduled,
                     ))
                     .get_result(conn)
                     .optional()?;
-            let Some((actor, room_id, homeserver_url, level, started_at, message_count)) = row else {
+            let Some((actor, room_id, homeserver_url, level, started_at, message_count, scheduled)) = row else {
                 return Ok(None);
             };
             const BAD: Error = Error::Corrupt("an ingestion run fails validation");
@@ -1205,7 +1216,8 @@ pub(crate) fn close_interrupted_runs(
                 classification: crate::rows::rank(level).map_err(|_| BAD)?,
                 started_at: argus_domain::from_unix_ms(started_at)?,
             };
-            let end = RunEnd { room_id, homeserver_url, message_count, error: Some(INTERRUPTED.to_owned()) };
+            let end =
+                RunEnd { room_id, homeserver_url, message_count, error: Some(INTERRUPTED.to_owned()), scheduled };
             append_run_record(conn, key, &run, &end).map(|(_, record)| Some(record))
         })?;
         closed.extend(record);

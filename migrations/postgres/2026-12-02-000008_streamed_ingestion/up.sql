@@ -15,6 +15,7 @@ CREATE TABLE ingestion_runs (
     classification SMALLINT NOT NULL CHECK (classification BETWEEN 0 AND 4),
     started_at     BIGINT  NOT NULL,
     lease_until    BIGINT  NOT NULL,
-    message_count  BIGINT  NOT NULL DEFAULT 0 CHECK (message_count >= 0)
+    message_count  BIGINT  NOT NULL DEFAULT 0 CHECK (message_count >= 0),
+    scheduled      BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX ingestion_runs_lease ON ingestion_runs (lease_until);

@@ -239,6 +239,7 @@ async fn a_failed_ingestion_leaves_no_outbox_row() -> anyhow::Result<()> {
         outcome: IngestionOutcome::Failed,
         error: Some("homeserver unreachable".to_owned()),
         post: None,
+        scheduled: false,
     })?;
     let s = status(&t.store)?;
     assert_eq!((s.pending, s.delivered, s.parked), (0, 0, 0));

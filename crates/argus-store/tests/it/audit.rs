@@ -336,6 +336,7 @@ fn post_entry(
         outcome,
         error: (outcome == argus_domain::IngestionOutcome::Failed).then(|| "refused: write-down".to_owned()),
         post: Some(post),
+        scheduled: false,
     }
 }
 

@@ -104,6 +104,7 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
                     outcome: IngestionOutcome::Failed,
                     error: Some("unreachable".to_owned()),
                     post: None,
+                    scheduled: false,
                 })
                 .unwrap();
             // Filed at the room's stored level when that is higher.

@@ -626,6 +626,7 @@ fn failure(org: &str, classification: Classification) -> NewIngestion {
         outcome: IngestionOutcome::Failed,
         error: Some("refused: blocked address".to_owned()),
         post: None,
+        scheduled: false,
     }
 }
 

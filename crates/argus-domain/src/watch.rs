@@ -1,0 +1,114 @@
+//! Watched rooms: a room the scheduler keeps current on an interval with a Matrix token held
+//! sealed (encrypted at rest); what a watch is, and the sealed form of its token.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+
+use crate::{ActorId, Classification, HomeserverUrl, OrgId, RoomId};
+
+/// Whether the scheduler runs a watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchStatus {
+    /// Synced on its interval.
+    Active,
+    /// Not run until its token is replaced: the homeserver refused the token (`M_UNKNOWN_TOKEN`,
+    /// soft logout), or the run cannot succeed without the owner (the room is forbidden).
+    Paused,
+}
+
+impl WatchStatus {
+    /// The stored and contract name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Paused => "PAUSED",
+        }
+    }
+
+    /// The status a stored name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "ACTIVE" => Some(Self::Active),
+            "PAUSED" => Some(Self::Paused),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WatchStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A token encrypted with an AEAD key held outside the database: the key's id, the nonce and
+/// the ciphertext (with its tag), each as stored (base64). Bound to its watch by the associated
+/// data, so a ciphertext moved to another row does not open.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedToken {
+    /// Which key sealed it (a digest of the key, never the key).
+    pub key_id: String,
+    /// The nonce, base64.
+    pub nonce: String,
+    /// The ciphertext and tag, base64.
+    pub ciphertext: String,
+}
+
+impl fmt::Debug for SealedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedToken").field("key_id", &self.key_id).finish_non_exhaustive()
+    }
+}
+
+/// A watch to create (or to renew: same organisation and room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWatch {
+    /// Who watches: scheduled runs are audited as theirs.
+    pub owner: ActorId,
+    /// Whose archive the room goes into.
+    pub org: OrgId,
+    /// The room.
+    pub room_id: RoomId,
+    /// Where it is read from.
+    pub homeserver_url: HomeserverUrl,
+    /// The classification of every run.
+    pub classification: Classification,
+    /// Seconds between runs.
+    pub interval_secs: u32,
+    /// The owner's Matrix token, sealed.
+    pub token: SealedToken,
+}
+
+/// A watch as stored (never with its token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    /// Opaque, stable storage id.
+    pub id: i64,
+    /// Whose archive the room goes into.
+    pub org: OrgId,
+    /// Who watches.
+    pub owner: ActorId,
+    /// The room.
+    pub room_id: RoomId,
+    /// Where it is read from.
+    pub homeserver_url: HomeserverUrl,
+    /// The classification of every run.
+    pub classification: Classification,
+    /// Seconds between runs.
+    pub interval_secs: u32,
+    /// Whether the scheduler runs it.
+    pub status: WatchStatus,
+    /// Why it is paused (a stable code and words, never a token).
+    pub status_reason: Option<String>,
+    /// When it is due next.
+    pub next_run_at: OffsetDateTime,
+    /// When it last ran.
+    pub last_run_at: Option<OffsetDateTime>,
+    /// How its last run ended (`SUCCEEDED`, `FAILED`).
+    pub last_outcome: Option<String>,
+    /// Why its last run failed (never a token).
+    pub last_error: Option<String>,
+    /// When it was created.
+    pub created_at: OffsetDateTime,
+}

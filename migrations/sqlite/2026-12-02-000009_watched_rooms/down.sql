@@ -1,0 +1,2 @@
+ALTER TABLE ingestions DROP COLUMN scheduled;
+DROP TABLE watches;
