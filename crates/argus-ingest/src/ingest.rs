@@ -124,14 +124,13 @@ pub async fn ingest_room(
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
     let caller = format!("{}/{}", viewer.org, viewer.actor);
-    // The scheduler's runs are bounded by its own per-homeserver limit, not a caller's rate.
-    let rate = match request.trigger {
-        Trigger::Manual => services.admission.check_caller(&caller),
-        Trigger::Scheduled => Ok(()),
-    };
+    // The scheduler's runs are bounded by its own limits, not by a caller's rate or the
+    // places kept for calls.
+    let manual = request.trigger == Trigger::Manual;
+    let rate = if manual { services.admission.check_caller(&caller) } else { Ok(()) };
     let admitted = rate.and_then(|()| validate(services, viewer, &request)).and_then(|valid| {
         let origin = NewIngestion::origin_of(valid.homeserver.as_str());
-        let admitted = services.admission.acquire(&origin)?;
+        let admitted = if manual { Some(services.admission.acquire(&origin)?) } else { None };
         Ok((valid, admitted))
     });
     let (valid, _admitted) = match admitted {
@@ -155,7 +154,9 @@ pub async fn ingest_room(
         let (run, room, homeserver, lease) =
             (run.clone(), valid.room_id.clone(), valid.homeserver.clone(), services.limits.run_lease);
         let scheduled = request.trigger == Trigger::Scheduled;
-        match services.with_store(move |store| store.begin_run(&run, &room, &homeserver, lease, scheduled)).await
+        match services
+            .with_store(move |store| store.begin_run(&run, &room, &homeserver, lease, scheduled))
+            .await
         {
             Ok(ticket) => ticket,
             Err(error) => {

@@ -4,6 +4,8 @@
 //! - [`ingest::ingest_room`]: one run, streamed: the connector's batches of pages are committed
 //!   as they arrive with the room's pagination positions, so memory is bounded whatever the
 //!   room's size and a run stopped anywhere resumes where it stopped. One audit record per run.
+//! - [`watch`]: watched rooms, their tokens sealed at rest ([`TokenKeys`]); [`scheduler`]
+//!   keeps them current, sharing the due ones among server replicas through leases.
 //! - [`Services`]: the store, the connector, admission, caps and counters, built once.
 //!
 //! No HTTP or GraphQL here: the API layers map [`Error`] to their own errors.
@@ -11,10 +13,12 @@
 mod admission;
 mod error;
 pub mod ingest;
+pub mod scheduler;
 mod services;
 pub mod token_keys;
+pub mod watch;
 
 pub use admission::{Admission, AdmissionLimits, Admitted};
 pub use error::{Error, Result};
-pub use services::{Limits, Metrics, Services};
+pub use services::{Limits, Metrics, Services, WatchLimits};
 pub use token_keys::{TokenKey, TokenKeys};

@@ -36,6 +36,21 @@ impl Default for Limits {
     }
 }
 
+/// Bounds on watched rooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// The shortest interval a watch may have, in seconds.
+    pub min_interval_secs: u32,
+    /// The longest interval a watch may have, in seconds.
+    pub max_interval_secs: u32,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        Self { min_interval_secs: 60, max_interval_secs: 7 * 24 * 3600 }
+    }
+}
+
 /// Counters of the ingestion use-case, exported by the server as Prometheus metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -74,6 +89,10 @@ pub struct Services {
     pub admission: Admission,
     /// Notified after every ingestion that stored something (wakes the fusion relay).
     pub on_ingested: Option<Arc<tokio::sync::Notify>>,
+    /// The keys that seal watched rooms' tokens; `None`: watches are disabled.
+    pub token_keys: Option<Arc<crate::TokenKeys>>,
+    /// Bounds on watched rooms.
+    pub watch_limits: WatchLimits,
     /// One permit per pooled connection: callers past the pool's size wait here, in turn and
     /// without holding a thread, instead of as blocked threads on the pool.
     store_slots: Arc<tokio::sync::Semaphore>,
@@ -91,6 +110,8 @@ impl Services {
             metrics: Metrics::default(),
             admission: Admission::default(),
             on_ingested: None,
+            token_keys: None,
+            watch_limits: WatchLimits::default(),
         }
     }
 

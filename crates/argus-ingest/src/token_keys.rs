@@ -112,17 +112,21 @@ impl TokenKeys {
             .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad: &aad })
             .map_err(|_| Error::Internal)?;
         let b64 = base64::engine::general_purpose::STANDARD;
-        Ok(SealedToken { key_id: self.current.id.clone(), nonce: b64.encode(nonce), ciphertext: b64.encode(ciphertext) })
+        Ok(SealedToken {
+            key_id: self.current.id.clone(),
+            nonce: b64.encode(nonce),
+            ciphertext: b64.encode(ciphertext),
+        })
     }
 
     /// Opens a sealed token of the watch `binding` names. Fails with
     /// [`Error::InvalidInput`] when no key of this server sealed it, or it does not open (it was
     /// altered, or moved from another watch); the message never holds the token.
     pub fn open(&self, sealed: &SealedToken, binding: Binding<'_>) -> Result<AccessToken> {
-        let key = std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|k| k.id == sealed.key_id)
-            .ok_or_else(|| Error::InvalidInput("the watch's token was sealed with a key this server lacks".into()))?;
+        let key =
+            std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == sealed.key_id).ok_or_else(
+                || Error::InvalidInput("the watch's token was sealed with a key this server lacks".into()),
+            )?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let broken = || Error::InvalidInput("the watch's sealed token does not open".into());
         let nonce = b64.decode(&sealed.nonce).map_err(|_| broken())?;
@@ -194,11 +198,17 @@ mod tests {
         let new_key = TokenKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}"));
         let old_key = TokenKey::new(&[7; 32]).unwrap_or_else(|e| panic!("{e}"));
         let rotated = TokenKeys::new(new_key, vec![old_key]);
-        let resealed = rotated.reseal(&sealed, binding).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("resealed"));
+        let resealed = rotated
+            .reseal(&sealed, binding)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("resealed"));
         assert_eq!(resealed.key_id, rotated.current_id());
         assert_eq!(rotated.reseal(&resealed, binding).map(|r| r.is_none()).ok(), Some(true));
         let only_new = TokenKeys::new(TokenKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}")), Vec::new());
-        assert_eq!(only_new.open(&resealed, binding).map(|t| t.expose_secret().to_owned()).ok().as_deref(), Some(token.expose_secret()));
+        assert_eq!(
+            only_new.open(&resealed, binding).map(|t| t.expose_secret().to_owned()).ok().as_deref(),
+            Some(token.expose_secret())
+        );
         assert!(only_new.open(&sealed, binding).is_err(), "the old key is gone");
         assert!(TokenKey::new(&[1; 16]).is_err());
     }

@@ -235,7 +235,12 @@ impl Store {
 
     /// The watches `viewer` may see (their organisation's, at most their clearance, of rooms
     /// they may see), oldest first, after storage id `after`, at most `first`.
-    pub fn watches(&self, viewer: &Viewer, first: u32, after: Option<i64>) -> Result<Vec<argus_domain::Watch>> {
+    pub fn watches(
+        &self,
+        viewer: &Viewer,
+        first: u32,
+        after: Option<i64>,
+    ) -> Result<Vec<argus_domain::Watch>> {
         watch::list(&mut *self.conn()?, &Gate::of(viewer), first.min(MAX_PAGE_SIZE), after)
     }
 

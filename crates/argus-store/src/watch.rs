@@ -3,8 +3,7 @@
 //! writer), and released with the outcome of their run.
 
 use argus_domain::{
-    NewWatch, OrgId, RoomId, SealedToken, Viewer, Watch, WatchStatus, from_unix_ms, policy,
-    to_unix_ms,
+    NewWatch, OrgId, RoomId, SealedToken, Viewer, Watch, WatchStatus, from_unix_ms, policy, to_unix_ms,
 };
 use diesel::{
     QueryableByName, RunQueryDsl as _,
@@ -82,8 +81,11 @@ impl WatchRow {
             last_error: self.last_error,
             created_at: from_unix_ms(self.created_at).map_err(|_| BAD)?,
         };
-        let token =
-            SealedToken { key_id: self.token_key_id, nonce: self.token_nonce, ciphertext: self.token_ciphertext };
+        let token = SealedToken {
+            key_id: self.token_key_id,
+            nonce: self.token_nonce,
+            ciphertext: self.token_ciphertext,
+        };
         Ok((watch, token))
     }
 }
@@ -151,7 +153,12 @@ fn find(conn: &mut DbConn, org: &OrgId, room_id: &RoomId) -> Result<Option<(Watc
 /// interval and the owner are replaced, a paused watch is active again and due now. The watch's
 /// level is at least the room's stored level. [`Error::Withheld`] when the room or an existing
 /// watch of it is above the viewer's clearance.
-pub(crate) fn upsert(conn: &mut DbConn, viewer: &Viewer, new: &NewWatch, now: OffsetDateTime) -> Result<Watch> {
+pub(crate) fn upsert(
+    conn: &mut DbConn,
+    viewer: &Viewer,
+    new: &NewWatch,
+    now: OffsetDateTime,
+) -> Result<Watch> {
     check_sealed(&new.token)?;
     if new.org != viewer.org || new.interval_secs == 0 {
         return Err(Error::invalid("watch", "not the caller's organisation, or no interval"));
@@ -178,7 +185,8 @@ pub(crate) fn upsert(conn: &mut DbConn, viewer: &Viewer, new: &NewWatch, now: Of
                 sql.push(", classification = ").bind::<SmallInt, _>(level.rank());
                 sql.push(", interval_secs = ").bind::<BigInt, _>(i64::from(new.interval_secs));
                 push_token_update(&mut sql, &new.token);
-                sql.push(", status = 'ACTIVE', status_reason = NULL, next_run_at = ").bind::<BigInt, _>(now_ms);
+                sql.push(", status = 'ACTIVE', status_reason = NULL, next_run_at = ")
+                    .bind::<BigInt, _>(now_ms);
                 sql.push(" WHERE id = ").bind::<BigInt, _>(watch.id);
                 sql.build().execute(conn)?;
             }
@@ -307,7 +315,10 @@ pub(crate) fn record_run(conn: &mut DbConn, id: i64, owner: &str, run: &WatchRun
     if let Some(reason) = &run.pause {
         sql.push(", status = 'PAUSED', status_reason = ").bind::<Text, _>(bounded(reason, 1024));
     }
-    sql.push(" WHERE id = ").bind::<BigInt, _>(id).push(" AND lease_owner = ").bind::<Text, _>(owner.to_owned());
+    sql.push(" WHERE id = ")
+        .bind::<BigInt, _>(id)
+        .push(" AND lease_owner = ")
+        .bind::<Text, _>(owner.to_owned());
     Ok(sql.build().execute(conn)? == 1)
 }
 
@@ -317,7 +328,10 @@ pub(crate) fn release(conn: &mut DbConn, id: i64, owner: &str, next_run_at: Offs
     let mut sql = Sql::new(conn.backend());
     sql.push("UPDATE watches SET lease_owner = NULL, lease_until = NULL, next_run_at = ");
     sql.bind::<BigInt, _>(to_unix_ms(next_run_at));
-    sql.push(" WHERE id = ").bind::<BigInt, _>(id).push(" AND lease_owner = ").bind::<Text, _>(owner.to_owned());
+    sql.push(" WHERE id = ")
+        .bind::<BigInt, _>(id)
+        .push(" AND lease_owner = ")
+        .bind::<Text, _>(owner.to_owned());
     Ok(sql.build().execute(conn)? == 1)
 }
 
@@ -354,4 +368,3 @@ pub(crate) fn reseal(conn: &mut DbConn, id: i64, old: &SealedToken, new: &Sealed
     sql.push(" AND token_ciphertext = ").bind::<Text, _>(old.ciphertext.clone());
     Ok(sql.build().execute(conn)? == 1)
 }
-

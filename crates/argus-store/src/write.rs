@@ -1201,7 +1201,8 @@ pub(crate) fn close_interrupted_runs(
                     ))
                     .get_result(conn)
                     .optional()?;
-            let Some((actor, room_id, homeserver_url, level, started_at, message_count, scheduled)) = row else {
+            let Some((actor, room_id, homeserver_url, level, started_at, message_count, scheduled)) = row
+            else {
                 return Ok(None);
             };
             const BAD: Error = Error::Corrupt("an ingestion run fails validation");
@@ -1216,8 +1217,13 @@ pub(crate) fn close_interrupted_runs(
                 classification: crate::rows::rank(level).map_err(|_| BAD)?,
                 started_at: argus_domain::from_unix_ms(started_at)?,
             };
-            let end =
-                RunEnd { room_id, homeserver_url, message_count, error: Some(INTERRUPTED.to_owned()), scheduled };
+            let end = RunEnd {
+                room_id,
+                homeserver_url,
+                message_count,
+                error: Some(INTERRUPTED.to_owned()),
+                scheduled,
+            };
             append_run_record(conn, key, &run, &end).map(|(_, record)| Some(record))
         })?;
         closed.extend(record);

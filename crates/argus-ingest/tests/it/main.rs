@@ -4,3 +4,4 @@
 
 mod streamed;
 mod support;
+mod watches;

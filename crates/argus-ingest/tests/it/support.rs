@@ -66,6 +66,8 @@ impl Env {
         let mut services = Services::new(store, connector());
         // Two pages per committed batch: a room of a few dozen messages spans several batches.
         services.limits.batch_pages = 2;
+        services.token_keys = Some(Arc::new(token_keys(&[42; 32], &[])));
+        services.watch_limits.min_interval_secs = 1;
         Self { services: Arc::new(services), hs: MockHomeserver::start_any_room().await, url, _guard: guard }
     }
 
@@ -102,6 +104,17 @@ impl Env {
         argus_ingest::ingest::ingest_room(&self.services, viewer, request, &mut |_| {}).await
     }
 
+    /// The same database and homeserver with other application services (`change` edits a
+    /// fresh copy of them: another replica, other keys).
+    pub(crate) fn replica(&self, change: impl FnOnce(&mut Services)) -> Arc<Services> {
+        let mut services = Services::new(self.services.store.clone(), connector());
+        services.limits = self.services.limits;
+        services.watch_limits = self.services.watch_limits;
+        services.token_keys = self.services.token_keys.clone();
+        change(&mut services);
+        Arc::new(services)
+    }
+
     /// Runs a blocking store call.
     pub(crate) async fn with_store<T: Send + 'static>(
         &self,
@@ -109,6 +122,12 @@ impl Env {
     ) -> T {
         self.services.with_store(f).await.unwrap_or_else(|e| panic!("store: {e}"))
     }
+}
+
+/// Token keys: `current` seals, `previous` only open.
+pub(crate) fn token_keys(current: &[u8], previous: &[&[u8]]) -> argus_ingest::TokenKeys {
+    let key = |k: &[u8]| argus_ingest::TokenKey::new(k).unwrap_or_else(|e| panic!("{e}"));
+    argus_ingest::TokenKeys::new(key(current), previous.iter().map(|k| key(k)).collect())
 }
 
 /// An analyst of `org` cleared SECRET with every scope.

@@ -1,0 +1,259 @@
+//! The scheduler: keeps watched rooms current. Each cycle it audits runs whose process died,
+//! claims the due watches (a lease per watch, so that replicas on one PostgreSQL share them and
+//! a replica that dies leaves its watches to another once the lease expires), and runs each
+//! through the ingestion use-case, as its owner, marked as scheduled, at most
+//! [`SchedulerOptions::per_homeserver`] at once against one homeserver.
+//!
+//! After a run the watch is due again after its interval, with jitter (so that watches created
+//! together spread out); a rate limit pushes it back by what the homeserver asked; a token the
+//! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout) pauses it with the reason until a new
+//! token is given.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use argus_domain::{Scope, Viewer};
+use argus_store::{ClaimedWatch, WatchRun};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::{
+    Error, Services,
+    ingest::{IngestRequest, Reach, Trigger, ingest_room},
+    token_keys::Binding,
+};
+
+/// How the scheduler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerOptions {
+    /// This replica's name in the leases it takes (unique per process).
+    pub replica: String,
+    /// Time between cycles.
+    pub tick: Duration,
+    /// How long a claimed watch is this replica's; past it, another replica may take it.
+    pub lease: Duration,
+    /// Runs at once against one homeserver.
+    pub per_homeserver: usize,
+    /// Runs at once in all.
+    pub max_concurrent: usize,
+    /// Messages one scheduled run reads at most (the rest waits for the next run).
+    pub max_messages_per_run: u32,
+    /// Spread of the next due time, as a fraction of the interval (0.1: ±10 %).
+    pub jitter: f64,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            replica: default_replica(),
+            tick: Duration::from_secs(5),
+            lease: Duration::from_secs(600),
+            per_homeserver: 8,
+            max_concurrent: 32,
+            max_messages_per_run: 10_000,
+            jitter: 0.1,
+        }
+    }
+}
+
+/// A replica name unique to this process: host, process id and a random suffix.
+pub fn default_replica() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "argus".to_owned());
+    let suffix: u32 = rand::random();
+    format!("{}-{}-{suffix:08x}", argus_domain::NewIngestion::sanitise(&host, 64), std::process::id())
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Runs of dead processes audited as interrupted.
+    pub interrupted_closed: usize,
+    /// Watches claimed and run.
+    pub claimed: usize,
+    /// Runs that succeeded.
+    pub succeeded: usize,
+    /// Runs that failed.
+    pub failed: usize,
+    /// Watches paused (their token was refused).
+    pub paused: usize,
+    /// Watches whose lease was lost before their run was recorded.
+    pub lost: usize,
+}
+
+/// The scheduler of one replica.
+#[derive(Debug)]
+pub struct Scheduler {
+    services: Arc<Services>,
+    options: SchedulerOptions,
+    per_homeserver: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+enum Outcome {
+    Succeeded,
+    Failed,
+    Paused,
+    Lost,
+}
+
+impl Scheduler {
+    /// A scheduler over `services` (whose token keys open the watches' tokens).
+    pub fn new(services: Arc<Services>, options: SchedulerOptions) -> Self {
+        Self { services, options, per_homeserver: Mutex::new(HashMap::new()) }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SchedulerOptions {
+        &self.options
+    }
+
+    /// Runs cycles every tick until `stop` is notified (then the cycle under way finishes).
+    pub async fn run(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
+        tracing::info!(replica = %self.options.replica, "scheduler started");
+        loop {
+            match self.cycle().await {
+                Ok(report) if report.claimed > 0 || report.interrupted_closed > 0 => {
+                    tracing::info!(?report, "scheduler cycle");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(code = error.code(), error = %error, "scheduler cycle failed"),
+            }
+            tokio::select! {
+                () = stop.notified() => break,
+                () = tokio::time::sleep(self.options.tick) => {}
+            }
+        }
+        tracing::info!(replica = %self.options.replica, "scheduler stopped");
+    }
+
+    /// One cycle: audits interrupted runs, claims the due watches and runs them; returns when
+    /// every run of the cycle is recorded.
+    pub async fn cycle(&self) -> crate::Result<CycleReport> {
+        let mut report = CycleReport::default();
+        let now = OffsetDateTime::now_utc();
+        report.interrupted_closed =
+            self.services.with_store(move |store| store.close_interrupted_runs(now)).await?.len();
+        let (replica, lease) = (self.options.replica.clone(), self.options.lease);
+        let limit = u32::try_from(self.options.max_concurrent.max(1)).unwrap_or(u32::MAX);
+        let claimed = self
+            .services
+            .with_store(move |store| store.claim_due_watches(now, &replica, lease, limit))
+            .await?;
+        report.claimed = claimed.len();
+        let mut runs = tokio::task::JoinSet::new();
+        for claimed in claimed {
+            let permit = self.homeserver_slot(claimed.watch.homeserver_url.as_str());
+            let services = Arc::clone(&self.services);
+            let options = self.options.clone();
+            runs.spawn(async move {
+                let _permit = permit.acquire_owned().await;
+                run_watch(&services, &options, claimed).await
+            });
+        }
+        while let Some(outcome) = runs.join_next().await {
+            match outcome {
+                Ok(Outcome::Succeeded) => report.succeeded += 1,
+                Ok(Outcome::Failed) => report.failed += 1,
+                Ok(Outcome::Paused) => report.paused += 1,
+                Ok(Outcome::Lost) => report.lost += 1,
+                Err(_) => report.failed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    fn homeserver_slot(&self, homeserver: &str) -> Arc<Semaphore> {
+        let origin = argus_domain::NewIngestion::origin_of(homeserver);
+        let mut map = self.per_homeserver.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            map.entry(origin).or_insert_with(|| Arc::new(Semaphore::new(self.options.per_homeserver.max(1)))),
+        )
+    }
+}
+
+/// Runs one claimed watch and records how it went.
+async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: ClaimedWatch) -> Outcome {
+    let ClaimedWatch { watch, token } = claimed;
+    let started = OffsetDateTime::now_utc();
+    let interval = Duration::from_secs(u64::from(watch.interval_secs));
+    let mut next = started + jittered(interval, options.jitter);
+    let mut pause = None;
+    let binding = Binding::of(&watch.org, &watch.room_id, &watch.homeserver_url);
+    let opened = match &services.token_keys {
+        Some(keys) => keys.open(&token, binding),
+        None => Err(Error::WatchesDisabled),
+    };
+    let result = match opened {
+        Err(error) => {
+            // No key here opens it: nothing can run until the owner gives the token again.
+            pause = Some(format!("TOKEN_UNAVAILABLE: {}", error.public_message()));
+            Err(error)
+        }
+        Ok(access_token) => {
+            // The owner, cleared for the watch's level, as the mutation would have required.
+            let owner = Viewer::new(
+                watch.owner.clone(),
+                watch.org.clone(),
+                watch.classification,
+                [Scope::Ingest, Scope::Read],
+            );
+            let request = IngestRequest {
+                homeserver_url: watch.homeserver_url.as_str().to_owned(),
+                access_token,
+                room_id: watch.room_id.as_str().to_owned(),
+                classification: watch.classification,
+                max_messages: Some(i64::from(options.max_messages_per_run)),
+                recovery_key: None,
+                reach: Reach::Current,
+                trigger: Trigger::Scheduled,
+            };
+            ingest_room(services, &owner, request, &mut |_| {}).await.map(drop)
+        }
+    };
+    let error = match &result {
+        Ok(()) => None,
+        Err(Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout })) => {
+            let what = if *soft_logout { "soft logout" } else { "token refused" };
+            pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));
+            result.as_ref().err().map(Error::public_message)
+        }
+        Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {
+            // Honour what the homeserver asked, on top of the interval.
+            if let Some(wait) = retry_after {
+                next = next.max(OffsetDateTime::now_utc() + *wait);
+            }
+            result.as_ref().err().map(Error::public_message)
+        }
+        Err(error) => Some(error.public_message()),
+    };
+    let run = WatchRun { ran_at: started, next_run_at: next, error: error.clone(), pause: pause.clone() };
+    let (id, replica) = (watch.id, options.replica.clone());
+    let recorded = services.with_store(move |store| store.record_watch_run(id, &replica, &run)).await;
+    match (recorded, error, pause) {
+        (Ok(true), None, _) => Outcome::Succeeded,
+        (Ok(true), Some(_), Some(reason)) => {
+            tracing::warn!(watch = watch.id, org = %watch.org, %reason, "watch paused");
+            Outcome::Paused
+        }
+        (Ok(true), Some(_), None) => Outcome::Failed,
+        (Ok(false), ..) => Outcome::Lost,
+        (Err(e), ..) => {
+            tracing::warn!(
+                watch = watch.id,
+                code = e.code(),
+                "a watch's run could not be recorded; its lease will expire"
+            );
+            Outcome::Failed
+        }
+    }
+}
+
+/// `interval` spread by up to ±`jitter` of itself.
+fn jittered(interval: Duration, jitter: f64) -> Duration {
+    let spread = interval.as_secs_f64() * jitter.clamp(0.0, 1.0);
+    let offset =
+        if spread > 0.0 { rand::Rng::gen_range(&mut rand::thread_rng(), -spread..=spread) } else { 0.0 };
+    Duration::from_secs_f64((interval.as_secs_f64() + offset).max(1.0))
+}

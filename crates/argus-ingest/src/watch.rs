@@ -1,0 +1,126 @@
+//! Watched rooms: a caller asks for a room to be kept current on an interval with their Matrix
+//! token, which is sealed at once ([`crate::TokenKeys`]) and never readable back. The checks
+//! are those of an ingestion (scope, outbound policy, clearance), plus the interval's bounds.
+
+use argus_domain::{
+    AccessToken, Classification, HomeserverUrl, NewWatch, RoomId, Scope, Viewer, Watch, policy,
+};
+
+use crate::{Error, Result, Services, token_keys::Binding};
+
+/// A watch as the caller gave it. `Debug` shows the token as `[redacted]`.
+#[derive(Debug)]
+pub struct WatchRequest {
+    /// Base URL of the homeserver.
+    pub homeserver_url: String,
+    /// The owner's Matrix access token, sealed at once.
+    pub access_token: AccessToken,
+    /// The Matrix room id.
+    pub room_id: String,
+    /// Classification of every run.
+    pub classification: Classification,
+    /// Seconds between runs.
+    pub interval_secs: i64,
+}
+
+/// Creates or renews (same room: new token, interval, owner; a paused watch resumes) the watch
+/// of a room for `viewer`'s organisation.
+pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequest) -> Result<Watch> {
+    policy::require_scope(viewer, Scope::Ingest)?;
+    let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
+    let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
+    let room_id: RoomId = request.room_id.parse()?;
+    if !request.access_token.is_well_formed() {
+        return Err(Error::InvalidInput("the access token is empty or malformed".into()));
+    }
+    let limits = services.watch_limits;
+    let interval_secs = u32::try_from(request.interval_secs)
+        .ok()
+        .filter(|s| (limits.min_interval_secs..=limits.max_interval_secs).contains(s))
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "interval must be between {} and {} seconds",
+                limits.min_interval_secs, limits.max_interval_secs
+            ))
+        })?;
+    policy::check_may_classify(viewer, request.classification)?;
+    services.connector.check_homeserver(&homeserver)?;
+    let token = keys.seal(&request.access_token, Binding::of(&viewer.org, &room_id, &homeserver))?;
+    let new = NewWatch {
+        owner: viewer.actor.clone(),
+        org: viewer.org.clone(),
+        room_id,
+        homeserver_url: homeserver,
+        classification: request.classification,
+        interval_secs,
+        token,
+    };
+    let v = viewer.clone();
+    let watch = services.with_store(move |store| store.upsert_watch(&v, &new)).await?;
+    tracing::info!(
+        actor = %viewer.actor, org = %viewer.org, room = %watch.room_id, interval = watch.interval_secs,
+        "room watched"
+    );
+    Ok(watch)
+}
+
+/// Stops watching a room; whether `viewer` had a watch of it they may see.
+pub async fn unwatch_room(services: &Services, viewer: &Viewer, room_id: &str) -> Result<bool> {
+    policy::require_scope(viewer, Scope::Ingest)?;
+    let room_id: RoomId = room_id.parse()?;
+    let v = viewer.clone();
+    let removed = services.with_store(move |store| store.remove_watch(&v, &room_id)).await?;
+    if removed {
+        tracing::info!(actor = %viewer.actor, org = %viewer.org, "room unwatched");
+    }
+    Ok(removed)
+}
+
+/// The watches `viewer` may see, oldest first, after storage id `after`.
+pub async fn watches(
+    services: &Services,
+    viewer: &Viewer,
+    first: u32,
+    after: Option<i64>,
+) -> Result<Vec<Watch>> {
+    policy::require_scope(viewer, Scope::Read)?;
+    let v = viewer.clone();
+    services.with_store(move |store| store.watches(&v, first, after)).await
+}
+
+/// What re-sealing every watch's token under the current key did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Tokens re-sealed.
+    pub resealed: u64,
+    /// Tokens already under the current key.
+    pub current: u64,
+    /// Tokens that did not open with any key held (their watches stay as they are).
+    pub unopened: u64,
+}
+
+/// Re-seals every watch's token under the current key (`keys rotate`): afterwards the previous
+/// keys can be dropped from the configuration.
+pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
+    let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
+    let sealed = services.with_store(|store| store.sealed_watch_tokens()).await?;
+    let mut rotation = Rotation::default();
+    for entry in sealed {
+        let binding =
+            Binding { org: &entry.org, room_id: &entry.room_id, homeserver_url: &entry.homeserver_url };
+        match keys.reseal(&entry.token, binding) {
+            Ok(None) => rotation.current += 1,
+            Ok(Some(new)) => {
+                let (id, old) = (entry.id, entry.token.clone());
+                if services.with_store(move |store| store.reseal_watch_token(id, &old, &new)).await? {
+                    rotation.resealed += 1;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(watch = entry.id, code = error.code(), "a watch's token did not open");
+                rotation.unopened += 1;
+            }
+        }
+    }
+    Ok(rotation)
+}
