@@ -43,6 +43,18 @@ pub enum Command {
     /// The fusion relay (outbox of network-node entities).
     #[command(subcommand)]
     Fusion(FusionCommand),
+    /// The keys that seal watched rooms' Matrix tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `argus-tchap keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal every watched room's token under the current key (`watch.token_key` or
+    /// `watch.token_key_file`), opening each with the current or a previous key
+    /// (`watch.previous_token_key_files`); afterwards the previous keys can be removed.
+    Rotate,
 }
 
 /// `argus-tchap ingest`.

@@ -235,6 +235,24 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
     }
 }
 
+/// `keys rotate`: re-seals every watched room's token under the current key.
+pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
+    let services = services::assemble(config).await?.services;
+    match argus_ingest::watch::rotate_token_keys(&services.app).await {
+        Ok(r) => {
+            print_out(&format!(
+                "re-sealed {} token(s); {} already under the current key; {} did not open with any key",
+                r.resealed, r.current, r.unopened
+            ))?;
+            Ok(if r.unopened == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Err(e) => {
+            eprintln!("key rotation failed [{}]: {}", e.code(), e.public_message());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `audit verify`: recomputes every organisation's chain; fails if a link or a head is wrong.
 pub async fn audit_verify(
     config: &Config,

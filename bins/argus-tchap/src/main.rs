@@ -13,7 +13,7 @@ use std::{io, process::ExitCode};
 use anyhow::Result;
 use argus_server::Config;
 use argus_tchap::{
-    cli::{AuditCommand, Cli, Command, FusionCommand},
+    cli::{AuditCommand, Cli, Command, FusionCommand, KeysCommand},
     commands,
 };
 use clap::Parser as _;
@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(args) => commands::token(&config, args).await,
         Command::Fusion(FusionCommand::Relay { once }) => commands::fusion_relay_once(&config, once).await,
         Command::Fusion(FusionCommand::Status) => commands::fusion_status(&config).await,
+        Command::Keys(KeysCommand::Rotate) => commands::keys_rotate(&config).await,
         Command::Schema => commands::schema(),
     }
 }

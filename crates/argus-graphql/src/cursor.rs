@@ -47,6 +47,8 @@ pub enum CursorKind<'a> {
     Ingestions,
     /// `tchapSearch`, bound to the search it pages (query and filters, in canonical form).
     Search(&'a str),
+    /// `tchapWatches`.
+    Watches,
 }
 
 impl CursorKind<'_> {
@@ -56,6 +58,7 @@ impl CursorKind<'_> {
             Self::Messages(room) => ("messages", room),
             Self::Ingestions => ("ingestions", ""),
             Self::Search(search) => ("search", search),
+            Self::Watches => ("watches", ""),
         }
     }
 }

@@ -6,6 +6,7 @@ mod plain_edges;
 pub mod search;
 mod sync_list;
 pub mod types;
+pub mod watch;
 
 use argus_domain::{AccessToken, RoomId, Scope};
 use juniper::{
@@ -157,6 +158,16 @@ impl Query {
         })
     }
 
+    /// Watched rooms of the caller's organisation that the caller may see (at most their clearance, of rooms they may see), oldest first. Requires scope tchap:read.
+    async fn tchap_watches(
+        context: &Context,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<watch::TchapWatchList> {
+        context.require(Scope::Read)?;
+        watch::list(context, first, after).await
+    }
+
     /// The ingestion history (audit trail) of the caller's organisation, newest first. Requires scope tchap:audit.
     async fn tchap_ingestions(
         context: &Context,
@@ -255,6 +266,19 @@ impl Mutation {
                 .map(|(reason, n)| types::UndecryptableCount { reason: reason.clone(), count: count(*n) })
                 .collect(),
         })
+    }
+
+    /// Keep a room current: the server's scheduler ingests what is new on the room every `interval` seconds (with jitter), as the caller, each run audited and marked as scheduled, with the same outbound policy, caps and clearance rules as ingestTchapRoom. The token is sealed at once and never readable; a token the homeserver refuses pauses the watch (status PAUSED with its reason) until it is given a new one here. Watching a room already watched renews it. Requires scope tchap:ingest.
+    async fn watch_tchap_room(
+        context: &Context,
+        input: watch::WatchTchapRoomInput,
+    ) -> Result<watch::TchapWatch> {
+        watch::watch(context, input).await
+    }
+
+    /// Stop keeping a room current; true when the caller had a watch of it they may see (what was ingested stays). Requires scope tchap:ingest.
+    async fn unwatch_tchap_room(context: &Context, room_id: String) -> Result<bool> {
+        watch::unwatch(context, &room_id).await
     }
 
     /// Post a note into a Tchap room, with its protection marking in front, behind the write-down guard (nothing above the posting ceiling, the caller's clearance or the room's stored classification leaves). Every post, sent or refused, is an audit record. Requires scope tchap:post.

@@ -55,6 +55,8 @@ pub struct Built {
     pub state: AppState,
     /// The fusion relay, when enabled.
     pub relay: Option<argus_fusion::Relay>,
+    /// The scheduler of watched rooms, when enabled.
+    pub scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
 }
 
 /// Assembles the services ([`crate::services::assemble`]), then the authenticator and the
@@ -80,7 +82,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         max_body_bytes: config.graphql.max_body_bytes,
         graphiql: config.graphiql_enabled(),
     };
-    Ok(Built { state, relay: assembled.relay })
+    Ok(Built { state, relay: assembled.relay, scheduler: assembled.scheduler })
 }
 
 impl AppState {
@@ -132,7 +134,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
     let built = build(&config).await?;
     let server = http_server(listener, built.state)?;
     let handle = server.handle();
-    let task = tokio::spawn(serve_with_relay(server, built.relay));
+    let task = tokio::spawn(serve_with_background(server, built.relay, built.scheduler));
     Ok(RunningServer { addr, handle, task })
 }
 
@@ -147,7 +149,7 @@ pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
 /// Like [`run`], with the state already built (so the caller can report readiness first).
 pub async fn run_built(listener: TcpListener, built: Built) -> Result<()> {
     let server = http_server(listener, built.state)?;
-    serve_with_relay(server, built.relay).await
+    serve_with_background(server, built.relay, built.scheduler).await
 }
 
 fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev::Server> {
@@ -162,6 +164,23 @@ fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev:
     .map_err(|e| Error::Server(format!("cannot listen: {e}")))?
     .run();
     Ok(server)
+}
+
+/// Serves with the background tasks (the fusion relay, the scheduler), stopped once the HTTP
+/// server has stopped.
+async fn serve_with_background(
+    server: actix_web::dev::Server,
+    relay: Option<argus_fusion::Relay>,
+    scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
+) -> Result<()> {
+    let stop_scheduler = Arc::new(tokio::sync::Notify::new());
+    let scheduler_task = scheduler.map(|scheduler| tokio::spawn(scheduler.run(Arc::clone(&stop_scheduler))));
+    let result = serve_with_relay(server, relay).await;
+    stop_scheduler.notify_one();
+    if let Some(task) = scheduler_task {
+        let _ = task.await;
+    }
+    result
 }
 
 async fn serve_with_relay(server: actix_web::dev::Server, relay: Option<argus_fusion::Relay>) -> Result<()> {

@@ -31,7 +31,7 @@ pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 pub const CURSOR_KEY_FILE: &str = "argus-tchap.cursor-key";
 
 /// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 7] = ["jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post"];
+const SECTIONS: [&str; 8] = ["jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch"];
 
 /// Top-level keys that come from `ARGUS_<KEY>`.
 const TOP_LEVEL_KEYS: [&str; 4] = ["bind", "database_url", "data_dir", "allow_remote_development"];
@@ -67,6 +67,73 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Notes posted into Tchap rooms: the write-down guard and the marking.
     pub post: PostConfig,
+    /// Watched rooms and the scheduler that keeps them current.
+    pub watch: WatchConfig,
+}
+
+/// The name of the file, in the data directory, holding the generated key that seals watched
+/// rooms' tokens when `watch.token_key` / `watch.token_key_file` is not configured.
+pub const WATCH_KEY_FILE: &str = "argus-tchap.watch-key";
+
+/// Watched rooms (`watchTchapRoom`) and the scheduler inside `serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Run the scheduler inside `serve` (every replica may: they share the due watches).
+    pub scheduler: bool,
+    /// A file holding the key that seals watched rooms' Matrix tokens, base64 (32 bytes once
+    /// decoded). Default: generated in the data directory.
+    pub token_key_file: Option<PathBuf>,
+    /// The key itself, base64 (for the environment: `ARGUS_WATCH_TOKEN_KEY`).
+    pub token_key: Option<Secret>,
+    /// Earlier keys, still opening what they sealed until `argus-tchap keys rotate` re-sealed
+    /// every token under the current one.
+    #[serde(deserialize_with = "paths_or_list")]
+    pub previous_token_key_files: Vec<PathBuf>,
+    /// The shortest interval a watch may have, in seconds.
+    pub min_interval_secs: u32,
+    /// Seconds between the scheduler's cycles.
+    pub tick_secs: u64,
+    /// Scheduled runs at once against one homeserver.
+    pub per_homeserver_concurrency: usize,
+    /// Scheduled runs at once in all.
+    pub max_concurrent: usize,
+    /// Seconds a replica holds a claimed watch; past it (the replica died), another takes it.
+    pub lease_secs: u64,
+    /// Messages one scheduled run reads at most.
+    pub max_messages_per_run: u32,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        let options = argus_ingest::scheduler::SchedulerOptions::default();
+        Self {
+            scheduler: true,
+            token_key_file: None,
+            token_key: None,
+            previous_token_key_files: Vec::new(),
+            min_interval_secs: argus_ingest::WatchLimits::default().min_interval_secs,
+            tick_secs: options.tick.as_secs(),
+            per_homeserver_concurrency: options.per_homeserver,
+            max_concurrent: options.max_concurrent,
+            lease_secs: options.lease.as_secs(),
+            max_messages_per_run: options.max_messages_per_run,
+        }
+    }
+}
+
+impl WatchConfig {
+    /// The scheduler's options.
+    pub fn scheduler_options(&self) -> argus_ingest::scheduler::SchedulerOptions {
+        argus_ingest::scheduler::SchedulerOptions {
+            tick: std::time::Duration::from_secs(self.tick_secs.max(1)),
+            lease: std::time::Duration::from_secs(self.lease_secs.max(10)),
+            per_homeserver: self.per_homeserver_concurrency.max(1),
+            max_concurrent: self.max_concurrent.max(1),
+            max_messages_per_run: self.max_messages_per_run.max(1),
+            ..argus_ingest::scheduler::SchedulerOptions::default()
+        }
+    }
 }
 
 /// Notes posted into Tchap rooms (`postTchapMessage`).
@@ -122,6 +189,7 @@ impl Default for Config {
             fusion: argus_fusion::FusionConfig::default(),
             audit: AuditConfig::default(),
             post: PostConfig::default(),
+            watch: WatchConfig::default(),
         }
     }
 }
@@ -484,6 +552,41 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keys that seal watched rooms' tokens: the configured one (value or file) or the one
+    /// generated in the data directory, and the previous ones. A key that cannot be read or is
+    /// not 32 bytes is a configuration error.
+    pub fn token_keys(&self) -> Result<argus_ingest::TokenKeys> {
+        let read = |file: &Path| {
+            std::fs::read_to_string(file)
+                .map_err(|_| Error::Config("cannot read a watch token key file".into()))
+        };
+        let encoded = match (&self.watch.token_key, &self.watch.token_key_file) {
+            (Some(key), _) => key.expose_secret().to_owned(),
+            (None, Some(file)) => read(file)?,
+            (None, None) => load_or_create_secret(&self.data_dir(), WATCH_KEY_FILE, "watch token key")?
+                .expose_secret()
+                .to_owned(),
+        };
+        let key = |text: &str| {
+            decode_key(text).ok_or_else(|| Error::Config("a watch token key is not base64".into())).and_then(
+                |bytes| {
+                    argus_ingest::TokenKey::new(&bytes)
+                        .map_err(|_| Error::Config("a watch token key must be 32 bytes".into()))
+                },
+            )
+        };
+        let current = key(&encoded)?;
+        let previous = self
+            .watch
+            .previous_token_key_files
+            .iter()
+            .map(|file| read(file).and_then(|text| key(&text)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(argus_ingest::TokenKeys::new(current, previous))
+    }
+}
+
 fn decode_key(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
     base64::engine::general_purpose::STANDARD
@@ -625,6 +728,11 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<St
             .collect(),
         OneOrMany::Many(v) => v,
     })
+}
+
+/// A list of paths, or one string of paths separated by commas (as the environment gives it).
+fn paths_or_list<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<PathBuf>, D::Error> {
+    Ok(string_or_list(d)?.into_iter().map(PathBuf::from).collect())
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct Assembled {
     pub services: Arc<Services>,
     /// The fusion relay, when `fusion.enabled`; whoever runs it delivers the outbox.
     pub relay: Option<argus_fusion::Relay>,
+    /// The scheduler of watched rooms, when `watch.scheduler`; whoever runs it keeps them current.
+    pub scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
 }
 
 /// Creates the data directories and opens the store the configuration names (applying pending
@@ -67,8 +69,14 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     } else {
         None
     };
-    let mut services = Services::over(Arc::new(app));
+    app.token_keys = Some(Arc::new(config.token_keys()?));
+    app.watch_limits.min_interval_secs = config.watch.min_interval_secs.max(1);
+    let app = Arc::new(app);
+    let scheduler = config.watch.scheduler.then(|| {
+        Arc::new(argus_ingest::scheduler::Scheduler::new(Arc::clone(&app), config.watch.scheduler_options()))
+    });
+    let mut services = Services::over(app);
     services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
     services.post_policy = config.post.policy();
-    Ok(Assembled { services: Arc::new(services), relay })
+    Ok(Assembled { services: Arc::new(services), relay, scheduler })
 }

@@ -15,7 +15,7 @@ pub(crate) trait Connection {
 }
 
 /// Checks `first` and decodes `after` for the caller.
-fn page_request<P: DeserializeOwned>(
+pub(crate) fn page_request<P: DeserializeOwned>(
     context: &Context,
     kind: CursorKind<'_>,
     first: Option<i32>,

@@ -8,3 +8,4 @@ mod post;
 mod reads;
 mod search;
 mod threats;
+mod watch;

@@ -1,0 +1,167 @@
+//! Watched rooms in the API: `watchTchapRoom`, `unwatchTchapRoom` and `tchapWatches`, over the
+//! watch use-case ([`argus_ingest::watch`]). A watch never shows its token.
+
+use argus_domain::{AccessToken, Watch};
+use juniper::{GraphQLEnum, GraphQLInputObject, GraphQLObject, ID, graphql_object};
+
+use super::types::{DateTime, GqlClassification, opaque_id};
+use crate::{Context, CursorKind, Result};
+
+/// Input of `watchTchapRoom`. It has no `Debug`: nothing can print the access token it holds
+/// before it is sealed.
+#[derive(GraphQLInputObject)]
+#[graphql(name = "WatchTchapRoomInput", description = "A room to keep current, and how often.")]
+pub struct WatchTchapRoomInput {
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
+    pub homeserver_url: String,
+    /// Matrix access token the scheduler reads the room with: sealed at once (encrypted at rest with a key held outside the database), never returned or logged. Giving a new one renews the watch and resumes a paused one.
+    pub access_token: String,
+    /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
+    pub room_id: String,
+    /// Classification of the room and every message the scheduled runs store. Must not exceed the caller's clearance.
+    pub classification: GqlClassification,
+    /// Seconds between runs, at least the server's floor (60 by default) and at most a week.
+    pub interval: i32,
+}
+
+/// Whether the scheduler runs a watch.
+#[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "WatchStatus")]
+pub enum GqlWatchStatus {
+    /// Synced on its interval.
+    #[graphql(name = "ACTIVE")]
+    Active,
+    /// Not run until a new token is given (see statusReason).
+    #[graphql(name = "PAUSED")]
+    Paused,
+}
+
+/// A watched room: kept current by the scheduler with its owner's sealed token.
+#[derive(Debug, Clone)]
+pub struct TchapWatch(pub Watch);
+
+#[graphql_object(context = Context)]
+impl TchapWatch {
+    /// Opaque, stable id.
+    fn id(&self, context: &Context) -> ID {
+        opaque_id(context, "TchapWatch", self.0.id)
+    }
+
+    /// The Matrix room id.
+    fn room_id(&self) -> &str {
+        self.0.room_id.as_str()
+    }
+
+    /// The homeserver it is read from.
+    fn homeserver_url(&self) -> &str {
+        self.0.homeserver_url.as_str()
+    }
+
+    /// Who watches: scheduled runs are audited as theirs, marked as scheduled.
+    fn owner(&self) -> &str {
+        self.0.owner.as_str()
+    }
+
+    /// The classification of every scheduled run (at least the room's stored classification).
+    fn classification(&self) -> GqlClassification {
+        self.0.classification.into()
+    }
+
+    /// Seconds between runs.
+    fn interval(&self) -> i32 {
+        i32::try_from(self.0.interval_secs).unwrap_or(i32::MAX)
+    }
+
+    /// Whether the scheduler runs it.
+    fn status(&self) -> GqlWatchStatus {
+        match self.0.status {
+            argus_domain::WatchStatus::Active => GqlWatchStatus::Active,
+            argus_domain::WatchStatus::Paused => GqlWatchStatus::Paused,
+        }
+    }
+
+    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`), then words. Never a token.
+    fn status_reason(&self) -> Option<&str> {
+        self.0.status_reason.as_deref()
+    }
+
+    /// When it is due next.
+    fn next_run_at(&self) -> DateTime {
+        DateTime(self.0.next_run_at)
+    }
+
+    /// When it last ran.
+    fn last_run_at(&self) -> Option<DateTime> {
+        self.0.last_run_at.map(DateTime)
+    }
+
+    /// How its last run ended: SUCCEEDED or FAILED.
+    fn last_outcome(&self) -> Option<&str> {
+        self.0.last_outcome.as_deref()
+    }
+
+    /// Why its last run failed; never contains a token.
+    fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+
+    /// When it was created.
+    fn created_at(&self) -> DateTime {
+        DateTime(self.0.created_at)
+    }
+}
+
+/// A page of watched rooms, oldest first.
+#[derive(GraphQLObject)]
+#[graphql(context = Context)]
+pub struct TchapWatchList {
+    /// The watches of this page.
+    pub nodes: Vec<TchapWatch>,
+    /// Pass it as `after` for the next page; null on the last page.
+    pub end_cursor: Option<String>,
+}
+
+/// `watchTchapRoom`.
+pub(crate) async fn watch(context: &Context, input: WatchTchapRoomInput) -> Result<TchapWatch> {
+    let request = argus_ingest::watch::WatchRequest {
+        homeserver_url: input.homeserver_url,
+        access_token: AccessToken::new(input.access_token),
+        room_id: input.room_id,
+        classification: input.classification.into(),
+        interval_secs: i64::from(input.interval),
+    };
+    let watch = argus_ingest::watch::watch_room(&context.services().app, context.viewer(), request).await?;
+    Ok(TchapWatch(watch))
+}
+
+/// `unwatchTchapRoom`.
+pub(crate) async fn unwatch(context: &Context, room_id: &str) -> Result<bool> {
+    Ok(argus_ingest::watch::unwatch_room(&context.services().app, context.viewer(), room_id).await?)
+}
+
+/// `tchapWatches`.
+pub(crate) async fn list(
+    context: &Context,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<TchapWatchList> {
+    let request = super::paging::page_request::<i64>(context, CursorKind::Watches, first, after.as_deref())?;
+    let (first, after) = (request.first, request.after);
+    context.charge(u64::from(first))?;
+    let key = &context.services().cursor_key;
+    // One more than asked for tells whether a page follows.
+    let mut watches = argus_ingest::watch::watches(
+        &context.services().app,
+        context.viewer(),
+        first.saturating_add(1),
+        after,
+    )
+    .await?;
+    let more = watches.len() > first as usize;
+    watches.truncate(first as usize);
+    let end_cursor = match watches.last() {
+        Some(last) if more => Some(key.encode(CursorKind::Watches, context.viewer(), &last.id)),
+        _ => None,
+    };
+    Ok(TchapWatchList { nodes: watches.into_iter().map(TchapWatch).collect(), end_cursor })
+}

@@ -1,0 +1,107 @@
+//! Watched rooms through the API: `watchTchapRoom` (token sealed, never returned),
+//! `tchapWatches` (gated and paged), `unwatchTchapRoom`; scopes, bounds and a server without
+//! token keys.
+
+use std::sync::Arc;
+
+use argus_domain::{
+    Classification::{Restricted, Secret},
+    Scope,
+};
+use argus_testkit::homeserver::MATRIX_TOKEN;
+use serde_json::{Value, json};
+
+use crate::harness::{ALL, Harness, error_code, ok, viewer};
+
+const WATCH: &str = r"
+mutation($input: WatchTchapRoomInput!) {
+  watchTchapRoom(input: $input) { id roomId homeserverUrl owner classification interval status statusReason nextRunAt lastRunAt }
+}";
+
+const LIST: &str = r"
+query($first: Int, $after: String) {
+  tchapWatches(first: $first, after: $after) { nodes { roomId status classification } endCursor }
+}";
+
+const UNWATCH: &str = r"mutation($room: String!) { unwatchTchapRoom(roomId: $room) }";
+
+fn input(h: &Harness, room: &str, classification: &str, interval: i64) -> Value {
+    json!({ "input": {
+        "homeserverUrl": h.hs.uri(), "accessToken": MATRIX_TOKEN, "roomId": room,
+        "classification": classification, "interval": interval,
+    }})
+}
+
+async fn harness() -> Harness {
+    let mut h = Harness::new().await;
+    let key = argus_ingest::TokenKey::new(&[5; 32]).unwrap_or_else(|e| panic!("{e}"));
+    h.app_mut().token_keys = Some(Arc::new(argus_ingest::TokenKeys::new(key, Vec::new())));
+    h
+}
+
+#[tokio::test]
+async fn a_watch_is_created_listed_paged_and_removed_without_ever_showing_its_token() {
+    let h = harness().await;
+    let alice = viewer("dgsi", Secret, &ALL);
+    for i in 0..3 {
+        let data = ok(h.run(&alice, WATCH, input(&h, &format!("!w{i}:tchap.test"), "RESTRICTED", 300)).await);
+        let watch = &data["watchTchapRoom"];
+        assert_eq!((watch["status"].as_str(), watch["interval"].as_i64()), (Some("ACTIVE"), Some(300)));
+        assert_eq!(watch["owner"], "agent@dgsi");
+        assert!(!data.to_string().contains(MATRIX_TOKEN));
+    }
+    let first = ok(h.run(&alice, LIST, json!({ "first": 2 })).await);
+    assert_eq!(first["tchapWatches"]["nodes"].as_array().map(Vec::len), Some(2));
+    let cursor = first["tchapWatches"]["endCursor"].clone();
+    let rest = ok(h.run(&alice, LIST, json!({ "first": 2, "after": cursor })).await);
+    assert_eq!(rest["tchapWatches"]["nodes"][0]["roomId"], "!w2:tchap.test");
+    assert!(rest["tchapWatches"]["endCursor"].is_null());
+    // A cursor is the caller's: another organisation's use of it is refused.
+    let anssi = viewer("anssi", Secret, &ALL);
+    let stolen = h.run(&anssi, LIST, json!({ "first": 2, "after": cursor })).await;
+    assert_eq!(error_code(&stolen), Some("BAD_CURSOR"));
+    assert_eq!(ok(h.run(&anssi, LIST, json!({})).await)["tchapWatches"]["nodes"], json!([]));
+    // Removed by its organisation only.
+    assert_eq!(
+        ok(h.run(&anssi, UNWATCH, json!({ "room": "!w0:tchap.test" })).await)["unwatchTchapRoom"],
+        false
+    );
+    assert_eq!(
+        ok(h.run(&alice, UNWATCH, json!({ "room": "!w0:tchap.test" })).await)["unwatchTchapRoom"],
+        true
+    );
+    let left = ok(h.run(&alice, LIST, json!({})).await);
+    assert_eq!(left["tchapWatches"]["nodes"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn watch_calls_are_gated_and_bad_input_gets_clear_codes() {
+    let h = harness().await;
+    let alice = viewer("dgsi", Secret, &ALL);
+    ok(h.run(&alice, WATCH, input(&h, "!secret:tchap.test", "SECRET", 300)).await);
+    let low = viewer("dgsi", Restricted, &ALL);
+    assert_eq!(ok(h.run(&low, LIST, json!({})).await)["tchapWatches"]["nodes"], json!([]));
+    let cases = [
+        (low.clone(), input(&h, "!secret:tchap.test", "RESTRICTED", 300), "ABOVE_CLEARANCE"),
+        (alice.clone(), input(&h, "!a:tchap.test", "RESTRICTED", 10), "INVALID_INPUT"),
+        (alice.clone(), input(&h, "#alias:tchap.test", "RESTRICTED", 300), "INVALID_INPUT"),
+        (low.clone(), input(&h, "!b:tchap.test", "SECRET", 300), "ABOVE_CLEARANCE"),
+        (viewer("dgsi", Secret, &[Scope::Read]), input(&h, "!c:tchap.test", "RESTRICTED", 300), "FORBIDDEN"),
+    ];
+    for (who, variables, code) in cases {
+        let response = h.run(&who, WATCH, variables.clone()).await;
+        assert_eq!(error_code(&response), Some(code), "{variables}: {response:#}");
+        assert!(!response.to_string().contains(MATRIX_TOKEN));
+    }
+    let no_read = h.run(&viewer("dgsi", Secret, &[Scope::Ingest]), LIST, json!({})).await;
+    assert_eq!(error_code(&no_read), Some("FORBIDDEN"));
+    assert_eq!(
+        ok(h.run(&alice, LIST, json!({})).await)["tchapWatches"]["nodes"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // A server with no token key refuses watches with a clear code.
+    let bare = Harness::new().await;
+    let refused = bare.run(&alice, WATCH, input(&bare, "!a:tchap.test", "RESTRICTED", 300)).await;
+    assert_eq!(error_code(&refused), Some("WATCHES_DISABLED"));
+}
