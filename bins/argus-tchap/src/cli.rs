@@ -64,8 +64,12 @@ pub struct IngestArgs {
     #[arg(long)]
     pub homeserver: String,
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
-    #[arg(long)]
-    pub room: String,
+    #[arg(long, required_unless_present = "all_joined", conflicts_with = "all_joined")]
+    pub room: Option<String>,
+    /// Ingest every room the token's account has joined (`GET /joined_rooms`), one after
+    /// another, with a progress bar per room and a summary table.
+    #[arg(long, conflicts_with_all = ["backfill", "follow_upgrades"])]
+    pub all_joined: bool,
     /// Classification of the room and its messages (contract name or French marking).
     #[arg(long)]
     pub classification: Classification,
@@ -94,6 +98,9 @@ pub struct IngestArgs {
     /// backfill), instead of what is new since the last run followed by older history.
     #[arg(long)]
     pub backfill: bool,
+    /// After the room, ingest the rooms that replaced it (room upgrades), one after another.
+    #[arg(long)]
+    pub follow_upgrades: bool,
 }
 
 /// A secret as given (`Debug` of the arguments shows it as `[redacted]`).

@@ -160,24 +160,95 @@ fn read_token(value: AccessToken) -> Result<AccessToken> {
     Ok(value)
 }
 
-/// `ingest`: one room, through the same use-case and services as the mutation.
+/// `ingest --all-joined`: every joined room, one bar each, then a summary table.
+async fn ingest_joined(
+    services: &argus_graphql::Services,
+    viewer: &Viewer,
+    args: IngestArgs,
+) -> Result<ExitCode> {
+    let request = ingest::JoinedRequest {
+        homeserver_url: args.homeserver,
+        access_token: read_token(args.access_token)?,
+        classification: args.classification,
+        max_messages: args.max_messages.map(i64::from),
+        recovery_key: args.recovery_key,
+    };
+    let cap = u64::from(args.max_messages.unwrap_or(services.app.limits.default_max_messages));
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>32} [{bar:30}] {pos}/{len} {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .ok();
+    let mut current: Option<(String, indicatif::ProgressBar)> = None;
+    let mut on_room = |room: &str, report: Option<&FetchReport>| {
+        if current.as_ref().is_none_or(|(id, _)| id != room) {
+            let bar = bars.add(indicatif::ProgressBar::new(cap));
+            if let Some(style) = &style {
+                bar.set_style(style.clone());
+            }
+            bar.set_prefix(room.to_owned());
+            current = Some((room.to_owned(), bar));
+        }
+        if let Some((_, bar)) = &current {
+            match report {
+                Some(r) => {
+                    bar.set_position(r.messages.min(cap));
+                    bar.set_message(format!("{} pages", r.pages));
+                }
+                None => bar.finish(),
+            }
+        }
+    };
+    let result = ingest::ingest_joined(&services.app, viewer, request, &mut on_room).await;
+    match result {
+        Ok(rooms) => {
+            let mut lines = vec![format!("{:<48} {:>8} {:>8}  {}", "room", "stored", "in room", "outcome")];
+            let mut failed = 0;
+            for room in &rooms {
+                lines.push(match &room.result {
+                    Ok(done) => format!(
+                        "{:<48} {:>8} {:>8}  SUCCEEDED",
+                        room.room_id, done.messages_stored, done.room.message_count
+                    ),
+                    Err((code, message)) => {
+                        failed += 1;
+                        format!("{:<48} {:>8} {:>8}  FAILED [{code}] {message}", room.room_id, "-", "-")
+                    }
+                });
+            }
+            lines.push(format!("{} room(s), {} failed", rooms.len(), failed));
+            print_out(&lines.join("\n"))?;
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Err(e) => {
+            eprintln!("ingestion failed [{}]: {}", e.code(), e.public_message());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `ingest`: one room (or every joined room), through the same use-case and services as the
+/// mutations.
 pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> {
     let services = services::assemble(config).await?.services;
     let viewer = Viewer::new(
-        args.actor,
-        args.org,
+        args.actor.clone(),
+        args.org.clone(),
         args.clearance.unwrap_or(args.classification),
         [Scope::Ingest, Scope::Read],
     );
+    if args.all_joined {
+        return ingest_joined(&services, &viewer, args).await;
+    }
     let request = ingest::IngestRequest {
         homeserver_url: args.homeserver,
         access_token: read_token(args.access_token)?,
-        room_id: args.room,
+        room_id: args.room.unwrap_or_default(),
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
         recovery_key: args.recovery_key,
         reach: if args.backfill { ingest::Reach::Backfill } else { ingest::Reach::Current },
         trigger: ingest::Trigger::Manual,
+        follow_upgrades: args.follow_upgrades,
     };
     let cap = u64::from(args.max_messages.unwrap_or(services.app.limits.default_max_messages));
     let bar = indicatif::ProgressBar::new(cap);

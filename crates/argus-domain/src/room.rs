@@ -71,6 +71,12 @@ pub struct RoomSnapshot {
     /// Where older history continues, after this read.
     #[serde(default)]
     pub history: HistoryPosition,
+    /// The room this one replaced (`m.room.create` `predecessor`).
+    #[serde(default)]
+    pub predecessor: Option<RoomId>,
+    /// The room that replaced this one (`m.room.tombstone`).
+    #[serde(default)]
+    pub successor: Option<RoomId>,
     /// The completeness report.
     pub report: FetchReport,
 }
@@ -131,6 +137,13 @@ pub struct StoredRoom {
     /// Whether the archive holds the room's history back to its start.
     #[serde(default)]
     pub history_complete: bool,
+    /// The room this one replaced (room upgrade), as its state said at the last ingestion.
+    #[serde(default)]
+    pub predecessor: Option<RoomId>,
+    /// The room that replaced this one (`m.room.tombstone`), as its state said at the last
+    /// ingestion.
+    #[serde(default)]
+    pub successor: Option<RoomId>,
 }
 
 /// Aggregates over what a viewer may see.

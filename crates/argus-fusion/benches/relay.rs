@@ -55,6 +55,8 @@ fn prefill(dir: &Path, rows: usize) -> Result<()> {
             redactions: Vec::new(),
             resume_token: None,
             history: argus_domain::HistoryPosition::Unchanged,
+            predecessor: None,
+            successor: None,
             report: FetchReport::default(),
         };
         store.record_ingestion(&run, &snapshot)?;

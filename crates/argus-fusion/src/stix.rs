@@ -89,6 +89,8 @@ fn stix_time(t: time::OffsetDateTime) -> String {
 ///     resume_token: None,
 ///     backfill_token: None,
 ///     history_complete: false,
+///     predecessor: None,
+///     successor: None,
 /// };
 /// let node = NetworkNode::from_room(&room, 7);
 /// let bundle = to_stix_bundle(&node);

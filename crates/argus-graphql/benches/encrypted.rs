@@ -169,6 +169,7 @@ fn main() -> BenchResult {
                 recovery_key: key.map(Secret::new),
                 reach: argus_graphql::ingest::Reach::Current,
                 trigger: argus_graphql::ingest::Trigger::Manual,
+                follow_upgrades: false,
             };
             let t = Instant::now();
             let done = rt.block_on(ingest_room(&services.app, &viewer, request, &mut |_| {}))?;

@@ -145,6 +145,7 @@ fn main() -> BenchResult {
                 max_messages: Some(i64::from(max_messages)),
                 reach: argus_graphql::ingest::Reach::Current,
                 trigger: argus_graphql::ingest::Trigger::Manual,
+                follow_upgrades: false,
             };
             let t = Instant::now();
             let summary = rt.block_on(ingest_room(&services.app, &v, request, &mut |_| {}))?;

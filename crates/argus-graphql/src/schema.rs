@@ -16,7 +16,7 @@ use juniper::{
 
 use self::types::{
     GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
-    TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, count, int,
+    TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, int,
 };
 use crate::{Context, Result, cost, ingest};
 
@@ -200,6 +200,28 @@ pub struct IngestTchapRoomInput {
     pub recovery_key: Option<String>,
     /// Read only older history, from where the room's last backwards read stopped (a backfill), instead of what is new since its last ingestion followed by older history with what is left of the cap. Rooms of any size are captured whole over several calls, each bounded by maxMessages.
     pub backfill: Option<bool>,
+    /// After the room, ingest the rooms that replaced it (m.room.tombstone), one upgrade after another (at most 8), under the same classification and token. Each is its own ingestion with its own audit record; one that fails is reported in `upgrades`, not as an error of the call.
+    pub follow_upgrades: Option<bool>,
+}
+
+/// Input of `ingestJoinedTchapRooms`. It has no `Debug`: nothing can print the access token it
+/// holds before it becomes a [`argus_domain::Secret`].
+#[derive(GraphQLInputObject)]
+#[graphql(
+    name = "IngestJoinedTchapRoomsInput",
+    description = "Whose joined rooms to ingest, and at which classification."
+)]
+pub struct IngestJoinedTchapRoomsInput {
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
+    pub homeserver_url: String,
+    /// Matrix access token; used for this call only, never returned, never stored in clear.
+    pub access_token: String,
+    /// Classification given to every room and message stored by this call. Must not exceed the caller's clearance.
+    pub classification: GqlClassification,
+    /// Upper bound on message events pulled per room; the server has a default and a hard cap.
+    pub max_messages: Option<i32>,
+    /// The account's recovery key: end-to-end encrypted history is decrypted from the account's key backup. Used for this call only.
+    pub recovery_key: Option<String>,
 }
 
 /// Input of `postTchapMessage`. It has no `Debug`: nothing can print the access token it holds
@@ -247,25 +269,28 @@ impl Mutation {
                 ingest::Reach::Current
             },
             trigger: ingest::Trigger::Manual,
+            follow_upgrades: input.follow_upgrades == Some(true),
         };
         let done =
             ingest::ingest_room(&context.services().app, context.viewer(), request, &mut |_| {}).await?;
-        Ok(IngestTchapRoomPayload {
-            room: TchapRoom(done.room),
-            messages_fetched: count(done.report.messages),
-            messages_stored: int(done.messages_stored),
-            ingestion: TchapIngestion(done.ingestion),
-            edits_applied: count(done.report.edits_applied),
-            edits_ignored: count(done.report.edits_ignored),
-            redactions_ignored: count(done.report.redactions_ignored),
-            decrypted: count(done.report.decrypted),
-            undecryptable: done
-                .report
-                .undecryptable
-                .iter()
-                .map(|(reason, n)| types::UndecryptableCount { reason: reason.clone(), count: count(*n) })
-                .collect(),
-        })
+        Ok(done.into())
+    }
+
+    /// Ingest every room the token's account has joined (GET /joined_rooms), one after another, as ingestTchapRoom would each (one audit record per room). One room that fails does not stop the others; it is reported with its error. Requires scope tchap:ingest.
+    async fn ingest_joined_tchap_rooms(
+        context: &Context,
+        input: IngestJoinedTchapRoomsInput,
+    ) -> Result<types::IngestJoinedTchapRoomsPayload> {
+        let request = ingest::JoinedRequest {
+            homeserver_url: input.homeserver_url,
+            access_token: AccessToken::new(input.access_token),
+            classification: input.classification.into(),
+            max_messages: input.max_messages.map(i64::from),
+            recovery_key: input.recovery_key.map(argus_domain::Secret::new),
+        };
+        let rooms =
+            ingest::ingest_joined(&context.services().app, context.viewer(), request, &mut |_, _| {}).await?;
+        Ok(types::IngestJoinedTchapRoomsPayload { rooms: rooms.into_iter().map(Into::into).collect() })
     }
 
     /// Keep a room current: the server's scheduler ingests what is new on the room every `interval` seconds (with jitter), as the caller, each run audited and marked as scheduled, with the same outbound policy, caps and clearance rules as ingestTchapRoom. The token is sealed at once and never readable; a token the homeserver refuses pauses the watch (status PAUSED with its reason) until it is given a new one here. Watching a room already watched renews it. Requires scope tchap:ingest.

@@ -67,6 +67,40 @@ pub struct IngestRequest {
     pub reach: Reach,
     /// Who started it.
     pub trigger: Trigger,
+    /// After the room, ingest the rooms that replaced it (`m.room.tombstone`), one upgrade
+    /// after another, under the same classification and token.
+    pub follow_upgrades: bool,
+}
+
+impl IngestRequest {
+    /// The same request for another room (the token and recovery key copied), not following
+    /// upgrades.
+    fn for_room(&self, room_id: &str) -> Self {
+        Self {
+            homeserver_url: self.homeserver_url.clone(),
+            access_token: self.access_token.clone(),
+            room_id: room_id.to_owned(),
+            classification: self.classification,
+            max_messages: self.max_messages,
+            recovery_key: self.recovery_key.as_ref().map(|k| argus_domain::Secret::new(k.expose_secret())),
+            reach: self.reach,
+            trigger: self.trigger,
+            follow_upgrades: false,
+        }
+    }
+}
+
+/// The most upgrades one call follows.
+pub const MAX_UPGRADES_FOLLOWED: usize = 8;
+
+/// What became of a room reached by following an upgrade (or listed by `joined_rooms`).
+#[derive(Debug, Clone)]
+pub struct RoomOutcome {
+    /// The room id.
+    pub room_id: String,
+    /// What its ingestion did, or its error's stable code and public message (its FAILED
+    /// audit record says the same).
+    pub result: std::result::Result<IngestSummary, (&'static str, String)>,
 }
 
 /// What a successful ingestion did.
@@ -81,6 +115,9 @@ pub struct IngestSummary {
     /// The connector's completeness report (`report.messages`: message events received), with
     /// what the store decided about edits and redactions of earlier-stored messages.
     pub report: FetchReport,
+    /// The rooms that replaced this one, ingested one after another when asked
+    /// (`follow_upgrades`), each its own run with its own audit record.
+    pub upgrades: Vec<RoomOutcome>,
 }
 
 struct Validated {
@@ -111,24 +148,58 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
 }
 
 /// Runs one ingestion for `viewer`, calling `on_page` with the run's report after every page
-/// the connector reads.
+/// the connector reads; then, when asked, the rooms that replaced it.
 ///
 /// On failure the run's audit record says FAILED (best effort: if that cannot be written now,
 /// it is retried in the background, and the run's lease makes sure it is written at last) and
-/// the error is returned.
+/// the error is returned. A failed upgrade does not fail the call: it is in
+/// [`IngestSummary::upgrades`] (and audited as its own run).
 pub async fn ingest_room(
     services: &Services,
     viewer: &Viewer,
     request: IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
+    // The scheduler's runs are bounded by its own limits, not by a caller's rate.
+    if request.trigger == Trigger::Manual {
+        let caller = format!("{}/{}", viewer.org, viewer.actor);
+        if let Err(error) = services.admission.check_caller(&caller) {
+            Metrics::add(&services.metrics.ingestions_refused, 1);
+            tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = error.code(), "ingestion refused (not audited)");
+            return Err(error);
+        }
+    }
+    let mut summary = ingest_one(services, viewer, &request, on_page).await?;
+    if request.follow_upgrades {
+        let mut seen = std::collections::HashSet::from([summary.room.room_id.clone()]);
+        let mut next = summary.room.successor.clone();
+        while let Some(room) = next.take() {
+            if summary.upgrades.len() >= MAX_UPGRADES_FOLLOWED || !seen.insert(room.clone()) {
+                break;
+            }
+            let result = ingest_one(services, viewer, &request.for_room(room.as_str()), &mut |_| {}).await;
+            next = result.as_ref().ok().and_then(|s| s.room.successor.clone());
+            summary.upgrades.push(RoomOutcome {
+                room_id: room.as_str().to_owned(),
+                result: result.map_err(|e| (e.code(), e.message_without(&request.access_token))),
+            });
+        }
+    }
+    Ok(summary)
+}
+
+/// One room's run, as [`ingest_room`] describes it, after the caller's rate was counted.
+async fn ingest_one(
+    services: &Services,
+    viewer: &Viewer,
+    request: &IngestRequest,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<IngestSummary> {
+    let request = request.for_room(&request.room_id);
     let started_at = OffsetDateTime::now_utc();
-    let caller = format!("{}/{}", viewer.org, viewer.actor);
-    // The scheduler's runs are bounded by its own limits, not by a caller's rate or the
-    // places kept for calls.
+    // The scheduler's runs are bounded by its own limits, not by the places kept for calls.
     let manual = request.trigger == Trigger::Manual;
-    let rate = if manual { services.admission.check_caller(&caller) } else { Ok(()) };
-    let admitted = rate.and_then(|()| validate(services, viewer, &request)).and_then(|valid| {
+    let admitted = validate(services, viewer, &request).and_then(|valid| {
         let origin = NewIngestion::origin_of(valid.homeserver.as_str());
         let admitted = if manual { Some(services.admission.acquire(&origin)?) } else { None };
         Ok((valid, admitted))
@@ -193,6 +264,7 @@ pub async fn ingest_room(
                 messages_stored: record.messages_stored,
                 ingestion: record.ingestion,
                 report: progress.report,
+                upgrades: Vec::new(),
             })
         }
         (Ok(()), Err(error)) | (Err(error), _) => {
@@ -455,3 +527,62 @@ const FAILURE_RECORD_FIRST_DELAY: std::time::Duration = std::time::Duration::fro
 
 /// Retries of an audit record (200 ms doubling to 5 s: about half a minute in all).
 const FAILURE_RECORD_RETRIES: usize = 8;
+
+/// What to ingest of every room the account has joined.
+#[derive(Debug)]
+pub struct JoinedRequest {
+    /// Base URL of the homeserver.
+    pub homeserver_url: String,
+    /// The caller's Matrix access token, for this call only.
+    pub access_token: AccessToken,
+    /// Classification of every room and message stored.
+    pub classification: Classification,
+    /// Cap on message events per room; `None` for the server default.
+    pub max_messages: Option<i64>,
+    /// The account's recovery key, for this call only.
+    pub recovery_key: Option<argus_domain::Secret>,
+}
+
+/// Ingests every room the token's account has joined (`GET /joined_rooms`), one after another,
+/// each its own run with its own audit record; `on_room` is called with the room id and its
+/// report after every page, and once more with `None` when the room is done. The call counts
+/// once against the caller's rate.
+pub async fn ingest_joined(
+    services: &Services,
+    viewer: &Viewer,
+    request: JoinedRequest,
+    on_room: &mut (dyn FnMut(&str, Option<&FetchReport>) + Send),
+) -> Result<Vec<RoomOutcome>> {
+    policy::require_scope(viewer, Scope::Ingest)?;
+    let caller = format!("{}/{}", viewer.org, viewer.actor);
+    services.admission.check_caller(&caller)?;
+    policy::check_may_classify(viewer, request.classification)?;
+    let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
+    services.connector.check_homeserver(&homeserver)?;
+    let rooms = services.connector.joined_rooms(&homeserver, &request.access_token).await?;
+    let template = IngestRequest {
+        homeserver_url: request.homeserver_url,
+        access_token: request.access_token,
+        room_id: String::new(),
+        classification: request.classification,
+        max_messages: request.max_messages,
+        recovery_key: request.recovery_key,
+        reach: Reach::Current,
+        trigger: Trigger::Manual,
+        follow_upgrades: false,
+    };
+    let mut outcomes = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let room = room.as_str().to_owned();
+        let result = {
+            let mut progress = |report: &FetchReport| on_room(&room, Some(report));
+            ingest_one(services, viewer, &template.for_room(&room), &mut progress).await
+        };
+        on_room(&room, None);
+        outcomes.push(RoomOutcome {
+            room_id: room,
+            result: result.map_err(|e| (e.code(), e.message_without(&template.access_token))),
+        });
+    }
+    Ok(outcomes)
+}

@@ -208,6 +208,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 recovery_key: None,
                 reach: Reach::Current,
                 trigger: Trigger::Scheduled,
+                follow_upgrades: false,
             };
             ingest_room(services, &owner, request, &mut |_| {}).await.map(drop)
         }

@@ -143,6 +143,28 @@ impl Connector {
         RoomStream { receiver, task }
     }
 
+    /// The rooms the token's account has joined (`GET /joined_rooms`), at most
+    /// [`MAX_JOINED_ROOMS`]; ids the homeserver gives that are not valid are skipped.
+    pub async fn joined_rooms(&self, homeserver: &HomeserverUrl, token: &AccessToken) -> Result<Vec<RoomId>> {
+        use ruma::api::client::membership::joined_rooms::v3 as endpoint;
+        if !token.is_well_formed() {
+            return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
+        }
+        let client = &*self.inner;
+        let transport = client.policy.check_url(&homeserver.url())?;
+        let deadline = Instant::now() + client.config.request_timeout;
+        let target = Target { homeserver, token, transport, deadline };
+        let response = client.send(&target, endpoint::Request::new()).await?;
+        if response.joined_rooms.len() > MAX_JOINED_ROOMS {
+            return Err(Error::BudgetExceeded { what: "joined rooms", limit: MAX_JOINED_ROOMS as u64 });
+        }
+        let mut rooms: Vec<RoomId> =
+            response.joined_rooms.iter().filter_map(|r| r.as_str().parse().ok()).collect();
+        rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        rooms.dedup();
+        Ok(rooms)
+    }
+
     /// Checks the options and reads the room under the run's deadline.
     #[expect(clippy::too_many_arguments, reason = "the one private entry of both public reads")]
     async fn read(
@@ -460,6 +482,8 @@ impl Connector {
             redactions: normalised.redactions,
             resume_token: None,
             history: HistoryPosition::Unchanged,
+            predecessor: state.predecessor.clone(),
+            successor: state.successor.clone(),
             report,
         })
     }
@@ -486,6 +510,9 @@ async fn send_batch(
     batch.history = history;
     sender.send(Ok(batch)).await.map_err(|_| Error::Cancelled)
 }
+
+/// The most joined rooms [`Connector::joined_rooms`] lists.
+pub const MAX_JOINED_ROOMS: usize = 10_000;
 
 /// The most messages one streamed read ([`Connector::stream_room`]) may return.
 pub const HARD_MAX_STREAMED_MESSAGES: u32 = 10_000_000;

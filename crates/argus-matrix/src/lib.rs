@@ -17,6 +17,6 @@ pub use config::{
     ConnectorConfig, DEFAULT_BATCH_PAGES, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions,
     HARD_MAX_MESSAGES,
 };
-pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, RoomStream};
+pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, MAX_JOINED_ROOMS, RoomStream};
 pub use error::{Error, Result};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};

@@ -71,6 +71,8 @@ fn seed(store: &Store, viewer: &Viewer, total: u64) -> Result<()> {
             redactions: Vec::new(),
             resume_token: None,
             history: argus_domain::HistoryPosition::Unchanged,
+            predecessor: None,
+            successor: None,
             report: FetchReport::default(),
         };
         let run = IngestionRun {

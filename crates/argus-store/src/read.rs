@@ -142,7 +142,8 @@ impl Gate {
     fn rooms_select(&self, sql: &mut Sql<'_>, shape: Shape, room_id: Option<&RoomId>) {
         const ROOM_COLUMNS: &str = "SELECT r.id, r.org_id, r.room_id, r.homeserver_url, r.name, r.topic, \
              r.canonical_alias, r.member_count, r.encrypted, r.classification, r.first_seen_at, \
-             r.last_ingested_at, r.resume_token, r.backfill_token, r.history_complete, ";
+             r.last_ingested_at, r.resume_token, r.backfill_token, r.history_complete, \
+             r.predecessor_room_id, r.successor_room_id, ";
         sql.push(ROOM_COLUMNS);
         // SQLite runs the correlated form fastest either way (measured in the store benchmark);
         // PostgreSQL prefers one aggregate pass when every room is wanted.

@@ -36,6 +36,8 @@ pub(crate) struct RoomRow {
     pub(crate) resume_token: Option<String>,
     pub(crate) backfill_token: Option<String>,
     pub(crate) history_complete: bool,
+    pub(crate) predecessor_room_id: Option<String>,
+    pub(crate) successor_room_id: Option<String>,
     #[diesel(sql_type = BigInt)]
     pub(crate) message_count: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -63,6 +65,8 @@ impl RoomRow {
             resume_token: self.resume_token,
             backfill_token: self.backfill_token,
             history_complete: self.history_complete,
+            predecessor: self.predecessor_room_id.map(|r| r.parse()).transpose().map_err(|_| BAD)?,
+            successor: self.successor_room_id.map(|r| r.parse()).transpose().map_err(|_| BAD)?,
         })
     }
 }

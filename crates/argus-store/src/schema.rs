@@ -36,6 +36,10 @@ diesel::table! {
         backfill_token -> Nullable<Text>,
         /// The start of the room was reached.
         history_complete -> Bool,
+        /// The room this one replaced.
+        predecessor_room_id -> Nullable<Text>,
+        /// The room that replaced this one.
+        successor_room_id -> Nullable<Text>,
     }
 }
 

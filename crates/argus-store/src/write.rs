@@ -301,6 +301,8 @@ fn upsert_room(
         rooms::encrypted.eq(s.encrypted),
         rooms::classification.eq(merged.rank()),
         rooms::last_ingested_at.eq(now),
+        rooms::predecessor_room_id.eq(s.predecessor.as_ref().map(argus_domain::RoomId::as_str)),
+        rooms::successor_room_id.eq(s.successor.as_ref().map(argus_domain::RoomId::as_str)),
     );
     // Where older history continues: `None` leaves it as stored.
     let history: Option<(Option<&str>, bool)> = match &s.history {

@@ -68,12 +68,23 @@ const DEFAULT_ROOM_MESSAGES: usize = 3;
 /// Message counts of the rooms of the any-room responder, by room id.
 type Rooms = Arc<Mutex<HashMap<String, RoomSpec>>>;
 
-/// A room of the any-room responder: its messages, and from where its history cannot be read.
-#[derive(Debug, Clone, Copy)]
+/// A room of the any-room responder: its messages, from where its history cannot be read, and
+/// its upgrade links.
+#[derive(Debug, Clone, Default)]
 struct RoomSpec {
     count: usize,
     /// Pages of events before this position answer `M_FORBIDDEN` (a read cut mid-way).
     cut_below: Option<usize>,
+    /// The room that replaced it (`m.room.tombstone`).
+    successor: Option<String>,
+    /// The room it replaced (`m.room.create` `predecessor`).
+    predecessor: Option<String>,
+}
+
+impl RoomSpec {
+    fn new(count: usize) -> Self {
+        Self { count, ..Self::default() }
+    }
 }
 
 /// A running mock homeserver (see the [module documentation](self) for its three uses).
@@ -429,7 +440,7 @@ impl MockHomeserver {
     /// any-room responder (default 3). Calling it again with a larger count adds messages.
     pub fn room(&self, room: &str, count: usize) {
         if let Ok(mut rooms) = self.rooms.lock() {
-            let spec = rooms.entry(room.to_owned()).or_insert(RoomSpec { count, cut_below: None });
+            let spec = rooms.entry(room.to_owned()).or_insert_with(|| RoomSpec::new(count));
             spec.count = count;
         }
     }
@@ -438,10 +449,19 @@ impl MockHomeserver {
     /// readable again), as when an account loses access to older history mid-read.
     pub fn cut_room_below(&self, room: &str, position: Option<usize>) {
         if let Ok(mut rooms) = self.rooms.lock() {
-            let spec = rooms
-                .entry(room.to_owned())
-                .or_insert(RoomSpec { count: DEFAULT_ROOM_MESSAGES, cut_below: None });
+            let spec = rooms.entry(room.to_owned()).or_insert_with(|| RoomSpec::new(DEFAULT_ROOM_MESSAGES));
             spec.cut_below = position;
+        }
+    }
+
+    /// Upgrades `old` to `new`: `old` gets an `m.room.tombstone` naming `new`, `new` an
+    /// `m.room.create` naming `old` as its predecessor (both are listed by `/joined_rooms`).
+    pub fn upgrade_room(&self, old: &str, new: &str) {
+        if let Ok(mut rooms) = self.rooms.lock() {
+            rooms.entry(old.to_owned()).or_insert_with(|| RoomSpec::new(DEFAULT_ROOM_MESSAGES)).successor =
+                Some(new.to_owned());
+            rooms.entry(new.to_owned()).or_insert_with(|| RoomSpec::new(DEFAULT_ROOM_MESSAGES)).predecessor =
+                Some(old.to_owned());
         }
     }
 }
@@ -478,6 +498,13 @@ impl Respond for AnyRoom {
             return matrix_error(401, "M_UNKNOWN_TOKEN");
         }
         let path = percent_decode(request.url.path());
+        if path == "/_matrix/client/v3/joined_rooms" {
+            // The rooms given messages or links, in id order.
+            let mut joined: Vec<String> =
+                self.rooms.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            joined.sort();
+            return ResponseTemplate::new(200).set_body_json(json!({ "joined_rooms": joined }));
+        }
         let Some(rest) = path.strip_prefix("/_matrix/client/v3/rooms/") else {
             return matrix_error(404, "M_UNRECOGNIZED");
         };
@@ -494,11 +521,11 @@ impl Respond for AnyRoom {
             .rooms
             .lock()
             .ok()
-            .and_then(|m| m.get(room).copied())
-            .unwrap_or(RoomSpec { count: DEFAULT_ROOM_MESSAGES, cut_below: None });
+            .and_then(|m| m.get(room).cloned())
+            .unwrap_or_else(|| RoomSpec::new(DEFAULT_ROOM_MESSAGES));
         match endpoint {
-            "state" => ResponseTemplate::new(200).set_body_json(any_room_state(room)),
-            "messages" => any_room_page(request, room, spec),
+            "state" => ResponseTemplate::new(200).set_body_json(any_room_state(room, &spec)),
+            "messages" => any_room_page(request, room, &spec),
             _ => matrix_error(404, "M_UNRECOGNIZED"),
         }
     }
@@ -508,7 +535,7 @@ impl Respond for AnyRoom {
 pub const SLOW_PAGE: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// A `/messages` page of the any-room responder.
-fn any_room_page(request: &Request, room: &str, spec: RoomSpec) -> ResponseTemplate {
+fn any_room_page(request: &Request, room: &str, spec: &RoomSpec) -> ResponseTemplate {
     let query = |key: &str| request.url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
     let forward = query("dir").as_deref() == Some("f");
     let limit = query("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(10).max(1);
@@ -559,21 +586,29 @@ impl Respond for AnySend {
     }
 }
 
-/// The state of `room` in the any-room responder.
-fn any_room_state(room: &str) -> Value {
+/// The state of `room` in the any-room responder, with its upgrade links.
+fn any_room_state(room: &str, spec: &RoomSpec) -> Value {
     let ev = |kind: &str, key: &str, content: Value| {
         json!({
             "type": kind, "state_key": key, "event_id": format!("$state-{kind}-{key}"),
             "sender": "@alice:tchap.test", "origin_server_ts": BASE_TS, "room_id": room, "content": content,
         })
     };
-    json!([
-        ev("m.room.create", "", json!({ "creator": "@alice:tchap.test", "room_version": "10" })),
+    let mut create = json!({ "creator": "@alice:tchap.test", "room_version": "10" });
+    if let Some(old) = &spec.predecessor {
+        create["predecessor"] = json!({ "room_id": old, "event_id": "$tombstone" });
+    }
+    let mut state = json!([
+        ev("m.room.create", "", create),
         ev("m.room.name", "", json!({ "name": format!("Salle {room}") })),
         ev("m.room.topic", "", json!({ "topic": "Cellule de crise" })),
         ev("m.room.member", "@alice:tchap.test", json!({ "membership": "join" })),
         ev("m.room.member", "@bob:tchap.test", json!({ "membership": "join" })),
-    ])
+    ]);
+    if let (Some(new), Some(events)) = (&spec.successor, state.as_array_mut()) {
+        events.push(ev("m.room.tombstone", "", json!({ "body": "upgraded", "replacement_room": new })));
+    }
+    state
 }
 
 /// The `i`-th message of `room` in the any-room responder, one minute apart.

@@ -28,6 +28,8 @@ pub(crate) fn room(org: &str, room_id: &str, classification: Classification) -> 
         resume_token: Some("t123-456".to_owned()),
         backfill_token: None,
         history_complete: false,
+        predecessor: None,
+        successor: None,
     })
 }
 
@@ -169,6 +171,8 @@ fn snapshot(room_id: &str, name: &str, messages: u32) -> Result<argus_domain::Ro
         redactions: Vec::new(),
         resume_token: None,
         history: argus_domain::HistoryPosition::Unchanged,
+        predecessor: None,
+        successor: None,
         report: FetchReport::default(),
     })
 }

@@ -205,6 +205,16 @@ impl TchapRoom {
         self.0.history_complete
     }
 
+    /// The room this one replaced (room upgrade: m.room.create predecessor), as its state said at the last ingestion.
+    fn predecessor_room_id(&self) -> Option<&str> {
+        self.0.predecessor.as_ref().map(RoomId::as_str)
+    }
+
+    /// The room that replaced this one (m.room.tombstone), as its state said at the last ingestion; ingest it with followUpgrades.
+    fn successor_room_id(&self) -> Option<&str> {
+        self.0.successor.as_ref().map(RoomId::as_str)
+    }
+
     /// Stored messages the caller may see.
     fn message_count(&self) -> i32 {
         int(self.0.message_count)
@@ -506,6 +516,69 @@ pub struct IngestTchapRoomPayload {
     pub decrypted: i32,
     /// Encrypted events left undecrypted, by reason.
     pub undecryptable: Vec<UndecryptableCount>,
+    /// The rooms that replaced this one, when followed.
+    pub upgrades: Vec<RoomIngestionOutcome>,
+}
+
+impl From<argus_ingest::ingest::IngestSummary> for IngestTchapRoomPayload {
+    fn from(done: argus_ingest::ingest::IngestSummary) -> Self {
+        Self {
+            room: TchapRoom(done.room),
+            messages_fetched: count(done.report.messages),
+            messages_stored: int(done.messages_stored),
+            ingestion: TchapIngestion(done.ingestion),
+            edits_applied: count(done.report.edits_applied),
+            edits_ignored: count(done.report.edits_ignored),
+            redactions_ignored: count(done.report.redactions_ignored),
+            decrypted: count(done.report.decrypted),
+            undecryptable: done
+                .report
+                .undecryptable
+                .iter()
+                .map(|(reason, n)| UndecryptableCount { reason: reason.clone(), count: count(*n) })
+                .collect(),
+            upgrades: done.upgrades.into_iter().map(RoomIngestionOutcome::from).collect(),
+        }
+    }
+}
+
+/// What became of one room of a call that ingests several (followed upgrades, joined rooms):
+/// what its ingestion did, or why it failed (its FAILED audit record says the same).
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct RoomIngestionOutcome {
+    /// The Matrix room id.
+    pub room_id: String,
+    /// What its ingestion did; null when it failed.
+    pub result: Option<IngestTchapRoomPayload>,
+    /// The error's stable code (as `extensions.code` would say); null when it succeeded.
+    pub error_code: Option<String>,
+    /// Why it failed; never contains a token.
+    pub error: Option<String>,
+}
+
+impl From<argus_ingest::ingest::RoomOutcome> for RoomIngestionOutcome {
+    fn from(outcome: argus_ingest::ingest::RoomOutcome) -> Self {
+        match outcome.result {
+            Ok(done) => {
+                Self { room_id: outcome.room_id, result: Some(done.into()), error_code: None, error: None }
+            }
+            Err((code, message)) => Self {
+                room_id: outcome.room_id,
+                result: None,
+                error_code: Some(code.to_owned()),
+                error: Some(message),
+            },
+        }
+    }
+}
+
+/// What `ingestJoinedTchapRooms` did.
+#[derive(GraphQLObject, Debug, Clone)]
+#[graphql(context = Context)]
+pub struct IngestJoinedTchapRoomsPayload {
+    /// Every room the account has joined, in room id order, with what its ingestion did.
+    pub rooms: Vec<RoomIngestionOutcome>,
 }
 
 /// How many encrypted events stayed undecrypted for one reason.
@@ -567,6 +640,11 @@ impl IngestTchapRoomPayload {
     /// Encrypted events left undecrypted although a recovery key was given, by reason.
     fn undecryptable(&self) -> &[UndecryptableCount] {
         &self.undecryptable
+    }
+
+    /// With followUpgrades: the rooms that replaced this one (m.room.tombstone), in order, each with what its own ingestion did or why it failed.
+    fn upgrades(&self) -> &[RoomIngestionOutcome] {
+        &self.upgrades
     }
 }
 

@@ -252,6 +252,8 @@ fn varied_room() -> argus_domain::RoomSnapshot {
         redactions: Vec::new(),
         resume_token: None,
         history: argus_domain::HistoryPosition::Unchanged,
+        predecessor: None,
+        successor: None,
         report: argus_domain::FetchReport::default(),
     }
 }

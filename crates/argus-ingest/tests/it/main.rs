@@ -4,4 +4,5 @@
 
 mod streamed;
 mod support;
+mod upgrades;
 mod watches;

@@ -169,6 +169,7 @@ fn killed_child() {
             recovery_key: None,
             reach: Reach::Current,
             trigger: argus_ingest::ingest::Trigger::Manual,
+            follow_upgrades: false,
         };
         println!("ingesting");
         let result =

@@ -100,6 +100,7 @@ impl Env {
             recovery_key: None,
             reach,
             trigger: Trigger::Manual,
+            follow_upgrades: false,
         };
         argus_ingest::ingest::ingest_room(&self.services, viewer, request, &mut |_| {}).await
     }

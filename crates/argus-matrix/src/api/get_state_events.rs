@@ -23,6 +23,10 @@ pub(crate) struct RoomState {
     pub(crate) canonical_alias: Option<String>,
     pub(crate) member_count: u32,
     pub(crate) encrypted: bool,
+    /// The room this one replaced (`m.room.create` `predecessor`).
+    pub(crate) predecessor: Option<argus_domain::RoomId>,
+    /// The room that replaced this one (`m.room.tombstone` `replacement_room`).
+    pub(crate) successor: Option<argus_domain::RoomId>,
     pub(crate) malformed: u64,
 }
 
@@ -34,6 +38,24 @@ struct StateView<'a> {
     state_key: Cow<'a, str>,
     #[serde(borrow)]
     content: &'a RawValue,
+}
+
+/// `m.room.create`, as far as room upgrades go.
+#[derive(Deserialize)]
+struct CreateContent {
+    #[serde(default)]
+    predecessor: Option<Predecessor>,
+}
+
+#[derive(Deserialize)]
+struct Predecessor {
+    room_id: String,
+}
+
+/// `m.room.tombstone`.
+#[derive(Deserialize)]
+struct TombstoneContent {
+    replacement_room: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +81,34 @@ pub(crate) fn summarise<'a>(events: impl IntoIterator<Item = &'a str>) -> RoomSt
             state.malformed += 1;
             continue;
         };
+        // Upgrades: a room id the homeserver gives that is not valid is malformed, not a link.
+        match (&*event.kind, event.state_key.is_empty()) {
+            ("m.room.create", true) => {
+                match serde_json::from_str::<CreateContent>(event.content.get()) {
+                    Ok(content) => {
+                        let link = content.predecessor.map(|p| p.room_id.parse::<argus_domain::RoomId>());
+                        match link {
+                            Some(Ok(room)) => state.predecessor = Some(room),
+                            Some(Err(_)) => state.malformed += 1,
+                            None => {}
+                        }
+                    }
+                    Err(_) => state.malformed += 1,
+                }
+                continue;
+            }
+            ("m.room.tombstone", true) => {
+                match serde_json::from_str::<TombstoneContent>(event.content.get())
+                    .ok()
+                    .and_then(|c| c.replacement_room.parse::<argus_domain::RoomId>().ok())
+                {
+                    Some(room) => state.successor = Some(room),
+                    None => state.malformed += 1,
+                }
+                continue;
+            }
+            _ => {}
+        }
         let relevant = matches!(
             &*event.kind,
             "m.room.name" | "m.room.topic" | "m.room.canonical_alias" | "m.room.member" | "m.room.encryption"
@@ -111,5 +161,24 @@ mod tests {
         assert_eq!(s.member_count, 2);
         assert!(s.encrypted);
         assert_eq!(s.malformed, 2);
+        assert_eq!((s.predecessor, s.successor), (None, None));
+    }
+
+    #[test]
+    fn upgrade_links_are_read_from_create_and_tombstone() {
+        let events = [
+            r#"{"type":"m.room.create","state_key":"","content":{"room_version":"10","predecessor":{"room_id":"!old:a.fr","event_id":"$t"}}}"#,
+            r#"{"type":"m.room.tombstone","state_key":"","content":{"body":"moved","replacement_room":"!new:a.fr"}}"#,
+        ];
+        let s = summarise(events);
+        assert_eq!(s.predecessor.as_ref().map(|r| r.as_str()), Some("!old:a.fr"));
+        assert_eq!(s.successor.as_ref().map(|r| r.as_str()), Some("!new:a.fr"));
+        let broken = [
+            r#"{"type":"m.room.tombstone","state_key":"","content":{"replacement_room":"not a room"}}"#,
+            r##"{"type":"m.room.create","state_key":"","content":{"predecessor":{"room_id":"#alias:a.fr"}}}"##,
+            r#"{"type":"m.room.tombstone","state_key":"x","content":{"replacement_room":"!other:a.fr"}}"#,
+        ];
+        let s = summarise(broken);
+        assert_eq!((s.predecessor, s.successor, s.malformed), (None, None, 2));
     }
 }

@@ -45,6 +45,8 @@ pub(crate) fn snapshot(
         redactions: Vec::new(),
         resume_token: None,
         history: argus_domain::HistoryPosition::Unchanged,
+        predecessor: None,
+        successor: None,
         report: Default::default(),
     })
 }

@@ -167,6 +167,8 @@ pub(crate) fn snapshot(room_id: &str, messages: Vec<MessageRecord>) -> RoomSnaps
         redactions: Vec::new(),
         resume_token: Some("t42-7_0_0".to_owned()),
         history: argus_domain::HistoryPosition::Unchanged,
+        predecessor: None,
+        successor: None,
         report: Default::default(),
     }
 }
