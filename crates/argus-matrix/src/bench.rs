@@ -24,3 +24,34 @@ fn parse(body: &[u8]) -> Result<Page> {
     Page::try_from_http_response(http::Response::new(body))
         .map_err(|_| Error::malformed("not a /messages response"))
 }
+
+/// Normalises `bodies` (consecutive backwards pages of `room_id`) into one snapshot of a batch,
+/// as a streamed read hands it over (no positions, no state): what a store benchmark commits.
+pub fn normalise_batch(
+    bodies: &[Vec<u8>],
+    room_id: &argus_domain::RoomId,
+    homeserver: &argus_domain::HomeserverUrl,
+) -> Result<argus_domain::RoomSnapshot> {
+    let mut norm = Normaliser::new(room_id.as_str());
+    for body in bodies {
+        norm.push_page(&parse(body)?.chunk);
+    }
+    let (normalised, report) = norm.finish(true);
+    Ok(argus_domain::RoomSnapshot {
+        room_id: room_id.clone(),
+        homeserver_url: homeserver.clone(),
+        name: None,
+        topic: None,
+        canonical_alias: None,
+        member_count: 0,
+        encrypted: false,
+        messages: normalised.messages,
+        edits: normalised.edits,
+        redactions: normalised.redactions,
+        resume_token: None,
+        history: argus_domain::HistoryPosition::Unchanged,
+        predecessor: None,
+        successor: None,
+        report,
+    })
+}

@@ -9,7 +9,7 @@ pub const HARD_MAX_MESSAGES: u32 = 100_000;
 pub const DEFAULT_MAX_MESSAGES: u32 = 1_000;
 
 /// Pages per batch of a streamed read when the caller does not say.
-pub const DEFAULT_BATCH_PAGES: u32 = 10;
+pub const DEFAULT_BATCH_PAGES: u32 = 5;
 
 /// Largest `limit` the connector asks `/messages` for.
 pub(crate) const MAX_PAGE_SIZE: u32 = 1_000;
