@@ -19,7 +19,7 @@ use argus_server::{
 use serde_json::{Value, json};
 
 /// The HS256 secret of the test server.
-const SECRET: &str = "e2e-secret-0123456789abcdef-0123456789abcdef";
+pub(crate) const SECRET: &str = "e2e-secret-0123456789abcdef-0123456789abcdef";
 
 /// The fusion JSON Lines file, in the server's data directory.
 pub(crate) const FUSION_FILE: &str = "network-nodes.jsonl";
@@ -162,6 +162,21 @@ impl Server {
     pub(crate) fn responses(&self) -> Result<Vec<String>> {
         Ok(self.responses.lock().map_err(|_| anyhow!("responses poisoned"))?.clone())
     }
+}
+
+/// A development JWT signed with [`SECRET`], as any server of these tests accepts it.
+pub(crate) fn dev_jwt(sub: &str, org: &str, clearance: Classification, scopes: &[Scope]) -> Result<String> {
+    let mut config = Config::default();
+    config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
+    let request = TokenRequest {
+        sub: sub.parse().context("sub")?,
+        org: org.parse().context("org")?,
+        clearance,
+        scopes: scopes.to_vec(),
+        ttl: Duration::from_secs(900),
+    };
+    let source = KeySource::Hs256 { secret: argus_domain::Secret::new(SECRET), generated: false };
+    mint_dev_token(&config.jwt, &source, &request).context("minting a JWT")
 }
 
 /// The node of the message `event_id` in a `tchapMessages` connection.

@@ -19,6 +19,7 @@ mod evidence;
 mod harness;
 mod leaks;
 mod notes;
+mod replicas;
 mod scenario;
 mod world;
 
@@ -98,4 +99,11 @@ async fn encrypted_history_on_postgres() {
     let secrets = encrypted::run(synapse, db.url(), dir.path()).await.unwrap();
     leaks::assert_absent_from_postgres(&db, &secrets).unwrap();
     leaks::assert_absent_from_logs(&secrets).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_watched_rooms_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    replicas::run(synapse, &db).await.unwrap();
 }

@@ -298,6 +298,9 @@ pub struct MatrixConfig {
     pub max_concurrent_per_homeserver: usize,
     /// Ingestions one caller may start per minute; more are refused with `TOO_MANY_REQUESTS`.
     pub ingestions_per_caller_per_minute: u32,
+    /// Seconds an ingestion run holds its journal row without committing a batch; past it (its
+    /// process died), another process audits the run as interrupted.
+    pub run_lease_secs: u64,
 }
 
 impl Default for MatrixConfig {
@@ -309,6 +312,7 @@ impl Default for MatrixConfig {
             max_concurrent_ingestions: admission.max_concurrent,
             max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
             ingestions_per_caller_per_minute: admission.per_caller_per_minute,
+            run_lease_secs: argus_ingest::Limits::default().run_lease.as_secs(),
         }
     }
 }

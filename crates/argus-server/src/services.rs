@@ -69,6 +69,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     } else {
         None
     };
+    app.limits.run_lease = std::time::Duration::from_secs(config.matrix.run_lease_secs.max(1));
     app.token_keys = Some(Arc::new(config.token_keys()?));
     app.watch_limits.min_interval_secs = config.watch.min_interval_secs.max(1);
     let app = Arc::new(app);

@@ -41,6 +41,9 @@ pub struct PgCluster {
     admin_url: String,
     data_dir: PathBuf,
     psql: PathBuf,
+    pg_ctl: PathBuf,
+    log: PathBuf,
+    as_postgres: bool,
 }
 
 impl PgCluster {
@@ -53,6 +56,34 @@ impl PgCluster {
     /// The loopback TCP port the cluster listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: connections are cut, as when the
+    /// database host fails). Every database of the process's cluster goes down with it: only a
+    /// test binary of its own should call this.
+    pub fn stop_now(&self) -> anyhow::Result<()> {
+        let output = pg_command(&self.pg_ctl, self.as_postgres)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_ctl stop")?;
+        check_output(&output, "pg_ctl stop")
+    }
+
+    /// Starts the server again after [`PgCluster::stop_now`], on the same port.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        let output = pg_command(&self.pg_ctl, self.as_postgres)
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "start"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running pg_ctl start")?;
+        check_output(&output, "pg_ctl start")
     }
 
     /// The cluster's data directory (removed when the test process exits).
@@ -279,6 +310,9 @@ fn start_cluster() -> anyhow::Result<PgCluster> {
                     admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
                     data_dir,
                     psql,
+                    pg_ctl,
+                    log,
+                    as_postgres,
                 };
                 cluster.execute("SELECT 1").context("checking the new cluster")?;
                 return Ok(cluster);
