@@ -408,7 +408,8 @@ impl MockHomeserver {
     /// same priority never answer). With the bearer token [`MATRIX_TOKEN`] (otherwise
     /// `M_UNKNOWN_TOKEN`), `/rooms/{room}/state` and `/rooms/{room}/messages` of a room whose id
     /// starts with `!forbidden` answer `M_FORBIDDEN`, of one starting with `!missing`
-    /// `M_NOT_FOUND`; any other room has a name, a topic, two members and its messages (see
+    /// `M_NOT_FOUND`, of one starting with `!ratelimited` `M_LIMIT_EXCEEDED` (HTTP 429, retry
+    /// after two minutes); any other room has a name, a topic, two members and its messages (see
     /// [`Self::room`]; a room whose id starts with `!slow` takes [`SLOW_PAGE`] over each page),
     /// paginated as a homeserver does: tokens `t{n}` are positions in the
     /// timeline, a page holds at most `limit` events (default 10), backwards pages omit `end` at
@@ -516,6 +517,12 @@ impl Respond for AnyRoom {
         }
         if room.starts_with("!missing") {
             return matrix_error(404, "M_NOT_FOUND");
+        }
+        if room.starts_with("!ratelimited") {
+            // Two minutes, more than any test waits.
+            return ResponseTemplate::new(429).set_body_json(
+                json!({ "errcode": "M_LIMIT_EXCEEDED", "error": "mock", "retry_after_ms": 120_000 }),
+            );
         }
         let spec = self
             .rooms

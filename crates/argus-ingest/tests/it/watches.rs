@@ -20,6 +20,7 @@ backend_suite!(
     watch_tokens_are_sealed_at_rest_and_keys_rotate,
     watches_are_gated_like_rooms_and_bad_input_is_refused,
     replicas_share_due_watches_and_take_over_a_dead_replicas_lease,
+    a_rate_limited_watch_waits_as_long_as_the_homeserver_asked,
 );
 
 fn request(env: &Env, room: &str, token: &str, interval_secs: i64) -> WatchRequest {
@@ -267,4 +268,33 @@ async fn replicas_share_due_watches_and_take_over_a_dead_replicas_lease(env: Env
     assert_eq!(audited.len(), 12);
     let verified = env.with_store(|s| s.audit_verify(&[])).await;
     assert!(verified.iter().all(|c| c.is_ok()), "{verified:?}");
+}
+
+async fn a_rate_limited_watch_waits_as_long_as_the_homeserver_asked(env: Env) {
+    let room = "!ratelimited:tchap.test";
+    let alice = analyst("dgsi");
+    watch_room(&env.services, &alice, request(&env, room, MATRIX_TOKEN, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A connector that does not wait itself: the scheduler's rescheduling is what is tested.
+    let impatient = env.replica(|s| {
+        s.connector = argus_matrix::Connector::new(argus_matrix::ConnectorConfig {
+            allow_private_addresses: vec!["127.0.0.1".into()],
+            max_retries: 0,
+            ..argus_matrix::ConnectorConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let before = time::OffsetDateTime::now_utc();
+    let report = scheduler(impatient, "replica-a").cycle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.claimed, report.failed, report.paused), (1, 1, 0), "{report:?}");
+    let watch = &watches(&env.services, &alice, 10, None).await.unwrap_or_else(|e| panic!("{e}"))[0];
+    assert_eq!(watch.status, WatchStatus::Active);
+    assert!(watch.next_run_at >= before + Duration::from_secs(115), "due again at {}", watch.next_run_at);
+    assert_eq!(watch.last_outcome.as_deref(), Some("FAILED"));
+    assert!(
+        watch.last_error.as_deref().is_some_and(|e| e.contains("rate limited")),
+        "{:?}",
+        watch.last_error
+    );
 }

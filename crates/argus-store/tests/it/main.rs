@@ -7,6 +7,8 @@ mod audit;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
+mod runs;
+#[cfg(test)]
 mod schema;
 #[cfg(test)]
 mod search;
