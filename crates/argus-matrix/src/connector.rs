@@ -383,7 +383,7 @@ impl Connector {
                 if batch_full && let Some(sender) = batches {
                     // The next page is read meanwhile; the batch waits while two are queued.
                     let batch = self
-                        .batch(target, room, &mut norm, &state, !forward, true, &mut confirmations_left)
+                        .batch(target, room, &mut norm, &state, !forward, &mut confirmations_left)
                         .await?;
                     let positions = (resume_token.clone(), history.clone());
                     send_batch(sender, batch, positions).await?;
@@ -397,8 +397,7 @@ impl Connector {
             }
             tracing::debug!(page = pages, events, "read a page");
         }
-        let mut last =
-            self.batch(target, room, &mut norm, &state, !forward, false, &mut confirmations_left).await?;
+        let mut last = self.batch(target, room, &mut norm, &state, !forward, &mut confirmations_left).await?;
         last.report.truncated = truncated;
         last.resume_token = resume_token;
         last.history = history;
@@ -418,7 +417,6 @@ impl Connector {
     /// Folds the events pushed since the last batch into a snapshot of them (positions left for
     /// the caller to set), after confirming redactions of messages outside it with the
     /// homeserver (at most `confirmations_left` in the whole read).
-    #[expect(clippy::too_many_arguments, reason = "one batch's whole context")]
     async fn batch(
         &self,
         target: &Target<'_>,
@@ -426,12 +424,10 @@ impl Connector {
         norm: &mut Normaliser,
         state: &get_state_events::RoomState,
         newest_first: bool,
-        more_to_come: bool,
         confirmations_left: &mut usize,
     ) -> Result<RoomSnapshot> {
         let client = &*self.inner;
-        // Backwards, an edit or redaction comes before its target: with pages to come it waits.
-        let (mut normalised, report) = norm.take_batch(newest_first, newest_first && more_to_come);
+        let (mut normalised, report) = norm.take_batch(newest_first);
         // Redactions of messages stored by an earlier read: the homeserver says whether it
         // applied them. Past the cap they stay unconfirmed (the store then applies only those
         // from the message's own sender).

@@ -361,19 +361,14 @@ impl Normaliser {
     /// redacted); the others are counted as ignored. Every applied edit is kept as a version.
     #[cfg(any(test, feature = "bench"))]
     pub(crate) fn finish(mut self, newest_first: bool) -> (Normalised, FetchReport) {
-        self.take_batch(newest_first, false)
+        self.take_batch(newest_first)
     }
 
     /// Like [`Normaliser::finish`] for the events pushed since the last batch, keeping the
     /// normaliser for the next pages: the batch's messages, and the edits and redactions of
-    /// messages outside it. With `hold_unresolved` (a backwards read with pages still to come,
-    /// where an edit arrives before its original), edits and redactions whose target is not in
-    /// the batch wait for the next batch instead. The report is the run's so far.
-    pub(crate) fn take_batch(
-        &mut self,
-        newest_first: bool,
-        hold_unresolved: bool,
-    ) -> (Normalised, FetchReport) {
+    /// messages outside it (stored earlier, or, in a backwards read, still to come: the store
+    /// keeps those until the batch that stores their original). The report is the run's so far.
+    pub(crate) fn take_batch(&mut self, newest_first: bool) -> (Normalised, FetchReport) {
         let mut messages = std::mem::take(&mut self.messages);
         let mut edits = std::mem::take(&mut self.edits);
         let redactions = std::mem::take(&mut self.redactions);
@@ -421,8 +416,6 @@ impl Normaliser {
                 } else {
                     report.redactions_ignored += 1;
                 }
-            } else if hold_unresolved && !seen.contains(&target) {
-                self.redactions.push(PendingRedaction { target, redaction });
             } else if !seen.contains(&target) && outside_seen.insert(target.clone()) {
                 outside.push(MessageRedaction { target, redaction, confirmed: false });
             }
@@ -467,8 +460,6 @@ impl Normaliser {
             } else if seen.contains(&edit.target) {
                 // The target is in range but is not a message (an edit of an edit, a state event).
                 report.edits_ignored += 1;
-            } else if hold_unresolved {
-                self.edits.push(edit);
             } else {
                 outside_edits.push(MessageEdit {
                     event_id: edit.event_id,

@@ -277,6 +277,17 @@ impl Store {
         watch::release(&mut *self.conn()?, id, owner, next_run_at)
     }
 
+    /// Edits and redactions kept until their original is stored, in every organisation (for
+    /// tests and operators: they should not pile up).
+    pub fn pending_evidence_count(&self) -> Result<i64> {
+        use diesel::{QueryDsl as _, RunQueryDsl as _};
+        self.snapshot(|conn| {
+            let edits: i64 = schema::pending_edits::table.count().get_result(conn)?;
+            let redactions: i64 = schema::pending_redactions::table.count().get_result(conn)?;
+            Ok(edits + redactions)
+        })
+    }
+
     /// Every watch's sealed token, for re-sealing under a new key.
     pub fn sealed_watch_tokens(&self) -> Result<Vec<SealedWatchToken>> {
         watch::sealed_tokens(&mut *self.conn()?)

@@ -179,6 +179,52 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Edits whose original is not stored yet.
+    pending_edits (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The room's storage id.
+        room_pk -> BigInt,
+        /// The original's event id.
+        target -> Text,
+        /// The edit's event id.
+        event_id -> Text,
+        /// Who sent the edit.
+        sender -> Text,
+        /// When, UTC ms.
+        sent_at -> BigInt,
+        /// The new `msgtype`.
+        msgtype -> Nullable<Text>,
+        /// The new body.
+        body -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Redactions whose target is not stored yet.
+    pending_redactions (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The room's storage id.
+        room_pk -> BigInt,
+        /// The redacted event's id.
+        target -> Text,
+        /// Who redacted.
+        redacted_by -> Text,
+        /// When, UTC ms.
+        redacted_at -> BigInt,
+        /// The reason given.
+        reason -> Nullable<Text>,
+        /// The homeserver confirmed it.
+        confirmed -> Bool,
+    }
+}
+
+diesel::table! {
     /// Watched rooms: kept current by the scheduler with a sealed token.
     watches (id) {
         /// Storage id.

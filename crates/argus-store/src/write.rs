@@ -214,7 +214,14 @@ fn store_pages(conn: &mut DbConn, run: &IngestionRun, snapshot: &RoomSnapshot) -
         recount_messages(conn, org, room_pk)?;
     }
     let evidence = if same_source {
-        apply_edits_and_redactions(conn, org, room_pk, snapshot)?
+        // Edits and redactions that waited for these messages first, then the batch's own.
+        let mut waited = Evidence::default();
+        apply_pending(conn, org, room_pk, &snapshot.messages, &mut waited)?;
+        let mut evidence = apply_edits_and_redactions(conn, org, room_pk, snapshot)?;
+        evidence.edits_applied += waited.edits_applied;
+        evidence.edits_ignored += waited.edits_ignored;
+        evidence.redactions_ignored += waited.redactions_ignored;
+        evidence
     } else {
         tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
         Evidence {
@@ -886,11 +893,30 @@ fn apply_edits_and_redactions(
             _ => {}
         }
     }
-    // Edits of messages stored by an earlier read, oldest first.
-    let mut edits: Vec<&MessageEdit> = s.edits.iter().collect();
+    apply_outside(conn, org, room_pk, &s.edits, &s.redactions, &mut done, true)?;
+    Ok(done)
+}
+
+/// Applies edits and redactions of messages outside the batch (stored earlier, or not yet):
+/// oldest edit first, under the same rules. With `keep_pending`, those whose target is not
+/// stored yet are kept ([`keep_pending_edit`], [`keep_pending_redaction`]) for the batch that
+/// stores it.
+fn apply_outside(
+    conn: &mut DbConn,
+    org: &str,
+    room_pk: i64,
+    edits: &[MessageEdit],
+    redactions: &[argus_domain::MessageRedaction],
+    done: &mut Evidence,
+    keep_pending: bool,
+) -> Result<()> {
+    let mut edits: Vec<&MessageEdit> = edits.iter().collect();
     edits.sort_by(|a, b| (a.edited_at, &a.event_id).cmp(&(b.edited_at, &b.event_id)));
     for e in edits {
         let Some(stored) = original(conn, org, room_pk, &e.target)? else {
+            if keep_pending {
+                keep_pending_edit(conn, org, room_pk, e)?;
+            }
             continue;
         };
         let sender: UserId =
@@ -932,11 +958,14 @@ fn apply_edits_and_redactions(
         }
     }
     // Redactions of messages stored by an earlier read.
-    for r in &s.redactions {
+    for r in redactions {
         let Some(stored) = original(conn, org, room_pk, &r.target)? else {
-            // Not a message: perhaps an edit kept as a version of one.
-            if withdraw_version(conn, org, room_pk, r)? == Some(false) {
-                done.redactions_ignored += 1;
+            // Not a message: perhaps an edit kept as a version of one; else not stored yet.
+            match withdraw_version(conn, org, room_pk, r)? {
+                Some(false) => done.redactions_ignored += 1,
+                Some(true) => {}
+                None if keep_pending => keep_pending_redaction(conn, org, room_pk, r)?,
+                None => {}
             }
             continue;
         };
@@ -949,7 +978,140 @@ fn apply_edits_and_redactions(
         }
         redact(conn, org, &stored, Some(&r.redaction))?;
     }
-    Ok(done)
+    Ok(())
+}
+
+/// The most edits, and redactions, kept waiting for their original per room: past it, more are
+/// dropped (a homeserver cannot grow the archive without bound with edits of nothing).
+const MAX_PENDING_PER_ROOM: i64 = 100_000;
+
+fn pending_count(conn: &mut DbConn, table: &str, org: &str, room_pk: i64) -> Result<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT COUNT(*) AS n FROM ")
+        .push(table)
+        .push(" WHERE org_id = ")
+        .bind::<Text, _>(org.to_owned());
+    sql.push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+    Ok(sql.build().get_result::<N>(conn)?.n)
+}
+
+/// Keeps an edit whose original is not stored yet (once per edit event).
+fn keep_pending_edit(conn: &mut DbConn, org: &str, room_pk: i64, e: &MessageEdit) -> Result<()> {
+    if pending_count(conn, "pending_edits", org, room_pk)? >= MAX_PENDING_PER_ROOM {
+        tracing::warn!(edit = %e.event_id, "too many edits wait for their original; this one is dropped");
+        return Ok(());
+    }
+    let mut sql = Sql::new(conn.backend());
+    sql.push("INSERT INTO pending_edits (org_id, room_pk, target, event_id, sender, sent_at, msgtype, body) VALUES (");
+    sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(room_pk).push(", ");
+    sql.bind::<Text, _>(e.target.as_str().to_owned()).push(", ");
+    sql.bind::<Text, _>(e.event_id.as_str().to_owned()).push(", ");
+    sql.bind::<Text, _>(e.sender.as_str().to_owned()).push(", ");
+    sql.bind::<BigInt, _>(to_unix_ms(e.edited_at)).push(", ");
+    sql.bind::<Nullable<Text>, _>(e.msgtype.clone()).push(", ");
+    sql.bind::<Nullable<Text>, _>(e.body.clone()).push(") ON CONFLICT (org_id, event_id) DO NOTHING");
+    sql.build().execute(conn)?;
+    Ok(())
+}
+
+/// Keeps a redaction whose target is not stored yet (the first one per target).
+fn keep_pending_redaction(
+    conn: &mut DbConn,
+    org: &str,
+    room_pk: i64,
+    r: &argus_domain::MessageRedaction,
+) -> Result<()> {
+    if pending_count(conn, "pending_redactions", org, room_pk)? >= MAX_PENDING_PER_ROOM {
+        tracing::warn!(target = %r.target, "too many redactions wait for their target; this one is dropped");
+        return Ok(());
+    }
+    let mut sql = Sql::new(conn.backend());
+    sql.push(
+        "INSERT INTO pending_redactions (org_id, room_pk, target, redacted_by, redacted_at, reason, confirmed) VALUES (",
+    );
+    sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(room_pk).push(", ");
+    sql.bind::<Text, _>(r.target.as_str().to_owned()).push(", ");
+    sql.bind::<Text, _>(r.redaction.redacted_by.as_str().to_owned()).push(", ");
+    sql.bind::<BigInt, _>(to_unix_ms(r.redaction.redacted_at)).push(", ");
+    sql.bind::<Nullable<Text>, _>(r.redaction.reason.clone()).push(", ");
+    sql.bind::<Bool, _>(r.confirmed).push(") ON CONFLICT (org_id, room_pk, target) DO NOTHING");
+    sql.build().execute(conn)?;
+    Ok(())
+}
+
+/// Applies the kept edits and redactions whose target `messages` (just stored) holds, and
+/// forgets them.
+fn apply_pending(
+    conn: &mut DbConn,
+    org: &str,
+    room_pk: i64,
+    messages: &[MessageRecord],
+    done: &mut Evidence,
+) -> Result<()> {
+    use crate::schema::{pending_edits as pe, pending_redactions as pr};
+    const BAD: Error = Error::Corrupt("a kept edit or redaction fails validation");
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let in_batch: std::collections::HashSet<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
+    type EditRow = (i64, String, String, String, i64, Option<String>, Option<String>);
+    let edit_rows: Vec<EditRow> = pe::table
+        .filter(pe::org_id.eq(org))
+        .filter(pe::room_pk.eq(room_pk))
+        .select((pe::id, pe::target, pe::event_id, pe::sender, pe::sent_at, pe::msgtype, pe::body))
+        .load(conn)?;
+    type RedactionRow = (i64, String, String, i64, Option<String>, bool);
+    let redaction_rows: Vec<RedactionRow> = pr::table
+        .filter(pr::org_id.eq(org))
+        .filter(pr::room_pk.eq(room_pk))
+        .select((pr::id, pr::target, pr::redacted_by, pr::redacted_at, pr::reason, pr::confirmed))
+        .load(conn)?;
+    // An edit's arrival makes its redactions applicable too (a redacted edit is withdrawn).
+    let mut edits = Vec::new();
+    let mut edit_ids = Vec::new();
+    for (id, target, event_id, sender, sent_at, msgtype, body) in edit_rows {
+        if in_batch.contains(target.as_str()) {
+            edits.push(MessageEdit {
+                event_id: event_id.parse().map_err(|_| BAD)?,
+                sender: sender.parse().map_err(|_| BAD)?,
+                target: target.parse().map_err(|_| BAD)?,
+                msgtype,
+                body,
+                edited_at: argus_domain::from_unix_ms(sent_at)?,
+            });
+            edit_ids.push(id);
+        }
+    }
+    let reachable: std::collections::HashSet<&str> =
+        in_batch.iter().copied().chain(edits.iter().map(|e| e.event_id.as_str())).collect();
+    let mut redactions = Vec::new();
+    let mut redaction_ids = Vec::new();
+    for (id, target, redacted_by, redacted_at, reason, confirmed) in redaction_rows {
+        if reachable.contains(target.as_str()) {
+            redactions.push(argus_domain::MessageRedaction {
+                target: target.parse().map_err(|_| BAD)?,
+                redaction: Redaction {
+                    redacted_by: redacted_by.parse().map_err(|_| BAD)?,
+                    redacted_at: argus_domain::from_unix_ms(redacted_at)?,
+                    reason,
+                },
+                confirmed,
+            });
+            redaction_ids.push(id);
+        }
+    }
+    if edits.is_empty() && redactions.is_empty() {
+        return Ok(());
+    }
+    apply_outside(conn, org, room_pk, &edits, &redactions, done, false)?;
+    diesel::delete(pe::table.filter(pe::id.eq_any(&edit_ids))).execute(conn)?;
+    diesel::delete(pr::table.filter(pr::id.eq_any(&redaction_ids))).execute(conn)?;
+    Ok(())
 }
 
 /// Appends a FAILED audit record (message count 0), and nothing else.

@@ -618,10 +618,28 @@ fn any_room_state(room: &str, spec: &RoomSpec) -> Value {
     state
 }
 
-/// The `i`-th message of `room` in the any-room responder, one minute apart.
+/// How far back an edit of an `!edited…` room reaches (see [`any_room_message`]).
+pub const EDIT_REACH: usize = 25;
+
+/// The `i`-th event of `room` in the any-room responder, one minute apart: `message {i}`, or in a
+/// room whose id starts with `!edited`, for `i % 10 == 9` and `i >= 25`, the sender's edit of
+/// event `i - 25` (body `message {i - 25} (corrigé)`): far enough back to lie in another page,
+/// and beyond the end of a capped read.
 fn any_room_message(room: &str, i: usize) -> Value {
     let opaque: String = room.chars().filter(char::is_ascii_alphanumeric).collect();
     let i64_i = i64::try_from(i).unwrap_or(0);
+    if room.starts_with("!edited") && i % 10 == 9 && i >= EDIT_REACH {
+        let target = i - EDIT_REACH;
+        return json!({
+            "type": "m.room.message", "event_id": format!("$m{i}-{opaque}"), "sender": "@alice:tchap.test",
+            "origin_server_ts": BASE_TS + i64_i * 60_000, "room_id": room,
+            "content": {
+                "msgtype": "m.text", "body": format!("* message {target} (corrigé)"),
+                "m.new_content": { "msgtype": "m.text", "body": format!("message {target} (corrigé)") },
+                "m.relates_to": { "rel_type": "m.replace", "event_id": format!("$m{target}-{opaque}") },
+            },
+        });
+    }
     json!({
         "type": "m.room.message", "event_id": format!("$m{i}-{opaque}"), "sender": "@alice:tchap.test",
         "origin_server_ts": BASE_TS + i64_i * 60_000, "room_id": room,

@@ -13,6 +13,7 @@ backend_suite!(
     a_run_cut_mid_way_keeps_its_committed_pages_and_the_next_run_resumes_there,
     new_messages_are_read_forwards_then_the_rest_of_the_cap_goes_to_older_history,
     a_run_killed_mid_way_keeps_its_pages_is_audited_and_resumes,
+    edits_wait_in_the_store_for_originals_in_later_batches_and_runs,
 );
 
 /// Every event id stored for `room` as `viewer` sees it, oldest first.
@@ -232,4 +233,34 @@ async fn a_run_killed_mid_way_keeps_its_pages_is_audited_and_resumes(env: Env) {
     assert!(next.room.history_complete);
     assert_eq!(stored_ids(&env, &alice, KILLED_ROOM).await, expected_ids(KILLED_ROOM, 0..KILLED_ROOM_SIZE));
     chains_verify(&env).await;
+}
+
+/// Edits met before their original (a backwards read meets the newest first), in another batch
+/// or beyond the end of a capped run, wait in the store and are applied when the original is
+/// stored, by the same run or by a later backfill.
+async fn edits_wait_in_the_store_for_originals_in_later_batches_and_runs(env: Env) {
+    let room = "!edited-history:tchap.test";
+    env.hs.room(room, 100);
+    let alice = analyst("dgsi");
+    // 30 messages from the live end: the edits of 74 and 64 are read, their originals not.
+    let first = env.ingest(&alice, room, 30, Reach::Current).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!first.room.history_complete);
+    let rest = env.ingest(&alice, room, 1000, Reach::Backfill).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(rest.room.history_complete);
+    // Edits at 29, 39, … 99: 8 of the 100 events; the other 92 are messages.
+    assert_eq!(first.messages_stored + rest.messages_stored, 92);
+    let opaque: String = room.chars().filter(char::is_ascii_alphanumeric).collect();
+    let (v, r) = (alice.clone(), room.parse::<RoomId>().unwrap_or_else(|e| panic!("{e}")));
+    let page = env.with_store(move |s| s.messages(&v, &r, &PageRequest { first: 200, after: None })).await;
+    let by_id: std::collections::HashMap<String, argus_domain::MessageRecord> =
+        page.items.into_iter().map(|m| (m.message.event_id.to_string(), m.message)).collect();
+    for target in (29..100).step_by(10).map(|i| i - argus_testkit::homeserver::EDIT_REACH) {
+        let stored = &by_id[&format!("$m{target}-{opaque}")];
+        assert!(stored.edited, "message {target} not edited");
+        assert_eq!(stored.body.as_deref(), Some(format!("message {target} (corrigé)").as_str()));
+        assert_eq!(stored.versions.len(), 2, "message {target}");
+    }
+    // Nothing is left waiting.
+    let pending = env.with_store(|s| s.pending_evidence_count()).await;
+    assert_eq!(pending, 0);
 }

@@ -1,0 +1,2 @@
+DROP TABLE pending_redactions;
+DROP TABLE pending_edits;
