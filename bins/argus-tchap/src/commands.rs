@@ -236,6 +236,15 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
         args.clearance.unwrap_or(args.classification),
         [Scope::Ingest, Scope::Read],
     );
+    // Runs an earlier process left unfinished (killed) are audited first, once their lease ran out.
+    let now = time::OffsetDateTime::now_utc();
+    match services.app.with_store(move |store| store.close_interrupted_runs(now)).await {
+        Ok(closed) if !closed.is_empty() => {
+            eprintln!("audited {} interrupted run(s) of earlier processes", closed.len())
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: interrupted runs could not be audited [{}]", e.code()),
+    }
     if args.all_joined {
         return ingest_joined(&services, &viewer, args).await;
     }

@@ -133,8 +133,11 @@ impl Scheduler {
     pub async fn cycle(&self) -> crate::Result<CycleReport> {
         let mut report = CycleReport::default();
         let now = OffsetDateTime::now_utc();
-        report.interrupted_closed =
-            self.services.with_store(move |store| store.close_interrupted_runs(now)).await?.len();
+        // A failure to close them is logged: it must not stop the watches being run.
+        match self.services.with_store(move |store| store.close_interrupted_runs(now)).await {
+            Ok(closed) => report.interrupted_closed = closed.len(),
+            Err(e) => tracing::warn!(code = e.code(), error = %e, "interrupted runs could not be closed"),
+        }
         let (replica, lease) = (self.options.replica.clone(), self.options.lease);
         let limit = u32::try_from(self.options.max_concurrent.max(1)).unwrap_or(u32::MAX);
         let claimed = self
@@ -149,6 +152,17 @@ impl Scheduler {
             let options = self.options.clone();
             runs.spawn(async move {
                 let _permit = permit.acquire_owned().await;
+                // The wait for a place may have eaten into the lease: renew it before the run, or
+                // leave the watch to whoever took it over.
+                let (id, replica, lease) = (claimed.watch.id, options.replica.clone(), options.lease);
+                let renewed = services
+                    .with_store(move |store| {
+                        store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease)
+                    })
+                    .await;
+                if !matches!(renewed, Ok(true)) {
+                    return Outcome::Lost;
+                }
                 run_watch(&services, &options, claimed).await
             });
         }
@@ -180,14 +194,20 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
     let interval = Duration::from_secs(u64::from(watch.interval_secs));
     let mut next = started + jittered(interval, options.jitter);
     let mut pause = None;
-    let binding = Binding::of(&watch.org, &watch.room_id, &watch.homeserver_url);
-    let opened = match &services.token_keys {
-        Some(keys) => keys.open(&token, binding),
-        None => Err(Error::WatchesDisabled),
+    let binding = Binding::of(&watch.org, &watch.room_id, &watch.homeserver_url, &watch.owner);
+    let Some(keys) = &services.token_keys else {
+        return release(services, options, &watch).await;
     };
-    let result = match opened {
+    if !keys.holds(&token.key_id) {
+        // Sealed under a key this replica lacks (a rotation under way, or a replica configured
+        // apart): another replica may hold it. Leave the watch to it rather than pause it.
+        tracing::warn!(watch = watch.id, key = %token.key_id, "a watch's token is sealed under a key this replica lacks");
+        return release(services, options, &watch).await;
+    }
+    let result = match keys.open(&token, binding) {
         Err(error) => {
-            // No key here opens it: nothing can run until the owner gives the token again.
+            // A key this replica holds does not open it (altered, or moved from another watch):
+            // nothing can run until the owner gives the token again.
             pause = Some(format!("TOKEN_UNAVAILABLE: {}", error.public_message()));
             Err(error)
         }
@@ -221,9 +241,15 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             result.as_ref().err().map(Error::public_message)
         }
         Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {
-            // Honour what the homeserver asked, on top of the interval.
+            // Honour what the homeserver asked, on top of the interval (at most a week: the
+            // homeserver's number is not trusted to be sane).
             if let Some(wait) = retry_after {
-                next = next.max(OffsetDateTime::now_utc() + *wait);
+                let wait = (*wait).min(MAX_RATE_LIMIT_WAIT);
+                if let Some(asked) =
+                    OffsetDateTime::now_utc().checked_add(time::Duration::seconds_f64(wait.as_secs_f64()))
+                {
+                    next = next.max(asked);
+                }
             }
             result.as_ref().err().map(Error::public_message)
         }
@@ -247,6 +273,50 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 "a watch's run could not be recorded; its lease will expire"
             );
             Outcome::Failed
+        }
+    }
+}
+
+/// Audits, every `period` until `stop` is notified, the runs whose process died: what `serve`
+/// runs when the scheduler (which does it every cycle) is off, so that an interrupted run is
+/// audited whatever the configuration.
+pub async fn close_interrupted_runs_every(
+    services: Arc<Services>,
+    period: Duration,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let now = OffsetDateTime::now_utc();
+        match services.with_store(move |store| store.close_interrupted_runs(now)).await {
+            Ok(closed) if !closed.is_empty() => {
+                tracing::info!(closed = closed.len(), "interrupted runs audited")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(code = e.code(), error = %e, "interrupted runs could not be closed"),
+        }
+        tokio::select! {
+            () = stop.notified() => break,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// The longest a rate limit pushes a watch back.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Releases a claimed watch without running it, due again after the next tick.
+async fn release(services: &Services, options: &SchedulerOptions, watch: &argus_domain::Watch) -> Outcome {
+    let (id, replica) = (watch.id, options.replica.clone());
+    let due = OffsetDateTime::now_utc() + options.tick;
+    match services.with_store(move |store| store.release_watch(id, &replica, due)).await {
+        Ok(_) => Outcome::Lost,
+        Err(e) => {
+            tracing::warn!(
+                watch = watch.id,
+                code = e.code(),
+                "a watch could not be released; its lease will expire"
+            );
+            Outcome::Lost
         }
     }
 }

@@ -5,7 +5,7 @@
 //! Rotation: the new key becomes current, the old ones stay as `previous` until every token is
 //! re-sealed ([`TokenKeys::reseal`]).
 
-use argus_domain::{AccessToken, HomeserverUrl, OrgId, RoomId, SealedToken};
+use argus_domain::{AccessToken, ActorId, HomeserverUrl, OrgId, RoomId, SealedToken};
 use base64::Engine as _;
 use chacha20poly1305::{
     XChaCha20Poly1305, XNonce,
@@ -52,7 +52,8 @@ impl TokenKey {
     }
 }
 
-/// What a sealed token belongs to: its associated data.
+/// What a sealed token belongs to: its associated data. The owner is part of it: a ciphertext
+/// put back under another owner's name (someone writing the database) does not open.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding<'a> {
     /// The watch's organisation.
@@ -61,17 +62,24 @@ pub struct Binding<'a> {
     pub room_id: &'a RoomId,
     /// The watch's homeserver, as stored.
     pub homeserver_url: &'a str,
+    /// The watch's owner, whose token it is.
+    pub owner: &'a ActorId,
 }
 
 impl<'a> Binding<'a> {
-    /// The binding of a watch of `room_id` in `org` read from `homeserver`.
-    pub fn of(org: &'a OrgId, room_id: &'a RoomId, homeserver: &'a HomeserverUrl) -> Self {
-        Self { org, room_id, homeserver_url: homeserver.as_str() }
+    /// The binding of `owner`'s watch of `room_id` in `org` read from `homeserver`.
+    pub fn of(
+        org: &'a OrgId,
+        room_id: &'a RoomId,
+        homeserver: &'a HomeserverUrl,
+        owner: &'a ActorId,
+    ) -> Self {
+        Self { org, room_id, homeserver_url: homeserver.as_str(), owner }
     }
 
     fn associated_data(&self) -> Vec<u8> {
         let mut aad = b"argus-watch-token\0".to_vec();
-        for part in [self.org.as_str(), self.room_id.as_str(), self.homeserver_url] {
+        for part in [self.org.as_str(), self.room_id.as_str(), self.homeserver_url, self.owner.as_str()] {
             aad.extend_from_slice(part.as_bytes());
             aad.push(0);
         }
@@ -95,6 +103,11 @@ impl TokenKeys {
     /// The current key's id.
     pub fn current_id(&self) -> &str {
         self.current.id()
+    }
+
+    /// Whether one of these keys has the id `key_id`.
+    pub fn holds(&self, key_id: &str) -> bool {
+        std::iter::once(&self.current).chain(&self.previous).any(|k| k.id == key_id)
     }
 
     /// Seals `token` for the watch `binding` names, with the current key and a fresh nonce.
@@ -162,11 +175,16 @@ mod tests {
         (TokenKeys::new(key, Vec::new()), org, room)
     }
 
+    fn alice() -> ActorId {
+        "alice".parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_sealed_token_opens_only_for_its_watch_and_never_shows_in_clear() {
         let (keys, org, room) = keys();
         let hs = "https://matrix.tchap.test";
-        let binding = Binding { org: &org, room_id: &room, homeserver_url: hs };
+        let owner = alice();
+        let binding = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &owner };
         let token = AccessToken::new("syt_secret_matrix_token_123456");
         let sealed = keys.seal(&token, binding).unwrap_or_else(|e| panic!("{e}"));
         assert!(!sealed.ciphertext.contains("syt_secret"));
@@ -177,11 +195,14 @@ mod tests {
         assert_ne!(keys.seal(&token, binding).map(|s| s.ciphertext).ok(), Some(sealed.ciphertext.clone()));
         // Moved to another room's watch, or another organisation's: it does not open.
         let other_room: RoomId = "!b:tchap.test".parse().unwrap_or_else(|e| panic!("{e}"));
-        let moved = Binding { org: &org, room_id: &other_room, homeserver_url: hs };
+        let moved = Binding { org: &org, room_id: &other_room, homeserver_url: hs, owner: &owner };
         assert_eq!(keys.open(&sealed, moved).map(drop).map_err(|e| e.code()), Err("INVALID_INPUT"));
         let other_org: OrgId = "anssi".parse().unwrap_or_else(|e| panic!("{e}"));
-        let moved = Binding { org: &other_org, room_id: &room, homeserver_url: hs };
+        let moved = Binding { org: &other_org, room_id: &room, homeserver_url: hs, owner: &owner };
         assert!(keys.open(&sealed, moved).is_err());
+        let mallory: ActorId = "mallory".parse().unwrap_or_else(|e| panic!("{e}"));
+        let moved = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &mallory };
+        assert!(keys.open(&sealed, moved).is_err(), "another owner's name");
         // Altered: it does not open.
         let mut altered = sealed.clone();
         altered.ciphertext.replace_range(0..4, "AAAA");
@@ -192,7 +213,8 @@ mod tests {
     fn rotation_reseals_under_the_new_key_and_the_old_one_can_then_go() {
         let (old, org, room) = keys();
         let hs = "https://matrix.tchap.test";
-        let binding = Binding { org: &org, room_id: &room, homeserver_url: hs };
+        let owner = alice();
+        let binding = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &owner };
         let token = AccessToken::new("syt_secret_matrix_token_123456");
         let sealed = old.seal(&token, binding).unwrap_or_else(|e| panic!("{e}"));
         let new_key = TokenKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}"));
@@ -210,6 +232,7 @@ mod tests {
             Some(token.expose_secret())
         );
         assert!(only_new.open(&sealed, binding).is_err(), "the old key is gone");
+        assert!(only_new.holds(rotated.current_id()) && !only_new.holds(&sealed.key_id));
         assert!(TokenKey::new(&[1; 16]).is_err());
     }
 }

@@ -45,7 +45,8 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
         })?;
     policy::check_may_classify(viewer, request.classification)?;
     services.connector.check_homeserver(&homeserver)?;
-    let token = keys.seal(&request.access_token, Binding::of(&viewer.org, &room_id, &homeserver))?;
+    let token =
+        keys.seal(&request.access_token, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
     let new = NewWatch {
         owner: viewer.actor.clone(),
         org: viewer.org.clone(),
@@ -106,8 +107,12 @@ pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
     let sealed = services.with_store(|store| store.sealed_watch_tokens()).await?;
     let mut rotation = Rotation::default();
     for entry in sealed {
-        let binding =
-            Binding { org: &entry.org, room_id: &entry.room_id, homeserver_url: &entry.homeserver_url };
+        let binding = Binding {
+            org: &entry.org,
+            room_id: &entry.room_id,
+            homeserver_url: &entry.homeserver_url,
+            owner: &entry.owner,
+        };
         match keys.reseal(&entry.token, binding) {
             Ok(None) => rotation.current += 1,
             Ok(Some(new)) => {

@@ -30,6 +30,9 @@ pub struct ConnectorConfig {
     pub request_timeout: Duration,
     /// Time allowed for a whole read of a room, retries and waits included.
     pub run_deadline: Duration,
+    /// Time allowed for a whole streamed read (`stream_room`), which commits as it goes: it only
+    /// bounds a run that never ends.
+    pub stream_deadline: Duration,
     /// Largest response body accepted, in bytes.
     pub max_response_bytes: usize,
     /// Most `/messages` pages read in one run.
@@ -62,6 +65,7 @@ impl Default for ConnectorConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             run_deadline: Duration::from_secs(120),
+            stream_deadline: Duration::from_secs(3600),
             max_response_bytes: 16 * 1024 * 1024,
             max_pages: 20_000,
             page_size: MAX_PAGE_SIZE,

@@ -41,6 +41,7 @@ impl Connector {
         if config.connect_timeout.is_zero()
             || config.request_timeout.is_zero()
             || config.run_deadline.is_zero()
+            || config.stream_deadline.is_zero()
         {
             return invalid("timeouts must be positive");
         }
@@ -129,18 +130,18 @@ impl Connector {
             async move {
                 if options.max_messages == 0 || options.max_messages > HARD_MAX_STREAMED_MESSAGES {
                     let message = format!("max_messages must be 1 to {HARD_MAX_STREAMED_MESSAGES}");
-                    let _ = sender.send(Err(Error::InvalidInput(message))).await;
+                    let _ = sender.send((Err(Error::InvalidInput(message)), true)).await;
                     return;
                 }
                 let result = connector
                     .read(&homeserver, &token, &room_id, &options, keys, Some(&sender), &mut |_| {})
                     .await;
                 // The receiver may be gone (the caller stopped): nothing is left to tell.
-                let _ = sender.send(result).await;
+                let _ = sender.send((result, true)).await;
             }
             .in_current_span(),
         );
-        RoomStream { receiver, task }
+        RoomStream { receiver, task, ended: false }
     }
 
     /// The rooms the token's account has joined (`GET /joined_rooms`), at most
@@ -193,7 +194,12 @@ impl Connector {
         let room = OwnedRoomId::try_from(room_id.as_str())
             .map_err(|_| Error::InvalidInput("the room id is not a valid Matrix room id".into()))?;
         let transport = self.inner.policy.check_url(&homeserver.url())?;
-        let run_deadline = self.inner.config.run_deadline;
+        // A streamed read commits as it goes: its deadline only bounds a run that never ends.
+        let run_deadline = if batches.is_some() {
+            self.inner.config.stream_deadline
+        } else {
+            self.inner.config.run_deadline
+        };
         let target = Target { homeserver, token, transport, deadline: Instant::now() + run_deadline };
         let span = tracing::info_span!("fetch_room", room = %room_id, homeserver = %homeserver);
         let run = self.run(&target, room_id, &room, options, keys, batches, on_page).instrument(span);
@@ -493,8 +499,8 @@ fn target_room_id(room: &OwnedRoomId) -> Result<RoomId> {
 /// Batches in flight from a streamed read to its receiver.
 const STREAM_BUFFER: usize = 2;
 
-/// Where a streamed read hands its batches.
-type BatchSender = tokio::sync::mpsc::Sender<Result<RoomSnapshot>>;
+/// Where a streamed read hands its batches, each with whether it is the last.
+type BatchSender = tokio::sync::mpsc::Sender<(Result<RoomSnapshot>, bool)>;
 
 /// Sets a batch's positions and hands it over; a receiver that is gone stops the read.
 async fn send_batch(
@@ -504,7 +510,7 @@ async fn send_batch(
 ) -> Result<()> {
     batch.resume_token = resume_token;
     batch.history = history;
-    sender.send(Ok(batch)).await.map_err(|_| Error::Cancelled)
+    sender.send((Ok(batch), false)).await.map_err(|_| Error::Cancelled)
 }
 
 /// The most joined rooms [`Connector::joined_rooms`] lists.
@@ -518,15 +524,29 @@ pub const HARD_MAX_STREAMED_MESSAGES: u32 = 10_000_000;
 /// the read. Dropping it stops the read.
 #[derive(Debug)]
 pub struct RoomStream {
-    receiver: tokio::sync::mpsc::Receiver<Result<RoomSnapshot>>,
+    receiver: tokio::sync::mpsc::Receiver<(Result<RoomSnapshot>, bool)>,
     task: tokio::task::JoinHandle<()>,
+    ended: bool,
 }
 
 impl RoomStream {
-    /// The next batch; `None` once the last one was taken (or after an error). A batch whose
-    /// `report` is that of the whole read so far.
+    /// The next batch (its `report` is that of the whole read so far); `None` once the last one
+    /// or an error was taken. A read that stops without saying so (its task panicked) ends with
+    /// [`Error::Cancelled`], never as if it had reached its end.
     pub async fn next_batch(&mut self) -> Option<Result<RoomSnapshot>> {
-        self.receiver.recv().await
+        if self.ended {
+            return None;
+        }
+        match self.receiver.recv().await {
+            Some((item, last)) => {
+                self.ended = last || item.is_err();
+                Some(item)
+            }
+            None => {
+                self.ended = true;
+                Some(Err(Error::Cancelled))
+            }
+        }
     }
 }
 

@@ -132,9 +132,10 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
     let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
     config.check_bind(addr)?;
     let built = build(&config).await?;
+    let app = Arc::clone(&built.state.services().app);
     let server = http_server(listener, built.state)?;
     let handle = server.handle();
-    let task = tokio::spawn(serve_with_background(server, built.relay, built.scheduler));
+    let task = tokio::spawn(serve_with_background(server, built.relay, built.scheduler, app));
     Ok(RunningServer { addr, handle, task })
 }
 
@@ -148,8 +149,9 @@ pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
 
 /// Like [`run`], with the state already built (so the caller can report readiness first).
 pub async fn run_built(listener: TcpListener, built: Built) -> Result<()> {
+    let app = Arc::clone(&built.state.services().app);
     let server = http_server(listener, built.state)?;
-    serve_with_background(server, built.relay, built.scheduler).await
+    serve_with_background(server, built.relay, built.scheduler, app).await
 }
 
 fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev::Server> {
@@ -166,15 +168,24 @@ fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev:
     Ok(server)
 }
 
-/// Serves with the background tasks (the fusion relay, the scheduler), stopped once the HTTP
-/// server has stopped.
+/// Serves with the background tasks (the fusion relay, the scheduler; without a scheduler, the
+/// audit of interrupted runs on its own), stopped once the HTTP server has stopped.
 async fn serve_with_background(
     server: actix_web::dev::Server,
     relay: Option<argus_fusion::Relay>,
     scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
+    app: Arc<argus_ingest::Services>,
 ) -> Result<()> {
     let stop_scheduler = Arc::new(tokio::sync::Notify::new());
-    let scheduler_task = scheduler.map(|scheduler| tokio::spawn(scheduler.run(Arc::clone(&stop_scheduler))));
+    let stop = Arc::clone(&stop_scheduler);
+    let scheduler_task = Some(match scheduler {
+        Some(scheduler) => tokio::spawn(scheduler.run(stop)),
+        None => tokio::spawn(argus_ingest::scheduler::close_interrupted_runs_every(
+            app,
+            std::time::Duration::from_secs(60),
+            stop,
+        )),
+    });
     let result = serve_with_relay(server, relay).await;
     stop_scheduler.notify_one();
     if let Some(task) = scheduler_task {

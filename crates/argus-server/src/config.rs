@@ -301,6 +301,9 @@ pub struct MatrixConfig {
     /// Seconds an ingestion run holds its journal row without committing a batch; past it (its
     /// process died), another process audits the run as interrupted.
     pub run_lease_secs: u64,
+    /// Seconds one ingestion run may take in all (it commits as it goes: this only bounds a
+    /// run that never ends; the rest of a room is read by the next run).
+    pub run_deadline_secs: u64,
 }
 
 impl Default for MatrixConfig {
@@ -313,6 +316,7 @@ impl Default for MatrixConfig {
             max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
             ingestions_per_caller_per_minute: admission.per_caller_per_minute,
             run_lease_secs: argus_ingest::Limits::default().run_lease.as_secs(),
+            run_deadline_secs: argus_matrix::ConnectorConfig::default().stream_deadline.as_secs(),
         }
     }
 }

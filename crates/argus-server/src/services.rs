@@ -38,6 +38,7 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 /// The connector configuration from the server configuration.
 pub fn connector_config(config: &Config) -> ConnectorConfig {
     ConnectorConfig {
+        stream_deadline: std::time::Duration::from_secs(config.matrix.run_deadline_secs.max(1)),
         allowed_homeservers: config.matrix.allowed_homeservers.clone(),
         allow_private_addresses: config.matrix.allow_private_addresses.clone(),
         ..ConnectorConfig::default()

@@ -272,6 +272,18 @@ impl Store {
         watch::record_run(&mut *self.conn()?, id, owner, run)
     }
 
+    /// Extends `owner`'s lease of a watch to `now + lease` (before a run that waited for a
+    /// place); `false` when the watch is no longer theirs (taken over, renewed or removed).
+    pub fn renew_watch_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> Result<bool> {
+        watch::renew_lease(&mut *self.conn()?, id, owner, now, lease)
+    }
+
     /// Releases a watch claimed by `owner` without running it, due again at `next_run_at`.
     pub fn release_watch(&self, id: i64, owner: &str, next_run_at: OffsetDateTime) -> Result<bool> {
         watch::release(&mut *self.conn()?, id, owner, next_run_at)

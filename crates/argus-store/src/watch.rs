@@ -123,6 +123,8 @@ pub struct SealedWatchToken {
     pub room_id: RoomId,
     /// Its homeserver.
     pub homeserver_url: String,
+    /// Its owner (the token's binding).
+    pub owner: argus_domain::ActorId,
     /// The sealed token.
     pub token: SealedToken,
 }
@@ -185,8 +187,9 @@ pub(crate) fn upsert(
                 sql.push(", classification = ").bind::<SmallInt, _>(level.rank());
                 sql.push(", interval_secs = ").bind::<BigInt, _>(i64::from(new.interval_secs));
                 push_token_update(&mut sql, &new.token);
-                sql.push(", status = 'ACTIVE', status_reason = NULL, next_run_at = ")
-                    .bind::<BigInt, _>(now_ms);
+                // A run under way with the old token records nothing over the renewed watch.
+                sql.push(", status = 'ACTIVE', status_reason = NULL, lease_owner = NULL, lease_until = NULL");
+                sql.push(", next_run_at = ").bind::<BigInt, _>(now_ms);
                 sql.push(" WHERE id = ").bind::<BigInt, _>(watch.id);
                 sql.build().execute(conn)?;
             }
@@ -286,16 +289,21 @@ pub(crate) fn claim_due(
     let backend = conn.backend();
     in_transaction(conn, TxMode::Write, |conn| {
         let mut sql = Sql::new(backend);
-        sql.push("UPDATE watches SET lease_owner = ").bind::<Text, _>(owner.to_owned());
-        sql.push(", lease_until = ").bind::<BigInt, _>(until);
-        sql.push(" WHERE id IN (SELECT id FROM watches WHERE status = 'ACTIVE' AND next_run_at <= ");
+        // The due rows are chosen once (a materialised CTE: PostgreSQL may otherwise evaluate a
+        // `LIMIT … FOR UPDATE SKIP LOCKED` subquery more than once and claim more than `limit`);
+        // rows another replica is claiming are skipped, not waited for.
+        sql.push(
+            "WITH due AS MATERIALIZED (SELECT id FROM watches WHERE status = 'ACTIVE' AND next_run_at <= ",
+        );
         sql.bind::<BigInt, _>(now_ms).push(" AND (lease_until IS NULL OR lease_until < ");
         sql.bind::<BigInt, _>(now_ms).push(") ORDER BY next_run_at LIMIT ");
         sql.bind::<BigInt, _>(i64::from(limit));
         if backend == Backend::Postgres {
             sql.push(" FOR UPDATE SKIP LOCKED");
         }
-        sql.push(") RETURNING ").push(&COLUMNS.replace("w.", ""));
+        sql.push(") UPDATE watches SET lease_owner = ").bind::<Text, _>(owner.to_owned());
+        sql.push(", lease_until = ").bind::<BigInt, _>(until);
+        sql.push(" WHERE id IN (SELECT id FROM due) RETURNING ").push(&COLUMNS.replace("w.", ""));
         let rows: Vec<WatchRow> = sql.build().load(conn)?;
         rows.into_iter()
             .map(|r| r.into_domain().map(|(watch, token)| ClaimedWatch { watch, token }))
@@ -315,6 +323,24 @@ pub(crate) fn record_run(conn: &mut DbConn, id: i64, owner: &str, run: &WatchRun
     if let Some(reason) = &run.pause {
         sql.push(", status = 'PAUSED', status_reason = ").bind::<Text, _>(bounded(reason, 1024));
     }
+    sql.push(" WHERE id = ")
+        .bind::<BigInt, _>(id)
+        .push(" AND lease_owner = ")
+        .bind::<Text, _>(owner.to_owned());
+    Ok(sql.build().execute(conn)? == 1)
+}
+
+/// Extends `owner`'s lease of a watch to `now + lease`; `false` when it is no longer theirs.
+pub(crate) fn renew_lease(
+    conn: &mut DbConn,
+    id: i64,
+    owner: &str,
+    now: OffsetDateTime,
+    lease: std::time::Duration,
+) -> Result<bool> {
+    let until = to_unix_ms(now).saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2));
+    let mut sql = Sql::new(conn.backend());
+    sql.push("UPDATE watches SET lease_until = ").bind::<BigInt, _>(until);
     sql.push(" WHERE id = ")
         .bind::<BigInt, _>(id)
         .push(" AND lease_owner = ")
@@ -351,6 +377,7 @@ pub(crate) fn sealed_tokens(conn: &mut DbConn) -> Result<Vec<SealedWatchToken>> 
                 org: w.org,
                 room_id: w.room_id,
                 homeserver_url: w.homeserver_url.as_str().to_owned(),
+                owner: w.owner,
                 token,
             })
         })

@@ -912,10 +912,11 @@ fn apply_outside(
 ) -> Result<()> {
     let mut edits: Vec<&MessageEdit> = edits.iter().collect();
     edits.sort_by(|a, b| (a.edited_at, &a.event_id).cmp(&(b.edited_at, &b.event_id)));
+    let (mut edits_waiting, mut redactions_waiting) = (None, None);
     for e in edits {
         let Some(stored) = original(conn, org, room_pk, &e.target)? else {
-            if keep_pending {
-                keep_pending_edit(conn, org, room_pk, e)?;
+            if keep_pending && !keep_pending_edit(conn, org, room_pk, e, &mut edits_waiting)? {
+                done.edits_ignored += 1;
             }
             continue;
         };
@@ -964,7 +965,11 @@ fn apply_outside(
             match withdraw_version(conn, org, room_pk, r)? {
                 Some(false) => done.redactions_ignored += 1,
                 Some(true) => {}
-                None if keep_pending => keep_pending_redaction(conn, org, room_pk, r)?,
+                None if keep_pending
+                    && !keep_pending_redaction(conn, org, room_pk, r, &mut redactions_waiting)? =>
+                {
+                    done.redactions_ignored += 1;
+                }
                 None => {}
             }
             continue;
@@ -985,6 +990,23 @@ fn apply_outside(
 /// dropped (a homeserver cannot grow the archive without bound with edits of nothing).
 const MAX_PENDING_PER_ROOM: i64 = 100_000;
 
+/// Whether one more item may wait in `table` for the room; `count` caches the room's count for
+/// the batch (one `COUNT` per batch and table, not per item).
+fn pending_room_left(
+    conn: &mut DbConn,
+    table: &str,
+    org: &str,
+    room_pk: i64,
+    count: &mut Option<i64>,
+) -> Result<bool> {
+    let n = match *count {
+        Some(n) => n,
+        None => pending_count(conn, table, org, room_pk)?,
+    };
+    *count = Some(n + 1);
+    Ok(n < MAX_PENDING_PER_ROOM)
+}
+
 fn pending_count(conn: &mut DbConn, table: &str, org: &str, room_pk: i64) -> Result<i64> {
     #[derive(diesel::QueryableByName)]
     struct N {
@@ -1000,11 +1022,18 @@ fn pending_count(conn: &mut DbConn, table: &str, org: &str, room_pk: i64) -> Res
     Ok(sql.build().get_result::<N>(conn)?.n)
 }
 
-/// Keeps an edit whose original is not stored yet (once per edit event).
-fn keep_pending_edit(conn: &mut DbConn, org: &str, room_pk: i64, e: &MessageEdit) -> Result<()> {
-    if pending_count(conn, "pending_edits", org, room_pk)? >= MAX_PENDING_PER_ROOM {
+/// Keeps an edit whose original is not stored yet (once per edit event); `false` when the
+/// room has too many waiting and it was dropped.
+fn keep_pending_edit(
+    conn: &mut DbConn,
+    org: &str,
+    room_pk: i64,
+    e: &MessageEdit,
+    count: &mut Option<i64>,
+) -> Result<bool> {
+    if !pending_room_left(conn, "pending_edits", org, room_pk, count)? {
         tracing::warn!(edit = %e.event_id, "too many edits wait for their original; this one is dropped");
-        return Ok(());
+        return Ok(false);
     }
     let mut sql = Sql::new(conn.backend());
     sql.push("INSERT INTO pending_edits (org_id, room_pk, target, event_id, sender, sent_at, msgtype, body) VALUES (");
@@ -1016,19 +1045,21 @@ fn keep_pending_edit(conn: &mut DbConn, org: &str, room_pk: i64, e: &MessageEdit
     sql.bind::<Nullable<Text>, _>(e.msgtype.clone()).push(", ");
     sql.bind::<Nullable<Text>, _>(e.body.clone()).push(") ON CONFLICT (org_id, event_id) DO NOTHING");
     sql.build().execute(conn)?;
-    Ok(())
+    Ok(true)
 }
 
-/// Keeps a redaction whose target is not stored yet (the first one per target).
+/// Keeps a redaction whose target is not stored yet (the first one per target); `false` when
+/// the room has too many waiting and it was dropped.
 fn keep_pending_redaction(
     conn: &mut DbConn,
     org: &str,
     room_pk: i64,
     r: &argus_domain::MessageRedaction,
-) -> Result<()> {
-    if pending_count(conn, "pending_redactions", org, room_pk)? >= MAX_PENDING_PER_ROOM {
+    count: &mut Option<i64>,
+) -> Result<bool> {
+    if !pending_room_left(conn, "pending_redactions", org, room_pk, count)? {
         tracing::warn!(target = %r.target, "too many redactions wait for their target; this one is dropped");
-        return Ok(());
+        return Ok(false);
     }
     let mut sql = Sql::new(conn.backend());
     sql.push(
@@ -1041,7 +1072,75 @@ fn keep_pending_redaction(
     sql.bind::<Nullable<Text>, _>(r.redaction.reason.clone()).push(", ");
     sql.bind::<Bool, _>(r.confirmed).push(") ON CONFLICT (org_id, room_pk, target) DO NOTHING");
     sql.build().execute(conn)?;
-    Ok(())
+    Ok(true)
+}
+
+const PENDING_EDIT_COLUMNS: &str = "id, target, event_id, sender, sent_at, msgtype, body";
+const PENDING_REDACTION_COLUMNS: &str = "id, target, redacted_by, redacted_at, reason, confirmed";
+
+#[derive(diesel::QueryableByName)]
+struct PendingEditRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    target: String,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = Text)]
+    sender: String,
+    #[diesel(sql_type = BigInt)]
+    sent_at: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    msgtype: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    body: Option<String>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct PendingRedactionRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    target: String,
+    #[diesel(sql_type = Text)]
+    redacted_by: String,
+    #[diesel(sql_type = BigInt)]
+    redacted_at: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
+    #[diesel(sql_type = Bool)]
+    confirmed: bool,
+}
+
+/// Targets per statement of [`pending_rows`].
+const PENDING_TARGETS_PER_STATEMENT: usize = 500;
+
+/// The rows of `table` kept for the room whose target is one of `targets` (through the
+/// `(org_id, room_pk, target)` index, a few hundred targets per statement).
+fn pending_rows<T: diesel::QueryableByName<crate::db::MultiBackend> + 'static>(
+    conn: &mut DbConn,
+    columns: &str,
+    table: &str,
+    org: &str,
+    room_pk: i64,
+    targets: &[&str],
+) -> Result<Vec<T>> {
+    let mut rows = Vec::new();
+    for chunk in targets.chunks(PENDING_TARGETS_PER_STATEMENT) {
+        let mut sql = Sql::new(conn.backend());
+        sql.push("SELECT ").push(columns).push(" FROM ").push(table).push(" WHERE org_id = ");
+        sql.bind::<Text, _>(org.to_owned()).push(" AND room_pk = ").bind::<BigInt, _>(room_pk);
+        sql.push(" AND target IN (");
+        for (i, target) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind::<Text, _>((*target).to_owned());
+        }
+        sql.push(")");
+        rows.extend(sql.build().load::<T>(conn)?);
+    }
+    Ok(rows)
 }
 
 /// Applies the kept edits and redactions whose target `messages` (just stored) holds, and
@@ -1058,52 +1157,46 @@ fn apply_pending(
     if messages.is_empty() {
         return Ok(());
     }
-    let in_batch: std::collections::HashSet<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
-    type EditRow = (i64, String, String, String, i64, Option<String>, Option<String>);
-    let edit_rows: Vec<EditRow> = pe::table
-        .filter(pe::org_id.eq(org))
-        .filter(pe::room_pk.eq(room_pk))
-        .select((pe::id, pe::target, pe::event_id, pe::sender, pe::sent_at, pe::msgtype, pe::body))
-        .load(conn)?;
-    type RedactionRow = (i64, String, String, i64, Option<String>, bool);
-    let redaction_rows: Vec<RedactionRow> = pr::table
-        .filter(pr::org_id.eq(org))
-        .filter(pr::room_pk.eq(room_pk))
-        .select((pr::id, pr::target, pr::redacted_by, pr::redacted_at, pr::reason, pr::confirmed))
-        .load(conn)?;
-    // An edit's arrival makes its redactions applicable too (a redacted edit is withdrawn).
+    let batch_ids: Vec<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
     let mut edits = Vec::new();
     let mut edit_ids = Vec::new();
-    for (id, target, event_id, sender, sent_at, msgtype, body) in edit_rows {
-        if in_batch.contains(target.as_str()) {
-            edits.push(MessageEdit {
-                event_id: event_id.parse().map_err(|_| BAD)?,
-                sender: sender.parse().map_err(|_| BAD)?,
-                target: target.parse().map_err(|_| BAD)?,
-                msgtype,
-                body,
-                edited_at: argus_domain::from_unix_ms(sent_at)?,
-            });
-            edit_ids.push(id);
-        }
+    for row in
+        pending_rows::<PendingEditRow>(conn, PENDING_EDIT_COLUMNS, "pending_edits", org, room_pk, &batch_ids)?
+    {
+        edits.push(MessageEdit {
+            event_id: row.event_id.parse().map_err(|_| BAD)?,
+            sender: row.sender.parse().map_err(|_| BAD)?,
+            target: row.target.parse().map_err(|_| BAD)?,
+            msgtype: row.msgtype,
+            body: row.body,
+            edited_at: argus_domain::from_unix_ms(row.sent_at)?,
+        });
+        edit_ids.push(row.id);
     }
-    let reachable: std::collections::HashSet<&str> =
-        in_batch.iter().copied().chain(edits.iter().map(|e| e.event_id.as_str())).collect();
+    // An edit's arrival makes its redactions applicable too (a redacted edit is withdrawn).
+    let reachable: Vec<&str> =
+        batch_ids.iter().copied().chain(edits.iter().map(|e| e.event_id.as_str())).collect();
     let mut redactions = Vec::new();
     let mut redaction_ids = Vec::new();
-    for (id, target, redacted_by, redacted_at, reason, confirmed) in redaction_rows {
-        if reachable.contains(target.as_str()) {
-            redactions.push(argus_domain::MessageRedaction {
-                target: target.parse().map_err(|_| BAD)?,
-                redaction: Redaction {
-                    redacted_by: redacted_by.parse().map_err(|_| BAD)?,
-                    redacted_at: argus_domain::from_unix_ms(redacted_at)?,
-                    reason,
-                },
-                confirmed,
-            });
-            redaction_ids.push(id);
-        }
+    let rows = pending_rows::<PendingRedactionRow>(
+        conn,
+        PENDING_REDACTION_COLUMNS,
+        "pending_redactions",
+        org,
+        room_pk,
+        &reachable,
+    )?;
+    for row in rows {
+        redactions.push(argus_domain::MessageRedaction {
+            target: row.target.parse().map_err(|_| BAD)?,
+            redaction: Redaction {
+                redacted_by: row.redacted_by.parse().map_err(|_| BAD)?,
+                redacted_at: argus_domain::from_unix_ms(row.redacted_at)?,
+                reason: row.reason,
+            },
+            confirmed: row.confirmed,
+        });
+        redaction_ids.push(row.id);
     }
     if edits.is_empty() && redactions.is_empty() {
         return Ok(());
@@ -1164,9 +1257,10 @@ fn append_alone(
     })
 }
 
-/// A streamed ingestion under way: its row in `ingestion_runs`, from [`begin_run`] to
-/// [`finish_run`]. While the row exists and its lease has not expired, the run is its
-/// process's; past the lease, [`close_interrupted_runs`] audits it as interrupted.
+/// A streamed ingestion under way: its row in `ingestion_runs`, from [`crate::Store::begin_run`]
+/// to [`crate::Store::finish_run`]. While the row exists and its lease has not expired, the run is
+/// its process's; past the lease, [`crate::Store::close_interrupted_runs`] audits it as
+/// interrupted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunTicket {
     id: i64,
@@ -1389,8 +1483,13 @@ pub(crate) fn close_interrupted_runs(
                 scheduled,
             };
             append_run_record(conn, key, &run, &end).map(|(_, record)| Some(record))
-        })?;
-        closed.extend(record);
+        });
+        // One run that cannot be closed (a corrupt row) must not keep the others open.
+        match record {
+            Ok(record) => closed.extend(record),
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => tracing::error!(run = id, error = %e, "an interrupted run could not be audited"),
+        }
     }
     Ok(closed)
 }

@@ -618,7 +618,8 @@ fn any_room_state(room: &str, spec: &RoomSpec) -> Value {
     state
 }
 
-/// How far back an edit of an `!edited…` room reaches (see [`any_room_message`]).
+/// How far back an edit of an `!edited…` room of the any-room responder reaches: the edit at
+/// event `i` (for `i % 10 == 9`, `i >= EDIT_REACH`) replaces event `i - EDIT_REACH`.
 pub const EDIT_REACH: usize = 25;
 
 /// The `i`-th event of `room` in the any-room responder, one minute apart: `message {i}`, or in a

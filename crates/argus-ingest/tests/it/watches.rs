@@ -21,6 +21,7 @@ backend_suite!(
     watches_are_gated_like_rooms_and_bad_input_is_refused,
     replicas_share_due_watches_and_take_over_a_dead_replicas_lease,
     a_rate_limited_watch_waits_as_long_as_the_homeserver_asked,
+    a_new_token_given_during_a_run_is_not_overwritten_by_it,
 );
 
 fn request(env: &Env, room: &str, token: &str, interval_secs: i64) -> WatchRequest {
@@ -36,7 +37,12 @@ fn request(env: &Env, room: &str, token: &str, interval_secs: i64) -> WatchReque
 fn scheduler(services: Arc<argus_ingest::Services>, replica: &str) -> Scheduler {
     Scheduler::new(
         services,
-        SchedulerOptions { replica: replica.to_owned(), jitter: 0.0, ..SchedulerOptions::default() },
+        SchedulerOptions {
+            replica: replica.to_owned(),
+            jitter: 0.0,
+            tick: Duration::from_millis(200),
+            ..SchedulerOptions::default()
+        },
     )
 }
 
@@ -158,17 +164,22 @@ async fn watch_tokens_are_sealed_at_rest_and_keys_rotate(env: Env) {
     let only_new = env.replica(|s| s.token_keys = Some(Arc::new(token_keys(&[43; 32], &[]))));
     let report = scheduler(only_new, "replica-new").cycle().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.succeeded, 1, "{report:?}");
-    // A replica lacking the key that sealed it cannot open it: the watch pauses with a reason
-    // (renewed here, it is sealed under the first key again and due at once).
+    // A replica lacking the key that sealed it leaves the watch to the replicas that hold it:
+    // released, not paused (renewed here, it is sealed under the first key again, due at once).
     watch_room(&env.services, &alice, request(&env, room, MATRIX_TOKEN, 60))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    let before = watches(&env.services, &alice, 10, None).await.unwrap_or_else(|e| panic!("{e}"));
     let stranger = env.replica(|s| s.token_keys = Some(Arc::new(token_keys(&[44; 32], &[]))));
     let report = scheduler(stranger, "replica-other").cycle().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.paused, 1, "{report:?}");
+    assert_eq!((report.claimed, report.lost, report.paused), (1, 1, 0), "{report:?}");
     let listed = watches(&env.services, &alice, 10, None).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(listed[0].status, WatchStatus::Paused);
-    assert!(listed[0].status_reason.as_deref().is_some_and(|r| r.starts_with("TOKEN_UNAVAILABLE")));
+    assert_eq!((listed[0].status, listed[0].last_run_at), (WatchStatus::Active, before[0].last_run_at));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A replica that holds it runs it.
+    let report =
+        scheduler(Arc::clone(&env.services), "replica-a").cycle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.succeeded, 1, "{report:?}");
 }
 
 async fn watches_are_gated_like_rooms_and_bad_input_is_refused(env: Env) {
@@ -297,4 +308,35 @@ async fn a_rate_limited_watch_waits_as_long_as_the_homeserver_asked(env: Env) {
         "{:?}",
         watch.last_error
     );
+}
+
+async fn a_new_token_given_during_a_run_is_not_overwritten_by_it(env: Env) {
+    let room = "!renewed:tchap.test";
+    env.hs.room(room, 2);
+    let alice = analyst("dgsi");
+    watch_room(&env.services, &alice, request(&env, room, "syt_old_token_0123456789", 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A replica claims it (its run, with the old token, is under way)…
+    let now = time::OffsetDateTime::now_utc();
+    let claimed =
+        env.with_store(move |s| s.claim_due_watches(now, "replica-x", Duration::from_secs(60), 10)).await;
+    assert_eq!(claimed.len(), 1);
+    // …the owner gives a new token meanwhile…
+    watch_room(&env.services, &alice, request(&env, room, MATRIX_TOKEN, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // …and the old run, refused, cannot pause the renewed watch.
+    let id = claimed[0].watch.id;
+    let run = argus_store::WatchRun {
+        ran_at: now,
+        next_run_at: now + time::Duration::hours(1),
+        error: Some("refused".into()),
+        pause: Some("HOMESERVER_UNAUTHORIZED: M_UNKNOWN_TOKEN".into()),
+    };
+    assert!(!env.with_store(move |s| s.record_watch_run(id, "replica-x", &run)).await);
+    let report =
+        scheduler(Arc::clone(&env.services), "replica-a").cycle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(room_count(&env, &alice, room).await, 2);
 }
