@@ -1157,6 +1157,11 @@ fn apply_pending(
     if messages.is_empty() {
         return Ok(());
     }
+    // Most rooms have nothing waiting: one look at each index says so.
+    let edits_wait = pending_count(conn, "pending_edits", org, room_pk)? > 0;
+    if !edits_wait && pending_count(conn, "pending_redactions", org, room_pk)? == 0 {
+        return Ok(());
+    }
     let batch_ids: Vec<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
     let mut edits = Vec::new();
     let mut edit_ids = Vec::new();
