@@ -452,6 +452,11 @@ impl TchapIngestion {
         if self.0.entry.post.is_some() { GqlAuditAction::Post } else { GqlAuditAction::Ingest }
     }
 
+    /// Run by the scheduler for a watched room (the actor is the watch's owner), not by a call.
+    fn scheduled(&self) -> bool {
+        self.0.entry.scheduled
+    }
+
     /// For a post that was sent: the event id the homeserver gave the note.
     fn event_id(&self) -> Option<&str> {
         self.0.entry.post.as_ref().and_then(|p| p.event_id.as_deref())

@@ -105,3 +105,38 @@ async fn watch_calls_are_gated_and_bad_input_gets_clear_codes() {
     let refused = bare.run(&alice, WATCH, input(&bare, "!a:tchap.test", "RESTRICTED", 300)).await;
     assert_eq!(error_code(&refused), Some("WATCHES_DISABLED"));
 }
+
+#[tokio::test]
+async fn a_scheduled_run_shows_as_scheduled_in_the_trail() {
+    let h = harness().await;
+    let alice = viewer("dgsi", Secret, &ALL);
+    h.hs.room("!sched:tchap.test", 2);
+    ok(h.run(&alice, WATCH, input(&h, "!sched:tchap.test", "RESTRICTED", 300)).await);
+    ok(h.ingest(&alice, "!sched:tchap.test", Restricted).await);
+    let options = argus_ingest::scheduler::SchedulerOptions {
+        replica: "test".into(),
+        ..argus_ingest::scheduler::SchedulerOptions::default()
+    };
+    let report = argus_ingest::scheduler::Scheduler::new(Arc::clone(&h.services.app), options)
+        .cycle()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    let trail = ok(h
+        .run(
+            &alice,
+            "{ tchapIngestions(first: 5) { edges { node { actor scheduled messageCount } } } }",
+            json!({}),
+        )
+        .await);
+    let seen: Vec<(bool, i64)> = trail["tchapIngestions"]["edges"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .map(|n| (n["node"]["scheduled"] == true, n["node"]["messageCount"].as_i64().unwrap_or(-1)))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Newest first: the scheduled run (nothing new), then the call.
+    assert_eq!(seen, [(true, 0), (false, 2)]);
+}
