@@ -160,8 +160,13 @@ impl Scheduler {
                         store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease)
                     })
                     .await;
-                if !matches!(renewed, Ok(true)) {
-                    return Outcome::Lost;
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => return Outcome::Lost,
+                    Err(e) => {
+                        tracing::warn!(watch = id, code = e.code(), "a watch's lease could not be renewed");
+                        return release(&services, &options, &claimed.watch).await;
+                    }
                 }
                 run_watch(&services, &options, claimed).await
             });
@@ -200,9 +205,21 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
     };
     if !keys.holds(&token.key_id) {
         // Sealed under a key this replica lacks (a rotation under way, or a replica configured
-        // apart): another replica may hold it. Leave the watch to it rather than pause it.
+        // apart): another replica may hold it, so the watch is not paused; it says why it did
+        // not run here, and is due again after its interval.
         tracing::warn!(watch = watch.id, key = %token.key_id, "a watch's token is sealed under a key this replica lacks");
-        return release(services, options, &watch).await;
+        let run = WatchRun {
+            ran_at: started,
+            next_run_at: next,
+            error: Some(format!(
+                "TOKEN_KEY_MISSING: sealed under key {}, which this replica lacks",
+                token.key_id
+            )),
+            pause: None,
+        };
+        let (id, replica) = (watch.id, options.replica.clone());
+        let _ = services.with_store(move |store| store.record_watch_run(id, &replica, &run)).await;
+        return Outcome::Lost;
     }
     let result = match keys.open(&token, binding) {
         Err(error) => {
@@ -230,7 +247,28 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 trigger: Trigger::Scheduled,
                 follow_upgrades: false,
             };
-            ingest_room(services, &owner, request, &mut |_| {}).await.map(drop)
+            // The lease is renewed while the run lasts; a replica that lost it (its database
+            // was unreachable longer than the lease) stops, leaving the watch to its new owner.
+            let mut on_page = |_: &argus_domain::FetchReport| {};
+            let run = ingest_room(services, &owner, request, &mut on_page);
+            tokio::pin!(run);
+            let mut heartbeat = tokio::time::interval((options.lease / 3).max(Duration::from_millis(100)));
+            heartbeat.tick().await;
+            loop {
+                tokio::select! {
+                    result = &mut run => break result.map(drop),
+                    _ = heartbeat.tick() => {
+                        let (id, replica, lease) = (watch.id, options.replica.clone(), options.lease);
+                        let renewed = services
+                            .with_store(move |store| store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease))
+                            .await;
+                        if matches!(renewed, Ok(false)) {
+                            tracing::warn!(watch = watch.id, "a watch's lease was lost during its run; the run stops");
+                            return Outcome::Lost;
+                        }
+                    }
+                }
+            }
         }
     };
     let error = match &result {

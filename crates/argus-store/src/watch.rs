@@ -305,9 +305,20 @@ pub(crate) fn claim_due(
         sql.push(", lease_until = ").bind::<BigInt, _>(until);
         sql.push(" WHERE id IN (SELECT id FROM due) RETURNING ").push(&COLUMNS.replace("w.", ""));
         let rows: Vec<WatchRow> = sql.build().load(conn)?;
-        rows.into_iter()
-            .map(|r| r.into_domain().map(|(watch, token)| ClaimedWatch { watch, token }))
-            .collect()
+        // A row that fails validation stays claimed until its lease runs out (and is logged):
+        // it must not keep every other watch from running.
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let id = r.id;
+                r.into_domain()
+                    .map(|(watch, token)| ClaimedWatch { watch, token })
+                    .inspect_err(
+                        |e| tracing::error!(watch = id, error = %e, "a stored watch fails validation"),
+                    )
+                    .ok()
+            })
+            .collect())
     })
 }
 

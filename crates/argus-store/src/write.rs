@@ -1007,6 +1007,20 @@ fn pending_room_left(
     Ok(n < MAX_PENDING_PER_ROOM)
 }
 
+/// Whether anything of the room waits in `table` (one index lookup).
+fn pending_exists(conn: &mut DbConn, table: &str, org: &str, room_pk: i64) -> Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct One {
+        #[diesel(sql_type = BigInt)]
+        #[expect(dead_code, reason = "only whether a row comes back matters")]
+        one: i64,
+    }
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT CAST(1 AS BIGINT) AS one FROM ").push(table).push(" WHERE org_id = ");
+    sql.bind::<Text, _>(org.to_owned()).push(" AND room_pk = ").bind::<BigInt, _>(room_pk).push(" LIMIT 1");
+    Ok(!sql.build().load::<One>(conn)?.is_empty())
+}
+
 fn pending_count(conn: &mut DbConn, table: &str, org: &str, room_pk: i64) -> Result<i64> {
     #[derive(diesel::QueryableByName)]
     struct N {
@@ -1043,7 +1057,8 @@ fn keep_pending_edit(
     sql.bind::<Text, _>(e.sender.as_str().to_owned()).push(", ");
     sql.bind::<BigInt, _>(to_unix_ms(e.edited_at)).push(", ");
     sql.bind::<Nullable<Text>, _>(e.msgtype.clone()).push(", ");
-    sql.bind::<Nullable<Text>, _>(e.body.clone()).push(") ON CONFLICT (org_id, event_id) DO NOTHING");
+    sql.bind::<Nullable<Text>, _>(e.body.clone())
+        .push(") ON CONFLICT (org_id, room_pk, event_id) DO NOTHING");
     sql.build().execute(conn)?;
     Ok(true)
 }
@@ -1158,8 +1173,9 @@ fn apply_pending(
         return Ok(());
     }
     // Most rooms have nothing waiting: one look at each index says so.
-    let edits_wait = pending_count(conn, "pending_edits", org, room_pk)? > 0;
-    if !edits_wait && pending_count(conn, "pending_redactions", org, room_pk)? == 0 {
+    if !pending_exists(conn, "pending_edits", org, room_pk)?
+        && !pending_exists(conn, "pending_redactions", org, room_pk)?
+    {
         return Ok(());
     }
     let batch_ids: Vec<&str> = messages.iter().map(|m| m.event_id.as_str()).collect();
@@ -1207,8 +1223,14 @@ fn apply_pending(
         return Ok(());
     }
     apply_outside(conn, org, room_pk, &edits, &redactions, done, false)?;
-    diesel::delete(pe::table.filter(pe::id.eq_any(&edit_ids))).execute(conn)?;
-    diesel::delete(pr::table.filter(pr::id.eq_any(&redaction_ids))).execute(conn)?;
+    // In statements of a few hundred ids: a message edited tens of thousands of times must not
+    // exceed SQLite's bind limit.
+    for chunk in edit_ids.chunks(PENDING_TARGETS_PER_STATEMENT) {
+        diesel::delete(pe::table.filter(pe::id.eq_any(chunk))).execute(conn)?;
+    }
+    for chunk in redaction_ids.chunks(PENDING_TARGETS_PER_STATEMENT) {
+        diesel::delete(pr::table.filter(pr::id.eq_any(chunk))).execute(conn)?;
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ CREATE TABLE pending_edits (
     sent_at   BIGINT  NOT NULL,
     msgtype   TEXT             CHECK (length(msgtype) <= 255),
     body      TEXT             CHECK (length(body) <= 65536),
-    UNIQUE (org_id, event_id)
+    UNIQUE (org_id, room_pk, event_id)
 );
 CREATE INDEX pending_edits_target ON pending_edits (org_id, room_pk, target);
 
