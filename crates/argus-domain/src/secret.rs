@@ -61,6 +61,19 @@ impl Secret {
     pub fn is_well_formed(&self) -> bool {
         !self.0.is_empty() && self.0.len() <= 4096 && self.0.bytes().all(|b| b.is_ascii_graphic())
     }
+
+    /// `text` with the secret replaced by `[redacted]` wherever it appears (a secret shorter
+    /// than 8 bytes is left alone: it would match ordinary words): what a message kept in an
+    /// audit record or a log line is made of.
+    ///
+    /// ```
+    /// use argus_domain::Secret;
+    /// let token = Secret::new("syt_0123456789");
+    /// assert_eq!(token.scrub("refused syt_0123456789".to_owned()), "refused [redacted]");
+    /// ```
+    pub fn scrub(&self, text: String) -> String {
+        if self.0.len() >= 8 && text.contains(&self.0) { text.replace(&self.0, "[redacted]") } else { text }
+    }
 }
 
 impl From<String> for Secret {

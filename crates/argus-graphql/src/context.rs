@@ -36,12 +36,9 @@ impl Default for Limits {
 /// cursor key, page sizes, the posting policy). Build once, share in an `Arc`.
 #[derive(Debug)]
 pub struct Services {
-    /// The application services, shared with the CLI and the scheduler.
+    /// The application services (store, connector, admission), shared with the CLI and the
+    /// scheduler.
     pub app: Arc<argus_ingest::Services>,
-    /// The database (the application services' store).
-    pub store: Store,
-    /// The Matrix connector (the application services' connector).
-    pub connector: Connector,
     /// The key that signs pagination cursors.
     pub cursor_key: CursorKey,
     /// Page sizes and the cost limit.
@@ -61,8 +58,6 @@ impl Services {
     /// random cursor key.
     pub fn over(app: Arc<argus_ingest::Services>) -> Self {
         Self {
-            store: app.store.clone(),
-            connector: app.connector.clone(),
             app,
             cursor_key: CursorKey::random(),
             limits: Limits::default(),

@@ -100,13 +100,7 @@ impl Error {
     /// [`Error::public_message`] with `token` scrubbed should it ever appear: what an audit
     /// record or a log line keeps of a call made with that token.
     pub fn message_without(&self, token: &argus_domain::AccessToken) -> String {
-        let message = self.public_message();
-        let secret = token.expose_secret();
-        if secret.len() >= 8 && message.contains(secret) {
-            message.replace(secret, "[redacted]")
-        } else {
-            message
-        }
+        token.scrub(self.public_message())
     }
 
     /// Whether retrying the same request later may succeed.

@@ -77,7 +77,7 @@ fn validate(services: &Services, viewer: &Viewer, request: &PostRequest) -> Resu
         }
         argus_matrix::check_transaction_id(key)?;
     }
-    services.connector.check_homeserver(&homeserver)?;
+    services.app.connector.check_homeserver(&homeserver)?;
     Ok(Valid { homeserver, room_id, reply_to })
 }
 
@@ -206,6 +206,7 @@ async fn send(
     };
     let txn = transaction_id(viewer, request, body);
     let event_id = services
+        .app
         .connector
         .post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note)
         .await?;

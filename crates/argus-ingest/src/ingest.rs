@@ -195,11 +195,10 @@ async fn ingest_one(
     request: &IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
-    let request = request.for_room(&request.room_id);
     let started_at = OffsetDateTime::now_utc();
     // The scheduler's runs are bounded by its own limits, not by the places kept for calls.
     let manual = request.trigger == Trigger::Manual;
-    let admitted = validate(services, viewer, &request).and_then(|valid| {
+    let admitted = validate(services, viewer, request).and_then(|valid| {
         let origin = NewIngestion::origin_of(valid.homeserver.as_str());
         let admitted = if manual { Some(services.admission.acquire(&origin)?) } else { None };
         Ok((valid, admitted))
@@ -216,7 +215,7 @@ async fn ingest_one(
         }
         Err(error) => {
             Metrics::add(&services.metrics.ingestions_failed, 1);
-            record_failure(services, viewer, &request, started_at, &error).await;
+            record_failure(services, viewer, request, started_at, &error).await;
             return Err(error);
         }
     };
@@ -232,13 +231,13 @@ async fn ingest_one(
             Ok(ticket) => ticket,
             Err(error) => {
                 Metrics::add(&services.metrics.ingestions_failed, 1);
-                record_failure(services, viewer, &request, started_at, &error).await;
+                record_failure(services, viewer, request, started_at, &error).await;
                 return Err(error);
             }
         }
     };
     let mut progress = Progress::default();
-    let read = read_room(services, &ticket, &request, &valid, &mut progress, on_page).await;
+    let read = read_room(services, &ticket, request, &valid, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
     let finished = finish(services, &ticket, error).await;
     if progress.stored > 0

@@ -221,7 +221,14 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
         let _ = services.with_store(move |store| store.record_watch_run(id, &replica, &run)).await;
         return Outcome::Lost;
     }
-    let result = match keys.open(&token, binding) {
+    let opened = keys.open(&token, binding);
+    // What the watch shows of an error is scrubbed of the token, as an audit record is.
+    let opened_token = opened.as_ref().ok().cloned();
+    let message = |e: &Error| match &opened_token {
+        Some(t) => e.message_without(t),
+        None => e.public_message(),
+    };
+    let result = match opened {
         Err(error) => {
             // A key this replica holds does not open it (altered, or moved from another watch):
             // nothing can run until the owner gives the token again.
@@ -276,7 +283,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
         Err(Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout })) => {
             let what = if *soft_logout { "soft logout" } else { "token refused" };
             pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));
-            result.as_ref().err().map(Error::public_message)
+            result.as_ref().err().map(message)
         }
         Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {
             // Honour what the homeserver asked, on top of the interval (at most a week: the
@@ -289,9 +296,9 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                     next = next.max(asked);
                 }
             }
-            result.as_ref().err().map(Error::public_message)
+            result.as_ref().err().map(message)
         }
-        Err(error) => Some(error.public_message()),
+        Err(error) => Some(message(error)),
     };
     let run = WatchRun { ran_at: started, next_run_at: next, error: error.clone(), pause: pause.clone() };
     let (id, replica) = (watch.id, options.replica.clone());

@@ -163,7 +163,7 @@ impl Collector for ServiceCollector {
             load(&m.messages_fetched),
         )?;
         counter(&mut encoder, "argus_messages_stored", "Messages newly stored", load(&m.messages_stored))?;
-        match self.services.store.outbox_gauges() {
+        match self.services.app.store.outbox_gauges() {
             Ok(outbox) => {
                 gauge(
                     &mut encoder,

@@ -145,9 +145,9 @@ fn load_one(conn: &mut DbConn, sql: Sql<'_>) -> Result<Option<(Watch, SealedToke
 /// The watch of `room_id` in `org`, whatever its level (the writer's lookup).
 fn find(conn: &mut DbConn, org: &OrgId, room_id: &RoomId) -> Result<Option<(Watch, SealedToken)>> {
     let mut sql = Sql::new(conn.backend());
-    sql.push("SELECT ").push(COLUMNS).push(" FROM watches w WHERE w.org_id = ");
-    sql.bind::<Text, _>(org.as_str().to_owned()).push(" AND w.room_id = ");
-    sql.bind::<Text, _>(room_id.as_str().to_owned());
+    sql.push("SELECT ").push(COLUMNS).push(" FROM watches w WHERE ");
+    Gate::whole_org(org).apply(&mut sql, "w");
+    sql.push(" AND w.room_id = ").bind::<Text, _>(room_id.as_str().to_owned());
     load_one(conn, sql)
 }
 
@@ -236,7 +236,8 @@ struct Count {
 
 fn count_org(conn: &mut DbConn, org: &OrgId) -> Result<i64> {
     let mut sql = Sql::new(conn.backend());
-    sql.push("SELECT COUNT(*) AS n FROM watches WHERE org_id = ").bind::<Text, _>(org.as_str().to_owned());
+    sql.push("SELECT COUNT(*) AS n FROM watches w WHERE ");
+    Gate::whole_org(org).apply(&mut sql, "w");
     Ok(sql.build().get_result::<Count>(conn)?.n)
 }
 

@@ -267,7 +267,7 @@ async fn plain_edges_answer_as_the_executor_does() {
         classification: Secret,
         started_at: time::OffsetDateTime::now_utc(),
     };
-    let store = h.services.store.clone();
+    let store = h.services.app.store.clone();
     tokio::task::spawn_blocking(move || store.record_ingestion(&run, &varied_room()))
         .await
         .unwrap_or_else(|e| panic!("{e}"))
