@@ -57,10 +57,8 @@ impl Error {
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::WatchesDisabled => "WATCHES_DISABLED",
             Self::Connector(e) => e.code(),
-            Self::Store(e) if e.is_retryable() => "UNAVAILABLE",
-            Self::Store(argus_store::Error::Withheld) => "ABOVE_CLEARANCE",
-            Self::Store(argus_store::Error::Invalid(_)) => "INVALID_INPUT",
-            Self::Store(_) | Self::Internal => "INTERNAL",
+            Self::Store(e) => e.code(),
+            Self::Internal => "INTERNAL",
         }
     }
 
@@ -68,9 +66,7 @@ impl Error {
     /// SQL or path.
     pub fn public_message(&self) -> String {
         match self {
-            Self::Store(e) if e.is_retryable() => "the service is temporarily unavailable".to_owned(),
-            Self::Store(argus_store::Error::Withheld) => Self::AboveClearance.to_string(),
-            Self::Store(argus_store::Error::Invalid(e)) => format!("invalid input: {e}"),
+            Self::Store(e) => e.public_message(),
             other => other.to_string(),
         }
     }

@@ -45,6 +45,28 @@ impl Error {
         matches!(self, Self::Unavailable | Self::Busy)
     }
 
+    /// The stable code the API layers show for this error (`UNAVAILABLE`, `ABOVE_CLEARANCE`,
+    /// `INVALID_INPUT`, else `INTERNAL`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            e if e.is_retryable() => "UNAVAILABLE",
+            Self::Withheld => "ABOVE_CLEARANCE",
+            Self::Invalid(_) => "INVALID_INPUT",
+            _ => "INTERNAL",
+        }
+    }
+
+    /// What a caller (and an audit record) is told: never SQL, a path or a stored value; the
+    /// details of an internal error stay in the server log.
+    pub fn public_message(&self) -> String {
+        match self {
+            e if e.is_retryable() => "the service is temporarily unavailable".to_owned(),
+            Self::Withheld => "the requested classification exceeds the caller's clearance".to_owned(),
+            Self::Invalid(e) => format!("invalid input: {e}"),
+            _ => "internal error".to_owned(),
+        }
+    }
+
     /// An input rejected by the store's own limits.
     pub(crate) fn invalid(kind: &'static str, reason: &'static str) -> Self {
         Self::Invalid(argus_domain::Error::Invalid { kind, reason })
