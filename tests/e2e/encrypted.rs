@@ -3,7 +3,8 @@
 //! their relations in clear as clients send them) and backs its sessions up, with the backup key
 //! in secret storage under a security key. The ingestion decrypts what the backup allows and
 //! keeps the rest with its reason; a wrong key, or an account without a backup, is a FAILED
-//! audit record without the key; the key is in no response, file or log line.
+//! audit record without the key. A watch given the key decrypts in its scheduled runs; one given
+//! a key that does not open the backup is paused. The key is in no response, file or log line.
 
 use anyhow::{Context, Result, ensure};
 use argus_domain::{Classification::Secret, Scope};
@@ -26,7 +27,15 @@ const MESSAGES: &str = r"query($r: String!) { tchapMessages(roomId: $r, first: 5
   eventId body edited encrypted decrypted undecryptableReason replyTo versions { body }
 } } } }";
 
-const AUDIT: &str = "{ tchapIngestions(first: 50) { edges { node { roomId outcome error } } } }";
+const AUDIT: &str = "{ tchapIngestions(first: 50) { edges { node { roomId outcome error scheduled } } } }";
+
+const WATCH: &str = r"mutation($input: WatchTchapRoomInput!) {
+  watchTchapRoom(input: $input) { status decryptsHistory }
+}";
+
+const WATCHES: &str = r"{ tchapWatches(first: 10) { nodes {
+  roomId status statusReason lastRunAt lastOutcome lastError decryptsHistory
+} } }";
 
 /// Runs the scenario on the store at `database_url`; returns the secrets that must appear
 /// nowhere (the recovery keys as typed, the Matrix tokens).
@@ -135,6 +144,70 @@ pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::
 
     let trail = server.data(&jwt, AUDIT, json!({}), "tchapIngestions").await?.to_string();
     ensure!(trail.matches("FAILED").count() == 2, "two FAILED records: {trail}");
+
+    // Watched with the security key: the scheduler's run decrypts what was sent since. Watched
+    // with a key that does not open the backup: the run fails and pauses the watch.
+    let planned = first.send_text(&alice, &room, "point de situation à 14h").await?;
+    let other_room = alice.create_room(Some("Autre cellule"), None, true).await?;
+    Sender::new().send_text(&alice, &other_room, "clé erronée").await?;
+    let watch = |room: &str, key: &str| {
+        json!({ "input": {
+            "homeserverUrl": synapse.base_url(), "accessToken": alice.access_token, "roomId": room,
+            "classification": "RESTRICTED", "interval": 3600, "recoveryKey": key,
+        } })
+    };
+    let (code, _) = server.error_code(&jwt, WATCH, watch(&other_room, "pas une clé de récupération")).await?;
+    ensure!(code == "WRONG_RECOVERY_KEY", "a text that is no recovery key: {code}");
+    let w = server.data(&jwt, WATCH, watch(&room, &backup.security_key()), "watchTchapRoom").await?;
+    ensure!(w["decryptsHistory"] == true && w["status"] == "ACTIVE", "the watch: {w}");
+    server.data(&jwt, WATCH, watch(&other_room, &wrong), "watchTchapRoom").await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let watches = loop {
+        let list = server.data(&jwt, WATCHES, json!({}), "tchapWatches").await?;
+        let nodes = list["nodes"].as_array().cloned().unwrap_or_default();
+        if nodes.len() == 2 && nodes.iter().all(|n| !n["lastRunAt"].is_null()) {
+            break nodes;
+        }
+        ensure!(std::time::Instant::now() < deadline, "the scheduler did not run both watches: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let of = |r: &str| watches.iter().find(|n| n["roomId"] == r).cloned().unwrap_or_default();
+    let decrypting = of(&room);
+    ensure!(
+        decrypting["lastOutcome"] == "SUCCEEDED" && decrypting["status"] == "ACTIVE",
+        "the watch with the right key: {decrypting}"
+    );
+    let paused = of(&other_room);
+    ensure!(
+        paused["status"] == "PAUSED"
+            && paused["statusReason"].as_str().is_some_and(|r| r.starts_with("WRONG_RECOVERY_KEY: "))
+            && paused["decryptsHistory"] == true,
+        "the watch with a wrong key: {paused}"
+    );
+    let edges = server.data(&jwt, MESSAGES, json!({ "r": room }), "tchapMessages").await?;
+    let p = crate::harness::message_node(&edges, &planned)?;
+    ensure!(
+        p["body"] == "point de situation à 14h" && p["decrypted"] == true,
+        "the message the scheduled run decrypted: {p}"
+    );
+    let trail = server.data(&jwt, AUDIT, json!({}), "tchapIngestions").await?;
+    let scheduled: Vec<(String, String)> = trail["edges"]
+        .as_array()
+        .context("edges")?
+        .iter()
+        .filter(|e| e["node"]["scheduled"] == true)
+        .map(|e| {
+            (
+                e["node"]["roomId"].as_str().unwrap_or_default().to_owned(),
+                e["node"]["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    ensure!(
+        scheduled.contains(&(room.clone(), "SUCCEEDED".to_owned()))
+            && scheduled.contains(&(other_room.clone(), "FAILED".to_owned())),
+        "the scheduled runs in the trail: {scheduled:?}"
+    );
     let secrets = vec![
         backup.security_key(),
         backup.security_key().replace(' ', ""),

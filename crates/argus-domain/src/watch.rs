@@ -1,5 +1,6 @@
-//! Watched rooms: a room the scheduler keeps current on an interval with a Matrix token held
-//! sealed (encrypted at rest); what a watch is, and the sealed form of its token.
+//! Watched rooms: a room the scheduler keeps current on an interval with a Matrix token (and,
+//! for encrypted rooms, a recovery key) held sealed, encrypted at rest; what a watch is, and the
+//! sealed form of its credentials.
 
 use std::fmt;
 
@@ -76,8 +77,11 @@ pub struct NewWatch {
     pub classification: Classification,
     /// Seconds between runs.
     pub interval_secs: u32,
-    /// The owner's Matrix token, sealed.
+    /// The owner's credentials, sealed: the Matrix token, and the recovery key when `decrypts`.
     pub token: SealedToken,
+    /// Whether the sealed credentials hold a recovery key: the watch's runs decrypt
+    /// end-to-end encrypted history from the owner's key backup.
+    pub decrypts: bool,
 }
 
 /// A watch as stored (never with its token).
@@ -111,4 +115,7 @@ pub struct Watch {
     pub last_error: Option<String>,
     /// When it was created.
     pub created_at: OffsetDateTime,
+    /// Whether it holds the owner's recovery key (sealed with the token): its runs decrypt
+    /// end-to-end encrypted history.
+    pub decrypts: bool,
 }

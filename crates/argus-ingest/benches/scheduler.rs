@@ -112,6 +112,7 @@ fn main() -> BenchResult {
                 room_id: format!("!slow-idle-{i}:tchap.test"),
                 classification: Classification::Restricted,
                 interval_secs: 1,
+                recovery_key: None,
             };
             watch_room(&services, &owner, request).await?;
         }

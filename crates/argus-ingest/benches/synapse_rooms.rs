@@ -122,6 +122,7 @@ fn main() -> BenchResult {
                 room_id: room.clone(),
                 classification: Classification::Restricted,
                 interval_secs: 3600,
+                recovery_key: None,
             };
             watch_room(&together, &owner, request).await?;
         }

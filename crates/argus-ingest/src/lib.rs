@@ -21,4 +21,4 @@ pub mod watch;
 pub use admission::{Admission, AdmissionLimits, Admitted};
 pub use error::{Error, Result};
 pub use services::{Limits, Metrics, Services, WatchLimits};
-pub use token_keys::{TokenKey, TokenKeys};
+pub use token_keys::{Credentials, TokenKey, TokenKeys};

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use crate::{
     Error, Services,
     ingest::{IngestRequest, Reach, Trigger, ingest_room},
-    token_keys::Binding,
+    token_keys::{Binding, Credentials},
 };
 
 /// How the scheduler runs.
@@ -222,10 +222,17 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
         return Outcome::Lost;
     }
     let opened = keys.open(&token, binding);
-    // What the watch shows of an error is scrubbed of the token, as an audit record is.
-    let opened_token = opened.as_ref().ok().cloned();
-    let message = |e: &Error| match &opened_token {
-        Some(t) => e.message_without(t),
+    // What the watch shows of an error is scrubbed of the token and the key, as an audit record
+    // is.
+    let opened_credentials = opened.as_ref().ok().cloned();
+    let message = |e: &Error| match &opened_credentials {
+        Some(c) => {
+            let text = e.message_without(&c.access_token);
+            match &c.recovery_key {
+                Some(key) => key.scrub(text),
+                None => text,
+            }
+        }
         None => e.public_message(),
     };
     let result = match opened {
@@ -235,7 +242,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             pause = Some(format!("TOKEN_UNAVAILABLE: {}", error.public_message()));
             Err(error)
         }
-        Ok(access_token) => {
+        Ok(Credentials { access_token, recovery_key }) => {
             // The owner, cleared for the watch's level, as the mutation would have required.
             let owner = Viewer::new(
                 watch.owner.clone(),
@@ -249,7 +256,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 room_id: watch.room_id.as_str().to_owned(),
                 classification: watch.classification,
                 max_messages: Some(i64::from(options.max_messages_per_run)),
-                recovery_key: None,
+                recovery_key,
                 reach: Reach::Current,
                 trigger: Trigger::Scheduled,
                 follow_upgrades: false,
@@ -283,6 +290,17 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
         Err(Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout })) => {
             let what = if *soft_logout { "soft logout" } else { "token refused" };
             pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));
+            result.as_ref().err().map(message)
+        }
+        Err(Error::Connector(
+            argus_matrix::Error::WrongRecoveryKey | argus_matrix::Error::KeyBackupMismatch,
+        )) => {
+            // The key no longer opens the owner's backup (reset, or a new backup): nothing can
+            // run until the owner gives the watch their key again.
+            let code = result.as_ref().err().map_or("WRONG_RECOVERY_KEY", Error::code);
+            pause = Some(format!(
+                "{code}: the recovery key does not open the account's key backup; give the watch the current key"
+            ));
             result.as_ref().err().map(message)
         }
         Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {

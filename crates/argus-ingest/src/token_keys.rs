@@ -1,11 +1,12 @@
-//! The keys that seal watched rooms' Matrix tokens at rest: XChaCha20-Poly1305 with a random
-//! nonce per token, the associated data binding each ciphertext to its watch (organisation,
+//! The keys that seal watched rooms' credentials at rest (the owner's Matrix token, and their
+//! recovery key for a watch that decrypts, in one ciphertext): XChaCha20-Poly1305 with a random
+//! nonce per watch, the associated data binding each ciphertext to its watch (organisation,
 //! room, homeserver), so a ciphertext copied to another row does not open. The keys are held
 //! outside the database (configuration or file); the database keeps only a key's id, a digest.
 //! Rotation: the new key becomes current, the old ones stay as `previous` until every token is
 //! re-sealed ([`TokenKeys::reseal`]).
 
-use argus_domain::{AccessToken, ActorId, HomeserverUrl, OrgId, RoomId, SealedToken};
+use argus_domain::{AccessToken, ActorId, HomeserverUrl, OrgId, RoomId, SealedToken, Secret};
 use base64::Engine as _;
 use chacha20poly1305::{
     XChaCha20Poly1305, XNonce,
@@ -20,6 +21,61 @@ pub const KEY_BYTES: usize = 32;
 
 /// Longest token sealed (a Matrix access token is far shorter).
 const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Longest recovery key sealed (a base58 recovery key is 59 characters with its spaces).
+const MAX_RECOVERY_KEY_BYTES: usize = 256;
+
+/// What starts the plaintext of credentials that hold a recovery key: the token follows, then a
+/// NUL byte, then the key. Credentials without one are the token's bytes alone, as every watch
+/// sealed its token before watches could decrypt (a well-formed token never holds a NUL byte,
+/// so the two cannot be mistaken).
+const WITH_RECOVERY_KEY: &[u8] = b"\0argus-watch-credentials-v2\0";
+
+/// What a watch's sealed ciphertext holds. `Debug` shows neither secret.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The owner's Matrix access token.
+    pub access_token: AccessToken,
+    /// The owner's recovery key, for a watch whose runs decrypt encrypted history.
+    pub recovery_key: Option<Secret>,
+}
+
+impl Credentials {
+    /// The plaintext sealed; [`Error::InvalidInput`] for a token or key that cannot be sealed.
+    fn encode(&self) -> Result<Vec<u8>> {
+        let token = self.access_token.expose_secret().as_bytes();
+        if !self.access_token.is_well_formed() || token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::InvalidInput("the access token is empty, malformed or too long".into()));
+        }
+        let Some(key) = &self.recovery_key else {
+            return Ok(token.to_vec());
+        };
+        let key = key.expose_secret().as_bytes();
+        if key.is_empty() || key.len() > MAX_RECOVERY_KEY_BYTES || key.contains(&0) {
+            return Err(Error::InvalidInput("the recovery key is empty, malformed or too long".into()));
+        }
+        let mut plain = Vec::with_capacity(WITH_RECOVERY_KEY.len() + token.len() + 1 + key.len());
+        plain.extend_from_slice(WITH_RECOVERY_KEY);
+        plain.extend_from_slice(token);
+        plain.push(0);
+        plain.extend_from_slice(key);
+        Ok(plain)
+    }
+
+    /// The credentials a plaintext holds; `None` when it is not one this code seals.
+    fn decode(plain: &[u8]) -> Option<Self> {
+        let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+        let Some(rest) = plain.strip_prefix(WITH_RECOVERY_KEY) else {
+            return Some(Self { access_token: AccessToken::new(text(plain)?), recovery_key: None });
+        };
+        let split = rest.iter().position(|&b| b == 0)?;
+        let (token, key) = (&rest[..split], &rest[split + 1..]);
+        Some(Self {
+            access_token: AccessToken::new(text(token)?),
+            recovery_key: Some(Secret::new(text(key)?)),
+        })
+    }
+}
 
 /// One key: its id and its cipher. `Debug` shows the id only.
 pub struct TokenKey {
@@ -110,19 +166,17 @@ impl TokenKeys {
         std::iter::once(&self.current).chain(&self.previous).any(|k| k.id == key_id)
     }
 
-    /// Seals `token` for the watch `binding` names, with the current key and a fresh nonce.
-    pub fn seal(&self, token: &AccessToken, binding: Binding<'_>) -> Result<SealedToken> {
-        let plain = token.expose_secret().as_bytes();
-        if plain.is_empty() || plain.len() > MAX_TOKEN_BYTES {
-            return Err(Error::InvalidInput("the access token is empty or too long".into()));
-        }
+    /// Seals `credentials` for the watch `binding` names, with the current key and a fresh
+    /// nonce.
+    pub fn seal(&self, credentials: &Credentials, binding: Binding<'_>) -> Result<SealedToken> {
+        let plain = credentials.encode()?;
         let mut nonce = [0u8; 24];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce[..]);
         let aad = binding.associated_data();
         let ciphertext = self
             .current
             .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: &aad })
             .map_err(|_| Error::Internal)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(SealedToken {
@@ -132,10 +186,10 @@ impl TokenKeys {
         })
     }
 
-    /// Opens a sealed token of the watch `binding` names. Fails with
-    /// [`Error::InvalidInput`] when no key of this server sealed it, or it does not open (it was
-    /// altered, or moved from another watch); the message never holds the token.
-    pub fn open(&self, sealed: &SealedToken, binding: Binding<'_>) -> Result<AccessToken> {
+    /// Opens the sealed credentials of the watch `binding` names. Fails with
+    /// [`Error::InvalidInput`] when no key of this server sealed them, or they do not open
+    /// (altered, or moved from another watch); the message never holds a secret.
+    pub fn open(&self, sealed: &SealedToken, binding: Binding<'_>) -> Result<Credentials> {
         let key =
             std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == sealed.key_id).ok_or_else(
                 || Error::InvalidInput("the watch's token was sealed with a key this server lacks".into()),
@@ -150,17 +204,16 @@ impl TokenKeys {
             .cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad: &aad })
             .map_err(|_| broken())?;
-        let text = String::from_utf8(plain).map_err(|_| broken())?;
-        Ok(AccessToken::new(text))
+        Credentials::decode(&plain).ok_or_else(broken)
     }
 
-    /// The token re-sealed under the current key, or `None` when it already is.
+    /// The credentials re-sealed under the current key, or `None` when they already are.
     pub fn reseal(&self, sealed: &SealedToken, binding: Binding<'_>) -> Result<Option<SealedToken>> {
         if sealed.key_id == self.current.id {
             return Ok(None);
         }
-        let token = self.open(sealed, binding)?;
-        self.seal(&token, binding).map(Some)
+        let credentials = self.open(sealed, binding)?;
+        self.seal(&credentials, binding).map(Some)
     }
 }
 
@@ -175,6 +228,46 @@ mod tests {
         (TokenKeys::new(key, Vec::new()), org, room)
     }
 
+    const RECOVERY_KEY: &str = "EsTc LW2K PGiF wKEA 3As5 g5c4 BXwk qeeJ ZJV8 Q9fu gUMN UE4d";
+
+    fn creds(token: &str, recovery_key: Option<&str>) -> Credentials {
+        Credentials { access_token: AccessToken::new(token), recovery_key: recovery_key.map(Secret::new) }
+    }
+
+    #[test]
+    fn a_recovery_key_is_sealed_with_the_token_and_a_bare_token_still_opens() {
+        let (keys, org, room) = keys();
+        let owner = alice();
+        let binding =
+            Binding { org: &org, room_id: &room, homeserver_url: "https://matrix.tchap.test", owner: &owner };
+        let both = creds("syt_secret_matrix_token_123456", Some(RECOVERY_KEY));
+        let sealed = keys.seal(&both, binding).unwrap_or_else(|e| panic!("{e}"));
+        let opened = keys.open(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.access_token.expose_secret(), "syt_secret_matrix_token_123456");
+        assert_eq!(opened.recovery_key.as_ref().map(Secret::expose_secret), Some(RECOVERY_KEY));
+        let shown = format!("{opened:?} {sealed:?}");
+        assert!(!shown.contains("syt_secret") && !shown.contains("EsTc"), "{shown}");
+        // What a watch sealed before it could hold a key (the token's bytes alone) opens as a
+        // token without a key.
+        let bare = creds("syt_older_watch_token_0000", None);
+        let sealed = keys.seal(&bare, binding).unwrap_or_else(|e| panic!("{e}"));
+        let plain = bare.encode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain, b"syt_older_watch_token_0000");
+        let opened = keys.open(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.access_token.expose_secret(), "syt_older_watch_token_0000");
+        assert!(opened.recovery_key.is_none());
+        // A token or key that cannot be sealed is refused, with neither in the message.
+        for bad in [
+            creds("syt with space", None),
+            creds("syt_ok_token", Some("")),
+            creds("syt_ok_token", Some("a\0b")),
+        ] {
+            let error = keys.seal(&bad, binding).map(drop).unwrap_err();
+            assert_eq!(error.code(), "INVALID_INPUT");
+            assert!(!error.to_string().contains("syt"));
+        }
+    }
+
     fn alice() -> ActorId {
         "alice".parse().unwrap_or_else(|e| panic!("{e}"))
     }
@@ -185,12 +278,13 @@ mod tests {
         let hs = "https://matrix.tchap.test";
         let owner = alice();
         let binding = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &owner };
-        let token = AccessToken::new("syt_secret_matrix_token_123456");
+        let token = creds("syt_secret_matrix_token_123456", None);
         let sealed = keys.seal(&token, binding).unwrap_or_else(|e| panic!("{e}"));
         assert!(!sealed.ciphertext.contains("syt_secret"));
         assert!(!format!("{sealed:?}").contains(&sealed.ciphertext));
         let opened = keys.open(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(opened.expose_secret(), token.expose_secret());
+        assert_eq!(opened.access_token.expose_secret(), token.access_token.expose_secret());
+        assert!(opened.recovery_key.is_none());
         // Twice sealed: two nonces, two ciphertexts.
         assert_ne!(keys.seal(&token, binding).map(|s| s.ciphertext).ok(), Some(sealed.ciphertext.clone()));
         // Moved to another room's watch, or another organisation's: it does not open.
@@ -215,7 +309,7 @@ mod tests {
         let hs = "https://matrix.tchap.test";
         let owner = alice();
         let binding = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &owner };
-        let token = AccessToken::new("syt_secret_matrix_token_123456");
+        let token = creds("syt_secret_matrix_token_123456", Some(RECOVERY_KEY));
         let sealed = old.seal(&token, binding).unwrap_or_else(|e| panic!("{e}"));
         let new_key = TokenKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}"));
         let old_key = TokenKey::new(&[7; 32]).unwrap_or_else(|e| panic!("{e}"));
@@ -227,9 +321,12 @@ mod tests {
         assert_eq!(resealed.key_id, rotated.current_id());
         assert_eq!(rotated.reseal(&resealed, binding).map(|r| r.is_none()).ok(), Some(true));
         let only_new = TokenKeys::new(TokenKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}")), Vec::new());
+        let opened = only_new.open(&resealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.access_token.expose_secret(), token.access_token.expose_secret());
         assert_eq!(
-            only_new.open(&resealed, binding).map(|t| t.expose_secret().to_owned()).ok().as_deref(),
-            Some(token.expose_secret())
+            opened.recovery_key.as_ref().map(Secret::expose_secret),
+            Some(RECOVERY_KEY),
+            "the key moves too"
         );
         assert!(only_new.open(&sealed, binding).is_err(), "the old key is gone");
         assert!(only_new.holds(rotated.current_id()) && !only_new.holds(&sealed.key_id));

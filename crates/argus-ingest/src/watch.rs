@@ -1,14 +1,18 @@
 //! Watched rooms: a caller asks for a room to be kept current on an interval with their Matrix
-//! token, which is sealed at once ([`crate::TokenKeys`]) and never readable back. The checks
+//! token (and, for an encrypted room, their recovery key), sealed at once together
+//! ([`crate::TokenKeys`]) and never readable back. The checks
 //! are those of an ingestion (scope, outbound policy, clearance), plus the interval's bounds.
 
 use argus_domain::{
     AccessToken, Classification, HomeserverUrl, NewWatch, RoomId, Scope, Viewer, Watch, policy,
 };
 
-use crate::{Error, Result, Services, token_keys::Binding};
+use crate::{
+    Error, Result, Services,
+    token_keys::{Binding, Credentials},
+};
 
-/// A watch as the caller gave it. `Debug` shows the token as `[redacted]`.
+/// A watch as the caller gave it. `Debug` shows the token and the key as `[redacted]`.
 #[derive(Debug)]
 pub struct WatchRequest {
     /// Base URL of the homeserver.
@@ -21,6 +25,10 @@ pub struct WatchRequest {
     pub classification: Classification,
     /// Seconds between runs.
     pub interval_secs: i64,
+    /// The owner's recovery key (Element security key or legacy backup recovery key): the
+    /// watch's runs decrypt end-to-end encrypted history from the owner's key backup. Sealed
+    /// with the token; never returned.
+    pub recovery_key: Option<argus_domain::Secret>,
 }
 
 /// Creates or renews (same room: new token, interval, owner; a paused watch resumes) the watch
@@ -45,8 +53,20 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
         })?;
     policy::check_may_classify(viewer, request.classification)?;
     services.connector.check_homeserver(&homeserver)?;
-    let token =
-        keys.seal(&request.access_token, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
+    // A key that is not a recovery key is refused now; one that does not open the owner's
+    // backup pauses the watch at its first run (the homeserver is asked then, not here).
+    let recovery_key = request
+        .recovery_key
+        .as_ref()
+        .map(|text| {
+            text.expose_secret()
+                .parse::<argus_matrix::backup::RecoveryKey>()
+                .map(|key| argus_domain::Secret::new(key.to_base58()))
+        })
+        .transpose()?;
+    let decrypts = recovery_key.is_some();
+    let credentials = Credentials { access_token: request.access_token, recovery_key };
+    let token = keys.seal(&credentials, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
     let new = NewWatch {
         owner: viewer.actor.clone(),
         org: viewer.org.clone(),
@@ -55,12 +75,13 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
         classification: request.classification,
         interval_secs,
         token,
+        decrypts,
     };
     let v = viewer.clone();
     let watch = services.with_store(move |store| store.upsert_watch(&v, &new)).await?;
     tracing::info!(
         actor = %viewer.actor, org = %viewer.org, room = %watch.room_id, interval = watch.interval_secs,
-        "room watched"
+        decrypts = watch.decrypts, "room watched"
     );
     Ok(watch)
 }
@@ -100,7 +121,7 @@ pub struct Rotation {
     pub unopened: u64,
 }
 
-/// Re-seals every watch's token under the current key (`keys rotate`): afterwards the previous
+/// Re-seals every watch's credentials under the current key (`keys rotate`): afterwards the previous
 /// keys can be dropped from the configuration.
 pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
     let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;

@@ -265,6 +265,8 @@ diesel::table! {
         last_error -> Nullable<Text>,
         /// Creation, UTC ms.
         created_at -> BigInt,
+        /// Whether its sealed credentials hold a recovery key (its runs decrypt).
+        decrypts -> Bool,
     }
 }
 

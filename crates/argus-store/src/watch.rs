@@ -7,7 +7,7 @@ use argus_domain::{
 };
 use diesel::{
     QueryableByName, RunQueryDsl as _,
-    sql_types::{BigInt, Nullable, SmallInt, Text},
+    sql_types::{BigInt, Bool, Nullable, SmallInt, Text},
 };
 use time::OffsetDateTime;
 
@@ -22,7 +22,7 @@ pub const MAX_WATCHES_PER_ORG: i64 = 10_000;
 
 const COLUMNS: &str = "w.id, w.org_id, w.owner, w.room_id, w.homeserver_url, w.classification, \
     w.interval_secs, w.token_key_id, w.token_nonce, w.token_ciphertext, w.status, w.status_reason, \
-    w.next_run_at, w.last_run_at, w.last_outcome, w.last_error, w.created_at";
+    w.next_run_at, w.last_run_at, w.last_outcome, w.last_error, w.created_at, w.decrypts";
 
 #[derive(Debug, QueryableByName)]
 struct WatchRow {
@@ -60,6 +60,8 @@ struct WatchRow {
     last_error: Option<String>,
     #[diesel(sql_type = BigInt)]
     created_at: i64,
+    #[diesel(sql_type = Bool)]
+    decrypts: bool,
 }
 
 impl WatchRow {
@@ -80,6 +82,7 @@ impl WatchRow {
             last_outcome: self.last_outcome,
             last_error: self.last_error,
             created_at: from_unix_ms(self.created_at).map_err(|_| BAD)?,
+            decrypts: self.decrypts,
         };
         let token = SealedToken {
             key_id: self.token_key_id,
@@ -187,6 +190,7 @@ pub(crate) fn upsert(
                 sql.push(", classification = ").bind::<SmallInt, _>(level.rank());
                 sql.push(", interval_secs = ").bind::<BigInt, _>(i64::from(new.interval_secs));
                 push_token_update(&mut sql, &new.token);
+                sql.push(", decrypts = ").bind::<Bool, _>(new.decrypts);
                 // A run under way with the old token records nothing over the renewed watch.
                 sql.push(", status = 'ACTIVE', status_reason = NULL, lease_owner = NULL, lease_until = NULL");
                 sql.push(", next_run_at = ").bind::<BigInt, _>(now_ms);
@@ -200,8 +204,8 @@ pub(crate) fn upsert(
                 }
                 sql.push(
                     "INSERT INTO watches (org_id, owner, room_id, homeserver_url, classification, \
-                     interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at) \
-                     VALUES (",
+                     interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at, \
+                     decrypts) VALUES (",
                 );
                 sql.bind::<Text, _>(viewer.org.as_str().to_owned()).push(", ");
                 sql.bind::<Text, _>(new.owner.as_str().to_owned()).push(", ");
@@ -212,7 +216,8 @@ pub(crate) fn upsert(
                 sql.bind::<Text, _>(new.token.key_id.clone()).push(", ");
                 sql.bind::<Text, _>(new.token.nonce.clone()).push(", ");
                 sql.bind::<Text, _>(new.token.ciphertext.clone()).push(", 'ACTIVE', ");
-                sql.bind::<BigInt, _>(now_ms).push(", ").bind::<BigInt, _>(now_ms).push(")");
+                sql.bind::<BigInt, _>(now_ms).push(", ").bind::<BigInt, _>(now_ms).push(", ");
+                sql.bind::<Bool, _>(new.decrypts).push(")");
                 sql.build().execute(conn)?;
             }
         }

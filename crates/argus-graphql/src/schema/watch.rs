@@ -1,5 +1,5 @@
 //! Watched rooms in the API: `watchTchapRoom`, `unwatchTchapRoom` and `tchapWatches`, over the
-//! watch use-case ([`argus_ingest::watch`]). A watch never shows its token.
+//! watch use-case ([`argus_ingest::watch`]). A watch never shows its token or recovery key.
 
 use argus_domain::{AccessToken, Watch};
 use juniper::{GraphQLEnum, GraphQLInputObject, GraphQLObject, ID, graphql_object};
@@ -7,8 +7,8 @@ use juniper::{GraphQLEnum, GraphQLInputObject, GraphQLObject, ID, graphql_object
 use super::types::{DateTime, GqlClassification, opaque_id};
 use crate::{Context, CursorKind, Result};
 
-/// Input of `watchTchapRoom`. It has no `Debug`: nothing can print the access token it holds
-/// before it is sealed.
+/// Input of `watchTchapRoom`. It has no `Debug`: nothing can print the access token or the
+/// recovery key it holds before they are sealed.
 #[derive(GraphQLInputObject)]
 #[graphql(name = "WatchTchapRoomInput", description = "A room to keep current, and how often.")]
 pub struct WatchTchapRoomInput {
@@ -22,6 +22,8 @@ pub struct WatchTchapRoomInput {
     pub classification: GqlClassification,
     /// Seconds between runs, at least the server's floor (60 by default) and at most a week.
     pub interval: i32,
+    /// The owner's recovery key (Element security key or legacy key-backup recovery key): scheduled runs decrypt end-to-end encrypted history from the account's key backup. Sealed with the access token (never stored in clear, returned, logged or audited). A key that no longer opens the backup pauses the watch (`WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`); renewing the watch without one stops decrypting.
+    pub recovery_key: Option<String>,
 }
 
 /// Whether the scheduler runs a watch.
@@ -31,7 +33,7 @@ pub enum GqlWatchStatus {
     /// Synced on its interval.
     #[graphql(name = "ACTIVE")]
     Active,
-    /// Not run until a new token is given (see statusReason).
+    /// Not run until the watch is renewed with a new token or recovery key (see statusReason).
     #[graphql(name = "PAUSED")]
     Paused,
 }
@@ -80,7 +82,7 @@ impl TchapWatch {
         }
     }
 
-    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`), then words. Never a token.
+    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`), then words. Never a token or a key.
     fn status_reason(&self) -> Option<&str> {
         self.0.status_reason.as_deref()
     }
@@ -109,6 +111,11 @@ impl TchapWatch {
     fn created_at(&self) -> DateTime {
         DateTime(self.0.created_at)
     }
+
+    /// Whether it holds the owner's recovery key (sealed with the token): its runs decrypt end-to-end encrypted history.
+    fn decrypts_history(&self) -> bool {
+        self.0.decrypts
+    }
 }
 
 /// A page of watched rooms, oldest first.
@@ -129,6 +136,7 @@ pub(crate) async fn watch(context: &Context, input: WatchTchapRoomInput) -> Resu
         room_id: input.room_id,
         classification: input.classification.into(),
         interval_secs: i64::from(input.interval),
+        recovery_key: input.recovery_key.map(argus_domain::Secret::new),
     };
     let watch = argus_ingest::watch::watch_room(&context.services().app, context.viewer(), request).await?;
     Ok(TchapWatch(watch))

@@ -31,6 +31,7 @@ fn request(env: &Env, room: &str, token: &str, interval_secs: i64) -> WatchReque
         room_id: room.to_owned(),
         classification: Classification::Restricted,
         interval_secs,
+        recovery_key: None,
     }
 }
 
