@@ -452,7 +452,7 @@ fn copy_session(session: &InboundGroupSession) -> InboundGroupSession {
 
 impl Held {
     fn new(session: InboundGroupSession, sender_key: Option<String>) -> Self {
-        let signing_key = vodozemac::base64_decode(&session.session_id())
+        let signing_key = vodozemac::base64_decode(session.session_id())
             .ok()
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .and_then(|bytes| ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok())
