@@ -51,11 +51,17 @@ pub struct StoreOptions {
     /// The key of the audit chain (held outside the database): records are appended and
     /// verified under it. `None`: unkeyed SHA-256 links.
     pub audit_key: Option<crate::AuditKey>,
+    /// PostgreSQL: an ingestion takes a second connection, when one is free, to compute its
+    /// messages' full-text search vectors a chunk ahead of the insert and merge the index's
+    /// pending list, on another database process (on by default). Off, or with no connection
+    /// free, the database computes each vector as its row is inserted: the same vectors, in
+    /// the same transaction, more slowly.
+    pub search_ahead: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { pool_size: 8, busy_timeout: Duration::from_secs(5), audit_key: None }
+        Self { pool_size: 8, busy_timeout: Duration::from_secs(5), audit_key: None, search_ahead: true }
     }
 }
 

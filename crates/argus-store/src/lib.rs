@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod ahead;
 mod audit;
 mod cursor;
 mod db;
@@ -59,6 +60,7 @@ pub struct Store {
     pool: DbPool,
     backend: Backend,
     audit_key: Option<std::sync::Arc<AuditKey>>,
+    search_ahead: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,7 +88,12 @@ impl Store {
     /// migrations.
     pub fn connect(database_url: &DatabaseUrl, options: StoreOptions) -> Result<Store> {
         let (pool, backend) = db::open_pool(database_url, &options)?;
-        Ok(Store { pool, backend, audit_key: options.audit_key.map(std::sync::Arc::new) })
+        Ok(Store {
+            pool,
+            backend,
+            audit_key: options.audit_key.map(std::sync::Arc::new),
+            search_ahead: options.search_ahead,
+        })
     }
 
     /// The engine behind this store.
@@ -106,6 +113,20 @@ impl Store {
 
     fn conn(&self) -> Result<Pooled> {
         Ok(self.pool.get()?)
+    }
+
+    /// A second connection for an ingestion of `messages` new messages on PostgreSQL, when one
+    /// is idle or can be opened at once: it computes the search vectors ahead of the insert
+    /// ([`ahead`]). A busy pool is not waited for: the insert then computes them itself.
+    fn search_helper(&self, messages: usize) -> Option<Pooled> {
+        if !self.search_ahead || self.backend != Backend::Postgres || messages < ahead::MIN_ROWS {
+            return None;
+        }
+        self.pool.try_get().or_else(|| {
+            (self.pool.state().connections < self.pool.max_size())
+                .then(|| self.pool.get_timeout(ahead::OPEN_WAIT).ok())
+                .flatten()
+        })
     }
 
     /// Runs `f` on a pooled connection inside one read transaction: the statements of a page
@@ -188,7 +209,8 @@ impl Store {
     /// [`Store::record_failure`]. [`Error::Withheld`] means the room is already stored above
     /// the caller's clearance.
     pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
-        write::record_ingestion(&mut *self.conn()?, self.audit_key.as_deref(), run, snapshot)
+        let mut conn = self.conn()?;
+        write::record_ingestion(&mut conn, self.search_helper(snapshot.messages.len()), self.audit_key.as_deref(), run, snapshot)
     }
 
     /// Starts a streamed ingestion of `room_id` from `homeserver`: a journal row holding the
@@ -211,7 +233,8 @@ impl Store {
     /// edits and redactions, and the pagination positions after them) in one transaction; the
     /// next run resumes from those positions. Holds the room's lock, not the organisation's.
     pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<PagesResult> {
-        write::commit_pages(&mut *self.conn()?, ticket, pages)
+        let mut conn = self.conn()?;
+        write::commit_pages(&mut conn, self.search_helper(pages.messages.len()), ticket, pages)
     }
 
     /// Ends a streamed run with its one audit record: SUCCEEDED (`error` is `None`) or FAILED

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::{
-    Backend, Error, Result, audit,
-    db::{DbConn, Sql, TxMode, in_transaction},
+    Backend, Error, Result, ahead, audit,
+    db::{DbConn, Pooled, Sql, TxMode, in_transaction},
     read::{self, Gate},
     schema::{message_counts, message_versions, messages, rooms},
 };
@@ -141,6 +141,7 @@ fn now_ms() -> i64 {
 /// Records a whole ingestion atomically.
 pub(crate) fn record_ingestion(
     conn: &mut DbConn,
+    helper: Option<Pooled>,
     key: Option<&audit::AuditKey>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
@@ -149,7 +150,7 @@ pub(crate) fn record_ingestion(
     validate(snapshot)?;
     let org = run.viewer.org.as_str();
     in_org_transaction(conn, org, |conn| {
-        let stored = store_pages(conn, run, snapshot)?;
+        let stored = store_pages(conn, helper, run, snapshot)?;
         let end = RunEnd {
             room_id: snapshot.room_id.as_str().to_owned(),
             homeserver_url: snapshot.homeserver_url.as_str().to_owned(),
@@ -194,7 +195,13 @@ pub(crate) struct RunEnd {
 
 /// Writes the room, its new messages, the edits and redactions and the pagination positions of
 /// `snapshot` (a whole read, or some pages of a streamed one), inside the caller's transaction.
-fn store_pages(conn: &mut DbConn, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<StoredPages> {
+/// `helper`: see [`insert_messages`].
+fn store_pages(
+    conn: &mut DbConn,
+    helper: Option<Pooled>,
+    run: &IngestionRun,
+    snapshot: &RoomSnapshot,
+) -> Result<StoredPages> {
     let org = run.viewer.org.as_str();
     let now = now_ms();
     let (room_pk, merged, read_from) = upsert_room(conn, run, snapshot, now)?;
@@ -205,7 +212,7 @@ fn store_pages(conn: &mut DbConn, run: &IngestionRun, snapshot: &RoomSnapshot) -
     // the homeserver they were stored from: another server answering for the same room id
     // could otherwise rewrite or purge the evidence.
     let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
-    let messages_stored = insert_messages(conn, org, room_pk, merged, &snapshot.messages, same_source)?;
+    let messages_stored = insert_messages(conn, helper, org, room_pk, merged, &snapshot.messages, same_source)?;
     if messages_stored == snapshot.messages.len() as i64 {
         // Every message was new, at `merged`: the counts only grow.
         add_message_count(conn, org, room_pk, merged, messages_stored)?;
@@ -406,9 +413,12 @@ fn recount_messages(conn: &mut DbConn, org: &str, room_pk: i64) -> Result<()> {
 }
 
 /// Inserts messages not stored yet, in statements sized to the backend's bind limit, and
-/// raises the classification of re-fetched ones; returns how many were new.
+/// raises the classification of re-fetched ones; returns how many were new. On PostgreSQL,
+/// `helper` (a second pooled connection, when one was free) computes the search vectors a chunk
+/// ahead ([`crate::ahead`]).
 fn insert_messages(
     conn: &mut DbConn,
+    helper: Option<Pooled>,
     org: &str,
     room_pk: i64,
     level: Classification,
@@ -416,11 +426,13 @@ fn insert_messages(
     same_source: bool,
 ) -> Result<i64> {
     let backend = conn.backend();
+    let helper = helper.filter(|_| backend == Backend::Postgres && messages.len() >= ahead::MIN_ROWS);
     // Chunks keep the re-fetch UPDATE's id list (and PostgreSQL's arrays) within the backend's
     // bind-parameter limit.
-    let per_statement = match backend {
-        Backend::Postgres => PG_ROWS_PER_STATEMENT,
-        Backend::Sqlite => backend.max_binds() / MESSAGE_COLUMNS,
+    let per_statement = match (backend, &helper) {
+        (Backend::Postgres, Some(_)) => ahead::rows_per_chunk(messages.len()),
+        (Backend::Postgres, None) => PG_ROWS_PER_STATEMENT,
+        (Backend::Sqlite, _) => backend.max_binds() / MESSAGE_COLUMNS,
     };
     // SQLite indexes the new messages for search in one statement at the end: they are the
     // rows above the highest id before (the writer holds the database; ids only grow).
@@ -430,25 +442,40 @@ fn insert_messages(
         ),
         DbConn::Postgres(_) => None,
     };
-    let mut inserted = 0i64;
-    for chunk in messages.chunks(per_statement) {
-        // The one place the backends insert differently.
-        let n = match conn {
-            DbConn::Postgres(pg) => insert_messages_pg(pg, org, room_pk, level, chunk)?,
-            DbConn::Sqlite(lite) => insert_messages_sqlite(lite, org, room_pk, level, chunk)?,
-        };
-        inserted += n as i64;
-        if n < chunk.len() {
-            raise_classification(conn, org, room_pk, level, chunk)?;
-            if same_source {
-                fill_decrypted(conn, org, room_pk, chunk)?;
+    let inserted = std::thread::scope(|scope| -> Result<i64> {
+        let mut ahead = helper.map(|helper| {
+            let bodies = messages.iter().map(indexed_body).collect();
+            ahead::Ahead::start(scope, helper, bodies, per_statement)
+        });
+        let mut inserted = 0i64;
+        for chunk in messages.chunks(per_statement) {
+            // The one place the backends insert differently.
+            let n = match conn {
+                DbConn::Postgres(pg) => {
+                    let vectors = ahead.as_mut().and_then(ahead::Ahead::next);
+                    insert_messages_pg(pg, org, room_pk, level, chunk, vectors)?
+                }
+                DbConn::Sqlite(lite) => insert_messages_sqlite(lite, org, room_pk, level, chunk)?,
+            };
+            inserted += n as i64;
+            if n < chunk.len() {
+                raise_classification(conn, org, room_pk, level, chunk)?;
+                if same_source {
+                    fill_decrypted(conn, org, room_pk, chunk)?;
+                }
             }
         }
-    }
+        Ok(inserted)
+    })?;
     if let (Some(above), true) = (indexed_above, inserted > 0) {
         index_for_search(conn, above)?;
     }
     Ok(inserted)
+}
+
+/// The text a message is stored and indexed with: none once redacted.
+fn indexed_body(m: &MessageRecord) -> Option<&str> {
+    if m.redacted { None } else { m.body.as_deref() }
 }
 
 /// SQLite: adds the messages stored above id `above` that have a body and are not redacted to
@@ -529,25 +556,27 @@ fn insert_messages_sqlite(
     Ok(inserted)
 }
 
-/// PostgreSQL: inserts a chunk with one `INSERT … SELECT FROM UNNEST` of column arrays.
+/// PostgreSQL: inserts a chunk with one `INSERT … SELECT FROM UNNEST` of column arrays, with
+/// the search vectors computed ahead when there are some (else the insert trigger computes them).
 fn insert_messages_pg(
     pg: &mut diesel::PgConnection,
     org: &str,
     room_pk: i64,
     level: Classification,
     chunk: &[MessageRecord],
+    vectors: Option<ahead::ChunkVectors>,
 ) -> Result<usize> {
     use diesel::sql_types::Array;
     let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
     let n = diesel::sql_query(
         "INSERT INTO messages (org_id, room_pk, event_id, sender, msgtype, body, sent_at, edited, edited_at, \
-         redacted, encrypted, reply_to, thread_root, media, classification, decrypted, undecryptable) \
+         redacted, encrypted, reply_to, thread_root, media, classification, decrypted, undecryptable, search) \
          SELECT $1, $2, u.event_id, u.sender, u.msgtype, u.body, u.sent_at, u.edited, NULL, u.redacted, \
-         u.encrypted, u.reply_to, u.thread_root, u.media, $3, u.decrypted, u.undecryptable \
+         u.encrypted, u.reply_to, u.thread_root, u.media, $3, u.decrypted, u.undecryptable, u.search \
          FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[], \
-         $11::bool[], $12::text[], $13::text[], $14::text[], $15::bool[], $16::text[]) \
+         $11::bool[], $12::text[], $13::text[], $14::text[], $15::bool[], $16::text[], $17::tsvector[]) \
          AS u(event_id, sender, msgtype, body, sent_at, edited, redacted, encrypted, reply_to, thread_root, media, \
-         decrypted, undecryptable) \
+         decrypted, undecryptable, search) \
          ON CONFLICT (org_id, event_id) DO NOTHING",
     )
     .bind::<Text, _>(org)
@@ -556,9 +585,7 @@ fn insert_messages_pg(
     .bind::<Array<Text>, _>(chunk.iter().map(|m| m.event_id.as_str()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(chunk.iter().map(|m| m.sender.as_str()).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.msgtype.as_deref()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        chunk.iter().map(|m| if m.redacted { None } else { m.body.as_deref() }).collect::<Vec<_>>(),
-    )
+    .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(indexed_body).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(chunk.iter().map(|m| to_unix_ms(m.sent_at)).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.edited).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.redacted).collect::<Vec<_>>())
@@ -570,6 +597,9 @@ fn insert_messages_pg(
     .bind::<Array<Nullable<Text>>, _>(media.iter().map(|m| m.as_deref()).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.decrypted).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.undecryptable.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<ahead::TsVector>>, _>(
+        vectors.filter(|v| v.len() == chunk.len()).unwrap_or_else(|| vec![None; chunk.len()]),
+    )
     .execute(pg)?;
     Ok(n)
 }
@@ -1383,6 +1413,7 @@ pub(crate) fn begin_run(
 /// lease. Fails with [`Error::Invalid`] when the run's row is gone (closed as interrupted).
 pub(crate) fn commit_pages(
     conn: &mut DbConn,
+    helper: Option<Pooled>,
     ticket: &RunTicket,
     pages: &RoomSnapshot,
 ) -> Result<PagesResult> {
@@ -1398,7 +1429,7 @@ pub(crate) fn commit_pages(
                 .bind::<BigInt, _>(room_lock_key(org, ticket.room_id.as_str()))
                 .execute(c)?;
         }
-        let stored = store_pages(conn, &ticket.run, pages)?;
+        let stored = store_pages(conn, helper, &ticket.run, pages)?;
         let renewed = diesel::update(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
             .set((
                 r::message_count.eq(r::message_count + stored.messages_stored),

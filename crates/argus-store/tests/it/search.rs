@@ -303,3 +303,63 @@ fn a_message_stored_encrypted_is_completed_when_decrypted_later(db: &TestDb) {
     assert!(ids("réécrit", db, &v).is_empty());
     assert_eq!(page.total_count, 2);
 }
+
+/// PostgreSQL: a large ingestion's search vectors are computed ahead on a second connection.
+/// They are the database's own (`argus_search_vector`), every new row gets its vector, and a
+/// row with nothing to index gets none. With the helper off, the insert trigger computes the
+/// same vectors; without the trigger either, rows would have none, so the vectors found first
+/// came from the helper. No update can plant a vector that is not the body's.
+#[test]
+fn postgres_search_vectors_computed_ahead_are_the_databases_own() {
+    let Some(db) = crate::support::postgres() else { return };
+    let v = viewer("org-a", Secret);
+    let consistent = |room: &str| {
+        format!(
+            "SELECT count(*) AS n FROM messages m JOIN rooms r ON r.id = m.room_pk \
+             WHERE r.room_id = '{room}' AND m.search IS DISTINCT FROM argus_search_vector(m.body, m.redacted)"
+        )
+    };
+    let indexed = |room: &str| {
+        format!(
+            "SELECT count(*) AS n FROM messages m JOIN rooms r ON r.id = m.room_pk \
+             WHERE r.room_id = '{room}' AND m.search IS NOT NULL"
+        )
+    };
+    let big = |n: usize| {
+        let mut msgs = crate::support::messages(n, now());
+        msgs[7].body = None;
+        msgs[7].msgtype = None;
+        msgs[7].encrypted = true;
+        msgs[8].body = Some(String::new());
+        msgs[n - 1].body = Some("Réunion à l'École militaire".to_owned());
+        msgs
+    };
+
+    let mut raw = db.raw();
+    raw.exec("DROP TRIGGER messages_search_insert ON messages").unwrap();
+    let stored = db.store.record_ingestion(&run(&v, Restricted), &snapshot("!ahead:x.org", big(1_000))).unwrap();
+    assert_eq!(stored.messages_stored, 1_000);
+    assert_eq!(db.count(&indexed("!ahead:x.org")), 999, "every row with a body has its vector");
+    assert_eq!(db.count(&consistent("!ahead:x.org")), 0);
+    assert_eq!(db.count("SELECT count(*) AS n FROM messages WHERE body = '' AND search = ''::tsvector"), 1);
+    let mut r = request("ecole");
+    r.room_id = Some("!ahead:x.org".parse().unwrap());
+    assert_eq!(found(&db, &v, &r).len(), 1);
+
+    let options = argus_store::StoreOptions { search_ahead: false, ..argus_store::StoreOptions::default() };
+    let without = argus_store::Store::open_with(&db.url, options.clone()).unwrap();
+    without.record_ingestion(&run(&v, Restricted), &snapshot("!alone:x.org", big(300))).unwrap();
+    assert_eq!(db.count(&indexed("!alone:x.org")), 0, "the helper off and no trigger: no vectors");
+
+    // The helper off, the trigger in place (a fresh database): the same vectors.
+    let Some(other) = crate::support::postgres() else { return };
+    let without = argus_store::Store::open_with(&other.url, options).unwrap();
+    without.record_ingestion(&run(&v, Restricted), &snapshot("!alone:x.org", big(1_000))).unwrap();
+    assert_eq!(other.count(&indexed("!alone:x.org")), 999);
+    assert_eq!(other.count(&consistent("!alone:x.org")), 0);
+
+    // An update that sets a vector of its own gets the body's instead.
+    raw.exec("UPDATE messages SET search = to_tsvector('simple', 'planté') WHERE body LIKE 'Réunion%'").unwrap();
+    assert_eq!(db.count(&consistent("!ahead:x.org")), 0);
+    assert_eq!(found(&db, &v, &r).len(), 1);
+}

@@ -1,0 +1,149 @@
+//! PostgreSQL: the full-text search vectors of an ingestion's messages, computed on a second
+//! pooled connection one chunk ahead of the insert.
+//!
+//! `to_tsvector` and the GIN index's merge are most of what the search index costs a message
+//! (docs/benchmarks.md, "Search"). Here a helper thread, on its own connection and so on its own
+//! database backend (another core), computes the vectors of the next chunk while the writer
+//! inserts the current one with the vectors it was handed, and between chunks merges the index's
+//! pending list (`gin_clean_pending_list`) so that the writer's inserts only append to it.
+//!
+//! The vectors are the database's own (`argus_search_vector`, the function the triggers use), in
+//! its binary form, never decoded here. The writer's transaction is unchanged: a chunk's rows and
+//! their vectors commit or roll back together. Whatever fails on the helper's side (no
+//! connection free, a statement error, no right to merge the list) only means that the rows go
+//! in without vectors, and the insert trigger computes them in the writer's transaction, as it
+//! does for every other insert.
+
+use std::sync::mpsc;
+
+use diesel::{
+    RunQueryDsl as _,
+    pg::{Pg, PgConnection, PgValue},
+    sql_types::{Array, Nullable, Text},
+};
+
+use crate::db::{DbConn, Pooled};
+
+/// PostgreSQL's `tsvector` type (OIDs fixed by the server's catalogue).
+#[derive(Debug, Clone, Copy, Default, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+#[diesel(postgres_type(oid = 3614, array_oid = 3643))]
+pub(crate) struct TsVector;
+
+/// One message's search vector in PostgreSQL's binary form, passed through undecoded.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::deserialize::FromSqlRow, diesel::expression::AsExpression)]
+#[diesel(sql_type = TsVector)]
+pub(crate) struct SearchVector(Vec<u8>);
+
+impl diesel::deserialize::FromSql<TsVector, Pg> for SearchVector {
+    fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(Self(value.as_bytes().to_vec()))
+    }
+}
+
+impl diesel::serialize::ToSql<TsVector, Pg> for SearchVector {
+    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, Pg>) -> diesel::serialize::Result {
+        use std::io::Write as _;
+        out.write_all(&self.0)?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+/// The vectors of one chunk, in the chunk's order (`None`: no text to index).
+pub(crate) type ChunkVectors = Vec<Option<SearchVector>>;
+
+/// Fewer new messages than this are inserted without a helper (the chunk would be one).
+pub(crate) const MIN_ROWS: usize = 256;
+
+/// How long an ingestion waits for the pool to open a helper connection when none is idle.
+pub(crate) const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The most rows per statement with a helper: small enough that the first chunk, whose
+/// vectors nobody computed ahead, is a short wait.
+const MAX_ROWS_PER_CHUNK: usize = 2_000;
+
+/// Rows per statement when `n` messages are inserted with a helper: four chunks or more, so
+/// that all but the first overlap.
+pub(crate) fn rows_per_chunk(n: usize) -> usize {
+    (n / 4).clamp(MIN_ROWS / 4, MAX_ROWS_PER_CHUNK)
+}
+
+/// A helper thread's side of the pipeline, for the writer: the chunks' vectors, in order.
+pub(crate) struct Ahead {
+    vectors: mpsc::Receiver<Option<ChunkVectors>>,
+}
+
+impl Ahead {
+    /// Starts the helper on `helper` (a PostgreSQL connection outside any transaction) for
+    /// `bodies` (one per message to insert, `None` for one without indexable text), cut in
+    /// chunks of `per_chunk`. The helper owns the connection and gives it back to the pool when
+    /// it ends: when every chunk is sent, or as soon as the writer stops asking.
+    pub(crate) fn start<'scope, 'env: 'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        mut helper: Pooled,
+        bodies: Vec<Option<&'env str>>,
+        per_chunk: usize,
+    ) -> Ahead {
+        // One chunk waits computed while the writer inserts the one before.
+        let (tx, vectors) = mpsc::sync_channel(1);
+        scope.spawn(move || {
+            let DbConn::Postgres(pg) = &mut **helper else { return };
+            let chunks = bodies.chunks(per_chunk);
+            let last = chunks.len().saturating_sub(1);
+            let mut healthy = true;
+            let mut merge = true;
+            for (i, chunk) in chunks.enumerate() {
+                let computed = if healthy { chunk_vectors(pg, chunk) } else { None };
+                healthy &= computed.is_some();
+                if tx.send(computed).is_err() {
+                    return;
+                }
+                // The entries of the chunks inserted so far go into the index proper while the
+                // writer inserts the next; after the last chunk nobody would wait for it.
+                if healthy && merge && i > 0 && i < last {
+                    merge = merge_pending(pg);
+                }
+            }
+        });
+        Ahead { vectors }
+    }
+
+    /// The next chunk's vectors, waiting for them if the helper is behind; `None` when the
+    /// helper could not compute them (the insert trigger then does).
+    pub(crate) fn next(&mut self) -> Option<ChunkVectors> {
+        self.vectors.recv().ok().flatten()
+    }
+}
+
+/// The search vectors of `bodies`, in their order; `None` on any failure.
+fn chunk_vectors(pg: &mut PgConnection, bodies: &[Option<&str>]) -> Option<ChunkVectors> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Nullable<Array<Nullable<TsVector>>>)]
+        vectors: Option<ChunkVectors>,
+    }
+    let row: Row = diesel::sql_query(
+        "SELECT array_agg(argus_search_vector(u.body, false) ORDER BY u.n) AS vectors \
+         FROM UNNEST($1::text[]) WITH ORDINALITY AS u(body, n)",
+    )
+    .bind::<Array<Nullable<Text>>, _>(bodies)
+    .get_result(pg)
+    .map_err(|e| {
+        // Converting notes the failure on this thread, which gives the connection back.
+        let e = crate::Error::from(e);
+        tracing::debug!(error = %e, "search vectors not computed ahead");
+    })
+    .ok()?;
+    row.vectors.filter(|v| v.len() == bodies.len())
+}
+
+/// Merges the search index's pending list into the index; `false` when it cannot (the role
+/// does not own the index, say): the inserts then merge it themselves when it is full.
+fn merge_pending(pg: &mut PgConnection) -> bool {
+    diesel::sql_query("SELECT gin_clean_pending_list('messages_search'::regclass)")
+        .execute(pg)
+        .map_err(|e| {
+            let e = crate::Error::from(e);
+            tracing::debug!(error = %e, "search index pending list not merged");
+        })
+        .is_ok()
+}
