@@ -4,7 +4,7 @@
 //! `to_tsvector` and the GIN index's merge are most of what the search index costs a message
 //! (docs/benchmarks.md, "Search"). Here a helper thread, on its own connection and so on its own
 //! database backend (another core), computes the vectors of the next chunk while the writer
-//! inserts the current one with the vectors it was handed, and between chunks merges the index's
+//! inserts the current one with the vectors it was handed, and every 16,000 rows merges the index's
 //! pending list (`gin_clean_pending_list`) so that the writer's inserts only append to it.
 //!
 //! The vectors are the database's own (`argus_search_vector`, the function the triggers use), in
@@ -54,6 +54,11 @@ pub(crate) type ChunkVectors = Vec<Option<SearchVector>>;
 /// Fewer new messages than this are inserted without a helper (the chunk would be one).
 pub(crate) const MIN_ROWS: usize = 256;
 
+/// Rows inserted between two merges of the index's pending list: a merge's cost per row falls
+/// as it takes more rows at once (measured in docs/benchmarks.md), and this many stay well
+/// under the list's own limit, past which an insert would merge it itself.
+const MERGE_ROWS: usize = 16_000;
+
 /// How long an ingestion waits for the pool to open a helper connection when none is idle.
 pub(crate) const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -83,24 +88,28 @@ impl Ahead {
         bodies: Vec<Option<&'env str>>,
         per_chunk: usize,
     ) -> Ahead {
-        // One chunk waits computed while the writer inserts the one before.
-        let (tx, vectors) = mpsc::sync_channel(1);
+        // The helper runs up to a merge's worth of chunks ahead, so that the writer has vectors
+        // to insert while the helper merges.
+        let (tx, vectors) = mpsc::sync_channel(MERGE_ROWS.div_ceil(per_chunk.max(1)));
         scope.spawn(move || {
             let DbConn::Postgres(pg) = &mut **helper else { return };
             let chunks = bodies.chunks(per_chunk);
             let last = chunks.len().saturating_sub(1);
             let mut healthy = true;
             let mut merge = true;
+            let mut unmerged = 0;
             for (i, chunk) in chunks.enumerate() {
                 let computed = if healthy { chunk_vectors(pg, chunk) } else { None };
                 healthy &= computed.is_some();
                 if tx.send(computed).is_err() {
                     return;
                 }
-                // The entries of the chunks inserted so far go into the index proper while the
-                // writer inserts the next; after the last chunk nobody would wait for it.
-                if healthy && merge && i > 0 && i < last {
+                // The entries the writer inserted so far go into the index proper while it
+                // inserts the chunks sent ahead; after the last chunk nobody would wait for it.
+                unmerged += chunk.len();
+                if healthy && merge && unmerged >= MERGE_ROWS && i < last {
                     merge = merge_pending(pg);
+                    unmerged = 0;
                 }
             }
         });
