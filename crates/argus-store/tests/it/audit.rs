@@ -278,8 +278,8 @@ fn a_chain_keyed_from_a_boundary_verifies_with_it(db: &TestDb) {
 }
 
 /// The documented least-privilege setup (`docs/postgres-least-privilege.sql`): the server's
-/// role works, and cannot drop or disable the audit triggers, update or delete audit records,
-/// or truncate the trail.
+/// role works (a large ingestion too), and cannot drop or disable the audit triggers, update or
+/// delete audit records, or truncate the trail.
 #[test]
 fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     let Some(db) = crate::support::postgres() else { return };
@@ -314,6 +314,17 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
         assert!(err.contains("permission denied") || err.contains("must be owner"), "{attack}: {err}");
     }
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM ingestions"), 2);
+
+    // A large ingestion: its search vectors are computed ahead on a second connection, and the
+    // merge of the index's pending list, which only the index's owner may ask for, is left to
+    // the database; every row still has its vector.
+    let big = app.record_ingestion(&run(&v, Restricted), &snapshot("!lp-big:x.org", messages(20_000, now()))).unwrap();
+    assert_eq!(big.messages_stored, 20_000);
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM messages WHERE search IS DISTINCT FROM argus_search_vector(body, redacted)"),
+        0
+    );
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM messages WHERE search IS NULL"), 0);
 }
 
 fn post_entry(
