@@ -494,6 +494,12 @@ impl Config {
         }
     }
 
+    /// The fusion settings with a relative `fusion.jsonl_path` anchored in the data directory
+    /// (not in the directory the process happens to start in).
+    pub fn fusion(&self) -> argus_fusion::FusionConfig {
+        self.fusion.clone().relative_to(&self.data_dir())
+    }
+
     /// Resolves the verification key: reads the PEM file, or reads (or generates on first use)
     /// the development secret in the data directory.
     pub fn key_source(&self) -> Result<KeySource> {
@@ -761,6 +767,21 @@ mod tests {
             assert!(c.is_development());
             assert!(c.introspection_enabled());
             assert_eq!(c.data_dir(), PathBuf::from("."));
+            assert_eq!(c.fusion().jsonl_path, Some(PathBuf::from("./network-nodes.jsonl")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_fusion_file_lies_in_the_data_directory_unless_absolute() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("ARGUS_DATA_DIR", "/var/lib/argus");
+            let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.fusion().jsonl_path, Some(PathBuf::from("/var/lib/argus/network-nodes.jsonl")));
+            jail.set_env("ARGUS_FUSION_JSONL_PATH", "/srv/fusion/{org}.jsonl");
+            let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(c.fusion().jsonl_path, Some(PathBuf::from("/srv/fusion/{org}.jsonl")));
             Ok(())
         });
     }

@@ -48,8 +48,9 @@ pub fn connector_config(config: &Config) -> ConnectorConfig {
 /// The fusion relay over `store` with the configured sinks (whether or not `fusion.enabled`:
 /// `argus-tchap fusion relay --once` drains the outbox either way).
 pub fn relay(config: &Config, store: Store) -> Result<argus_fusion::Relay> {
-    let sinks = argus_fusion::build_sinks(&config.fusion).map_err(|e| Error::Config(e.to_string()))?;
-    Ok(argus_fusion::Relay::new(store, sinks, config.fusion.relay_options()))
+    let fusion = config.fusion();
+    let sinks = argus_fusion::build_sinks(&fusion).map_err(|e| Error::Config(e.to_string()))?;
+    Ok(argus_fusion::Relay::new(store, sinks, fusion.relay_options()))
 }
 
 /// Opens the store and builds every service from `config`.

@@ -210,7 +210,13 @@ impl Store {
     /// the caller's clearance.
     pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
         let mut conn = self.conn()?;
-        write::record_ingestion(&mut conn, self.search_helper(snapshot.messages.len()), self.audit_key.as_deref(), run, snapshot)
+        write::record_ingestion(
+            &mut conn,
+            self.search_helper(snapshot.messages.len()),
+            self.audit_key.as_deref(),
+            run,
+            snapshot,
+        )
     }
 
     /// Starts a streamed ingestion of `room_id` from `homeserver`: a journal row holding the

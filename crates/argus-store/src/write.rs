@@ -212,7 +212,8 @@ fn store_pages(
     // the homeserver they were stored from: another server answering for the same room id
     // could otherwise rewrite or purge the evidence.
     let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
-    let messages_stored = insert_messages(conn, helper, org, room_pk, merged, &snapshot.messages, same_source)?;
+    let messages_stored =
+        insert_messages(conn, helper, org, room_pk, merged, &snapshot.messages, same_source)?;
     if messages_stored == snapshot.messages.len() as i64 {
         // Every message was new, at `merged`: the counts only grow.
         add_message_count(conn, org, room_pk, merged, messages_stored)?;

@@ -318,7 +318,9 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     // A large ingestion: its search vectors are computed ahead on a second connection, and the
     // merge of the index's pending list, which only the index's owner may ask for, is left to
     // the database; every row still has its vector.
-    let big = app.record_ingestion(&run(&v, Restricted), &snapshot("!lp-big:x.org", messages(20_000, now()))).unwrap();
+    let big = app
+        .record_ingestion(&run(&v, Restricted), &snapshot("!lp-big:x.org", messages(20_000, now())))
+        .unwrap();
     assert_eq!(big.messages_stored, 20_000);
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM messages WHERE search IS DISTINCT FROM argus_search_vector(body, redacted)"),

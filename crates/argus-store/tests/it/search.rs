@@ -337,7 +337,8 @@ fn postgres_search_vectors_computed_ahead_are_the_databases_own() {
 
     let mut raw = db.raw();
     raw.exec("DROP TRIGGER messages_search_insert ON messages").unwrap();
-    let stored = db.store.record_ingestion(&run(&v, Restricted), &snapshot("!ahead:x.org", big(1_000))).unwrap();
+    let stored =
+        db.store.record_ingestion(&run(&v, Restricted), &snapshot("!ahead:x.org", big(1_000))).unwrap();
     assert_eq!(stored.messages_stored, 1_000);
     assert_eq!(db.count(&indexed("!ahead:x.org")), 999, "every row with a body has its vector");
     assert_eq!(db.count(&consistent("!ahead:x.org")), 0);
@@ -359,7 +360,8 @@ fn postgres_search_vectors_computed_ahead_are_the_databases_own() {
     assert_eq!(other.count(&consistent("!alone:x.org")), 0);
 
     // An update that sets a vector of its own gets the body's instead.
-    raw.exec("UPDATE messages SET search = to_tsvector('simple', 'planté') WHERE body LIKE 'Réunion%'").unwrap();
+    raw.exec("UPDATE messages SET search = to_tsvector('simple', 'planté') WHERE body LIKE 'Réunion%'")
+        .unwrap();
     assert_eq!(db.count(&consistent("!ahead:x.org")), 0);
     assert_eq!(found(&db, &v, &r).len(), 1);
 }
