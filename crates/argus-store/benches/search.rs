@@ -2,7 +2,8 @@
 //! bodies of ~12 words from a 5,000-word vocabulary drawn with a Zipf-like skew), p50 and p99
 //! of a selective term (in 0.005 % of messages), a common term (in 10 %), a prefix and a phrase;
 //! and `record_ingestion` of 100k messages with the full-text index kept against the same store
-//! with the index removed. SQLite on a file, PostgreSQL on the test kit's throw-away cluster
+//! with the index removed, then the same as a streamed run (`commit_pages` of batches of 4,500
+//! messages, `ARGUS_BENCH_BATCH`, as `ingest_room` commits pages of 1,000 events 5 at a time). SQLite on a file, PostgreSQL on the test kit's throw-away cluster
 //! (skipped when PostgreSQL is absent).
 //!
 //! `cargo bench -p argus-store --bench search`. From the environment:
@@ -184,6 +185,46 @@ fn ingest_rate(open: &Opener<'_>, n: usize, runs: usize, drop_index: bool) -> Be
     Ok(rates[rates.len() / 2])
 }
 
+/// Messages per second of a streamed ingestion of `n` fresh messages into a fresh store, as
+/// `ingest_room` writes one (`begin_run`, `commit_pages` of `batch` messages each, `finish_run`),
+/// median of `runs`; `drop_index` removes the full-text index first.
+fn stream_rate(open: &Opener<'_>, n: usize, batch: usize, runs: usize, drop_index: bool) -> BenchResult<f64> {
+    let words = vocabulary();
+    let mut rates = Vec::new();
+    for run_no in 0..runs {
+        let (store, drop) = open(drop_index)?;
+        if drop_index {
+            drop()?;
+        }
+        let mut rng = Rng(2_000 + run_no as u64);
+        let room = "!stream:bench.gouv.fr";
+        let batches = (0..n)
+            .step_by(batch.max(1))
+            .map(|first| snapshot(room, first, batch.min(n - first), &words, &mut rng))
+            .collect::<BenchResult<Vec<_>>>()?;
+        let run = IngestionRun {
+            viewer: viewer()?,
+            classification: Classification::Restricted,
+            started_at: OffsetDateTime::now_utc(),
+        };
+        let t = Instant::now();
+        let ticket = store.begin_run(
+            &run,
+            &batches[0].room_id,
+            &batches[0].homeserver_url,
+            Duration::from_secs(600),
+            false,
+        )?;
+        for pages in &batches {
+            store.commit_pages(&ticket, pages)?;
+        }
+        store.finish_run(&ticket, None)?;
+        rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
 /// SQLite without the index: the triggers and the FTS5 table go; the write path's one indexing
 /// statement then feeds a view that discards its rows (an `INSTEAD OF` trigger doing nothing,
 /// about 0.3 µs per row: a baseline slightly slower than no statement at all).
@@ -202,6 +243,8 @@ struct Row {
     queries: Vec<(String, Duration, Duration, usize)>,
     with_index: f64,
     without_index: f64,
+    streamed_with: f64,
+    streamed_without: f64,
 }
 
 fn run_backend(
@@ -235,7 +278,10 @@ fn run_backend(
     }
     let with_index = ingest_rate(open, n, runs, false)?;
     let without_index = ingest_rate(open, n, runs, true)?;
-    Ok(Row { backend, build, queries, with_index, without_index })
+    let batch = env_or("ARGUS_BENCH_BATCH", 4_500usize).max(1);
+    let streamed_with = stream_rate(open, n, batch, runs, false)?;
+    let streamed_without = stream_rate(open, n, batch, runs, true)?;
+    Ok(Row { backend, build, queries, with_index, without_index, streamed_with, streamed_without })
 }
 
 fn main() -> BenchResult {
@@ -306,6 +352,17 @@ fn main() -> BenchResult {
             row.with_index,
             row.without_index,
             row.with_index / row.without_index
+        );
+    }
+    println!("\n| backend | streamed (batches of commit_pages) msg/s with index | without | ratio |");
+    println!("|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.2}× |",
+            row.backend,
+            row.streamed_with,
+            row.streamed_without,
+            row.streamed_with / row.streamed_without
         );
     }
     Ok(())

@@ -72,19 +72,28 @@ pub(crate) fn rows_per_chunk(n: usize) -> usize {
     (n / 4).clamp(MIN_ROWS / 4, MAX_ROWS_PER_CHUNK)
 }
 
+/// What an ingestion's helper works with: its connection, and the store's count of rows
+/// inserted since the index's pending list was last merged (shared by every ingestion of the
+/// store, so that runs committed in batches smaller than [`MERGE_ROWS`] still get merges).
+pub(crate) struct Helper {
+    /// A PostgreSQL connection outside any transaction.
+    pub(crate) conn: Pooled,
+    /// Rows inserted with vectors computed ahead since the last merge.
+    pub(crate) unmerged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// A helper thread's side of the pipeline, for the writer: the chunks' vectors, in order.
 pub(crate) struct Ahead {
     vectors: mpsc::Receiver<Option<ChunkVectors>>,
 }
 
 impl Ahead {
-    /// Starts the helper on `helper` (a PostgreSQL connection outside any transaction) for
-    /// `bodies` (one per message to insert, `None` for one without indexable text), cut in
+    /// Starts the helper on `helper` for `bodies` (one per message to insert, `None` for one without indexable text), cut in
     /// chunks of `per_chunk`. The helper owns the connection and gives it back to the pool when
     /// it ends: when every chunk is sent, or as soon as the writer stops asking.
     pub(crate) fn start<'scope, 'env: 'scope>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
-        mut helper: Pooled,
+        helper: Helper,
         bodies: Vec<Option<&'env str>>,
         per_chunk: usize,
     ) -> Ahead {
@@ -92,12 +101,13 @@ impl Ahead {
         // to insert while the helper merges.
         let (tx, vectors) = mpsc::sync_channel(MERGE_ROWS.div_ceil(per_chunk.max(1)));
         scope.spawn(move || {
-            let DbConn::Postgres(pg) = &mut **helper else { return };
+            use std::sync::atomic::Ordering::Relaxed;
+            let Helper { mut conn, unmerged } = helper;
+            let DbConn::Postgres(pg) = &mut **conn else { return };
             let chunks = bodies.chunks(per_chunk);
             let last = chunks.len().saturating_sub(1);
             let mut healthy = true;
             let mut merge = true;
-            let mut unmerged = 0;
             for (i, chunk) in chunks.enumerate() {
                 let computed = if healthy { chunk_vectors(pg, chunk) } else { None };
                 healthy &= computed.is_some();
@@ -106,10 +116,10 @@ impl Ahead {
                 }
                 // The entries the writer inserted so far go into the index proper while it
                 // inserts the chunks sent ahead; after the last chunk nobody would wait for it.
-                unmerged += chunk.len();
-                if healthy && merge && unmerged >= MERGE_ROWS && i < last {
+                let pending = unmerged.fetch_add(chunk.len(), Relaxed) + chunk.len();
+                if healthy && merge && pending >= MERGE_ROWS && i < last {
+                    unmerged.store(0, Relaxed);
                     merge = merge_pending(pg);
-                    unmerged = 0;
                 }
             }
         });

@@ -61,6 +61,8 @@ pub struct Store {
     backend: Backend,
     audit_key: Option<std::sync::Arc<AuditKey>>,
     search_ahead: bool,
+    /// Rows inserted since the search index's pending list was last merged ([`ahead`]).
+    unmerged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Store {
@@ -93,6 +95,7 @@ impl Store {
             backend,
             audit_key: options.audit_key.map(std::sync::Arc::new),
             search_ahead: options.search_ahead,
+            unmerged: std::sync::Arc::default(),
         })
     }
 
@@ -118,15 +121,16 @@ impl Store {
     /// A second connection for an ingestion of `messages` new messages on PostgreSQL, when one
     /// is idle or can be opened at once: it computes the search vectors ahead of the insert
     /// ([`ahead`]). A busy pool is not waited for: the insert then computes them itself.
-    fn search_helper(&self, messages: usize) -> Option<Pooled> {
+    fn search_helper(&self, messages: usize) -> Option<ahead::Helper> {
         if !self.search_ahead || self.backend != Backend::Postgres || messages < ahead::MIN_ROWS {
             return None;
         }
-        self.pool.try_get().or_else(|| {
+        let conn = self.pool.try_get().or_else(|| {
             (self.pool.state().connections < self.pool.max_size())
                 .then(|| self.pool.get_timeout(ahead::OPEN_WAIT).ok())
                 .flatten()
-        })
+        })?;
+        Some(ahead::Helper { conn, unmerged: self.unmerged.clone() })
     }
 
     /// Runs `f` on a pooled connection inside one read transaction: the statements of a page

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use crate::{
     Backend, Error, Result, ahead, audit,
-    db::{DbConn, Pooled, Sql, TxMode, in_transaction},
+    db::{DbConn, Sql, TxMode, in_transaction},
     read::{self, Gate},
     schema::{message_counts, message_versions, messages, rooms},
 };
@@ -141,7 +141,7 @@ fn now_ms() -> i64 {
 /// Records a whole ingestion atomically.
 pub(crate) fn record_ingestion(
     conn: &mut DbConn,
-    helper: Option<Pooled>,
+    helper: Option<ahead::Helper>,
     key: Option<&audit::AuditKey>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
@@ -198,7 +198,7 @@ pub(crate) struct RunEnd {
 /// `helper`: see [`insert_messages`].
 fn store_pages(
     conn: &mut DbConn,
-    helper: Option<Pooled>,
+    helper: Option<ahead::Helper>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
 ) -> Result<StoredPages> {
@@ -419,7 +419,7 @@ fn recount_messages(conn: &mut DbConn, org: &str, room_pk: i64) -> Result<()> {
 /// ahead ([`crate::ahead`]).
 fn insert_messages(
     conn: &mut DbConn,
-    helper: Option<Pooled>,
+    helper: Option<ahead::Helper>,
     org: &str,
     room_pk: i64,
     level: Classification,
@@ -1414,7 +1414,7 @@ pub(crate) fn begin_run(
 /// lease. Fails with [`Error::Invalid`] when the run's row is gone (closed as interrupted).
 pub(crate) fn commit_pages(
     conn: &mut DbConn,
-    helper: Option<Pooled>,
+    helper: Option<ahead::Helper>,
     ticket: &RunTicket,
     pages: &RoomSnapshot,
 ) -> Result<PagesResult> {
