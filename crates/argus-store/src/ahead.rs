@@ -14,7 +14,17 @@
 //! in without vectors, and the insert trigger computes them in the writer's transaction, as it
 //! does for every other insert.
 
-use std::sync::mpsc;
+use std::{
+    ops::Range,
+    sync::{
+        Arc,
+        atomic::{
+            AtomicBool, AtomicUsize,
+            Ordering::{Acquire, Relaxed, Release},
+        },
+        mpsc,
+    },
+};
 
 use diesel::{
     RunQueryDsl as _,
@@ -62,24 +72,60 @@ const MERGE_ROWS: usize = 16_000;
 /// How long an ingestion waits for the pool to open a helper connection when none is idle.
 pub(crate) const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The most rows per statement with a helper: small enough that the first chunk, whose
-/// vectors nobody computed ahead, is a short wait.
+/// The first chunk's rows: nobody computed its vectors ahead, so the writer waits for them.
+const FIRST_CHUNK: usize = 128;
+
+/// The most rows per statement with a helper.
 const MAX_ROWS_PER_CHUNK: usize = 2_000;
 
-/// Rows per statement when `n` messages are inserted with a helper: four chunks or more, so
-/// that all but the first overlap.
-pub(crate) fn rows_per_chunk(n: usize) -> usize {
-    (n / 4).clamp(MIN_ROWS / 4, MAX_ROWS_PER_CHUNK)
+/// `n` rows cut in chunks of `per` (the last shorter).
+pub(crate) fn even_chunks(n: usize, per: usize) -> Vec<Range<usize>> {
+    let per = per.max(1);
+    (0..n).step_by(per).map(|start| start..n.min(start + per)).collect()
 }
 
-/// What an ingestion's helper works with: its connection, and the store's count of rows
-/// inserted since the index's pending list was last merged (shared by every ingestion of the
-/// store, so that runs committed in batches smaller than [`MERGE_ROWS`] still get merges).
+/// How `n` rows are cut when a helper computes their vectors: a short first chunk, then
+/// chunks of a quarter of the rest (at most [`MAX_ROWS_PER_CHUNK`]), so that the writer waits
+/// for little and every later chunk overlaps with the one before.
+pub(crate) fn chunks(n: usize) -> Vec<Range<usize>> {
+    let first = n.min(FIRST_CHUNK);
+    let rest = n - first;
+    let per = rest.div_ceil(4).clamp(FIRST_CHUNK, MAX_ROWS_PER_CHUNK);
+    std::iter::once(0..first).chain(even_chunks(rest, per).into_iter().map(|r| r.start + first..r.end + first)).collect()
+}
+
+/// The store's state of the index's pending list, shared by all its ingestions: rows inserted
+/// with vectors computed ahead since the last merge, and whether a merge is running.
+#[derive(Debug, Default)]
+pub(crate) struct MergeState {
+    unmerged: AtomicUsize,
+    merging: AtomicBool,
+}
+
+impl MergeState {
+    /// Counts `rows` more; whether a merge is due (and now claimed by the caller).
+    fn add_and_claim(&self, rows: usize) -> bool {
+        let pending = self.unmerged.fetch_add(rows, Relaxed) + rows;
+        if pending < MERGE_ROWS || self.merging.swap(true, Acquire) {
+            return false;
+        }
+        self.unmerged.store(0, Relaxed);
+        true
+    }
+
+    /// Ends the claimed merge.
+    fn release(&self) {
+        self.merging.store(false, Release);
+    }
+}
+
+/// What an ingestion's helper works with.
 pub(crate) struct Helper {
     /// A PostgreSQL connection outside any transaction.
     pub(crate) conn: Pooled,
-    /// Rows inserted with vectors computed ahead since the last merge.
-    pub(crate) unmerged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The store's pending-list state, so that runs committed in batches smaller than
+    /// [`MERGE_ROWS`] still get merges.
+    pub(crate) merges: Arc<MergeState>,
 }
 
 /// A helper thread's side of the pipeline, for the writer: the chunks' vectors, in order.
@@ -88,38 +134,57 @@ pub(crate) struct Ahead {
 }
 
 impl Ahead {
-    /// Starts the helper on `helper` for `bodies` (one per message to insert, `None` for one without indexable text), cut in
-    /// chunks of `per_chunk`. The helper owns the connection and gives it back to the pool when
-    /// it ends: when every chunk is sent, or as soon as the writer stops asking.
+    /// Starts the helper on `helper` for `bodies` (one per message to insert, `None` for one
+    /// without indexable text), cut in `chunks`. The helper owns the connection and gives it
+    /// back to the pool when it ends: when every chunk is sent, or as soon as the writer stops
+    /// asking. A merge that falls due with the last chunk runs on after the helper ends, on its
+    /// own thread, so that the writer never waits for it.
     pub(crate) fn start<'scope, 'env: 'scope>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         helper: Helper,
         bodies: Vec<Option<&'env str>>,
-        per_chunk: usize,
+        chunks: Vec<Range<usize>>,
     ) -> Ahead {
         // The helper runs up to a merge's worth of chunks ahead, so that the writer has vectors
         // to insert while the helper merges.
-        let (tx, vectors) = mpsc::sync_channel(MERGE_ROWS.div_ceil(per_chunk.max(1)));
+        let per = chunks.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
+        let (tx, vectors) = mpsc::sync_channel(MERGE_ROWS.div_ceil(per));
         scope.spawn(move || {
-            use std::sync::atomic::Ordering::Relaxed;
-            let Helper { mut conn, unmerged } = helper;
+            let Helper { mut conn, merges } = helper;
             let DbConn::Postgres(pg) = &mut **conn else { return };
-            let chunks = bodies.chunks(per_chunk);
             let last = chunks.len().saturating_sub(1);
             let mut healthy = true;
-            let mut merge = true;
-            for (i, chunk) in chunks.enumerate() {
-                let computed = if healthy { chunk_vectors(pg, chunk) } else { None };
+            let mut due = false;
+            for (i, range) in chunks.into_iter().enumerate() {
+                let rows = range.len();
+                let computed = if healthy { chunk_vectors(pg, &bodies[range]) } else { None };
                 healthy &= computed.is_some();
                 if tx.send(computed).is_err() {
                     return;
                 }
                 // The entries the writer inserted so far go into the index proper while it
-                // inserts the chunks sent ahead; after the last chunk nobody would wait for it.
-                let pending = unmerged.fetch_add(chunk.len(), Relaxed) + chunk.len();
-                if healthy && merge && pending >= MERGE_ROWS && i < last {
-                    unmerged.store(0, Relaxed);
-                    merge = merge_pending(pg);
+                // inserts the chunks sent ahead.
+                if healthy && merges.add_and_claim(rows) {
+                    if i < last {
+                        merge_pending(pg);
+                        merges.release();
+                    } else {
+                        due = true;
+                    }
+                }
+            }
+            if due {
+                // After the last chunk nobody waits for the merge: it goes on while the writer
+                // commits (and, in a streamed run, while the next pages are read).
+                let state = merges.clone();
+                let merge = move || {
+                    if let DbConn::Postgres(pg) = &mut **conn {
+                        merge_pending(pg);
+                    }
+                    merges.release();
+                };
+                if std::thread::Builder::new().name("argus-search-merge".into()).spawn(merge).is_err() {
+                    state.release();
                 }
             }
         });
@@ -155,14 +220,14 @@ fn chunk_vectors(pg: &mut PgConnection, bodies: &[Option<&str>]) -> Option<Chunk
     row.vectors.filter(|v| v.len() == bodies.len())
 }
 
-/// Merges the search index's pending list into the index; `false` when it cannot (the role
-/// does not own the index, say): the inserts then merge it themselves when it is full.
-fn merge_pending(pg: &mut PgConnection) -> bool {
+/// Merges the search index's pending list into the index. When it cannot (the role does not own
+/// the index, say), the inserts merge the list themselves when it is full, as without a helper.
+fn merge_pending(pg: &mut PgConnection) {
     diesel::sql_query("SELECT gin_clean_pending_list('messages_search'::regclass)")
         .execute(pg)
         .map_err(|e| {
             let e = crate::Error::from(e);
             tracing::debug!(error = %e, "search index pending list not merged");
         })
-        .is_ok()
+        .ok();
 }

@@ -61,8 +61,8 @@ pub struct Store {
     backend: Backend,
     audit_key: Option<std::sync::Arc<AuditKey>>,
     search_ahead: bool,
-    /// Rows inserted since the search index's pending list was last merged ([`ahead`]).
-    unmerged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The search index's pending list: rows inserted since its last merge ([`ahead`]).
+    merges: std::sync::Arc<ahead::MergeState>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,7 +95,7 @@ impl Store {
             backend,
             audit_key: options.audit_key.map(std::sync::Arc::new),
             search_ahead: options.search_ahead,
-            unmerged: std::sync::Arc::default(),
+            merges: std::sync::Arc::default(),
         })
     }
 
@@ -130,7 +130,7 @@ impl Store {
                 .then(|| self.pool.get_timeout(ahead::OPEN_WAIT).ok())
                 .flatten()
         })?;
-        Some(ahead::Helper { conn, unmerged: self.unmerged.clone() })
+        Some(ahead::Helper { conn, merges: self.merges.clone() })
     }
 
     /// Runs `f` on a pooled connection inside one read transaction: the statements of a page

@@ -429,11 +429,11 @@ fn insert_messages(
     let backend = conn.backend();
     let helper = helper.filter(|_| backend == Backend::Postgres && messages.len() >= ahead::MIN_ROWS);
     // Chunks keep the re-fetch UPDATE's id list (and PostgreSQL's arrays) within the backend's
-    // bind-parameter limit.
-    let per_statement = match (backend, &helper) {
-        (Backend::Postgres, Some(_)) => ahead::rows_per_chunk(messages.len()),
-        (Backend::Postgres, None) => PG_ROWS_PER_STATEMENT,
-        (Backend::Sqlite, _) => backend.max_binds() / MESSAGE_COLUMNS,
+    // bind-parameter limit; with a helper they are the helper's chunks.
+    let chunks = match (backend, &helper) {
+        (Backend::Postgres, Some(_)) => ahead::chunks(messages.len()),
+        (Backend::Postgres, None) => ahead::even_chunks(messages.len(), PG_ROWS_PER_STATEMENT),
+        (Backend::Sqlite, _) => ahead::even_chunks(messages.len(), backend.max_binds() / MESSAGE_COLUMNS),
     };
     // SQLite indexes the new messages for search in one statement at the end: they are the
     // rows above the highest id before (the writer holds the database; ids only grow).
@@ -446,10 +446,11 @@ fn insert_messages(
     let inserted = std::thread::scope(|scope| -> Result<i64> {
         let mut ahead = helper.map(|helper| {
             let bodies = messages.iter().map(indexed_body).collect();
-            ahead::Ahead::start(scope, helper, bodies, per_statement)
+            ahead::Ahead::start(scope, helper, bodies, chunks.clone())
         });
         let mut inserted = 0i64;
-        for chunk in messages.chunks(per_statement) {
+        for range in chunks {
+            let chunk = &messages[range];
             // The one place the backends insert differently.
             let n = match conn {
                 DbConn::Postgres(pg) => {
