@@ -1,11 +1,13 @@
 //! PostgreSQL: the full-text search vectors of an ingestion's messages, computed on a second
-//! pooled connection one chunk ahead of the insert.
+//! pooled connection ahead of the insert.
 //!
 //! `to_tsvector` and the GIN index's merge are most of what the search index costs a message
 //! (docs/benchmarks.md, "Search"). Here a helper thread, on its own connection and so on its own
-//! database backend (another core), computes the vectors of the next chunk while the writer
-//! inserts the current one with the vectors it was handed, and every 16,000 rows merges the index's
-//! pending list (`gin_clean_pending_list`) so that the writer's inserts only append to it.
+//! database process (another core), computes the vectors of the next chunks while the writer
+//! inserts the current one with the vectors it was handed. Every 32,000 rows (counted over all
+//! the store's ingestions) the index's pending list is merged (`gin_clean_pending_list`): by the
+//! helper between chunks in a large ingestion, else on a thread of its own after the helper's
+//! last chunk, so that the writer's inserts only append to the list.
 //!
 //! The vectors are the database's own (`argus_search_vector`, the function the triggers use), in
 //! its binary form, never decoded here. The writer's transaction is unchanged: a chunk's rows and
@@ -67,7 +69,7 @@ pub(crate) const MIN_ROWS: usize = 256;
 /// Rows inserted between two merges of the index's pending list: a merge's cost per row falls
 /// as it takes more rows at once (measured in docs/benchmarks.md), and this many stay well
 /// under the list's own limit, past which an insert would merge it itself.
-const MERGE_ROWS: usize = 16_000;
+const MERGE_ROWS: usize = 32_000;
 
 /// How long an ingestion waits for the pool to open a helper connection when none is idle.
 pub(crate) const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -84,15 +86,26 @@ pub(crate) fn even_chunks(n: usize, per: usize) -> Vec<Range<usize>> {
     (0..n).step_by(per).map(|start| start..n.min(start + per)).collect()
 }
 
-/// How `n` rows are cut when a helper computes their vectors: a short first chunk, then
-/// chunks of a quarter of the rest (at most [`MAX_ROWS_PER_CHUNK`]), so that the writer waits
-/// for little and every later chunk overlaps with the one before.
+/// How `n` rows are cut when a helper computes their vectors: a short first chunk (the writer
+/// waits for its vectors), then chunks each [`GROWTH`] times the one before, up to
+/// [`MAX_ROWS_PER_CHUNK`]: a row's vector costs the helper less than its insert costs the
+/// writer, so the next chunk's vectors are ready by the time the writer needs them.
 pub(crate) fn chunks(n: usize) -> Vec<Range<usize>> {
-    let first = n.min(FIRST_CHUNK);
-    let rest = n - first;
-    let per = rest.div_ceil(4).clamp(FIRST_CHUNK, MAX_ROWS_PER_CHUNK);
-    std::iter::once(0..first).chain(even_chunks(rest, per).into_iter().map(|r| r.start + first..r.end + first)).collect()
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = FIRST_CHUNK as f64;
+    while start < n {
+        let len = (size as usize).clamp(1, n - start);
+        out.push(start..start + len);
+        start += len;
+        size = (size * GROWTH).min(MAX_ROWS_PER_CHUNK as f64);
+    }
+    out
 }
+
+/// How much larger each chunk is than the one before (the helper computes a vector in about
+/// 0.7 of the time the writer takes to insert its row; docs/benchmarks.md).
+const GROWTH: f64 = 1.35;
 
 /// The store's state of the index's pending list, shared by all its ingestions: rows inserted
 /// with vectors computed ahead since the last merge, and whether a merge is running.
@@ -153,6 +166,7 @@ impl Ahead {
             let Helper { mut conn, merges } = helper;
             let DbConn::Postgres(pg) = &mut **conn else { return };
             let last = chunks.len().saturating_sub(1);
+            let total = bodies.len();
             let mut healthy = true;
             let mut due = false;
             for (i, range) in chunks.into_iter().enumerate() {
@@ -160,12 +174,17 @@ impl Ahead {
                 let computed = if healthy { chunk_vectors(pg, &bodies[range]) } else { None };
                 healthy &= computed.is_some();
                 if tx.send(computed).is_err() {
+                    // The writer stopped (its transaction failed): no merge for rows not kept.
+                    if due {
+                        merges.release();
+                    }
                     return;
                 }
                 // The entries the writer inserted so far go into the index proper while it
-                // inserts the chunks sent ahead.
+                // inserts the chunks sent ahead, when there are enough of those (a large
+                // ingestion); otherwise after the last chunk.
                 if healthy && merges.add_and_claim(rows) {
-                    if i < last {
+                    if i < last && total >= 2 * MERGE_ROWS {
                         merge_pending(pg);
                         merges.release();
                     } else {
