@@ -72,7 +72,7 @@ pub(crate) const MIN_ROWS: usize = 256;
 const MERGE_ROWS: usize = 32_000;
 
 /// How long an ingestion waits for the pool to open a helper connection when none is idle.
-pub(crate) const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The first chunk's rows: nobody computed its vectors ahead, so the writer waits for them.
 const FIRST_CHUNK: usize = 128;
@@ -122,13 +122,41 @@ impl MergeState {
         if pending < MERGE_ROWS || self.merging.swap(true, Acquire) {
             return false;
         }
-        self.unmerged.store(0, Relaxed);
+        // Another claimer may have merged since this count was taken: look again, now alone.
+        let now = self.unmerged.load(Relaxed);
+        if now < MERGE_ROWS {
+            self.release();
+            return false;
+        }
+        // Only the claimer subtracts: rows other ingestions add meanwhile stay counted.
+        let _ = self.unmerged.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(now)));
         true
     }
 
     /// Ends the claimed merge.
     fn release(&self) {
         self.merging.store(false, Release);
+    }
+}
+
+/// Where ingestions take their helper connections: the store's pool and pending-list state.
+pub(crate) struct Source<'a> {
+    /// The store's pool.
+    pub(crate) pool: &'a crate::db::DbPool,
+    /// The store's pending-list state.
+    pub(crate) merges: &'a Arc<MergeState>,
+}
+
+impl Source<'_> {
+    /// A helper connection, when one is idle or can be opened within [`OPEN_WAIT`]: a busy
+    /// pool is not waited for longer, and the rows then get their vectors from the trigger.
+    pub(crate) fn take(&self) -> Option<Helper> {
+        let conn = self.pool.try_get().or_else(|| {
+            (self.pool.state().connections < self.pool.max_size())
+                .then(|| self.pool.get_timeout(OPEN_WAIT).ok())
+                .flatten()
+        })?;
+        Some(Helper { conn, merges: self.merges.clone() })
     }
 }
 
@@ -249,4 +277,38 @@ fn merge_pending(pg: &mut PgConnection) {
             tracing::debug!(error = %e, "search index pending list not merged");
         })
         .ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_row_once_growing_from_a_short_first_one() {
+        for n in [0, 1, 127, 128, 129, 256, 4_500, 100_000] {
+            let chunks = chunks(n);
+            assert_eq!(chunks.iter().map(Range::len).sum::<usize>(), n, "{n}");
+            assert!(chunks.windows(2).all(|w| w[0].end == w[1].start), "{n}");
+            assert!(chunks.iter().all(|r| !r.is_empty() && r.len() <= MAX_ROWS_PER_CHUNK), "{n}");
+            if let Some(first) = chunks.first() {
+                assert_eq!((first.start, first.len()), (0, n.min(FIRST_CHUNK)));
+            }
+        }
+        let big = chunks(100_000);
+        assert!(big.windows(2).take(8).all(|w| w[1].len() as f64 <= w[0].len() as f64 * GROWTH + 2.0));
+        assert_eq!(even_chunks(5, 2), [0..2, 2..4, 4..5]);
+    }
+
+    #[test]
+    fn a_merge_is_claimed_once_per_merge_rows_and_counts_are_kept() {
+        let state = MergeState::default();
+        assert!(!state.add_and_claim(MERGE_ROWS - 1));
+        assert!(state.add_and_claim(1));
+        // While it runs, nobody else claims, and what others add stays counted.
+        assert!(!state.add_and_claim(MERGE_ROWS));
+        state.release();
+        assert!(state.add_and_claim(0));
+        state.release();
+        assert!(!state.add_and_claim(MERGE_ROWS - 1));
+    }
 }

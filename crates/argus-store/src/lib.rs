@@ -118,19 +118,11 @@ impl Store {
         Ok(self.pool.get()?)
     }
 
-    /// A second connection for an ingestion of `messages` new messages on PostgreSQL, when one
-    /// is idle or can be opened at once: it computes the search vectors ahead of the insert
-    /// ([`ahead`]). A busy pool is not waited for: the insert then computes them itself.
-    fn search_helper(&self, messages: usize) -> Option<ahead::Helper> {
-        if !self.search_ahead || self.backend != Backend::Postgres || messages < ahead::MIN_ROWS {
-            return None;
-        }
-        let conn = self.pool.try_get().or_else(|| {
-            (self.pool.state().connections < self.pool.max_size())
-                .then(|| self.pool.get_timeout(ahead::OPEN_WAIT).ok())
-                .flatten()
-        })?;
-        Some(ahead::Helper { conn, merges: self.merges.clone() })
+    /// Where an ingestion on PostgreSQL takes the second connection that computes its search
+    /// vectors ahead ([`ahead`]); `None` on SQLite or with `search_ahead` off.
+    fn search_helpers(&self) -> Option<ahead::Source<'_>> {
+        (self.search_ahead && self.backend == Backend::Postgres)
+            .then(|| ahead::Source { pool: &self.pool, merges: &self.merges })
     }
 
     /// Runs `f` on a pooled connection inside one read transaction: the statements of a page
@@ -216,7 +208,7 @@ impl Store {
         let mut conn = self.conn()?;
         write::record_ingestion(
             &mut conn,
-            self.search_helper(snapshot.messages.len()),
+            self.search_helpers().as_ref(),
             self.audit_key.as_deref(),
             run,
             snapshot,
@@ -244,7 +236,7 @@ impl Store {
     /// next run resumes from those positions. Holds the room's lock, not the organisation's.
     pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<PagesResult> {
         let mut conn = self.conn()?;
-        write::commit_pages(&mut conn, self.search_helper(pages.messages.len()), ticket, pages)
+        write::commit_pages(&mut conn, self.search_helpers().as_ref(), ticket, pages)
     }
 
     /// Ends a streamed run with its one audit record: SUCCEEDED (`error` is `None`) or FAILED

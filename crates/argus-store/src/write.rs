@@ -141,7 +141,7 @@ fn now_ms() -> i64 {
 /// Records a whole ingestion atomically.
 pub(crate) fn record_ingestion(
     conn: &mut DbConn,
-    helper: Option<ahead::Helper>,
+    helpers: Option<&ahead::Source<'_>>,
     key: Option<&audit::AuditKey>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
@@ -150,7 +150,7 @@ pub(crate) fn record_ingestion(
     validate(snapshot)?;
     let org = run.viewer.org.as_str();
     in_org_transaction(conn, org, |conn| {
-        let stored = store_pages(conn, helper, run, snapshot)?;
+        let stored = store_pages(conn, helpers, run, snapshot)?;
         let end = RunEnd {
             room_id: snapshot.room_id.as_str().to_owned(),
             homeserver_url: snapshot.homeserver_url.as_str().to_owned(),
@@ -195,10 +195,10 @@ pub(crate) struct RunEnd {
 
 /// Writes the room, its new messages, the edits and redactions and the pagination positions of
 /// `snapshot` (a whole read, or some pages of a streamed one), inside the caller's transaction.
-/// `helper`: see [`insert_messages`].
+/// `helpers`: see [`insert_messages`].
 fn store_pages(
     conn: &mut DbConn,
-    helper: Option<ahead::Helper>,
+    helpers: Option<&ahead::Source<'_>>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
 ) -> Result<StoredPages> {
@@ -213,7 +213,7 @@ fn store_pages(
     // could otherwise rewrite or purge the evidence.
     let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
     let messages_stored =
-        insert_messages(conn, helper, org, room_pk, merged, &snapshot.messages, same_source)?;
+        insert_messages(conn, helpers, org, room_pk, merged, &snapshot.messages, same_source)?;
     if messages_stored == snapshot.messages.len() as i64 {
         // Every message was new, at `merged`: the counts only grow.
         add_message_count(conn, org, room_pk, merged, messages_stored)?;
@@ -414,12 +414,12 @@ fn recount_messages(conn: &mut DbConn, org: &str, room_pk: i64) -> Result<()> {
 }
 
 /// Inserts messages not stored yet, in statements sized to the backend's bind limit, and
-/// raises the classification of re-fetched ones; returns how many were new. On PostgreSQL,
-/// `helper` (a second pooled connection, when one was free) computes the search vectors a chunk
-/// ahead ([`crate::ahead`]).
+/// raises the classification of re-fetched ones; returns how many were new. On PostgreSQL, a
+/// second pooled connection from `helpers` (taken here, once the transaction holds its locks,
+/// and only when one is free) computes the search vectors ahead ([`crate::ahead`]).
 fn insert_messages(
     conn: &mut DbConn,
-    helper: Option<ahead::Helper>,
+    helpers: Option<&ahead::Source<'_>>,
     org: &str,
     room_pk: i64,
     level: Classification,
@@ -427,7 +427,10 @@ fn insert_messages(
     same_source: bool,
 ) -> Result<i64> {
     let backend = conn.backend();
-    let helper = helper.filter(|_| backend == Backend::Postgres && messages.len() >= ahead::MIN_ROWS);
+    let helper = match helpers {
+        Some(source) if backend == Backend::Postgres && messages.len() >= ahead::MIN_ROWS => source.take(),
+        _ => None,
+    };
     // Chunks keep the re-fetch UPDATE's id list (and PostgreSQL's arrays) within the backend's
     // bind-parameter limit; with a helper they are the helper's chunks.
     let chunks = match (backend, &helper) {
@@ -1415,7 +1418,7 @@ pub(crate) fn begin_run(
 /// lease. Fails with [`Error::Invalid`] when the run's row is gone (closed as interrupted).
 pub(crate) fn commit_pages(
     conn: &mut DbConn,
-    helper: Option<ahead::Helper>,
+    helpers: Option<&ahead::Source<'_>>,
     ticket: &RunTicket,
     pages: &RoomSnapshot,
 ) -> Result<PagesResult> {
@@ -1431,7 +1434,7 @@ pub(crate) fn commit_pages(
                 .bind::<BigInt, _>(room_lock_key(org, ticket.room_id.as_str()))
                 .execute(c)?;
         }
-        let stored = store_pages(conn, helper, &ticket.run, pages)?;
+        let stored = store_pages(conn, helpers, &ticket.run, pages)?;
         let renewed = diesel::update(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
             .set((
                 r::message_count.eq(r::message_count + stored.messages_stored),
