@@ -122,7 +122,7 @@ impl Store {
     /// vectors ahead ([`ahead`]); `None` on SQLite or with `search_ahead` off.
     fn search_helpers(&self) -> Option<ahead::Source<'_>> {
         (self.search_ahead && self.backend == Backend::Postgres)
-            .then(|| ahead::Source { pool: &self.pool, merges: &self.merges })
+            .then_some(ahead::Source { pool: &self.pool, merges: &self.merges })
     }
 
     /// Runs `f` on a pooled connection inside one read transaction: the statements of a page
