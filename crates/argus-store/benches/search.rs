@@ -159,9 +159,17 @@ fn time_query(store: &Store, query: &str, searches: usize) -> BenchResult<(Durat
     Ok((p50, p99, hits))
 }
 
-/// Messages per second of `record_ingestion` of `n` fresh messages into a fresh store, median
-/// of `runs`; `drop_index` removes the full-text index first.
-fn ingest_rate(open: &Opener<'_>, n: usize, runs: usize, drop_index: bool) -> BenchResult<f64> {
+/// Messages per second of an ingestion of `n` fresh messages into a fresh store, median of
+/// `runs`: one `record_ingestion` when `batch` is `None`, else a streamed run as `ingest_room`
+/// writes one (`begin_run`, `commit_pages` of `batch` messages each, `finish_run`).
+/// `drop_index` removes the full-text index first.
+fn ingest_rate(
+    open: &Opener<'_>,
+    n: usize,
+    batch: Option<usize>,
+    runs: usize,
+    drop_index: bool,
+) -> BenchResult<f64> {
     let words = vocabulary();
     let mut rates = Vec::new();
     for run_no in 0..runs {
@@ -170,37 +178,11 @@ fn ingest_rate(open: &Opener<'_>, n: usize, runs: usize, drop_index: bool) -> Be
             drop()?;
         }
         let mut rng = Rng(1_000 + run_no as u64);
-        let snap = snapshot("!ingest:bench.gouv.fr", 0, n, &words, &mut rng)?;
-        let v = viewer()?;
-        let run = IngestionRun {
-            viewer: v,
-            classification: Classification::Restricted,
-            started_at: OffsetDateTime::now_utc(),
-        };
-        let t = Instant::now();
-        store.record_ingestion(&run, &snap)?;
-        rates.push(n as f64 / t.elapsed().as_secs_f64());
-    }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[rates.len() / 2])
-}
-
-/// Messages per second of a streamed ingestion of `n` fresh messages into a fresh store, as
-/// `ingest_room` writes one (`begin_run`, `commit_pages` of `batch` messages each, `finish_run`),
-/// median of `runs`; `drop_index` removes the full-text index first.
-fn stream_rate(open: &Opener<'_>, n: usize, batch: usize, runs: usize, drop_index: bool) -> BenchResult<f64> {
-    let words = vocabulary();
-    let mut rates = Vec::new();
-    for run_no in 0..runs {
-        let (store, drop) = open(drop_index)?;
-        if drop_index {
-            drop()?;
-        }
-        let mut rng = Rng(2_000 + run_no as u64);
-        let room = "!stream:bench.gouv.fr";
+        let room = "!ingest:bench.gouv.fr";
+        let per = batch.unwrap_or(n).max(1);
         let batches = (0..n)
-            .step_by(batch.max(1))
-            .map(|first| snapshot(room, first, batch.min(n - first), &words, &mut rng))
+            .step_by(per)
+            .map(|first| snapshot(room, first, per.min(n - first), &words, &mut rng))
             .collect::<BenchResult<Vec<_>>>()?;
         let run = IngestionRun {
             viewer: viewer()?,
@@ -208,17 +190,22 @@ fn stream_rate(open: &Opener<'_>, n: usize, batch: usize, runs: usize, drop_inde
             started_at: OffsetDateTime::now_utc(),
         };
         let t = Instant::now();
-        let ticket = store.begin_run(
-            &run,
-            &batches[0].room_id,
-            &batches[0].homeserver_url,
-            Duration::from_secs(600),
-            false,
-        )?;
-        for pages in &batches {
-            store.commit_pages(&ticket, pages)?;
+        if batch.is_none() {
+            store.record_ingestion(&run, &batches[0])?;
+        } else {
+            let first = &batches[0];
+            let ticket = store.begin_run(
+                &run,
+                &first.room_id,
+                &first.homeserver_url,
+                Duration::from_secs(600),
+                false,
+            )?;
+            for pages in &batches {
+                store.commit_pages(&ticket, pages)?;
+            }
+            store.finish_run(&ticket, None)?;
         }
-        store.finish_run(&ticket, None)?;
         rates.push(n as f64 / t.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
@@ -276,11 +263,11 @@ fn run_backend(
         let (p50, p99, hits) = time_query(&big, &q, searches)?;
         queries.push((q, p50, p99, hits));
     }
-    let with_index = ingest_rate(open, n, runs, false)?;
-    let without_index = ingest_rate(open, n, runs, true)?;
-    let batch = env_or("ARGUS_BENCH_BATCH", 4_500usize).max(1);
-    let streamed_with = stream_rate(open, n, batch, runs, false)?;
-    let streamed_without = stream_rate(open, n, batch, runs, true)?;
+    let with_index = ingest_rate(open, n, None, runs, false)?;
+    let without_index = ingest_rate(open, n, None, runs, true)?;
+    let batch = Some(env_or("ARGUS_BENCH_BATCH", 4_500usize).max(1));
+    let streamed_with = ingest_rate(open, n, batch, runs, false)?;
+    let streamed_without = ingest_rate(open, n, batch, runs, true)?;
     Ok(Row { backend, build, queries, with_index, without_index, streamed_with, streamed_without })
 }
 
