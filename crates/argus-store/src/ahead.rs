@@ -139,9 +139,10 @@ impl MergeState {
     }
 }
 
-/// Where ingestions take their helper connections: the store's pool and pending-list state.
+/// Where ingestions take their helper connections: the store's helper pool and pending-list
+/// state.
 pub(crate) struct Source<'a> {
-    /// The store's pool.
+    /// The store's pool of helper connections (apart from its callers' pool).
     pub(crate) pool: &'a crate::db::DbPool,
     /// The store's pending-list state.
     pub(crate) merges: &'a Arc<MergeState>,

@@ -52,10 +52,11 @@ pub struct StoreOptions {
     /// verified under it. `None`: unkeyed SHA-256 links.
     pub audit_key: Option<crate::AuditKey>,
     /// PostgreSQL: an ingestion takes a second connection, when one is free, to compute its
-    /// messages' full-text search vectors a chunk ahead of the insert and merge the index's
-    /// pending list, on another database process (on by default). Off, or with no connection
-    /// free, the database computes each vector as its row is inserted: the same vectors, in
-    /// the same transaction, more slowly.
+    /// messages' full-text search vectors ahead of the insert and merge the index's pending
+    /// list, on another database process (on by default). These connections (two at most) are
+    /// kept apart from the `pool_size` ones. Off, or with no helper connection free, the
+    /// database computes each vector as its row is inserted: the same vectors, in the same
+    /// transaction, more slowly.
     pub search_ahead: bool,
 }
 
@@ -352,6 +353,22 @@ pub(crate) fn open_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<(Db
     let mut conn = pool.get()?;
     migrate(&mut conn)?;
     Ok((pool, backend))
+}
+
+/// Connections kept apart for ingestions' search helpers (PostgreSQL): one computing vectors
+/// and one merging the index's pending list after a call ([`crate::ahead`]).
+const HELPER_CONNECTIONS: u32 = 2;
+
+/// PostgreSQL: the pool the search helpers take their connections from, apart from the store's
+/// pool so that they never take a connection a caller of the store counted on (a caller waits
+/// for one of the store's `pool_size` connections, never for a helper's). Opened lazily.
+pub(crate) fn helper_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<DbPool> {
+    Ok(Pool::builder()
+        .max_size(HELPER_CONNECTIONS)
+        .min_idle(Some(0))
+        .connection_timeout(options.busy_timeout.max(Duration::from_millis(100)))
+        .connection_customizer(Box::new(Pragmas { busy_timeout: options.busy_timeout, memory: false }))
+        .build(Manager { target: url.clone() })?)
 }
 
 /// Applies every pending migration of the connection's backend.

@@ -60,7 +60,8 @@ pub struct Store {
     pool: DbPool,
     backend: Backend,
     audit_key: Option<std::sync::Arc<AuditKey>>,
-    search_ahead: bool,
+    /// PostgreSQL: the connections of the ingestions' search helpers ([`ahead`]).
+    helpers: Option<DbPool>,
     /// The search index's pending list: rows inserted since its last merge ([`ahead`]).
     merges: std::sync::Arc<ahead::MergeState>,
 }
@@ -90,11 +91,14 @@ impl Store {
     /// migrations.
     pub fn connect(database_url: &DatabaseUrl, options: StoreOptions) -> Result<Store> {
         let (pool, backend) = db::open_pool(database_url, &options)?;
+        let helpers = (options.search_ahead && backend == Backend::Postgres)
+            .then(|| db::helper_pool(database_url, &options))
+            .transpose()?;
         Ok(Store {
             pool,
             backend,
             audit_key: options.audit_key.map(std::sync::Arc::new),
-            search_ahead: options.search_ahead,
+            helpers,
             merges: std::sync::Arc::default(),
         })
     }
@@ -121,8 +125,7 @@ impl Store {
     /// Where an ingestion on PostgreSQL takes the second connection that computes its search
     /// vectors ahead ([`ahead`]); `None` on SQLite or with `search_ahead` off.
     fn search_helpers(&self) -> Option<ahead::Source<'_>> {
-        (self.search_ahead && self.backend == Backend::Postgres)
-            .then_some(ahead::Source { pool: &self.pool, merges: &self.merges })
+        self.helpers.as_ref().map(|pool| ahead::Source { pool, merges: &self.merges })
     }
 
     /// Runs `f` on a pooled connection inside one read transaction: the statements of a page
