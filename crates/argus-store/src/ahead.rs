@@ -1,5 +1,5 @@
 //! PostgreSQL: the full-text search vectors of an ingestion's messages, computed on a second
-//! pooled connection ahead of the insert.
+//! connection ahead of the insert.
 //!
 //! `to_tsvector` and the GIN index's merge are most of what the search index costs a message
 //! (docs/benchmarks.md, "Search"). Here a helper thread, on its own connection and so on its own
@@ -41,10 +41,17 @@ use crate::db::{DbConn, Pooled};
 #[diesel(postgres_type(oid = 3614, array_oid = 3643))]
 pub(crate) struct TsVector;
 
-/// One message's search vector in PostgreSQL's binary form, passed through undecoded.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::deserialize::FromSqlRow, diesel::expression::AsExpression)]
+/// One message's search vector in PostgreSQL's binary form, passed through undecoded. Its
+/// lexemes are the message's words: `Debug` shows only its size.
+#[derive(Clone, PartialEq, Eq, diesel::deserialize::FromSqlRow, diesel::expression::AsExpression)]
 #[diesel(sql_type = TsVector)]
 pub(crate) struct SearchVector(Vec<u8>);
+
+impl std::fmt::Debug for SearchVector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SearchVector({} bytes)", self.0.len())
+    }
+}
 
 impl diesel::deserialize::FromSql<TsVector, Pg> for SearchVector {
     fn from_sql(value: PgValue<'_>) -> diesel::deserialize::Result<Self> {
@@ -298,6 +305,12 @@ mod tests {
         let big = chunks(100_000);
         assert!(big.windows(2).take(8).all(|w| w[1].len() as f64 <= w[0].len() as f64 * GROWTH + 2.0));
         assert_eq!(even_chunks(5, 2), [0..2, 2..4, 4..5]);
+    }
+
+    #[test]
+    fn a_vector_shows_only_its_size() {
+        let v = SearchVector(b"\x01\0\0\0hangar\0".to_vec());
+        assert_eq!(format!("{v:?}"), "SearchVector(11 bytes)");
     }
 
     #[test]
