@@ -365,3 +365,28 @@ fn postgres_search_vectors_computed_ahead_are_the_databases_own() {
     assert_eq!(db.count(&consistent("!ahead:x.org")), 0);
     assert_eq!(found(&db, &v, &r).len(), 1);
 }
+
+/// PostgreSQL: when no helper connection can be had (here the database refuses new
+/// connections once the store's own is open), a large ingestion still stores every message,
+/// and the insert trigger gives each its vector in the same transaction.
+#[test]
+fn postgres_ingestion_without_a_helper_connection_still_indexes_every_message() {
+    let Some(db) = crate::support::postgres() else { return };
+    let crate::support::Guard::Postgres(pg) = &db.guard else { unreachable!() };
+    let v = viewer("org-a", Secret);
+    db.store.ping().unwrap();
+    pg.cluster().execute(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", pg.name())).unwrap();
+    let stored = db.store.record_ingestion(
+        &run(&v, Restricted),
+        &snapshot("!alone:x.org", crate::support::messages(1_000, now())),
+    );
+    pg.cluster().execute(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", pg.name())).unwrap();
+    assert_eq!(stored.unwrap().messages_stored, 1_000);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) AS n FROM messages \
+             WHERE search IS NULL OR search IS DISTINCT FROM argus_search_vector(body, redacted)"
+        ),
+        0
+    );
+}
