@@ -3,8 +3,9 @@
 //! of a selective term (in 0.005 % of messages), a common term (in 10 %), a prefix and a phrase;
 //! and `record_ingestion` of 100k messages with the full-text index kept against the same store
 //! with the index removed, then the same as a streamed run (`commit_pages` of batches of 4,500
-//! messages, `ARGUS_BENCH_BATCH`, as `ingest_room` commits pages of 1,000 events 5 at a time). SQLite on a file, PostgreSQL on the test kit's throw-away cluster
-//! (skipped when PostgreSQL is absent).
+//! messages, `ARGUS_BENCH_BATCH`, as `ingest_room` commits pages of 1,000 events 5 at a time).
+//! SQLite on a file, PostgreSQL on the test kit's throw-away cluster (skipped when PostgreSQL is
+//! absent).
 //!
 //! `cargo bench -p argus-store --bench search`. From the environment:
 //! `ARGUS_BENCH_SEARCH_MESSAGES` (1,000,000), `ARGUS_BENCH_SEARCHES` (200 per query),

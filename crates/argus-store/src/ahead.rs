@@ -87,12 +87,6 @@ const FIRST_CHUNK: usize = 128;
 /// The most rows per statement with a helper.
 const MAX_ROWS_PER_CHUNK: usize = 2_000;
 
-/// `n` rows cut in chunks of `per` (the last shorter).
-pub(crate) fn even_chunks(n: usize, per: usize) -> Vec<Range<usize>> {
-    let per = per.max(1);
-    (0..n).step_by(per).map(|start| start..n.min(start + per)).collect()
-}
-
 /// How `n` rows are cut when a helper computes their vectors: a short first chunk (the writer
 /// waits for its vectors), then chunks each [`GROWTH`] times the one before, up to
 /// [`MAX_ROWS_PER_CHUNK`]: a row's vector costs the helper less than its insert costs the
@@ -191,7 +185,7 @@ impl Ahead {
     pub(crate) fn start<'scope, 'env: 'scope>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         helper: Helper,
-        bodies: Vec<Option<&'env str>>,
+        bodies: &'env [Option<&'env str>],
         chunks: Vec<Range<usize>>,
     ) -> Ahead {
         // The helper runs up to a merge's worth of chunks ahead, so that the writer has vectors
@@ -253,7 +247,8 @@ impl Ahead {
     }
 }
 
-/// The search vectors of `bodies`, in their order; `None` on any failure.
+/// The search vectors of `bodies`, in their order; `None` on any failure (the writer checks
+/// that they are as many as its chunk's rows).
 fn chunk_vectors(pg: &mut PgConnection, bodies: &[Option<&str>]) -> Option<ChunkVectors> {
     #[derive(diesel::QueryableByName)]
     struct Row {
@@ -272,7 +267,7 @@ fn chunk_vectors(pg: &mut PgConnection, bodies: &[Option<&str>]) -> Option<Chunk
         tracing::debug!(error = %e, "search vectors not computed ahead");
     })
     .ok()?;
-    row.vectors.filter(|v| v.len() == bodies.len())
+    row.vectors
 }
 
 /// Merges the search index's pending list into the index. When it cannot (the role does not own
@@ -304,7 +299,6 @@ mod tests {
         }
         let big = chunks(100_000);
         assert!(big.windows(2).take(8).all(|w| w[1].len() as f64 <= w[0].len() as f64 * GROWTH + 2.0));
-        assert_eq!(even_chunks(5, 2), [0..2, 2..4, 4..5]);
     }
 
     #[test]

@@ -336,11 +336,7 @@ pub(crate) fn open_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<(Db
     }
     let (backend, memory) = (url.backend(), url.is_memory());
     let size = if memory { 1 } else { options.pool_size.max(1) };
-    let mut builder = Pool::builder()
-        .max_size(size)
-        .min_idle(Some(if memory { 1 } else { 0 }))
-        .connection_timeout(options.busy_timeout.max(Duration::from_millis(100)))
-        .connection_customizer(Box::new(Pragmas { busy_timeout: options.busy_timeout, memory }));
+    let mut builder = pool_builder(size, options, memory);
     if memory {
         // The database lives only as long as its one connection.
         builder = builder.idle_timeout(None).max_lifetime(None);
@@ -363,12 +359,17 @@ const HELPER_CONNECTIONS: u32 = 2;
 /// pool so that they never take a connection a caller of the store counted on (a caller waits
 /// for one of the store's `pool_size` connections, never for a helper's). Opened lazily.
 pub(crate) fn helper_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<DbPool> {
-    Ok(Pool::builder()
-        .max_size(HELPER_CONNECTIONS)
-        .min_idle(Some(0))
+    Ok(pool_builder(HELPER_CONNECTIONS, options, false).build(Manager { target: url.clone() })?)
+}
+
+/// A pool of at most `size` connections, each set up by [`Pragmas`], opened as needed (an
+/// in-memory database keeps its one connection).
+fn pool_builder(size: u32, options: &StoreOptions, memory: bool) -> r2d2::Builder<Manager> {
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(if memory { 1 } else { 0 }))
         .connection_timeout(options.busy_timeout.max(Duration::from_millis(100)))
-        .connection_customizer(Box::new(Pragmas { busy_timeout: options.busy_timeout, memory: false }))
-        .build(Manager { target: url.clone() })?)
+        .connection_customizer(Box::new(Pragmas { busy_timeout: options.busy_timeout, memory }))
 }
 
 /// Applies every pending migration of the connection's backend.

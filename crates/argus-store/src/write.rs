@@ -435,8 +435,13 @@ fn insert_messages(
     // bind-parameter limit; with a helper they are the helper's chunks.
     let chunks = match (backend, &helper) {
         (Backend::Postgres, Some(_)) => ahead::chunks(messages.len()),
-        (Backend::Postgres, None) => ahead::even_chunks(messages.len(), PG_ROWS_PER_STATEMENT),
-        (Backend::Sqlite, _) => ahead::even_chunks(messages.len(), backend.max_binds() / MESSAGE_COLUMNS),
+        (Backend::Postgres, None) => even_chunks(messages.len(), PG_ROWS_PER_STATEMENT),
+        (Backend::Sqlite, _) => even_chunks(messages.len(), backend.max_binds() / MESSAGE_COLUMNS),
+    };
+    // The text each message is stored and indexed with, for PostgreSQL's statements and helper.
+    let bodies: Vec<Option<&str>> = match backend {
+        Backend::Postgres => messages.iter().map(indexed_body).collect(),
+        Backend::Sqlite => Vec::new(),
     };
     // SQLite indexes the new messages for search in one statement at the end: they are the
     // rows above the highest id before (the writer holds the database; ids only grow).
@@ -447,18 +452,15 @@ fn insert_messages(
         DbConn::Postgres(_) => None,
     };
     let inserted = std::thread::scope(|scope| -> Result<i64> {
-        let mut ahead = helper.map(|helper| {
-            let bodies = messages.iter().map(indexed_body).collect();
-            ahead::Ahead::start(scope, helper, bodies, chunks.clone())
-        });
+        let mut ahead = helper.map(|helper| ahead::Ahead::start(scope, helper, &bodies, chunks.clone()));
         let mut inserted = 0i64;
         for range in chunks {
-            let chunk = &messages[range];
+            let chunk = &messages[range.clone()];
             // The one place the backends insert differently.
             let n = match conn {
                 DbConn::Postgres(pg) => {
                     let vectors = ahead.as_mut().and_then(ahead::Ahead::next);
-                    insert_messages_pg(pg, org, room_pk, level, chunk, vectors)?
+                    insert_messages_pg(pg, org, room_pk, level, chunk, &bodies[range], vectors)?
                 }
                 DbConn::Sqlite(lite) => insert_messages_sqlite(lite, org, room_pk, level, chunk)?,
             };
@@ -476,6 +478,12 @@ fn insert_messages(
         index_for_search(conn, above)?;
     }
     Ok(inserted)
+}
+
+/// `n` rows cut in chunks of `per` (the last shorter).
+fn even_chunks(n: usize, per: usize) -> Vec<std::ops::Range<usize>> {
+    let per = per.max(1);
+    (0..n).step_by(per).map(|start| start..n.min(start + per)).collect()
 }
 
 /// The text a message is stored and indexed with: none once redacted.
@@ -561,14 +569,16 @@ fn insert_messages_sqlite(
     Ok(inserted)
 }
 
-/// PostgreSQL: inserts a chunk with one `INSERT … SELECT FROM UNNEST` of column arrays, with
-/// the search vectors computed ahead when there are some (else the insert trigger computes them).
+/// PostgreSQL: inserts a chunk with one `INSERT … SELECT FROM UNNEST` of column arrays
+/// (`bodies`: the chunk's [`indexed_body`]s), with the search vectors computed ahead when there
+/// are some (else the insert trigger computes them).
 fn insert_messages_pg(
     pg: &mut diesel::PgConnection,
     org: &str,
     room_pk: i64,
     level: Classification,
     chunk: &[MessageRecord],
+    bodies: &[Option<&str>],
     vectors: Option<ahead::ChunkVectors>,
 ) -> Result<usize> {
     use diesel::sql_types::Array;
@@ -590,7 +600,7 @@ fn insert_messages_pg(
     .bind::<Array<Text>, _>(chunk.iter().map(|m| m.event_id.as_str()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(chunk.iter().map(|m| m.sender.as_str()).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.msgtype.as_deref()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(indexed_body).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(bodies)
     .bind::<Array<BigInt>, _>(chunk.iter().map(|m| to_unix_ms(m.sent_at)).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.edited).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.redacted).collect::<Vec<_>>())
@@ -1555,4 +1565,13 @@ pub(crate) fn close_interrupted_runs(
         }
     }
     Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn even_chunks_cut_the_rest_short() {
+        assert_eq!(super::even_chunks(5, 2), [0..2, 2..4, 4..5]);
+        assert!(super::even_chunks(0, 2).is_empty());
+    }
 }
