@@ -11,8 +11,8 @@ use juniper::{EmptyMutation, EmptySubscription, RootNode, graphql_object};
 use crate::{
     Context, CursorKind,
     schema::{
+        message::{TchapMessage, TchapMessageConnection},
         paging,
-        types::{TchapMessage, TchapMessageConnection},
     },
 };
 

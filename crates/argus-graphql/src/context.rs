@@ -32,8 +32,8 @@ impl Default for Limits {
 }
 
 /// The services behind every request: the application services ([`argus_ingest::Services`]:
-/// store, connector, admission, ingestion caps and counters) and what only the API has (the
-/// cursor key, page sizes, the posting policy). Build once, share in an `Arc`.
+/// store, connector, admission, ingestion caps, the posting policy and counters) and what only
+/// the API has (the cursor key, page sizes). Build once, share in an `Arc`.
 #[derive(Debug)]
 pub struct Services {
     /// The application services (store, connector, admission), shared with the CLI and the
@@ -43,8 +43,6 @@ pub struct Services {
     pub cursor_key: CursorKey,
     /// Page sizes and the cost limit.
     pub limits: Limits,
-    /// The write-down guard and marking of notes posted into rooms.
-    pub post_policy: argus_domain::PostPolicy,
 }
 
 impl Services {
@@ -57,12 +55,7 @@ impl Services {
     /// The API's services over the application services `app`, with default limits and a
     /// random cursor key.
     pub fn over(app: Arc<argus_ingest::Services>) -> Self {
-        Self {
-            app,
-            cursor_key: CursorKey::random(),
-            limits: Limits::default(),
-            post_policy: argus_domain::PostPolicy::default(),
-        }
+        Self { app, cursor_key: CursorKey::random(), limits: Limits::default() }
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free

@@ -1,29 +1,27 @@
 //! The error type of the GraphQL crate and its mapping to GraphQL errors with a stable
 //! `extensions.code`.
+//!
+//! The application's errors ([`argus_ingest::Error`]) are wrapped, not copied: their code, public
+//! message and retryability are theirs, so an application error added later reaches the caller
+//! with its own code. Only what the API alone decides (the cost of a document, its cursors) has
+//! a variant here.
 
-use argus_domain::Scope;
 use juniper::{FieldError, IntoFieldError, ScalarValue, graphql_value};
 
 /// Result type of the GraphQL crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why a query or the ingestion failed.
+/// Why a query or a mutation failed.
 ///
 /// Messages never contain a token, SQL, a file path or anything above the caller's clearance;
 /// [`Error::code`] is stable and goes into `extensions.code`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The caller's token lacks the scope the operation needs.
-    #[error("this operation requires the scope {0}")]
-    Forbidden(Scope),
-    /// An argument or input field was rejected.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// The requested classification is above the caller's clearance (or the room is already
-    /// stored above it).
-    #[error("the requested classification exceeds the caller's clearance")]
-    AboveClearance,
+    /// The application refused or failed the call (scope, input, clearance, admission, the
+    /// connector, the store, ...): its own code and public message are used.
+    #[error(transparent)]
+    Service(#[from] argus_ingest::Error),
     /// The document asks for more items than one request may return: the product of nested
     /// page sizes, summed over every connection and alias, is above the limit.
     #[error("the request asks for up to {asked} items; the limit is {limit} per request")]
@@ -33,77 +31,38 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
-    /// Too many ingestions are running (on this server, or against this homeserver); try
-    /// again shortly.
-    #[error("too many ingestions are running on {0}; try again shortly")]
-    Busy(&'static str),
-    /// The caller started too many ingestions in the last minute.
-    #[error("too many ingestions started by this caller; try again in a minute")]
-    TooManyRequests,
-    /// A note that would leave the archive above the posting ceiling, or come back into it
-    /// below its own level.
-    #[error("{0}")]
-    WriteDown(String),
-    /// What the call names is absent, or withheld from the caller (the two look alike).
-    #[error("not found: {0}")]
-    NotFound(&'static str),
     /// A pagination cursor that this server did not issue for this list and this caller.
     #[error("invalid pagination cursor")]
     BadCursor,
-    /// The Matrix connector failed (its own stable code is used).
-    #[error("{0}")]
-    Connector(#[from] argus_matrix::Error),
-    /// The store failed; the details stay in the server log.
-    #[error("internal error")]
-    Store(#[from] argus_store::Error),
-    /// Watched rooms need a key to keep their Matrix tokens, and none is configured.
-    #[error("watched rooms are not enabled on this server (no token key is configured)")]
-    WatchesDisabled,
-    /// A background task failed (panicked or was cancelled).
-    #[error("internal error")]
-    Internal,
 }
 
 impl Error {
+    /// An argument or input field the API rejected (`INVALID_INPUT`).
+    pub(crate) fn invalid_input(message: String) -> Self {
+        Self::Service(argus_ingest::Error::InvalidInput(message))
+    }
+
     /// The stable code of this error, as found in `extensions.code`.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Forbidden(_) => "FORBIDDEN",
-            Self::InvalidInput(_) => "INVALID_INPUT",
-            Self::AboveClearance => "ABOVE_CLEARANCE",
-            Self::BadCursor => "BAD_CURSOR",
-            Self::WriteDown(_) => "WRITE_DOWN",
-            Self::NotFound(_) => "NOT_FOUND",
+            Self::Service(e) => e.code(),
             Self::TooCostly { .. } => "LIMIT_EXCEEDED",
-            Self::Busy(_) => "BUSY",
-            Self::TooManyRequests => "TOO_MANY_REQUESTS",
-            Self::WatchesDisabled => "WATCHES_DISABLED",
-            Self::Connector(e) => e.code(),
-            Self::Store(e) => e.code(),
-            Self::Internal => "INTERNAL",
+            Self::BadCursor => "BAD_CURSOR",
         }
     }
 
-    /// The message shown to the caller (and kept in a FAILED audit record): never a token,
-    /// SQL or path.
+    /// The message shown to the caller: never a token, SQL or path.
     pub fn public_message(&self) -> String {
         match self {
-            Self::Store(e) => e.public_message(),
+            Self::Service(e) => e.public_message(),
             other => other.to_string(),
         }
-    }
-
-    /// [`Error::public_message`] with `token` scrubbed should it ever appear: what an audit
-    /// record or a log line keeps of a call made with that token.
-    pub fn message_without(&self, token: &argus_domain::AccessToken) -> String {
-        token.scrub(self.public_message())
     }
 
     /// Whether retrying the same request later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Connector(e) => e.is_retryable(),
-            Self::Store(e) => e.is_retryable(),
+            Self::Service(e) => e.is_retryable(),
             _ => false,
         }
     }
@@ -111,36 +70,13 @@ impl Error {
 
 impl From<argus_domain::Error> for Error {
     fn from(e: argus_domain::Error) -> Self {
-        match e {
-            argus_domain::Error::AboveClearance { .. } => Self::AboveClearance,
-            argus_domain::Error::MissingScope(scope) => Self::Forbidden(scope),
-            e @ argus_domain::Error::WriteDown { .. } => Self::WriteDown(e.to_string()),
-            other => Self::InvalidInput(other.to_string()),
-        }
-    }
-}
-
-impl From<argus_ingest::Error> for Error {
-    fn from(e: argus_ingest::Error) -> Self {
-        use argus_ingest::Error as E;
-        match e {
-            E::Forbidden(scope) => Self::Forbidden(scope),
-            E::InvalidInput(m) => Self::InvalidInput(m),
-            E::AboveClearance => Self::AboveClearance,
-            E::Busy(on) => Self::Busy(on),
-            E::TooManyRequests => Self::TooManyRequests,
-            E::NotFound(what) => Self::NotFound(what),
-            E::Connector(e) => Self::Connector(e),
-            E::Store(e) => Self::Store(e),
-            E::WatchesDisabled => Self::WatchesDisabled,
-            _ => Self::Internal,
-        }
+        Self::Service(e.into())
     }
 }
 
 impl<S: ScalarValue> IntoFieldError<S> for Error {
     fn into_field_error(self) -> FieldError<S> {
-        if matches!(self, Self::Store(_) | Self::Internal) {
+        if matches!(&self, Self::Service(e) if e.is_internal()) {
             tracing::error!(error = ?self, "request failed");
         }
         let code = self.code();
@@ -151,5 +87,33 @@ impl<S: ScalarValue> IntoFieldError<S> for Error {
             object.add_field("retryable", graphql_value!(true));
         }
         FieldError::new(self.public_message(), extensions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use juniper::{DefaultScalarValue, FieldError, IntoFieldError as _, graphql_value};
+
+    use super::Error;
+
+    #[test]
+    fn every_application_error_has_its_own_code_in_the_api() {
+        for app in argus_ingest::Error::examples() {
+            let (code, message, retryable) = (app.code(), app.public_message(), app.is_retryable());
+            assert!(code != "INTERNAL" || app.is_internal(), "{app:?} reaches the API without a code");
+            let api = Error::from(app);
+            assert_eq!(
+                (api.code(), api.public_message(), api.is_retryable()),
+                (code, message.clone(), retryable)
+            );
+            let field: FieldError<DefaultScalarValue> = api.into_field_error();
+            assert_eq!(field.message(), message);
+            let expected = if retryable {
+                graphql_value!({ "code": code, "retryable": true })
+            } else {
+                graphql_value!({ "code": code })
+            };
+            assert_eq!(field.extensions(), &expected);
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Argus Tchap connector: the GraphQL schema of the contract, its resolvers and the ingestion
-//! use-case. No HTTP here: the server crate authenticates the caller, builds a [`Context`] and
+//! Argus Tchap connector: the GraphQL schema of the contract and its resolvers, which check
+//! the caller's input and scope and call the application's use-cases ([`argus_ingest`]). No
+//! HTTP here: the server crate authenticates the caller, builds a [`Context`] and
 //! executes requests against [`Schema`].
 //!
 //! - Reads (`tchapRooms`, `tchapRoom`, `tchapMessages`, `TchapRoom.messages`, `tchapStats`)
@@ -23,7 +24,6 @@ mod context;
 mod cost;
 mod cursor;
 mod error;
-pub mod post;
 pub mod schema;
 
 pub use argus_ingest::{Admission, AdmissionLimits, Admitted, Metrics, ingest};

@@ -1,11 +1,15 @@
 //! The root query and mutation of the contract (`shared/contract/schema.graphql`), and the
 //! schema with its document limits.
 
-pub(crate) mod paging;
+pub mod audit;
+pub mod message;
+pub mod paging;
+pub mod payloads;
 mod plain_edges;
+pub mod room;
+pub mod scalars;
 pub mod search;
-mod sync_list;
-pub mod types;
+pub mod sync_list;
 pub mod watch;
 
 use argus_domain::{AccessToken, RoomId, Scope};
@@ -14,9 +18,12 @@ use juniper::{
     RootNode, graphql_object,
 };
 
-use self::types::{
-    GqlClassification, IngestTchapRoomPayload, TchapIngestion, TchapIngestionConnection,
-    TchapMessageConnection, TchapRoom, TchapRoomConnection, TchapStats, int,
+use self::{
+    audit::{TchapIngestion, TchapIngestionConnection},
+    message::TchapMessageConnection,
+    payloads::{IngestJoinedTchapRoomsPayload, IngestTchapRoomPayload, PostTchapMessagePayload, TchapStats},
+    room::{TchapRoom, TchapRoomConnection},
+    scalars::{DateTime, GqlClassification, int},
 };
 use crate::{Context, Result, cost, ingest};
 
@@ -132,8 +139,8 @@ impl Query {
         query: String,
         room_id: Option<String>,
         sender: Option<String>,
-        from: Option<types::DateTime>,
-        to: Option<types::DateTime>,
+        from: Option<DateTime>,
+        to: Option<DateTime>,
         #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<search::TchapSearchConnection> {
@@ -280,7 +287,7 @@ impl Mutation {
     async fn ingest_joined_tchap_rooms(
         context: &Context,
         input: IngestJoinedTchapRoomsInput,
-    ) -> Result<types::IngestJoinedTchapRoomsPayload> {
+    ) -> Result<IngestJoinedTchapRoomsPayload> {
         let request = ingest::JoinedRequest {
             homeserver_url: input.homeserver_url,
             access_token: AccessToken::new(input.access_token),
@@ -290,7 +297,7 @@ impl Mutation {
         };
         let rooms =
             ingest::ingest_joined(&context.services().app, context.viewer(), request, &mut |_, _| {}).await?;
-        Ok(types::IngestJoinedTchapRoomsPayload { rooms: rooms.into_iter().map(Into::into).collect() })
+        Ok(IngestJoinedTchapRoomsPayload { rooms: rooms.into_iter().map(Into::into).collect() })
     }
 
     /// Keep a room current: the server's scheduler ingests what is new on the room every `interval` seconds (with jitter), as the caller, each run audited and marked as scheduled, with the same outbound policy, caps and clearance rules as ingestTchapRoom. The token is sealed at once and never readable; a token the homeserver refuses pauses the watch (status PAUSED with its reason) until it is given a new one here. Watching a room already watched renews it. Requires scope tchap:ingest.
@@ -310,8 +317,8 @@ impl Mutation {
     async fn post_tchap_message(
         context: &Context,
         input: PostTchapMessageInput,
-    ) -> Result<types::PostTchapMessagePayload> {
-        let request = crate::post::PostRequest {
+    ) -> Result<PostTchapMessagePayload> {
+        let request = argus_ingest::post::PostRequest {
             homeserver_url: input.homeserver_url,
             access_token: AccessToken::new(input.access_token),
             room_id: input.room_id,
@@ -320,8 +327,8 @@ impl Mutation {
             reply_to: input.reply_to,
             transaction_id: input.transaction_id,
         };
-        let done = crate::post::post_note(context.services(), context.viewer(), request).await?;
-        Ok(types::PostTchapMessagePayload {
+        let done = argus_ingest::post::post_note(&context.services().app, context.viewer(), request).await?;
+        Ok(PostTchapMessagePayload {
             event_id: done.event_id.as_str().to_owned(),
             transaction_id: done.transaction_id,
             body: done.body,

@@ -5,9 +5,10 @@ use argus_domain::Scope;
 /// Result type of the application services.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Why an ingestion, a backfill or a watch operation failed.
+/// Why an ingestion, a backfill, a watch operation or a post failed.
 ///
-/// Messages never contain a token, SQL, a file path or anything above the caller's clearance.
+/// Messages never contain a token, SQL, a file path or anything above the caller's clearance;
+/// [`Error::code`] is stable: the API layers pass it on as theirs.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -28,6 +29,10 @@ pub enum Error {
     /// The caller started too many ingestions in the last minute.
     #[error("too many ingestions started by this caller; try again in a minute")]
     TooManyRequests,
+    /// A note that would leave the archive above the posting ceiling, or come back into it
+    /// below its own level.
+    #[error("{0}")]
+    WriteDown(String),
     /// What the call names is absent, or withheld from the caller (the two look alike).
     #[error("not found: {0}")]
     NotFound(&'static str),
@@ -52,6 +57,7 @@ impl Error {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::InvalidInput(_) => "INVALID_INPUT",
             Self::AboveClearance => "ABOVE_CLEARANCE",
+            Self::WriteDown(_) => "WRITE_DOWN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Busy(_) => "BUSY",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
@@ -77,6 +83,12 @@ impl Error {
         token.scrub(self.public_message())
     }
 
+    /// Whether the server is at fault (the store, a background task) rather than the call:
+    /// worth an error in the server log, where the details are kept.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Internal)
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -92,7 +104,68 @@ impl From<argus_domain::Error> for Error {
         match e {
             argus_domain::Error::AboveClearance { .. } => Self::AboveClearance,
             argus_domain::Error::MissingScope(scope) => Self::Forbidden(scope),
+            e @ argus_domain::Error::WriteDown { .. } => Self::WriteDown(e.to_string()),
             other => Self::InvalidInput(other.to_string()),
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl Error {
+    /// An error of every variant (the connector's and the store's in a retryable and a final
+    /// form), for the API layers' tests that every application error keeps its code there.
+    pub fn examples() -> Vec<Self> {
+        vec![
+            Self::Forbidden(Scope::Ingest),
+            Self::InvalidInput("maxMessages must be between 1 and 10".into()),
+            Self::AboveClearance,
+            Self::Busy("this server"),
+            Self::TooManyRequests,
+            Self::WriteDown("a note above the ceiling for posting".into()),
+            Self::NotFound("the room"),
+            Self::Connector(argus_matrix::Error::Forbidden),
+            Self::Connector(argus_matrix::Error::Unreachable("connection refused".into())),
+            Self::Store(argus_store::Error::Unavailable),
+            Self::Store(argus_store::Error::Query),
+            Self::WatchesDisabled,
+            Self::Internal,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::Error;
+
+    #[test]
+    fn the_examples_cover_every_variant() {
+        // Exhaustive: a new variant does not compile until it is numbered here, and this test
+        // fails until it has an example.
+        let variant = |e: &Error| match e {
+            Error::Forbidden(_) => 0,
+            Error::InvalidInput(_) => 1,
+            Error::AboveClearance => 2,
+            Error::Busy(_) => 3,
+            Error::TooManyRequests => 4,
+            Error::WriteDown(_) => 5,
+            Error::NotFound(_) => 6,
+            Error::Connector(_) => 7,
+            Error::Store(_) => 8,
+            Error::WatchesDisabled => 9,
+            Error::Internal => 10,
+        };
+        let seen: BTreeSet<usize> = Error::examples().iter().map(variant).collect();
+        assert_eq!(seen, (0..=10).collect());
+    }
+
+    #[test]
+    fn every_code_is_stable_text_and_internal_only_for_server_faults() {
+        for e in Error::examples() {
+            let code = e.code();
+            assert!(!code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{e:?}");
+            assert!(code != "INTERNAL" || e.is_internal(), "{e:?} has no code of its own");
         }
     }
 }

@@ -16,14 +16,14 @@
 //! permanent trail is not for refusals anyone can repeat.
 
 use argus_domain::{
-    AccessToken, Classification, FetchReport, HomeserverUrl, IngestionOutcome, IngestionRecord, NewIngestion,
-    RoomId, Scope, StoredRoom, Viewer, policy,
+    AccessToken, Classification, FetchReport, HomeserverUrl, IngestionRecord, NewIngestion, RoomId, Scope,
+    StoredRoom, Viewer, policy,
 };
 use argus_matrix::FetchOptions;
 use argus_store::{IngestionRun, RunTicket};
 use time::OffsetDateTime;
 
-use crate::{Error, Metrics, Result, Services};
+use crate::{Error, Metrics, Result, Services, audit};
 
 /// Which part of the room's timeline a run reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -215,7 +215,7 @@ async fn ingest_one(
         }
         Err(error) => {
             Metrics::add(&services.metrics.ingestions_failed, 1);
-            record_failure(services, viewer, request, started_at, &error).await;
+            audit::record_failure(services, &call(viewer, request, started_at), &error).await;
             return Err(error);
         }
     };
@@ -231,7 +231,7 @@ async fn ingest_one(
             Ok(ticket) => ticket,
             Err(error) => {
                 Metrics::add(&services.metrics.ingestions_failed, 1);
-                record_failure(services, viewer, request, started_at, &error).await;
+                audit::record_failure(services, &call(viewer, request, started_at), &error).await;
                 return Err(error);
             }
         }
@@ -239,7 +239,7 @@ async fn ingest_one(
     let mut progress = Progress::default();
     let read = read_room(services, &ticket, request, &valid, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
-    let finished = finish(services, &ticket, error).await;
+    let finished = audit::finish(services, &ticket, error).await;
     if progress.stored > 0
         && let Some(wake) = &services.on_ingested
     {
@@ -276,6 +276,19 @@ async fn ingest_one(
             );
             Err(error)
         }
+    }
+}
+
+/// The audited call of `request` by `viewer`.
+fn call<'a>(viewer: &'a Viewer, request: &'a IngestRequest, started_at: OffsetDateTime) -> audit::Call<'a> {
+    audit::Call {
+        viewer,
+        homeserver_url: &request.homeserver_url,
+        room_id: &request.room_id,
+        classification: request.classification,
+        started_at,
+        token: &request.access_token,
+        scheduled: request.trigger == Trigger::Scheduled,
     }
 }
 
@@ -436,96 +449,6 @@ fn add_report(report: &mut FetchReport, more: &FetchReport) {
     report.foreign_dropped += more.foreign_dropped;
     report.truncated = more.truncated;
 }
-
-/// Appends the run's audit record; while the store is busy or unreachable, retried in the
-/// background (the run's lease covers a process that stops meanwhile).
-async fn finish(
-    services: &Services,
-    ticket: &RunTicket,
-    error: Option<String>,
-) -> Result<argus_store::RunRecord> {
-    let (t, e) = (ticket.clone(), error.clone());
-    match services.with_store(move |store| store.finish_run(&t, e)).await {
-        Err(Error::Store(store_error)) if store_error.is_retryable() => {
-            tracing::warn!(error = %store_error, "the run's audit record will be retried");
-            let (store, ticket) = (services.store.clone(), ticket.clone());
-            tokio::task::spawn_blocking(move || {
-                retry_record(|| store.finish_run(&ticket, error.clone()).map(drop))
-            });
-            Err(Error::Store(store_error))
-        }
-        other => other,
-    }
-}
-
-async fn record_failure(
-    services: &Services,
-    viewer: &Viewer,
-    request: &IngestRequest,
-    started_at: OffsetDateTime,
-    error: &Error,
-) {
-    let entry = NewIngestion {
-        actor: viewer.actor.clone(),
-        org: viewer.org.clone(),
-        // The store bounds and sanitises both, and keeps only the URL's origin
-        // (`Store::record_failure`).
-        room_id: request.room_id.clone(),
-        homeserver_url: request.homeserver_url.clone(),
-        message_count: 0,
-        classification: request.classification,
-        started_at,
-        finished_at: Some(OffsetDateTime::now_utc()),
-        outcome: IngestionOutcome::Failed,
-        error: Some(error.message_without(&request.access_token)),
-        post: None,
-        scheduled: request.trigger == Trigger::Scheduled,
-    };
-    tracing::warn!(
-        actor = %viewer.actor, org = %viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),
-        "ingestion failed"
-    );
-    let store = services.store.clone();
-    let first = tokio::task::spawn_blocking(move || {
-        let result = store.record_failure(&entry);
-        (result, store, entry)
-    })
-    .await;
-    match first {
-        Ok((Ok(_), ..)) => {}
-        // The database is busy or unreachable (often the very reason the ingestion failed): keep
-        // trying in the background, so the record is not lost and the caller is not kept waiting.
-        Ok((Err(e), store, entry)) if e.is_retryable() => {
-            tracing::warn!(error = %e, "the failed ingestion's audit record will be retried");
-            tokio::task::spawn_blocking(move || retry_record(|| store.record_failure(&entry).map(drop)));
-        }
-        Ok((Err(e), ..)) => {
-            tracing::error!(error = %e, "cannot record the failed ingestion in the audit trail")
-        }
-        Err(_) => tracing::error!("the failed ingestion's audit record was abandoned"),
-    }
-}
-
-/// Writes an audit record while the store reports a retryable error, with exponential backoff
-/// for about half a minute; logs when it gives up.
-fn retry_record(write: impl FnMut() -> argus_store::Result<()>) {
-    use backon::{BlockingRetryable as _, ExponentialBuilder};
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(FAILURE_RECORD_FIRST_DELAY)
-        .with_max_delay(std::time::Duration::from_secs(5))
-        .with_max_times(FAILURE_RECORD_RETRIES);
-    let result = write.retry(backoff).sleep(std::thread::sleep).when(argus_store::Error::is_retryable).call();
-    match result {
-        Ok(()) => tracing::info!("the audit record was written after retries"),
-        Err(e) => tracing::error!(error = %e, "cannot write the audit record"),
-    }
-}
-
-/// First wait before retrying an audit record the store refused as busy or unavailable.
-const FAILURE_RECORD_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Retries of an audit record (200 ms doubling to 5 s: about half a minute in all).
-const FAILURE_RECORD_RETRIES: usize = 8;
 
 /// What to ingest of every room the account has joined.
 #[derive(Debug)]

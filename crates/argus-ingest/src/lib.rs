@@ -6,13 +6,17 @@
 //!   room's size and a run stopped anywhere resumes where it stopped. One audit record per run.
 //! - [`watch`]: watched rooms, their tokens sealed at rest ([`TokenKeys`]); [`scheduler`]
 //!   keeps them current, sharing the due ones among server replicas through leases.
+//! - [`post::post_note`]: a note posted into an archived room behind the write-down guard,
+//!   sent or refused, audited in the chain like a run ([`Services::post_policy`]).
 //! - [`Services`]: the store, the connector, admission, caps and counters, built once.
 //!
 //! No HTTP or GraphQL here: the API layers map [`Error`] to their own errors.
 
 mod admission;
+mod audit;
 mod error;
 pub mod ingest;
+pub mod post;
 pub mod scheduler;
 mod services;
 pub mod token_keys;

@@ -1,5 +1,6 @@
-//! The application services: store, connector, admission, limits and counters, built once and
-//! shared by every caller (the GraphQL API, the operator CLI, the scheduler).
+//! The application services: store, connector, admission, limits, the posting policy and
+//! counters, built once and shared by every caller (the GraphQL API, the operator CLI, the
+//! scheduler).
 
 use std::sync::{
     Arc,
@@ -93,6 +94,8 @@ pub struct Services {
     pub token_keys: Option<Arc<crate::TokenKeys>>,
     /// Bounds on watched rooms.
     pub watch_limits: WatchLimits,
+    /// The write-down guard and marking of notes posted into rooms.
+    pub post_policy: argus_domain::PostPolicy,
     /// One permit per pooled connection: callers past the pool's size wait here, in turn and
     /// without holding a thread, instead of as blocked threads on the pool.
     store_slots: Arc<tokio::sync::Semaphore>,
@@ -112,6 +115,7 @@ impl Services {
             on_ingested: None,
             token_keys: None,
             watch_limits: WatchLimits::default(),
+            post_policy: argus_domain::PostPolicy::default(),
         }
     }
 

@@ -74,12 +74,12 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     app.limits.run_lease = std::time::Duration::from_secs(config.matrix.run_lease_secs.max(1));
     app.token_keys = Some(Arc::new(config.token_keys()?));
     app.watch_limits.min_interval_secs = config.watch.min_interval_secs.max(1);
+    app.post_policy = config.post.policy();
     let app = Arc::new(app);
     let scheduler = config.watch.scheduler.then(|| {
         Arc::new(argus_ingest::scheduler::Scheduler::new(Arc::clone(&app), config.watch.scheduler_options()))
     });
     let mut services = Services::over(app);
     services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
-    services.post_policy = config.post.policy();
     Ok(Assembled { services: Arc::new(services), relay, scheduler })
 }

@@ -8,10 +8,24 @@
 //! `versions` list, a fragment, `@skip`, an alias used twice) goes through Juniper as before.
 //! The test `plain_edges_answer_as_the_executor_does` holds the two to the same output.
 
-use juniper::{Object, ScalarValue, Selection, Value};
+use juniper::{Executor, Object, ScalarValue, Selection, Value};
 
-use super::types::{DateTime, TchapMessage, TchapMessageEdge, date_time_text, opaque_id};
+use super::{
+    message::{TchapMessage, TchapMessageEdge},
+    scalars::{DateTime, date_time_text, opaque_id},
+    sync_list::ResolvePlain,
+};
 use crate::Context;
+
+impl<S: ScalarValue> ResolvePlain<S> for TchapMessageEdge {
+    fn resolve_plain(
+        items: &[Self],
+        selection_set: Option<&[Selection<'_, S>]>,
+        executor: &Executor<'_, '_, Context, S>,
+    ) -> Option<Value<S>> {
+        resolve(items, selection_set, executor.context())
+    }
+}
 
 /// A field of `TchapMessage` this module resolves.
 #[derive(Debug, Clone, Copy)]
@@ -39,32 +53,36 @@ enum NodeField {
     RedactionReason,
 }
 
+/// Every field of `TchapMessage` this module resolves, by name. The test
+/// `the_fast_path_and_the_schema_list_the_same_message_fields` holds it to the type's fields in
+/// the schema, so that neither side gains a field the other lacks.
+const NODE_FIELDS: [(&str, NodeField); 21] = [
+    ("__typename", NodeField::Typename),
+    ("id", NodeField::Id),
+    ("eventId", NodeField::EventId),
+    ("roomId", NodeField::RoomId),
+    ("sender", NodeField::Sender),
+    ("msgtype", NodeField::Msgtype),
+    ("body", NodeField::Body),
+    ("sentAt", NodeField::SentAt),
+    ("classification", NodeField::Classification),
+    ("edited", NodeField::Edited),
+    ("redacted", NodeField::Redacted),
+    ("encrypted", NodeField::Encrypted),
+    ("decrypted", NodeField::Decrypted),
+    ("undecryptableReason", NodeField::UndecryptableReason),
+    ("replyTo", NodeField::ReplyTo),
+    ("threadRoot", NodeField::ThreadRoot),
+    ("mediaUri", NodeField::MediaUri),
+    ("mediaMimetype", NodeField::MediaMimetype),
+    ("redactedBy", NodeField::RedactedBy),
+    ("redactedAt", NodeField::RedactedAt),
+    ("redactionReason", NodeField::RedactionReason),
+];
+
 impl NodeField {
     fn of(name: &str) -> Option<Self> {
-        Some(match name {
-            "__typename" => Self::Typename,
-            "id" => Self::Id,
-            "eventId" => Self::EventId,
-            "roomId" => Self::RoomId,
-            "sender" => Self::Sender,
-            "msgtype" => Self::Msgtype,
-            "body" => Self::Body,
-            "sentAt" => Self::SentAt,
-            "classification" => Self::Classification,
-            "edited" => Self::Edited,
-            "redacted" => Self::Redacted,
-            "encrypted" => Self::Encrypted,
-            "decrypted" => Self::Decrypted,
-            "undecryptableReason" => Self::UndecryptableReason,
-            "replyTo" => Self::ReplyTo,
-            "threadRoot" => Self::ThreadRoot,
-            "mediaUri" => Self::MediaUri,
-            "mediaMimetype" => Self::MediaMimetype,
-            "redactedBy" => Self::RedactedBy,
-            "redactedAt" => Self::RedactedAt,
-            "redactionReason" => Self::RedactionReason,
-            _ => return None,
-        })
+        NODE_FIELDS.iter().find(|(known, _)| *known == name).map(|(_, field)| *field)
     }
 
     fn value<S: ScalarValue>(self, node: &TchapMessage, context: &Context) -> Value<S> {
@@ -135,7 +153,7 @@ fn plain<'a, S>(set: &'a [Selection<'a, S>]) -> Option<Vec<PlainField<'a, S>>> {
 }
 
 /// The edges as Juniper would answer them, or `None` when the selection is not plain.
-pub(crate) fn resolve<S: ScalarValue>(
+fn resolve<S: ScalarValue>(
     edges: &[TchapMessageEdge],
     selection: Option<&[Selection<'_, S>]>,
     context: &Context,
@@ -181,4 +199,37 @@ pub(crate) fn resolve<S: ScalarValue>(
         })
         .collect();
     Some(Value::list(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use juniper::meta::MetaType;
+
+    use super::NODE_FIELDS;
+    use crate::{SchemaOptions, build_schema};
+
+    /// The fields of `TchapMessage` the fast path leaves to the executor (not plain values).
+    const EXECUTOR_ONLY: [&str; 1] = ["versions"];
+
+    #[test]
+    fn the_fast_path_and_the_schema_list_the_same_message_fields() {
+        let schema = build_schema(SchemaOptions::default());
+        let Some(MetaType::Object(message)) = schema.schema.concrete_type_by_name("TchapMessage") else {
+            panic!("TchapMessage is not an object type of the schema");
+        };
+        let registered: BTreeSet<&str> = message.fields.iter().map(|f| f.name.as_str()).collect();
+        let fast: BTreeSet<&str> = NODE_FIELDS.iter().map(|(name, _)| *name).collect();
+        let executor: BTreeSet<&str> = EXECUTOR_ONLY.into_iter().collect();
+        assert!(fast.is_disjoint(&executor));
+        assert_eq!(registered, &fast | &executor, "a field of TchapMessage is on one side only");
+        // What the fast path answers is a plain value: no arguments, a scalar or enum, no list.
+        for field in message.fields.iter().filter(|f| fast.contains(f.name.as_str())) {
+            let leaf = schema.schema.concrete_type_by_name(field.field_type.innermost_name());
+            assert!(field.arguments.is_none(), "{} takes arguments", field.name);
+            assert!(leaf.is_some_and(MetaType::is_leaf), "{} is not a scalar or an enum", field.name);
+            assert!(!field.field_type.is_list(), "{} is a list", field.name);
+        }
+    }
 }

@@ -15,7 +15,12 @@ use argus_domain::{
 use juniper::graphql_object;
 use serde::{Deserialize, Serialize};
 
-use super::types::{DateTime, PageInfo, TchapMessage, TchapRoom, date_time_text};
+use super::{
+    message::TchapMessage,
+    paging::PageInfo,
+    room::TchapRoom,
+    scalars::{DateTime, date_time_text},
+};
 use crate::{Context, CursorKind, Error, Result};
 
 /// Where a page of search results resumes.
@@ -59,7 +64,7 @@ impl TchapSearchEdge {
 
     /// The room the message belongs to.
     fn room(&self) -> Result<&TchapRoom> {
-        self.room.as_ref().ok_or(Error::Internal)
+        self.room.as_ref().ok_or(Error::Service(argus_ingest::Error::Internal))
     }
 }
 
@@ -116,7 +121,7 @@ impl TchapSearchConnection {
             None => 20,
             Some(n) => {
                 u32::try_from(n).ok().filter(|n| (1..=MAX_SEARCH_PAGE).contains(n)).ok_or_else(|| {
-                    Error::InvalidInput(format!("first must be between 1 and {MAX_SEARCH_PAGE}"))
+                    Error::invalid_input(format!("first must be between 1 and {MAX_SEARCH_PAGE}"))
                 })?
             }
         };

@@ -33,6 +33,12 @@ where
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncList<T>(pub Vec<T>);
 
+impl<T> From<Vec<T>> for SyncList<T> {
+    fn from(items: Vec<T>) -> Self {
+        Self(items)
+    }
+}
+
 impl<S, T> GraphQLType<S> for SyncList<T>
 where
     T: GraphQLType<S> + ResolvePlain<S>,

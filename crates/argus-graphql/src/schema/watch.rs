@@ -4,7 +4,7 @@
 use argus_domain::{AccessToken, Watch};
 use juniper::{GraphQLEnum, GraphQLInputObject, GraphQLObject, ID, graphql_object};
 
-use super::types::{DateTime, GqlClassification, opaque_id};
+use super::scalars::{DateTime, GqlClassification, opaque_id};
 use crate::{Context, CursorKind, Result};
 
 /// Input of `watchTchapRoom`. It has no `Debug`: nothing can print the access token or the

@@ -1,5 +1,5 @@
-//! The posting use-case behind `postTchapMessage`: validate -> write-down guard (no network
-//! call before it passes) -> send with an idempotent transaction id -> audit.
+//! The posting use-case behind the `postTchapMessage` mutation: validate -> write-down guard
+//! (no network call before it passes) -> send with an idempotent transaction id -> audit.
 //!
 //! Every call that passes the per-caller rate is audited in the organisation's hash chain, sent
 //! or refused: the actor, the room, the level, the outcome, the event id, and the SHA-256 and
@@ -8,14 +8,14 @@
 //! stored level, or into a room the caller cannot read (absent or withheld alike).
 
 use argus_domain::{
-    AccessToken, Classification, EventId, HomeserverUrl, IngestionOutcome, IngestionRecord, NewIngestion,
-    PostEvidence, RoomId, Scope, Viewer, policy, post::MAX_NOTE_BYTES,
+    AccessToken, Classification, EventId, HomeserverUrl, IngestionRecord, PostEvidence, RoomId, Scope,
+    Viewer, policy, post::MAX_NOTE_BYTES,
 };
 use argus_matrix::OutgoingNote;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use crate::{Error, Result, Services};
+use crate::{Error, Result, Services, audit};
 
 /// A note to post, as the caller gave it. `Debug` shows the token as `[redacted]`.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ fn validate(services: &Services, viewer: &Viewer, request: &PostRequest) -> Resu
         }
         argus_matrix::check_transaction_id(key)?;
     }
-    services.app.connector.check_homeserver(&homeserver)?;
+    services.connector.check_homeserver(&homeserver)?;
     Ok(Valid { homeserver, room_id, reply_to })
 }
 
@@ -114,31 +114,23 @@ fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String 
 pub async fn post_note(services: &Services, viewer: &Viewer, request: PostRequest) -> Result<PostSummary> {
     let started_at = OffsetDateTime::now_utc();
     let caller = format!("{}/{}", viewer.org, viewer.actor);
-    services.app.admission.check_caller(&caller)?;
+    services.admission.check_caller(&caller)?;
     let body = services.post_policy.marked(request.classification, &request.body);
     let mut evidence = PostEvidence::of(&body);
     let result = send(services, viewer, &request, &body).await;
-    let (outcome, error) = match &result {
-        Ok((event_id, _)) => {
-            evidence.event_id = Some(event_id.as_str().to_owned());
-            (IngestionOutcome::Succeeded, None)
-        }
-        Err(e) => (IngestionOutcome::Failed, Some(e.message_without(&request.access_token))),
-    };
-    let entry = NewIngestion {
-        actor: viewer.actor.clone(),
-        org: viewer.org.clone(),
-        room_id: request.room_id.clone(),
-        homeserver_url: request.homeserver_url.clone(),
-        message_count: 0,
+    if let Ok((event_id, _)) = &result {
+        evidence.event_id = Some(event_id.as_str().to_owned());
+    }
+    let call = audit::Call {
+        viewer,
+        homeserver_url: &request.homeserver_url,
+        room_id: &request.room_id,
         classification: request.classification,
         started_at,
-        finished_at: Some(OffsetDateTime::now_utc()),
-        outcome,
-        error,
-        post: Some(evidence),
+        token: &request.access_token,
         scheduled: false,
     };
+    let entry = call.record(result.as_ref().err(), Some(evidence));
     let recorded = services.with_store(move |store| store.record_post(&entry)).await;
     match (result, recorded) {
         (Ok((event_id, transaction_id)), Ok(record)) => {
@@ -206,7 +198,6 @@ async fn send(
     };
     let txn = transaction_id(viewer, request, body);
     let event_id = services
-        .app
         .connector
         .post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note)
         .await?;
