@@ -1,5 +1,5 @@
 //! Relay connections over the store's keyset pages, with authenticated cursors: `PageInfo`,
-//! and the one builder of every connection type ([`build`], [`Connection`]).
+//! and the one builder of every connection type (`build`, over the `Connection` trait).
 
 use argus_domain::{Page, PageRequest, Viewer};
 use argus_store::Store;
@@ -36,13 +36,13 @@ pub(crate) trait Connection {
 /// whose edges `$edge` (fields `cursor`, `node`) lead to `$node`.
 macro_rules! relay_connection {
     ($connection:ty, $edge:ident, $node:ty) => {
-        impl super::paging::Connection for $connection {
+        impl $crate::schema::paging::Connection for $connection {
             type Node = $node;
             type Edge = $edge;
             fn edge(cursor: String, node: $node) -> $edge {
                 $edge { cursor, node }
             }
-            fn of(edges: Vec<$edge>, page_info: super::paging::PageInfo, total_count: i32) -> Self {
+            fn of(edges: Vec<$edge>, page_info: $crate::schema::paging::PageInfo, total_count: i32) -> Self {
                 Self { edges: edges.into(), page_info, total_count }
             }
         }
