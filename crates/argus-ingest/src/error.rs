@@ -1,4 +1,5 @@
-//! The error type of the application services, with stable codes; the API layers map it.
+//! The error type of the application services, with stable codes and public messages; the
+//! API layers wrap it and pass both on.
 
 use argus_domain::Scope;
 

@@ -10,7 +10,8 @@
 //!   sent or refused, audited in the chain like a run ([`Services::post_policy`]).
 //! - [`Services`]: the store, the connector, admission, caps and counters, built once.
 //!
-//! No HTTP or GraphQL here: the API layers map [`Error`] to their own errors.
+//! No HTTP or GraphQL here: the API layers wrap [`Error`] and pass on its stable code and
+//! public message.
 
 mod admission;
 mod audit;
