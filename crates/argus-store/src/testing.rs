@@ -29,7 +29,9 @@ impl Store {
     ///
     /// When the commit fails nothing is written (the run is forgotten without a record); the
     /// caller then records the failure with [`Store::record_failure`]. [`Error::Withheld`] means
-    /// the room is already stored above the caller's clearance.
+    /// the room is already stored above the caller's clearance. When the commit went through but
+    /// the record could not be appended, the run stays journalled and is audited as interrupted
+    /// once its lease expired ([`Store::close_interrupted_runs`]), as a product run would be.
     pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
         let ticket = self.begin_run(run, &snapshot.room_id, &snapshot.homeserver_url, LEASE, false)?;
         let counts = match self.commit_pages(&ticket, snapshot) {
