@@ -131,7 +131,7 @@ fn main() -> BenchResult {
             let t = Instant::now();
             let recorded = s.record_ingestion(&run, &snapshot)?;
             store.push(t.elapsed());
-            Ok(recorded.messages_stored)
+            Ok(recorded.counts.messages_stored)
         };
         // end to end: the use-case, into another fresh store.
         let mut measure_end_to_end = || -> BenchResult<i64> {

@@ -314,7 +314,7 @@ struct Progress {
 impl Progress {
     /// Takes the report so far of the read under way (`read`), and what the store did with a
     /// batch of it.
-    fn update(&mut self, read: &FetchReport, committed: &argus_store::PagesResult) {
+    fn update(&mut self, read: &FetchReport, committed: &argus_store::StoredCounts) {
         self.stored += committed.messages_stored;
         let decisions = &mut self.store_decisions;
         decisions.0 += committed.edits_applied;

@@ -153,7 +153,7 @@ fn ingestion(store: &Store, raw: &mut Raw, sizes: Sizes) -> BenchResult<(f64, f6
         let t = Instant::now();
         let res = store.record_ingestion(&run, &snap)?;
         ingest.push(rate(t.elapsed()));
-        if res.messages_stored != n as i64 {
+        if res.counts.messages_stored != n as i64 {
             return Err("not every message was stored".into());
         }
         // The ceiling: the same rows, same table and indexes, straight from SQL inside the engine.

@@ -3,9 +3,14 @@
 //!
 //! This is the only crate that speaks SQL. Every read takes the [`Viewer`] it runs for and
 //! goes through one filter that keeps the viewer's organisation and nothing above their
-//! clearance, in SQL; lists are paged by keyset. [`Store::record_ingestion`] writes a whole
-//! ingestion in one transaction; [`Store::record_failure`] appends only a FAILED audit record.
-//! The methods are blocking: async callers run them in `spawn_blocking`.
+//! clearance, in SQL; lists are paged by keyset. An ingestion is a run: [`Store::begin_run`]
+//! journals it, [`Store::commit_pages`] writes its pages as they arrive (each commit in one
+//! transaction), [`Store::finish_run`] appends its one audit record and the fusion outbox row;
+//! [`Store::record_failure`] appends only a FAILED audit record. The methods are blocking: async
+//! callers run them in `spawn_blocking`.
+//!
+//! The `testing` feature adds `Store::record_ingestion`, a whole run of one commit in one call,
+//! for tests and benchmarks of the crates above.
 //!
 //! ```
 //! use argus_domain::{Classification, PageRequest, Scope, Viewer};
@@ -29,6 +34,8 @@ mod read;
 mod rows;
 pub mod schema;
 mod search;
+#[cfg(feature = "testing")]
+mod testing;
 mod watch;
 mod write;
 
@@ -38,6 +45,8 @@ use argus_domain::{
 };
 use time::OffsetDateTime;
 
+#[cfg(feature = "testing")]
+pub use self::testing::IngestionResult;
 pub use self::{
     audit::{AuditKey, ChainHead, ChainVerification, GENESIS},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
@@ -47,7 +56,7 @@ pub use self::{
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     search::{RANK_WINDOW, SearchPage},
     watch::{ClaimedWatch, MAX_WATCHES_PER_ORG, SealedWatchToken, WatchRun},
-    write::{INTERRUPTED, IngestionResult, IngestionRun, PagesResult, RunRecord, RunTicket},
+    write::{INTERRUPTED, IngestionRun, RunRecord, RunTicket, StoredCounts},
 };
 use self::{
     db::{DbPool, Pooled},
@@ -71,6 +80,12 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
     }
 }
+
+// A store is shared by every request handler and background task: checked when the crate builds.
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Store>();
+};
 
 impl Store {
     /// Opens the database at `database_url` with default options and applies pending
@@ -201,23 +216,6 @@ impl Store {
         self.snapshot(|conn| read::ingestions(conn, &Gate::of(viewer), page))
     }
 
-    /// Records a whole ingestion in one transaction: room (classification never lowered),
-    /// new messages, edits and redactions, the SUCCEEDED audit record and the outbox row.
-    ///
-    /// On any error nothing is written; the caller then records the failure with
-    /// [`Store::record_failure`]. [`Error::Withheld`] means the room is already stored above
-    /// the caller's clearance.
-    pub fn record_ingestion(&self, run: &IngestionRun, snapshot: &RoomSnapshot) -> Result<IngestionResult> {
-        let mut conn = self.conn()?;
-        write::record_ingestion(
-            &mut conn,
-            self.search_helpers().as_ref(),
-            self.audit_key.as_deref(),
-            run,
-            snapshot,
-        )
-    }
-
     /// Starts a streamed ingestion of `room_id` from `homeserver`: a journal row holding the
     /// run for `lease` (renewed by every commit). Its pages are then committed with
     /// [`Store::commit_pages`] as they arrive, and it ends with [`Store::finish_run`]; a run
@@ -237,7 +235,9 @@ impl Store {
     /// Commits some pages of a streamed run (`pages`: the room's state, the pages' messages,
     /// edits and redactions, and the pagination positions after them) in one transaction; the
     /// next run resumes from those positions. Holds the room's lock, not the organisation's.
-    pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<PagesResult> {
+    /// The room's classification is never lowered; [`Error::Withheld`] means it is already
+    /// stored above the caller's clearance, and nothing of the pages is written.
+    pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<StoredCounts> {
         let mut conn = self.conn()?;
         write::commit_pages(&mut conn, self.search_helpers().as_ref(), ticket, pages)
     }

@@ -294,7 +294,7 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     let v = viewer("org-a", Secret);
     let done =
         app.record_ingestion(&run(&v, Restricted), &snapshot("!lp:x.org", messages(3, now()))).unwrap();
-    assert_eq!(done.messages_stored, 3);
+    assert_eq!(done.counts.messages_stored, 3);
     let mut again = snapshot("!lp:x.org", messages(1, now()));
     again.redactions = Vec::new();
     app.record_ingestion(&run(&v, Restricted), &again).unwrap();
@@ -321,7 +321,7 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     let big = app
         .record_ingestion(&run(&v, Restricted), &snapshot("!lp-big:x.org", messages(20_000, now())))
         .unwrap();
-    assert_eq!(big.messages_stored, 20_000);
+    assert_eq!(big.counts.messages_stored, 20_000);
     assert_eq!(
         db.count("SELECT COUNT(*) AS n FROM messages WHERE search IS DISTINCT FROM argus_search_vector(body, redacted)"),
         0

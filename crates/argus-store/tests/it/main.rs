@@ -5,7 +5,11 @@
 #[cfg(test)]
 mod audit;
 #[cfg(test)]
+mod evidence;
+#[cfg(test)]
 mod props;
+#[cfg(test)]
+mod reads;
 #[cfg(test)]
 mod runs;
 #[cfg(test)]
@@ -13,8 +17,8 @@ mod schema;
 #[cfg(test)]
 mod search;
 #[cfg(test)]
-mod suite;
-#[cfg(test)]
 mod support;
 #[cfg(test)]
 mod threats;
+#[cfg(test)]
+mod writes;

@@ -290,7 +290,7 @@ fn a_message_stored_encrypted_is_completed_when_decrypted_later(db: &TestDb) {
     forged.decrypted = true;
     let result =
         db.store.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", vec![opened, forged])).unwrap();
-    assert_eq!(result.messages_stored, 0);
+    assert_eq!(result.counts.messages_stored, 0);
     let page =
         db.store.messages(&v, &"!e:x.org".parse().unwrap(), &argus_domain::PageRequest::first(10)).unwrap();
     let by =
@@ -339,7 +339,7 @@ fn postgres_search_vectors_computed_ahead_are_the_databases_own() {
     raw.exec("DROP TRIGGER messages_search_insert ON messages").unwrap();
     let stored =
         db.store.record_ingestion(&run(&v, Restricted), &snapshot("!ahead:x.org", big(1_000))).unwrap();
-    assert_eq!(stored.messages_stored, 1_000);
+    assert_eq!(stored.counts.messages_stored, 1_000);
     assert_eq!(db.count(&indexed("!ahead:x.org")), 999, "every row with a body has its vector");
     assert_eq!(db.count(&consistent("!ahead:x.org")), 0);
     assert_eq!(db.count("SELECT count(*) AS n FROM messages WHERE body = '' AND search = ''::tsvector"), 1);
@@ -381,7 +381,7 @@ fn postgres_ingestion_without_a_helper_connection_still_indexes_every_message() 
         &snapshot("!alone:x.org", crate::support::messages(1_000, now())),
     );
     pg.cluster().execute(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", pg.name())).unwrap();
-    assert_eq!(stored.unwrap().messages_stored, 1_000);
+    assert_eq!(stored.unwrap().counts.messages_stored, 1_000);
     assert_eq!(
         db.count(
             "SELECT count(*) AS n FROM messages \

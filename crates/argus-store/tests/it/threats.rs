@@ -45,7 +45,7 @@ fn crash_child() {
     println!("ingesting");
     // Killed by the parent while this runs.
     let result = store.record_ingestion(&run(&viewer("org-a", Secret), Restricted), &snap);
-    println!("returned: {:?}", result.map(|r| r.messages_stored));
+    println!("returned: {:?}", result.map(|r| r.counts.messages_stored));
 }
 
 /// Makes the insert of `SLOW_EVENT` stall inside the transaction: a long sleep on PostgreSQL,
@@ -159,7 +159,7 @@ fn killed_inside_the_transaction(db: &TestDb) {
     let store = Store::open(&db.url).unwrap();
     let v = viewer("org-a", Secret);
     let done = store.record_ingestion(&run(&v, Restricted), &crash_snapshot()).unwrap();
-    assert_eq!(done.messages_stored, CRASH_MESSAGES as i64 + 1);
+    assert_eq!(done.counts.messages_stored, CRASH_MESSAGES as i64 + 1);
     assert_eq!(done.ingestion.seq, 1);
     assert_eq!(done.room.message_count, CRASH_MESSAGES as i64 + 1);
     let verified = store.audit_verify(&store.audit_heads().unwrap()).unwrap();
@@ -226,7 +226,7 @@ fn postgres_unavailable_is_a_clean_error_and_the_store_recovers() {
     cluster.execute(&format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")).unwrap();
     store.ping().unwrap();
     let again = store.record_ingestion(&run(&v, Restricted), &during).unwrap();
-    assert_eq!(again.messages_stored, 50);
+    assert_eq!(again.counts.messages_stored, 50);
     assert_eq!(again.ingestion.seq, 2, "the refused write left an audit record");
     // Nothing half-written: the two ingestions, whole.
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM messages"), 55);
