@@ -208,7 +208,12 @@ async fn send(
     let event_id = services
         .app
         .connector
-        .post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note)
+        .post_note(
+            &argus_matrix::Session::with_token(valid.homeserver.clone(), request.access_token.clone()),
+            &valid.room_id,
+            &txn,
+            &note,
+        )
         .await?;
     Ok((event_id, txn))
 }
