@@ -45,6 +45,17 @@ impl TokenSource for StaticToken {
     }
 }
 
+/// A source shared by several sessions (one account's reads): renewed once for all of them.
+impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
+    fn access_token(&self) -> AccessToken {
+        (**self).access_token()
+    }
+
+    fn renew<'a>(&'a self, refused: &'a AccessToken) -> BoxFuture<'a, Result<bool>> {
+        (**self).renew(refused)
+    }
+}
+
 /// A homeserver and the source of the token every request to it carries: what every call of
 /// the [`Connector`](crate::Connector) takes. Cheap to clone; its `Debug` never shows a token.
 ///
