@@ -29,7 +29,7 @@ use argus_graphql::{
     Services,
     ingest::{IngestRequest, ingest_room},
 };
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES, Session};
 use argus_store::{IngestionRun, Store};
 use argus_testkit::homeserver::{MockHomeserver, bench};
 use time::OffsetDateTime;
@@ -87,7 +87,7 @@ fn main() -> BenchResult {
     let prepared = prepared.ok_or("no prepared pages")?;
     let homeserver: HomeserverUrl = server.uri().parse()?;
     let room: RoomId = bench::ROOM.parse()?;
-    let token = AccessToken::new("syt_bench_token");
+    let session = Session::with_token(homeserver.clone(), AccessToken::new("syt_bench_token"));
     let max_messages = HARD_MAX_MESSAGES;
     let v = viewer()?;
     let dir = tempfile::tempdir()?;
@@ -102,8 +102,7 @@ fn main() -> BenchResult {
         let conn = connector()?;
         let t = Instant::now();
         let snapshot: RoomSnapshot = rt.block_on(conn.fetch_room(
-            &homeserver,
-            &token,
+            &session,
             &room,
             &FetchOptions { max_messages, since: None, ..FetchOptions::default() },
         ))?;

@@ -31,7 +31,7 @@ use argus_ingest::{
     Services,
     ingest::{IngestRequest, Reach, Trigger, ingest_room},
 };
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, Session};
 use argus_store::{IngestionRun, Store};
 use argus_testkit::homeserver::{MockHomeserver, bench};
 use time::OffsetDateTime;
@@ -139,13 +139,8 @@ fn main() -> BenchResult {
     let t = Instant::now();
     let fetched = rt.block_on(async {
         let options = FetchOptions { max_messages, ..FetchOptions::default() };
-        let mut stream = conn.stream_room(
-            homeserver.clone(),
-            AccessToken::new("syt_bench_token"),
-            room.clone(),
-            options,
-            None,
-        );
+        let session = Session::with_token(homeserver.clone(), AccessToken::new("syt_bench_token"));
+        let mut stream = conn.stream_room(session, room.clone(), options, None);
         let mut messages = 0;
         while let Some(batch) = stream.next_batch().await {
             messages = batch?.report.messages;

@@ -15,11 +15,12 @@
 //! many ingestions running or started by the caller) are counted and logged instead: the
 //! permanent trail is not for refusals anyone can repeat.
 
+use argus_crypto::{Decryptor, RecoveryKey};
 use argus_domain::{
     AccessToken, Classification, FetchReport, HomeserverUrl, IngestionRecord, NewIngestion, RoomId, Scope,
     StoredRoom, Viewer, policy,
 };
-use argus_matrix::FetchOptions;
+use argus_matrix::{FetchOptions, Session};
 use argus_store::{IngestionRun, RunTicket};
 use time::OffsetDateTime;
 
@@ -395,25 +396,17 @@ async fn read_leg(
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<u64> {
+    let session = Session::with_token(valid.homeserver.clone(), request.access_token.clone());
     // The room's keys from the account's key backup, held for this read only.
-    let keys = match &request.recovery_key {
+    let keys: Option<Box<dyn Decryptor>> = match &request.recovery_key {
         Some(text) => {
-            let key: argus_matrix::backup::RecoveryKey = text.expose_secret().parse()?;
-            let loaded = services
-                .connector
-                .load_room_keys(&valid.homeserver, &request.access_token, &valid.room_id, &key)
-                .await?;
-            Some(loaded.keys)
+            let key: RecoveryKey = text.expose_secret().parse().map_err(argus_matrix::Error::from)?;
+            let loaded = services.connector.load_room_keys(&session, &valid.room_id, &key).await?;
+            Some(Box::new(loaded.keys))
         }
         None => None,
     };
-    let mut stream = services.connector.stream_room(
-        valid.homeserver.clone(),
-        request.access_token.clone(),
-        valid.room_id.clone(),
-        options,
-        keys,
-    );
+    let mut stream = services.connector.stream_room(session, valid.room_id.clone(), options, keys);
     let mut read = FetchReport::default();
     while let Some(batch) = stream.next_batch().await {
         let mut batch = batch?;
@@ -481,7 +474,8 @@ pub async fn ingest_joined(
     policy::check_may_classify(viewer, request.classification)?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     services.connector.check_homeserver(&homeserver)?;
-    let rooms = services.connector.joined_rooms(&homeserver, &request.access_token).await?;
+    let session = Session::with_token(homeserver, request.access_token.clone());
+    let rooms = services.connector.joined_rooms(&session).await?;
     let template = IngestRequest {
         homeserver_url: request.homeserver_url,
         access_token: request.access_token,

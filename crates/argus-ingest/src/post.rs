@@ -199,7 +199,12 @@ async fn send(
     let txn = transaction_id(viewer, request, body);
     let event_id = services
         .connector
-        .post_note(&valid.homeserver, &request.access_token, &valid.room_id, &txn, &note)
+        .post_note(
+            &argus_matrix::Session::with_token(valid.homeserver.clone(), request.access_token.clone()),
+            &valid.room_id,
+            &txn,
+            &note,
+        )
         .await?;
     Ok((event_id, txn))
 }

@@ -292,9 +292,9 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));
             result.as_ref().err().map(message)
         }
-        Err(Error::Connector(
-            argus_matrix::Error::WrongRecoveryKey | argus_matrix::Error::KeyBackupMismatch,
-        )) => {
+        Err(Error::Connector(argus_matrix::Error::Crypto(
+            argus_crypto::Error::WrongRecoveryKey | argus_crypto::Error::KeyBackupMismatch,
+        ))) => {
             // The key no longer opens the owner's backup (reset, or a new backup): nothing can
             // run until the owner gives the watch their key again.
             let code = result.as_ref().err().map_or("WRONG_RECOVERY_KEY", Error::code);

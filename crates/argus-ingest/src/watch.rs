@@ -60,8 +60,9 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
         .as_ref()
         .map(|text| {
             text.expose_secret()
-                .parse::<argus_matrix::backup::RecoveryKey>()
+                .parse::<argus_crypto::RecoveryKey>()
                 .map(|key| argus_domain::Secret::new(key.to_base58()))
+                .map_err(argus_matrix::Error::from)
         })
         .transpose()?;
     let decrypts = recovery_key.is_some();

@@ -41,12 +41,12 @@ async fn raw_loop(client: &reqwest::Client, base: &str, parse: bool) -> BenchRes
 }
 
 fn throughput(c: &mut Criterion) -> BenchResult {
-    let Reader { rt, server, homeserver, room, connector, token, options } = reader(PAGES, true)?;
+    let Reader { rt, server, session, room, connector, options } = reader(PAGES, true)?;
     let base = server.uri();
     let raw = reqwest::Client::builder().no_proxy().build()?;
 
     // Both paths must read everything before being timed.
-    let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
+    let snapshot = rt.block_on(connector.fetch_room(&session, &room, &options))?;
     assert_eq!(snapshot.report.events_fetched, (PAGES * bench::PAGE_EVENTS) as u64);
     rt.block_on(raw_loop(&raw, &base, true))?;
 
@@ -61,10 +61,7 @@ fn throughput(c: &mut Criterion) -> BenchResult {
     });
     group.bench_function("connector", |b| {
         b.iter(|| {
-            black_box(
-                rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))
-                    .map(|s| s.messages.len()),
-            )
+            black_box(rt.block_on(connector.fetch_room(&session, &room, &options)).map(|s| s.messages.len()))
         })
     });
     group.finish();

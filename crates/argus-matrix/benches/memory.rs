@@ -20,10 +20,10 @@ fn vm_hwm_kib() -> BenchResult<u64> {
 
 #[expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 fn main() -> BenchResult {
-    let Reader { rt, server: _server, homeserver, room, connector, token, options } = reader(PAGES, false)?;
+    let Reader { rt, server: _server, session, room, connector, options } = reader(PAGES, false)?;
     let before = vm_hwm_kib()?;
     let started = std::time::Instant::now();
-    let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
+    let snapshot = rt.block_on(connector.fetch_room(&session, &room, &options))?;
     let elapsed = started.elapsed();
     let after = vm_hwm_kib()?;
     let r = &snapshot.report;

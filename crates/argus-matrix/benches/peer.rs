@@ -40,14 +40,14 @@ fn main() -> BenchResult {
     let runs: usize = std::env::var("ARGUS_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let peers = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../benches/peers");
     // Prepared pages: the mock serves the same bytes to both readers at no cost of its own.
-    let Reader { rt, server, homeserver, room, connector, token, options } = reader(PAGES, true)?;
+    let Reader { rt, server, session, room, connector, options } = reader(PAGES, true)?;
 
     let python = nio_python(&peers)?;
     let mut ours = Vec::new();
     let mut nio = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let snapshot = rt.block_on(connector.fetch_room(&homeserver, &token, &room, &options))?;
+        let snapshot = rt.block_on(connector.fetch_room(&session, &room, &options))?;
         ours.push(started.elapsed().as_secs_f64());
         if snapshot.report.events_fetched != (PAGES * bench::PAGE_EVENTS) as u64 {
             return Err("the connector did not read every event".into());

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES, Session};
 use argus_testkit::synapse::{TestUser, synapse};
 use serde::Deserialize;
 
@@ -99,14 +99,14 @@ fn main() -> BenchResult {
         })?;
         let page_size = connector.config().page_size;
         let homeserver: HomeserverUrl = server.base_url().parse()?;
-        let token = AccessToken::new(alice.access_token.clone());
+        let session = Session::with_token(homeserver, AccessToken::new(alice.access_token.clone()));
         let room_id: RoomId = room.parse()?;
         let options = FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None, ..FetchOptions::default() };
         let bare = reqwest::Client::builder().no_proxy().build()?;
 
         let connector_read = || async {
             let started = Instant::now();
-            let snapshot = connector.fetch_room(&homeserver, &token, &room_id, &options).await?;
+            let snapshot = connector.fetch_room(&session, &room_id, &options).await?;
             let elapsed = started.elapsed();
             if snapshot.messages.len() != messages || snapshot.report.truncated {
                 return Err(format!("the connector read {} of {messages} messages", snapshot.messages.len()).into());

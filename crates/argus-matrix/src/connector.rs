@@ -2,14 +2,14 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use argus_domain::{AccessToken, FetchReport, HistoryPosition, HomeserverUrl, RoomId, RoomSnapshot};
+use argus_crypto::Decryptor;
+use argus_domain::{FetchReport, HistoryPosition, HomeserverUrl, RoomId, RoomSnapshot};
 use ruma::{OwnedRoomId, api::Direction};
-use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::{
-    ConnectorConfig, Error, FetchOptions, HARD_MAX_MESSAGES, Result,
-    api::{get_message_events, get_room_event, get_state_events},
+    ConnectorConfig, Error, FetchOptions, HARD_MAX_MESSAGES, Result, Session,
+    api::{get_message_events, get_room_event, get_state_events, joined_rooms},
     config::{EVENTS_PER_MESSAGE, MAX_PAGE_SIZE},
     normalise::Normaliser,
     transport::{HttpClient, Target},
@@ -69,43 +69,40 @@ impl Connector {
     /// `options.since`), normalised into a snapshot.
     pub async fn fetch_room(
         &self,
-        homeserver: &HomeserverUrl,
-        token: &AccessToken,
+        session: &Session,
         room_id: &RoomId,
         options: &FetchOptions,
     ) -> Result<RoomSnapshot> {
-        self.fetch_room_with_progress(homeserver, token, room_id, options, &mut |_| {}).await
+        self.fetch_room_with_progress(session, room_id, options, &mut |_| {}).await
     }
 
     /// Like [`Connector::fetch_room`], calling `on_page` with the report so far after each page.
     pub async fn fetch_room_with_progress(
         &self,
-        homeserver: &HomeserverUrl,
-        token: &AccessToken,
+        session: &Session,
         room_id: &RoomId,
         options: &FetchOptions,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
-        self.fetch_room_decrypting(homeserver, token, room_id, options, None, on_page).await
+        self.fetch_room_decrypting(session, room_id, options, None, on_page).await
     }
 
     /// Like [`Connector::fetch_room_with_progress`], decrypting `m.room.encrypted` events with
-    /// `keys` (the room's sessions from the account's key backup,
+    /// `keys` (such as the room's sessions from the account's key backup,
     /// [`Connector::load_room_keys`]): a decrypted event is normalised like a plaintext one and
     /// marked `decrypted`; one that stays encrypted keeps its reason.
     pub async fn fetch_room_decrypting(
         &self,
-        homeserver: &HomeserverUrl,
-        token: &AccessToken,
+        session: &Session,
         room_id: &RoomId,
         options: &FetchOptions,
-        keys: Option<crate::backup::SessionKeys>,
+        keys: Option<Box<dyn Decryptor>>,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
         if options.max_messages == 0 || options.max_messages > HARD_MAX_MESSAGES {
             return Err(Error::InvalidInput(format!("max_messages must be 1 to {HARD_MAX_MESSAGES}")));
         }
-        self.read(homeserver, token, room_id, options, keys, None, on_page).await
+        self.read(session, room_id, options, keys, None, on_page).await
     }
 
     /// Reads a room as [`Connector::fetch_room_decrypting`] does, but hands it over in batches
@@ -118,11 +115,10 @@ impl Connector {
     /// the [`RoomStream`] stops it.
     pub fn stream_room(
         &self,
-        homeserver: HomeserverUrl,
-        token: AccessToken,
+        session: Session,
         room_id: RoomId,
         options: FetchOptions,
-        keys: Option<crate::backup::SessionKeys>,
+        keys: Option<Box<dyn Decryptor>>,
     ) -> RoomStream {
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let connector = self.clone();
@@ -133,9 +129,8 @@ impl Connector {
                     let _ = sender.send((Err(Error::InvalidInput(message)), true)).await;
                     return;
                 }
-                let result = connector
-                    .read(&homeserver, &token, &room_id, &options, keys, Some(&sender), &mut |_| {})
-                    .await;
+                let result =
+                    connector.read(&session, &room_id, &options, keys, Some(&sender), &mut |_| {}).await;
                 // The receiver may be gone (the caller stopped): nothing is left to tell.
                 let _ = sender.send((result, true)).await;
             }
@@ -146,35 +141,26 @@ impl Connector {
 
     /// The rooms the token's account has joined (`GET /joined_rooms`), at most
     /// [`MAX_JOINED_ROOMS`]; ids the homeserver gives that are not valid are skipped.
-    pub async fn joined_rooms(&self, homeserver: &HomeserverUrl, token: &AccessToken) -> Result<Vec<RoomId>> {
-        use ruma::api::client::membership::joined_rooms::v3 as endpoint;
-        if !token.is_well_formed() {
-            return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
-        }
+    pub async fn joined_rooms(&self, session: &Session) -> Result<Vec<RoomId>> {
         let client = &*self.inner;
-        let transport = client.policy.check_url(&homeserver.url())?;
-        let deadline = Instant::now() + client.config.request_timeout;
-        let target = Target { homeserver, token, transport, deadline };
-        let response = client.send(&target, endpoint::Request::new()).await?;
-        if response.joined_rooms.len() > MAX_JOINED_ROOMS {
+        let target = client.target(session, client.config.request_timeout)?;
+        let joined = joined_rooms::fetch(client, &target).await?;
+        if joined.len() > MAX_JOINED_ROOMS {
             return Err(Error::BudgetExceeded { what: "joined rooms", limit: MAX_JOINED_ROOMS as u64 });
         }
-        let mut rooms: Vec<RoomId> =
-            response.joined_rooms.iter().filter_map(|r| r.as_str().parse().ok()).collect();
+        let mut rooms: Vec<RoomId> = joined.iter().filter_map(|r| r.as_str().parse().ok()).collect();
         rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         rooms.dedup();
         Ok(rooms)
     }
 
     /// Checks the options and reads the room under the run's deadline.
-    #[expect(clippy::too_many_arguments, reason = "the one private entry of both public reads")]
     async fn read(
         &self,
-        homeserver: &HomeserverUrl,
-        token: &AccessToken,
+        session: &Session,
         room_id: &RoomId,
         options: &FetchOptions,
-        keys: Option<crate::backup::SessionKeys>,
+        keys: Option<Box<dyn Decryptor>>,
         batches: Option<&BatchSender>,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
@@ -188,20 +174,16 @@ impl Connector {
         if batches.is_some() && options.batch_pages == 0 {
             return Err(Error::InvalidInput("batch_pages must be positive".into()));
         }
-        if !token.is_well_formed() {
-            return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
-        }
         let room = OwnedRoomId::try_from(room_id.as_str())
             .map_err(|_| Error::InvalidInput("the room id is not a valid Matrix room id".into()))?;
-        let transport = self.inner.policy.check_url(&homeserver.url())?;
         // A streamed read commits as it goes: its deadline only bounds a run that never ends.
         let run_deadline = if batches.is_some() {
             self.inner.config.stream_deadline
         } else {
             self.inner.config.run_deadline
         };
-        let target = Target { homeserver, token, transport, deadline: Instant::now() + run_deadline };
-        let span = tracing::info_span!("fetch_room", room = %room_id, homeserver = %homeserver);
+        let target = self.inner.target(session, run_deadline)?;
+        let span = tracing::info_span!("fetch_room", room = %room_id, homeserver = %session.homeserver());
         let run = self.run(&target, room_id, &room, options, keys, batches, on_page).instrument(span);
         match tokio::time::timeout_at(target.deadline, run).await {
             Ok(result) => result,
@@ -216,7 +198,7 @@ impl Connector {
         room_id: &RoomId,
         room: &OwnedRoomId,
         options: &FetchOptions,
-        keys: Option<crate::backup::SessionKeys>,
+        keys: Option<Box<dyn Decryptor>>,
         batches: Option<&BatchSender>,
         on_page: &mut (dyn FnMut(&FetchReport) + Send),
     ) -> Result<RoomSnapshot> {
@@ -473,7 +455,7 @@ impl Connector {
         }
         Ok(RoomSnapshot {
             room_id: target_room_id(room)?,
-            homeserver_url: target.homeserver.clone(),
+            homeserver_url: target.session.homeserver().clone(),
             name: state.name.clone(),
             topic: state.topic.clone(),
             canonical_alias: state.canonical_alias.clone(),

@@ -73,19 +73,14 @@ pub enum Error {
     /// The caller's input was refused before any request (room id, token form, options).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// The recovery key is not a recovery key, or not the one of this account's secret storage
-    /// or key backup.
-    #[error("the recovery key is malformed or is not this account's")]
-    WrongRecoveryKey,
     /// The account has no key backup.
     #[error("the account has no key backup")]
     NoKeyBackup,
-    /// The key backup or secret storage uses an algorithm this connector does not read.
-    #[error("unsupported key backup: {0}")]
-    UnsupportedKeyBackup(String),
-    /// The key backup's public key is not the recovery key's: its data cannot be trusted.
-    #[error("the key backup does not match the recovery key")]
-    KeyBackupMismatch,
+    /// The recovery key, secret storage or the key backup could not be used: a wrong recovery
+    /// key, a backup that does not match it, an unsupported algorithm, malformed key material
+    /// (its own code and message).
+    #[error(transparent)]
+    Crypto(#[from] argus_crypto::Error),
     /// The receiver of a streamed read went away: the read stopped.
     #[error("the read was stopped by its receiver")]
     Cancelled,
@@ -105,10 +100,8 @@ impl Error {
             | Self::BudgetExceeded { .. }
             | Self::MalformedResponse(_)
             | Self::InvalidInput(_)
-            | Self::WrongRecoveryKey
             | Self::NoKeyBackup
-            | Self::UnsupportedKeyBackup(_)
-            | Self::KeyBackupMismatch
+            | Self::Crypto(_)
             | Self::Cancelled => false,
         }
     }
@@ -128,10 +121,8 @@ impl Error {
             Self::MalformedResponse(_) => "MALFORMED_RESPONSE",
             Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Self::InvalidInput(_) => "INVALID_INPUT",
-            Self::WrongRecoveryKey => "WRONG_RECOVERY_KEY",
             Self::NoKeyBackup => "NO_KEY_BACKUP",
-            Self::UnsupportedKeyBackup(_) => "UNSUPPORTED_KEY_BACKUP",
-            Self::KeyBackupMismatch => "KEY_BACKUP_MISMATCH",
+            Self::Crypto(e) => e.code(),
             Self::Cancelled => "CANCELLED",
         }
     }
@@ -169,6 +160,40 @@ mod tests {
             Error::RateLimited { retry_after: Some(Duration::from_millis(1500)) }.to_string(),
             "rate limited by the homeserver (asked to wait 1500 ms)"
         );
+    }
+
+    #[test]
+    fn key_backup_errors_keep_their_codes_and_messages() {
+        let cases = [
+            (
+                argus_crypto::Error::WrongRecoveryKey,
+                "WRONG_RECOVERY_KEY",
+                "the recovery key is malformed or is not this account's",
+            ),
+            (
+                argus_crypto::Error::KeyBackupMismatch,
+                "KEY_BACKUP_MISMATCH",
+                "the key backup does not match the recovery key",
+            ),
+            (
+                argus_crypto::Error::UnsupportedAlgorithm("backup algorithm ".into()),
+                "UNSUPPORTED_KEY_BACKUP",
+                "unsupported key backup: backup algorithm ",
+            ),
+            (
+                argus_crypto::Error::Malformed("key mac: not base64".into()),
+                "MALFORMED_RESPONSE",
+                "malformed response from the homeserver: key mac: not base64",
+            ),
+        ];
+        for (crypto, code, message) in cases {
+            let error = Error::from(crypto);
+            assert_eq!(
+                (error.code(), error.to_string().as_str(), error.is_retryable()),
+                (code, message, false)
+            );
+        }
+        assert_eq!(Error::NoKeyBackup.code(), "NO_KEY_BACKUP");
     }
 
     #[test]

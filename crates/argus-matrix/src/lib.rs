@@ -11,6 +11,7 @@ mod error;
 mod normalise;
 mod policy;
 mod send;
+mod session;
 mod transport;
 
 pub use config::{
@@ -20,3 +21,4 @@ pub use config::{
 pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, MAX_JOINED_ROOMS, RoomStream};
 pub use error::{Error, Result};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};
+pub use session::{Session, StaticToken, TokenSource};

@@ -1,24 +1,18 @@
-//! Posting a note into a room: `PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}`
-//! ([spec](https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3roomsroomidsendeventtypetxnid)),
-//! an `m.text` message with an HTML form when the note is Markdown, as a reply (in the thread
-//! of the message it answers, when that one is in a thread).
-//!
-//! The transaction id makes a retry idempotent: the homeserver answers a repeated transaction
-//! of the same access token with the event it already created, so the transport may retry a
-//! send that timed out without posting the note twice.
+//! Posting a note into a room: an `m.text` message with an HTML form when the note is
+//! Markdown, as a reply (in the thread of the message it answers, when that one is in a
+//! thread), sent with `PUT /rooms/{roomId}/send/m.room.message/{txnId}`
+//! ([`crate::api::send_message_event`]), whose transaction id makes a retry idempotent.
 
-use argus_domain::{AccessToken, EventId, HomeserverUrl, RoomId};
+use argus_domain::{EventId, RoomId};
 use ruma::{
-    OwnedEventId, OwnedRoomId, OwnedTransactionId,
-    api::client::message::send_message_event::v3 as endpoint,
+    OwnedEventId, OwnedRoomId,
     events::{
         relation::{InReplyTo, Reply, Thread},
         room::message::{Relation, RoomMessageEventContent},
     },
 };
-use tokio::time::Instant;
 
-use crate::{Connector, Error, Result, transport::Target};
+use crate::{Connector, Error, Result, Session, api::send_message_event};
 
 /// The longest transaction id accepted.
 pub const MAX_TXN_ID_LEN: usize = 64;
@@ -119,21 +113,17 @@ pub fn check_transaction_id(txn_id: &str) -> Result<()> {
 }
 
 impl Connector {
-    /// Posts `note` into `room_id` under transaction `txn_id`, with the caller's token, under
+    /// Posts `note` into `room_id` under transaction `txn_id`, with the session's token, under
     /// the outbound policy; returns the event id the homeserver gave it. Sending the same
     /// transaction again with the same token returns the same event.
     pub async fn post_note(
         &self,
-        homeserver: &HomeserverUrl,
-        token: &AccessToken,
+        session: &Session,
         room_id: &RoomId,
         txn_id: &str,
         note: &OutgoingNote,
     ) -> Result<EventId> {
         check_transaction_id(txn_id)?;
-        if !token.is_well_formed() {
-            return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
-        }
         let room = OwnedRoomId::try_from(room_id.as_str())
             .map_err(|_| Error::InvalidInput("the room id is not a valid Matrix room id".into()))?;
         let event = |id: &EventId| {
@@ -149,16 +139,9 @@ impl Connector {
             (Some(reply), None) => Some(Relation::Reply(Reply::new(InReplyTo::new(event(reply)?)))),
             (None, _) => None,
         };
-        let request = endpoint::Request::new(room, OwnedTransactionId::from(txn_id), &content)
-            .map_err(|_| Error::InvalidInput("the note cannot be encoded".into()))?;
-        let transport = self.http().policy.check_url(&homeserver.url())?;
-        let deadline = Instant::now() + self.http().config.run_deadline;
-        let target = Target { homeserver, token, transport, deadline };
-        let response = self.http().send(&target, request).await?;
-        response
-            .event_id
-            .as_str()
-            .parse()
-            .map_err(|_| Error::malformed("the homeserver gave an invalid event id"))
+        let client = self.http();
+        let target = client.target(session, client.config.run_deadline)?;
+        let event_id = send_message_event::send(client, &target, room, txn_id, &content).await?;
+        event_id.as_str().parse().map_err(|_| Error::malformed("the homeserver gave an invalid event id"))
     }
 }

@@ -13,11 +13,11 @@ use ruma::api::{
 use tokio::time::Instant;
 
 use crate::{
-    ConnectorConfig, Error, Result,
+    ConnectorConfig, Error, Result, Session,
     error::sanitise_errcode,
     policy::{AddressRefused, OutboundPolicy, PolicyResolver, Transport},
 };
-use argus_domain::{AccessToken, HomeserverUrl};
+use argus_domain::AccessToken;
 
 /// The Client-Server API versions the connector speaks: it always uses the `/v3/` paths.
 fn supported_versions() -> SupportedVersions {
@@ -34,10 +34,10 @@ pub(crate) struct HttpClient {
     versions: SupportedVersions,
 }
 
-/// One request in flight within a run: where, with which token, until when.
+/// The requests of one call: the session (where, with which token), how to reach the
+/// homeserver, until when.
 pub(crate) struct Target<'a> {
-    pub(crate) homeserver: &'a HomeserverUrl,
-    pub(crate) token: &'a AccessToken,
+    pub(crate) session: &'a Session,
     pub(crate) transport: Transport,
     pub(crate) deadline: Instant,
 }
@@ -63,8 +63,17 @@ impl HttpClient {
         Ok(Self { https, plain, policy, config, versions: supported_versions() })
     }
 
-    /// Sends a request, retrying rate limits, server errors and network failures within the
-    /// configured bounds and the run's deadline.
+    /// The target of a call of `session` that may last `within`: its token checked and the
+    /// homeserver's URL checked against the outbound policy, both before any request.
+    pub(crate) fn target<'a>(&self, session: &'a Session, within: Duration) -> Result<Target<'a>> {
+        session.access_token()?;
+        let transport = self.policy.check_url(&session.homeserver().url())?;
+        Ok(Target { session, transport, deadline: Instant::now() + within })
+    }
+
+    /// Sends a request with the session's current token, retrying rate limits, server errors
+    /// and network failures within the configured bounds and the run's deadline. A refused
+    /// token is renewed by the session's token source when it can (once), then sent again.
     pub(crate) async fn send<R>(&self, target: &Target<'_>, request: R) -> Result<R::IncomingResponse>
     where
         R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
@@ -77,9 +86,18 @@ impl HttpClient {
             .with_jitter()
             .build();
         let mut retries = 0_u32;
+        let mut renewed = false;
         loop {
-            let err = match self.attempt::<R>(target, request.clone()).await {
+            let token = target.session.access_token()?;
+            let err = match self.attempt::<R>(target, &token, request.clone()).await {
                 Ok(response) => return Ok(response),
+                Err(e @ Error::Unauthorized { .. }) if !renewed => {
+                    if !target.session.renew(&token).await? {
+                        return Err(e);
+                    }
+                    renewed = true;
+                    continue;
+                }
                 Err(e) if !e.is_retryable() || matches!(e, Error::DeadlineExceeded(_)) => return Err(e),
                 Err(e) => e,
             };
@@ -110,12 +128,17 @@ impl HttpClient {
         }
     }
 
-    async fn attempt<R>(&self, target: &Target<'_>, request: R) -> Result<R::IncomingResponse>
+    async fn attempt<R>(
+        &self,
+        target: &Target<'_>,
+        token: &AccessToken,
+        request: R,
+    ) -> Result<R::IncomingResponse>
     where
         R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
         R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
     {
-        let http_request = authorised(request, target.homeserver.as_str(), target.token, &self.versions)?;
+        let http_request = authorised(request, target.session.homeserver().as_str(), token, &self.versions)?;
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
         let client = match target.transport {

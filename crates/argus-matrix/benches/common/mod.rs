@@ -2,7 +2,7 @@
 //! benchmark room, and a connector allowed to reach it on loopback.
 
 use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, HARD_MAX_MESSAGES, Session};
 use argus_testkit::homeserver::{MockHomeserver, bench};
 
 /// A bench's result.
@@ -14,14 +14,12 @@ pub(crate) struct Reader {
     pub(crate) rt: tokio::runtime::Runtime,
     /// The mock homeserver.
     pub(crate) server: MockHomeserver,
-    /// Its URL.
-    pub(crate) homeserver: HomeserverUrl,
+    /// A session with it; any token: the mock does not check it.
+    pub(crate) session: Session,
     /// The benchmark room.
     pub(crate) room: RoomId,
     /// A connector that may reach 127.0.0.1.
     pub(crate) connector: Connector,
-    /// Any token: the mock does not check it.
-    pub(crate) token: AccessToken,
     /// Read the whole room.
     pub(crate) options: FetchOptions,
 }
@@ -39,10 +37,9 @@ pub(crate) fn reader(pages: usize, prepared: bool) -> BenchResult<Reader> {
     Ok(Reader {
         rt,
         server,
-        homeserver,
+        session: Session::with_token(homeserver, AccessToken::new("syt_bench_token")),
         room: bench::ROOM.parse()?,
         connector,
-        token: AccessToken::new("syt_bench_token"),
         options: FetchOptions { max_messages: HARD_MAX_MESSAGES, since: None, ..FetchOptions::default() },
     })
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, Session};
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
@@ -209,8 +209,10 @@ async fn a_trickling_body_is_cut_by_the_request_timeout() {
     .unwrap();
     let url = format!("http://{addr}").parse().unwrap();
     let started = Instant::now();
-    let err =
-        connector.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = connector
+        .fetch_room(&Session::with_token(url, Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "HOMESERVER_UNREACHABLE", "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -240,8 +242,10 @@ async fn a_closed_port_is_unreachable_and_retryable() {
     drop(listener);
     let connector = Connector::new(ConnectorConfig { max_retries: 1, ..Hs::config() }).unwrap();
     let url = format!("http://{addr}").parse().unwrap();
-    let err =
-        connector.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = connector
+        .fetch_room(&Session::with_token(url, Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "HOMESERVER_UNREACHABLE", "{err}");
     assert!(err.is_retryable());
     // The OS error text stays in the log.

@@ -3,11 +3,12 @@
 //! connector loads the room's keys with the security key or the legacy backup key and decrypts
 //! the events Synapse serves; each failure has its reason.
 
-use argus_domain::{AccessToken, HomeserverUrl, RoomId};
-use argus_matrix::{
-    Connector, ConnectorConfig, Error,
-    backup::{DecryptedEvent, EncryptedContent, RecoveryKey, Undecryptable},
+use argus_crypto::{
+    RecoveryKey,
+    megolm::{DecryptedEvent, EncryptedContent, Undecryptable},
 };
+use argus_domain::{AccessToken, HomeserverUrl, RoomId};
+use argus_matrix::{Connector, ConnectorConfig, Error, Session};
 use argus_testkit::{
     e2ee::{KeyBackup, Sender, recovery_key_text},
     synapse::synapse,
@@ -46,11 +47,10 @@ async fn room_keys_load_from_the_real_key_backup_and_decrypt_what_synapse_serves
         "connector",
     );
     let homeserver: HomeserverUrl = must(server.base_url().parse(), "homeserver");
-    let token = AccessToken::new(alice.access_token.clone());
+    let session = Session::with_token(homeserver.clone(), AccessToken::new(alice.access_token.clone()));
     let room_id: RoomId = must(room.parse(), "room id");
     let key: RecoveryKey = must(backup.security_key().parse(), "the security key as typed");
-    let mut loaded =
-        must(connector.load_room_keys(&homeserver, &token, &room_id, &key).await, "load room keys");
+    let mut loaded = must(connector.load_room_keys(&session, &room_id, &key).await, "load room keys");
     assert_eq!(loaded.keys.len(), 2);
     assert!(loaded.unusable.is_empty());
 
@@ -85,19 +85,18 @@ async fn room_keys_load_from_the_real_key_backup_and_decrypt_what_synapse_serves
 
     // The legacy backup recovery key (the backup key itself) opens the backup too.
     let legacy: RecoveryKey = must(backup.legacy_recovery_key().parse(), "legacy key");
-    let by_legacy =
-        must(connector.load_room_keys(&homeserver, &token, &room_id, &legacy).await, "legacy key");
+    let by_legacy = must(connector.load_room_keys(&session, &room_id, &legacy).await, "legacy key");
     assert_eq!(by_legacy.keys.len(), 2);
     // A wrong key opens neither; an account without a backup says so.
     let wrong: RecoveryKey = must(recovery_key_text(&[0x34; 32]).parse(), "wrong key");
     assert!(matches!(
-        connector.load_room_keys(&homeserver, &token, &room_id, &wrong).await,
-        Err(Error::WrongRecoveryKey)
+        connector.load_room_keys(&session, &room_id, &wrong).await,
+        Err(Error::Crypto(argus_crypto::Error::WrongRecoveryKey))
     ));
     let bob = must(server.register("backup_bob").await, "register bob");
     let bob_token = AccessToken::new(bob.access_token.clone());
     assert!(matches!(
-        connector.load_room_keys(&homeserver, &bob_token, &room_id, &key).await,
+        connector.load_room_keys(&Session::with_token(homeserver, bob_token), &room_id, &key).await,
         Err(Error::NoKeyBackup)
     ));
 }

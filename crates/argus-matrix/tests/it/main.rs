@@ -8,4 +8,5 @@ mod pagination;
 mod policy;
 mod resets;
 mod secrets;
+mod session;
 mod synapse;

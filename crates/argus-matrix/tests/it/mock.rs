@@ -6,7 +6,7 @@
 use std::{ops::Deref, time::Duration};
 
 use argus_domain::{AccessToken, HomeserverUrl, RoomId, RoomSnapshot};
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, Session};
 use argus_testkit::homeserver;
 pub(crate) use argus_testkit::homeserver::{ROOM, TOKEN, ev};
 use wiremock::ResponseTemplate;
@@ -65,8 +65,13 @@ impl MockHomeserver {
         Self(homeserver::MockHomeserver::with_messages_response(response).await)
     }
 
+    /// A session with this homeserver and the test token.
+    pub(crate) fn session(&self) -> Session {
+        Session::with_token(self.url(), Self::token())
+    }
+
     /// Reads [`ROOM`] from this homeserver with `connector`, the test token and default options.
     pub(crate) async fn read_with(&self, connector: &Connector) -> argus_matrix::Result<RoomSnapshot> {
-        connector.fetch_room(&self.url(), &Self::token(), &Self::room(), &FetchOptions::default()).await
+        connector.fetch_room(&self.session(), &Self::room(), &FetchOptions::default()).await
     }
 }

@@ -1,7 +1,7 @@
 //! Paging `/messages`: several pages, empty pages, caps, repeated tokens, resume tokens.
 
 use argus_domain::RoomId;
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, Session};
 use serde_json::json;
 
 use crate::mock::{MockHomeserver as Hs, ROOM, ev};
@@ -25,7 +25,7 @@ async fn reads_several_pages_until_end_is_absent() {
 
     let mut pages_seen = Vec::new();
     let snapshot = Hs::connector()
-        .fetch_room_with_progress(&hs.url(), &Hs::token(), &Hs::room(), &FetchOptions::default(), &mut |r| {
+        .fetch_room_with_progress(&hs.session(), &Hs::room(), &FetchOptions::default(), &mut |r| {
             pages_seen.push(r.pages)
         })
         .await
@@ -51,7 +51,7 @@ async fn requests_use_dir_b_and_a_bounded_limit() {
     hs.empty_state(ROOM).await;
     hs.messages(ROOM).page(ev::texts_newest_first(0, 3)).mount().await;
     let options = FetchOptions { max_messages: 50_000, since: None, ..FetchOptions::default() };
-    Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
+    Hs::connector().fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap();
     let requests = hs.server().received_requests().await.unwrap();
     let page = requests.iter().find(|r| r.url.path().ends_with("/messages")).unwrap();
     let query: std::collections::HashMap<_, _> = page.url.query_pairs().into_owned().collect();
@@ -67,7 +67,7 @@ async fn stops_at_max_messages_and_reports_truncation() {
     hs.messages(ROOM).from("t1").page(ev::texts_newest_first(90, 5)).end("t2").mount().await;
     let options = FetchOptions { max_messages: 7, since: None, ..FetchOptions::default() };
     let connector = Connector::new(ConnectorConfig { page_size: 5, ..Hs::config() }).unwrap();
-    let snapshot = connector.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
+    let snapshot = connector.fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap();
     assert_eq!(snapshot.messages.len(), 7);
     assert_eq!(snapshot.messages[0].event_id.as_str(), "$e93");
     assert!(snapshot.report.truncated);
@@ -113,7 +113,7 @@ async fn resume_token_reads_forward_without_gaps_or_duplicates() {
     hs.messages(ROOM).from("s_live").start("s_live").page(forward).end("s_next").mount().await;
     hs.messages(ROOM).from("s_next").start("s_next").page(vec![]).end("s_next").mount().await;
     let options = FetchOptions { since: Some("s_live".into()), ..FetchOptions::default() };
-    let snapshot = Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
+    let snapshot = Hs::connector().fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap();
     let ids: Vec<_> = snapshot.messages.iter().map(|m| m.event_id.as_str()).collect();
     assert_eq!(ids, ["$e100", "$e101", "$e102"]);
     assert_eq!(snapshot.resume_token.as_deref(), Some("s_next"));
@@ -134,7 +134,7 @@ async fn forward_read_with_nothing_new_keeps_the_token() {
     hs.empty_state(ROOM).await;
     hs.messages(ROOM).from("s_live").start("s_live").page(vec![]).mount().await;
     let options = FetchOptions { since: Some("s_live".into()), ..FetchOptions::default() };
-    let snapshot = Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap();
+    let snapshot = Hs::connector().fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap();
     assert!(snapshot.messages.is_empty());
     assert_eq!(snapshot.resume_token.as_deref(), Some("s_live"));
 }
@@ -148,8 +148,7 @@ async fn room_version_12_ids_without_server_part_work() {
     event["room_id"] = json!(v12);
     hs.messages(v12).page(vec![event]).mount().await;
     let room: RoomId = v12.parse().unwrap();
-    let snapshot =
-        Hs::connector().fetch_room(&hs.url(), &Hs::token(), &room, &FetchOptions::default()).await.unwrap();
+    let snapshot = Hs::connector().fetch_room(&hs.session(), &room, &FetchOptions::default()).await.unwrap();
     assert_eq!(snapshot.room_id, room);
     assert_eq!(snapshot.messages.len(), 1);
     assert_eq!(snapshot.report.foreign_dropped, 0);
@@ -168,13 +167,12 @@ async fn invalid_options_are_refused_before_any_request() {
         },
         FetchOptions { max_messages: 10, since: Some(String::new()), ..FetchOptions::default() },
     ] {
-        let err = c.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
+        let err = c.fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap_err();
         assert_eq!(err.code(), "INVALID_INPUT");
     }
     let err = c
         .fetch_room(
-            &hs.url(),
-            &argus_domain::AccessToken::new("bad token\n"),
+            &Session::with_token(hs.url(), argus_domain::AccessToken::new("bad token\n")),
             &Hs::room(),
             &FetchOptions::default(),
         )
@@ -204,7 +202,7 @@ async fn edits_and_other_events_are_budgeted_in_events_and_bytes() {
         mock.mount().await;
     }
     let options = FetchOptions { max_messages: 100, since: None, ..FetchOptions::default() };
-    let err = Hs::connector().fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
+    let err = Hs::connector().fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap_err();
     assert_eq!(err.code(), "LIMIT_EXCEEDED", "{err}");
     assert!(err.to_string().contains("1400 events"), "{err}");
     // It stopped at the budget (400 + one page of 1,000 events): 15 pages, not sixty.
@@ -214,7 +212,7 @@ async fn edits_and_other_events_are_budgeted_in_events_and_bytes() {
     // The byte budget holds whatever the event count.
     let tight = Connector::new(ConnectorConfig { max_bytes: 100_000, ..Hs::config() }).unwrap();
     let options = FetchOptions { max_messages: 100_000, since: None, ..FetchOptions::default() };
-    let err = tight.fetch_room(&hs.url(), &Hs::token(), &Hs::room(), &options).await.unwrap_err();
+    let err = tight.fetch_room(&hs.session(), &Hs::room(), &options).await.unwrap_err();
     assert_eq!(err.code(), "LIMIT_EXCEEDED", "{err}");
     assert!(err.to_string().contains("bytes"), "{err}");
 }

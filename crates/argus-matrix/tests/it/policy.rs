@@ -1,7 +1,7 @@
 //! The outbound policy: refused homeservers never see a connection.
 
 use argus_domain::HomeserverUrl;
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, Session};
 
 use crate::mock::{MockHomeserver as Hs, ROOM, ev};
 
@@ -10,8 +10,10 @@ async fn refused(connector: &Connector, url: &str) {
     let hs: HomeserverUrl = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
     let err = connector.check_homeserver(&hs).unwrap_err();
     assert_eq!(err.code(), "OUTBOUND_POLICY", "{url}: {err}");
-    let err =
-        connector.fetch_room(&hs, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = connector
+        .fetch_room(&Session::with_token(hs.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "OUTBOUND_POLICY", "{url}: {err}");
 }
 
@@ -81,13 +83,19 @@ async fn a_host_name_resolving_to_a_private_address_is_refused_without_connectio
     let https = Connector::new(ConnectorConfig { max_retries: 0, ..ConnectorConfig::default() }).unwrap();
     let url: HomeserverUrl = format!("https://localhost:{port}").parse().unwrap();
     https.check_homeserver(&url).unwrap();
-    let err = https.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = https
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "OUTBOUND_POLICY", "{err}");
     assert!(err.to_string().contains("localhost"), "{err}");
     // Plain http to a name is refused unless all its addresses are exempt.
     let http = Connector::new(ConnectorConfig { max_retries: 0, ..ConnectorConfig::default() }).unwrap();
     let url: HomeserverUrl = format!("http://localhost:{port}").parse().unwrap();
-    let err = http.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = http
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "OUTBOUND_POLICY", "{err}");
     assert_eq!(hs.request_count().await, 0);
 }
@@ -103,7 +111,10 @@ async fn an_exempt_host_name_may_be_read_over_plain_http() {
     })
     .unwrap();
     let url: HomeserverUrl = format!("http://localhost:{}", hs.server().address().port()).parse().unwrap();
-    let s = connector.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+    let s = connector
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap();
     assert_eq!(s.messages.len(), 1);
 }
 
@@ -129,8 +140,10 @@ async fn proxy_child() {
         return;
     };
     let url: HomeserverUrl = homeserver.parse().unwrap();
-    let s =
-        Hs::connector().fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+    let s = Hs::connector()
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap();
     assert_eq!(s.messages.len(), 1);
 }
 
@@ -186,11 +199,17 @@ async fn mixed_resolution_child() {
     .unwrap();
     // Control: a name with only the exempt address is read.
     let url: HomeserverUrl = format!("http://single.argus.test:{port}").parse().unwrap();
-    let s = exempt.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap();
+    let s = exempt
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap();
     assert_eq!(s.messages.len(), 1);
     // One exempt and one refused address: the whole name is refused, the exempt one included.
     let url: HomeserverUrl = format!("http://mixed.argus.test:{port}").parse().unwrap();
-    let err = exempt.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = exempt
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "OUTBOUND_POLICY", "{err}");
     assert!(err.to_string().contains("mixed.argus.test"), "{err}");
     // What the name resolved to stays in the log.
@@ -199,7 +218,10 @@ async fn mixed_resolution_child() {
     // (not a connection attempt to the public address that fails).
     let strict = Connector::new(ConnectorConfig { max_retries: 0, ..ConnectorConfig::default() }).unwrap();
     let url: HomeserverUrl = format!("https://public-and-private.argus.test:{port}").parse().unwrap();
-    let err = strict.fetch_room(&url, &Hs::token(), &Hs::room(), &FetchOptions::default()).await.unwrap_err();
+    let err = strict
+        .fetch_room(&Session::with_token(url.clone(), Hs::token()), &Hs::room(), &FetchOptions::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "OUTBOUND_POLICY", "{err}");
     println!("mixed-resolution-checked");
 }

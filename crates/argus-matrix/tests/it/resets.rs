@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use argus_matrix::{Connector, ConnectorConfig, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, FetchOptions, Session};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -95,8 +95,7 @@ async fn fetch(url: &str, config: ConnectorConfig) -> argus_matrix::Result<argus
     let connector = Connector::new(config)?;
     connector
         .fetch_room(
-            &url.parse().unwrap_or_else(|e| panic!("url: {e}")),
-            &Hs::token(),
+            &Session::with_token(url.parse().unwrap_or_else(|e| panic!("url: {e}")), Hs::token()),
             &Hs::room(),
             &FetchOptions::default(),
         )

@@ -83,6 +83,7 @@ async fn the_token_never_leaks_into_errors_or_logs() {
     }
     assert!(format!("{c:?}").len() > 10);
     assert!(!format!("{c:?} {:?}", Hs::token()).contains(TOKEN));
+    assert!(!format!("{:?}", hs5.session()).contains(TOKEN));
     let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     // Our own lines are usually there, but another test's global subscriber can race the
     // interest cache; what matters is that whatever was captured holds no token.

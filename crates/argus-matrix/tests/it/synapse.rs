@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use argus_domain::{AccessToken, HomeserverUrl, MessageRecord, RoomId, RoomSnapshot};
-use argus_matrix::{Connector, ConnectorConfig, Error, FetchOptions};
+use argus_matrix::{Connector, ConnectorConfig, Error, FetchOptions, Session};
 use argus_testkit::synapse::{Synapse, TestUser, synapse};
 use serde_json::{Value, json};
 
@@ -40,7 +40,7 @@ impl Harness {
     ) -> argus_matrix::Result<RoomSnapshot> {
         let token = AccessToken::new(user.access_token.clone());
         let room: RoomId = room.parse().unwrap_or_else(|e| panic!("room id {room}: {e}"));
-        self.connector.fetch_room(&self.homeserver, &token, &room, options).await
+        self.connector.fetch_room(&Session::with_token(self.homeserver.clone(), token), &room, options).await
     }
 
     async fn fetch_all(&self, user: &TestUser, room: &str) -> RoomSnapshot {
@@ -521,7 +521,11 @@ async fn an_invalid_token_is_unauthorized_and_never_echoed() {
     let room_id: RoomId = room.parse().unwrap();
     let error = hs
         .connector
-        .fetch_room(&hs.homeserver, &token, &room_id, &FetchOptions::default())
+        .fetch_room(
+            &Session::with_token(hs.homeserver.clone(), token.clone()),
+            &room_id,
+            &FetchOptions::default(),
+        )
         .await
         .unwrap_err();
     match &error {

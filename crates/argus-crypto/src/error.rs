@@ -1,0 +1,83 @@
+//! The crate's error type: why key material could not be used. Messages never contain a key
+//! or a secret, and never echo text chosen by the homeserver.
+
+/// Result type of the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a recovery key, secret storage or a key backup could not be used.
+///
+/// An event that stays undecrypted is not an error: it has its
+/// [`Undecryptable`](crate::megolm::Undecryptable) reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The recovery key is not a recovery key, or not the one of this account's secret storage
+    /// or key backup.
+    #[error("the recovery key is malformed or is not this account's")]
+    WrongRecoveryKey,
+    /// The key backup's public key is not the recovery key's (or secret storage holds another
+    /// backup key): its data cannot be trusted.
+    #[error("the key backup does not match the recovery key")]
+    KeyBackupMismatch,
+    /// The key backup or secret storage uses an algorithm this crate does not read.
+    #[error("unsupported key backup: {0}")]
+    UnsupportedAlgorithm(String),
+    /// Key material read from the homeserver (a key description, a stored secret, the backup's
+    /// public key) is not what the specification describes: not base64, the wrong length, not
+    /// a Curve25519 key.
+    #[error("malformed response from the homeserver: {0}")]
+    Malformed(String),
+}
+
+impl Error {
+    /// A stable code naming the kind of failure, for API layers and audit records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::WrongRecoveryKey => "WRONG_RECOVERY_KEY",
+            Self::KeyBackupMismatch => "KEY_BACKUP_MISMATCH",
+            Self::UnsupportedAlgorithm(_) => "UNSUPPORTED_KEY_BACKUP",
+            Self::Malformed(_) => "MALFORMED_RESPONSE",
+        }
+    }
+
+    pub(crate) fn malformed(reason: impl Into<String>) -> Self {
+        Self::Malformed(reason.into())
+    }
+
+    /// An unsupported `algorithm` of `what`, its name kept only if it looks like an identifier.
+    pub(crate) fn unsupported(what: &str, algorithm: &str) -> Self {
+        Self::UnsupportedAlgorithm(format!("{what} {}", printable_name(algorithm).unwrap_or_default()))
+    }
+}
+
+/// Keeps a name sent by the homeserver only if it looks like an `errcode` (`M_FOO`,
+/// `ORG.EXAMPLE_FOO`), at most 64 bytes, so that no arbitrary text reaches an error.
+fn printable_name(name: &str) -> Option<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.'));
+    ok.then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn codes_and_messages_never_echo_what_the_homeserver_chose() {
+        assert_eq!(Error::WrongRecoveryKey.code(), "WRONG_RECOVERY_KEY");
+        assert_eq!(
+            Error::unsupported("backup algorithm", "m.megolm_backup.v2").code(),
+            "UNSUPPORTED_KEY_BACKUP"
+        );
+        assert_eq!(
+            Error::unsupported("backup algorithm", "secret words here").to_string(),
+            "unsupported key backup: backup algorithm "
+        );
+        assert_eq!(
+            Error::unsupported("x", "ORG.EXAMPLE_V1").to_string(),
+            "unsupported key backup: x ORG.EXAMPLE_V1"
+        );
+        assert_eq!(Error::malformed("key mac: not base64").code(), "MALFORMED_RESPONSE");
+    }
+}

@@ -1,0 +1,14 @@
+#![doc = include_str!("../README.md")]
+
+pub mod backup;
+mod encoding;
+mod error;
+pub mod megolm;
+mod recovery_key;
+pub mod secret_storage;
+#[cfg(test)]
+mod test_support;
+
+pub use error::{Error, Result};
+pub use megolm::Decryptor;
+pub use recovery_key::RecoveryKey;

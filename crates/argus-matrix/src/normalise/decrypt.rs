@@ -1,0 +1,202 @@
+//! Decrypting a page's `m.room.encrypted` events before they are normalised: oldest first
+//! (a megolm session ratchets forwards cheaply), by the run's [`Decryptor`]; what a ciphertext
+//! carried is then normalised like a plaintext event with the cleartext relation kept, or the
+//! event stays encrypted with its reason.
+
+use std::collections::{HashMap, hash_map::Entry};
+
+use argus_crypto::{
+    Decryptor,
+    megolm::{DecryptedEvent, EncryptedContent, Undecryptable},
+};
+use ruma::{events::AnyTimelineEvent, serde::Raw};
+use serde::Deserialize;
+
+/// The decryption of a run's pages.
+pub(super) struct Decrypting {
+    keys: Box<dyn Decryptor>,
+    /// Whether pages list their events newest first (a backwards read).
+    pages_newest_first: bool,
+    /// The event each decrypted ciphertext (session, message index) was first served as.
+    ciphertexts: HashMap<(String, u32), String>,
+}
+
+impl Decrypting {
+    pub(super) fn new(keys: Box<dyn Decryptor>, pages_newest_first: bool) -> Self {
+        Self { keys, pages_newest_first, ciphertexts: HashMap::new() }
+    }
+
+    /// For each event of `chunk` (read from `room_id`), in the page's order: `None` when it is
+    /// not an encrypted event with a ciphertext, else the JSON of the event it carried, or why
+    /// it stays encrypted.
+    pub(super) fn decrypt_page(
+        &mut self,
+        room_id: &str,
+        chunk: &[Raw<AnyTimelineEvent>],
+    ) -> Vec<Option<Result<String, Undecryptable>>> {
+        // Decrypt oldest first (over the cores); the caller takes the events in the page's order.
+        let order: Vec<usize> = if self.pages_newest_first {
+            (0..chunk.len()).rev().collect()
+        } else {
+            (0..chunk.len()).collect()
+        };
+        let mut decrypted: Vec<Option<Result<String, Undecryptable>>> = vec![None; chunk.len()];
+        let mut wanted = Vec::new();
+        let mut contents = Vec::new();
+        for i in order {
+            match encrypted_content(chunk[i].json().get()) {
+                Some(Ok((content, relates_to))) => {
+                    wanted.push((i, relates_to));
+                    contents.push(content);
+                }
+                Some(Err(reason)) => decrypted[i] = Some(Err(reason)),
+                None => {}
+            }
+        }
+        let results = self.keys.decrypt_all(room_id, &contents);
+        for (((i, relates_to), content), result) in wanted.into_iter().zip(&contents).zip(results) {
+            let json = chunk[i].json().get();
+            let result = result.and_then(|event| {
+                let full: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(json).map_err(|_| Undecryptable::Malformed)?;
+                // A ciphertext is one event: served again under another event id, it is a replay.
+                let id =
+                    full.get("event_id").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                let slot = (content.session_id.clone().unwrap_or_default(), event.message_index);
+                match self.ciphertexts.entry(slot) {
+                    Entry::Occupied(first) if *first.get() != id => {
+                        return Err(Undecryptable::Replayed);
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                }
+                plain_event(full, event, relates_to)
+            });
+            decrypted[i] = Some(result);
+        }
+        decrypted
+    }
+}
+
+/// What became of an `m.room.encrypted` event when keys were given.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Decryption {
+    Decrypted,
+    Failed(Undecryptable),
+}
+
+/// The envelope of an encrypted event, as far as decryption needs it.
+#[derive(Deserialize)]
+struct EncryptedView {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    content: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The encrypted content of an `m.room.encrypted` event with a ciphertext, and its cleartext
+/// `m.relates_to` (the specification has relations outside the ciphertext); `None` for another
+/// event (or a redacted one).
+fn encrypted_content(
+    json: &str,
+) -> Option<Result<(EncryptedContent, Option<serde_json::Value>), Undecryptable>> {
+    let view: EncryptedView = serde_json::from_str(json).ok()?;
+    if view.kind != "m.room.encrypted" {
+        return None;
+    }
+    let content = view.content.filter(|c| c.contains_key("ciphertext"))?;
+    let relates_to = content.get("m.relates_to").cloned();
+    Some(
+        serde_json::from_value(serde_json::Value::Object(content))
+            .map(|c| (c, relates_to))
+            .map_err(|_| Undecryptable::Malformed),
+    )
+}
+
+/// The event `full` (parsed once by the caller) as the decrypted `event` it carried, with its
+/// cleartext relation kept.
+fn plain_event(
+    mut full: serde_json::Map<String, serde_json::Value>,
+    event: DecryptedEvent,
+    relates_to: Option<serde_json::Value>,
+) -> Result<String, Undecryptable> {
+    // Only messages: a redaction or state event inside a ciphertext was never applied by the
+    // homeserver, and the archive must not apply it either.
+    if event.event_type != "m.room.message" {
+        return Err(Undecryptable::UnsupportedEventType);
+    }
+    let mut inner = event.content;
+    let object = inner.as_object_mut().ok_or(Undecryptable::Malformed)?;
+    // Relations are the cleartext ones, as clients show them; one inside the ciphertext is
+    // ignored (it could make the archive apply an edit or a reply no client ever showed).
+    object.remove("m.relates_to");
+    if let Some(relation) = relates_to {
+        object.insert("m.relates_to".to_owned(), relation);
+    }
+    full.insert("type".to_owned(), serde_json::Value::String(event.event_type));
+    full.insert("content".to_owned(), inner);
+    Ok(serde_json::Value::Object(full).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::events::AnyTimelineEvent;
+    use serde_json::{Value, json};
+
+    use super::super::{
+        Normaliser,
+        tests::{ROOM, event},
+    };
+
+    #[test]
+    fn ciphertexts_are_read_as_clients_show_them() {
+        use ruma::serde::Raw;
+        use serde_json::value::RawValue;
+        use vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
+
+        let mut out = GroupSession::new(SessionConfig::version_1());
+        let mut keys = argus_crypto::megolm::SessionKeys::default();
+        keys.insert(InboundGroupSession::new(&out.session_key(), SessionConfig::version_1()));
+        let session = out.session_id();
+        let mut enc = |payload: Value| {
+            json!({ "algorithm": argus_crypto::megolm::MEGOLM_ALGORITHM, "session_id": session,
+                    "ciphertext": out.encrypt(payload.to_string()).to_base64() })
+        };
+        let hello = enc(json!({ "type": "m.room.message", "room_id": ROOM,
+                                "content": { "msgtype": "m.text", "body": "bonjour" } }));
+        // A relation inside the ciphertext is not the one clients show: ignored.
+        let hidden_edit = enc(json!({ "type": "m.room.message", "room_id": ROOM, "content": {
+            "msgtype": "m.text", "body": "* réécrit", "m.new_content": { "msgtype": "m.text", "body": "réécrit" },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": "$1" } } }));
+        // A redaction the homeserver never applied.
+        let hidden_redaction =
+            enc(json!({ "type": "m.room.redaction", "room_id": ROOM, "content": { "redacts": "$1" } }));
+        let a = "@a:a.fr";
+        let events = [
+            event("m.room.encrypted", "$1", a, 1, hello.clone()),
+            event("m.room.encrypted", "$2", a, 2, hidden_edit),
+            event("m.room.encrypted", "$3", a, 3, hidden_redaction),
+            // The first ciphertext served again as another event.
+            event("m.room.encrypted", "$4", a, 4, hello.clone()),
+            // Not an object at all: refused, never a panic.
+            json!(["m.room.encrypted", hello]).to_string(),
+        ];
+        let raws: Vec<Raw<AnyTimelineEvent>> = events
+            .iter()
+            .map(|e| Raw::from_json(RawValue::from_string(e.clone()).unwrap_or_else(|e| panic!("{e}"))))
+            .collect();
+        let mut n = Normaliser::new(ROOM).with_keys(Box::new(keys), false);
+        n.push_page(&raws);
+        let (norm, report) = n.finish(false);
+        let by = |id: &str| norm.messages.iter().find(|m| m.event_id.as_str() == id).cloned();
+        let first = by("$1").unwrap_or_else(|| panic!("$1"));
+        assert!(first.decrypted && !first.edited && first.body.as_deref() == Some("bonjour"));
+        let second = by("$2").unwrap_or_else(|| panic!("$2"));
+        assert!(second.decrypted && second.body.as_deref() == Some("* réécrit"));
+        assert_eq!(by("$3").and_then(|m| m.undecryptable).as_deref(), Some("UNSUPPORTED_EVENT_TYPE"));
+        assert_eq!(by("$4").and_then(|m| m.undecryptable).as_deref(), Some("REPLAYED"));
+        assert_eq!(report.decrypted, 2);
+    }
+}

@@ -1,0 +1,248 @@
+//! One timeline event, read once: the borrowed views of the fields the snapshot needs, and its
+//! classification as a message (its content, relations and attachment), an edit, a redaction
+//! or something the snapshot ignores.
+
+use std::borrow::Cow;
+
+use argus_domain::{EventId, MediaRef, MessageRecord, Redaction, UserId, from_unix_ms};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+/// The fields of a timeline event the snapshot needs. `C` is the content: parsed in the same
+/// pass ([`MessageContent`]) on the fast path, kept raw when that pass failed.
+#[derive(Deserialize)]
+pub(super) struct EventView<'a, C> {
+    #[serde(rename = "type", borrow)]
+    pub(super) kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    sender: Cow<'a, str>,
+    origin_server_ts: i64,
+    #[serde(default, borrow)]
+    pub(super) room_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    redacts: Option<Cow<'a, str>>,
+    // A missing `content` is `None` (serde's rule for `Option` fields).
+    content: Option<C>,
+    #[serde(default, borrow)]
+    unsigned: Option<Unsigned<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Unsigned<'a> {
+    #[serde(default, borrow)]
+    redacted_because: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct MessageContent<'a> {
+    #[serde(default, borrow)]
+    msgtype: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    body: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    url: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    info: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    redacts: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(default, rename = "m.relates_to", borrow)]
+    relates_to: Option<RelatesTo<'a>>,
+    #[serde(default, rename = "m.new_content", borrow)]
+    new_content: Option<Box<MessageContent<'a>>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RelatesTo<'a> {
+    #[serde(default, borrow)]
+    rel_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    event_id: Option<Cow<'a, str>>,
+    #[serde(default, rename = "m.in_reply_to", borrow)]
+    in_reply_to: Option<InReplyTo<'a>>,
+    #[serde(default)]
+    is_falling_back: bool,
+}
+
+#[derive(Deserialize)]
+struct InReplyTo<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+}
+
+/// The redaction event a homeserver puts in `unsigned.redacted_because` of what it redacted.
+#[derive(Deserialize)]
+struct RedactedBecause<'a> {
+    #[serde(borrow)]
+    sender: Cow<'a, str>,
+    origin_server_ts: i64,
+    #[serde(default, borrow)]
+    content: Option<ReasonOnly<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ReasonOnly<'a> {
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
+}
+
+/// Who, when and why, from `unsigned.redacted_because`; `None` when it cannot be read (the
+/// message is still redacted: the homeserver says so).
+pub(crate) fn redaction_of(redacted_because: &RawValue) -> Option<Redaction> {
+    let because = serde_json::from_str::<RedactedBecause<'_>>(redacted_because.get()).ok()?;
+    Some(Redaction {
+        redacted_by: because.sender.parse().ok()?,
+        redacted_at: from_unix_ms(because.origin_server_ts).ok()?,
+        reason: because.content.and_then(|c| c.reason).map(|r| Redaction::bounded_reason(&r)),
+    })
+}
+
+/// `info` of a media message; read leniently: a wrong type drops the field, not the message.
+#[derive(Deserialize, Default)]
+struct MediaInfo {
+    #[serde(default)]
+    mimetype: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+}
+
+const MEDIA_TYPES: &[&str] = &["m.image", "m.file", "m.audio", "m.video"];
+
+/// An edit seen in the range, before folding.
+#[derive(Debug)]
+pub(super) struct PendingEdit {
+    pub(super) event_id: EventId,
+    pub(super) target: EventId,
+    pub(super) sender: UserId,
+    pub(super) sent_at: OffsetDateTime,
+    pub(super) msgtype: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) media: Option<MediaRef>,
+}
+
+/// A redaction seen in the range, before folding.
+#[derive(Debug)]
+pub(super) struct PendingRedaction {
+    pub(super) target: EventId,
+    pub(super) redaction: Redaction,
+}
+
+/// What one event is to the snapshot.
+pub(super) enum Outcome {
+    Message(MessageRecord),
+    Edit(PendingEdit),
+    Redaction(PendingRedaction),
+    Ignored,
+}
+
+/// The event is not what the specification describes: skipped and counted.
+pub(super) struct Malformed;
+
+pub(super) fn is_message_like(kind: &str) -> bool {
+    matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction")
+}
+
+pub(super) fn classify(
+    view: EventView<'_, MessageContent<'_>>,
+    event_id: EventId,
+) -> Result<Outcome, Malformed> {
+    let kind = &*view.kind;
+    if !is_message_like(kind) {
+        return Ok(Outcome::Ignored);
+    }
+    let redacted_because = view.unsigned.as_ref().and_then(|u| u.redacted_because);
+    let redacted = redacted_because.is_some();
+    let content = match view.content {
+        Some(content) => Some(content),
+        None if redacted => None,
+        None => return Err(Malformed),
+    };
+    if kind == "m.room.redaction" {
+        if redacted {
+            return Ok(Outcome::Ignored);
+        }
+        let target = view.redacts.as_deref().or(content.as_ref().and_then(|c| c.redacts.as_deref()));
+        let target = target.ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
+        let redaction = Redaction {
+            redacted_by: view.sender.parse::<UserId>().map_err(|_| Malformed)?,
+            redacted_at: from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?,
+            reason: content.as_ref().and_then(|c| c.reason.as_deref()).map(Redaction::bounded_reason),
+        };
+        return Ok(Outcome::Redaction(PendingRedaction { target, redaction }));
+    }
+    let sender = view.sender.parse::<UserId>().map_err(|_| Malformed)?;
+    let sent_at = from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?;
+    let encrypted = kind == "m.room.encrypted";
+    let mut record = MessageRecord {
+        event_id,
+        sender,
+        msgtype: None,
+        body: None,
+        sent_at,
+        edited: false,
+        redacted,
+        encrypted,
+        decrypted: false,
+        undecryptable: None,
+        reply_to: None,
+        thread_root: None,
+        media: None,
+        versions: Vec::new(),
+        redaction: redacted_because.and_then(redaction_of),
+    };
+    let Some(mut content) = content.filter(|_| !redacted) else {
+        return Ok(Outcome::Message(record));
+    };
+    let relation = content.relates_to.take().unwrap_or_default();
+    if relation.rel_type.as_deref() == Some("m.replace") {
+        let target =
+            relation.event_id.as_deref().ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
+        if encrypted {
+            // The new content is encrypted too: nothing can be applied.
+            return Ok(Outcome::Ignored);
+        }
+        let new = content.new_content.take().ok_or(Malformed)?;
+        let (msgtype, body) =
+            (new.msgtype.as_deref().ok_or(Malformed)?, new.body.as_deref().ok_or(Malformed)?);
+        return Ok(Outcome::Edit(PendingEdit {
+            event_id: record.event_id,
+            target,
+            sender: record.sender,
+            sent_at,
+            msgtype: Some(msgtype.to_owned()),
+            body: Some(body.to_owned()),
+            media: media_of(msgtype, &new),
+        }));
+    }
+    if relation.rel_type.as_deref() == Some("m.thread") {
+        let root = relation.event_id.as_deref().ok_or(Malformed)?;
+        record.thread_root = Some(root.parse().map_err(|_| Malformed)?);
+    }
+    if let Some(reply) = relation.in_reply_to.filter(|_| !relation.is_falling_back) {
+        record.reply_to = Some(reply.event_id.parse().map_err(|_| Malformed)?);
+    }
+    if !encrypted {
+        let msgtype = content.msgtype.as_deref().ok_or(Malformed)?;
+        let body = content.body.as_deref().ok_or(Malformed)?;
+        record.media = media_of(msgtype, &content);
+        record.msgtype = Some(msgtype.to_owned());
+        record.body = Some(body.to_owned());
+    }
+    Ok(Outcome::Message(record))
+}
+
+/// The attachment of a media message: its `mxc://` URI (absent when encrypted), MIME type and
+/// declared size. Fields of the wrong type are dropped rather than failing the message.
+fn media_of(msgtype: &str, content: &MessageContent<'_>) -> Option<MediaRef> {
+    if !MEDIA_TYPES.contains(&msgtype) {
+        return None;
+    }
+    let info =
+        content.info.and_then(|raw| serde_json::from_str::<MediaInfo>(raw.get()).ok()).unwrap_or_default();
+    let uri = content.url.as_deref().filter(|u| u.starts_with("mxc://")).map(str::to_owned);
+    Some(MediaRef { uri, mimetype: info.mimetype, size: info.size })
+}
