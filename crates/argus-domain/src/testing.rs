@@ -182,7 +182,8 @@ impl MessageRecordBuilder {
 
     /// Redacted by `by` at `at` for `reason`: no msgtype, body or media left.
     pub fn redacted(mut self, by: &str, at: OffsetDateTime, reason: Option<&str>) -> Self {
-        let redaction = Redaction { redacted_by: parse("user id", by), redacted_at: at, reason: reason.map(Into::into) };
+        let redaction =
+            Redaction { redacted_by: parse("user id", by), redacted_at: at, reason: reason.map(Into::into) };
         self.0.redact(Some(redaction));
         self.0.msgtype = None;
         self
@@ -210,7 +211,12 @@ pub struct ViewerBuilder(Viewer);
 impl ViewerBuilder {
     /// [`ACTOR`] of `org`, cleared SECRET, with the `tchap:read` scope.
     pub fn new(org: &str) -> Self {
-        Self(Viewer::new(parse("actor", ACTOR), parse("organisation", org), Classification::Secret, [Scope::Read]))
+        Self(Viewer::new(
+            parse("actor", ACTOR),
+            parse("organisation", org),
+            Classification::Secret,
+            [Scope::Read],
+        ))
     }
 
     /// Acting as `actor`.

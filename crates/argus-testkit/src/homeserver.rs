@@ -45,14 +45,14 @@ pub mod ev;
 
 use std::sync::Arc;
 
+use serde_json::{Value, json};
 use wiremock::{
     Match, Mock, MockServer, Request, ResponseTemplate,
     matchers::{header, method, query_param, query_param_is_missing},
 };
-use serde_json::{Value, json};
 
-pub use any_room::{EDIT_REACH, SLOW_PAGE};
 use any_room::Rooms;
+pub use any_room::{EDIT_REACH, SLOW_PAGE};
 
 /// The access token the endpoint mocks require; tests assert it never leaks.
 pub const TOKEN: &str = "syt_YWxpY2U_SECRETsecretSECRET_1a2b3c";
@@ -308,4 +308,3 @@ impl MessagesMock<'_> {
         mock.mount(self.server).await;
     }
 }
-

@@ -142,7 +142,8 @@ fn run(
     clearance: Classification,
     classification: Classification,
 ) -> Result<argus_store::IngestionRun> {
-    let viewer = ViewerBuilder::new(org).actor("ingester").clearance(clearance).scopes([Scope::Ingest]).build();
+    let viewer =
+        ViewerBuilder::new(org).actor("ingester").clearance(clearance).scopes([Scope::Ingest]).build();
     Ok(argus_store::IngestionRun { viewer, classification, started_at: time::OffsetDateTime::now_utc() })
 }
 

@@ -23,7 +23,11 @@ pub(crate) struct Harness {
 pub(crate) const ALL: [Scope; 4] = [Scope::Read, Scope::Ingest, Scope::Audit, Scope::AuditChain];
 
 pub(crate) fn viewer(org: &str, clearance: Classification, scopes: &[Scope]) -> Viewer {
-    ViewerBuilder::new(org).actor(&format!("agent@{org}")).clearance(clearance).scopes(scopes.iter().copied()).build()
+    ViewerBuilder::new(org)
+        .actor(&format!("agent@{org}"))
+        .clearance(clearance)
+        .scopes(scopes.iter().copied())
+        .build()
 }
 
 impl Harness {

@@ -212,7 +212,10 @@ fn varied_room() -> argus_domain::RoomSnapshot {
     };
     let at = |s: i64| from_unix_ms(1_767_225_600_000 + s * 1_000).unwrap_or_else(|e| panic!("{e}"));
     let text = |i: i64, body: &str| {
-        MessageRecordBuilder::new(&format!("$v{i}:tchap.test")).sender("@alice:tchap.test").body(body).sent_at(at(i))
+        MessageRecordBuilder::new(&format!("$v{i}:tchap.test"))
+            .sender("@alice:tchap.test")
+            .body(body)
+            .sent_at(at(i))
     };
     let image = text(1, "photo.jpg").msgtype("m.image").media(MediaRef {
         uri: Some("mxc://tchap.test/abc".into()),

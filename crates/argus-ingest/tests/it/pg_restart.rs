@@ -17,7 +17,8 @@ const SIZE: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_mid_run_fails_it_cleanly_and_the_next_run_resumes() {
-    let Some(cluster) = tokio::task::spawn_blocking(argus_testkit::postgres::own_cluster).await.ok().flatten()
+    let Some(cluster) =
+        tokio::task::spawn_blocking(argus_testkit::postgres::own_cluster).await.ok().flatten()
     else {
         return;
     };

@@ -74,7 +74,11 @@ impl KeyMaterial {
     }
 
     /// The configured key's bytes, checked; `None` when none is configured.
-    pub(super) fn configured_bytes(&self, value: Option<&Secret>, file: Option<&Path>) -> Result<Option<Vec<u8>>> {
+    pub(super) fn configured_bytes(
+        &self,
+        value: Option<&Secret>,
+        file: Option<&Path>,
+    ) -> Result<Option<Vec<u8>>> {
         self.configured(value, file)?.map(|text| self.decode(text.expose_secret())).transpose()
     }
 
@@ -96,7 +100,12 @@ impl KeyMaterial {
     }
 
     /// The configured or generated key's bytes, checked.
-    pub(super) fn resolve_bytes(&self, value: Option<&Secret>, file: Option<&Path>, data_dir: &Path) -> Result<Vec<u8>> {
+    pub(super) fn resolve_bytes(
+        &self,
+        value: Option<&Secret>,
+        file: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Vec<u8>> {
         let (text, _) = self.resolve(value, file, data_dir)?;
         self.decode(text.expose_secret())
     }
@@ -205,6 +214,9 @@ mod tests {
         assert_eq!(error(KEY.configured_bytes(Some(&garbage), None)), "section.key must be base64");
         assert_eq!(error(KEY.configured_bytes(None, Some(&missing))), "cannot read section.key_file");
         let text = KeyMaterial { encoding: Encoding::Text, max_len: usize::MAX, ..KEY };
-        assert_eq!(error(text.configured_bytes(Some(&short), None)), "section.key must hold at least 32 bytes");
+        assert_eq!(
+            error(text.configured_bytes(Some(&short), None)),
+            "section.key must hold at least 32 bytes"
+        );
     }
 }

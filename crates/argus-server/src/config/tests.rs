@@ -76,8 +76,7 @@ fn file_then_environment() {
 
 #[test]
 fn debug_leaves_out_the_database_url() -> std::result::Result<(), argus_store::Error> {
-    let c =
-        Config { database_url: "postgres://argus:db-password-42@db/argus".parse()?, ..Config::default() };
+    let c = Config { database_url: "postgres://argus:db-password-42@db/argus".parse()?, ..Config::default() };
     let debug = format!("{c:?}");
     assert!(debug.contains("database_url: DatabaseUrl(Postgres([redacted]))"), "{debug}");
     Ok(())
@@ -135,10 +134,8 @@ fn a_real_key_turns_development_features_off() {
 #[test]
 fn dev_secret_is_generated_once_and_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Config {
-        database_url: DatabaseUrl::sqlite_file(dir.path().join("db.sqlite")),
-        ..Config::default()
-    };
+    let c =
+        Config { database_url: DatabaseUrl::sqlite_file(dir.path().join("db.sqlite")), ..Config::default() };
     let first = c.key_source().unwrap();
     let second = c.key_source().unwrap();
     assert_eq!(first, second);

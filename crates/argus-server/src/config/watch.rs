@@ -101,8 +101,11 @@ impl WatchConfig {
         let key = |bytes: Vec<u8>| {
             TokenKey::new(&bytes).map_err(|_| Error::Config("watch.token_key must hold 32 bytes".into()))
         };
-        let current =
-            key(TOKEN_KEY.resolve_bytes(self.token_key.as_ref(), self.token_key_file.as_deref(), data_dir)?)?;
+        let current = key(TOKEN_KEY.resolve_bytes(
+            self.token_key.as_ref(),
+            self.token_key_file.as_deref(),
+            data_dir,
+        )?)?;
         let previous = self
             .previous_token_key_files
             .iter()

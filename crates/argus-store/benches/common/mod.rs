@@ -12,7 +12,11 @@ pub(crate) type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// A caller of `org` at `clearance` who may read and ingest.
 pub(crate) fn viewer(org: &str, clearance: Classification) -> BenchResult<Viewer> {
-    Ok(ViewerBuilder::new(org).actor("bench").clearance(clearance).scopes([Scope::Read, Scope::Ingest]).build())
+    Ok(ViewerBuilder::new(org)
+        .actor("bench")
+        .clearance(clearance)
+        .scopes([Scope::Read, Scope::Ingest])
+        .build())
 }
 
 /// A snapshot of `room` holding messages `range` (ids `$<tag><i>…`), one second apart from

@@ -35,7 +35,6 @@ impl RoomSpec {
     }
 }
 
-
 /// # Any room on demand
 impl MockHomeserver {
     /// Starts a homeserver serving any room on demand ([`Self::serve_any_room`]).

@@ -83,8 +83,7 @@ impl MockHomeserver {
     /// When `pages` is 0.
     pub async fn serve_bench_pages(&self, pages: usize, prepared: bool) -> Option<Arc<Vec<Vec<u8>>>> {
         assert!(pages > 0, "a benchmark room has at least one page");
-        let bodies =
-            prepared.then(|| Arc::new((0..pages).map(|p| page_body(p, pages)).collect::<Vec<_>>()));
+        let bodies = prepared.then(|| Arc::new((0..pages).map(|p| page_body(p, pages)).collect::<Vec<_>>()));
         Mock::given(method("GET"))
             .respond_with(BenchPages { bodies: bodies.clone(), pages })
             .mount(&self.server)
