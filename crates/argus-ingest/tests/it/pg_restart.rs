@@ -10,7 +10,7 @@ use argus_domain::{IngestionOutcome, PageRequest, RoomId};
 use argus_ingest::ingest::Reach;
 use argus_store::IngestionCursor;
 
-use crate::support::{Env, analyst};
+use crate::support::{Env, analyst, request};
 
 const ROOM: &str = "!slow-restart:tchap.test";
 const SIZE: usize = 400;
@@ -28,17 +28,7 @@ async fn a_database_restart_mid_run_fails_it_cleanly_and_the_next_run_resumes() 
     let services = std::sync::Arc::clone(&env.services);
     let (hs, viewer) = (env.hs.uri(), alice.clone());
     let run = tokio::spawn(async move {
-        let request = argus_ingest::ingest::IngestRequest {
-            homeserver_url: hs,
-            access_token: argus_domain::AccessToken::new(argus_testkit::homeserver::MATRIX_TOKEN),
-            room_id: ROOM.to_owned(),
-            classification: argus_domain::Classification::Restricted,
-            max_messages: Some(10_000),
-            recovery_key: None,
-            reach: Reach::Current,
-            trigger: argus_ingest::ingest::Trigger::Manual,
-            follow_upgrades: false,
-        };
+        let request = request(hs, ROOM, 10_000, Reach::Current);
         argus_ingest::ingest::ingest_room(&services, &viewer, request, &mut |_| {}).await
     });
     // Some batches committed, then the database goes down under the run, and comes back.

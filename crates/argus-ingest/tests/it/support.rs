@@ -104,17 +104,7 @@ impl Env {
         max_messages: i64,
         reach: Reach,
     ) -> argus_ingest::Result<IngestSummary> {
-        let request = IngestRequest {
-            homeserver_url: self.hs.uri(),
-            access_token: AccessToken::new(MATRIX_TOKEN),
-            room_id: room.to_owned(),
-            classification: Classification::Restricted,
-            max_messages: Some(max_messages),
-            recovery_key: None,
-            reach,
-            trigger: Trigger::Manual,
-            follow_upgrades: false,
-        };
+        let request = request(self.hs.uri(), room, max_messages, reach);
         argus_ingest::ingest::ingest_room(&self.services, viewer, request, &mut |_| {}).await
     }
 
@@ -135,6 +125,22 @@ impl Env {
         f: impl FnOnce(&Store) -> argus_store::Result<T> + Send + 'static,
     ) -> T {
         self.services.with_store(f).await.unwrap_or_else(|e| panic!("store: {e}"))
+    }
+}
+
+/// A manual ingestion of `room` at RESTRICTED from the mock homeserver at `homeserver`, with
+/// its token.
+pub(crate) fn request(homeserver: String, room: &str, max_messages: i64, reach: Reach) -> IngestRequest {
+    IngestRequest {
+        homeserver_url: homeserver,
+        access_token: AccessToken::new(MATRIX_TOKEN),
+        room_id: room.to_owned(),
+        classification: Classification::Restricted,
+        max_messages: Some(max_messages),
+        recovery_key: None,
+        reach,
+        trigger: Trigger::Manual,
+        follow_upgrades: false,
     }
 }
 
