@@ -13,6 +13,10 @@
 //!
 //! The whole file skips (loudly, through `argus-testkit`) when Synapse is unavailable; the
 //! PostgreSQL run also skips when no PostgreSQL binaries are installed.
+//!
+//! A test binary of its own, beside the binary's `tests/it`: the log scan needs the process's
+//! global tracing subscriber to itself (another test installing one first would leave the scan
+//! nothing to read), and every line the process logged belongs to these runs.
 
 mod encrypted;
 mod evidence;

@@ -26,6 +26,8 @@ pub mod post;
 mod room;
 pub mod search;
 mod secret;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod viewer;
 pub mod watch;
 

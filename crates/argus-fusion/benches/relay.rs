@@ -18,7 +18,10 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use argus_domain::{Classification, FetchReport, RoomSnapshot, Scope, Viewer};
+use argus_domain::{
+    Classification, Scope,
+    testing::{RoomSnapshotBuilder, ViewerBuilder},
+};
 use argus_fusion::{JsonLinesSink, NetworkNode, Relay, RelayOptions, Sink};
 use argus_store::{IngestionRun, Store};
 
@@ -33,32 +36,20 @@ fn sqlite_url(dir: &Path) -> String {
 fn prefill(dir: &Path, rows: usize) -> Result<()> {
     let store = Store::open(&sqlite_url(dir))?;
     let orgs = ["dgsi", "anssi", "dgse", "police-nationale.fr"];
-    let homeserver = "https://matrix.agent.tchap.gouv.fr".parse()?;
     for i in 0..rows {
         let org = orgs[i % orgs.len()];
-        let viewer = Viewer::new("bench".parse()?, org.parse()?, Classification::Secret, [Scope::Ingest]);
+        let viewer = ViewerBuilder::new(org).actor("bench").scopes([Scope::Ingest]).build();
         let run = IngestionRun {
             viewer,
             classification: Classification::Restricted,
             started_at: time::OffsetDateTime::now_utc(),
         };
-        let snapshot = RoomSnapshot {
-            room_id: format!("!room{}:agent.tchap.gouv.fr", i % 100).parse()?,
-            homeserver_url: Clone::clone(&homeserver),
-            name: Some(format!("Salon {}", i % 100)),
-            topic: Some("Coordination interministérielle".to_owned()),
-            canonical_alias: None,
-            member_count: 25,
-            encrypted: true,
-            messages: Vec::new(),
-            edits: Vec::new(),
-            redactions: Vec::new(),
-            resume_token: None,
-            history: argus_domain::HistoryPosition::Unchanged,
-            predecessor: None,
-            successor: None,
-            report: FetchReport::default(),
-        };
+        let snapshot = RoomSnapshotBuilder::new(&format!("!room{}:agent.tchap.gouv.fr", i % 100))
+            .name(format!("Salon {}", i % 100))
+            .topic("Coordination interministérielle")
+            .member_count(25)
+            .encrypted()
+            .build();
         store.record_ingestion(&run, &snapshot)?;
     }
     Ok(())

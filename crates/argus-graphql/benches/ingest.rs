@@ -24,7 +24,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use argus_domain::{AccessToken, Classification, HomeserverUrl, RoomId, RoomSnapshot, Scope, Viewer};
+use argus_domain::{
+    AccessToken, Classification, HomeserverUrl, RoomId, RoomSnapshot, Scope, testing::ViewerBuilder,
+};
 use argus_graphql::{
     Services,
     ingest::{IngestRequest, ingest_room},
@@ -45,15 +47,6 @@ fn connector() -> BenchResult<Connector> {
         allow_private_addresses: vec!["127.0.0.1".into()],
         ..ConnectorConfig::default()
     })?)
-}
-
-fn viewer() -> BenchResult<Viewer> {
-    Ok(Viewer::new(
-        "bench".parse()?,
-        "bench-org".parse()?,
-        Classification::Secret,
-        [Scope::Read, Scope::Ingest],
-    ))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -89,7 +82,7 @@ fn main() -> BenchResult {
     let room: RoomId = bench::ROOM.parse()?;
     let session = Session::with_token(homeserver.clone(), AccessToken::new("syt_bench_token"));
     let max_messages = HARD_MAX_MESSAGES;
-    let v = viewer()?;
+    let v = ViewerBuilder::new("bench-org").actor("bench").scopes([Scope::Read, Scope::Ingest]).build();
     let dir = tempfile::tempdir()?;
 
     let mut fetch = Vec::new();

@@ -177,13 +177,13 @@ impl CursorSigner {
 
 #[cfg(test)]
 mod tests {
-    use argus_domain::{Classification, Scope};
+    use argus_domain::{Classification, testing::ViewerBuilder};
     use argus_store::{IngestionCursor, MessageCursor, RoomCursor};
 
     use super::*;
 
     fn viewer(org: &str, clearance: Classification) -> Viewer {
-        Viewer::new("a".parse().unwrap(), org.parse().unwrap(), clearance, [Scope::Read])
+        ViewerBuilder::new(org).actor("a").clearance(clearance).build()
     }
 
     #[test]

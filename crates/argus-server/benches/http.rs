@@ -24,7 +24,8 @@ use std::{path::PathBuf, process::Command, sync::Arc, time::Instant};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context as _, Result, bail};
 use argus_domain::{
-    Classification, FetchReport, HomeserverUrl, MessageRecord, RoomSnapshot, Scope, Viewer, from_unix_ms,
+    Classification, MessageRecord, Scope, Viewer, from_unix_ms,
+    testing::{RoomSnapshotBuilder, ViewerBuilder},
 };
 use argus_server::{
     Config,
@@ -36,13 +37,13 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
 const ROOM: &str = "!bench:tchap.test";
+const HOMESERVER: &str = "https://matrix.tchap.test";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn seed(store: &Store, viewer: &Viewer, total: u64) -> Result<()> {
-    let homeserver: HomeserverUrl = "https://matrix.tchap.test".parse()?;
     let chunk = 20_000;
     let mut done = 0;
     let started = Instant::now();
@@ -58,23 +59,12 @@ fn seed(store: &Store, viewer: &Viewer, total: u64) -> Result<()> {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let snapshot = RoomSnapshot {
-            room_id: ROOM.parse()?,
-            homeserver_url: homeserver.clone(),
-            name: Some("Salle de benchmark".into()),
-            topic: None,
-            canonical_alias: None,
-            member_count: 50,
-            encrypted: false,
-            messages,
-            edits: Vec::new(),
-            redactions: Vec::new(),
-            resume_token: None,
-            history: argus_domain::HistoryPosition::Unchanged,
-            predecessor: None,
-            successor: None,
-            report: FetchReport::default(),
-        };
+        let snapshot = RoomSnapshotBuilder::new(ROOM)
+            .homeserver(HOMESERVER)
+            .name("Salle de benchmark")
+            .member_count(50)
+            .messages(messages)
+            .build();
         let run = IngestionRun {
             viewer: viewer.clone(),
             classification: Classification::Restricted,
@@ -318,7 +308,7 @@ async fn ours(
         Config { database_url: url.clone(), data_dir: Some(dir.to_path_buf()), ..Config::default() };
     config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
     config.fusion.enabled = false;
-    let viewer = viewer()?;
+    let viewer = ViewerBuilder::new("bench").actor("bench").build();
     let seed_viewer = viewer.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<Store> {
         let store = Store::connect(&url, StoreOptions::default())?;
@@ -334,10 +324,6 @@ async fn ours(
     let ours = load(graphql, token, document(), seconds, connections).await?;
     server.stop().await?;
     Ok((ours, payload, store))
-}
-
-fn viewer() -> Result<Viewer> {
-    Ok(Viewer::new("bench".parse()?, "bench".parse()?, Classification::Secret, [Scope::Read]))
 }
 
 fn token(config: &Config, viewer: &Viewer) -> Result<String> {
@@ -367,7 +353,7 @@ async fn baselines(payload: Value, store: &Store, seconds: u64, connections: u64
         load(format!("http://{plain_addr}/graphql"), String::new(), document(), seconds, connections).await?;
     plain_handle.stop(true).await;
 
-    let viewer = viewer()?;
+    let viewer = ViewerBuilder::new("bench").actor("bench").build();
     let page = store.messages(&viewer, &ROOM.parse()?, &argus_domain::PageRequest::first(100))?;
     let connector = argus_matrix::Connector::new(argus_matrix::ConnectorConfig::default())?;
     let services = Arc::new(argus_graphql::Services::new(store.clone(), connector));

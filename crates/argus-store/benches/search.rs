@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use argus_domain::{Classification, RoomSnapshot, SearchRequest, Viewer, to_unix_ms};
+use argus_domain::{Classification, RoomSnapshot, SearchRequest, to_unix_ms};
 use argus_store::{IngestionRun, Store, StoreOptions};
 use diesel::{Connection, PgConnection, SqliteConnection, connection::SimpleConnection};
 use time::OffsetDateTime;
@@ -95,10 +95,6 @@ fn body(i: usize, words: &[String], rng: &mut Rng) -> String {
     out.join(" ")
 }
 
-fn viewer() -> BenchResult<Viewer> {
-    common::viewer("dgsi", Classification::Secret)
-}
-
 fn snapshot(
     room: &str,
     first: usize,
@@ -113,7 +109,7 @@ fn snapshot(
 fn fill(store: &Store, total: usize) -> BenchResult<Duration> {
     let words = vocabulary();
     let mut rng = Rng(42);
-    let v = viewer()?;
+    let v = common::viewer("dgsi", Classification::Secret)?;
     let per_room = total / ROOMS;
     let started = Instant::now();
     for r in 0..ROOMS {
@@ -139,7 +135,7 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 /// p50 and p99 of `searches` runs of `query` (first page of 20), and its number of results on
 /// that page.
 fn time_query(store: &Store, query: &str, searches: usize) -> BenchResult<(Duration, Duration, usize)> {
-    let v = viewer()?;
+    let v = common::viewer("dgsi", Classification::Secret)?;
     let request = SearchRequest {
         query: query.parse()?,
         room_id: None,
@@ -186,7 +182,7 @@ fn ingest_rate(
             .map(|first| snapshot(room, first, per.min(n - first), &words, &mut rng))
             .collect::<BenchResult<Vec<_>>>()?;
         let run = IngestionRun {
-            viewer: viewer()?,
+            viewer: common::viewer("dgsi", Classification::Secret)?,
             classification: Classification::Restricted,
             started_at: OffsetDateTime::now_utc(),
         };

@@ -2,7 +2,8 @@
 //!
 //! One cluster per test process is started lazily by [`cluster`] (`initdb` + `pg_ctl` on a free
 //! loopback port, trust authentication, `fsync=off`), and each test asks for its own database with
-//! [`fresh_database`]; the database is dropped when the [`TestDatabase`] goes out of scope.
+//! [`fresh_database`]; the database is dropped when the [`TestDatabase`] goes out of scope. A
+//! test that stops and restarts the server takes a cluster of its own with [`own_cluster`].
 //!
 //! The cluster is removed when the test process exits: a small detached watchdog polls the test
 //! process and then stops the server (`pg_ctl stop -m immediate`) and deletes its directory.
@@ -59,8 +60,8 @@ impl PgCluster {
     }
 
     /// Stops the server at once (`pg_ctl stop -m immediate`: connections are cut, as when the
-    /// database host fails). Every database of the process's cluster goes down with it: only a
-    /// test binary of its own should call this.
+    /// database host fails). Every database of the cluster goes down with it: call it on a
+    /// cluster of the test's own ([`own_cluster`]), never on the process's shared one.
     pub fn stop_now(&self) -> anyhow::Result<()> {
         let output = pg_command(&self.pg_ctl, self.as_postgres)
             .arg("-D")
@@ -193,6 +194,27 @@ pub fn fresh_database() -> Option<TestDatabase> {
 /// When PostgreSQL is unavailable and `ARGUS_REQUIRE_POSTGRES=1`.
 pub fn cluster() -> Option<&'static PgCluster> {
     POSTGRES.get(start_cluster)
+}
+
+/// A throw-away PostgreSQL cluster of the caller's own, beside the process's shared one: a test
+/// that stops and restarts its server ([`PgCluster::stop_now`]) takes one, so that the other
+/// tests of its process keep their databases. A new cluster on each call, removed when the test
+/// process exits.
+///
+/// Returns `None` after a loud SKIP message on stderr when PostgreSQL is unavailable.
+///
+/// # Panics
+///
+/// When PostgreSQL is unavailable and `ARGUS_REQUIRE_POSTGRES=1`, or when the shared cluster
+/// started but this one cannot (a real failure, not a missing dependency).
+pub fn own_cluster() -> Option<&'static PgCluster> {
+    // The shared tier decides whether PostgreSQL is there at all (skip or panic, once).
+    cluster()?;
+    match start_cluster() {
+        // Lives as long as the process, as the shared one does (its databases borrow it).
+        Ok(own) => Some(Box::leak(Box::new(own))),
+        Err(error) => panic!("argus-testkit: starting a PostgreSQL cluster of its own failed: {error:#}"),
+    }
 }
 
 /// Finds a PostgreSQL server binary on PATH, then in `/usr/lib/postgresql/*/bin` (newest first).

@@ -3,7 +3,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use argus_domain::{Classification, StoredRoom};
+use argus_domain::{
+    Classification, Scope, StoredRoom,
+    testing::{MessageRecordBuilder, RoomSnapshotBuilder, ViewerBuilder},
+};
 use argus_fusion::NetworkNode;
 use serde_json::Value;
 use time::macros::datetime;
@@ -139,40 +142,20 @@ fn run(
     clearance: Classification,
     classification: Classification,
 ) -> Result<argus_store::IngestionRun> {
-    use argus_domain::{Scope, Viewer};
-    let viewer = Viewer::new("ingester".parse()?, org.parse()?, clearance, [Scope::Ingest]);
+    let viewer =
+        ViewerBuilder::new(org).actor("ingester").clearance(clearance).scopes([Scope::Ingest]).build();
     Ok(argus_store::IngestionRun { viewer, classification, started_at: time::OffsetDateTime::now_utc() })
 }
 
 fn snapshot(room_id: &str, name: &str, messages: u32) -> Result<argus_domain::RoomSnapshot> {
-    use argus_domain::{FetchReport, MessageRecord, RoomSnapshot};
-    let room_id: argus_domain::RoomId = room_id.parse()?;
     let base = datetime!(2026-03-01 08:00 UTC);
-    let messages = (0..messages)
-        .map(|i| {
-            Ok(MessageRecord::text(
-                format!("${}-{i}", room_id.as_str().trim_start_matches('!').replace(':', "_")).parse()?,
-                "@agent:agent.tchap.gouv.fr".parse()?,
-                format!("message {i}"),
-                base + time::Duration::seconds(i64::from(i)),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RoomSnapshot {
-        room_id,
-        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse()?,
-        name: Some(name.to_owned()),
-        topic: None,
-        canonical_alias: None,
-        member_count: 3,
-        encrypted: false,
-        messages,
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        history: argus_domain::HistoryPosition::Unchanged,
-        predecessor: None,
-        successor: None,
-        report: FetchReport::default(),
-    })
+    let tag = room_id.trim_start_matches('!').replace(':', "_");
+    let messages = (0..messages).map(|i| {
+        MessageRecordBuilder::new(&format!("${tag}-{i}"))
+            .sender("@agent:agent.tchap.gouv.fr")
+            .body(format!("message {i}"))
+            .sent_at(base + time::Duration::seconds(i64::from(i)))
+            .build()
+    });
+    Ok(RoomSnapshotBuilder::new(room_id).name(name).member_count(3).messages(messages).build())
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use argus_domain::{Classification, Scope, Viewer};
+use argus_domain::{Classification, Scope, Viewer, testing::ViewerBuilder};
 use argus_graphql::{Context, Schema, SchemaOptions, Services, build_schema};
 use argus_matrix::{Connector, ConnectorConfig};
 use argus_store::{Store, StoreOptions};
@@ -23,12 +23,11 @@ pub(crate) struct Harness {
 pub(crate) const ALL: [Scope; 4] = [Scope::Read, Scope::Ingest, Scope::Audit, Scope::AuditChain];
 
 pub(crate) fn viewer(org: &str, clearance: Classification, scopes: &[Scope]) -> Viewer {
-    Viewer::new(
-        format!("agent@{org}").parse().unwrap_or_else(|e| panic!("actor: {e}")),
-        org.parse().unwrap_or_else(|e| panic!("org: {e}")),
-        clearance,
-        scopes.iter().copied(),
-    )
+    ViewerBuilder::new(org)
+        .actor(&format!("agent@{org}"))
+        .clearance(clearance)
+        .scopes(scopes.iter().copied())
+        .build()
 }
 
 impl Harness {

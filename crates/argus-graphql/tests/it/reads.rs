@@ -206,56 +206,33 @@ async fn deep_wide_and_introspective_documents_are_refused_before_resolvers() {
 /// Messages of every shape a plain selection reads: media, a reply in a thread, an edit (with
 /// its versions), a redaction with who, when and why, an undecryptable event.
 fn varied_room() -> argus_domain::RoomSnapshot {
-    use argus_domain::{MediaRef, MessageRecord, Redaction, from_unix_ms};
+    use argus_domain::{
+        MediaRef, from_unix_ms,
+        testing::{MessageRecordBuilder, RoomSnapshotBuilder},
+    };
     let at = |s: i64| from_unix_ms(1_767_225_600_000 + s * 1_000).unwrap_or_else(|e| panic!("{e}"));
     let text = |i: i64, body: &str| {
-        MessageRecord::text(
-            format!("$v{i}:tchap.test").parse().unwrap_or_else(|e| panic!("{e}")),
-            "@alice:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
-            body,
-            at(i),
-        )
+        MessageRecordBuilder::new(&format!("$v{i}:tchap.test"))
+            .sender("@alice:tchap.test")
+            .body(body)
+            .sent_at(at(i))
     };
-    let mut image = text(1, "photo.jpg");
-    image.msgtype = Some("m.image".into());
-    image.media = Some(MediaRef {
+    let image = text(1, "photo.jpg").msgtype("m.image").media(MediaRef {
         uri: Some("mxc://tchap.test/abc".into()),
         mimetype: Some("image/jpeg".into()),
         size: Some(12),
     });
-    let mut reply = text(2, "« citation » \"quoted\" \\ \u{1F600}");
-    reply.reply_to = Some("$v1:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")));
-    reply.thread_root = Some("$v1:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")));
-    let mut redacted = text(3, "gone");
-    redacted.body = None;
-    redacted.msgtype = None;
-    redacted.redacted = true;
-    redacted.redaction = Some(Redaction {
-        redacted_by: "@mod:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
-        redacted_at: at(10),
-        reason: Some("hors sujet".into()),
-    });
-    let mut encrypted = text(4, "");
-    encrypted.body = None;
-    encrypted.msgtype = None;
-    encrypted.encrypted = true;
-    argus_domain::RoomSnapshot {
-        room_id: "!varied:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
-        homeserver_url: "https://matrix.tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
-        name: Some("Salle".into()),
-        topic: None,
-        canonical_alias: None,
-        member_count: 2,
-        encrypted: false,
-        messages: vec![text(0, "bonjour"), image, reply, redacted, encrypted],
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        history: argus_domain::HistoryPosition::Unchanged,
-        predecessor: None,
-        successor: None,
-        report: argus_domain::FetchReport::default(),
-    }
+    let reply = text(2, "« citation » \"quoted\" \\ \u{1F600}")
+        .reply_to("$v1:tchap.test")
+        .thread_root("$v1:tchap.test");
+    let redacted = text(3, "gone").redacted("@mod:tchap.test", at(10), Some("hors sujet"));
+    let encrypted = text(4, "").encrypted();
+    RoomSnapshotBuilder::new("!varied:tchap.test")
+        .homeserver("https://matrix.tchap.test")
+        .name("Salle")
+        .member_count(2)
+        .messages([text(0, "bonjour"), image, reply, redacted, encrypted].map(MessageRecordBuilder::build))
+        .build()
 }
 
 #[tokio::test]

@@ -161,17 +161,8 @@ fn killed_child() {
         let store = argus_store::Store::open(&url).expect("store");
         let mut services = argus_ingest::Services::new(store, crate::support::connector());
         services.limits.batch_pages = 2;
-        let request = argus_ingest::ingest::IngestRequest {
-            homeserver_url: std::env::var(CHILD_HS_ENV).expect("run by the kill tests"),
-            access_token: argus_domain::AccessToken::new(argus_testkit::homeserver::MATRIX_TOKEN),
-            room_id: KILLED_ROOM.to_owned(),
-            classification: argus_domain::Classification::Restricted,
-            max_messages: Some(10_000),
-            recovery_key: None,
-            reach: Reach::Current,
-            trigger: argus_ingest::ingest::Trigger::Manual,
-            follow_upgrades: false,
-        };
+        let homeserver = std::env::var(CHILD_HS_ENV).expect("run by the kill tests");
+        let request = crate::support::request(homeserver, KILLED_ROOM, 10_000, Reach::Current);
         println!("ingesting");
         let result =
             argus_ingest::ingest::ingest_room(&services, &analyst("dgsi"), request, &mut |_| {}).await;

@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
-use argus_domain::{AccessToken, Classification, Scope, Viewer};
+use argus_domain::{AccessToken, Classification, Scope, Viewer, testing::ViewerBuilder};
 use argus_ingest::{
     Services,
     ingest::{IngestRequest, IngestSummary, Reach, Trigger},
 };
 use argus_matrix::{Connector, ConnectorConfig};
 use argus_store::Store;
-use argus_testkit::homeserver::{MATRIX_TOKEN, MockHomeserver};
+use argus_testkit::{
+    homeserver::{MATRIX_TOKEN, MockHomeserver},
+    postgres::PgCluster,
+};
 
 /// Instantiates an async suite written once: for each `async fn name(env: Env)` of the calling
 /// module, `sqlite::name` and `postgres::name` (skipped when PostgreSQL is absent).
@@ -83,6 +86,16 @@ impl Env {
         Some(Self::over(url, Guard::Postgres(db)).await)
     }
 
+    /// Over a fresh database of `cluster` (one of the test's own, which it may stop and start).
+    pub(crate) async fn postgres_on(cluster: &'static PgCluster) -> Self {
+        let db = tokio::task::spawn_blocking(move || cluster.create_database())
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|e| panic!("database: {e:#}"));
+        let url = db.url().to_owned();
+        Self::over(url, Guard::Postgres(db)).await
+    }
+
     /// Runs one ingestion of `room` by `viewer` at RESTRICTED.
     pub(crate) async fn ingest(
         &self,
@@ -91,17 +104,7 @@ impl Env {
         max_messages: i64,
         reach: Reach,
     ) -> argus_ingest::Result<IngestSummary> {
-        let request = IngestRequest {
-            homeserver_url: self.hs.uri(),
-            access_token: AccessToken::new(MATRIX_TOKEN),
-            room_id: room.to_owned(),
-            classification: Classification::Restricted,
-            max_messages: Some(max_messages),
-            recovery_key: None,
-            reach,
-            trigger: Trigger::Manual,
-            follow_upgrades: false,
-        };
+        let request = request(self.hs.uri(), room, max_messages, reach);
         argus_ingest::ingest::ingest_room(&self.services, viewer, request, &mut |_| {}).await
     }
 
@@ -125,6 +128,22 @@ impl Env {
     }
 }
 
+/// A manual ingestion of `room` at RESTRICTED from the mock homeserver at `homeserver`, with
+/// its token.
+pub(crate) fn request(homeserver: String, room: &str, max_messages: i64, reach: Reach) -> IngestRequest {
+    IngestRequest {
+        homeserver_url: homeserver,
+        access_token: AccessToken::new(MATRIX_TOKEN),
+        room_id: room.to_owned(),
+        classification: Classification::Restricted,
+        max_messages: Some(max_messages),
+        recovery_key: None,
+        reach,
+        trigger: Trigger::Manual,
+        follow_upgrades: false,
+    }
+}
+
 /// Token keys: `current` seals, `previous` only open.
 pub(crate) fn token_keys(current: &[u8], previous: &[&[u8]]) -> argus_ingest::TokenKeys {
     let key = |k: &[u8]| argus_ingest::TokenKey::new(k).unwrap_or_else(|e| panic!("{e}"));
@@ -133,10 +152,5 @@ pub(crate) fn token_keys(current: &[u8], previous: &[&[u8]]) -> argus_ingest::To
 
 /// An analyst of `org` cleared SECRET with every scope.
 pub(crate) fn analyst(org: &str) -> Viewer {
-    Viewer::new(
-        "alice".parse().unwrap_or_else(|e| panic!("{e}")),
-        org.parse().unwrap_or_else(|e| panic!("{e}")),
-        Classification::Secret,
-        [Scope::Ingest, Scope::Read, Scope::Audit],
-    )
+    ViewerBuilder::new(org).actor("alice").scopes([Scope::Ingest, Scope::Read, Scope::Audit]).build()
 }

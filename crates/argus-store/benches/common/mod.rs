@@ -2,14 +2,21 @@
 
 use std::ops::Range;
 
-use argus_domain::{Classification, MessageRecord, RoomSnapshot, Scope, Viewer, from_unix_ms};
+use argus_domain::{
+    Classification, MessageRecord, RoomSnapshot, Scope, Viewer, from_unix_ms,
+    testing::{RoomSnapshotBuilder, ViewerBuilder},
+};
 
 /// Result of a benchmark step.
 pub(crate) type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// A caller of `org` at `clearance` who may read and ingest.
 pub(crate) fn viewer(org: &str, clearance: Classification) -> BenchResult<Viewer> {
-    Ok(Viewer::new("bench".parse()?, org.parse()?, clearance, [Scope::Read, Scope::Ingest]))
+    Ok(ViewerBuilder::new(org)
+        .actor("bench")
+        .clearance(clearance)
+        .scopes([Scope::Read, Scope::Ingest])
+        .build())
 }
 
 /// A snapshot of `room` holding messages `range` (ids `$<tag><i>…`), one second apart from
@@ -32,21 +39,5 @@ pub(crate) fn snapshot(
             ))
         })
         .collect::<BenchResult<Vec<_>>>()?;
-    Ok(RoomSnapshot {
-        room_id: room.parse()?,
-        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse()?,
-        name: Some("Cellule de crise".to_owned()),
-        topic: None,
-        canonical_alias: None,
-        member_count: 40,
-        encrypted: false,
-        messages,
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        history: argus_domain::HistoryPosition::Unchanged,
-        predecessor: None,
-        successor: None,
-        report: Default::default(),
-    })
+    Ok(RoomSnapshotBuilder::new(room).name("Cellule de crise").member_count(40).messages(messages).build())
 }

@@ -3,7 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use argus_domain::{Classification, MessageRecord, RoomSnapshot, Scope, Viewer, from_unix_ms, to_unix_ms};
+use argus_domain::{
+    Classification, MessageRecord, RoomSnapshot, Scope, Viewer, from_unix_ms,
+    testing::{MessageRecordBuilder, RoomSnapshotBuilder, ViewerBuilder},
+    to_unix_ms,
+};
 use argus_store::{IngestionRun, Store};
 use diesel::{
     Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection, connection::SimpleConnection,
@@ -114,12 +118,11 @@ pub(crate) fn postgres() -> Option<TestDb> {
 }
 
 pub(crate) fn viewer(org: &str, clearance: Classification) -> Viewer {
-    Viewer::new(
-        "analyst@example.gouv.fr".parse().unwrap(),
-        org.parse().unwrap(),
-        clearance,
-        [Scope::Read, Scope::Ingest, Scope::Audit],
-    )
+    ViewerBuilder::new(org)
+        .actor("analyst@example.gouv.fr")
+        .clearance(clearance)
+        .scopes([Scope::Read, Scope::Ingest, Scope::Audit])
+        .build()
 }
 
 /// Now at millisecond precision.
@@ -135,12 +138,7 @@ static EVENT: AtomicU64 = AtomicU64::new(1);
 
 /// A text message sent at `sent_at`.
 pub(crate) fn message(event_id: &str, sent_at: OffsetDateTime) -> MessageRecord {
-    MessageRecord::text(
-        event_id.parse().unwrap(),
-        "@jean.dupont:agent.tchap.gouv.fr".parse().unwrap(),
-        format!("body of {event_id}"),
-        sent_at,
-    )
+    MessageRecordBuilder::new(event_id).sent_at(sent_at).build()
 }
 
 /// `n` messages one minute apart ending at `last`, with fresh event ids.
@@ -154,21 +152,11 @@ pub(crate) fn messages(n: usize, last: OffsetDateTime) -> Vec<MessageRecord> {
 }
 
 pub(crate) fn snapshot(room_id: &str, messages: Vec<MessageRecord>) -> RoomSnapshot {
-    RoomSnapshot {
-        room_id: room_id.parse().unwrap(),
-        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse().unwrap(),
-        name: Some(format!("Room {room_id}")),
-        topic: Some("Coordination".to_owned()),
-        canonical_alias: None,
-        member_count: 12,
-        encrypted: false,
-        messages,
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: Some("t42-7_0_0".to_owned()),
-        history: argus_domain::HistoryPosition::Unchanged,
-        predecessor: None,
-        successor: None,
-        report: Default::default(),
-    }
+    RoomSnapshotBuilder::new(room_id)
+        .name(format!("Room {room_id}"))
+        .topic("Coordination")
+        .member_count(12)
+        .messages(messages)
+        .resume_token("t42-7_0_0")
+        .build()
 }

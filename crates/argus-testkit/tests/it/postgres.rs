@@ -44,3 +44,18 @@ fn parallel_tests_get_distinct_databases() {
     urls.dedup();
     assert_eq!(urls.len(), n);
 }
+
+#[test]
+fn a_cluster_of_its_own_restarts_without_touching_the_shared_one() {
+    let Some(shared) = postgres::cluster() else {
+        return;
+    };
+    let own = postgres::own_cluster().unwrap();
+    assert_ne!(own.port(), shared.port());
+    let db = own.create_database().unwrap();
+    own.stop_now().unwrap();
+    assert!(own.query(db.url(), "SELECT 1").is_err(), "stopped");
+    assert_eq!(shared.query(shared.admin_url(), "SELECT 1").unwrap(), "1");
+    own.start_again().unwrap();
+    assert_eq!(own.query(db.url(), "SELECT 1").unwrap(), "1");
+}

@@ -1,16 +1,8 @@
 //! PostgreSQL restarted while a run is under way: the run fails cleanly with a retryable code,
 //! its audit record (FAILED, with what its committed pages stored) is appended once the database
 //! is back, and the next run resumes where the committed pages stopped: every message once,
-//! the chain verifying. In a test binary of its own: it stops its process's whole cluster.
-
-#[expect(
-    dead_code,
-    unused_macros,
-    unused_imports,
-    reason = "the suite's fixtures, of which this binary uses a few"
-)]
-#[path = "it/support.rs"]
-mod support;
+//! the chain verifying. On a PostgreSQL cluster of its own, which it stops and starts again
+//! while the other tests keep the shared one.
 
 use std::time::Duration;
 
@@ -18,29 +10,25 @@ use argus_domain::{IngestionOutcome, PageRequest, RoomId};
 use argus_ingest::ingest::Reach;
 use argus_store::IngestionCursor;
 
+use crate::support::{Env, analyst, request};
+
 const ROOM: &str = "!slow-restart:tchap.test";
 const SIZE: usize = 400;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_mid_run_fails_it_cleanly_and_the_next_run_resumes() {
-    let Some(env) = support::Env::postgres().await else { return };
-    let Some(cluster) = argus_testkit::postgres::cluster() else { return };
+    let Some(cluster) =
+        tokio::task::spawn_blocking(argus_testkit::postgres::own_cluster).await.ok().flatten()
+    else {
+        return;
+    };
+    let env = Env::postgres_on(cluster).await;
     env.hs.room(ROOM, SIZE);
-    let alice = support::analyst("dgsi");
+    let alice = analyst("dgsi");
     let services = std::sync::Arc::clone(&env.services);
     let (hs, viewer) = (env.hs.uri(), alice.clone());
     let run = tokio::spawn(async move {
-        let request = argus_ingest::ingest::IngestRequest {
-            homeserver_url: hs,
-            access_token: argus_domain::AccessToken::new(argus_testkit::homeserver::MATRIX_TOKEN),
-            room_id: ROOM.to_owned(),
-            classification: argus_domain::Classification::Restricted,
-            max_messages: Some(10_000),
-            recovery_key: None,
-            reach: Reach::Current,
-            trigger: argus_ingest::ingest::Trigger::Manual,
-            follow_upgrades: false,
-        };
+        let request = request(hs, ROOM, 10_000, Reach::Current);
         argus_ingest::ingest::ingest_room(&services, &viewer, request, &mut |_| {}).await
     });
     // Some batches committed, then the database goes down under the run, and comes back.

@@ -192,7 +192,7 @@ async fn token_serve_query_ingest_audit_without_configuration() {
 /// over HTTP; and the same with the commands the server's banner prints.
 #[tokio::test]
 async fn readme_flow_serve_then_token_then_query() {
-    const README: &str = include_str!("../../../README.md");
+    const README: &str = include_str!("../../../../README.md");
     let quick_start = README.split("## Quick start").nth(1).expect("a Quick start section in the README");
     let readme_mint = quick_start
         .lines()

@@ -1,0 +1,44 @@
+//! `[matrix]`: the connector's outbound policy and the admission of ingestions.
+
+use serde::Deserialize;
+
+use super::forms::string_or_list;
+
+/// The Matrix connector's outbound policy and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// Homeservers ingestions may reach; empty = any public host.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_homeservers: Vec<String>,
+    /// Private addresses (IPs or CIDR ranges) that may be reached anyway, e.g. `127.0.0.1`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allow_private_addresses: Vec<String>,
+    /// Ingestions running at once on this server; more are refused with `BUSY`.
+    pub max_concurrent_ingestions: usize,
+    /// Ingestions running at once against one homeserver; more are refused with `BUSY`.
+    pub max_concurrent_per_homeserver: usize,
+    /// Ingestions one caller may start per minute; more are refused with `TOO_MANY_REQUESTS`.
+    pub ingestions_per_caller_per_minute: u32,
+    /// Seconds an ingestion run holds its journal row without committing a batch; past it (its
+    /// process died), another process audits the run as interrupted.
+    pub run_lease_secs: u64,
+    /// Seconds one ingestion run may take in all (it commits as it goes: this only bounds a
+    /// run that never ends; the rest of a room is read by the next run).
+    pub run_deadline_secs: u64,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        let admission = argus_graphql::AdmissionLimits::default();
+        Self {
+            allowed_homeservers: Vec::new(),
+            allow_private_addresses: Vec::new(),
+            max_concurrent_ingestions: admission.max_concurrent,
+            max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
+            ingestions_per_caller_per_minute: admission.per_caller_per_minute,
+            run_lease_secs: argus_ingest::Limits::default().run_lease.as_secs(),
+            run_deadline_secs: argus_matrix::ConnectorConfig::default().stream_deadline.as_secs(),
+        }
+    }
+}

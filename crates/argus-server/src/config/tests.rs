@@ -1,0 +1,157 @@
+//! The configuration tests: layers, defaults, refusals and the generated development secret.
+
+use argus_domain::Secret;
+use figment::Jail;
+
+use super::*;
+
+#[test]
+fn defaults_without_any_configuration() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c, Config::default());
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, DatabaseUrl::sqlite_file("argus-tchap.db"));
+        assert!(c.is_development());
+        assert!(c.introspection_enabled());
+        assert_eq!(c.data_dir(), PathBuf::from("."));
+        assert_eq!(c.fusion().jsonl_path, Some(PathBuf::from("./network-nodes.jsonl")));
+        Ok(())
+    });
+}
+
+#[test]
+fn the_fusion_file_lies_in_the_data_directory_unless_absolute() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("ARGUS_DATA_DIR", "/var/lib/argus");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.fusion().jsonl_path, Some(PathBuf::from("/var/lib/argus/network-nodes.jsonl")));
+        jail.set_env("ARGUS_FUSION_JSONL_PATH", "/srv/fusion/{org}.jsonl");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.fusion().jsonl_path, Some(PathBuf::from("/srv/fusion/{org}.jsonl")));
+        Ok(())
+    });
+}
+
+#[test]
+fn file_then_environment() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file(
+            "argus-tchap.toml",
+            r#"
+            bind = "0.0.0.0:9000"
+            database_url = "sqlite:///var/lib/argus/tchap.db"
+            [jwt]
+            issuer = "https://idp.example"
+            leeway_seconds = 5
+            [matrix]
+            allowed_homeservers = ["https://matrix.agent.tchap.gouv.fr"]
+            "#,
+        )?;
+        jail.set_env("ARGUS_JWT_ISSUER", "https://idp2.example");
+        jail.set_env("ARGUS_JWT_HS256_SECRET", "12345678901234567890123456789012");
+        jail.set_env("ARGUS_MATRIX_ALLOW_PRIVATE_ADDRESSES", "127.0.0.1, ::1");
+        jail.set_env("ARGUS_GRAPHQL_INTROSPECTION", "false");
+        jail.set_env("ARGUS_CONFIG", "ignored");
+        jail.set_env("ARGUS_SOMETHING_ELSE", "ignored");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.bind.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.jwt.issuer, "https://idp2.example");
+        assert_eq!(c.jwt.leeway_seconds, 5);
+        assert_eq!(
+            c.jwt.hs256_secret.as_ref().map(Secret::expose_secret),
+            Some("12345678901234567890123456789012")
+        );
+        assert_eq!(c.matrix.allow_private_addresses, vec!["127.0.0.1", "::1"]);
+        assert_eq!(c.matrix.allowed_homeservers, vec!["https://matrix.agent.tchap.gouv.fr"]);
+        assert!(!c.introspection_enabled());
+        assert_eq!(c.data_dir(), PathBuf::from("/var/lib/argus"));
+        assert!(!format!("{c:?}").contains("1234567890"));
+        Ok(())
+    });
+}
+
+#[test]
+fn debug_leaves_out_the_database_url() -> std::result::Result<(), argus_store::Error> {
+    let c = Config { database_url: "postgres://argus:db-password-42@db/argus".parse()?, ..Config::default() };
+    let debug = format!("{c:?}");
+    assert!(debug.contains("database_url: DatabaseUrl(Postgres([redacted]))"), "{debug}");
+    Ok(())
+}
+
+#[test]
+fn the_database_url_is_parsed_once_when_loaded() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("ARGUS_DATABASE_URL", "sqlite:data/tchap.db");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.sqlite_path(), Some(PathBuf::from("data/tchap.db")));
+        assert_eq!(c.data_dir(), PathBuf::from("data"));
+        // What the store would refuse, the configuration refuses when it is loaded, without
+        // repeating the URL.
+        for bad in ["sqlite://tchap.db?mode=ro", "mysql://argus:pw-secret@db/argus", "postgres://"] {
+            jail.set_env("ARGUS_DATABASE_URL", bad);
+            let e = Config::load(Path::new("argus-tchap.toml")).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("database URL") && !e.contains("pw-secret")),
+                "{e:?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.create_file("argus-tchap.toml", "[jwt]\nissuer_typo = \"x\"\n")?;
+        let e = Config::load(Path::new("argus-tchap.toml")).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("issuer_typo")));
+        jail.create_file("argus-tchap.toml", "")?;
+        jail.set_env("ARGUS_JWT_ISSUR", "x");
+        assert!(Config::load(Path::new("argus-tchap.toml")).is_err());
+        Ok(())
+    });
+}
+
+#[test]
+fn a_real_key_turns_development_features_off() {
+    let mut c = Config::default();
+    c.jwt.jwks_url = Some("https://idp.example/jwks".into());
+    assert!(!c.is_development());
+    assert!(!c.introspection_enabled());
+    assert!(!c.graphiql_enabled());
+    c.graphql.introspection = Some(true);
+    assert!(c.introspection_enabled());
+    c.jwt.hs256_secret = Some(Secret::new("x".repeat(40)));
+    assert!(c.validate().is_err(), "two keys at once");
+}
+
+#[test]
+fn dev_secret_is_generated_once_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let c =
+        Config { database_url: DatabaseUrl::sqlite_file(dir.path().join("db.sqlite")), ..Config::default() };
+    let first = c.key_source().unwrap();
+    let second = c.key_source().unwrap();
+    assert_eq!(first, second);
+    assert!(matches!(first, KeySource::Hs256 { generated: true, .. }));
+    let path = dir.path().join(DEV_SECRET_FILE);
+    assert!(path.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn short_secrets_are_refused() {
+    let mut c = Config::default();
+    c.jwt.hs256_secret = Some(Secret::new("short"));
+    assert!(c.validate().is_err());
+}

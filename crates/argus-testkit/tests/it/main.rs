@@ -1,0 +1,4 @@
+//! Integration tests of the test kit: the throw-away PostgreSQL clusters and the real Synapse.
+
+mod postgres;
+mod synapse;
