@@ -23,6 +23,7 @@ mod evidence;
 mod harness;
 mod leaks;
 mod notes;
+mod outputs;
 mod replicas;
 mod scenario;
 mod world;

@@ -1,24 +1,19 @@
 //! Integration tests of the store: one suite run on SQLite and on PostgreSQL, property tests
 //! of the clearance filter, audit tampering, schema invariants and benchmarks' bad inputs.
 
-// `cfg(test)` marks these modules as test code for clippy: fixtures may unwrap and fail loudly.
-#[cfg(test)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "the suite's fixtures fail loudly: a panic there is a failed test"
+)]
+
 mod audit;
-#[cfg(test)]
 mod evidence;
-#[cfg(test)]
 mod props;
-#[cfg(test)]
 mod reads;
-#[cfg(test)]
 mod runs;
-#[cfg(test)]
 mod schema;
-#[cfg(test)]
 mod search;
-#[cfg(test)]
 mod support;
-#[cfg(test)]
 mod threats;
-#[cfg(test)]
 mod writes;
