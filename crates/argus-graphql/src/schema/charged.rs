@@ -1,5 +1,6 @@
 //! The root types as the schema executes them: every root field is charged what it asks for
-//! ([`crate::cost`]) before its resolver runs, so that no root field, present or added later,
+//! (the items of every connection and list below it, and the searches it runs, against
+//! [`crate::Limits`]) before its resolver runs, so that no root field, present or added later,
 //! escapes the cost limits.
 //!
 //! A mutation's root fields change things and run one after another: they are charged all
