@@ -1,33 +1,40 @@
 //! What every resolver can reach: the caller, the store, the connector, the cursor key and the
 //! limits, plus counters the server exports as metrics.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argus_domain::{Scope, Viewer, policy};
 use argus_matrix::Connector;
 use argus_store::Store;
 
-use crate::{CursorKey, Error, Result};
+use crate::{CursorKey, Error, Result, cost::Cost};
 
-/// Page sizes and the cost limit of one request.
+/// Page sizes and the cost limits of one request (one HTTP request: the operations of a batch
+/// share them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `first` when the caller gives none.
     pub default_page_size: u32,
     /// The largest `first` accepted.
     pub max_page_size: u32,
-    /// The most items (rooms, messages, audit records) one request may ask for: each
-    /// connection costs its page size times one plus what each of its nodes asks for, summed
-    /// over every connection and alias of the document.
+    /// The most items (rooms, messages, versions, audit records, watches, search results) one
+    /// request may ask for, in queries and mutation payloads alike: each connection costs its
+    /// page size times one plus what each of its nodes asks for, each list its longest length
+    /// times what each element asks for, summed over every field and alias of the document.
     pub max_items_per_request: u64,
+    /// The most searches one request may run: each ranks up to [`argus_store::RANK_WINDOW`]
+    /// matches whatever its page.
+    pub max_searches_per_request: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { default_page_size: 50, max_page_size: 500, max_items_per_request: 10_000 }
+        Self {
+            default_page_size: 50,
+            max_page_size: 500,
+            max_items_per_request: 10_000,
+            max_searches_per_request: 5,
+        }
     }
 }
 
@@ -74,8 +81,9 @@ impl Services {
 pub struct Context {
     viewer: Viewer,
     services: Arc<Services>,
-    /// Items the request may still ask for ([`Limits::max_items_per_request`]).
-    items_left: Arc<AtomicU64>,
+    /// What the request may still ask for ([`Limits::max_items_per_request`],
+    /// [`Limits::max_searches_per_request`]).
+    left: Arc<Mutex<Cost>>,
 }
 
 impl juniper::Context for Context {}
@@ -83,8 +91,9 @@ impl juniper::Context for Context {}
 impl Context {
     /// The context of one request by `viewer` (established from their bearer token).
     pub fn new(viewer: Viewer, services: Arc<Services>) -> Self {
-        let items_left = Arc::new(AtomicU64::new(services.limits.max_items_per_request));
-        Self { viewer, services, items_left }
+        let limits = services.limits;
+        let left = Cost { items: limits.max_items_per_request, searches: limits.max_searches_per_request };
+        Self { viewer, services, left: Arc::new(Mutex::new(left)) }
     }
 
     /// The caller.
@@ -97,19 +106,23 @@ impl Context {
         &self.services
     }
 
-    /// Takes `items` from what the request may still ask for, or fails with
-    /// [`Error::TooCostly`] (before anything is read) when that would exceed the limit.
-    pub(crate) fn charge(&self, items: u64) -> Result<()> {
-        let limit = self.services.limits.max_items_per_request;
-        self.items_left
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(items))
-            .map(drop)
-            .map_err(|left| Error::TooCostly { asked: items.saturating_add(limit - left), limit })
-    }
-
-    /// `first` when the caller gives none.
-    pub(crate) fn default_page_size(&self) -> u32 {
-        self.services.limits.default_page_size
+    /// Takes `cost` from what the request may still ask for, or fails with
+    /// [`Error::TooCostly`] or [`Error::TooManySearches`] (taking nothing) when that would
+    /// exceed a limit.
+    pub(crate) fn charge(&self, cost: Cost) -> Result<()> {
+        let limits = &self.services.limits;
+        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        let asked = |wanted: u64, limit: u64, left: u64| wanted.saturating_add(limit.saturating_sub(left));
+        let Some(items) = left.items.checked_sub(cost.items) else {
+            let limit = limits.max_items_per_request;
+            return Err(Error::TooCostly { asked: asked(cost.items, limit, left.items), limit });
+        };
+        let Some(searches) = left.searches.checked_sub(cost.searches) else {
+            let limit = limits.max_searches_per_request;
+            return Err(Error::TooManySearches { asked: asked(cost.searches, limit, left.searches), limit });
+        };
+        *left = Cost { items, searches };
+        Ok(())
     }
 
     /// Refuses with `FORBIDDEN` when the caller lacks `scope`.

@@ -23,10 +23,23 @@ pub enum Error {
     #[error(transparent)]
     Service(#[from] argus_ingest::Error),
     /// The document asks for more items than one request may return: the product of nested
-    /// page sizes, summed over every connection and alias, is above the limit.
+    /// page sizes and list lengths, summed over every connection, list and alias, is above the
+    /// limit.
     #[error("the request asks for up to {asked} items; the limit is {limit} per request")]
     TooCostly {
         /// Items the document could return.
+        asked: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The document runs more searches than one request may: each ranks up to
+    /// [`argus_store::RANK_WINDOW`] matches whatever its page.
+    #[error(
+        "the request runs {asked} searches; the limit is {limit} per request (each ranks up to {} matches)",
+        argus_store::RANK_WINDOW
+    )]
+    TooManySearches {
+        /// Searches the document runs.
         asked: u64,
         /// The limit.
         limit: u64,
@@ -46,7 +59,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Service(e) => e.code(),
-            Self::TooCostly { .. } => "LIMIT_EXCEEDED",
+            Self::TooCostly { .. } | Self::TooManySearches { .. } => "LIMIT_EXCEEDED",
             Self::BadCursor => "BAD_CURSOR",
         }
     }

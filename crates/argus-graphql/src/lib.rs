@@ -10,6 +10,10 @@
 //!   "FORBIDDEN"`.
 //! - Every read goes through the store's gated reads for the caller's organisation and
 //!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]).
+//! - Every root field is charged what it asks for before it runs ([`schema::charged`]): the
+//!   items of every connection and list below it, in queries and mutation payloads alike, and
+//!   the searches it runs, against the limits of the request ([`Limits`]); past either, the
+//!   error has `extensions.code = "LIMIT_EXCEEDED"`.
 //! - Errors carry a stable `extensions.code` ([`Error::code`]) and never a token, SQL or path.
 //!
 //! ```

@@ -2,6 +2,7 @@
 //! schema with its document limits.
 
 pub mod audit;
+pub mod charged;
 pub mod message;
 pub mod paging;
 pub mod payloads;
@@ -20,15 +21,17 @@ use juniper::{
 
 use self::{
     audit::{TchapIngestion, TchapIngestionConnection},
+    charged::Charged,
     message::TchapMessageConnection,
     payloads::{IngestJoinedTchapRoomsPayload, IngestTchapRoomPayload, PostTchapMessagePayload, TchapStats},
     room::{TchapRoom, TchapRoomConnection},
     scalars::{DateTime, GqlClassification, int},
 };
-use crate::{Context, Result, cost, ingest};
+use crate::{Context, Result, ingest};
 
-/// The GraphQL schema of the connector.
-pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
+/// The GraphQL schema of the connector: every root field charged what it asks for before it
+/// runs ([`Charged`]).
+pub type Schema = RootNode<Charged<Query>, Charged<Mutation>, EmptySubscription<Context>>;
 
 /// Limits a document must respect before any resolver runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +53,13 @@ impl Default for SchemaOptions {
 }
 
 /// The schema without mutations, for `GET /graphql` (a mutation there fails validation).
-pub type ReadOnlySchema = RootNode<Query, EmptyMutation<Context>, EmptySubscription<Context>>;
+pub type ReadOnlySchema = RootNode<Charged<Query>, EmptyMutation<Context>, EmptySubscription<Context>>;
 
 /// `schema` with the document limits of `options`.
 fn with_limits<M: GraphQLType>(
-    schema: RootNode<Query, M, EmptySubscription<Context>>,
+    schema: RootNode<Charged<Query>, M, EmptySubscription<Context>>,
     options: SchemaOptions,
-) -> RootNode<Query, M, EmptySubscription<Context>> {
+) -> RootNode<Charged<Query>, M, EmptySubscription<Context>> {
     let schema = schema
         .limit_depth(options.max_depth)
         .limit_fields(options.max_fields)
@@ -66,12 +69,12 @@ fn with_limits<M: GraphQLType>(
 
 /// Builds the schema with its limits.
 pub fn build_schema(options: SchemaOptions) -> Schema {
-    with_limits(Schema::new(Query, Mutation, EmptySubscription::new()), options)
+    with_limits(Schema::new(Charged(Query), Charged(Mutation), EmptySubscription::new()), options)
 }
 
 /// Builds the read-only schema with its limits.
 pub fn build_read_only_schema(options: SchemaOptions) -> ReadOnlySchema {
-    with_limits(ReadOnlySchema::new(Query, EmptyMutation::new(), EmptySubscription::new()), options)
+    with_limits(ReadOnlySchema::new(Charged(Query), EmptyMutation::new(), EmptySubscription::new()), options)
 }
 
 /// The schema in GraphQL SDL (what `argus-tchap schema` prints and `docs/schema.graphql` holds).
@@ -88,24 +91,16 @@ impl Query {
     /// Ingested rooms, most recent activity first. Relay cursor pagination.
     async fn tchap_rooms(
         context: &Context,
-        executor: &Executor<'_, '_, Context>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<TchapRoomConnection> {
         context.require(Scope::Read)?;
-        context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         TchapRoomConnection::load(context, first, after).await
     }
 
     /// One ingested room by its Matrix room id; null when absent or withheld.
-    async fn tchap_room(
-        context: &Context,
-        executor: &Executor<'_, '_, Context>,
-        room_id: String,
-    ) -> Result<Option<TchapRoom>> {
+    async fn tchap_room(context: &Context, room_id: String) -> Result<Option<TchapRoom>> {
         context.require(Scope::Read)?;
-        let items = cost::room_items(&executor.look_ahead(), context.default_page_size());
-        context.charge(items.saturating_add(1))?;
         let room_id: RoomId = room_id.parse()?;
         let viewer = context.viewer().clone();
         let room = context.services().with_store(move |store| store.room(&viewer, &room_id)).await?;
@@ -115,13 +110,11 @@ impl Query {
     /// Messages of one ingested room, oldest first (timeline order). Empty when the room is absent or withheld.
     async fn tchap_messages(
         context: &Context,
-        executor: &Executor<'_, '_, Context>,
         room_id: String,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<TchapMessageConnection> {
         context.require(Scope::Read)?;
-        context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         let room_id: RoomId = room_id.parse()?;
         TchapMessageConnection::load(context, room_id, first, after).await
     }
@@ -145,9 +138,7 @@ impl Query {
         after: Option<String>,
     ) -> Result<search::TchapSearchConnection> {
         context.require(Scope::Read)?;
-        let look_ahead = executor.look_ahead();
-        context.charge(cost::search_items(&look_ahead, context.default_page_size()))?;
-        let with_rooms = cost::edges_select(&look_ahead, "room");
+        let with_rooms = search::edges_select(&executor.look_ahead(), "room");
         let args = search::SearchArgs { query, room_id, sender, from, to, first, after };
         search::TchapSearchConnection::load(context, args, with_rooms).await
     }
@@ -178,12 +169,10 @@ impl Query {
     /// The ingestion history (audit trail) of the caller's organisation, newest first. Requires scope tchap:audit.
     async fn tchap_ingestions(
         context: &Context,
-        executor: &Executor<'_, '_, Context>,
         #[graphql(default = 50)] first: Option<i32>,
         after: Option<String>,
     ) -> Result<TchapIngestionConnection> {
         context.require(Scope::Audit)?;
-        context.charge(cost::connection_items(&executor.look_ahead(), context.default_page_size()))?;
         TchapIngestionConnection::load(context, first, after).await
     }
 }

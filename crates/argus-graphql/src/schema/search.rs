@@ -12,7 +12,7 @@ use argus_domain::{
     RoomId, SearchHit, SearchQuery, SearchRequest, StoredRoom, UserId,
     search::{MAX_SEARCH_PAGE, snippet_html},
 };
-use juniper::graphql_object;
+use juniper::{LookAheadSelection, ScalarValue, graphql_object};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -98,6 +98,15 @@ pub(crate) struct SearchArgs {
     pub(crate) to: Option<DateTime>,
     pub(crate) first: Option<i32>,
     pub(crate) after: Option<String>,
+}
+
+/// Whether a connection's edges select `name` (`room`: whether the rooms are read).
+pub(crate) fn edges_select<S: ScalarValue>(field: &LookAheadSelection<'_, S>, name: &str) -> bool {
+    field
+        .children()
+        .iter()
+        .filter(|c| c.field_original_name() == "edges")
+        .any(|edges| edges.children().iter().any(|c| c.field_original_name() == name))
 }
 
 /// The canonical form of a search, which its cursors are bound to.

@@ -155,7 +155,6 @@ pub(crate) async fn list(
 ) -> Result<TchapWatchList> {
     let request = super::paging::page_request::<i64>(context, CursorKind::Watches, first, after.as_deref())?;
     let (first, after) = (request.first, request.after);
-    context.charge(u64::from(first))?;
     let key = &context.services().cursor_key;
     // One more than asked for tells whether a page follows.
     let mut watches = argus_ingest::watch::watches(
