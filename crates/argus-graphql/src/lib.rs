@@ -9,7 +9,10 @@
 //!   `postTchapMessage` needs `tchap:post`; otherwise the error has `extensions.code =
 //!   "FORBIDDEN"`.
 //! - Every read goes through the store's gated reads for the caller's organisation and
-//!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]).
+//!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]). The content a
+//!   message had when captured, held after a later redaction (`TchapMessage.heldBody`,
+//!   `heldMediaUri`, `heldMediaMimetype`, `TchapMessageVersion.heldBody`, `heldMsgtype`), is
+//!   read only for a caller who also holds `tchap:redacted`, and is null for everyone else.
 //! - Errors carry a stable `extensions.code` ([`Error::code`]) and never a token, SQL or path.
 //!
 //! ```

@@ -20,6 +20,10 @@ use argus_store::DatabaseUrl;
 
 use crate::{Error, Result};
 
+mod evidence;
+
+pub use self::evidence::EvidenceConfig;
+
 /// The configuration file read when no other is named.
 pub const DEFAULT_CONFIG_FILE: &str = "argus-tchap.toml";
 
@@ -31,7 +35,8 @@ pub const DEV_SECRET_FILE: &str = "argus-tchap.jwt-secret";
 pub const CURSOR_KEY_FILE: &str = "argus-tchap.cursor-key";
 
 /// Top-level sections whose keys come from `ARGUS_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 8] = ["jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch"];
+const SECTIONS: [&str; 9] =
+    ["jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch", "evidence"];
 
 /// Top-level keys that come from `ARGUS_<KEY>`.
 const TOP_LEVEL_KEYS: [&str; 4] = ["bind", "database_url", "data_dir", "allow_remote_development"];
@@ -69,6 +74,8 @@ pub struct Config {
     pub post: PostConfig,
     /// Watched rooms and the scheduler that keeps them current.
     pub watch: WatchConfig,
+    /// What the archive keeps of messages redacted after their capture.
+    pub evidence: EvidenceConfig,
 }
 
 /// The name of the file, in the data directory, holding the generated key that seals watched
@@ -190,6 +197,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             post: PostConfig::default(),
             watch: WatchConfig::default(),
+            evidence: EvidenceConfig::default(),
         }
     }
 }
@@ -544,9 +552,13 @@ impl Config {
         Ok(())
     }
 
-    /// Store options with the audit key.
+    /// Store options with the audit key and the legal hold.
     pub fn store_options(&self) -> Result<argus_store::StoreOptions> {
-        Ok(argus_store::StoreOptions { audit_key: self.audit_key()?, ..argus_store::StoreOptions::default() })
+        Ok(argus_store::StoreOptions {
+            audit_key: self.audit_key()?,
+            keep_redacted: self.evidence.keep_redacted,
+            ..argus_store::StoreOptions::default()
+        })
     }
 
     /// The key that authenticates pagination cursors, when one is configured.

@@ -3,6 +3,7 @@
 
 mod contract;
 mod harness;
+mod hold;
 mod ingest;
 mod post;
 mod reads;
