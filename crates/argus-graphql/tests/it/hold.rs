@@ -24,22 +24,13 @@ const PLAIN: &str = r"query($room: String!) {
 }";
 
 fn snapshot(messages: Vec<MessageRecord>) -> RoomSnapshot {
+    let room = ROOM.parse().unwrap_or_else(|e| panic!("{e}"));
+    let homeserver = "https://matrix.tchap.test".parse().unwrap_or_else(|e| panic!("{e}"));
     RoomSnapshot {
-        room_id: ROOM.parse().unwrap_or_else(|e| panic!("{e}")),
-        homeserver_url: "https://matrix.tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
         name: Some("Salle".into()),
-        topic: None,
-        canonical_alias: None,
         member_count: 2,
-        encrypted: false,
         messages,
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        history: argus_domain::HistoryPosition::Unchanged,
-        predecessor: None,
-        successor: None,
-        report: argus_domain::FetchReport::default(),
+        ..RoomSnapshot::new(room, homeserver)
     }
 }
 
