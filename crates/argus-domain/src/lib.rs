@@ -36,7 +36,8 @@ pub use error::{Error, Result};
 pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId};
 pub use ingestion::{IngestionOutcome, IngestionRecord, NewIngestion};
 pub use message::{
-    MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion, Redaction, StoredMessage,
+    HeldContent, HeldVersion, MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion,
+    Redaction, StoredMessage,
 };
 pub use page::{Page, PageRequest};
 pub use post::{PostEvidence, PostPolicy};

@@ -202,4 +202,43 @@ pub struct StoredMessage {
     pub classification: Classification,
     /// The message.
     pub message: MessageRecord,
+    /// What a redaction made after the message was archived purged from it, kept under legal
+    /// hold; only for a reader with [`crate::Scope::Redacted`], `None` for everyone else and
+    /// when nothing of the message is held.
+    pub held: Option<HeldContent>,
+}
+
+/// The content of a message as the archive captured it, kept under legal hold (a sealed
+/// version) after a redaction that came later purged it: the message's own, when the message
+/// was redacted, and that of each version a redaction purged (the message's, or its edit's).
+///
+/// A message redacted before the archive first read it has nothing held: the homeserver had
+/// already purged it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldContent {
+    /// The body the message showed (latest edit applied) when its redaction reached the
+    /// archive; `None` when it had none, or when only edits of it were withdrawn.
+    pub body: Option<String>,
+    /// Its attachment reference then.
+    pub media: Option<MediaRef>,
+    /// The content of each of its versions a redaction purged, oldest first.
+    pub versions: Vec<HeldVersion>,
+}
+
+impl HeldContent {
+    /// The held content of the version carried by `event_id`, if it was purged and is held.
+    pub fn version(&self, event_id: &EventId) -> Option<&HeldVersion> {
+        self.versions.iter().find(|v| &v.event_id == event_id)
+    }
+}
+
+/// One version of a message as captured, held after a redaction purged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldVersion {
+    /// The event that carried the version (as in [`MessageVersion::event_id`]).
+    pub event_id: EventId,
+    /// Its msgtype as captured.
+    pub msgtype: Option<String>,
+    /// Its body as captured.
+    pub body: Option<String>,
 }

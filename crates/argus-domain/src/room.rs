@@ -81,6 +81,37 @@ pub struct RoomSnapshot {
     pub report: FetchReport,
 }
 
+impl RoomSnapshot {
+    /// A read of `room_id` at `homeserver_url` that found nothing yet: no state, no message,
+    /// edit or redaction, no position; the fields are then filled in.
+    ///
+    /// ```
+    /// use argus_domain::RoomSnapshot;
+    /// let s = RoomSnapshot::new("!r:tchap.test".parse()?, "https://matrix.tchap.test".parse()?);
+    /// assert!(s.messages.is_empty() && s.name.is_none() && s.resume_token.is_none());
+    /// # Ok::<(), argus_domain::Error>(())
+    /// ```
+    pub fn new(room_id: RoomId, homeserver_url: HomeserverUrl) -> Self {
+        Self {
+            room_id,
+            homeserver_url,
+            name: None,
+            topic: None,
+            canonical_alias: None,
+            member_count: 0,
+            encrypted: false,
+            messages: Vec::new(),
+            edits: Vec::new(),
+            redactions: Vec::new(),
+            resume_token: None,
+            history: HistoryPosition::Unchanged,
+            predecessor: None,
+            successor: None,
+            report: FetchReport::default(),
+        }
+    }
+}
+
 /// Where a room's older history stands after a read: the backward pagination position a later
 /// backfill continues from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

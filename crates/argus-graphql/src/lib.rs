@@ -9,7 +9,10 @@
 //!   `postTchapMessage` needs `tchap:post`; otherwise the error has `extensions.code =
 //!   "FORBIDDEN"`.
 //! - Every read goes through the store's gated reads for the caller's organisation and
-//!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]).
+//!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]). The content a
+//!   message had when captured, held after a later redaction (`TchapMessage.heldBody`,
+//!   `heldMediaUri`, `heldMediaMimetype`, `TchapMessageVersion.heldBody`, `heldMsgtype`), is
+//!   read only for a caller who also holds `tchap:redacted`, and is null for everyone else.
 //! - Every root field is charged what it asks for before it runs ([`schema::charged`]): the
 //!   items of every connection and list below it, in queries and mutation payloads alike, and
 //!   the searches it runs, against the limits of the request ([`Limits`]); past either, the

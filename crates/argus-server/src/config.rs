@@ -8,6 +8,7 @@
 
 mod audit;
 mod env;
+mod evidence;
 mod forms;
 mod graphql;
 mod jwt;
@@ -35,6 +36,7 @@ use argus_store::DatabaseUrl;
 
 pub use audit::AuditConfig;
 pub use env::env_key;
+pub use evidence::EvidenceConfig;
 pub use graphql::{CURSOR_KEY_FILE, GraphqlConfig};
 pub use jwt::{DEV_SECRET_FILE, JwtConfig, KeySource};
 pub use matrix::MatrixConfig;
@@ -83,6 +85,8 @@ pub struct Config {
     pub post: PostConfig,
     /// Watched rooms and the scheduler that keeps them current.
     pub watch: WatchConfig,
+    /// What the archive keeps of messages redacted after their capture.
+    pub evidence: EvidenceConfig,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             post: PostConfig::default(),
             watch: WatchConfig::default(),
+            evidence: EvidenceConfig::default(),
         }
     }
 }
@@ -205,9 +210,13 @@ impl Config {
         self.audit.audit_key()
     }
 
-    /// Store options with the audit key.
+    /// Store options with the audit key and the legal hold.
     pub fn store_options(&self) -> Result<argus_store::StoreOptions> {
-        Ok(argus_store::StoreOptions { audit_key: self.audit_key()?, ..argus_store::StoreOptions::default() })
+        Ok(argus_store::StoreOptions {
+            audit_key: self.audit_key()?,
+            keep_redacted: self.evidence.keep_redacted,
+            ..argus_store::StoreOptions::default()
+        })
     }
 
     /// The configured cursor key, or the one generated and kept in the data directory (so node

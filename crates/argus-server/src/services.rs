@@ -24,15 +24,18 @@ pub struct Assembled {
 }
 
 /// Creates the data directories and opens the store the configuration names (applying pending
-/// migrations), with the audit key.
+/// migrations), with the audit key and the legal hold (logged: every process that opens the
+/// store may store redactions).
 pub async fn open_store(config: &Config) -> Result<Store> {
     config.prepare_directories()?;
     let url = config.database_url.clone();
     let options = config.store_options()?;
-    tokio::task::spawn_blocking(move || Store::connect(&url, options))
+    let store = tokio::task::spawn_blocking(move || Store::connect(&url, options))
         .await
         .map_err(|_| Error::Server("the database task failed".into()))?
-        .map_err(|e| Error::Server(format!("cannot open the database: {e}")))
+        .map_err(|e| Error::Server(format!("cannot open the database: {e}")))?;
+    config.evidence.log_at_start();
+    Ok(store)
 }
 
 /// The connector configuration from the server configuration.

@@ -58,11 +58,23 @@ pub struct StoreOptions {
     /// database computes each vector as its row is inserted: the same vectors, in the same
     /// transaction, more slowly.
     pub search_ahead: bool,
+    /// Legal hold (on by default): when a redaction reaches the archive after the message it
+    /// purges was captured, the content captured is kept, sealed, instead of being thrown away.
+    /// Everyone still reads the message as redacted; a reader with `tchap:redacted` also reads
+    /// what it held. Off, a redaction purges the content as the homeserver did. Content held
+    /// while it was on stays held.
+    pub keep_redacted: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { pool_size: 8, busy_timeout: Duration::from_secs(5), audit_key: None, search_ahead: true }
+        Self {
+            pool_size: 8,
+            busy_timeout: Duration::from_secs(5),
+            audit_key: None,
+            search_ahead: true,
+            keep_redacted: true,
+        }
     }
 }
 

@@ -73,6 +73,8 @@ pub struct Store {
     helpers: Option<DbPool>,
     /// The search index's pending list: rows inserted since its last merge ([`ahead`]).
     merges: std::sync::Arc<ahead::MergeState>,
+    /// What a redaction does to content captured before it ([`StoreOptions::keep_redacted`]).
+    hold: write::Hold,
 }
 
 impl std::fmt::Debug for Store {
@@ -115,6 +117,7 @@ impl Store {
             audit_key: options.audit_key.map(std::sync::Arc::new),
             helpers,
             merges: std::sync::Arc::default(),
+            hold: write::Hold::of(options.keep_redacted),
         })
     }
 
@@ -178,7 +181,10 @@ impl Store {
     }
 
     /// Messages of a room the viewer may see, oldest first; an empty page when the room is
-    /// absent or withheld.
+    /// absent or withheld. For a viewer holding `tchap:redacted`, each message redacted after
+    /// its capture also carries what is held of it under legal hold
+    /// ([`StoredMessage::held`]); for anyone else nothing held is read. Whatever discloses
+    /// messages (the disclosure package) reads them through here with its caller's viewer.
     pub fn messages(
         &self,
         viewer: &Viewer,
@@ -239,7 +245,7 @@ impl Store {
     /// stored above the caller's clearance, and nothing of the pages is written.
     pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<StoredCounts> {
         let mut conn = self.conn()?;
-        write::commit_pages(&mut conn, self.search_helpers().as_ref(), ticket, pages)
+        write::commit_pages(&mut conn, self.search_helpers().as_ref(), ticket, pages, self.hold)
     }
 
     /// Ends a streamed run with its one audit record: SUCCEEDED (`error` is `None`) or FAILED

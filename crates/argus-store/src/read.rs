@@ -1,9 +1,11 @@
 //! Reads on behalf of a viewer. Every statement here is built on [`Gate`], the one place that
 //! writes `org_id = :org AND classification <= :clearance`; nothing else decides the tenant.
+//! The gate also decides whether content held under legal hold is read at all: only for a
+//! viewer with `tchap:redacted` ([`Gate::held_columns`]).
 
 use argus_domain::{
-    Classification, IngestionRecord, MessageVersion, OrgId, Page, PageRequest, RoomId, Stats, StoredMessage,
-    StoredRoom, Viewer, policy, to_unix_ms,
+    Classification, HeldContent, IngestionRecord, MessageVersion, OrgId, Page, PageRequest, RoomId, Scope,
+    Stats, StoredMessage, StoredRoom, Viewer, policy, to_unix_ms,
 };
 use std::collections::HashMap;
 
@@ -16,7 +18,7 @@ use diesel::{
 use crate::{
     Backend, IngestionCursor, MessageCursor, Result, RoomCursor,
     db::{DbConn, MultiBackend, Sql},
-    rows::{IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
+    rows::{HeldRow, IngestionRow, MessageRow, RedactionRow, RoomKey, RoomRow, VersionRow},
     schema::{message_counts, messages, rooms},
 };
 
@@ -36,18 +38,41 @@ const NO_ACTIVITY: i64 = i64::MIN;
 pub(crate) struct Gate {
     org: String,
     clearance: i16,
+    /// The viewer holds `tchap:redacted`: content held under legal hold is read for them.
+    held: bool,
 }
 
 impl Gate {
     /// What `viewer` may see.
     pub(crate) fn of(viewer: &Viewer) -> Self {
-        Self { org: viewer.org.as_str().to_owned(), clearance: viewer.clearance.rank() }
+        Self {
+            org: viewer.org.as_str().to_owned(),
+            clearance: viewer.clearance.rank(),
+            held: viewer.has_scope(Scope::Redacted),
+        }
     }
 
     /// Everything of one organisation, whatever its classification: the writer's lookup of the
-    /// room it records, and the fusion payload.
+    /// room it records, and the fusion payload. Never content held under legal hold.
     pub(crate) fn whole_org(org: &OrgId) -> Self {
-        Self { org: org.as_str().to_owned(), clearance: Classification::TopSecret.rank() }
+        Self { org: org.as_str().to_owned(), clearance: Classification::TopSecret.rank(), held: false }
+    }
+
+    /// Appends `alias.column AS column` for each column of content held under legal hold when
+    /// the viewer holds `tchap:redacted`, `CAST(NULL AS TEXT) AS column` otherwise: the one
+    /// place that decides whether held content leaves the database.
+    fn held_columns(&self, sql: &mut Sql<'_>, alias: &str, columns: &[&str]) {
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            if self.held {
+                sql.push(alias).push(".").push(column);
+            } else {
+                sql.push("CAST(NULL AS TEXT)");
+            }
+            sql.push(" AS ").push(column);
+        }
     }
 
     /// Appends `alias.org_id = :org AND alias.classification <= :clearance`.
@@ -122,14 +147,26 @@ impl Gate {
     /// of messages this gate let through, and the organisation is checked on the rows too.
     fn apply_to_messages(&self, sql: &mut Sql<'_>, alias: &str, ids: &[i64]) {
         sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());
-        sql.push(" AND ").push(alias).push(".message_pk IN (");
-        for (i, id) in ids.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind::<BigInt, _>(*id);
+        sql.push(" AND ").push(alias).push(".message_pk IN ");
+        push_ids(sql, ids);
+    }
+
+    /// `SELECT` of the content held under legal hold of the messages `ids` (messages this gate
+    /// let through, redacted after their capture), through the gate again; `None` when the
+    /// viewer may not read held content (nothing is then read at all).
+    fn held_messages<'a>(&self, backend: Backend, ids: &[i64]) -> Option<Sql<'a>> {
+        if !self.held || ids.is_empty() {
+            return None;
         }
-        sql.push(")");
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT m.id, ");
+        self.held_columns(&mut sql, "m", &["held_body", "held_media"]);
+        sql.push(" FROM messages m WHERE ");
+        self.apply(&mut sql, "m");
+        sql.push(" AND m.id IN ");
+        push_ids(&mut sql, ids);
+        sql.push(" AND (m.held_body IS NOT NULL OR m.held_media IS NOT NULL)");
+        Some(sql)
     }
 
     /// `SELECT` of the visible rooms with their visible message counts and newest visible
@@ -178,6 +215,18 @@ impl Gate {
             sql.push(" AND r.room_id = ").bind::<Text, _>(room_id.as_str().to_owned());
         }
     }
+}
+
+/// Appends `(:id, :id, …)`.
+fn push_ids(sql: &mut Sql<'_>, ids: &[i64]) {
+    sql.push("(");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind::<BigInt, _>(*id);
+    }
+    sql.push(")");
 }
 
 /// Appends `rooms r`; for a lookup by Matrix room id (`by_room_id`), through
@@ -418,20 +467,24 @@ pub(crate) fn messages(
 pub const MAX_VERSIONS_READ: i64 = 100;
 
 /// Loads the versions of the edited messages among `items` (messages the gate let through),
-/// and the redaction of the redacted ones, one statement each; nothing is read when none was
-/// edited or redacted. (The IN lists vary in length: not statements to keep prepared.)
+/// the redaction of the redacted ones and, for a viewer with `tchap:redacted`, what is held of
+/// them under legal hold, one statement each; nothing is read when none was edited or redacted.
+/// (The IN lists vary in length: not statements to keep prepared.)
 pub(crate) fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [StoredMessage]) -> Result<()> {
     let backend = conn.backend();
     let edited: Vec<i64> = items.iter().filter(|m| m.message.edited).map(|m| m.id).collect();
     let redacted: Vec<i64> = items.iter().filter(|m| m.message.redacted).map(|m| m.id).collect();
     let mut versions: HashMap<i64, Vec<MessageVersion>> = HashMap::new();
+    let mut held: HashMap<i64, HeldContent> = HashMap::new();
     if !edited.is_empty() {
         let mut sql = Sql::new(backend);
         // At most MAX_VERSIONS_READ per message: the original and the newest edits (a sender who
         // edits a message a hundred thousand times must not make every page of its room load
         // them all).
+        sql.push("SELECT t.message_pk, t.event_id, t.sender, t.sent_at, t.msgtype, t.body, ");
+        gate.held_columns(&mut sql, "t", &["held_msgtype", "held_body"]);
         sql.push(
-            "SELECT t.message_pk, t.event_id, t.sender, t.sent_at, t.msgtype, t.body FROM (SELECT v.*, \
+            " FROM (SELECT v.*, \
              ROW_NUMBER() OVER (PARTITION BY v.message_pk ORDER BY v.sent_at DESC, v.id DESC) AS newest \
              FROM message_versions v WHERE ",
         );
@@ -444,7 +497,19 @@ pub(crate) fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [Store
         sql.push(" ORDER BY t.message_pk, t.sent_at, t.id");
         for row in sql.build().load::<VersionRow>(conn)? {
             let pk = row.message_pk;
-            versions.entry(pk).or_default().push(row.into_domain()?);
+            let (version, sealed) = row.into_domain()?;
+            if let Some(sealed) = sealed {
+                held.entry(pk).or_default().versions.push(sealed);
+            }
+            versions.entry(pk).or_default().push(version);
+        }
+    }
+    if let Some(sql) = gate.held_messages(backend, &redacted) {
+        for row in sql.build().load::<HeldRow>(conn)? {
+            let pk = row.id;
+            let (body, media) = row.into_domain()?;
+            let entry = held.entry(pk).or_default();
+            (entry.body, entry.media) = (body, media);
         }
     }
     let mut redactions = HashMap::new();
@@ -461,6 +526,7 @@ pub(crate) fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [Store
     for item in items {
         item.message.versions = versions.remove(&item.id).unwrap_or_default();
         item.message.redaction = redactions.remove(&item.id);
+        item.held = held.remove(&item.id);
     }
     Ok(())
 }

@@ -4,8 +4,8 @@
 //! unrepresentable timestamp) becomes [`Error::Corrupt`], never a panic.
 
 use argus_domain::{
-    Classification, IngestionOutcome, IngestionRecord, MediaRef, MessageRecord, MessageVersion, NewIngestion,
-    Redaction, RoomId, StoredMessage, StoredRoom, from_unix_ms,
+    Classification, HeldVersion, IngestionOutcome, IngestionRecord, MediaRef, MessageRecord, MessageVersion,
+    NewIngestion, Redaction, RoomId, StoredMessage, StoredRoom, from_unix_ms,
 };
 use diesel::{
     QueryableByName,
@@ -118,11 +118,13 @@ impl MessageRow {
                 versions: Vec::new(),
                 redaction: None,
             },
+            held: None,
         })
     }
 }
 
-/// A version of an edited message.
+/// A version of an edited message, with what is held of it under legal hold (NULL unless the
+/// read gate let it through).
 #[derive(Debug, QueryableByName)]
 #[diesel(table_name = message_versions)]
 pub(crate) struct VersionRow {
@@ -132,6 +134,27 @@ pub(crate) struct VersionRow {
     pub(crate) sent_at: i64,
     pub(crate) msgtype: Option<String>,
     pub(crate) body: Option<String>,
+    pub(crate) held_msgtype: Option<String>,
+    pub(crate) held_body: Option<String>,
+}
+
+/// The content of a message held under legal hold, as the read gate let it through.
+#[derive(Debug, QueryableByName)]
+#[diesel(table_name = messages)]
+pub(crate) struct HeldRow {
+    pub(crate) id: i64,
+    pub(crate) held_body: Option<String>,
+    pub(crate) held_media: Option<String>,
+}
+
+impl HeldRow {
+    /// The held body and attachment reference.
+    pub(crate) fn into_domain(self) -> Result<(Option<String>, Option<MediaRef>)> {
+        const BAD: Error = Error::Corrupt("a held message fails validation");
+        let media =
+            self.held_media.map(|m| serde_json::from_str::<MediaRef>(&m)).transpose().map_err(|_| BAD)?;
+        Ok((self.held_body, media))
+    }
 }
 
 /// Who redacted a message, when and why.
@@ -156,15 +179,23 @@ impl RedactionRow {
 }
 
 impl VersionRow {
-    pub(crate) fn into_domain(self) -> Result<MessageVersion> {
+    /// The version, and its content held under legal hold when there is some.
+    pub(crate) fn into_domain(self) -> Result<(MessageVersion, Option<HeldVersion>)> {
         const BAD: Error = Error::Corrupt("a stored message version fails validation");
-        Ok(MessageVersion {
-            event_id: self.event_id.parse().map_err(|_| BAD)?,
+        let event_id: argus_domain::EventId = self.event_id.parse().map_err(|_| BAD)?;
+        let held = (self.held_msgtype.is_some() || self.held_body.is_some()).then(|| HeldVersion {
+            event_id: event_id.clone(),
+            msgtype: self.held_msgtype,
+            body: self.held_body,
+        });
+        let version = MessageVersion {
+            event_id,
             sender: self.sender.parse().map_err(|_| BAD)?,
             sent_at: from_unix_ms(self.sent_at).map_err(|_| BAD)?,
             msgtype: self.msgtype,
             body: self.body,
-        })
+        };
+        Ok((version, held))
     }
 }
 

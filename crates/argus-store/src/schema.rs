@@ -108,6 +108,11 @@ diesel::table! {
         media -> Nullable<Text>,
         /// Classification rank, never lowered.
         classification -> SmallInt,
+        /// Legal hold: the body as captured, kept when a later redaction purged it; read only
+        /// through the read gate, for `tchap:redacted`.
+        held_body -> Nullable<Text>,
+        /// Legal hold: the attachment reference as captured (JSON), kept likewise.
+        held_media -> Nullable<Text>,
     }
 }
 
@@ -131,6 +136,10 @@ diesel::table! {
         msgtype -> Nullable<Text>,
         /// Its body; NULL once redacted.
         body -> Nullable<Text>,
+        /// Legal hold: its msgtype as captured, kept when a later redaction purged it.
+        held_msgtype -> Nullable<Text>,
+        /// Legal hold: its body as captured, kept likewise.
+        held_body -> Nullable<Text>,
     }
 }
 

@@ -30,6 +30,7 @@ pub(crate) use self::runs::abandon_run;
 pub use self::runs::{INTERRUPTED, RunRecord, RunTicket};
 pub(crate) use self::{
     audit_only::{record_failure, record_post},
+    evidence::Hold,
     runs::{begin_run, close_interrupted_runs, commit_pages, finish_run},
 };
 use crate::{Error, Result, ahead, db::DbConn};
@@ -76,12 +77,13 @@ fn now_ms() -> i64 {
 
 /// Writes the room, its new messages, the edits and redactions and the pagination positions of
 /// `snapshot` (some pages of a run), inside the caller's transaction. `helpers`: see
-/// [`messages::insert_messages`].
+/// [`messages::insert_messages`]; `hold`: what its redactions do with content stored earlier.
 fn store_pages(
     conn: &mut DbConn,
     helpers: Option<&ahead::Source<'_>>,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
+    hold: Hold,
 ) -> Result<StoredCounts> {
     let org = run.viewer.org.as_str();
     let (room_pk, merged, read_from) = rooms::upsert_room(conn, run, snapshot, now_ms())?;
@@ -104,8 +106,8 @@ fn store_pages(
     let mut stored = StoredCounts { messages_stored, ..StoredCounts::default() };
     if same_source {
         // Edits and redactions that waited for these messages first, then the batch's own.
-        pending::apply(conn, org, room_pk, &snapshot.messages, &mut stored)?;
-        evidence::apply_edits_and_redactions(conn, org, room_pk, snapshot, &mut stored)?;
+        pending::apply(conn, org, room_pk, &snapshot.messages, &mut stored, hold)?;
+        evidence::apply_edits_and_redactions(conn, org, room_pk, snapshot, &mut stored, hold)?;
     } else {
         tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
         stored.edits_ignored = snapshot.edits.len() as u64

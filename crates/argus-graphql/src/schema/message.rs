@@ -1,7 +1,7 @@
 //! `TchapMessage`: one stored message with its versions, and the connection of a room's
 //! messages (its edges resolved in one pass when their selection is plain: `plain_edges`).
 
-use argus_domain::{MessageVersion, PageRequest, RoomId, StoredMessage, Viewer};
+use argus_domain::{HeldVersion, MessageVersion, PageRequest, RoomId, StoredMessage, Viewer};
 use argus_store::{MessageCursor, Store};
 use juniper::{GraphQLObject, ID, graphql_object};
 
@@ -107,7 +107,16 @@ impl TchapMessage {
     /// its sender made (edits by anyone else are never applied); past 100, the original and the
     /// 99 newest. Empty when never edited. Bodies are null once the message was redacted.
     fn versions(&self) -> Vec<TchapMessageVersion> {
-        self.0.message.versions.iter().cloned().map(TchapMessageVersion).collect()
+        let held = self.0.held.as_ref();
+        self.0
+            .message
+            .versions
+            .iter()
+            .map(|v| TchapMessageVersion {
+                held: held.and_then(|h| h.version(&v.event_id)).cloned(),
+                version: v.clone(),
+            })
+            .collect()
     }
 
     /// Who redacted the message (the sender of the redaction), when known.
@@ -124,37 +133,67 @@ impl TchapMessage {
     fn redaction_reason(&self) -> Option<&str> {
         self.0.message.redaction.as_ref().and_then(|r| r.reason.as_deref())
     }
+
+    /// Legal hold: the body this message had when the archive captured it, kept after a later redaction purged it. Only for a caller with scope tchap:redacted; null for everyone else, and when nothing was held (a message redacted before it was captured).
+    fn held_body(&self) -> Option<&str> {
+        self.0.held.as_ref().and_then(|h| h.body.as_deref())
+    }
+
+    /// Legal hold: the mxc:// URI of the attachment this message had when the archive captured it, kept after a later redaction purged it. Only for a caller with scope tchap:redacted.
+    fn held_media_uri(&self) -> Option<&str> {
+        self.0.held.as_ref().and_then(|h| h.media.as_ref()).and_then(|m| m.uri.as_deref())
+    }
+
+    /// Legal hold: the declared MIME type of that attachment. Only for a caller with scope tchap:redacted.
+    fn held_media_mimetype(&self) -> Option<&str> {
+        self.0.held.as_ref().and_then(|h| h.media.as_ref()).and_then(|m| m.mimetype.as_deref())
+    }
 }
 
-/// One version of an edited message.
+/// One version of an edited message, with what is held of it for a caller who may read it.
 #[derive(Debug, Clone)]
-pub struct TchapMessageVersion(pub MessageVersion);
+pub struct TchapMessageVersion {
+    /// The version as everyone reads it.
+    pub version: MessageVersion,
+    /// Its content as captured, when a redaction purged it and the caller may read it.
+    pub held: Option<HeldVersion>,
+}
 
 #[graphql_object(context = Context)]
 impl TchapMessageVersion {
     /// The event that carried this version: the original's id, or the edit's.
     fn event_id(&self) -> &str {
-        self.0.event_id.as_str()
+        self.version.event_id.as_str()
     }
 
     /// Who sent it.
     fn sender(&self) -> &str {
-        self.0.sender.as_str()
+        self.version.sender.as_str()
     }
 
     /// origin_server_ts of that event.
     fn sent_at(&self) -> DateTime {
-        DateTime(self.0.sent_at)
+        DateTime(self.version.sent_at)
     }
 
     /// The msgtype of this version; null once the message was redacted.
     fn msgtype(&self) -> Option<&str> {
-        self.0.msgtype.as_deref()
+        self.version.msgtype.as_deref()
     }
 
     /// The body of this version; null once the message was redacted.
     fn body(&self) -> Option<&str> {
-        self.0.body.as_deref()
+        self.version.body.as_deref()
+    }
+
+    /// Legal hold: the msgtype of this version as captured, kept after a later redaction (of the message, or of this edit) purged it. Only for a caller with scope tchap:redacted.
+    fn held_msgtype(&self) -> Option<&str> {
+        self.held.as_ref().and_then(|h| h.msgtype.as_deref())
+    }
+
+    /// Legal hold: the body of this version as captured, kept after a later redaction (of the message, or of this edit) purged it. Only for a caller with scope tchap:redacted.
+    fn held_body(&self) -> Option<&str> {
+        self.held.as_ref().and_then(|h| h.body.as_deref())
     }
 }
 

@@ -51,12 +51,15 @@ enum NodeField {
     RedactedBy,
     RedactedAt,
     RedactionReason,
+    HeldBody,
+    HeldMediaUri,
+    HeldMediaMimetype,
 }
 
 /// Every field of `TchapMessage` this module resolves, by name. The test
 /// `the_fast_path_and_the_schema_list_the_same_message_fields` holds it to the type's fields in
 /// the schema, so that neither side gains a field the other lacks.
-const NODE_FIELDS: [(&str, NodeField); 21] = [
+const NODE_FIELDS: [(&str, NodeField); 24] = [
     ("__typename", NodeField::Typename),
     ("id", NodeField::Id),
     ("eventId", NodeField::EventId),
@@ -78,6 +81,9 @@ const NODE_FIELDS: [(&str, NodeField); 21] = [
     ("redactedBy", NodeField::RedactedBy),
     ("redactedAt", NodeField::RedactedAt),
     ("redactionReason", NodeField::RedactionReason),
+    ("heldBody", NodeField::HeldBody),
+    ("heldMediaUri", NodeField::HeldMediaUri),
+    ("heldMediaMimetype", NodeField::HeldMediaMimetype),
 ];
 
 impl NodeField {
@@ -116,6 +122,14 @@ impl NodeField {
                 .as_ref()
                 .map_or_else(Value::null, |r| Value::scalar(date_time_text(&DateTime(r.redacted_at)))),
             Self::RedactionReason => text(m.redaction.as_ref().and_then(|r| r.reason.as_deref())),
+            // Held content is in the record only when the store read it for a caller who may see it.
+            Self::HeldBody => text(node.0.held.as_ref().and_then(|h| h.body.as_deref())),
+            Self::HeldMediaUri => {
+                text(node.0.held.as_ref().and_then(|h| h.media.as_ref()).and_then(|x| x.uri.as_deref()))
+            }
+            Self::HeldMediaMimetype => {
+                text(node.0.held.as_ref().and_then(|h| h.media.as_ref()).and_then(|x| x.mimetype.as_deref()))
+            }
         }
     }
 }

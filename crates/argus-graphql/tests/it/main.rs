@@ -4,6 +4,7 @@
 mod contract;
 mod cost;
 mod harness;
+mod hold;
 mod ingest;
 mod post;
 mod reads;

@@ -1,8 +1,10 @@
 //! Evidence: edits and redactions of stored messages under the rules of [`policy::may_edit`]
 //! and [`policy::may_redact`], the same within one fetch and across fetches. Every applied
 //! edit is kept as a version (the original too), never twice; a redaction purges the content
-//! and keeps who, when and why; a redacted edit is withdrawn. Edits and redactions whose
-//! target is not stored yet wait in [`super::pending`].
+//! and keeps who, when and why; a redacted edit is withdrawn. Under legal hold ([`Hold::Keep`])
+//! the content a redaction purges is sealed first, beside it (`held_*` columns), for readers
+//! with `tchap:redacted` only. Edits and redactions whose target is not stored yet wait in
+//! [`super::pending`].
 
 use argus_domain::{
     EventId, MessageEdit, MessageRedaction, MessageVersion, Redaction, RoomSnapshot, UserId, policy,
@@ -102,9 +104,64 @@ fn set_latest(
     Ok(changed)
 }
 
-/// Marks message `id` redacted, purges its content and the bodies of its versions, and keeps
-/// who redacted it, when and why (the first redaction known is kept).
-fn redact(conn: &mut DbConn, org: &str, stored: &Original, redaction: Option<&Redaction>) -> Result<()> {
+/// What a redaction does to the content the archive captured before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Legal hold: the content is sealed beside the purged row (the first content held is never
+    /// replaced), for readers with `tchap:redacted`.
+    Keep,
+    /// The content is thrown away, as the homeserver did (`evidence.keep_redacted = false`).
+    Purge,
+}
+
+impl Hold {
+    /// The hold a store runs with.
+    pub(crate) fn of(keep_redacted: bool) -> Self {
+        if keep_redacted { Self::Keep } else { Self::Purge }
+    }
+}
+
+/// The versions a purge applies to.
+#[derive(Debug, Clone, Copy)]
+enum Versions<'a> {
+    /// Every version of a message.
+    Of { org: &'a str, message_pk: i64 },
+    /// One version.
+    One(i64),
+}
+
+/// Purges the msgtype and body of `versions`; under [`Hold::Keep`] each is sealed first.
+fn purge_versions(conn: &mut DbConn, versions: Versions<'_>, hold: Hold) -> Result<()> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("UPDATE message_versions SET ");
+    if hold == Hold::Keep {
+        sql.push("held_msgtype = COALESCE(held_msgtype, msgtype), held_body = COALESCE(held_body, body), ");
+    }
+    sql.push("msgtype = NULL, body = NULL WHERE ");
+    match versions {
+        Versions::Of { org, message_pk } => {
+            sql.push("org_id = ").bind::<Text, _>(org.to_owned());
+            sql.push(" AND message_pk = ").bind::<BigInt, _>(message_pk);
+        }
+        Versions::One(id) => {
+            sql.push("id = ").bind::<BigInt, _>(id);
+        }
+    }
+    sql.push(" AND (msgtype IS NOT NULL OR body IS NOT NULL)");
+    sql.build_cached().execute(conn)?;
+    Ok(())
+}
+
+/// Marks message `id` redacted, purges its content and the bodies of its versions (sealed first
+/// under [`Hold::Keep`]), and keeps who redacted it, when and why (the first redaction known is
+/// kept).
+fn redact(
+    conn: &mut DbConn,
+    org: &str,
+    stored: &Original,
+    redaction: Option<&Redaction>,
+    hold: Hold,
+) -> Result<()> {
     let backend = conn.backend();
     let id = stored.id;
     if let Some(r) = redaction {
@@ -123,21 +180,15 @@ fn redact(conn: &mut DbConn, org: &str, stored: &Original, redaction: Option<&Re
         // Nothing left to purge.
         return Ok(());
     }
-    diesel::update(messages::table.filter(messages::id.eq(id)))
-        .set((
-            messages::redacted.eq(true),
-            messages::body.eq(None::<String>),
-            messages::media.eq(None::<String>),
-        ))
-        .execute(conn)?;
-    diesel::update(
-        message_versions::table
-            .filter(message_versions::org_id.eq(org))
-            .filter(message_versions::message_pk.eq(id)),
-    )
-    .set((message_versions::body.eq(None::<String>), message_versions::msgtype.eq(None::<String>)))
-    .execute(conn)?;
-    Ok(())
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE messages SET ");
+    if hold == Hold::Keep {
+        sql.push("held_body = COALESCE(held_body, body), held_media = COALESCE(held_media, media), ");
+    }
+    sql.push("redacted = ").bind::<Bool, _>(true);
+    sql.push(", body = NULL, media = NULL WHERE id = ").bind::<BigInt, _>(id);
+    sql.build_cached().execute(conn)?;
+    purge_versions(conn, Versions::Of { org, message_pk: id }, hold)
 }
 
 /// A kept version of a message of the room, found by the event that carried it.
@@ -171,6 +222,7 @@ fn withdraw_version(
     org: &str,
     room_pk: i64,
     r: &MessageRedaction,
+    hold: Hold,
 ) -> Result<Option<bool>> {
     let backend = conn.backend();
     let Some(version) = version_of(conn, org, room_pk, &r.target)? else {
@@ -181,9 +233,7 @@ fn withdraw_version(
     if !policy::may_redact(&sender, &r.redaction.redacted_by, r.confirmed) {
         return Ok(Some(false));
     }
-    diesel::update(message_versions::table.filter(message_versions::id.eq(version.id)))
-        .set((message_versions::body.eq(None::<String>), message_versions::msgtype.eq(None::<String>)))
-        .execute(conn)?;
+    purge_versions(conn, Versions::One(version.id), hold)?;
     // The message shows the latest version still holding content.
     let mut sql = Sql::new(backend);
     sql.push(
@@ -210,6 +260,7 @@ pub(super) fn apply_edits_and_redactions(
     room_pk: i64,
     s: &RoomSnapshot,
     done: &mut StoredCounts,
+    hold: Hold,
 ) -> Result<()> {
     // Messages edited or redacted within the fetch: stored now, or stored earlier (re-fetched).
     for m in s.messages.iter().filter(|m| !m.versions.is_empty() || m.redacted) {
@@ -217,7 +268,9 @@ pub(super) fn apply_edits_and_redactions(
             continue;
         };
         if m.redacted {
-            redact(conn, org, &stored, m.redaction.as_ref())?;
+            // Stored now, it has no content left to hold (the homeserver purged it before the
+            // archive read it); stored earlier, what the archive captured then is held.
+            redact(conn, org, &stored, m.redaction.as_ref(), hold)?;
             continue;
         }
         // The connector applied only its own sender's edits; a record from elsewhere is held to
@@ -251,13 +304,21 @@ pub(super) fn apply_edits_and_redactions(
             _ => {}
         }
     }
-    apply_outside(conn, org, room_pk, &s.edits, &s.redactions, done, true)
+    apply_outside(conn, org, room_pk, &s.edits, &s.redactions, done, Outside { keep_pending: true, hold })
+}
+
+/// How [`apply_outside`] treats what it cannot apply yet, and what its redactions purge.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Outside {
+    /// Keep edits and redactions whose target is not stored yet ([`pending::keep_edit`],
+    /// [`pending::keep_redaction`]) for the batch that stores it.
+    pub(super) keep_pending: bool,
+    /// What a redaction does to the content captured before it.
+    pub(super) hold: Hold,
 }
 
 /// Applies edits and redactions of messages outside the batch (stored earlier, or not yet):
-/// oldest edit first, under the same rules. With `keep_pending`, those whose target is not
-/// stored yet are kept ([`pending::keep_edit`], [`pending::keep_redaction`]) for the batch that
-/// stores it.
+/// oldest edit first, under the same rules; see [`Outside`].
 pub(super) fn apply_outside(
     conn: &mut DbConn,
     org: &str,
@@ -265,7 +326,7 @@ pub(super) fn apply_outside(
     edits: &[MessageEdit],
     redactions: &[MessageRedaction],
     done: &mut StoredCounts,
-    keep_pending: bool,
+    Outside { keep_pending, hold }: Outside,
 ) -> Result<()> {
     let mut edits: Vec<&MessageEdit> = edits.iter().collect();
     edits.sort_by(|a, b| (a.edited_at, &a.event_id).cmp(&(b.edited_at, &b.event_id)));
@@ -319,7 +380,7 @@ pub(super) fn apply_outside(
     for r in redactions {
         let Some(stored) = original(conn, org, room_pk, &r.target)? else {
             // Not a message: perhaps an edit kept as a version of one; else not stored yet.
-            match withdraw_version(conn, org, room_pk, r)? {
+            match withdraw_version(conn, org, room_pk, r, hold)? {
                 Some(false) => done.redactions_ignored += 1,
                 Some(true) => {}
                 None if keep_pending
@@ -338,7 +399,7 @@ pub(super) fn apply_outside(
             done.redactions_ignored += 1;
             continue;
         }
-        redact(conn, org, &stored, Some(&r.redaction))?;
+        redact(conn, org, &stored, Some(&r.redaction), hold)?;
     }
     Ok(())
 }

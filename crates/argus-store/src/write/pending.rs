@@ -222,6 +222,7 @@ pub(super) fn apply(
     room_pk: i64,
     messages: &[MessageRecord],
     done: &mut StoredCounts,
+    hold: evidence::Hold,
 ) -> Result<()> {
     const BAD: Error = Error::Corrupt("a kept edit or redaction fails validation");
     // Most rooms have nothing waiting: one look at each index says so.
@@ -262,7 +263,8 @@ pub(super) fn apply(
     if edits.is_empty() && redactions.is_empty() {
         return Ok(());
     }
-    evidence::apply_outside(conn, org, room_pk, &edits, &redactions, done, false)?;
+    let outside = evidence::Outside { keep_pending: false, hold };
+    evidence::apply_outside(conn, org, room_pk, &edits, &redactions, done, outside)?;
     for chunk in edit_ids.chunks(PER_STATEMENT) {
         diesel::delete(pe::table.filter(pe::id.eq_any(chunk))).execute(conn)?;
     }

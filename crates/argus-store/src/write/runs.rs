@@ -106,6 +106,7 @@ pub(crate) fn commit_pages(
     helpers: Option<&ahead::Source<'_>>,
     ticket: &RunTicket,
     pages: &RoomSnapshot,
+    hold: super::Hold,
 ) -> Result<StoredCounts> {
     validate(pages)?;
     if pages.room_id != ticket.room_id || pages.homeserver_url != ticket.homeserver_url {
@@ -113,7 +114,7 @@ pub(crate) fn commit_pages(
     }
     let org = ticket.run.viewer.org.as_str();
     in_locked_transaction(conn, Lock::Room { org, room_id: ticket.room_id.as_str() }, |conn| {
-        let stored = store_pages(conn, helpers, &ticket.run, pages)?;
+        let stored = store_pages(conn, helpers, &ticket.run, pages, hold)?;
         let renewed = diesel::update(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
             .set((
                 r::message_count.eq(r::message_count + stored.messages_stored),

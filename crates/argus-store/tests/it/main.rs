@@ -9,6 +9,7 @@
 
 mod audit;
 mod evidence;
+mod hold;
 mod props;
 mod reads;
 mod runs;
