@@ -7,6 +7,8 @@ mod audit;
 #[cfg(test)]
 mod evidence;
 #[cfg(test)]
+mod homeservers;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod reads;
