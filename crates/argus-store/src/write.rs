@@ -9,10 +9,11 @@
 //!
 //! One module per stored thing: [`validate`] checks the input before anything is written,
 //! [`rooms`] upserts the room (only from the homeserver it was archived from) and keeps its
-//! counts, [`messages`] inserts them (per backend),
-//! [`evidence`] applies edits, versions and redactions, [`pending`] keeps those whose target is
-//! not stored yet, [`runs`] journals streamed runs and appends their records, [`audit_only`]
-//! appends failures and posts, and moves a room to another homeserver with its record. [`store_pages`] here ties the first five together.
+//! counts, [`messages`] inserts them (per backend), [`evidence`] applies edits, versions and
+//! redactions, [`pending`] keeps those whose target is not stored yet, [`runs`] journals
+//! streamed runs and appends their records, [`audit_only`] appends failures and posts, and
+//! moves a room to another homeserver with its record. [`store_pages`] here ties the first five
+//! together.
 
 mod audit_only;
 mod evidence;

@@ -10,7 +10,7 @@ use argus_domain::{
     AccessToken, ActorId, Classification, IngestionOutcome, IngestionRecord, PageRequest, RoomId, WatchStatus,
 };
 use argus_ingest::{
-    ingest::{IngestRequest, Reach, Trigger, ingest_room},
+    ingest::ingest_room,
     scheduler::{Scheduler, SchedulerOptions},
     watch::{WatchRequest, watch_room, watches},
 };
@@ -18,7 +18,7 @@ use argus_store::IngestionCursor;
 use argus_testkit::homeserver::{BASE_TS, MATRIX_TOKEN, MockHomeserver, ROOM, TOKEN, ev};
 use serde_json::{Value, json};
 
-use crate::support::{Env, analyst, backend_suite};
+use crate::support::{Env, analyst, backend_suite, request};
 
 backend_suite!(
     another_homeserver_cannot_rewrite_a_stored_room,
@@ -55,20 +55,6 @@ async fn rogue() -> MockHomeserver {
     let edit = ev::edit("$rogue-edit", BASE_TS, "$m0-crisetchaptest", "réécrit");
     hs.messages(ROOM).page(vec![edit, forged]).mount().await;
     hs
-}
-
-fn request(homeserver: &str, token: &str, room: &str, follow_upgrades: bool) -> IngestRequest {
-    IngestRequest {
-        homeserver_url: homeserver.to_owned(),
-        access_token: AccessToken::new(token),
-        room_id: room.to_owned(),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
-        reach: Reach::Current,
-        trigger: Trigger::Manual,
-        follow_upgrades,
-    }
 }
 
 fn id(room: &str) -> RoomId {

@@ -256,11 +256,11 @@ fn raise_classification(
 }
 
 /// Completes re-fetched messages stored while still encrypted, from the homeserver the room was
-/// stored from (no other reaches here: [`super::rooms::check_source`]): one now decrypted from the key backup gets the content it
-/// carried as first sent (an edit folded into the record is not applied here: its original is
-/// kept), if the stored row has the same sender and time; one still undecryptable gets its
-/// reason. A message stored in clear, decrypted earlier, or redacted is never touched; the
-/// update trigger and the generated column index the new text for search.
+/// stored from (no other reaches here: [`super::rooms::check_source`]): one now decrypted from
+/// the key backup gets the content it carried as first sent (an edit folded into the record is
+/// not applied here: its original is kept), if the stored row has the same sender and time; one
+/// still undecryptable gets its reason. A message stored in clear, decrypted earlier, or redacted
+/// is never touched; the update trigger and the generated column index the new text for search.
 fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRecord]) -> Result<()> {
     for m in chunk.iter().filter(|m| !m.redacted && (m.decrypted || m.undecryptable.is_some())) {
         let stored = messages::table
