@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use argus_domain::{AccessToken, ActorId, Classification, OrgId};
+use argus_domain::{AccessToken, ActorId, Classification, HomeserverUrl, OrgId, RoomId};
 use argus_server::config::DEFAULT_CONFIG_FILE;
 use argus_store::ChainHead;
 use clap::{Parser, Subcommand};
@@ -46,6 +46,37 @@ pub enum Command {
     /// The keys that seal watched rooms' Matrix tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Archived rooms.
+    #[command(subcommand)]
+    Rooms(RoomsCommand),
+}
+
+/// `argus-tchap rooms …`.
+#[derive(Debug, Subcommand)]
+pub enum RoomsCommand {
+    /// Move an archived room to another homeserver (a real migration). A stored room answers
+    /// only to the homeserver it was archived from: ingestions from any other are refused with
+    /// HOMESERVER_MISMATCH. Afterwards it answers to the new one only; its next ingestion reads
+    /// from the new server's live end. The move is audited, naming both homeservers. Watches of
+    /// the room keep their homeserver (and token) until renewed.
+    Rehome(RehomeArgs),
+}
+
+/// `argus-tchap rooms rehome`.
+#[derive(Debug, clap::Args)]
+pub struct RehomeArgs {
+    /// Organisation the room is archived for.
+    #[arg(long)]
+    pub org: OrgId,
+    /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
+    #[arg(long)]
+    pub room: RoomId,
+    /// Base URL of the homeserver the room answers to from now on.
+    #[arg(long)]
+    pub homeserver: HomeserverUrl,
+    /// Who moves it (kept in the audit trail).
+    #[arg(long, default_value = "operator")]
+    pub actor: ActorId,
 }
 
 /// `argus-tchap keys …`.

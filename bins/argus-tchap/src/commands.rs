@@ -18,7 +18,7 @@ use argus_server::{
 };
 use argus_store::ChainHead;
 
-use crate::cli::{IngestArgs, TokenArgs};
+use crate::cli::{IngestArgs, RehomeArgs, TokenArgs};
 
 /// `schema`: prints the GraphQL schema (SDL).
 pub fn schema() -> Result<ExitCode> {
@@ -328,6 +328,38 @@ pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("key rotation failed [{}]: {}", e.code(), e.public_message());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `rooms rehome`: moves an archived room to another homeserver, audited.
+pub async fn rooms_rehome(config: &Config, args: RehomeArgs) -> Result<ExitCode> {
+    let store = services::open_store(config).await?;
+    let RehomeArgs { org, room, homeserver, actor } = args;
+    let (room_id, org_id) = (room.clone(), org.clone());
+    let moved =
+        tokio::task::spawn_blocking(move || store.rehome_room(&actor, &org_id, &room_id, &homeserver))
+            .await?;
+    match moved {
+        Ok(Some(record)) => {
+            print_out(&format!(
+                "{room} of {org} moved from {} to {}; audit record {}:{}\n\
+                 watches of the room keep their homeserver until renewed with the new one \
+                 (until then their runs are refused and they are paused)",
+                record.entry.rehomed_from.as_deref().unwrap_or("?"),
+                record.entry.homeserver_url,
+                record.entry.org,
+                record.seq,
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => {
+            eprintln!("no room {room} is archived for {org}; nothing changed");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("the room was not moved [{}]: {}", e.code(), e.public_message());
             Ok(ExitCode::FAILURE)
         }
     }

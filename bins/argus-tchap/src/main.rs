@@ -1,6 +1,7 @@
 //! `argus-tchap`: the command-line entry point of the Argus Tchap connector: the GraphQL
 //! server, the database migrations, ingestion from the terminal, audit-trail verification,
-//! development tokens, the schema, and the fusion relay. It parses the command line and
+//! development tokens, the schema, the fusion relay, token keys and moving a room to another
+//! homeserver. It parses the command line and
 //! dispatches to [`argus_tchap::commands`].
 
 /// mimalloc: serving a page of messages allocates thousands of small values (GraphQL fields,
@@ -13,7 +14,7 @@ use std::{io, process::ExitCode};
 use anyhow::Result;
 use argus_server::Config;
 use argus_tchap::{
-    cli::{AuditCommand, Cli, Command, FusionCommand, KeysCommand},
+    cli::{AuditCommand, Cli, Command, FusionCommand, KeysCommand, RoomsCommand},
     commands,
 };
 use clap::Parser as _;
@@ -69,6 +70,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fusion(FusionCommand::Relay { once }) => commands::fusion_relay_once(&config, once).await,
         Command::Fusion(FusionCommand::Status) => commands::fusion_status(&config).await,
         Command::Keys(KeysCommand::Rotate) => commands::keys_rotate(&config).await,
+        Command::Rooms(RoomsCommand::Rehome(args)) => commands::rooms_rehome(&config, args).await,
         Command::Schema => commands::schema(),
     }
 }

@@ -278,6 +278,30 @@ impl HomeserverUrl {
         // The string was produced by `url::Url` in the constructor, so it parses again.
         url::Url::parse(&self.0).unwrap_or_else(|_| unreachable!("validated homeserver URL"))
     }
+
+    /// The server this URL names, as the connector tells servers apart:
+    /// `scheme://host:port`, the host in lower case without a trailing dot, the port the
+    /// scheme's default when none is written; a path is not part of it.
+    ///
+    /// ```
+    /// use argus_domain::HomeserverUrl;
+    /// let hs = |s: &str| s.parse::<HomeserverUrl>().map(|h| h.server());
+    /// assert_eq!(hs("https://Matrix.Tchap.gouv.fr./_matrix/")?, "https://matrix.tchap.gouv.fr:443");
+    /// assert_eq!(hs("http://127.0.0.1:8008")?, "http://127.0.0.1:8008");
+    /// assert_ne!(hs("http://hs.gouv.fr")?, hs("https://hs.gouv.fr")?);
+    /// # Ok::<(), argus_domain::Error>(())
+    /// ```
+    pub fn server(&self) -> String {
+        let url = self.url();
+        let host = url.host_str().unwrap_or_default().trim_end_matches('.').to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or_default();
+        format!("{}://{host}:{port}", url.scheme())
+    }
+
+    /// Whether two URLs name the same server ([`HomeserverUrl::server`]).
+    pub fn same_server(&self, other: &Self) -> bool {
+        self == other || self.server() == other.server()
+    }
 }
 
 impl FromStr for HomeserverUrl {

@@ -61,6 +61,9 @@ pub struct NewIngestion {
     pub post: Option<crate::PostEvidence>,
     /// Run by the scheduler for a watched room (the actor is the watch's owner), not by a call.
     pub scheduled: bool,
+    /// For a room an operator moved to another homeserver (`argus-tchap rooms rehome`), not an
+    /// ingestion: the homeserver it answered to until then; `homeserver_url` is the new one.
+    pub rehomed_from: Option<String>,
 }
 
 impl NewIngestion {

@@ -46,6 +46,7 @@ impl Call<'_> {
             error: error.map(|e| e.message_without(self.token)),
             post,
             scheduled: self.scheduled,
+            rehomed_from: None,
         }
     }
 }

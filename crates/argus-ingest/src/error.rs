@@ -40,9 +40,17 @@ pub enum Error {
     /// The Matrix connector failed (its own stable code is used).
     #[error("{0}")]
     Connector(#[from] argus_matrix::Error),
+    /// The room is archived from another homeserver than the one the call names: a stored
+    /// room answers only to the homeserver it was archived from (an operator may move it with
+    /// `argus-tchap rooms rehome`). Nothing was stored.
+    #[error(
+        "the room is archived from another homeserver: it answers only to that one \
+         (an operator may move it to another with `argus-tchap rooms rehome`)"
+    )]
+    HomeserverMismatch,
     /// The store failed; the details stay in the server log.
     #[error("internal error")]
-    Store(#[from] argus_store::Error),
+    Store(#[source] argus_store::Error),
     /// Watched rooms need a key to keep their Matrix tokens, and none is configured.
     #[error("watched rooms are not enabled on this server (no token key is configured)")]
     WatchesDisabled,
@@ -63,6 +71,7 @@ impl Error {
             Self::Busy(_) => "BUSY",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
             Self::WatchesDisabled => "WATCHES_DISABLED",
+            Self::HomeserverMismatch => "HOMESERVER_MISMATCH",
             Self::Connector(e) => e.code(),
             Self::Store(e) => e.code(),
             Self::Internal => "INTERNAL",
@@ -100,6 +109,16 @@ impl Error {
     }
 }
 
+impl From<argus_store::Error> for Error {
+    fn from(e: argus_store::Error) -> Self {
+        match e {
+            // Not a fault of the server: the call named another homeserver than the room's.
+            argus_store::Error::HomeserverMismatch => Self::HomeserverMismatch,
+            other => Self::Store(other),
+        }
+    }
+}
+
 impl From<argus_domain::Error> for Error {
     fn from(e: argus_domain::Error) -> Self {
         match e {
@@ -129,6 +148,7 @@ impl Error {
             Self::Store(argus_store::Error::Unavailable),
             Self::Store(argus_store::Error::Query),
             Self::WatchesDisabled,
+            Self::HomeserverMismatch,
             Self::Internal,
         ]
     }
@@ -156,9 +176,10 @@ mod tests {
             Error::Store(_) => 8,
             Error::WatchesDisabled => 9,
             Error::Internal => 10,
+            Error::HomeserverMismatch => 11,
         };
         let seen: BTreeSet<usize> = Error::examples().iter().map(variant).collect();
-        assert_eq!(seen, (0..=10).collect());
+        assert_eq!(seen, (0..=11).collect());
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! committed with the positions after it, so a run stopped anywhere (an error, a kill) keeps
 //! what it committed and the next run resumes there: no gap, no duplicate.
 //!
+//! A stored room answers only to the homeserver it was archived from: a call naming another
+//! is refused with [`Error::HomeserverMismatch`] and audited FAILED, nothing stored (the store
+//! decides, under the room's lock, when the run begins or at its first commit).
+//!
 //! Every admitted run ends with one audit record, appended at its end: SUCCEEDED, or FAILED
 //! with the messages its committed pages stored (never with the token in it). A run whose
 //! process died is audited once its lease expires ([`argus_store::Store::close_interrupted_runs`]).
@@ -344,12 +348,13 @@ async fn read_room(
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<()> {
-    // Where the room's last run stopped, when it was read from the same homeserver.
+    // Where the room's last run stopped (a room stored from another homeserver was refused
+    // when the run began, unless withheld from the caller: then its commit is refused).
     let stored = {
         let (v, room) = (ticket.run().viewer.clone(), valid.room_id.clone());
         services.with_store(move |store| store.room(&v, &room)).await?
     };
-    let stored = stored.filter(|r| r.homeserver_url == valid.homeserver);
+    let stored = stored.filter(|r| r.homeserver_url.same_server(&valid.homeserver));
     let (resume, backfill_from, complete) = match &stored {
         Some(r) => (r.resume_token.clone(), r.backfill_token.clone(), r.history_complete),
         None => (None, None, false),

@@ -178,7 +178,7 @@ async fn send(
     };
     // Only to the homeserver the room was archived from: another server answering for the same
     // room id is not trusted with the room's notes (as it is not trusted with its evidence).
-    if stored.homeserver_url != valid.homeserver {
+    if !stored.homeserver_url.same_server(&valid.homeserver) {
         return Err(Error::InvalidInput("the room was archived from another homeserver".into()));
     }
     services.post_policy.check(viewer, request.classification, stored.classification)?;

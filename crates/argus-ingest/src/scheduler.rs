@@ -6,8 +6,9 @@
 //!
 //! After a run the watch is due again after its interval, with jitter (so that watches created
 //! together spread out); a rate limit pushes it back by what the homeserver asked; a token the
-//! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout) pauses it with the reason until a new
-//! token is given.
+//! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout), or a room archived from another
+//! homeserver than the watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is
+//! given again.
 
 use std::{
     collections::HashMap,
@@ -301,6 +302,16 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             pause = Some(format!(
                 "{code}: the recovery key does not open the account's key backup; give the watch the current key"
             ));
+            result.as_ref().err().map(message)
+        }
+        Err(Error::HomeserverMismatch) => {
+            // The room answers to another homeserver (moved by an operator, or watched from
+            // the wrong one): every run would be refused the same way until the owner watches
+            // it from the room's homeserver.
+            pause = Some(
+                "HOMESERVER_MISMATCH: the room is archived from another homeserver; watch it from that one"
+                    .to_owned(),
+            );
             result.as_ref().err().map(message)
         }
         Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {

@@ -190,6 +190,11 @@ fn encode(
     if e.scheduled {
         field(h, b"SCHEDULED");
     }
+    // Likewise a room moved to another homeserver, with the one it answered to until then.
+    if let Some(from) = e.rehomed_from {
+        field(h, b"REHOME");
+        field(h, from.as_bytes());
+    }
     field(h, prev_hash);
 }
 
@@ -215,6 +220,7 @@ pub(crate) struct Stored<'a> {
     pub(crate) error: Option<&'a str>,
     pub(crate) post: Option<StoredPost<'a>>,
     pub(crate) scheduled: bool,
+    pub(crate) rehomed_from: Option<&'a str>,
 }
 
 impl<'a> Stored<'a> {
@@ -230,7 +236,7 @@ impl<'a> Stored<'a> {
             outcome: &row.outcome,
             error: row.error.as_deref(),
             post: match (row.action.as_str(), &row.body_sha256, row.body_length) {
-                ("INGEST", None, None) => None,
+                ("INGEST" | "REHOME", None, None) => None,
                 // Whatever the columns hold, a POST record hashes as one (a mismatch then fails
                 // verification rather than being skipped).
                 (_, digest, length) => Some(StoredPost {
@@ -240,6 +246,8 @@ impl<'a> Stored<'a> {
                 }),
             },
             scheduled: row.scheduled,
+            // Whatever the action says, a previous homeserver is hashed as a move's.
+            rehomed_from: row.previous_homeserver_url.as_deref(),
         }
     }
 }
@@ -251,10 +259,20 @@ pub(crate) fn sanitised(entry: &NewIngestion) -> Result<NewIngestion> {
     e.room_id = NewIngestion::sanitise(&e.room_id, MAX_ROOM_ID);
     e.homeserver_url = NewIngestion::sanitise(&e.homeserver_url, MAX_HOMESERVER);
     e.error = e.error.as_deref().map(|s| NewIngestion::sanitise(s, MAX_ERROR));
+    e.rehomed_from = e.rehomed_from.as_deref().map(|s| NewIngestion::sanitise(s, MAX_HOMESERVER));
     e.started_at = argus_domain::from_unix_ms(to_unix_ms(e.started_at))?;
     e.finished_at = e.finished_at.map(|t| argus_domain::from_unix_ms(to_unix_ms(t))).transpose()?;
     if e.message_count < 0 {
         return Err(Error::invalid("audit record", "negative message count"));
+    }
+    match &e.rehomed_from {
+        Some(_) if e.post.is_some() => {
+            return Err(Error::invalid("audit record", "a record is of a post or of a move, not both"));
+        }
+        Some(from) if from.is_empty() => {
+            return Err(Error::invalid("audit record", "a move names the homeserver it leaves"));
+        }
+        _ => {}
     }
     if let Some(post) = &mut e.post {
         post.event_id = post.event_id.as_deref().map(|id| NewIngestion::sanitise(id, MAX_ROOM_ID));
@@ -307,6 +325,7 @@ pub(crate) fn append(
             body_length: p.body_length,
         }),
         scheduled: entry.scheduled,
+        rehomed_from: entry.rehomed_from.as_deref(),
     };
     let hash = link_hash(key, org, seq, &stored, &prev_hash);
 
@@ -325,11 +344,16 @@ pub(crate) fn append(
             ingestions::error.eq(stored.error),
             ingestions::prev_hash.eq(hex::encode(prev_hash)),
             ingestions::hash.eq(hex::encode(hash)),
-            ingestions::action.eq(if stored.post.is_some() { "POST" } else { "INGEST" }),
+            ingestions::action.eq(match (&stored.post, stored.rehomed_from) {
+                (Some(_), _) => "POST",
+                (None, Some(_)) => "REHOME",
+                (None, None) => "INGEST",
+            }),
             ingestions::event_id.eq(stored.post.as_ref().and_then(|p| p.event_id)),
             ingestions::body_sha256.eq(stored.post.as_ref().map(|p| p.body_sha256.as_str())),
             ingestions::body_length.eq(stored.post.as_ref().map(|p| p.body_length)),
             ingestions::scheduled.eq(stored.scheduled),
+            ingestions::previous_homeserver_url.eq(stored.rehomed_from),
         ))
         .returning(ingestions::id)
         .get_result(conn)?;
@@ -437,6 +461,7 @@ fn verify_chain(
             if crate::rows::outcome(&row.outcome).is_none()
                 || crate::rows::rank(row.classification).is_err()
                 || row.post().is_err()
+                || row.rehomed_from().is_err()
             {
                 fail(&mut v, row.seq, format!("record {} holds an invalid value", row.seq));
             }

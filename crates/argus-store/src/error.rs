@@ -34,6 +34,11 @@ pub enum Error {
     /// The room is stored at a classification above the caller's clearance.
     #[error("the room is classified above the caller's clearance")]
     Withheld,
+    /// The room is archived from another homeserver than the one the run reads: a stored room
+    /// answers only to the homeserver it was archived from (an operator may move it with
+    /// `argus-tchap rooms rehome`). Nothing was written.
+    #[error("the room is archived from another homeserver")]
+    HomeserverMismatch,
     /// An outbox row that does not exist.
     #[error("no such outbox row")]
     NotFound,
@@ -46,12 +51,13 @@ impl Error {
     }
 
     /// The stable code the API layers show for this error (`UNAVAILABLE`, `ABOVE_CLEARANCE`,
-    /// `INVALID_INPUT`, else `INTERNAL`).
+    /// `INVALID_INPUT`, `HOMESERVER_MISMATCH`, else `INTERNAL`).
     pub fn code(&self) -> &'static str {
         match self {
             e if e.is_retryable() => "UNAVAILABLE",
             Self::Withheld => "ABOVE_CLEARANCE",
             Self::Invalid(_) => "INVALID_INPUT",
+            Self::HomeserverMismatch => "HOMESERVER_MISMATCH",
             _ => "INTERNAL",
         }
     }
@@ -63,6 +69,11 @@ impl Error {
             e if e.is_retryable() => "the service is temporarily unavailable".to_owned(),
             Self::Withheld => "the requested classification exceeds the caller's clearance".to_owned(),
             Self::Invalid(e) => format!("invalid input: {e}"),
+            Self::HomeserverMismatch => {
+                "the room is archived from another homeserver: it answers only to that one \
+                                         (an operator may move it to another with `argus-tchap rooms rehome`)"
+                    .to_owned()
+            }
             _ => "internal error".to_owned(),
         }
     }

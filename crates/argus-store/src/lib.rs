@@ -227,6 +227,10 @@ impl Store {
     /// [`Store::commit_pages`] as they arrive, and it ends with [`Store::finish_run`]; a run
     /// whose process died is audited by [`Store::close_interrupted_runs`] once its lease expired.
     /// `scheduled` marks a run of the scheduler (its audit record says so).
+    /// [`Error::HomeserverMismatch`], with nothing written, when the caller may see the room
+    /// and it is archived from another homeserver (a stored room answers only to that one; the
+    /// same server written another way is the same, see
+    /// [`argus_domain::HomeserverUrl::same_server`]).
     pub fn begin_run(
         &self,
         run: &IngestionRun,
@@ -242,7 +246,9 @@ impl Store {
     /// edits and redactions, and the pagination positions after them) in one transaction; the
     /// next run resumes from those positions. Holds the room's lock, not the organisation's.
     /// The room's classification is never lowered; [`Error::Withheld`] means it is already
-    /// stored above the caller's clearance, and nothing of the pages is written.
+    /// stored above the caller's clearance, and nothing of the pages is written;
+    /// [`Error::HomeserverMismatch`] that it is archived from another homeserver than the run
+    /// reads (likewise nothing is written).
     pub fn commit_pages(&self, ticket: &RunTicket, pages: &RoomSnapshot) -> Result<StoredCounts> {
         let mut conn = self.conn()?;
         write::commit_pages(&mut conn, self.search_helpers().as_ref(), ticket, pages, self.hold)
@@ -359,6 +365,23 @@ impl Store {
     /// carries its [`argus_domain::PostEvidence`]): never the body, only its digest and length.
     pub fn record_post(&self, entry: &NewIngestion) -> Result<IngestionRecord> {
         write::record_post(&mut *self.conn()?, self.audit_key.as_deref(), entry)
+    }
+
+    /// Moves a room of `org` to another homeserver (an operator's decision, for a real
+    /// migration): from now on it answers to `homeserver` only, and runs from the one it was
+    /// archived from are refused ([`Error::HomeserverMismatch`]). Its positions are reset (the
+    /// next run reads from the live end; older history is read again, skipping what is stored).
+    /// Appends, in the same transaction, a REHOME record by `actor` naming the homeserver the
+    /// room leaves ([`NewIngestion::rehomed_from`]) and the new one. `None` when `org` holds no
+    /// such room (nothing is written); [`Error::Invalid`] when it already answers to that server.
+    pub fn rehome_room(
+        &self,
+        actor: &argus_domain::ActorId,
+        org: &argus_domain::OrgId,
+        room_id: &RoomId,
+        homeserver: &argus_domain::HomeserverUrl,
+    ) -> Result<Option<IngestionRecord>> {
+        write::record_rehome(&mut *self.conn()?, self.audit_key.as_deref(), actor, org, room_id, homeserver)
     }
 
     /// The newest record of every organisation's chain.

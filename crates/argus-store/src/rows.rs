@@ -222,15 +222,16 @@ pub(crate) struct IngestionRow {
     pub(crate) body_sha256: Option<String>,
     pub(crate) body_length: Option<i64>,
     pub(crate) scheduled: bool,
+    pub(crate) previous_homeserver_url: Option<String>,
 }
 
 impl IngestionRow {
-    /// What a POST record keeps of its note; `None` for an ingestion, an error for a record
-    /// whose columns disagree with its action.
+    /// What a POST record keeps of its note; `None` for an ingestion or a move, an error for a
+    /// record whose columns disagree with its action.
     pub(crate) fn post(&self) -> Result<Option<argus_domain::PostEvidence>> {
         const BAD: Error = Error::Corrupt("a stored audit record fails validation");
         match (self.action.as_str(), &self.body_sha256, self.body_length) {
-            ("INGEST", None, None) if self.event_id.is_none() => Ok(None),
+            ("INGEST" | "REHOME", None, None) if self.event_id.is_none() => Ok(None),
             ("POST", Some(digest), Some(length)) => Ok(Some(argus_domain::PostEvidence {
                 event_id: self.event_id.clone(),
                 body_sha256: hash32(digest).ok_or(BAD)?,
@@ -240,9 +241,20 @@ impl IngestionRow {
         }
     }
 
+    /// The homeserver a REHOME record's room answered to until then; `None` for any other
+    /// record, an error for a record whose column disagrees with its action.
+    pub(crate) fn rehomed_from(&self) -> Result<Option<&str>> {
+        match (self.action.as_str(), &self.previous_homeserver_url) {
+            ("REHOME", Some(from)) => Ok(Some(from)),
+            ("INGEST" | "POST", None) => Ok(None),
+            _ => Err(Error::Corrupt("a stored audit record fails validation")),
+        }
+    }
+
     pub(crate) fn into_domain(self) -> Result<IngestionRecord> {
         const BAD: Error = Error::Corrupt("a stored audit record fails validation");
         let post = self.post()?;
+        let rehomed_from = self.rehomed_from()?.map(str::to_owned);
         Ok(IngestionRecord {
             id: self.id,
             seq: self.seq,
@@ -259,6 +271,7 @@ impl IngestionRow {
                 error: self.error,
                 post,
                 scheduled: self.scheduled,
+                rehomed_from,
             },
             prev_hash: hash32(&self.prev_hash).ok_or(BAD)?,
             hash: hash32(&self.hash).ok_or(BAD)?,

@@ -174,7 +174,8 @@ diesel::table! {
         prev_hash -> Text,
         /// Hex SHA-256 of this record.
         hash -> Text,
-        /// `INGEST` or `POST` (a note posted into the room).
+        /// `INGEST`, `POST` (a note posted into the room) or `REHOME` (the room moved to another
+        /// homeserver).
         action -> Text,
         /// A post's event id, when the homeserver gave one.
         event_id -> Nullable<Text>,
@@ -184,6 +185,8 @@ diesel::table! {
         body_length -> Nullable<BigInt>,
         /// Run by the scheduler for a watched room.
         scheduled -> Bool,
+        /// A `REHOME` record's homeserver the room answered to until then.
+        previous_homeserver_url -> Nullable<Text>,
     }
 }
 

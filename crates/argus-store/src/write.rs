@@ -8,10 +8,12 @@
 //! of one room cannot interleave within a commit.
 //!
 //! One module per stored thing: [`validate`] checks the input before anything is written,
-//! [`rooms`] upserts the room and keeps its counts, [`messages`] inserts them (per backend),
-//! [`evidence`] applies edits, versions and redactions, [`pending`] keeps those whose target is
-//! not stored yet, [`runs`] journals streamed runs and appends their records, [`audit_only`]
-//! appends failures and posts. [`store_pages`] here ties the first five together.
+//! [`rooms`] upserts the room (only from the homeserver it was archived from) and keeps its
+//! counts, [`messages`] inserts them (per backend), [`evidence`] applies edits, versions and
+//! redactions, [`pending`] keeps those whose target is not stored yet, [`runs`] journals
+//! streamed runs and appends their records, [`audit_only`] appends failures and posts, and
+//! moves a room to another homeserver with its record. [`store_pages`] here ties the first five
+//! together.
 
 mod audit_only;
 mod evidence;
@@ -29,7 +31,7 @@ use time::OffsetDateTime;
 pub(crate) use self::runs::abandon_run;
 pub use self::runs::{INTERRUPTED, RunRecord, RunTicket};
 pub(crate) use self::{
-    audit_only::{record_failure, record_post},
+    audit_only::{record_failure, record_post, record_rehome},
     evidence::Hold,
     runs::{begin_run, close_interrupted_runs, commit_pages, finish_run},
 };
@@ -86,16 +88,12 @@ fn store_pages(
     hold: Hold,
 ) -> Result<StoredCounts> {
     let org = run.viewer.org.as_str();
-    let (room_pk, merged, read_from) = rooms::upsert_room(conn, run, snapshot, now_ms())?;
+    // A room stored from another homeserver is refused here, before anything is written.
+    let (room_pk, merged) = rooms::upsert_room(conn, run, snapshot, now_ms())?;
     if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
         return Err(Error::Withheld);
     }
-    // Edits, redactions and decrypted content of messages stored earlier are taken only from
-    // the homeserver they were stored from: another server answering for the same room id
-    // could otherwise rewrite or purge the evidence.
-    let same_source = read_from.is_none_or(|h| h == snapshot.homeserver_url.as_str());
-    let messages_stored =
-        messages::insert_messages(conn, helpers, org, room_pk, merged, &snapshot.messages, same_source)?;
+    let messages_stored = messages::insert_messages(conn, helpers, org, room_pk, merged, &snapshot.messages)?;
     if messages_stored == snapshot.messages.len() as i64 {
         // Every message was new, at `merged`: the counts only grow.
         rooms::add_message_count(conn, org, room_pk, merged, messages_stored)?;
@@ -104,15 +102,8 @@ fn store_pages(
         rooms::recount_messages(conn, org, room_pk)?;
     }
     let mut stored = StoredCounts { messages_stored, ..StoredCounts::default() };
-    if same_source {
-        // Edits and redactions that waited for these messages first, then the batch's own.
-        pending::apply(conn, org, room_pk, &snapshot.messages, &mut stored, hold)?;
-        evidence::apply_edits_and_redactions(conn, org, room_pk, snapshot, &mut stored, hold)?;
-    } else {
-        tracing::warn!(room = %snapshot.room_id, "edits and redactions from another homeserver than the room's ignored");
-        stored.edits_ignored = snapshot.edits.len() as u64
-            + snapshot.messages.iter().map(|m| m.versions.len().saturating_sub(1) as u64).sum::<u64>();
-        stored.redactions_ignored = snapshot.redactions.len() as u64;
-    }
+    // Edits and redactions that waited for these messages first, then the batch's own.
+    pending::apply(conn, org, room_pk, &snapshot.messages, &mut stored, hold)?;
+    evidence::apply_edits_and_redactions(conn, org, room_pk, snapshot, &mut stored, hold)?;
     Ok(stored)
 }

@@ -1,5 +1,6 @@
 //! The binary end to end: `token`, `serve` with no configuration file, a GraphQL query over
-//! HTTP, `ingest` from a mock homeserver, `audit head`/`verify`, `schema`, graceful stop.
+//! HTTP, `ingest` from a mock homeserver, `audit head`/`verify`, `rooms rehome`, `schema`,
+//! graceful stop.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -249,6 +250,78 @@ async fn readme_flow_serve_then_token_then_query() {
     }
 }
 
+/// `ingest` refuses another homeserver for an archived room (`HOMESERVER_MISMATCH`, audited);
+/// `rooms rehome` moves the room explicitly, audited with both homeservers, after which the new
+/// server is read and the old one refused.
+#[tokio::test]
+async fn rooms_rehome_moves_a_room_to_another_homeserver_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (old, new) = (MockHomeserver::start_any_room().await, MockHomeserver::start_any_room().await);
+    let room = "!moved:tchap.test";
+    old.room(room, 3);
+    new.room(room, 5);
+    let ingest = |homeserver: String| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let args = [
+                "ingest",
+                "--homeserver",
+                &homeserver,
+                "--room",
+                room,
+                "--classification",
+                "RESTRICTED",
+                "--org",
+                "dgsi",
+            ];
+            command(&path).args(args).env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN).output().unwrap()
+        })
+    };
+    assert!(ingest(old.uri()).await.unwrap().status.success());
+    let refused = ingest(new.uri()).await.unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("HOMESERVER_MISMATCH") && !stderr.contains(MATRIX_TOKEN), "{refused:?}");
+
+    let rehome = |room: &str, homeserver: &str| {
+        run(&path, &["rooms", "rehome", "--org", "dgsi", "--room", room, "--homeserver", homeserver])
+    };
+    let moved = rehome(room, &new.uri());
+    assert!(moved.status.success(), "{moved:?}");
+    let said = stdout(&moved);
+    assert!(
+        said.starts_with(&format!(
+            "{room} of dgsi moved from {} to {}; audit record dgsi:3",
+            old.uri(),
+            new.uri()
+        )),
+        "{said}"
+    );
+    // Not again to the same server, nor a room the organisation does not hold.
+    let again = rehome(room, &format!("{}/", new.uri()));
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("INVALID_INPUT"),
+        "{again:?}"
+    );
+    let absent = rehome("!absent:tchap.test", &new.uri());
+    assert!(
+        !absent.status.success() && String::from_utf8_lossy(&absent.stderr).contains("no room"),
+        "{absent:?}"
+    );
+
+    // The new server is read (its two messages the old one lacked), the old one refused.
+    let read = ingest(new.uri()).await.unwrap();
+    assert!(read.status.success(), "{read:?}");
+    assert!(
+        stdout(&read).lines().any(|l| l.starts_with("messages in room") && l.ends_with(" 5")),
+        "{read:?}"
+    );
+    assert!(!ingest(old.uri()).await.unwrap().status.success());
+    let verify = run(&path, &["audit", "verify"]);
+    assert_eq!(stdout(&verify), "dgsi: ok, 5 records");
+}
+
 #[test]
 fn schema_prints_the_committed_sdl() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,6 +398,7 @@ fn help_is_available_for_every_command() {
         vec!["schema", "--help"],
         vec!["fusion", "relay", "--help"],
         vec!["fusion", "status", "--help"],
+        vec!["rooms", "rehome", "--help"],
     ] {
         let output = run(dir.path(), &args);
         assert!(output.status.success(), "{args:?}");

@@ -240,6 +240,7 @@ async fn a_failed_ingestion_leaves_no_outbox_row() -> anyhow::Result<()> {
         error: Some("homeserver unreachable".to_owned()),
         post: None,
         scheduled: false,
+        rehomed_from: None,
     })?;
     let s = status(&t.store)?;
     assert_eq!((s.pending, s.delivered, s.parked), (0, 0, 0));

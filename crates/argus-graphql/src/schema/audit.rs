@@ -1,5 +1,5 @@
-//! `TchapIngestion`: one record of the organisation's audit trail (a run or a post), and the
-//! connection of records.
+//! `TchapIngestion`: one record of the organisation's audit trail (a run, a post or a room
+//! moved to another homeserver), and the connection of records.
 
 use argus_domain::{IngestionRecord, PageRequest, Scope, Viewer};
 use argus_store::{IngestionCursor, Store};
@@ -101,9 +101,13 @@ impl TchapIngestion {
         self.0.entry.error.as_deref()
     }
 
-    /// What the record is of: an ingestion, or a note posted into the room.
+    /// What the record is of: an ingestion, a note posted into the room, or the room moved to another homeserver.
     fn action(&self) -> GqlAuditAction {
-        if self.0.entry.post.is_some() { GqlAuditAction::Post } else { GqlAuditAction::Ingest }
+        match (&self.0.entry.post, &self.0.entry.rehomed_from) {
+            (Some(_), _) => GqlAuditAction::Post,
+            (None, Some(_)) => GqlAuditAction::Rehome,
+            (None, None) => GqlAuditAction::Ingest,
+        }
     }
 
     /// Run by the scheduler for a watched room (the actor is the watch's owner), not by a call.
@@ -125,6 +129,11 @@ impl TchapIngestion {
     fn body_length(&self) -> Option<i32> {
         self.0.entry.post.as_ref().map(|p| int(p.body_length))
     }
+
+    /// For a room moved to another homeserver (REHOME): the homeserver it answered to until then, `scheme://host[:port]`; `homeserverUrl` is the one it answers to since.
+    fn previous_homeserver_url(&self) -> Option<&str> {
+        self.0.entry.rehomed_from.as_deref()
+    }
 }
 
 /// What an audit record is of.
@@ -137,6 +146,9 @@ pub enum GqlAuditAction {
     /// A note posted into the room (`postTchapMessage`), sent (SUCCEEDED) or refused (FAILED).
     #[graphql(name = "POST")]
     Post,
+    /// The room moved by an operator to another homeserver (`argus-tchap rooms rehome`): a stored room answers only to the homeserver it was archived from.
+    #[graphql(name = "REHOME")]
+    Rehome,
 }
 
 /// An edge to one ingestion.

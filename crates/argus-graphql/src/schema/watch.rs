@@ -82,7 +82,7 @@ impl TchapWatch {
         }
     }
 
-    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`), then words. Never a token or a key.
+    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH`), then words. Never a token or a key.
     fn status_reason(&self) -> Option<&str> {
         self.0.status_reason.as_deref()
     }

@@ -144,6 +144,22 @@ pub(crate) fn request(homeserver: String, room: &str, max_messages: i64, reach: 
     }
 }
 
+/// A manual ingestion of `room` from `homeserver` with `token`, at RESTRICTED, the server's
+/// default cap.
+pub(crate) fn request_from(homeserver: &str, token: &str, room: &str, follow_upgrades: bool) -> IngestRequest {
+    IngestRequest {
+        homeserver_url: homeserver.to_owned(),
+        access_token: AccessToken::new(token),
+        room_id: room.to_owned(),
+        classification: Classification::Restricted,
+        max_messages: None,
+        recovery_key: None,
+        reach: Reach::Current,
+        trigger: Trigger::Manual,
+        follow_upgrades,
+    }
+}
+
 /// Token keys: `current` seals, `previous` only open.
 pub(crate) fn token_keys(current: &[u8], previous: &[&[u8]]) -> argus_ingest::TokenKeys {
     let key = |k: &[u8]| argus_ingest::TokenKey::new(k).unwrap_or_else(|e| panic!("{e}"));

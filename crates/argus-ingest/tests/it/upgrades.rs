@@ -3,7 +3,7 @@
 //! reported and audited without failing the call); every joined room ingested in one call.
 
 use argus_domain::{AccessToken, Classification, IngestionOutcome, PageRequest, RoomId};
-use argus_ingest::ingest::{IngestRequest, JoinedRequest, Reach, Trigger, ingest_joined, ingest_room};
+use argus_ingest::ingest::{IngestRequest, JoinedRequest, ingest_joined, ingest_room};
 use argus_store::IngestionCursor;
 use argus_testkit::homeserver::MATRIX_TOKEN;
 
@@ -16,17 +16,7 @@ backend_suite!(
 );
 
 fn request(env: &Env, room: &str, follow_upgrades: bool) -> IngestRequest {
-    IngestRequest {
-        homeserver_url: env.hs.uri(),
-        access_token: AccessToken::new(MATRIX_TOKEN),
-        room_id: room.to_owned(),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
-        reach: Reach::Current,
-        trigger: Trigger::Manual,
-        follow_upgrades,
-    }
+    crate::support::request_from(&env.hs.uri(), MATRIX_TOKEN, room, follow_upgrades)
 }
 
 fn id(room: &str) -> RoomId {

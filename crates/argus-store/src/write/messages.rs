@@ -28,7 +28,6 @@ pub(super) fn insert_messages(
     room_pk: i64,
     level: Classification,
     messages: &[MessageRecord],
-    same_source: bool,
 ) -> Result<i64> {
     let backend = conn.backend();
     let helper = match helpers {
@@ -71,9 +70,7 @@ pub(super) fn insert_messages(
             inserted += n as i64;
             if n < chunk.len() {
                 raise_classification(conn, org, room_pk, level, chunk)?;
-                if same_source {
-                    fill_decrypted(conn, org, room_pk, chunk)?;
-                }
+                fill_decrypted(conn, org, room_pk, chunk)?;
             }
         }
         Ok(inserted)
@@ -259,11 +256,11 @@ fn raise_classification(
 }
 
 /// Completes re-fetched messages stored while still encrypted, from the homeserver the room was
-/// stored from (the caller checks): one now decrypted from the key backup gets the content it
-/// carried as first sent (an edit folded into the record is not applied here: its original is
-/// kept), if the stored row has the same sender and time; one still undecryptable gets its
-/// reason. A message stored in clear, decrypted earlier, or redacted is never touched; the
-/// update trigger and the generated column index the new text for search.
+/// stored from (no other reaches here: [`super::rooms::check_source`]): one now decrypted from
+/// the key backup gets the content it carried as first sent (an edit folded into the record is
+/// not applied here: its original is kept), if the stored row has the same sender and time; one
+/// still undecryptable gets its reason. A message stored in clear, decrypted earlier, or redacted
+/// is never touched; the update trigger and the generated column index the new text for search.
 fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRecord]) -> Result<()> {
     for m in chunk.iter().filter(|m| !m.redacted && (m.decrypted || m.undecryptable.is_some())) {
         let stored = messages::table

@@ -1,7 +1,8 @@
-//! Rooms: the room's row upserted by each commit (its classification never lowered, its
-//! positions those of the homeserver it was first read from), and its stored message counts.
+//! Rooms: the room's row upserted by each commit (its classification never lowered), only from
+//! the homeserver it was archived from; a room moved to another homeserver by an operator; its
+//! stored message counts.
 
-use argus_domain::{Classification, HistoryPosition, RoomSnapshot, policy};
+use argus_domain::{Classification, HistoryPosition, HomeserverUrl, RoomId, RoomSnapshot, Viewer, policy};
 use diesel::{
     ExpressionMethods as _, QueryDsl as _, RunQueryDsl as _,
     sql_types::{BigInt, SmallInt, Text},
@@ -9,23 +10,65 @@ use diesel::{
 
 use super::IngestionRun;
 use crate::{
-    Result,
+    Error, Result,
     db::{DbConn, Sql},
     read::{self, Gate},
+    rows::{RoomKey, rank},
     schema::{message_counts, messages, rooms},
 };
 
-/// Inserts or updates the room; returns its storage id, merged classification, and the
-/// homeserver it was stored from (`None` for a new room). A room keeps the homeserver it was
-/// first read from, and that server's resume position, when another server answers for it.
+/// The homeserver a stored room answers to.
+fn home_of(room: &RoomKey) -> Result<HomeserverUrl> {
+    room.homeserver_url.parse().map_err(|_| Error::Corrupt("a stored room fails validation"))
+}
+
+/// Refuses a run of a stored room from another homeserver than the one it was archived from
+/// (the same server written another way is the same: [`HomeserverUrl::same_server`]): the
+/// client API carries no event signatures, so the archive trusts only the server it read the
+/// room from. [`Error::HomeserverMismatch`], or [`Error::Withheld`] for a room above the
+/// caller's clearance (which is all its commit would have told them).
+pub(super) fn check_source(room: &RoomKey, viewer: &Viewer, homeserver: &HomeserverUrl) -> Result<()> {
+    if home_of(room)?.same_server(homeserver) {
+        return Ok(());
+    }
+    let level = rank(room.classification)?;
+    Err(if policy::is_visible(viewer, &viewer.org, level) {
+        Error::HomeserverMismatch
+    } else {
+        Error::Withheld
+    })
+}
+
+/// Checks, before anything is written, that a run of `room_id` from `homeserver` may begin:
+/// refused ([`check_source`]) when the caller may see the room and it answers to another
+/// server. A room withheld from the caller is not looked at: the run begins as for a room not
+/// in the archive, and its first commit is refused.
+pub(super) fn check_run_source(
+    conn: &mut DbConn,
+    viewer: &Viewer,
+    room_id: &RoomId,
+    homeserver: &HomeserverUrl,
+) -> Result<()> {
+    match read::room_key(conn, &Gate::of(viewer), room_id)? {
+        Some(room) => check_source(&room, viewer, homeserver),
+        None => Ok(()),
+    }
+}
+
+/// Inserts or updates the room with the positions read; returns its storage id and merged
+/// classification. A room stored from another homeserver is refused before anything is
+/// written ([`check_source`]).
 pub(super) fn upsert_room(
     conn: &mut DbConn,
     run: &IngestionRun,
     s: &RoomSnapshot,
     now: i64,
-) -> Result<(i64, Classification, Option<String>)> {
+) -> Result<(i64, Classification)> {
     let existing = read::room_key(conn, &Gate::whole_org(&run.viewer.org), &s.room_id)?;
-    let stored = existing.as_ref().map(|r| crate::rows::rank(r.classification)).transpose()?;
+    if let Some(room) = &existing {
+        check_source(room, &run.viewer, &s.homeserver_url)?;
+    }
+    let stored = existing.as_ref().map(|r| rank(r.classification)).transpose()?;
     let merged = policy::merge_classification(stored, run.classification);
 
     let content = (
@@ -36,8 +79,8 @@ pub(super) fn upsert_room(
         rooms::encrypted.eq(s.encrypted),
         rooms::classification.eq(merged.rank()),
         rooms::last_ingested_at.eq(now),
-        rooms::predecessor_room_id.eq(s.predecessor.as_ref().map(argus_domain::RoomId::as_str)),
-        rooms::successor_room_id.eq(s.successor.as_ref().map(argus_domain::RoomId::as_str)),
+        rooms::predecessor_room_id.eq(s.predecessor.as_ref().map(RoomId::as_str)),
+        rooms::successor_room_id.eq(s.successor.as_ref().map(RoomId::as_str)),
     );
     // Where older history continues: `None` leaves it as stored.
     let history: Option<(Option<&str>, bool)> = match &s.history {
@@ -48,21 +91,16 @@ pub(super) fn upsert_room(
     match &existing {
         Some(r) => {
             let target = rooms::table.filter(rooms::id.eq(r.id));
-            if r.homeserver_url == s.homeserver_url.as_str() {
-                // Positions are that homeserver's: another server's tokens mean nothing to it.
-                diesel::update(target).set(content).execute(conn)?;
-                if let Some(resume) = &s.resume_token {
-                    diesel::update(target).set(rooms::resume_token.eq(resume)).execute(conn)?;
-                }
-                if let Some((token, complete)) = history {
-                    diesel::update(target)
-                        .set((rooms::backfill_token.eq(token), rooms::history_complete.eq(complete)))
-                        .execute(conn)?;
-                }
-            } else {
-                diesel::update(target).set(content).execute(conn)?;
+            diesel::update(target).set(content).execute(conn)?;
+            if let Some(resume) = &s.resume_token {
+                diesel::update(target).set(rooms::resume_token.eq(resume)).execute(conn)?;
             }
-            Ok((r.id, merged, Some(r.homeserver_url.clone())))
+            if let Some((token, complete)) = history {
+                diesel::update(target)
+                    .set((rooms::backfill_token.eq(token), rooms::history_complete.eq(complete)))
+                    .execute(conn)?;
+            }
+            Ok((r.id, merged))
         }
         None => {
             let (backfill, complete) = history.unwrap_or((None, false));
@@ -79,9 +117,45 @@ pub(super) fn upsert_room(
                 ))
                 .returning(rooms::id)
                 .get_result(conn)?;
-            Ok((id, merged, None))
+            Ok((id, merged))
         }
     }
+}
+
+/// A room moved to another homeserver: the one it answered to until then, and its level.
+#[derive(Debug)]
+pub(super) struct Moved {
+    pub(super) from: HomeserverUrl,
+    pub(super) classification: Classification,
+}
+
+/// Moves a stored room of `org` to `homeserver` inside the caller's transaction (which holds
+/// the room's lock): from now on it answers to that server only. Its positions were the old
+/// server's and mean nothing to the new one: the next run reads from the live end, and older
+/// history is read again from there, skipping what is stored. `None` when `org` holds no such
+/// room; [`Error::Invalid`] when it already answers to that server.
+pub(super) fn rehome(
+    conn: &mut DbConn,
+    org: &argus_domain::OrgId,
+    room_id: &RoomId,
+    homeserver: &HomeserverUrl,
+) -> Result<Option<Moved>> {
+    let Some(room) = read::room_key(conn, &Gate::whole_org(org), room_id)? else {
+        return Ok(None);
+    };
+    let from = home_of(&room)?;
+    if from.same_server(homeserver) {
+        return Err(Error::invalid("homeserver", "the room already answers to that homeserver"));
+    }
+    diesel::update(rooms::table.filter(rooms::id.eq(room.id)))
+        .set((
+            rooms::homeserver_url.eq(homeserver.as_str()),
+            rooms::resume_token.eq(None::<&str>),
+            rooms::backfill_token.eq(None::<&str>),
+            rooms::history_complete.eq(false),
+        ))
+        .execute(conn)?;
+    Ok(Some(Moved { from, classification: rank(room.classification)? }))
 }
 
 /// Adds `n` messages at `level` to the room's stored counts.

@@ -11,7 +11,7 @@ use diesel::{ExpressionMethods as _, OptionalExtension as _, QueryDsl as _, RunQ
 use time::OffsetDateTime;
 
 use super::{
-    IngestionRun, StoredCounts, now_ms, store_pages,
+    IngestionRun, StoredCounts, now_ms, rooms, store_pages,
     tx::{Lock, in_locked_transaction, in_org_transaction},
     validate::validate,
 };
@@ -65,7 +65,10 @@ fn lease_end(lease: std::time::Duration) -> i64 {
     now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2))
 }
 
-/// Starts a streamed run: its journal row, with a lease of `lease`.
+/// Starts a streamed run: its journal row, with a lease of `lease`, under the room's lock.
+/// Refused with nothing written when the caller may see the room and it is archived from
+/// another homeserver ([`rooms::check_run_source`]; a run begun before the room was stored is
+/// checked again by its first commit).
 pub(crate) fn begin_run(
     conn: &mut DbConn,
     run: &IngestionRun,
@@ -75,19 +78,24 @@ pub(crate) fn begin_run(
     scheduled: bool,
 ) -> Result<RunTicket> {
     policy::check_may_classify(&run.viewer, run.classification)?;
-    let id: i64 = diesel::insert_into(r::table)
-        .values((
-            r::org_id.eq(run.viewer.org.as_str()),
-            r::actor.eq(run.viewer.actor.as_str()),
-            r::room_id.eq(room_id.as_str()),
-            r::homeserver_url.eq(NewIngestion::origin_of(homeserver.as_str())),
-            r::classification.eq(run.classification.rank()),
-            r::started_at.eq(to_unix_ms(run.started_at)),
-            r::lease_until.eq(lease_end(lease)),
-            r::scheduled.eq(scheduled),
-        ))
-        .returning(r::id)
-        .get_result(conn)?;
+    let org = run.viewer.org.as_str();
+    let id = in_locked_transaction(conn, Lock::Room { org, room_id: room_id.as_str() }, |conn| {
+        rooms::check_run_source(conn, &run.viewer, room_id, homeserver)?;
+        let id: i64 = diesel::insert_into(r::table)
+            .values((
+                r::org_id.eq(org),
+                r::actor.eq(run.viewer.actor.as_str()),
+                r::room_id.eq(room_id.as_str()),
+                r::homeserver_url.eq(NewIngestion::origin_of(homeserver.as_str())),
+                r::classification.eq(run.classification.rank()),
+                r::started_at.eq(to_unix_ms(run.started_at)),
+                r::lease_until.eq(lease_end(lease)),
+                r::scheduled.eq(scheduled),
+            ))
+            .returning(r::id)
+            .get_result(conn)?;
+        Ok(id)
+    })?;
     Ok(RunTicket {
         id,
         scheduled,
@@ -290,6 +298,7 @@ fn append_run_record(
         error: end.error.clone(),
         post: None,
         scheduled: end.scheduled,
+        rehomed_from: None,
     };
     let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?)?;
     let Some(payload) = stored else {

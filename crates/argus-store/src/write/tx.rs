@@ -45,9 +45,34 @@ pub(super) fn in_locked_transaction<T>(
     lock: Lock<'_>,
     f: impl FnOnce(&mut DbConn) -> Result<T>,
 ) -> Result<T> {
+    in_transaction_holding(conn, &[lock], f)
+}
+
+/// Runs `f` in a write transaction holding one room's lock, then its organisation's (what
+/// changes the room and appends to the chain at once); rolls back on any error. No writer takes
+/// the two the other way round.
+pub(super) fn in_room_and_org_transaction<T>(
+    conn: &mut DbConn,
+    org: &str,
+    room_id: &str,
+    f: impl FnOnce(&mut DbConn) -> Result<T>,
+) -> Result<T> {
+    in_transaction_holding(conn, &[Lock::Room { org, room_id }, Lock::Org(org)], f)
+}
+
+/// Runs `f` in a write transaction holding `locks`, taken in order; rolls back on any error.
+fn in_transaction_holding<T>(
+    conn: &mut DbConn,
+    locks: &[Lock<'_>],
+    f: impl FnOnce(&mut DbConn) -> Result<T>,
+) -> Result<T> {
     in_transaction(conn, TxMode::Write, |conn| {
         if let DbConn::Postgres(c) = conn {
-            diesel::sql_query("SELECT pg_advisory_xact_lock($1)").bind::<BigInt, _>(lock.key()).execute(c)?;
+            for lock in locks {
+                diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
+                    .bind::<BigInt, _>(lock.key())
+                    .execute(c)?;
+            }
         }
         f(conn)
     })

@@ -35,7 +35,7 @@ fn fill(db: &TestDb) -> Vec<ChainHead> {
     heads
 }
 
-fn drop_triggers(db: &TestDb) {
+pub(crate) fn drop_triggers(db: &TestDb) {
     if db.is_postgres() {
         db.raw()
             .exec(
@@ -350,6 +350,7 @@ fn post_entry(
         error: (outcome == argus_domain::IngestionOutcome::Failed).then(|| "refused: write-down".to_owned()),
         post: Some(post),
         scheduled: false,
+        rehomed_from: None,
     }
 }
 

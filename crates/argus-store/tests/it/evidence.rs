@@ -214,8 +214,8 @@ fn forged_edits_and_unconfirmed_redactions_are_ignored_and_versions_kept(db: &Te
 }
 
 /// Edits and redactions of stored messages are taken only from the homeserver the room was
-/// stored from: another server answering for the same room id cannot rewrite or purge them,
-/// nor take over the room's source.
+/// stored from: another server answering for the same room id is refused whole
+/// (`homeservers.rs`), so it cannot rewrite or purge them, nor take over the room's source.
 fn evidence_changes_only_from_the_rooms_own_homeserver(db: &TestDb) {
     let s = &db.store;
     let v = viewer("org-a", Secret);
@@ -235,8 +235,8 @@ fn evidence_changes_only_from_the_rooms_own_homeserver(db: &TestDb) {
     }];
     foreign.redactions = vec![redaction(&msgs[1].event_id, "@admin:rogue.example.org", true)];
     for _ in 0..2 {
-        let r = s.record_ingestion(&run(&v, Restricted), &foreign).unwrap();
-        assert_eq!((r.counts.edits_applied, r.counts.edits_ignored, r.counts.redactions_ignored), (0, 1, 1));
+        let refused = s.record_ingestion(&run(&v, Restricted), &foreign).unwrap_err();
+        assert!(matches!(refused, argus_store::Error::HomeserverMismatch), "{refused:?}");
     }
     let page = s.messages(&v, &rid(room), &PageRequest::first(10)).unwrap();
     assert_eq!(page.items[0].message, msgs[0]);

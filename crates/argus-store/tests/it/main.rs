@@ -10,6 +10,7 @@
 mod audit;
 mod evidence;
 mod hold;
+mod homeservers;
 mod props;
 mod reads;
 mod runs;

@@ -105,6 +105,7 @@ fn run_case(store: &Store, prefix: &str, c: &Case, verify_chains: bool) {
                     error: Some("unreachable".to_owned()),
                     post: None,
                     scheduled: false,
+                    rehomed_from: None,
                 })
                 .unwrap();
             // Filed at the room's stored level when that is higher.

@@ -368,5 +368,6 @@ pub(crate) fn failure(org: &str, classification: Classification) -> NewIngestion
         error: Some("refused: blocked address".to_owned()),
         post: None,
         scheduled: false,
+        rehomed_from: None,
     }
 }
