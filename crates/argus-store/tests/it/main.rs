@@ -13,6 +13,8 @@ mod schema;
 #[cfg(test)]
 mod search;
 #[cfg(test)]
+mod search_oracle;
+#[cfg(test)]
 mod suite;
 #[cfg(test)]
 mod support;
