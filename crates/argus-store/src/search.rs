@@ -6,11 +6,12 @@
 //! SQLite searches the FTS5 table `messages_fts`, PostgreSQL the `search` tsvector of `messages`
 //! through its GIN index. Both indexes hold each message's organisation beside its text, and the
 //! caller's is required inside the index (an `org` column term in the FTS5 `MATCH`, `org_id` in
-//! the GIN index): another organisation's matches are skipped there, so what other
-//! organisations wrote costs a search nothing, in time as in results. Each ranks a message by its own text only (matched instances against
-//! its length on SQLite, cover density `ts_rank_cd` on PostgreSQL), never by statistics of the
-//! whole table, which would count other organisations' messages. Both
-//! then order by newest first. Snippets are made for the returned page only.
+//! the GIN index): another organisation's matches are skipped there instead of being fetched
+//! for the gate to drop, so that their number does not show in a search's time. Each ranks a
+//! message by its own text only (matched instances against its length on SQLite, cover density
+//! `ts_rank_cd` on PostgreSQL), never by statistics of the whole table, which would count other
+//! organisations' messages. Both then order by newest first. Snippets are made for the returned
+//! page only.
 
 use argus_domain::{
     RoomId, SearchExpr, SearchHit, SearchQuery, SearchRequest, search::HIGHLIGHT_END,
