@@ -3,7 +3,8 @@
 //! A homeserver URL chosen by a caller must not make the connector reach internal services.
 //! The policy refuses non-http(s) schemes and user information, hosts outside the operator's
 //! allow-list, and every address in the ranges Synapse blocks by default (`ip_range_blacklist`),
-//! both for IP literals (checked before connecting) and for every address a host name resolves
+//! IPv6 addresses embedding such an IPv4 address included (mapped, compatible, SIIT, NAT64, 6to4,
+//! Teredo), both for IP literals (checked before connecting) and for every address a host name resolves
 //! to (checked inside the DNS resolver, so a rebinding answer cannot slip through). Addresses on
 //! the operator's exception list are allowed, and only they may be reached over plain `http`.
 
@@ -48,35 +49,42 @@ const BLOCKED_V6: &[Ipv6Net] = &[
     Ipv6Net::new_assert(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
 ];
 
-/// The IPv4 address an IPv6 address stands for, when it embeds one: IPv4-mapped
-/// (`::ffff:0:0/96`), IPv4-compatible (`::/96`, which also covers `::` and `::1`), NAT64
-/// (`64:ff9b::/96`) and 6to4 (`2002::/16`).
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+/// The IPv4 addresses an IPv6 address stands for, when it embeds some: IPv4-mapped
+/// (`::ffff:0:0/96`), SIIT (`::ffff:0:0:0/96`), IPv4-compatible (`::/96`, which also covers `::`
+/// and `::1`) and NAT64 (`64:ff9b::/96`) in their last 32 bits, 6to4 (`2002::/16`) in bits 16 to
+/// 47, and Teredo (`2001::/32`) its server in bits 32 to 63, its client in the last 32 bits
+/// inverted, and, to be safe, those last 32 bits as written.
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
     let bits = u128::from(ip);
-    let low = Ipv4Addr::from(u32::try_from(bits & 0xffff_ffff).unwrap_or(0));
-    let s = ip.segments();
-    if bits >> 32 == 0xffff || bits >> 32 == 0 {
-        return Some(low);
+    // The 32 bits that end `shift` bits above the lowest.
+    let v4_at = |shift: u32| Ipv4Addr::from(u32::try_from((bits >> shift) & 0xffff_ffff).unwrap_or(0));
+    let last = v4_at(0);
+    match bits >> 32 {
+        0 | 0xffff | 0xffff_0000 => return vec![last],
+        _ => {}
     }
+    let s = ip.segments();
     if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(low);
+        return vec![last];
     }
     if s[0] == 0x2002 {
-        let [a, b] = s[1].to_be_bytes();
-        let [c, d] = s[2].to_be_bytes();
-        return Some(Ipv4Addr::new(a, b, c, d));
+        return vec![v4_at(80)];
     }
-    None
+    if s[..2] == [0x2001, 0] {
+        return vec![v4_at(64), !last, last];
+    }
+    Vec::new()
 }
 
-/// Whether an address is in one of the ranges refused by default.
+/// Whether an address is in one of the ranges refused by default: an IPv6 address also when an
+/// IPv4 address it embeds is.
 pub(crate) fn is_blocked(ip: IpAddr) -> bool {
+    let v4_blocked = |v4: &Ipv4Addr| BLOCKED_V4.iter().any(|net| net.contains(v4));
     match ip {
-        IpAddr::V4(v4) => BLOCKED_V4.iter().any(|net| net.contains(&v4)),
-        IpAddr::V6(v6) => match embedded_v4(v6) {
-            Some(v4) => BLOCKED_V4.iter().any(|net| net.contains(&v4)),
-            None => BLOCKED_V6.iter().any(|net| net.contains(&v6)),
-        },
+        IpAddr::V4(v4) => v4_blocked(&v4),
+        IpAddr::V6(v6) => {
+            embedded_v4(v6).iter().any(v4_blocked) || BLOCKED_V6.iter().any(|net| net.contains(&v6))
+        }
     }
 }
 
@@ -342,6 +350,19 @@ mod tests {
             "64:ff9b::a00:1",
             "::127.0.0.1",
             "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            // SIIT (`::ffff:0:0:0/96`).
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            // NAT64 (`64:ff9b::/96`).
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::c0a8:101",
+            // Teredo: the server (8.8.8.8 is public) or the client (inverted) or the last 32 bits
+            // as written, any of them refused refuses the address.
+            "2001::7f00:1",
+            "2001:0:a00:1::a247:27dd",
+            "2001:0:808:808::80ff:fffe",
+            "2001:0:808:808::7f00:1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(is_blocked(ip), "{ip} not blocked");
@@ -354,6 +375,10 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::",
+            "::ffff:0:8.8.8.8",
+            // Teredo with a public server (8.8.8.8) and a public client (93.184.216.34, written
+            // inverted as 162.71.39.221).
+            "2001:0:808:808::a247:27dd",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(!is_blocked(ip), "{ip} blocked");
@@ -369,6 +394,10 @@ mod tests {
             "https://10.0.0.1",
             "https://169.254.169.254/latest",
             "https://[::ffff:127.0.0.1]",
+            "https://[::ffff:0:127.0.0.1]",
+            "https://[2001::7f00:1]",
+            "https://[2002:a00:1::]",
+            "https://[64:ff9b::a9fe:a9fe]",
             "https://[::1]",
             "https://0.0.0.0",
             "https://2130706433",

@@ -213,7 +213,7 @@ fn ingest_rate(
 /// statement then feeds a view that discards its rows (an `INSTEAD OF` trigger doing nothing,
 /// about 0.3 µs per row: a baseline slightly slower than no statement at all).
 const DROP_FTS_SQLITE: &str = "DROP TRIGGER messages_fts_update; DROP TRIGGER messages_fts_delete; \
-     DROP TABLE messages_fts; CREATE VIEW messages_fts (rowid, body) AS SELECT 1, 1 WHERE 0; \
+     DROP TABLE messages_fts; CREATE VIEW messages_fts (rowid, body, org) AS SELECT 1, 1, 1 WHERE 0; \
      CREATE TRIGGER messages_fts_discard INSTEAD OF INSERT ON messages_fts BEGIN SELECT 1 WHERE 0; END;";
 /// PostgreSQL without the index: the GIN index and the triggers that compute vectors go, and
 /// the store computes none ahead; the `search` column stays, NULL in every row (an array of

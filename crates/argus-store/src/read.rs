@@ -75,6 +75,12 @@ impl Gate {
         }
     }
 
+    /// The organisation the gate lets through: the full-text search also requires it inside
+    /// the index ([`crate::search`]).
+    pub(crate) fn org(&self) -> &str {
+        &self.org
+    }
+
     /// Appends `alias.org_id = :org AND alias.classification <= :clearance`.
     pub(crate) fn apply(&self, sql: &mut Sql<'_>, alias: &str) {
         sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());

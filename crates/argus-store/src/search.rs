@@ -4,10 +4,14 @@
 //! every read.
 //!
 //! SQLite searches the FTS5 table `messages_fts`, PostgreSQL the `search` tsvector of `messages`
-//! through its GIN index; each ranks a message by its own text only (matched instances against
-//! its length on SQLite, cover density `ts_rank_cd` on PostgreSQL), never by statistics of the
-//! whole table, which would count other organisations' messages. Both
-//! then order by newest first. Snippets are made for the returned page only.
+//! through its GIN index. Both indexes hold each message's organisation beside its text, and the
+//! caller's is required inside the index (an `org` column term in the FTS5 `MATCH`, `org_id` in
+//! the GIN index): another organisation's matches are skipped there instead of being fetched
+//! for the gate to drop, so that their number does not show in a search's time. Each ranks a
+//! message by its own text only (matched instances against its length on SQLite, cover density
+//! `ts_rank_cd` on PostgreSQL), never by statistics of the whole table, which would count other
+//! organisations' messages. Both then order by newest first. Snippets are made for the returned
+//! page only.
 
 use argus_domain::{
     RoomId, SearchExpr, SearchHit, SearchQuery, SearchRequest, search::HIGHLIGHT_END,
@@ -47,6 +51,14 @@ pub struct SearchPage {
     pub hits: Vec<SearchHit>,
     /// Whether more results follow (within the deepest position served).
     pub has_next_page: bool,
+}
+
+/// The FTS5 `MATCH` of a search by `org`: the organisation's term in the `org` column (`o` and
+/// the id in hexadecimal, as migration 000015 indexes it) and the query confined to the `body`
+/// column. The query's terms are all quoted, so it holds no column filter of its own and cannot
+/// reach `org`.
+pub(crate) fn fts5_match(org: &str, query: &SearchQuery) -> String {
+    format!("org : \"o{}\" AND body : ({})", hex::encode(org), fts5_query(query))
 }
 
 /// The FTS5 form of a query: every term quoted (a quote inside doubled), `"term"*` for a
@@ -166,7 +178,7 @@ pub(crate) fn search(conn: &mut DbConn, gate: &Gate, request: &SearchRequest) ->
     let (start, end) = (HIGHLIGHT_START.to_string(), HIGHLIGHT_END.to_string());
     let mut rows: Vec<HitRow> = match backend {
         Backend::Sqlite => {
-            let matching = fts5_query(&request.query);
+            let matching = fts5_match(gate.org(), &request.query);
             // The ranking reads only the index and the gate's columns; the page's rows and
             // snippets follow by id (a snippet per match would cost as much as the search).
             // The window: the newest matches the gate lets through, read from the index in
@@ -319,6 +331,24 @@ mod tests {
         for (input, fts, ts) in cases {
             assert_eq!(fts5_query(&q(input)), fts, "{input}");
             assert_eq!(tsquery(&q(input)), ts, "{input}");
+        }
+    }
+
+    #[test]
+    fn the_fts5_match_requires_the_organisation_and_confines_the_query_to_the_text() {
+        assert_eq!(fts5_match("org-a", &q("drone")), "org : \"o6f72672d61\" AND body : (\"drone\")");
+        assert_eq!(
+            fts5_match("police-nationale.fr", &q("a -b")),
+            "org : \"o706f6c6963652d6e6174696f6e616c652e6672\" AND body : (((\"a\") NOT \"b\"))"
+        );
+        // Column filters, engine operators and quotes typed by the caller stay quoted text.
+        for input in ["org:x", "{org}:x", "body:x OR org:o6*", "(a) OR (\"org\":o6*)", "NEAR(a b)", "^o6*"] {
+            let matching = fts5_match("org-a", &q(input));
+            let user = matching.strip_prefix("org : \"o6f72672d61\" AND body : (").unwrap();
+            let user = user.strip_suffix(')').unwrap();
+            assert_eq!(user, fts5_query(&q(input)));
+            let unquoted: String = user.split('"').step_by(2).collect();
+            assert!(!unquoted.contains([':', '{', '^']), "{input}: {matching}");
         }
     }
 }

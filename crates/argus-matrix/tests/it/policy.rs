@@ -36,6 +36,16 @@ async fn private_and_reserved_literals_are_refused_before_connecting() {
         "https://[fd00::1]",
         "https://[fe80::1]",
         "https://[64:ff9b::7f00:1]",
+        "https://[64:ff9b::a9fe:a9fe]",
+        // SIIT (`::ffff:0:0:0/96`), Teredo (`2001::/32`: a loopback server, client or last 32
+        // bits), 6to4 (`2002::/16`).
+        "https://[::ffff:0:127.0.0.1]",
+        "https://[::ffff:0:a9fe:a9fe]",
+        "https://[2001::7f00:1]",
+        "https://[2001:0:a00:1::a247:27dd]",
+        "https://[2001:0:808:808::80ff:fffe]",
+        "https://[2002:7f00:1::]",
+        "https://[2002:a9fe:a9fe::1]",
         "https://2130706433",
         "https://0x7f000001",
         "https://017700000001",

@@ -96,8 +96,7 @@ fn indexed_body(m: &MessageRecord) -> Option<&str> {
 /// the full-text index (PostgreSQL computes its `search` column itself).
 fn index_for_search(conn: &mut DbConn, above: i64) -> Result<()> {
     diesel::sql_query(
-        "INSERT INTO messages_fts (rowid, body) SELECT id, body FROM messages \
-         WHERE id > ? AND body IS NOT NULL AND NOT redacted",
+        "INSERT INTO messages_fts (rowid, body, org) SELECT id, body, org FROM messages_fts_content WHERE id > ?",
     )
     .bind::<BigInt, _>(above)
     .execute(conn)?;

@@ -16,6 +16,7 @@ mod reads;
 mod runs;
 mod schema;
 mod search;
+mod search_oracle;
 mod support;
 mod threats;
 mod writes;
