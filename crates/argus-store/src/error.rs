@@ -34,6 +34,15 @@ pub enum Error {
     /// The room is stored at a classification above the caller's clearance.
     #[error("the room is classified above the caller's clearance")]
     Withheld,
+    /// A new watch past a bound ([`crate::WatchCaps`]); the message names the bound, never a
+    /// count.
+    #[error("at most {limit} watched rooms per {per}")]
+    TooManyWatches {
+        /// Whose bound: `owner` or `organisation`.
+        per: &'static str,
+        /// The bound.
+        limit: u32,
+    },
     /// An outbox row that does not exist.
     #[error("no such outbox row")]
     NotFound,
@@ -46,12 +55,13 @@ impl Error {
     }
 
     /// The stable code the API layers show for this error (`UNAVAILABLE`, `ABOVE_CLEARANCE`,
-    /// `INVALID_INPUT`, else `INTERNAL`).
+    /// `INVALID_INPUT`, `TOO_MANY_WATCHES`, else `INTERNAL`).
     pub fn code(&self) -> &'static str {
         match self {
             e if e.is_retryable() => "UNAVAILABLE",
             Self::Withheld => "ABOVE_CLEARANCE",
             Self::Invalid(_) => "INVALID_INPUT",
+            Self::TooManyWatches { .. } => "TOO_MANY_WATCHES",
             _ => "INTERNAL",
         }
     }
@@ -63,6 +73,7 @@ impl Error {
             e if e.is_retryable() => "the service is temporarily unavailable".to_owned(),
             Self::Withheld => "the requested classification exceeds the caller's clearance".to_owned(),
             Self::Invalid(e) => format!("invalid input: {e}"),
+            e @ Self::TooManyWatches { .. } => e.to_string(),
             _ => "internal error".to_owned(),
         }
     }

@@ -116,6 +116,31 @@ impl Env {
         Arc::new(services)
     }
 
+    /// Makes the homeserver let `token` read any room once (its state and a first, empty
+    /// page), ahead of the any-room responder: the homeserver accepted the token when a watch
+    /// was made with it, and answers as the responder does (refuses it, rate-limits the room)
+    /// afterwards.
+    pub(crate) async fn accept_once(&self, token: &str) {
+        use wiremock::{
+            Mock, ResponseTemplate,
+            matchers::{header, method, path_regex},
+        };
+        let answers = [
+            ("/state$", serde_json::json!([])),
+            ("/messages$", serde_json::json!({ "chunk": [], "start": "t0" })),
+        ];
+        for (endpoint, body) in answers {
+            Mock::given(method("GET"))
+                .and(header("authorization", format!("Bearer {token}").as_str()))
+                .and(path_regex(endpoint))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+                .up_to_n_times(1)
+                .with_priority(1)
+                .mount(self.hs.server())
+                .await;
+        }
+    }
+
     /// Runs a blocking store call.
     pub(crate) async fn with_store<T: Send + 'static>(
         &self,

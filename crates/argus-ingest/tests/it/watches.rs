@@ -105,6 +105,8 @@ async fn a_refused_token_pauses_the_watch_until_a_new_token_is_given(env: Env) {
     let room = "!paused:tchap.test";
     env.hs.room(room, 5);
     let alice = analyst("dgsi");
+    // The homeserver took the token when the watch was made, and revoked it since.
+    env.accept_once("syt_revoked_token_0123456").await;
     watch_room(&env.services, &alice, request(&env, room, "syt_revoked_token_0123456", 1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -291,6 +293,8 @@ async fn replicas_share_due_watches_and_take_over_a_dead_replicas_lease(env: Env
 async fn a_rate_limited_watch_waits_as_long_as_the_homeserver_asked(env: Env) {
     let room = "!ratelimited:tchap.test";
     let alice = analyst("dgsi");
+    // The homeserver read the room when the watch was made, and rate-limits it since.
+    env.accept_once(MATRIX_TOKEN).await;
     watch_room(&env.services, &alice, request(&env, room, MATRIX_TOKEN, 1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -321,6 +325,8 @@ async fn a_new_token_given_during_a_run_is_not_overwritten_by_it(env: Env) {
     let room = "!renewed:tchap.test";
     env.hs.room(room, 2);
     let alice = analyst("dgsi");
+    // The homeserver took the old token when the watch was made.
+    env.accept_once("syt_old_token_0123456789").await;
     watch_room(&env.services, &alice, request(&env, room, "syt_old_token_0123456789", 1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -18,3 +18,5 @@ mod suite;
 mod support;
 #[cfg(test)]
 mod threats;
+#[cfg(test)]
+mod watches;
