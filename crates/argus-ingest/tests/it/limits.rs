@@ -6,13 +6,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use argus_domain::{AccessToken, Classification, PageRequest, Scope, Viewer};
+use argus_domain::{AccessToken, Classification, Scope, Viewer};
 use argus_ingest::{
     Admission, AdmissionLimits,
-    ingest::{IngestRequest, JoinedRequest, Reach, Trigger, ingest_joined, ingest_room},
+    ingest::{IngestRequest, Reach, Trigger, ingest_joined, ingest_room},
     watch::{WatchRequest, watch_room, watches},
 };
-use argus_store::IngestionCursor;
 use argus_testkit::homeserver::MATRIX_TOKEN;
 
 use crate::support::{Env, analyst, backend_suite};
@@ -61,17 +60,6 @@ fn ingest_request(env: &Env, room: &str, classification: Classification, trigger
         trigger,
         follow_upgrades: false,
     }
-}
-
-/// The organisation's audit records as `viewer` sees them, oldest first.
-async fn trail(env: &Env, viewer: &Viewer) -> Vec<argus_domain::IngestionRecord> {
-    let v = viewer.clone();
-    let mut items = env
-        .with_store(move |s| s.ingestions(&v, &PageRequest::<IngestionCursor> { first: 200, after: None }))
-        .await
-        .items;
-    items.reverse();
-    items
 }
 
 /// Services over the same store whose callers may call as often as they like.
@@ -238,7 +226,7 @@ async fn one_caller_holds_at_most_two_ingestion_places(env: Env) {
     )
     .await;
     assert!(again.is_ok(), "{:?}", again.err());
-    assert_eq!(trail(&env, &alice).await.len(), 4, "the refusal is not audited");
+    assert_eq!(env.trail(&alice).await.len(), 4, "the refusal is not audited");
 }
 
 async fn an_interactive_run_stops_at_its_deadline_and_keeps_what_it_committed(env: Env) {
@@ -255,7 +243,7 @@ async fn an_interactive_run_stops_at_its_deadline_and_keeps_what_it_committed(en
     )
     .await;
     assert_eq!(cut.map(drop).map_err(|e| e.code()), Err("DEADLINE_EXCEEDED"));
-    let records = trail(&env, &alice).await;
+    let records = env.trail(&alice).await;
     assert_eq!(records.len(), 1);
     let kept = records[0].entry.message_count;
     assert_eq!(records[0].entry.outcome, argus_domain::IngestionOutcome::Failed);
@@ -317,13 +305,7 @@ async fn a_joined_rooms_call_counts_each_room_caps_the_rooms_and_summarises_its_
             Admission::new(AdmissionLimits { per_caller_per_minute: 11, ..AdmissionLimits::default() });
     });
     let alice = analyst("dgsi");
-    let request = JoinedRequest {
-        homeserver_url: env.hs.uri(),
-        access_token: AccessToken::new(MATRIX_TOKEN),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
-    };
+    let request = env.joined(MATRIX_TOKEN);
     let outcomes =
         ingest_joined(&services, &alice, request, &mut |_, _| {}).await.unwrap_or_else(|e| panic!("{e}"));
     let seen: Vec<(&str, &str)> = outcomes
@@ -337,7 +319,7 @@ async fn a_joined_rooms_call_counts_each_room_caps_the_rooms_and_summarises_its_
         .collect();
     assert_eq!(seen, expected);
     // Three records of their own, then one naming the other seven.
-    let records = trail(&env, &alice).await;
+    let records = env.trail(&alice).await;
     let audited: Vec<&str> = records.iter().map(|r| r.entry.room_id.as_str()).collect();
     assert_eq!(audited, [rooms[0].as_str(), rooms[1].as_str(), rooms[2].as_str(), "*"]);
     let summary = &records[3].entry;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use argus_domain::{AccessToken, Classification, Scope, Viewer};
 use argus_ingest::{
     Services,
-    ingest::{IngestRequest, IngestSummary, Reach, Trigger},
+    ingest::{IngestRequest, IngestSummary, JoinedRequest, Reach, Trigger},
 };
 use argus_matrix::{Connector, ConnectorConfig};
 use argus_store::Store;
@@ -138,6 +138,26 @@ impl Env {
                 .with_priority(1)
                 .mount(self.hs.server())
                 .await;
+        }
+    }
+
+    /// The organisation's audit records as `viewer` sees them, oldest first (at most 200).
+    pub(crate) async fn trail(&self, viewer: &Viewer) -> Vec<argus_domain::IngestionRecord> {
+        let v = viewer.clone();
+        let first = argus_domain::PageRequest::<argus_store::IngestionCursor> { first: 200, after: None };
+        let mut items = self.with_store(move |s| s.ingestions(&v, &first)).await.items;
+        items.reverse();
+        items
+    }
+
+    /// A joined-rooms call of the mock homeserver's rooms with `token`, at RESTRICTED.
+    pub(crate) fn joined(&self, token: &str) -> JoinedRequest {
+        JoinedRequest {
+            homeserver_url: self.hs.uri(),
+            access_token: AccessToken::new(token),
+            classification: Classification::Restricted,
+            max_messages: None,
+            recovery_key: None,
         }
     }
 
