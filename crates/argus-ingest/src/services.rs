@@ -66,11 +66,12 @@ pub struct WatchLimits {
 
 impl Default for WatchLimits {
     fn default() -> Self {
+        let caps = argus_store::WatchCaps::default();
         Self {
             min_interval_secs: 60,
             max_interval_secs: 7 * 24 * 3600,
-            max_per_owner: 500,
-            max_per_org: 10_000,
+            max_per_owner: caps.per_owner,
+            max_per_org: caps.per_org,
         }
     }
 }
