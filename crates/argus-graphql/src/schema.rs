@@ -247,7 +247,7 @@ pub struct Mutation;
 
 #[graphql_object(context = Context)]
 impl Mutation {
-    /// Pull room state and recent messages from a Matrix homeserver in one call. Requires scope tchap:ingest.
+    /// Pull room state and recent messages from a Matrix homeserver in one call. One caller has at most a few ingestions running at once (2 by default; past them CALLER_BUSY), and a run reads for at most the server's deadline for calls (10 minutes by default; past it DEADLINE_EXCEEDED, what it stored is kept and the next call goes on). Requires scope tchap:ingest.
     async fn ingest_tchap_room(
         context: &Context,
         input: IngestTchapRoomInput,
@@ -272,7 +272,7 @@ impl Mutation {
         Ok(done.into())
     }
 
-    /// Ingest every room the token's account has joined (GET /joined_rooms), one after another, as ingestTchapRoom would each (one audit record per room). One room that fails does not stop the others; it is reported with its error. Requires scope tchap:ingest.
+    /// Ingest every room the token's account has joined (GET /joined_rooms), one after another, as ingestTchapRoom would each (one audit record per room). One room that fails does not stop the others; it is reported with its error. Every room counts against the caller's rate (the call waits for it rather than going past it); at most the server's number of rooms per call (200 by default) are ingested, the others are reported with TOO_MANY_ROOMS. Past the call's first failures (20 by default), a room the token cannot read stores nothing and is counted in one audit record of the call instead of its own. Requires scope tchap:ingest.
     async fn ingest_joined_tchap_rooms(
         context: &Context,
         input: IngestJoinedTchapRoomsInput,
@@ -289,7 +289,7 @@ impl Mutation {
         Ok(IngestJoinedTchapRoomsPayload { rooms: rooms.into_iter().map(Into::into).collect() })
     }
 
-    /// Keep a room current: the server's scheduler ingests what is new on the room every `interval` seconds (with jitter), as the caller, each run audited and marked as scheduled, with the same outbound policy, caps and clearance rules as ingestTchapRoom. The token is sealed at once and never readable; a token the homeserver refuses pauses the watch (status PAUSED with its reason) until it is given a new one here. Watching a room already watched renews it. Requires scope tchap:ingest.
+    /// Keep a room current: the server's scheduler ingests what is new on the room every `interval` seconds (with jitter), as the caller, each run audited and marked as scheduled, with the same outbound policy, caps and clearance rules as ingestTchapRoom. The homeserver is asked first: the token must read the room (else the homeserver's error, e.g. HOMESERVER_UNAUTHORIZED or ROOM_FORBIDDEN), so a room the caller may not see in the archive answers as a missing one. The token is sealed at once and never readable; a token the homeserver refuses later pauses the watch (status PAUSED with its reason) until it is given a new one here. Watching a room already watched renews it. Counted against the caller's rate like an ingestion (TOO_MANY_REQUESTS); a new watch past the cap per owner (500 by default) or per organisation, counted over the watches the caller may see, is TOO_MANY_WATCHES. Requires scope tchap:ingest.
     async fn watch_tchap_room(
         context: &Context,
         input: watch::WatchTchapRoomInput,

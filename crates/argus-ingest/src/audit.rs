@@ -72,6 +72,9 @@ pub(crate) async fn finish(
     }
 }
 
+/// What the record of a call over several rooms names as its room.
+pub(crate) const SEVERAL_ROOMS: &str = "*";
+
 /// Appends the FAILED record of a run that failed before it began (best effort: retried in the
 /// background while the store is busy or unreachable).
 pub(crate) async fn record_failure(services: &Services, call: &Call<'_>, error: &Error) {
@@ -80,6 +83,24 @@ pub(crate) async fn record_failure(services: &Services, call: &Call<'_>, error: 
         actor = %call.viewer.actor, org = %call.viewer.org, code = error.code(), error = %entry.error.as_deref().unwrap_or(""),
         "ingestion failed"
     );
+    append_failure(services, entry).await;
+}
+
+/// Appends one FAILED record for failures of `call` that were not recorded one by one, its
+/// `message` naming how many and why (best effort, as [`record_failure`]).
+pub(crate) async fn record_summary(services: &Services, call: &Call<'_>, message: String) {
+    let mut entry = call.record(None, None);
+    entry.outcome = IngestionOutcome::Failed;
+    entry.error = Some(call.token.scrub(message));
+    tracing::warn!(
+        actor = %call.viewer.actor, org = %call.viewer.org, error = %entry.error.as_deref().unwrap_or(""),
+        "failures summarised in one audit record"
+    );
+    append_failure(services, entry).await;
+}
+
+/// Appends a FAILED record, retried in the background while the store is busy or unreachable.
+async fn append_failure(services: &Services, entry: NewIngestion) {
     let store = services.store.clone();
     let first = tokio::task::spawn_blocking(move || {
         let result = store.record_failure(&entry);

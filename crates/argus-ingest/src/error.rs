@@ -30,6 +30,22 @@ pub enum Error {
     /// The caller started too many ingestions in the last minute.
     #[error("too many ingestions started by this caller; try again in a minute")]
     TooManyRequests,
+    /// The caller already has as many ingestions running as one caller may (the number); try
+    /// again when one has ended.
+    #[error("this caller already has {0} ingestions running; try again when one has ended")]
+    CallerBusy(usize),
+    /// A new watch past a bound: per owner, or per organisation as far as the caller may see it
+    /// (never a count of what the caller may not see).
+    #[error("at most {limit} watched rooms per {per}; remove one first")]
+    TooManyWatches {
+        /// `owner` or `organisation`.
+        per: &'static str,
+        /// The bound.
+        limit: u32,
+    },
+    /// A room of a joined-rooms call past the rooms one call takes (the number): not ingested.
+    #[error("not ingested: one call takes at most {0} rooms; ingest this one on its own")]
+    TooManyRooms(u32),
     /// A note that would leave the archive above the posting ceiling, or come back into it
     /// below its own level.
     #[error("{0}")]
@@ -70,6 +86,9 @@ impl Error {
             Self::NotFound(_) => "NOT_FOUND",
             Self::Busy(_) => "BUSY",
             Self::TooManyRequests => "TOO_MANY_REQUESTS",
+            Self::CallerBusy(_) => "CALLER_BUSY",
+            Self::TooManyWatches { .. } => "TOO_MANY_WATCHES",
+            Self::TooManyRooms(_) => "TOO_MANY_ROOMS",
             Self::WatchesDisabled => "WATCHES_DISABLED",
             Self::HomeserverMismatch => "HOMESERVER_MISMATCH",
             Self::Connector(e) => e.code(),
@@ -141,6 +160,9 @@ impl Error {
             Self::AboveClearance,
             Self::Busy("this server"),
             Self::TooManyRequests,
+            Self::CallerBusy(2),
+            Self::TooManyWatches { per: "owner", limit: 500 },
+            Self::TooManyRooms(200),
             Self::WriteDown("a note above the ceiling for posting".into()),
             Self::NotFound("the room"),
             Self::Connector(argus_matrix::Error::Forbidden),
@@ -177,9 +199,12 @@ mod tests {
             Error::WatchesDisabled => 9,
             Error::Internal => 10,
             Error::HomeserverMismatch => 11,
+            Error::CallerBusy(_) => 12,
+            Error::TooManyWatches { .. } => 13,
+            Error::TooManyRooms(_) => 14,
         };
         let seen: BTreeSet<usize> = Error::examples().iter().map(variant).collect();
-        assert_eq!(seen, (0..=11).collect());
+        assert_eq!(seen, (0..=14).collect());
     }
 
     #[test]

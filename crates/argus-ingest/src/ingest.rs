@@ -28,7 +28,7 @@ use argus_matrix::{FetchOptions, Session};
 use argus_store::{IngestionRun, RunTicket};
 use time::OffsetDateTime;
 
-use crate::{Error, Metrics, Result, Services, audit};
+use crate::{Admission, Error, Metrics, Result, Services, audit};
 
 /// Which part of the room's timeline a run reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,6 +129,9 @@ struct Validated {
     homeserver: HomeserverUrl,
     room_id: RoomId,
     max_messages: u32,
+    /// When the run must stop reading: a call's runs are bounded by
+    /// [`crate::Limits::interactive_run_deadline`], the scheduler's by the connector alone.
+    deadline: Option<tokio::time::Instant>,
 }
 
 fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Result<Validated> {
@@ -149,7 +152,9 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
         }
     };
     services.connector.check_homeserver(&homeserver)?;
-    Ok(Validated { homeserver, room_id, max_messages })
+    let deadline = (request.trigger == Trigger::Manual)
+        .then(|| tokio::time::Instant::now() + limits.interactive_run_deadline);
+    Ok(Validated { homeserver, room_id, max_messages, deadline })
 }
 
 /// Runs one ingestion for `viewer`, calling `on_page` with the run's report after every page
@@ -166,13 +171,12 @@ pub async fn ingest_room(
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     // The scheduler's runs are bounded by its own limits, not by a caller's rate.
-    if request.trigger == Trigger::Manual {
-        let caller = format!("{}/{}", viewer.org, viewer.actor);
-        if let Err(error) = services.admission.check_caller(&caller) {
-            Metrics::add(&services.metrics.ingestions_refused, 1);
-            tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = error.code(), "ingestion refused (not audited)");
-            return Err(error);
-        }
+    if request.trigger == Trigger::Manual
+        && let Err(error) = services.admission.check_caller(&Admission::caller_of(viewer))
+    {
+        Metrics::add(&services.metrics.ingestions_refused, 1);
+        tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = error.code(), "ingestion refused (not audited)");
+        return Err(error);
     }
     let mut summary = ingest_one(services, viewer, &request, on_page).await?;
     if request.follow_upgrades {
@@ -205,7 +209,8 @@ async fn ingest_one(
     let manual = request.trigger == Trigger::Manual;
     let admitted = validate(services, viewer, request).and_then(|valid| {
         let origin = NewIngestion::origin_of(valid.homeserver.as_str());
-        let admitted = if manual { Some(services.admission.acquire(&origin)?) } else { None };
+        let caller = Admission::caller_of(viewer);
+        let admitted = if manual { Some(services.admission.acquire(&caller, &origin)?) } else { None };
         Ok((valid, admitted))
     });
     let (valid, _admitted) = match admitted {
@@ -299,7 +304,14 @@ fn call<'a>(viewer: &'a Viewer, request: &'a IngestRequest, started_at: OffsetDa
 
 /// Whether `error` refuses the call before anything ran, without an audit record.
 fn is_refusal(error: &Error) -> bool {
-    matches!(error, Error::Forbidden(_) | Error::InvalidInput(_) | Error::Busy(_) | Error::TooManyRequests)
+    matches!(
+        error,
+        Error::Forbidden(_)
+            | Error::InvalidInput(_)
+            | Error::Busy(_)
+            | Error::CallerBusy(_)
+            | Error::TooManyRequests
+    )
 }
 
 /// What a run has done so far.
@@ -413,7 +425,15 @@ async fn read_leg(
     };
     let mut stream = services.connector.stream_room(session, valid.room_id.clone(), options, keys);
     let mut read = FetchReport::default();
-    while let Some(batch) = stream.next_batch().await {
+    loop {
+        // A call's run stops at its deadline between batches: what it committed is kept.
+        let next = match valid.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, stream.next_batch()).await.map_err(|_| {
+                argus_matrix::Error::DeadlineExceeded(services.limits.interactive_run_deadline)
+            })?,
+            None => stream.next_batch().await,
+        };
+        let Some(batch) = next else { break };
         let mut batch = batch?;
         if into_history {
             // Older history never moves the room's forward position.
@@ -465,8 +485,15 @@ pub struct JoinedRequest {
 
 /// Ingests every room the token's account has joined (`GET /joined_rooms`), one after another,
 /// each its own run with its own audit record; `on_room` is called with the room id and its
-/// report after every page, and once more with `None` when the room is done. The call counts
-/// once against the caller's rate.
+/// report after every page, and once more with `None` when the room is done.
+///
+/// The discovery and every room count against the caller's rate: past it, the call waits for
+/// the rate rather than going faster. At most [`crate::Limits::joined_rooms_per_call`] rooms
+/// are ingested (in room id order); the others are reported `TOO_MANY_ROOMS`. Once
+/// [`crate::Limits::joined_failures_recorded`] rooms have failed with a record each, a room is
+/// first asked of the homeserver: one the token cannot read stores nothing and is not recorded
+/// on its own, but counted in one FAILED record, appended at the end, that names how many there
+/// were and why.
 pub async fn ingest_joined(
     services: &Services,
     viewer: &Viewer,
@@ -474,8 +501,9 @@ pub async fn ingest_joined(
     on_room: &mut (dyn FnMut(&str, Option<&FetchReport>) + Send),
 ) -> Result<Vec<RoomOutcome>> {
     policy::require_scope(viewer, Scope::Ingest)?;
-    let caller = format!("{}/{}", viewer.org, viewer.actor);
+    let caller = Admission::caller_of(viewer);
     services.admission.check_caller(&caller)?;
+    let started_at = OffsetDateTime::now_utc();
     policy::check_may_classify(viewer, request.classification)?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     services.connector.check_homeserver(&homeserver)?;
@@ -492,12 +520,34 @@ pub async fn ingest_joined(
         trigger: Trigger::Manual,
         follow_upgrades: false,
     };
+    let limits = services.limits;
+    let taken = rooms.len().min(usize::try_from(limits.joined_rooms_per_call).unwrap_or(usize::MAX));
     let mut outcomes = Vec::with_capacity(rooms.len());
-    for room in rooms {
-        let room = room.as_str().to_owned();
-        let result = {
-            let mut progress = |report: &FetchReport| on_room(&room, Some(report));
-            ingest_one(services, viewer, &template.for_room(&room), &mut progress).await
+    let mut failures = Failures::default();
+    for room_id in &rooms[..taken] {
+        let room = room_id.as_str().to_owned();
+        services.admission.wait_for_caller(&caller).await;
+        let past_first = failures.recorded >= u64::from(limits.joined_failures_recorded);
+        let unreadable =
+            if past_first { services.may_read_room(&session, room_id).await.err() } else { None };
+        let result = match unreadable {
+            Some(error) => {
+                Metrics::add(&services.metrics.ingestions_failed, 1);
+                tracing::warn!(
+                    actor = %viewer.actor, org = %viewer.org, code = error.code(),
+                    "ingestion failed (summarised with the call's other failures)"
+                );
+                *failures.summarised.entry(error.code()).or_default() += 1;
+                Err(error)
+            }
+            None => {
+                let mut progress = |report: &FetchReport| on_room(&room, Some(report));
+                let result = ingest_one(services, viewer, &template.for_room(&room), &mut progress).await;
+                if result.as_ref().is_err_and(|e| !is_refusal(e)) {
+                    failures.recorded += 1;
+                }
+                result
+            }
         };
         on_room(&room, None);
         outcomes.push(RoomOutcome {
@@ -505,5 +555,46 @@ pub async fn ingest_joined(
             result: result.map_err(|e| (e.code(), e.message_without(&template.access_token))),
         });
     }
+    let too_many = Error::TooManyRooms(limits.joined_rooms_per_call);
+    outcomes.extend(rooms[taken..].iter().map(|room| RoomOutcome {
+        room_id: room.as_str().to_owned(),
+        result: Err((too_many.code(), too_many.public_message())),
+    }));
+    if let Some(message) = failures.summary(limits.joined_failures_recorded) {
+        let call = audit::Call {
+            viewer,
+            homeserver_url: &template.homeserver_url,
+            room_id: audit::SEVERAL_ROOMS,
+            classification: template.classification,
+            started_at,
+            token: &template.access_token,
+            scheduled: false,
+        };
+        audit::record_summary(services, &call, message).await;
+    }
     Ok(outcomes)
+}
+
+/// The failures of one joined-rooms call.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Those with an audit record of their own.
+    recorded: u64,
+    /// Those left to the call's summary record, by code.
+    summarised: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Failures {
+    /// What the summary record says, when some failures were left to it.
+    fn summary(&self, first: u32) -> Option<String> {
+        let total: u64 = self.summarised.values().sum();
+        let codes: Vec<String> = self.summarised.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        (total > 0).then(|| {
+            format!(
+                "{total} more rooms of this call failed without storing anything ({}); past its first {first} \
+                 failures, a call's failures are summarised in one record",
+                codes.join(", ")
+            )
+        })
+    }
 }

@@ -24,6 +24,16 @@ pub struct Limits {
     /// How long a run holds its journal row without committing; past it, another process
     /// audits the run as interrupted.
     pub run_lease: std::time::Duration,
+    /// How long one run of a call (the API, the CLI) may read in all; past it the run stops,
+    /// keeps what it committed and is audited FAILED (`DEADLINE_EXCEEDED`). Scheduled runs are
+    /// bounded by the connector's own deadline instead.
+    pub interactive_run_deadline: std::time::Duration,
+    /// The most rooms one call of `ingestJoinedTchapRooms` ingests; the others are reported
+    /// as not ingested (`TOO_MANY_ROOMS`).
+    pub joined_rooms_per_call: u32,
+    /// Failures of one joined-rooms call that get an audit record each; the failures past them
+    /// that stored nothing are summarised in one record naming their count.
+    pub joined_failures_recorded: u32,
 }
 
 impl Default for Limits {
@@ -33,6 +43,9 @@ impl Default for Limits {
             hard_max_messages: argus_matrix::HARD_MAX_STREAMED_MESSAGES,
             batch_pages: argus_matrix::DEFAULT_BATCH_PAGES,
             run_lease: std::time::Duration::from_secs(600),
+            interactive_run_deadline: std::time::Duration::from_secs(600),
+            joined_rooms_per_call: 200,
+            joined_failures_recorded: 20,
         }
     }
 }
@@ -44,11 +57,22 @@ pub struct WatchLimits {
     pub min_interval_secs: u32,
     /// The longest interval a watch may have, in seconds.
     pub max_interval_secs: u32,
+    /// The most watches one owner may have (counted over those they may see).
+    pub max_per_owner: u32,
+    /// The most watches of one organisation, as far as the caller may see them: a caller never
+    /// learns from a refusal how many watches exist above their clearance.
+    pub max_per_org: u32,
 }
 
 impl Default for WatchLimits {
     fn default() -> Self {
-        Self { min_interval_secs: 60, max_interval_secs: 7 * 24 * 3600 }
+        let caps = argus_store::WatchCaps::default();
+        Self {
+            min_interval_secs: 60,
+            max_interval_secs: 7 * 24 * 3600,
+            max_per_owner: caps.per_owner,
+            max_per_org: caps.per_org,
+        }
     }
 }
 
@@ -117,6 +141,19 @@ impl Services {
             watch_limits: WatchLimits::default(),
             post_policy: argus_domain::PostPolicy::default(),
         }
+    }
+
+    /// Whether the session's token may read `room`, asked of the homeserver alone (its state
+    /// and newest message): what a caller is told before the archive is asked anything about
+    /// the room, so that a room withheld from them and a missing one answer alike.
+    pub(crate) async fn may_read_room(
+        &self,
+        session: &argus_matrix::Session,
+        room: &argus_domain::RoomId,
+    ) -> Result<()> {
+        let options = argus_matrix::FetchOptions { max_messages: 1, ..argus_matrix::FetchOptions::default() };
+        self.connector.fetch_room(session, room, &options).await?;
+        Ok(())
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free

@@ -1,14 +1,21 @@
 //! Watched rooms: a caller asks for a room to be kept current on an interval with their Matrix
 //! token (and, for an encrypted room, their recovery key), sealed at once together
-//! ([`crate::TokenKeys`]) and never readable back. The checks
-//! are those of an ingestion (scope, outbound policy, clearance), plus the interval's bounds.
+//! ([`crate::TokenKeys`]) and never readable back. The checks are those of an ingestion (scope,
+//! the caller's rate, outbound policy, clearance), plus the interval's bounds and caps on
+//! watches per owner and per organisation.
+//!
+//! The homeserver is asked before the archive: a watch is made only with a token that reads the
+//! room. A room stored or watched above the caller's clearance therefore answers as a missing
+//! one (same code, message and time) to anyone the homeserver does not let read it; only a
+//! reader of the room learns, as an ingestion would tell them, that the archive holds it above
+//! their clearance. The caps count only the watches the caller may see.
 
 use argus_domain::{
     AccessToken, Classification, HomeserverUrl, NewWatch, RoomId, Scope, Viewer, Watch, policy,
 };
 
 use crate::{
-    Error, Result, Services,
+    Admission, Error, Result, Services,
     token_keys::{Binding, Credentials},
 };
 
@@ -35,6 +42,8 @@ pub struct WatchRequest {
 /// of a room for `viewer`'s organisation.
 pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequest) -> Result<Watch> {
     policy::require_scope(viewer, Scope::Ingest)?;
+    // Counted like an ingestion: one caller cannot make watches faster than they may ingest.
+    services.admission.check_caller(&Admission::caller_of(viewer))?;
     let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     let room_id: RoomId = request.room_id.parse()?;
@@ -54,7 +63,7 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
     policy::check_may_classify(viewer, request.classification)?;
     services.connector.check_homeserver(&homeserver)?;
     // A key that is not a recovery key is refused now; one that does not open the owner's
-    // backup pauses the watch at its first run (the homeserver is asked then, not here).
+    // backup pauses the watch at its first run (the backup is read then, not here).
     let recovery_key = request
         .recovery_key
         .as_ref()
@@ -65,6 +74,13 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
                 .map_err(argus_matrix::Error::from)
         })
         .transpose()?;
+    // The homeserver first, the archive only for a token that reads the room.
+    services
+        .may_read_room(
+            &argus_matrix::Session::with_token(homeserver.clone(), request.access_token.clone()),
+            &room_id,
+        )
+        .await?;
     let decrypts = recovery_key.is_some();
     let credentials = Credentials { access_token: request.access_token, recovery_key };
     let token = keys.seal(&credentials, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
@@ -79,7 +95,14 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
         decrypts,
     };
     let v = viewer.clone();
-    let watch = services.with_store(move |store| store.upsert_watch(&v, &new)).await?;
+    let caps = argus_store::WatchCaps { per_owner: limits.max_per_owner, per_org: limits.max_per_org };
+    let watch =
+        services.with_store(move |store| store.upsert_watch(&v, &new, caps)).await.map_err(|e| match e {
+            Error::Store(argus_store::Error::TooManyWatches { per, limit }) => {
+                Error::TooManyWatches { per, limit }
+            }
+            other => other,
+        })?;
     tracing::info!(
         actor = %viewer.actor, org = %viewer.org, room = %watch.room_id, interval = watch.interval_secs,
         decrypts = watch.decrypts, "room watched"

@@ -65,6 +65,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     app.admission = Admission::new(AdmissionLimits {
         max_concurrent: config.matrix.max_concurrent_ingestions,
         max_concurrent_per_homeserver: config.matrix.max_concurrent_per_homeserver,
+        max_concurrent_per_caller: config.matrix.max_concurrent_per_caller,
         per_caller_per_minute: config.matrix.ingestions_per_caller_per_minute,
     });
     let relay = if config.fusion.enabled {
@@ -75,8 +76,14 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
         None
     };
     app.limits.run_lease = std::time::Duration::from_secs(config.matrix.run_lease_secs.max(1));
+    app.limits.interactive_run_deadline =
+        std::time::Duration::from_secs(config.matrix.interactive_run_deadline_secs.max(1));
+    app.limits.joined_rooms_per_call = config.matrix.joined_rooms_per_call.max(1);
+    app.limits.joined_failures_recorded = config.matrix.joined_failures_recorded;
     app.token_keys = Some(Arc::new(config.token_keys()?));
     app.watch_limits.min_interval_secs = config.watch.min_interval_secs.max(1);
+    app.watch_limits.max_per_owner = config.watch.max_per_owner;
+    app.watch_limits.max_per_org = config.watch.max_per_organisation;
     app.post_policy = config.post.policy();
     let app = Arc::new(app);
     let scheduler = config.watch.scheduler.then(|| {

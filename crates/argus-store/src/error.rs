@@ -39,6 +39,15 @@ pub enum Error {
     /// `argus-tchap rooms rehome`). Nothing was written.
     #[error("the room is archived from another homeserver")]
     HomeserverMismatch,
+    /// A new watch past a bound ([`crate::WatchCaps`]); the message names the bound, never a
+    /// count.
+    #[error("at most {limit} watched rooms per {per}")]
+    TooManyWatches {
+        /// Whose bound: `owner` or `organisation`.
+        per: &'static str,
+        /// The bound.
+        limit: u32,
+    },
     /// An outbox row that does not exist.
     #[error("no such outbox row")]
     NotFound,
@@ -51,13 +60,14 @@ impl Error {
     }
 
     /// The stable code the API layers show for this error (`UNAVAILABLE`, `ABOVE_CLEARANCE`,
-    /// `INVALID_INPUT`, `HOMESERVER_MISMATCH`, else `INTERNAL`).
+    /// `INVALID_INPUT`, `HOMESERVER_MISMATCH`, `TOO_MANY_WATCHES`, else `INTERNAL`).
     pub fn code(&self) -> &'static str {
         match self {
             e if e.is_retryable() => "UNAVAILABLE",
             Self::Withheld => "ABOVE_CLEARANCE",
             Self::Invalid(_) => "INVALID_INPUT",
             Self::HomeserverMismatch => "HOMESERVER_MISMATCH",
+            Self::TooManyWatches { .. } => "TOO_MANY_WATCHES",
             _ => "INTERNAL",
         }
     }
@@ -74,6 +84,7 @@ impl Error {
                                          (an operator may move it to another with `argus-tchap rooms rehome`)"
                     .to_owned()
             }
+            e @ Self::TooManyWatches { .. } => e.to_string(),
             _ => "internal error".to_owned(),
         }
     }

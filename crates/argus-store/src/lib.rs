@@ -55,7 +55,9 @@ pub use self::{
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     search::{RANK_WINDOW, SearchPage},
-    watch::{ClaimedWatch, MAX_WATCHES_PER_ORG, SealedWatchToken, WatchRun},
+    watch::{
+        ClaimedWatch, MAX_WATCHES_PER_ORG, MAX_WATCHES_PER_OWNER, SealedWatchToken, WatchCaps, WatchRun,
+    },
     write::{INTERRUPTED, IngestionRun, RunRecord, RunTicket, StoredCounts},
 };
 use self::{
@@ -268,9 +270,15 @@ impl Store {
 
     /// Creates or renews the watch of a room for `viewer`'s organisation (token, interval and
     /// owner replaced; a paused watch active again and due now). [`Error::Withheld`] when the
-    /// room, or an existing watch of it, is above the viewer's clearance.
-    pub fn upsert_watch(&self, viewer: &Viewer, new: &argus_domain::NewWatch) -> Result<argus_domain::Watch> {
-        watch::upsert(&mut *self.conn()?, viewer, new, OffsetDateTime::now_utc())
+    /// room, or an existing watch of it, is above the viewer's clearance; a new watch past
+    /// `caps` (counted over the watches the viewer may see) is [`Error::TooManyWatches`].
+    pub fn upsert_watch(
+        &self,
+        viewer: &Viewer,
+        new: &argus_domain::NewWatch,
+        caps: WatchCaps,
+    ) -> Result<argus_domain::Watch> {
+        watch::upsert(&mut *self.conn()?, viewer, new, caps, OffsetDateTime::now_utc())
     }
 
     /// The watches `viewer` may see (their organisation's, at most their clearance, of rooms

@@ -17,8 +17,27 @@ use crate::{
     read::{self, Gate},
 };
 
-/// The most watches one organisation may have.
-pub const MAX_WATCHES_PER_ORG: i64 = 10_000;
+/// The most watches one organisation may have, by default ([`WatchCaps`]).
+pub const MAX_WATCHES_PER_ORG: u32 = 10_000;
+
+/// The most watches one owner may have, by default ([`WatchCaps`]).
+pub const MAX_WATCHES_PER_OWNER: u32 = 500;
+
+/// Bounds on new watches, counted over the watches the caller may see: the caller's own, and
+/// their organisation's. A refusal never tells the caller about watches above their clearance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchCaps {
+    /// The most watches one owner may have.
+    pub per_owner: u32,
+    /// The most watches of one organisation that one caller may see.
+    pub per_org: u32,
+}
+
+impl Default for WatchCaps {
+    fn default() -> Self {
+        Self { per_owner: MAX_WATCHES_PER_OWNER, per_org: MAX_WATCHES_PER_ORG }
+    }
+}
 
 const COLUMNS: &str = "w.id, w.org_id, w.owner, w.room_id, w.homeserver_url, w.classification, \
     w.interval_secs, w.token_key_id, w.token_nonce, w.token_ciphertext, w.status, w.status_reason, \
@@ -157,16 +176,18 @@ fn find(conn: &mut DbConn, org: &OrgId, room_id: &RoomId) -> Result<Option<(Watc
 /// Creates or renews the watch of `new.room_id` for `viewer`'s organisation: the token, the
 /// interval and the owner are replaced, a paused watch is active again and due now. The watch's
 /// level is at least the room's stored level. [`Error::Withheld`] when the room or an existing
-/// watch of it is above the viewer's clearance.
+/// watch of it is above the viewer's clearance; [`Error::TooManyWatches`] when a watch new to
+/// its owner would pass `caps`, counted over the watches the viewer may see.
 pub(crate) fn upsert(
     conn: &mut DbConn,
     viewer: &Viewer,
     new: &NewWatch,
+    caps: WatchCaps,
     now: OffsetDateTime,
 ) -> Result<Watch> {
     check_sealed(&new.token)?;
-    if new.org != viewer.org || new.interval_secs == 0 {
-        return Err(Error::invalid("watch", "not the caller's organisation, or no interval"));
+    if new.org != viewer.org || new.owner != viewer.actor || new.interval_secs == 0 {
+        return Err(Error::invalid("watch", "not the caller's own, or no interval"));
     }
     policy::check_may_classify(viewer, new.classification)?;
     let now_ms = to_unix_ms(now);
@@ -184,6 +205,10 @@ pub(crate) fn upsert(
                 return Err(Error::Withheld);
             }
             Some((watch, _)) => {
+                if watch.owner != new.owner {
+                    // Taken over from another owner: a new watch of the caller's.
+                    check_caps(conn, viewer, WatchCaps { per_org: u32::MAX, ..caps })?;
+                }
                 let level = level.max(watch.classification);
                 sql.push("UPDATE watches SET owner = ").bind::<Text, _>(new.owner.as_str().to_owned());
                 sql.push(", homeserver_url = ").bind::<Text, _>(new.homeserver_url.as_str().to_owned());
@@ -198,10 +223,7 @@ pub(crate) fn upsert(
                 sql.build().execute(conn)?;
             }
             None => {
-                let count = count_org(conn, &viewer.org)?;
-                if count >= MAX_WATCHES_PER_ORG {
-                    return Err(Error::invalid("watch", "the organisation has too many watched rooms"));
-                }
+                check_caps(conn, viewer, caps)?;
                 sql.push(
                     "INSERT INTO watches (org_id, owner, room_id, homeserver_url, classification, \
                      interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at, \
@@ -239,11 +261,27 @@ struct Count {
     n: i64,
 }
 
-fn count_org(conn: &mut DbConn, org: &OrgId) -> Result<i64> {
-    let mut sql = Sql::new(conn.backend());
-    sql.push("SELECT COUNT(*) AS n FROM watches w WHERE ");
-    Gate::whole_org(org).apply(&mut sql, "w");
-    Ok(sql.build().get_result::<Count>(conn)?.n)
+/// Refuses one more watch of `viewer`'s when their own, or their organisation's as they see it,
+/// have reached `caps`. Only what the viewer may see is counted: how many watches exist above
+/// their clearance never decides their answer.
+fn check_caps(conn: &mut DbConn, viewer: &Viewer, caps: WatchCaps) -> Result<()> {
+    let gate = Gate::of(viewer);
+    let count = |conn: &mut DbConn, owner: Option<&str>| -> Result<i64> {
+        let mut sql = Sql::new(conn.backend());
+        sql.push("SELECT COUNT(*) AS n FROM watches w WHERE ");
+        gate.apply_watch(&mut sql, "w");
+        if let Some(owner) = owner {
+            sql.push(" AND w.owner = ").bind::<Text, _>(owner.to_owned());
+        }
+        Ok(sql.build().get_result::<Count>(conn)?.n)
+    };
+    if count(conn, Some(viewer.actor.as_str()))? >= i64::from(caps.per_owner) {
+        return Err(Error::TooManyWatches { per: "owner", limit: caps.per_owner });
+    }
+    if caps.per_org != u32::MAX && count(conn, None)? >= i64::from(caps.per_org) {
+        return Err(Error::TooManyWatches { per: "organisation", limit: caps.per_org });
+    }
+    Ok(())
 }
 
 /// The watches `gate` lets through, oldest first, after storage id `after`, at most `first`.

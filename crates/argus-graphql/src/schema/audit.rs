@@ -61,7 +61,7 @@ impl TchapIngestion {
         self.0.entry.actor.as_str()
     }
 
-    /// The room id as requested.
+    /// The room id as requested; `*` for the one record of a joined-rooms call that names how many of its rooms failed without a record of their own.
     fn room_id(&self) -> &str {
         &self.0.entry.room_id
     }

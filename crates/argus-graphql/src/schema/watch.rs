@@ -14,7 +14,7 @@ use crate::{Context, CursorKind, Result};
 pub struct WatchTchapRoomInput {
     /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
     pub homeserver_url: String,
-    /// Matrix access token the scheduler reads the room with: sealed at once (encrypted at rest with a key held outside the database), never returned or logged. Giving a new one renews the watch and resumes a paused one.
+    /// Matrix access token the scheduler reads the room with: it must read the room now (asked of the homeserver before anything else), then it is sealed at once (encrypted at rest with a key held outside the database), never returned or logged. Giving a new one renews the watch and resumes a paused one.
     pub access_token: String,
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
     pub room_id: String,

@@ -125,8 +125,12 @@ async fn without_the_ingest_scope_the_mutation_is_forbidden_counted_and_not_audi
 #[tokio::test]
 async fn concurrent_and_repeated_ingestions_are_bounded() {
     use argus_graphql::{Admission, AdmissionLimits};
-    let limits =
-        AdmissionLimits { max_concurrent: 2, max_concurrent_per_homeserver: 1, per_caller_per_minute: 3 };
+    let limits = AdmissionLimits {
+        max_concurrent: 2,
+        max_concurrent_per_homeserver: 1,
+        max_concurrent_per_caller: 2,
+        per_caller_per_minute: 3,
+    };
     let admission = Admission::new(limits);
     let first = admission.admit("dgsi/a", "https://hs1.gouv.fr").unwrap();
     let busy = admission.admit("dgsi/b", "https://hs1.gouv.fr").unwrap_err();

@@ -140,3 +140,38 @@ async fn a_scheduled_run_shows_as_scheduled_in_the_trail() {
     // Newest first: the scheduled run (nothing new), then the call.
     assert_eq!(seen, [(true, 0), (false, 2)]);
 }
+
+/// Aliased `watchTchapRoom` calls in one document are each held to the cap per owner and to the
+/// caller's rate, with codes of their own; nothing past them is created.
+#[tokio::test]
+async fn aliased_watch_calls_are_held_to_the_callers_rate_and_cap() {
+    let mut h = harness().await;
+    h.app_mut().admission = argus_graphql::Admission::new(argus_graphql::AdmissionLimits {
+        per_caller_per_minute: 5,
+        ..argus_graphql::AdmissionLimits::default()
+    });
+    h.app_mut().watch_limits.max_per_owner = 3;
+    let alice = viewer("dgsi", Secret, &ALL);
+    let aliased = |rooms: std::ops::Range<usize>| {
+        let calls: String = rooms
+            .map(|i| {
+                format!(
+                    r#"w{i}: watchTchapRoom(input: {{ homeserverUrl: "{}", accessToken: "{MATRIX_TOKEN}", roomId: "!many{i}:tchap.test", classification: RESTRICTED, interval: 300 }}) {{ status }} "#,
+                    h.hs.uri()
+                )
+            })
+            .collect::<String>();
+        format!("mutation {{ {calls} }}")
+    };
+    // Four aliases: three watches, the fourth past the cap (mutations run in turn, and stop at
+    // the first error).
+    let response = h.run(&alice, &aliased(0..4), json!({})).await;
+    assert_eq!(error_code(&response), Some("TOO_MANY_WATCHES"), "{response:#}");
+    assert_eq!(response["errors"][0]["path"][0], "w3");
+    // A renewal is no new watch; then the caller's rate (five a minute) is spent.
+    ok(h.run(&alice, &aliased(0..1), json!({})).await);
+    let limited = h.run(&alice, &aliased(0..1), json!({})).await;
+    assert_eq!(error_code(&limited), Some("TOO_MANY_REQUESTS"), "{limited:#}");
+    let listed = ok(h.run(&alice, LIST, json!({})).await);
+    assert_eq!(listed["tchapWatches"]["nodes"].as_array().map(Vec::len), Some(3));
+}

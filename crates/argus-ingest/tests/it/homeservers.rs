@@ -86,19 +86,24 @@ async fn trail(env: &Env) -> Vec<IngestionRecord> {
 async fn another_homeserver_cannot_rewrite_a_stored_room(env: Env) {
     env.hs.room(ROOM, 3);
     let alice = analyst("dgsi");
-    let genuine =
-        ingest_room(&env.services, &alice, request_from(&env.hs.uri(), MATRIX_TOKEN, ROOM, false), &mut |_| {})
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+    let genuine = ingest_room(
+        &env.services,
+        &alice,
+        request_from(&env.hs.uri(), MATRIX_TOKEN, ROOM, false),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(genuine.messages_stored, 3);
     let before = archived(&env).await;
     let rogue = rogue().await;
 
     // Refused before the other server is read; audited FAILED without the token; nothing stored.
-    let refused = ingest_room(&env.services, &alice, request_from(&rogue.uri(), TOKEN, ROOM, false), &mut |_| {})
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("another homeserver rewrote the room"));
+    let refused =
+        ingest_room(&env.services, &alice, request_from(&rogue.uri(), TOKEN, ROOM, false), &mut |_| {})
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("another homeserver rewrote the room"));
     assert_eq!(refused.code(), "HOMESERVER_MISMATCH");
     assert!(!refused.public_message().contains(TOKEN));
     assert_eq!(rogue.request_count().await, 0);
@@ -147,15 +152,20 @@ async fn another_homeserver_cannot_rewrite_a_stored_room(env: Env) {
     );
     let moved = env.with_store(move |s| s.rehome_room(&operator, &org, &id(ROOM), &rogue_url)).await;
     assert!(moved.is_some_and(|r| r.entry.rehomed_from.as_deref() == Some(env.hs.uri().as_str())));
-    let read = ingest_room(&env.services, &alice, request_from(&rogue.uri(), TOKEN, ROOM, false), &mut |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((read.room.homeserver_url.as_str(), read.messages_stored), (rogue.uri().as_str(), 1));
-    let old =
-        ingest_room(&env.services, &alice, request_from(&env.hs.uri(), MATRIX_TOKEN, ROOM, false), &mut |_| {})
+    let read =
+        ingest_room(&env.services, &alice, request_from(&rogue.uri(), TOKEN, ROOM, false), &mut |_| {})
             .await
-            .err()
-            .map(|e| e.code());
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((read.room.homeserver_url.as_str(), read.messages_stored), (rogue.uri().as_str(), 1));
+    let old = ingest_room(
+        &env.services,
+        &alice,
+        request_from(&env.hs.uri(), MATRIX_TOKEN, ROOM, false),
+        &mut |_| {},
+    )
+    .await
+    .err()
+    .map(|e| e.code());
     assert_eq!(old, Some("HOMESERVER_MISMATCH"));
     let verified = env.with_store(|s| s.audit_verify(&[])).await;
     assert!(verified.iter().all(|c| c.is_ok()), "{verified:?}");

@@ -3,6 +3,7 @@
 //! `ARGUS_REQUIRE_POSTGRES=1`).
 
 mod homeservers;
+mod limits;
 mod pg_restart;
 mod streamed;
 mod support;

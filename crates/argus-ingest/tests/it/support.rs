@@ -5,7 +5,7 @@ use std::sync::Arc;
 use argus_domain::{AccessToken, Classification, Scope, Viewer, testing::ViewerBuilder};
 use argus_ingest::{
     Services,
-    ingest::{IngestRequest, IngestSummary, Reach, Trigger},
+    ingest::{IngestRequest, IngestSummary, JoinedRequest, Reach, Trigger},
 };
 use argus_matrix::{Connector, ConnectorConfig};
 use argus_store::Store;
@@ -119,6 +119,51 @@ impl Env {
         Arc::new(services)
     }
 
+    /// Makes the homeserver let `token` read any room once (its state and a first, empty
+    /// page), ahead of the any-room responder: the homeserver accepted the token when a watch
+    /// was made with it, and answers as the responder does (refuses it, rate-limits the room)
+    /// afterwards.
+    pub(crate) async fn accept_once(&self, token: &str) {
+        use wiremock::{
+            Mock, ResponseTemplate,
+            matchers::{header, method, path_regex},
+        };
+        let answers = [
+            ("/state$", serde_json::json!([])),
+            ("/messages$", serde_json::json!({ "chunk": [], "start": "t0" })),
+        ];
+        for (endpoint, body) in answers {
+            Mock::given(method("GET"))
+                .and(header("authorization", format!("Bearer {token}").as_str()))
+                .and(path_regex(endpoint))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+                .up_to_n_times(1)
+                .with_priority(1)
+                .mount(self.hs.server())
+                .await;
+        }
+    }
+
+    /// The organisation's audit records as `viewer` sees them, oldest first (at most 200).
+    pub(crate) async fn trail(&self, viewer: &Viewer) -> Vec<argus_domain::IngestionRecord> {
+        let v = viewer.clone();
+        let first = argus_domain::PageRequest::<argus_store::IngestionCursor> { first: 200, after: None };
+        let mut items = self.with_store(move |s| s.ingestions(&v, &first)).await.items;
+        items.reverse();
+        items
+    }
+
+    /// A joined-rooms call of the mock homeserver's rooms with `token`, at RESTRICTED.
+    pub(crate) fn joined(&self, token: &str) -> JoinedRequest {
+        JoinedRequest {
+            homeserver_url: self.hs.uri(),
+            access_token: AccessToken::new(token),
+            classification: Classification::Restricted,
+            max_messages: None,
+            recovery_key: None,
+        }
+    }
+
     /// Runs a blocking store call.
     pub(crate) async fn with_store<T: Send + 'static>(
         &self,
@@ -146,7 +191,12 @@ pub(crate) fn request(homeserver: String, room: &str, max_messages: i64, reach: 
 
 /// A manual ingestion of `room` from `homeserver` with `token`, at RESTRICTED, the server's
 /// default cap.
-pub(crate) fn request_from(homeserver: &str, token: &str, room: &str, follow_upgrades: bool) -> IngestRequest {
+pub(crate) fn request_from(
+    homeserver: &str,
+    token: &str,
+    room: &str,
+    follow_upgrades: bool,
+) -> IngestRequest {
     IngestRequest {
         homeserver_url: homeserver.to_owned(),
         access_token: AccessToken::new(token),

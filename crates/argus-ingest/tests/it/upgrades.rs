@@ -2,8 +2,8 @@
 //! upgrades followed on request (each its own audited run, a loop cut, an unreadable successor
 //! reported and audited without failing the call); every joined room ingested in one call.
 
-use argus_domain::{AccessToken, Classification, IngestionOutcome, PageRequest, RoomId};
-use argus_ingest::ingest::{IngestRequest, JoinedRequest, ingest_joined, ingest_room};
+use argus_domain::{IngestionOutcome, PageRequest, RoomId};
+use argus_ingest::ingest::{IngestRequest, ingest_joined, ingest_room};
 use argus_store::IngestionCursor;
 use argus_testkit::homeserver::MATRIX_TOKEN;
 
@@ -103,13 +103,7 @@ async fn every_joined_room_is_ingested_in_one_call(env: Env) {
         env.hs.room(room, n);
     }
     let alice = analyst("dgsi");
-    let request = JoinedRequest {
-        homeserver_url: env.hs.uri(),
-        access_token: AccessToken::new(MATRIX_TOKEN),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
-    };
+    let request = env.joined(MATRIX_TOKEN);
     let mut finished = Vec::new();
     let rooms = ingest_joined(&env.services, &alice, request, &mut |room, report| {
         if report.is_none() {
@@ -133,13 +127,7 @@ async fn every_joined_room_is_ingested_in_one_call(env: Env) {
     assert_eq!(finished.len(), 3);
     assert_eq!(outcomes(&env).await.len(), 3, "one audit record per room");
     // A wrong token fails the discovery, before any room.
-    let refused = JoinedRequest {
-        homeserver_url: env.hs.uri(),
-        access_token: AccessToken::new("syt_wrong_token_0123456789"),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
-    };
+    let refused = env.joined("syt_wrong_token_0123456789");
     let error = ingest_joined(&env.services, &alice, refused, &mut |_, _| {}).await.err();
     assert_eq!(error.map(|e| e.code()), Some("HOMESERVER_UNAUTHORIZED"));
 }

@@ -4,12 +4,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use argus_domain::{AccessToken, Classification, PageRequest, Scope, Viewer, WatchStatus};
+use argus_domain::{AccessToken, Classification, Scope, Viewer, WatchStatus};
 use argus_ingest::{
     scheduler::{Scheduler, SchedulerOptions},
     watch::{WatchRequest, rotate_token_keys, unwatch_room, watch_room, watches},
 };
-use argus_store::IngestionCursor;
 use argus_testkit::homeserver::MATRIX_TOKEN;
 
 use crate::support::{Env, analyst, backend_suite, token_keys};
@@ -52,16 +51,6 @@ async fn room_count(env: &Env, viewer: &Viewer, room: &str) -> i64 {
     env.with_store(move |s| s.room(&v, &r)).await.map_or(0, |r| r.message_count)
 }
 
-async fn records(env: &Env, viewer: &Viewer) -> Vec<argus_domain::IngestionRecord> {
-    let v = viewer.clone();
-    let mut items = env
-        .with_store(move |s| s.ingestions(&v, &PageRequest::<IngestionCursor> { first: 200, after: None }))
-        .await
-        .items;
-    items.reverse();
-    items
-}
-
 async fn a_watched_room_is_kept_current_by_the_scheduler_as_its_owner(env: Env) {
     let room = "!watched:tchap.test";
     env.hs.room(room, 30);
@@ -87,7 +76,7 @@ async fn a_watched_room_is_kept_current_by_the_scheduler_as_its_owner(env: Env) 
     assert_eq!(room_count(&env, &alice, room).await, 45);
 
     // Audited as the owner's, marked as scheduled; the chain verifies.
-    let trail = records(&env, &alice).await;
+    let trail = env.trail(&alice).await;
     let seen: Vec<_> = trail
         .iter()
         .map(|r| (r.entry.actor.as_str().to_owned(), r.entry.scheduled, r.entry.message_count))
@@ -105,6 +94,8 @@ async fn a_refused_token_pauses_the_watch_until_a_new_token_is_given(env: Env) {
     let room = "!paused:tchap.test";
     env.hs.room(room, 5);
     let alice = analyst("dgsi");
+    // The homeserver took the token when the watch was made, and revoked it since.
+    env.accept_once("syt_revoked_token_0123456").await;
     watch_room(&env.services, &alice, request(&env, room, "syt_revoked_token_0123456", 1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -120,7 +111,7 @@ async fn a_refused_token_pauses_the_watch_until_a_new_token_is_given(env: Env) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(scheduler.cycle().await.map(|r| r.claimed).ok(), Some(0));
     // The failed run is audited, without the token.
-    let trail = records(&env, &alice).await;
+    let trail = env.trail(&alice).await;
     assert_eq!(trail.len(), 1);
     assert!(trail[0].entry.scheduled && trail[0].entry.error.as_deref().is_some_and(|e| !e.contains("syt_")));
 
@@ -278,7 +269,7 @@ async fn replicas_share_due_watches_and_take_over_a_dead_replicas_lease(env: Env
     for room in &rooms {
         assert_eq!(room_count(&env, &alice, room).await, 7, "{room}");
     }
-    let trail = records(&env, &alice).await;
+    let trail = env.trail(&alice).await;
     assert_eq!(trail.len(), 12);
     let mut audited: Vec<_> = trail.iter().map(|r| r.entry.room_id.clone()).collect();
     audited.sort();
@@ -291,6 +282,8 @@ async fn replicas_share_due_watches_and_take_over_a_dead_replicas_lease(env: Env
 async fn a_rate_limited_watch_waits_as_long_as_the_homeserver_asked(env: Env) {
     let room = "!ratelimited:tchap.test";
     let alice = analyst("dgsi");
+    // The homeserver read the room when the watch was made, and rate-limits it since.
+    env.accept_once(MATRIX_TOKEN).await;
     watch_room(&env.services, &alice, request(&env, room, MATRIX_TOKEN, 1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -321,6 +314,8 @@ async fn a_new_token_given_during_a_run_is_not_overwritten_by_it(env: Env) {
     let room = "!renewed:tchap.test";
     env.hs.room(room, 2);
     let alice = analyst("dgsi");
+    // The homeserver took the old token when the watch was made.
+    env.accept_once("syt_old_token_0123456789").await;
     watch_room(&env.services, &alice, request(&env, room, "syt_old_token_0123456789", 1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -153,7 +153,9 @@ mod tests {
     fn sections_and_keys_come_from_the_declaration() {
         let expected = Layout {
             keys: vec!["bind", "database_url", "data_dir", "allow_remote_development"],
-            sections: vec!["jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch", "evidence"],
+            sections: vec![
+                "jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch", "evidence",
+            ],
         };
         assert_eq!(*LAYOUT, expected);
     }

@@ -63,22 +63,30 @@ pub struct WatchConfig {
     pub lease_secs: u64,
     /// Messages one scheduled run reads at most.
     pub max_messages_per_run: u32,
+    /// Watches one owner may have; more are refused with `TOO_MANY_WATCHES`.
+    pub max_per_owner: u32,
+    /// Watches of one organisation, counted over those the caller may see; more are refused
+    /// with `TOO_MANY_WATCHES`.
+    pub max_per_organisation: u32,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
         let options = SchedulerOptions::default();
+        let limits = WatchLimits::default();
         Self {
             scheduler: true,
             token_key_file: None,
             token_key: None,
             previous_token_key_files: Vec::new(),
-            min_interval_secs: WatchLimits::default().min_interval_secs,
+            min_interval_secs: limits.min_interval_secs,
             tick_secs: options.tick.as_secs(),
             per_homeserver_concurrency: options.per_homeserver,
             max_concurrent: options.max_concurrent,
             lease_secs: options.lease.as_secs(),
             max_messages_per_run: options.max_messages_per_run,
+            max_per_owner: limits.max_per_owner,
+            max_per_organisation: limits.max_per_org,
         }
     }
 }

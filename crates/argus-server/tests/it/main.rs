@@ -3,3 +3,4 @@
 mod harness;
 mod http;
 mod jwt;
+mod limits;

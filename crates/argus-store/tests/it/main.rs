@@ -19,4 +19,5 @@ mod search;
 mod search_oracle;
 mod support;
 mod threats;
+mod watches;
 mod writes;
