@@ -2,6 +2,7 @@
 //! ingestion use-case against a SQLite store and a mock homeserver.
 
 mod contract;
+mod decrypted;
 mod harness;
 mod ingest;
 mod post;

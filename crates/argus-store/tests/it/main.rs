@@ -5,6 +5,8 @@
 #[cfg(test)]
 mod audit;
 #[cfg(test)]
+mod decrypted;
+#[cfg(test)]
 mod evidence;
 #[cfg(test)]
 mod props;
