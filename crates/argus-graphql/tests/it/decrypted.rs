@@ -14,7 +14,8 @@ use crate::{
 const ROOM: &str = "!chiffre:tchap.test";
 
 fn message(n: i64, body: Option<&str>, encrypted: bool, decrypted: bool) -> MessageRecord {
-    let sent_at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000) + time::Duration::minutes(n);
+    let sent_at =
+        time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000) + time::Duration::minutes(n);
     let mut m = MessageRecord::text(
         format!("$m{n}:tchap.test").parse().unwrap_or_else(|e| panic!("{e}")),
         "@agent:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
@@ -62,7 +63,11 @@ fn flags(edges: &Value) -> Vec<(String, bool, bool)> {
         .iter()
         .map(|e| {
             let n = &e["node"];
-            (n["eventId"].as_str().unwrap_or_default().to_owned(), n["encrypted"] == true, n["decrypted"] == true)
+            (
+                n["eventId"].as_str().unwrap_or_default().to_owned(),
+                n["encrypted"] == true,
+                n["decrypted"] == true,
+            )
         })
         .collect()
 }

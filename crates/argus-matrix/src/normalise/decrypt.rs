@@ -204,8 +204,12 @@ mod tests {
             event("m.room.encrypted", "$2", A, 2, lost),
             event("m.room.message", "$3", A, 3, json!({ "msgtype": "m.text", "body": "en clair" })),
         ]);
-        let flags: Vec<_> = n.messages.iter().map(|m| (m.encrypted, m.decrypted, m.body.as_deref())).collect();
-        assert_eq!(flags, [(true, true, Some("bonjour")), (true, false, None), (false, false, Some("en clair"))]);
+        let flags: Vec<_> =
+            n.messages.iter().map(|m| (m.encrypted, m.decrypted, m.body.as_deref())).collect();
+        assert_eq!(
+            flags,
+            [(true, true, Some("bonjour")), (true, false, None), (false, false, Some("en clair"))]
+        );
         // Kept without body: only the undecrypted one.
         assert_eq!((report.encrypted, report.decrypted), (1, 1));
     }
@@ -226,7 +230,8 @@ mod tests {
             }
             device.encrypt(content, Some(relation))
         };
-        let original = device.encrypt(json!({ "msgtype": "m.text", "body": "Réunion chiffrée à 14h — préfecture" }), None);
+        let original = device
+            .encrypt(json!({ "msgtype": "m.text", "body": "Réunion chiffrée à 14h — préfecture" }), None);
         let first = edit(&mut device, "$o", "Réunion chiffrée à 15h — préfecture", false);
         let second = edit(&mut device, "$o", "Réunion chiffrée à 16h — préfecture", true);
         let outside = edit(&mut device, "$earlier", "Point à 17h", true);

@@ -112,7 +112,11 @@ async fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
     let alice = must(server.register("edit_alice").await, "register");
     let room = must(alice.create_room(Some("Chiffré"), None, true).await, "create room");
     let mut device = Sender::new();
-    let bodies = ["Réunion chiffrée à 14h — préfecture", "Réunion chiffrée à 15h — préfecture", "Réunion chiffrée à 16h — préfecture"];
+    let bodies = [
+        "Réunion chiffrée à 14h — préfecture",
+        "Réunion chiffrée à 15h — préfecture",
+        "Réunion chiffrée à 16h — préfecture",
+    ];
     let original = must(device.send_text(&alice, &room, bodies[0]).await, "send");
     let relation = json!({ "rel_type": "m.replace", "event_id": original });
     let mut edits = Vec::new();
@@ -143,8 +147,10 @@ async fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
     let whole = connector(100);
     let keys = must(whole.load_room_keys(&session, &room_id, &key).await, "load room keys").keys;
     let options = FetchOptions { max_messages: 100, ..FetchOptions::default() };
-    let snapshot =
-        must(whole.fetch_room_decrypting(&session, &room_id, &options, Some(Box::new(keys)), &mut |_| {}).await, "fetch");
+    let snapshot = must(
+        whole.fetch_room_decrypting(&session, &room_id, &options, Some(Box::new(keys)), &mut |_| {}).await,
+        "fetch",
+    );
     assert_eq!(snapshot.messages.len(), 1, "edits are not messages");
     let m = &snapshot.messages[0];
     assert_eq!((m.event_id.as_str(), m.body.as_deref()), (original.as_str(), Some(bodies[2])));
@@ -165,6 +171,7 @@ async fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
         }
     }
     carried.sort_by_key(|(id, _)| edits.iter().position(|e| e == id));
-    let want: Vec<_> = edits.iter().cloned().zip([Some(bodies[1].to_owned()), Some(bodies[2].to_owned())]).collect();
+    let want: Vec<_> =
+        edits.iter().cloned().zip([Some(bodies[1].to_owned()), Some(bodies[2].to_owned())]).collect();
     assert_eq!(carried, want);
 }

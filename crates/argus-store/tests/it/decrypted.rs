@@ -129,15 +129,24 @@ fn migrate_again(raw: Raw) {
 fn rows_stored_before_are_corrected_by_the_migration(db: &TestDb) {
     let v = viewer("org-a", Secret);
     let t = now();
-    let msgs = vec![decrypted("$d1", "un", t), decrypted("$d2", "deux", t), sealed("$s", t), text("$c", "clair", t)];
+    let msgs =
+        vec![decrypted("$d1", "un", t), decrypted("$d2", "deux", t), sealed("$s", t), text("$c", "clair", t)];
     db.store.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, msgs)).unwrap();
     // As a release before the rule stored them.
     db.raw().exec("UPDATE messages SET encrypted = FALSE WHERE decrypted").unwrap();
     assert_eq!(db.count(WRONG), 2);
     migrate_again(db.raw());
     assert_eq!(db.count(WRONG), 0);
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM messages WHERE encrypted"), 3, "the sealed one stays encrypted");
-    assert_eq!(db.count("SELECT COUNT(*) AS n FROM messages WHERE NOT encrypted"), 1, "the clear one stays clear");
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM messages WHERE encrypted"),
+        3,
+        "the sealed one stays encrypted"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM messages WHERE NOT encrypted"),
+        1,
+        "the clear one stays clear"
+    );
     assert_eq!(flags(&stored(db, &v, "$d2")), (true, true, Some("deux")));
 }
 
@@ -166,7 +175,8 @@ fn version(id: &str, body: &str, at: OffsetDateTime) -> MessageVersion {
 /// when the edits were in the same read.
 fn folded(mut original: MessageRecord, edits: &[(&str, &str, OffsetDateTime)]) -> MessageRecord {
     let first = version(original.event_id.as_str(), original.body.as_deref().unwrap(), original.sent_at);
-    original.versions = std::iter::once(first).chain(edits.iter().map(|(id, b, at)| version(id, b, *at))).collect();
+    original.versions =
+        std::iter::once(first).chain(edits.iter().map(|(id, b, at)| version(id, b, *at))).collect();
     original.body = edits.last().map(|(_, b, _)| (*b).to_owned());
     original.edited = true;
     original
@@ -190,7 +200,8 @@ fn edits_of_a_decrypted_message_apply_their_new_content(db: &TestDb) {
     db.store.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, first)).unwrap();
     // A later read: an edit of the message decrypted at capture, and of one still undecrypted.
     let mut later = snapshot(ROOM, Vec::new());
-    later.edits = vec![edit("$captured-edit", "$captured", new, at(2)), edit("$sealed-edit", "$sealed", new, at(2))];
+    later.edits =
+        vec![edit("$captured-edit", "$captured", new, at(2)), edit("$sealed-edit", "$sealed", new, at(2))];
     let r = db.store.record_ingestion(&run(&v, Restricted), &later).unwrap();
     assert_eq!((r.counts.edits_applied, r.counts.edits_ignored), (1, 1), "{:?}", r.counts);
     // A read that decrypts the one stored undecrypted, with its edit folded in.
