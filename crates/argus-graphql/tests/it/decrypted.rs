@@ -76,16 +76,7 @@ fn flags(edges: &Value) -> Vec<(String, bool, bool)> {
 async fn a_decrypted_message_reads_as_encrypted_and_decrypted_everywhere() {
     let h = Harness::new().await;
     let top = viewer("dgsi", TopSecret, &ALL);
-    let run = argus_store::IngestionRun {
-        viewer: top.clone(),
-        classification: Secret,
-        started_at: time::OffsetDateTime::now_utc(),
-    };
-    let store = h.services.app.store.clone();
-    tokio::task::spawn_blocking(move || store.record_ingestion(&run, &room()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.store_snapshot(&top, Secret, room()).await;
     // A row written by a release that stored decrypted messages as never encrypted (skipped,
     // loudly, without the sqlite3 shell).
     sqlite3(&h, "UPDATE messages SET encrypted = FALSE WHERE event_id = '$m1:tchap.test'");

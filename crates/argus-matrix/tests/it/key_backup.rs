@@ -20,6 +20,16 @@ fn must<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> T {
     result.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// A connector allowed to reach the loopback Synapse, reading pages of `page_size` events.
+fn loopback_connector(page_size: u32) -> Connector {
+    let config = ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into()],
+        page_size,
+        ..ConnectorConfig::default()
+    };
+    must(Connector::new(config), "connector")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_keys_load_from_the_real_key_backup_and_decrypt_what_synapse_serves() {
     let Some(server) = synapse() else { return };
@@ -39,13 +49,7 @@ async fn room_keys_load_from_the_real_key_backup_and_decrypt_what_synapse_serves
     must(backup.upload(&alice, &room, &mut first, 1).await, "upload");
     must(backup.upload(&alice, &room, &mut rotated, 0).await, "upload");
 
-    let connector = must(
-        Connector::new(ConnectorConfig {
-            allow_private_addresses: vec!["127.0.0.1".into()],
-            ..ConnectorConfig::default()
-        }),
-        "connector",
-    );
+    let connector = loopback_connector(ConnectorConfig::default().page_size);
     let homeserver: HomeserverUrl = must(server.base_url().parse(), "homeserver");
     let session = Session::with_token(homeserver.clone(), AccessToken::new(alice.access_token.clone()));
     let room_id: RoomId = must(room.parse(), "room id");
@@ -135,16 +139,8 @@ async fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
     let session = Session::with_token(homeserver, AccessToken::new(alice.access_token.clone()));
     let room_id: RoomId = must(room.parse(), "room id");
     let key: RecoveryKey = must(backup.security_key().parse(), "the security key");
-    let connector = |page_size: u32| {
-        let config = ConnectorConfig {
-            allow_private_addresses: vec!["127.0.0.1".into()],
-            page_size,
-            ..ConnectorConfig::default()
-        };
-        must(Connector::new(config), "connector")
-    };
 
-    let whole = connector(100);
+    let whole = loopback_connector(100);
     let keys = must(whole.load_room_keys(&session, &room_id, &key).await, "load room keys").keys;
     let options = FetchOptions { max_messages: 100, ..FetchOptions::default() };
     let snapshot = must(
@@ -158,7 +154,7 @@ async fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
     let versions: Vec<_> = m.versions.iter().map(|v| v.body.as_deref()).collect();
     assert_eq!(versions, bodies.map(Some));
 
-    let paged = connector(1);
+    let paged = loopback_connector(1);
     let keys = must(paged.load_room_keys(&session, &room_id, &key).await, "load room keys").keys;
     let options = FetchOptions { max_messages: 100, batch_pages: 1, ..FetchOptions::default() };
     let mut stream = paged.stream_room(session.clone(), room_id.clone(), options, Some(Box::new(keys)));
