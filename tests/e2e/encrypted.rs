@@ -2,9 +2,11 @@
 //! Synapse: the test kit's sending device encrypts messages (an edit and a reply among them,
 //! their relations in clear as clients send them) and backs its sessions up, with the backup key
 //! in secret storage under a security key. The ingestion decrypts what the backup allows and
-//! keeps the rest with its reason; a wrong key, or an account without a backup, is a FAILED
-//! audit record without the key. A watch given the key decrypts in its scheduled runs; one given
-//! a key that does not open the backup is paused. The key is in no response, file or log line.
+//! keeps the rest with its reason; a decrypted message says it was encrypted, and an edit shows
+//! its new content, never its fallback body. A wrong key, or an account without a backup, is a
+//! FAILED audit record without the key. A watch given the key decrypts in its scheduled runs
+//! (an edit among what it reads); one given a key that does not open the backup is paused. The
+//! key is in no response, file or log line.
 
 use anyhow::{Context, Result, ensure};
 use argus_domain::{Classification::Secret, Scope};
@@ -25,6 +27,10 @@ const INGEST: &str = r"mutation($input: IngestTchapRoomInput!) {
 
 const MESSAGES: &str = r"query($r: String!) { tchapMessages(roomId: $r, first: 50) { edges { node {
   eventId body edited encrypted decrypted undecryptableReason replyTo versions { body }
+} } } }";
+
+const SEARCH: &str = r"query($q: String!) { tchapSearch(query: $q, first: 10) { edges { node {
+  eventId body encrypted decrypted
 } } } }";
 
 const AUDIT: &str = "{ tchapIngestions(first: 50) { edges { node { roomId outcome error scheduled } } } }";
@@ -107,8 +113,9 @@ pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::
         m["body"] == "rendez-vous à 11h au quai nord"
             && m["edited"] == true
             && m["decrypted"] == true
-            && m["encrypted"] == false
-            && m["versions"].as_array().map(Vec::len) == Some(2),
+            && m["encrypted"] == true
+            && m["versions"].as_array().map(Vec::len) == Some(2)
+            && m["versions"][1]["body"] == "rendez-vous à 11h au quai nord",
         "the decrypted, edited message: {m}"
     );
     let r = node(&reply)?;
@@ -148,6 +155,18 @@ pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::
     // Watched with the security key: the scheduler's run decrypts what was sent since. Watched
     // with a key that does not open the backup: the run fails and pauses the watch.
     let planned = first.send_text(&alice, &room, "point de situation à 14h").await?;
+    // An edit as a client that keeps the relation inside the ciphertext too sends it.
+    let moved = json!({ "rel_type": "m.replace", "event_id": meeting });
+    first
+        .send(
+            &alice,
+            &room,
+            json!({ "msgtype": "m.text", "body": "* rendez-vous à 12h au quai sud",
+                    "m.new_content": { "msgtype": "m.text", "body": "rendez-vous à 12h au quai sud" },
+                    "m.relates_to": moved }),
+            Some(moved.clone()),
+        )
+        .await?;
     let other_room = alice.create_room(Some("Autre cellule"), None, true).await?;
     Sender::new().send_text(&alice, &other_room, "clé erronée").await?;
     let watch = |room: &str, key: &str| {
@@ -187,9 +206,28 @@ pub(crate) async fn run(synapse: &Synapse, database_url: &str, dir: &std::path::
     let edges = server.data(&jwt, MESSAGES, json!({ "r": room }), "tchapMessages").await?;
     let p = crate::harness::message_node(&edges, &planned)?;
     ensure!(
-        p["body"] == "point de situation à 14h" && p["decrypted"] == true,
+        p["body"] == "point de situation à 14h" && p["decrypted"] == true && p["encrypted"] == true,
         "the message the scheduled run decrypted: {p}"
     );
+    let m = crate::harness::message_node(&edges, &meeting)?;
+    let versions: Vec<&str> = m["versions"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|v| v["body"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        m["body"] == "rendez-vous à 12h au quai sud"
+            && m["encrypted"] == true
+            && versions
+                == [
+                    "rendez-vous à 10h au quai nord",
+                    "rendez-vous à 11h au quai nord",
+                    "rendez-vous à 12h au quai sud"
+                ],
+        "the edit the scheduled run decrypted: {m}"
+    );
+    let found = server.data(&jwt, SEARCH, json!({ "q": "quai sud" }), "tchapSearch").await?;
+    let hit = crate::harness::message_node(&found, &meeting)?;
+    ensure!(hit["encrypted"] == true && hit["decrypted"] == true, "the search result: {hit}");
     let trail = server.data(&jwt, AUDIT, json!({}), "tchapIngestions").await?;
     let scheduled: Vec<(String, String)> = trail["edges"]
         .as_array()

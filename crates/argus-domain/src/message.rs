@@ -18,8 +18,9 @@ pub struct MediaRef {
 /// One message event of a room after normalisation.
 ///
 /// Edits are already applied (`body` is the latest version, `edited` is set); a redacted
-/// message has no body, no media and `redacted` set; an encrypted event has `encrypted` set,
-/// no msgtype and no body.
+/// message has no body, no media and `redacted` set; an event that arrived as
+/// `m.room.encrypted` has `encrypted` set, and either `decrypted` set and the content it
+/// carried, or no msgtype and no body ([`MessageRecord::undecrypted`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageRecord {
     /// The event id.
@@ -29,7 +30,7 @@ pub struct MessageRecord {
     /// `m.text`, `m.notice`, `m.emote`, `m.image`, `m.file`, `m.audio`, `m.video`,
     /// `m.location`, ...; `None` for events that are not `m.room.message`.
     pub msgtype: Option<String>,
-    /// Plain-text body, latest edit applied; `None` when redacted or encrypted.
+    /// Plain-text body, latest edit applied; `None` when redacted or undecrypted.
     pub body: Option<String>,
     /// `origin_server_ts` of the event.
     #[serde(with = "time::serde::rfc3339")]
@@ -38,10 +39,11 @@ pub struct MessageRecord {
     pub edited: bool,
     /// The event was redacted; its content is gone.
     pub redacted: bool,
-    /// The event is `m.room.encrypted` and was not decrypted.
+    /// The event arrived as `m.room.encrypted` (end-to-end encrypted), whether it was
+    /// decrypted or not: `decrypted` tells which.
     pub encrypted: bool,
     /// The event arrived as `m.room.encrypted` and was decrypted with a key from the account's
-    /// key backup; its content is what it carried.
+    /// key backup; its content is what it carried (`encrypted` is set too).
     #[serde(default)]
     pub decrypted: bool,
     /// Why an encrypted event stayed undecrypted, when a recovery key was given (a stable code:
@@ -95,6 +97,30 @@ impl MessageRecord {
             versions: Vec::new(),
             redaction: None,
         }
+    }
+
+    /// Whether the message arrived encrypted and its content is unknown: encrypted and not
+    /// decrypted (a record that says `decrypted` was encrypted, whatever its `encrypted` says).
+    ///
+    /// ```
+    /// use argus_domain::MessageRecord;
+    /// let sent_at = time::OffsetDateTime::UNIX_EPOCH;
+    /// let mut m = MessageRecord::text("$ev1".parse()?, "@ana:agent.tchap.gouv.fr".parse()?, "Bonjour", sent_at);
+    /// assert!(!m.undecrypted() && !m.was_encrypted());
+    /// m.encrypted = true;
+    /// assert!(m.undecrypted() && m.was_encrypted());
+    /// m.decrypted = true;
+    /// assert!(!m.undecrypted() && m.was_encrypted());
+    /// # Ok::<(), argus_domain::Error>(())
+    /// ```
+    pub fn undecrypted(&self) -> bool {
+        self.encrypted && !self.decrypted
+    }
+
+    /// Whether the message arrived as `m.room.encrypted`, decrypted or not: what `encrypted`
+    /// is stored and read as.
+    pub fn was_encrypted(&self) -> bool {
+        self.encrypted || self.decrypted
     }
 
     /// Purges the content of a redacted message (its versions' bodies too), keeping who sent

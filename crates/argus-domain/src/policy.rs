@@ -39,22 +39,23 @@ pub fn merge_classification(stored: Option<Classification>, requested: Classific
 }
 
 /// Whether an edit (`m.replace`) sent by `editor` may replace the content of `original`: only
-/// its own sender may, and never that of an encrypted or redacted original (Matrix
-/// specification, event replacements). The same rule holds within one fetch and across
-/// fetches.
+/// its own sender may, and never that of an original whose content is unknown (`undecrypted`:
+/// it arrived encrypted and was not decrypted, so its type cannot be checked) or that was
+/// redacted (Matrix specification, event replacements). A decrypted original is edited like a
+/// plaintext one. The same rule holds within one fetch and across fetches.
 ///
 /// ```
 /// use argus_domain::{policy, MessageRecord, UserId};
 /// let ana: UserId = "@ana:agent.tchap.gouv.fr".parse()?;
 /// let eve: UserId = "@eve:agent.tchap.gouv.fr".parse()?;
 /// let m = MessageRecord::text("$1".parse()?, ana.clone(), "rdv 10h", time::OffsetDateTime::UNIX_EPOCH);
-/// assert!(policy::may_edit(&m.sender, m.encrypted, m.redacted, &ana));
-/// assert!(!policy::may_edit(&m.sender, m.encrypted, m.redacted, &eve));
+/// assert!(policy::may_edit(&m.sender, m.undecrypted(), m.redacted, &ana));
+/// assert!(!policy::may_edit(&m.sender, m.undecrypted(), m.redacted, &eve));
 /// assert!(!policy::may_edit(&m.sender, true, false, &ana));
 /// # Ok::<(), argus_domain::Error>(())
 /// ```
-pub fn may_edit(original_sender: &UserId, encrypted: bool, redacted: bool, editor: &UserId) -> bool {
-    original_sender == editor && !encrypted && !redacted
+pub fn may_edit(original_sender: &UserId, undecrypted: bool, redacted: bool, editor: &UserId) -> bool {
+    original_sender == editor && !undecrypted && !redacted
 }
 
 /// Whether a redaction sent by `redactor` may purge a message sent by `original_sender`: when

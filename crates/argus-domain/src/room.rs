@@ -13,7 +13,8 @@ pub struct FetchReport {
     pub events_fetched: u64,
     /// Messages in the snapshot (after edits were folded in).
     pub messages: u64,
-    /// `m.room.encrypted` events kept without body.
+    /// `m.room.encrypted` messages kept without body (undecrypted; what was decrypted is
+    /// counted in `decrypted`).
     pub encrypted: u64,
     /// `m.room.encrypted` events (messages and edits) decrypted from the key backup.
     #[serde(default)]
@@ -27,7 +28,7 @@ pub struct FetchReport {
     /// Edits applied to an original.
     pub edits_applied: u64,
     /// Edits not applied: sent by someone other than the original's sender, or of an
-    /// encrypted or redacted original.
+    /// undecrypted or redacted original.
     #[serde(default)]
     pub edits_ignored: u64,
     /// Redactions not applied: neither confirmed by the homeserver nor sent by the target's

@@ -156,15 +156,8 @@ impl Normaliser {
             tracing::debug!(event_id = %event_id, "skipped a duplicate event");
             return;
         }
-        match classify(view, event_id) {
-            Ok(Outcome::Message(mut m)) => {
-                match decryption {
-                    Some(Decryption::Decrypted) => m.decrypted = true,
-                    Some(Decryption::Failed(reason)) => m.undecryptable = Some(reason.code().to_owned()),
-                    None => {}
-                }
-                self.messages.push(m);
-            }
+        match classify(view, event_id, decryption) {
+            Ok(Outcome::Message(m)) => self.messages.push(m),
             Ok(Outcome::Edit(e)) => self.edits.push(e),
             Ok(Outcome::Redaction(target)) => self.redactions.push(target),
             Ok(Outcome::Ignored) => {}

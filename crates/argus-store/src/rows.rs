@@ -109,7 +109,9 @@ impl MessageRow {
                 sent_at: from_unix_ms(self.sent_at).map_err(|_| BAD)?,
                 edited: self.edited,
                 redacted: self.redacted,
-                encrypted: self.encrypted,
+                // A decrypted message arrived encrypted, whatever wrote the row (a replica still
+                // running a release that stored it otherwise).
+                encrypted: self.encrypted || self.decrypted,
                 decrypted: self.decrypted,
                 undecryptable: self.undecryptable,
                 reply_to: self.reply_to.map(|s| s.parse()).transpose().map_err(|_| BAD)?,

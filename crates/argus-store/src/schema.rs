@@ -94,9 +94,9 @@ diesel::table! {
         edited_at -> Nullable<BigInt>,
         /// Redacted.
         redacted -> Bool,
-        /// Undecrypted `m.room.encrypted`.
+        /// Arrived as `m.room.encrypted`, decrypted or not.
         encrypted -> Bool,
-        /// Arrived encrypted, decrypted from the key backup.
+        /// Arrived encrypted, decrypted from the key backup (`encrypted` is set too).
         decrypted -> Bool,
         /// Why it stayed encrypted although a recovery key was given.
         undecryptable -> Nullable<Text>,

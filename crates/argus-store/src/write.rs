@@ -57,7 +57,7 @@ pub struct StoredCounts {
     /// Edits of earlier-stored messages applied.
     pub edits_applied: u64,
     /// Edits the store refused ([`policy::may_edit`]): not from the original's sender, or of
-    /// an encrypted or redacted original.
+    /// an undecrypted or redacted original.
     pub edits_ignored: u64,
     /// Redactions of earlier-stored messages the store refused ([`policy::may_redact`]).
     pub redactions_ignored: u64,

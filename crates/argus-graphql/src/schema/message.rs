@@ -68,9 +68,9 @@ impl TchapMessage {
         self.0.message.redacted
     }
 
-    /// The event is m.room.encrypted and was not decrypted.
+    /// The event was end-to-end encrypted (it arrived as m.room.encrypted), whether it was decrypted or not: `decrypted` tells which.
     fn encrypted(&self) -> bool {
-        self.0.message.encrypted
+        self.0.message.was_encrypted()
     }
 
     /// The event arrived as m.room.encrypted and was decrypted with a key from the account's key backup.

@@ -152,7 +152,7 @@ impl IngestTchapRoomPayload {
         self.edits_applied
     }
 
-    /// Edits not applied: not made by the original's sender, or of an encrypted or redacted
+    /// Edits not applied: not made by the original's sender, or of an undecrypted or redacted
     /// original.
     fn edits_ignored(&self) -> i32 {
         self.edits_ignored

@@ -109,7 +109,7 @@ impl NodeField {
             Self::Classification => Value::scalar(node.0.classification.as_str().to_owned()),
             Self::Edited => Value::scalar(m.edited),
             Self::Redacted => Value::scalar(m.redacted),
-            Self::Encrypted => Value::scalar(m.encrypted),
+            Self::Encrypted => Value::scalar(m.was_encrypted()),
             Self::Decrypted => Value::scalar(m.decrypted),
             Self::UndecryptableReason => text(m.undecryptable.as_deref()),
             Self::ReplyTo => text(m.reply_to.as_ref().map(|e| e.as_str())),

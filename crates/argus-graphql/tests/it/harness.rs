@@ -91,6 +91,26 @@ impl Harness {
         serde_json::to_value(&response).unwrap_or_else(|e| panic!("response: {e}"))
     }
 
+    /// Stores `snapshot` straight into the store, as an ingestion by `viewer` at `classification`
+    /// would.
+    pub(crate) async fn store_snapshot(
+        &self,
+        viewer: &Viewer,
+        classification: Classification,
+        snapshot: argus_domain::RoomSnapshot,
+    ) {
+        let run = argus_store::IngestionRun {
+            viewer: viewer.clone(),
+            classification,
+            started_at: time::OffsetDateTime::now_utc(),
+        };
+        let store = self.services.app.store.clone();
+        tokio::task::spawn_blocking(move || store.record_ingestion(&run, &snapshot))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Ingests `room` from the mock homeserver as `viewer` at `classification`.
     pub(crate) async fn ingest(&self, viewer: &Viewer, room: &str, classification: Classification) -> Value {
         self.ingest_with(

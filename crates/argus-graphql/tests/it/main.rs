@@ -3,6 +3,7 @@
 
 mod contract;
 mod cost;
+mod decrypted;
 mod harness;
 mod hold;
 mod ingest;

@@ -239,16 +239,7 @@ fn varied_room() -> argus_domain::RoomSnapshot {
 async fn plain_edges_answer_as_the_executor_does() {
     let h = Harness::new().await;
     let top = viewer("dgsi", TopSecret, &ALL);
-    let run = argus_store::IngestionRun {
-        viewer: top.clone(),
-        classification: Secret,
-        started_at: time::OffsetDateTime::now_utc(),
-    };
-    let store = h.services.app.store.clone();
-    tokio::task::spawn_blocking(move || store.record_ingestion(&run, &varied_room()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    h.store_snapshot(&top, Secret, varied_room()).await;
     let fields = "__typename id eventId roomId sender msgtype body sentAt classification edited redacted \
                   encrypted decrypted undecryptableReason replyTo threadRoot mediaUri mediaMimetype redactedBy redactedAt redactionReason";
     let doc = |edge: &str, node: &str| {

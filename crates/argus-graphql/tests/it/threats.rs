@@ -332,7 +332,7 @@ async fn a_token_expiring_mid_run_is_audited_and_stores_nothing_then_a_retry_suc
 
 /// Runs `sql` on the harness's SQLite file with the `sqlite3` shell, as someone with access to
 /// the file would; `None` (with a loud message) when the shell is not installed.
-fn sqlite3(h: &Harness, sql: &str) -> Option<()> {
+pub(crate) fn sqlite3(h: &Harness, sql: &str) -> Option<()> {
     let output = match std::process::Command::new("sqlite3")
         .args(["-bail", "-cmd", ".timeout 5000"])
         .arg(h.database())

@@ -142,20 +142,131 @@ fn plain_event(
 
 #[cfg(test)]
 mod tests {
-    use ruma::events::AnyTimelineEvent;
-    use serde_json::{Value, json};
+    use ruma::{events::AnyTimelineEvent, serde::Raw};
+    use serde_json::{Value, json, value::RawValue};
+    use vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
 
     use super::super::{
-        Normaliser,
+        Normalised, Normaliser,
         tests::{ROOM, event},
     };
+    use argus_domain::FetchReport;
+
+    /// A sending device's megolm session and the keys a run is given for it.
+    struct Device {
+        out: GroupSession,
+        keys: Option<argus_crypto::megolm::SessionKeys>,
+    }
+
+    impl Device {
+        fn new() -> Self {
+            let out = GroupSession::new(SessionConfig::version_1());
+            let mut keys = argus_crypto::megolm::SessionKeys::default();
+            keys.insert(InboundGroupSession::new(&out.session_key(), SessionConfig::version_1()));
+            Self { out, keys: Some(keys) }
+        }
+
+        /// An `m.room.encrypted` content carrying an `m.room.message` of `content`, with
+        /// `relates_to` in clear beside the ciphertext when given.
+        fn encrypt(&mut self, content: Value, relates_to: Option<Value>) -> Value {
+            let payload = json!({ "type": "m.room.message", "room_id": ROOM, "content": content });
+            let mut wire = json!({ "algorithm": argus_crypto::megolm::MEGOLM_ALGORITHM,
+                "session_id": self.out.session_id(),
+                "ciphertext": self.out.encrypt(payload.to_string()).to_base64() });
+            if let Some(relation) = relates_to {
+                wire["m.relates_to"] = relation;
+            }
+            wire
+        }
+
+        /// Normalises `events` (oldest first) as one page of a run given this device's keys.
+        fn read(&mut self, events: &[String]) -> (Normalised, FetchReport) {
+            let raws: Vec<Raw<AnyTimelineEvent>> = events
+                .iter()
+                .map(|e| Raw::from_json(RawValue::from_string(e.clone()).unwrap_or_else(|e| panic!("{e}"))))
+                .collect();
+            let keys = self.keys.take().unwrap_or_else(|| panic!("one read per device"));
+            let mut n = Normaliser::new(ROOM).with_keys(Box::new(keys), false);
+            n.push_page(&raws);
+            n.finish(false)
+        }
+    }
+
+    const A: &str = "@a:a.fr";
+
+    #[test]
+    fn a_decrypted_message_says_it_was_encrypted() {
+        let mut device = Device::new();
+        let hello = device.encrypt(json!({ "msgtype": "m.text", "body": "bonjour" }), None);
+        let lost = Device::new().encrypt(json!({ "msgtype": "m.text", "body": "perdu" }), None);
+        let (n, report) = device.read(&[
+            event("m.room.encrypted", "$1", A, 1, hello),
+            event("m.room.encrypted", "$2", A, 2, lost),
+            event("m.room.message", "$3", A, 3, json!({ "msgtype": "m.text", "body": "en clair" })),
+        ]);
+        let flags: Vec<_> =
+            n.messages.iter().map(|m| (m.encrypted, m.decrypted, m.body.as_deref())).collect();
+        assert_eq!(
+            flags,
+            [(true, true, Some("bonjour")), (true, false, None), (false, false, Some("en clair"))]
+        );
+        // Kept without body: only the undecrypted one.
+        assert_eq!((report.encrypted, report.decrypted), (1, 1));
+    }
+
+    /// A real client's encrypted edit: the relation in clear beside the ciphertext (some clients
+    /// keep it inside too), the fallback body `"* …"` and `m.new_content` inside. The new
+    /// content is applied, as for an edit in clear, to the message and to its version; an edit
+    /// of a decrypted original outside the batch carries the new content to the store.
+    #[test]
+    fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
+        let mut device = Device::new();
+        let edit = |device: &mut Device, target: &str, new: &str, inside: bool| {
+            let relation = json!({ "rel_type": "m.replace", "event_id": target });
+            let mut content = json!({ "msgtype": "m.text", "body": format!("* {new}"),
+                                      "m.new_content": { "msgtype": "m.text", "body": new } });
+            if inside {
+                content["m.relates_to"] = relation.clone();
+            }
+            device.encrypt(content, Some(relation))
+        };
+        let original = device
+            .encrypt(json!({ "msgtype": "m.text", "body": "Réunion chiffrée à 14h — préfecture" }), None);
+        let first = edit(&mut device, "$o", "Réunion chiffrée à 15h — préfecture", false);
+        let second = edit(&mut device, "$o", "Réunion chiffrée à 16h — préfecture", true);
+        let outside = edit(&mut device, "$earlier", "Point à 17h", true);
+        let clear = json!({ "msgtype": "m.text", "body": "* Point en clair à 18h",
+                            "m.new_content": { "msgtype": "m.text", "body": "Point en clair à 18h" },
+                            "m.relates_to": { "rel_type": "m.replace", "event_id": "$c" } });
+        let (n, report) = device.read(&[
+            event("m.room.encrypted", "$o", A, 1, original),
+            event("m.room.encrypted", "$e1", A, 2, first),
+            event("m.room.encrypted", "$e2", A, 3, second),
+            event("m.room.encrypted", "$e3", A, 4, outside),
+            event("m.room.message", "$c", A, 5, json!({ "msgtype": "m.text", "body": "Point en clair" })),
+            event("m.room.message", "$e4", A, 6, clear),
+        ]);
+        assert_eq!(n.messages.len(), 2, "edits are not messages");
+        let m = &n.messages[0];
+        assert_eq!(m.body.as_deref(), Some("Réunion chiffrée à 16h — préfecture"));
+        assert!(m.edited && m.encrypted && m.decrypted);
+        let versions: Vec<_> = m.versions.iter().map(|v| v.body.as_deref()).collect();
+        assert_eq!(
+            versions,
+            [
+                Some("Réunion chiffrée à 14h — préfecture"),
+                Some("Réunion chiffrée à 15h — préfecture"),
+                Some("Réunion chiffrée à 16h — préfecture"),
+            ]
+        );
+        assert_eq!(n.messages[1].body.as_deref(), Some("Point en clair à 18h"));
+        let outside: Vec<_> = n.edits.iter().map(|e| (e.target.as_str(), e.body.as_deref())).collect();
+        assert_eq!(outside, [("$earlier", Some("Point à 17h"))]);
+        assert_eq!(report.edits_applied, 3);
+    }
 
     #[test]
     fn ciphertexts_are_read_as_clients_show_them() {
-        use ruma::serde::Raw;
-        use serde_json::value::RawValue;
-        use vodozemac::megolm::{GroupSession, InboundGroupSession, SessionConfig};
-
         let mut out = GroupSession::new(SessionConfig::version_1());
         let mut keys = argus_crypto::megolm::SessionKeys::default();
         keys.insert(InboundGroupSession::new(&out.session_key(), SessionConfig::version_1()));

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+use super::decrypt::Decryption;
+
 /// The fields of a timeline event the snapshot needs. `C` is the content: parsed in the same
 /// pass ([`MessageContent`]) on the fast path, kept raw when that pass failed.
 #[derive(Deserialize)]
@@ -146,9 +148,13 @@ pub(super) fn is_message_like(kind: &str) -> bool {
     matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction")
 }
 
+/// Classifies one event. `decryption` tells what became of it when it arrived as
+/// `m.room.encrypted` and the run had keys: decrypted (`view` is then the event it carried, with
+/// its cleartext relation), or not and why; `None` for an event in clear or a run without keys.
 pub(super) fn classify(
     view: EventView<'_, MessageContent<'_>>,
     event_id: EventId,
+    decryption: Option<Decryption>,
 ) -> Result<Outcome, Malformed> {
     let kind = &*view.kind;
     if !is_message_like(kind) {
@@ -176,7 +182,10 @@ pub(super) fn classify(
     }
     let sender = view.sender.parse::<UserId>().map_err(|_| Malformed)?;
     let sent_at = from_unix_ms(view.origin_server_ts).map_err(|_| Malformed)?;
-    let encrypted = kind == "m.room.encrypted";
+    // Still a ciphertext: its content (and an edit's new content) is unknown. A decrypted event
+    // is the event it carried, read below like one in clear, and was encrypted all the same.
+    let sealed = kind == "m.room.encrypted";
+    let decrypted = matches!(decryption, Some(Decryption::Decrypted));
     let mut record = MessageRecord {
         event_id,
         sender,
@@ -185,9 +194,12 @@ pub(super) fn classify(
         sent_at,
         edited: false,
         redacted,
-        encrypted,
-        decrypted: false,
-        undecryptable: None,
+        encrypted: sealed || decrypted,
+        decrypted,
+        undecryptable: match decryption {
+            Some(Decryption::Failed(reason)) => Some(reason.code().to_owned()),
+            _ => None,
+        },
         reply_to: None,
         thread_root: None,
         media: None,
@@ -201,21 +213,19 @@ pub(super) fn classify(
     if relation.rel_type.as_deref() == Some("m.replace") {
         let target =
             relation.event_id.as_deref().ok_or(Malformed)?.parse::<EventId>().map_err(|_| Malformed)?;
-        if encrypted {
+        if sealed {
             // The new content is encrypted too: nothing can be applied.
             return Ok(Outcome::Ignored);
         }
-        let new = content.new_content.take().ok_or(Malformed)?;
-        let (msgtype, body) =
-            (new.msgtype.as_deref().ok_or(Malformed)?, new.body.as_deref().ok_or(Malformed)?);
+        let (msgtype, body, media) = replacement(&mut content)?;
         return Ok(Outcome::Edit(PendingEdit {
             event_id: record.event_id,
             target,
             sender: record.sender,
             sent_at,
-            msgtype: Some(msgtype.to_owned()),
-            body: Some(body.to_owned()),
-            media: media_of(msgtype, &new),
+            msgtype: Some(msgtype),
+            body: Some(body),
+            media,
         }));
     }
     if relation.rel_type.as_deref() == Some("m.thread") {
@@ -225,7 +235,7 @@ pub(super) fn classify(
     if let Some(reply) = relation.in_reply_to.filter(|_| !relation.is_falling_back) {
         record.reply_to = Some(reply.event_id.parse().map_err(|_| Malformed)?);
     }
-    if !encrypted {
+    if !sealed {
         let msgtype = content.msgtype.as_deref().ok_or(Malformed)?;
         let body = content.body.as_deref().ok_or(Malformed)?;
         record.media = media_of(msgtype, &content);
@@ -233,6 +243,16 @@ pub(super) fn classify(
         record.body = Some(body.to_owned());
     }
     Ok(Outcome::Message(record))
+}
+
+/// What an edit replaces its original's content with, for an edit sent in clear and one
+/// decrypted alike: its `m.new_content` (msgtype, body, attachment), never its own `body`, which
+/// is only the fallback shown by clients that do not know edits (`"* …"`).
+fn replacement(content: &mut MessageContent<'_>) -> Result<(String, String, Option<MediaRef>), Malformed> {
+    let new = content.new_content.take().ok_or(Malformed)?;
+    let msgtype = new.msgtype.as_deref().ok_or(Malformed)?;
+    let body = new.body.as_deref().ok_or(Malformed)?;
+    Ok((msgtype.to_owned(), body.to_owned(), media_of(msgtype, &new)))
 }
 
 /// The attachment of a media message: its `mxc://` URI (absent when encrypted), MIME type and

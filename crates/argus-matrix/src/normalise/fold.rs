@@ -81,7 +81,7 @@ pub(super) fn fold(
         }
         if let Some(&i) = index.get(&edit.target) {
             let m = &mut messages[i];
-            if !policy::may_edit(&m.sender, m.encrypted, m.redacted, &edit.sender) {
+            if !policy::may_edit(&m.sender, m.undecrypted(), m.redacted, &edit.sender) {
                 report.edits_ignored += 1;
                 continue;
             }
@@ -122,7 +122,7 @@ pub(super) fn fold(
     }
 
     report.messages += messages.len() as u64;
-    report.encrypted += messages.iter().filter(|m| m.encrypted).count() as u64;
+    report.encrypted += messages.iter().filter(|m| m.undecrypted()).count() as u64;
     report.redacted += messages.iter().filter(|m| m.redacted).count() as u64;
     Normalised { messages, edits: outside_edits, redactions: outside }
 }

@@ -35,6 +35,14 @@ struct Original {
     edited: bool,
     redacted: bool,
     encrypted: bool,
+    decrypted: bool,
+}
+
+impl Original {
+    /// Its content is unknown: it arrived encrypted and was not decrypted.
+    fn undecrypted(&self) -> bool {
+        self.encrypted && !self.decrypted
+    }
 }
 
 fn original(conn: &mut DbConn, org: &str, room_pk: i64, event: &EventId) -> Result<Option<Original>> {
@@ -279,7 +287,7 @@ pub(super) fn apply_edits_and_redactions(
             m.versions.iter().partition(|v| v.sender.as_str() == stored.sender);
         done.edits_ignored += forged.len() as u64;
         versions.sort_by(|a, b| (a.sent_at, &a.event_id).cmp(&(b.sent_at, &b.event_id)));
-        if stored.encrypted || stored.redacted || versions.len() < 2 {
+        if stored.undecrypted() || stored.redacted || versions.len() < 2 {
             continue;
         }
         let total = versions.len();
@@ -340,7 +348,7 @@ pub(super) fn apply_outside(
         };
         let sender: UserId =
             stored.sender.parse().map_err(|_| Error::Corrupt("a stored message fails validation"))?;
-        if !policy::may_edit(&sender, stored.encrypted, stored.redacted, &e.sender) {
+        if !policy::may_edit(&sender, stored.undecrypted(), stored.redacted, &e.sender) {
             tracing::info!(edit = %e.event_id, target = %e.target, "ignored an edit not made by the original's sender");
             done.edits_ignored += 1;
             continue;

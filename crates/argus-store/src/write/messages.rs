@@ -135,7 +135,7 @@ fn insert_messages_sqlite(
                 m::edited.eq(msg.edited),
                 m::edited_at.eq(None::<i64>),
                 m::redacted.eq(msg.redacted),
-                m::encrypted.eq(msg.encrypted),
+                m::encrypted.eq(msg.was_encrypted()),
                 m::decrypted.eq(msg.decrypted),
                 m::undecryptable.eq(msg.undecryptable.as_deref()),
                 m::reply_to.eq(msg.reply_to.as_ref().map(|e| e.as_str())),
@@ -204,7 +204,7 @@ fn insert_messages_pg(
     .bind::<Array<BigInt>, _>(chunk.iter().map(|m| to_unix_ms(m.sent_at)).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.edited).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.redacted).collect::<Vec<_>>())
-    .bind::<Array<Bool>, _>(chunk.iter().map(|m| m.encrypted).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(chunk.iter().map(MessageRecord::was_encrypted).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(chunk.iter().map(|m| m.reply_to.as_ref().map(|e| e.as_str())).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(
         chunk.iter().map(|m| m.thread_root.as_ref().map(|e| e.as_str())).collect::<Vec<_>>(),
@@ -257,9 +257,10 @@ fn raise_classification(
 /// Completes re-fetched messages stored while still encrypted, from the homeserver the room was
 /// stored from (no other reaches here: [`super::rooms::check_source`]): one now decrypted from
 /// the key backup gets the content it carried as first sent (an edit folded into the record is
-/// not applied here: its original is kept), if the stored row has the same sender and time; one
-/// still undecryptable gets its reason. A message stored in clear, decrypted earlier, or redacted
-/// is never touched; the update trigger and the generated column index the new text for search.
+/// not applied here: its original is kept) and says `decrypted` (it stays `encrypted`: it
+/// arrived so), if the stored row has the same sender and time; one still undecryptable gets its
+/// reason. A message stored in clear, decrypted earlier, or redacted is never touched; the update
+/// trigger and the generated column index the new text for search.
 fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRecord]) -> Result<()> {
     for m in chunk.iter().filter(|m| !m.redacted && (m.decrypted || m.undecryptable.is_some())) {
         let stored = messages::table
@@ -269,6 +270,7 @@ fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRe
             .filter(messages::sender.eq(m.sender.as_str()))
             .filter(messages::sent_at.eq(to_unix_ms(m.sent_at)))
             .filter(messages::encrypted.eq(true))
+            .filter(messages::decrypted.eq(false))
             .filter(messages::redacted.eq(false));
         if m.decrypted {
             // The original as sent: the first version when an edit was folded in.
@@ -285,7 +287,6 @@ fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRe
                     messages::media.eq(media.as_deref()),
                     messages::reply_to.eq(m.reply_to.as_ref().map(|e| e.as_str())),
                     messages::thread_root.eq(m.thread_root.as_ref().map(|e| e.as_str())),
-                    messages::encrypted.eq(false),
                     messages::decrypted.eq(true),
                     messages::undecryptable.eq(None::<String>),
                 ))

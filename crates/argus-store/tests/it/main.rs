@@ -8,6 +8,7 @@
 )]
 
 mod audit;
+mod decrypted;
 mod evidence;
 mod hold;
 mod homeservers;

@@ -297,7 +297,7 @@ fn a_message_stored_encrypted_is_completed_when_decrypted_later(db: &TestDb) {
         |id: &str| page.items.iter().find(|m| m.message.event_id.as_str() == id).unwrap().message.clone();
     let m = by("$sealed");
     assert_eq!(m.body.as_deref(), Some("livraison au quai nord"));
-    assert!(m.decrypted && !m.encrypted && m.undecryptable.is_none());
+    assert!(m.decrypted && m.encrypted && m.undecryptable.is_none());
     assert_eq!(by("$clear").body.as_deref(), Some("texte en clair"));
     assert_eq!(ids("livraison", db, &v), ["$sealed"]);
     assert!(ids("réécrit", db, &v).is_empty());
