@@ -21,10 +21,7 @@ use std::{fmt::Display, str::FromStr};
 
 use time::OffsetDateTime;
 
-use crate::{
-    Classification, FetchReport, HistoryPosition, MediaRef, MessageRecord, Redaction, RoomSnapshot, Scope,
-    Viewer,
-};
+use crate::{Classification, MediaRef, MessageRecord, Redaction, RoomSnapshot, Scope, Viewer};
 
 /// The homeserver a [`RoomSnapshotBuilder`] reads from unless told otherwise.
 pub const HOMESERVER: &str = "https://matrix.agent.tchap.gouv.fr";
@@ -54,23 +51,7 @@ impl RoomSnapshotBuilder {
     /// encrypted, no message, edit or redaction, no resume token, the history position
     /// unchanged, no upgrade link and an empty report.
     pub fn new(room_id: &str) -> Self {
-        Self(RoomSnapshot {
-            room_id: parse("room id", room_id),
-            homeserver_url: parse("homeserver URL", HOMESERVER),
-            name: None,
-            topic: None,
-            canonical_alias: None,
-            member_count: 0,
-            encrypted: false,
-            messages: Vec::new(),
-            edits: Vec::new(),
-            redactions: Vec::new(),
-            resume_token: None,
-            history: HistoryPosition::Unchanged,
-            predecessor: None,
-            successor: None,
-            report: FetchReport::default(),
-        })
+        Self(RoomSnapshot::new(parse("room id", room_id), parse("homeserver URL", HOMESERVER)))
     }
 
     /// Read from `url` instead.

@@ -3,7 +3,7 @@
 //! field), in a room's own list and in search results, also when its row was written by a
 //! release that stored it as never encrypted.
 
-use argus_domain::{FetchReport, HistoryPosition, MessageRecord, RoomSnapshot};
+use argus_domain::{MessageRecord, RoomSnapshot};
 use serde_json::{Value, json};
 
 use crate::{
@@ -31,11 +31,7 @@ fn message(n: i64, body: Option<&str>, encrypted: bool, decrypted: bool) -> Mess
 
 fn room() -> RoomSnapshot {
     RoomSnapshot {
-        room_id: ROOM.parse().unwrap_or_else(|e| panic!("{e}")),
-        homeserver_url: "https://matrix.tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
         name: Some("Cellule chiffrée".into()),
-        topic: None,
-        canonical_alias: None,
         member_count: 2,
         encrypted: true,
         messages: vec![
@@ -45,13 +41,10 @@ fn room() -> RoomSnapshot {
             message(2, None, true, false),
             message(3, Some("rendez-vous en clair"), false, false),
         ],
-        edits: Vec::new(),
-        redactions: Vec::new(),
-        resume_token: None,
-        history: HistoryPosition::Unchanged,
-        predecessor: None,
-        successor: None,
-        report: FetchReport::default(),
+        ..RoomSnapshot::new(
+            ROOM.parse().unwrap_or_else(|e| panic!("{e}")),
+            "https://matrix.tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 }
 
