@@ -50,9 +50,9 @@ impl Error {
     }
 }
 
-/// Keeps a name sent by the homeserver only if it looks like an `errcode` (`M_FOO`,
+/// Keeps a name sent by the homeserver (an `errcode`, an algorithm) only if it looks like an `errcode` (`M_FOO`,
 /// `ORG.EXAMPLE_FOO`), at most 64 bytes, so that no arbitrary text reaches an error.
-fn printable_name(name: &str) -> Option<&str> {
+pub fn printable_name(name: &str) -> Option<&str> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.'));

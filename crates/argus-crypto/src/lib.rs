@@ -9,6 +9,6 @@ pub mod secret_storage;
 #[cfg(test)]
 mod test_support;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, printable_name};
 pub use megolm::Decryptor;
 pub use recovery_key::RecoveryKey;

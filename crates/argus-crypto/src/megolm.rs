@@ -41,6 +41,19 @@ pub enum Undecryptable {
 }
 
 impl Undecryptable {
+    /// Every reason, once (a test holds the list to the enum).
+    pub const ALL: [Self; 9] = [
+        Self::NoKeyInBackup,
+        Self::IndexBeforeFirstKnown,
+        Self::BadMac,
+        Self::UnsupportedAlgorithm,
+        Self::Malformed,
+        Self::WrongRoom,
+        Self::Replayed,
+        Self::SenderKeyMismatch,
+        Self::UnsupportedEventType,
+    ];
+
     /// A stable code for reports.
     pub const fn code(self) -> &'static str {
         match self {
@@ -96,4 +109,27 @@ pub trait Decryptor: Send {
     /// ratchets forwards cheaply): one outcome per content, in the same order. The event each
     /// outcome carries is checked to belong to `room_id`.
     fn decrypt_all(&mut self, room_id: &str, contents: &[EncryptedContent]) -> Vec<Decrypted>;
+}
+
+#[cfg(test)]
+mod all_reasons {
+    use super::Undecryptable;
+
+    #[test]
+    fn the_list_of_reasons_is_the_enum() {
+        // A new reason fails to compile here until it has a place, and the list must hold it.
+        let place = |u: Undecryptable| match u {
+            Undecryptable::NoKeyInBackup => 0,
+            Undecryptable::IndexBeforeFirstKnown => 1,
+            Undecryptable::BadMac => 2,
+            Undecryptable::UnsupportedAlgorithm => 3,
+            Undecryptable::Malformed => 4,
+            Undecryptable::WrongRoom => 5,
+            Undecryptable::Replayed => 6,
+            Undecryptable::SenderKeyMismatch => 7,
+            Undecryptable::UnsupportedEventType => 8,
+        };
+        let places: Vec<usize> = Undecryptable::ALL.iter().map(|u| place(*u)).collect();
+        assert_eq!(places, (0..Undecryptable::ALL.len()).collect::<Vec<_>>());
+    }
 }

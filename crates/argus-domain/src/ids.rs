@@ -267,6 +267,16 @@ fn check_user(s: &str) -> Result<()> {
 #[serde(try_from = "String", into = "String")]
 pub struct HomeserverUrl(String);
 
+/// A host name as servers are told apart: lower case, without a trailing dot (`Matrix.Gouv.fr.`
+/// and `matrix.gouv.fr` are one host).
+///
+/// ```
+/// assert_eq!(argus_domain::normalise_host("Matrix.Tchap.gouv.fr."), "matrix.tchap.gouv.fr");
+/// ```
+pub fn normalise_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl HomeserverUrl {
     /// The normalised URL as a string (no trailing slash).
     pub fn as_str(&self) -> &str {
@@ -293,7 +303,7 @@ impl HomeserverUrl {
     /// ```
     pub fn server(&self) -> String {
         let url = self.url();
-        let host = url.host_str().unwrap_or_default().trim_end_matches('.').to_ascii_lowercase();
+        let host = normalise_host(url.host_str().unwrap_or_default());
         let port = url.port_or_known_default().unwrap_or_default();
         format!("{}://{host}:{port}", url.scheme())
     }

@@ -33,7 +33,7 @@ pub mod watch;
 
 pub use classification::Classification;
 pub use error::{Error, Result};
-pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId};
+pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId, normalise_host};
 pub use ingestion::{IngestionOutcome, IngestionRecord, NewIngestion};
 pub use message::{
     HeldContent, HeldVersion, MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion,

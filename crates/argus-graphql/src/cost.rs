@@ -62,9 +62,9 @@ const PAGED: [(&str, u32); 6] = [
 /// The lists of a paged field's type, as long as its page.
 const PAGE_LISTS: [&str; 2] = ["edges", "nodes"];
 
-/// Reasons an encrypted event stays undecryptable (`argus_matrix::backup::Undecryptable`): the
-/// most entries `undecryptable` lists.
-const UNDECRYPTABLE_REASONS: u64 = 9;
+/// Reasons an encrypted event stays undecryptable ([`argus_matrix::Undecryptable`]): the most
+/// entries `undecryptable` lists.
+const UNDECRYPTABLE_REASONS: u64 = argus_matrix::Undecryptable::ALL.len() as u64;
 
 /// Every other list field of the schema: its longest length, and whether each element is a
 /// record read from the store (an item), rather than a part of what a mutation did (charged

@@ -108,8 +108,7 @@ impl Admission {
     /// Takes a place among the ingestions running: `caller`'s own, all of them, and those
     /// against `homeserver`.
     pub fn acquire(&self, caller: &str, homeserver: &str) -> Result<Admitted> {
-        let own = self.limits.max_concurrent_per_caller.max(1);
-        let caller = self.per_caller.take(caller)?.ok_or(Error::CallerBusy(own))?;
+        let caller = self.per_caller.take(caller)?.ok_or(Error::CallerBusy(self.per_caller.per_key))?;
         let global = Arc::clone(&self.global).try_acquire_owned().map_err(|_| Error::Busy("this server"))?;
         let homeserver = self.per_homeserver.take(homeserver)?.ok_or(Error::Busy("this homeserver"))?;
         Ok(Admitted { _caller: caller, _global: global, _homeserver: homeserver })

@@ -133,6 +133,8 @@ impl From<argus_store::Error> for Error {
         match e {
             // Not a fault of the server: the call named another homeserver than the room's.
             argus_store::Error::HomeserverMismatch => Self::HomeserverMismatch,
+            // Not a fault either: a bound on the caller's watches.
+            argus_store::Error::TooManyWatches { per, limit } => Self::TooManyWatches { per, limit },
             other => Self::Store(other),
         }
     }

@@ -561,15 +561,7 @@ pub async fn ingest_joined(
         result: Err((too_many.code(), too_many.public_message())),
     }));
     if let Some(message) = failures.summary(limits.joined_failures_recorded) {
-        let call = audit::Call {
-            viewer,
-            homeserver_url: &template.homeserver_url,
-            room_id: audit::SEVERAL_ROOMS,
-            classification: template.classification,
-            started_at,
-            token: &template.access_token,
-            scheduled: false,
-        };
+        let call = audit::Call { room_id: audit::SEVERAL_ROOMS, ..call(viewer, &template, started_at) };
         audit::record_summary(services, &call, message).await;
     }
     Ok(outcomes)

@@ -113,7 +113,7 @@ fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String 
 /// Posts a note for `viewer`; every admitted call, sent or refused, appends an audit record.
 pub async fn post_note(services: &Services, viewer: &Viewer, request: PostRequest) -> Result<PostSummary> {
     let started_at = OffsetDateTime::now_utc();
-    let caller = format!("{}/{}", viewer.org, viewer.actor);
+    let caller = crate::Admission::caller_of(viewer);
     services.admission.check_caller(&caller)?;
     let body = services.post_policy.marked(request.classification, &request.body);
     let mut evidence = PostEvidence::of(&body);

@@ -308,10 +308,10 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             // The room answers to another homeserver (moved by an operator, or watched from
             // the wrong one): every run would be refused the same way until the owner watches
             // it from the room's homeserver.
-            pause = Some(
-                "HOMESERVER_MISMATCH: the room is archived from another homeserver; watch it from that one"
-                    .to_owned(),
-            );
+            pause = Some(format!(
+                "{}: the room is archived from another homeserver; watch it from that one",
+                Error::HomeserverMismatch.code()
+            ));
             result.as_ref().err().map(message)
         }
         Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {

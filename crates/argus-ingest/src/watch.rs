@@ -96,13 +96,7 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
     };
     let v = viewer.clone();
     let caps = argus_store::WatchCaps { per_owner: limits.max_per_owner, per_org: limits.max_per_org };
-    let watch =
-        services.with_store(move |store| store.upsert_watch(&v, &new, caps)).await.map_err(|e| match e {
-            Error::Store(argus_store::Error::TooManyWatches { per, limit }) => {
-                Error::TooManyWatches { per, limit }
-            }
-            other => other,
-        })?;
+    let watch = services.with_store(move |store| store.upsert_watch(&v, &new, caps)).await?;
     tracing::info!(
         actor = %viewer.actor, org = %viewer.org, room = %watch.room_id, interval = watch.interval_secs,
         decrypts = watch.decrypts, "room watched"

@@ -139,10 +139,7 @@ impl Error {
 /// Keeps an `errcode` only if it looks like one (`M_FOO`, `ORG.EXAMPLE_FOO`), at most 64 bytes,
 /// so a hostile homeserver cannot put arbitrary text into our errors.
 pub(crate) fn sanitise_errcode(code: &str) -> Option<String> {
-    let ok = !code.is_empty()
-        && code.len() <= 64
-        && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.'));
-    ok.then(|| code.to_owned())
+    argus_crypto::printable_name(code).map(str::to_owned)
 }
 
 #[cfg(test)]

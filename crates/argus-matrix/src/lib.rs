@@ -14,6 +14,7 @@ mod send;
 mod session;
 mod transport;
 
+pub use argus_crypto::megolm::Undecryptable;
 pub use config::{
     ConnectorConfig, DEFAULT_BATCH_PAGES, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions,
     HARD_MAX_MESSAGES,

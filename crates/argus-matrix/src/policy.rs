@@ -13,6 +13,7 @@ use std::{
     sync::Arc,
 };
 
+use argus_domain::normalise_host;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
@@ -202,10 +203,6 @@ impl OutboundPolicy {
         }
         Ok(transport)
     }
-}
-
-fn normalise_host(h: &str) -> String {
-    h.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// One allow-list entry as the operator wrote it: `host`, `host:port`, or a homeserver URL

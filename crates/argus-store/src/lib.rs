@@ -55,9 +55,7 @@ pub use self::{
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     search::{RANK_WINDOW, SearchPage},
-    watch::{
-        ClaimedWatch, MAX_WATCHES_PER_ORG, MAX_WATCHES_PER_OWNER, SealedWatchToken, WatchCaps, WatchRun,
-    },
+    watch::{ClaimedWatch, SealedWatchToken, WatchCaps, WatchRun},
     write::{INTERRUPTED, IngestionRun, RunRecord, RunTicket, StoredCounts},
 };
 use self::{

@@ -18,10 +18,10 @@ use crate::{
 };
 
 /// The most watches one organisation may have, by default ([`WatchCaps`]).
-pub const MAX_WATCHES_PER_ORG: u32 = 10_000;
+const MAX_WATCHES_PER_ORG: u32 = 10_000;
 
 /// The most watches one owner may have, by default ([`WatchCaps`]).
-pub const MAX_WATCHES_PER_OWNER: u32 = 500;
+const MAX_WATCHES_PER_OWNER: u32 = 500;
 
 /// Bounds on new watches, counted over the watches the caller may see: the caller's own, and
 /// their organisation's. A refusal never tells the caller about watches above their clearance.
@@ -206,8 +206,9 @@ pub(crate) fn upsert(
             }
             Some((watch, _)) => {
                 if watch.owner != new.owner {
-                    // Taken over from another owner: a new watch of the caller's.
-                    check_caps(conn, viewer, WatchCaps { per_org: u32::MAX, ..caps })?;
+                    // Taken over from another owner: a new watch of the caller's, not of the
+                    // organisation's.
+                    check_owner_cap(conn, viewer, caps.per_owner)?;
                 }
                 let level = level.max(watch.classification);
                 sql.push("UPDATE watches SET owner = ").bind::<Text, _>(new.owner.as_str().to_owned());
@@ -223,7 +224,8 @@ pub(crate) fn upsert(
                 sql.build().execute(conn)?;
             }
             None => {
-                check_caps(conn, viewer, caps)?;
+                check_owner_cap(conn, viewer, caps.per_owner)?;
+                check_org_cap(conn, viewer, caps.per_org)?;
                 sql.push(
                     "INSERT INTO watches (org_id, owner, room_id, homeserver_url, classification, \
                      interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at, \
@@ -261,25 +263,30 @@ struct Count {
     n: i64,
 }
 
-/// Refuses one more watch of `viewer`'s when their own, or their organisation's as they see it,
-/// have reached `caps`. Only what the viewer may see is counted: how many watches exist above
-/// their clearance never decides their answer.
-fn check_caps(conn: &mut DbConn, viewer: &Viewer, caps: WatchCaps) -> Result<()> {
-    let gate = Gate::of(viewer);
-    let count = |conn: &mut DbConn, owner: Option<&str>| -> Result<i64> {
-        let mut sql = Sql::new(conn.backend());
-        sql.push("SELECT COUNT(*) AS n FROM watches w WHERE ");
-        gate.apply_watch(&mut sql, "w");
-        if let Some(owner) = owner {
-            sql.push(" AND w.owner = ").bind::<Text, _>(owner.to_owned());
-        }
-        Ok(sql.build().get_result::<Count>(conn)?.n)
-    };
-    if count(conn, Some(viewer.actor.as_str()))? >= i64::from(caps.per_owner) {
-        return Err(Error::TooManyWatches { per: "owner", limit: caps.per_owner });
+/// The watches `viewer` may see, of `owner` alone or of their whole organisation: what the caps
+/// count, so that how many watches exist above their clearance never decides their answer.
+fn count_visible(conn: &mut DbConn, viewer: &Viewer, owner: Option<&str>) -> Result<i64> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT COUNT(*) AS n FROM watches w WHERE ");
+    Gate::of(viewer).apply_watch(&mut sql, "w");
+    if let Some(owner) = owner {
+        sql.push(" AND w.owner = ").bind::<Text, _>(owner.to_owned());
     }
-    if caps.per_org != u32::MAX && count(conn, None)? >= i64::from(caps.per_org) {
-        return Err(Error::TooManyWatches { per: "organisation", limit: caps.per_org });
+    Ok(sql.build().get_result::<Count>(conn)?.n)
+}
+
+/// Refuses one more watch of `viewer`'s when they own `limit` already.
+fn check_owner_cap(conn: &mut DbConn, viewer: &Viewer, limit: u32) -> Result<()> {
+    if count_visible(conn, viewer, Some(viewer.actor.as_str()))? >= i64::from(limit) {
+        return Err(Error::TooManyWatches { per: "owner", limit });
+    }
+    Ok(())
+}
+
+/// Refuses one more watch when `viewer`'s organisation, as they see it, has `limit` already.
+fn check_org_cap(conn: &mut DbConn, viewer: &Viewer, limit: u32) -> Result<()> {
+    if count_visible(conn, viewer, None)? >= i64::from(limit) {
+        return Err(Error::TooManyWatches { per: "organisation", limit });
     }
     Ok(())
 }

@@ -14,6 +14,12 @@ use super::{
 };
 use crate::encoding::MAX_FIELD_BYTES;
 
+/// Worker threads a page's decryption is shared out over: the machine's cores, at most four
+/// (asked once: on Linux the answer reads the cgroup files).
+static THREADS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(4)
+});
+
 /// Bytes of a megolm (v1) message's truncated MAC and of its Ed25519 signature.
 const MAC_BYTES: usize = 8;
 const SIGNATURE_BYTES: usize = 64;
@@ -81,7 +87,7 @@ impl SessionKeys {
     /// about a third of the cost of checking them one by one), and one by one only when the
     /// batch fails, to find the messages that do not verify.
     pub fn decrypt_all(&mut self, room_id: &str, contents: &[EncryptedContent]) -> Vec<Decrypted> {
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(4);
+        let threads = *THREADS;
         if threads < 2 || contents.len() < 64 {
             let mut results = vec![Err(Undecryptable::Malformed); contents.len()];
             for (i, r) in self.decrypt_many(room_id, contents.iter().enumerate()) {

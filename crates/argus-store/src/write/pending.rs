@@ -53,24 +53,24 @@ fn waiting(conn: &mut DbConn, kept: Kept, org: &str, room_pk: i64) -> Result<i64
     })
 }
 
+/// Whether an item of the room waits in `kept`'s table (one index lookup).
+fn first_waiting(conn: &mut DbConn, kept: Kept, org: &str, room_pk: i64) -> Result<bool> {
+    let first: Option<i64> = match kept {
+        Kept::Edits => {
+            pe::table.filter(pe::org_id.eq(org)).filter(pe::room_pk.eq(room_pk)).select(pe::id).first(conn)
+        }
+        Kept::Redactions => {
+            pr::table.filter(pr::org_id.eq(org)).filter(pr::room_pk.eq(room_pk)).select(pr::id).first(conn)
+        }
+    }
+    .optional()?;
+    Ok(first.is_some())
+}
+
 /// Whether anything of the room waits (one index lookup per table).
 fn any_waiting(conn: &mut DbConn, org: &str, room_pk: i64) -> Result<bool> {
-    let edit: Option<i64> = pe::table
-        .filter(pe::org_id.eq(org))
-        .filter(pe::room_pk.eq(room_pk))
-        .select(pe::id)
-        .first(conn)
-        .optional()?;
-    if edit.is_some() {
-        return Ok(true);
-    }
-    let redaction: Option<i64> = pr::table
-        .filter(pr::org_id.eq(org))
-        .filter(pr::room_pk.eq(room_pk))
-        .select(pr::id)
-        .first(conn)
-        .optional()?;
-    Ok(redaction.is_some())
+    Ok(first_waiting(conn, Kept::Edits, org, room_pk)?
+        || first_waiting(conn, Kept::Redactions, org, room_pk)?)
 }
 
 /// Whether one more item may wait in `kept`'s table for the room; `count` caches the room's

@@ -27,7 +27,7 @@ fn text(id: &str, sender: &str, body: &str, sent_at: OffsetDateTime) -> MessageR
 const JEAN: &str = "@jean.dupont:agent.tchap.gouv.fr";
 const MARIE: &str = "@marie.curie:agent.tchap.gouv.fr";
 
-fn request(query: &str) -> SearchRequest {
+pub(crate) fn request(query: &str) -> SearchRequest {
     SearchRequest {
         query: query.parse().unwrap_or_else(|e| panic!("{query}: {e}")),
         room_id: None,

@@ -17,16 +17,9 @@ backend_suite!(
     no_search_text_reaches_the_organisation_term,
 );
 
+/// A search for `query` across the caller's organisation, one page of 20.
 fn request(query: &str) -> SearchRequest {
-    SearchRequest {
-        query: query.parse().unwrap_or_else(|e| panic!("{query}: {e}")),
-        room_id: None,
-        sender: None,
-        from: None,
-        to: None,
-        first: 20,
-        offset: 0,
-    }
+    SearchRequest { first: 20, ..crate::search::request(query) }
 }
 
 /// `n` messages of `room`, one second apart, the `i`-th with body `body(i)`.
