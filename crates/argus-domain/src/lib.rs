@@ -15,6 +15,7 @@
 //! # Ok::<(), argus_domain::Error>(())
 //! ```
 
+mod attachment;
 mod classification;
 mod error;
 mod ids;
@@ -31,6 +32,7 @@ pub mod testing;
 mod viewer;
 pub mod watch;
 
+pub use attachment::{Attachment, AttachmentJwk, AttachmentStatus, EncryptedFile, MxcUri, Sha256Digest};
 pub use classification::Classification;
 pub use error::{Error, Result};
 pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId, normalise_host};

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use crate::{Classification, EventId, RoomId, UserId};
 
 /// A media attachment (m.image, m.file, m.audio, m.video): a reference, never the content.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MediaRef {
     /// The `mxc://` URI of the content (absent for encrypted attachments).
     pub uri: Option<String>,
@@ -13,6 +13,20 @@ pub struct MediaRef {
     pub mimetype: Option<String>,
     /// The size in bytes the sender declared.
     pub size: Option<u64>,
+    /// The file name the sender gave (`filename`, else the body of an `m.file`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// The `EncryptedFile` of an end-to-end encrypted attachment (known once its message is
+    /// decrypted): where the ciphertext is and how to open it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::EncryptedFile>,
+}
+
+impl MediaRef {
+    /// The `mxc://` URI the file is fetched from: the plain one, else the ciphertext's.
+    pub fn mxc_uri(&self) -> Option<&str> {
+        self.uri.as_deref().or_else(|| self.file.as_ref().map(|f| f.url.as_str()).filter(|u| !u.is_empty()))
+    }
 }
 
 /// One message event of a room after normalisation.

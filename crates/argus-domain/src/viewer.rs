@@ -23,6 +23,10 @@ pub enum Scope {
     /// captured it, when it was redacted afterwards (kept under legal hold; everyone else sees
     /// it redacted).
     Redacted,
+    /// `tchap:quarantine`: download files the scanner found infected (always as
+    /// `application/octet-stream`), for incident response; with `tchap:read` and the message's
+    /// gate like any other download.
+    Quarantine,
 }
 
 impl Scope {
@@ -35,6 +39,7 @@ impl Scope {
             Self::AuditChain => "tchap:audit:chain",
             Self::Post => "tchap:post",
             Self::Redacted => "tchap:redacted",
+            Self::Quarantine => "tchap:quarantine",
         }
     }
 
@@ -66,6 +71,7 @@ impl FromStr for Scope {
             "tchap:audit:chain" => Ok(Self::AuditChain),
             "tchap:post" => Ok(Self::Post),
             "tchap:redacted" => Ok(Self::Redacted),
+            "tchap:quarantine" => Ok(Self::Quarantine),
             other => Err(Error::UnknownScope(crate::classification::truncate_for_message(other))),
         }
     }

@@ -72,6 +72,7 @@ async fn redacted_after_capture() -> Harness {
         uri: Some("mxc://tchap.test/badge".into()),
         mimetype: Some("image/jpeg".into()),
         size: None,
+        ..Default::default()
     });
     let meeting = text(2, "Rendez-vous à 10h");
     let mut later = snapshot(Vec::new());

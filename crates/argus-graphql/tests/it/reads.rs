@@ -221,6 +221,7 @@ fn varied_room() -> argus_domain::RoomSnapshot {
         uri: Some("mxc://tchap.test/abc".into()),
         mimetype: Some("image/jpeg".into()),
         size: Some(12),
+        ..Default::default()
     });
     let reply = text(2, "« citation » \"quoted\" \\ \u{1F600}")
         .reply_to("$v1:tchap.test")

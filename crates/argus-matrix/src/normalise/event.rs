@@ -264,5 +264,5 @@ fn media_of(msgtype: &str, content: &MessageContent<'_>) -> Option<MediaRef> {
     let info =
         content.info.and_then(|raw| serde_json::from_str::<MediaInfo>(raw.get()).ok()).unwrap_or_default();
     let uri = content.url.as_deref().filter(|u| u.starts_with("mxc://")).map(str::to_owned);
-    Some(MediaRef { uri, mimetype: info.mimetype, size: info.size })
+    Some(MediaRef { uri, mimetype: info.mimetype, size: info.size, filename: None, file: None })
 }

@@ -28,6 +28,7 @@ fn edits_and_redactions_apply_to_stored_messages(db: &TestDb) {
         uri: Some("mxc://x.org/abc".to_owned()),
         mimetype: Some("image/png".to_owned()),
         size: Some(1234),
+        ..Default::default()
     });
     msgs[2].msgtype = Some("m.image".to_owned());
     s.record_ingestion(&run(&v, Restricted), &snapshot("!e:x.org", msgs.clone())).unwrap();

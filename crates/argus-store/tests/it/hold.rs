@@ -81,6 +81,7 @@ fn stored_then_redacted(s: &Store, ingester: &Viewer) -> Vec<MessageRecord> {
         uri: Some("mxc://x.org/plan".to_owned()),
         mimetype: Some("image/png".to_owned()),
         size: Some(2048),
+        ..Default::default()
     });
     s.record_ingestion(&run(ingester, Restricted), &snapshot(ROOM, msgs.clone())).unwrap();
     let mut edited = snapshot(ROOM, Vec::new());
