@@ -246,6 +246,9 @@ pub struct StoredMessage {
     /// hold; only for a reader with [`crate::Scope::Redacted`], `None` for everyone else and
     /// when nothing of the message is held.
     pub held: Option<HeldContent>,
+    /// What the archive holds of the file the message carries, when it carries one (gated with
+    /// the message; `None` for a message without a file, undecrypted or redacted).
+    pub attachment: Option<crate::Attachment>,
 }
 
 /// The content of a message as the archive captured it, kept under legal hold (a sealed

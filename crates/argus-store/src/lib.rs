@@ -25,6 +25,7 @@
 //! ```
 
 mod ahead;
+mod attachments;
 mod audit;
 mod cursor;
 mod db;
@@ -45,6 +46,7 @@ use argus_domain::{
 };
 use time::OffsetDateTime;
 
+pub use self::attachments::{BlobVerdict, Download, FetchOutcome, MediaJob, NewBlob, ScanRecord};
 #[cfg(feature = "testing")]
 pub use self::testing::IngestionResult;
 pub use self::{
@@ -333,6 +335,80 @@ impl Store {
     /// Releases a watch claimed by `owner` without running it, due again at `next_run_at`.
     pub fn release_watch(&self, id: i64, owner: &str, next_run_at: OffsetDateTime) -> Result<bool> {
         watch::release(&mut *self.conn()?, id, owner, next_run_at)
+    }
+
+    /// The attachment `id` for the download route, when the viewer may see its message and its
+    /// bytes are held and scanned (`Stored`, or `Infected` for quarantine); `None` for every
+    /// other case alike (absent, foreign, withheld, redacted, not held yet).
+    pub fn attachment_download(&self, viewer: &Viewer, id: i64) -> Result<Option<Download>> {
+        attachments::read::download(&mut *self.conn()?, &Gate::of(viewer), id)
+    }
+
+    /// Claims up to `limit` due `PENDING` attachments of one room of `org` (its ingestion run
+    /// fetches them with its own token) for `owner` until `now + lease`.
+    pub fn claim_room_media(
+        &self,
+        org: &argus_domain::OrgId,
+        room_id: &RoomId,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<MediaJob>> {
+        let scope = attachments::queue::ClaimScope::Room { org: org.as_str(), room_id: room_id.as_str() };
+        attachments::queue::claim(&mut *self.conn()?, scope, owner, now, lease, limit)
+    }
+
+    /// Claims up to `limit` due `PENDING` attachments of rooms an active watch keeps current,
+    /// each with the watch's sealed token, for the media worker `owner` until `now + lease`.
+    pub fn claim_watched_media(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<MediaJob>> {
+        attachments::queue::claim(
+            &mut *self.conn()?,
+            attachments::queue::ClaimScope::Watched,
+            owner,
+            now,
+            lease,
+            limit,
+        )
+    }
+
+    /// Records what became of attachment `id` claimed by `owner` (a fetched one's blob is
+    /// recorded with it) and releases it; `false` when the claim was lost meanwhile.
+    pub fn record_media(
+        &self,
+        id: i64,
+        owner: &str,
+        outcome: &FetchOutcome,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        attachments::queue::record(&mut *self.conn()?, id, owner, outcome, now)
+    }
+
+    /// Up to `limit` held blobs that no scanner has judged yet, oldest first.
+    pub fn unscanned_blobs(&self, limit: u32) -> Result<Vec<argus_domain::Sha256Digest>> {
+        attachments::queue::unscanned(&mut *self.conn()?, limit)
+    }
+
+    /// Up to `limit` held blobs after `after` in digest order, whatever their verdict (for a
+    /// rescan when the signatures were updated).
+    pub fn blobs_after(
+        &self,
+        after: Option<&argus_domain::Sha256Digest>,
+        limit: u32,
+    ) -> Result<Vec<argus_domain::Sha256Digest>> {
+        attachments::queue::all_blobs(&mut *self.conn()?, after, limit)
+    }
+
+    /// Records a scanner's verdict on a blob, for every reference to it; `false` when the blob
+    /// is not known.
+    pub fn record_scan(&self, sha256: &argus_domain::Sha256Digest, scan: &ScanRecord) -> Result<bool> {
+        attachments::queue::record_scan(&mut *self.conn()?, sha256, scan)
     }
 
     /// Edits and redactions kept until their original is stored, in every organisation (for

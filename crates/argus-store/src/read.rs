@@ -224,7 +224,7 @@ impl Gate {
 }
 
 /// Appends `(:id, :id, …)`.
-fn push_ids(sql: &mut Sql<'_>, ids: &[i64]) {
+pub(crate) fn push_ids(sql: &mut Sql<'_>, ids: &[i64]) {
     sql.push("(");
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
@@ -437,7 +437,7 @@ pub(crate) fn messages_in_one_statement(
         Some((_, total)) => total.unwrap_or(0),
         None => return Ok(None),
     };
-    if rows.iter().any(|(m, _)| m.edited || m.redacted) {
+    if rows.iter().any(|(m, _)| m.edited || m.redacted || m.media.is_some()) {
         return Ok(None);
     }
     let items = rows.into_iter().map(|(r, _)| r.into_domain(room_id)).collect::<Result<Vec<_>>>()?;
@@ -529,12 +529,12 @@ pub(crate) fn attach_evidence(conn: &mut DbConn, gate: &Gate, items: &mut [Store
             redactions.insert(row.message_pk, row.into_domain()?);
         }
     }
-    for item in items {
+    for item in items.iter_mut() {
         item.message.versions = versions.remove(&item.id).unwrap_or_default();
         item.message.redaction = redactions.remove(&item.id);
         item.held = held.remove(&item.id);
     }
-    Ok(())
+    crate::attachments::read::attach(conn, gate, items)
 }
 
 /// Aggregates over the visible rooms.
@@ -597,7 +597,7 @@ pub(crate) fn ingestions(
 }
 
 /// One visible message of a visible room, by its Matrix event id; `None` when it is absent or
-/// withheld (the two look alike).
+/// withheld (the two look alike). Its attachment is read with it.
 pub(crate) fn message(
     conn: &mut DbConn,
     gate: &Gate,
@@ -611,5 +611,7 @@ pub(crate) fn message(
         .select(<MessageRow as diesel::SelectableHelper<_>>::as_select())
         .first(conn)
         .optional()?;
-    row.map(|r| r.into_domain(room_id)).transpose()
+    let Some(mut message) = row.map(|r| r.into_domain(room_id)).transpose()? else { return Ok(None) };
+    crate::attachments::read::attach(conn, gate, std::slice::from_mut(&mut message))?;
+    Ok(Some(message))
 }

@@ -121,6 +121,7 @@ impl MessageRow {
                 redaction: None,
             },
             held: None,
+            attachment: None,
         })
     }
 }
