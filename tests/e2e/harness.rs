@@ -75,11 +75,17 @@ impl Server {
     /// Starts the server on `database_url`, with its data directory and fusion JSON Lines file in
     /// `dir`, an HS256 secret, and the loopback Synapse allowed as a homeserver.
     pub(crate) async fn start(database_url: &str, dir: &Path) -> Result<Self> {
+        Self::start_with(database_url, dir, |_| {}).await
+    }
+
+    /// [`Server::start`] with `configure` applied to the configuration last.
+    pub(crate) async fn start_with(database_url: &str, dir: &Path, configure: impl FnOnce(&mut Config)) -> Result<Self> {
         let mut config = Config { database_url: database_url.parse()?, ..Config::default() };
         config.data_dir = Some(dir.to_path_buf());
         config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
         config.matrix.allow_private_addresses = vec!["127.0.0.1".into()];
         config.fusion.jsonl_path = Some(dir.join(FUSION_FILE));
+        configure(&mut config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
         let running = argus_server::spawn(listener, config.clone()).await.context("starting the server")?;
         let base = format!("http://{}", running.addr());
@@ -158,6 +164,23 @@ impl Server {
         Ok((code, body))
     }
 
+    /// GETs `path` (a path on the server) with `jwt`, and the `Range` header when given.
+    pub(crate) async fn download(&self, jwt: &str, path: &str, range: Option<&str>) -> Result<Downloaded> {
+        let mut request = self.client.get(format!("{}{path}", self.base)).bearer_auth(jwt);
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        let response = request.send().await.with_context(|| format!("GET {path}"))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = response.bytes().await.context("reading a download")?.to_vec();
+        Ok(Downloaded { status, headers, body })
+    }
+
     /// Every response body received so far.
     pub(crate) fn responses(&self) -> Result<Vec<String>> {
         Ok(self.responses.lock().map_err(|_| anyhow!("responses poisoned"))?.clone())
@@ -186,4 +209,21 @@ pub(crate) fn message_node(connection: &Value, event_id: &str) -> Result<Value> 
         .and_then(|e| e.iter().map(|e| &e["node"]).find(|n| n["eventId"] == event_id))
         .cloned()
         .with_context(|| format!("{event_id} not listed: {connection}"))
+}
+
+/// A download's answer.
+pub(crate) struct Downloaded {
+    /// The HTTP status.
+    pub(crate) status: u16,
+    /// The headers, lowercase names.
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body.
+    pub(crate) body: Vec<u8>,
+}
+
+impl Downloaded {
+    /// The value of header `name` (empty when absent).
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
 }

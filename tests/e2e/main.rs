@@ -18,6 +18,7 @@
 //! global tracing subscriber to itself (another test installing one first would leave the scan
 //! nothing to read), and every line the process logged belongs to these runs.
 
+mod attachments;
 mod encrypted;
 mod evidence;
 mod harness;
@@ -111,4 +112,23 @@ async fn replicas_share_watched_rooms_on_postgres() {
     let Some(synapse) = argus_testkit::synapse::synapse() else { return };
     let Some(db) = argus_testkit::postgres::fresh_database() else { return };
     replicas::run(synapse, &db).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(clamd) = argus_testkit::clamd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    attachments::run(synapse, &clamd, &url, "file", dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_on_postgres_with_s3() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(clamd) = argus_testkit::clamd::start() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let Some(s3) = argus_testkit::s3::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    attachments::run(synapse, &clamd, db.url(), &s3.store_url(), dir.path()).await.unwrap();
 }

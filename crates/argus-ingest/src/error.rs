@@ -73,6 +73,9 @@ pub enum Error {
     /// A background task failed (panicked or was cancelled).
     #[error("internal error")]
     Internal,
+    /// Fetching, holding or scanning a file failed (its own stable code is used).
+    #[error("{0}")]
+    Media(#[from] argus_media::Error),
 }
 
 impl Error {
@@ -93,6 +96,7 @@ impl Error {
             Self::HomeserverMismatch => "HOMESERVER_MISMATCH",
             Self::Connector(e) => e.code(),
             Self::Store(e) => e.code(),
+            Self::Media(e) => e.code(),
             Self::Internal => "INTERNAL",
         }
     }

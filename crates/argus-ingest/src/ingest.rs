@@ -258,6 +258,12 @@ async fn ingest_one(
     }
     Metrics::add(&services.metrics.messages_fetched, progress.report.messages);
     Metrics::add(&services.metrics.messages_stored, u64::try_from(progress.stored).unwrap_or(0));
+    if let Some(media) = &services.media {
+        // The files of what the run stored (and of earlier runs' files still due), fetched
+        // beside it with its token: the run does not wait for them.
+        let session = Session::with_token(valid.homeserver.clone(), request.access_token.clone());
+        media.spawn_room(services, session, viewer.org.clone(), valid.room_id.clone());
+    }
     match (read, finished) {
         (Ok(()), Ok(record)) => {
             Metrics::add(&services.metrics.ingestions_succeeded, 1);

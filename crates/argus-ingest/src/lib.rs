@@ -8,6 +8,8 @@
 //!   keeps them current, sharing the due ones among server replicas through leases.
 //! - [`post::post_note`]: a note posted into an archived room behind the write-down guard,
 //!   sent or refused, audited in the chain like a run ([`Services::post_policy`]).
+//! - [`media`]: the files of stored messages fetched after each run, checked, held in the
+//!   blob store and scanned; a worker retries and scans what is left ([`Media`]).
 //! - [`Services`]: the store, the connector, admission, caps and counters, built once.
 //!
 //! No HTTP or GraphQL here: the API layers wrap [`Error`] and pass on its stable code and
@@ -17,6 +19,7 @@ mod admission;
 mod audit;
 mod error;
 pub mod ingest;
+pub mod media;
 pub mod post;
 pub mod scheduler;
 mod services;
@@ -25,5 +28,6 @@ pub mod watch;
 
 pub use admission::{Admission, AdmissionLimits, Admitted};
 pub use error::{Error, Result};
+pub use media::{Media, MediaReport, MediaSettings};
 pub use services::{Limits, Metrics, Services, WatchLimits};
 pub use token_keys::{Credentials, TokenKey, TokenKeys};

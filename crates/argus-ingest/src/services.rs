@@ -120,6 +120,9 @@ pub struct Services {
     pub watch_limits: WatchLimits,
     /// The write-down guard and marking of notes posted into rooms.
     pub post_policy: argus_domain::PostPolicy,
+    /// The files of stored messages: fetched after each run, held and scanned; `None`: only
+    /// their references are kept.
+    pub media: Option<Arc<crate::Media>>,
     /// One permit per pooled connection: callers past the pool's size wait here, in turn and
     /// without holding a thread, instead of as blocked threads on the pool.
     store_slots: Arc<tokio::sync::Semaphore>,
@@ -140,6 +143,7 @@ impl Services {
             token_keys: None,
             watch_limits: WatchLimits::default(),
             post_policy: argus_domain::PostPolicy::default(),
+            media: None,
         }
     }
 
