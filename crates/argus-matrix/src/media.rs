@@ -25,8 +25,8 @@ use crate::{
     api::{download_media, get_media_config, get_supported_versions, media_proxy_download},
     transport::{HttpClient, Target, read_bounded},
 };
-pub(crate) use exchange::MediaRequest;
 pub use exchange::MAX_REDIRECTS;
+pub(crate) use exchange::MediaRequest;
 
 /// What the homeserver supports for media.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,7 +121,9 @@ impl Connector {
                 let request = download_media::request(&target, uri, caps.authenticated, cap)?;
                 match fetch(client, &target, &request).await {
                     Err(e) if caps.authenticated && exchange::is_unrecognized(&e) => {
-                        tracing::info!("the homeserver has no authenticated media route; using the legacy one");
+                        tracing::info!(
+                            "the homeserver has no authenticated media route; using the legacy one"
+                        );
                         let legacy = download_media::request(&target, uri, false, cap)?;
                         fetch(client, &target, &legacy).await?
                     }
@@ -151,12 +153,20 @@ impl Connector {
 }
 
 /// Sends a media request, retried and renewed as every call is, up to the answer's head.
-async fn fetch(client: &HttpClient, target: &Target<'_>, request: &MediaRequest) -> Result<reqwest::Response> {
+async fn fetch(
+    client: &HttpClient,
+    target: &Target<'_>,
+    request: &MediaRequest,
+) -> Result<reqwest::Response> {
     client.retrying(target, |token| exchange::exchange(client, target, request, token)).await
 }
 
 /// A small JSON answer of a media call (`/versions`, the media configuration).
-pub(crate) async fn get_json<T: DeserializeOwned>(client: &HttpClient, target: &Target<'_>, url: Url) -> Result<T> {
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    client: &HttpClient,
+    target: &Target<'_>,
+    url: Url,
+) -> Result<T> {
     let limit = client.config.max_response_bytes;
     let request = MediaRequest::get(url, limit as u64);
     client
@@ -164,11 +174,13 @@ pub(crate) async fn get_json<T: DeserializeOwned>(client: &HttpClient, target: &
             let request = &request;
             async move {
                 let response = exchange::exchange(client, target, request, token).await?;
-                let deadline = (tokio::time::Instant::now() + client.config.request_timeout).min(target.deadline);
+                let deadline =
+                    (tokio::time::Instant::now() + client.config.request_timeout).min(target.deadline);
                 let body = tokio::time::timeout_at(deadline, read_bounded(response, limit))
                     .await
                     .map_err(|_| Error::Unreachable("request timed out".into()))??;
-                serde_json::from_slice(&body).map_err(|_| Error::malformed("a media call answered unexpected JSON"))
+                serde_json::from_slice(&body)
+                    .map_err(|_| Error::malformed("a media call answered unexpected JSON"))
             }
         })
         .await

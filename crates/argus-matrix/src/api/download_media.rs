@@ -13,7 +13,12 @@ use crate::{
 
 /// The download of `uri` from the session's homeserver, by the authenticated route or the
 /// legacy one.
-pub(crate) fn request(target: &Target<'_>, uri: &MxcUri, authenticated: bool, cap: u64) -> Result<MediaRequest> {
+pub(crate) fn request(
+    target: &Target<'_>,
+    uri: &MxcUri,
+    authenticated: bool,
+    cap: u64,
+) -> Result<MediaRequest> {
     let (server, media) = (uri.server_name(), uri.media_id());
     if authenticated {
         let url = homeserver_url(target, &["_matrix", "client", "v1", "media", "download", server, media])?;

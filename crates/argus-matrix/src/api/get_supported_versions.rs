@@ -45,9 +45,14 @@ fn at_least_1_11(version: &str) -> bool {
 mod tests {
     #[test]
     fn versions_from_1_11_have_authenticated_media() {
-        for (v, yes) in
-            [("v1.11", true), ("v1.12", true), ("v2.0", true), ("v1.10", false), ("r0.6.1", false), ("v1", false)]
-        {
+        for (v, yes) in [
+            ("v1.11", true),
+            ("v1.12", true),
+            ("v2.0", true),
+            ("v1.10", false),
+            ("r0.6.1", false),
+            ("v1", false),
+        ] {
             assert_eq!(super::at_least_1_11(v), yes, "{v}");
         }
     }

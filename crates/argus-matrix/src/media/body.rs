@@ -48,7 +48,10 @@ impl State {
 /// cap fails before anything is read; a body passing the cap fails as soon as it does; one that
 /// stalls or comes too slowly fails with [`Error::MediaStalled`]. The stream ends after its
 /// first error.
-pub(crate) fn stream(response: reqwest::Response, limits: BodyLimits) -> Result<BoxStream<'static, Result<Bytes>>> {
+pub(crate) fn stream(
+    response: reqwest::Response,
+    limits: BodyLimits,
+) -> Result<BoxStream<'static, Result<Bytes>>> {
     if response.content_length().is_some_and(|len| len > limits.cap) {
         return Err(Error::MediaTooLarge { cap: limits.cap });
     }

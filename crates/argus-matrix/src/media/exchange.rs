@@ -114,7 +114,12 @@ pub(crate) async fn exchange(
             }
             token_goes = false;
         }
-        tracing::debug!(status = status.as_u16(), hop = hop + 1, token = token_goes, "following a media redirect");
+        tracing::debug!(
+            status = status.as_u16(),
+            hop = hop + 1,
+            token = token_goes,
+            "following a media redirect"
+        );
         url = next;
     }
     Err(Error::policy(format!("more than {MAX_REDIRECTS} redirects")))
@@ -149,9 +154,7 @@ fn classify(status: u16, headers: &HeaderMap, body: &ErrorBody, cap: u64) -> Err
         return Error::MediaRefused { code: refusal };
     }
     match (status, code) {
-        (404 | 405, "M_UNRECOGNIZED") => {
-            Error::Homeserver { status, errcode: Some("M_UNRECOGNIZED".into()) }
-        }
+        (404 | 405, "M_UNRECOGNIZED") => Error::Homeserver { status, errcode: Some("M_UNRECOGNIZED".into()) },
         (_, "M_NOT_FOUND") | (404, _) => Error::MediaNotFound,
         (_, "M_TOO_LARGE") | (413, _) => Error::MediaTooLarge { cap },
         (_, "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN") | (401, _) => Error::Unauthorized {
@@ -198,13 +201,18 @@ mod tests {
             c(403, serde_json::json!({"reason": "MCS_MEDIA_NOT_CLEAN", "info": "***VIRUS DETECTED***"})),
             Error::MediaRefused { code: "MCS_MEDIA_NOT_CLEAN" }
         ));
-        assert!(matches!(c(502, serde_json::json!({"errcode": "M_TOO_LARGE"})), Error::MediaTooLarge { cap: 10 }));
+        assert!(matches!(
+            c(502, serde_json::json!({"errcode": "M_TOO_LARGE"})),
+            Error::MediaTooLarge { cap: 10 }
+        ));
         assert!(matches!(
             c(401, serde_json::json!({"errcode": "M_UNKNOWN_TOKEN", "soft_logout": true})),
             Error::Unauthorized { soft_logout: true, .. }
         ));
         let limited = c(429, serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 1500}));
-        assert!(matches!(limited, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_millis(1500)));
+        assert!(
+            matches!(limited, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_millis(1500))
+        );
         let failed = c(502, serde_json::json!({"reason": "MCS_MEDIA_REQUEST_FAILED"}));
         assert!(failed.is_retryable(), "{failed}");
         // Text chosen by the server never reaches the message.

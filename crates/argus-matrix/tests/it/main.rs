@@ -2,6 +2,8 @@
 
 mod errors;
 mod key_backup;
+mod media;
+mod media_hostile;
 mod mock;
 mod normalisation;
 mod pagination;
