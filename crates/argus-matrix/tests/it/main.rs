@@ -12,3 +12,4 @@ mod resets;
 mod secrets;
 mod session;
 mod synapse;
+mod synapse_media;
