@@ -57,7 +57,8 @@ pub struct ConnectorConfig {
     pub media_idle_timeout: Duration,
     /// Slowest average a file's body may come at, in bytes per second, once
     /// [`ConnectorConfig::media_rate_grace`] has passed (0: no minimum): a body dribbled slower
-    /// ends with `MEDIA_STALLED` instead of holding a download for days.
+    /// ends with `MEDIA_STALLED` instead of holding a download for days. Measured from the
+    /// answer's head, so a consumer much slower than it (it reads the stream) counts too.
     pub media_min_rate: u64,
     /// Time a file's body has before its minimum rate applies (slow starts, small files).
     pub media_rate_grace: Duration,
