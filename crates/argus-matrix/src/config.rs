@@ -50,6 +50,35 @@ pub struct ConnectorConfig {
     /// Most bytes of timeline events held at once: by one read (`fetch_room`), or by one batch
     /// of a streamed read (`stream_room`); past it, the run fails with `LIMIT_EXCEEDED`.
     pub max_bytes: u64,
+    /// Where files are fetched from ([`crate::Connector::download_media`]).
+    pub media_route: MediaRoute,
+    /// Longest wait for the next bytes of a file's body; past it the download ends with
+    /// `MEDIA_STALLED`.
+    pub media_idle_timeout: Duration,
+    /// Slowest average a file's body may come at, in bytes per second, once
+    /// [`ConnectorConfig::media_rate_grace`] has passed (0: no minimum): a body dribbled slower
+    /// ends with `MEDIA_STALLED` instead of holding a download for days. Measured from the
+    /// answer's head, so a consumer much slower than it (it reads the stream) counts too.
+    pub media_min_rate: u64,
+    /// Time a file's body has before its minimum rate applies (slow starts, small files).
+    pub media_rate_grace: Duration,
+}
+
+/// Where files are fetched from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MediaRoute {
+    /// The session's homeserver: the authenticated media route (`/_matrix/client/v1/media/…`),
+    /// or the legacy one on a homeserver without it.
+    #[default]
+    Homeserver,
+    /// Element's Matrix Content Scanner, which fetches from the homeserver, scans and answers
+    /// the file's bytes (the ciphertext of an encrypted file) or a refusal
+    /// (`MCS_MEDIA_NOT_CLEAN`, `MCS_MIME_TYPE_FORBIDDEN`). Reached under the same outbound
+    /// policy as homeservers, with the session's token.
+    ContentScanner {
+        /// The scanner's base URL (the routes are `{base}/_matrix/media_proxy/unstable/…`).
+        base_url: url::Url,
+    },
 }
 
 /// Timeline events a run may read for each message it may return: edits, redactions,
@@ -73,6 +102,10 @@ impl Default for ConnectorConfig {
             max_retry_wait: Duration::from_secs(30),
             max_events: 4 * u64::from(crate::HARD_MAX_STREAMED_MESSAGES),
             max_bytes: 512 * 1024 * 1024,
+            media_route: MediaRoute::Homeserver,
+            media_idle_timeout: Duration::from_secs(30),
+            media_min_rate: 16 * 1024,
+            media_rate_grace: Duration::from_secs(60),
         }
     }
 }

@@ -42,6 +42,7 @@ impl Connector {
             || config.request_timeout.is_zero()
             || config.run_deadline.is_zero()
             || config.stream_deadline.is_zero()
+            || config.media_idle_timeout.is_zero()
         {
             return invalid("timeouts must be positive");
         }

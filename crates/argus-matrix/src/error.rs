@@ -84,13 +84,37 @@ pub enum Error {
     /// The receiver of a streamed read went away: the read stopped.
     #[error("the read was stopped by its receiver")]
     Cancelled,
+    /// The homeserver (or the content scanner) does not have the file (`M_NOT_FOUND`).
+    #[error("the homeserver does not have this file (M_NOT_FOUND)")]
+    MediaNotFound,
+    /// The file is larger than the cap: declared so, or met while it streamed.
+    #[error("the file is larger than the cap of {cap} bytes")]
+    MediaTooLarge {
+        /// The cap, in bytes.
+        cap: u64,
+    },
+    /// The content scanner refused to hand the file over (its verdict, not a failure): a caller
+    /// records the file as unavailable with this code.
+    #[error("the content scanner refused the file ({code})")]
+    MediaRefused {
+        /// The scanner's reason: `MCS_MEDIA_NOT_CLEAN`, `MCS_MIME_TYPE_FORBIDDEN`,
+        /// `MCS_MEDIA_FAILED_TO_DECRYPT` or `MCS_BAD_DECRYPTION`.
+        code: &'static str,
+    },
+    /// A file's body stopped (nothing within the idle timeout) or came slower than the minimum
+    /// rate.
+    #[error("the file's body stalled or came slower than the minimum rate")]
+    MediaStalled,
 }
 
 impl Error {
     /// Whether the same read may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Unreachable(_) | Self::DeadlineExceeded(_) => true,
+            Self::RateLimited { .. }
+            | Self::Unreachable(_)
+            | Self::DeadlineExceeded(_)
+            | Self::MediaStalled => true,
             Self::Homeserver { status, .. } => *status >= 500,
             Self::Unauthorized { .. }
             | Self::Forbidden
@@ -102,7 +126,10 @@ impl Error {
             | Self::InvalidInput(_)
             | Self::NoKeyBackup
             | Self::Crypto(_)
-            | Self::Cancelled => false,
+            | Self::Cancelled
+            | Self::MediaNotFound
+            | Self::MediaTooLarge { .. }
+            | Self::MediaRefused { .. } => false,
         }
     }
 
@@ -124,6 +151,10 @@ impl Error {
             Self::NoKeyBackup => "NO_KEY_BACKUP",
             Self::Crypto(e) => e.code(),
             Self::Cancelled => "CANCELLED",
+            Self::MediaNotFound => "MEDIA_NOT_FOUND",
+            Self::MediaTooLarge { .. } => "MEDIA_TOO_LARGE",
+            Self::MediaRefused { .. } => "MEDIA_REFUSED",
+            Self::MediaStalled => "MEDIA_STALLED",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod bench;
 mod config;
 mod connector;
 mod error;
+mod media;
 mod normalise;
 mod policy;
 mod send;
@@ -17,9 +18,10 @@ mod transport;
 pub use argus_crypto::megolm::Undecryptable;
 pub use config::{
     ConnectorConfig, DEFAULT_BATCH_PAGES, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions,
-    HARD_MAX_MESSAGES,
+    HARD_MAX_MESSAGES, MediaRoute,
 };
 pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, MAX_JOINED_ROOMS, RoomStream};
 pub use error::{Error, Result};
+pub use media::{MAX_REDIRECTS, MediaCapabilities, MediaDownload, MediaLimits};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};
 pub use session::{Session, StaticToken, TokenSource};

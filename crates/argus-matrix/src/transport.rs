@@ -29,6 +29,10 @@ fn supported_versions() -> SupportedVersions {
 pub(crate) struct HttpClient {
     https: reqwest::Client,
     plain: reqwest::Client,
+    /// Clients for files, whose bodies may take longer than a request may: no overall timeout
+    /// (the body's idle timeout and minimum rate bound them instead).
+    media_https: reqwest::Client,
+    media_plain: reqwest::Client,
     pub(crate) policy: Arc<OutboundPolicy>,
     pub(crate) config: ConnectorConfig,
     versions: SupportedVersions,
@@ -45,22 +49,39 @@ pub(crate) struct Target<'a> {
 impl HttpClient {
     pub(crate) fn new(config: ConnectorConfig) -> Result<Self> {
         let policy = Arc::new(OutboundPolicy::new(&config)?);
-        let build = |transport| {
-            reqwest::Client::builder()
+        let build = |transport, media: bool| {
+            let builder = reqwest::Client::builder()
                 .dns_resolver(Arc::new(PolicyResolver { policy: Arc::clone(&policy), transport }))
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
                 .connect_timeout(config.connect_timeout)
-                .timeout(config.request_timeout)
-                .read_timeout(config.request_timeout)
                 .https_only(transport == Transport::Https)
-                .user_agent(concat!("argus-tchap/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))
+                .user_agent(concat!("argus-tchap/", env!("CARGO_PKG_VERSION")));
+            let builder = if media {
+                builder
+            } else {
+                builder.timeout(config.request_timeout).read_timeout(config.request_timeout)
+            };
+            builder.build().map_err(|e| Error::InvalidInput(format!("HTTP client: {e}")))
         };
-        let https = build(Transport::Https)?;
-        let plain = build(Transport::PlainHttp)?;
-        Ok(Self { https, plain, policy, config, versions: supported_versions() })
+        Ok(Self {
+            https: build(Transport::Https, false)?,
+            plain: build(Transport::PlainHttp, false)?,
+            media_https: build(Transport::Https, true)?,
+            media_plain: build(Transport::PlainHttp, true)?,
+            policy,
+            config,
+            versions: supported_versions(),
+        })
+    }
+
+    /// The client for files reached over `transport`: redirects not followed, addresses
+    /// checked by the policy resolver, no overall timeout.
+    pub(crate) fn media_client(&self, transport: Transport) -> &reqwest::Client {
+        match transport {
+            Transport::Https => &self.media_https,
+            Transport::PlainHttp => &self.media_plain,
+        }
     }
 
     /// The target of a call of `session` that may last `within`: its token checked and the
@@ -79,6 +100,21 @@ impl HttpClient {
         R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
         R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
     {
+        self.retrying(target, |token| {
+            let request = request.clone();
+            async move { self.attempt::<R>(target, &token, request).await }
+        })
+        .await
+    }
+
+    /// Runs `attempt` with the session's current token, retrying rate limits, server errors
+    /// and network failures within the configured bounds and the run's deadline; a refused
+    /// token is renewed by the session's token source when it can (once), then tried again.
+    pub(crate) async fn retrying<T, F, Fut>(&self, target: &Target<'_>, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(AccessToken) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(self.config.max_retry_wait)
@@ -89,7 +125,7 @@ impl HttpClient {
         let mut renewed = false;
         loop {
             let token = target.session.access_token()?;
-            let err = match self.attempt::<R>(target, &token, request.clone()).await {
+            let err = match attempt(token.clone()).await {
                 Ok(response) => return Ok(response),
                 Err(e @ Error::Unauthorized { .. }) if !renewed => {
                     if !target.session.renew(&token).await? {
@@ -197,7 +233,7 @@ fn describe_json_error(err: &ruma::api::error::DeserializationError) -> String {
 }
 
 /// Reads a body chunk by chunk, refusing it as soon as it exceeds `limit` bytes.
-async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+pub(crate) async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     if response.content_length().is_some_and(|len| len > limit as u64) {
         return Err(Error::ResponseTooLarge { limit });
     }
@@ -268,7 +304,7 @@ fn wait_for(retry_after: RetryAfter) -> Duration {
 }
 
 /// Maps a transport failure, recognising a refusal by the policy resolver in its source chain.
-fn map_reqwest(err: reqwest::Error) -> Error {
+pub(crate) fn map_reqwest(err: reqwest::Error) -> Error {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&err);
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<AddressRefused>() {

@@ -122,9 +122,9 @@ fn plain_event(
     event: DecryptedEvent,
     relates_to: Option<serde_json::Value>,
 ) -> Result<String, Undecryptable> {
-    // Only messages: a redaction or state event inside a ciphertext was never applied by the
-    // homeserver, and the archive must not apply it either.
-    if event.event_type != "m.room.message" {
+    // Only messages and stickers: a redaction or state event inside a ciphertext was never
+    // applied by the homeserver, and the archive must not apply it either.
+    if !matches!(event.event_type.as_str(), "m.room.message" | "m.sticker") {
         return Err(Undecryptable::UnsupportedEventType);
     }
     let mut inner = event.content;
@@ -263,6 +263,45 @@ mod tests {
         let outside: Vec<_> = n.edits.iter().map(|e| (e.target.as_str(), e.body.as_deref())).collect();
         assert_eq!(outside, [("$earlier", Some("Point à 17h"))]);
         assert_eq!(report.edits_applied, 3);
+    }
+
+    /// A real client's encrypted attachment: the `EncryptedFile` is inside the ciphertext, known
+    /// only once decrypted; a decrypted sticker keeps its file too.
+    #[test]
+    fn a_decrypted_attachment_keeps_its_encrypted_file() {
+        let mut device = Device::new();
+        let file = json!({ "url": "mxc://a.fr/cipher", "iv": "X85+XgHN+HEAAAAAAAAAAA", "v": "v2",
+            "key": { "kty": "oct", "key_ops": ["encrypt", "decrypt"], "alg": "A256CTR",
+                     "k": "qcHVMSgYg-71CauWBezXI5qkaRb0LuIy-Wx5kIaHMIA", "ext": true },
+            "hashes": { "sha256": "5qG4fFnbbVdlAB1Q72JDKwCagV6Dbkx9uds4rSak37c" } });
+        let pdf = device.encrypt(
+            json!({ "msgtype": "m.file", "body": "note.pdf", "file": file.clone(),
+                    "info": { "mimetype": "application/pdf", "size": 4096 } }),
+            None,
+        );
+        let sticker = {
+            let payload = json!({ "type": "m.sticker", "room_id": ROOM,
+                                  "content": { "body": "pouce", "file": file, "info": { "mimetype": "image/png" } } });
+            json!({ "algorithm": argus_crypto::megolm::MEGOLM_ALGORITHM, "session_id": device.out.session_id(),
+                    "ciphertext": device.out.encrypt(payload.to_string()).to_base64() })
+        };
+        let (n, report) = device.read(&[
+            event("m.room.encrypted", "$pdf", A, 1, pdf),
+            event("m.room.encrypted", "$sticker", A, 2, sticker),
+        ]);
+        assert_eq!(report.decrypted, 2);
+        let media = n.messages[0].media.clone().unwrap_or_else(|| panic!("no media"));
+        assert!(n.messages[0].encrypted && n.messages[0].decrypted);
+        assert_eq!(media.uri, None);
+        assert_eq!(media.mxc_uri(), Some("mxc://a.fr/cipher"));
+        assert_eq!(
+            media.file.as_ref().map(|f| f.key.k.as_str()),
+            Some("qcHVMSgYg-71CauWBezXI5qkaRb0LuIy-Wx5kIaHMIA")
+        );
+        assert_eq!((media.filename.as_deref(), media.size), (Some("note.pdf"), Some(4096)));
+        let sticker = &n.messages[1];
+        assert_eq!((sticker.msgtype.as_deref(), sticker.body.as_deref()), (Some("m.sticker"), Some("pouce")));
+        assert_eq!(sticker.media.as_ref().and_then(|m| m.mxc_uri()), Some("mxc://a.fr/cipher"));
     }
 
     #[test]

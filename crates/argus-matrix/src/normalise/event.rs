@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use argus_domain::{EventId, MediaRef, MessageRecord, Redaction, UserId, from_unix_ms};
+use argus_domain::{EncryptedFile, EventId, MediaRef, MessageRecord, Redaction, UserId, from_unix_ms};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -48,6 +48,13 @@ pub(super) struct MessageContent<'a> {
     url: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     info: Option<&'a RawValue>,
+    /// An encrypted attachment's `EncryptedFile`, read on its own: a malformed one drops the
+    /// file, not the message.
+    #[serde(default, borrow)]
+    file: Option<&'a RawValue>,
+    /// The file name (spec v1.10); read on its own for the same reason.
+    #[serde(default, borrow)]
+    filename: Option<&'a RawValue>,
     #[serde(default, borrow)]
     redacts: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -103,16 +110,27 @@ pub(crate) fn redaction_of(redacted_because: &RawValue) -> Option<Redaction> {
     })
 }
 
-/// `info` of a media message; read leniently: a wrong type drops the field, not the message.
+/// `info` of a media message; read leniently: a field of the wrong type is dropped alone, not
+/// the other one nor the message.
 #[derive(Deserialize, Default)]
-struct MediaInfo {
-    #[serde(default)]
-    mimetype: Option<String>,
-    #[serde(default)]
-    size: Option<u64>,
+struct MediaInfo<'a> {
+    #[serde(default, borrow)]
+    mimetype: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    size: Option<&'a RawValue>,
 }
 
-const MEDIA_TYPES: &[&str] = &["m.image", "m.file", "m.audio", "m.video"];
+/// A field read on its own: `None` when absent or of the wrong type.
+fn lenient<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
+}
+
+/// The msgtypes whose content carries a file; `m.sticker` stands for the sticker event, which
+/// has no msgtype of its own.
+const MEDIA_TYPES: &[&str] = &["m.image", "m.file", "m.audio", "m.video", STICKER];
+
+/// The event type of a sticker, recorded as its msgtype.
+const STICKER: &str = "m.sticker";
 
 /// An edit seen in the range, before folding.
 #[derive(Debug)]
@@ -145,7 +163,7 @@ pub(super) enum Outcome {
 pub(super) struct Malformed;
 
 pub(super) fn is_message_like(kind: &str) -> bool {
-    matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction")
+    matches!(kind, "m.room.message" | "m.room.encrypted" | "m.room.redaction" | STICKER)
 }
 
 /// Classifies one event. `decryption` tells what became of it when it arrived as
@@ -236,7 +254,8 @@ pub(super) fn classify(
         record.reply_to = Some(reply.event_id.parse().map_err(|_| Malformed)?);
     }
     if !sealed {
-        let msgtype = content.msgtype.as_deref().ok_or(Malformed)?;
+        // A sticker has no msgtype: its event type stands for it.
+        let msgtype = if kind == STICKER { STICKER } else { content.msgtype.as_deref().ok_or(Malformed)? };
         let body = content.body.as_deref().ok_or(Malformed)?;
         record.media = media_of(msgtype, &content);
         record.msgtype = Some(msgtype.to_owned());
@@ -255,14 +274,20 @@ fn replacement(content: &mut MessageContent<'_>) -> Result<(String, String, Opti
     Ok((msgtype.to_owned(), body.to_owned(), media_of(msgtype, &new)))
 }
 
-/// The attachment of a media message: its `mxc://` URI (absent when encrypted), MIME type and
-/// declared size. Fields of the wrong type are dropped rather than failing the message.
+/// The attachment of a media message or sticker: its plain `mxc://` URI or its
+/// `EncryptedFile`, declared MIME type and size, and file name (`filename`, else the body of an
+/// `m.file`). The thumbnail (`info.thumbnail_*`) is the sender's preview, not evidence: ignored.
+/// Fields of the wrong type, a malformed `file` included, are dropped rather than failing the
+/// message.
 fn media_of(msgtype: &str, content: &MessageContent<'_>) -> Option<MediaRef> {
     if !MEDIA_TYPES.contains(&msgtype) {
         return None;
     }
-    let info =
-        content.info.and_then(|raw| serde_json::from_str::<MediaInfo>(raw.get()).ok()).unwrap_or_default();
+    let info: MediaInfo<'_> = lenient(content.info).unwrap_or_default();
     let uri = content.url.as_deref().filter(|u| u.starts_with("mxc://")).map(str::to_owned);
-    Some(MediaRef { uri, mimetype: info.mimetype, size: info.size, filename: None, file: None })
+    let file: Option<EncryptedFile> = lenient(content.file);
+    let filename = lenient::<String>(content.filename)
+        .or_else(|| content.body.as_deref().filter(|_| msgtype == "m.file").map(str::to_owned))
+        .filter(|name| !name.is_empty());
+    Some(MediaRef { uri, mimetype: lenient(info.mimetype), size: lenient(info.size), filename, file })
 }

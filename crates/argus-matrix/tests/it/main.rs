@@ -2,6 +2,8 @@
 
 mod errors;
 mod key_backup;
+mod media;
+mod media_hostile;
 mod mock;
 mod normalisation;
 mod pagination;
@@ -10,3 +12,4 @@ mod resets;
 mod secrets;
 mod session;
 mod synapse;
+mod synapse_media;

@@ -282,3 +282,147 @@ async fn room_state_is_summarised() {
     assert_eq!(s.member_count, 2);
     assert!(s.encrypted);
 }
+
+/// The `EncryptedFile` of the specification's example ("Sending encrypted attachments").
+fn encrypted_file(url: &str) -> Value {
+    json!({
+        "url": url,
+        "key": {"kty": "oct", "key_ops": ["encrypt", "decrypt"], "alg": "A256CTR",
+                "k": "qcHVMSgYg-71CauWBezXI5qkaRb0LuIy-Wx5kIaHMIA", "ext": true},
+        "iv": "X85+XgHN+HEAAAAAAAAAAA",
+        "hashes": {"sha256": "5qG4fFnbbVdlAB1Q72JDKwCagV6Dbkx9uds4rSak37c"},
+        "v": "v2"
+    })
+}
+
+#[tokio::test]
+async fn media_keep_their_file_name_and_encrypted_file_but_not_their_thumbnail() {
+    let content = |msgtype: &str, extra: Value| {
+        let mut c = json!({"msgtype": msgtype, "body": "rapport.pdf",
+                           "info": {"mimetype": "application/pdf", "size": 2048,
+                                    "thumbnail_url": "mxc://tchap.test/thumb",
+                                    "thumbnail_file": encrypted_file("mxc://tchap.test/thumbenc"),
+                                    "thumbnail_info": {"mimetype": "image/png", "size": 10}}});
+        if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
+            c.extend(extra);
+        }
+        c
+    };
+    let s = read(vec![
+        ev::event(
+            "m.room.message",
+            "$plain",
+            ev::ALICE,
+            1,
+            content("m.file", json!({"url": "mxc://tchap.test/pdf"})),
+        ),
+        ev::event(
+            "m.room.message",
+            "$named",
+            ev::ALICE,
+            2,
+            content(
+                "m.image",
+                json!({"url": "mxc://tchap.test/img", "filename": "photo.jpg", "body": "Vue du pont"}),
+            ),
+        ),
+        ev::event(
+            "m.room.message",
+            "$unnamed",
+            ev::ALICE,
+            3,
+            content("m.video", json!({"url": "mxc://tchap.test/vid"})),
+        ),
+        ev::event(
+            "m.room.message",
+            "$enc",
+            ev::ALICE,
+            4,
+            content("m.audio", json!({"file": encrypted_file("mxc://tchap.test/ciphertext"), "filename": 7})),
+        ),
+        ev::event(
+            "m.room.message",
+            "$badfile",
+            ev::ALICE,
+            5,
+            content("m.file", json!({"file": {"url": "mxc://tchap.test/x", "key": "not a key"}})),
+        ),
+        ev::event(
+            "m.sticker",
+            "$sticker",
+            ev::BOB,
+            6,
+            json!({"body": "Chat qui salue", "url": "mxc://tchap.test/sticker",
+                   "info": {"mimetype": "image/webp", "size": 512, "w": 128, "h": 128}}),
+        ),
+    ])
+    .await;
+    assert_eq!(s.messages.len(), 6, "a malformed file keeps its message");
+    let media = |id: &str| by_id(&s, id).media.clone().unwrap_or_else(|| panic!("{id} has no media"));
+
+    let plain = media("$plain");
+    assert_eq!(plain.uri.as_deref(), Some("mxc://tchap.test/pdf"), "never the thumbnail");
+    assert_eq!((plain.mimetype.as_deref(), plain.size), (Some("application/pdf"), Some(2048)));
+    assert_eq!(plain.filename.as_deref(), Some("rapport.pdf"), "an m.file's body is its name");
+    assert_eq!(plain.file, None, "the thumbnail's EncryptedFile is not the file's");
+
+    assert_eq!(media("$named").filename.as_deref(), Some("photo.jpg"));
+    assert_eq!(by_id(&s, "$named").body.as_deref(), Some("Vue du pont"));
+    assert_eq!(media("$unnamed").filename, None, "only an m.file's body names it");
+
+    let enc = media("$enc");
+    assert_eq!(enc.uri, None);
+    let file = enc.file.clone().unwrap_or_else(|| panic!("no EncryptedFile"));
+    assert_eq!(file.url, "mxc://tchap.test/ciphertext");
+    assert_eq!((file.key.alg.as_str(), file.v.as_deref()), ("A256CTR", Some("v2")));
+    assert_eq!(
+        file.hashes.get("sha256").map(String::as_str),
+        Some("5qG4fFnbbVdlAB1Q72JDKwCagV6Dbkx9uds4rSak37c")
+    );
+    assert_eq!(enc.mxc_uri(), Some("mxc://tchap.test/ciphertext"));
+    assert_eq!(enc.filename, None, "a file name of the wrong type is dropped alone");
+    assert_eq!(enc.mimetype.as_deref(), Some("application/pdf"));
+
+    let bad = media("$badfile");
+    assert_eq!((bad.file, bad.uri, bad.filename.as_deref()), (None, None, Some("rapport.pdf")));
+
+    let sticker = by_id(&s, "$sticker");
+    assert_eq!(sticker.msgtype.as_deref(), Some("m.sticker"));
+    assert_eq!(sticker.body.as_deref(), Some("Chat qui salue"));
+    let sticker = media("$sticker");
+    assert_eq!(sticker.uri.as_deref(), Some("mxc://tchap.test/sticker"));
+    assert_eq!(
+        (sticker.mimetype.as_deref(), sticker.size, sticker.filename),
+        (Some("image/webp"), Some(512), None)
+    );
+}
+
+#[tokio::test]
+async fn an_edit_replaces_the_file_with_its_new_content() {
+    let original = ev::event(
+        "m.room.message",
+        "$orig",
+        ev::ALICE,
+        1,
+        json!({"msgtype": "m.file", "body": "v1.pdf", "url": "mxc://tchap.test/v1"}),
+    );
+    let edit = ev::event(
+        "m.room.message",
+        "$edit",
+        ev::ALICE,
+        2,
+        json!({"msgtype": "m.file", "body": "* v2.pdf",
+               "m.new_content": {"msgtype": "m.file", "body": "v2.pdf",
+                                 "file": encrypted_file("mxc://tchap.test/v2"),
+                                 "info": {"mimetype": "application/pdf", "size": 99, "thumbnail_url": "mxc://tchap.test/t"}},
+               "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}}),
+    );
+    let s = read(vec![original, edit]).await;
+    let m = by_id(&s, "$orig");
+    assert!(m.edited);
+    let media = m.media.clone().unwrap_or_else(|| panic!("no media"));
+    assert_eq!(media.uri, None);
+    assert_eq!(media.file.map(|f| f.url).as_deref(), Some("mxc://tchap.test/v2"));
+    assert_eq!((media.filename.as_deref(), media.size), (Some("v2.pdf"), Some(99)));
+    assert_eq!(m.versions.len(), 2);
+}

@@ -65,6 +65,24 @@ impl TestUser {
         checked_json(request.send().await?, &what).await
     }
 
+    /// Uploads `bytes` as `content_type` (`POST /_matrix/media/v3/upload`) and returns the
+    /// `mxc://` URI the homeserver gave it.
+    pub async fn upload(&self, bytes: Vec<u8>, content_type: &str) -> anyhow::Result<String> {
+        let mut url = Url::parse(&self.base_url).context("parsing the homeserver base URL")?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow!("base URL cannot have a path"))?
+            .pop_if_empty()
+            .extend(["_matrix", "media", "v3", "upload"]);
+        let request = self
+            .client
+            .post(url)
+            .bearer_auth(&self.access_token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        let answer = checked_json(request.send().await?, "POST /upload").await?;
+        answer["content_uri"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("upload: no content_uri"))
+    }
+
     /// Creates a private (invite-only) room and returns its id. `encrypted` adds an
     /// `m.room.encryption` state event (megolm) to the initial state.
     pub async fn create_room(
