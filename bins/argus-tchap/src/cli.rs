@@ -49,6 +49,19 @@ pub enum Command {
     /// Archived rooms.
     #[command(subcommand)]
     Rooms(RoomsCommand),
+    /// The files of archived messages.
+    #[command(subcommand)]
+    Media(MediaCommand),
+}
+
+/// `argus-tchap media …`.
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Scan every held file again with the configured scanner (`[media] clamd`), after its
+    /// signatures were updated: each file's verdict, engine and signature version are replaced;
+    /// a file the scanner cannot judge keeps its earlier verdict. Exits non-zero when any could
+    /// not be scanned.
+    Rescan,
 }
 
 /// `argus-tchap rooms …`.

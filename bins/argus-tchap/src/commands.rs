@@ -395,3 +395,25 @@ pub async fn audit_verify(
     print_out(&lines.join("\n"))?;
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
+
+/// `argus-tchap media rescan`: every held file scanned again.
+pub async fn media_rescan(config: &Config) -> Result<ExitCode> {
+    let store = services::open_store(config).await?;
+    let Some(media) = argus_server::services::open_media(config)? else {
+        eprintln!("no scanner is configured ([media] clamd): nothing can be rescanned");
+        return Ok(ExitCode::FAILURE);
+    };
+    match media.rescan_all(&store).await {
+        Ok(report) => {
+            print_out(&format!(
+                "{} files scanned again; {} could not be scanned (they keep their earlier verdict)",
+                report.scanned, report.scan_failures
+            ))?;
+            Ok(if report.scan_failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Err(e) => {
+            eprintln!("the rescan stopped [{}]: {}", e.code(), e.public_message());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -14,7 +14,7 @@ use std::{io, process::ExitCode};
 use anyhow::Result;
 use argus_server::Config;
 use argus_tchap::{
-    cli::{AuditCommand, Cli, Command, FusionCommand, KeysCommand, RoomsCommand},
+    cli::{AuditCommand, Cli, Command, FusionCommand, KeysCommand, MediaCommand, RoomsCommand},
     commands,
 };
 use clap::Parser as _;
@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fusion(FusionCommand::Status) => commands::fusion_status(&config).await,
         Command::Keys(KeysCommand::Rotate) => commands::keys_rotate(&config).await,
         Command::Rooms(RoomsCommand::Rehome(args)) => commands::rooms_rehome(&config, args).await,
+        Command::Media(MediaCommand::Rescan) => commands::media_rescan(&config).await,
         Command::Schema => commands::schema(),
     }
 }

@@ -208,10 +208,10 @@ fn valid_server_name(s: &str) -> bool {
             None => (Some(s), None),
         }
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     host.is_none_or(|h| {
         !h.is_empty()
