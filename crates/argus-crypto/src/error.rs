@@ -27,6 +27,25 @@ pub enum Error {
     /// a Curve25519 key.
     #[error("malformed response from the homeserver: {0}")]
     Malformed(String),
+    /// An encrypted attachment's `EncryptedFile` is not version `v2` (`v1`, or no `v`).
+    #[error("encrypted attachment: unsupported version (only v2 is accepted)")]
+    UnsupportedAttachmentVersion,
+    /// An encrypted attachment's key is not an `oct` `A256CTR` key allowed to encrypt and
+    /// decrypt.
+    #[error("encrypted attachment: unsupported key (expected an oct A256CTR key for encrypt and decrypt)")]
+    UnsupportedAttachmentKey,
+    /// An encrypted attachment's key is not unpadded base64url of 32 bytes.
+    #[error("encrypted attachment: the key is not 32 bytes of base64url")]
+    BadAttachmentKeyLength,
+    /// An encrypted attachment's `iv` is not base64 of 16 bytes.
+    #[error("encrypted attachment: the iv is not 16 bytes of base64")]
+    BadAttachmentIv,
+    /// An encrypted attachment has no `sha256` hash of 32 bytes of base64.
+    #[error("encrypted attachment: no SHA-256 of the ciphertext")]
+    NoAttachmentHash,
+    /// The ciphertext's SHA-256 is not the one its message declared: it was altered or swapped.
+    #[error("encrypted attachment: the ciphertext does not match its declared SHA-256")]
+    AttachmentTampered,
 }
 
 impl Error {
@@ -37,6 +56,12 @@ impl Error {
             Self::KeyBackupMismatch => "KEY_BACKUP_MISMATCH",
             Self::UnsupportedAlgorithm(_) => "UNSUPPORTED_KEY_BACKUP",
             Self::Malformed(_) => "MALFORMED_RESPONSE",
+            Self::UnsupportedAttachmentVersion => "UNSUPPORTED_VERSION",
+            Self::UnsupportedAttachmentKey => "UNSUPPORTED_KEY",
+            Self::BadAttachmentKeyLength => "BAD_KEY_LENGTH",
+            Self::BadAttachmentIv => "BAD_IV",
+            Self::NoAttachmentHash => "NO_HASH",
+            Self::AttachmentTampered => "TAMPERED",
         }
     }
 

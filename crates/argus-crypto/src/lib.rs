@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod attachment;
 pub mod backup;
 mod encoding;
 mod error;

@@ -1,23 +1,30 @@
 //! Argus Tchap connector: test support (throw-away PostgreSQL, Synapse harness, mock
 //! homeserver, fixtures).
 //!
-//! Dev-only. Two tiers of real dependencies, each started once per test process and removed when
+//! Dev-only. Tiers of real dependencies, each started once per test process and removed when
 //! the process exits:
 //!
 //! - [`postgres`]: a throw-away PostgreSQL cluster and a fresh database per test
 //!   (skipped loudly when the binaries are missing unless `ARGUS_REQUIRE_POSTGRES=1`);
 //! - [`synapse`]: a real Synapse homeserver installed into a venv under `target/`
-//!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_SYNAPSE=1`).
+//!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_SYNAPSE=1`);
+//! - [`clamd`]: a real ClamAV daemon on loopback with a one-signature database made by the test
+//!   (skipped loudly when `clamd` is missing unless `ARGUS_REQUIRE_CLAMD=1`);
+//! - [`s3`]: a real S3-compatible server (moto) installed into a venv under `target/`
+//!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_S3=1`).
 //!
 //! and one in-process stand-in, always available:
 //!
 //! - [`homeserver`]: a mock Matrix homeserver (wiremock on 127.0.0.1) with endpoint-mock
 //!   builders, an any-room responder and the benchmarks' prepared pages.
 
+pub mod clamd;
 pub mod e2ee;
 pub mod homeserver;
 pub mod postgres;
+pub mod s3;
 pub mod synapse;
+mod venv;
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
@@ -118,17 +125,24 @@ impl<T> Tier<T> {
         match self.instance.get_or_init(|| start().map_err(|error| format!("{error:#}"))) {
             Ok(instance) => Some(instance),
             Err(reason) => {
-                let require_env = self.require_env;
-                if env_flag(require_env) {
-                    panic!(
-                        "argus-testkit: {} is required ({require_env}=1) but unavailable: {reason}",
-                        self.name
-                    );
-                }
-                self.announce_skip(reason);
+                self.unavailable(reason);
                 None
             }
         }
+    }
+
+    /// Reports the tier unavailable for `reason`: a loud SKIP banner, or a panic when
+    /// `require_env` is set.
+    ///
+    /// # Panics
+    ///
+    /// When `require_env` is set.
+    fn unavailable(&self, reason: &str) {
+        let require_env = self.require_env;
+        if env_flag(require_env) {
+            panic!("argus-testkit: {} is required ({require_env}=1) but unavailable: {reason}", self.name);
+        }
+        self.announce_skip(reason);
     }
 
     /// Writes the loud SKIP banner once per process. Written straight to the process's stderr

@@ -1,0 +1,162 @@
+//! Staging: a fetched body streamed into a temporary file while it is hashed and counted
+//! against a cap, and an encrypted file's ciphertext checked and decrypted into another one.
+
+use std::fmt;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use argus_crypto::attachment::AttachmentKey;
+use argus_domain::{EncryptedFile, Sha256Digest};
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use sha2::Digest as _;
+use tempfile::TempPath;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::{ByteStream, Error, Result, sniff_mimetype};
+
+/// How many leading bytes are kept to sniff the MIME type.
+const SNIFF_BYTES: usize = 8 * 1024;
+
+/// The buffer of file reads and writes.
+const IO_CHUNK: usize = 256 * 1024;
+
+/// A file staged on local disk: its digest, size and sniffed MIME type. The file is removed
+/// when this is dropped.
+pub struct StagedFile {
+    /// SHA-256 of the staged bytes.
+    pub sha256: Sha256Digest,
+    /// Size of the staged bytes.
+    pub size: u64,
+    /// The MIME type its first bytes show ([`sniff_mimetype`]).
+    pub sniffed_mimetype: String,
+    path: TempPath,
+}
+
+impl fmt::Debug for StagedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagedFile")
+            .field("sha256", &self.sha256)
+            .field("size", &self.size)
+            .field("sniffed_mimetype", &self.sniffed_mimetype)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagedFile {
+    /// Where the staged bytes are (a temporary file in the staging directory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The staged bytes as a stream (to scan them, say), read in chunks from disk.
+    pub async fn stream(&self) -> Result<ByteStream> {
+        let file = tokio::fs::File::open(&self.path).await?;
+        Ok(tokio_util::io::ReaderStream::with_capacity(file, IO_CHUNK).map_err(Error::from).boxed())
+    }
+}
+
+/// The staging directory: where fetched files wait, each in a temporary file of its own, until
+/// they are stored or refused.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    /// Uses `dir` (created when missing, mode `0700`) for staged files.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        crate::store::create_private_dir(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// Streams `body` into a new staged file while hashing it. More than `cap` bytes is
+    /// [`Error::TooLarge`] (the body is not read further and the temporary file is removed); a
+    /// failing body is [`Error::Body`]. Memory holds one chunk at a time, never the file.
+    pub async fn stage<E: fmt::Display>(
+        &self,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        cap: u64,
+    ) -> Result<StagedFile> {
+        let (file, path) = self.temp_file()?;
+        let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, tokio::fs::File::from_std(file));
+        let mut hasher = sha2::Sha256::new();
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        let mut size: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| Error::Body(error.to_string()))?;
+            size = size.saturating_add(chunk.len() as u64);
+            if size > cap {
+                return Err(Error::TooLarge { cap });
+            }
+            keep_head(&mut head, &chunk);
+            hasher.update(&chunk);
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok(staged(hasher, size, &head, path))
+    }
+
+    /// Decrypts a staged ciphertext into a new staged file. The `EncryptedFile` is checked
+    /// first ([`Error::InvalidEncryptedFile`] with its code), then the ciphertext's SHA-256 is
+    /// compared with the declared one in constant time ([`Error::Tampered`]) before a byte is
+    /// decrypted; the plaintext is hashed as it is written.
+    pub async fn decrypt(&self, ciphertext: &StagedFile, file: &EncryptedFile) -> Result<StagedFile> {
+        let key = AttachmentKey::from_file(file)?;
+        key.verify_ciphertext(&ciphertext.sha256.0)?;
+        let source = ciphertext.path.to_path_buf();
+        let (out, path) = self.temp_file()?;
+        tokio::task::spawn_blocking(move || decrypt_file(&key, &source, out, path))
+            .await
+            .map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?
+    }
+
+    fn temp_file(&self) -> Result<(std::fs::File, TempPath)> {
+        let file = tempfile::Builder::new().prefix("staged-").tempfile_in(&self.dir)?;
+        Ok(file.into_parts())
+    }
+}
+
+fn decrypt_file(
+    key: &AttachmentKey,
+    source: &Path,
+    out: std::fs::File,
+    path: TempPath,
+) -> Result<StagedFile> {
+    let mut input = std::fs::File::open(source)?;
+    let mut out = std::io::BufWriter::with_capacity(IO_CHUNK, out);
+    let mut cipher = key.cipher();
+    let mut hasher = sha2::Sha256::new();
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    let mut buf = vec![0_u8; IO_CHUNK];
+    let mut size: u64 = 0;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &mut buf[..n];
+        cipher.apply(chunk);
+        keep_head(&mut head, chunk);
+        hasher.update(&*chunk);
+        out.write_all(chunk)?;
+        size += n as u64;
+    }
+    out.flush()?;
+    Ok(staged(hasher, size, &head, path))
+}
+
+fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {
+    let room = SNIFF_BYTES - head.len();
+    head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+}
+
+fn staged(hasher: sha2::Sha256, size: u64, head: &[u8], path: TempPath) -> StagedFile {
+    StagedFile {
+        sha256: Sha256Digest(hasher.finalize().into()),
+        size,
+        sniffed_mimetype: sniff_mimetype(head),
+        path,
+    }
+}

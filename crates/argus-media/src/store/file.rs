@@ -1,0 +1,115 @@
+//! The filesystem blob store: `<root>/ab/cd/<sha256 hex>`, each blob written to a temporary
+//! name in `<root>/.tmp` (same filesystem), fsynced, renamed into place and its folder fsynced.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use argus_domain::Sha256Digest;
+use futures::future::BoxFuture;
+use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+
+use super::{BlobStore, blob_key, check_range, create_private_dir};
+use crate::{ByteStream, Error, Result, StagedFile};
+
+/// The read buffer of a streamed blob.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Blobs as files under a root directory (the embedded default). Files are `0600`, folders
+/// `0700`.
+#[derive(Debug, Clone)]
+pub struct FileBlobStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl FileBlobStore {
+    /// Opens (creating when missing) the store rooted at `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let root = dir.into();
+        create_private_dir(&root)?;
+        let tmp = root.join(".tmp");
+        create_private_dir(&tmp)?;
+        Ok(Self { root, tmp })
+    }
+
+    fn path_of(&self, digest: &Sha256Digest) -> PathBuf {
+        self.root.join(blob_key(digest))
+    }
+}
+
+impl BlobStore for FileBlobStore {
+    fn put<'a>(&'a self, staged: &'a StagedFile) -> BoxFuture<'a, Result<()>> {
+        let target = self.path_of(&staged.sha256);
+        let (tmp, root, source, size) =
+            (self.tmp.clone(), self.root.clone(), staged.path().to_path_buf(), staged.size);
+        async move {
+            tokio::task::spawn_blocking(move || write_blob(&root, &tmp, &source, &target, size))
+                .await
+                .map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?
+        }
+        .boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        digest: &'a Sha256Digest,
+        range: Option<Range<u64>>,
+    ) -> BoxFuture<'a, Result<ByteStream>> {
+        let path = self.path_of(digest);
+        async move {
+            let mut file = tokio::fs::File::open(&path).await.map_err(not_found_or_io)?;
+            let size = file.metadata().await?.len();
+            let range = check_range(range, size)?;
+            file.seek(SeekFrom::Start(range.start)).await?;
+            let limited = file.take(range.end - range.start);
+            Ok(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK).map_err(Error::from).boxed())
+        }
+        .boxed()
+    }
+
+    fn size<'a>(&'a self, digest: &'a Sha256Digest) -> BoxFuture<'a, Result<Option<u64>>> {
+        let path = self.path_of(digest);
+        async move {
+            match tokio::fs::metadata(&path).await {
+                Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+                Ok(_) => Ok(None),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(error.into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn name(&self) -> &'static str {
+        "file"
+    }
+}
+
+fn not_found_or_io(error: std::io::Error) -> Error {
+    if error.kind() == std::io::ErrorKind::NotFound { Error::NotFound } else { error.into() }
+}
+
+/// Copies `source` to a temporary file in `tmp`, fsyncs it, renames it to `target` and fsyncs
+/// the folders it created or changed. A blob already at `target` with the right size is kept.
+fn write_blob(root: &Path, tmp: &Path, source: &Path, target: &Path, size: u64) -> Result<()> {
+    if std::fs::metadata(target).is_ok_and(|meta| meta.is_file() && meta.len() == size) {
+        return Ok(());
+    }
+    let parent = target.parent().ok_or(Error::Io(std::io::ErrorKind::InvalidInput))?;
+    create_private_dir(parent)?;
+    let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(tmp)?;
+    let mut input = std::fs::File::open(source)?;
+    let copied = std::io::copy(&mut input, temp.as_file_mut())?;
+    if copied != size {
+        return Err(Error::Io(std::io::ErrorKind::UnexpectedEof));
+    }
+    temp.as_file().sync_all()?;
+    temp.persist(target).map_err(|error| Error::from(error.error))?;
+    // The rename and any new folders are durable once their folders are synced.
+    for dir in [parent, parent.parent().unwrap_or(root), root] {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

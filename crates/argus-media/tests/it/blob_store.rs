@@ -1,0 +1,159 @@
+//! One blob-store suite, run against the filesystem store and a real S3-compatible server.
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+use argus_domain::{Secret, Sha256Digest};
+use argus_media::{BlobStore, Error, FileBlobStore, S3BlobStore, S3Location, Staging};
+
+use crate::{collect, entries, stage, unique_bytes};
+
+/// Bytes of the "several MB" file: over one S3 part, so it goes up in several.
+const LARGE: usize = 12 * 1024 * 1024 + 321;
+
+async fn suite(store: &dyn BlobStore, staging: &Staging) {
+    // Round trip, byte for byte.
+    let small = unique_bytes(10_000);
+    let staged = stage(staging, &small, 777).await;
+    assert_eq!(store.size(&staged.sha256).await.unwrap(), None);
+    store.put(&staged).await.unwrap();
+    assert_eq!(store.size(&staged.sha256).await.unwrap(), Some(10_000));
+    assert_eq!(collect(store.get(&staged.sha256, None).await.unwrap()).await.0, small);
+
+    // Idempotent: the same content again (another staged copy) is Ok and still reads back.
+    let again = stage(staging, &small, 10_000).await;
+    assert_eq!(again.sha256, staged.sha256);
+    store.put(&again).await.unwrap();
+    store.put(&staged).await.unwrap();
+    assert_eq!(collect(store.get(&staged.sha256, None).await.unwrap()).await.0, small);
+
+    // Ranges: start, middle, end, empty, and out of range.
+    let digest = staged.sha256;
+    for range in [0..1, 0..100, 4_000..6_123, 9_990..10_000, 10_000..10_000, 0..10_000] {
+        let (bytes, _) = collect(store.get(&digest, Some(range.clone())).await.unwrap()).await;
+        assert_eq!(bytes, &small[range.start as usize..range.end as usize], "range {range:?}");
+    }
+    for range in [9_000..10_001, 10_001..10_002, 20_000..30_000] {
+        let error = store.get(&digest, Some(range.clone())).await.err().unwrap();
+        assert!(matches!(error, Error::RangeNotSatisfiable { size: 10_000 }), "range {range:?}: {error}");
+    }
+
+    // Not held.
+    let absent = Sha256Digest::of(&unique_bytes(32));
+    assert!(matches!(store.get(&absent, None).await.err().unwrap(), Error::NotFound));
+    assert!(matches!(store.get(&absent, Some(0..1)).await.err().unwrap(), Error::NotFound));
+    assert_eq!(store.size(&absent).await.unwrap(), None);
+
+    // An empty file.
+    let empty = stage(staging, b"", 1).await;
+    store.put(&empty).await.unwrap();
+    assert_eq!(store.size(&empty.sha256).await.unwrap(), Some(0));
+    assert!(collect(store.get(&empty.sha256, None).await.unwrap()).await.0.is_empty());
+
+    // Several MB: stored and read back whole, streamed in many pieces, never one buffer.
+    let large = unique_bytes(LARGE);
+    let staged = stage(staging, &large, 1 << 20).await;
+    store.put(&staged).await.unwrap();
+    assert_eq!(store.size(&staged.sha256).await.unwrap(), Some(LARGE as u64));
+    let (bytes, chunks) = collect(store.get(&staged.sha256, None).await.unwrap()).await;
+    assert!(bytes == large, "the large blob reads back byte for byte");
+    assert!(chunks >= 8, "a {LARGE}-byte blob streams in pieces, got {chunks}");
+    let tail = (LARGE - 5_000) as u64..LARGE as u64;
+    let (bytes, _) = collect(store.get(&staged.sha256, Some(tail)).await.unwrap()).await;
+    assert_eq!(bytes, &large[LARGE - 5_000..]);
+}
+
+#[tokio::test]
+async fn the_filesystem_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path().join("staging")).unwrap();
+    let store = FileBlobStore::open(dir.path().join("blobs")).unwrap();
+    assert_eq!(store.name(), "file");
+    suite(&store, &staging).await;
+}
+
+#[tokio::test]
+async fn the_s3_store_passes_the_suite() {
+    let Some(s3) = argus_testkit::s3::server() else { return };
+    let location = S3Location::parse(&s3.store_url()).unwrap();
+    assert_eq!(location.bucket, s3.bucket());
+    let secret = Secret::new(argus_testkit::s3::SECRET_ACCESS_KEY);
+    let store = S3BlobStore::new(&location, argus_testkit::s3::ACCESS_KEY_ID, &secret).unwrap();
+    assert_eq!(store.name(), "s3");
+    assert!(!format!("{store:?}").contains(argus_testkit::s3::SECRET_ACCESS_KEY));
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path().join("staging")).unwrap();
+    suite(&store, &staging).await;
+}
+
+#[tokio::test]
+async fn an_s3_bucket_that_does_not_exist_is_an_error_not_a_miss() {
+    let Some(s3) = argus_testkit::s3::server() else { return };
+    let location =
+        S3Location { bucket: "no-such-bucket".to_owned(), ..S3Location::parse(&s3.store_url()).unwrap() };
+    let secret = Secret::new(argus_testkit::s3::SECRET_ACCESS_KEY);
+    let store = S3BlobStore::new(&location, argus_testkit::s3::ACCESS_KEY_ID, &secret).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path()).unwrap();
+    let staged = stage(&staging, b"evidence", 8).await;
+    let error = store.put(&staged).await.unwrap_err();
+    assert_eq!(error.code(), "STORAGE", "{error}");
+}
+
+#[tokio::test]
+async fn filesystem_blobs_are_private_and_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path().join("staging")).unwrap();
+    let root = dir.path().join("media").join("blobs");
+    let store = FileBlobStore::open(&root).unwrap();
+    let staged = stage(&staging, &unique_bytes(3_000), 1_000).await;
+    store.put(&staged).await.unwrap();
+
+    let hex = staged.sha256.to_hex();
+    let file = root.join(&hex[..2]).join(&hex[2..4]).join(&hex);
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600);
+    for folder in
+        [root.clone(), root.join(".tmp"), root.join(&hex[..2]), root.join(&hex[..2]).join(&hex[2..4])]
+    {
+        assert_eq!(mode(&folder), 0o700, "{}", folder.display());
+    }
+    assert_eq!(mode(&dir.path().join("staging")), 0o700);
+    assert!(entries(&root.join(".tmp")).is_empty());
+
+    // Putting it again does not rewrite it.
+    let inode = std::fs::metadata(&file).unwrap().ino();
+    store.put(&stage(&staging, &std::fs::read(&file).unwrap(), 100).await).await.unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+}
+
+#[tokio::test]
+async fn a_failed_filesystem_put_leaves_no_blob_and_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path().join("staging")).unwrap();
+    let root = dir.path().join("blobs");
+    let store = FileBlobStore::open(&root).unwrap();
+    let staged = stage(&staging, &unique_bytes(50_000), 4_096).await;
+    // A folder where the blob should go makes the final rename fail.
+    let hex = staged.sha256.to_hex();
+    let target = root.join(&hex[..2]).join(&hex[2..4]).join(&hex);
+    std::fs::create_dir_all(target.join("in-the-way")).unwrap();
+    let error = store.put(&staged).await.unwrap_err();
+    assert_eq!(error.code(), "IO", "{error}");
+    assert!(!error.to_string().contains(&hex), "no path in the message");
+    assert!(entries(&root.join(".tmp")).is_empty(), "the temporary copy is removed");
+    assert_eq!(store.size(&staged.sha256).await.unwrap(), None);
+}
+
+#[test]
+fn the_store_setting_opens_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = argus_media::open_blob_store("file", dir.path()).unwrap();
+    assert_eq!(file.name(), "file");
+    assert!(dir.path().join("media/blobs").is_dir());
+    for refused in
+        ["s3://", "s3://b?endpoint=http://10.0.0.8:9000", "s3://b/path", "s3://b?access_key_id=x", "minio"]
+    {
+        let error = argus_media::open_blob_store(refused, dir.path()).err().unwrap();
+        assert_eq!(error.code(), "CONFIG", "{refused}");
+    }
+}
