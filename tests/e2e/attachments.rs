@@ -85,8 +85,11 @@ pub(crate) async fn run(
     let page = b"<html><script>alert(1)</script></html>";
     let page_uri = alice.upload(page.to_vec(), "text/html").await?;
     let html = alice
-        .send_message(&room, &json!({ "msgtype": "m.file", "body": "page.html", "url": page_uri,
-                                       "info": { "mimetype": "text/html" } }))
+        .send_message(
+            &room,
+            &json!({ "msgtype": "m.file", "body": "page.html", "url": page_uri,
+                                       "info": { "mimetype": "text/html" } }),
+        )
         .await?;
 
     // The encrypted room: files encrypted as a client encrypts them.
@@ -109,7 +112,12 @@ pub(crate) async fn run(
     let (other, _) = argus_crypto::attachment::encrypt_attachment(b"une autre piece, substituee");
     swapped.url = alice.upload(other, "application/octet-stream").await?;
     let tampered = sender
-        .send(&alice, &secret_room, json!({ "msgtype": "m.file", "body": "piece.txt", "file": swapped }), None)
+        .send(
+            &alice,
+            &secret_room,
+            json!({ "msgtype": "m.file", "body": "piece.txt", "file": swapped }),
+            None,
+        )
         .await?;
     let backup = KeyBackup::create(&alice, [0x31; 32], [0x52; 32]).await?;
     backup.upload(&alice, &secret_room, &mut sender, 0).await?;
@@ -130,7 +138,8 @@ pub(crate) async fn run(
     server.data(&jwt, INGEST, ingest(&secret_room, Some(backup.security_key())), "ingestTchapRoom").await?;
 
     let plain = settled(&server, &jwt, &room).await?;
-    let node = |edges: &Value, id: &str| crate::harness::message_node(edges, id).map(|n| n["attachment"].clone());
+    let node =
+        |edges: &Value, id: &str| crate::harness::message_node(edges, id).map(|n| n["attachment"].clone());
     let r = node(&plain, &report)?;
     ensure!(
         r["status"] == "STORED"
@@ -161,7 +170,8 @@ pub(crate) async fn run(
     // Refused to who may not see the message, exactly as a file that does not exist.
     let missing = server.download(&jwt, "/media/999999999", None).await?;
     let foreign_jwt = server.jwt("analyst@anssi", "anssi", Secret, &[Scope::Read])?;
-    let low_jwt = server.jwt("stagiaire@dgsi", "dgsi", argus_domain::Classification::Unclassified, &[Scope::Read])?;
+    let low_jwt =
+        server.jwt("stagiaire@dgsi", "dgsi", argus_domain::Classification::Unclassified, &[Scope::Read])?;
     for (who, jwt) in [("another organisation", &foreign_jwt), ("a reader below the level", &low_jwt)] {
         let refused = server.download(jwt, &url, None).await?;
         ensure!(
@@ -173,14 +183,18 @@ pub(crate) async fn run(
 
     let i = node(&plain, &infected)?;
     ensure!(
-        i["status"] == "INFECTED" && i["threat"].as_str().is_some_and(|t| !t.is_empty()) && i["downloadUrl"].is_null(),
+        i["status"] == "INFECTED"
+            && i["threat"].as_str().is_some_and(|t| !t.is_empty())
+            && i["downloadUrl"].is_null(),
         "the sample: {i}"
     );
     let h = node(&plain, &html)?;
     let html_url = h["downloadUrl"].as_str().context("the page's download URL")?;
     let served = server.download(&jwt, html_url, None).await?;
     ensure!(
-        served.status == 200 && served.body == page && served.header("content-type") == "application/octet-stream",
+        served.status == 200
+            && served.body == page
+            && served.header("content-type") == "application/octet-stream",
         "the page: HTTP {} {:?}",
         served.status,
         served.headers
@@ -189,7 +203,10 @@ pub(crate) async fn run(
     let secret = settled(&server, &jwt, &secret_room).await?;
     let s = node(&secret, &sealed)?;
     ensure!(
-        s["status"] == "STORED" && s["encrypted"] == true && s["sha256"] == sha256_hex(&photo) && s["size"] == photo.len(),
+        s["status"] == "STORED"
+            && s["encrypted"] == true
+            && s["sha256"] == sha256_hex(&photo)
+            && s["size"] == photo.len(),
         "the encrypted photo: {s}"
     );
     let got = server.download(&jwt, s["downloadUrl"].as_str().context("the photo's URL")?, None).await?;

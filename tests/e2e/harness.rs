@@ -79,7 +79,11 @@ impl Server {
     }
 
     /// [`Server::start`] with `configure` applied to the configuration last.
-    pub(crate) async fn start_with(database_url: &str, dir: &Path, configure: impl FnOnce(&mut Config)) -> Result<Self> {
+    pub(crate) async fn start_with(
+        database_url: &str,
+        dir: &Path,
+        configure: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
         let mut config = Config { database_url: database_url.parse()?, ..Config::default() };
         config.data_dir = Some(dir.to_path_buf());
         config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));

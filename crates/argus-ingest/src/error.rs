@@ -178,6 +178,7 @@ impl Error {
             Self::WatchesDisabled,
             Self::HomeserverMismatch,
             Self::Internal,
+            Self::Media(argus_media::Error::ScannerUnavailable("connection refused".into())),
         ]
     }
 }
@@ -208,9 +209,10 @@ mod tests {
             Error::CallerBusy(_) => 12,
             Error::TooManyWatches { .. } => 13,
             Error::TooManyRooms(_) => 14,
+            Error::Media(_) => 15,
         };
         let seen: BTreeSet<usize> = Error::examples().iter().map(variant).collect();
-        assert_eq!(seen, (0..=14).collect());
+        assert_eq!(seen, (0..=15).collect());
     }
 
     #[test]

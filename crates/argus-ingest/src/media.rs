@@ -130,7 +130,8 @@ impl Media {
     /// Fetches the due files of `room` with `session` in a task of its own (the run that
     /// stored them does not wait for it).
     pub fn spawn_room(self: &Arc<Self>, services: &Services, session: Session, org: OrgId, room: RoomId) {
-        let (media, store, connector) = (Arc::clone(self), services.store.clone(), services.connector.clone());
+        let (media, store, connector) =
+            (Arc::clone(self), services.store.clone(), services.connector.clone());
         tokio::spawn(async move {
             let report = media.fetch_room(&store, &connector, &session, &org, &room).await;
             tracing::info!(
@@ -154,9 +155,13 @@ impl Media {
         let budget = AtomicU64::new(self.settings.max_run_bytes);
         let mut caps = None;
         loop {
-            let (st, o, r, replica) = (store.clone(), org.clone(), room.clone(), self.settings.replica.clone());
+            let (st, o, r, replica) =
+                (store.clone(), org.clone(), room.clone(), self.settings.replica.clone());
             let (lease, batch) = (self.settings.lease, self.settings.batch);
-            let claimed = blocking(move || st.claim_room_media(&o, &r, &replica, OffsetDateTime::now_utc(), lease, batch)).await;
+            let claimed = blocking(move || {
+                st.claim_room_media(&o, &r, &replica, OffsetDateTime::now_utc(), lease, batch)
+            })
+            .await;
             let jobs = match claimed {
                 Ok(jobs) if !jobs.is_empty() => jobs,
                 Ok(_) => break,
@@ -236,8 +241,14 @@ impl Media {
         let (st, id, replica) = (store.clone(), job.id, self.settings.replica.clone());
         match blocking(move || st.record_media(id, &replica, &outcome, OffsetDateTime::now_utc())).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(attachment = job.id, "a file's claim was lost before its outcome was recorded"),
-            Err(error) => tracing::warn!(attachment = job.id, code = error.code(), "a file's outcome could not be recorded"),
+            Ok(false) => {
+                tracing::warn!(attachment = job.id, "a file's claim was lost before its outcome was recorded")
+            }
+            Err(error) => tracing::warn!(
+                attachment = job.id,
+                code = error.code(),
+                "a file's outcome could not be recorded"
+            ),
         }
         if let Some(sha256) = fetched {
             match self.scan(store, &sha256).await {
@@ -272,9 +283,13 @@ impl Media {
         {
             return ended(AttachmentStatus::Undecryptable, format!("{}: {error}", error.code()));
         }
-        let cap = caps.upload_size.map_or(self.settings.max_file_bytes, |u| u.min(self.settings.max_file_bytes));
+        let cap =
+            caps.upload_size.map_or(self.settings.max_file_bytes, |u| u.min(self.settings.max_file_bytes));
         if job.declared_size.is_some_and(|size| size > cap) {
-            return ended(AttachmentStatus::TooLarge, format!("TOO_LARGE: declared over the cap of {cap} bytes"));
+            return ended(
+                AttachmentStatus::TooLarge,
+                format!("TOO_LARGE: declared over the cap of {cap} bytes"),
+            );
         }
         let host = uri.server_name().to_owned();
         let permit = self.host_slots(&host).acquire_owned().await;
@@ -318,9 +333,14 @@ impl Media {
                     );
                 }
                 Err(argus_media::Error::InvalidEncryptedFile(code)) => {
-                    return ended(AttachmentStatus::Undecryptable, format!("{code}: the encrypted file cannot be opened"));
+                    return ended(
+                        AttachmentStatus::Undecryptable,
+                        format!("{code}: the encrypted file cannot be opened"),
+                    );
                 }
-                Err(error) => return self.retry(job, &format!("{}: the file could not be decrypted", error.code())),
+                Err(error) => {
+                    return self.retry(job, &format!("{}: the file could not be decrypted", error.code()));
+                }
             },
         };
         if let Err(error) = self.blobs.put(&staged).await {
@@ -339,12 +359,18 @@ impl Media {
         use argus_matrix::Error as E;
         let ended = |status, reason: String| FetchOutcome::Ended { status, reason };
         match error {
-            E::MediaTooLarge { .. } => ended(AttachmentStatus::TooLarge, format!("TOO_LARGE: over the cap of {cap} bytes")),
-            E::MediaNotFound => ended(AttachmentStatus::Unavailable, "NOT_FOUND: the homeserver does not serve it".into()),
+            E::MediaTooLarge { .. } => {
+                ended(AttachmentStatus::TooLarge, format!("TOO_LARGE: over the cap of {cap} bytes"))
+            }
+            E::MediaNotFound => {
+                ended(AttachmentStatus::Unavailable, "NOT_FOUND: the homeserver does not serve it".into())
+            }
             E::MediaRefused { code } => {
                 ended(AttachmentStatus::Unavailable, format!("{code}: the media route refused to serve it"))
             }
-            E::Policy(_) => ended(AttachmentStatus::Unavailable, format!("{}: {error}", error.code())),
+            E::OutboundPolicy(_) => {
+                ended(AttachmentStatus::Unavailable, format!("{}: {error}", error.code()))
+            }
             _ => self.retry(job, &format!("{}: {error}", error.code())),
         }
     }
@@ -352,18 +378,18 @@ impl Media {
     /// The semaphore of files fetched at once from `host`.
     fn host_slots(&self, host: &str) -> Arc<tokio::sync::Semaphore> {
         let mut hosts = self.hosts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(
-            hosts
-                .entry(host.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency_per_homeserver.max(1)))),
-        )
+        Arc::clone(hosts.entry(host.to_owned()).or_insert_with(|| {
+            Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency_per_homeserver.max(1)))
+        }))
     }
 
     /// Scans blob `sha256` and records the verdict; an error (no scanner, the scanner down, a
     /// limit reached, an unexpected reply) leaves it unscanned: never clean.
     pub async fn scan(&self, store: &Store, sha256: &Sha256Digest) -> Result<()> {
         let Some(scanner) = &self.scanner else {
-            return Err(Error::Media(argus_media::Error::ScannerUnavailable("no scanner is configured".into())));
+            return Err(Error::Media(argus_media::Error::ScannerUnavailable(
+                "no scanner is configured".into(),
+            )));
         };
         let body = self.blobs.get(sha256, None).await.map_err(Error::Media)?;
         let report = scanner.scan(body).await.map_err(|error| {
@@ -407,24 +433,34 @@ impl Media {
         let Some(keys) = &services.token_keys else { return report };
         let (st, replica, lease, batch) =
             (store.clone(), self.settings.replica.clone(), self.settings.lease, self.settings.batch);
-        let jobs = match blocking(move || st.claim_watched_media(&replica, OffsetDateTime::now_utc(), lease, batch)).await {
-            Ok(jobs) => jobs,
-            Err(error) => {
-                tracing::warn!(code = error.code(), "files of watched rooms could not be claimed");
-                return report;
-            }
-        };
+        let jobs =
+            match blocking(move || st.claim_watched_media(&replica, OffsetDateTime::now_utc(), lease, batch))
+                .await
+            {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::warn!(code = error.code(), "files of watched rooms could not be claimed");
+                    return report;
+                }
+            };
         let mut caps: HashMap<String, Option<MediaCapabilities>> = HashMap::new();
         for job in jobs {
             let Some((_, owner, sealed)) = &job.watch else {
-                report += self.record(store, &job, self.retry(&job, "NO_TOKEN: no watch lends a token")).await;
+                report +=
+                    self.record(store, &job, self.retry(&job, "NO_TOKEN: no watch lends a token")).await;
                 continue;
             };
             let binding = crate::token_keys::Binding::of(&job.org, &job.room_id, &job.homeserver, owner);
             let session = match keys.open(sealed, binding) {
                 Ok(credentials) => Session::with_token(job.homeserver.clone(), credentials.access_token),
                 Err(_) => {
-                    report += self.record(store, &job, self.retry(&job, "TOKEN_UNAVAILABLE: the watch's token does not open")).await;
+                    report += self
+                        .record(
+                            store,
+                            &job,
+                            self.retry(&job, "TOKEN_UNAVAILABLE: the watch's token does not open"),
+                        )
+                        .await;
                     continue;
                 }
             };
@@ -446,13 +482,21 @@ impl Media {
     }
 
     /// Runs [`Media::work_once`] every `interval` until `stop` is notified.
-    pub async fn run_worker(self: Arc<Self>, services: Arc<Services>, interval: Duration, stop: Arc<tokio::sync::Notify>) {
+    pub async fn run_worker(
+        self: Arc<Self>,
+        services: Arc<Services>,
+        interval: Duration,
+        stop: Arc<tokio::sync::Notify>,
+    ) {
         loop {
             let report = self.work_once(&services).await;
             if report != MediaReport::default() {
                 tracing::info!(
-                    fetched = report.fetched, scanned = report.scanned, retried = report.retried,
-                    scan_failures = report.scan_failures, "media worker pass"
+                    fetched = report.fetched,
+                    scanned = report.scanned,
+                    retried = report.retried,
+                    scan_failures = report.scan_failures,
+                    "media worker pass"
                 );
             }
             tokio::select! {

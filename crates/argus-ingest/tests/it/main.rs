@@ -4,6 +4,7 @@
 
 mod homeservers;
 mod limits;
+mod media;
 mod pg_restart;
 mod streamed;
 mod support;
