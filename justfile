@@ -4,7 +4,7 @@
 # missing one fails instead of skipping, so a green run here hides nothing).
 check:
     cargo fmt --all -- --check
-    ARGUS_REQUIRE_POSTGRES=1 ARGUS_REQUIRE_SYNAPSE=1 cargo test --workspace
+    ARGUS_REQUIRE_POSTGRES=1 ARGUS_REQUIRE_SYNAPSE=1 ARGUS_REQUIRE_CLAMD=1 ARGUS_REQUIRE_S3=1 cargo test --workspace
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy --workspace --all-targets --all-features -- -D warnings
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

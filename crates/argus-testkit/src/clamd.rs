@@ -139,6 +139,7 @@ fn config(dir: &Path, port: u16) -> String {
          MaxScanSize {scan}\n\
          MaxFileSize {scan}\n\
          SelfCheck 3600\n\
+         AlertExceedsMax yes\n\
          MaxThreads 4\n",
         dir = dir.display(),
         log = dir.join("clamd.log").display(),

@@ -50,6 +50,26 @@ async fn a_body_over_the_stream_limit_is_a_limit_not_clean() {
     assert!(error.is_retryable(), "the file stays pending");
 }
 
+/// A compression bomb: a small gzip that expands past the scanner's limits. Its limits
+/// reached are never clean: the daemon (configured `AlertExceedsMax yes`, as a deployment must
+/// be) reports it, and the file is quarantined.
+#[tokio::test]
+async fn a_compression_bomb_past_the_scanners_limits_is_not_clean() {
+    use std::io::Write as _;
+    let Some(clamd) = argus_testkit::clamd::shared() else { return };
+    let scanner = Clamd::new(&clamd.addr(), TIMEOUT).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..(STREAM_MAX_LENGTH / (1024 * 1024)) * 4 {
+        gz.write_all(&zeros).unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1024 * 1024, "the bomb is small: {}", bomb.len());
+    let report = scanner.scan(body(bomb, 64 * 1024)).await.unwrap();
+    let Verdict::Infected { threat } = report.verdict else { panic!("a bomb judged clean: {report:?}") };
+    assert!(threat.contains("Limits"), "{threat}");
+}
+
 #[tokio::test]
 async fn a_stopped_clamd_is_unavailable_not_clean() {
     let Some(clamd) = argus_testkit::clamd::start() else { return };
