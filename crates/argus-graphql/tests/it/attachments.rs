@@ -58,7 +58,7 @@ fn record(n: usize, media_id: Option<&str>) -> MessageRecord {
     let mut m = MessageRecord::text(
         format!("$m{n}:tchap.test").parse().unwrap_or_else(|e| panic!("{e}")),
         "@agent:tchap.test".parse().unwrap_or_else(|e| panic!("{e}")),
-        &format!("piece jointe {n}"),
+        format!("piece jointe {n}"),
         sent_at,
     );
     if let Some(id) = media_id {

@@ -111,6 +111,9 @@ fn file_message(n: usize, media_id: &str, filename: &str) -> argus_domain::Messa
         .build()
 }
 
+/// A file of the fixture: media id, name, bytes and sniffed type once fetched, scan verdict.
+type FileSpec<'a> = (&'a str, &'a str, Option<(&'a [u8], &'a str)>, Option<BlobVerdict>);
+
 /// Stores `files` (media id, name, bytes and sniffed type, verdict) in a room of `org` at
 /// `level`, fetched into `blobs` and scanned as given; returns each reference id, in order.
 fn store_files(
@@ -118,7 +121,7 @@ fn store_files(
     blobs: &std::path::Path,
     org: &str,
     level: argus_domain::Classification,
-    files: &[(&str, &str, Option<(&[u8], &str)>, Option<BlobVerdict>)],
+    files: &[FileSpec<'_>],
 ) -> Vec<i64> {
     let viewer = store_viewer(org);
     let room = format!("!files-{org}:tchap.test");
