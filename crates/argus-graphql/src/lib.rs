@@ -37,4 +37,5 @@ pub use argus_ingest::{Admission, AdmissionLimits, Admitted, Metrics, ingest};
 pub use context::{Context, Limits, Services};
 pub use cursor::{CursorKey, CursorKind};
 pub use error::{Error, Result};
+pub use schema::attachment::MEDIA_ROUTE_PREFIX;
 pub use schema::{ReadOnlySchema, Schema, SchemaOptions, build_read_only_schema, build_schema, schema_sdl};

@@ -1,6 +1,7 @@
 //! The root query and mutation of the contract (`shared/contract/schema.graphql`), and the
 //! schema with its document limits.
 
+pub mod attachment;
 pub mod audit;
 pub mod charged;
 pub mod message;

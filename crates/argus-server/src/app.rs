@@ -23,7 +23,12 @@ use juniper::{
 use serde_json::json;
 use tracing::Instrument as _;
 
-use crate::{Config, Error, Result, auth::Authenticator, metrics::HttpMetrics};
+use crate::{
+    Config, Error, Result,
+    auth::Authenticator,
+    media::{BlobSource, MediaServing},
+    metrics::HttpMetrics,
+};
 
 /// The realm named in `WWW-Authenticate`.
 pub const REALM: &str = "argus-tchap";
@@ -41,6 +46,7 @@ pub struct AppState {
     max_batch: usize,
     max_body_bytes: usize,
     graphiql: bool,
+    media: MediaServing,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,7 +87,9 @@ pub async fn build(config: &Config) -> Result<Built> {
         max_batch: config.graphql.max_batch,
         max_body_bytes: config.graphql.max_body_bytes,
         graphiql: config.graphiql_enabled(),
+        media: MediaServing { serving_allowed: config.media.serving_allowed(), blobs: None },
     };
+    config.media.log_at_start();
     Ok(Built { state, relay: assembled.relay, scheduler: assembled.scheduler })
 }
 
@@ -89,6 +97,17 @@ impl AppState {
     /// The shared services (store, connector, counters).
     pub fn services(&self) -> &Arc<Services> {
         &self.services
+    }
+
+    /// Serves files from `blobs` at `/media/{id}` ([`crate::media`]); until then the route
+    /// answers 503 `MEDIA_STORE_NOT_CONFIGURED`.
+    pub fn set_blob_source(&mut self, blobs: Arc<dyn BlobSource>) {
+        self.media.blobs = Some(blobs);
+    }
+
+    /// The media settings of the download route.
+    pub(crate) fn media(&self) -> &MediaServing {
+        &self.media
     }
 
     /// Registers the routes with this state.
@@ -99,7 +118,8 @@ impl AppState {
             .route("/graphql", web::get().to(graphql_get))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics));
+            .route("/metrics", web::get().to(metrics))
+            .configure(crate::media::configure);
         if self.graphiql {
             cfg.route("/graphiql", web::get().to(crate::graphiql::page))
                 .route("/graphiql/assets/{name}", web::get().to(crate::graphiql::asset));
@@ -131,7 +151,13 @@ impl RunningServer {
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServer> {
     let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
     config.check_bind(addr)?;
-    let built = build(&config).await?;
+    spawn_built(listener, build(&config).await?)
+}
+
+/// Like [`spawn`], with the state already built (e.g. given its blob store with
+/// [`AppState::set_blob_source`]); the caller has checked the address ([`Config::check_bind`]).
+pub fn spawn_built(listener: TcpListener, built: Built) -> Result<RunningServer> {
+    let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
     let app = Arc::clone(&built.state.services().app);
     let server = http_server(listener, built.state)?;
     let handle = server.handle();
@@ -257,7 +283,7 @@ async fn observe(
     Ok(res)
 }
 
-fn error_body(message: &str, code: &str) -> serde_json::Value {
+pub(crate) fn error_body(message: &str, code: &str) -> serde_json::Value {
     json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
 }
 
@@ -275,7 +301,11 @@ fn unauthorized(error: &Error) -> HttpResponse {
         .json(error_body(&error.to_string(), "UNAUTHENTICATED"))
 }
 
-async fn authenticate(req: &HttpRequest, state: &AppState) -> std::result::Result<Viewer, HttpResponse> {
+/// The caller of a request, or the 401 (or 503) answer, as every authenticated route has it.
+pub(crate) async fn authenticate(
+    req: &HttpRequest,
+    state: &AppState,
+) -> std::result::Result<Viewer, HttpResponse> {
     let header = match req.headers().get(header::AUTHORIZATION).map(HeaderValue::to_str) {
         None => None,
         Some(Ok(v)) => Some(v),

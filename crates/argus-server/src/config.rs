@@ -14,6 +14,7 @@ mod graphql;
 mod jwt;
 mod key;
 mod matrix;
+mod media;
 mod oauth;
 mod post;
 #[cfg(test)]
@@ -40,6 +41,7 @@ pub use evidence::EvidenceConfig;
 pub use graphql::{CURSOR_KEY_FILE, GraphqlConfig};
 pub use jwt::{DEV_SECRET_FILE, JwtConfig, KeySource};
 pub use matrix::MatrixConfig;
+pub use media::{ClamdAddress, ContentScannerUrl, MEDIA_DIR, MediaConfig, MediaStore, ScanMode};
 pub use oauth::OAuthClientConfig;
 pub use post::PostConfig;
 pub use watch::{WATCH_KEY_FILE, WatchConfig};
@@ -87,6 +89,8 @@ pub struct Config {
     pub watch: WatchConfig,
     /// What the archive keeps of messages redacted after their capture.
     pub evidence: EvidenceConfig,
+    /// Attachments: the virus scanner, the blob store and the byte caps.
+    pub media: MediaConfig,
 }
 
 impl Default for Config {
@@ -105,6 +109,7 @@ impl Default for Config {
             post: PostConfig::default(),
             watch: WatchConfig::default(),
             evidence: EvidenceConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -134,6 +139,7 @@ impl Config {
         self.jwt.validate()?;
         self.oauth.validate()?;
         self.graphql.validate()?;
+        self.media.validate()?;
         self.fusion.validate().map_err(|e| Error::Config(e.to_string()))?;
         self.graphql.validate_key()
     }

@@ -3,7 +3,7 @@
 //! - [`config`]: typed configuration (defaults < `argus-tchap.toml` < `ARGUS_*` environment);
 //! - [`auth`]: bearer-JWT validation into an [`argus_domain::Viewer`], development tokens;
 //! - [`app`]: the actix-web application (`/graphql`, `/graphiql`, `/healthz`, `/readyz`,
-//!   `/metrics`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task;
+//!   `/metrics`, `/media/{id}`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task;
 //! - [`services`]: the services assembled from a configuration, for the server and every
 //!   operator command.
 
@@ -12,9 +12,11 @@ pub mod auth;
 pub mod config;
 mod error;
 mod graphiql;
+pub mod media;
 pub mod metrics;
 pub mod services;
 
-pub use app::{RunningServer, run, spawn};
+pub use app::{RunningServer, run, spawn, spawn_built};
 pub use config::Config;
 pub use error::{Error, Result};
+pub use media::BlobSource;

@@ -6,6 +6,7 @@ use argus_store::{MessageCursor, Store};
 use juniper::{GraphQLObject, ID, graphql_object};
 
 use super::{
+    attachment::TchapAttachment,
     paging::{PageInfo, connection},
     scalars::{DateTime, GqlClassification, opaque_id},
     sync_list::SyncList,
@@ -101,6 +102,11 @@ impl TchapMessage {
     /// The declared MIME type of a media attachment.
     fn media_mimetype(&self) -> Option<&str> {
         self.0.message.media.as_ref().and_then(|m| m.mimetype.as_deref())
+    }
+
+    /// The file this message carries, as the archive holds it; null when it carries none.
+    fn attachment(&self) -> Option<TchapAttachment> {
+        self.0.attachment.clone().map(TchapAttachment)
     }
 
     /// Every version of an edited message, oldest first: the original as sent, then each edit

@@ -5,7 +5,8 @@
 //! cost (docs/benchmarks.md). When the selection below `edges` holds only plain fields (no
 //! arguments, directives, fragments or repeated response keys) of the message's scalar fields,
 //! this module writes the same values in the same order directly; any other selection (the
-//! `versions` list, a fragment, `@skip`, an alias used twice) goes through Juniper as before.
+//! `versions` list, the `attachment` object, a fragment, `@skip`, an alias used twice) goes
+//! through Juniper as before.
 //! The test `plain_edges_answer_as_the_executor_does` holds the two to the same output.
 
 use juniper::{Executor, Object, ScalarValue, Selection, Value};
@@ -225,7 +226,7 @@ mod tests {
     use crate::{SchemaOptions, build_schema};
 
     /// The fields of `TchapMessage` the fast path leaves to the executor (not plain values).
-    const EXECUTOR_ONLY: [&str; 1] = ["versions"];
+    const EXECUTOR_ONLY: [&str; 2] = ["versions", "attachment"];
 
     #[test]
     fn the_fast_path_and_the_schema_list_the_same_message_fields() {

@@ -77,3 +77,54 @@ fn the_committed_sdl_is_current() {
         "docs/schema.graphql is stale: run `argus-tchap schema > docs/schema.graphql` (or the tests with ARGUS_UPDATE_SCHEMA=1)"
     );
 }
+
+/// The section "Attachments as evidence" of the next contract (`shared/contract/next.graphql`),
+/// its `extend type TchapMessage` written as the field it adds.
+const NEXT_ATTACHMENTS: &str = r#"
+type TchapMessage {
+  "The file this message carries, as the archive holds it; null when it carries none."
+  attachment: TchapAttachment
+}
+
+type TchapAttachment {
+  mxcUri: String!
+  filename: String
+  declaredMimetype: String
+  encrypted: Boolean!
+  status: AttachmentStatus!
+  "Why it is not STORED; never contains a token."
+  statusReason: String
+  "Lowercase hex SHA-256 of the file as sent (decrypted where it was encrypted)."
+  sha256: String
+  size: Int
+  "The signature the scanner found, when INFECTED."
+  threat: String
+  fetchedAt: DateTime
+  "Path on this server to download the bytes with the same bearer token; only when STORED."
+  downloadUrl: String
+}
+
+enum AttachmentStatus { STORED PENDING INFECTED TOO_LARGE TAMPERED UNAVAILABLE UNDECRYPTABLE }
+"#;
+
+#[test]
+fn the_attachment_names_of_the_next_contract_are_served() {
+    let sdl = argus_graphql::schema_sdl();
+    let next = parse_schema::<String>(NEXT_ATTACHMENTS).unwrap();
+    let ours = parse_schema::<String>(&sdl).unwrap();
+    let (want, have) = (signatures(&next), signatures(&ours));
+    let missing: Vec<_> = want.difference(&have).collect();
+    assert!(missing.is_empty(), "missing from the schema: {missing:#?}");
+    // The contract's descriptions are served as written.
+    for line in NEXT_ATTACHMENTS.lines().map(str::trim).filter(|l| l.starts_with('"')) {
+        assert!(sdl.contains(line), "description not served: {line}");
+    }
+    // The copy above is the shared section, when the shared contract is at hand.
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/contract/next.graphql");
+    if let Ok(text) = std::fs::read_to_string(shared) {
+        for line in NEXT_ATTACHMENTS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('}')) {
+            let line = line.replace("type TchapMessage {", "extend type TchapMessage {");
+            assert!(text.contains(&line), "not in the shared next contract: {line}");
+        }
+    }
+}

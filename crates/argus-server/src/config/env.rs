@@ -154,7 +154,7 @@ mod tests {
         let expected = Layout {
             keys: vec!["bind", "database_url", "data_dir", "allow_remote_development"],
             sections: vec![
-                "jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch", "evidence",
+                "jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch", "evidence", "media",
             ],
         };
         assert_eq!(*LAYOUT, expected);

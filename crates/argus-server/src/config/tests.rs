@@ -155,3 +155,94 @@ fn short_secrets_are_refused() {
     c.jwt.hs256_secret = Some(Secret::new("short"));
     assert!(c.validate().is_err());
 }
+
+#[test]
+fn media_defaults_file_then_environment() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.media, MediaConfig::default());
+        assert_eq!((c.media.max_file_bytes, c.media.max_run_bytes), (100 << 20, 1 << 30));
+        assert_eq!((c.media.concurrency_per_homeserver, c.media.worker_interval_secs), (4, 30));
+        assert_eq!(
+            (c.media.scan, &c.media.store, c.media.retry_max_secs),
+            (ScanMode::Clamd, &MediaStore::File, 3600)
+        );
+        // No scanner: nothing is served.
+        assert!(!c.media.serving_allowed() && c.media.scanner().is_none());
+        assert_eq!(c.media.file_store_dir(&c.data_dir()), Some(PathBuf::from("./media")));
+
+        jail.create_file(
+            "argus-tchap.toml",
+            r#"
+            [media]
+            clamd = "tcp://clamav.internal:3310"
+            store = "s3://evidence?endpoint=https://minio.internal:9000"
+            max_file_bytes = 1000
+            concurrency_per_homeserver = 2
+            content_scanner = "https://mcs.internal/"
+            "#,
+        )?;
+        jail.set_env("ARGUS_MEDIA_CLAMD", "tcp://127.0.0.1:3310");
+        jail.set_env("ARGUS_MEDIA_MAX_FILE_BYTES", "2048");
+        jail.set_env("ARGUS_MEDIA_WORKER_INTERVAL_SECS", "5");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        let clamd = c.media.scanner().map(ToString::to_string);
+        assert_eq!(clamd.as_deref(), Some("tcp://127.0.0.1:3310"));
+        assert!(c.media.serving_allowed());
+        assert_eq!((c.media.max_file_bytes, c.media.concurrency_per_homeserver), (2048, 2));
+        assert_eq!(c.media.worker_interval(), std::time::Duration::from_secs(5));
+        let MediaStore::S3 { bucket, endpoint, region } = &c.media.store else {
+            panic!("{:?}", c.media.store);
+        };
+        assert_eq!(bucket, "evidence");
+        assert_eq!(endpoint.as_ref().map(reqwest::Url::as_str), Some("https://minio.internal:9000/"));
+        assert_eq!(*region, None);
+        assert_eq!(c.media.file_store_dir(Path::new("/var/lib/argus")), None);
+        assert_eq!(c.media.content_scanner.as_ref().map(|u| u.0.as_str()), Some("https://mcs.internal/"));
+
+        // scan = "off" serves without a scanner, and never scans even with one.
+        jail.set_env("ARGUS_MEDIA_SCAN", "off");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.media.scan, ScanMode::Off);
+        assert!(c.media.serving_allowed() && c.media.scanner().is_none());
+        Ok(())
+    });
+}
+
+#[test]
+fn media_values_that_cannot_work_are_refused_naming_their_key() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let refused = [
+            ("ARGUS_MEDIA_CLAMD", "unix:///run/clamav/clamd.ctl", "media.clamd"),
+            ("ARGUS_MEDIA_CLAMD", "tcp://clamav.internal", "media.clamd"),
+            ("ARGUS_MEDIA_CLAMD", "http://clamav.internal:3310", "media.clamd"),
+            ("ARGUS_MEDIA_SCAN", "maybe", "media.scan"),
+            ("ARGUS_MEDIA_STORE", "ftp://evidence", "media.store"),
+            ("ARGUS_MEDIA_STORE", "s3://evidence?endpoint=ftp://minio", "media.store"),
+            ("ARGUS_MEDIA_STORE", "s3://key:secret-42@evidence", "media.store"),
+            ("ARGUS_MEDIA_STORE", "s3://evidence?bucket_typo=x", "media.store"),
+            ("ARGUS_MEDIA_CONTENT_SCANNER", "file:///etc/passwd", "media.content_scanner"),
+            ("ARGUS_MEDIA_MAX_FILE_BYTES", "0", "media.max_file_bytes"),
+            ("ARGUS_MEDIA_MAX_RUN_BYTES", "0", "media.max_run_bytes"),
+            ("ARGUS_MEDIA_CONCURRENCY_PER_HOMESERVER", "0", "media.concurrency_per_homeserver"),
+            ("ARGUS_MEDIA_WORKER_INTERVAL_SECS", "0", "media.worker_interval_secs"),
+            ("ARGUS_MEDIA_RETRY_MAX_SECS", "0", "media.retry_max_secs"),
+            ("ARGUS_MEDIA_MAX_FILE_BYTES", "-1", "media.max_file_bytes"),
+        ];
+        for (var, value, key) in refused {
+            jail.set_env(var, value);
+            let e = Config::load(Path::new("argus-tchap.toml")).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(key) && !e.contains("secret-42")),
+                "{var}={value}: {e:?}"
+            );
+            jail.clear_env();
+        }
+        jail.create_file("argus-tchap.toml", "[media]\nclamav = \"tcp://x:1\"\n")?;
+        let e = Config::load(Path::new("argus-tchap.toml")).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("clamav")));
+        Ok(())
+    });
+}

@@ -57,6 +57,28 @@ impl TestServer {
         Self { server: Some(server), base, client, config, _dir: dir }
     }
 
+    /// Starts the server with `blobs` as its blob store (none: the route has no store), and
+    /// returns it with the server's store, for fixtures.
+    pub(crate) async fn start_with_blobs(
+        dir: TempDir,
+        config: Config,
+        blobs: Option<std::sync::Arc<dyn argus_server::BlobSource>>,
+    ) -> (Self, argus_store::Store) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+        let mut built = argus_server::app::build(&config).await.unwrap_or_else(|e| panic!("build: {e}"));
+        if let Some(blobs) = blobs {
+            built.state.set_blob_source(blobs);
+        }
+        let store = built.state.services().app.store.clone();
+        let server = argus_server::spawn_built(listener, built).unwrap_or_else(|e| panic!("server: {e}"));
+        let base = format!("http://{}", server.addr());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        (Self { server: Some(server), base, client, config, _dir: dir }, store)
+    }
+
     pub(crate) async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await.unwrap_or_else(|e| panic!("stop: {e}"));

@@ -4,3 +4,4 @@ mod harness;
 mod http;
 mod jwt;
 mod limits;
+mod media;
