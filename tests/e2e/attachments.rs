@@ -22,12 +22,13 @@ use serde_json::{Value, json};
 use crate::harness::Server;
 
 const INGEST: &str = r"mutation($input: IngestTchapRoomInput!) {
-  ingestTchapRoom(input: $input) { messagesStored ingestion { outcome } }
+  ingestTchapRoom(input: $input) { messagesStored }
 }";
 
 const FILES: &str = r"query($r: String!) { tchapMessages(roomId: $r, first: 50) { edges { node {
   eventId body attachment {
     mxcUri filename declaredMimetype encrypted status statusReason sha256 size threat fetchedAt downloadUrl
+    quarantineUrl
   }
 } } } }";
 
@@ -123,8 +124,11 @@ pub(crate) async fn run(
     backup.upload(&alice, &secret_room, &mut sender, 0).await?;
 
     let server = Server::start_with(database_url, dir, |config| {
-        config.media.clamd = Some(clamd.addr());
-        config.media.store = blob_store.to_owned();
+        config.media.clamd = clamd.addr().parse().ok();
+        config.media.store = blob_store.parse().unwrap_or_else(|e| panic!("{e}"));
+        config.media.s3_access_key_id = Some(argus_testkit::s3::ACCESS_KEY_ID.to_owned());
+        config.media.s3_secret_access_key =
+            Some(argus_domain::Secret::new(argus_testkit::s3::SECRET_ACCESS_KEY));
     })
     .await?;
     let jwt = server.jwt("analyst@dgsi", "dgsi", Secret, &[Scope::Read, Scope::Ingest])?;
@@ -187,6 +191,27 @@ pub(crate) async fn run(
             && i["threat"].as_str().is_some_and(|t| !t.is_empty())
             && i["downloadUrl"].is_null(),
         "the sample: {i}"
+    );
+    ensure!(i["quarantineUrl"].is_null(), "a quarantine path without tchap:quarantine: {i}");
+    // Incident response downloads the sample from quarantine, never as what it claims to be.
+    let responder = server.jwt("cert@dgsi", "dgsi", Secret, &[Scope::Read, Scope::Quarantine])?;
+    let quarantined = server.data(&responder, FILES, json!({ "r": room }), "tchapMessages").await?;
+    let q = node(&quarantined, &infected)?;
+    let q_url = q["quarantineUrl"].as_str().context("the quarantine path")?;
+    let refused = server.download(&jwt, q_url, None).await?;
+    ensure!(
+        refused.status == 404 && refused.body == missing.body,
+        "the sample without quarantine: HTTP {}",
+        refused.status
+    );
+    let sample_back = server.download(&responder, q_url, None).await?;
+    ensure!(
+        sample_back.status == 200
+            && sample_back.body == sample
+            && sample_back.header("content-type") == "application/octet-stream",
+        "the sample from quarantine: HTTP {} {:?}",
+        sample_back.status,
+        sample_back.headers
     );
     let h = node(&plain, &html)?;
     let html_url = h["downloadUrl"].as_str().context("the page's download URL")?;

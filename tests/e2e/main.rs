@@ -128,7 +128,7 @@ async fn attachments_on_postgres_with_s3() {
     let Some(synapse) = argus_testkit::synapse::synapse() else { return };
     let Some(clamd) = argus_testkit::clamd::start() else { return };
     let Some(db) = argus_testkit::postgres::fresh_database() else { return };
-    let Some(s3) = argus_testkit::s3::start() else { return };
+    let Some(s3) = argus_testkit::s3::server() else { return };
     let dir = tempfile::tempdir().unwrap();
     attachments::run(synapse, &clamd, db.url(), &s3.store_url(), dir.path()).await.unwrap();
 }

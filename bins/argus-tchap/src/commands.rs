@@ -399,10 +399,11 @@ pub async fn audit_verify(
 /// `argus-tchap media rescan`: every held file scanned again.
 pub async fn media_rescan(config: &Config) -> Result<ExitCode> {
     let store = services::open_store(config).await?;
-    let Some(media) = argus_server::services::open_media(config)? else {
-        eprintln!("no scanner is configured ([media] clamd): nothing can be rescanned");
+    if config.media.scanner().is_none() {
+        eprintln!("no scanner is configured ([media] clamd with scan = \"clamd\"): nothing can be rescanned");
         return Ok(ExitCode::FAILURE);
-    };
+    }
+    let media = services::open_media(config)?;
     match media.rescan_all(&store).await {
         Ok(report) => {
             print_out(&format!(

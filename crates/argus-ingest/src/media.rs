@@ -48,6 +48,8 @@ pub struct MediaSettings {
     pub retry_max: Duration,
     /// The name this replica claims under.
     pub replica: String,
+    /// How often the media worker looks for work.
+    pub worker_interval: Duration,
 }
 
 impl Default for MediaSettings {
@@ -61,6 +63,7 @@ impl Default for MediaSettings {
             retry_base: Duration::from_secs(30),
             retry_max: Duration::from_secs(3600),
             replica: crate::scheduler::default_replica(),
+            worker_interval: Duration::from_secs(30),
         }
     }
 }

@@ -6,7 +6,7 @@ mod staging;
 mod store;
 
 pub use error::{Error, Result};
-pub use scan::{Clamd, ScanReport, Scanner, Verdict};
+pub use scan::{Clamd, NOT_SCANNED, ScanReport, Scanner, ScanningOff, Verdict};
 pub use staging::{StagedFile, Staging};
 pub use store::{BlobStore, FileBlobStore, S3BlobStore, S3Location, open_blob_store};
 

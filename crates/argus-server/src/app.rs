@@ -90,6 +90,10 @@ pub async fn build(config: &Config) -> Result<Built> {
         media: MediaServing { serving_allowed: config.media.serving_allowed(), blobs: None },
     };
     config.media.log_at_start();
+    let mut state = state;
+    if let Some(media) = &state.services.app.media {
+        state.set_blob_source(Arc::new(crate::services::BlobsOf(Arc::clone(media.blobs()))));
+    }
     Ok(Built { state, relay: assembled.relay, scheduler: assembled.scheduler })
 }
 
@@ -202,6 +206,7 @@ async fn serve_with_background(
     scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
     app: Arc<argus_ingest::Services>,
 ) -> Result<()> {
+    let media = app.media.clone().map(|media| (media, Arc::clone(&app)));
     let stop_scheduler = Arc::new(tokio::sync::Notify::new());
     let stop = Arc::clone(&stop_scheduler);
     let scheduler_task = Some(match scheduler {
@@ -212,9 +217,19 @@ async fn serve_with_background(
             stop,
         )),
     });
+    // The media worker: files held while the scanner was away, retries, watched rooms' files.
+    let stop_media = Arc::new(tokio::sync::Notify::new());
+    let media_task = media.map(|(media, app)| {
+        let interval = media.settings().worker_interval;
+        tokio::spawn(media.run_worker(app, interval, Arc::clone(&stop_media)))
+    });
     let result = serve_with_relay(server, relay).await;
     stop_scheduler.notify_one();
+    stop_media.notify_one();
     if let Some(task) = scheduler_task {
+        let _ = task.await;
+    }
+    if let Some(task) = media_task {
         let _ = task.await;
     }
     result

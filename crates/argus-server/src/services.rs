@@ -44,7 +44,76 @@ pub fn connector_config(config: &Config) -> ConnectorConfig {
         stream_deadline: std::time::Duration::from_secs(config.matrix.run_deadline_secs.max(1)),
         allowed_homeservers: config.matrix.allowed_homeservers.clone(),
         allow_private_addresses: config.matrix.allow_private_addresses.clone(),
+        media_route: config
+            .media
+            .content_scanner
+            .as_ref()
+            .map_or(argus_matrix::MediaRoute::Homeserver, |u| argus_matrix::MediaRoute::ContentScanner {
+                base_url: u.0.clone(),
+            }),
         ..ConnectorConfig::default()
+    }
+}
+
+/// The media pipeline the configuration describes (`[media]`): the blob store (files under the
+/// data directory, or an S3-compatible bucket), the staging area under the data directory, and
+/// the scanner (`clamd`; with `scan = "off"` every file is recorded clean as not scanned;
+/// with neither, files are held and never judged, so none is served).
+pub fn open_media(config: &Config) -> Result<Arc<argus_ingest::Media>> {
+    use crate::config::{MediaStore, ScanMode};
+    let media_dir = config.data_dir().join(crate::config::MEDIA_DIR);
+    let failed = |e: argus_media::Error| Error::Config(format!("media: {e}"));
+    let blobs: Arc<dyn argus_media::BlobStore> = match &config.media.store {
+        MediaStore::File => {
+            Arc::new(argus_media::FileBlobStore::open(media_dir.join("blobs")).map_err(failed)?)
+        }
+        MediaStore::S3(at) => Arc::new(
+            match (&config.media.s3_access_key_id, &config.media.s3_secret_access_key) {
+                (Some(id), Some(secret)) => argus_media::S3BlobStore::new(at, id, secret),
+                _ => argus_media::S3BlobStore::from_env(at),
+            }
+            .map_err(failed)?,
+        ),
+    };
+    let staging = argus_media::Staging::new(media_dir.join("staging")).map_err(failed)?;
+    let scanner: Option<Arc<dyn argus_media::Scanner>> = match (&config.media.scan, &config.media.clamd) {
+        (ScanMode::Off, _) => Some(Arc::new(argus_media::ScanningOff)),
+        (ScanMode::Clamd, Some(clamd)) => Some(Arc::new(
+            argus_media::Clamd::new(&format!("tcp://{}", clamd.authority()), CLAMD_TIMEOUT)
+                .map_err(failed)?,
+        )),
+        (ScanMode::Clamd, None) => None,
+    };
+    let settings = argus_ingest::MediaSettings {
+        max_file_bytes: config.media.max_file_bytes,
+        max_run_bytes: config.media.max_run_bytes,
+        concurrency_per_homeserver: config.media.concurrency_per_homeserver,
+        retry_max: config.media.retry_max(),
+        worker_interval: config.media.worker_interval(),
+        ..argus_ingest::MediaSettings::default()
+    };
+    Ok(Arc::new(argus_ingest::Media::new(blobs, scanner, staging, settings)))
+}
+
+/// How long one file's scan may take.
+const CLAMD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The blob store as the download route reads it.
+#[derive(Debug)]
+pub struct BlobsOf(pub Arc<dyn argus_media::BlobStore>);
+
+impl crate::media::BlobSource for BlobsOf {
+    fn open(
+        &self,
+        sha256: &argus_domain::Sha256Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, std::io::Result<crate::media::BlobStream>> {
+        use futures::TryStreamExt as _;
+        let sha256 = *sha256;
+        Box::pin(async move {
+            let stream = self.0.get(&sha256, range).await.map_err(|e| std::io::Error::other(e.code()))?;
+            Ok(Box::pin(stream.map_err(|e| std::io::Error::other(e.code()))) as crate::media::BlobStream)
+        })
     }
 }
 
@@ -85,6 +154,7 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     app.watch_limits.max_per_owner = config.watch.max_per_owner;
     app.watch_limits.max_per_org = config.watch.max_per_organisation;
     app.post_policy = config.post.policy();
+    app.media = Some(open_media(config)?);
     let app = Arc::new(app);
     let scheduler = config.watch.scheduler.then(|| {
         Arc::new(argus_ingest::scheduler::Scheduler::new(Arc::clone(&app), config.watch.scheduler_options()))

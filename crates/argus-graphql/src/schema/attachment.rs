@@ -118,4 +118,12 @@ impl TchapAttachment {
     fn download_url(&self) -> Option<String> {
         Self::download_path(self.0.id, self.0.status)
     }
+
+    /// Path on this server to download an INFECTED file from quarantine (always as
+    /// application/octet-stream), for a caller holding tchap:quarantine; null otherwise.
+    fn quarantine_url(&self, context: &Context) -> Option<String> {
+        (self.0.status == AttachmentStatus::Infected
+            && context.viewer().has_scope(argus_domain::Scope::Quarantine))
+        .then(|| format!("{MEDIA_ROUTE_PREFIX}{}", self.0.id))
+    }
 }

@@ -55,7 +55,14 @@ impl S3Location {
         if url.scheme() != "s3" || !url.username().is_empty() || url.password().is_some() {
             return Err(config("expected s3://bucket?endpoint=…&region=…"));
         }
-        let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| config("no bucket"))?.to_owned();
+        let bucket = url
+            .host_str()
+            .filter(|b| valid_bucket(b))
+            .ok_or_else(|| config("no valid bucket name"))?
+            .to_owned();
+        if url.port().is_some() || url.fragment().is_some() {
+            return Err(config("the URL names a bucket only"));
+        }
         if !matches!(url.path(), "" | "/") {
             return Err(config("the URL names a bucket only, no path"));
         }
@@ -69,6 +76,12 @@ impl S3Location {
         }
         Ok(location)
     }
+}
+
+/// An S3 bucket name: 3 to 63 of lowercase letters, digits, `.` and `-`.
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
 }
 
 /// Checks an endpoint URL: `https`, or `http` to a loopback address.

@@ -100,15 +100,8 @@ pub enum MediaStore {
     #[default]
     File,
     /// An S3-compatible bucket: `s3://bucket?endpoint=https://host:port&region=…` (credentials
-    /// from the usual `AWS_*` environment).
-    S3 {
-        /// The bucket's name.
-        bucket: String,
-        /// The server's base URL (MinIO, Ceph RGW, Garage); the provider's default when absent.
-        endpoint: Option<Url>,
-        /// The region, when the server needs one.
-        region: Option<String>,
-    },
+    /// from the usual `AWS_*` environment; plain `http` only to a loopback endpoint).
+    S3(argus_media::S3Location),
 }
 
 impl FromStr for MediaStore {
@@ -118,9 +111,8 @@ impl FromStr for MediaStore {
     /// use argus_server::config::MediaStore;
     /// assert_eq!("file".parse::<MediaStore>()?, MediaStore::File);
     /// let s3: MediaStore = "s3://evidence?endpoint=http://127.0.0.1:9000&region=eu-west-3".parse()?;
-    /// let MediaStore::S3 { bucket, endpoint, region } = s3 else { panic!() };
-    /// assert_eq!((bucket.as_str(), region.as_deref()), ("evidence", Some("eu-west-3")));
-    /// assert_eq!(endpoint.map(|e| e.to_string()).as_deref(), Some("http://127.0.0.1:9000/"));
+    /// let MediaStore::S3(at) = s3 else { panic!() };
+    /// assert_eq!((at.bucket.as_str(), at.region.as_str()), ("evidence", "eu-west-3"));
     /// assert!("ftp://evidence".parse::<MediaStore>().is_err());
     /// # Ok::<(), String>(())
     /// ```
@@ -128,34 +120,9 @@ impl FromStr for MediaStore {
         if s == "file" {
             return Ok(Self::File);
         }
-        let refuse = |why: &str| format!("expected \"file\" or s3://bucket?endpoint=…: {why}");
-        let url = Url::parse(s).map_err(|_| refuse("not a URL"))?;
-        if url.scheme() != "s3" {
-            return Err(refuse("the scheme is not s3"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(refuse("credentials come from the environment, never the URL"));
-        }
-        let bucket =
-            url.host_str().filter(|b| valid_bucket(b)).ok_or_else(|| refuse("no valid bucket name"))?;
-        if !matches!(url.path(), "" | "/") || url.port().is_some() || url.fragment().is_some() {
-            return Err(refuse("only a bucket and query parameters"));
-        }
-        let (mut endpoint, mut region) = (None, None);
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
-                "endpoint" => {
-                    let e = Url::parse(&value).map_err(|_| refuse("the endpoint is not a URL"))?;
-                    if !matches!(e.scheme(), "http" | "https") || e.host_str().is_none() {
-                        return Err(refuse("the endpoint is not an http(s) URL"));
-                    }
-                    endpoint = Some(e);
-                }
-                "region" if !value.is_empty() => region = Some(value.into_owned()),
-                _ => return Err(refuse("unknown parameter (endpoint, region)")),
-            }
-        }
-        Ok(Self::S3 { bucket: bucket.to_owned(), endpoint, region })
+        argus_media::S3Location::parse(s)
+            .map(Self::S3)
+            .map_err(|e| format!("expected \"file\" or s3://bucket?endpoint=…: {e}"))
     }
 }
 
@@ -165,12 +132,6 @@ impl TryFrom<String> for MediaStore {
     fn try_from(s: String) -> std::result::Result<Self, String> {
         s.parse()
     }
-}
-
-/// An S3 bucket name: 3 to 63 of lowercase letters, digits, `.` and `-`.
-fn valid_bucket(b: &str) -> bool {
-    (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
 }
 
 /// An Element matrix-content-scanner's base URL (`http(s)://…`), files fetched through it.
@@ -201,6 +162,11 @@ pub struct MediaConfig {
     pub scan: ScanMode,
     /// `"file"` (default: under the data directory) or `s3://bucket?endpoint=…`.
     pub store: MediaStore,
+    /// The S3 access key id (`ARGUS_MEDIA_S3_ACCESS_KEY_ID`); without it, `AWS_ACCESS_KEY_ID`.
+    pub s3_access_key_id: Option<String>,
+    /// The S3 secret access key (`ARGUS_MEDIA_S3_SECRET_ACCESS_KEY`); without it,
+    /// `AWS_SECRET_ACCESS_KEY`. Never logged.
+    pub s3_secret_access_key: Option<argus_domain::Secret>,
     /// The largest file fetched, in bytes (`ARGUS_MEDIA_MAX_FILE_BYTES`; default 100 MiB); the
     /// homeserver's `m.upload.size`, when smaller, caps it further. A larger file is
     /// `TOO_LARGE`.
@@ -226,6 +192,8 @@ impl Default for MediaConfig {
             clamd: None,
             scan: ScanMode::Clamd,
             store: MediaStore::File,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
             max_file_bytes: 100 * 1024 * 1024,
             max_run_bytes: 1024 * 1024 * 1024,
             concurrency_per_homeserver: 4,

@@ -192,12 +192,12 @@ fn media_defaults_file_then_environment() {
         assert!(c.media.serving_allowed());
         assert_eq!((c.media.max_file_bytes, c.media.concurrency_per_homeserver), (2048, 2));
         assert_eq!(c.media.worker_interval(), std::time::Duration::from_secs(5));
-        let MediaStore::S3 { bucket, endpoint, region } = &c.media.store else {
+        let MediaStore::S3(at) = &c.media.store else {
             panic!("{:?}", c.media.store);
         };
-        assert_eq!(bucket, "evidence");
-        assert_eq!(endpoint.as_ref().map(reqwest::Url::as_str), Some("https://minio.internal:9000/"));
-        assert_eq!(*region, None);
+        assert_eq!(at.bucket, "evidence");
+        assert_eq!(at.endpoint.as_deref(), Some("https://minio.internal:9000/"));
+        assert_eq!(at.region, "us-east-1");
         assert_eq!(c.media.file_store_dir(Path::new("/var/lib/argus")), None);
         assert_eq!(c.media.content_scanner.as_ref().map(|u| u.0.as_str()), Some("https://mcs.internal/"));
 
