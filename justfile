@@ -1,6 +1,6 @@
 # Mirrors CI; the README commands work without just.
 
-# Format, lint, document and test, as CI does: the PostgreSQL and Synapse tiers must run (a
+# Format, lint, document and test, as CI does: the PostgreSQL, Synapse, clamd and S3 tiers must run (a
 # missing one fails instead of skipping, so a green run here hides nothing).
 check:
     cargo fmt --all -- --check

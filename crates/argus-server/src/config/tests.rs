@@ -196,7 +196,7 @@ fn media_defaults_file_then_environment() {
             panic!("{:?}", c.media.store);
         };
         assert_eq!(at.bucket, "evidence");
-        assert_eq!(at.endpoint.as_deref(), Some("https://minio.internal:9000/"));
+        assert_eq!(at.endpoint.as_deref(), Some("https://minio.internal:9000"));
         assert_eq!(at.region, "us-east-1");
         assert_eq!(c.media.file_store_dir(Path::new("/var/lib/argus")), None);
         assert_eq!(c.media.content_scanner.as_ref().map(|u| u.0.as_str()), Some("https://mcs.internal/"));

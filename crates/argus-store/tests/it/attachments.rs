@@ -22,6 +22,7 @@ backend_suite!(
     the_queue_hands_a_reference_to_one_claimant_and_retries_later,
     a_file_known_once_its_message_is_decrypted_and_hidden_once_redacted,
     the_worker_takes_only_files_of_watched_rooms,
+    a_file_the_reader_may_not_have_takes_the_time_of_a_missing_one,
 );
 
 const ROOM: &str = "!files:x.org";
@@ -311,4 +312,39 @@ fn the_worker_takes_only_files_of_watched_rooms(db: &TestDb) {
     assert_eq!(jobs[0].room_id.as_str(), "!watched:x.org");
     let (_, owner, token) = jobs[0].watch.clone().expect("the watch lends its token");
     assert_eq!((owner, token.key_id.as_str()), (v.actor.clone(), "k1"));
+}
+
+/// The download lookup of a file whose message is withheld (above the reader's clearance) or
+/// foreign takes the time of a missing one: each kind timed once per round (in turn first), its
+/// cost the median over rounds of its time over the missing file's in the same round.
+fn a_file_the_reader_may_not_have_takes_the_time_of_a_missing_one(db: &TestDb) {
+    let s = &db.store;
+    let top = viewer("org-a", TopSecret);
+    let withheld = stored_and_fetched(s, &top, "!withheld:x.org", Secret, b"withheld");
+    let foreign = stored_and_fetched(s, &viewer("org-b", Secret), "!foreign:x.org", Restricted, b"foreign");
+    for bytes in [&b"withheld"[..], b"foreign"] {
+        s.record_scan(&Sha256Digest::of(bytes), &scan(BlobVerdict::Clean)).unwrap();
+    }
+    let reader = viewer("org-a", Restricted);
+    let ids = [withheld + foreign + 1000, withheld, foreign];
+    let mut ratios = [Vec::new(), Vec::new()];
+    for round in 0..430 {
+        let mut times = [0f64; 3];
+        for k in 0..3 {
+            let i = (k + round) % 3;
+            let started = std::time::Instant::now();
+            assert!(s.attachment_download(&reader, ids[i]).unwrap().is_none());
+            times[i] = started.elapsed().as_nanos() as f64;
+        }
+        if round >= 30 {
+            ratios[0].push(times[1] / times[0]);
+            ratios[1].push(times[2] / times[0]);
+        }
+    }
+    for (what, mut r) in [("withheld", ratios[0].clone()), ("foreign", ratios[1].clone())] {
+        r.sort_by(f64::total_cmp);
+        let median = r[r.len() / 2];
+        eprintln!("{what}: {median:.2}x a missing file");
+        assert!(median < 1.25, "a {what} file takes {median:.2}x the time of a missing one");
+    }
 }
