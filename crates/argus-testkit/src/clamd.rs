@@ -168,39 +168,28 @@ fn launch(owned: bool) -> anyhow::Result<ClamdDaemon> {
             dir = dir.display(),
         ))?;
     }
-    let mut last_error = anyhow!("clamd did not start");
-    for _ in 0..3 {
-        let port = crate::free_port()?;
-        let conf = dir.join("clamd.conf");
-        std::fs::write(&conf, config(&dir, port)).context("writing clamd.conf")?;
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("clamd.out"))?;
-        let mut child = Command::new(&binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("starting clamd")?;
-        std::fs::write(&child_pid_file, child.id().to_string()).context("writing the child pid")?;
-        let started = Instant::now();
-        match wait_for_pong(&mut child, port) {
-            Ok(()) => {
-                eprintln!("argus-testkit: clamd ready on 127.0.0.1:{port} in {:.1?}", started.elapsed());
-                return Ok(ClamdDaemon { port, dir, child: Mutex::new(child), owned });
+    let conf = dir.join("clamd.conf");
+    let started = crate::start_daemon(
+        "clamd",
+        &dir.join("clamd.out"),
+        &child_pid_file,
+        |port| {
+            std::fs::write(&conf, config(&dir, port)).context("writing clamd.conf")?;
+            let mut command = Command::new(&binary);
+            command.arg("-c").arg(&conf);
+            Ok(command)
+        },
+        wait_for_pong,
+    );
+    match started {
+        Ok((child, port)) => Ok(ClamdDaemon { port, dir, child: Mutex::new(child), owned }),
+        Err(error) => {
+            if owned {
+                let _ = std::fs::remove_dir_all(&dir);
             }
-            Err(error) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let tail = tail_of_file(&dir.join("clamd.out"), 20);
-                last_error = anyhow!("{error:#}; output tail:\n{tail}");
-            }
+            Err(error)
         }
     }
-    if owned {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    Err(last_error)
 }
 
 fn wait_for_pong(child: &mut Child, port: u16) -> anyhow::Result<()> {

@@ -98,6 +98,45 @@ fn spawn_watchdog(script: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a daemon on a free loopback port, up to three times (a port taken meanwhile): the
+/// command `command(port)` with its output appended to `log` and its pid written to `pid_file`
+/// (for the watchdog that stops it with the test process), until `ready(child, port)` says it
+/// answers. A start that fails kills what it started; the last failure is returned with the
+/// log's tail.
+fn start_daemon(
+    what: &str,
+    log: &Path,
+    pid_file: &Path,
+    mut command: impl FnMut(u16) -> anyhow::Result<Command>,
+    mut ready: impl FnMut(&mut std::process::Child, u16) -> anyhow::Result<()>,
+) -> anyhow::Result<(std::process::Child, u16)> {
+    let mut last_error = anyhow::anyhow!("{what} did not start");
+    for _ in 0..3 {
+        let port = free_port()?;
+        let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut child = command(port)?
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        fs::write(pid_file, child.id().to_string()).context("writing the child pid")?;
+        let started = std::time::Instant::now();
+        match ready(&mut child, port) {
+            Ok(()) => {
+                eprintln!("argus-testkit: {what} ready on 127.0.0.1:{port} in {:.1?}", started.elapsed());
+                return Ok((child, port));
+            }
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                last_error = anyhow::anyhow!("{error:#}; output tail:\n{}", tail_of_file(log, 20));
+            }
+        }
+    }
+    Err(last_error)
+}
+
 /// A real dependency started once per test process: its instance, or why it is unavailable.
 struct Tier<T> {
     /// What is missing, for the panic message (`PostgreSQL`).

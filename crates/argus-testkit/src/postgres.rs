@@ -99,13 +99,23 @@ impl PgCluster {
 
     /// Runs one SQL statement with `psql` against `url` and returns its unaligned output.
     pub fn query(&self, url: &str, sql: &str) -> anyhow::Result<String> {
-        let output = Command::new(&self.psql)
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        use std::io::Write as _;
+        // The statement goes on standard input: a long one (a scan of every column) would pass
+        // the kernel's bound on one argument.
+        let mut child = Command::new(&self.psql)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", "-"])
             .env("PGCONNECT_TIMEOUT", "10")
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .with_context(|| format!("running {}", self.psql.display()))?;
-        check_output(&output, &format!("psql -c {sql:?}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(sql.as_bytes()).context("writing the statement to psql")?;
+        }
+        let output = child.wait_with_output().with_context(|| format!("running {}", self.psql.display()))?;
+        let shown: String = sql.chars().take(2000).collect();
+        check_output(&output, &format!("psql -c {shown:?}"))?;
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 

@@ -101,34 +101,18 @@ fn start() -> anyhow::Result<S3Server> {
         child = child_pid_file.display(),
         dir = dir.display(),
     ))?;
-    let log = dir.join("moto.log");
-    let mut last_error = anyhow!("moto did not start");
-    for _ in 0..3 {
-        let port = crate::free_port()?;
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
-        let mut child = Command::new(bin.join("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("starting moto_server")?;
-        std::fs::write(&child_pid_file, child.id().to_string()).context("writing the child pid")?;
-        let started = Instant::now();
-        match wait_until_ready(&mut child, port).and_then(|()| create_bucket(port)) {
-            Ok(()) => {
-                eprintln!("argus-testkit: moto S3 ready on 127.0.0.1:{port} in {:.1?}", started.elapsed());
-                return Ok(S3Server { port, dir });
-            }
-            Err(error) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                last_error = anyhow!("{error:#}; log tail:\n{}", tail_of_file(&log, 20));
-            }
-        }
-    }
-    Err(last_error)
+    let (_child, port) = crate::start_daemon(
+        "moto S3",
+        &dir.join("moto.log"),
+        &child_pid_file,
+        |port| {
+            let mut command = Command::new(bin.join("moto_server"));
+            command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).current_dir(&dir);
+            Ok(command)
+        },
+        |child, port| wait_until_ready(child, port).and_then(|()| create_bucket(port)),
+    )?;
+    Ok(S3Server { port, dir })
 }
 
 fn wait_until_ready(child: &mut Child, port: u16) -> anyhow::Result<()> {

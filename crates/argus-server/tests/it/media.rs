@@ -428,7 +428,7 @@ async fn authentication_is_the_one_of_graphql() {
 }
 
 #[tokio::test]
-async fn without_a_scanner_or_a_blob_store_no_file_is_served() {
+async fn without_a_scanner_no_file_is_served() {
     // No scanner and scanning not turned off: refused, whatever the id.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let blob_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -446,15 +446,14 @@ async fn without_a_scanner_or_a_blob_store_no_file_is_served() {
     }
     server.stop().await;
 
-    // scan = "off" serves unscanned; without a blob store nothing is served either.
+    // scan = "off" serves: the server opens its blob store itself, and a missing file is the
+    // route's 404, not a refusal.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut config = harness::config(&dir);
     config.media.scan = argus_server::config::ScanMode::Off;
     let (server, _store) = TestServer::start_with_blobs(dir, config, None).await;
     let token = server.token("dgsi", Secret, &[Scope::Read]);
     let response = server.media("1", Some(&token), None).await;
-    assert_eq!(response.status().as_u16(), 503);
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    assert_eq!(body["errors"][0]["extensions"]["code"], "MEDIA_STORE_NOT_CONFIGURED");
+    assert_eq!(response.status().as_u16(), 404);
     server.stop().await;
 }
