@@ -21,13 +21,13 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 
-use crate::{Tier, spawn_watchdog, tail_of_file};
+use crate::{Tier, spawn_watchdog};
 
 static CLAMD: Tier<ClamdDaemon> = Tier::new("clamd", "ClamAV (clamd) tier", REQUIRE_ENV);
 static OWN_CLAMD: Tier<()> = Tier::new("clamd", "ClamAV (clamd) tier", REQUIRE_ENV);

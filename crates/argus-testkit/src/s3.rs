@@ -22,12 +22,12 @@
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::{Tier, spawn_watchdog, tail_of_file};
+use crate::{Tier, spawn_watchdog};
 
 static S3: Tier<S3Server> = Tier::new("an S3-compatible server (moto)", "S3 (moto) tier", REQUIRE_ENV);
 
