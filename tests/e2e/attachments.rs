@@ -28,6 +28,7 @@ const INGEST: &str = r"mutation($input: IngestTchapRoomInput!) {
 const FILES: &str = r"query($r: String!) { tchapMessages(roomId: $r, first: 50) { edges { node {
   eventId body attachment {
     mxcUri filename declaredMimetype encrypted status statusReason sha256 size threat fetchedAt downloadUrl
+    scanEngine scannedAt
     quarantineUrl
   }
 } } } }";
@@ -153,7 +154,9 @@ pub(crate) async fn run(
             && r["declaredMimetype"] == "application/pdf"
             && r["encrypted"] == false
             && r["mxcUri"] == report_uri.as_str()
-            && !r["fetchedAt"].is_null(),
+            && !r["fetchedAt"].is_null()
+            && r["scanEngine"].as_str().is_some_and(|e| e.starts_with("ClamAV "))
+            && !r["scannedAt"].is_null(),
         "the report: {r}"
     );
     let url = r["downloadUrl"].as_str().context("the report's download URL")?.to_owned();

@@ -301,6 +301,10 @@ pub struct Attachment {
     pub sniffed_mimetype: Option<String>,
     /// The signature the scanner found, when `Infected`.
     pub threat: Option<String>,
+    /// The engine and signature version of the verdict the status rests on, once scanned.
+    pub scan_engine: Option<String>,
+    /// When that verdict was given.
+    pub scanned_at: Option<OffsetDateTime>,
     /// When its bytes were fetched.
     pub fetched_at: Option<OffsetDateTime>,
 }

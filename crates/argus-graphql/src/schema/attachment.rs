@@ -109,6 +109,18 @@ impl TchapAttachment {
         self.0.threat.as_deref()
     }
 
+    /// The scanner's engine and signature version behind the status (e.g. "ClamAV
+    /// 1.4.3/27500/…"), once scanned; "none (scanning turned off)" where an operator turned
+    /// scanning off.
+    fn scan_engine(&self) -> Option<&str> {
+        self.0.scan_engine.as_deref()
+    }
+
+    /// When the scanner gave the verdict the status rests on.
+    fn scanned_at(&self) -> Option<DateTime> {
+        self.0.scanned_at.map(DateTime)
+    }
+
     /// When the file's bytes were fetched.
     fn fetched_at(&self) -> Option<DateTime> {
         self.0.fetched_at.map(DateTime)

@@ -62,6 +62,10 @@ struct AttachmentRow {
     verdict: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     threat: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    engine: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    scanned_at: Option<i64>,
 }
 
 impl AttachmentRow {
@@ -87,6 +91,8 @@ impl AttachmentRow {
             size: self.size.map(|s| u64::try_from(s).map_err(|_| BAD)).transpose()?,
             sniffed_mimetype: self.sniffed_mimetype,
             threat: self.threat,
+            scan_engine: self.engine,
+            scanned_at: self.scanned_at.map(from_unix_ms).transpose().map_err(|_| BAD)?,
             fetched_at: self.fetched_at.map(from_unix_ms).transpose().map_err(|_| BAD)?,
         })
     }
@@ -98,7 +104,7 @@ fn select(gate: &Gate, sql: &mut Sql<'_>) {
     sql.push(
         "SELECT a.id, a.message_pk, a.mxc_uri, a.filename, a.declared_mimetype, a.declared_size, \
          a.encrypted, a.state, a.reason, a.sha256, a.fetched_at, b.size, b.sniffed_mimetype, b.verdict, \
-         b.threat FROM attachments a JOIN messages m ON m.id = a.message_pk \
+         b.threat, b.engine, b.scanned_at FROM attachments a JOIN messages m ON m.id = a.message_pk \
          LEFT JOIN media_blobs b ON b.sha256 = a.sha256 WHERE ",
     );
     gate.apply(sql, "m");

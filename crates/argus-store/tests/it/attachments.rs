@@ -118,6 +118,8 @@ fn a_file_reads_with_its_message_and_is_served_only_once_scanned(db: &TestDb) {
         (stored.status, stored.size, stored.reason.as_deref()),
         (AttachmentStatus::Stored, Some(5), None)
     );
+    assert_eq!(stored.scan_engine.as_deref(), Some("ClamAV 1.4.3/27500"));
+    assert!(stored.scanned_at.is_some());
     let d = s.attachment_download(&v, a.id).unwrap().expect("downloadable");
     assert_eq!(
         (d.sha256, d.size, d.sniffed_mimetype.as_str()),
