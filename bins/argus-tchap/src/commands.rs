@@ -199,6 +199,14 @@ async fn ingest_joined(
         }
     };
     let result = ingest::ingest_joined(&services.app, viewer, request, &mut on_room).await;
+    if let Some(media) = &services.app.media {
+        // The rooms' files are fetched beside their runs: wait for them before exiting.
+        let files = media.settle().await;
+        eprintln!(
+            "files: {} fetched, {} not held, {} left for later",
+            files.fetched, files.ended, files.retried
+        );
+    }
     match result {
         Ok(rooms) => {
             let mut lines = vec![format!("{:<48} {:>8} {:>8}  {}", "room", "stored", "in room", "outcome")];
@@ -274,6 +282,11 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
     };
     let result = ingest::ingest_room(&services.app, &viewer, request, &mut on_page).await;
     bar.finish_and_clear();
+    // The run's files are fetched beside it: this process waits for them before it exits.
+    let files = match &services.app.media {
+        Some(media) => media.settle().await,
+        None => argus_ingest::MediaReport::default(),
+    };
     match result {
         Ok(done) => {
             let r = &done.report;
@@ -301,6 +314,10 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
                 ("foreign dropped", r.foreign_dropped.to_string()),
                 ("truncated at cap", r.truncated.to_string()),
                 ("history complete", done.room.history_complete.to_string()),
+                ("files fetched", files.fetched.to_string()),
+                ("files not held", files.ended.to_string()),
+                ("files left for later", files.retried.to_string()),
+                ("files scanned", files.scanned.to_string()),
                 ("audit record", format!("{}:{}", done.ingestion.entry.org, done.ingestion.seq)),
             ];
             let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

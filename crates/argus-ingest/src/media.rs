@@ -102,6 +102,8 @@ pub struct Media {
     settings: MediaSettings,
     /// One semaphore per homeserver: files fetched at once from it.
     hosts: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// The fetches runs started and nobody awaited yet ([`Media::settle`]).
+    running: Mutex<Vec<tokio::task::JoinHandle<MediaReport>>>,
 }
 
 /// A fetch that failed before it was a typed outcome: the connector's error, when the body
@@ -117,7 +119,14 @@ impl Media {
         staging: Staging,
         settings: MediaSettings,
     ) -> Self {
-        Self { blobs, scanner, staging, settings, hosts: Mutex::new(HashMap::new()) }
+        Self {
+            blobs,
+            scanner,
+            staging,
+            settings,
+            hosts: Mutex::new(HashMap::new()),
+            running: Mutex::default(),
+        }
     }
 
     /// The blob store files are held in (the download route reads it).
@@ -135,13 +144,35 @@ impl Media {
     pub fn spawn_room(self: &Arc<Self>, services: &Services, session: Session, org: OrgId, room: RoomId) {
         let (media, store, connector) =
             (Arc::clone(self), services.store.clone(), services.connector.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let report = media.fetch_room(&store, &connector, &session, &org, &room).await;
             tracing::info!(
                 org = %org, room = %room, fetched = report.fetched, ended = report.ended,
                 retried = report.retried, scanned = report.scanned, "files of a run fetched"
             );
+            report
         });
+        let mut running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.retain(|t| !t.is_finished());
+        running.push(task);
+    }
+
+    /// Waits for the fetches the runs started (a command that exits after its run calls it so
+    /// that its files are fetched before it goes); what they did, summed.
+    pub async fn settle(&self) -> MediaReport {
+        let mut report = MediaReport::default();
+        loop {
+            let tasks: Vec<_> =
+                std::mem::take(&mut *self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            if tasks.is_empty() {
+                return report;
+            }
+            for task in tasks {
+                if let Ok(done) = task.await {
+                    report += done;
+                }
+            }
+        }
     }
 
     /// Fetches the due files of `room` of `org` with `session`, batch by batch, until none is

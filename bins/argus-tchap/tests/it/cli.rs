@@ -1,5 +1,5 @@
 //! The binary end to end: `token`, `serve` with no configuration file, a GraphQL query over
-//! HTTP, `ingest` from a mock homeserver, `audit head`/`verify`, `rooms rehome`, `schema`,
+//! HTTP, `ingest` from a mock homeserver (its files too), `media rescan`, `audit head`/`verify`, `rooms rehome`, `schema`,
 //! graceful stop.
 
 use std::{
@@ -408,4 +408,87 @@ fn help_is_available_for_every_command() {
     assert!(migrate.status.success(), "{migrate:?}");
     let bad = run(dir.path(), &["token", "--org", "dgsi", "--clearance", "COSMIC"]);
     assert!(!bad.status.success());
+}
+
+/// `ingest` waits for the run's files before it exits (fetched and held; with scanning off,
+/// recorded as not scanned), and `media rescan` scans every held file again with the clamd it
+/// is given (refused without one).
+#[tokio::test]
+async fn ingest_fetches_the_files_and_media_rescan_scans_them_again() {
+    use argus_testkit::homeserver::{BASE_TS, TOKEN, ev};
+    use wiremock::{
+        Mock, ResponseTemplate,
+        matchers::{method, path},
+    };
+    let Some(clamd) = argus_testkit::clamd::shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().to_path_buf();
+    let hs = MockHomeserver::start().await;
+    let room = argus_testkit::homeserver::ROOM;
+    let file = ev::event(
+        "m.room.message",
+        "$rapport",
+        ev::ALICE,
+        BASE_TS,
+        json!({ "msgtype": "m.file", "body": "rapport.pdf", "url": "mxc://tchap.test/rapport" }),
+    );
+    hs.state(room).mount().await;
+    hs.messages(room).page(vec![file]).mount().await;
+    let answers = [
+        (
+            "/_matrix/client/versions",
+            ResponseTemplate::new(200).set_body_json(json!({ "versions": ["v1.11"] })),
+        ),
+        ("/_matrix/client/v1/media/config", ResponseTemplate::new(200).set_body_json(json!({}))),
+        (
+            "/_matrix/client/v1/media/download/tchap.test/rapport",
+            ResponseTemplate::new(200).set_body_bytes(b"%PDF-1.4 rapport".to_vec()),
+        ),
+    ];
+    for (at, answer) in answers {
+        Mock::given(method("GET")).and(path(at)).respond_with(answer).mount(hs.server()).await;
+    }
+    let homeserver = hs.uri();
+    let ingested = tokio::task::spawn_blocking(move || {
+        let args = [
+            "ingest",
+            "--homeserver",
+            &homeserver,
+            "--room",
+            room,
+            "--classification",
+            "RESTRICTED",
+            "--org",
+            "dgsi",
+        ];
+        command(&workdir)
+            .args(args)
+            .env("MATRIX_ACCESS_TOKEN", TOKEN)
+            .env("ARGUS_MEDIA_SCAN", "off")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(ingested.status.success(), "{ingested:?}");
+    let table = stdout(&ingested);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().last().unwrap_or("").to_owned())
+    };
+    assert_eq!(row("files fetched").as_deref(), Some("1"), "{table}");
+    assert_eq!(row("files scanned").as_deref(), Some("1"), "{table}");
+
+    let refused = run(dir.path(), &["media", "rescan"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no scanner"), "{refused:?}");
+    let rescanned = command(dir.path())
+        .args(["media", "rescan"])
+        .env("ARGUS_MEDIA_CLAMD", clamd.addr())
+        .output()
+        .unwrap();
+    assert!(rescanned.status.success(), "{rescanned:?}");
+    assert!(stdout(&rescanned).starts_with("1 files scanned again; 0 could not"), "{rescanned:?}");
 }
