@@ -1,6 +1,6 @@
 //! The binary end to end: `token`, `serve` with no configuration file, a GraphQL query over
-//! HTTP, `ingest` from a mock homeserver (its files too), `media rescan`, `audit head`/`verify`, `rooms rehome`, `schema`,
-//! graceful stop.
+//! HTTP, `ingest` from a mock homeserver (its files too), `media rescan`, `audit head`/`verify`,
+//! `rooms rehome`, `schema`, graceful stop.
 
 use std::{
     io::{BufRead as _, BufReader},
