@@ -6,11 +6,13 @@
 //!   with a file recorded, its bytes staged, put in the server's blob store and scanned
 //!   clean, and a bearer JWT of a cleared reader; every request authenticates, looks the file
 //!   up in the store and streams the blob.
-//! - The baseline is `actix-files`' `NamedFile` in a minimal actix-web app with the same
-//!   number of workers, serving the blob's own file.
-//! - wrk reads every body to its end (keep-alive parses each response whole). The server's
-//!   peak RSS growth is the bench process's (`VmHWM` after a load, its peak reset through
-//!   `/proc/self/clear_refs` before, less `VmRSS` before), as wrk runs in its own process.
+//! - The baselines are `actix-files`' `NamedFile` in a minimal actix-web app with the same
+//!   number of workers, serving the blob's own file: as configured by default (each 64 KiB
+//!   read on the blocking pool) and with its reads on the worker (`read_mode_threshold`). It
+//!   runs in a child process (this binary again), so each server's memory is its own.
+//! - wrk reads every body to its end (keep-alive parses each response whole); every server is
+//!   warmed up for 2 s first. Memory: each server's peak RSS during a load (`VmHWM`, reset
+//!   through `/proc/{pid}/clear_refs` before it) above its RSS when idle before any load.
 //!
 //! `cargo bench -p argus-server --bench media`. `ARGUS_BENCH_SECONDS` the duration of each
 //! load run (default 10), `ARGUS_BENCH_CONNECTIONS` the concurrent connections for the 1 MB
@@ -138,36 +140,64 @@ fn find_blob(root: &Path, name: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// The baseline: `NamedFile` serving `files[n]` at `/static/{n}`, with `workers` workers.
-fn static_server(
-    files: Vec<PathBuf>,
-    workers: usize,
-) -> Result<(std::net::SocketAddr, actix_web::dev::ServerHandle)> {
+/// The baselines: `NamedFile` serving `files[n]` at `/static/{n}` as configured by default
+/// (every 64 KiB read on the blocking pool) and at `/sync/{n}` with `read_mode_threshold` past
+/// the file's size (reads on the worker), with `workers` workers.
+fn static_server(files: Vec<PathBuf>, workers: usize) -> Result<actix_web::dev::Server> {
     let files = std::sync::Arc::new(files);
     let server = HttpServer::new(move || {
-        let files = std::sync::Arc::clone(&files);
-        App::new().route(
-            "/static/{n}",
+        let named = |sync: bool, files: std::sync::Arc<Vec<PathBuf>>| {
             web::get().to(move |req: HttpRequest| {
                 let files = std::sync::Arc::clone(&files);
                 async move {
                     let n: usize =
                         req.match_info().get("n").and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
                     let path = files.get(n).ok_or_else(|| actix_web::error::ErrorNotFound("no such file"))?;
-                    Ok::<_, actix_web::Error>(
-                        actix_files::NamedFile::open_async(path).await?.into_response(&req),
-                    )
+                    let file = actix_files::NamedFile::open_async(path).await?;
+                    let file = if sync { file.read_mode_threshold(u64::MAX) } else { file };
+                    Ok::<_, actix_web::Error>(file.into_response(&req))
                 }
-            }),
-        )
+            })
+        };
+        App::new()
+            .route("/static/{n}", named(false, std::sync::Arc::clone(&files)))
+            .route("/sync/{n}", named(true, std::sync::Arc::clone(&files)))
     })
     .workers(workers)
     .bind("127.0.0.1:0")?;
     let addr = server.addrs().first().copied().context("no address")?;
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Ok((addr, handle))
+    #[expect(clippy::print_stdout, reason = "the address, for the parent process")]
+    {
+        println!("{addr}");
+    }
+    Ok(server.run())
+}
+
+/// Starts the bench binary again as the baseline server (so its memory is its own), serving
+/// `files`; returns the child and its address.
+async fn spawn_static(files: &[PathBuf]) -> Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt as _;
+    let list = std::env::join_paths(files)?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .env(STATIC_FILES_ENV, list)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout).read_line(&mut line).await?;
+    let addr = line.trim().to_owned();
+    if addr.is_empty() {
+        bail!("the baseline server did not start");
+    }
+    Ok((child, addr))
+}
+
+/// Set in the baseline server's process: the files it serves, as a path list.
+const STATIC_FILES_ENV: &str = "ARGUS_BENCH_STATIC_FILES";
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8)
 }
 
 /// One wrk run.
@@ -223,27 +253,40 @@ fn wrk(url: &str, token: Option<&str>, seconds: u64, connections: u64) -> Result
     Ok(Load { rps, bytes_per_s, p99_ms })
 }
 
-/// A field of `/proc/self/status`, in kB.
-fn status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A field of `/proc/{pid}/status`, in kB.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
 }
 
-/// Loads `url` with wrk; returns the load and the process's peak RSS growth during it, in MB.
+/// A server process: its id and its resident memory when idle, before any load.
+struct Process {
+    pid: u32,
+    idle_kb: Option<u64>,
+}
+
+impl Process {
+    fn new(pid: u32) -> Self {
+        Self { pid, idle_kb: status_kb(pid, "VmRSS:") }
+    }
+}
+
+/// Loads `url` with wrk; returns the load and the server's peak RSS during it above its idle
+/// RSS, in MB.
 async fn measured(
+    server: &Process,
     url: String,
     token: Option<String>,
     seconds: u64,
     connections: u64,
 ) -> Result<(Load, Option<f64>)> {
     // Writing 5 resets VmHWM to the current RSS (Linux ≥ 4.0).
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let before = status_kb("VmRSS:");
+    let reset = std::fs::write(format!("/proc/{}/clear_refs", server.pid), "5").is_ok();
     let load =
         tokio::task::spawn_blocking(move || wrk(&url, token.as_deref(), seconds, connections)).await??;
-    let peak = status_kb("VmHWM:");
-    let growth = match (reset, before, peak) {
-        (true, Some(before), Some(peak)) => Some(peak.saturating_sub(before) as f64 / 1000.0),
+    let peak = status_kb(server.pid, "VmHWM:");
+    let growth = match (reset, server.idle_kb, peak) {
+        (true, Some(idle), Some(peak)) => Some(peak.saturating_sub(idle) as f64 / 1000.0),
         _ => None,
     };
     Ok((load, growth))
@@ -292,6 +335,10 @@ fn loadavg() -> String {
 #[tokio::main]
 #[expect(clippy::print_stdout, reason = "bench output")]
 async fn main() -> Result<()> {
+    if let Some(list) = std::env::var_os(STATIC_FILES_ENV) {
+        let files = std::env::split_paths(&list).collect();
+        return Ok(static_server(files, workers())?.await?);
+    }
     let seconds = env_u64("ARGUS_BENCH_SECONDS", 10);
     let small_connections = env_u64("ARGUS_BENCH_CONNECTIONS", 8);
     let big_connections = env_u64("ARGUS_BENCH_BIG_CONNECTIONS", 2);
@@ -320,43 +367,73 @@ async fn main() -> Result<()> {
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let server = argus_server::spawn_built(listener, built)?;
-    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).clamp(1, 8);
-    let (static_addr, static_handle) = static_server(paths, workers)?;
+    let (child, static_addr) = spawn_static(&paths).await?;
     let token = token(&config, &viewer)?;
     let client = reqwest::Client::new();
+    for (n, file) in files.iter().enumerate() {
+        let route = format!("http://{}/media/{}", server.addr(), file.id);
+        check(&client, &staging, &route, Some(&token), file).await?;
+        for variant in ["static", "sync"] {
+            check(&client, &staging, &format!("http://{static_addr}/{variant}/{n}"), None, file).await?;
+        }
+    }
+    let ours_process = Process::new(std::process::id());
+    let static_process = Process::new(child.id().context("the baseline server exited")?);
 
     println!(
-        "GET /media/{{id}} against actix-files NamedFile ({workers} workers each), wrk -t2 -d{seconds}s"
+        "GET /media/{{id}} against actix-files NamedFile ({} workers each), wrk -t2 -d{seconds}s",
+        workers()
     );
     println!("  load average before: {}", loadavg());
     for (n, (file, connections)) in files.iter().zip([small_connections, big_connections]).enumerate() {
-        let route = format!("http://{}/media/{}", server.addr(), file.id);
-        let baseline = format!("http://{static_addr}/static/{n}");
-        check(&client, &staging, &route, Some(&token), file).await?;
-        check(&client, &staging, &baseline, None, file).await?;
-        let (ours, ours_growth) = measured(route, Some(token.clone()), seconds, connections).await?;
-        let (plain, plain_growth) = measured(baseline, None, seconds, connections).await?;
         let mb = file.size as f64 / MB as f64;
         println!("{mb:.0} MB file, {connections} connections:");
-        for (what, load, growth) in
-            [("GET /media/{id}", &ours, ours_growth), ("NamedFile", &plain, plain_growth)]
-        {
+        let targets = [
+            (
+                "GET /media/{id}",
+                format!("http://{}/media/{}", server.addr(), file.id),
+                Some(&token),
+                &ours_process,
+            ),
+            (
+                "NamedFile (default, reads on the blocking pool)",
+                format!("http://{static_addr}/static/{n}"),
+                None,
+                &static_process,
+            ),
+            (
+                "NamedFile (reads on the worker)",
+                format!("http://{static_addr}/sync/{n}"),
+                None,
+                &static_process,
+            ),
+        ];
+        let mut loads = Vec::new();
+        for (what, url, token, process) in targets {
+            // Warm-up (threads, pools, caches), within the memory figure.
+            measured(process, url.clone(), token.cloned(), 2, connections).await?;
+            let (load, growth) = measured(process, url, token.cloned(), seconds, connections).await?;
             println!(
-                "  {what}: {:.1} requests/s, {:.0} MB/s read, p99 {:.1} ms, peak RSS growth {}",
+                "  {what}: {:.1} requests/s, {:.0} MB/s read, p99 {:.1} ms, peak RSS above idle {}",
                 load.rps,
                 load.bytes_per_s / MB as f64,
                 load.p99_ms,
                 growth.map_or_else(|| "unknown".to_owned(), |g| format!("{g:.1} MB")),
             );
+            loads.push(load);
         }
-        println!(
-            "  route / NamedFile: {:.2} (requests/s), {:.2} (bytes/s)",
-            ours.rps / plain.rps,
-            ours.bytes_per_s / plain.bytes_per_s
-        );
+        if let [ours, default, sync] = loads.as_slice() {
+            println!(
+                "  route / NamedFile default: {:.2} (requests/s), {:.2} (bytes/s); route / NamedFile on the worker: {:.2}, {:.2}",
+                ours.rps / default.rps,
+                ours.bytes_per_s / default.bytes_per_s,
+                ours.rps / sync.rps,
+                ours.bytes_per_s / sync.bytes_per_s,
+            );
+        }
     }
     println!("  load average after: {}", loadavg());
-    static_handle.stop(true).await;
+    drop(child);
     server.stop().await?;
     Ok(())
 }
