@@ -1,20 +1,22 @@
 //! The filesystem blob store: `<root>/ab/cd/<sha256 hex>`, each blob written to a temporary
 //! name in `<root>/.tmp` (same filesystem), fsynced, renamed into place and its folder fsynced.
 
-use std::io::SeekFrom;
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use argus_domain::Sha256Digest;
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+use futures::{FutureExt as _, StreamExt as _};
 
 use super::{BlobStore, blob_key, check_range, create_private_dir};
 use crate::{ByteStream, Error, Result, StagedFile};
 
-/// The read buffer of a streamed blob.
-const READ_CHUNK: usize = 256 * 1024;
+/// The largest chunk of a streamed blob: one trip to the blocking pool reads it, so a file up
+/// to this size is opened and read in one trip; memory holds a chunk per reader, whatever the
+/// blob's size.
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Blobs as files under a root directory (the embedded default). Files are `0600`, folders
 /// `0700`.
@@ -59,12 +61,26 @@ impl BlobStore for FileBlobStore {
     ) -> BoxFuture<'a, Result<ByteStream>> {
         let path = self.path_of(digest);
         async move {
-            let mut file = tokio::fs::File::open(&path).await.map_err(not_found_or_io)?;
-            let size = file.metadata().await?.len();
-            let range = check_range(range, size)?;
-            file.seek(SeekFrom::Start(range.start)).await?;
-            let limited = file.take(range.end - range.start);
-            Ok(tokio_util::io::ReaderStream::with_capacity(limited, READ_CHUNK).map_err(Error::from).boxed())
+            // Opening, sizing, seeking and the first chunk take one trip to the blocking pool.
+            let (first, rest) = blocking(move || {
+                let mut file = std::fs::File::open(&path).map_err(not_found_or_io)?;
+                let size = file.metadata()?.len();
+                let range = check_range(range, size)?;
+                if range.start > 0 {
+                    file.seek(SeekFrom::Start(range.start))?;
+                }
+                let mut rest = Rest { file, left: range.end - range.start };
+                Ok((rest.next_chunk()?, rest))
+            })
+            .await?;
+            let rest = futures::stream::try_unfold(rest, |mut rest| async move {
+                if rest.left == 0 {
+                    return Ok(None);
+                }
+                blocking(move || Ok(Some((rest.next_chunk()?, rest)))).await
+            });
+            let first = (!first.is_empty()).then_some(Ok(first));
+            Ok(futures::stream::iter(first).chain(rest).boxed())
         }
         .boxed()
     }
@@ -85,6 +101,32 @@ impl BlobStore for FileBlobStore {
     fn name(&self) -> &'static str {
         "file"
     }
+}
+
+/// What is left to read of a blob.
+struct Rest {
+    file: std::fs::File,
+    left: u64,
+}
+
+impl Rest {
+    /// Reads the next chunk (at most [`READ_CHUNK`] bytes); a file shorter than its size said
+    /// is an error, never a short answer.
+    fn next_chunk(&mut self) -> Result<Bytes> {
+        let want = self.left.min(READ_CHUNK as u64);
+        let mut chunk = Vec::with_capacity(usize::try_from(want).unwrap_or(READ_CHUNK));
+        (&mut self.file).take(want).read_to_end(&mut chunk)?;
+        if (chunk.len() as u64) < want {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof));
+        }
+        self.left -= want;
+        Ok(Bytes::from(chunk))
+    }
+}
+
+/// Runs `work` on the blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?
 }
 
 fn not_found_or_io(error: std::io::Error) -> Error {

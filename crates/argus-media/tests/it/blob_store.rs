@@ -157,3 +157,31 @@ fn the_store_setting_opens_either_backend() {
         assert_eq!(error.code(), "CONFIG", "{refused}");
     }
 }
+
+#[tokio::test]
+async fn a_filesystem_blob_that_shrinks_while_read_ends_in_an_error_not_a_short_answer() {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path().join("staging")).unwrap();
+    let root = dir.path().join("blobs");
+    let store = FileBlobStore::open(&root).unwrap();
+    let bytes = unique_bytes(3 * 1024 * 1024);
+    let staged = stage(&staging, &bytes, 1 << 20).await;
+    store.put(&staged).await.unwrap();
+    let hex = staged.sha256.to_hex();
+    let file = root.join(&hex[..2]).join(&hex[2..4]).join(&hex);
+
+    let mut stream = store.get(&staged.sha256, None).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first, &bytes[..first.len()]);
+    std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(first.len() as u64 + 10).unwrap();
+    let mut read = first.len();
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            Some(Err(error)) => break error,
+            None => panic!("the stream ended after {read} of {} bytes without an error", bytes.len()),
+        }
+    };
+    assert_eq!(error.code(), "IO", "{error}");
+}
