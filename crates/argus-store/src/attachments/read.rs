@@ -143,7 +143,8 @@ pub(crate) fn download(conn: &mut DbConn, gate: &Gate, id: i64) -> Result<Option
     sql.push(" AND a.id = ").bind::<BigInt, _>(id);
     sql.push(" AND a.state = ").bind::<Text, _>(super::FETCHED.to_owned());
     sql.push(" AND b.verdict IS NOT NULL");
-    let Some(row) = sql.build().load::<AttachmentRow>(conn)?.into_iter().next() else {
+    // One shape whatever the id: kept prepared in the connection's statement cache.
+    let Some(row) = sql.build_cached().load::<AttachmentRow>(conn)?.into_iter().next() else {
         return Ok(None);
     };
     let attachment = row.into_domain()?;
