@@ -465,10 +465,10 @@ impl Media {
                 }
             };
             let known = match caps.get(job.homeserver.as_str()) {
-                Some(known) => known.clone(),
+                Some(known) => *known,
                 None => {
                     let found = services.connector.media_capabilities(&session).await.ok();
-                    caps.insert(job.homeserver.as_str().to_owned(), found.clone());
+                    caps.insert(job.homeserver.as_str().to_owned(), found);
                     found
                 }
             };
