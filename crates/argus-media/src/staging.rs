@@ -21,6 +21,10 @@ const SNIFF_BYTES: usize = 8 * 1024;
 /// The buffer of file reads and writes.
 const IO_CHUNK: usize = 256 * 1024;
 
+/// Bytes of a staged file written between two hand-overs to the disk ([`Staging::stage`],
+/// [`Staging::decrypt`]).
+const FLUSH_BEHIND: u64 = 32 * 1024 * 1024;
+
 /// A file staged on local disk: its digest, size and sniffed MIME type. The file is removed
 /// when this is dropped.
 pub struct StagedFile {
@@ -74,16 +78,22 @@ impl Staging {
     /// Streams `body` into a new staged file while hashing it. More than `cap` bytes is
     /// [`Error::TooLarge`] (the body is not read further and the temporary file is removed); a
     /// failing body is [`Error::Body`]. Memory holds one chunk at a time, never the file.
+    ///
+    /// What is written is handed to the disk as the body comes (every 32 MiB), in the
+    /// background, so that storing the file (an fsync) does not wait for all of it at the end.
     pub async fn stage<E: fmt::Display>(
         &self,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
         cap: u64,
     ) -> Result<StagedFile> {
         let (file, path) = self.temp_file()?;
+        let flush = file.try_clone()?;
         let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, tokio::fs::File::from_std(file));
         let mut hasher = sha2::Sha256::new();
         let mut head = Vec::with_capacity(SNIFF_BYTES);
         let mut size: u64 = 0;
+        let mut flushed: u64 = 0;
+        let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|error| Error::Body(error.to_string()))?;
             size = size.saturating_add(chunk.len() as u64);
@@ -93,8 +103,20 @@ impl Staging {
             keep_head(&mut head, &chunk);
             hasher.update(&chunk);
             out.write_all(&chunk).await?;
+            if size - flushed >= FLUSH_BEHIND && flushing.as_ref().is_none_or(|f| f.is_finished()) {
+                flushed = size;
+                let file = flush.try_clone()?;
+                // Only a head start: the blob store's own fsync is what makes the file durable
+                // and reports a failure.
+                flushing = Some(tokio::task::spawn_blocking(move || {
+                    let _ = file.sync_data();
+                }));
+            }
         }
         out.flush().await?;
+        if let Some(flushing) = flushing {
+            let _ = flushing.await;
+        }
         Ok(staged(hasher, size, &head, path))
     }
 
@@ -118,6 +140,13 @@ impl Staging {
     }
 }
 
+/// Chunks of plaintext on their way to the hashing thread: enough to keep it busy while the
+/// decrypting one writes, few enough that memory stays a few chunks.
+const HASH_QUEUE: usize = 4;
+
+/// Decrypts `source` into `out`: one thread reads, decrypts and writes each chunk while a
+/// second hashes (and keeps the head of) the chunk before it, so the plaintext's digest costs
+/// no time of its own on a machine with a second core.
 fn decrypt_file(
     key: &AttachmentKey,
     source: &Path,
@@ -125,26 +154,68 @@ fn decrypt_file(
     path: TempPath,
 ) -> Result<StagedFile> {
     let mut input = std::fs::File::open(source)?;
+    let flush = out.try_clone()?;
     let mut out = std::io::BufWriter::with_capacity(IO_CHUNK, out);
     let mut cipher = key.cipher();
-    let mut hasher = sha2::Sha256::new();
-    let mut head = Vec::with_capacity(SNIFF_BYTES);
-    let mut buf = vec![0_u8; IO_CHUNK];
-    let mut size: u64 = 0;
-    loop {
-        let n = input.read(&mut buf)?;
-        if n == 0 {
-            break;
+    // What is written is handed to the disk every FLUSH_BEHIND bytes, in the background (a head
+    // start for the blob store's fsync, which is what reports a failure).
+    let (flush_now, flush_requests) = std::sync::mpsc::sync_channel::<()>(1);
+    let flusher = std::thread::Builder::new().name("argus-media-flush".into()).spawn(move || {
+        for () in flush_requests {
+            let _ = flush.sync_data();
         }
-        let chunk = &mut buf[..n];
-        cipher.apply(chunk);
-        keep_head(&mut head, chunk);
-        hasher.update(&*chunk);
-        out.write_all(chunk)?;
-        size += n as u64;
-    }
+    })?;
+    let (chunks, hashed) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE);
+    let hasher = std::thread::Builder::new().name("argus-media-hash".into()).spawn(move || {
+        let mut hasher = sha2::Sha256::new();
+        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        for chunk in hashed {
+            keep_head(&mut head, &chunk);
+            hasher.update(&chunk);
+        }
+        (hasher, head)
+    })?;
+    let (mut size, mut flushed) = (0_u64, 0_u64);
+    let written = (|| -> Result<()> {
+        loop {
+            let mut buf = bytes::BytesMut::zeroed(IO_CHUNK);
+            let n = read_full(&mut input, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            cipher.apply(&mut buf);
+            let chunk = buf.freeze();
+            // The hashing thread only ends when this side drops its sender.
+            let _ = chunks.send(chunk.clone());
+            out.write_all(&chunk)?;
+            size += n as u64;
+            if size - flushed >= FLUSH_BEHIND && flush_now.try_send(()).is_ok() {
+                flushed = size;
+            }
+        }
+    })();
+    drop(chunks);
+    drop(flush_now);
+    let _ = flusher.join();
+    let (hasher, head) = hasher.join().map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
+    written?;
     out.flush()?;
     Ok(staged(hasher, size, &head, path))
+}
+
+/// Reads into `buf` until it is full or the file ends; the bytes read.
+fn read_full(input: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
 }
 
 fn keep_head(head: &mut Vec<u8>, chunk: &[u8]) {

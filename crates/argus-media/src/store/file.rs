@@ -1,5 +1,6 @@
-//! The filesystem blob store: `<root>/ab/cd/<sha256 hex>`, each blob written to a temporary
-//! name in `<root>/.tmp` (same filesystem), fsynced, renamed into place and its folder fsynced.
+//! The filesystem blob store: `<root>/ab/cd/<sha256 hex>`, each blob put under a temporary
+//! name in `<root>/.tmp` (same filesystem: hard-linked from its staged file when that is on the
+//! same filesystem too, else copied), fsynced, renamed into place and its folder fsynced.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::ops::Range;
@@ -133,20 +134,35 @@ fn not_found_or_io(error: std::io::Error) -> Error {
     if error.kind() == std::io::ErrorKind::NotFound { Error::NotFound } else { error.into() }
 }
 
-/// Copies `source` to a temporary file in `tmp`, fsyncs it, renames it to `target` and fsyncs
+/// Puts `source` under a temporary name in `tmp`, fsyncs it, renames it to `target` and fsyncs
 /// the folders it created or changed. A blob already at `target` with the right size is kept.
+///
+/// The staged file is never written again once staged, so when it is on the same filesystem
+/// (the staging folder beside the store) it is hard-linked rather than copied: a file is
+/// written to disk once, not twice. Elsewhere it is copied.
 fn write_blob(root: &Path, tmp: &Path, source: &Path, target: &Path, size: u64) -> Result<()> {
     if std::fs::metadata(target).is_ok_and(|meta| meta.is_file() && meta.len() == size) {
         return Ok(());
     }
     let parent = target.parent().ok_or(Error::Io(std::io::ErrorKind::InvalidInput))?;
     create_private_dir(parent)?;
-    let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(tmp)?;
-    let mut input = std::fs::File::open(source)?;
-    let copied = std::io::copy(&mut input, temp.as_file_mut())?;
-    if copied != size {
-        return Err(Error::Io(std::io::ErrorKind::UnexpectedEof));
-    }
+    let linked = tempfile::Builder::new().prefix("blob-").make_in(tmp, |path| {
+        std::fs::hard_link(source, path)?;
+        std::fs::File::open(path)
+    });
+    let temp = match linked {
+        Ok(temp) if temp.as_file().metadata()?.len() == size => temp,
+        Ok(_) => return Err(Error::Io(std::io::ErrorKind::UnexpectedEof)),
+        Err(_) => {
+            let mut temp = tempfile::Builder::new().prefix("blob-").tempfile_in(tmp)?;
+            let mut input = std::fs::File::open(source)?;
+            let copied = std::io::copy(&mut input, temp.as_file_mut())?;
+            if copied != size {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof));
+            }
+            temp
+        }
+    };
     temp.as_file().sync_all()?;
     temp.persist(target).map_err(|error| Error::from(error.error))?;
     // The rename and any new folders are durable once their folders are synced.

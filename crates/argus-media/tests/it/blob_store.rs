@@ -185,3 +185,67 @@ async fn a_filesystem_blob_that_shrinks_while_read_ends_in_an_error_not_a_short_
     };
     assert_eq!(error.code(), "IO", "{error}");
 }
+
+/// Where the filesystem store put the blob `digest` under `root`.
+fn blob_path(root: &std::path::Path, digest: &Sha256Digest) -> std::path::PathBuf {
+    let hex = digest.to_hex();
+    root.join(&hex[..2]).join(&hex[2..4]).join(&hex)
+}
+
+#[tokio::test]
+async fn a_staged_file_beside_the_store_is_linked_not_copied_and_outlives_its_staging() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = Staging::new(dir.path().join("staging")).unwrap();
+    let root = dir.path().join("blobs");
+    let store = FileBlobStore::open(&root).unwrap();
+    let bytes = unique_bytes(300_000);
+    let staged = stage(&staging, &bytes, 4_096).await;
+    let staged_inode = std::fs::metadata(staged.path()).unwrap().ino();
+    store.put(&staged).await.unwrap();
+
+    let file = blob_path(&root, &staged.sha256);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.ino(), staged_inode, "the bytes are on disk once, not twice");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let digest = staged.sha256;
+    drop(staged);
+    assert!(entries(&dir.path().join("staging")).is_empty(), "the staged name is gone");
+    assert!(entries(&root.join(".tmp")).is_empty());
+    assert_eq!(std::fs::metadata(&file).unwrap().nlink(), 1);
+    assert!(collect(store.get(&digest, None).await.unwrap()).await.0 == bytes, "the blob reads back whole");
+}
+
+#[tokio::test]
+async fn a_staged_file_on_another_filesystem_is_copied() {
+    // /dev/shm is a filesystem of its own: no link reaches the store from it, a copy does.
+    let other = match tempfile::tempdir_in("/dev/shm") {
+        Ok(other) => other,
+        Err(error) => {
+            eprintln!("SKIP a_staged_file_on_another_filesystem_is_copied: no /dev/shm ({error})");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let device = |path: &std::path::Path| std::fs::metadata(path).unwrap().dev();
+    if device(other.path()) == device(dir.path()) {
+        eprintln!(
+            "SKIP a_staged_file_on_another_filesystem_is_copied: /dev/shm is the temporary folder's filesystem"
+        );
+        return;
+    }
+    let staging = Staging::new(other.path().join("staging")).unwrap();
+    let root = dir.path().join("blobs");
+    let store = FileBlobStore::open(&root).unwrap();
+    let bytes = unique_bytes(300_000);
+    let staged = stage(&staging, &bytes, 4_096).await;
+    store.put(&staged).await.unwrap();
+
+    let file = blob_path(&root, &staged.sha256);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_ne!(meta.dev(), device(staged.path()));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let digest = staged.sha256;
+    drop(staged);
+    assert!(entries(&root.join(".tmp")).is_empty());
+    assert!(collect(store.get(&digest, None).await.unwrap()).await.0 == bytes, "the blob reads back whole");
+}
