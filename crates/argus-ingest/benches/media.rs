@@ -15,9 +15,10 @@
 //! The mock homeserver is a small HTTP/1.1 server of its own (not wiremock, which holds whole
 //! bodies in memory) in a child process (this binary again), so that neither its memory nor its
 //! allocations are counted: it answers `/_matrix/client/versions`, the media configuration and
-//! the authenticated download route, whose body it makes on the fly in 64 KiB chunks (a
-//! pseudo-random 64 KiB block repeated; encrypted with the file's key as it goes for the sealed
-//! files). Every run of every arm is a child process of its own too: its peak resident memory
+//! the authenticated download route, whose body it reads from a file written before the runs
+//! (a pseudo-random 64 KiB block repeated; for the sealed files, its ciphertext under the file's
+//! key) and sends in 64 KiB chunks, from the page cache: the server does the same work for every
+//! arm, plain or sealed. Every run of every arm is a child process of its own too: its peak resident memory
 //! (`VmHWM`, reset when the process is set up, just before the measured part) less its resident
 //! memory at that point is the arm's growth. Each run checks what it got: the downloaded file's
 //! length, the blob held under the expected SHA-256 of the plaintext, with the expected size.
@@ -59,7 +60,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-/// Set in the child that serves files: the `EncryptedFile` (JSON) whose key encrypts them.
+/// Set in the child that serves files: the folder that holds them.
 const SERVE_ENV: &str = "ARGUS_BENCH_MEDIA_SERVE";
 /// Set in the child that runs one arm once: `download`, `plain` or `sealed`.
 const ARM_ENV: &str = "ARGUS_BENCH_MEDIA_ARM";
@@ -103,19 +104,32 @@ fn chunks(size: u64) -> impl Iterator<Item = usize> {
     (0..full).map(|_| CHUNK).chain((rest > 0).then_some(rest))
 }
 
-/// The SHA-256 of a plain file of `size` bytes and of its ciphertext under `key`.
-fn digests(size: u64, key: &AttachmentKey) -> ([u8; 32], [u8; 32]) {
+/// The name of a served file in the files folder: `plain-{size}` or `sealed-{size}`.
+fn served_name(sealed: bool, size: u64) -> String {
+    format!("{}-{size}", if sealed { "sealed" } else { "plain" })
+}
+
+/// Writes the plain file of `size` bytes and its ciphertext under `key` into `dir` (served from
+/// there, so that every arm's server does the same work: read the file from the page cache
+/// and send it); the SHA-256 of each.
+fn write_files(dir: &std::path::Path, size: u64, key: &AttachmentKey) -> BenchResult<([u8; 32], [u8; 32])> {
     let plain = block();
     let mut work = vec![0_u8; CHUNK];
     let mut cipher = key.cipher();
     let (mut p, mut c) = (sha2::Sha256::new(), sha2::Sha256::new());
+    let mut plain_out = std::io::BufWriter::new(std::fs::File::create(dir.join(served_name(false, size)))?);
+    let mut sealed_out = std::io::BufWriter::new(std::fs::File::create(dir.join(served_name(true, size)))?);
     for n in chunks(size) {
         p.update(&plain[..n]);
+        plain_out.write_all(&plain[..n])?;
         work[..n].copy_from_slice(&plain[..n]);
         cipher.apply(&mut work[..n]);
         c.update(&work[..n]);
+        sealed_out.write_all(&work[..n])?;
     }
-    (p.finalize().into(), c.finalize().into())
+    plain_out.flush()?;
+    sealed_out.flush()?;
+    Ok((p.finalize().into(), c.finalize().into()))
 }
 
 fn env(name: &str) -> BenchResult<String> {
@@ -178,7 +192,7 @@ fn work_dir() -> PathBuf {
 /// What a request asks for.
 enum Route {
     Json(&'static str),
-    File { size: u64, sealed: bool },
+    File { name: String },
     NotFound,
 }
 
@@ -196,9 +210,8 @@ fn route(path: &str) -> Route {
                 return Route::NotFound;
             };
             let (kind, size) = id.split_once('-').unwrap_or_default();
-            match (kind, size.parse()) {
-                ("plain", Ok(size)) => Route::File { size, sealed: false },
-                ("sealed", Ok(size)) => Route::File { size, sealed: true },
+            match (kind, size.parse::<u64>()) {
+                ("plain" | "sealed", Ok(_)) => Route::File { name: id.to_owned() },
                 _ => Route::NotFound,
             }
         }
@@ -206,11 +219,7 @@ fn route(path: &str) -> Route {
 }
 
 /// Answers the requests of one connection (HTTP/1.1, kept alive) until the client closes it.
-async fn serve_connection(
-    mut socket: tokio::net::TcpStream,
-    key: Arc<AttachmentKey>,
-    plain: Arc<Vec<u8>>,
-) -> std::io::Result<()> {
+async fn serve_connection(mut socket: tokio::net::TcpStream, files: Arc<PathBuf>) -> std::io::Result<()> {
     socket.set_nodelay(true)?;
     let mut pending: Vec<u8> = Vec::with_capacity(4096);
     let mut work = vec![0_u8; CHUNK];
@@ -245,20 +254,23 @@ async fn serve_connection(
                 );
                 socket.write_all(answer.as_bytes()).await?;
             }
-            Route::File { size, sealed } => {
+            Route::File { name } => {
+                // Read with plain reads from the page cache (the files were written just
+                // before): a few microseconds per chunk, not worth a hop to a blocking thread.
+                let Ok(mut file) = std::fs::File::open(files.join(&name)) else {
+                    return Ok(());
+                };
+                let size = file.metadata()?.len();
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {size}\r\n\r\n"
                 );
                 socket.write_all(answer.as_bytes()).await?;
-                let mut cipher = key.cipher();
-                for n in chunks(size) {
-                    if sealed {
-                        work[..n].copy_from_slice(&plain[..n]);
-                        cipher.apply(&mut work[..n]);
-                        socket.write_all(&work[..n]).await?;
-                    } else {
-                        socket.write_all(&plain[..n]).await?;
+                loop {
+                    let n = std::io::Read::read(&mut file, &mut work)?;
+                    if n == 0 {
+                        break;
                     }
+                    socket.write_all(&work[..n]).await?;
                 }
             }
         }
@@ -266,11 +278,10 @@ async fn serve_connection(
     }
 }
 
-/// The child that serves files: prints its address, stops when its standard input closes.
-fn serve(file: &str) -> BenchResult {
-    let file: EncryptedFile = serde_json::from_str(file)?;
-    let key = Arc::new(AttachmentKey::from_file(&file)?);
-    let plain = Arc::new(block());
+/// The child that serves the files of the folder `files`: prints its address, stops when its
+/// standard input closes.
+fn serve(files: &str) -> BenchResult {
+    let files = Arc::new(PathBuf::from(files));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -279,9 +290,9 @@ fn serve(file: &str) -> BenchResult {
         let accept = async {
             loop {
                 if let Ok((socket, _)) = listener.accept().await {
-                    let (key, plain) = (Arc::clone(&key), Arc::clone(&plain));
+                    let files = Arc::clone(&files);
                     tokio::spawn(async move {
-                        let _ = serve_connection(socket, key, plain).await;
+                        let _ = serve_connection(socket, files).await;
                     });
                 }
             }
@@ -540,11 +551,16 @@ fn main() -> BenchResult {
         .collect();
     let runs: usize = std::env::var("ARGUS_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
 
-    // One key for every sealed file; the server encrypts with it as it serves.
+    // One key for every sealed file; every file, plain and sealed, written before the runs.
     let (_, base) = encrypt_attachment(b"");
     let key = AttachmentKey::from_file(&base)?;
+    let files = tempfile::tempdir_in(work_dir())?;
+    let mut digests = Vec::new();
+    for &size in &sizes {
+        digests.push(write_files(files.path(), size, &key)?);
+    }
     let mut server = Command::new(std::env::current_exe()?)
-        .env(SERVE_ENV, serde_json::to_string(&base)?)
+        .env(SERVE_ENV, files.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -555,8 +571,7 @@ fn main() -> BenchResult {
     let started = Instant::now();
     let mut lines = Vec::new();
     let mut steps_lines = Vec::new();
-    for &size in &sizes {
-        let (plain_sha, cipher_sha) = digests(size, &key);
+    for (&size, &(plain_sha, cipher_sha)) in sizes.iter().zip(&digests) {
         let mut file = base.clone();
         file.url = format!("mxc://{SERVER_NAME}/sealed-{size}");
         file.hashes
