@@ -140,13 +140,20 @@ impl Staging {
     }
 }
 
-/// Chunks of plaintext on their way to the hashing thread: enough to keep it busy while the
-/// decrypting one writes, few enough that memory stays a few chunks.
-const HASH_QUEUE: usize = 4;
+/// The size of each buffer of the ring [`decrypt_file`] passes between its threads.
+const RING_BUFFER: usize = 1024 * 1024;
 
-/// Decrypts `source` into `out`: one thread reads, decrypts and writes each chunk while a
-/// second hashes (and keeps the head of) the chunk before it, so the plaintext's digest costs
-/// no time of its own on a machine with a second core.
+/// How many buffers the ring holds: one being filled, one being hashed, one being written and
+/// one spare, so no thread waits on another's every chunk; memory stays 4 MiB.
+const RING: usize = 4;
+
+/// A buffer of the ring and how many of its bytes are the file's.
+type Filled = (Vec<u8>, usize);
+
+/// Decrypts `source` into `out` over a ring of reused buffers passed between threads: this one
+/// reads and decrypts each chunk, a second hashes it (and keeps the head), a third writes it
+/// and hands the buffer back. Nothing is allocated or zeroed per chunk, and the plaintext's
+/// digest and the page-cache write run beside the decryption on a machine with a second core.
 fn decrypt_file(
     key: &AttachmentKey,
     source: &Path,
@@ -154,54 +161,83 @@ fn decrypt_file(
     path: TempPath,
 ) -> Result<StagedFile> {
     let mut input = std::fs::File::open(source)?;
-    let flush = out.try_clone()?;
-    let mut out = std::io::BufWriter::with_capacity(IO_CHUNK, out);
     let mut cipher = key.cipher();
-    // What is written is handed to the disk every FLUSH_BEHIND bytes, in the background (a head
-    // start for the blob store's fsync, which is what reports a failure).
+    let (free, free_buffers) = std::sync::mpsc::sync_channel::<Vec<u8>>(RING);
+    for _ in 0..RING {
+        free.send(vec![0; RING_BUFFER]).map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
+    }
+    let (decrypted, to_hash) = std::sync::mpsc::sync_channel::<Filled>(RING);
+    let (hashed, to_write) = std::sync::mpsc::sync_channel::<Filled>(RING);
+    std::thread::scope(|scope| {
+        let hashing =
+            std::thread::Builder::new().name("argus-media-hash".into()).spawn_scoped(scope, move || {
+                let mut hasher = sha2::Sha256::new();
+                let mut head = Vec::with_capacity(SNIFF_BYTES);
+                for (buf, n) in to_hash {
+                    keep_head(&mut head, &buf[..n]);
+                    hasher.update(&buf[..n]);
+                    if hashed.send((buf, n)).is_err() {
+                        break;
+                    }
+                }
+                (hasher, head)
+            })?;
+        let writing = std::thread::Builder::new()
+            .name("argus-media-write".into())
+            .spawn_scoped(scope, move || write_ring(out, &to_write, &free))?;
+        let read = (|| -> Result<()> {
+            // Ends early, without error, when the writer stopped (its error is reported).
+            for mut buf in free_buffers.iter() {
+                let n = read_full(&mut input, &mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                cipher.apply(&mut buf[..n]);
+                if decrypted.send((buf, n)).is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })();
+        drop(decrypted);
+        let (hasher, head) = hashing.join().map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
+        let size = writing.join().map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))??;
+        read?;
+        Ok(staged(hasher, size, &head, path))
+    })
+}
+
+/// The writing end of [`decrypt_file`]'s ring: writes each buffer and hands it back; the bytes
+/// written. What is written is handed to the disk every [`FLUSH_BEHIND`] bytes, in the
+/// background (a head start for the blob store's fsync, which is what reports a failure).
+fn write_ring(
+    mut out: std::fs::File,
+    to_write: &std::sync::mpsc::Receiver<Filled>,
+    free: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<u64> {
+    let flush = out.try_clone()?;
     let (flush_now, flush_requests) = std::sync::mpsc::sync_channel::<()>(1);
     let flusher = std::thread::Builder::new().name("argus-media-flush".into()).spawn(move || {
         for () in flush_requests {
             let _ = flush.sync_data();
         }
     })?;
-    let (chunks, hashed) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE);
-    let hasher = std::thread::Builder::new().name("argus-media-hash".into()).spawn(move || {
-        let mut hasher = sha2::Sha256::new();
-        let mut head = Vec::with_capacity(SNIFF_BYTES);
-        for chunk in hashed {
-            keep_head(&mut head, &chunk);
-            hasher.update(&chunk);
-        }
-        (hasher, head)
-    })?;
     let (mut size, mut flushed) = (0_u64, 0_u64);
     let written = (|| -> Result<()> {
-        loop {
-            let mut buf = bytes::BytesMut::zeroed(IO_CHUNK);
-            let n = read_full(&mut input, &mut buf)?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.truncate(n);
-            cipher.apply(&mut buf);
-            let chunk = buf.freeze();
-            // The hashing thread only ends when this side drops its sender.
-            let _ = chunks.send(chunk.clone());
-            out.write_all(&chunk)?;
+        for (buf, n) in to_write {
+            out.write_all(&buf[..n])?;
             size += n as u64;
             if size - flushed >= FLUSH_BEHIND && flush_now.try_send(()).is_ok() {
                 flushed = size;
             }
+            // The reader may have finished: a buffer nobody takes back is simply dropped.
+            let _ = free.send(buf);
         }
+        Ok(())
     })();
-    drop(chunks);
     drop(flush_now);
     let _ = flusher.join();
-    let (hasher, head) = hasher.join().map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
-    written?;
-    out.flush()?;
-    Ok(staged(hasher, size, &head, path))
+    written.map(|()| size)
 }
 
 /// Reads into `buf` until it is full or the file ends; the bytes read.
