@@ -341,7 +341,10 @@ impl Media {
             }
             code
         });
-        let staged = self.staging.stage(body, cap).await;
+        let staged = match job.file {
+            Some(_) => self.staging.stage_ciphertext(body, cap).await,
+            None => self.staging.stage(body, cap).await,
+        };
         drop(permit);
         let staged = match staged {
             Ok(staged) => staged,

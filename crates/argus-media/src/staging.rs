@@ -25,6 +25,10 @@ const IO_CHUNK: usize = 256 * 1024;
 /// [`Staging::decrypt`]).
 const FLUSH_BEHIND: u64 = 32 * 1024 * 1024;
 
+/// Received chunks on their way to the hashing thread of [`Staging::stage`] (a few hundred KiB
+/// at most: what the network hands over at a time).
+const RECEIVED_QUEUE: usize = 16;
+
 /// A file staged on local disk: its digest, size and sniffed MIME type. The file is removed
 /// when this is dropped.
 pub struct StagedFile {
@@ -77,20 +81,50 @@ impl Staging {
 
     /// Streams `body` into a new staged file while hashing it. More than `cap` bytes is
     /// [`Error::TooLarge`] (the body is not read further and the temporary file is removed); a
-    /// failing body is [`Error::Body`]. Memory holds one chunk at a time, never the file.
+    /// failing body is [`Error::Body`]. Memory holds a few chunks at a time, never the file.
     ///
-    /// What is written is handed to the disk as the body comes (every 32 MiB), in the
-    /// background, so that storing the file (an fsync) does not wait for all of it at the end.
+    /// The chunks are hashed on a thread of their own while this task receives and writes the
+    /// next ones, and what is written is handed to the disk as the body comes (every 32 MiB),
+    /// in the background, so that storing the file (an fsync) does not wait for all of it at
+    /// the end.
     pub async fn stage<E: fmt::Display>(
+        &self,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        cap: u64,
+    ) -> Result<StagedFile> {
+        self.stage_with(body, cap, true).await
+    }
+
+    /// [`Staging::stage`] for the ciphertext of an encrypted file: a temporary file that is
+    /// decrypted and removed at once, never stored, so it is not handed to the disk early (its
+    /// pages usually never reach it).
+    pub async fn stage_ciphertext<E: fmt::Display>(
+        &self,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        cap: u64,
+    ) -> Result<StagedFile> {
+        self.stage_with(body, cap, true).await
+    }
+
+    async fn stage_with<E: fmt::Display>(
         &self,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
         cap: u64,
+        flush_behind: bool,
     ) -> Result<StagedFile> {
         let (file, path) = self.temp_file()?;
         let flush = file.try_clone()?;
         let mut out = tokio::io::BufWriter::with_capacity(IO_CHUNK, tokio::fs::File::from_std(file));
-        let mut hasher = sha2::Sha256::new();
-        let mut head = Vec::with_capacity(SNIFF_BYTES);
+        let (chunks, mut to_hash) = tokio::sync::mpsc::channel::<Bytes>(RECEIVED_QUEUE);
+        let hashing = std::thread::Builder::new().name("argus-media-hash".into()).spawn(move || {
+            let mut hasher = sha2::Sha256::new();
+            let mut head = Vec::with_capacity(SNIFF_BYTES);
+            while let Some(chunk) = to_hash.blocking_recv() {
+                keep_head(&mut head, &chunk);
+                hasher.update(&chunk);
+            }
+            (hasher, head)
+        })?;
         let mut size: u64 = 0;
         let mut flushed: u64 = 0;
         let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
@@ -100,10 +134,13 @@ impl Staging {
             if size > cap {
                 return Err(Error::TooLarge { cap });
             }
-            keep_head(&mut head, &chunk);
-            hasher.update(&chunk);
+            // The same bytes (reference-counted, not copied) to the hashing thread.
+            chunks.send(chunk.clone()).await.map_err(|_| Error::Io(std::io::ErrorKind::BrokenPipe))?;
             out.write_all(&chunk).await?;
-            if size - flushed >= FLUSH_BEHIND && flushing.as_ref().is_none_or(|f| f.is_finished()) {
+            if flush_behind
+                && size - flushed >= FLUSH_BEHIND
+                && flushing.as_ref().is_none_or(|f| f.is_finished())
+            {
                 flushed = size;
                 let file = flush.try_clone()?;
                 // Only a head start: the blob store's own fsync is what makes the file durable
@@ -113,10 +150,15 @@ impl Staging {
                 }));
             }
         }
+        drop(chunks);
         out.flush().await?;
         if let Some(flushing) = flushing {
             let _ = flushing.await;
         }
+        let (hasher, head) = tokio::task::spawn_blocking(move || hashing.join())
+            .await
+            .map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?
+            .map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
         Ok(staged(hasher, size, &head, path))
     }
 
@@ -143,17 +185,17 @@ impl Staging {
 /// The size of each buffer of the ring [`decrypt_file`] passes between its threads.
 const RING_BUFFER: usize = 1024 * 1024;
 
-/// How many buffers the ring holds: one being filled, one being hashed, one being written and
-/// one spare, so no thread waits on another's every chunk; memory stays 4 MiB.
-const RING: usize = 4;
+/// How many buffers the ring holds: enough that neither side waits on the other's every chunk
+/// (the two go at nearly the same pace); memory stays 8 MiB.
+const RING: usize = 8;
 
 /// A buffer of the ring and how many of its bytes are the file's.
 type Filled = (Vec<u8>, usize);
 
-/// Decrypts `source` into `out` over a ring of reused buffers passed between threads: this one
-/// reads and decrypts each chunk, a second hashes it (and keeps the head), a third writes it
-/// and hands the buffer back. Nothing is allocated or zeroed per chunk, and the plaintext's
-/// digest and the page-cache write run beside the decryption on a machine with a second core.
+/// Decrypts `source` into `out` over a ring of reusable buffers: this thread reads, decrypts
+/// and writes each buffer, then hands it to a hashing thread, which hands it back once hashed;
+/// the two cores each take one side (the digest, the slowest step, is no longer in line with
+/// the rest). Nothing is allocated or zeroed per chunk.
 fn decrypt_file(
     key: &AttachmentKey,
     source: &Path,
@@ -161,13 +203,14 @@ fn decrypt_file(
     path: TempPath,
 ) -> Result<StagedFile> {
     let mut input = std::fs::File::open(source)?;
+    let mut out_file = out;
+    let flush = out_file.try_clone()?;
     let mut cipher = key.cipher();
     let (free, free_buffers) = std::sync::mpsc::sync_channel::<Vec<u8>>(RING);
     for _ in 0..RING {
         free.send(vec![0; RING_BUFFER]).map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
     }
-    let (decrypted, to_hash) = std::sync::mpsc::sync_channel::<Filled>(RING);
-    let (hashed, to_write) = std::sync::mpsc::sync_channel::<Filled>(RING);
+    let (written, to_hash) = std::sync::mpsc::sync_channel::<Filled>(RING);
     std::thread::scope(|scope| {
         let hashing =
             std::thread::Builder::new().name("argus-media-hash".into()).spawn_scoped(scope, move || {
@@ -176,68 +219,46 @@ fn decrypt_file(
                 for (buf, n) in to_hash {
                     keep_head(&mut head, &buf[..n]);
                     hasher.update(&buf[..n]);
-                    if hashed.send((buf, n)).is_err() {
-                        break;
-                    }
+                    // The writer may have finished: a buffer nobody takes back is dropped.
+                    let _ = free.send(buf);
                 }
                 (hasher, head)
             })?;
-        let writing = std::thread::Builder::new()
-            .name("argus-media-write".into())
-            .spawn_scoped(scope, move || write_ring(out, &to_write, &free))?;
-        let read = (|| -> Result<()> {
-            // Ends early, without error, when the writer stopped (its error is reported).
+        // What is written is handed to the disk every FLUSH_BEHIND bytes, in the background (a
+        // head start for the blob store's fsync, which is what reports a failure).
+        let (flush_now, flush_requests) = std::sync::mpsc::sync_channel::<()>(1);
+        let flusher =
+            std::thread::Builder::new().name("argus-media-flush".into()).spawn_scoped(scope, move || {
+                for () in flush_requests {
+                    let _ = flush.sync_data();
+                }
+            })?;
+        let (mut size, mut flushed) = (0_u64, 0_u64);
+        let done = (|| -> Result<()> {
             for mut buf in free_buffers.iter() {
                 let n = read_full(&mut input, &mut buf)?;
                 if n == 0 {
                     return Ok(());
                 }
                 cipher.apply(&mut buf[..n]);
-                if decrypted.send((buf, n)).is_err() {
-                    return Ok(());
+                out_file.write_all(&buf[..n])?;
+                size += n as u64;
+                if size - flushed >= FLUSH_BEHIND && flush_now.try_send(()).is_ok() {
+                    flushed = size;
+                }
+                if written.send((buf, n)).is_err() {
+                    return Err(Error::Io(std::io::ErrorKind::BrokenPipe));
                 }
             }
             Ok(())
         })();
-        drop(decrypted);
+        drop(written);
+        drop(flush_now);
         let (hasher, head) = hashing.join().map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))?;
-        let size = writing.join().map_err(|_| Error::Io(std::io::ErrorKind::Interrupted))??;
-        read?;
+        let _ = flusher.join();
+        done?;
         Ok(staged(hasher, size, &head, path))
     })
-}
-
-/// The writing end of [`decrypt_file`]'s ring: writes each buffer and hands it back; the bytes
-/// written. What is written is handed to the disk every [`FLUSH_BEHIND`] bytes, in the
-/// background (a head start for the blob store's fsync, which is what reports a failure).
-fn write_ring(
-    mut out: std::fs::File,
-    to_write: &std::sync::mpsc::Receiver<Filled>,
-    free: &std::sync::mpsc::SyncSender<Vec<u8>>,
-) -> Result<u64> {
-    let flush = out.try_clone()?;
-    let (flush_now, flush_requests) = std::sync::mpsc::sync_channel::<()>(1);
-    let flusher = std::thread::Builder::new().name("argus-media-flush".into()).spawn(move || {
-        for () in flush_requests {
-            let _ = flush.sync_data();
-        }
-    })?;
-    let (mut size, mut flushed) = (0_u64, 0_u64);
-    let written = (|| -> Result<()> {
-        for (buf, n) in to_write {
-            out.write_all(&buf[..n])?;
-            size += n as u64;
-            if size - flushed >= FLUSH_BEHIND && flush_now.try_send(()).is_ok() {
-                flushed = size;
-            }
-            // The reader may have finished: a buffer nobody takes back is simply dropped.
-            let _ = free.send(buf);
-        }
-        Ok(())
-    })();
-    drop(flush_now);
-    let _ = flusher.join();
-    written.map(|()| size)
 }
 
 /// Reads into `buf` until it is full or the file ends; the bytes read.
