@@ -285,9 +285,14 @@ impl Media {
             ),
         }
         if let Some(sha256) = fetched {
-            match self.scan(store, &sha256).await {
-                Ok(()) => report.scanned += 1,
-                Err(_) => report.scan_failures += 1,
+            // The same bytes already judged (fetched through another reference): the blob's
+            // verdict holds for this reference too.
+            let (st, sha) = (store.clone(), sha256);
+            if !blocking(move || st.blob_judged(&sha)).await.unwrap_or(false) {
+                match self.scan(store, &sha256).await {
+                    Ok(()) => report.scanned += 1,
+                    Err(_) => report.scan_failures += 1,
+                }
             }
         }
         report

@@ -390,6 +390,12 @@ impl Store {
         attachments::queue::record(&mut *self.conn()?, id, owner, outcome, now)
     }
 
+    /// Whether a scanner has judged the blob `sha256` already (the same bytes fetched through
+    /// another reference): its verdict then holds for the new reference too.
+    pub fn blob_judged(&self, sha256: &argus_domain::Sha256Digest) -> Result<bool> {
+        attachments::queue::judged(&mut *self.conn()?, sha256)
+    }
+
     /// Up to `limit` held blobs that no scanner has judged yet, oldest first.
     pub fn unscanned_blobs(&self, limit: u32) -> Result<Vec<argus_domain::Sha256Digest>> {
         attachments::queue::unscanned(&mut *self.conn()?, limit)

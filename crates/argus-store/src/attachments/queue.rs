@@ -299,6 +299,20 @@ fn insert_blob(conn: &mut DbConn, blob: &NewBlob, now_ms: i64) -> Result<()> {
     Ok(())
 }
 
+/// Whether a scanner has judged the blob `sha256` (false too when it is not known).
+pub(crate) fn judged(conn: &mut DbConn, sha256: &Sha256Digest) -> Result<bool> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT COUNT(*) AS n FROM media_blobs WHERE verdict IS NOT NULL AND sha256 = ");
+    sql.bind::<Text, _>(sha256.to_hex());
+    let row: Row = sql.build_cached().get_result(conn)?;
+    Ok(row.n > 0)
+}
+
 /// Up to `limit` blobs with no verdict yet (the scanner was unavailable), oldest first.
 pub(crate) fn unscanned(conn: &mut DbConn, limit: u32) -> Result<Vec<Sha256Digest>> {
     blobs(conn, " WHERE verdict IS NULL ORDER BY stored_at, sha256", None, limit)

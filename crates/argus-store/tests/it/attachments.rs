@@ -154,7 +154,11 @@ fn one_blob_for_the_same_bytes_each_reference_with_its_own_gate(db: &TestDb) {
     let in_a = stored_and_fetched(s, &a, "!a:x.org", Secret, b"same bytes");
     let in_b = stored_and_fetched(s, &b, "!b:x.org", Unclassified, b"same bytes");
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM media_blobs"), 1);
+    assert!(!s.blob_judged(&Sha256Digest::of(b"same bytes")).unwrap());
     assert!(s.record_scan(&Sha256Digest::of(b"same bytes"), &scan(BlobVerdict::Clean)).unwrap());
+    // Judged once for both references; bytes never held are not judged.
+    assert!(s.blob_judged(&Sha256Digest::of(b"same bytes")).unwrap());
+    assert!(!s.blob_judged(&Sha256Digest::of(b"other bytes")).unwrap());
     // Each reader reaches the file through their own reference only.
     assert!(s.attachment_download(&a, in_a).unwrap().is_some());
     assert!(s.attachment_download(&b, in_b).unwrap().is_some());
