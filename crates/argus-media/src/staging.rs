@@ -103,7 +103,7 @@ impl Staging {
         body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
         cap: u64,
     ) -> Result<StagedFile> {
-        self.stage_with(body, cap, true).await
+        self.stage_with(body, cap, false).await
     }
 
     async fn stage_with<E: fmt::Display>(

@@ -98,16 +98,20 @@ impl AttachmentRow {
     }
 }
 
-/// `SELECT` of references joined to their blobs and messages, gated by the messages: the
-/// organisation and clearance, and the message not redacted (a redacted message shows no file).
+/// `SELECT` of references joined to their blobs, messages and rooms, gated by the message and by
+/// its room (as every read of messages is: a room raised above a reader's clearance hides its
+/// earlier messages too): the organisation and clearance, and the message not redacted (a
+/// redacted message shows no file).
 fn select(gate: &Gate, sql: &mut Sql<'_>) {
     sql.push(
         "SELECT a.id, a.message_pk, a.mxc_uri, a.filename, a.declared_mimetype, a.declared_size, \
          a.encrypted, a.state, a.reason, a.sha256, a.fetched_at, b.size, b.sniffed_mimetype, b.verdict, \
          b.threat, b.engine, b.scanned_at FROM attachments a JOIN messages m ON m.id = a.message_pk \
-         LEFT JOIN media_blobs b ON b.sha256 = a.sha256 WHERE ",
+         JOIN rooms r ON r.id = m.room_pk LEFT JOIN media_blobs b ON b.sha256 = a.sha256 WHERE ",
     );
     gate.apply(sql, "m");
+    sql.push(" AND ");
+    gate.apply(sql, "r");
     sql.push(" AND a.org_id = m.org_id AND m.media IS NOT NULL AND m.redacted = ");
     sql.bind::<Bool, _>(false);
 }

@@ -23,6 +23,7 @@ backend_suite!(
     a_file_known_once_its_message_is_decrypted_and_hidden_once_redacted,
     the_worker_takes_only_files_of_watched_rooms,
     a_file_the_reader_may_not_have_takes_the_time_of_a_missing_one,
+    a_room_raised_above_the_reader_hides_its_earlier_files,
 );
 
 const ROOM: &str = "!files:x.org";
@@ -167,6 +168,22 @@ fn one_blob_for_the_same_bytes_each_reference_with_its_own_gate(db: &TestDb) {
     // The same organisation below the level of the first message sees only the second.
     let low_a = viewer("org-a", Restricted);
     assert!(s.attachment_download(&low_a, in_a).unwrap().is_none());
+}
+
+/// A room raised above a reader's clearance by a later ingestion hides the files of its
+/// earlier, lower messages too, as it hides the messages.
+fn a_room_raised_above_the_reader_hides_its_earlier_files(db: &TestDb) {
+    let s = &db.store;
+    let top = viewer("org-a", TopSecret);
+    let id = stored_and_fetched(s, &top, ROOM, Restricted, b"older file");
+    s.record_scan(&Sha256Digest::of(b"older file"), &scan(BlobVerdict::Clean)).unwrap();
+    let reader = viewer("org-a", Restricted);
+    assert!(s.attachment_download(&reader, id).unwrap().is_some());
+    let mut later = messages(1, now());
+    later[0].event_id = "$later:x.org".parse().unwrap();
+    s.record_ingestion(&run(&top, Secret), &snapshot(ROOM, later)).unwrap();
+    assert!(s.attachment_download(&reader, id).unwrap().is_none(), "a file of a room above the reader");
+    assert!(s.attachment_download(&top, id).unwrap().is_some());
 }
 
 fn the_queue_hands_a_reference_to_one_claimant_and_retries_later(db: &TestDb) {
