@@ -108,6 +108,8 @@ fn upsert_reference(
         .map_err(|_| Error::invalid("attachment", "the encrypted file cannot be encoded"))?;
     let (state, reason) = initial_state(media);
     let size = media.size.and_then(|s| i64::try_from(s).ok());
+    // Text as PostgreSQL takes it: no NUL (the normaliser already keeps none in file names).
+    let text = |s: &str, max: usize| s.chars().filter(|c| *c != '\0').take(max).collect::<String>();
     let mut sql = Sql::new(conn.backend());
     sql.push(
         "INSERT INTO attachments (org_id, message_pk, room_pk, mxc_uri, filename, declared_mimetype, \
@@ -116,10 +118,10 @@ fn upsert_reference(
     sql.bind::<Text, _>(org.to_owned()).push(", ");
     sql.bind::<BigInt, _>(message_pk).push(", ");
     sql.bind::<BigInt, _>(room_pk).push(", ");
-    sql.bind::<Text, _>(uri.chars().take(1024).collect::<String>()).push(", ");
-    sql.bind::<Nullable<Text>, _>(media.filename.as_ref().map(|f| f.chars().take(1024).collect::<String>()));
+    sql.bind::<Text, _>(text(uri, 1024)).push(", ");
+    sql.bind::<Nullable<Text>, _>(media.filename.as_deref().map(|f| text(f, 1024)));
     sql.push(", ");
-    sql.bind::<Nullable<Text>, _>(media.mimetype.as_ref().map(|m| m.chars().take(255).collect::<String>()));
+    sql.bind::<Nullable<Text>, _>(media.mimetype.as_deref().map(|m| text(m, 255)));
     sql.push(", ").bind::<Nullable<BigInt>, _>(size).push(", ");
     sql.bind::<Bool, _>(media.file.is_some()).push(", ");
     sql.bind::<Nullable<Text>, _>(file).push(", ");

@@ -285,9 +285,43 @@ fn media_of(msgtype: &str, content: &MessageContent<'_>) -> Option<MediaRef> {
     }
     let info: MediaInfo<'_> = lenient(content.info).unwrap_or_default();
     let uri = content.url.as_deref().filter(|u| u.starts_with("mxc://")).map(str::to_owned);
-    let file: Option<EncryptedFile> = lenient(content.file);
+    let file: Option<EncryptedFile> = lenient(content.file).filter(bounded_file);
     let filename = lenient::<String>(content.filename)
         .or_else(|| content.body.as_deref().filter(|_| msgtype == "m.file").map(str::to_owned))
+        .map(|name| bounded_name(&name))
         .filter(|name| !name.is_empty());
     Some(MediaRef { uri, mimetype: lenient(info.mimetype), size: lenient(info.size), filename, file })
+}
+
+/// The longest file name kept, in bytes (a longer one is cut on a character boundary).
+const MAX_FILENAME: usize = 255;
+
+/// A file name as kept: without control characters, at most [`MAX_FILENAME`] bytes.
+fn bounded_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(MAX_FILENAME));
+    for c in name.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_FILENAME {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether an `EncryptedFile` is of a size a real one has (a well-formed `mxc://` URI, a key,
+/// a counter block and digests of their lengths, a few key operations): an outsized one is
+/// dropped like a malformed one, so that no sender can make a message unstorable.
+fn bounded_file(file: &EncryptedFile) -> bool {
+    let short = |s: &str, max: usize| s.len() <= max;
+    file.url.parse::<argus_domain::MxcUri>().is_ok()
+        && short(&file.url, 600)
+        && short(&file.iv, 64)
+        && short(&file.key.k, 128)
+        && short(&file.key.kty, 32)
+        && short(&file.key.alg, 32)
+        && file.key.key_ops.len() <= 8
+        && file.key.key_ops.iter().all(|op| short(op, 32))
+        && file.v.as_deref().is_none_or(|v| short(v, 32))
+        && file.hashes.len() <= 4
+        && file.hashes.iter().all(|(k, v)| short(k, 32) && short(v, 128))
 }

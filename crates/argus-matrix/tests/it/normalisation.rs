@@ -348,6 +348,28 @@ async fn media_keep_their_file_name_and_encrypted_file_but_not_their_thumbnail()
             content("m.file", json!({"file": {"url": "mxc://tchap.test/x", "key": "not a key"}})),
         ),
         ev::event(
+            "m.room.message",
+            "$huge",
+            ev::ALICE,
+            7,
+            content(
+                "m.file",
+                json!({"url": "mxc://tchap.test/huge", "body": format!("a\u{0}b{}", "é".repeat(3000)),
+                       "info": {"mimetype": "application/pdf"}}),
+            ),
+        ),
+        ev::event(
+            "m.room.message",
+            "$outsized",
+            ev::ALICE,
+            8,
+            content("m.file", {
+                let mut f = encrypted_file("mxc://tchap.test/outsized");
+                f["iv"] = json!("A".repeat(10_000));
+                json!({"file": f})
+            }),
+        ),
+        ev::event(
             "m.sticker",
             "$sticker",
             ev::BOB,
@@ -357,7 +379,7 @@ async fn media_keep_their_file_name_and_encrypted_file_but_not_their_thumbnail()
         ),
     ])
     .await;
-    assert_eq!(s.messages.len(), 6, "a malformed file keeps its message");
+    assert_eq!(s.messages.len(), 8, "a malformed file keeps its message");
     let media = |id: &str| by_id(&s, id).media.clone().unwrap_or_else(|| panic!("{id} has no media"));
 
     let plain = media("$plain");
@@ -385,6 +407,12 @@ async fn media_keep_their_file_name_and_encrypted_file_but_not_their_thumbnail()
 
     let bad = media("$badfile");
     assert_eq!((bad.file, bad.uri, bad.filename.as_deref()), (None, None, Some("rapport.pdf")));
+
+    // A sender cannot make a message unstorable: a file name is kept without control
+    // characters, cut to 255 bytes on a character boundary; an outsized EncryptedFile is dropped.
+    let huge = media("$huge").filename.unwrap_or_default();
+    assert!(huge.len() <= 255 && huge.starts_with("abé") && !huge.contains('\u{0}'), "{}", huge.len());
+    assert_eq!(media("$outsized").file, None);
 
     let sticker = by_id(&s, "$sticker");
     assert_eq!(sticker.msgtype.as_deref(), Some("m.sticker"));
