@@ -29,12 +29,19 @@ use time::OffsetDateTime;
 
 use crate::{Error, Result, Services};
 
+/// How long a file the scanner could not judge for a reason of its own waits before the next
+/// try (at most `retry_max`).
+const SCAN_RETRY: Duration = Duration::from_secs(600);
+
+/// Files the worker claims at a time (it fetches them one after the other).
+const WORKER_BATCH: u32 = 4;
+
 /// How files are fetched: caps, concurrency, leases and retries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSettings {
     /// The most bytes one file may have (further capped by the homeserver's `m.upload.size`).
     pub max_file_bytes: u64,
-    /// The most bytes one run (or one worker pass) fetches; the rest waits for the next.
+    /// The most bytes one run fetches; the rest waits for the next.
     pub max_run_bytes: u64,
     /// Files fetched at once from one homeserver, across every run of this replica.
     pub concurrency_per_homeserver: usize,
@@ -188,9 +195,10 @@ impl Media {
         let mut report = MediaReport::default();
         let budget = AtomicU64::new(self.settings.max_run_bytes);
         let mut caps = None;
+        let owner = self.claimant();
+        let owner = owner.as_str();
         loop {
-            let (st, o, r, replica) =
-                (store.clone(), org.clone(), room.clone(), self.settings.replica.clone());
+            let (st, o, r, replica) = (store.clone(), org.clone(), room.clone(), owner.to_owned());
             let (lease, batch) = (self.settings.lease, self.settings.batch);
             let claimed = blocking(move || {
                 st.claim_room_media(&o, &r, &replica, OffsetDateTime::now_utc(), lease, batch)
@@ -212,7 +220,7 @@ impl Media {
                         // waits for its retry.
                         let reason = format!("{}: the homeserver's media support is unknown", error.code());
                         for job in &jobs {
-                            report += self.record(store, job, self.retry(job, &reason)).await;
+                            report += self.record(store, owner, job, self.retry(job, &reason)).await;
                         }
                         break;
                     }
@@ -230,7 +238,7 @@ impl Media {
                                 reason: "RUN_BYTE_CAP: the run's byte cap was reached; fetched later".into(),
                                 after: self.settings.retry_base,
                             };
-                            return self.record(store, &job, outcome).await;
+                            return self.record(store, owner, &job, outcome).await;
                         }
                         let outcome = self.fetch_one(connector, session, caps, &job).await;
                         if let FetchOutcome::Fetched(blob) = &outcome {
@@ -238,7 +246,7 @@ impl Media {
                                 Some(left.saturating_sub(blob.size))
                             });
                         }
-                        self.record(store, &job, outcome).await
+                        self.record(store, owner, &job, outcome).await
                     }
                 })
                 .buffer_unordered(self.settings.concurrency_per_homeserver.max(1))
@@ -255,7 +263,7 @@ impl Media {
     }
 
     /// Records `outcome` of `job`, then scans what it fetched.
-    async fn record(&self, store: &Store, job: &MediaJob, outcome: FetchOutcome) -> MediaReport {
+    async fn record(&self, store: &Store, owner: &str, job: &MediaJob, outcome: FetchOutcome) -> MediaReport {
         let mut report = MediaReport::default();
         let fetched = match &outcome {
             FetchOutcome::Fetched(blob) => Some(blob.sha256),
@@ -272,7 +280,7 @@ impl Media {
                 tracing::info!(attachment = job.id, status = %status, reason = %reason, "a file was not held");
             }
         }
-        let (st, id, replica) = (store.clone(), job.id, self.settings.replica.clone());
+        let (st, id, replica) = (store.clone(), job.id, owner.to_owned());
         match blocking(move || st.record_media(id, &replica, &outcome, OffsetDateTime::now_utc())).await {
             Ok(true) => {}
             Ok(false) => {
@@ -288,7 +296,8 @@ impl Media {
             // The same bytes already judged (fetched through another reference): the blob's
             // verdict holds for this reference too.
             let (st, sha) = (store.clone(), sha256);
-            if !blocking(move || st.blob_judged(&sha)).await.unwrap_or(false) {
+            let not_scanned = self.not_scanned();
+            if !blocking(move || st.blob_judged(&sha, not_scanned)).await.unwrap_or(false) {
                 match self.scan(store, &sha256).await {
                     Ok(()) => report.scanned += 1,
                     Err(_) => report.scan_failures += 1,
@@ -296,6 +305,18 @@ impl Media {
             }
         }
         report
+    }
+
+    /// The engine whose verdicts do not count as a scan ([`argus_media::NOT_SCANNED`]), when this
+    /// pipeline's scanner really scans: files held while scanning was turned off are scanned.
+    fn not_scanned(&self) -> Option<&'static str> {
+        self.scanner.as_ref().filter(|s| s.scans()).map(|_| argus_media::NOT_SCANNED)
+    }
+
+    /// A name for one claim: the replica's and a random part, so that a task whose lease ran
+    /// out and was taken over (on this replica too) can no longer record what it did.
+    fn claimant(&self) -> String {
+        format!("{}/{:016x}", self.settings.replica, rand::random::<u64>())
     }
 
     /// The wait before the next attempt of `job`: the base doubled per earlier attempt, capped.
@@ -322,16 +343,19 @@ impl Media {
         {
             return ended(AttachmentStatus::Undecryptable, format!("{}: {error}", error.code()));
         }
-        let cap =
-            caps.upload_size.map_or(self.settings.max_file_bytes, |u| u.min(self.settings.max_file_bytes));
+        let cap = caps
+            .upload_size
+            .filter(|&u| u > 0)
+            .map_or(self.settings.max_file_bytes, |u| u.min(self.settings.max_file_bytes));
         if job.declared_size.is_some_and(|size| size > cap) {
             return ended(
                 AttachmentStatus::TooLarge,
                 format!("TOO_LARGE: declared over the cap of {cap} bytes"),
             );
         }
-        let host = uri.server_name().to_owned();
-        let permit = self.host_slots(&host).acquire_owned().await;
+        // Every request goes to the session's homeserver (or its content scanner), whatever
+        // server the mxc:// URI names: that is what the bound is for.
+        let permit = self.host_slots(&session.homeserver().server()).acquire_owned().await;
         let limits = MediaLimits { max_file_bytes: cap };
         let download = match connector.download_media(session, caps, &uri, job.file.as_ref(), &limits).await {
             Ok(download) => download,
@@ -463,24 +487,35 @@ impl Media {
         let mut report = MediaReport::default();
         let store = &services.store;
         if self.scanner.is_some() {
-            let st = store.clone();
-            let batch = self.settings.batch;
-            if let Ok(unscanned) = blocking(move || st.unscanned_blobs(batch)).await {
-                for sha256 in unscanned {
+            let (st, batch, not_scanned) = (store.clone(), self.settings.batch, self.not_scanned());
+            let now = OffsetDateTime::now_utc();
+            if let Ok(due) = blocking(move || st.blobs_due_for_scan(now, not_scanned, batch)).await {
+                for sha256 in due {
                     match self.scan(store, &sha256).await {
                         Ok(()) => report.scanned += 1,
-                        Err(_) => {
-                            // The scanner is still away: the others would fail alike.
+                        Err(Error::Media(argus_media::Error::ScannerUnavailable(_))) => {
+                            // The scanner is away: the others would fail alike.
                             report.scan_failures += 1;
                             break;
+                        }
+                        Err(_) => {
+                            // This file alone (a limit, a reply cut short): tried again later,
+                            // after the others.
+                            report.scan_failures += 1;
+                            let (st, sha) = (store.clone(), sha256);
+                            let retry_at = now + self.settings.retry_max.min(SCAN_RETRY);
+                            let _ = blocking(move || st.record_scan_failure(&sha, retry_at)).await;
                         }
                     }
                 }
             }
         }
         let Some(keys) = &services.token_keys else { return report };
+        let claimant = self.claimant();
+        // The worker fetches its files one after the other: a few at a time, so that none waits
+        // past its lease.
         let (st, replica, lease, batch) =
-            (store.clone(), self.settings.replica.clone(), self.settings.lease, self.settings.batch);
+            (store.clone(), claimant.clone(), self.settings.lease, self.settings.batch.min(WORKER_BATCH));
         let jobs =
             match blocking(move || st.claim_watched_media(&replica, OffsetDateTime::now_utc(), lease, batch))
                 .await
@@ -494,8 +529,9 @@ impl Media {
         let mut caps: HashMap<String, Option<MediaCapabilities>> = HashMap::new();
         for job in jobs {
             let Some((_, owner, sealed)) = &job.watch else {
-                report +=
-                    self.record(store, &job, self.retry(&job, "NO_TOKEN: no watch lends a token")).await;
+                report += self
+                    .record(store, &claimant, &job, self.retry(&job, "NO_TOKEN: no watch lends a token"))
+                    .await;
                 continue;
             };
             let binding = crate::token_keys::Binding::of(&job.org, &job.room_id, &job.homeserver, owner);
@@ -505,6 +541,7 @@ impl Media {
                     report += self
                         .record(
                             store,
+                            &claimant,
                             &job,
                             self.retry(&job, "TOKEN_UNAVAILABLE: the watch's token does not open"),
                         )
@@ -524,7 +561,7 @@ impl Media {
                 Some(c) => self.fetch_one(&services.connector, &session, c, &job).await,
                 None => self.retry(&job, "HOMESERVER_UNAVAILABLE: its media support is unknown"),
             };
-            report += self.record(store, &job, outcome).await;
+            report += self.record(store, &claimant, &job, outcome).await;
         }
         report
     }

@@ -35,6 +35,12 @@ pub enum Verdict {
 pub trait Scanner: Send + Sync + std::fmt::Debug {
     /// Scans `body`, read to its end.
     fn scan<'a>(&'a self, body: ByteStream) -> BoxFuture<'a, Result<ScanReport>>;
+
+    /// Whether this scanner looks at the bytes ([`ScanningOff`] does not): files another
+    /// recorded as [`NOT_SCANNED`] are then scanned again.
+    fn scans(&self) -> bool {
+        true
+    }
 }
 
 /// The "scanner" of a deployment that turned scanning off (`[media] scan = "off"`, logged
@@ -52,5 +58,9 @@ impl Scanner for ScanningOff {
             drop(body);
             Ok(ScanReport { verdict: Verdict::Clean, engine: NOT_SCANNED.to_owned() })
         })
+    }
+
+    fn scans(&self) -> bool {
+        false
     }
 }

@@ -79,6 +79,20 @@ pub(crate) fn sync_room(conn: &mut DbConn, org: &str, room_pk: i64, event_ids: &
     Ok(())
 }
 
+/// Purges the reference of the redacted message `message_pk` (legal hold off): no file name,
+/// no key, no bytes; `UNAVAILABLE` for good.
+pub(crate) fn purge_reference(conn: &mut DbConn, org: &str, message_pk: i64) -> Result<()> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push(
+        "UPDATE attachments SET filename = NULL, file = NULL, sha256 = NULL, fetched_at = NULL, \
+         lease_owner = NULL, lease_until = NULL, state = 'UNAVAILABLE', \
+         reason = 'REDACTED: its message was redacted' WHERE org_id = ",
+    );
+    sql.bind::<Text, _>(org.to_owned()).push(" AND message_pk = ").bind::<BigInt, _>(message_pk);
+    sql.build_cached().execute(conn)?;
+    Ok(())
+}
+
 /// The state a new reference starts in, with its reason: `PENDING`, or `UNDECRYPTABLE` for an
 /// encrypted file whose description cannot be used.
 fn initial_state(media: &MediaRef) -> (&'static str, Option<String>) {
@@ -128,7 +142,7 @@ fn upsert_reference(
     sql.bind::<Text, _>(state).push(", ").bind::<Nullable<Text>, _>(reason);
     // The same file (URI and description) keeps what was done with it; another starts over.
     sql.push(
-        ") ON CONFLICT (message_pk) DO UPDATE SET \
+        ") ON CONFLICT (org_id, message_pk) DO UPDATE SET \
          filename = excluded.filename, declared_mimetype = excluded.declared_mimetype, \
          declared_size = excluded.declared_size, \
          state = CASE WHEN attachments.mxc_uri = excluded.mxc_uri \
@@ -149,6 +163,15 @@ fn upsert_reference(
          attempts = CASE WHEN attachments.mxc_uri = excluded.mxc_uri \
            AND COALESCE(attachments.file, '') = COALESCE(excluded.file, '') \
            THEN attachments.attempts ELSE 0 END, \
+         fetched_at = CASE WHEN attachments.mxc_uri = excluded.mxc_uri \
+           AND COALESCE(attachments.file, '') = COALESCE(excluded.file, '') \
+           THEN attachments.fetched_at ELSE NULL END, \
+         lease_owner = CASE WHEN attachments.mxc_uri = excluded.mxc_uri \
+           AND COALESCE(attachments.file, '') = COALESCE(excluded.file, '') \
+           THEN attachments.lease_owner ELSE NULL END, \
+         lease_until = CASE WHEN attachments.mxc_uri = excluded.mxc_uri \
+           AND COALESCE(attachments.file, '') = COALESCE(excluded.file, '') \
+           THEN attachments.lease_until ELSE NULL END, \
          mxc_uri = excluded.mxc_uri, encrypted = excluded.encrypted, file = excluded.file",
     );
     sql.build().execute(conn)?;

@@ -392,8 +392,35 @@ impl Store {
 
     /// Whether a scanner has judged the blob `sha256` already (the same bytes fetched through
     /// another reference): its verdict then holds for the new reference too.
-    pub fn blob_judged(&self, sha256: &argus_domain::Sha256Digest) -> Result<bool> {
-        attachments::queue::judged(&mut *self.conn()?, sha256)
+    /// A verdict given by the engine `not_scanned` (scanning turned off then) does not count.
+    pub fn blob_judged(
+        &self,
+        sha256: &argus_domain::Sha256Digest,
+        not_scanned: Option<&str>,
+    ) -> Result<bool> {
+        attachments::queue::judged(&mut *self.conn()?, sha256, not_scanned)
+    }
+
+    /// Up to `limit` held blobs due for a scan at `now`: those no scanner judged yet (except
+    /// those waiting after a failure of their own), and those judged by the engine
+    /// `not_scanned` (held while scanning was turned off), longest waiting first.
+    pub fn blobs_due_for_scan(
+        &self,
+        now: OffsetDateTime,
+        not_scanned: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<argus_domain::Sha256Digest>> {
+        attachments::queue::due_for_scan(&mut *self.conn()?, now, not_scanned, limit)
+    }
+
+    /// Records that the scanner could not judge a blob for a reason of its own (a limit, a reply
+    /// cut short): it is due again at `retry_at`, and does not hold the others back meanwhile.
+    pub fn record_scan_failure(
+        &self,
+        sha256: &argus_domain::Sha256Digest,
+        retry_at: OffsetDateTime,
+    ) -> Result<bool> {
+        attachments::queue::scan_failed(&mut *self.conn()?, sha256, retry_at)
     }
 
     /// Up to `limit` held blobs that no scanner has judged yet, oldest first.

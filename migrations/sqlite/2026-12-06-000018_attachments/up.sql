@@ -12,13 +12,17 @@ CREATE TABLE media_blobs (
     threat           TEXT             CHECK (length(threat) <= 1024),
     engine           TEXT             CHECK (length(engine) <= 255),
     scanned_at       BIGINT,
-    stored_at        BIGINT  NOT NULL
+    stored_at        BIGINT  NOT NULL,
+    -- Attempts at a verdict that failed for this file alone (a limit, a reply cut short), and
+    -- when to try again: one file the scanner cannot judge never holds the others back.
+    scan_attempts    INTEGER NOT NULL DEFAULT 0,
+    next_scan_at     BIGINT  NOT NULL DEFAULT 0
 );
-CREATE INDEX media_blobs_unscanned ON media_blobs (stored_at) WHERE verdict IS NULL;
+CREATE INDEX media_blobs_unscanned ON media_blobs (next_scan_at, stored_at) WHERE verdict IS NULL;
 CREATE TABLE attachments (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
     org_id            TEXT    NOT NULL,
-    message_pk        BIGINT  NOT NULL UNIQUE REFERENCES messages (id),
+    message_pk        BIGINT  NOT NULL REFERENCES messages (id),
     room_pk           BIGINT  NOT NULL REFERENCES rooms (id),
     mxc_uri           TEXT    NOT NULL CHECK (length(mxc_uri) <= 1024),
     filename          TEXT             CHECK (length(filename) <= 1024),
@@ -37,7 +41,8 @@ CREATE TABLE attachments (
     attempts          INTEGER NOT NULL DEFAULT 0,
     next_attempt_at   BIGINT  NOT NULL DEFAULT 0,
     lease_owner       TEXT,
-    lease_until       BIGINT
+    lease_until       BIGINT,
+    UNIQUE (org_id, message_pk)
 );
 CREATE INDEX attachments_due ON attachments (next_attempt_at) WHERE state = 'PENDING';
 CREATE INDEX attachments_by_blob ON attachments (sha256);

@@ -187,7 +187,12 @@ pub(crate) fn claim(
     let backend = conn.backend();
     in_transaction(conn, TxMode::Write, |conn| {
         let mut sql = Sql::new(backend);
-        sql.push("WITH due AS MATERIALIZED (SELECT a.id FROM attachments a JOIN rooms r ON r.id = a.room_pk WHERE ");
+        // A redacted message's file is not fetched (its reference is hidden from every reader).
+        sql.push(
+            "WITH due AS MATERIALIZED (SELECT a.id FROM attachments a JOIN rooms r ON r.id = a.room_pk \
+             JOIN messages m ON m.id = a.message_pk WHERE m.redacted = ",
+        );
+        sql.bind::<diesel::sql_types::Bool, _>(false).push(" AND m.media IS NOT NULL AND ");
         sql.push("a.state = 'PENDING' AND a.next_attempt_at <= ").bind::<BigInt, _>(now_ms);
         sql.push(" AND (a.lease_until IS NULL OR a.lease_until < ").bind::<BigInt, _>(now_ms).push(")");
         match scope {
@@ -299,8 +304,9 @@ fn insert_blob(conn: &mut DbConn, blob: &NewBlob, now_ms: i64) -> Result<()> {
     Ok(())
 }
 
-/// Whether a scanner has judged the blob `sha256` (false too when it is not known).
-pub(crate) fn judged(conn: &mut DbConn, sha256: &Sha256Digest) -> Result<bool> {
+/// Whether a scanner has judged the blob `sha256` (false too when it is not known). A verdict
+/// given by the engine `not_scanned` (scanning turned off) does not count.
+pub(crate) fn judged(conn: &mut DbConn, sha256: &Sha256Digest, not_scanned: Option<&str>) -> Result<bool> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = BigInt)]
@@ -309,13 +315,58 @@ pub(crate) fn judged(conn: &mut DbConn, sha256: &Sha256Digest) -> Result<bool> {
     let mut sql = Sql::new(conn.backend());
     sql.push("SELECT COUNT(*) AS n FROM media_blobs WHERE verdict IS NOT NULL AND sha256 = ");
     sql.bind::<Text, _>(sha256.to_hex());
+    sql.push(" AND COALESCE(engine, '') <> ").bind::<Text, _>(not_scanned.unwrap_or_default().to_owned());
     let row: Row = sql.build_cached().get_result(conn)?;
     Ok(row.n > 0)
 }
 
-/// Up to `limit` blobs with no verdict yet (the scanner was unavailable), oldest first.
+#[derive(QueryableByName)]
+struct BlobRow {
+    #[diesel(sql_type = Text)]
+    sha256: String,
+}
+
+/// Up to `limit` blobs with no verdict yet, oldest first, whatever their retries.
 pub(crate) fn unscanned(conn: &mut DbConn, limit: u32) -> Result<Vec<Sha256Digest>> {
-    blobs(conn, " WHERE verdict IS NULL ORDER BY stored_at, sha256", None, limit)
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT sha256 FROM media_blobs WHERE verdict IS NULL ORDER BY stored_at, sha256 LIMIT ");
+    sql.bind::<BigInt, _>(i64::from(limit));
+    let rows: Vec<BlobRow> = sql.build_cached().load(conn)?;
+    rows.iter().map(|r| digest(&r.sha256)).collect()
+}
+
+/// Up to `limit` blobs due for a scan at `now`: no verdict yet and not waiting after a failure
+/// of their own, and those judged by the engine `not_scanned` (scanning was turned off when
+/// they came), longest waiting first.
+pub(crate) fn due_for_scan(
+    conn: &mut DbConn,
+    now: OffsetDateTime,
+    not_scanned: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Sha256Digest>> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT sha256 FROM media_blobs WHERE (verdict IS NULL AND next_scan_at <= ");
+    sql.bind::<BigInt, _>(to_unix_ms(now)).push(")");
+    if let Some(engine) = not_scanned {
+        sql.push(" OR engine = ").bind::<Text, _>(engine.to_owned());
+    }
+    sql.push(" ORDER BY next_scan_at, stored_at, sha256 LIMIT ").bind::<BigInt, _>(i64::from(limit));
+    let rows: Vec<BlobRow> = sql.build().load(conn)?;
+    rows.iter().map(|r| digest(&r.sha256)).collect()
+}
+
+/// Records that the scanner could not judge the blob `sha256` for a reason of its own (a limit,
+/// a reply cut short): it is tried again at `retry_at`, after the others.
+pub(crate) fn scan_failed(
+    conn: &mut DbConn,
+    sha256: &Sha256Digest,
+    retry_at: OffsetDateTime,
+) -> Result<bool> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("UPDATE media_blobs SET scan_attempts = scan_attempts + 1, next_scan_at = ");
+    sql.bind::<BigInt, _>(to_unix_ms(retry_at)).push(" WHERE sha256 = ").bind::<Text, _>(sha256.to_hex());
+    sql.push(" AND verdict IS NULL");
+    Ok(sql.build_cached().execute(conn)? == 1)
 }
 
 /// Up to `limit` blobs after `after` in digest order, whatever their verdict (a rescan).
@@ -324,33 +375,11 @@ pub(crate) fn all_blobs(
     after: Option<&Sha256Digest>,
     limit: u32,
 ) -> Result<Vec<Sha256Digest>> {
-    blobs(conn, " ORDER BY sha256", after, limit)
-}
-
-fn blobs(
-    conn: &mut DbConn,
-    tail: &str,
-    after: Option<&Sha256Digest>,
-    limit: u32,
-) -> Result<Vec<Sha256Digest>> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        sha256: String,
-    }
     let mut sql = Sql::new(conn.backend());
-    sql.push("SELECT sha256 FROM media_blobs");
-    match after {
-        Some(after) => {
-            sql.push(" WHERE sha256 > ").bind::<Text, _>(after.to_hex());
-            sql.push(tail);
-        }
-        None => {
-            sql.push(tail);
-        }
-    }
-    sql.push(" LIMIT ").bind::<BigInt, _>(i64::from(limit));
-    let rows: Vec<Row> = sql.build().load(conn)?;
+    sql.push("SELECT sha256 FROM media_blobs WHERE sha256 > ");
+    sql.bind::<Text, _>(after.map(Sha256Digest::to_hex).unwrap_or_default());
+    sql.push(" ORDER BY sha256 LIMIT ").bind::<BigInt, _>(i64::from(limit));
+    let rows: Vec<BlobRow> = sql.build_cached().load(conn)?;
     rows.iter().map(|r| digest(&r.sha256)).collect()
 }
 

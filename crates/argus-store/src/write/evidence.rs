@@ -196,6 +196,11 @@ fn redact(
     sql.push("redacted = ").bind::<Bool, _>(true);
     sql.push(", body = NULL, media = NULL WHERE id = ").bind::<BigInt, _>(id);
     sql.build_cached().execute(conn)?;
+    if hold == Hold::Purge {
+        // Its file's reference goes too: name, key and bytes as the message held them (the
+        // blob stays for any other reference to the same bytes).
+        crate::attachments::purge_reference(conn, org, id)?;
+    }
     purge_versions(conn, Versions::Of { org, message_pk: id }, hold)
 }
 

@@ -8,7 +8,7 @@ use argus_domain::{
     AttachmentJwk, AttachmentStatus, Classification::*, EncryptedFile, MediaRef, MessageRecord, PageRequest,
     Sha256Digest, StoredMessage, Viewer,
 };
-use argus_store::{BlobVerdict, FetchOutcome, NewBlob, ScanRecord, Store, WatchCaps};
+use argus_store::{BlobVerdict, FetchOutcome, NewBlob, ScanRecord, Store, StoreOptions, WatchCaps};
 use time::Duration;
 
 use crate::{
@@ -24,6 +24,8 @@ backend_suite!(
     the_worker_takes_only_files_of_watched_rooms,
     a_file_the_reader_may_not_have_takes_the_time_of_a_missing_one,
     a_room_raised_above_the_reader_hides_its_earlier_files,
+    a_redacted_messages_file_is_not_fetched_and_without_the_hold_is_purged,
+    a_file_the_scanner_cannot_judge_waits_behind_the_others,
 );
 
 const ROOM: &str = "!files:x.org";
@@ -155,11 +157,11 @@ fn one_blob_for_the_same_bytes_each_reference_with_its_own_gate(db: &TestDb) {
     let in_a = stored_and_fetched(s, &a, "!a:x.org", Secret, b"same bytes");
     let in_b = stored_and_fetched(s, &b, "!b:x.org", Unclassified, b"same bytes");
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM media_blobs"), 1);
-    assert!(!s.blob_judged(&Sha256Digest::of(b"same bytes")).unwrap());
+    assert!(!s.blob_judged(&Sha256Digest::of(b"same bytes"), None).unwrap());
     assert!(s.record_scan(&Sha256Digest::of(b"same bytes"), &scan(BlobVerdict::Clean)).unwrap());
     // Judged once for both references; bytes never held are not judged.
-    assert!(s.blob_judged(&Sha256Digest::of(b"same bytes")).unwrap());
-    assert!(!s.blob_judged(&Sha256Digest::of(b"other bytes")).unwrap());
+    assert!(s.blob_judged(&Sha256Digest::of(b"same bytes"), None).unwrap());
+    assert!(!s.blob_judged(&Sha256Digest::of(b"other bytes"), None).unwrap());
     // Each reader reaches the file through their own reference only.
     assert!(s.attachment_download(&a, in_a).unwrap().is_some());
     assert!(s.attachment_download(&b, in_b).unwrap().is_some());
@@ -370,4 +372,65 @@ fn a_file_the_reader_may_not_have_takes_the_time_of_a_missing_one(db: &TestDb) {
         eprintln!("{what}: {median:.2}x a missing file");
         assert!(median < 1.25, "a {what} file takes {median:.2}x the time of a missing one");
     }
+}
+
+/// A file's message redacted before the file was fetched: it is not fetched; with the legal
+/// hold off its reference keeps no name, key or bytes.
+fn a_redacted_messages_file_is_not_fetched_and_without_the_hold_is_purged(db: &TestDb) {
+    let purging =
+        Store::open_with(&db.url, StoreOptions { keep_redacted: false, ..StoreOptions::default() }).unwrap();
+    let v = viewer("org-a", Secret);
+    for (s, room) in [(&db.store, "!kept:x.org"), (&purging, "!purged:x.org")] {
+        let mut msgs = messages(1, now() - Duration::minutes(5));
+        msgs[0] = with_file(msgs[0].clone(), "mxc://x.org/secret-plan");
+        s.record_ingestion(&run(&v, Restricted), &snapshot(room, msgs.clone())).unwrap();
+        let mut erase = snapshot(room, Vec::new());
+        erase.redactions = vec![argus_domain::MessageRedaction {
+            target: msgs[0].event_id.clone(),
+            redaction: argus_domain::Redaction {
+                redacted_by: msgs[0].sender.clone(),
+                redacted_at: now(),
+                reason: None,
+            },
+            confirmed: false,
+        }];
+        s.record_ingestion(&run(&v, Restricted), &erase).unwrap();
+        assert!(
+            s.claim_room_media(&v.org, &rid(room), "run-1", now(), LEASE, 10).unwrap().is_empty(),
+            "{room}"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM attachments WHERE filename IS NOT NULL"),
+        1,
+        "the held one only"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) AS n FROM attachments WHERE filename IS NULL AND file IS NULL AND sha256 IS NULL AND state = 'UNAVAILABLE'"),
+        1
+    );
+}
+
+/// A blob the scanner could not judge for a reason of its own waits until its retry, behind
+/// the others; a blob recorded while scanning was off is due again for a real scanner.
+fn a_file_the_scanner_cannot_judge_waits_behind_the_others(db: &TestDb) {
+    let s = &db.store;
+    let v = viewer("org-a", Secret);
+    let first = stored_and_fetched(s, &v, "!one:x.org", Restricted, b"first");
+    let _ = first;
+    let _ = stored_and_fetched(s, &v, "!two:x.org", Restricted, b"second");
+    let (a, b) = (Sha256Digest::of(b"first"), Sha256Digest::of(b"second"));
+    assert_eq!(s.blobs_due_for_scan(now(), None, 10).unwrap(), vec![a, b]);
+    assert!(s.record_scan_failure(&a, now() + Duration::minutes(10)).unwrap());
+    assert_eq!(s.blobs_due_for_scan(now(), None, 10).unwrap(), vec![b], "the failed one waits");
+    assert_eq!(s.blobs_due_for_scan(now() + Duration::minutes(11), None, 10).unwrap(), vec![b, a]);
+    // Recorded clean while scanning was off: judged for a store with scanning off, due again
+    // for a real scanner.
+    let off =
+        ScanRecord { verdict: BlobVerdict::Clean, engine: "none (scanning turned off)".into(), at: now() };
+    assert!(s.record_scan(&b, &off).unwrap());
+    assert!(s.blob_judged(&b, None).unwrap());
+    assert!(!s.blob_judged(&b, Some("none (scanning turned off)")).unwrap());
+    assert_eq!(s.blobs_due_for_scan(now(), Some("none (scanning turned off)"), 10).unwrap(), vec![b]);
+    assert!(s.blobs_due_for_scan(now(), None, 10).unwrap().is_empty());
 }

@@ -13,8 +13,16 @@ pub(crate) const SQLITE: EmbeddedMigrations = embed_migrations!("../../migration
 pub(crate) const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 7] =
-    ["rooms", "messages", "message_counts", "message_versions", "message_redactions", "ingestions", "outbox"];
+const TENANT_TABLES: [&str; 8] = [
+    "rooms",
+    "messages",
+    "message_counts",
+    "message_versions",
+    "message_redactions",
+    "ingestions",
+    "outbox",
+    "attachments",
+];
 
 #[derive(Debug, QueryableByName)]
 struct Def {
