@@ -56,11 +56,6 @@ impl AttachmentStatus {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
-
-    /// Whether the media worker still has something to do for a reference in this status.
-    pub const fn is_open(self) -> bool {
-        matches!(self, Self::Pending)
-    }
 }
 
 impl fmt::Display for AttachmentStatus {

@@ -109,7 +109,22 @@ impl Connector {
             .map_err(|_| Error::InvalidInput("the mxc server name is not a host".into()))?;
         client.policy.check_url(&origin)?;
         let target = client.target(session, client.config.run_deadline)?;
-        let response = match &client.config.media_route {
+        // A content scanner fronts one deployment: a session with another homeserver (another
+        // host) fetches from its own homeserver, so that its token and file keys never go to a
+        // scanner of someone else's. A scanner the policy refuses is an error whoever asks.
+        if let MediaRoute::ContentScanner { base_url } = &client.config.media_route {
+            client.policy.check_url(base_url)?;
+        }
+        let route = match &client.config.media_route {
+            MediaRoute::ContentScanner { base_url }
+                if base_url.host_str().map(str::to_ascii_lowercase)
+                    == session.homeserver().url().host_str().map(str::to_ascii_lowercase) =>
+            {
+                &client.config.media_route
+            }
+            _ => &MediaRoute::Homeserver,
+        };
+        let response = match route {
             MediaRoute::ContentScanner { base_url } => {
                 let request = match encrypted {
                     Some(file) => media_proxy_download::encrypted(base_url, file, cap)?,

@@ -89,6 +89,8 @@ pub fn open_media(config: &Config) -> Result<Arc<argus_ingest::Media>> {
         max_run_bytes: config.media.max_run_bytes,
         concurrency_per_homeserver: config.media.concurrency_per_homeserver,
         retry_max: config.media.retry_max(),
+        // The first retry waits one pass of the worker, then doubles up to `retry_max`.
+        retry_base: config.media.worker_interval(),
         worker_interval: config.media.worker_interval(),
         ..argus_ingest::MediaSettings::default()
     };

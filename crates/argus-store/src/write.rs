@@ -106,13 +106,8 @@ fn store_pages(
     pending::apply(conn, org, room_pk, &snapshot.messages, &mut stored, hold)?;
     evidence::apply_edits_and_redactions(conn, org, room_pk, snapshot, &mut stored, hold)?;
     // The references of the files these messages now carry (new, decrypted or edited).
-    let with_files: Vec<&str> = snapshot
-        .messages
-        .iter()
-        .filter(|m| m.media.is_some())
-        .map(|m| m.event_id.as_str())
-        .chain(snapshot.edits.iter().map(|e| e.target.as_str()))
-        .collect();
+    let with_files: Vec<&str> =
+        snapshot.messages.iter().filter(|m| m.media.is_some()).map(|m| m.event_id.as_str()).collect();
     if !with_files.is_empty() {
         crate::attachments::sync_room(conn, org, room_pk, &with_files)?;
     }

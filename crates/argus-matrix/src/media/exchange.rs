@@ -30,7 +30,7 @@ const SCANNER_REFUSALS: [&str; 4] =
     ["MCS_MEDIA_NOT_CLEAN", "MCS_MIME_TYPE_FORBIDDEN", "MCS_MEDIA_FAILED_TO_DECRYPT", "MCS_BAD_DECRYPTION"];
 
 /// A media request as each attempt sends it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct MediaRequest {
     pub(crate) method: Method,
     /// The first URL; the token goes only to its origin.
@@ -40,6 +40,18 @@ pub(crate) struct MediaRequest {
     pub(crate) json: Option<Vec<u8>>,
     /// The cap the file is held to, for a homeserver's own `M_TOO_LARGE`.
     pub(crate) cap: u64,
+}
+
+impl std::fmt::Debug for MediaRequest {
+    /// Without the body: it holds a file key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaRequest")
+            .field("method", &self.method)
+            .field("url", &self.url.path())
+            .field("body", &self.json.as_ref().map(|_| "[redacted]"))
+            .field("cap", &self.cap)
+            .finish()
+    }
 }
 
 impl MediaRequest {

@@ -316,3 +316,27 @@ async fn a_stalled_body_ends_at_the_idle_timeout() {
     assert!(matches!(result, Err(Error::MediaStalled)), "{result:?}");
     assert_eq!(received, 10);
 }
+
+/// A content scanner fronts its own deployment: a session with a homeserver on another host
+/// fetches from that homeserver, and the scanner never sees its token.
+#[tokio::test]
+async fn a_content_scanner_serves_only_sessions_of_its_own_host() {
+    let hs = Hs::start().await;
+    // The scanner named by another loopback address than the homeserver's (127.0.0.1).
+    let scanner = MockServer::builder()
+        .listener(std::net::TcpListener::bind("127.0.0.2:0").unwrap_or_else(|e| panic!("{e}")))
+        .start()
+        .await;
+    let config = ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into(), "127.0.0.2".into()],
+        media_route: MediaRoute::ContentScanner {
+            base_url: scanner.uri().parse().unwrap_or_else(|e| panic!("{e}")),
+        },
+        ..Hs::config()
+    };
+    let connector = Connector::new(config).unwrap_or_else(|e| panic!("{e}"));
+    // The homeserver has no such file: its answer, not the scanner's, is what comes back.
+    let err = download_with(&connector, &hs.uri(), &AUTHENTICATED, None).await.unwrap_err();
+    assert_eq!(err.code(), "MEDIA_NOT_FOUND", "{err}");
+    assert!(scanner.received_requests().await.unwrap_or_default().is_empty(), "the scanner was asked");
+}
