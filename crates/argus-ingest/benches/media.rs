@@ -494,10 +494,7 @@ async fn steps(
     let started = Instant::now();
     let caps = connector.media_capabilities(&session).await?;
     let download = connector.download_media(&session, &caps, &uri, sealed.as_ref(), &limits).await?;
-    let staged = match &sealed {
-        Some(_) => staging.stage_ciphertext(download.body, limits.max_file_bytes).await?,
-        None => staging.stage(download.body, limits.max_file_bytes).await?,
-    };
+    let staged = staging.stage(download.body, limits.max_file_bytes).await?;
     let stage = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let staged = match &sealed {

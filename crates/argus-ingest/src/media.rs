@@ -370,10 +370,7 @@ impl Media {
             }
             code
         });
-        let staged = match job.file {
-            Some(_) => self.staging.stage_ciphertext(body, cap).await,
-            None => self.staging.stage(body, cap).await,
-        };
+        let staged = self.staging.stage(body, cap).await;
         drop(permit);
         let staged = match staged {
             Ok(staged) => staged,

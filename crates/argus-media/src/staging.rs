@@ -92,25 +92,13 @@ impl Staging {
         body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
         cap: u64,
     ) -> Result<StagedFile> {
-        self.stage_with(body, cap, true).await
-    }
-
-    /// [`Staging::stage`] for the ciphertext of an encrypted file: a temporary file that is
-    /// decrypted and removed at once, never stored, so it is not handed to the disk early (its
-    /// pages usually never reach it).
-    pub async fn stage_ciphertext<E: fmt::Display>(
-        &self,
-        body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
-        cap: u64,
-    ) -> Result<StagedFile> {
-        self.stage_with(body, cap, false).await
+        self.stage_with(body, cap).await
     }
 
     async fn stage_with<E: fmt::Display>(
         &self,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin + Send,
         cap: u64,
-        flush_behind: bool,
     ) -> Result<StagedFile> {
         let (file, path) = self.temp_file()?;
         let flush = file.try_clone()?;
@@ -137,10 +125,7 @@ impl Staging {
             // The same bytes (reference-counted, not copied) to the hashing thread.
             chunks.send(chunk.clone()).await.map_err(|_| Error::Io(std::io::ErrorKind::BrokenPipe))?;
             out.write_all(&chunk).await?;
-            if flush_behind
-                && size - flushed >= FLUSH_BEHIND
-                && flushing.as_ref().is_none_or(|f| f.is_finished())
-            {
+            if size - flushed >= FLUSH_BEHIND && flushing.as_ref().is_none_or(|f| f.is_finished()) {
                 flushed = size;
                 let file = flush.try_clone()?;
                 // Only a head start: the blob store's own fsync is what makes the file durable
