@@ -8,7 +8,9 @@ mod store;
 pub use error::{Error, Result};
 pub use scan::{Clamd, NOT_SCANNED, ScanReport, Scanner, ScanningOff, Verdict};
 pub use staging::{StagedFile, Staging};
-pub use store::{BlobStore, FileBlobStore, S3BlobStore, S3Location, open_blob_store};
+pub use store::{
+    BlobStore, FileBlobStore, MEDIA_DIR, S3BlobStore, S3Location, blob_dir, open_blob_store, staging_dir,
+};
 
 /// A stream of a file's bytes, as a blob store serves them and a scanner reads them.
 pub type ByteStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, Error>>;

@@ -66,9 +66,16 @@ impl StagedFile {
 
 /// The staging directory: where fetched files wait, each in a temporary file of its own, until
 /// they are stored or refused.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Staging {
     dir: PathBuf,
+}
+
+impl fmt::Debug for Staging {
+    /// Without its folder: paths stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Staging").finish_non_exhaustive()
+    }
 }
 
 impl Staging {

@@ -5,7 +5,7 @@ mod s3;
 
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use argus_domain::Sha256Digest;
@@ -44,12 +44,25 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
 /// `AWS_SECRET_ACCESS_KEY`).
 pub fn open_blob_store(spec: &str, data_dir: &Path) -> Result<Arc<dyn BlobStore>> {
     if spec == "file" {
-        return Ok(Arc::new(FileBlobStore::open(data_dir.join("media").join("blobs"))?));
+        return Ok(Arc::new(FileBlobStore::open(blob_dir(data_dir))?));
     }
     if spec.starts_with("s3://") {
         return Ok(Arc::new(S3BlobStore::from_env(&S3Location::parse(spec)?)?));
     }
     Err(Error::Config("`store` is neither \"file\" nor an s3:// URL".to_owned()))
+}
+
+/// The folder of everything media under a data directory (`{data_dir}/media`).
+pub const MEDIA_DIR: &str = "media";
+
+/// Where the filesystem blob store keeps its files under a data directory.
+pub fn blob_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(MEDIA_DIR).join("blobs")
+}
+
+/// Where fetched files are staged under a data directory (whatever the blob store).
+pub fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(MEDIA_DIR).join("staging")
 }
 
 /// Checks `range` against a blob of `size` bytes.

@@ -61,11 +61,11 @@ pub fn connector_config(config: &Config) -> ConnectorConfig {
 /// with neither, files are held and never judged, so none is served).
 pub fn open_media(config: &Config) -> Result<Arc<argus_ingest::Media>> {
     use crate::config::{MediaStore, ScanMode};
-    let media_dir = config.data_dir().join(crate::config::MEDIA_DIR);
+    let data_dir = config.data_dir();
     let failed = |e: argus_media::Error| Error::Config(format!("media: {e}"));
     let blobs: Arc<dyn argus_media::BlobStore> = match &config.media.store {
         MediaStore::File => {
-            Arc::new(argus_media::FileBlobStore::open(media_dir.join("blobs")).map_err(failed)?)
+            Arc::new(argus_media::FileBlobStore::open(argus_media::blob_dir(&data_dir)).map_err(failed)?)
         }
         MediaStore::S3(at) => Arc::new(
             match (&config.media.s3_access_key_id, &config.media.s3_secret_access_key) {
@@ -75,7 +75,7 @@ pub fn open_media(config: &Config) -> Result<Arc<argus_ingest::Media>> {
             .map_err(failed)?,
         ),
     };
-    let staging = argus_media::Staging::new(media_dir.join("staging")).map_err(failed)?;
+    let staging = argus_media::Staging::new(argus_media::staging_dir(&data_dir)).map_err(failed)?;
     let scanner: Option<Arc<dyn argus_media::Scanner>> = match (&config.media.scan, &config.media.clamd) {
         (ScanMode::Off, _) => Some(Arc::new(argus_media::ScanningOff)),
         (ScanMode::Clamd, Some(clamd)) => Some(Arc::new(

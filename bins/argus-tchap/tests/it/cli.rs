@@ -30,6 +30,15 @@ fn command(dir: &Path) -> Command {
     command
 }
 
+/// `ingest` of `room` from `homeserver` at RESTRICTED for the organisation `dgsi` (the token
+/// comes from the environment the caller adds).
+fn ingest_command(dir: &Path, homeserver: &str, room: &str) -> Command {
+    let mut ingest = command(dir);
+    ingest.args(["ingest", "--homeserver", homeserver, "--room", room, "--classification", "RESTRICTED"]);
+    ingest.args(["--org", "dgsi"]);
+    ingest
+}
+
 fn run(dir: &Path, args: &[&str]) -> Output {
     command(dir).args(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
@@ -264,18 +273,10 @@ async fn rooms_rehome_moves_a_room_to_another_homeserver_audited() {
     let ingest = |homeserver: String| {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
-            let args = [
-                "ingest",
-                "--homeserver",
-                &homeserver,
-                "--room",
-                room,
-                "--classification",
-                "RESTRICTED",
-                "--org",
-                "dgsi",
-            ];
-            command(&path).args(args).env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN).output().unwrap()
+            ingest_command(&path, &homeserver, room)
+                .env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN)
+                .output()
+                .unwrap()
         })
     };
     assert!(ingest(old.uri()).await.unwrap().status.success());
@@ -450,19 +451,7 @@ async fn ingest_fetches_the_files_and_media_rescan_scans_them_again() {
     }
     let homeserver = hs.uri();
     let ingested = tokio::task::spawn_blocking(move || {
-        let args = [
-            "ingest",
-            "--homeserver",
-            &homeserver,
-            "--room",
-            room,
-            "--classification",
-            "RESTRICTED",
-            "--org",
-            "dgsi",
-        ];
-        command(&workdir)
-            .args(args)
+        ingest_command(&workdir, &homeserver, room)
             .env("MATRIX_ACCESS_TOKEN", TOKEN)
             .env("ARGUS_MEDIA_SCAN", "off")
             .output()

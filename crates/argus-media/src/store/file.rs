@@ -21,10 +21,17 @@ const READ_CHUNK: usize = 1024 * 1024;
 
 /// Blobs as files under a root directory (the embedded default). Files are `0600`, folders
 /// `0700`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FileBlobStore {
     root: PathBuf,
     tmp: PathBuf,
+}
+
+impl std::fmt::Debug for FileBlobStore {
+    /// Without its folders: paths stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBlobStore").finish_non_exhaustive()
+    }
 }
 
 impl FileBlobStore {

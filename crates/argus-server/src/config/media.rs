@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::{Error, Result};
 
 /// The folder, in the data directory, of the filesystem blob store (`store = "file"`).
-pub const MEDIA_DIR: &str = "media";
+pub use argus_media::MEDIA_DIR;
 
 /// Whether files are scanned before they are served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
