@@ -46,6 +46,15 @@ pub enum Error {
     /// The ciphertext's SHA-256 is not the one its message declared: it was altered or swapped.
     #[error("encrypted attachment: the ciphertext does not match its declared SHA-256")]
     AttachmentTampered,
+    /// A transparency-log proof, checkpoint or tree read does not hold.
+    #[error("transparency log: the proof or checkpoint does not verify")]
+    BadProof,
+    /// A signature (a checkpoint's, a package's) does not verify with the key given.
+    #[error("the signature does not verify with the key given")]
+    BadSignature,
+    /// A signing or verifier key is not of its expected form.
+    #[error("malformed signing or verifier key")]
+    BadSigningKey,
 }
 
 impl Error {
@@ -62,6 +71,9 @@ impl Error {
             Self::BadAttachmentIv => "BAD_IV",
             Self::NoAttachmentHash => "NO_HASH",
             Self::AttachmentTampered => "TAMPERED",
+            Self::BadProof => "BAD_PROOF",
+            Self::BadSignature => "BAD_SIGNATURE",
+            Self::BadSigningKey => "BAD_SIGNING_KEY",
         }
     }
 

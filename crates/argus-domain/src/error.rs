@@ -9,6 +9,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Bytes that are not the canonical encoding of a transparency log entry or version.
+    #[error("not a log entry or version of this encoding")]
+    InvalidLogEntry,
     /// A classification name that is neither a contract name nor a known French marking.
     #[error("unknown classification {0:?}")]
     UnknownClassification(String),

@@ -21,6 +21,7 @@ mod error;
 mod ids;
 mod ingestion;
 mod message;
+pub mod oversight;
 mod page;
 pub mod policy;
 pub mod post;
