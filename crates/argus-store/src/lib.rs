@@ -30,6 +30,7 @@ mod audit;
 mod cursor;
 mod db;
 mod error;
+mod log;
 mod outbox;
 mod read;
 mod rows;
@@ -54,6 +55,10 @@ pub use self::{
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
     db::{Backend, DatabaseUrl, StoreOptions},
     error::{Error, Result},
+    log::{
+        AccessCursor, AccessFilter, AccessRecord, Digest, DisclosureSource, LogEntryRecord, SourceAttachment,
+        SourceRun, SourceVersion, TreeHead,
+    },
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
     search::{RANK_WINDOW, SearchPage},
