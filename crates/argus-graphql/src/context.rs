@@ -57,8 +57,8 @@ pub struct Services {
     /// The signing keys and the folder of disclosure packages; without them
     /// `discloseTchapRoom` is unavailable.
     pub oversight: Option<Arc<Oversight>>,
-    /// Whether reads of content are journaled (always, but in one benchmark).
-    pub(crate) journal: Journal,
+    /// Set in one benchmark only: reads of content are not journaled.
+    pub(crate) journal_off: std::sync::atomic::AtomicBool,
 }
 
 impl Services {
@@ -76,15 +76,20 @@ impl Services {
             cursor_key: CursorKey::random(),
             limits: Limits::default(),
             oversight: None,
-            journal: Journal::On,
+            journal_off: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether reads of content are journaled (always, but in one benchmark).
+    pub(crate) fn journal(&self) -> Journal {
+        if self.journal_off.load(std::sync::atomic::Ordering::Relaxed) { Journal::Off } else { Journal::On }
     }
 
     /// Journals a read of content by `viewer` ([`crate::oversight`]): durable when this
     /// returns; `UNAVAILABLE` when it cannot be written, and then the read must fail.
     pub async fn record_access(&self, viewer: &Viewer, read: &Read<'_>) -> Result<()> {
         let entry = read.entry(viewer);
-        let journal = self.journal;
+        let journal = self.journal();
         self.with_store(move |store| crate::oversight::record(store, journal, &entry)).await
     }
 

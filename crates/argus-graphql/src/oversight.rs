@@ -96,7 +96,6 @@ pub(crate) enum Journal {
     /// Every read of content is journaled.
     On,
     /// Nothing is (benchmarks only).
-    #[cfg_attr(not(feature = "bench"), expect(dead_code, reason = "set by the benchmarks only"))]
     Off,
 }
 

@@ -241,7 +241,7 @@ impl TchapMessageConnection {
     ) -> Result<Self> {
         let kind = CursorKind::Messages(room_id.as_str());
         let room = room_id.clone();
-        let journal = context.services().journal;
+        let journal = context.services().journal();
         // The one place the page is known: journaled before it is answered.
         let read = move |store: &Store, viewer: &Viewer, request: &PageRequest<MessageCursor>| {
             let page = store.messages(viewer, &room, request)?;

@@ -156,7 +156,7 @@ impl TchapSearchConnection {
         }
         let viewer = context.viewer().clone();
         let start = request.offset;
-        let journal = context.services().journal;
+        let journal = context.services().journal();
         let (page, rooms) = context
             .services()
             .with_store(move |store| {
