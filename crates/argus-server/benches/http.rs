@@ -391,7 +391,8 @@ async fn main() -> Result<()> {
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir()?;
         let url = DatabaseUrl::sqlite_file(dir.path().join("bench.db"));
-        let (server, unjournaled, payload, store) = ours(url, dir.path(), total, seconds, connections).await?;
+        let (server, unjournaled, payload, store) =
+            ours(url, dir.path(), total, seconds, connections).await?;
         let [plain, memory] = baselines(payload, &store, seconds, connections).await?;
         println!("SQLite:");
         line("argus-server", &server);

@@ -32,7 +32,8 @@ pub fn keys_public(config: &Config, args: &PublicKeyArgs) -> Result<ExitCode> {
 /// The signed note of `org`'s current checkpoint (origin `<log name>/<org>`), and its size.
 pub fn signed_checkpoint(store: &Store, keys: &Keys, org: &OrgId) -> Result<(String, u64)> {
     let head = store.log_head(org).context("cannot read the log's head")?;
-    let checkpoint = Checkpoint { origin: format!("{}/{}", keys.log_name, org), size: head.size, root: head.root };
+    let checkpoint =
+        Checkpoint { origin: format!("{}/{}", keys.log_name, org), size: head.size, root: head.root };
     let note = keys.log.sign(&checkpoint).context("cannot sign the checkpoint")?;
     Ok((note, head.size))
 }
