@@ -110,3 +110,78 @@ pub(crate) fn record(store: &Store, journal: Journal, entry: &AccessEntry) -> ar
         argus_store::Error::Unavailable
     })
 }
+
+/// What the server keeps next to a disclosure package's `.tar` (`<id>.json`): who may download
+/// it (its organisation, at the clearance it was limited to) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageRecord {
+    /// The package id (`External-Identifier`).
+    pub id: String,
+    /// The organisation that made it: the only one that may download it.
+    pub org: String,
+    /// The clearance it was limited to: a caller below it may not download it.
+    pub clearance: Classification,
+    /// Who made it.
+    pub actor: String,
+    /// SHA-512 of the `.tar`, hex.
+    pub sha512: String,
+    /// Size of the `.tar` in bytes.
+    pub size: u64,
+}
+
+impl PackageRecord {
+    /// Whether `id` can name a package: 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with a dot
+    /// (so that it never names a path outside the packages' folder).
+    ///
+    /// ```
+    /// use argus_graphql::oversight::PackageRecord;
+    /// assert!(PackageRecord::is_valid_id("pkg-2026-05-26_01.a"));
+    /// assert!(!PackageRecord::is_valid_id("../secret"));
+    /// assert!(!PackageRecord::is_valid_id(".hidden"));
+    /// ```
+    pub fn is_valid_id(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 128
+            && !id.starts_with('.')
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+
+    /// The `.tar` of package `id` in `dir`.
+    pub fn tar_path(dir: &std::path::Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}.tar"))
+    }
+
+    /// The record of package `id` in `dir`.
+    pub fn record_path(dir: &std::path::Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}.json"))
+    }
+
+    /// Reads the record of package `id` in `dir`; `None` when there is none (or `id` cannot
+    /// name one).
+    pub fn read(dir: &std::path::Path, id: &str) -> std::io::Result<Option<Self>> {
+        if !Self::is_valid_id(id) {
+            return Ok(None);
+        }
+        match std::fs::read(Self::record_path(dir, id)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the record into `dir` (after the `.tar`: a package is served once its record
+    /// exists).
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let path = Self::record_path(dir, &self.id);
+        let partial = dir.join(format!(".{}.json.partial", self.id));
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(partial, path)
+    }
+
+    /// Whether `viewer` may download it: of its organisation, cleared for its level.
+    pub fn may_download(&self, viewer: &Viewer) -> bool {
+        self.org == viewer.org.as_str() && self.clearance <= viewer.clearance
+    }
+}

@@ -105,7 +105,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The security headers of every answer of the route.
-fn hardened(status: StatusCode) -> HttpResponseBuilder {
+pub(crate) fn hardened(status: StatusCode) -> HttpResponseBuilder {
     let mut builder = HttpResponse::build(status);
     builder
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

@@ -6,3 +6,4 @@ mod http;
 mod jwt;
 mod limits;
 mod media;
+mod packages;
