@@ -34,10 +34,13 @@ fn checkpoint(dir: &Path, key: &str) -> (String, Checkpoint) {
 async fn ingest(dir: &Path, homeserver: &MockHomeserver, room: &str) {
     let (dir, uri, room) = (dir.to_path_buf(), homeserver.uri(), room.to_owned());
     let output = tokio::task::spawn_blocking(move || {
-        ingest_command(&dir, &uri, &room).env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN).output().unwrap()
+        ingest_command(&dir, &uri, &room)
+            .env("MATRIX_ACCESS_TOKEN", MATRIX_TOKEN)
+            .output()
+            .unwrap_or_else(|e| panic!("ingest: {e}"))
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("join: {e}"));
     assert!(output.status.success(), "{output:?}");
 }
 
