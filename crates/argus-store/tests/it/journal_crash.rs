@@ -83,6 +83,7 @@ fn an_answered_read_is_journaled_whatever_happens_after(db: &TestDb) {
     child.wait().expect("reaped");
     assert_eq!(answered.len(), 200, "the child answered too few reads before it died");
 
+    answered.sort_by_key(|a| a.2);
     let store = Store::open(&db.url).expect("reopened");
     let org = "dgsi".parse().expect("org");
     let indexes: Vec<u64> = answered.iter().map(|a| a.2).collect();
