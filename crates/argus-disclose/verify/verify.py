@@ -76,7 +76,7 @@ def read(path):
 
 
 def parse_verifier_key(vkey):
-    parts = vkey.strip().split("+")
+    parts = vkey.strip().split("+", 2)  # the base64 key may itself hold "+"
     if len(parts) != 3:
         raise Failure("the log key is not NAME+HEXID+BASE64")
     name, hexid, b64 = parts
