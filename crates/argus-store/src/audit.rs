@@ -195,6 +195,13 @@ fn encode(
         field(h, b"REHOME");
         field(h, from.as_bytes());
     }
+    // Likewise the root over the versions a run stored (records before the transparency log
+    // carry none and hash as they did).
+    if let Some(events) = &e.events {
+        field(h, b"EVENTS");
+        field(h, events.root.as_bytes());
+        field(h, &events.count.to_be_bytes());
+    }
     field(h, prev_hash);
 }
 
@@ -204,6 +211,26 @@ pub(crate) struct StoredPost<'a> {
     pub(crate) event_id: Option<&'a str>,
     pub(crate) body_sha256: String,
     pub(crate) body_length: i64,
+}
+
+/// The stored form of a run's `eventsRoot`, exactly as hashed.
+#[derive(Debug)]
+pub(crate) struct StoredEvents<'a> {
+    /// The root, lowercase hex.
+    pub(crate) root: &'a str,
+    /// How many versions are under it.
+    pub(crate) count: i64,
+}
+
+/// What a run's record adds: its run and the root over the versions it stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RunEvents {
+    /// The run's storage id (`run_versions.run_id`).
+    pub(crate) run_id: i64,
+    /// The RFC 9162 root over its versions' leaf hashes, in order.
+    pub(crate) root: [u8; 32],
+    /// How many versions it stored.
+    pub(crate) count: u64,
 }
 
 /// The stored form of a record's fields, exactly as hashed.
@@ -221,6 +248,7 @@ pub(crate) struct Stored<'a> {
     pub(crate) post: Option<StoredPost<'a>>,
     pub(crate) scheduled: bool,
     pub(crate) rehomed_from: Option<&'a str>,
+    pub(crate) events: Option<StoredEvents<'a>>,
 }
 
 impl<'a> Stored<'a> {
@@ -248,6 +276,14 @@ impl<'a> Stored<'a> {
             scheduled: row.scheduled,
             // Whatever the action says, a previous homeserver is hashed as a move's.
             rehomed_from: row.previous_homeserver_url.as_deref(),
+            // Whatever the run id says, a stored root is hashed as a run's.
+            events: match (&row.events_root, row.events_count) {
+                (None, None) => None,
+                (root, count) => Some(StoredEvents {
+                    root: root.as_deref().unwrap_or_default(),
+                    count: count.unwrap_or(-1),
+                }),
+            },
         }
     }
 }
@@ -291,12 +327,14 @@ struct HeadRow {
     hash: String,
 }
 
-/// Appends `entry` (already sanitised) to its organisation's chain. The caller holds the
-/// organisation's write lock inside an open transaction.
+/// Appends `entry` (already sanitised) to its organisation's chain, and its `AUDIT` entry to
+/// the organisation's transparency log; `run`: a run's record, with the root over the versions
+/// it stored. The caller holds the organisation's write lock inside an open transaction.
 pub(crate) fn append(
     conn: &mut DbConn,
     key: Option<&AuditKey>,
     entry: &NewIngestion,
+    run: Option<&RunEvents>,
 ) -> Result<IngestionRecord> {
     let org = entry.org.as_str();
     let last: Option<HeadRow> = ingestions::table
@@ -326,8 +364,21 @@ pub(crate) fn append(
         }),
         scheduled: entry.scheduled,
         rehomed_from: entry.rehomed_from.as_deref(),
+        events: None,
+    };
+    let events_root = run.map(|r| hex::encode(r.root));
+    let events_count =
+        run.map(|r| i64::try_from(r.count)).transpose().map_err(|_| Error::Corrupt("too many versions"))?;
+    let stored = Stored {
+        events: events_root.as_deref().zip(events_count).map(|(root, count)| StoredEvents { root, count }),
+        ..stored
     };
     let hash = link_hash(key, org, seq, &stored, &prev_hash);
+    let action = match (&stored.post, stored.rehomed_from) {
+        (Some(_), _) => "POST",
+        (None, Some(_)) => "REHOME",
+        (None, None) => "INGEST",
+    };
 
     let id: i64 = diesel::insert_into(ingestions::table)
         .values((
@@ -344,20 +395,55 @@ pub(crate) fn append(
             ingestions::error.eq(stored.error),
             ingestions::prev_hash.eq(hex::encode(prev_hash)),
             ingestions::hash.eq(hex::encode(hash)),
-            ingestions::action.eq(match (&stored.post, stored.rehomed_from) {
-                (Some(_), _) => "POST",
-                (None, Some(_)) => "REHOME",
-                (None, None) => "INGEST",
-            }),
+            ingestions::action.eq(action),
             ingestions::event_id.eq(stored.post.as_ref().and_then(|p| p.event_id)),
             ingestions::body_sha256.eq(stored.post.as_ref().map(|p| p.body_sha256.as_str())),
             ingestions::body_length.eq(stored.post.as_ref().map(|p| p.body_length)),
             ingestions::scheduled.eq(stored.scheduled),
             ingestions::previous_homeserver_url.eq(stored.rehomed_from),
+            ingestions::run_id.eq(run.map(|r| r.run_id)),
+            ingestions::events_root.eq(events_root.as_deref()),
+            ingestions::events_count.eq(events_count),
         ))
         .returning(ingestions::id)
         .get_result(conn)?;
+    crate::log::append_audit(conn, &log_entry(org, seq, action, &stored)?)?;
     Ok(IngestionRecord { id, seq, entry: entry.clone(), prev_hash, hash })
+}
+
+/// The `AUDIT` log entry of a record, from its stored fields (as hashed into the chain).
+fn log_entry(
+    org: &str,
+    seq: i64,
+    action: &str,
+    e: &Stored<'_>,
+) -> Result<argus_domain::oversight::AuditEntry> {
+    use argus_domain::oversight::{AuditEntry, ENCODING_VERSION, PostFields};
+    Ok(AuditEntry {
+        action: action.to_owned(),
+        actor: e.actor.to_owned(),
+        classification: crate::rows::rank(e.classification)?,
+        error: e.error.map(str::to_owned),
+        events_count: e.events.as_ref().map(|v| v.count.unsigned_abs()),
+        events_root: e.events.as_ref().map(|v| v.root.to_owned()),
+        finished_at: e.finished_at,
+        homeserver: e.homeserver_url.to_owned(),
+        message_count: e.message_count,
+        org: org.to_owned(),
+        outcome: e.outcome.to_owned(),
+        post: e.post.as_ref().map(|p| PostFields {
+            body_length: p.body_length,
+            body_sha256: p.body_sha256.clone(),
+            event_id: p.event_id.map(str::to_owned),
+        }),
+        previous_homeserver: e.rehomed_from.map(str::to_owned),
+        room_id: e.room_id.to_owned(),
+        scheduled: e.scheduled,
+        seq,
+        started_at: e.started_at,
+        r#type: AuditEntry::TYPE.to_owned(),
+        v: ENCODING_VERSION,
+    })
 }
 
 /// The newest record of every organisation's chain, by organisation.

@@ -82,6 +82,8 @@ pub struct Store {
     merges: std::sync::Arc<ahead::MergeState>,
     /// What a redaction does to content captured before it ([`StoreOptions::keep_redacted`]).
     hold: write::Hold,
+    /// The access journal's group-commit writer ([`log`]).
+    journal: std::sync::Arc<log::Journal>,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,12 +121,13 @@ impl Store {
             .then(|| db::helper_pool(database_url, &options))
             .transpose()?;
         Ok(Store {
-            pool,
             backend,
             audit_key: options.audit_key.map(std::sync::Arc::new),
             helpers,
             merges: std::sync::Arc::default(),
             hold: write::Hold::of(options.keep_redacted),
+            journal: std::sync::Arc::new(log::Journal::new(pool.clone())),
+            pool,
         })
     }
 

@@ -40,6 +40,9 @@ pub(crate) struct Gate {
     clearance: i16,
     /// The viewer holds `tchap:redacted`: content held under legal hold is read for them.
     held: bool,
+    /// The viewer holds `tchap:audit`: the organisation's trails (the access journal) are read
+    /// for them.
+    audit: bool,
 }
 
 impl Gate {
@@ -49,19 +52,38 @@ impl Gate {
             org: viewer.org.as_str().to_owned(),
             clearance: viewer.clearance.rank(),
             held: viewer.has_scope(Scope::Redacted),
+            audit: viewer.has_scope(Scope::Audit),
         }
     }
 
     /// Everything of one organisation, whatever its classification: the writer's lookup of the
     /// room it records, and the fusion payload. Never content held under legal hold.
     pub(crate) fn whole_org(org: &OrgId) -> Self {
-        Self { org: org.as_str().to_owned(), clearance: Classification::TopSecret.rank(), held: false }
+        Self {
+            org: org.as_str().to_owned(),
+            clearance: Classification::TopSecret.rank(),
+            held: false,
+            audit: false,
+        }
+    }
+
+    /// Everything of one organisation with the content held under legal hold: what the writer
+    /// reads to hash the versions a run stored as they were captured
+    /// ([`crate::log`]); never returned to a reader.
+    pub(crate) fn sealing(org: &str) -> Self {
+        Self { org: org.to_owned(), clearance: Classification::TopSecret.rank(), held: true, audit: false }
+    }
+
+    /// Whether the viewer may read the organisation's trails (`tchap:audit`): a read of the
+    /// access journal for anyone else returns nothing.
+    pub(crate) fn reads_trails(&self) -> bool {
+        self.audit
     }
 
     /// Appends `alias.column AS column` for each column of content held under legal hold when
     /// the viewer holds `tchap:redacted`, `CAST(NULL AS TEXT) AS column` otherwise: the one
     /// place that decides whether held content leaves the database.
-    fn held_columns(&self, sql: &mut Sql<'_>, alias: &str, columns: &[&str]) {
+    pub(crate) fn held_columns(&self, sql: &mut Sql<'_>, alias: &str, columns: &[&str]) {
         for (i, column) in columns.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -123,7 +145,7 @@ impl Gate {
     }
 
     /// The audit records the gate lets through, as a typed query.
-    fn ingestions(&self) -> crate::schema::ingestions::BoxedQuery<'_, MultiBackend> {
+    pub(crate) fn ingestions(&self) -> crate::schema::ingestions::BoxedQuery<'_, MultiBackend> {
         use crate::schema::ingestions;
         ingestions::table
             .filter(ingestions::org_id.eq(&self.org))
@@ -151,7 +173,7 @@ impl Gate {
     /// Appends `alias.org_id = :org AND alias.message_pk IN (ids)`, for rows that belong to
     /// messages (versions, redactions) and carry no classification of their own: `ids` are those
     /// of messages this gate let through, and the organisation is checked on the rows too.
-    fn apply_to_messages(&self, sql: &mut Sql<'_>, alias: &str, ids: &[i64]) {
+    pub(crate) fn apply_to_messages(&self, sql: &mut Sql<'_>, alias: &str, ids: &[i64]) {
         sql.push(alias).push(".org_id = ").bind::<Text, _>(self.org.clone());
         sql.push(" AND ").push(alias).push(".message_pk IN ");
         push_ids(sql, ids);
@@ -258,12 +280,12 @@ enum Shape {
 }
 
 /// Clamps a page size and returns how many rows to fetch (one more, to learn `has_next_page`).
-fn fetch_size(first: u32) -> (usize, i64) {
+pub(crate) fn fetch_size(first: u32) -> (usize, i64) {
     let n = first.min(MAX_PAGE_SIZE);
     (n as usize, i64::from(n) + 1)
 }
 
-fn page_of<T>(mut items: Vec<T>, wanted: usize, total_count: i64) -> Page<T> {
+pub(crate) fn page_of<T>(mut items: Vec<T>, wanted: usize, total_count: i64) -> Page<T> {
     let has_next_page = items.len() > wanted;
     items.truncate(wanted);
     Page { items, has_next_page, total_count }

@@ -226,6 +226,8 @@ pub(crate) struct IngestionRow {
     pub(crate) body_length: Option<i64>,
     pub(crate) scheduled: bool,
     pub(crate) previous_homeserver_url: Option<String>,
+    pub(crate) events_root: Option<String>,
+    pub(crate) events_count: Option<i64>,
 }
 
 impl IngestionRow {

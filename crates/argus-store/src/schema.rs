@@ -187,6 +187,92 @@ diesel::table! {
         scheduled -> Bool,
         /// A `REHOME` record's homeserver the room answered to until then.
         previous_homeserver_url -> Nullable<Text>,
+        /// A run's record: the storage id of its run (`run_versions.run_id`).
+        run_id -> Nullable<BigInt>,
+        /// A run's record: the RFC 9162 root (hex) over the versions it stored.
+        events_root -> Nullable<Text>,
+        /// A run's record: how many versions it stored.
+        events_count -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The transparency log: one per organisation, append-only, indexed from 0 without gaps.
+    log_entries (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation (the log).
+        org_id -> Text,
+        /// Position in the log, from 0.
+        idx -> BigInt,
+        /// `AUDIT`, `ACCESS` or `ATTACHMENT`.
+        kind -> Text,
+        /// The canonical bytes (UTF-8 JSON): the leaf's data.
+        leaf -> Text,
+        /// Classification rank of what the entry records.
+        classification -> SmallInt,
+        /// When, UTC ms.
+        at -> BigInt,
+        /// Who (none for a held file).
+        actor -> Nullable<Text>,
+        /// An audit record's or an access's action.
+        action -> Nullable<Text>,
+        /// A search's query text.
+        query -> Nullable<Text>,
+        /// How many items an access returned.
+        item_count -> Nullable<BigInt>,
+        /// An audit entry's position in the hash chain.
+        seq -> Nullable<BigInt>,
+        /// A held file's message (event id).
+        event_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// The rooms each access entry read.
+    log_entry_rooms (org_id, room_id, idx) {
+        /// Owning organisation.
+        org_id -> Text,
+        /// The entry's position in the log.
+        idx -> BigInt,
+        /// A room it read.
+        room_id -> Text,
+    }
+}
+
+diesel::table! {
+    /// The hashes of every complete subtree of each log, by tlog stored-hash index.
+    log_hashes (org_id, hash_index) {
+        /// Owning organisation (the log).
+        org_id -> Text,
+        /// The stored-hash index.
+        hash_index -> BigInt,
+        /// The hash, hex.
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    /// The versions each run stored, in order (the leaves of its `eventsRoot`).
+    run_versions (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The run (`ingestion_runs.id`, then `ingestions.run_id`).
+        run_id -> BigInt,
+        /// Position among the run's leaves, from 0.
+        idx -> BigInt,
+        /// The message it is a version of.
+        message_pk -> BigInt,
+        /// `ORIGINAL`, `EDIT` or `REDACTION`.
+        kind -> Text,
+        /// The `message_versions` row it was built from, if any.
+        version_pk -> Nullable<BigInt>,
+        /// The `message_redactions` row it was built from, if any.
+        redaction_pk -> Nullable<BigInt>,
+        /// Its leaf hash when stored, hex.
+        leaf_hash -> Text,
     }
 }
 

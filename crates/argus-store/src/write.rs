@@ -34,6 +34,7 @@ pub(crate) use self::{
     audit_only::{record_failure, record_post, record_rehome},
     evidence::Hold,
     runs::{begin_run, close_interrupted_runs, commit_pages, finish_run},
+    tx::in_orgs_transaction,
 };
 use crate::{Error, Result, ahead, db::DbConn};
 

@@ -264,7 +264,20 @@ pub(crate) fn record(
 ) -> Result<bool> {
     let now_ms = to_unix_ms(now);
     let backend = conn.backend();
-    in_transaction(conn, TxMode::Write, |conn| {
+    // A held file is appended to its organisation's log, under that log's lock.
+    let org = match outcome {
+        FetchOutcome::Fetched(_) => {
+            let mut sql = Sql::new(backend);
+            sql.push("SELECT org_id FROM attachments WHERE id = ").bind::<BigInt, _>(id);
+            match sql.build_cached().load::<OrgRow>(conn)?.into_iter().next() {
+                Some(row) => Some(row.org_id),
+                None => return Ok(false),
+            }
+        }
+        _ => None,
+    };
+    let locks: Vec<&str> = org.as_deref().into_iter().collect();
+    crate::write::in_orgs_transaction(conn, &locks, |conn| {
         if let FetchOutcome::Fetched(blob) = outcome {
             insert_blob(conn, blob, now_ms)?;
         }
@@ -288,8 +301,59 @@ pub(crate) fn record(
         }
         sql.push(" WHERE id = ").bind::<BigInt, _>(id);
         sql.push(" AND state = 'PENDING' AND lease_owner = ").bind::<Text, _>(owner.to_owned());
-        Ok(sql.build().execute(conn)? == 1)
+        let recorded = sql.build().execute(conn)? == 1;
+        if recorded && let FetchOutcome::Fetched(blob) = outcome {
+            log_held_file(conn, id, blob, now_ms)?;
+        }
+        Ok(recorded)
     })
+}
+
+#[derive(QueryableByName)]
+struct OrgRow {
+    #[diesel(sql_type = Text)]
+    org_id: String,
+}
+
+/// Appends the `ATTACHMENT` entry of the file now held for reference `id` (its message's event,
+/// room and classification, the bytes' digest and length, the URI fetched) to the log of its
+/// organisation, inside the transaction that records it.
+fn log_held_file(conn: &mut DbConn, id: i64, blob: &NewBlob, now_ms: i64) -> Result<()> {
+    use argus_domain::oversight::{AttachmentEntry, ENCODING_VERSION};
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        org_id: String,
+        #[diesel(sql_type = Text)]
+        event_id: String,
+        #[diesel(sql_type = Text)]
+        room_id: String,
+        #[diesel(sql_type = Text)]
+        mxc_uri: String,
+        #[diesel(sql_type = diesel::sql_types::SmallInt)]
+        classification: i16,
+    }
+    let mut sql = Sql::new(conn.backend());
+    sql.push(
+        "SELECT a.org_id, m.event_id, r.room_id, a.mxc_uri, m.classification FROM attachments a \
+         JOIN messages m ON m.id = a.message_pk JOIN rooms r ON r.id = a.room_pk WHERE a.id = ",
+    )
+    .bind::<BigInt, _>(id);
+    let row: Row = sql.build_cached().get_result(conn)?;
+    let entry = AttachmentEntry {
+        at: now_ms,
+        classification: crate::rows::rank(row.classification)?,
+        event_id: row.event_id,
+        org: row.org_id,
+        room_id: row.room_id,
+        sha256: blob.sha256.to_hex(),
+        size: blob.size,
+        r#type: AttachmentEntry::TYPE.to_owned(),
+        uri: row.mxc_uri,
+        v: ENCODING_VERSION,
+    };
+    crate::log::append_attachment(conn, &entry)?;
+    Ok(())
 }
 
 /// Records a blob the blob store now holds (once: the same bytes are one blob).

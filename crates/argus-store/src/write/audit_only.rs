@@ -110,5 +110,5 @@ fn append_within(
         let stored = crate::rows::rank(key.classification)?;
         entry.classification = policy::merge_classification(Some(stored), entry.classification);
     }
-    audit::append(conn, key, &entry)
+    audit::append(conn, key, &entry, None)
 }

@@ -122,6 +122,7 @@ pub(crate) fn commit_pages(
     }
     let org = ticket.run.viewer.org.as_str();
     in_locked_transaction(conn, Lock::Room { org, room_id: ticket.room_id.as_str() }, |conn| {
+        let before = crate::log::marks(conn)?;
         let stored = store_pages(conn, helpers, &ticket.run, pages, hold)?;
         let renewed = diesel::update(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
             .set((
@@ -133,6 +134,10 @@ pub(crate) fn commit_pages(
             // Its lease expired and another process audited it as interrupted: what it read
             // now belongs to no run, so it is not kept.
             return Err(Error::invalid("ingestion run", "it was closed as interrupted"));
+        }
+        // The versions this commit stored: the leaves of the run's eventsRoot.
+        if let Some(room) = read::room_key(conn, &Gate::whole_org(&ticket.run.viewer.org), &ticket.room_id)? {
+            crate::log::record_run_versions(conn, org, ticket.id, room.id, before)?;
         }
         Ok(stored)
     })
@@ -158,6 +163,7 @@ pub(crate) fn finish_run(
             return Err(Error::invalid("ingestion run", "it was closed as interrupted"));
         };
         let end = RunEnd {
+            run_id: ticket.id,
             room_id: ticket.room_id.as_str().to_owned(),
             homeserver_url: ticket.homeserver_url.as_str().to_owned(),
             message_count,
@@ -230,6 +236,7 @@ pub(crate) fn close_interrupted_runs(
                 started_at: from_unix_ms(started_at)?,
             };
             let end = RunEnd {
+                run_id: id,
                 room_id,
                 homeserver_url,
                 message_count,
@@ -251,6 +258,8 @@ pub(crate) fn close_interrupted_runs(
 /// How a run ended, for its audit record.
 #[derive(Debug, Clone)]
 struct RunEnd {
+    /// The run's storage id.
+    run_id: i64,
     /// The room id as requested.
     room_id: String,
     /// The homeserver as requested.
@@ -300,7 +309,8 @@ fn append_run_record(
         scheduled: end.scheduled,
         rehomed_from: None,
     };
-    let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?)?;
+    let events = crate::log::run_events(conn, end.run_id)?;
+    let ingestion = audit::append(conn, key, &audit::sanitised(&entry)?, Some(&events))?;
     let Some(payload) = stored else {
         return Ok((None, ingestion));
     };

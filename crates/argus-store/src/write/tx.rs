@@ -78,8 +78,22 @@ fn in_transaction_holding<T>(
     })
 }
 
+/// Runs `f` in a write transaction holding the audit locks of `orgs` (taken in sorted order, as
+/// no other writer takes two); rolls back on any error.
+pub(crate) fn in_orgs_transaction<T>(
+    conn: &mut DbConn,
+    orgs: &[&str],
+    f: impl FnOnce(&mut DbConn) -> Result<T>,
+) -> Result<T> {
+    let mut orgs = orgs.to_vec();
+    orgs.sort_unstable();
+    orgs.dedup();
+    let locks: Vec<Lock<'_>> = orgs.into_iter().map(Lock::Org).collect();
+    in_transaction_holding(conn, &locks, f)
+}
+
 /// Runs `f` in a write transaction holding `org`'s audit lock; rolls back on any error.
-pub(super) fn in_org_transaction<T>(
+pub(crate) fn in_org_transaction<T>(
     conn: &mut DbConn,
     org: &str,
     f: impl FnOnce(&mut DbConn) -> Result<T>,

@@ -151,6 +151,10 @@ struct RawRecord {
     outcome: String,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     error: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    events_root: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    events_count: Option<i64>,
 }
 
 /// What an attacker who has dropped the triggers does: rewrites a record, then hashes the
@@ -204,6 +208,11 @@ fn rewrite_and_rehash(db: &TestDb, org: &str) {
                 h.update([1u8]);
                 field(&mut h, e.as_bytes());
             }
+        }
+        if let (Some(root), Some(count)) = (&r.events_root, r.events_count) {
+            field(&mut h, b"EVENTS");
+            field(&mut h, root.as_bytes());
+            field(&mut h, &count.to_be_bytes());
         }
         field(&mut h, &prev);
         let hash: [u8; 32] = h.finalize().into();

@@ -13,6 +13,7 @@ mod decrypted;
 mod evidence;
 mod hold;
 mod homeservers;
+mod log;
 mod props;
 mod reads;
 mod runs;

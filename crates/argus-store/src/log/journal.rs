@@ -1,0 +1,129 @@
+//! The access journal's writer: reads of content are journaled by group commit. One thread per
+//! store takes every entry queued by concurrent callers, appends them all in one transaction
+//! (holding the locks of their organisations' logs), and then answers each caller with its
+//! index; a caller returns only after that commit, and every caller of a batch whose write
+//! failed gets an error. The thread starts with the first entry and ends with the store.
+
+use std::{
+    collections::BTreeSet,
+    sync::{OnceLock, mpsc},
+};
+
+use argus_domain::{OrgId, oversight::AccessEntry};
+
+use crate::{Error, Result, db::DbPool};
+
+/// Entries appended in one transaction at most.
+const MAX_BATCH: usize = 512;
+
+/// One caller's entry and where its answer goes.
+struct Request {
+    entry: AccessEntry,
+    reply: mpsc::SyncSender<Result<u64>>,
+}
+
+/// The journal of a store: the queue to its writer thread, started on first use.
+pub(crate) struct Journal {
+    pool: DbPool,
+    queue: OnceLock<mpsc::Sender<Request>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// The journal of the store whose connections are `pool`.
+    pub(crate) fn new(pool: DbPool) -> Self {
+        Self { pool, queue: OnceLock::new() }
+    }
+
+    /// Journals `entry` and waits for its commit; returns its index.
+    pub(crate) fn record(&self, entry: &AccessEntry) -> Result<u64> {
+        check(entry)?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        let queue = self.queue.get_or_init(|| start(self.pool.clone()));
+        queue.send(Request { entry: entry.clone(), reply }).map_err(|_| Error::Unavailable)?;
+        answer.recv().map_err(|_| Error::Unavailable)?
+    }
+}
+
+/// Refuses an entry that is not an access of a known shape, before it is queued.
+fn check(entry: &AccessEntry) -> Result<()> {
+    entry.org.parse::<OrgId>()?;
+    if entry.r#type != AccessEntry::TYPE || entry.v != argus_domain::oversight::ENCODING_VERSION {
+        return Err(Error::invalid("access", "not an access entry of this encoding"));
+    }
+    if entry.actor.is_empty() || entry.actor.chars().count() > 255 {
+        return Err(Error::invalid("access", "the actor must hold 1 to 255 characters"));
+    }
+    if entry.room_ids.iter().any(|r| r.chars().count() > 255) {
+        return Err(Error::invalid("access", "a room id is too long"));
+    }
+    Ok(())
+}
+
+/// Starts the writer thread; it ends when the queue's last sender (the store) is dropped.
+fn start(pool: DbPool) -> mpsc::Sender<Request> {
+    let (queue, requests) = mpsc::channel::<Request>();
+    let spawned = std::thread::Builder::new().name("argus-access-journal".to_owned()).spawn(move || {
+        while let Ok(first) = requests.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let written = write(&pool, &batch_entries(&batch));
+            answer(batch, written);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without its thread the receiver is gone: every caller is told the store is unavailable.
+        tracing::error!(error = %e, "the access journal's writer could not start");
+    }
+    queue
+}
+
+fn batch_entries(batch: &[Request]) -> Vec<&AccessEntry> {
+    batch.iter().map(|r| &r.entry).collect()
+}
+
+/// Appends `entries` in one transaction holding their organisations' locks; their indexes.
+fn write(pool: &DbPool, entries: &[&AccessEntry]) -> Result<Vec<u64>> {
+    let mut conn = pool.get()?;
+    let orgs: BTreeSet<&str> = entries.iter().map(|e| e.org.as_str()).collect();
+    let orgs: Vec<&str> = orgs.into_iter().collect();
+    crate::write::in_orgs_transaction(&mut conn, &orgs, |conn| {
+        entries.iter().map(|e| super::append::append_access(conn, e)).collect()
+    })
+}
+
+/// Wakes every caller of `batch`: each with its index, or all with an error.
+fn answer(batch: Vec<Request>, written: Result<Vec<u64>>) {
+    match written {
+        Ok(indexes) => {
+            for (request, index) in batch.into_iter().zip(indexes) {
+                // A caller gone meanwhile needs no answer: its entry is committed all the same.
+                let _ = request.reply.send(Ok(index));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, entries = batch.len(), "the access journal could not be written");
+            for request in batch {
+                let _ = request.reply.send(Err(shared(&e)));
+            }
+        }
+    }
+}
+
+/// The error each caller of a failed batch gets: retryable when the batch's was.
+fn shared(e: &Error) -> Error {
+    match e {
+        Error::Busy => Error::Busy,
+        _ => Error::Unavailable,
+    }
+}
