@@ -3,11 +3,11 @@
 //! those leaves still make the `eventsRoot` of the run's AUDIT entry; every held file is the one
 //! its ATTACHMENT entry names. Whatever differs is named, and the export refused.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use argus_crypto::tlog::{leaf_hash, root_of};
-use argus_domain::oversight::LogEntry;
-use argus_store::{DisclosureSource, SourceRun};
+use argus_domain::oversight::{LogEntry, VersionKind};
+use argus_store::{DisclosureSource, SourceRun, SourceVersion};
 
 use crate::{Error, Result};
 
@@ -22,8 +22,22 @@ pub(crate) fn events_root(bytes: &[u8]) -> Option<([u8; 32], Option<u64>)> {
     }
 }
 
+/// A version by its run and position.
+pub(crate) type VersionKey = (i64, u64);
+
+/// What the check found that is not a mismatch.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// Versions whose content a logged redaction purged (without legal hold for the requester):
+    /// they cannot be re-encoded, so the package lists them as redacted and does not claim them.
+    pub(crate) purged: HashSet<VersionKey>,
+}
+
 /// Checks `source` against the log; [`Error::Mismatch`] names every row that differs.
-pub(crate) fn source(source: &DisclosureSource) -> Result<()> {
+///
+/// A version of a run the requester may not see (the source leaves its run out) is checked
+/// against its recorded leaf only, and not packaged.
+pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
     let mut rows = Vec::new();
     let runs: HashMap<i64, &SourceRun> = source.runs.iter().map(|run| (run.run_id, run)).collect();
     let mut bad_runs = Vec::new();
@@ -36,9 +50,10 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<()> {
             rows.push(format!("log entry {}", run.entry.index));
         }
     }
-    for version in &source.versions {
-        let recomputed = leaf_hash(&version.leaf.canonical());
-        let placed = runs.get(&version.run_id).is_some_and(|run| {
+    let redacted: HashSet<&str> =
+        source.messages.iter().filter(|m| m.message.redacted).map(|m| m.message.event_id.as_str()).collect();
+    let sound = |version: &SourceVersion| {
+        let placed = runs.get(&version.run_id).is_none_or(|run| {
             usize::try_from(version.position)
                 .ok()
                 .and_then(|p| run.leaves.get(p))
@@ -46,12 +61,36 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<()> {
         });
         let belongs = version.leaf.event_id == version.message_event_id
             || version.leaf.target.as_deref() == Some(version.message_event_id.as_str());
-        if recomputed != version.stored_leaf_hash || !placed || !belongs || bad_runs.contains(&version.run_id)
-        {
-            let row = version.leaf_event_row();
-            if !rows.contains(&row) {
-                rows.push(row);
-            }
+        placed && belongs && !bad_runs.contains(&version.run_id)
+    };
+    let hashes = |version: &SourceVersion| leaf_hash(&version.leaf.canonical()) == version.stored_leaf_hash;
+    // Messages whose redaction is itself a sound, logged version.
+    let logged_redactions: HashSet<&str> = source
+        .versions
+        .iter()
+        .filter(|v| v.kind == VersionKind::Redaction && hashes(v) && sound(v))
+        .map(|v| v.message_event_id.as_str())
+        .collect();
+    let mut checked = Checked::default();
+    for version in &source.versions {
+        if !sound(version) {
+            push_row(&mut rows, version);
+            continue;
+        }
+        if hashes(version) {
+            continue;
+        }
+        let leaf = &version.leaf;
+        let purged = version.kind != VersionKind::Redaction
+            && leaf.body.is_none()
+            && leaf.msgtype.is_none()
+            && leaf.attachment.is_none()
+            && redacted.contains(version.message_event_id.as_str())
+            && logged_redactions.contains(version.message_event_id.as_str());
+        if purged {
+            checked.purged.insert((version.run_id, version.position));
+        } else {
+            push_row(&mut rows, version);
         }
     }
     let held: HashMap<&str, Option<String>> = source
@@ -73,32 +112,32 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<()> {
             rows.push(attachment.event_id.clone());
         }
     }
-    if rows.is_empty() { Ok(()) } else { Err(Error::Mismatch { rows }) }
+    if rows.is_empty() { Ok(checked) } else { Err(Error::Mismatch { rows }) }
 }
 
-/// How a version is named in a refusal.
-trait Row {
-    fn leaf_event_row(&self) -> String;
+fn push_row(rows: &mut Vec<String>, version: &SourceVersion) {
+    let row = row_of(version);
+    if !rows.contains(&row) {
+        rows.push(row);
+    }
 }
 
-impl Row for argus_store::SourceVersion {
-    fn leaf_event_row(&self) -> String {
-        match self.kind {
-            argus_domain::oversight::VersionKind::Original => self.message_event_id.clone(),
-            argus_domain::oversight::VersionKind::Edit | argus_domain::oversight::VersionKind::Redaction => {
-                if self.leaf.event_id == self.message_event_id {
-                    format!("{} ({})", self.message_event_id, kind_name(self.kind))
-                } else {
-                    self.leaf.event_id.clone()
-                }
-            }
+/// How a version is named in a refusal: its event (an edit's own), or the message's with the
+/// kind for its redaction.
+fn row_of(version: &SourceVersion) -> String {
+    match version.kind {
+        VersionKind::Original => version.message_event_id.clone(),
+        VersionKind::Edit | VersionKind::Redaction if version.leaf.event_id != version.message_event_id => {
+            version.leaf.event_id.clone()
+        }
+        VersionKind::Edit | VersionKind::Redaction => {
+            format!("{} ({})", version.message_event_id, kind_name(version.kind))
         }
     }
 }
 
 /// The contract name of a version kind.
-pub(crate) fn kind_name(kind: argus_domain::oversight::VersionKind) -> &'static str {
-    use argus_domain::oversight::VersionKind;
+pub(crate) fn kind_name(kind: VersionKind) -> &'static str {
     match kind {
         VersionKind::Original => "ORIGINAL",
         VersionKind::Edit => "EDIT",

@@ -1,14 +1,14 @@
 //! What the package says of each message, once: the model both `data/messages.jsonl` and
 //! `data/transcript.html` are written from, so that they cannot say different things.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use argus_domain::{AttachmentStatus, Classification, StoredMessage, oversight::VersionKind};
 use argus_store::{DisclosureSource, SourceVersion};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-use crate::check::kind_name;
+use crate::check::{VersionKey, kind_name};
 
 /// A time as the package writes it: RFC 3339, UTC.
 pub(crate) fn utc(at: OffsetDateTime) -> String {
@@ -37,6 +37,8 @@ pub(crate) struct Line<'a> {
     pub(crate) thread_root: Option<&'a str>,
     /// Every version proven against its run's `eventsRoot`, in the order the runs stored them.
     pub(crate) versions: Vec<VersionLine<'a>>,
+    /// Versions whose content a logged redaction purged: listed, not claimed (no proof).
+    pub(crate) redacted_versions: Vec<PurgedLine<'a>>,
     pub(crate) redaction: Option<RedactionLine<'a>>,
     /// Content a later redaction purged, kept under legal hold (for a requester who may read it).
     pub(crate) held: Option<HeldLine<'a>>,
@@ -62,6 +64,16 @@ pub(crate) struct VersionLine<'a> {
     pub(crate) position: u64,
     /// Its canonical bytes in the package (under `data/`).
     pub(crate) file: String,
+}
+
+/// A version whose content a redaction purged.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PurgedLine<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) event_id: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) sent_at: String,
 }
 
 /// Who redacted a message, when and why.
@@ -128,11 +140,12 @@ pub(crate) struct Index<'a> {
     versions: HashMap<&'a str, Vec<&'a SourceVersion>>,
     run_index: HashMap<i64, u64>,
     attachment_index: HashMap<&'a str, u64>,
+    purged: &'a HashSet<VersionKey>,
     include_quarantined: bool,
 }
 
 impl<'a> Index<'a> {
-    pub(crate) fn new(source: &'a DisclosureSource, include_quarantined: bool) -> Self {
+    pub(crate) fn new(source: &'a DisclosureSource, purged: &'a HashSet<VersionKey>, include_quarantined: bool) -> Self {
         let mut versions: HashMap<&str, Vec<&SourceVersion>> = HashMap::new();
         for v in &source.versions {
             versions.entry(v.message_event_id.as_str()).or_default().push(v);
@@ -143,17 +156,27 @@ impl<'a> Index<'a> {
             .iter()
             .filter_map(|a| a.entry.as_ref().map(|e| (a.event_id.as_str(), e.index)))
             .collect();
-        Self { versions, run_index, attachment_index, include_quarantined }
+        Self { versions, run_index, attachment_index, purged, include_quarantined }
     }
 
     /// The line of `message`.
     pub(crate) fn line(&self, stored: &'a StoredMessage) -> Line<'a> {
         let m = &stored.message;
-        let versions = self
-            .versions
-            .get(m.event_id.as_str())
+        let all = self.versions.get(m.event_id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let (purged, proven): (Vec<&SourceVersion>, Vec<&SourceVersion>) =
+            all.iter().partition(|v| self.purged.contains(&(v.run_id, v.position)));
+        let redacted_versions = purged
+            .iter()
+            .map(|v| PurgedLine {
+                kind: kind_name(v.kind),
+                event_id: &v.leaf.event_id,
+                sender: &v.leaf.sender,
+                sent_at: utc_ms(v.leaf.sent_at),
+            })
+            .collect();
+        let versions = Some(proven)
             .map(|vs| {
-                vs.iter()
+                vs.into_iter()
                     .filter_map(|v| {
                         let run = *self.run_index.get(&v.run_id)?;
                         let leaf = &v.leaf;
@@ -224,6 +247,7 @@ impl<'a> Index<'a> {
             reply_to: m.reply_to.as_ref().map(|e| e.as_str()),
             thread_root: m.thread_root.as_ref().map(|e| e.as_str()),
             versions,
+            redacted_versions,
             redaction,
             held,
             attachment,

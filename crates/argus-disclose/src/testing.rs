@@ -106,6 +106,8 @@ pub struct SourceBuilder {
     /// Per run: its versions (message event id, kind, leaf).
     runs: Vec<Vec<(String, VersionKind, VersionLeaf)>>,
     files: Vec<AttachmentEntry>,
+    /// Messages redacted after they were stored (their versions' content purged, no hold).
+    purged: Vec<String>,
 }
 
 impl SourceBuilder {
@@ -138,7 +140,7 @@ impl SourceBuilder {
             predecessor: None,
             successor: None,
         };
-        Self { org: org.clone(), room, messages: Vec::new(), runs: vec![Vec::new()], files: Vec::new() }
+        Self { org: org.clone(), room, messages: Vec::new(), runs: vec![Vec::new()], files: Vec::new(), purged: Vec::new() }
     }
 
     /// Starts a new run: the next messages are stored by it.
@@ -253,6 +255,45 @@ impl SourceBuilder {
         self
     }
 
+    /// Redacts a message already added, in the current run: a REDACTION version is stored, and
+    /// the content of its earlier versions is purged from the rows (no legal hold), so that they
+    /// no longer rebuild into the leaves their runs logged.
+    ///
+    /// # Panics
+    ///
+    /// When `by` is not a user id.
+    #[expect(clippy::expect_used, reason = "a fixture's own input")]
+    pub fn redact_later(&mut self, event_id: &str, by: &str, at: OffsetDateTime, reason: Option<&str>) -> &mut Self {
+        let Some(stored) = self.messages.iter_mut().find(|m| m.message.event_id.as_str() == event_id) else {
+            return self;
+        };
+        let redaction = argus_domain::Redaction {
+            redacted_by: by.parse().expect("a user id"),
+            redacted_at: at,
+            reason: reason.map(str::to_owned),
+        };
+        stored.message.redact(Some(redaction));
+        stored.attachment = None;
+        let leaf = VersionLeaf {
+            attachment: None,
+            body: None,
+            event_id: event_id.to_owned(),
+            kind: VersionKind::Redaction,
+            msgtype: None,
+            reason: reason.map(str::to_owned),
+            room_id: self.room.room_id.as_str().to_owned(),
+            sender: by.to_owned(),
+            sent_at: ms(at),
+            target: Some(event_id.to_owned()),
+            v: ENCODING_VERSION,
+        };
+        if let Some(run) = self.runs.last_mut() {
+            run.push((event_id.to_owned(), VersionKind::Redaction, leaf));
+        }
+        self.purged.push(event_id.to_owned());
+        self
+    }
+
     /// The messages added so far (to alter one after it was logged).
     pub fn messages_mut(&mut self) -> &mut Vec<StoredMessage> {
         &mut self.messages
@@ -290,7 +331,10 @@ impl SourceBuilder {
             let bytes = entry.canonical();
             let index = log.append(bytes.clone());
             let run_id = n as i64 + 1;
-            for (position, ((message_event_id, kind, leaf), hash)) in run.into_iter().zip(&leaves).enumerate() {
+            for (position, ((message_event_id, kind, mut leaf), hash)) in run.into_iter().zip(&leaves).enumerate() {
+                if kind != VersionKind::Redaction && self.purged.contains(&message_event_id) {
+                    (leaf.body, leaf.msgtype, leaf.attachment) = (None, None, None);
+                }
                 versions.push(SourceVersion {
                     message_event_id,
                     kind,

@@ -142,6 +142,17 @@ le / at <time datetime=\"{t}\">{t}</time>, motif / reason: {}</p>\n",
         }
         out.write_all(b"</ol>\n")?;
     }
+    for v in &line.redacted_versions {
+        write!(
+            out,
+            "<p class=\"redacted\">Version supprimée / Redacted version ({}) <span class=\"sender\">{}</span> \
+<time datetime=\"{t}\">{t}</time> <span class=\"eid\">{}</span></p>\n",
+            escape(v.kind),
+            escape(v.sender),
+            escape(v.event_id),
+            t = escape(&v.sent_at),
+        )?;
+    }
     if let Some(a) = &line.attachment {
         let name = a.name.map_or_else(|| "(sans nom / unnamed)".to_owned(), escape);
         out.write_all(b"<p class=\"attachment\">Fichier / File: ")?;

@@ -45,7 +45,7 @@ pub async fn write_package(
     request: &Request,
     out_dir: &Path,
 ) -> Result<Summary> {
-    check::source(source)?;
+    let checked = check::source(source)?;
     if out_dir.exists() && std::fs::read_dir(out_dir)?.next().is_some() {
         return Err(Error::Exists);
     }
@@ -55,7 +55,7 @@ pub async fn write_package(
     };
     std::fs::create_dir_all(parent)?;
     let staging = tempfile::Builder::new().prefix(".disclosure-").tempdir_in(parent)?;
-    let summary = write_bag(source, log, blobs, keys, request, staging.path()).await?;
+    let summary = write_bag(source, &checked, log, blobs, keys, request, staging.path()).await?;
     if out_dir.exists() {
         std::fs::remove_dir(out_dir)?;
     }
@@ -72,6 +72,7 @@ pub(crate) fn range_text(from: Option<OffsetDateTime>, to: Option<OffsetDateTime
 
 async fn write_bag(
     source: &DisclosureSource,
+    checked: &check::Checked,
     log: &dyn LogView,
     blobs: &dyn BlobStore,
     keys: &Keys,
@@ -83,7 +84,7 @@ async fn write_bag(
     let package_id = uuid::Uuid::new_v4().to_string();
     let range = range_text(request.from, request.to);
     let mut payload = Payload::new(root)?;
-    let index = Index::new(source, request.include_quarantined);
+    let index = Index::new(source, &checked.purged, request.include_quarantined);
 
     // Messages and transcript, in one pass.
     let mut jsonl = payload.create("data/messages.jsonl")?;
@@ -125,7 +126,7 @@ async fn write_bag(
 
     // Versions and their proofs in their runs' eventsRoot.
     let mut by_run: HashMap<i64, Vec<&SourceVersion>> = HashMap::new();
-    for v in &source.versions {
+    for v in source.versions.iter().filter(|v| !checked.purged.contains(&(v.run_id, v.position))) {
         by_run.entry(v.run_id).or_default().push(v);
     }
     for run in &source.runs {

@@ -62,6 +62,17 @@ async fn messages_jsonl_holds_every_version_redaction_and_file() {
     let last = redacted["versions"].as_array().unwrap().last().unwrap();
     assert_eq!((last["kind"].as_str(), last["sender"].as_str()), (Some("REDACTION"), Some(BOB)));
 
+    // A version a later redaction purged is listed as redacted, and not claimed.
+    let purged = lines.iter().find(|l| l["eventId"] == "$m3").unwrap();
+    assert_eq!((purged["redacted"].as_bool(), purged["body"].as_str()), (Some(true), None));
+    let listed = purged["redactedVersions"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["kind"].as_str(), listed[0]["eventId"].as_str()), (Some("ORIGINAL"), Some("$m3")));
+    let claimed: Vec<&str> = purged["versions"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    assert_eq!(claimed, ["REDACTION"]);
+    assert_eq!(purged["redaction"]["reason"], "doublon");
+    assert!(!fs::read_to_string(built.bag.join("data/transcript.html")).unwrap().contains("erreur de salon"));
+
     let pdf = lines.iter().find(|l| l["eventId"] == "$m4").unwrap();
     let sha = hex::encode(Sha256::digest(PDF));
     assert_eq!(pdf["attachment"]["sha256"], sha.as_str());

@@ -78,6 +78,9 @@ pub(crate) fn source(log: &MemoryLog) -> (DisclosureSource, Vec<Vec<u8>>) {
     virus.media = Some(media("mxc://agent.tchap.gouv.fr/com", "application/octet-stream", bad.len()));
     b.message(virus).attach(&bad, "facture.com", "application/octet-stream", AttachmentStatus::Infected);
     b.message(MessageRecordBuilder::new("$m7").sender(ANA).body(TRICKY).sent_at(t(10)).build());
+    // A later run stores the redaction of $m3, whose content is then purged (no legal hold).
+    b.new_run();
+    b.redact_later("$m3", ANA, t(11), Some("doublon"));
     (b.build(log), vec![PDF.to_vec(), image, bad])
 }
 
