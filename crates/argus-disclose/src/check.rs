@@ -83,7 +83,6 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
         let leaf = &version.leaf;
         let purged = version.kind != VersionKind::Redaction
             && leaf.body.is_none()
-            && leaf.msgtype.is_none()
             && leaf.attachment.is_none()
             && redacted.contains(version.message_event_id.as_str())
             && logged_redactions.contains(version.message_event_id.as_str());

@@ -6,5 +6,6 @@ mod support;
 
 mod mismatch;
 mod package;
+mod store;
 mod tamper;
 mod transcript;
