@@ -11,7 +11,10 @@
 //! - [`clamd`]: a real ClamAV daemon on loopback with a one-signature database made by the test
 //!   (skipped loudly when `clamd` is missing unless `ARGUS_REQUIRE_CLAMD=1`);
 //! - [`s3`]: a real S3-compatible server (moto) installed into a venv under `target/`
-//!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_S3=1`).
+//!   (skipped loudly when Python/pip is missing unless `ARGUS_REQUIRE_S3=1`);
+//! - [`verifiers`]: the offline verifiers of disclosure packages (bagit-python and
+//!   `cryptography` in a venv, `minisign`, headless Chromium; skipped loudly when missing unless
+//!   `ARGUS_REQUIRE_VERIFIERS=1`).
 //!
 //! and one in-process stand-in, always available:
 //!
@@ -24,6 +27,7 @@ pub mod homeserver;
 pub mod postgres;
 pub mod s3;
 pub mod synapse;
+pub mod verifiers;
 mod venv;
 
 use std::fs;

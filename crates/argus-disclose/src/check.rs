@@ -1,0 +1,145 @@
+//! The check made before anything is written: every version the package would claim still
+//! hashes to the leaf recorded when it was stored, sits at its place among its run's leaves, and
+//! those leaves still make the `eventsRoot` of the run's AUDIT entry; every held file is the one
+//! its ATTACHMENT entry names. Whatever differs is named, and the export refused.
+
+use std::collections::{HashMap, HashSet};
+
+use argus_crypto::tlog::{leaf_hash, root_of};
+use argus_domain::oversight::{LogEntry, VersionKind};
+use argus_store::{DisclosureSource, SourceRun, SourceVersion};
+
+use crate::{Error, Result};
+
+/// The `eventsRoot` of a run's AUDIT entry and its count, when the entry is a run's.
+pub(crate) fn events_root(bytes: &[u8]) -> Option<([u8; 32], Option<u64>)> {
+    match LogEntry::parse(bytes).ok()? {
+        LogEntry::Audit(audit) => {
+            let root = hex::decode(audit.events_root?).ok()?;
+            Some((root.try_into().ok()?, audit.events_count))
+        }
+        LogEntry::Access(_) | LogEntry::Attachment(_) => None,
+    }
+}
+
+/// A version by its run and position.
+pub(crate) type VersionKey = (i64, u64);
+
+/// What the check found that is not a mismatch.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// Versions whose content a logged redaction purged (without legal hold for the requester):
+    /// they cannot be re-encoded, so the package lists them as redacted and does not claim them.
+    pub(crate) purged: HashSet<VersionKey>,
+}
+
+/// Checks `source` against the log; [`Error::Mismatch`] names every row that differs.
+///
+/// A version of a run the requester may not see (the source leaves its run out) is checked
+/// against its recorded leaf only, and not packaged.
+pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
+    let mut rows = Vec::new();
+    let runs: HashMap<i64, &SourceRun> = source.runs.iter().map(|run| (run.run_id, run)).collect();
+    let mut bad_runs = Vec::new();
+    for run in &source.runs {
+        let holds = events_root(&run.entry.bytes).is_some_and(|(root, count)| {
+            root == root_of(&run.leaves) && count.is_none_or(|c| c == run.leaves.len() as u64)
+        });
+        if !holds {
+            bad_runs.push(run.run_id);
+            rows.push(format!("log entry {}", run.entry.index));
+        }
+    }
+    let redacted: HashSet<&str> =
+        source.messages.iter().filter(|m| m.message.redacted).map(|m| m.message.event_id.as_str()).collect();
+    let sound = |version: &SourceVersion| {
+        let placed = runs.get(&version.run_id).is_none_or(|run| {
+            usize::try_from(version.position)
+                .ok()
+                .and_then(|p| run.leaves.get(p))
+                .is_some_and(|leaf| *leaf == version.stored_leaf_hash)
+        });
+        let belongs = version.leaf.event_id == version.message_event_id
+            || version.leaf.target.as_deref() == Some(version.message_event_id.as_str());
+        placed && belongs && !bad_runs.contains(&version.run_id)
+    };
+    let hashes = |version: &SourceVersion| leaf_hash(&version.leaf.canonical()) == version.stored_leaf_hash;
+    // Messages whose redaction is itself a sound, logged version.
+    let logged_redactions: HashSet<&str> = source
+        .versions
+        .iter()
+        .filter(|v| v.kind == VersionKind::Redaction && hashes(v) && sound(v))
+        .map(|v| v.message_event_id.as_str())
+        .collect();
+    let mut checked = Checked::default();
+    for version in &source.versions {
+        if !sound(version) {
+            push_row(&mut rows, version);
+            continue;
+        }
+        if hashes(version) {
+            continue;
+        }
+        let leaf = &version.leaf;
+        let purged = version.kind != VersionKind::Redaction
+            && leaf.body.is_none()
+            && leaf.attachment.is_none()
+            && redacted.contains(version.message_event_id.as_str())
+            && logged_redactions.contains(version.message_event_id.as_str());
+        if purged {
+            checked.purged.insert((version.run_id, version.position));
+        } else {
+            push_row(&mut rows, version);
+        }
+    }
+    let held: HashMap<&str, Option<String>> = source
+        .messages
+        .iter()
+        .map(|m| {
+            let digest = m.attachment.as_ref().and_then(|a| a.sha256).map(|d| d.to_hex());
+            (m.message.event_id.as_str(), digest)
+        })
+        .collect();
+    for attachment in &source.attachments {
+        let Some(entry) = &attachment.entry else { continue };
+        let recorded = match LogEntry::parse(&entry.bytes) {
+            Ok(LogEntry::Attachment(a)) if a.event_id == attachment.event_id => Some(a.sha256),
+            _ => None,
+        };
+        let stored = held.get(attachment.event_id.as_str()).cloned().flatten();
+        if recorded.is_none() || (stored.is_some() && stored != recorded) {
+            rows.push(attachment.event_id.clone());
+        }
+    }
+    if rows.is_empty() { Ok(checked) } else { Err(Error::Mismatch { rows }) }
+}
+
+fn push_row(rows: &mut Vec<String>, version: &SourceVersion) {
+    let row = row_of(version);
+    if !rows.contains(&row) {
+        rows.push(row);
+    }
+}
+
+/// How a version is named in a refusal: its event (an edit's own), or the message's with the
+/// kind for its redaction.
+fn row_of(version: &SourceVersion) -> String {
+    match version.kind {
+        VersionKind::Original => version.message_event_id.clone(),
+        VersionKind::Edit | VersionKind::Redaction if version.leaf.event_id != version.message_event_id => {
+            version.leaf.event_id.clone()
+        }
+        VersionKind::Edit | VersionKind::Redaction => {
+            format!("{} ({})", version.message_event_id, kind_name(version.kind))
+        }
+    }
+}
+
+/// The contract name of a version kind.
+pub(crate) fn kind_name(kind: VersionKind) -> &'static str {
+    match kind {
+        VersionKind::Original => "ORIGINAL",
+        VersionKind::Edit => "EDIT",
+        VersionKind::Redaction => "REDACTION",
+    }
+}

@@ -1,0 +1,162 @@
+//! Disclosure against the real store, on both backends: a room ingested in two runs (an edit,
+//! a redaction whose content is purged for the requester, a held file) is disclosed and
+//! verifies; a body changed in the database refuses the export, naming the row.
+
+use std::fs;
+
+use argus_disclose::{Error, Request, disclose, verify_package};
+use argus_domain::{
+    Classification, MediaRef, MessageEdit, MessageRecord, MessageRedaction, Redaction, Scope, Sha256Digest,
+    oversight::{AccessAction, LogEntry},
+    testing::{MessageRecordBuilder, RoomSnapshotBuilder, ViewerBuilder},
+};
+use argus_store::{BlobVerdict, FetchOutcome, IngestionRun, NewBlob, ScanRecord, Store};
+use diesel::{Connection as _, PgConnection, SqliteConnection, connection::SimpleConnection as _};
+use time::{Duration, OffsetDateTime};
+
+use crate::support::{self, PDF};
+
+const ROOM: &str = "!store:agent.tchap.gouv.fr";
+
+fn now() -> OffsetDateTime {
+    argus_domain::from_unix_ms(argus_domain::to_unix_ms(OffsetDateTime::now_utc())).unwrap()
+}
+
+fn message(id: &str, body: &str, at: OffsetDateTime) -> MessageRecord {
+    MessageRecordBuilder::new(id).sender(support::ANA).body(body).sent_at(at).build()
+}
+
+/// Ingests the room in two runs and holds its file, clean; returns the event ids.
+fn ingest(store: &Store, viewer: &argus_domain::Viewer) -> [String; 3] {
+    let t0 = now() - Duration::minutes(30);
+    let mut file = message("$s-file", "note.pdf", t0 + Duration::minutes(1));
+    file.msgtype = Some("m.file".to_owned());
+    file.media = Some(MediaRef {
+        uri: Some("mxc://agent.tchap.gouv.fr/note".to_owned()),
+        mimetype: Some("application/pdf".to_owned()),
+        size: Some(PDF.len() as u64),
+        filename: Some("note.pdf".to_owned()),
+        file: None,
+    });
+    let msgs = vec![
+        message("$s-edited", "Réunion à 14h", t0),
+        file,
+        message("$s-redacted", "erreur de salon", t0 + Duration::minutes(2)),
+    ];
+    let run = |started_at| IngestionRun { viewer: viewer.clone(), classification: Classification::Restricted, started_at };
+    let first = RoomSnapshotBuilder::new(ROOM).name("Cellule").messages(msgs.clone()).build();
+    store.record_ingestion(&run(t0), &first).unwrap();
+    let mut second = RoomSnapshotBuilder::new(ROOM).name("Cellule").build();
+    second.edits = vec![MessageEdit {
+        event_id: "$s-edit".parse().unwrap(),
+        sender: msgs[0].sender.clone(),
+        target: msgs[0].event_id.clone(),
+        msgtype: Some("m.text".to_owned()),
+        body: Some("Réunion à 15h".to_owned()),
+        edited_at: t0 + Duration::minutes(5),
+    }];
+    second.redactions = vec![MessageRedaction {
+        target: msgs[2].event_id.clone(),
+        redaction: Redaction {
+            redacted_by: support::ANA.parse().unwrap(),
+            redacted_at: t0 + Duration::minutes(6),
+            reason: Some("hors sujet".to_owned()),
+        },
+        confirmed: true,
+    }];
+    store.record_ingestion(&run(t0 + Duration::minutes(5)), &second).unwrap();
+    let jobs = store
+        .claim_room_media(&viewer.org, &ROOM.parse().unwrap(), "fetcher", now(), std::time::Duration::from_secs(60), 10)
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let blob = NewBlob { sha256: Sha256Digest::of(PDF), size: PDF.len() as u64, sniffed_mimetype: "application/pdf".into() };
+    assert!(store.record_media(jobs[0].id, "fetcher", &FetchOutcome::Fetched(blob), now()).unwrap());
+    let scan = ScanRecord { verdict: BlobVerdict::Clean, engine: "ClamAV 1.4.3/27500".into(), at: now() };
+    assert!(store.record_scan(&Sha256Digest::of(PDF), &scan).unwrap());
+    msgs.iter().map(|m| m.event_id.as_str().to_owned()).collect::<Vec<_>>().try_into().unwrap()
+}
+
+async fn discloses_and_refuses_a_changed_row(store: Store, raw: impl FnOnce(&str)) {
+    let dir = tempfile::tempdir().unwrap();
+    let viewer = ViewerBuilder::new(support::ORG)
+        .actor("juriste@interieur.gouv.fr")
+        .scopes([Scope::Read, Scope::Ingest, Scope::Audit])
+        .build();
+    let [edited, file, redacted] = ingest(&store, &viewer);
+    let blobs = support::blobs(dir.path(), &[PDF.to_vec()]).await;
+    let keys = support::keys();
+    let request = Request { viewer, room_id: ROOM.parse().unwrap(), from: None, to: None, include_quarantined: false };
+    let bag = dir.path().join("package");
+    let summary = disclose(&store, &blobs, &keys, &request, &bag).await.unwrap();
+    assert_eq!((summary.messages, summary.attachments), (3, 1));
+    let report = verify_package(&bag, keys.log.verifier_key(), &keys.package.public_key()).unwrap();
+    assert_eq!(report.versions, summary.versions);
+    let tools = support::tools(&bag, keys.log.verifier_key(), &keys.package.public_key());
+    assert_ne!(tools.bagit, Some(false));
+    assert_ne!(tools.minisign, Some(false));
+    assert_ne!(tools.verify_py, Some(false), "{}", tools.verify_py_output);
+
+    let lines: Vec<serde_json::Value> = fs::read_to_string(bag.join("data/messages.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |id: &str| lines.iter().find(|l| l["eventId"] == id).unwrap().clone();
+    let kinds = |l: &serde_json::Value| -> Vec<String> {
+        l["versions"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap().to_owned()).collect()
+    };
+    // The first run stored the message; the second its original row again with the edit.
+    let e = of(&edited);
+    assert_eq!(kinds(&e), ["ORIGINAL", "ORIGINAL", "EDIT"]);
+    assert_ne!(e["versions"][0]["run"], e["versions"][2]["run"]);
+    assert_eq!(e["versions"][1]["body"], "Réunion à 14h");
+    assert_eq!(e["versions"][2]["body"], "Réunion à 15h");
+    // The requester may not read held content: the purged original is listed, not claimed.
+    let r = of(&redacted);
+    assert_eq!(kinds(&r), ["REDACTION"]);
+    assert_eq!(r["redactedVersions"][0]["kind"], "ORIGINAL");
+    assert_eq!(r["redaction"]["reason"], "hors sujet");
+    let f = of(&file);
+    assert_eq!(f["attachment"]["status"], "STORED");
+    assert!(f["attachment"]["logIndex"].is_u64(), "the held file's ATTACHMENT entry is relied on");
+    assert_eq!(fs::read(bag.join("data").join(f["attachment"]["file"].as_str().unwrap())).unwrap(), PDF);
+    // The disclosure is journaled in the store's log, inside the package's checkpoint.
+    let org = support::ORG.parse().unwrap();
+    let entry = store.log_entries(&org, &[summary.log_index]).unwrap().remove(0);
+    let Ok(LogEntry::Access(access)) = LogEntry::parse(&entry.bytes) else { panic!("not an access entry") };
+    assert_eq!(access.action, AccessAction::Disclose);
+    assert_eq!(store.log_head(&org).unwrap().size, summary.checkpoint_size);
+
+    // A body changed behind the store's back refuses the export and writes nothing.
+    raw(&format!("UPDATE messages SET body = 'autre.pdf' WHERE event_id = '{file}'"));
+    let again = dir.path().join("again");
+    let size = store.log_head(&org).unwrap().size;
+    let result = disclose(&store, &blobs, &keys, &request, &again).await;
+    let Err(Error::Mismatch { rows }) = result else { panic!("not refused: {result:?}") };
+    assert_eq!(rows, [file]);
+    assert!(!again.exists());
+    assert_eq!(store.log_head(&org).unwrap().size, size, "a refused export is not journaled");
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = Store::open(&format!("sqlite://{}", path.display())).unwrap();
+    discloses_and_refuses_a_changed_row(store, |sql| {
+        let mut c = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        c.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}")).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_store() {
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let store = Store::open(db.url()).unwrap();
+    let url = db.url().to_owned();
+    discloses_and_refuses_a_changed_row(store, move |sql| {
+        PgConnection::establish(&url).unwrap().batch_execute(sql).unwrap();
+    })
+    .await;
+}
