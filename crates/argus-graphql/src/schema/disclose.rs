@@ -53,7 +53,10 @@ pub struct DiscloseTchapRoomPayload {
 }
 
 /// Writes the package of `input` for the caller (see the module documentation).
-pub(crate) async fn disclose(context: &Context, input: DiscloseTchapRoomInput) -> Result<DiscloseTchapRoomPayload> {
+pub(crate) async fn disclose(
+    context: &Context,
+    input: DiscloseTchapRoomInput,
+) -> Result<DiscloseTchapRoomPayload> {
     context.require(Scope::Disclose)?;
     let viewer = context.viewer().clone();
     let room_id: RoomId = input.room_id.parse()?;
@@ -111,7 +114,9 @@ async fn write(
     let bag = work.path().join("bag");
     let summary = argus_disclose::disclose(store, blobs, keys, request, &bag).await?;
     if !PackageRecord::is_valid_id(&summary.package_id) {
-        return Err(Error::Disclosure(argus_disclose::Error::Log("the package id cannot name a file".into())));
+        return Err(Error::Disclosure(argus_disclose::Error::Log(
+            "the package id cannot name a file".into(),
+        )));
     }
     let named = work.path().join(&summary.package_id);
     std::fs::rename(&bag, &named).map_err(io)?;

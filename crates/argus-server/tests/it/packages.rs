@@ -72,7 +72,8 @@ const ROOM: &str = "!disclosed:tchap.test";
 
 /// Stores a room of three messages for `dgsi` at SECRET straight into `store`.
 async fn store_room(store: argus_store::Store) {
-    let viewer = ViewerBuilder::new("dgsi").actor("agent@dgsi").clearance(TopSecret).scopes([Scope::Read]).build();
+    let viewer =
+        ViewerBuilder::new("dgsi").actor("agent@dgsi").clearance(TopSecret).scopes([Scope::Read]).build();
     let start = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
     let messages = (0..3_i64).map(|n| {
         MessageRecordBuilder::new(&format!("$d{n}:tchap.test"))
@@ -81,10 +82,14 @@ async fn store_room(store: argus_store::Store) {
             .build()
     });
     let snapshot = RoomSnapshotBuilder::new(ROOM).messages(messages).build();
-    let run = argus_store::IngestionRun { viewer, classification: Secret, started_at: time::OffsetDateTime::now_utc() };
+    let run = argus_store::IngestionRun {
+        viewer,
+        classification: Secret,
+        started_at: time::OffsetDateTime::now_utc(),
+    };
     tokio::task::spawn_blocking(move || store.record_ingestion(&run, &snapshot))
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -142,11 +147,14 @@ async fn a_disclosed_room_downloads_as_its_tar_to_its_organisation_and_is_journa
     assert_eq!(package["sha512"], hex::encode(sha2::Sha512::digest(&tar)));
     // The tar holds the bag under the package id.
     let text = String::from_utf8_lossy(&tar);
-    assert!(text.contains(&format!("{id}/bagit.txt")) && text.contains(&format!("External-Identifier: {id}")));
+    assert!(
+        text.contains(&format!("{id}/bagit.txt")) && text.contains(&format!("External-Identifier: {id}"))
+    );
     assert_eq!(download(server.token("anssi", TopSecret, &[Scope::Disclose])).await.status().as_u16(), 404);
 
     let auditor = server.token("dgsi", TopSecret, &[Scope::Audit]);
-    let log = r"{ tchapAccessLog { totalCount edges { node { actor action roomIds itemCount classification } } } }";
+    let log =
+        r"{ tchapAccessLog { totalCount edges { node { actor action roomIds itemCount classification } } } }";
     let (_, log) = server.graphql(&auditor, log, json!({})).await;
     let edges = &log["data"]["tchapAccessLog"]["edges"];
     let disclosures: Vec<&Value> =
