@@ -6,6 +6,7 @@ use argus_domain::{AccessToken, ActorId, Classification, HomeserverUrl, OrgId, R
 use argus_server::config::DEFAULT_CONFIG_FILE;
 use argus_store::ChainHead;
 use clap::{Parser, Subcommand};
+use time::OffsetDateTime;
 
 /// Argus Tchap connector: pulls Matrix (Tchap) rooms into durable storage per organisation and
 /// classification, and serves them through a GraphQL API.
@@ -52,6 +53,68 @@ pub enum Command {
     /// The files of archived messages.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Write a disclosure package of one room (a BagIt bag, signed, with the transparency
+    /// log's proofs) for an organisation, limited to what a viewer of that organisation at the
+    /// given clearance may see; prints the package id, what it holds and its checkpoint's size.
+    Disclose(DiscloseArgs),
+    /// Verify a disclosure package offline against the public keys given (never those in the
+    /// package): the bag's manifests, the minisign signature, the checkpoint's signature, every
+    /// inclusion proof, every version against its run's eventsRoot, the transcript against
+    /// messages.jsonl. Exits 0 with a summary when it verifies, non-zero with the reason
+    /// otherwise.
+    VerifyPackage(VerifyPackageArgs),
+}
+
+/// `argus-tchap disclose`.
+#[derive(Debug, clap::Args)]
+pub struct DiscloseArgs {
+    /// The organisation the room is archived for.
+    #[arg(long)]
+    pub org: OrgId,
+    /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
+    #[arg(long)]
+    pub room: RoomId,
+    /// Only what was sent at or after this time (RFC 3339, e.g. 2026-01-31T00:00:00Z).
+    #[arg(long, value_parser = rfc3339)]
+    pub from: Option<OffsetDateTime>,
+    /// Only what was sent at or before this time (RFC 3339).
+    #[arg(long, value_parser = rfc3339)]
+    pub to: Option<OffsetDateTime>,
+    /// The clearance the package is limited to (contract name or French marking).
+    #[arg(long, default_value = "TOP_SECRET")]
+    pub clearance: Classification,
+    /// Who discloses (kept in the access journal and the package).
+    #[arg(long, default_value = "operator")]
+    pub actor: ActorId,
+    /// Also package the files the scanner found infected.
+    #[arg(long)]
+    pub include_quarantined: bool,
+    /// Also package the content messages had when captured, held after a later redaction
+    /// (legal hold), as a holder of `tchap:redacted` reads it.
+    #[arg(long)]
+    pub include_held: bool,
+    /// The folder the bag is written in (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `argus-tchap verify-package`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyPackageArgs {
+    /// The package's folder (the bag).
+    pub dir: PathBuf,
+    /// The transparency log's signed-note verifier key (`name+hexid+base64`, from `keys public`).
+    #[arg(long)]
+    pub log_key: String,
+    /// The packages' minisign public key (its base64 line, from `keys public`).
+    #[arg(long)]
+    pub package_key: String,
+}
+
+/// Parses an RFC 3339 time.
+pub fn rfc3339(value: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
 /// `argus-tchap media …`.

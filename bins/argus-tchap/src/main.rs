@@ -1,7 +1,7 @@
 //! `argus-tchap`: the command-line entry point of the Argus Tchap connector: the GraphQL
 //! server, the database migrations, ingestion from the terminal, audit-trail verification,
 //! development tokens, the schema, the fusion relay, token keys and moving a room to another
-//! homeserver. It parses the command line and
+//! homeserver, disclosure packages and their verification. It parses the command line and
 //! dispatches to [`argus_tchap::commands`].
 
 /// mimalloc: serving a page of messages allocates thousands of small values (GraphQL fields,
@@ -79,6 +79,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Rooms(RoomsCommand::Rehome(args)) => commands::rooms_rehome(&config, args).await,
         Command::Media(MediaCommand::Rescan) => commands::media_rescan(&config).await,
+        Command::Disclose(args) => commands::oversight::disclose(&config, args).await,
+        Command::VerifyPackage(args) => commands::oversight::verify_package(&args),
         Command::Schema => commands::schema(),
     }
 }

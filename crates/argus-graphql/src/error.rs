@@ -47,6 +47,20 @@ pub enum Error {
     /// A pagination cursor that this server did not issue for this list and this caller.
     #[error("invalid pagination cursor")]
     BadCursor,
+    /// Stored versions (or held files) of the room no longer match what the transparency log
+    /// recorded of them: the disclosure is refused and nothing is written. `rows` names them
+    /// (event ids, log indexes).
+    #[error("the stored evidence no longer matches the transparency log: {}", rows.join(", "))]
+    EvidenceMismatch {
+        /// The rows that differ.
+        rows: Vec<String>,
+    },
+    /// This server has no oversight keys or blob store, so it writes no disclosure package.
+    #[error("disclosure packages are not enabled on this server")]
+    DisclosuresDisabled,
+    /// Writing a disclosure package failed; the details stay in the server log.
+    #[error("internal error")]
+    Disclosure(#[source] argus_disclose::Error),
 }
 
 impl Error {
@@ -61,6 +75,9 @@ impl Error {
             Self::Service(e) => e.code(),
             Self::TooCostly { .. } | Self::TooManySearches { .. } => "LIMIT_EXCEEDED",
             Self::BadCursor => "BAD_CURSOR",
+            Self::EvidenceMismatch { .. } => "EVIDENCE_MISMATCH",
+            Self::DisclosuresDisabled => "DISCLOSURES_DISABLED",
+            Self::Disclosure(_) => "INTERNAL",
         }
     }
 
@@ -81,6 +98,20 @@ impl Error {
     }
 }
 
+impl From<argus_disclose::Error> for Error {
+    fn from(e: argus_disclose::Error) -> Self {
+        match e {
+            argus_disclose::Error::NotFound => Self::Service(argus_ingest::Error::NotFound(
+                "the room is not in the archive, or not visible to the caller",
+            )),
+            argus_disclose::Error::Mismatch { rows } => Self::EvidenceMismatch { rows },
+            argus_disclose::Error::Store(e) => Self::Service(e.into()),
+            argus_disclose::Error::Media(e) => Self::Service(e.into()),
+            other => Self::Disclosure(other),
+        }
+    }
+}
+
 impl From<argus_domain::Error> for Error {
     fn from(e: argus_domain::Error) -> Self {
         Self::Service(e.into())
@@ -89,7 +120,7 @@ impl From<argus_domain::Error> for Error {
 
 impl<S: ScalarValue> IntoFieldError<S> for Error {
     fn into_field_error(self) -> FieldError<S> {
-        if matches!(&self, Self::Service(e) if e.is_internal()) {
+        if matches!(&self, Self::Service(e) if e.is_internal()) || matches!(self, Self::Disclosure(_)) {
             tracing::error!(error = ?self, "request failed");
         }
         let code = self.code();

@@ -6,7 +6,8 @@
 //! - Reads (`tchapRooms`, `tchapRoom`, `tchapMessages`, `TchapRoom.messages`, `tchapStats`)
 //!   need the scope `tchap:read`, `tchapIngestions` needs `tchap:audit`, the mutation
 //!   `ingestTchapRoom` needs `tchap:ingest`, `tchapSearch` needs `tchap:read`, the mutation
-//!   `postTchapMessage` needs `tchap:post`; otherwise the error has `extensions.code =
+//!   `postTchapMessage` needs `tchap:post`, `tchapAccessLog` needs `tchap:audit`,
+//!   `discloseTchapRoom` needs `tchap:disclose`; otherwise the error has `extensions.code =
 //!   "FORBIDDEN"`.
 //! - Every read goes through the store's gated reads for the caller's organisation and
 //!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]). The content a
@@ -39,4 +40,5 @@ pub use context::{Context, Limits, Services};
 pub use cursor::{CursorKey, CursorKind};
 pub use error::{Error, Result};
 pub use schema::attachment::MEDIA_ROUTE_PREFIX;
+pub use schema::disclose::PACKAGES_ROUTE_PREFIX;
 pub use schema::{ReadOnlySchema, Schema, SchemaOptions, build_read_only_schema, build_schema, schema_sdl};

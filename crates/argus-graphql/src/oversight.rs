@@ -10,23 +10,15 @@
 
 use std::path::PathBuf;
 
-use argus_crypto::{package_signing::PackageSigner, tlog::LogSigner};
 use argus_domain::{
     Classification, StoredMessage, Viewer,
     oversight::{AccessAction, AccessEntry, ENCODING_VERSION},
 };
 use argus_store::Store;
 
-/// The signing keys of oversight: the log's signed-note key and the packages' minisign key.
-#[derive(Debug)]
-pub struct Keys {
-    /// Signs checkpoints.
-    pub log: LogSigner,
-    /// Signs disclosure packages.
-    pub package: PackageSigner,
-    /// The log's name (checkpoint origins are `<log_name>/<org>`).
-    pub log_name: String,
-}
+/// The signing keys of oversight: the log's signed-note key, the packages' minisign key and
+/// the log's name (one type with the disclosure packages').
+pub use argus_disclose::Keys;
 
 /// What disclosures need: the keys and where packages are written.
 #[derive(Debug)]

@@ -5,6 +5,7 @@ pub mod access;
 pub mod attachment;
 pub mod audit;
 pub mod charged;
+pub mod disclose;
 pub mod message;
 pub mod paging;
 pub mod payloads;
@@ -24,6 +25,7 @@ use juniper::{
 use self::{
     audit::{TchapIngestion, TchapIngestionConnection},
     charged::Charged,
+    disclose::{DiscloseTchapRoomInput, DiscloseTchapRoomPayload},
     message::TchapMessageConnection,
     payloads::{IngestJoinedTchapRoomsPayload, IngestTchapRoomPayload, PostTchapMessagePayload, TchapStats},
     room::{TchapRoom, TchapRoomConnection},
@@ -338,5 +340,13 @@ impl Mutation {
             body: done.body,
             audit: TchapIngestion(done.record),
         })
+    }
+
+    /// A BagIt disclosure package of one room over an optional range. Requires scope tchap:disclose. The range [from, to] is inclusive; the package is limited to what the caller may see (their organisation and clearance; content held after a redaction only with tchap:redacted; files the scanner found infected are left out): every message with each version, redaction and file, the signed checkpoint of the organisation's transparency log and the proofs that tie each version to the run that captured it, the tag manifest signed with minisign. Before anything is written every version is checked against the log: a stored row that no longer matches refuses the disclosure with EVIDENCE_MISMATCH naming the rows. The disclosure is itself an entry of the access journal (DISCLOSE), included in the package's checkpoint. The package is a .tar, downloaded from downloadUrl with a token of the caller's organisation holding tchap:disclose and cleared at least as high as the caller. A room absent or withheld is NOT_FOUND. Counted against the caller's rate like an ingestion (TOO_MANY_REQUESTS).
+    async fn disclose_tchap_room(
+        context: &Context,
+        input: DiscloseTchapRoomInput,
+    ) -> Result<DiscloseTchapRoomPayload> {
+        disclose::disclose(context, input).await
     }
 }

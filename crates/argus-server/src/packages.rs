@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The path prefix of `TchapDisclosurePackage.downloadUrl`.
-pub const PACKAGES_ROUTE_PREFIX: &str = "/packages/";
+pub const PACKAGES_ROUTE_PREFIX: &str = argus_graphql::PACKAGES_ROUTE_PREFIX;
 
 /// Registers `GET /packages/{id}`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {

@@ -121,3 +121,61 @@ async fn checkpoints_verify_and_prove_consistency_from_an_earlier_one() {
         run(path, &["audit", "consistency", "--org", "dgsi", "--old-size", &(new.size + 1).to_string()]);
     assert!(!too_large.status.success());
 }
+
+#[tokio::test]
+async fn a_disclosed_room_verifies_with_the_public_keys_and_a_changed_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let homeserver = MockHomeserver::start_any_room().await;
+    homeserver.room("!disclosed:tchap.test", 3);
+    ingest(path, &homeserver, "!disclosed:tchap.test").await;
+    let (log_key, package_key) = public_keys(path);
+
+    let out = path.join("package");
+    let out_arg = out.to_string_lossy().into_owned();
+    let disclose = ["disclose", "--org", "dgsi", "--room", "!disclosed:tchap.test", "--out", &out_arg];
+    let disclosed = run(path, &disclose);
+    assert!(disclosed.status.success(), "{disclosed:?}");
+    let printed = stdout(&disclosed);
+    assert!(printed.starts_with("package ") && printed.contains(": 3 messages,"), "{printed}");
+    let package_id = printed["package ".len()..].split(':').next().unwrap().to_owned();
+    let (_, checkpoint) = checkpoint(path, &log_key);
+    assert!(printed.contains(&format!("checkpoint size {}", checkpoint.size)), "{printed} vs {checkpoint:?}");
+    let bag_info = std::fs::read_to_string(out.join("bag-info.txt")).unwrap();
+    assert!(bag_info.contains(&format!("External-Identifier: {package_id}")), "{bag_info}");
+
+    let verify = |log: &str, package: &str| {
+        run(path, &["verify-package", &out_arg, "--log-key", log, "--package-key", package])
+    };
+    let verified = verify(&log_key, &package_key);
+    assert!(verified.status.success(), "{verified:?}");
+    let summary = stdout(&verified);
+    assert!(summary.contains(&package_id) && summary.contains("3 messages"), "{summary}");
+
+    // Another key pair refuses the package.
+    let other = tempfile::tempdir().unwrap();
+    let (other_log, other_package) = public_keys(other.path());
+    assert!(!verify(&other_log, &package_key).status.success());
+    assert!(!verify(&log_key, &other_package).status.success());
+
+    // One byte changed in the messages: refused, naming what failed.
+    let messages = out.join("data/messages.jsonl");
+    let mut bytes = std::fs::read(&messages).unwrap();
+    let at = bytes.iter().position(|b| b.is_ascii_alphabetic()).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&messages, bytes).unwrap();
+    let refused = verify(&log_key, &package_key);
+    assert!(!refused.status.success(), "{refused:?}");
+    let reason = String::from_utf8_lossy(&refused.stderr);
+    assert!(reason.contains("does not verify"), "{reason}");
+
+    // The output folder is not overwritten, and an unknown room writes nothing.
+    let again = run(path, &disclose);
+    assert!(!again.status.success(), "{again:?}");
+    let absent = path.join("absent");
+    let absent_arg = absent.to_string_lossy().into_owned();
+    let missing =
+        run(path, &["disclose", "--org", "dgsi", "--room", "!nowhere:tchap.test", "--out", &absent_arg]);
+    assert!(!missing.status.success(), "{missing:?}");
+    assert!(!absent.exists());
+}
