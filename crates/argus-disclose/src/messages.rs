@@ -145,7 +145,11 @@ pub(crate) struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    pub(crate) fn new(source: &'a DisclosureSource, purged: &'a HashSet<VersionKey>, include_quarantined: bool) -> Self {
+    pub(crate) fn new(
+        source: &'a DisclosureSource,
+        purged: &'a HashSet<VersionKey>,
+        include_quarantined: bool,
+    ) -> Self {
         let mut versions: HashMap<&str, Vec<&SourceVersion>> = HashMap::new();
         for v in &source.versions {
             versions.entry(v.message_event_id.as_str()).or_default().push(v);

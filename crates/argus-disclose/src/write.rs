@@ -174,7 +174,11 @@ async fn write_bag(
     if head.size <= log_index {
         return Err(Error::Log(format!("the head ({}) does not include entry {log_index}", head.size)));
     }
-    let checkpoint = Checkpoint { origin: format!("{}/{}", keys.log_name, org.as_str()), size: head.size, root: head.root };
+    let checkpoint = Checkpoint {
+        origin: format!("{}/{}", keys.log_name, org.as_str()),
+        size: head.size,
+        root: head.root,
+    };
     let note = keys.log.sign(&checkpoint)?;
     payload.write("data/log/checkpoint", note.as_bytes())?;
 
@@ -255,7 +259,12 @@ fn proof_text(proof: &[[u8; 32]]) -> String {
 }
 
 /// Copies a held file into `data/attachments/<sha256>`, checking its digest as it streams.
-async fn copy_blob(payload: &mut Payload, blobs: &dyn BlobStore, digest: &Sha256Digest, event_id: &str) -> Result<()> {
+async fn copy_blob(
+    payload: &mut Payload,
+    blobs: &dyn BlobStore,
+    digest: &Sha256Digest,
+    event_id: &str,
+) -> Result<()> {
     let name = format!("data/attachments/{}", digest.to_hex());
     let mut file = payload.create(&name)?;
     let mut stream = blobs.get(digest, None).await?;

@@ -66,7 +66,8 @@ async fn a_message_removed_and_the_bag_re_signed_fails() {
     let built = support::build().await;
     let bag = altered(&built, "removed");
     let jsonl = fs::read_to_string(bag.join("data/messages.jsonl")).unwrap();
-    let kept: String = jsonl.lines().filter(|l| !l.contains("\"eventId\":\"$m1\"")).map(|l| format!("{l}\n")).collect();
+    let kept: String =
+        jsonl.lines().filter(|l| !l.contains("\"eventId\":\"$m1\"")).map(|l| format!("{l}\n")).collect();
     assert_eq!(kept.lines().count(), 7);
     fs::write(bag.join("data/messages.jsonl"), kept).unwrap();
     let html = fs::read_to_string(bag.join("data/transcript.html")).unwrap();
@@ -76,7 +77,10 @@ async fn a_message_removed_and_the_bag_re_signed_fails() {
     // Its version goes too, so that only the log can tell.
     let version = support::walk(&bag.join("data/log/versions"))
         .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "json") && fs::read_to_string(p).unwrap().contains("\"eventId\":\"$m1\""))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && fs::read_to_string(p).unwrap().contains("\"eventId\":\"$m1\"")
+        })
         .unwrap();
     fs::remove_file(version.with_extension("proof")).unwrap();
     fs::remove_file(&version).unwrap();
@@ -89,7 +93,11 @@ async fn a_message_removed_and_the_bag_re_signed_fails() {
     assert_ne!(tools.minisign, Some(false), "and signed with the package key");
     assert_ne!(tools.verify_py, Some(true), "verify.py accepted a package missing a message");
     if tools.verify_py.is_some() {
-        assert!(tools.verify_py_output.contains("messages.jsonl is not the one the DISCLOSE record names"), "{}", tools.verify_py_output);
+        assert!(
+            tools.verify_py_output.contains("messages.jsonl is not the one the DISCLOSE record names"),
+            "{}",
+            tools.verify_py_output
+        );
     }
 }
 
