@@ -127,9 +127,10 @@ le / at <time datetime=\"{t}\">{t}</time>, motif / reason: {}</p>",
             };
             write!(
                 out,
-                "<li data-file=\"{}\"><span class=\"kind\">{kind}</span> <span class=\"sender\">{}</span> \
+                "<li data-run=\"{}\" data-position=\"{}\"><span class=\"kind\">{kind}</span> <span class=\"sender\">{}</span> \
 <time datetime=\"{t}\">{t}</time> <span class=\"eid\">{}</span>",
-                escape(&v.file),
+                v.run,
+                v.position,
                 escape(v.sender),
                 escape(v.event_id),
                 t = escape(&v.sent_at),

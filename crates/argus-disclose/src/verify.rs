@@ -249,7 +249,7 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     }
 
     // Versions against their runs' eventsRoot.
-    let mut versions: HashMap<String, VersionLeaf> = HashMap::new();
+    let mut versions: HashMap<(u64, u64), VersionLeaf> = HashMap::new();
     let versions_dir = log.join("versions");
     for run in numbered(&versions_dir, "")? {
         let (root_hash, count) = records.get(&run).and_then(|b| events_root(b)).ok_or_else(|| {
@@ -258,20 +258,38 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         let count = count
             .ok_or_else(|| Error::invalid(format!("the AUDIT record of run {run} has no eventsCount")))?;
         let dir = versions_dir.join(run.to_string());
-        let json = numbered_with(&dir, ".json")?;
-        if numbered_with(&dir, ".proof")? != json {
+        let mut names: Vec<String> = fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        if names != ["proofs.txt", "versions.jsonl"] {
+            return Err(Error::invalid(format!(
+                "data/log/versions/{run} does not hold exactly its versions and proofs"
+            )));
+        }
+        let lines = read(&dir.join("versions.jsonl"), "a run's versions")?;
+        let proofs = read_text(&dir.join("proofs.txt"), "a run's version proofs")?;
+        let lines: Vec<&[u8]> =
+            lines.strip_suffix(b"\n").unwrap_or_default().split(|b| *b == b'\n').collect();
+        let proofs: Vec<&str> = proofs.lines().collect();
+        if lines.len() != proofs.len() || lines.iter().any(|l| l.is_empty()) {
             return Err(Error::invalid(format!("run {run} has a version without its proof")));
         }
-        for n in json {
-            let bytes = read(&dir.join(format!("{n}.json")), "a version")?;
-            let proof =
-                hashes(&read_text(&dir.join(format!("{n}.proof")), "a version proof")?, "a version proof")?;
-            verify_inclusion(n, count, leaf_hash(&bytes), &proof, root_hash).map_err(|_| {
-                Error::invalid(format!("version {n} of run {run} is not included in its eventsRoot"))
+        for (bytes, proof) in lines.into_iter().zip(proofs) {
+            let mut fields = proof.split(' ');
+            let position: u64 = fields
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::invalid(format!("a version proof of run {run} is malformed")))?;
+            let path = hashes(&fields.collect::<Vec<_>>().join("\n"), "a version proof")?;
+            verify_inclusion(position, count, leaf_hash(bytes), &path, root_hash).map_err(|_| {
+                Error::invalid(format!("version {position} of run {run} is not included in its eventsRoot"))
             })?;
-            let leaf = VersionLeaf::parse(&bytes)
-                .map_err(|_| Error::invalid(format!("version {n} of run {run} is malformed")))?;
-            versions.insert(crate::messages::version_file(run, n), leaf);
+            let leaf = VersionLeaf::parse(bytes)
+                .map_err(|_| Error::invalid(format!("version {position} of run {run} is malformed")))?;
+            if versions.insert((run, position), leaf).is_some() {
+                return Err(Error::invalid(format!("version {position} of run {run} is listed twice")));
+            }
         }
     }
 
@@ -312,11 +330,18 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     for m in &lines {
         let eid = str_of(m, "eventId").ok_or_else(|| Error::invalid("a message has no event id"))?;
         for v in m.get("versions").and_then(Value::as_array).into_iter().flatten() {
-            let file = str_of(v, "file").unwrap_or_default();
-            let leaf = versions
-                .get(file)
+            let key = (v.get("run").and_then(Value::as_u64), v.get("position").and_then(Value::as_u64));
+            let leaf = match key {
+                (Some(run), Some(position)) => {
+                    versions.get(&(run, position)).map(|leaf| ((run, position), leaf))
+                }
+                _ => None,
+            };
+            let (key, leaf) = leaf
                 .ok_or_else(|| Error::invalid(format!("message {eid} cites a version not in the package")))?;
-            cited.insert(file.to_owned());
+            if !cited.insert(key) {
+                return Err(Error::invalid(format!("message {eid} cites a version another message cites")));
+            }
             let same = str_of(v, "eventId") == Some(leaf.event_id.as_str())
                 && str_of(v, "sender") == Some(leaf.sender.as_str())
                 && str_of(v, "body") == leaf.body.as_deref()
@@ -364,19 +389,6 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         checkpoint_size: checkpoint.size,
         trusted_comment: String::new(),
     })
-}
-
-fn numbered_with(dir: &Path, suffix: &str) -> Result<BTreeSet<u64>> {
-    let mut out = BTreeSet::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name.strip_suffix(suffix) {
-            out.insert(n.parse().map_err(|_| Error::invalid("an unexpected file is in data/log/versions"))?);
-        } else if !name.ends_with(".json") && !name.ends_with(".proof") {
-            return Err(Error::invalid("an unexpected file is in data/log/versions"));
-        }
-    }
-    Ok(out)
 }
 
 /// Decodes the character references the transcript writes (and numeric ones).

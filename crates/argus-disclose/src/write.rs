@@ -15,6 +15,7 @@ use argus_domain::{
 };
 use argus_media::BlobStore;
 use argus_store::{DisclosureSource, SourceVersion};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use futures::StreamExt as _;
 use time::OffsetDateTime;
 
@@ -133,17 +134,21 @@ async fn write_bag(
         let Some(versions) = by_run.get(&run.run_id) else { continue };
         let tree = Subtrees::new(&run.leaves)?;
         let run_index = run.entry.index;
+        let versions_name = format!("data/{}", messages::versions_file(run_index));
+        let proofs_name = format!("data/{}", messages::proofs_file(run_index));
+        let mut lines = payload.create(&versions_name)?;
+        let mut proofs = payload.create(&proofs_name)?;
         for v in versions {
-            let proof = tree.inclusion(v.position, tree.size())?;
-            payload.write(
-                &format!("data/{}", messages::version_file(run_index, v.position)),
-                &v.leaf.canonical(),
-            )?;
-            payload.write(
-                &format!("data/{}", messages::version_proof_file(run_index, v.position)),
-                proof_text(&proof).as_bytes(),
-            )?;
+            lines.write_all(&v.leaf.canonical())?;
+            lines.write_all(b"\n")?;
+            write!(proofs, "{}", v.position)?;
+            for hash in tree.inclusion(v.position, tree.size())? {
+                write!(proofs, " {}", STANDARD.encode(hash))?;
+            }
+            proofs.write_all(b"\n")?;
         }
+        payload.finish(&versions_name, lines)?;
+        payload.finish(&proofs_name, proofs)?;
     }
 
     // The disclosure's own entry, then a checkpoint that includes it.
@@ -250,12 +255,6 @@ async fn write_bag(
 /// Milliseconds since the epoch.
 fn ms(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-/// A version's inclusion proof as the package writes it: one base64 hash a line.
-fn proof_text(proof: &[[u8; 32]]) -> String {
-    use base64::Engine as _;
-    proof.iter().map(|h| format!("{}\n", base64::engine::general_purpose::STANDARD.encode(h))).collect()
 }
 
 /// Copies a held file into `data/attachments/<sha256>`, checking its digest as it streams.
