@@ -496,3 +496,20 @@ fn transcript_agrees(page: &str, lines: &[Value]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{text_of, unescape};
+    use crate::transcript::escape;
+
+    /// What the transcript escapes reads back as the text it was, markup included.
+    #[test]
+    fn escaped_text_reads_back() {
+        for text in ["<script>alert(\"x\")</script> & 'q'", "a &amp; b", "été — ligne\n2", "&#233;&x;&"] {
+            assert_eq!(unescape(&escape(text)), text);
+            assert_eq!(text_of(&format!("<p class=\"body\">{}</p>", escape(text))), text);
+        }
+        assert_eq!(unescape("&#233;t&#xE9; &middot; &bogus; &"), "été · &bogus; &");
+        assert_eq!(text_of("<article><b>Ana</b> <time>10h</time></article>"), "Ana 10h");
+    }
+}

@@ -265,10 +265,10 @@ async fn copy_blob(
     event_id: &str,
 ) -> Result<()> {
     let name = format!("data/attachments/{}", digest.to_hex());
-    let mut file = payload.create(&name)?;
+    let mut file = payload.create_large(&name)?;
     let mut stream = blobs.get(digest, None).await?;
     while let Some(chunk) = stream.next().await {
-        file.write_all(&chunk?)?;
+        file.write_chunk(chunk?)?;
     }
     if payload.finish(&name, file)?.sha256 != digest.to_hex() {
         return Err(Error::Mismatch { rows: vec![event_id.to_owned()] });
