@@ -19,6 +19,7 @@
 //! nothing to read), and every line the process logged belongs to these runs.
 
 mod attachments;
+mod disclosure;
 mod encrypted;
 mod evidence;
 mod harness;
@@ -131,4 +132,22 @@ async fn attachments_on_postgres_with_s3() {
     let Some(s3) = argus_testkit::s3::server() else { return };
     let dir = tempfile::tempdir().unwrap();
     attachments::run(synapse, &clamd, db.url(), &s3.store_url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disclosure_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(clamd) = argus_testkit::clamd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    disclosure::run_scenario(synapse, &clamd, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disclosure_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(clamd) = argus_testkit::clamd::start() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    disclosure::run_scenario(synapse, &clamd, db.url(), dir.path()).await.unwrap();
 }

@@ -99,6 +99,22 @@ pub enum KeysCommand {
     /// `watch.token_key_file`), opening each with the current or a previous key
     /// (`watch.previous_token_key_files`); afterwards the previous keys can be removed.
     Rotate,
+    /// Print the public keys to hand to an oversight body: the transparency log's signed-note
+    /// verifier key (`log: name+hexid+base64`, what checkpoints verify against) and the
+    /// disclosure packages' minisign public key (`package: base64`, what `minisign -P` takes),
+    /// one per line; the keys are generated in the data directory on first use.
+    Public(PublicKeyArgs),
+}
+
+/// `argus-tchap keys public`.
+#[derive(Debug, clap::Args)]
+pub struct PublicKeyArgs {
+    /// Print the log's verifier key alone, unlabelled.
+    #[arg(long, conflicts_with = "package")]
+    pub log: bool,
+    /// Print the packages' minisign public key alone, unlabelled.
+    #[arg(long)]
+    pub package: bool,
 }
 
 /// `argus-tchap ingest`.
@@ -172,6 +188,24 @@ pub enum AuditCommand {
     },
     /// Print the head of every organisation's chain, one `org:seq:hash` per line.
     Head,
+    /// Print the organisation's current signed checkpoint of its transparency log (a C2SP
+    /// signed note: origin `<log name>/<org>`, size, base64 root, signature), to hand to the
+    /// oversight body on a schedule.
+    Checkpoint {
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+    },
+    /// Print the current signed checkpoint, a blank line, then the RFC 9162 consistency proof
+    /// from an earlier checkpoint's size to it (base64 hashes, one per line).
+    Consistency {
+        /// The organisation.
+        #[arg(long)]
+        org: OrgId,
+        /// The size of the earlier checkpoint.
+        #[arg(long)]
+        old_size: u64,
+    },
 }
 
 /// `argus-tchap token`.

@@ -20,6 +20,8 @@ use argus_store::ChainHead;
 
 use crate::cli::{IngestArgs, RehomeArgs, TokenArgs};
 
+pub mod oversight;
+
 /// `schema`: prints the GraphQL schema (SDL).
 pub fn schema() -> Result<ExitCode> {
     print_out(&argus_graphql::schema_sdl())?;

@@ -70,6 +70,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fusion(FusionCommand::Relay { once }) => commands::fusion_relay_once(&config, once).await,
         Command::Fusion(FusionCommand::Status) => commands::fusion_status(&config).await,
         Command::Keys(KeysCommand::Rotate) => commands::keys_rotate(&config).await,
+        Command::Keys(KeysCommand::Public(args)) => commands::oversight::keys_public(&config, &args),
+        Command::Audit(AuditCommand::Checkpoint { org }) => {
+            commands::oversight::audit_checkpoint(&config, org).await
+        }
+        Command::Audit(AuditCommand::Consistency { org, old_size }) => {
+            commands::oversight::audit_consistency(&config, org, old_size).await
+        }
         Command::Rooms(RoomsCommand::Rehome(args)) => commands::rooms_rehome(&config, args).await,
         Command::Media(MediaCommand::Rescan) => commands::media_rescan(&config).await,
         Command::Schema => commands::schema(),

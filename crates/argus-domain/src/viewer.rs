@@ -27,6 +27,9 @@ pub enum Scope {
     /// `application/octet-stream`), for incident response; with `tchap:read` and the message's
     /// gate like any other download.
     Quarantine,
+    /// `tchap:disclose`: write disclosure packages of rooms (`discloseTchapRoom`), limited to
+    /// what the caller may read, and download them.
+    Disclose,
 }
 
 impl Scope {
@@ -40,6 +43,7 @@ impl Scope {
             Self::Post => "tchap:post",
             Self::Redacted => "tchap:redacted",
             Self::Quarantine => "tchap:quarantine",
+            Self::Disclose => "tchap:disclose",
         }
     }
 
@@ -72,6 +76,7 @@ impl FromStr for Scope {
             "tchap:post" => Ok(Self::Post),
             "tchap:redacted" => Ok(Self::Redacted),
             "tchap:quarantine" => Ok(Self::Quarantine),
+            "tchap:disclose" => Ok(Self::Disclose),
             other => Err(Error::UnknownScope(crate::classification::truncate_for_message(other))),
         }
     }

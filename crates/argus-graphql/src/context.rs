@@ -7,7 +7,11 @@ use argus_domain::{Scope, Viewer, policy};
 use argus_matrix::Connector;
 use argus_store::Store;
 
-use crate::{CursorKey, Error, Result, cost::Cost};
+use crate::{
+    CursorKey, Error, Result,
+    cost::Cost,
+    oversight::{Journal, Oversight, Read},
+};
 
 /// Page sizes and the cost limits of one request (one HTTP request: the operations of a batch
 /// share them).
@@ -50,6 +54,11 @@ pub struct Services {
     pub cursor_key: CursorKey,
     /// Page sizes and the cost limit.
     pub limits: Limits,
+    /// The signing keys and the folder of disclosure packages; without them
+    /// `discloseTchapRoom` is unavailable.
+    pub oversight: Option<Arc<Oversight>>,
+    /// Set in one benchmark only: reads of content are not journaled.
+    pub(crate) journal_off: std::sync::atomic::AtomicBool,
 }
 
 impl Services {
@@ -62,7 +71,26 @@ impl Services {
     /// The API's services over the application services `app`, with default limits and a
     /// random cursor key.
     pub fn over(app: Arc<argus_ingest::Services>) -> Self {
-        Self { app, cursor_key: CursorKey::random(), limits: Limits::default() }
+        Self {
+            app,
+            cursor_key: CursorKey::random(),
+            limits: Limits::default(),
+            oversight: None,
+            journal_off: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether reads of content are journaled (always, but in one benchmark).
+    pub(crate) fn journal(&self) -> Journal {
+        if self.journal_off.load(std::sync::atomic::Ordering::Relaxed) { Journal::Off } else { Journal::On }
+    }
+
+    /// Journals a read of content by `viewer` ([`crate::oversight`]): durable when this
+    /// returns; `UNAVAILABLE` when it cannot be written, and then the read must fail.
+    pub async fn record_access(&self, viewer: &Viewer, read: &Read<'_>) -> Result<()> {
+        let entry = read.entry(viewer);
+        let journal = self.journal();
+        self.with_store(move |store| crate::oversight::record(store, journal, &entry)).await
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free

@@ -50,13 +50,14 @@ impl Cost {
 }
 
 /// Every field that takes `first`, with its default in the schema.
-const PAGED: [(&str, u32); 6] = [
+const PAGED: [(&str, u32); 7] = [
     ("tchapRooms", 50),
     ("tchapMessages", 50),
     ("messages", 50),
     ("tchapIngestions", 50),
     ("tchapWatches", 50),
     ("tchapSearch", 20),
+    ("tchapAccessLog", 50),
 ];
 
 /// The lists of a paged field's type, as long as its page.
@@ -69,11 +70,13 @@ const UNDECRYPTABLE_REASONS: u64 = argus_matrix::Undecryptable::ALL.len() as u64
 /// Every other list field of the schema: its longest length, and whether each element is a
 /// record read from the store (an item), rather than a part of what a mutation did (charged
 /// only for what it asks for in turn).
-const LISTS: [(&str, u64, bool); 4] = [
+const LISTS: [(&str, u64, bool); 5] = [
     ("versions", MAX_VERSIONS_READ.unsigned_abs(), true),
     ("rooms", MAX_JOINED_ROOMS as u64, false),
     ("upgrades", MAX_UPGRADES_FOLLOWED as u64, false),
     ("undecryptable", UNDECRYPTABLE_REASONS, false),
+    // The rooms of one access: at most those of a page of search results.
+    ("roomIds", argus_domain::search::MAX_SEARCH_PAGE as u64, false),
 ];
 
 /// Every field that runs a search.

@@ -49,6 +49,8 @@ pub enum CursorKind<'a> {
     Search(&'a str),
     /// `tchapWatches`.
     Watches,
+    /// `tchapAccessLog`.
+    AccessLog,
 }
 
 impl CursorKind<'_> {
@@ -59,6 +61,7 @@ impl CursorKind<'_> {
             Self::Ingestions => ("ingestions", ""),
             Self::Search(search) => ("search", search),
             Self::Watches => ("watches", ""),
+            Self::AccessLog => ("access", ""),
         }
     }
 }

@@ -31,6 +31,7 @@ mod context;
 mod cost;
 mod cursor;
 mod error;
+pub mod oversight;
 pub mod schema;
 
 pub use argus_ingest::{Admission, AdmissionLimits, Admitted, Metrics, ingest};

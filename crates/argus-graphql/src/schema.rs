@@ -1,6 +1,7 @@
 //! The root query and mutation of the contract (`shared/contract/schema.graphql`), and the
 //! schema with its document limits.
 
+pub mod access;
 pub mod attachment;
 pub mod audit;
 pub mod charged;
@@ -175,6 +176,19 @@ impl Query {
     ) -> Result<TchapIngestionConnection> {
         context.require(Scope::Audit)?;
         TchapIngestionConnection::load(context, first, after).await
+    }
+
+    /// Every read of content (messages, search, downloads, disclosures) of the caller's organisation at or below their clearance, newest first; optionally one actor's, or those that read one room. Requires scope tchap:audit.
+    async fn tchap_access_log(
+        context: &Context,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+        actor: Option<String>,
+        room_id: Option<String>,
+    ) -> Result<access::TchapAccessConnection> {
+        context.require(Scope::Audit)?;
+        let filter = argus_store::AccessFilter { actor, room_id };
+        access::TchapAccessConnection::load(context, first, after, filter).await
     }
 }
 

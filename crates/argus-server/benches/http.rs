@@ -1,6 +1,8 @@
 //! `tchapMessages(first: 100)` over HTTP on a large store, side by side with what it is
 //! measured against, each loaded with `wrk` in the same run:
 //!
+//! - the same server with the access journal off (every read journaled is the product; off is
+//!   this benchmark's switch, `argus_graphql::bench::without_journal`): what the journal costs;
 //! - the same Juniper schema types resolving the same 100 rows from memory (no store, no
 //!   authentication): what is the executor's and what is ours;
 //! - on PostgreSQL, the database's own floor: `pgbench` running the store's page and count
@@ -303,7 +305,7 @@ async fn ours(
     total: u64,
     seconds: u64,
     connections: u64,
-) -> Result<(Load, Value, Store)> {
+) -> Result<(Load, Load, Value, Store)> {
     let mut config =
         Config { database_url: url.clone(), data_dir: Some(dir.to_path_buf()), ..Config::default() };
     config.jwt.hs256_secret = Some(argus_domain::Secret::new(SECRET));
@@ -316,14 +318,24 @@ async fn ours(
         Ok(store)
     })
     .await??;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let server = argus_server::spawn(listener, config.clone()).await?;
     let token = token(&config, &viewer)?;
-    let graphql = format!("http://{}/graphql", server.addr());
-    let payload = check(&graphql, &token, &document(), "tchapMessages").await?;
-    let ours = load(graphql, token, document(), seconds, connections).await?;
-    server.stop().await?;
-    Ok((ours, payload, store))
+    // The same server twice: every read journaled (as deployed), then the journal off.
+    let mut loads = Vec::with_capacity(2);
+    let mut payload = Value::Null;
+    for journal in [true, false] {
+        let built = argus_server::app::build(&config).await?;
+        if !journal {
+            argus_graphql::bench::without_journal(built.state.services());
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let server = argus_server::spawn_built(listener, built)?;
+        let graphql = format!("http://{}/graphql", server.addr());
+        payload = check(&graphql, &token, &document(), "tchapMessages").await?;
+        loads.push(load(graphql, token.clone(), document(), seconds, connections).await?);
+        server.stop().await?;
+    }
+    let [with_journal, without] = <[Load; 2]>::try_from(loads).map_err(|_| anyhow::anyhow!("two loads"))?;
+    Ok((with_journal, without, payload, store))
 }
 
 fn token(config: &Config, viewer: &Viewer) -> Result<String> {
@@ -379,10 +391,13 @@ async fn main() -> Result<()> {
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir()?;
         let url = DatabaseUrl::sqlite_file(dir.path().join("bench.db"));
-        let (server, payload, store) = ours(url, dir.path(), total, seconds, connections).await?;
+        let (server, unjournaled, payload, store) =
+            ours(url, dir.path(), total, seconds, connections).await?;
         let [plain, memory] = baselines(payload, &store, seconds, connections).await?;
         println!("SQLite:");
         line("argus-server", &server);
+        line("argus-server, access journal off", &unjournaled);
+        println!("  journal on / off: {:.2}", server.rps / unjournaled.rps);
         line("same Juniper types, 100 rows from memory", &memory);
         line("plain actix JSON handler", &plain);
         println!("  server / Juniper from memory: {:.2}", server.rps / memory.rps);
@@ -395,7 +410,7 @@ async fn main() -> Result<()> {
             None => println!("PostgreSQL: SKIPPED (no PostgreSQL binaries)"),
             Some(db) => {
                 let dir = tempfile::tempdir()?;
-                let (server, _, store) =
+                let (server, unjournaled, _, store) =
                     ours(db.url().parse()?, dir.path(), total, seconds, connections).await?;
                 drop(store);
                 let pk: i64 = db
@@ -407,6 +422,8 @@ async fn main() -> Result<()> {
                 let peer = postgraphile(db.url(), pk, seconds, connections).await?;
                 println!("PostgreSQL:");
                 line("argus-server", &server);
+                line("argus-server, access journal off", &unjournaled);
+                println!("  journal on / off: {:.2}", server.rps / unjournaled.rps);
                 match floor {
                     Some(tps) => println!(
                         "  pgbench, page + count statements (-M prepared): {tps:.0} pages/s; server / floor: {:.2}",

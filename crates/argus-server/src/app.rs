@@ -123,7 +123,8 @@ impl AppState {
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))
-            .configure(crate::media::configure);
+            .configure(crate::media::configure)
+            .configure(crate::packages::configure);
         if self.graphiql {
             cfg.route("/graphiql", web::get().to(crate::graphiql::page))
                 .route("/graphiql/assets/{name}", web::get().to(crate::graphiql::asset));

@@ -16,6 +16,7 @@ mod key;
 mod matrix;
 mod media;
 mod oauth;
+mod oversight;
 mod post;
 #[cfg(test)]
 #[expect(clippy::result_large_err, reason = "figment's Jail closures return figment::Error")]
@@ -43,6 +44,7 @@ pub use jwt::{DEV_SECRET_FILE, JwtConfig, KeySource};
 pub use matrix::MatrixConfig;
 pub use media::{ClamdAddress, ContentScannerUrl, MEDIA_DIR, MediaConfig, MediaStore, ScanMode};
 pub use oauth::OAuthClientConfig;
+pub use oversight::{LOG_SIGNING_KEY_FILE, OversightConfig, PACKAGE_SIGNING_KEY_FILE};
 pub use post::PostConfig;
 pub use watch::{WATCH_KEY_FILE, WatchConfig};
 
@@ -91,6 +93,8 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     /// Attachments: the virus scanner, the blob store and the byte caps.
     pub media: MediaConfig,
+    /// The transparency log and disclosure packages: the log's name and the signing keys.
+    pub oversight: OversightConfig,
 }
 
 impl Default for Config {
@@ -110,6 +114,7 @@ impl Default for Config {
             watch: WatchConfig::default(),
             evidence: EvidenceConfig::default(),
             media: MediaConfig::default(),
+            oversight: OversightConfig::default(),
         }
     }
 }
@@ -140,6 +145,7 @@ impl Config {
         self.oauth.validate()?;
         self.graphql.validate()?;
         self.media.validate()?;
+        self.oversight.validate()?;
         self.fusion.validate().map_err(|e| Error::Config(e.to_string()))?;
         self.graphql.validate_key()
     }
@@ -229,6 +235,17 @@ impl Config {
     /// ids stay stable across restarts and replicas sharing the directory).
     pub fn cursor_key_or_generated(&self) -> Result<Vec<u8>> {
         self.graphql.cursor_key_or_generated(&self.data_dir())
+    }
+
+    /// The signing keys of oversight (checkpoints, disclosure packages): the configured ones
+    /// (value or file) or the ones generated in the data directory on first use.
+    pub fn oversight_keys(&self) -> Result<argus_graphql::oversight::Keys> {
+        self.oversight.keys(&self.data_dir())
+    }
+
+    /// Where disclosure packages are written: `packages/` under the data directory.
+    pub fn packages_dir(&self) -> PathBuf {
+        self.data_dir().join("packages")
     }
 
     /// The keys that seal watched rooms' tokens: the configured one (value or file) or the one

@@ -3,7 +3,7 @@
 //! - [`config`]: typed configuration (defaults < `argus-tchap.toml` < `ARGUS_*` environment);
 //! - [`auth`]: bearer-JWT validation into an [`argus_domain::Viewer`], development tokens;
 //! - [`app`]: the actix-web application (`/graphql`, `/graphiql`, `/healthz`, `/readyz`,
-//!   `/metrics`, `/media/{id}`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task;
+//!   `/metrics`, `/media/{id}`, `/packages/{id}`), [`run`] for the binary and [`spawn`] for tests, the fusion relay task;
 //! - [`services`]: the services assembled from a configuration, for the server and every
 //!   operator command.
 
@@ -14,6 +14,7 @@ mod error;
 mod graphiql;
 pub mod media;
 pub mod metrics;
+pub mod packages;
 pub mod services;
 
 pub use app::{RunningServer, run, spawn, spawn_built};

@@ -16,6 +16,9 @@
 //!   unit or a malformed header the whole file (200), as RFC 9110 allows. `If-Range` is not
 //!   evaluated (the ETag of a file never changes: its address is its content). `HEAD` ignores
 //!   `Range` (range handling is defined for `GET` only) and opens no blob.
+//! - Every `GET` that sends bytes is journaled (`DOWNLOAD`, the message's room and
+//!   classification) before they are sent; when the journal cannot be written the route
+//!   answers 503 `UNAVAILABLE` and sends nothing.
 //! - Without a scanner (and `media.scan` not `"off"`) the route answers 503
 //!   `MEDIA_SCANNER_NOT_CONFIGURED`; without a blob store 503 `MEDIA_STORE_NOT_CONFIGURED`.
 
@@ -30,7 +33,8 @@ use actix_web::{
     },
     web,
 };
-use argus_domain::{AttachmentStatus, Scope, Sha256Digest, Viewer, policy};
+use argus_domain::{AttachmentStatus, Scope, Sha256Digest, Viewer, oversight::AccessAction, policy};
+use argus_graphql::oversight::Read;
 use argus_store::Download;
 use bytes::Bytes;
 use futures::{future::BoxFuture, stream::BoxStream};
@@ -101,7 +105,7 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The security headers of every answer of the route.
-fn hardened(status: StatusCode) -> HttpResponseBuilder {
+pub(crate) fn hardened(status: StatusCode) -> HttpResponseBuilder {
     let mut builder = HttpResponse::build(status);
     builder
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -165,6 +169,20 @@ async fn download(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             return unavailable("the database is unavailable", "UNAVAILABLE");
         }
     };
+    // Bytes are about to leave: journaled first (a `HEAD` or an unsatisfiable range sends none).
+    let range = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    if span(req.method(), range, download.size) != Span::Unsatisfiable && req.method() == Method::GET {
+        let read = Read {
+            action: AccessAction::Download,
+            query: None,
+            room_ids: vec![download.room_id.as_str()],
+            item_count: 1,
+            highest: Some(download.classification),
+        };
+        if state.services().record_access(&viewer, &read).await.is_err() {
+            return unavailable("the access journal cannot be written", "UNAVAILABLE");
+        }
+    }
     respond(&req, download, blobs.as_ref()).await
 }
 

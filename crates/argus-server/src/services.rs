@@ -163,5 +163,9 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     });
     let mut services = Services::over(app);
     services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
+    services.oversight = Some(Arc::new(argus_graphql::oversight::Oversight {
+        keys: config.oversight_keys()?,
+        packages_dir: config.packages_dir(),
+    }));
     Ok(Assembled { services: Arc::new(services), relay, scheduler })
 }

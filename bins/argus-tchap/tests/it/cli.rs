@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_argus-tchap");
 
 /// The binary with a clean `ARGUS_*` environment, working in `dir`.
-fn command(dir: &Path) -> Command {
+pub(crate) fn command(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("ARGUS_") {
@@ -32,18 +32,18 @@ fn command(dir: &Path) -> Command {
 
 /// `ingest` of `room` from `homeserver` at RESTRICTED for the organisation `dgsi` (the token
 /// comes from the environment the caller adds).
-fn ingest_command(dir: &Path, homeserver: &str, room: &str) -> Command {
+pub(crate) fn ingest_command(dir: &Path, homeserver: &str, room: &str) -> Command {
     let mut ingest = command(dir);
     ingest.args(["ingest", "--homeserver", homeserver, "--room", room, "--classification", "RESTRICTED"]);
     ingest.args(["--org", "dgsi"]);
     ingest
 }
 
-fn run(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Output {
     command(dir).args(args).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
@@ -400,6 +400,9 @@ fn help_is_available_for_every_command() {
         vec!["fusion", "relay", "--help"],
         vec!["fusion", "status", "--help"],
         vec!["rooms", "rehome", "--help"],
+        vec!["keys", "public", "--help"],
+        vec!["audit", "checkpoint", "--help"],
+        vec!["audit", "consistency", "--help"],
     ] {
         let output = run(dir.path(), &args);
         assert!(output.status.success(), "{args:?}");

@@ -2,3 +2,4 @@
 //! suite against the real Synapse is the test binary `e2e` (`tests/e2e` of the workspace).
 
 mod cli;
+mod oversight;

@@ -1,7 +1,9 @@
 //! `TchapMessage`: one stored message with its versions, and the connection of a room's
 //! messages (its edges resolved in one pass when their selection is plain: `plain_edges`).
 
-use argus_domain::{HeldVersion, MessageVersion, PageRequest, RoomId, StoredMessage, Viewer};
+use argus_domain::{
+    HeldVersion, MessageVersion, PageRequest, RoomId, StoredMessage, Viewer, oversight::AccessAction,
+};
 use argus_store::{MessageCursor, Store};
 use juniper::{GraphQLObject, ID, graphql_object};
 
@@ -11,7 +13,10 @@ use super::{
     scalars::{DateTime, GqlClassification, opaque_id},
     sync_list::SyncList,
 };
-use crate::{Context, CursorKind, Result};
+use crate::{
+    Context, CursorKind, Result,
+    oversight::{self, Read},
+};
 
 /// One stored message.
 #[derive(Debug, Clone)]
@@ -236,8 +241,13 @@ impl TchapMessageConnection {
     ) -> Result<Self> {
         let kind = CursorKind::Messages(room_id.as_str());
         let room = room_id.clone();
+        let journal = context.services().journal();
+        // The one place the page is known: journaled before it is answered.
         let read = move |store: &Store, viewer: &Viewer, request: &PageRequest<MessageCursor>| {
-            store.messages(viewer, &room, request)
+            let page = store.messages(viewer, &room, request)?;
+            let read = Read::of_messages(AccessAction::ReadMessages, None, &page.items);
+            oversight::record(store, journal, &read.entry(viewer))?;
+            Ok(page)
         };
         connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await
     }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use argus_domain::{
     RoomId, SearchHit, SearchQuery, SearchRequest, StoredRoom, UserId,
+    oversight::AccessAction,
     search::{MAX_SEARCH_PAGE, snippet_html},
 };
 use juniper::{LookAheadSelection, ScalarValue, graphql_object};
@@ -21,7 +22,10 @@ use super::{
     room::TchapRoom,
     scalars::{DateTime, date_time_text},
 };
-use crate::{Context, CursorKind, Error, Result};
+use crate::{
+    Context, CursorKind, Error, Result,
+    oversight::{self, Read},
+};
 
 /// Where a page of search results resumes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -126,6 +130,7 @@ impl TchapSearchConnection {
     /// The caller's page of results; `with_rooms` when the document selects the edges' room.
     pub(crate) async fn load(context: &Context, args: SearchArgs, with_rooms: bool) -> Result<Self> {
         let query: SearchQuery = args.query.parse()?;
+        let text = args.query;
         let first = match args.first {
             None => 20,
             Some(n) => {
@@ -151,10 +156,14 @@ impl TchapSearchConnection {
         }
         let viewer = context.viewer().clone();
         let start = request.offset;
+        let journal = context.services().journal();
         let (page, rooms) = context
             .services()
             .with_store(move |store| {
                 let page = store.search(&viewer, &request)?;
+                let messages = page.hits.iter().map(|hit| &hit.message);
+                let read = Read::of_messages(AccessAction::Search, Some(&text), messages);
+                oversight::record(store, journal, &read.entry(&viewer))?;
                 let mut rooms: HashMap<RoomId, Option<StoredRoom>> = HashMap::new();
                 if with_rooms {
                     for hit in &page.hits {

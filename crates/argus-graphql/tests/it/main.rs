@@ -1,6 +1,7 @@
 //! Integration tests of the GraphQL layer: contract, scopes, reads, cursors, limits and the
 //! ingestion use-case against a SQLite store and a mock homeserver.
 
+mod access;
 mod attachments;
 mod contract;
 mod cost;

@@ -154,7 +154,17 @@ mod tests {
         let expected = Layout {
             keys: vec!["bind", "database_url", "data_dir", "allow_remote_development"],
             sections: vec![
-                "jwt", "oauth", "matrix", "graphql", "fusion", "audit", "post", "watch", "evidence", "media",
+                "jwt",
+                "oauth",
+                "matrix",
+                "graphql",
+                "fusion",
+                "audit",
+                "post",
+                "watch",
+                "evidence",
+                "media",
+                "oversight",
             ],
         };
         assert_eq!(*LAYOUT, expected);

@@ -130,15 +130,29 @@ pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
 /// Reads the key kept in `dir/file`, generating 32 random bytes (base64url, readable by the
 /// owner only) on first use; `name` names it in errors and the log.
 fn load_or_create(dir: &Path, file: &str, name: &str) -> Result<Secret> {
+    load_or_generate(dir, file, name, || {
+        let mut bytes = [0_u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
+        Ok(Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    })
+}
+
+/// Reads the secret kept in `dir/file`, writing the text `generate` makes (readable by the
+/// owner only, in a directory created owner-only) on first use; `name` names it in errors and
+/// the log, never the secret or the path.
+pub(super) fn load_or_generate(
+    dir: &Path,
+    file: &str,
+    name: &str,
+    generate: impl FnOnce() -> Result<Secret>,
+) -> Result<Secret> {
     let path = dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => return Ok(Secret::new(text.trim())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(_) => return Err(Error::Config(format!("cannot read the generated {name} file"))),
     }
-    let mut bytes = [0_u8; 32];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let secret = generate()?;
     create_private_dir(dir)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -150,14 +164,16 @@ fn load_or_create(dir: &Path, file: &str, name: &str) -> Result<Secret> {
     match options.open(&path) {
         Ok(mut out) => {
             use std::io::Write as _;
-            out.write_all(secret.as_bytes())
+            out.write_all(secret.expose_secret().as_bytes())
                 .and_then(|()| out.sync_all())
                 .map_err(|_| Error::Config(format!("cannot write the generated {name} file")))?;
             tracing::info!(what = name, "generated a secret in the data directory");
-            Ok(Secret::new(secret))
+            Ok(secret)
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(dir, file, name),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)
+            .map(|text| Secret::new(text.trim()))
+            .map_err(|_| Error::Config(format!("cannot read the generated {name} file"))),
         Err(_) => Err(Error::Config(format!("cannot create the generated {name} file"))),
     }
 }

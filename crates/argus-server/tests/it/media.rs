@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use crate::harness::{self, TestServer};
 
 /// A blob store of files named by their hex digest in a folder; counts what it opens.
-struct DirBlobs {
+pub(crate) struct DirBlobs {
     root: PathBuf,
     opened: AtomicUsize,
 }
@@ -66,11 +66,11 @@ impl BlobSource for DirBlobs {
 }
 
 /// The reference ids of the fixture.
-struct Files {
+pub(crate) struct Files {
     /// dgsi, SECRET, clean PDF of [`report`]'s bytes, named `rapport final.pdf`.
-    stored: i64,
+    pub(crate) stored: i64,
     /// dgsi, SECRET, infected.
-    infected: i64,
+    pub(crate) infected: i64,
     /// dgsi, SECRET, held but not scanned.
     unscanned: i64,
     /// dgsi, SECRET, clean, sniffed as HTML, named `../page.html`.
@@ -161,7 +161,7 @@ fn store_files(
 }
 
 /// A server with a scanner configured and a folder blob store, and the fixture's files.
-async fn server_with_files() -> (TestServer, Files, Arc<DirBlobs>, TempDir) {
+pub(crate) async fn server_with_files() -> (TestServer, Files, Arc<DirBlobs>, TempDir) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let blob_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut config = harness::config(&dir);
@@ -221,7 +221,12 @@ fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
 }
 
 impl TestServer {
-    async fn media(&self, id: &str, token: Option<&str>, range: Option<&str>) -> reqwest::Response {
+    pub(crate) async fn media(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        range: Option<&str>,
+    ) -> reqwest::Response {
         let mut request = self.client.get(self.url(&format!("/media/{id}")));
         if let Some(token) = token {
             request = request.bearer_auth(token);

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use argus_domain::{Attachment, Sha256Digest, StoredMessage, from_unix_ms};
+use argus_domain::{Attachment, Classification, RoomId, Sha256Digest, StoredMessage, from_unix_ms};
 use diesel::{
     QueryableByName, RunQueryDsl as _,
-    sql_types::{BigInt, Bool, Nullable, Text},
+    sql_types::{BigInt, Bool, Nullable, SmallInt, Text},
 };
 
 use super::{digest, status_of};
@@ -27,6 +27,10 @@ pub struct Download {
     pub size: u64,
     /// The MIME type sniffed from its first bytes.
     pub sniffed_mimetype: String,
+    /// The room of its message (for the access journal).
+    pub room_id: RoomId,
+    /// Its message's classification (for the access journal).
+    pub classification: Classification,
 }
 
 /// A reference joined to its blob.
@@ -66,6 +70,10 @@ struct AttachmentRow {
     engine: Option<String>,
     #[diesel(sql_type = Nullable<BigInt>)]
     scanned_at: Option<i64>,
+    #[diesel(sql_type = SmallInt)]
+    message_classification: i16,
+    #[diesel(sql_type = Text)]
+    room_id: String,
 }
 
 impl AttachmentRow {
@@ -106,7 +114,8 @@ fn select(gate: &Gate, sql: &mut Sql<'_>) {
     sql.push(
         "SELECT a.id, a.message_pk, a.mxc_uri, a.filename, a.declared_mimetype, a.declared_size, \
          a.encrypted, a.state, a.reason, a.sha256, a.fetched_at, b.size, b.sniffed_mimetype, b.verdict, \
-         b.threat, b.engine, b.scanned_at FROM attachments a JOIN messages m ON m.id = a.message_pk \
+         b.threat, b.engine, b.scanned_at, m.classification AS message_classification, r.room_id \
+         FROM attachments a JOIN messages m ON m.id = a.message_pk \
          JOIN rooms r ON r.id = m.room_pk LEFT JOIN media_blobs b ON b.sha256 = a.sha256 WHERE ",
     );
     gate.apply(sql, "m");
@@ -151,11 +160,14 @@ pub(crate) fn download(conn: &mut DbConn, gate: &Gate, id: i64) -> Result<Option
     let Some(row) = sql.build_cached().load::<AttachmentRow>(conn)?.into_iter().next() else {
         return Ok(None);
     };
+    const BAD: Error = Error::Corrupt("a stored message fails validation");
+    let classification = Classification::from_rank(i64::from(row.message_classification)).map_err(|_| BAD)?;
+    let room_id: RoomId = row.room_id.parse().map_err(|_| BAD)?;
     let attachment = row.into_domain()?;
     let (Some(sha256), Some(size), Some(sniffed_mimetype)) =
         (attachment.sha256, attachment.size, attachment.sniffed_mimetype.clone())
     else {
         return Err(Error::Corrupt("a held attachment has no blob"));
     };
-    Ok(Some(Download { attachment, sha256, size, sniffed_mimetype }))
+    Ok(Some(Download { attachment, sha256, size, sniffed_mimetype, room_id, classification }))
 }

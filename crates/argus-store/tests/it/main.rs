@@ -12,6 +12,7 @@ mod audit;
 mod decrypted;
 mod evidence;
 mod hold;
+mod journal_crash;
 mod homeservers;
 mod log;
 mod props;
