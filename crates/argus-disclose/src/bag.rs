@@ -18,7 +18,8 @@ use crate::{Result, hashing::sha512_file, messages::utc};
 pub(crate) const BAGIT_TXT: &str = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n";
 
 /// The tag files the tag manifest covers, in its order.
-pub(crate) const TAG_FILES: [&str; 4] = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest-sha512.txt"];
+pub(crate) const TAG_FILES: [&str; 4] =
+    ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest-sha512.txt"];
 
 /// The signature's file.
 pub(crate) const SIGNATURE: &str = "tagmanifest-sha512.txt.minisig";
@@ -101,7 +102,11 @@ pub(crate) fn close(root: &Path, info: &Info<'_>, signer: &PackageSigner) -> Res
 /// I/O failures.
 pub fn write_tar(bag_dir: &Path, out_file: &Path) -> Result<(String, u64)> {
     let name = bag_dir.file_name().map_or_else(|| "bag".into(), |n| n.to_string_lossy().into_owned());
-    let out = HashingOut { inner: BufWriter::with_capacity(1 << 20, File::create(out_file)?), hash: Sha512::new(), size: 0 };
+    let out = HashingOut {
+        inner: BufWriter::with_capacity(1 << 20, File::create(out_file)?),
+        hash: Sha512::new(),
+        size: 0,
+    };
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);

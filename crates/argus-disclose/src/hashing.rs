@@ -6,31 +6,87 @@ use std::{
     fs::{self, File},
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
+    sync::mpsc::{SyncSender, sync_channel},
+    thread::JoinHandle,
 };
+
+use bytes::Bytes;
 
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::Result;
 
-/// Bytes of each write buffer.
+/// Bytes of the write buffer of a large file.
 const BUFFER: usize = 1 << 20;
+/// Bytes of the write buffer of a small file.
+const SMALL_BUFFER: usize = 64 << 10;
+
+/// Chunks queued for a file's SHA-512 thread.
+const QUEUED: usize = 16;
+
+/// Where a file's SHA-512 is computed: as it is written, or (for a large file written in
+/// chunks) on a thread of its own, so that the two digests take two cores.
+enum Sha512Of {
+    Inline(Sha512),
+    Thread(SyncSender<Bytes>, JoinHandle<Sha512>),
+}
 
 /// A file being written, hashed as it goes.
 pub(crate) struct HashingFile {
     out: BufWriter<File>,
     sha256: Sha256,
-    sha512: Sha512,
+    sha512: Sha512Of,
     size: u64,
 }
 
 impl HashingFile {
-    fn create(path: &Path) -> io::Result<Self> {
+    fn create(path: &Path, threaded: bool) -> io::Result<Self> {
+        let sha512 = if threaded {
+            let (chunks, queue) = sync_channel::<Bytes>(QUEUED);
+            let hashing =
+                std::thread::Builder::new().name("argus-disclose-sha512".into()).spawn(move || {
+                    let mut hasher = Sha512::new();
+                    for chunk in queue {
+                        hasher.update(&chunk);
+                    }
+                    hasher
+                })?;
+            Sha512Of::Thread(chunks, hashing)
+        } else {
+            Sha512Of::Inline(Sha512::new())
+        };
+        let capacity = if threaded { BUFFER } else { SMALL_BUFFER };
         Ok(Self {
-            out: BufWriter::with_capacity(BUFFER, File::create(path)?),
+            out: BufWriter::with_capacity(capacity, File::create(path)?),
             sha256: Sha256::new(),
-            sha512: Sha512::new(),
+            sha512,
             size: 0,
         })
+    }
+
+    /// Writes a chunk (without copying it for the SHA-512 thread).
+    pub(crate) fn write_chunk(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.out.write_all(&chunk)?;
+        self.sha256.update(&chunk);
+        self.size += chunk.len() as u64;
+        match &mut self.sha512 {
+            Sha512Of::Inline(hasher) => hasher.update(&chunk),
+            Sha512Of::Thread(chunks, _) => {
+                chunks.send(chunk).map_err(|_| io::Error::other("the hashing thread stopped"))?
+            }
+        }
+        Ok(())
+    }
+
+    fn sha512(self) -> io::Result<[u8; 64]> {
+        match self.sha512 {
+            Sha512Of::Inline(hasher) => Ok(hasher.finalize().into()),
+            Sha512Of::Thread(chunks, hashing) => {
+                drop(chunks);
+                let hasher = hashing.join().map_err(|_| io::Error::other("the hashing thread failed"))?;
+                Ok(hasher.finalize().into())
+            }
+        }
     }
 }
 
@@ -39,7 +95,12 @@ impl Write for HashingFile {
         let n = self.out.write(buf)?;
         let written = buf.get(..n).unwrap_or_default();
         self.sha256.update(written);
-        self.sha512.update(written);
+        match &mut self.sha512 {
+            Sha512Of::Inline(hasher) => hasher.update(written),
+            Sha512Of::Thread(chunks, _) => chunks
+                .send(Bytes::copy_from_slice(written))
+                .map_err(|_| io::Error::other("the hashing thread stopped"))?,
+        }
         self.size += n as u64;
         Ok(n)
     }
@@ -81,22 +142,33 @@ impl Payload {
 
     /// Creates `name` (a bag path under `data/`, `/`-separated) and its parent folders.
     pub(crate) fn create(&self, name: &str) -> Result<HashingFile> {
+        self.create_with(name, false)
+    }
+
+    /// Creates a large file, written in chunks ([`HashingFile::write_chunk`]): its SHA-512 is
+    /// computed on a thread of its own.
+    pub(crate) fn create_large(&self, name: &str) -> Result<HashingFile> {
+        self.create_with(name, true)
+    }
+
+    fn create_with(&self, name: &str, threaded: bool) -> Result<HashingFile> {
         let path = self.root.join(name);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        Ok(HashingFile::create(&path)?)
+        Ok(HashingFile::create(&path, threaded)?)
     }
 
     /// Finishes a file created by [`Payload::create`]: flushes it and records it in the
     /// manifests.
     pub(crate) fn finish(&mut self, name: &str, mut file: HashingFile) -> Result<Hashed> {
         file.out.flush()?;
-        let sha256 = hex::encode(file.sha256.finalize());
-        let sha512 = hex::encode(file.sha512.finalize());
+        let size = file.size;
+        let sha256 = hex::encode(std::mem::take(&mut file.sha256).finalize());
+        let sha512 = hex::encode(file.sha512()?);
         writeln!(self.manifest256, "{sha256}  {name}")?;
         writeln!(self.manifest512, "{sha512}  {name}")?;
-        self.octets += file.size;
+        self.octets += size;
         self.files += 1;
         Ok(Hashed { sha256 })
     }

@@ -12,8 +12,9 @@
 //! data/log/checkpoint                  the signed checkpoint the proofs are against
 //! data/log/records/<index>             the exact bytes of each log entry the package relies on
 //! data/log/proofs/<index>.tlog-proof   its inclusion proof against data/log/checkpoint
-//! data/log/versions/<run>/<n>.json     version n of the run whose AUDIT entry is at index <run>
-//! data/log/versions/<run>/<n>.proof    its inclusion proof in that run's eventsRoot
+//! data/log/versions/<run>/versions.jsonl  the versions claimed of the run whose AUDIT entry
+//!                                      is at index <run>: canonical bytes, one a line
+//! data/log/versions/<run>/proofs.txt   line for line: position, inclusion proof in eventsRoot
 //! data/verify/verify.py, README.md     how to check everything offline
 //! ```
 //!

@@ -62,8 +62,6 @@ pub(crate) struct VersionLine<'a> {
     pub(crate) run: u64,
     /// Its position among the run's leaves.
     pub(crate) position: u64,
-    /// Its canonical bytes in the package (under `data/`).
-    pub(crate) file: String,
 }
 
 /// A version whose content a redaction purged.
@@ -120,14 +118,16 @@ pub(crate) struct AttachmentLine<'a> {
     pub(crate) log_index: Option<u64>,
 }
 
-/// Where a version's canonical bytes go, under `data/`.
-pub(crate) fn version_file(run: u64, position: u64) -> String {
-    format!("log/versions/{run}/{position}.json")
+/// The canonical bytes of the run's versions in the package, one a line (canonical JSON holds
+/// no line break), under `data/`.
+pub(crate) fn versions_file(run: u64) -> String {
+    format!("log/versions/{run}/versions.jsonl")
 }
 
-/// Where a version's inclusion proof goes, under `data/`.
-pub(crate) fn version_proof_file(run: u64, position: u64) -> String {
-    format!("log/versions/{run}/{position}.proof")
+/// Their inclusion proofs in the run's `eventsRoot`, line for line: the version's position
+/// among the run's leaves, then the proof's hashes in base64, separated by spaces.
+pub(crate) fn proofs_file(run: u64) -> String {
+    format!("log/versions/{run}/proofs.txt")
 }
 
 /// Whether a file goes into the package.
@@ -145,7 +145,11 @@ pub(crate) struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    pub(crate) fn new(source: &'a DisclosureSource, purged: &'a HashSet<VersionKey>, include_quarantined: bool) -> Self {
+    pub(crate) fn new(
+        source: &'a DisclosureSource,
+        purged: &'a HashSet<VersionKey>,
+        include_quarantined: bool,
+    ) -> Self {
         let mut versions: HashMap<&str, Vec<&SourceVersion>> = HashMap::new();
         for v in &source.versions {
             versions.entry(v.message_event_id.as_str()).or_default().push(v);
@@ -192,7 +196,6 @@ impl<'a> Index<'a> {
                             declared_sha256: leaf.attachment.as_ref().and_then(|a| a.sha256.as_deref()),
                             run,
                             position: v.position,
-                            file: version_file(run, v.position),
                         })
                     })
                     .collect()

@@ -8,9 +8,14 @@ use argus_crypto::tlog::leaf_hash;
 use argus_domain::{
     Attachment, AttachmentStatus, Classification, MessageRecord, OrgId, RoomId, Sha256Digest, StoredMessage,
     StoredRoom,
-    oversight::{AccessEntry, AttachmentEntry, AuditEntry, ENCODING_VERSION, LogEntry, VersionAttachment, VersionKind, VersionLeaf},
+    oversight::{
+        AccessEntry, AttachmentEntry, AuditEntry, ENCODING_VERSION, LogEntry, VersionAttachment, VersionKind,
+        VersionLeaf,
+    },
 };
-use argus_store::{Digest, DisclosureSource, LogEntryRecord, SourceAttachment, SourceRun, SourceVersion, TreeHead};
+use argus_store::{
+    Digest, DisclosureSource, LogEntryRecord, SourceAttachment, SourceRun, SourceVersion, TreeHead,
+};
 use time::OffsetDateTime;
 
 use crate::{LogView, tree::Subtrees};
@@ -140,7 +145,14 @@ impl SourceBuilder {
             predecessor: None,
             successor: None,
         };
-        Self { org: org.clone(), room, messages: Vec::new(), runs: vec![Vec::new()], files: Vec::new(), purged: Vec::new() }
+        Self {
+            org: org.clone(),
+            room,
+            messages: Vec::new(),
+            runs: vec![Vec::new()],
+            files: Vec::new(),
+            purged: Vec::new(),
+        }
     }
 
     /// Starts a new run: the next messages are stored by it.
@@ -153,20 +165,26 @@ impl SourceBuilder {
     pub fn message(&mut self, record: MessageRecord) -> &mut Self {
         let room = self.room.room_id.as_str().to_owned();
         let eid = record.event_id.as_str().to_owned();
-        let attachment = record.media.as_ref().map(|m| VersionAttachment { sha256: None, uri: m.mxc_uri().map(str::to_owned) });
-        let leaf = |kind, event_id: &str, sender: &str, at, msgtype: Option<&String>, body: Option<&String>| VersionLeaf {
-            attachment: attachment.clone(),
-            body: body.cloned(),
-            event_id: event_id.to_owned(),
-            kind,
-            msgtype: msgtype.cloned(),
-            reason: None,
-            room_id: room.clone(),
-            sender: sender.to_owned(),
-            sent_at: ms(at),
-            target: (kind != VersionKind::Original).then(|| eid.clone()),
-            v: ENCODING_VERSION,
-        };
+        let attachment = record
+            .media
+            .as_ref()
+            .map(|m| VersionAttachment { sha256: None, uri: m.mxc_uri().map(str::to_owned) });
+        let leaf =
+            |kind, event_id: &str, sender: &str, at, msgtype: Option<&String>, body: Option<&String>| {
+                VersionLeaf {
+                    attachment: attachment.clone(),
+                    body: body.cloned(),
+                    event_id: event_id.to_owned(),
+                    kind,
+                    msgtype: msgtype.cloned(),
+                    reason: None,
+                    room_id: room.clone(),
+                    sender: sender.to_owned(),
+                    sent_at: ms(at),
+                    target: (kind != VersionKind::Original).then(|| eid.clone()),
+                    v: ENCODING_VERSION,
+                }
+            };
         let mut leaves = Vec::new();
         match record.versions.split_first() {
             None => leaves.push(leaf(
@@ -219,10 +237,22 @@ impl SourceBuilder {
     }
 
     /// Gives the last message a held file of `bytes` with `status`, logged by an ATTACHMENT entry.
-    pub fn attach(&mut self, bytes: &[u8], name: &str, mimetype: &str, status: AttachmentStatus) -> &mut Self {
+    pub fn attach(
+        &mut self,
+        bytes: &[u8],
+        name: &str,
+        mimetype: &str,
+        status: AttachmentStatus,
+    ) -> &mut Self {
         let digest = Sha256Digest::of(bytes);
         let Some(stored) = self.messages.last_mut() else { return self };
-        let uri = stored.message.media.as_ref().and_then(|m| m.mxc_uri()).unwrap_or("mxc://agent.tchap.gouv.fr/file").to_owned();
+        let uri = stored
+            .message
+            .media
+            .as_ref()
+            .and_then(|m| m.mxc_uri())
+            .unwrap_or("mxc://agent.tchap.gouv.fr/file")
+            .to_owned();
         stored.attachment = Some(Attachment {
             id: stored.id,
             mxc_uri: uri.clone(),
@@ -263,7 +293,13 @@ impl SourceBuilder {
     ///
     /// When `by` is not a user id.
     #[expect(clippy::expect_used, reason = "a fixture's own input")]
-    pub fn redact_later(&mut self, event_id: &str, by: &str, at: OffsetDateTime, reason: Option<&str>) -> &mut Self {
+    pub fn redact_later(
+        &mut self,
+        event_id: &str,
+        by: &str,
+        at: OffsetDateTime,
+        reason: Option<&str>,
+    ) -> &mut Self {
         let Some(stored) = self.messages.iter_mut().find(|m| m.message.event_id.as_str() == event_id) else {
             return self;
         };
@@ -331,7 +367,9 @@ impl SourceBuilder {
             let bytes = entry.canonical();
             let index = log.append(bytes.clone());
             let run_id = n as i64 + 1;
-            for (position, ((message_event_id, kind, mut leaf), hash)) in run.into_iter().zip(&leaves).enumerate() {
+            for (position, ((message_event_id, kind, mut leaf), hash)) in
+                run.into_iter().zip(&leaves).enumerate()
+            {
                 if kind != VersionKind::Redaction && self.purged.contains(&message_event_id) {
                     (leaf.body, leaf.msgtype, leaf.attachment) = (None, None, None);
                 }

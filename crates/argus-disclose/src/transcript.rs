@@ -85,13 +85,14 @@ pub(crate) fn message(out: &mut impl Write, n: usize, line: &Line<'_>) -> io::Re
         None if line.redacted => {
             out.write_all("<p class=\"redacted\">Message supprimé / Message redacted</p>\n".as_bytes())?;
         }
-        None => out.write_all("<p class=\"redacted\">Sans contenu lisible / No readable content</p>\n".as_bytes())?,
+        None => out
+            .write_all("<p class=\"redacted\">Sans contenu lisible / No readable content</p>\n".as_bytes())?,
     }
     if let Some(r) = &line.redaction {
-        write!(
+        writeln!(
             out,
             "<p class=\"redaction\">Supprimé par / Redacted by <span class=\"sender\">{}</span>, \
-le / at <time datetime=\"{t}\">{t}</time>, motif / reason: {}</p>\n",
+le / at <time datetime=\"{t}\">{t}</time>, motif / reason: {}</p>",
             escape(r.by),
             r.reason.map_or_else(|| "(aucun / none)".to_owned(), escape),
             t = escape(&r.at),
@@ -126,15 +127,20 @@ le / at <time datetime=\"{t}\">{t}</time>, motif / reason: {}</p>\n",
             };
             write!(
                 out,
-                "<li data-file=\"{}\"><span class=\"kind\">{kind}</span> <span class=\"sender\">{}</span> \
+                "<li data-run=\"{}\" data-position=\"{}\"><span class=\"kind\">{kind}</span> <span class=\"sender\">{}</span> \
 <time datetime=\"{t}\">{t}</time> <span class=\"eid\">{}</span>",
-                escape(&v.file),
+                v.run,
+                v.position,
                 escape(v.sender),
                 escape(v.event_id),
                 t = escape(&v.sent_at),
             )?;
             if is_redaction(v.kind) {
-                write!(out, " motif / reason: {}", v.reason.map_or_else(|| "(aucun / none)".to_owned(), escape))?;
+                write!(
+                    out,
+                    " motif / reason: {}",
+                    v.reason.map_or_else(|| "(aucun / none)".to_owned(), escape)
+                )?;
             } else if let Some(body) = v.body {
                 write!(out, "<div class=\"body\">{}</div>", escape(body))?;
             }
@@ -143,10 +149,10 @@ le / at <time datetime=\"{t}\">{t}</time>, motif / reason: {}</p>\n",
         out.write_all(b"</ol>\n")?;
     }
     for v in &line.redacted_versions {
-        write!(
+        writeln!(
             out,
             "<p class=\"redacted\">Version supprimée / Redacted version ({}) <span class=\"sender\">{}</span> \
-<time datetime=\"{t}\">{t}</time> <span class=\"eid\">{}</span></p>\n",
+<time datetime=\"{t}\">{t}</time> <span class=\"eid\">{}</span></p>",
             escape(v.kind),
             escape(v.sender),
             escape(v.event_id),

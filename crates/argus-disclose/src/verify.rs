@@ -53,7 +53,11 @@ pub struct VerificationReport {
 /// # Errors
 ///
 /// [`Error::Invalid`] naming the first check that fails; [`Error::Crypto`] for a malformed key.
-pub fn verify_package(bag_dir: &Path, log_verifier_key: &str, package_public_key: &str) -> Result<VerificationReport> {
+pub fn verify_package(
+    bag_dir: &Path,
+    log_verifier_key: &str,
+    package_public_key: &str,
+) -> Result<VerificationReport> {
     let trusted_comment = verify_bag(bag_dir, package_public_key)?;
     let mut report = verify_content(bag_dir, log_verifier_key)?;
     report.trusted_comment = trusted_comment;
@@ -92,8 +96,11 @@ fn payload_files(root: &Path) -> Result<BTreeSet<String>> {
                 stack.push(entry.path());
             } else {
                 let rel = entry.path();
-                let rel = rel.strip_prefix(root).map_err(|_| Error::invalid("a payload file is outside the bag"))?;
-                let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let rel = rel
+                    .strip_prefix(root)
+                    .map_err(|_| Error::invalid("a payload file is outside the bag"))?;
+                let parts: Vec<String> =
+                    rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
                 out.insert(parts.join("/"));
             }
         }
@@ -108,7 +115,8 @@ fn verify_bag(root: &Path, public_key: &str) -> Result<String> {
     }
     let tag_manifest = root.join("tagmanifest-sha512.txt");
     let signature = read_text(&root.join(bag::SIGNATURE), bag::SIGNATURE)?;
-    let file = fs::File::open(&tag_manifest).map_err(|_| Error::invalid("tagmanifest-sha512.txt is missing"))?;
+    let file =
+        fs::File::open(&tag_manifest).map_err(|_| Error::invalid("tagmanifest-sha512.txt is missing"))?;
     let comment = verify_package_signature(public_key, &signature, file).map_err(|e| match e {
         argus_crypto::Error::BadSigningKey => Error::Crypto(e),
         _ => Error::invalid("the signature of tagmanifest-sha512.txt does not verify with the package key"),
@@ -123,13 +131,20 @@ fn verify_bag(root: &Path, public_key: &str) -> Result<String> {
         if name.contains("..") || name.starts_with('/') {
             return Err(Error::invalid("tagmanifest-sha512.txt names a file outside the bag"));
         }
-        let actual = sha512_file(&root.join(name)).map_err(|_| Error::invalid(format!("{name} is missing")))?;
+        let actual =
+            sha512_file(&root.join(name)).map_err(|_| Error::invalid(format!("{name} is missing")))?;
         if &actual != digest {
             return Err(Error::invalid(format!("{name} does not match tagmanifest-sha512.txt")));
         }
     }
-    let m512 = manifest(&read_text(&root.join("manifest-sha512.txt"), "manifest-sha512.txt")?, "manifest-sha512.txt")?;
-    let m256 = manifest(&read_text(&root.join("manifest-sha256.txt"), "manifest-sha256.txt")?, "manifest-sha256.txt")?;
+    let m512 = manifest(
+        &read_text(&root.join("manifest-sha512.txt"), "manifest-sha512.txt")?,
+        "manifest-sha512.txt",
+    )?;
+    let m256 = manifest(
+        &read_text(&root.join("manifest-sha256.txt"), "manifest-sha256.txt")?,
+        "manifest-sha256.txt",
+    )?;
     let files = payload_files(root)?;
     for (name, m) in [("manifest-sha512.txt", &m512), ("manifest-sha256.txt", &m256)] {
         if m.keys().cloned().collect::<BTreeSet<_>>() != files {
@@ -198,8 +213,10 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     let data = root.join("data");
     let log = data.join("log");
     let info = bag_info(root)?;
-    let field = |k: &str| info.get(k).cloned().ok_or_else(|| Error::invalid(format!("bag-info.txt has no {k}")));
-    let (package_id, org, room_id) = (field("External-Identifier")?, field("Source-Organization")?, field("Bag-Group-Identifier")?);
+    let field =
+        |k: &str| info.get(k).cloned().ok_or_else(|| Error::invalid(format!("bag-info.txt has no {k}")));
+    let (package_id, org, room_id) =
+        (field("External-Identifier")?, field("Source-Organization")?, field("Bag-Group-Identifier")?);
 
     let note = read_text(&log.join("checkpoint"), "data/log/checkpoint")?;
     let checkpoint = verify_checkpoint(&note, log_key).map_err(|e| match e {
@@ -218,10 +235,13 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     let mut records = BTreeMap::new();
     for &index in &indexes {
         let bytes = read(&log.join("records").join(index.to_string()), "a log record")?;
-        let proof = parse_tlog_proof(&read_text(&log.join("proofs").join(format!("{index}.tlog-proof")), "a proof")?)
-            .map_err(|_| Error::invalid(format!("the proof of log entry {index} is malformed")))?;
+        let proof =
+            parse_tlog_proof(&read_text(&log.join("proofs").join(format!("{index}.tlog-proof")), "a proof")?)
+                .map_err(|_| Error::invalid(format!("the proof of log entry {index} is malformed")))?;
         if proof.index != index || proof.note != note {
-            return Err(Error::invalid(format!("the proof of log entry {index} is not against data/log/checkpoint")));
+            return Err(Error::invalid(format!(
+                "the proof of log entry {index} is not against data/log/checkpoint"
+            )));
         }
         verify_inclusion(index, checkpoint.size, leaf_hash(&bytes), &proof.proof, checkpoint.root)
             .map_err(|_| Error::invalid(format!("log entry {index} is not included in the checkpoint")))?;
@@ -229,26 +249,47 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     }
 
     // Versions against their runs' eventsRoot.
-    let mut versions: HashMap<String, VersionLeaf> = HashMap::new();
+    let mut versions: HashMap<(u64, u64), VersionLeaf> = HashMap::new();
     let versions_dir = log.join("versions");
     for run in numbered(&versions_dir, "")? {
-        let (root_hash, count) = records
-            .get(&run)
-            .and_then(|b| events_root(b))
-            .ok_or_else(|| Error::invalid(format!("versions cite run {run}, whose AUDIT record is not in the package")))?;
-        let count = count.ok_or_else(|| Error::invalid(format!("the AUDIT record of run {run} has no eventsCount")))?;
+        let (root_hash, count) = records.get(&run).and_then(|b| events_root(b)).ok_or_else(|| {
+            Error::invalid(format!("versions cite run {run}, whose AUDIT record is not in the package"))
+        })?;
+        let count = count
+            .ok_or_else(|| Error::invalid(format!("the AUDIT record of run {run} has no eventsCount")))?;
         let dir = versions_dir.join(run.to_string());
-        let json = numbered_with(&dir, ".json")?;
-        if numbered_with(&dir, ".proof")? != json {
+        let mut names: Vec<String> = fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        if names != ["proofs.txt", "versions.jsonl"] {
+            return Err(Error::invalid(format!(
+                "data/log/versions/{run} does not hold exactly its versions and proofs"
+            )));
+        }
+        let lines = read(&dir.join("versions.jsonl"), "a run's versions")?;
+        let proofs = read_text(&dir.join("proofs.txt"), "a run's version proofs")?;
+        let lines: Vec<&[u8]> =
+            lines.strip_suffix(b"\n").unwrap_or_default().split(|b| *b == b'\n').collect();
+        let proofs: Vec<&str> = proofs.lines().collect();
+        if lines.len() != proofs.len() || lines.iter().any(|l| l.is_empty()) {
             return Err(Error::invalid(format!("run {run} has a version without its proof")));
         }
-        for n in json {
-            let bytes = read(&dir.join(format!("{n}.json")), "a version")?;
-            let proof = hashes(&read_text(&dir.join(format!("{n}.proof")), "a version proof")?, "a version proof")?;
-            verify_inclusion(n, count, leaf_hash(&bytes), &proof, root_hash)
-                .map_err(|_| Error::invalid(format!("version {n} of run {run} is not included in its eventsRoot")))?;
-            let leaf = VersionLeaf::parse(&bytes).map_err(|_| Error::invalid(format!("version {n} of run {run} is malformed")))?;
-            versions.insert(crate::messages::version_file(run, n), leaf);
+        for (bytes, proof) in lines.into_iter().zip(proofs) {
+            let mut fields = proof.split(' ');
+            let position: u64 = fields
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::invalid(format!("a version proof of run {run} is malformed")))?;
+            let path = hashes(&fields.collect::<Vec<_>>().join("\n"), "a version proof")?;
+            verify_inclusion(position, count, leaf_hash(bytes), &path, root_hash).map_err(|_| {
+                Error::invalid(format!("version {position} of run {run} is not included in its eventsRoot"))
+            })?;
+            let leaf = VersionLeaf::parse(bytes)
+                .map_err(|_| Error::invalid(format!("version {position} of run {run} is malformed")))?;
+            if versions.insert((run, position), leaf).is_some() {
+                return Err(Error::invalid(format!("version {position} of run {run} is listed twice")));
+            }
         }
     }
 
@@ -289,11 +330,18 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     for m in &lines {
         let eid = str_of(m, "eventId").ok_or_else(|| Error::invalid("a message has no event id"))?;
         for v in m.get("versions").and_then(Value::as_array).into_iter().flatten() {
-            let file = str_of(v, "file").unwrap_or_default();
-            let leaf = versions
-                .get(file)
+            let key = (v.get("run").and_then(Value::as_u64), v.get("position").and_then(Value::as_u64));
+            let leaf = match key {
+                (Some(run), Some(position)) => {
+                    versions.get(&(run, position)).map(|leaf| ((run, position), leaf))
+                }
+                _ => None,
+            };
+            let (key, leaf) = leaf
                 .ok_or_else(|| Error::invalid(format!("message {eid} cites a version not in the package")))?;
-            cited.insert(file.to_owned());
+            if !cited.insert(key) {
+                return Err(Error::invalid(format!("message {eid} cites a version another message cites")));
+            }
             let same = str_of(v, "eventId") == Some(leaf.event_id.as_str())
                 && str_of(v, "sender") == Some(leaf.sender.as_str())
                 && str_of(v, "body") == leaf.body.as_deref()
@@ -310,7 +358,9 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         let sha = str_of(a, "sha256");
         if let Some(file) = str_of(a, "file") {
             let bytes_sha = hex::encode(Sha256::digest(read(&data.join(file), "a file")?));
-            if Some(bytes_sha.as_str()) != sha || sha.map(|s| format!("attachments/{s}")).as_deref() != Some(file) {
+            if Some(bytes_sha.as_str()) != sha
+                || sha.map(|s| format!("attachments/{s}")).as_deref() != Some(file)
+            {
                 return Err(Error::invalid(format!("message {eid}: its file does not match its SHA-256")));
             }
             files += 1;
@@ -318,7 +368,9 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         if let Some(index) = a.get("logIndex").and_then(Value::as_u64) {
             let ok = matches!(parsed.get(&index), Some(LogEntry::Attachment(r)) if r.event_id == eid && Some(r.sha256.as_str()) == sha);
             if !ok {
-                return Err(Error::invalid(format!("message {eid}: its file is not the one its ATTACHMENT record names")));
+                return Err(Error::invalid(format!(
+                    "message {eid}: its file is not the one its ATTACHMENT record names"
+                )));
             }
         }
     }
@@ -337,19 +389,6 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         checkpoint_size: checkpoint.size,
         trusted_comment: String::new(),
     })
-}
-
-fn numbered_with(dir: &Path, suffix: &str) -> Result<BTreeSet<u64>> {
-    let mut out = BTreeSet::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name.strip_suffix(suffix) {
-            out.insert(n.parse().map_err(|_| Error::invalid("an unexpected file is in data/log/versions"))?);
-        } else if !name.ends_with(".json") && !name.ends_with(".proof") {
-            return Err(Error::invalid("an unexpected file is in data/log/versions"));
-        }
-    }
-    Ok(out)
 }
 
 /// Decodes the character references the transcript writes (and numeric ones).
@@ -418,7 +457,8 @@ fn transcript_agrees(page: &str, lines: &[Value]) -> Result<()> {
     let mut rest = page;
     while let Some(i) = rest.find(OPEN) {
         let from = rest.get(i..).unwrap_or_default();
-        let end = from.find("</article>").ok_or_else(|| Error::invalid("data/transcript.html is malformed"))?;
+        let end =
+            from.find("</article>").ok_or_else(|| Error::invalid("data/transcript.html is malformed"))?;
         let article = from.get(..end).unwrap_or_default();
         let eid = article
             .split_once("data-event-id=\"")
@@ -433,9 +473,12 @@ fn transcript_agrees(page: &str, lines: &[Value]) -> Result<()> {
     }
     for ((eid, text), m) in articles.iter().zip(lines) {
         if Some(eid.as_str()) != str_of(m, "eventId") {
-            return Err(Error::invalid("data/transcript.html and data/messages.jsonl list different messages"));
+            return Err(Error::invalid(
+                "data/transcript.html and data/messages.jsonl list different messages",
+            ));
         }
-        let mut needed: Vec<&str> = [str_of(m, "sender"), str_of(m, "sentAt"), str_of(m, "body")].into_iter().flatten().collect();
+        let mut needed: Vec<&str> =
+            [str_of(m, "sender"), str_of(m, "sentAt"), str_of(m, "body")].into_iter().flatten().collect();
         for v in m.get("versions").and_then(Value::as_array).into_iter().flatten() {
             needed.extend(str_of(v, "sentAt"));
             if str_of(v, "kind") != Some("REDACTION") {
@@ -446,8 +489,27 @@ fn transcript_agrees(page: &str, lines: &[Value]) -> Result<()> {
             needed.extend([str_of(r, "by"), str_of(r, "at"), str_of(r, "reason")].into_iter().flatten());
         }
         if needed.iter().any(|s| !text.contains(s)) {
-            return Err(Error::invalid(format!("data/transcript.html does not show what messages.jsonl says of {eid}")));
+            return Err(Error::invalid(format!(
+                "data/transcript.html does not show what messages.jsonl says of {eid}"
+            )));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{text_of, unescape};
+    use crate::transcript::escape;
+
+    /// What the transcript escapes reads back as the text it was, markup included.
+    #[test]
+    fn escaped_text_reads_back() {
+        for text in ["<script>alert(\"x\")</script> & 'q'", "a &amp; b", "été — ligne\n2", "&#233;&x;&"] {
+            assert_eq!(unescape(&escape(text)), text);
+            assert_eq!(text_of(&format!("<p class=\"body\">{}</p>", escape(text))), text);
+        }
+        assert_eq!(unescape("&#233;t&#xE9; &middot; &bogus; &"), "été · &bogus; &");
+        assert_eq!(text_of("<article><b>Ana</b> <time>10h</time></article>"), "Ana 10h");
+    }
 }

@@ -15,6 +15,7 @@ use argus_domain::{
 };
 use argus_media::BlobStore;
 use argus_store::{DisclosureSource, SourceVersion};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
 use futures::StreamExt as _;
 use time::OffsetDateTime;
 
@@ -133,17 +134,21 @@ async fn write_bag(
         let Some(versions) = by_run.get(&run.run_id) else { continue };
         let tree = Subtrees::new(&run.leaves)?;
         let run_index = run.entry.index;
+        let versions_name = format!("data/{}", messages::versions_file(run_index));
+        let proofs_name = format!("data/{}", messages::proofs_file(run_index));
+        let mut lines = payload.create(&versions_name)?;
+        let mut proofs = payload.create(&proofs_name)?;
         for v in versions {
-            let proof = tree.inclusion(v.position, tree.size())?;
-            payload.write(
-                &format!("data/{}", messages::version_file(run_index, v.position)),
-                &v.leaf.canonical(),
-            )?;
-            payload.write(
-                &format!("data/{}", messages::version_proof_file(run_index, v.position)),
-                proof_text(&proof).as_bytes(),
-            )?;
+            lines.write_all(&v.leaf.canonical())?;
+            lines.write_all(b"\n")?;
+            write!(proofs, "{}", v.position)?;
+            for hash in tree.inclusion(v.position, tree.size())? {
+                write!(proofs, " {}", STANDARD.encode(hash))?;
+            }
+            proofs.write_all(b"\n")?;
         }
+        payload.finish(&versions_name, lines)?;
+        payload.finish(&proofs_name, proofs)?;
     }
 
     // The disclosure's own entry, then a checkpoint that includes it.
@@ -174,7 +179,11 @@ async fn write_bag(
     if head.size <= log_index {
         return Err(Error::Log(format!("the head ({}) does not include entry {log_index}", head.size)));
     }
-    let checkpoint = Checkpoint { origin: format!("{}/{}", keys.log_name, org.as_str()), size: head.size, root: head.root };
+    let checkpoint = Checkpoint {
+        origin: format!("{}/{}", keys.log_name, org.as_str()),
+        size: head.size,
+        root: head.root,
+    };
     let note = keys.log.sign(&checkpoint)?;
     payload.write("data/log/checkpoint", note.as_bytes())?;
 
@@ -248,19 +257,18 @@ fn ms(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// A version's inclusion proof as the package writes it: one base64 hash a line.
-fn proof_text(proof: &[[u8; 32]]) -> String {
-    use base64::Engine as _;
-    proof.iter().map(|h| format!("{}\n", base64::engine::general_purpose::STANDARD.encode(h))).collect()
-}
-
 /// Copies a held file into `data/attachments/<sha256>`, checking its digest as it streams.
-async fn copy_blob(payload: &mut Payload, blobs: &dyn BlobStore, digest: &Sha256Digest, event_id: &str) -> Result<()> {
+async fn copy_blob(
+    payload: &mut Payload,
+    blobs: &dyn BlobStore,
+    digest: &Sha256Digest,
+    event_id: &str,
+) -> Result<()> {
     let name = format!("data/attachments/{}", digest.to_hex());
-    let mut file = payload.create(&name)?;
+    let mut file = payload.create_large(&name)?;
     let mut stream = blobs.get(digest, None).await?;
     while let Some(chunk) = stream.next().await {
-        file.write_all(&chunk?)?;
+        file.write_chunk(chunk?)?;
     }
     if payload.finish(&name, file)?.sha256 != digest.to_hex() {
         return Err(Error::Mismatch { rows: vec![event_id.to_owned()] });

@@ -9,8 +9,9 @@ command line: never one read from the package. Checks:
 1. data/log/checkpoint is a signed note whose Ed25519 signature verifies with that key;
 2. every data/log/records/<index> is included in that checkpoint's tree (RFC 9162 inclusion
    proof in data/log/proofs/<index>.tlog-proof, C2SP tlog-proof format);
-3. every version data/log/versions/<run>/<n>.json is included in the eventsRoot of the run's
-   AUDIT record data/log/records/<run> (proof in <n>.proof: one base64 hash a line);
+3. every version (a line of data/log/versions/<run>/versions.jsonl: its canonical bytes) is
+   included in the eventsRoot of the run's AUDIT record data/log/records/<run> (the same line of
+   proofs.txt: its position among the run's leaves, then the RFC 9162 path in base64);
 4. the DISCLOSE record of this package names the SHA-256 of data/messages.jsonl and its count;
 5. messages.jsonl agrees with the versions it cites, with the files in data/attachments and their
    ATTACHMENT records, and with data/transcript.html (same messages, senders, bodies).
@@ -23,6 +24,7 @@ import argparse
 import base64
 import hashlib
 import html.parser
+import itertools
 import json
 import os
 import sys
@@ -229,19 +231,22 @@ def verify(pkg, vkey, say):
         count = audit.get("eventsCount")
         if count is None:
             raise Failure(f"the AUDIT record of run {run} has no eventsCount")
-        names = os.listdir(os.path.join(ver_dir, run_name))
-        for name in names:
-            if not name.endswith(".json"):
-                continue
-            n = int(name[:-5])
-            body = read(os.path.join(ver_dir, run_name, name))
-            proof_lines = read(os.path.join(ver_dir, run_name, f"{n}.proof")).decode().split("\n")
-            proof = parse_hashes([l for l in proof_lines if l])
-            if root_from_inclusion(n, count, leaf_hash(body), proof) != events_root:
-                raise Failure(f"version {n} of run {run} is not included in its eventsRoot")
-            versions[f"log/versions/{run}/{n}.json"] = json.loads(body)
-        if sum(1 for n in names if n.endswith(".proof")) != sum(1 for n in names if n.endswith(".json")):
-            raise Failure(f"run {run} has a version without its proof")
+        run_dir = os.path.join(ver_dir, run_name)
+        if sorted(os.listdir(run_dir)) != ["proofs.txt", "versions.jsonl"]:
+            raise Failure(f"data/log/versions/{run} does not hold exactly its versions and proofs")
+        with open(os.path.join(run_dir, "versions.jsonl"), "rb") as lines, \
+                open(os.path.join(run_dir, "proofs.txt"), "rb") as proofs:
+            for body, proof_line in itertools.zip_longest(lines, proofs):
+                if body is None or proof_line is None or not body.endswith(b"\n") or body == b"\n":
+                    raise Failure(f"run {run} has a version without its proof")
+                body = body[:-1]
+                fields = proof_line.decode().split()
+                n = int(fields[0])
+                if root_from_inclusion(n, count, leaf_hash(body), parse_hashes(fields[1:])) != events_root:
+                    raise Failure(f"version {n} of run {run} is not included in its eventsRoot")
+                if (run, n) in versions:
+                    raise Failure(f"version {n} of run {run} is listed twice")
+                versions[(run, n)] = json.loads(body)
     say(f"versions: {len(versions)} included in their runs' eventsRoot")
 
     # 4. The disclosure record.
@@ -270,10 +275,13 @@ def verify(pkg, vkey, say):
     for m in lines:
         eid = m["eventId"]
         for v in m.get("versions") or []:
-            leaf = versions.get(v["file"])
+            key = (v.get("run"), v.get("position"))
+            leaf = versions.get(key)
             if leaf is None:
                 raise Failure(f"message {eid} cites a version not in the package")
-            cited.add(v["file"])
+            if key in cited:
+                raise Failure(f"message {eid} cites a version another message cites")
+            cited.add(key)
             for k in ("eventId", "sender", "body", "msgtype", "reason", "target"):
                 if leaf.get(k) != v.get(k):
                     raise Failure(f"message {eid}: its version differs from the logged one ({k})")

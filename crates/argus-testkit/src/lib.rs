@@ -27,8 +27,8 @@ pub mod homeserver;
 pub mod postgres;
 pub mod s3;
 pub mod synapse;
-pub mod verifiers;
 mod venv;
+pub mod verifiers;
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};

@@ -7,11 +7,11 @@
 //! `ARGUS_REQUIRE_VERIFIERS=1` a missing one panics instead.
 //!
 //! ```no_run
-//! let Some(python) = argus_testkit::verifiers::python() else {
-//!     return; // skipped loudly
-//! };
-//! let status = std::process::Command::new(python).args(["-m", "bagit", "--help"]).status()?;
-//! # let _ = status;
+//! if let Some(python) = argus_testkit::verifiers::python() {
+//!     // (else skipped loudly)
+//!     let status = std::process::Command::new(python).args(["-m", "bagit", "--help"]).status()?;
+//!     assert!(status.success());
+//! }
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
@@ -24,8 +24,8 @@ use crate::{Tier, find_on_path, venv};
 /// Environment variable that turns a missing verifier into a panic instead of a skip.
 pub const REQUIRE_ENV: &str = "ARGUS_REQUIRE_VERIFIERS";
 
-
-static PYTHON: Tier<PathBuf> = Tier::new("Python with bagit-python and cryptography", "package verifiers (bagit-python)", REQUIRE_ENV);
+static PYTHON: Tier<PathBuf> =
+    Tier::new("Python with bagit-python and cryptography", "package verifiers (bagit-python)", REQUIRE_ENV);
 static MINISIGN: Tier<PathBuf> = Tier::new("the minisign tool", "package verifiers (minisign)", REQUIRE_ENV);
 static CHROMIUM: Tier<PathBuf> = Tier::new("headless Chromium", "package verifiers (chromium)", REQUIRE_ENV);
 
@@ -57,7 +57,15 @@ fn install() -> anyhow::Result<PathBuf> {
     };
     if !ok("import cryptography.hazmat.primitives.asymmetric.ed25519") {
         let status = std::process::Command::new(bin.join("python"))
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet", "cryptography"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                "cryptography",
+            ])
             .stdin(std::process::Stdio::null())
             .status()
             .context("running pip install cryptography")?;
@@ -72,7 +80,9 @@ fn install() -> anyhow::Result<PathBuf> {
 ///
 /// When it is missing and [`REQUIRE_ENV`] is set.
 pub fn minisign() -> Option<PathBuf> {
-    MINISIGN.get(|| find_on_path("minisign").context("`minisign` not found on PATH (Debian package minisign)")).cloned()
+    MINISIGN
+        .get(|| find_on_path("minisign").context("`minisign` not found on PATH (Debian package minisign)"))
+        .cloned()
 }
 
 /// Chromium (`chromium`, else `chromium-browser`); `None` (after a loud SKIP banner) when it is

@@ -16,7 +16,15 @@ async fn refused(alter: impl FnOnce(&mut argus_store::DisclosureSource)) -> Vec<
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
     let size = log.size();
-    let result = write_package(&source, &log, &store, &support::keys(), &support::request(false), &out.join("package")).await;
+    let result = write_package(
+        &source,
+        &log,
+        &store,
+        &support::keys(),
+        &support::request(false),
+        &out.join("package"),
+    )
+    .await;
     let Err(Error::Mismatch { rows }) = result else { panic!("not refused: {result:?}") };
     assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "something was written");
     assert_eq!(log.size(), size, "a refused export is not journaled as a disclosure");
@@ -36,7 +44,8 @@ async fn an_edited_body_in_the_database_refuses_the_export() {
 #[tokio::test]
 async fn a_changed_original_and_a_changed_redaction_are_both_named() {
     let rows = refused(|source| {
-        source.versions.iter_mut().find(|v| v.leaf.event_id == "$m1").unwrap().leaf.sender = "@eve:agent.tchap.gouv.fr".to_owned();
+        source.versions.iter_mut().find(|v| v.leaf.event_id == "$m1").unwrap().leaf.sender =
+            "@eve:agent.tchap.gouv.fr".to_owned();
         let redaction = source
             .versions
             .iter_mut()

@@ -11,7 +11,11 @@ use sha2::{Digest as _, Sha256, Sha512};
 use crate::support::{self, ANA, BOB, PDF, TRICKY};
 
 fn lines(bag: &std::path::Path) -> Vec<Value> {
-    fs::read_to_string(bag.join("data/messages.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    fs::read_to_string(bag.join("data/messages.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -24,7 +28,10 @@ async fn a_package_verifies_with_every_tool() {
     assert_eq!(report.package_id, built.summary.package_id);
     assert_eq!(report.room_id, support::ROOM);
     assert_eq!(report.checkpoint_size, built.log.size());
-    assert!(report.trusted_comment.contains(&built.summary.package_id) && report.trusted_comment.contains(support::ROOM));
+    assert!(
+        report.trusted_comment.contains(&built.summary.package_id)
+            && report.trusted_comment.contains(support::ROOM)
+    );
     assert_eq!(built.summary.messages, 8);
     assert_eq!(built.summary.attachments, 2);
 
@@ -46,9 +53,11 @@ async fn messages_jsonl_holds_every_version_redaction_and_file() {
     assert_eq!(ids, ["$m1", "$m2", "$m3", "$m3r", "$m4", "$m5", "$m6", "$m7"]);
     let m2 = &lines[1];
     assert_eq!(m2["edited"], true);
-    let bodies: Vec<&str> = m2["versions"].as_array().unwrap().iter().map(|v| v["body"].as_str().unwrap()).collect();
+    let bodies: Vec<&str> =
+        m2["versions"].as_array().unwrap().iter().map(|v| v["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, ["Réunion à 14h", "Réunion à 15h", "Réunion à 15h (salle B)"]);
-    let kinds: Vec<&str> = m2["versions"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        m2["versions"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ORIGINAL", "EDIT", "EDIT"]);
     assert_eq!(m2["sender"], BOB);
     assert!(m2["sentAt"].as_str().unwrap().ends_with('Z'), "times are UTC");
@@ -68,7 +77,8 @@ async fn messages_jsonl_holds_every_version_redaction_and_file() {
     let listed = purged["redactedVersions"].as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0]["kind"].as_str(), listed[0]["eventId"].as_str()), (Some("ORIGINAL"), Some("$m3")));
-    let claimed: Vec<&str> = purged["versions"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    let claimed: Vec<&str> =
+        purged["versions"].as_array().unwrap().iter().map(|v| v["kind"].as_str().unwrap()).collect();
     assert_eq!(claimed, ["REDACTION"]);
     assert_eq!(purged["redaction"]["reason"], "doublon");
     assert!(!fs::read_to_string(built.bag.join("data/transcript.html")).unwrap().contains("erreur de salon"));
@@ -82,7 +92,9 @@ async fn messages_jsonl_holds_every_version_redaction_and_file() {
     let virus = lines.iter().find(|l| l["eventId"] == "$m6").unwrap();
     assert_eq!(virus["attachment"]["status"], "INFECTED");
     assert_eq!(virus["attachment"]["file"], Value::Null);
-    assert!(!built.bag.join("data/attachments").join(virus["attachment"]["sha256"].as_str().unwrap()).exists());
+    assert!(
+        !built.bag.join("data/attachments").join(virus["attachment"]["sha256"].as_str().unwrap()).exists()
+    );
     assert_eq!(lines.iter().find(|l| l["eventId"] == "$m7").unwrap()["body"], TRICKY);
     assert_eq!(lines[0]["sender"], ANA);
 }
@@ -92,14 +104,22 @@ async fn the_disclosure_is_in_its_own_checkpoint() {
     let built = support::build().await;
     let index = built.summary.log_index;
     assert_eq!(built.summary.checkpoint_size, index + 1);
-    let Ok(LogEntry::Access(entry)) = LogEntry::parse(&built.log.entry(index).unwrap()) else { panic!("not an access entry") };
+    let Ok(LogEntry::Access(entry)) = LogEntry::parse(&built.log.entry(index).unwrap()) else {
+        panic!("not an access entry")
+    };
     assert_eq!(entry.action, AccessAction::Disclose);
     assert_eq!(entry.actor, "juriste@interieur.gouv.fr");
     assert_eq!(entry.item_count, 8);
     let d = entry.disclosure.unwrap();
     assert_eq!(d.package_id, built.summary.package_id);
-    assert_eq!(d.messages_sha256, hex::encode(Sha256::digest(fs::read(built.bag.join("data/messages.jsonl")).unwrap())));
-    assert_eq!(fs::read(built.bag.join(format!("data/log/records/{index}"))).unwrap(), built.log.entry(index).unwrap());
+    assert_eq!(
+        d.messages_sha256,
+        hex::encode(Sha256::digest(fs::read(built.bag.join("data/messages.jsonl")).unwrap()))
+    );
+    assert_eq!(
+        fs::read(built.bag.join(format!("data/log/records/{index}"))).unwrap(),
+        built.log.entry(index).unwrap()
+    );
     let info = fs::read_to_string(built.bag.join("bag-info.txt")).unwrap();
     for field in [
         format!("External-Identifier: {}", built.summary.package_id),
@@ -113,7 +133,8 @@ async fn the_disclosure_is_in_its_own_checkpoint() {
         assert!(info.contains(&field), "bag-info.txt lacks {field}");
     }
     // Nothing is left beside the package.
-    let beside: Vec<_> = fs::read_dir(built.bag.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let beside: Vec<_> =
+        fs::read_dir(built.bag.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(beside, [std::ffi::OsString::from("package")]);
 }
 
@@ -149,7 +170,15 @@ async fn an_existing_package_is_not_overwritten() {
     let log = argus_disclose::testing::MemoryLog::new();
     let (source, files) = support::source(&log);
     let store = support::blobs(built.dir.path(), &files).await;
-    let again = argus_disclose::write_package(&source, &log, &store, &built.keys, &support::request(false), &built.bag).await;
+    let again = argus_disclose::write_package(
+        &source,
+        &log,
+        &store,
+        &built.keys,
+        &support::request(false),
+        &built.bag,
+    )
+    .await;
     assert!(matches!(again, Err(argus_disclose::Error::Exists)), "{again:?}");
     verify_package(&built.bag, &built.log_key, &built.package_key).unwrap();
 }

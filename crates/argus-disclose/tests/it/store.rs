@@ -43,7 +43,11 @@ fn ingest(store: &Store, viewer: &argus_domain::Viewer) -> [String; 3] {
         file,
         message("$s-redacted", "erreur de salon", t0 + Duration::minutes(2)),
     ];
-    let run = |started_at| IngestionRun { viewer: viewer.clone(), classification: Classification::Restricted, started_at };
+    let run = |started_at| IngestionRun {
+        viewer: viewer.clone(),
+        classification: Classification::Restricted,
+        started_at,
+    };
     let first = RoomSnapshotBuilder::new(ROOM).name("Cellule").messages(msgs.clone()).build();
     store.record_ingestion(&run(t0), &first).unwrap();
     let mut second = RoomSnapshotBuilder::new(ROOM).name("Cellule").build();
@@ -66,10 +70,21 @@ fn ingest(store: &Store, viewer: &argus_domain::Viewer) -> [String; 3] {
     }];
     store.record_ingestion(&run(t0 + Duration::minutes(5)), &second).unwrap();
     let jobs = store
-        .claim_room_media(&viewer.org, &ROOM.parse().unwrap(), "fetcher", now(), std::time::Duration::from_secs(60), 10)
+        .claim_room_media(
+            &viewer.org,
+            &ROOM.parse().unwrap(),
+            "fetcher",
+            now(),
+            std::time::Duration::from_secs(60),
+            10,
+        )
         .unwrap();
     assert_eq!(jobs.len(), 1);
-    let blob = NewBlob { sha256: Sha256Digest::of(PDF), size: PDF.len() as u64, sniffed_mimetype: "application/pdf".into() };
+    let blob = NewBlob {
+        sha256: Sha256Digest::of(PDF),
+        size: PDF.len() as u64,
+        sniffed_mimetype: "application/pdf".into(),
+    };
     assert!(store.record_media(jobs[0].id, "fetcher", &FetchOutcome::Fetched(blob), now()).unwrap());
     let scan = ScanRecord { verdict: BlobVerdict::Clean, engine: "ClamAV 1.4.3/27500".into(), at: now() };
     assert!(store.record_scan(&Sha256Digest::of(PDF), &scan).unwrap());
@@ -85,7 +100,8 @@ async fn discloses_and_refuses_a_changed_row(store: Store, raw: impl FnOnce(&str
     let [edited, file, redacted] = ingest(&store, &viewer);
     let blobs = support::blobs(dir.path(), &[PDF.to_vec()]).await;
     let keys = support::keys();
-    let request = Request { viewer, room_id: ROOM.parse().unwrap(), from: None, to: None, include_quarantined: false };
+    let request =
+        Request { viewer, room_id: ROOM.parse().unwrap(), from: None, to: None, include_quarantined: false };
     let bag = dir.path().join("package");
     let summary = disclose(&store, &blobs, &keys, &request, &bag).await.unwrap();
     assert_eq!((summary.messages, summary.attachments), (3, 1));

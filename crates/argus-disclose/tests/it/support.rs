@@ -8,7 +8,11 @@ use std::{
 };
 
 use argus_crypto::{package_signing::PackageSigner, tlog::LogSigner};
-use argus_disclose::{Keys, Request, Summary, testing::{MemoryLog, SourceBuilder}, write_package};
+use argus_disclose::{
+    Keys, Request, Summary,
+    testing::{MemoryLog, SourceBuilder},
+    write_package,
+};
 use argus_domain::{
     AttachmentStatus, MediaRef, MessageVersion,
     testing::{MessageRecordBuilder, ViewerBuilder},
@@ -23,7 +27,8 @@ pub(crate) const ORG: &str = "dgsi";
 pub(crate) const ROOM: &str = "!crise:agent.tchap.gouv.fr";
 pub(crate) const ANA: &str = "@ana:agent.tchap.gouv.fr";
 pub(crate) const BOB: &str = "@bob:agent.tchap.gouv.fr";
-pub(crate) const PDF: &[u8] = b"%PDF-1.4\n% note de situation\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+pub(crate) const PDF: &[u8] =
+    b"%PDF-1.4\n% note de situation\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 pub(crate) const TRICKY: &str = "<script>alert(\"x\")</script> & 'quotes'\nligne 2 — été";
 
 pub(crate) fn t(minutes: i64) -> OffsetDateTime {
@@ -48,8 +53,11 @@ pub(crate) fn infected() -> Vec<u8> {
 /// full of characters HTML must escape.
 pub(crate) fn source(log: &MemoryLog) -> (DisclosureSource, Vec<Vec<u8>>) {
     let mut b = SourceBuilder::new(&ORG.parse().unwrap(), &ROOM.parse().unwrap());
-    b.message(MessageRecordBuilder::new("$m1").sender(ANA).body("Point de situation à 10h").sent_at(t(0)).build());
-    let mut edited = MessageRecordBuilder::new("$m2").sender(BOB).body("Réunion à 15h (salle B)").sent_at(t(1)).build();
+    b.message(
+        MessageRecordBuilder::new("$m1").sender(ANA).body("Point de situation à 10h").sent_at(t(0)).build(),
+    );
+    let mut edited =
+        MessageRecordBuilder::new("$m2").sender(BOB).body("Réunion à 15h (salle B)").sent_at(t(1)).build();
     edited.edited = true;
     edited.versions = vec![
         version("$m2", BOB, t(1), "Réunion à 14h"),
@@ -66,15 +74,26 @@ pub(crate) fn source(log: &MemoryLog) -> (DisclosureSource, Vec<Vec<u8>>) {
             .build(),
     );
     b.new_run();
-    let mut file = MessageRecordBuilder::new("$m4").sender(ANA).msgtype("m.file").body("note.pdf").sent_at(t(7)).build();
+    let mut file =
+        MessageRecordBuilder::new("$m4").sender(ANA).msgtype("m.file").body("note.pdf").sent_at(t(7)).build();
     file.media = Some(media("mxc://agent.tchap.gouv.fr/pdf", "application/pdf", PDF.len()));
     b.message(file).attach(PDF, "note.pdf", "application/pdf", AttachmentStatus::Stored);
     let image = png();
-    let mut img = MessageRecordBuilder::new("$m5").sender(BOB).msgtype("m.image").body("carte.png").sent_at(t(8)).build();
+    let mut img = MessageRecordBuilder::new("$m5")
+        .sender(BOB)
+        .msgtype("m.image")
+        .body("carte.png")
+        .sent_at(t(8))
+        .build();
     img.media = Some(media("mxc://agent.tchap.gouv.fr/png", "image/png", image.len()));
     b.message(img).attach(&image, "carte.png", "image/png", AttachmentStatus::Stored);
     let bad = infected();
-    let mut virus = MessageRecordBuilder::new("$m6").sender(BOB).msgtype("m.file").body("facture.com").sent_at(t(9)).build();
+    let mut virus = MessageRecordBuilder::new("$m6")
+        .sender(BOB)
+        .msgtype("m.file")
+        .body("facture.com")
+        .sent_at(t(9))
+        .build();
     virus.media = Some(media("mxc://agent.tchap.gouv.fr/com", "application/octet-stream", bad.len()));
     b.message(virus).attach(&bad, "facture.com", "application/octet-stream", AttachmentStatus::Infected);
     b.message(MessageRecordBuilder::new("$m7").sender(ANA).body(TRICKY).sent_at(t(10)).build());
@@ -95,7 +114,13 @@ fn version(event_id: &str, sender: &str, at: OffsetDateTime, body: &str) -> Mess
 }
 
 fn media(uri: &str, mimetype: &str, size: usize) -> MediaRef {
-    MediaRef { uri: Some(uri.to_owned()), mimetype: Some(mimetype.to_owned()), size: Some(size as u64), filename: None, file: None }
+    MediaRef {
+        uri: Some(uri.to_owned()),
+        mimetype: Some(mimetype.to_owned()),
+        size: Some(size as u64),
+        filename: None,
+        file: None,
+    }
 }
 
 pub(crate) struct Built {
@@ -146,7 +171,8 @@ pub(crate) async fn build_with(include_quarantined: bool) -> Built {
     let store = blobs(dir.path(), &files).await;
     let keys = keys();
     let bag = dir.path().join("out").join("package");
-    let summary = write_package(&source, &log, &store, &keys, &request(include_quarantined), &bag).await.unwrap();
+    let summary =
+        write_package(&source, &log, &store, &keys, &request(include_quarantined), &bag).await.unwrap();
     let log_key = keys.log.verifier_key().to_owned();
     let package_key = keys.package.public_key();
     Built { dir, bag, log_key, package_key, keys, summary, log }
@@ -199,12 +225,21 @@ pub(crate) fn rebag(bag: &Path, signer: &PackageSigner) {
     let info = fs::read_to_string(bag.join("bag-info.txt")).unwrap();
     let info: String = info
         .lines()
-        .map(|l| if l.starts_with("Payload-Oxum:") { format!("Payload-Oxum: {octets}.{count}\n") } else { format!("{l}\n") })
+        .map(|l| {
+            if l.starts_with("Payload-Oxum:") {
+                format!("Payload-Oxum: {octets}.{count}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
         .collect();
     fs::write(bag.join("bag-info.txt"), info).unwrap();
     let mut tags = String::new();
     for name in ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest-sha512.txt"] {
-        tags.push_str(&format!("{}  {name}\n", hex::encode(Sha512::digest(fs::read(bag.join(name)).unwrap()))));
+        tags.push_str(&format!(
+            "{}  {name}\n",
+            hex::encode(Sha512::digest(fs::read(bag.join(name)).unwrap()))
+        ));
     }
     fs::write(bag.join("tagmanifest-sha512.txt"), &tags).unwrap();
     let sig = signer.sign(tags.as_bytes(), "re-signed").unwrap();
@@ -237,7 +272,9 @@ pub(crate) fn tools(bag: &Path, log_key: &str, package_key: &str) -> Tools {
         run(Command::new(py).arg(bag.join("data/verify/verify.py")).args(["--log-key", log_key]).arg(bag))
     });
     Tools {
-        bagit: python.as_ref().map(|py| run(Command::new(py).args(["-m", "bagit", "--quiet", "--validate"]).arg(bag)).0),
+        bagit: python
+            .as_ref()
+            .map(|py| run(Command::new(py).args(["-m", "bagit", "--quiet", "--validate"]).arg(bag)).0),
         minisign: minisign.map(|m| {
             run(Command::new(m).current_dir(bag).args(["-Vm", "tagmanifest-sha512.txt", "-P", package_key])).0
         }),

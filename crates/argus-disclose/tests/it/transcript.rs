@@ -18,7 +18,12 @@ fn render(chromium: &Path, page: &Path, work: &Path) -> (String, Vec<String>) {
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"])
         // The browser's own background traffic off, and no name resolves: whatever the page
         // asked for would show in the network log, and reach nothing.
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-pings"])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-pings",
+        ])
         .arg("--host-resolver-rules=MAP * ~NOTFOUND")
         .arg(format!("--user-data-dir={}", work.join("profile").display()))
         .arg(format!("--log-net-log={}", net_log.display()))
@@ -84,7 +89,8 @@ async fn the_transcript_renders_offline_with_every_message() {
     }
     assert!(text.contains(TRICKY), "the body with markup was not shown as text");
     assert!(!dom.contains("<script>alert"), "a body became markup");
-    for label in ["Supprimé par / Redacted by", "Modification / Edit", "hors sujet / off topic", "note.pdf"] {
+    for label in ["Supprimé par / Redacted by", "Modification / Edit", "hors sujet / off topic", "note.pdf"]
+    {
         assert!(text.contains(label), "the rendered page lacks {label:?}");
     }
 }
