@@ -79,7 +79,11 @@ fn untar(bytes: &[u8], into: &Path) -> Result<PathBuf> {
     std::fs::write(&tar, bytes)?;
     let out = into.join("unpacked");
     std::fs::create_dir_all(&out)?;
-    run(Path::new("tar"), &["-xf", tar.to_str().context("path")?, "-C", out.to_str().context("path")?], into)?;
+    run(
+        Path::new("tar"),
+        &["-xf", tar.to_str().context("path")?, "-C", out.to_str().context("path")?],
+        into,
+    )?;
     let mut dirs = std::fs::read_dir(&out)?.filter_map(|e| e.ok()).map(|e| e.path());
     let bag = dirs.next().context("an empty tar")?;
     ensure!(dirs.next().is_none(), "a tar of more than one folder");
@@ -109,7 +113,8 @@ pub(crate) async fn run_scenario(
     database_url: &str,
     dir: &Path,
 ) -> Result<()> {
-    let (Some(python), Some(minisign)) = (argus_testkit::verifiers::python(), argus_testkit::verifiers::minisign())
+    let (Some(python), Some(minisign)) =
+        (argus_testkit::verifiers::python(), argus_testkit::verifiers::minisign())
     else {
         return Ok(()); // skipped loudly by the test kit
     };
@@ -171,7 +176,8 @@ pub(crate) async fn run_scenario(
     let officer = server.jwt("greffe@dgsi", "dgsi", Secret, &[Scope::Read, Scope::Disclose])?;
     let payload = server.data(&officer, DISCLOSE, json!({ "r": room }), "discloseTchapRoom").await?;
     let package = &payload["package"];
-    let tar = server.download(&officer, package["downloadUrl"].as_str().context("downloadUrl")?, None).await?;
+    let tar =
+        server.download(&officer, package["downloadUrl"].as_str().context("downloadUrl")?, None).await?;
     ensure!(tar.status == 200, "the package's download: HTTP {}", tar.status);
     ensure!(
         package["size"] == tar.body.len() && package["sha512"] == hex::encode(sha512(&tar.body)),
@@ -207,7 +213,10 @@ pub(crate) async fn run_scenario(
     let mut bytes = std::fs::read(bag.join("data/messages.jsonl"))?;
     bytes[10] ^= 1;
     std::fs::write(bag.join("data/messages.jsonl"), bytes)?;
-    ensure!(run(&python, &["-m", "bagit", "--validate", bag_arg], work.path()).is_err(), "bagit took a changed byte");
+    ensure!(
+        run(&python, &["-m", "bagit", "--validate", bag_arg], work.path()).is_err(),
+        "bagit took a changed byte"
+    );
     ensure!(
         argus_disclose::verify_package(&bag, keys.log.verifier_key(), &keys.package.public_key()).is_err(),
         "verify_package took a changed byte"
@@ -228,8 +237,12 @@ pub(crate) async fn run_scenario(
     // Every read is journaled, with what it returned.
     let auditor = server.jwt("inspection@dgsi", "dgsi", Secret, &[Scope::Audit])?;
     let log = server.data(&auditor, ACCESS_LOG, json!({ "r": room }), "tchapAccessLog").await?;
-    let actions: Vec<&str> =
-        log["edges"].as_array().context("edges")?.iter().filter_map(|e| e["node"]["action"].as_str()).collect();
+    let actions: Vec<&str> = log["edges"]
+        .as_array()
+        .context("edges")?
+        .iter()
+        .filter_map(|e| e["node"]["action"].as_str())
+        .collect();
     for action in ["READ_MESSAGES", "SEARCH", "DOWNLOAD", "DISCLOSE"] {
         ensure!(actions.contains(&action), "no {action} in the access log: {log}");
     }
@@ -241,7 +254,9 @@ pub(crate) async fn run_scenario(
         .find(|n| n["action"] == "SEARCH")
         .context("the search entry")?;
     ensure!(
-        search_entry["query"] == "hangar" && search_entry["itemCount"] == 1 && search_entry["actor"] == "analyst@dgsi",
+        search_entry["query"] == "hangar"
+            && search_entry["itemCount"] == 1
+            && search_entry["actor"] == "analyst@dgsi",
         "the search entry: {search_entry}"
     );
 

@@ -25,6 +25,7 @@ impl HashSource for Subtrees {
 
 impl Subtrees {
     /// An empty tree.
+    #[cfg(feature = "testing")]
     pub(crate) fn empty() -> Self {
         Self { hashes: Vec::new(), size: 0 }
     }
@@ -52,6 +53,7 @@ impl Subtrees {
     }
 
     /// The root of the first `size` leaves.
+    #[cfg(feature = "testing")]
     pub(crate) fn root(&self, size: u64) -> argus_crypto::Result<Digest> {
         tlog::tree_root(size, self)
     }

@@ -100,6 +100,12 @@ fn an_answered_read_is_journaled_whatever_happens_after(db: &TestDb) {
     let last = head.size - 1;
     let proof = store.log_inclusion(&org, last, head.size).expect("proof");
     let bytes = &store.log_entries(&org, &[last]).expect("last")[0].bytes;
-    argus_crypto::tlog::verify_inclusion(last, head.size, argus_crypto::tlog::leaf_hash(bytes), &proof, head.root)
-        .expect("the tree holds what was journaled before the crash");
+    argus_crypto::tlog::verify_inclusion(
+        last,
+        head.size,
+        argus_crypto::tlog::leaf_hash(bytes),
+        &proof,
+        head.root,
+    )
+    .expect("the tree holds what was journaled before the crash");
 }
