@@ -37,6 +37,8 @@ const DISCLOSE: &str = r"mutation($r: String!) { discloseTchapRoom(input: { room
   package { id sha512 size downloadUrl }
 } }";
 
+const RUNS: &str = r"query { tchapIngestions(first: 20) { edges { node { action eventsRoot eventsCount } } } }";
+
 const ACCESS_LOG: &str = r"query($r: String) { tchapAccessLog(first: 50, roomId: $r) {
   totalCount edges { node { actor action roomIds query itemCount classification } }
 } }";
@@ -222,6 +224,29 @@ pub(crate) async fn run_scenario(
         "verify_package took a changed byte"
     );
 
+    // The run's record, as the audit trail shows it, carries the root the package proves against.
+    let mut packaged_roots = Vec::new();
+    for record in std::fs::read_dir(bag.join("data/log/records"))? {
+        let entry: serde_json::Value = serde_json::from_slice(&std::fs::read(record?.path())?)?;
+        if let Some(root) = entry["eventsRoot"].as_str() {
+            packaged_roots.push(root.to_owned());
+        }
+    }
+    let auditor = server.jwt("inspection@dgsi", "dgsi", Secret, &[Scope::Audit])?;
+    let runs = server.data(&auditor, RUNS, json!({}), "tchapIngestions").await?;
+    let run = runs["edges"]
+        .as_array()
+        .context("edges")?
+        .iter()
+        .map(|e| &e["node"])
+        .find(|n| n["action"] == "INGEST")
+        .context("the ingestion's record")?;
+    ensure!(
+        run["eventsCount"].as_i64().is_some_and(|n| n >= 4)
+            && run["eventsRoot"].as_str().is_some_and(|r| packaged_roots.iter().any(|p| p == r)),
+        "the run's eventsRoot {run} is not the packaged one {packaged_roots:?}"
+    );
+
     // The log grew since the earlier checkpoint, and only grew.
     let now = store.log_head(&org)?;
     ensure!(now.size > earlier.size, "the log did not grow: {} → {}", earlier.size, now.size);
@@ -235,7 +260,6 @@ pub(crate) async fn run_scenario(
     );
 
     // Every read is journaled, with what it returned.
-    let auditor = server.jwt("inspection@dgsi", "dgsi", Secret, &[Scope::Audit])?;
     let log = server.data(&auditor, ACCESS_LOG, json!({ "r": room }), "tchapAccessLog").await?;
     let actions: Vec<&str> = log["edges"]
         .as_array()

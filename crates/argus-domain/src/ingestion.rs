@@ -126,4 +126,8 @@ pub struct IngestionRecord {
     pub prev_hash: [u8; 32],
     /// SHA-256 over this record's canonical encoding and `prev_hash`.
     pub hash: [u8; 32],
+    /// For a run: the RFC 9162 root over the versions it stored (the transparency log's
+    /// `eventsRoot`) and their number; `None` for a post, a move, or a failure that stored
+    /// nothing.
+    pub events: Option<([u8; 32], u64)>,
 }

@@ -280,6 +280,13 @@ impl IngestionRow {
             },
             prev_hash: hash32(&self.prev_hash).ok_or(BAD)?,
             hash: hash32(&self.hash).ok_or(BAD)?,
+            events: match (self.events_root.as_deref(), self.events_count) {
+                (Some(root), Some(count)) => {
+                    Some((hash32(root).ok_or(BAD)?, u64::try_from(count).map_err(|_| BAD)?))
+                }
+                (None, None) => None,
+                _ => return Err(BAD),
+            },
         })
     }
 }

@@ -130,6 +130,17 @@ impl TchapIngestion {
         self.0.entry.post.as_ref().map(|p| int(p.body_length))
     }
 
+    /// For a run: the RFC 9162 root (hex) over the canonical encodings of the message versions
+    /// it stored, as its transparency-log entry carries it.
+    fn events_root(&self) -> Option<String> {
+        self.0.events.map(|(root, _)| hex::encode(root))
+    }
+
+    /// For a run: how many versions are under `eventsRoot`.
+    fn events_count(&self) -> Option<i32> {
+        self.0.events.map(|(_, count)| i32::try_from(count).unwrap_or(i32::MAX))
+    }
+
     /// For a room moved to another homeserver (REHOME): the homeserver it answered to until then, `scheme://host[:port]`; `homeserverUrl` is the one it answers to since.
     fn previous_homeserver_url(&self) -> Option<&str> {
         self.0.entry.rehomed_from.as_deref()
