@@ -1,6 +1,7 @@
 //! Disclosure against the real store, on both backends: a room ingested in two runs (an edit,
 //! a redaction whose content is purged for the requester, a held file) is disclosed and
-//! verifies; a body changed in the database refuses the export, naming the row.
+//! verifies; a body changed in the database refuses the export, naming the row, an edited
+//! message's as well.
 
 use std::fs;
 
@@ -91,7 +92,7 @@ fn ingest(store: &Store, viewer: &argus_domain::Viewer) -> [String; 3] {
     msgs.iter().map(|m| m.event_id.as_str().to_owned()).collect::<Vec<_>>().try_into().unwrap()
 }
 
-async fn discloses_and_refuses_a_changed_row(store: Store, raw: impl FnOnce(&str)) {
+async fn discloses_and_refuses_a_changed_row(store: Store, raw: impl Fn(&str)) {
     let dir = tempfile::tempdir().unwrap();
     let viewer = ViewerBuilder::new(support::ORG)
         .actor("juriste@interieur.gouv.fr")
@@ -149,9 +150,27 @@ async fn discloses_and_refuses_a_changed_row(store: Store, raw: impl FnOnce(&str
     let size = store.log_head(&org).unwrap().size;
     let result = disclose(&store, &blobs, &keys, &request, &again).await;
     let Err(Error::Mismatch { rows }) = result else { panic!("not refused: {result:?}") };
-    assert_eq!(rows, [file]);
+    assert_eq!(rows, [file.clone()]);
     assert!(!again.exists());
     assert_eq!(store.log_head(&org).unwrap().size, size, "a refused export is not journaled");
+
+    // An edited message's current content is bound too: its versions come from their own rows,
+    // and it must show the latest of them.
+    raw(&format!("UPDATE messages SET body = 'note.pdf' WHERE event_id = '{file}'"));
+    raw(&format!("UPDATE messages SET body = 'Réunion à 16h' WHERE event_id = '{edited}'"));
+    let result = disclose(&store, &blobs, &keys, &request, &again).await;
+    let Err(Error::Mismatch { rows }) = result else { panic!("not refused: {result:?}") };
+    assert_eq!(rows, [edited.clone()]);
+    assert!(!again.exists());
+    // Shown with its original content, it is refused as well.
+    raw(&format!("UPDATE messages SET body = 'Réunion à 14h' WHERE event_id = '{edited}'"));
+    let result = disclose(&store, &blobs, &keys, &request, &again).await;
+    let Err(Error::Mismatch { rows }) = result else { panic!("not refused: {result:?}") };
+    assert_eq!(rows, [edited.clone()]);
+    // Restored, it discloses again.
+    raw(&format!("UPDATE messages SET body = 'Réunion à 15h' WHERE event_id = '{edited}'"));
+    disclose(&store, &blobs, &keys, &request, &again).await.unwrap();
+    assert_eq!(store.log_head(&org).unwrap().size, size + 1);
 }
 
 #[tokio::test]
