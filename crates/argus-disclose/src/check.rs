@@ -26,6 +26,9 @@ pub(crate) fn events_root(bytes: &[u8]) -> Option<([u8; 32], Option<u64>)> {
 /// A version by its run and position.
 pub(crate) type VersionKey = (i64, u64);
 
+/// A proven version's leaf with where it is stored: its run's log index and its position there.
+pub(crate) type Placed<'a> = (&'a VersionLeaf, (u64, u64));
+
 /// What the check found that is not a mismatch.
 #[derive(Debug, Default)]
 pub(crate) struct Checked {
@@ -67,8 +70,11 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
     let hashes = |version: &SourceVersion| leaf_hash(&version.leaf.canonical()) == version.stored_leaf_hash;
     // Messages whose redaction is itself a sound, logged version, and edits withdrawn so (a
     // redaction of an edit targets the edit's event).
-    let logged: Vec<&SourceVersion> =
-        source.versions.iter().filter(|v| v.kind == VersionKind::Redaction && hashes(v) && sound(v)).collect();
+    let logged: Vec<&SourceVersion> = source
+        .versions
+        .iter()
+        .filter(|v| v.kind == VersionKind::Redaction && hashes(v) && sound(v))
+        .collect();
     let logged_redactions: HashSet<&str> = logged
         .iter()
         .filter(|v| v.leaf.target.as_deref() == Some(v.message_event_id.as_str()))
@@ -102,7 +108,7 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
     }
     // The content each message shows is that of its latest version the package proves.
     let order = |v: &SourceVersion| runs.get(&v.run_id).map(|run| (run.entry.index, v.position));
-    let mut proven: HashMap<&str, Vec<(&VersionLeaf, (u64, u64))>> = HashMap::new();
+    let mut proven: HashMap<&str, Vec<Placed<'_>>> = HashMap::new();
     for v in &source.versions {
         let claimed = hashes(v) && sound(v) && !checked.purged.contains(&(v.run_id, v.position));
         if let (true, Some(at)) = (claimed, order(v)) {
@@ -114,7 +120,8 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
         let Some(versions) = proven.get(eid) else { continue };
         if let Some(latest) = latest_content(versions.iter().copied()) {
             let shown = (m.message.body.as_deref(), m.message.msgtype.as_deref());
-            if shown != (latest.body.as_deref(), latest.msgtype.as_deref()) && !rows.iter().any(|r| r == eid) {
+            if shown != (latest.body.as_deref(), latest.msgtype.as_deref()) && !rows.iter().any(|r| r == eid)
+            {
                 rows.push(eid.to_owned());
             }
         }
@@ -147,7 +154,7 @@ pub(crate) fn source(source: &DisclosureSource) -> Result<Checked> {
 /// holding content after one recorded without (a message stored undecrypted, decrypted later),
 /// then the later stored. `verify.py` applies the same rule.
 pub(crate) fn latest_content<'a>(
-    versions: impl Iterator<Item = (&'a VersionLeaf, (u64, u64))> + Clone,
+    versions: impl Iterator<Item = Placed<'a>> + Clone,
 ) -> Option<&'a VersionLeaf> {
     let withdrawn: HashSet<&str> = versions
         .clone()
@@ -155,7 +162,9 @@ pub(crate) fn latest_content<'a>(
         .filter_map(|(leaf, _)| leaf.target.as_deref())
         .collect();
     versions
-        .filter(|(leaf, _)| leaf.kind != VersionKind::Redaction && !withdrawn.contains(leaf.event_id.as_str()))
+        .filter(|(leaf, _)| {
+            leaf.kind != VersionKind::Redaction && !withdrawn.contains(leaf.event_id.as_str())
+        })
         .max_by_key(|(leaf, at)| {
             let holds = leaf.body.is_some() || leaf.msgtype.is_some() || leaf.attachment.is_some();
             (leaf.sent_at, leaf.kind == VersionKind::Edit, holds, *at)

@@ -359,9 +359,12 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         // A message not redacted shows the content of its latest version.
         if m.get("redacted").and_then(Value::as_bool) != Some(true)
             && let Some(latest) = latest_content(own.iter().copied())
-            && (str_of(m, "body"), str_of(m, "msgtype")) != (latest.body.as_deref(), latest.msgtype.as_deref())
+            && (str_of(m, "body"), str_of(m, "msgtype"))
+                != (latest.body.as_deref(), latest.msgtype.as_deref())
         {
-            return Err(Error::invalid(format!("message {eid}: its content is not its latest logged version")));
+            return Err(Error::invalid(format!(
+                "message {eid}: its content is not its latest logged version"
+            )));
         }
         let Some(a) = m.get("attachment").filter(|a| !a.is_null()) else { continue };
         let sha = str_of(a, "sha256");

@@ -168,7 +168,7 @@ fn forge_disclosure(bag: &Path, built: &Built) {
             _ => indexes.push(index),
         }
     }
-    let bytes = forged.expect("the package's DISCLOSE record");
+    let bytes = forged.unwrap();
     let index = built.log.append(bytes.clone());
     fs::write(records.join(index.to_string()), bytes).unwrap();
     indexes.push(index);

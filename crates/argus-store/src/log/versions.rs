@@ -442,7 +442,9 @@ fn load(conn: &mut DbConn, gate: &Gate, refs: &[VersionRef]) -> Result<Rows> {
                 continue;
             }
             let mut sql = Sql::new(backend);
-            sql.push("SELECT d.id, d.redacted_by, d.redacted_at, d.reason FROM ").push(table).push(" d WHERE ");
+            sql.push("SELECT d.id, d.redacted_by, d.redacted_at, d.reason FROM ")
+                .push(table)
+                .push(" d WHERE ");
             gate.apply_to_messages(&mut sql, "d", chunk);
             sql.push(" AND d.id IN ");
             push_ids(&mut sql, &named);

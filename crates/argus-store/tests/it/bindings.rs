@@ -5,7 +5,8 @@
 
 use argus_crypto::tlog::{leaf_hash, root_of};
 use argus_domain::{
-    Classification::*, MessageEdit, MessageRecord, MessageRedaction, Redaction, Scope, Viewer,
+    Classification::*,
+    MessageEdit, MessageRecord, MessageRedaction, Redaction, Scope, Viewer,
     oversight::{LogEntry, VersionKind},
 };
 use argus_store::{DisclosureSource, SourceVersion, Store};
@@ -73,9 +74,11 @@ fn a_message_decrypted_later_is_recorded_again_with_its_content(db: &TestDb) {
     assert_eq!((sealed_leaf[0].leaf.body.as_deref(), sealed_leaf[0].leaf.msgtype.as_deref()), (None, None));
 
     // A later run reads it decrypted: the content is filled in, and bound to that run.
-    s.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, vec![decrypted("$later", "rempli", t)])).unwrap();
+    s.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, vec![decrypted("$later", "rempli", t)]))
+        .unwrap();
     // Filled once: a decrypted copy read again records nothing more.
-    s.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, vec![decrypted("$later", "réécrit", t)])).unwrap();
+    s.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, vec![decrypted("$later", "réécrit", t)]))
+        .unwrap();
     let source = source(s, &v, ROOM);
     let versions = of(&source, "$later");
     assert!(versions.iter().all(|v| rebuilds(v)), "every leaf rebuilds: {versions:#?}");
@@ -118,7 +121,11 @@ fn an_edits_redaction_is_recorded_with_who_when_and_why(db: &TestDb) {
     let mut withdrawn = snapshot(ROOM, Vec::new());
     withdrawn.redactions = vec![MessageRedaction {
         target: "$edit".parse().unwrap(),
-        redaction: Redaction { redacted_by: m.sender.clone(), redacted_at: at, reason: Some("erreur".into()) },
+        redaction: Redaction {
+            redacted_by: m.sender.clone(),
+            redacted_at: at,
+            reason: Some("erreur".into()),
+        },
         confirmed: true,
     }];
     s.record_ingestion(&run(&plain, Restricted), &withdrawn).unwrap();
