@@ -18,7 +18,7 @@ END $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM argus_app;
 GRANT USAGE ON SCHEMA public TO argus_app;
 GRANT SELECT, INSERT, UPDATE, DELETE
-    ON rooms, messages, message_counts, message_versions, message_redactions, outbox,
+    ON rooms, messages, message_counts, message_versions, message_redactions, version_redactions, outbox,
        ingestion_runs, watches, pending_edits, pending_redactions
     TO argus_app;
 GRANT SELECT, INSERT ON ingestions TO argus_app;

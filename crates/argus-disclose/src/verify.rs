@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::{
     Error, Result, bag,
-    check::{events_root, kind_name},
+    check::{events_root, kind_name, latest_content},
     hashing::{both_of_file, sha512_file},
 };
 
@@ -329,6 +329,7 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     let mut files = 0_u64;
     for m in &lines {
         let eid = str_of(m, "eventId").ok_or_else(|| Error::invalid("a message has no event id"))?;
+        let mut own = Vec::new();
         for v in m.get("versions").and_then(Value::as_array).into_iter().flatten() {
             let key = (v.get("run").and_then(Value::as_u64), v.get("position").and_then(Value::as_u64));
             let leaf = match key {
@@ -353,6 +354,17 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
             if !same {
                 return Err(Error::invalid(format!("message {eid}: a version differs from the logged one")));
             }
+            own.push((leaf, key));
+        }
+        // A message not redacted shows the content of its latest version.
+        if m.get("redacted").and_then(Value::as_bool) != Some(true)
+            && let Some(latest) = latest_content(own.iter().copied())
+            && (str_of(m, "body"), str_of(m, "msgtype"))
+                != (latest.body.as_deref(), latest.msgtype.as_deref())
+        {
+            return Err(Error::invalid(format!(
+                "message {eid}: its content is not its latest logged version"
+            )));
         }
         let Some(a) = m.get("attachment").filter(|a| !a.is_null()) else { continue };
         let sha = str_of(a, "sha256");

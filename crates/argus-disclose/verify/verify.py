@@ -13,8 +13,9 @@ command line: never one read from the package. Checks:
    included in the eventsRoot of the run's AUDIT record data/log/records/<run> (the same line of
    proofs.txt: its position among the run's leaves, then the RFC 9162 path in base64);
 4. the DISCLOSE record of this package names the SHA-256 of data/messages.jsonl and its count;
-5. messages.jsonl agrees with the versions it cites, with the files in data/attachments and their
-   ATTACHMENT records, and with data/transcript.html (same messages, senders, bodies).
+5. messages.jsonl agrees with the versions it cites (a message not redacted shows the content of
+   its latest version), with the files in data/attachments and their ATTACHMENT records, and with
+   data/transcript.html (same messages, senders, bodies).
 
 The bag's manifests are checked by `python3 -m bagit --validate`, its signature by minisign.
 Exit status 0 when everything verifies, 1 otherwise (each failure printed).
@@ -183,6 +184,24 @@ class Transcript(html.parser.HTMLParser):
             self.articles[self.current].append(data)
 
 
+def latest_content(own):
+    """The version whose content a message not redacted shows, among the versions it cites (each
+    with its run and position): the latest ORIGINAL or EDIT not withdrawn by a redaction of its
+    own event, by its sentAt, then an EDIT after an ORIGINAL, then one holding content after one
+    recorded without (stored undecrypted, decrypted later), then the later stored."""
+    withdrawn = {leaf.get("target") for leaf, _ in own if leaf.get("kind") == "REDACTION"}
+    content = [(leaf, key) for leaf, key in own
+               if leaf.get("kind") != "REDACTION" and leaf.get("eventId") not in withdrawn]
+    if not content:
+        return None
+
+    def order(item):
+        leaf, key = item
+        holds = any(leaf.get(k) is not None for k in ("body", "msgtype", "attachment"))
+        return (leaf["sentAt"], leaf.get("kind") == "EDIT", holds, key)
+    return max(content, key=order)[0]
+
+
 def verify(pkg, vkey, say):
     data = os.path.join(pkg, "data")
     log = os.path.join(data, "log")
@@ -274,6 +293,7 @@ def verify(pkg, vkey, say):
     files = 0
     for m in lines:
         eid = m["eventId"]
+        own = []
         for v in m.get("versions") or []:
             key = (v.get("run"), v.get("position"))
             leaf = versions.get(key)
@@ -287,6 +307,11 @@ def verify(pkg, vkey, say):
                     raise Failure(f"message {eid}: its version differs from the logged one ({k})")
             if leaf.get("kind") != v.get("kind") or eid not in (leaf.get("eventId"), leaf.get("target")):
                 raise Failure(f"message {eid}: a version belongs to another message")
+            own.append((leaf, key))
+        latest = latest_content(own)
+        if not m.get("redacted") and latest is not None and \
+                (m.get("body"), m.get("msgtype")) != (latest.get("body"), latest.get("msgtype")):
+            raise Failure(f"message {eid}: its content is not its latest logged version")
         a = m.get("attachment")
         if a and a.get("file"):
             data_file = read(os.path.join(data, a["file"]))

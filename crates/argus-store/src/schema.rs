@@ -273,6 +273,29 @@ diesel::table! {
         redaction_pk -> Nullable<BigInt>,
         /// Its leaf hash when stored, hex.
         leaf_hash -> Text,
+        /// Recorded without content (a message stored while still encrypted): rebuilt with no
+        /// body, message type or attachment.
+        without_content -> Bool,
+    }
+}
+
+diesel::table! {
+    /// Redactions of edits kept as versions (the edit withdrawn, the message not redacted).
+    version_redactions (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The message the edit is a version of.
+        message_pk -> BigInt,
+        /// The edit's `message_versions` row.
+        version_pk -> BigInt,
+        /// Sender of the `m.room.redaction`.
+        redacted_by -> Text,
+        /// Its `origin_server_ts`, UTC ms.
+        redacted_at -> BigInt,
+        /// The reason it gave.
+        reason -> Nullable<Text>,
     }
 }
 

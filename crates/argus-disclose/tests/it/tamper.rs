@@ -1,14 +1,17 @@
 //! Altering a package in any way makes verification fail: one byte of any file, a message
 //! removed (with the manifests recomputed and the bag re-signed), another package key, another
-//! log key.
+//! log key, a message shown with other content than its latest version (even with its DISCLOSE
+//! record forged and the checkpoint signed again).
 
 use std::{fs, path::Path};
 
 use argus_crypto::{
     package_signing::PackageSigner,
-    tlog::{LogSigner, parse_tlog_proof, tlog_proof_text, verify_checkpoint},
+    tlog::{Checkpoint, LogSigner, parse_tlog_proof, tlog_proof_text, verify_checkpoint},
 };
-use argus_disclose::{Error, verify_package};
+use argus_disclose::{Error, LogView as _, verify_package};
+use argus_domain::oversight::{AccessAction, LogEntry};
+use sha2::{Digest as _, Sha256};
 
 use crate::support::{self, Built};
 
@@ -139,5 +142,78 @@ async fn another_log_key_fails() {
             .status()
             .unwrap();
         assert!(ok.success());
+    }
+}
+
+/// Journals a forged DISCLOSE record naming the altered `data/messages.jsonl`, in place of the
+/// package's own, and signs a new checkpoint with the log key, every proof made again: what an
+/// insider holding both keys could do.
+fn forge_disclosure(bag: &Path, built: &Built) {
+    let org: argus_domain::OrgId = support::ORG.parse().unwrap();
+    let jsonl = fs::read(bag.join("data/messages.jsonl")).unwrap();
+    let records = bag.join("data/log/records");
+    let proofs = bag.join("data/log/proofs");
+    let mut indexes: Vec<u64> = Vec::new();
+    let mut forged = None;
+    for file in support::walk(&records) {
+        let index: u64 = file.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        match LogEntry::parse(&fs::read(&file).unwrap()).unwrap() {
+            LogEntry::Access(mut access) if access.action == AccessAction::Disclose => {
+                let fields = access.disclosure.as_mut().unwrap();
+                fields.messages_sha256 = hex::encode(Sha256::digest(&jsonl));
+                fs::remove_file(&file).unwrap();
+                fs::remove_file(proofs.join(format!("{index}.tlog-proof"))).unwrap();
+                forged = Some(LogEntry::Access(access).canonical());
+            }
+            _ => indexes.push(index),
+        }
+    }
+    let bytes = forged.unwrap();
+    let index = built.log.append(bytes.clone());
+    fs::write(records.join(index.to_string()), bytes).unwrap();
+    indexes.push(index);
+    let note = fs::read_to_string(bag.join("data/log/checkpoint")).unwrap();
+    let origin = verify_checkpoint(&note, &built.log_key).unwrap().origin;
+    let head = built.log.log_head(&org).unwrap();
+    let note = built.keys.log.sign(&Checkpoint { origin, size: head.size, root: head.root }).unwrap();
+    fs::write(bag.join("data/log/checkpoint"), &note).unwrap();
+    for index in indexes {
+        let proof = built.log.log_inclusion(&org, index, head.size).unwrap();
+        fs::write(proofs.join(format!("{index}.tlog-proof")), tlog_proof_text(index, &proof, &note)).unwrap();
+    }
+    support::rebag(bag, &built.keys.package);
+}
+
+#[tokio::test]
+async fn an_edited_message_shown_with_other_content_fails_even_re_journaled_and_re_signed() {
+    let built = support::build().await;
+    // The forgery alone is accepted: what fails below is the content check.
+    let bag = altered(&built, "re-journaled");
+    forge_disclosure(&bag, &built);
+    verify_package(&bag, &built.log_key, &built.package_key).unwrap();
+    let tools = support::tools(&bag, &built.log_key, &built.package_key);
+    assert_ne!(tools.verify_py, Some(false), "{}", tools.verify_py_output);
+
+    // $m2's latest edit says "(salle B)": the message is shown with its first edit's text.
+    let bag = altered(&built, "other-content");
+    let jsonl = fs::read_to_string(bag.join("data/messages.jsonl")).unwrap();
+    let line = jsonl.lines().find(|l| l.contains("\"eventId\":\"$m2\"")).unwrap();
+    let changed = line.replacen("\"body\":\"Réunion à 15h (salle B)\"", "\"body\":\"Réunion à 15h\"", 1);
+    assert_ne!(changed, line);
+    fs::write(bag.join("data/messages.jsonl"), jsonl.replace(line, &changed)).unwrap();
+    forge_disclosure(&bag, &built);
+
+    let why = refused_by_rust(&bag, &built);
+    assert_eq!(why, "message $m2: its content is not its latest logged version");
+    let tools = support::tools(&bag, &built.log_key, &built.package_key);
+    assert_ne!(tools.bagit, Some(false), "the re-made bag is valid as a bag");
+    assert_ne!(tools.minisign, Some(false), "and signed with the package key");
+    assert_ne!(tools.verify_py, Some(true), "verify.py accepted a message shown with other content");
+    if tools.verify_py.is_some() {
+        assert!(
+            tools.verify_py_output.contains("message $m2: its content is not its latest logged version"),
+            "{}",
+            tools.verify_py_output
+        );
     }
 }

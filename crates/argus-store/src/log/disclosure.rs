@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use argus_domain::{PageRequest, RoomId, StoredMessage, to_unix_ms};
 use diesel::{
     QueryableByName, RunQueryDsl as _,
-    sql_types::{BigInt, Nullable, Text},
+    sql_types::{BigInt, Bool, Nullable, Text},
 };
 use time::OffsetDateTime;
 
@@ -70,6 +70,8 @@ struct StoredVersion {
     redaction_pk: Option<i64>,
     #[diesel(sql_type = Text)]
     leaf_hash: String,
+    #[diesel(sql_type = Bool)]
+    without_content: bool,
 }
 
 /// The stored versions of `messages` (messages the gate let through), by run and position.
@@ -79,8 +81,8 @@ fn stored_versions(conn: &mut DbConn, gate: &Gate, messages: &[StoredMessage]) -
     for chunk in ids.chunks(CHUNK) {
         let mut sql = Sql::new(conn.backend());
         sql.push(
-            "SELECT rv.run_id, rv.idx, rv.message_pk, rv.kind, rv.version_pk, rv.redaction_pk, rv.leaf_hash \
-             FROM run_versions rv WHERE ",
+            "SELECT rv.run_id, rv.idx, rv.message_pk, rv.kind, rv.version_pk, rv.redaction_pk, rv.leaf_hash, \
+             rv.without_content FROM run_versions rv WHERE ",
         );
         gate.apply_to_messages(&mut sql, "rv", chunk);
         out.extend(sql.build().load::<StoredVersion>(conn)?);
@@ -131,6 +133,7 @@ pub(crate) fn source(
                 kind: kind_of(&v.kind)?,
                 version_pk: v.version_pk,
                 redaction_pk: v.redaction_pk,
+                without_content: v.without_content,
             })
         })
         .collect::<Result<Vec<_>>>()?;

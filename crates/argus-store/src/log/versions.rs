@@ -1,7 +1,10 @@
 //! The versions a run stored: recorded in `run_versions` by the commit that stored them, in
 //! order, each with its leaf hash; their RFC 9162 root is the run's `eventsRoot`. One function,
 //! [`rebuild`], makes a version's [`VersionLeaf`] from the rows as they are now, both when it is
-//! stored and when a disclosure reads it back (a row changed since gives another hash).
+//! stored and when a disclosure reads it back (a row changed since gives another hash). A
+//! message stored while still encrypted is recorded without content, and recorded again, with
+//! it, by the commit that fills it in once decrypted; an edit's redaction is recorded as a
+//! REDACTION whose target is the edit.
 
 use std::collections::HashMap;
 
@@ -26,8 +29,9 @@ use crate::{
 /// Rows read per statement when their ids are listed.
 const CHUNK: usize = 10_000;
 
-/// The highest storage ids of the stored messages, versions and redactions before a commit:
-/// what the commit adds lies above them (a room's commits are serialised by its lock).
+/// The highest storage ids of the stored messages, versions and redactions (of messages and of
+/// edits) before a commit: what the commit adds lies above them (a room's commits are
+/// serialised by its lock).
 #[derive(Debug, Clone, Copy, QueryableByName)]
 pub(crate) struct Marks {
     #[diesel(sql_type = BigInt)]
@@ -36,6 +40,8 @@ pub(crate) struct Marks {
     versions: i64,
     #[diesel(sql_type = BigInt)]
     redactions: i64,
+    #[diesel(sql_type = BigInt)]
+    withdrawals: i64,
 }
 
 /// The marks before a commit.
@@ -45,7 +51,8 @@ pub(crate) fn marks(conn: &mut DbConn) -> Result<Marks> {
     sql.push(
         "SELECT (SELECT COALESCE(MAX(id), 0) FROM messages) AS messages, \
          (SELECT COALESCE(MAX(id), 0) FROM message_versions) AS versions, \
-         (SELECT COALESCE(MAX(id), 0) FROM message_redactions) AS redactions",
+         (SELECT COALESCE(MAX(id), 0) FROM message_redactions) AS redactions, \
+         (SELECT COALESCE(MAX(id), 0) FROM version_redactions) AS withdrawals",
     );
     Ok(sql.build_cached().get_result(conn)?)
 }
@@ -57,10 +64,13 @@ pub(crate) struct VersionRef {
     pub(crate) message_pk: i64,
     /// What it is.
     pub(crate) kind: VersionKind,
-    /// The `message_versions` row (an original kept as a version, or an edit).
+    /// The `message_versions` row (an original kept as a version, or an edit; for a
+    /// redaction, the edit it withdrew).
     pub(crate) version_pk: Option<i64>,
-    /// The `message_redactions` row.
+    /// The `message_redactions` row; for a redaction of an edit, the `version_redactions` row.
     pub(crate) redaction_pk: Option<i64>,
+    /// Recorded without content (a message stored while still encrypted).
+    pub(crate) without_content: bool,
 }
 
 #[derive(QueryableByName)]
@@ -81,17 +91,47 @@ struct Id {
     message_pk: i64,
 }
 
+#[derive(QueryableByName)]
+struct NewMessage {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Bool)]
+    undecrypted: bool,
+}
+
+#[derive(QueryableByName)]
+struct NewWithdrawal {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    message_pk: i64,
+    #[diesel(sql_type = BigInt)]
+    version_pk: i64,
+}
+
 /// What one commit of run `run_id` stored in the room `room_pk` of `org` since `before`, as
-/// versions in storing order: new messages (as their original version row when they got one),
-/// then new versions, then new redactions.
-fn stored_since(conn: &mut DbConn, org: &str, room_pk: i64, before: Marks) -> Result<Vec<VersionRef>> {
+/// versions in storing order: new messages (as their original version row when they got one;
+/// without content while undecrypted), then messages of `decrypted` (event ids the commit read
+/// decrypted) stored before while undecrypted and filled in now, then new versions, then new
+/// redactions of messages, then new redactions of edits.
+fn stored_since(
+    conn: &mut DbConn,
+    org: &str,
+    room_pk: i64,
+    before: Marks,
+    decrypted: &[&str],
+) -> Result<Vec<VersionRef>> {
     let backend = conn.backend();
     let mut sql = Sql::new(backend);
-    sql.push("SELECT m.id, m.id AS message_pk FROM messages m WHERE m.org_id = ")
-        .bind::<Text, _>(org.to_owned());
+    sql.push(
+        "SELECT m.id, CASE WHEN m.encrypted AND NOT m.decrypted THEN TRUE ELSE FALSE END AS undecrypted \
+         FROM messages m WHERE m.org_id = ",
+    )
+    .bind::<Text, _>(org.to_owned());
     sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
     sql.push(" AND m.id > ").bind::<BigInt, _>(before.messages).push(" ORDER BY m.id");
-    let messages: Vec<Id> = sql.build_cached().load(conn)?;
+    let messages: Vec<NewMessage> = sql.build_cached().load(conn)?;
+    let filled = filled_since(conn, org, room_pk, before, decrypted)?;
     let mut sql = Sql::new(backend);
     sql.push(
         "SELECT v.id, v.message_pk, CASE WHEN v.event_id = m.event_id THEN TRUE ELSE FALSE END AS original \
@@ -110,37 +150,99 @@ fn stored_since(conn: &mut DbConn, org: &str, room_pk: i64, before: Marks) -> Re
     sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
     sql.push(" AND d.id > ").bind::<BigInt, _>(before.redactions).push(" ORDER BY d.id");
     let redactions: Vec<Id> = sql.build_cached().load(conn)?;
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT w.id, w.message_pk, w.version_pk FROM version_redactions w \
+         JOIN messages m ON m.id = w.message_pk WHERE w.org_id = ",
+    )
+    .bind::<Text, _>(org.to_owned());
+    sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+    sql.push(" AND w.id > ").bind::<BigInt, _>(before.withdrawals).push(" ORDER BY w.id");
+    let withdrawals: Vec<NewWithdrawal> = sql.build_cached().load(conn)?;
 
+    let original = |message_pk, without_content| VersionRef {
+        message_pk,
+        kind: VersionKind::Original,
+        version_pk: None,
+        redaction_pk: None,
+        without_content,
+    };
     let mut refs = Vec::with_capacity(messages.len() + versions.len() + redactions.len());
     for m in &messages {
         if !versions.iter().any(|v| v.original && v.message_pk == m.id) {
-            refs.push(VersionRef {
-                message_pk: m.id,
-                kind: VersionKind::Original,
-                version_pk: None,
-                redaction_pk: None,
-            });
+            refs.push(original(m.id, m.undecrypted));
         }
     }
+    refs.extend(filled.iter().map(|&id| original(id, false)));
     refs.extend(versions.iter().map(|v| VersionRef {
         message_pk: v.message_pk,
         kind: if v.original { VersionKind::Original } else { VersionKind::Edit },
         version_pk: Some(v.id),
         redaction_pk: None,
+        without_content: false,
     }));
     refs.extend(redactions.iter().map(|d| VersionRef {
         message_pk: d.message_pk,
         kind: VersionKind::Redaction,
         version_pk: None,
         redaction_pk: Some(d.id),
+        without_content: false,
+    }));
+    refs.extend(withdrawals.iter().map(|w| VersionRef {
+        message_pk: w.message_pk,
+        kind: VersionKind::Redaction,
+        version_pk: Some(w.version_pk),
+        redaction_pk: Some(w.id),
+        without_content: false,
     }));
     Ok(refs)
 }
 
+/// The messages among `decrypted` (event ids) stored before `before` while undecrypted and
+/// decrypted now: recorded without content so far, never with it.
+fn filled_since(
+    conn: &mut DbConn,
+    org: &str,
+    room_pk: i64,
+    before: Marks,
+    decrypted: &[&str],
+) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for chunk in decrypted.chunks(conn.backend().max_binds().saturating_sub(8).max(1)) {
+        let mut sql = Sql::new(conn.backend());
+        sql.push("SELECT m.id, m.id AS message_pk FROM messages m WHERE m.org_id = ")
+            .bind::<Text, _>(org.to_owned());
+        sql.push(" AND m.room_pk = ").bind::<BigInt, _>(room_pk);
+        sql.push(" AND m.id <= ").bind::<BigInt, _>(before.messages);
+        sql.push(" AND m.encrypted AND m.decrypted AND NOT m.redacted AND m.event_id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind::<Text, _>((*id).to_owned());
+        }
+        sql.push(
+            ") AND EXISTS (SELECT 1 FROM run_versions rv WHERE rv.org_id = m.org_id AND rv.message_pk = m.id \
+             AND rv.without_content) AND NOT EXISTS (SELECT 1 FROM run_versions rv WHERE rv.org_id = m.org_id \
+             AND rv.message_pk = m.id AND rv.kind = 'ORIGINAL' AND NOT rv.without_content) ORDER BY m.id",
+        );
+        out.extend(sql.build().load::<Id>(conn)?.into_iter().map(|r| r.id));
+    }
+    Ok(out)
+}
+
 /// Records in `run_versions`, after the run's earlier leaves, every version the commit stored
-/// in room `room_pk` since `before`, with its leaf hash (inside the commit's transaction).
-pub(crate) fn record(conn: &mut DbConn, org: &str, run_id: i64, room_pk: i64, before: Marks) -> Result<()> {
-    let refs = stored_since(conn, org, room_pk, before)?;
+/// in room `room_pk` since `before` (`decrypted`: the event ids it read decrypted, whose
+/// content it may have filled in), with its leaf hash (inside the commit's transaction).
+pub(crate) fn record(
+    conn: &mut DbConn,
+    org: &str,
+    run_id: i64,
+    room_pk: i64,
+    before: Marks,
+    decrypted: &[&str],
+) -> Result<()> {
+    let refs = stored_since(conn, org, room_pk, before, decrypted)?;
     if refs.is_empty() {
         return Ok(());
     }
@@ -155,15 +257,15 @@ pub(crate) fn record(conn: &mut DbConn, org: &str, run_id: i64, room_pk: i64, be
     sql.push("SELECT COUNT(*) AS n FROM run_versions WHERE run_id = ").bind::<BigInt, _>(run_id);
     let start: Count = sql.build_cached().get_result(conn)?;
     let rows: Vec<(&VersionRef, &VersionLeaf)> = refs.iter().zip(&leaves).collect();
-    // Nine binds a row.
-    for (c, chunk) in rows.chunks(backend.max_binds() / 9).enumerate() {
+    // Ten binds a row.
+    for (c, chunk) in rows.chunks(backend.max_binds() / 10).enumerate() {
         let mut sql = Sql::new(backend);
         sql.push(
             "INSERT INTO run_versions (org_id, run_id, idx, message_pk, kind, version_pk, redaction_pk, \
-             leaf_hash) VALUES ",
+             leaf_hash, without_content) VALUES ",
         );
         for (i, (r, leaf)) in chunk.iter().enumerate() {
-            let idx = start.n + i64::try_from(c * (backend.max_binds() / 9) + i).unwrap_or(i64::MAX);
+            let idx = start.n + i64::try_from(c * (backend.max_binds() / 10) + i).unwrap_or(i64::MAX);
             if i > 0 {
                 sql.push(", ");
             }
@@ -172,7 +274,8 @@ pub(crate) fn record(conn: &mut DbConn, org: &str, run_id: i64, room_pk: i64, be
             sql.bind::<Text, _>(kind_name(r.kind).to_owned()).push(", ");
             sql.bind::<Nullable<BigInt>, _>(r.version_pk).push(", ");
             sql.bind::<Nullable<BigInt>, _>(r.redaction_pk).push(", ");
-            sql.bind::<Text, _>(hex::encode(tlog::leaf_hash(&leaf.canonical()))).push(")");
+            sql.bind::<Text, _>(hex::encode(tlog::leaf_hash(&leaf.canonical()))).push(", ");
+            sql.bind::<Bool, _>(r.without_content).push(")");
         }
         sql.build().execute(conn)?;
     }
@@ -284,6 +387,8 @@ struct Rows {
     /// The original version row of each message that has one.
     originals: HashMap<i64, i64>,
     redactions: HashMap<i64, RedactionRow>,
+    /// Redactions of edits (`version_redactions`).
+    withdrawals: HashMap<i64, RedactionRow>,
 }
 
 fn load(conn: &mut DbConn, gate: &Gate, refs: &[VersionRef]) -> Result<Rows> {
@@ -326,19 +431,26 @@ fn load(conn: &mut DbConn, gate: &Gate, refs: &[VersionRef]) -> Result<Rows> {
             }
             rows.versions.insert(row.id, row);
         }
-        let named: Vec<i64> = refs
-            .iter()
-            .filter(|r| chunk.binary_search(&r.message_pk).is_ok())
-            .filter_map(|r| r.redaction_pk)
-            .collect();
-        if !named.is_empty() {
+        for (table, of_edits) in [("message_redactions", false), ("version_redactions", true)] {
+            let named: Vec<i64> = refs
+                .iter()
+                .filter(|r| chunk.binary_search(&r.message_pk).is_ok())
+                .filter(|r| r.version_pk.is_some() == of_edits && r.kind == VersionKind::Redaction)
+                .filter_map(|r| r.redaction_pk)
+                .collect();
+            if named.is_empty() {
+                continue;
+            }
             let mut sql = Sql::new(backend);
-            sql.push("SELECT d.id, d.redacted_by, d.redacted_at, d.reason FROM message_redactions d WHERE ");
+            sql.push("SELECT d.id, d.redacted_by, d.redacted_at, d.reason FROM ")
+                .push(table)
+                .push(" d WHERE ");
             gate.apply_to_messages(&mut sql, "d", chunk);
             sql.push(" AND d.id IN ");
             push_ids(&mut sql, &named);
+            let into = if of_edits { &mut rows.withdrawals } else { &mut rows.redactions };
             for row in sql.build().load::<RedactionRow>(conn)? {
-                rows.redactions.insert(row.id, row);
+                into.insert(row.id, row);
             }
         }
     }
@@ -413,6 +525,12 @@ pub(crate) fn rebuild(conn: &mut DbConn, gate: &Gate, refs: &[VersionRef]) -> Re
                         ),
                     };
                     leaf.attachment = attachment(m.media.as_deref().or(m.held_media.as_deref()))?;
+                    if r.without_content {
+                        // As recorded while the message was still encrypted.
+                        leaf.body = None;
+                        leaf.msgtype = None;
+                        leaf.attachment = None;
+                    }
                     leaf
                 }
                 VersionKind::Edit => {
@@ -429,10 +547,18 @@ pub(crate) fn rebuild(conn: &mut DbConn, gate: &Gate, refs: &[VersionRef]) -> Re
                     leaf
                 }
                 VersionKind::Redaction => {
-                    let d = rows.redactions.get(&r.redaction_pk.ok_or(MISSING)?).ok_or(MISSING)?;
+                    let pk = r.redaction_pk.ok_or(MISSING)?;
+                    // A redaction of the message, or of one of its edits (its target).
+                    let (d, target) = match r.version_pk {
+                        None => (rows.redactions.get(&pk).ok_or(MISSING)?, m.event_id.clone()),
+                        Some(v) => (
+                            rows.withdrawals.get(&pk).ok_or(MISSING)?,
+                            rows.versions.get(&v).ok_or(MISSING)?.event_id.clone(),
+                        ),
+                    };
                     let mut leaf =
                         leaf(VersionKind::Redaction, &m.event_id, &d.redacted_by, d.redacted_at, None, None);
-                    leaf.target = Some(m.event_id.clone());
+                    leaf.target = Some(target);
                     leaf.reason = d.reason.clone();
                     leaf
                 }

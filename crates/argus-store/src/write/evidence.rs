@@ -227,7 +227,7 @@ fn version_of(conn: &mut DbConn, org: &str, room_pk: i64, event: &EventId) -> Re
 }
 
 /// Applies a redaction whose target is an edit kept as a version: under the same rule as a
-/// message's, the version's content is purged and, when it was the message's current content,
+/// message's, the version's content is purged, who withdrew it, when and why are kept, and, when it was the message's current content,
 /// the message falls back to the latest version left (the original at least). Returns `None`
 /// when the target is no kept version, else whether the redaction was applied.
 fn withdraw_version(
@@ -247,6 +247,20 @@ fn withdraw_version(
         return Ok(Some(false));
     }
     purge_versions(conn, Versions::One(version.id), hold)?;
+    // Who withdrew it, when and why (the first redaction known is kept).
+    let redaction = &r.redaction;
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "INSERT INTO version_redactions (org_id, message_pk, version_pk, redacted_by, redacted_at, reason) \
+         VALUES (",
+    );
+    sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(version.message_pk).push(", ");
+    sql.bind::<BigInt, _>(version.id).push(", ");
+    sql.bind::<Text, _>(redaction.redacted_by.as_str().to_owned()).push(", ");
+    sql.bind::<BigInt, _>(to_unix_ms(redaction.redacted_at)).push(", ");
+    sql.bind::<Nullable<Text>, _>(redaction.reason.as_deref().map(Redaction::bounded_reason));
+    sql.push(") ON CONFLICT (org_id, version_pk) DO NOTHING");
+    sql.build_cached().execute(conn)?;
     // The message shows the latest version still holding content.
     let mut sql = Sql::new(backend);
     sql.push(

@@ -137,7 +137,13 @@ pub(crate) fn commit_pages(
         }
         // The versions this commit stored: the leaves of the run's eventsRoot.
         if let Some(room) = read::room_key(conn, &Gate::whole_org(&ticket.run.viewer.org), &ticket.room_id)? {
-            crate::log::record_run_versions(conn, org, ticket.id, room.id, before)?;
+            let decrypted: Vec<&str> = pages
+                .messages
+                .iter()
+                .filter(|m| m.decrypted && !m.redacted)
+                .map(|m| m.event_id.as_str())
+                .collect();
+            crate::log::record_run_versions(conn, org, ticket.id, room.id, before, &decrypted)?;
         }
         Ok(stored)
     })

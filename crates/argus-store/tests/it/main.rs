@@ -9,6 +9,7 @@
 
 mod attachments;
 mod audit;
+mod bindings;
 mod decrypted;
 mod evidence;
 mod hold;

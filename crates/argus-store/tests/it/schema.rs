@@ -13,12 +13,13 @@ pub(crate) const SQLITE: EmbeddedMigrations = embed_migrations!("../../migration
 pub(crate) const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 8] = [
+const TENANT_TABLES: [&str; 9] = [
     "rooms",
     "messages",
     "message_counts",
     "message_versions",
     "message_redactions",
+    "version_redactions",
     "ingestions",
     "outbox",
     "attachments",

@@ -1,0 +1,2 @@
+DROP TABLE version_redactions;
+ALTER TABLE run_versions DROP COLUMN without_content;
