@@ -37,7 +37,8 @@ const DISCLOSE: &str = r"mutation($r: String!) { discloseTchapRoom(input: { room
   package { id sha512 size downloadUrl }
 } }";
 
-const RUNS: &str = r"query { tchapIngestions(first: 20) { edges { node { action eventsRoot eventsCount } } } }";
+const RUNS: &str =
+    r"query { tchapIngestions(first: 20) { edges { node { action eventsRoot eventsCount } } } }";
 
 const ACCESS_LOG: &str = r"query($r: String) { tchapAccessLog(first: 50, roomId: $r) {
   totalCount edges { node { actor action roomIds query itemCount classification } }

@@ -408,7 +408,14 @@ pub(crate) fn append(
         .returning(ingestions::id)
         .get_result(conn)?;
     crate::log::append_audit(conn, &log_entry(org, seq, action, &stored)?)?;
-    Ok(IngestionRecord { id, seq, entry: entry.clone(), prev_hash, hash, events: run.map(|r| (r.root, r.count)) })
+    Ok(IngestionRecord {
+        id,
+        seq,
+        entry: entry.clone(),
+        prev_hash,
+        hash,
+        events: run.map(|r| (r.root, r.count)),
+    })
 }
 
 /// The `AUDIT` log entry of a record, from its stored fields (as hashed into the chain).
