@@ -88,9 +88,22 @@ impl Services {
     /// Journals a read of content by `viewer` ([`crate::oversight`]): durable when this
     /// returns; `UNAVAILABLE` when it cannot be written, and then the read must fail.
     pub async fn record_access(&self, viewer: &Viewer, read: &Read<'_>) -> Result<()> {
-        let entry = read.entry(viewer);
+        self.journal_entry(read.entry(viewer)).await
+    }
+
+    /// Journals `entry` (durable when this returns). It waits for the journal's writer, which
+    /// has a connection of its own, so it holds none of the store's slots meanwhile: a read
+    /// gives its slot back before its entry is committed with those of concurrent reads.
+    pub(crate) async fn journal_entry(&self, entry: argus_domain::oversight::AccessEntry) -> Result<()> {
         let journal = self.journal();
-        self.with_store(move |store| crate::oversight::record(store, journal, &entry)).await
+        if journal == Journal::Off {
+            return Ok(());
+        }
+        let store = self.app.store.clone();
+        tokio::task::spawn_blocking(move || crate::oversight::record(&store, journal, &entry))
+            .await
+            .map_err(|_| Error::Service(argus_ingest::Error::Internal))?
+            .map_err(|e| Error::Service(argus_ingest::Error::from(e)))
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free

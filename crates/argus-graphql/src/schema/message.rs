@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     Context, CursorKind, Result,
-    oversight::{self, Read},
+    oversight::Read,
 };
 
 /// One stored message.
@@ -241,15 +241,23 @@ impl TchapMessageConnection {
     ) -> Result<Self> {
         let kind = CursorKind::Messages(room_id.as_str());
         let room = room_id.clone();
-        let journal = context.services().journal();
-        // The one place the page is known: journaled before it is answered.
+        // The one place the page is known: its entry is made there, and journaled (durable)
+        // before the connection is returned, so before anything of it is answered.
+        let entry = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let made = std::sync::Arc::clone(&entry);
         let read = move |store: &Store, viewer: &Viewer, request: &PageRequest<MessageCursor>| {
             let page = store.messages(viewer, &room, request)?;
             let read = Read::of_messages(AccessAction::ReadMessages, None, &page.items);
-            oversight::record(store, journal, &read.entry(viewer))?;
+            if let Ok(mut slot) = made.lock() {
+                *slot = Some(read.entry(viewer));
+            }
             Ok(page)
         };
-        connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await
+        let connection = connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await?;
+        let entry = entry.lock().ok().and_then(|mut slot| slot.take());
+        let entry = entry.ok_or(crate::Error::Service(argus_ingest::Error::Internal))?;
+        context.services().journal_entry(entry).await?;
+        Ok(connection)
     }
 }
 

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     Context, CursorKind, Error, Result,
-    oversight::{self, Read},
+    oversight::Read,
 };
 
 /// Where a page of search results resumes.
@@ -156,14 +156,12 @@ impl TchapSearchConnection {
         }
         let viewer = context.viewer().clone();
         let start = request.offset;
-        let journal = context.services().journal();
-        let (page, rooms) = context
+        let (page, rooms, entry) = context
             .services()
             .with_store(move |store| {
                 let page = store.search(&viewer, &request)?;
                 let messages = page.hits.iter().map(|hit| &hit.message);
-                let read = Read::of_messages(AccessAction::Search, Some(&text), messages);
-                oversight::record(store, journal, &read.entry(&viewer))?;
+                let entry = Read::of_messages(AccessAction::Search, Some(&text), messages).entry(&viewer);
                 let mut rooms: HashMap<RoomId, Option<StoredRoom>> = HashMap::new();
                 if with_rooms {
                     for hit in &page.hits {
@@ -173,9 +171,11 @@ impl TchapSearchConnection {
                         }
                     }
                 }
-                Ok((page, rooms))
+                Ok((page, rooms, entry))
             })
             .await?;
+        // Journaled (durable) before anything of the page is answered.
+        context.services().journal_entry(entry).await?;
         let mut signer = key.signer(kind, context.viewer());
         let edges: Vec<TchapSearchEdge> = page
             .hits

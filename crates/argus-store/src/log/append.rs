@@ -1,6 +1,7 @@
-//! Appends to an organisation's log: the entry's row with its leaf bytes, and the stored hashes
-//! its leaf completes, read and written through [`StoredHashes`] (one statement each), inside
-//! the caller's transaction, which holds the organisation's lock.
+//! Appends to an organisation's log: the entries' rows with their leaf bytes, and the stored
+//! hashes their leaves complete, read and written through [`StoredHashes`], inside the caller's
+//! transaction, which holds the organisation's lock. A batch of entries (the access journal's)
+//! costs a few statements whatever its size.
 
 use std::{
     cell::{Cell, RefCell},
@@ -42,17 +43,20 @@ impl<'c> StoredHashes<'c> {
         self.failure.take().unwrap_or(otherwise)
     }
 
-    /// Writes `hashes` at consecutive stored-hash indexes from `start`.
-    fn store(&self, start: u64, hashes: &[Digest]) -> Result<()> {
+    /// Writes `hashes`, each at its stored-hash index.
+    fn store_at(&self, hashes: &[(u64, Digest)]) -> Result<()> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn.borrow_mut();
         let mut sql = Sql::new(conn.backend());
         sql.push("INSERT INTO log_hashes (org_id, hash_index, hash) VALUES ");
-        for (i, hash) in hashes.iter().enumerate() {
+        for (i, (at, hash)) in hashes.iter().enumerate() {
             if i > 0 {
                 sql.push(", ");
             }
             sql.push("(").bind::<Text, _>(self.org.to_owned()).push(", ");
-            sql.bind::<BigInt, _>(index(start + i as u64)?).push(", ");
+            sql.bind::<BigInt, _>(index(*at)?).push(", ");
             sql.bind::<Text, _>(hex::encode(hash)).push(")");
         }
         sql.build().execute(&mut **conn)?;
@@ -135,48 +139,114 @@ struct Columns<'a> {
     rooms: &'a [String],
 }
 
-/// Appends `entry` to `org`'s log; returns its index.
-fn append(conn: &mut DbConn, org: &str, entry: &LogEntry, columns: &Columns<'_>) -> Result<u64> {
-    let n = size(conn, org)?;
-    let bytes = entry.canonical();
-    let leaf = tlog::leaf_hash(&bytes);
-    let text = String::from_utf8(bytes).map_err(|_| Error::Corrupt("a log entry is not UTF-8"))?;
+/// Entries per `INSERT` statement (twelve binds each).
+const ENTRIES_PER_INSERT: usize = 256;
+/// Stored hashes per `INSERT` statement (three binds each).
+const HASHES_PER_INSERT: usize = 1_000;
+
+/// The stored hashes of one append: those computed for the batch's earlier leaves first, then
+/// the store's (read once, for the batch's first leaf: the tree's frontier).
+struct Pending<'c, 'h> {
+    stored: &'h StoredHashes<'c>,
+    new: RefCell<HashMap<u64, Digest>>,
+}
+
+impl HashSource for Pending<'_, '_> {
+    fn hashes(&self, indexes: &[u64]) -> argus_crypto::Result<Vec<Digest>> {
+        let new = self.new.borrow();
+        let missing: Vec<u64> = indexes.iter().copied().filter(|i| !new.contains_key(i)).collect();
+        let read: HashMap<u64, Digest> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            missing.iter().copied().zip(self.stored.hashes(&missing)?).collect()
+        };
+        Ok(indexes.iter().map(|i| new.get(i).or_else(|| read.get(i)).copied().unwrap_or_default()).collect())
+    }
+}
+
+/// Appends `entries` to `org`'s log, in order; returns their indexes. A few statements whatever
+/// their number: the log's size, its frontier's hashes, and batched inserts of the entries,
+/// their rooms and the hashes they complete.
+fn append(conn: &mut DbConn, org: &str, entries: &[(LogEntry, Columns<'_>)]) -> Result<Vec<u64>> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = size(conn, org)?;
     let backend = conn.backend();
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "INSERT INTO log_entries (org_id, idx, kind, leaf, classification, at, actor, action, query, \
-         item_count, seq, event_id) VALUES (",
-    );
-    sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(index(n)?).push(", ");
-    sql.bind::<Text, _>(entry.kind().to_owned()).push(", ").bind::<Text, _>(text).push(", ");
-    sql.bind::<SmallInt, _>(columns.classification).push(", ").bind::<BigInt, _>(columns.at).push(", ");
-    sql.bind::<Nullable<Text>, _>(columns.actor.map(str::to_owned)).push(", ");
-    sql.bind::<Nullable<Text>, _>(columns.action.map(str::to_owned)).push(", ");
-    sql.bind::<Nullable<Text>, _>(columns.query.map(str::to_owned)).push(", ");
-    sql.bind::<Nullable<BigInt>, _>(columns.item_count).push(", ");
-    sql.bind::<Nullable<BigInt>, _>(columns.seq).push(", ");
-    sql.bind::<Nullable<Text>, _>(columns.event_id.map(str::to_owned)).push(")");
-    sql.build_cached().execute(conn)?;
-    if !columns.rooms.is_empty() {
-        let mut rooms: Vec<&str> = columns.rooms.iter().map(String::as_str).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
+    let mut texts = Vec::with_capacity(entries.len());
+    let mut hashes_new: Vec<(u64, Digest)> = Vec::with_capacity(entries.len() * 2);
+    {
+        let stored = StoredHashes::new(conn, org);
+        let pending = Pending { stored: &stored, new: RefCell::new(HashMap::new()) };
+        for (offset, (entry, _)) in entries.iter().enumerate() {
+            let n = first + offset as u64;
+            let bytes = entry.canonical();
+            let leaf = tlog::leaf_hash(&bytes);
+            texts.push(String::from_utf8(bytes).map_err(|_| Error::Corrupt("a log entry is not UTF-8"))?);
+            let new = tlog::hashes_to_store(n, leaf, &pending)
+                .map_err(|_| stored.error(Error::Corrupt("the log's stored hashes are incomplete")))?;
+            let start = tlog::stored_hash_index(0, n);
+            let mut cache = pending.new.borrow_mut();
+            for (i, hash) in new.into_iter().enumerate() {
+                cache.insert(start + i as u64, hash);
+                hashes_new.push((start + i as u64, hash));
+            }
+        }
+    }
+    let rows: Vec<(u64, &(LogEntry, Columns<'_>), String)> = entries
+        .iter()
+        .zip(texts)
+        .enumerate()
+        .map(|(offset, (e, text))| (first + offset as u64, e, text))
+        .collect();
+    for chunk in rows.chunks(ENTRIES_PER_INSERT) {
+        let mut sql = Sql::new(backend);
+        sql.push(
+            "INSERT INTO log_entries (org_id, idx, kind, leaf, classification, at, actor, action, query, \
+             item_count, seq, event_id) VALUES ",
+        );
+        for (i, (n, (entry, columns), text)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(index(*n)?).push(", ");
+            sql.bind::<Text, _>(entry.kind().to_owned()).push(", ").bind::<Text, _>(text.clone()).push(", ");
+            sql.bind::<SmallInt, _>(columns.classification).push(", ").bind::<BigInt, _>(columns.at).push(", ");
+            sql.bind::<Nullable<Text>, _>(columns.actor.map(str::to_owned)).push(", ");
+            sql.bind::<Nullable<Text>, _>(columns.action.map(str::to_owned)).push(", ");
+            sql.bind::<Nullable<Text>, _>(columns.query.map(str::to_owned)).push(", ");
+            sql.bind::<Nullable<BigInt>, _>(columns.item_count).push(", ");
+            sql.bind::<Nullable<BigInt>, _>(columns.seq).push(", ");
+            sql.bind::<Nullable<Text>, _>(columns.event_id.map(str::to_owned)).push(")");
+        }
+        sql.build().execute(conn)?;
+    }
+    let mut rooms: Vec<(u64, &str)> = Vec::new();
+    for (n, (_, columns), _) in &rows {
+        let mut own: Vec<&str> = columns.rooms.iter().map(String::as_str).collect();
+        own.sort_unstable();
+        own.dedup();
+        rooms.extend(own.into_iter().map(|r| (*n, r)));
+    }
+    for chunk in rooms.chunks(HASHES_PER_INSERT) {
         let mut sql = Sql::new(backend);
         sql.push("INSERT INTO log_entry_rooms (org_id, idx, room_id) VALUES ");
-        for (i, room) in rooms.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(").bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(index(n)?);
+        for (i, (n, room)) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(index(*n)?);
             sql.push(", ").bind::<Text, _>((*room).to_owned()).push(")");
         }
         sql.build().execute(conn)?;
     }
-    let hashes = StoredHashes::new(conn, org);
-    let new = tlog::hashes_to_store(n, leaf, &hashes)
-        .map_err(|_| hashes.error(Error::Corrupt("the log's stored hashes are incomplete")))?;
-    hashes.store(tlog::stored_hash_index(0, n), &new)?;
-    Ok(n)
+    let stored = StoredHashes::new(conn, org);
+    for chunk in hashes_new.chunks(HASHES_PER_INSERT) {
+        stored.store_at(chunk)?;
+    }
+    Ok(rows.iter().map(|(n, _, _)| *n).collect())
+}
+
+/// Appends one entry; its index.
+fn append_one(conn: &mut DbConn, org: &str, entry: LogEntry, columns: Columns<'_>) -> Result<u64> {
+    let indexes = append(conn, org, &[(entry, columns)])?;
+    indexes.first().copied().ok_or(Error::Corrupt("an append returned no index"))
 }
 
 /// Appends an audit record's entry to its organisation's log (inside [`crate::audit::append`]).
@@ -189,14 +259,14 @@ pub(crate) fn append_audit(conn: &mut DbConn, entry: &AuditEntry) -> Result<u64>
         seq: Some(entry.seq),
         ..Columns::default()
     };
-    append(conn, &entry.org, &LogEntry::Audit(entry.clone()), &columns)
+    append_one(conn, &entry.org, LogEntry::Audit(entry.clone()), columns)
 }
 
-/// Appends a read of content to its organisation's log (the journal's writer).
-pub(crate) fn append_access(conn: &mut DbConn, entry: &AccessEntry) -> Result<u64> {
+/// The columns of a read of content.
+fn access_columns(entry: &AccessEntry) -> Result<Columns<'_>> {
     let item_count =
         i64::try_from(entry.item_count).map_err(|_| Error::invalid("access", "too many items"))?;
-    let columns = Columns {
+    Ok(Columns {
         classification: entry.classification.rank(),
         at: entry.at,
         actor: Some(&entry.actor),
@@ -205,8 +275,17 @@ pub(crate) fn append_access(conn: &mut DbConn, entry: &AccessEntry) -> Result<u6
         item_count: Some(item_count),
         rooms: &entry.room_ids,
         ..Columns::default()
-    };
-    append(conn, &entry.org, &LogEntry::Access(entry.clone()), &columns)
+    })
+}
+
+/// Appends reads of content, all of one organisation, to its log in order (the journal's
+/// writer); their indexes.
+pub(crate) fn append_accesses(conn: &mut DbConn, org: &str, entries: &[&AccessEntry]) -> Result<Vec<u64>> {
+    let rows = entries
+        .iter()
+        .map(|e| Ok((LogEntry::Access((*e).clone()), access_columns(e)?)))
+        .collect::<Result<Vec<_>>>()?;
+    append(conn, org, &rows)
 }
 
 /// Appends a held file's entry to its organisation's log (when its blob is recorded).
@@ -217,5 +296,5 @@ pub(crate) fn append_attachment(conn: &mut DbConn, entry: &AttachmentEntry) -> R
         event_id: Some(&entry.event_id),
         ..Columns::default()
     };
-    append(conn, &entry.org, &LogEntry::Attachment(entry.clone()), &columns)
+    append_one(conn, &entry.org, LogEntry::Attachment(entry.clone()), columns)
 }

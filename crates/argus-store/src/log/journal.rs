@@ -98,7 +98,17 @@ fn write(pool: &DbPool, entries: &[&AccessEntry]) -> Result<Vec<u64>> {
     let orgs: BTreeSet<&str> = entries.iter().map(|e| e.org.as_str()).collect();
     let orgs: Vec<&str> = orgs.into_iter().collect();
     crate::write::in_orgs_transaction(&mut conn, &orgs, |conn| {
-        entries.iter().map(|e| super::append::append_access(conn, e)).collect()
+        // Each organisation's entries appended together, in their order; the indexes put back
+        // in the batch's.
+        let mut indexes = vec![0u64; entries.len()];
+        for org in &orgs {
+            let (at, own): (Vec<usize>, Vec<&AccessEntry>) =
+                entries.iter().enumerate().filter(|(_, e)| e.org == *org).map(|(i, e)| (i, *e)).unzip();
+            for (i, index) in at.into_iter().zip(super::append::append_accesses(conn, org, &own)?) {
+                indexes[i] = index;
+            }
+        }
+        Ok(indexes)
     })
 }
 
