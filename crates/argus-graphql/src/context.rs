@@ -91,19 +91,27 @@ impl Services {
         self.journal_entry(read.entry(viewer)).await
     }
 
-    /// Journals `entry` (durable when this returns). It waits for the journal's writer, which
-    /// has a connection of its own, so it holds none of the store's slots meanwhile: a read
-    /// gives its slot back before its entry is committed with those of concurrent reads.
+    /// Journals `entry` (durable when this returns); `UNAVAILABLE` when it cannot be written.
+    /// It waits for the journal's writer, which has a connection of its own, without holding a
+    /// thread or any of the store's slots: a read gives its slot back before its entry is
+    /// committed with those of concurrent reads.
     pub(crate) async fn journal_entry(&self, entry: argus_domain::oversight::AccessEntry) -> Result<()> {
         let journal = self.journal();
         if journal == Journal::Off {
             return Ok(());
         }
-        let store = self.app.store.clone();
-        tokio::task::spawn_blocking(move || crate::oversight::record(&store, journal, &entry))
-            .await
-            .map_err(|_| Error::Service(argus_ingest::Error::Internal))?
-            .map_err(|e| Error::Service(argus_ingest::Error::from(e)))
+        let (done, committed) = tokio::sync::oneshot::channel();
+        let queued = self.app.store.record_access_then(&entry, move |result| {
+            let _ = done.send(result);
+        });
+        let result = match queued {
+            Ok(()) => committed.await.unwrap_or(Err(argus_store::Error::Unavailable)),
+            Err(e) => Err(e),
+        };
+        result.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "the access journal cannot be written: the read is refused");
+            Error::Service(argus_ingest::Error::from(argus_store::Error::Unavailable))
+        })
     }
 
     /// Runs a blocking store call on the blocking thread pool, once a pooled connection is free

@@ -14,7 +14,6 @@ use argus_domain::{
     Classification, StoredMessage, Viewer,
     oversight::{AccessAction, AccessEntry, ENCODING_VERSION},
 };
-use argus_store::Store;
 
 /// The signing keys of oversight: the log's signed-note key, the packages' minisign key and
 /// the log's name (one type with the disclosure packages').
@@ -89,18 +88,6 @@ pub(crate) enum Journal {
     On,
     /// Nothing is (benchmarks only).
     Off,
-}
-
-/// Journals `entry` (durable on return); any failure to write it is
-/// [`argus_store::Error::Unavailable`]: the read it records must fail.
-pub(crate) fn record(store: &Store, journal: Journal, entry: &AccessEntry) -> argus_store::Result<()> {
-    if journal == Journal::Off {
-        return Ok(());
-    }
-    store.record_access(entry).map(|_| ()).map_err(|e| {
-        tracing::error!(error = %e, "the access journal cannot be written: the read is refused");
-        argus_store::Error::Unavailable
-    })
 }
 
 /// What the server keeps next to a disclosure package's `.tar` (`<id>.json`): who may download

@@ -374,6 +374,16 @@ pub(crate) fn helper_pool(url: &DatabaseUrl, options: &StoreOptions) -> Result<D
     Ok(pool_builder(HELPER_CONNECTIONS, options, false).build(Manager { target: url.clone() })?)
 }
 
+/// The access journal's own connection ([`crate::log`]'s writer), apart from the store's pool:
+/// the writer never waits behind the readers whose entries it is to commit. An in-memory
+/// database has one connection, the store's.
+pub(crate) fn journal_pool(url: &DatabaseUrl, options: &StoreOptions, store: &DbPool) -> Result<DbPool> {
+    if url.is_memory() {
+        return Ok(store.clone());
+    }
+    Ok(pool_builder(1, options, false).build(Manager { target: url.clone() })?)
+}
+
 /// A pool of at most `size` connections, each set up by [`Pragmas`], opened as needed (an
 /// in-memory database keeps its one connection).
 fn pool_builder(size: u32, options: &StoreOptions, memory: bool) -> r2d2::Builder<Manager> {

@@ -120,13 +120,14 @@ impl Store {
         let helpers = (options.search_ahead && backend == Backend::Postgres)
             .then(|| db::helper_pool(database_url, &options))
             .transpose()?;
+        let journal = db::journal_pool(database_url, &options, &pool)?;
         Ok(Store {
             backend,
             audit_key: options.audit_key.map(std::sync::Arc::new),
             helpers,
             merges: std::sync::Arc::default(),
             hold: write::Hold::of(options.keep_redacted),
-            journal: std::sync::Arc::new(log::Journal::new(pool.clone())),
+            journal: std::sync::Arc::new(log::Journal::new(journal)),
             pool,
         })
     }

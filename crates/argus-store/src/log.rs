@@ -156,6 +156,19 @@ impl Store {
         self.journal.record(entry)
     }
 
+    /// [`Store::record_access`] without waiting: `done` is called with the entry's index once
+    /// it is committed (or with the error every caller of its batch gets), from the journal's
+    /// writer thread, so it must return at once (send the result somewhere). An entry refused
+    /// before it is queued returns its error here and `done` is never called. For async
+    /// callers, who then wait without holding a thread.
+    pub fn record_access_then(
+        &self,
+        entry: &AccessEntry,
+        done: impl FnOnce(Result<u64>) + Send + 'static,
+    ) -> Result<()> {
+        self.journal.record_then(entry, Box::new(done))
+    }
+
     /// The access journal of the viewer's organisation at or below their clearance, newest
     /// first (gated like the audit trail; empty for a viewer without `tchap:audit`).
     pub fn access_log(

@@ -13,10 +13,7 @@ use super::{
     scalars::{DateTime, GqlClassification, opaque_id},
     sync_list::SyncList,
 };
-use crate::{
-    Context, CursorKind, Result,
-    oversight::Read,
-};
+use crate::{Context, CursorKind, Result, oversight::Read};
 
 /// One stored message.
 #[derive(Debug, Clone)]
@@ -253,7 +250,8 @@ impl TchapMessageConnection {
             }
             Ok(page)
         };
-        let connection = connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await?;
+        let connection =
+            connection(context, kind, first, after, read, MessageCursor::of, TchapMessage).await?;
         let entry = entry.lock().ok().and_then(|mut slot| slot.take());
         let entry = entry.ok_or(crate::Error::Service(argus_ingest::Error::Internal))?;
         context.services().journal_entry(entry).await?;

@@ -22,10 +22,7 @@ use super::{
     room::TchapRoom,
     scalars::{DateTime, date_time_text},
 };
-use crate::{
-    Context, CursorKind, Error, Result,
-    oversight::Read,
-};
+use crate::{Context, CursorKind, Error, Result, oversight::Read};
 
 /// Where a page of search results resumes.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

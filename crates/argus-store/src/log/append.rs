@@ -209,7 +209,10 @@ fn append(conn: &mut DbConn, org: &str, entries: &[(LogEntry, Columns<'_>)]) -> 
             sql.push(if i == 0 { "(" } else { ", (" });
             sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(index(*n)?).push(", ");
             sql.bind::<Text, _>(entry.kind().to_owned()).push(", ").bind::<Text, _>(text.clone()).push(", ");
-            sql.bind::<SmallInt, _>(columns.classification).push(", ").bind::<BigInt, _>(columns.at).push(", ");
+            sql.bind::<SmallInt, _>(columns.classification)
+                .push(", ")
+                .bind::<BigInt, _>(columns.at)
+                .push(", ");
             sql.bind::<Nullable<Text>, _>(columns.actor.map(str::to_owned)).push(", ");
             sql.bind::<Nullable<Text>, _>(columns.action.map(str::to_owned)).push(", ");
             sql.bind::<Nullable<Text>, _>(columns.query.map(str::to_owned)).push(", ");

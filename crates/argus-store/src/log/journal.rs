@@ -16,10 +16,13 @@ use crate::{Error, Result, db::DbPool};
 /// Entries appended in one transaction at most.
 const MAX_BATCH: usize = 512;
 
+/// Where a caller's answer goes: called once, by the writer, after the commit.
+pub(crate) type Reply = Box<dyn FnOnce(Result<u64>) + Send>;
+
 /// One caller's entry and where its answer goes.
 struct Request {
     entry: AccessEntry,
-    reply: mpsc::SyncSender<Result<u64>>,
+    reply: Reply,
 }
 
 /// The journal of a store: the queue to its writer thread, started on first use.
@@ -42,11 +45,23 @@ impl Journal {
 
     /// Journals `entry` and waits for its commit; returns its index.
     pub(crate) fn record(&self, entry: &AccessEntry) -> Result<u64> {
-        check(entry)?;
         let (reply, answer) = mpsc::sync_channel(1);
-        let queue = self.queue.get_or_init(|| start(self.pool.clone()));
-        queue.send(Request { entry: entry.clone(), reply }).map_err(|_| Error::Unavailable)?;
+        self.record_then(
+            entry,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        )?;
         answer.recv().map_err(|_| Error::Unavailable)?
+    }
+
+    /// Queues `entry` for the writer, which calls `reply` with its index once it is committed
+    /// (or with the batch's error); refused at once, `reply` never called, when the entry is
+    /// malformed or the writer is gone.
+    pub(crate) fn record_then(&self, entry: &AccessEntry, reply: Reply) -> Result<()> {
+        check(entry)?;
+        let queue = self.queue.get_or_init(|| start(self.pool.clone()));
+        queue.send(Request { entry: entry.clone(), reply }).map_err(|_| Error::Unavailable)
     }
 }
 
@@ -118,13 +133,13 @@ fn answer(batch: Vec<Request>, written: Result<Vec<u64>>) {
         Ok(indexes) => {
             for (request, index) in batch.into_iter().zip(indexes) {
                 // A caller gone meanwhile needs no answer: its entry is committed all the same.
-                let _ = request.reply.send(Ok(index));
+                (request.reply)(Ok(index));
             }
         }
         Err(e) => {
             tracing::warn!(error = %e, entries = batch.len(), "the access journal could not be written");
             for request in batch {
-                let _ = request.reply.send(Err(shared(&e)));
+                (request.reply)(Err(shared(&e)));
             }
         }
     }
