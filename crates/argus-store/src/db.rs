@@ -381,7 +381,11 @@ pub(crate) fn journal_pool(url: &DatabaseUrl, options: &StoreOptions, store: &Db
     if url.is_memory() {
         return Ok(store.clone());
     }
-    Ok(pool_builder(1, options, false).build(Manager { target: url.clone() })?)
+    let mut builder = pool_builder(1, options, false);
+    if url.backend() == Backend::Sqlite {
+        builder = builder.test_on_check_out(false);
+    }
+    Ok(builder.build(Manager { target: url.clone() })?)
 }
 
 /// A pool of at most `size` connections, each set up by [`Pragmas`], opened as needed (an

@@ -127,7 +127,7 @@ impl Store {
             helpers,
             merges: std::sync::Arc::default(),
             hold: write::Hold::of(options.keep_redacted),
-            journal: std::sync::Arc::new(log::Journal::new(journal)),
+            journal: std::sync::Arc::new(log::Journal::new(journal, !database_url.is_memory())),
             pool,
         })
     }

@@ -19,10 +19,11 @@ CREATE TABLE log_entries (
     seq            BIGINT            CHECK (seq >= 1),
     -- An ATTACHMENT entry's message.
     event_id       TEXT              CHECK (length(event_id) <= 255),
-    UNIQUE (org_id, idx),
-    UNIQUE (org_id, seq)
+    UNIQUE (org_id, idx)
 );
-CREATE INDEX log_entries_access ON log_entries (org_id, kind, idx);
+-- Only AUDIT entries have a chain position: the others touch no index but (org_id, idx), which
+-- also serves the access journal's list (newest first, by index).
+CREATE UNIQUE INDEX log_entries_seq ON log_entries (org_id, seq) WHERE seq IS NOT NULL;
 CREATE INDEX log_entries_event ON log_entries (org_id, event_id) WHERE event_id IS NOT NULL;
 -- The rooms an ACCESS entry read.
 CREATE TABLE log_entry_rooms (

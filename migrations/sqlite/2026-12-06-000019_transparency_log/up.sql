@@ -4,7 +4,9 @@
 -- gaps. The hashes of every complete subtree (tlog stored-hash indexes) are kept beside them, so
 -- that a root or a proof reads O(log n) rows in one statement. Append-only, like the audit trail.
 CREATE TABLE log_entries (
-    id             INTEGER  PRIMARY KEY AUTOINCREMENT,
+    -- Without AUTOINCREMENT (no sequence row written per entry): rows are never deleted, so
+    -- ids are never reused.
+    id             INTEGER  PRIMARY KEY,
     org_id         TEXT     NOT NULL CHECK (length(org_id) BETWEEN 1 AND 64),
     idx            BIGINT   NOT NULL CHECK (idx >= 0),
     kind           TEXT     NOT NULL CHECK (kind IN ('AUDIT', 'ACCESS', 'ATTACHMENT')),
@@ -19,10 +21,11 @@ CREATE TABLE log_entries (
     seq            BIGINT            CHECK (seq >= 1),
     -- An ATTACHMENT entry's message.
     event_id       TEXT              CHECK (length(event_id) <= 255),
-    UNIQUE (org_id, idx),
-    UNIQUE (org_id, seq)
+    UNIQUE (org_id, idx)
 );
-CREATE INDEX log_entries_access ON log_entries (org_id, kind, idx);
+-- Only AUDIT entries have a chain position: the others touch no index but (org_id, idx), which
+-- also serves the access journal's list (newest first, by index).
+CREATE UNIQUE INDEX log_entries_seq ON log_entries (org_id, seq) WHERE seq IS NOT NULL;
 CREATE INDEX log_entries_event ON log_entries (org_id, event_id) WHERE event_id IS NOT NULL;
 -- The rooms an ACCESS entry read.
 CREATE TABLE log_entry_rooms (

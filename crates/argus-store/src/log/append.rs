@@ -18,7 +18,7 @@ use diesel::{
 use super::Digest;
 use crate::{
     Error, Result,
-    db::{DbConn, Sql},
+    db::{Backend, DbConn, Sql},
     read::push_ids,
 };
 
@@ -59,7 +59,7 @@ impl<'c> StoredHashes<'c> {
             sql.bind::<BigInt, _>(index(*at)?).push(", ");
             sql.bind::<Text, _>(hex::encode(hash)).push(")");
         }
-        sql.build().execute(&mut **conn)?;
+        execute(&mut conn, sql, hashes.len() == 1)?;
         Ok(())
     }
 
@@ -199,7 +199,11 @@ fn append(conn: &mut DbConn, org: &str, entries: &[(LogEntry, Columns<'_>)]) -> 
         .enumerate()
         .map(|(offset, (e, text))| (first + offset as u64, e, text))
         .collect();
-    for chunk in rows.chunks(ENTRIES_PER_INSERT) {
+    // SQLite: one row a statement, prepared once and reused (a statement of another length would
+    // be parsed anew for each batch); PostgreSQL: many rows a statement (one round trip).
+    let (entries_per, hashes_per) =
+        if backend == Backend::Sqlite { (1, 1) } else { (ENTRIES_PER_INSERT, HASHES_PER_INSERT) };
+    for chunk in rows.chunks(entries_per) {
         let mut sql = Sql::new(backend);
         sql.push(
             "INSERT INTO log_entries (org_id, idx, kind, leaf, classification, at, actor, action, query, \
@@ -220,7 +224,7 @@ fn append(conn: &mut DbConn, org: &str, entries: &[(LogEntry, Columns<'_>)]) -> 
             sql.bind::<Nullable<BigInt>, _>(columns.seq).push(", ");
             sql.bind::<Nullable<Text>, _>(columns.event_id.map(str::to_owned)).push(")");
         }
-        sql.build().execute(conn)?;
+        execute(conn, sql, chunk.len() == 1)?;
     }
     let mut rooms: Vec<(u64, &str)> = Vec::new();
     for (n, (_, columns), _) in &rows {
@@ -229,7 +233,7 @@ fn append(conn: &mut DbConn, org: &str, entries: &[(LogEntry, Columns<'_>)]) -> 
         own.dedup();
         rooms.extend(own.into_iter().map(|r| (*n, r)));
     }
-    for chunk in rooms.chunks(HASHES_PER_INSERT) {
+    for chunk in rooms.chunks(hashes_per) {
         let mut sql = Sql::new(backend);
         sql.push("INSERT INTO log_entry_rooms (org_id, idx, room_id) VALUES ");
         for (i, (n, room)) in chunk.iter().enumerate() {
@@ -237,13 +241,24 @@ fn append(conn: &mut DbConn, org: &str, entries: &[(LogEntry, Columns<'_>)]) -> 
             sql.bind::<Text, _>(org.to_owned()).push(", ").bind::<BigInt, _>(index(*n)?);
             sql.push(", ").bind::<Text, _>((*room).to_owned()).push(")");
         }
-        sql.build().execute(conn)?;
+        execute(conn, sql, chunk.len() == 1)?;
     }
     let stored = StoredHashes::new(conn, org);
-    for chunk in hashes_new.chunks(HASHES_PER_INSERT) {
+    for chunk in hashes_new.chunks(hashes_per) {
         stored.store_at(chunk)?;
     }
     Ok(rows.iter().map(|(n, _, _)| *n).collect())
+}
+
+/// Runs an insert: prepared once and kept when it has one row (its text is then always the
+/// same), else prepared for this once.
+fn execute(conn: &mut DbConn, sql: Sql, one_row: bool) -> Result<()> {
+    if one_row {
+        sql.build_cached().execute(conn)?;
+    } else {
+        sql.build().execute(conn)?;
+    }
+    Ok(())
 }
 
 /// Appends one entry; its index.

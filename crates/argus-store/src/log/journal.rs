@@ -28,6 +28,8 @@ struct Request {
 /// The journal of a store: the queue to its writer thread, started on first use.
 pub(crate) struct Journal {
     pool: DbPool,
+    /// `pool` is the journal's own (not the store's): its writer may keep a connection.
+    own_connection: bool,
     queue: OnceLock<mpsc::Sender<Request>>,
 }
 
@@ -39,8 +41,8 @@ impl std::fmt::Debug for Journal {
 
 impl Journal {
     /// The journal of the store whose connections are `pool`.
-    pub(crate) fn new(pool: DbPool) -> Self {
-        Self { pool, queue: OnceLock::new() }
+    pub(crate) fn new(pool: DbPool, own_connection: bool) -> Self {
+        Self { pool, own_connection, queue: OnceLock::new() }
     }
 
     /// Journals `entry` and waits for its commit; returns its index.
@@ -60,7 +62,7 @@ impl Journal {
     /// malformed or the writer is gone.
     pub(crate) fn record_then(&self, entry: &AccessEntry, reply: Reply) -> Result<()> {
         check(entry)?;
-        let queue = self.queue.get_or_init(|| start(self.pool.clone()));
+        let queue = self.queue.get_or_init(|| start(self.pool.clone(), self.own_connection));
         queue.send(Request { entry: entry.clone(), reply }).map_err(|_| Error::Unavailable)
     }
 }
@@ -81,9 +83,10 @@ fn check(entry: &AccessEntry) -> Result<()> {
 }
 
 /// Starts the writer thread; it ends when the queue's last sender (the store) is dropped.
-fn start(pool: DbPool) -> mpsc::Sender<Request> {
+fn start(pool: DbPool, own_connection: bool) -> mpsc::Sender<Request> {
     let (queue, requests) = mpsc::channel::<Request>();
     let spawned = std::thread::Builder::new().name("argus-access-journal".to_owned()).spawn(move || {
+        let mut held: Option<crate::db::Pooled> = None;
         while let Ok(first) = requests.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -92,7 +95,19 @@ fn start(pool: DbPool) -> mpsc::Sender<Request> {
                     Err(_) => break,
                 }
             }
-            let written = write(&pool, &batch_entries(&batch));
+            // The writer keeps its connection between batches when it has one of its own (an
+            // in-memory store's one connection is the store's: taken for each batch).
+            let conn = match held.take() {
+                Some(conn) => Ok(conn),
+                None => pool.get().map_err(Error::from),
+            };
+            let written = conn.and_then(|mut conn| {
+                let written = write(&mut conn, &batch_entries(&batch));
+                if own_connection && written.is_ok() {
+                    held = Some(conn);
+                }
+                written
+            });
             answer(batch, written);
         }
     });
@@ -108,11 +123,10 @@ fn batch_entries(batch: &[Request]) -> Vec<&AccessEntry> {
 }
 
 /// Appends `entries` in one transaction holding their organisations' locks; their indexes.
-fn write(pool: &DbPool, entries: &[&AccessEntry]) -> Result<Vec<u64>> {
-    let mut conn = pool.get()?;
+fn write(conn: &mut crate::db::Pooled, entries: &[&AccessEntry]) -> Result<Vec<u64>> {
     let orgs: BTreeSet<&str> = entries.iter().map(|e| e.org.as_str()).collect();
     let orgs: Vec<&str> = orgs.into_iter().collect();
-    crate::write::in_orgs_transaction(&mut conn, &orgs, |conn| {
+    crate::write::in_orgs_transaction(conn, &orgs, |conn| {
         // Each organisation's entries appended together, in their order; the indexes put back
         // in the batch's.
         let mut indexes = vec![0u64; entries.len()];
