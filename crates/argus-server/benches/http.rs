@@ -337,7 +337,11 @@ async fn ours(
         payload = check(&graphql, &token, &document(), "tchapMessages").await?;
         load(graphql.clone(), token.clone(), document(), 2, connections).await?;
         let measured = load(graphql, token.clone(), document(), seconds, connections).await?;
-        if journal { on.push(measured) } else { off.push(measured) }
+        if journal {
+            on.push(measured)
+        } else {
+            off.push(measured)
+        }
         server.stop().await?;
     }
     let mean = |loads: &[Load]| Load {
