@@ -10,7 +10,7 @@ use std::{
 
 use argus_crypto::tlog::{Checkpoint, leaf_hash, tlog_proof_text, verify_inclusion};
 use argus_domain::{
-    Classification, Sha256Digest,
+    Sha256Digest,
     oversight::{AccessAction, AccessEntry, DisclosureFields, ENCODING_VERSION, LogEntry},
 };
 use argus_media::BlobStore;
@@ -55,7 +55,11 @@ pub async fn write_package(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(parent)?;
-    let staging = tempfile::Builder::new().prefix(".disclosure-").tempdir_in(parent)?;
+    // Only the kind of the error is kept: tempfile's names the folder.
+    let staging = tempfile::Builder::new()
+        .prefix(".disclosure-")
+        .tempdir_in(parent)
+        .map_err(|e| std::io::Error::from(e.kind()))?;
     let summary = write_bag(source, &checked, log, blobs, keys, request, staging.path()).await?;
     if out_dir.exists() {
         std::fs::remove_dir(out_dir)?;
@@ -99,7 +103,9 @@ async fn write_bag(
         requester: viewer.actor.as_str(),
     };
     transcript::start(&mut html, &heading)?;
-    let mut classification = Classification::default();
+    // Filed at the room's level at least (as the audit trail files records of a room): a reader
+    // below it learns nothing of the disclosure, even of a range holding only lower messages.
+    let mut classification = source.room.classification;
     let mut version_count = 0_u64;
     for (n, stored) in source.messages.iter().enumerate() {
         classification = classification.max(stored.classification);

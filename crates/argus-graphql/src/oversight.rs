@@ -107,6 +107,11 @@ pub struct PackageRecord {
     pub sha512: String,
     /// Size of the `.tar` in bytes.
     pub size: u64,
+    /// The room it discloses (journaled with each download).
+    pub room_id: String,
+    /// It holds content kept under legal hold after a redaction (made by a caller holding
+    /// `tchap:redacted`): only such a caller may download it.
+    pub held: bool,
 }
 
 impl PackageRecord {
@@ -159,8 +164,11 @@ impl PackageRecord {
         std::fs::rename(partial, path)
     }
 
-    /// Whether `viewer` may download it: of its organisation, cleared for its level.
+    /// Whether `viewer` may download it: of its organisation, cleared for its level, and holding
+    /// `tchap:redacted` when it holds content kept under legal hold.
     pub fn may_download(&self, viewer: &Viewer) -> bool {
-        self.org == viewer.org.as_str() && self.clearance <= viewer.clearance
+        self.org == viewer.org.as_str()
+            && self.clearance <= viewer.clearance
+            && (!self.held || viewer.has_scope(argus_domain::Scope::Redacted))
     }
 }

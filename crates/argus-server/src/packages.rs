@@ -60,6 +60,18 @@ async fn download(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
                 .json(error_body("the package cannot be read", "PACKAGE_READ_FAILED"));
         }
     };
+    // A download of a package is a read of its room's content: journaled before a byte leaves.
+    let read = argus_graphql::oversight::Read {
+        action: argus_domain::oversight::AccessAction::Download,
+        query: None,
+        room_ids: vec![record.room_id.as_str()],
+        item_count: 1,
+        highest: Some(record.clearance),
+    };
+    if state.services().record_access(&viewer, &read).await.is_err() {
+        return hardened(StatusCode::SERVICE_UNAVAILABLE)
+            .json(error_body("the access journal cannot be written", "UNAVAILABLE"));
+    }
     match open(PackageRecord::tar_path(&dir, &record.id)).await {
         Ok((size, stream)) => hardened(StatusCode::OK)
             .insert_header((header::CONTENT_TYPE, "application/x-tar"))

@@ -182,3 +182,30 @@ async fn an_existing_package_is_not_overwritten() {
     assert!(matches!(again, Err(argus_disclose::Error::Exists)), "{again:?}");
     verify_package(&built.bag, &built.log_key, &built.package_key).unwrap();
 }
+
+#[tokio::test]
+async fn the_disclosure_is_filed_at_the_rooms_level_at_least() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = argus_disclose::testing::MemoryLog::new();
+    let (mut source, files) = support::source(&log);
+    // A SECRET room whose range holds only lower messages: a reader below SECRET learns nothing
+    // of its disclosure from the access journal.
+    source.room.classification = argus_domain::Classification::Secret;
+    assert!(source.messages.iter().all(|m| m.classification < argus_domain::Classification::Secret));
+    let store = support::blobs(dir.path(), &files).await;
+    let bag = dir.path().join("out").join("package");
+    let summary = argus_disclose::write_package(
+        &source,
+        &log,
+        &store,
+        &support::keys(),
+        &support::request(false),
+        &bag,
+    )
+    .await
+    .unwrap();
+    let Ok(LogEntry::Access(entry)) = LogEntry::parse(&log.entry(summary.log_index).unwrap()) else {
+        panic!("not an access entry")
+    };
+    assert_eq!(entry.classification, argus_domain::Classification::Secret);
+}

@@ -108,7 +108,8 @@ async fn write(
     dir: &Path,
     viewer: &Viewer,
 ) -> Result<PackageRecord> {
-    let io = |e: std::io::Error| Error::Disclosure(e.into());
+    // Only the kind of a file error is kept: its text can name the packages' folder.
+    let io = |e: std::io::Error| Error::Disclosure(std::io::Error::from(e.kind()).into());
     std::fs::create_dir_all(dir).map_err(io)?;
     let work = tempfile::Builder::new().prefix(".disclosure-").tempdir_in(dir).map_err(io)?;
     let bag = work.path().join("bag");
@@ -121,9 +122,13 @@ async fn write(
     let named = work.path().join(&summary.package_id);
     std::fs::rename(&bag, &named).map_err(io)?;
     let tar = PackageRecord::tar_path(dir, &summary.package_id);
-    let (sha512, size) = argus_disclose::write_tar(&named, &tar).inspect_err(|_| {
+    let (sha512, size) = argus_disclose::write_tar(&named, &tar).map_err(|e| {
         // Best effort: a partial `.tar` without a record is never served.
         let _ = std::fs::remove_file(&tar);
+        match e {
+            argus_disclose::Error::Io(e) => io(e),
+            e => Error::Disclosure(e),
+        }
     })?;
     let record = PackageRecord {
         id: summary.package_id,
@@ -132,6 +137,8 @@ async fn write(
         actor: viewer.actor.as_str().to_owned(),
         sha512,
         size,
+        room_id: request.room_id.as_str().to_owned(),
+        held: viewer.has_scope(Scope::Redacted),
     };
     record.write(dir).map_err(io)?;
     work.close().map_err(io)?;

@@ -27,8 +27,13 @@ async fn a_package_goes_to_its_organisation_cleared_for_it_only() {
         actor: "agent@dgsi".into(),
         sha512: "ab".repeat(64),
         size: tar.len() as u64,
+        room_id: "!disclosed:tchap.test".into(),
+        held: false,
     };
     record.write(&dir).unwrap();
+    // A package holding content kept under legal hold: only for a caller with tchap:redacted.
+    std::fs::write(PackageRecord::tar_path(&dir, "pkg-held"), &tar).unwrap();
+    PackageRecord { id: "pkg-held".into(), held: true, ..record.clone() }.write(&dir).unwrap();
     assert_eq!(PackageRecord::read(&dir, "pkg-1").unwrap(), Some(record));
 
     let get = |token: String, id: &str| {
@@ -51,12 +56,30 @@ async fn a_package_goes_to_its_organisation_cleared_for_it_only() {
         (server.token("dgsi", TopSecret, &[Scope::Disclose]), "pkg-2"),
         (server.token("dgsi", TopSecret, &[Scope::Disclose]), "..%2Fpkg-1"),
         (server.token("dgsi", TopSecret, &[Scope::Disclose]), ".pkg-1"),
+        (server.token("dgsi", TopSecret, &[Scope::Disclose]), "pkg-held"),
     ] {
         let response = get(token, id).await;
         answers.push((response.status().as_u16(), response.text().await.unwrap()));
     }
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
     assert_eq!(answers[0].0, 404);
+    let held = get(server.token("dgsi", TopSecret, &[Scope::Disclose, Scope::Redacted]), "pkg-held").await;
+    assert_eq!(held.status().as_u16(), 200, "a package with held content, to a caller with tchap:redacted");
+    // Each download that sent bytes is journaled, with the package's room.
+    let (_, log) = server
+        .graphql(
+            &server.token("dgsi", TopSecret, &[Scope::Audit]),
+            r#"{ tchapAccessLog(first: 10, roomId: "!disclosed:tchap.test") { edges { node { action actor } } } }"#,
+            serde_json::json!({}),
+        )
+        .await;
+    let downloads = log["data"]["tchapAccessLog"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["action"] == "DOWNLOAD")
+        .count();
+    assert_eq!(downloads, 2, "{log}");
     let without_scope = get(server.token("dgsi", TopSecret, &[Scope::Read, Scope::Audit]), "pkg-1").await;
     assert_eq!(without_scope.status().as_u16(), 403);
     let anonymous = server.client.get(server.url("/packages/pkg-1")).send().await.unwrap();
