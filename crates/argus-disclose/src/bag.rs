@@ -110,7 +110,8 @@ pub fn write_tar(bag_dir: &Path, out_file: &Path) -> Result<(String, u64)> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);
-    builder.append_dir_all(&name, bag_dir)?;
+    // The tar crate names the file in its errors: only the kind is kept.
+    builder.append_dir_all(&name, bag_dir).map_err(|e| io::Error::from(e.kind()))?;
     let mut out = builder.into_inner()?;
     out.inner.flush()?;
     out.inner.get_ref().sync_all()?;

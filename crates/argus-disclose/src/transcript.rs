@@ -27,21 +27,7 @@ ol.versions{font-size:.9em;color:#333}ol.versions .body{margin:.1em 0}\
 @media print{body{margin:0;font-size:10pt}article.msg{break-inside:avoid}a{color:#000;text-decoration:none}\
 a[href]::after{content:\" (\" attr(href) \")\";font-size:.8em}}";
 
-/// Escapes text for HTML (element content and attribute values).
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use argus_domain::search::escape_html as escape;
 
 /// Writes the page's head.
 pub(crate) fn start(out: &mut impl Write, h: &Heading<'_>) -> io::Result<()> {

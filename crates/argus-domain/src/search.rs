@@ -385,18 +385,38 @@ pub fn snippet_html(snippet: &str) -> String {
                 open = false;
             }
             HIGHLIGHT_START | HIGHLIGHT_END => {}
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+            c => push_escaped(&mut out, c),
         }
     }
     if open {
         out.push_str("</mark>");
     }
     out
+}
+
+/// `text` escaped for HTML, in element content and in quoted attribute values alike (`&`, `<`,
+/// `>`, `"` and `'`): the snippets' escaping, and the disclosure transcript's.
+///
+/// ```
+/// assert_eq!(argus_domain::search::escape_html("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+/// ```
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut out, c);
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '"' => out.push_str("&quot;"),
+        '\'' => out.push_str("&#39;"),
+        c => out.push(c),
+    }
 }
 
 #[cfg(test)]
