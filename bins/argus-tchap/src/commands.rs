@@ -171,6 +171,7 @@ async fn ingest_joined(
     let request = ingest::JoinedRequest {
         homeserver_url: args.homeserver,
         access_token: read_token(args.access_token)?,
+        account: None,
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
         recovery_key: args.recovery_key,
@@ -261,6 +262,9 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
     let request = ingest::IngestRequest {
         homeserver_url: args.homeserver,
         access_token: read_token(args.access_token)?,
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: args.room.unwrap_or_default(),
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),

@@ -163,6 +163,9 @@ fn main() -> BenchResult {
             let request = IngestRequest {
                 homeserver_url: hs.uri(),
                 access_token: AccessToken::new("syt_bench_token"),
+                account: None,
+                refresh_token: None,
+                since: None,
                 room_id: bench::ROOM.to_owned(),
                 classification: Classification::Restricted,
                 max_messages: Some(i64::from(HARD_MAX_MESSAGES)),

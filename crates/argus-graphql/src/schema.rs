@@ -199,10 +199,16 @@ impl Query {
 #[derive(GraphQLInputObject)]
 #[graphql(name = "IngestTchapRoomInput", description = "What to ingest, and at which classification.")]
 pub struct IngestTchapRoomInput {
-    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
-    pub homeserver_url: String,
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
+    pub homeserver_url: Option<String>,
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (BAD_INPUT otherwise). The token must belong to this account.
+    pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
+    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. Never returned, stored in clear or logged.
+    pub refresh_token: Option<String>,
+    /// Capture only what was sent at or after this time: the room's history starts there (timestamp_to_event) instead of at its creation; historyComplete then means complete since this time.
+    pub since: Option<DateTime>,
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr (room versions 12+ have no :server part).
     pub room_id: String,
     /// Classification given to the room and every message stored by this call. Must not exceed the caller's clearance.
@@ -225,8 +231,10 @@ pub struct IngestTchapRoomInput {
     description = "Whose joined rooms to ingest, and at which classification."
 )]
 pub struct IngestJoinedTchapRoomsInput {
-    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
-    pub homeserver_url: String,
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
+    pub homeserver_url: Option<String>,
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (BAD_INPUT otherwise). The token must belong to this account.
+    pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
     /// Classification given to every room and message stored by this call. Must not exceed the caller's clearance.
@@ -242,8 +250,10 @@ pub struct IngestJoinedTchapRoomsInput {
 #[derive(GraphQLInputObject)]
 #[graphql(name = "PostTchapMessageInput", description = "A note to post into a Tchap room.")]
 pub struct PostTchapMessageInput {
-    /// Base URL of the homeserver the room was archived from (another is refused), e.g. `https://matrix.agent.tchap.gouv.fr`
-    pub homeserver_url: String,
+    /// Base URL of the homeserver the room was archived from (another is refused), e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
+    pub homeserver_url: Option<String>,
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (BAD_INPUT otherwise). The token must belong to this account.
+    pub account: Option<String>,
     /// Matrix access token of the account that posts; used for this call only, never returned, never stored in clear.
     pub access_token: String,
     /// Matrix room id of a room in the archive that the caller may read.
@@ -270,8 +280,11 @@ impl Mutation {
         input: IngestTchapRoomInput,
     ) -> Result<IngestTchapRoomPayload> {
         let request = ingest::IngestRequest {
-            homeserver_url: input.homeserver_url,
+            homeserver_url: input.homeserver_url.unwrap_or_default(),
             access_token: AccessToken::new(input.access_token),
+            account: input.account,
+            refresh_token: input.refresh_token.map(argus_domain::Secret::new),
+            since: input.since.map(|t| t.0),
             room_id: input.room_id,
             classification: input.classification.into(),
             max_messages: input.max_messages.map(i64::from),
@@ -295,8 +308,9 @@ impl Mutation {
         input: IngestJoinedTchapRoomsInput,
     ) -> Result<IngestJoinedTchapRoomsPayload> {
         let request = ingest::JoinedRequest {
-            homeserver_url: input.homeserver_url,
+            homeserver_url: input.homeserver_url.unwrap_or_default(),
             access_token: AccessToken::new(input.access_token),
+            account: input.account,
             classification: input.classification.into(),
             max_messages: input.max_messages.map(i64::from),
             recovery_key: input.recovery_key.map(argus_domain::Secret::new),
@@ -325,8 +339,9 @@ impl Mutation {
         input: PostTchapMessageInput,
     ) -> Result<PostTchapMessagePayload> {
         let request = argus_ingest::post::PostRequest {
-            homeserver_url: input.homeserver_url,
+            homeserver_url: input.homeserver_url.unwrap_or_default(),
             access_token: AccessToken::new(input.access_token),
+            account: input.account,
             room_id: input.room_id,
             body: input.body,
             classification: input.classification.into(),

@@ -115,6 +115,9 @@ fn main() -> BenchResult {
             let request = WatchRequest {
                 homeserver_url: uri.clone(),
                 access_token: AccessToken::new(MATRIX_TOKEN),
+                account: None,
+                refresh_token: None,
+                since: None,
                 room_id: format!("!slow-idle-{i}:tchap.test"),
                 classification: Classification::Restricted,
                 interval_secs: 1,

@@ -120,6 +120,9 @@ fn main() -> BenchResult {
     let request = IngestRequest {
         homeserver_url: homeserver.as_str().to_owned(),
         access_token: AccessToken::new("syt_bench_token"),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: bench::ROOM.to_owned(),
         classification: Classification::Restricted,
         max_messages: Some(i64::from(max_messages)),

@@ -57,6 +57,9 @@ pub enum Trigger {
 pub struct IngestRequest {
     /// Base URL of the homeserver.
     pub homeserver_url: String,
+    /// A Matrix user id or an e-mail address, resolved to the homeserver instead of
+    /// `homeserver_url` (exactly one of the two is given).
+    pub account: Option<String>,
     /// The caller's Matrix access token, for this call only.
     pub access_token: AccessToken,
     /// The Matrix room id.
@@ -72,6 +75,11 @@ pub struct IngestRequest {
     pub reach: Reach,
     /// Who started it.
     pub trigger: Trigger,
+    /// The account's refresh token, beside the access token: the token is renewed before it
+    /// expires or when the homeserver refuses it.
+    pub refresh_token: Option<argus_domain::Secret>,
+    /// Capture only what was sent at or after this time.
+    pub since: Option<OffsetDateTime>,
     /// After the room, ingest the rooms that replaced it (`m.room.tombstone`), one upgrade
     /// after another, under the same classification and token.
     pub follow_upgrades: bool,
@@ -84,6 +92,9 @@ impl IngestRequest {
         Self {
             homeserver_url: self.homeserver_url.clone(),
             access_token: self.access_token.clone(),
+            account: self.account.clone(),
+            refresh_token: self.refresh_token.as_ref().map(|k| argus_domain::Secret::new(k.expose_secret())),
+            since: self.since,
             room_id: room_id.to_owned(),
             classification: self.classification,
             max_messages: self.max_messages,
@@ -479,6 +490,9 @@ fn add_report(report: &mut FetchReport, more: &FetchReport) {
 pub struct JoinedRequest {
     /// Base URL of the homeserver.
     pub homeserver_url: String,
+    /// A Matrix user id or an e-mail address, resolved to the homeserver instead of
+    /// `homeserver_url` (exactly one of the two is given).
+    pub account: Option<String>,
     /// The caller's Matrix access token, for this call only.
     pub access_token: AccessToken,
     /// Classification of every room and message stored.
@@ -518,6 +532,9 @@ pub async fn ingest_joined(
     let template = IngestRequest {
         homeserver_url: request.homeserver_url,
         access_token: request.access_token,
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: String::new(),
         classification: request.classification,
         max_messages: request.max_messages,

@@ -22,6 +22,9 @@ use crate::{Error, Result, Services, audit};
 pub struct PostRequest {
     /// Base URL of the homeserver.
     pub homeserver_url: String,
+    /// A Matrix user id or an e-mail address, resolved to the homeserver instead of
+    /// `homeserver_url` (exactly one of the two is given).
+    pub account: Option<String>,
     /// The caller's Matrix access token, for this call only.
     pub access_token: AccessToken,
     /// The Matrix room id.

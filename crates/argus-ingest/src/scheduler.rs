@@ -254,6 +254,9 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             let request = IngestRequest {
                 homeserver_url: watch.homeserver_url.as_str().to_owned(),
                 access_token,
+                account: None,
+                refresh_token: None,
+                since: None,
                 room_id: watch.room_id.as_str().to_owned(),
                 classification: watch.classification,
                 max_messages: Some(i64::from(options.max_messages_per_run)),

@@ -24,6 +24,14 @@ use crate::{
 pub struct WatchRequest {
     /// Base URL of the homeserver.
     pub homeserver_url: String,
+    /// A Matrix user id or an e-mail address, resolved to the homeserver instead of
+    /// `homeserver_url` (exactly one of the two is given).
+    pub account: Option<String>,
+    /// The account's refresh token, beside the access token: the token is renewed before it
+    /// expires or when the homeserver refuses it.
+    pub refresh_token: Option<argus_domain::Secret>,
+    /// Capture only what was sent at or after this time.
+    pub since: Option<time::OffsetDateTime>,
     /// The owner's Matrix access token, sealed at once.
     pub access_token: AccessToken,
     /// The Matrix room id.

@@ -20,6 +20,7 @@
 //!
 //! - [`homeserver`]: a mock Matrix homeserver (wiremock on 127.0.0.1) with endpoint-mock
 //!   builders, an any-room responder and the benchmarks' prepared pages.
+#![recursion_limit = "256"]
 
 pub mod clamd;
 pub mod e2ee;

@@ -12,8 +12,14 @@ use crate::{Context, CursorKind, Result};
 #[derive(GraphQLInputObject)]
 #[graphql(name = "WatchTchapRoomInput", description = "A room to keep current, and how often.")]
 pub struct WatchTchapRoomInput {
-    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
-    pub homeserver_url: String,
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
+    pub homeserver_url: Option<String>,
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (BAD_INPUT otherwise). The token must belong to this account.
+    pub account: Option<String>,
+    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. Never returned, stored in clear or logged.
+    pub refresh_token: Option<String>,
+    /// Capture only what was sent at or after this time: the room's history starts there (timestamp_to_event) instead of at its creation; historyComplete then means complete since this time.
+    pub since: Option<DateTime>,
     /// Matrix access token the scheduler reads the room with: it must read the room now (asked of the homeserver before anything else), then it is sealed at once (encrypted at rest with a key held outside the database), never returned or logged. Giving a new one renews the watch and resumes a paused one.
     pub access_token: String,
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
@@ -131,8 +137,11 @@ pub struct TchapWatchList {
 /// `watchTchapRoom`.
 pub(crate) async fn watch(context: &Context, input: WatchTchapRoomInput) -> Result<TchapWatch> {
     let request = argus_ingest::watch::WatchRequest {
-        homeserver_url: input.homeserver_url,
+        homeserver_url: input.homeserver_url.unwrap_or_default(),
         access_token: AccessToken::new(input.access_token),
+        account: input.account,
+        refresh_token: input.refresh_token.map(argus_domain::Secret::new),
+        since: input.since.map(|t| t.0),
         room_id: input.room_id,
         classification: input.classification.into(),
         interval_secs: i64::from(input.interval),

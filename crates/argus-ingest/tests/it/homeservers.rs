@@ -120,6 +120,9 @@ async fn another_homeserver_cannot_rewrite_a_stored_room(env: Env) {
     let watch = WatchRequest {
         homeserver_url: rogue.uri(),
         access_token: AccessToken::new(TOKEN),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: ROOM.to_owned(),
         classification: Classification::Restricted,
         interval_secs: 1,

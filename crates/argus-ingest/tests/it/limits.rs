@@ -41,6 +41,9 @@ fn watch_request(env: &Env, room: &str, token: &str, classification: Classificat
     WatchRequest {
         homeserver_url: env.hs.uri(),
         access_token: AccessToken::new(token),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: room.to_owned(),
         classification,
         interval_secs: 60,
@@ -52,6 +55,9 @@ fn ingest_request(env: &Env, room: &str, classification: Classification, trigger
     IngestRequest {
         homeserver_url: env.hs.uri(),
         access_token: AccessToken::new(MATRIX_TOKEN),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: room.to_owned(),
         classification,
         max_messages: Some(1_000),

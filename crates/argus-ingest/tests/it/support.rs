@@ -158,6 +158,7 @@ impl Env {
         JoinedRequest {
             homeserver_url: self.hs.uri(),
             access_token: AccessToken::new(token),
+            account: None,
             classification: Classification::Restricted,
             max_messages: None,
             recovery_key: None,
@@ -179,6 +180,9 @@ pub(crate) fn request(homeserver: String, room: &str, max_messages: i64, reach: 
     IngestRequest {
         homeserver_url: homeserver,
         access_token: AccessToken::new(MATRIX_TOKEN),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: room.to_owned(),
         classification: Classification::Restricted,
         max_messages: Some(max_messages),
@@ -200,6 +204,9 @@ pub(crate) fn request_from(
     IngestRequest {
         homeserver_url: homeserver.to_owned(),
         access_token: AccessToken::new(token),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: room.to_owned(),
         classification: Classification::Restricted,
         max_messages: None,

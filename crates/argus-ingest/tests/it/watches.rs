@@ -27,6 +27,9 @@ fn request(env: &Env, room: &str, token: &str, interval_secs: i64) -> WatchReque
     WatchRequest {
         homeserver_url: env.hs.uri(),
         access_token: AccessToken::new(token),
+        account: None,
+        refresh_token: None,
+        since: None,
         room_id: room.to_owned(),
         classification: Classification::Restricted,
         interval_secs,

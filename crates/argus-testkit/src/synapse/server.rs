@@ -75,6 +75,17 @@ fn homeserver_config(dir: &Path, port: u16, shared_secret: &str) -> Value {
         "rc_reports": unlimited,
         "rc_user_directory": unlimited,
         "rc_profile": unlimited,
+        // Configured as Tchap runs where Synapse can be: tokens asked for with a refresh token
+        // live seconds (a watch renews them again and again), account validity (an account
+        // past its date is refused with ORG_MATRIX_EXPIRED_ACCOUNT; every account registered
+        // here is valid for years unless a test moves its date), suspension by an admin
+        // (MSC3823), room retention policies honoured, and the client `.well-known` file served
+        // for server discovery.
+        "refreshable_access_token_lifetime": "4s",
+        "account_validity": { "enabled": true, "period": "3650d" },
+        "experimental_features": { "msc3823_account_suspension": true },
+        "retention": { "enabled": true },
+        "serve_client_wellknown": true,
     })
 }
 
