@@ -72,7 +72,12 @@ impl TestUser {
 
     /// Sends a request to `/_matrix/client/v3/<segments…>` with this user's token and returns the
     /// answer whatever its status: what the homeserver says to this account, errors included.
-    pub async fn probe(&self, method: Method, segments: &[&str], body: Option<&Value>) -> anyhow::Result<Answer> {
+    pub async fn probe(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&Value>,
+    ) -> anyhow::Result<Answer> {
         let mut url = Url::parse(&self.base_url).context("parsing the homeserver base URL")?;
         url.path_segments_mut()
             .map_err(|()| anyhow!("base URL cannot have a path"))?

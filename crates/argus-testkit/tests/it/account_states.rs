@@ -50,7 +50,10 @@ async fn a_locked_account_is_refused_as_a_soft_logout_until_unlocked() {
 
     admin.set_account_locked(&user.user_id, true).await.unwrap();
     let refused = read(&user, &room).await;
-    assert_eq!((refused.status, refused.errcode(), refused.soft_logout()), (401, Some("M_USER_LOCKED"), true));
+    assert_eq!(
+        (refused.status, refused.errcode(), refused.soft_logout()),
+        (401, Some("M_USER_LOCKED"), true)
+    );
 
     admin.set_account_locked(&user.user_id, false).await.unwrap();
     assert_eq!(read(&user, &room).await.status, 200);
