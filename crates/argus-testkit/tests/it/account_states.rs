@@ -6,16 +6,18 @@ use reqwest::Method;
 use serde_json::json;
 
 async fn whoami(user: &TestUser) -> Answer {
-    user.probe(Method::GET, &["account", "whoami"], None).await.unwrap()
+    user.probe(Method::GET, &["account", "whoami"], None).await.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 async fn send(user: &TestUser, room: &str, txn: &str) -> Answer {
     let body = json!({ "msgtype": "m.text", "body": "probe" });
-    user.probe(Method::PUT, &["rooms", room, "send", "m.room.message", txn], Some(&body)).await.unwrap()
+    user.probe(Method::PUT, &["rooms", room, "send", "m.room.message", txn], Some(&body))
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 async fn read(user: &TestUser, room: &str) -> Answer {
-    user.probe(Method::GET, &["rooms", room, "messages"], None).await.unwrap()
+    user.probe(Method::GET, &["rooms", room, "messages"], None).await.unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 #[tokio::test]
