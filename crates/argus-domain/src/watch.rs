@@ -8,14 +8,32 @@ use time::OffsetDateTime;
 
 use crate::{ActorId, Classification, HomeserverUrl, OrgId, RoomId};
 
-/// Whether the scheduler runs a watch.
+/// Whether the scheduler runs a watch, and if not, what stopped it. Every status but
+/// [`WatchStatus::Active`] stops the watch until its owner gives it again (a new token, or the
+/// same one once the account is usable again), which makes it active.
+///
+/// ```
+/// use argus_domain::WatchStatus;
+///
+/// assert_eq!(WatchStatus::stopped_by("ACCOUNT_EXPIRED: the account has expired"), WatchStatus::AccountExpired);
+/// assert_eq!(WatchStatus::stopped_by("HOMESERVER_UNAUTHORIZED: M_UNKNOWN_TOKEN"), WatchStatus::Paused);
+/// assert_eq!(WatchStatus::parse("ACCOUNT_LOCKED"), Some(WatchStatus::AccountLocked));
+/// assert!(WatchStatus::Active.runs() && !WatchStatus::AccountLocked.runs());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WatchStatus {
     /// Synced on its interval.
     Active,
     /// Not run until its token is replaced: the homeserver refused the token (`M_UNKNOWN_TOKEN`,
-    /// soft logout), or the run cannot succeed without the owner (the room is forbidden).
+    /// soft logout), or the run cannot succeed without the owner (a recovery key that no longer
+    /// opens the backup, the room answering to another homeserver).
     Paused,
+    /// Not run: the account has expired on its homeserver (`ORG_MATRIX_EXPIRED_ACCOUNT`, account
+    /// validity). Given again once the account is renewed, it runs again.
+    AccountExpired,
+    /// Not run: the homeserver's administrator locked the account (`M_USER_LOCKED`). Given again
+    /// once the account is unlocked, it runs again.
+    AccountLocked,
 }
 
 impl WatchStatus {
@@ -24,6 +42,8 @@ impl WatchStatus {
         match self {
             Self::Active => "ACTIVE",
             Self::Paused => "PAUSED",
+            Self::AccountExpired => "ACCOUNT_EXPIRED",
+            Self::AccountLocked => "ACCOUNT_LOCKED",
         }
     }
 
@@ -32,7 +52,25 @@ impl WatchStatus {
         match name {
             "ACTIVE" => Some(Self::Active),
             "PAUSED" => Some(Self::Paused),
+            "ACCOUNT_EXPIRED" => Some(Self::AccountExpired),
+            "ACCOUNT_LOCKED" => Some(Self::AccountLocked),
             _ => None,
+        }
+    }
+
+    /// Whether the scheduler runs a watch in this status.
+    pub const fn runs(self) -> bool {
+        matches!(self, Self::Active)
+    }
+
+    /// The status a watch stopped for `reason` takes. A reason begins with its stable code
+    /// (`CODE: words`): an account's state (`ACCOUNT_EXPIRED`, `ACCOUNT_LOCKED`) is its own
+    /// status; anything else pauses the watch.
+    pub fn stopped_by(reason: &str) -> Self {
+        let code = reason.split_once(':').map_or(reason, |(code, _)| code).trim();
+        match Self::parse(code) {
+            Some(status @ (Self::AccountExpired | Self::AccountLocked)) => status,
+            _ => Self::Paused,
         }
     }
 }
@@ -103,7 +141,7 @@ pub struct Watch {
     pub interval_secs: u32,
     /// Whether the scheduler runs it.
     pub status: WatchStatus,
-    /// Why it is paused (a stable code and words, never a token).
+    /// Why it is not run (a stable code and words, never a token).
     pub status_reason: Option<String>,
     /// When it is due next.
     pub next_run_at: OffsetDateTime,

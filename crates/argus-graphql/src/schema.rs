@@ -333,7 +333,7 @@ impl Mutation {
         watch::unwatch(context, &room_id).await
     }
 
-    /// Post a note into a Tchap room, with its protection marking in front, behind the write-down guard (nothing above the posting ceiling, the caller's clearance or the room's stored classification leaves). Every post, sent or refused, is an audit record. Requires scope tchap:post.
+    /// Post a note into a Tchap room, with its protection marking in front, behind the write-down guard (nothing above the posting ceiling, the caller's clearance or the room's stored classification leaves). Every post, sent or refused, is an audit record, a refusal with its reason: an account the homeserver suspended (ACCOUNT_SUSPENDED: it may still read), expired (ACCOUNT_EXPIRED) or locked (ACCOUNT_LOCKED) posts nothing. Requires scope tchap:post.
     async fn post_tchap_message(
         context: &Context,
         input: PostTchapMessageInput,

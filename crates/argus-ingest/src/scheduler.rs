@@ -8,7 +8,8 @@
 //! together spread out); a rate limit pushes it back by what the homeserver asked; a token the
 //! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout), or a room archived from another
 //! homeserver than the watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is
-//! given again.
+//! given again; an account the homeserver expired or locked stops it as `ACCOUNT_EXPIRED` or
+//! `ACCOUNT_LOCKED` the same way. A suspended account still reads: its watch goes on.
 
 use std::{
     collections::HashMap,
@@ -294,6 +295,20 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
         Err(Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout })) => {
             let what = if *soft_logout { "soft logout" } else { "token refused" };
             pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));
+            result.as_ref().err().map(message)
+        }
+        Err(Error::Connector(
+            e @ (argus_matrix::Error::AccountExpired | argus_matrix::Error::AccountLocked),
+        )) => {
+            // The account, not the token: every run would be refused the same way until its
+            // homeserver renews or unlocks it. Its code is the watch's status (ACCOUNT_EXPIRED,
+            // ACCOUNT_LOCKED). A suspended account still reads: its failures pause nothing.
+            let undone =
+                if matches!(e, argus_matrix::Error::AccountExpired) { "renewed" } else { "unlocked" };
+            pause = Some(format!(
+                "{}: the homeserver refuses the account until it is {undone}; then give the watch again",
+                e.code()
+            ));
             result.as_ref().err().map(message)
         }
         Err(Error::Connector(argus_matrix::Error::Crypto(

@@ -423,7 +423,7 @@ impl Connector {
         let wanted = normalised.redactions.len().min(*confirmations_left);
         *confirmations_left -= wanted;
         for redaction in normalised.redactions.iter_mut().take(wanted) {
-            // A confirmation that cannot be had (a refused token aside) leaves the redaction
+            // A confirmation that cannot be had (a refused token or account aside) leaves the redaction
             // unconfirmed: it never fails the read.
             let answer = match get_room_event::confirm_redaction(
                 client,
@@ -434,7 +434,12 @@ impl Connector {
             .await
             {
                 Ok(answer) => answer,
-                Err(e @ (Error::Unauthorized { .. } | Error::DeadlineExceeded(_))) => return Err(e),
+                Err(
+                    e @ (Error::Unauthorized { .. }
+                    | Error::AccountExpired
+                    | Error::AccountLocked
+                    | Error::DeadlineExceeded(_)),
+                ) => return Err(e),
                 Err(e) => {
                     // The homeserver is failing: the rest stay unconfirmed too, rather than
                     // spending the run's deadline on them.

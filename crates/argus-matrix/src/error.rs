@@ -21,6 +21,26 @@ pub enum Error {
         /// The homeserver asked for a soft logout (re-login with the same device).
         soft_logout: bool,
     },
+    /// The account has expired (`ORG_MATRIX_EXPIRED_ACCOUNT`, HTTP 403: Synapse's account
+    /// validity, or Tchap's account-validity module): every request is refused until its
+    /// validity is renewed. The token itself is still good.
+    #[error(
+        "ACCOUNT_EXPIRED: the account has expired on its homeserver (ORG_MATRIX_EXPIRED_ACCOUNT); it is refused until its validity is renewed"
+    )]
+    AccountExpired,
+    /// An administrator locked the account (`M_USER_LOCKED`; Synapse answers 401 with
+    /// `soft_logout`): every request is refused until it is unlocked. Not a refused token: no
+    /// renewal of the token can help.
+    #[error(
+        "ACCOUNT_LOCKED: the account is locked by its homeserver's administrator (M_USER_LOCKED); it is refused until unlocked"
+    )]
+    AccountLocked,
+    /// An administrator suspended the account (`M_USER_SUSPENDED`, MSC3823): it still reads,
+    /// and is refused whatever changes a room (sending, joining) until reinstated.
+    #[error(
+        "ACCOUNT_SUSPENDED: the account is suspended by its homeserver's administrator (M_USER_SUSPENDED); it may read but not send"
+    )]
+    AccountSuspended,
     /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
     #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]
     Forbidden,
@@ -117,6 +137,9 @@ impl Error {
             | Self::MediaStalled => true,
             Self::Homeserver { status, .. } => *status >= 500,
             Self::Unauthorized { .. }
+            | Self::AccountExpired
+            | Self::AccountLocked
+            | Self::AccountSuspended
             | Self::Forbidden
             | Self::NotFound
             | Self::OutboundPolicy(_)
@@ -137,6 +160,9 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized { .. } => "HOMESERVER_UNAUTHORIZED",
+            Self::AccountExpired => "ACCOUNT_EXPIRED",
+            Self::AccountLocked => "ACCOUNT_LOCKED",
+            Self::AccountSuspended => "ACCOUNT_SUSPENDED",
             Self::Forbidden => "ROOM_FORBIDDEN",
             Self::NotFound => "ROOM_NOT_FOUND",
             Self::RateLimited { .. } => "RATE_LIMITED",
@@ -188,6 +214,21 @@ mod tests {
             Error::RateLimited { retry_after: Some(Duration::from_millis(1500)) }.to_string(),
             "rate limited by the homeserver (asked to wait 1500 ms)"
         );
+    }
+
+    #[test]
+    fn account_states_have_their_codes_in_their_messages_and_are_final() {
+        for (error, code, errcode) in [
+            (Error::AccountExpired, "ACCOUNT_EXPIRED", "ORG_MATRIX_EXPIRED_ACCOUNT"),
+            (Error::AccountLocked, "ACCOUNT_LOCKED", "M_USER_LOCKED"),
+            (Error::AccountSuspended, "ACCOUNT_SUSPENDED", "M_USER_SUSPENDED"),
+        ] {
+            let message = error.to_string();
+            assert_eq!(error.code(), code);
+            // The audit trail keeps the message only: it names the code and the homeserver's errcode.
+            assert!(message.starts_with(&format!("{code}: ")) && message.contains(errcode), "{message}");
+            assert!(!error.is_retryable(), "{code}");
+        }
     }
 
     #[test]

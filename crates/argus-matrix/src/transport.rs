@@ -277,6 +277,11 @@ fn map_matrix_error(err: &MatrixError) -> Error {
     let status = err.status_code.as_u16();
     let kind = err.error_kind();
     match kind {
+        // Before the token errors: Synapse answers a locked account 401 with `soft_logout`, which
+        // a refresh token cannot cure (the transport's renewal is for `Unauthorized` only).
+        Some(ErrorKind::UserLocked) => Error::AccountLocked,
+        Some(ErrorKind::UserSuspended) => Error::AccountSuspended,
+        Some(other) if other.errcode().as_str() == EXPIRED_ACCOUNT => Error::AccountExpired,
         Some(ErrorKind::UnknownToken(data)) => {
             Error::Unauthorized { errcode: "M_UNKNOWN_TOKEN".into(), soft_logout: data.soft_logout }
         }
@@ -295,6 +300,9 @@ fn map_matrix_error(err: &MatrixError) -> Error {
         }
     }
 }
+
+/// The `errcode` of an expired account: Synapse's account validity and Tchap's module.
+const EXPIRED_ACCOUNT: &str = "ORG_MATRIX_EXPIRED_ACCOUNT";
 
 fn wait_for(retry_after: RetryAfter) -> Duration {
     match retry_after {
@@ -336,9 +344,38 @@ pub(crate) fn map_reqwest(err: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use argus_domain::AccessToken;
-    use ruma::{api::client::message::get_message_events, owned_room_id};
+    use ruma::{
+        api::{EndpointError as _, client::message::get_message_events, error::Error as MatrixError},
+        owned_room_id,
+    };
 
-    use super::{AUTHORIZATION, authorised, supported_versions};
+    use super::{AUTHORIZATION, Error, authorised, map_matrix_error, supported_versions};
+
+    fn answer(status: u16, mut body: serde_json::Value) -> Error {
+        body["error"] = "words".into();
+        let body = body.to_string();
+        let response = http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        map_matrix_error(&MatrixError::from_http_response(response))
+    }
+
+    #[test]
+    fn account_states_are_told_from_a_refused_token() {
+        use serde_json::json;
+        let soft = answer(401, json!({"errcode": "M_UNKNOWN_TOKEN", "soft_logout": true}));
+        assert!(matches!(soft, Error::Unauthorized { soft_logout: true, .. }), "{soft:?}");
+        let locked = answer(401, json!({"errcode": "M_USER_LOCKED", "soft_logout": true}));
+        assert!(matches!(locked, Error::AccountLocked), "{locked:?}");
+        let expired = answer(403, json!({"errcode": "ORG_MATRIX_EXPIRED_ACCOUNT"}));
+        assert!(matches!(expired, Error::AccountExpired), "{expired:?}");
+        let suspended = answer(403, json!({"errcode": "M_USER_SUSPENDED"}));
+        assert!(matches!(suspended, Error::AccountSuspended), "{suspended:?}");
+        let limited = answer(429, json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 1500}));
+        assert!(matches!(limited, Error::RateLimited { retry_after: Some(_) }), "{limited:?}");
+    }
 
     #[test]
     fn the_token_is_sent_but_never_printed() {

@@ -368,9 +368,9 @@ diesel::table! {
         token_nonce -> Text,
         /// The token's ciphertext and tag, base64.
         token_ciphertext -> Text,
-        /// `ACTIVE` or `PAUSED`.
+        /// `ACTIVE`, `PAUSED`, `ACCOUNT_EXPIRED` or `ACCOUNT_LOCKED`.
         status -> Text,
-        /// Why it is paused.
+        /// Why it is not run.
         status_reason -> Nullable<Text>,
         /// When it is due, UTC ms.
         next_run_at -> BigInt,

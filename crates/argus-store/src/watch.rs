@@ -130,7 +130,9 @@ pub struct WatchRun {
     pub next_run_at: OffsetDateTime,
     /// Why it failed (`None`: it succeeded). Never a token.
     pub error: Option<String>,
-    /// Pause the watch, with this reason (a token the homeserver refused).
+    /// Stop the watch, with this reason (`CODE: words`, never a token): its code decides the
+    /// status ([`WatchStatus::stopped_by`]): `ACCOUNT_EXPIRED` or `ACCOUNT_LOCKED` for an
+    /// account's state, `PAUSED` for anything else (a token the homeserver refused).
     pub pause: Option<String>,
 }
 
@@ -174,10 +176,11 @@ fn find(conn: &mut DbConn, org: &OrgId, room_id: &RoomId) -> Result<Option<(Watc
 }
 
 /// Creates or renews the watch of `new.room_id` for `viewer`'s organisation: the token, the
-/// interval and the owner are replaced, a paused watch is active again and due now. The watch's
-/// level is at least the room's stored level. [`Error::Withheld`] when the room or an existing
-/// watch of it is above the viewer's clearance; [`Error::TooManyWatches`] when a watch new to
-/// its owner would pass `caps`, counted over the watches the viewer may see.
+/// interval and the owner are replaced, a stopped watch (paused, or stopped by its account's
+/// state) is active again and due now. The watch's level is at least the room's stored level.
+/// [`Error::Withheld`] when the room or an existing watch of it is above the viewer's
+/// clearance; [`Error::TooManyWatches`] when a watch new to its owner would pass `caps`,
+/// counted over the watches the viewer may see.
 pub(crate) fn upsert(
     conn: &mut DbConn,
     viewer: &Viewer,
@@ -383,7 +386,9 @@ pub(crate) fn record_run(conn: &mut DbConn, id: i64, owner: &str, run: &WatchRun
     sql.bind::<Text, _>(if run.error.is_some() { "FAILED" } else { "SUCCEEDED" }).push(", last_error = ");
     sql.bind::<Nullable<Text>, _>(run.error.as_deref().map(|e| bounded(e, 1024)));
     if let Some(reason) = &run.pause {
-        sql.push(", status = 'PAUSED', status_reason = ").bind::<Text, _>(bounded(reason, 1024));
+        let status = WatchStatus::stopped_by(reason);
+        sql.push(", status = ").bind::<Text, _>(status.as_str());
+        sql.push(", status_reason = ").bind::<Text, _>(bounded(reason, 1024));
     }
     sql.push(" WHERE id = ")
         .bind::<BigInt, _>(id)

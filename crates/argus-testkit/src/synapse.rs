@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod server;
 mod user;
 
@@ -43,6 +44,7 @@ use hmac::{Hmac, Mac as _};
 use rand::Rng as _;
 use serde_json::{Value, json};
 
+pub use admin::Answer;
 pub use user::TestUser;
 
 use crate::Tier;

@@ -32,16 +32,22 @@ pub struct WatchTchapRoomInput {
     pub recovery_key: Option<String>,
 }
 
-/// Whether the scheduler runs a watch.
+/// Whether the scheduler runs a watch, and if not, what stopped it. Every status but ACTIVE is not run until the owner gives the watch again (watchTchapRoom), which makes it ACTIVE.
 #[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(name = "WatchStatus")]
 pub enum GqlWatchStatus {
     /// Synced on its interval.
     #[graphql(name = "ACTIVE")]
     Active,
-    /// Not run until the watch is renewed with a new token or recovery key (see statusReason).
+    /// Not run until the watch is renewed with a new token or recovery key (see statusReason): the homeserver refused the token, the recovery key no longer opens the backup, or the room answers to another homeserver.
     #[graphql(name = "PAUSED")]
     Paused,
+    /// Not run: the account has expired on its homeserver (account validity, ORG_MATRIX_EXPIRED_ACCOUNT). Once the account is renewed, give the watch again (its token still works, or a new one).
+    #[graphql(name = "ACCOUNT_EXPIRED")]
+    AccountExpired,
+    /// Not run: the homeserver's administrator locked the account (M_USER_LOCKED). Once it is unlocked, give the watch again (its token still works, or a new one).
+    #[graphql(name = "ACCOUNT_LOCKED")]
+    AccountLocked,
 }
 
 /// A watched room: kept current by the scheduler with its owner's sealed token.
@@ -85,10 +91,12 @@ impl TchapWatch {
         match self.0.status {
             argus_domain::WatchStatus::Active => GqlWatchStatus::Active,
             argus_domain::WatchStatus::Paused => GqlWatchStatus::Paused,
+            argus_domain::WatchStatus::AccountExpired => GqlWatchStatus::AccountExpired,
+            argus_domain::WatchStatus::AccountLocked => GqlWatchStatus::AccountLocked,
         }
     }
 
-    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH`), then words. Never a token or a key.
+    /// Why it is not run: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH` when PAUSED; `ACCOUNT_EXPIRED`, `ACCOUNT_LOCKED` for those statuses), then words. Never a token or a key. A suspended account (ACCOUNT_SUSPENDED) still reads: its watch stays ACTIVE.
     fn status_reason(&self) -> Option<&str> {
         self.0.status_reason.as_deref()
     }

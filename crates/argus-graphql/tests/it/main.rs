@@ -2,6 +2,7 @@
 //! ingestion use-case against a SQLite store and a mock homeserver.
 
 mod access;
+mod account_states;
 mod attachments;
 mod contract;
 mod cost;

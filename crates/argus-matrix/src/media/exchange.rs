@@ -169,6 +169,10 @@ fn classify(status: u16, headers: &HeaderMap, body: &ErrorBody, cap: u64) -> Err
         (404 | 405, "M_UNRECOGNIZED") => Error::Homeserver { status, errcode: Some("M_UNRECOGNIZED".into()) },
         (_, "M_NOT_FOUND") | (404, _) => Error::MediaNotFound,
         (_, "M_TOO_LARGE") | (413, _) => Error::MediaTooLarge { cap },
+        // Before a 401: Synapse answers a locked account so, and no new token cures it.
+        (_, "M_USER_LOCKED") => Error::AccountLocked,
+        (_, "M_USER_SUSPENDED") => Error::AccountSuspended,
+        (_, "ORG_MATRIX_EXPIRED_ACCOUNT") => Error::AccountExpired,
         (_, "M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN") | (401, _) => Error::Unauthorized {
             errcode: sanitise_errcode(code).unwrap_or_else(|| "HTTP 401".into()),
             soft_logout: body.soft_logout.unwrap_or(false),
@@ -220,6 +224,14 @@ mod tests {
         assert!(matches!(
             c(401, serde_json::json!({"errcode": "M_UNKNOWN_TOKEN", "soft_logout": true})),
             Error::Unauthorized { soft_logout: true, .. }
+        ));
+        assert!(matches!(
+            c(401, serde_json::json!({"errcode": "M_USER_LOCKED", "soft_logout": true})),
+            Error::AccountLocked
+        ));
+        assert!(matches!(
+            c(403, serde_json::json!({"errcode": "ORG_MATRIX_EXPIRED_ACCOUNT"})),
+            Error::AccountExpired
         ));
         let limited = c(429, serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 1500}));
         assert!(

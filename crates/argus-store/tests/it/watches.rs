@@ -1,18 +1,21 @@
 //! Bounds on watched rooms: counted over the watches the caller may see, never over those above
 //! their clearance (a refusal must not tell how many of those exist), per owner and per
-//! organisation, with a code of their own.
+//! organisation, with a code of their own. A watch stopped by its account's state keeps that
+//! status, is not claimed, and is active again when renewed.
 
 use argus_domain::{
     Classification::{self, Restricted, Secret, Unclassified},
-    NewWatch, SealedToken, Viewer,
+    NewWatch, SealedToken, Viewer, WatchStatus,
 };
-use argus_store::{Error, WatchCaps};
+use argus_store::{Error, WatchCaps, WatchRun};
+use time::OffsetDateTime;
 
 use crate::support::{TestDb, backend_suite, viewer};
 
 backend_suite!(
     the_organisation_cap_counts_only_the_watches_the_caller_may_see,
     each_owner_has_a_cap_of_their_own,
+    an_account_state_stops_a_watch_as_its_own_status_until_it_is_renewed,
 );
 
 /// `actor` of `org` cleared `clearance`.
@@ -80,4 +83,82 @@ fn each_owner_has_a_cap_of_their_own(db: &TestDb) {
     assert_eq!(watch(db, &bob, "!a1:x.org", Restricted, caps).unwrap_err().code(), "TOO_MANY_WATCHES");
     let listed = db.store.watches(&alice, 10, None).unwrap();
     assert_eq!(listed.iter().filter(|w| w.owner == alice.actor).count(), 2);
+}
+
+fn an_account_state_stops_a_watch_as_its_own_status_until_it_is_renewed(db: &TestDb) {
+    let owner = someone("alice", "dgsi", Restricted);
+    let caps = WatchCaps::default();
+    for (reason, status) in [
+        ("ACCOUNT_EXPIRED: the account has expired", WatchStatus::AccountExpired),
+        ("ACCOUNT_LOCKED: the account is locked", WatchStatus::AccountLocked),
+        ("HOMESERVER_UNAUTHORIZED: M_UNKNOWN_TOKEN (soft logout)", WatchStatus::Paused),
+    ] {
+        let room = "!stopped:x.org";
+        let id = db.store.upsert_watch(&owner, &new_watch(&owner, room, Restricted), caps).unwrap().id;
+        let now = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let claimed =
+            db.store.claim_due_watches(now, "replica-a", std::time::Duration::from_secs(60), 10).unwrap();
+        assert_eq!(claimed.iter().map(|c| c.watch.id).collect::<Vec<_>>(), [id]);
+        let run = WatchRun {
+            ran_at: now,
+            next_run_at: now,
+            error: Some(reason.into()),
+            pause: Some(reason.into()),
+        };
+        assert!(db.store.record_watch_run(id, "replica-a", &run).unwrap());
+
+        let stopped = db.store.watch(&owner, &room.parse().unwrap()).unwrap().unwrap();
+        assert_eq!((stopped.status, stopped.status_reason.as_deref()), (status, Some(reason)));
+        assert_eq!(stopped.last_error.as_deref(), Some(reason));
+        // Due, yet not run: no replica claims it.
+        let later = now + time::Duration::hours(1);
+        let claimed =
+            db.store.claim_due_watches(later, "replica-b", std::time::Duration::from_secs(60), 10).unwrap();
+        assert!(claimed.is_empty(), "{status} was claimed");
+        // Given again, it is active and due.
+        let renewed = db.store.upsert_watch(&owner, &new_watch(&owner, room, Restricted), caps).unwrap();
+        assert_eq!((renewed.status, renewed.status_reason), (WatchStatus::Active, None));
+        let claimed =
+            db.store.claim_due_watches(later, "replica-b", std::time::Duration::from_secs(60), 10).unwrap();
+        assert_eq!(claimed.iter().map(|c| c.watch.id).collect::<Vec<_>>(), [id]);
+        let done = WatchRun { ran_at: later, next_run_at: later, error: None, pause: None };
+        assert!(db.store.record_watch_run(id, "replica-b", &done).unwrap());
+    }
+}
+
+/// Sets the status of every watch to `status` on `db`'s own connection, around the store.
+fn set_status(db: &TestDb, status: &str) -> diesel::QueryResult<usize> {
+    use diesel::{Connection as _, PgConnection, RunQueryDsl as _, SqliteConnection, sql_types::Text};
+    match &db.guard {
+        crate::support::Guard::Sqlite(dir) => {
+            let mut c = SqliteConnection::establish(dir.path().join("store.db").to_str().unwrap()).unwrap();
+            diesel::sql_query("UPDATE watches SET status = ?").bind::<Text, _>(status).execute(&mut c)
+        }
+        crate::support::Guard::Postgres(_) => {
+            let mut c = PgConnection::establish(&db.url).unwrap();
+            diesel::sql_query("UPDATE watches SET status = $1").bind::<Text, _>(status).execute(&mut c)
+        }
+    }
+}
+
+/// The schema takes the statuses of an account's state, and still nothing else.
+fn the_schema_takes_the_account_states_and_nothing_else(db: &TestDb) {
+    let owner = someone("alice", "dgsi", Restricted);
+    watch(db, &owner, "!checked:x.org", Restricted, WatchCaps::default()).unwrap();
+    for status in ["ACCOUNT_EXPIRED", "ACCOUNT_LOCKED", "PAUSED", "ACTIVE"] {
+        assert_eq!(set_status(db, status).unwrap(), 1, "{status}");
+    }
+    assert!(set_status(db, "SUSPENDED").is_err());
+    assert!(set_status(db, "account_locked").is_err());
+}
+
+#[test]
+fn sqlite_the_schema_takes_the_account_states_and_nothing_else() {
+    the_schema_takes_the_account_states_and_nothing_else(&crate::support::sqlite());
+}
+
+#[test]
+fn postgres_the_schema_takes_the_account_states_and_nothing_else() {
+    let Some(db) = crate::support::postgres() else { return };
+    the_schema_takes_the_account_states_and_nothing_else(&db);
 }
