@@ -3,6 +3,8 @@
 //! due sooner than its interval), its state history kept with each ingestion, and capture from
 //! a date (`since`) on ingestions and on every run of a watch.
 
+#![expect(clippy::unwrap_used, reason = "a fixture or step that fails is a failed test")]
+
 use std::{sync::Arc, time::Duration};
 
 use argus_domain::{AccessToken, Classification, Retention, RoomId, StoredRoom, Viewer};

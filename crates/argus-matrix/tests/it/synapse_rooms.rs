@@ -2,6 +2,8 @@
 //! room version and members on external homeservers; and a read that starts at a date
 //! (`timestamp_to_event`).
 
+#![expect(clippy::unwrap_used, reason = "a fixture or step that fails is a failed test")]
+
 use std::time::Duration;
 
 use argus_domain::{AccessToken, HistoryPosition, HomeserverUrl, Retention, RoomId, RoomSnapshot};
