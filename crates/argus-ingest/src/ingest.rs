@@ -157,6 +157,7 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
         return Err(Error::InvalidInput("the access token is empty or malformed".into()));
     }
     policy::check_may_classify(viewer, request.classification)?;
+    check_since(request.since)?;
     let limits = services.limits;
     let max_messages = match request.max_messages {
         None => limits.default_max_messages.min(limits.hard_max_messages),
@@ -170,6 +171,20 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
     let deadline = (request.trigger == Trigger::Manual)
         .then(|| tokio::time::Instant::now() + limits.interactive_run_deadline);
     Ok(Validated { homeserver, room_id, max_messages, deadline })
+}
+
+/// How far in the future a start date may lie (clocks differ): a later one would leave
+/// forward reads capturing what was sent before it.
+const SINCE_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Refuses a start date in the future.
+pub(crate) fn check_since(since: Option<OffsetDateTime>) -> Result<()> {
+    match since {
+        Some(at) if at > OffsetDateTime::now_utc() + SINCE_SKEW => {
+            Err(Error::InvalidInput("since must not be in the future".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs one ingestion for `viewer`, calling `on_page` with the run's report after every page

@@ -72,6 +72,7 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
             ))
         })?;
     policy::check_may_classify(viewer, request.classification)?;
+    crate::ingest::check_since(request.since)?;
     services.connector.check_homeserver(&homeserver)?;
     // A key that is not a recovery key is refused now; one that does not open the owner's
     // backup pauses the watch at its first run (the backup is read then, not here).

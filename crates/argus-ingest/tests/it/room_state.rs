@@ -223,6 +223,13 @@ async fn an_ingestion_from_a_date_stores_only_what_was_sent_since(env: Env) {
     assert_eq!(ids, before.iter().chain(&after).cloned().collect::<Vec<_>>());
     let r = stored(&env, &alice, &room).await;
     assert!(r.history_complete && r.history_since.is_none());
+
+    // A date in the future is refused before anything is read.
+    let future = Some(OffsetDateTime::now_utc() + Duration::from_secs(3600));
+    let refused = ingest_room(&env.services, &alice, ingest_request(&user, &room, future), &mut |_| {}).await;
+    assert_eq!(refused.err().map(|e| e.code()), Some("INVALID_INPUT"));
+    let refused = watch_room(&env.services, &alice, watch_request(&user, &room, 60, future)).await;
+    assert_eq!(refused.err().map(|e| e.code()), Some("INVALID_INPUT"));
 }
 
 async fn a_watchs_date_applies_to_every_run(env: Env) {
