@@ -117,6 +117,17 @@ fn retention_risk_follows_the_watch_and_the_history(db: &TestDb) {
     s.record_ingestion(&run(&v, Restricted), &snap).unwrap();
     assert!(s.room(&v, &rid()).unwrap().unwrap().retention_risk());
 
+    // A watch above a reader's clearance is not told: the room looks unwatched to them.
+    let mut secret = new_watch(&v, None);
+    secret.classification = argus_domain::Classification::Secret;
+    let boss = viewer("org-a", argus_domain::Classification::Secret);
+    secret.owner = boss.actor.clone();
+    s.upsert_watch(&boss, &secret, WatchCaps::default()).unwrap();
+    assert!(s.room(&boss, &rid()).unwrap().unwrap().watched);
+    assert!(!s.room(&v, &rid()).unwrap().unwrap().watched, "the watch is above the reader's clearance");
+    assert!(s.remove_watch(&boss, &rid()).unwrap());
+    s.upsert_watch(&v, &new_watch(&v, Some(since)), WatchCaps::default()).unwrap();
+
     // Without a retention policy nothing is at risk; without the watch, the room is not watched.
     snap.metadata.retention = None;
     s.record_ingestion(&run(&v, Restricted), &snap).unwrap();
