@@ -144,6 +144,9 @@ impl SourceBuilder {
             history_complete: true,
             predecessor: None,
             successor: None,
+            metadata: Default::default(),
+            history_since: None,
+            watched: false,
         };
         Self {
             org: org.clone(),

@@ -26,6 +26,7 @@ mod page;
 pub mod policy;
 pub mod post;
 mod room;
+mod room_state;
 pub mod search;
 mod secret;
 #[cfg(feature = "testing")]
@@ -45,6 +46,9 @@ pub use message::{
 pub use page::{Page, PageRequest};
 pub use post::{PostEvidence, PostPolicy};
 pub use room::{FetchReport, HistoryPosition, RoomSnapshot, Stats, StoredRoom};
+pub use room_state::{
+    MAX_ACCESS_RULE_LEN, MAX_LIFETIME_MS, MIN_RETENTION_MARGIN, Retention, RoomMetadata, access_rule,
+};
 pub use search::{SearchExpr, SearchHit, SearchQuery, SearchRequest};
 pub use secret::{AccessToken, Secret};
 pub use viewer::{Scope, Viewer};

@@ -2,7 +2,9 @@
 
 use time::OffsetDateTime;
 
-use crate::{Classification, HomeserverUrl, MessageEdit, MessageRecord, MessageRedaction, OrgId, RoomId};
+use crate::{
+    Classification, HomeserverUrl, MessageEdit, MessageRecord, MessageRedaction, OrgId, RoomId, RoomMetadata,
+};
 
 /// What one read of a room returned and what was done with it: the completeness report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -78,6 +80,14 @@ pub struct RoomSnapshot {
     /// The room that replaced this one (`m.room.tombstone`).
     #[serde(default)]
     pub successor: Option<RoomId>,
+    /// Room version, retention, access rule and external members, from the room's state.
+    #[serde(default)]
+    pub metadata: RoomMetadata,
+    /// The start date the read's older history was bounded by (`timestamp_to_event`): when
+    /// `history` is `Complete`, the history is complete since then (`None`: since the room's
+    /// creation).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub history_since: Option<OffsetDateTime>,
     /// The completeness report.
     pub report: FetchReport,
 }
@@ -108,6 +118,8 @@ impl RoomSnapshot {
             history: HistoryPosition::Unchanged,
             predecessor: None,
             successor: None,
+            metadata: RoomMetadata::default(),
+            history_since: None,
             report: FetchReport::default(),
         }
     }
@@ -176,6 +188,25 @@ pub struct StoredRoom {
     /// ingestion.
     #[serde(default)]
     pub successor: Option<RoomId>,
+    /// Room version, retention, access rule and external members, as its state said at the
+    /// last ingestion.
+    #[serde(default)]
+    pub metadata: RoomMetadata,
+    /// When `history_complete`, the date the history is complete since (`None`: since the
+    /// room's creation).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub history_since: Option<OffsetDateTime>,
+    /// Whether an active watch keeps the room current.
+    #[serde(default)]
+    pub watched: bool,
+}
+
+impl StoredRoom {
+    /// Whether the room's retention policy may purge events before they are captured
+    /// ([`crate::Retention::at_risk`]).
+    pub fn retention_risk(&self) -> bool {
+        self.metadata.retention.is_some_and(|r| r.at_risk(self.watched, self.history_complete))
+    }
 }
 
 /// Aggregates over what a viewer may see.

@@ -120,6 +120,8 @@ pub struct NewWatch {
     /// Whether the sealed credentials hold a recovery key: the watch's runs decrypt
     /// end-to-end encrypted history from the owner's key backup.
     pub decrypts: bool,
+    /// Every run captures only what was sent at or after this time.
+    pub since: Option<OffsetDateTime>,
 }
 
 /// A watch as stored (never with its token).
@@ -156,4 +158,6 @@ pub struct Watch {
     /// Whether it holds the owner's recovery key (sealed with the token): its runs decrypt
     /// end-to-end encrypted history.
     pub decrypts: bool,
+    /// Every run captures only what was sent at or after this time.
+    pub since: Option<OffsetDateTime>,
 }

@@ -91,6 +91,9 @@ fn stix_time(t: time::OffsetDateTime) -> String {
 ///     history_complete: false,
 ///     predecessor: None,
 ///     successor: None,
+///     metadata: Default::default(),
+///     history_since: None,
+///     watched: false,
 /// };
 /// let node = NetworkNode::from_room(&room, 7);
 /// let bundle = to_stix_bundle(&node);

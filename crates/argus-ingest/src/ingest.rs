@@ -4,7 +4,11 @@
 //!
 //! A run reads forward from where the room's last run stopped (or, the first time, backwards
 //! from the live end, newest first), then spends what is left of its cap on older history from
-//! the stored backward position; a backfill reads only older history. Every batch of pages is
+//! the stored backward position; a backfill reads only older history. With a start date
+//! (`since`), older history stops at the first event sent at or after it (the homeserver's
+//! `timestamp_to_event`; one without it fails the run with `TIMESTAMP_LOOKUP_UNSUPPORTED`
+//! rather than read back to the room's creation), and the room's history is then complete
+//! since that date. Every batch of pages is
 //! committed with the positions after it, so a run stopped anywhere (an error, a kill) keeps
 //! what it committed and the next run resumes there: no gap, no duplicate.
 //!
@@ -153,6 +157,7 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
         return Err(Error::InvalidInput("the access token is empty or malformed".into()));
     }
     policy::check_may_classify(viewer, request.classification)?;
+    check_since(request.since)?;
     let limits = services.limits;
     let max_messages = match request.max_messages {
         None => limits.default_max_messages.min(limits.hard_max_messages),
@@ -166,6 +171,20 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
     let deadline = (request.trigger == Trigger::Manual)
         .then(|| tokio::time::Instant::now() + limits.interactive_run_deadline);
     Ok(Validated { homeserver, room_id, max_messages, deadline })
+}
+
+/// How far in the future a start date may lie (clocks differ): a later one would leave
+/// forward reads capturing what was sent before it.
+const SINCE_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Refuses a start date in the future.
+pub(crate) fn check_since(since: Option<OffsetDateTime>) -> Result<()> {
+    match since {
+        Some(at) if at > OffsetDateTime::now_utc() + SINCE_SKEW => {
+            Err(Error::InvalidInput("since must not be in the future".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Runs one ingestion for `viewer`, calling `on_page` with the run's report after every page
@@ -385,7 +404,7 @@ async fn read_room(
     };
     let stored = stored.filter(|r| r.homeserver_url.same_server(&valid.homeserver));
     let (resume, backfill_from, complete) = match &stored {
-        Some(r) => (r.resume_token.clone(), r.backfill_token.clone(), r.history_complete),
+        Some(r) => (r.resume_token.clone(), r.backfill_token.clone(), history_covers(r, request.since)),
         None => (None, None, false),
     };
     let mut budget = valid.max_messages;
@@ -393,7 +412,7 @@ async fn read_room(
         // Forwards from the last run's position; the first time, backwards from the live end
         // (which reads older history too: nothing else to do then).
         let first_time = resume.is_none();
-        let options = options(services, budget, resume, None);
+        let options = options(services, budget, resume, None, request.since);
         let leg = read_leg(services, ticket, request, valid, options, false, progress, on_page).await?;
         budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
         if first_time {
@@ -405,7 +424,7 @@ async fn read_room(
     }
     // Older history, from where the last backwards read stopped (a room stored before positions
     // were kept: from the live end, skipping what is stored, without moving its forward position).
-    let options = options(services, budget, None, backfill_from);
+    let options = options(services, budget, None, backfill_from, request.since);
     read_leg(services, ticket, request, valid, options, true, progress, on_page).await.map(drop)
 }
 
@@ -414,8 +433,21 @@ fn options(
     max_messages: u32,
     since: Option<String>,
     backfill_from: Option<String>,
+    start_at: Option<OffsetDateTime>,
 ) -> FetchOptions {
-    FetchOptions { max_messages, since, backfill_from, batch_pages: services.limits.batch_pages }
+    FetchOptions { max_messages, since, backfill_from, batch_pages: services.limits.batch_pages, start_at }
+}
+
+/// Whether the stored history of `room` is complete as far back as a run from `since` wants:
+/// to the room's creation, or to a date no later than `since`. Otherwise older history is read
+/// again from the live end (skipping what is stored), down to `since`.
+fn history_covers(room: &StoredRoom, since: Option<OffsetDateTime>) -> bool {
+    room.history_complete
+        && match (room.history_since, since) {
+            (None, _) => true,
+            (Some(stored), Some(wanted)) => wanted >= stored,
+            (Some(_), None) => false,
+        }
 }
 
 /// One streamed read, its batches committed as they arrive; returns the messages it received.

@@ -5,7 +5,9 @@
 //! [`SchedulerOptions::per_homeserver`] at once against one homeserver.
 //!
 //! After a run the watch is due again after its interval, with jitter (so that watches created
-//! together spread out); a rate limit pushes it back by what the homeserver asked; a token the
+//! together spread out), or sooner for a room whose retention policy (`m.room.retention`
+//! `max_lifetime`) would purge events first: within the lifetime less a margin of 10 % of it,
+//! and at least a minute ([`argus_domain::Retention::capture_within`]); a rate limit pushes it back by what the homeserver asked; a token the
 //! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout), or a room archived from another
 //! homeserver than the watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is
 //! given again; an account the homeserver expired or locked stops it as `ACCOUNT_EXPIRED` or
@@ -257,7 +259,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 access_token,
                 account: None,
                 refresh_token: None,
-                since: None,
+                since: watch.since,
                 room_id: watch.room_id.as_str().to_owned(),
                 classification: watch.classification,
                 max_messages: Some(i64::from(options.max_messages_per_run)),
@@ -275,7 +277,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             heartbeat.tick().await;
             loop {
                 tokio::select! {
-                    result = &mut run => break result.map(drop),
+                    result = &mut run => break result.map(|summary| summary.room.metadata.retention),
                     _ = heartbeat.tick() => {
                         let (id, replica, lease) = (watch.id, options.replica.clone(), options.lease);
                         let renewed = services
@@ -290,8 +292,14 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             }
         }
     };
+    if let Ok(Some(within)) = result.as_ref().map(|retention| retention.and_then(|r| r.capture_within())) {
+        // The room's retention policy purges events older than its lifetime: a run that
+        // succeeded read up to the live end, so the oldest event not captured yet is at least as
+        // new as the run; the next run comes before it expires, with a margin.
+        next = next.min(started + within.max(options.tick));
+    }
     let error = match &result {
-        Ok(()) => None,
+        Ok(_) => None,
         Err(Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout })) => {
             let what = if *soft_logout { "soft logout" } else { "token refused" };
             pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));

@@ -4,6 +4,9 @@
 //! the caller's rate, outbound policy, clearance), plus the interval's bounds and caps on
 //! watches per owner and per organisation.
 //!
+//! A start date (`since`) applies to every run of the watch: the room's history is captured
+//! from that date, not back to its creation.
+//!
 //! The homeserver is asked before the archive: a watch is made only with a token that reads the
 //! room. A room stored or watched above the caller's clearance therefore answers as a missing
 //! one (same code, message and time) to anyone the homeserver does not let read it; only a
@@ -69,6 +72,7 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
             ))
         })?;
     policy::check_may_classify(viewer, request.classification)?;
+    crate::ingest::check_since(request.since)?;
     services.connector.check_homeserver(&homeserver)?;
     // A key that is not a recovery key is refused now; one that does not open the owner's
     // backup pauses the watch at its first run (the backup is read then, not here).
@@ -101,6 +105,7 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequ
         interval_secs,
         token,
         decrypts,
+        since: request.since,
     };
     let v = viewer.clone();
     let caps = argus_store::WatchCaps { per_owner: limits.max_per_owner, per_org: limits.max_per_org };

@@ -3,6 +3,7 @@
 
 pub(crate) mod download_media;
 pub(crate) mod get_backup_keys_for_room;
+pub(crate) mod get_event_by_timestamp;
 pub(crate) mod get_global_account_data;
 pub(crate) mod get_latest_backup_info;
 pub(crate) mod get_media_config;

@@ -52,6 +52,8 @@ pub fn normalise_batch(
         history: argus_domain::HistoryPosition::Unchanged,
         predecessor: None,
         successor: None,
+        metadata: argus_domain::RoomMetadata::default(),
+        history_since: None,
         report,
     })
 }

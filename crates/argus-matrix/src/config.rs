@@ -62,7 +62,15 @@ pub struct ConnectorConfig {
     pub media_min_rate: u64,
     /// Time a file's body has before its minimum rate applies (slow starts, small files).
     pub media_rate_grace: Duration,
+    /// Server names of homeservers for people outside government (Tchap's
+    /// `agent.externe.tchap.gouv.fr`): a room's joined members whose user id is on one of them
+    /// are counted as external.
+    pub external_homeservers: Vec<String>,
 }
+
+/// The external homeservers when the configuration names none: Tchap's homeserver for people
+/// outside government.
+pub const DEFAULT_EXTERNAL_HOMESERVERS: &[&str] = &["agent.externe.tchap.gouv.fr"];
 
 /// Where files are fetched from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,6 +114,7 @@ impl Default for ConnectorConfig {
             media_idle_timeout: Duration::from_secs(30),
             media_min_rate: 16 * 1024,
             media_rate_grace: Duration::from_secs(60),
+            external_homeservers: DEFAULT_EXTERNAL_HOMESERVERS.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 }
@@ -123,6 +132,10 @@ pub struct FetchOptions {
     /// Pages per batch of a streamed read ([`crate::Connector::stream_room`]): each batch is
     /// handed over, and committed, on its own, so memory is bounded by it.
     pub batch_pages: u32,
+    /// A start date: a read backwards (from the live end or `backfill_from`) stops at the first
+    /// event sent at or after it (`timestamp_to_event`, inclusive), its history then complete
+    /// since that date. Ignored by a forward read (`since`), which reads only newer events.
+    pub start_at: Option<time::OffsetDateTime>,
 }
 
 impl Default for FetchOptions {
@@ -132,6 +145,7 @@ impl Default for FetchOptions {
             since: None,
             backfill_from: None,
             batch_pages: DEFAULT_BATCH_PAGES,
+            start_at: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 
 use crate::{
     ConnectorConfig, Error, FetchOptions, HARD_MAX_MESSAGES, Result, Session,
-    api::{get_message_events, get_room_event, get_state_events, joined_rooms},
+    api::{get_event_by_timestamp, get_message_events, get_room_event, get_state_events, joined_rooms},
     config::{EVENTS_PER_MESSAGE, MAX_PAGE_SIZE},
     normalise::Normaliser,
     transport::{HttpClient, Target},
@@ -239,7 +239,7 @@ impl Connector {
         // The state and the first page are independent: ask for both at once.
         let first_limit = page_limit(max_messages);
         // An error of the state request wins: it says what is wrong with the room.
-        let state_request = get_state_events::fetch(client, target, room);
+        let state_request = get_state_events::fetch(client, target, room, &config.external_homeservers);
         let page_request = get_message_events::fetch(client, target, room, from.clone(), dir, first_limit);
         tokio::pin!(state_request, page_request);
         let mut first_page = None;
@@ -255,6 +255,17 @@ impl Connector {
             None => page_request.await?,
         };
         norm.report_mut().malformed_skipped += state.malformed;
+        // A read into older history from a start date stops where that date begins.
+        let start = match options.start_at.filter(|_| !forward) {
+            Some(at) => {
+                let ms = u64::try_from(argus_domain::to_unix_ms(at))
+                    .map_err(|_| Error::InvalidInput("the start date is before 1970".into()))?;
+                let first = get_event_by_timestamp::first_since(client, target, room, ms).await?;
+                Some(StartAt { first, ms })
+            }
+            None => None,
+        };
+        let history_since = start.as_ref().and(options.start_at);
 
         // A page already requested, with the limit it was requested with.
         let mut prefetched = Some((first_page, first_limit));
@@ -301,11 +312,19 @@ impl Connector {
             let empty = page.chunk.is_empty();
             // A homeserver may not return more than it was asked for; the excess is not read.
             let overfull = page.chunk.len() > limit as usize;
-            let taken = page.chunk.len().min(limit as usize);
+            let mut taken = page.chunk.len().min(limit as usize);
+            // Older than the start date: not read, and the history is complete since then.
+            let reached_start = match &start {
+                Some(start) => start.cut(&page.chunk[..taken]).map(|cut| taken = cut).is_some(),
+                None => false,
+            };
 
             // Decide what follows this page before normalising it, so that the next request
             // overlaps the work.
-            let next = if overfull {
+            let next = if reached_start {
+                history = HistoryPosition::Complete;
+                None
+            } else if overfull {
                 tracing::warn!(
                     limit,
                     events = page.chunk.len(),
@@ -375,7 +394,7 @@ impl Connector {
                         .batch(target, room, &mut norm, &state, !forward, &mut confirmations_left)
                         .await?;
                     let positions = (resume_token.clone(), history.clone());
-                    send_batch(sender, batch, positions).await?;
+                    send_batch(sender, RoomSnapshot { history_since, ..batch }, positions).await?;
                     pages_in_batch = 0;
                     bytes_held = 0;
                 }
@@ -390,6 +409,7 @@ impl Connector {
         last.report.truncated = truncated;
         last.resume_token = resume_token;
         last.history = history;
+        last.history_since = history_since;
         let report = &last.report;
         tracing::info!(
             pages = report.pages,
@@ -474,7 +494,43 @@ impl Connector {
             history: HistoryPosition::Unchanged,
             predecessor: state.predecessor.clone(),
             successor: state.successor.clone(),
+            metadata: state.metadata.clone(),
+            history_since: None,
             report,
+        })
+    }
+}
+
+/// Where a read from a start date stops going back.
+struct StartAt {
+    /// The first event sent at or after the date (`timestamp_to_event`), if the room has one.
+    first: Option<ruma::OwnedEventId>,
+    /// The date, UTC milliseconds.
+    ms: u64,
+}
+
+/// How much older than the start date an event may claim to be before a read that has not met
+/// the first event since that date stops anyway (clocks of other homeservers may be off).
+const START_CLOCK_SKEW_MS: u64 = 3600 * 1000;
+
+impl StartAt {
+    /// Of a page read backwards (newest first), how many events to keep when the page reaches
+    /// the start: up to the first event since the date, inclusive; or, when the room had none
+    /// (or it is not met), up to the first event sent before the date (less the allowed clock
+    /// skew when a first event was found). `None` when the whole page is kept and the read goes
+    /// on.
+    fn cut(&self, chunk: &[ruma::serde::Raw<ruma::events::AnyTimelineEvent>]) -> Option<usize> {
+        let older_than = match &self.first {
+            Some(_) => self.ms.saturating_sub(START_CLOCK_SKEW_MS),
+            None => self.ms,
+        };
+        chunk.iter().enumerate().find_map(|(i, raw)| {
+            let id = raw.get_field::<String>("event_id").ok().flatten();
+            if id.is_some() && id.as_deref() == self.first.as_ref().map(|e| e.as_str()) {
+                return Some(i + 1);
+            }
+            let ts = raw.get_field::<u64>("origin_server_ts").ok().flatten();
+            ts.is_some_and(|ts| ts < older_than).then_some(i)
         })
     }
 }

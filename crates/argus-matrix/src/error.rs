@@ -125,6 +125,11 @@ pub enum Error {
     /// rate.
     #[error("the file's body stalled or came slower than the minimum rate")]
     MediaStalled,
+    /// A start date was given but the homeserver cannot find the event at a time
+    /// (`timestamp_to_event`, spec v1.6, answered 404 `M_UNRECOGNIZED` or the like): the room is
+    /// not read back to its creation instead.
+    #[error("the homeserver cannot find events by date (timestamp_to_event), so a start date cannot be used")]
+    TimestampLookupUnsupported,
 }
 
 impl Error {
@@ -152,7 +157,8 @@ impl Error {
             | Self::Cancelled
             | Self::MediaNotFound
             | Self::MediaTooLarge { .. }
-            | Self::MediaRefused { .. } => false,
+            | Self::MediaRefused { .. }
+            | Self::TimestampLookupUnsupported => false,
         }
     }
 
@@ -181,6 +187,7 @@ impl Error {
             Self::MediaTooLarge { .. } => "MEDIA_TOO_LARGE",
             Self::MediaRefused { .. } => "MEDIA_REFUSED",
             Self::MediaStalled => "MEDIA_STALLED",
+            Self::TimestampLookupUnsupported => "TIMESTAMP_LOOKUP_UNSUPPORTED",
         }
     }
 

@@ -17,8 +17,8 @@ mod transport;
 
 pub use argus_crypto::megolm::Undecryptable;
 pub use config::{
-    ConnectorConfig, DEFAULT_BATCH_PAGES, DEFAULT_MAX_MESSAGES, EVENTS_PER_MESSAGE, FetchOptions,
-    HARD_MAX_MESSAGES, MediaRoute,
+    ConnectorConfig, DEFAULT_BATCH_PAGES, DEFAULT_EXTERNAL_HOMESERVERS, DEFAULT_MAX_MESSAGES,
+    EVENTS_PER_MESSAGE, FetchOptions, HARD_MAX_MESSAGES, MediaRoute,
 };
 pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, MAX_JOINED_ROOMS, RoomStream};
 pub use error::{Error, Result};

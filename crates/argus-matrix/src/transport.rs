@@ -100,9 +100,24 @@ impl HttpClient {
         R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
         R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
     {
+        self.send_as(target, request, &self.versions).await
+    }
+
+    /// Like [`HttpClient::send`], choosing the endpoint's path for `versions` (an endpoint that
+    /// has no path in the versions the connector speaks by default).
+    pub(crate) async fn send_as<R>(
+        &self,
+        target: &Target<'_>,
+        request: R,
+        versions: &SupportedVersions,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
+        R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
+    {
         self.retrying(target, |token| {
             let request = request.clone();
-            async move { self.attempt::<R>(target, &token, request).await }
+            async move { self.attempt::<R>(target, &token, request, versions).await }
         })
         .await
     }
@@ -169,12 +184,13 @@ impl HttpClient {
         target: &Target<'_>,
         token: &AccessToken,
         request: R,
+        versions: &SupportedVersions,
     ) -> Result<R::IncomingResponse>
     where
         R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
         R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
     {
-        let http_request = authorised(request, target.session.homeserver().as_str(), token, &self.versions)?;
+        let http_request = authorised(request, target.session.homeserver().as_str(), token, versions)?;
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
         let client = match target.transport {

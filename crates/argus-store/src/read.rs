@@ -208,8 +208,14 @@ impl Gate {
         const ROOM_COLUMNS: &str = "SELECT r.id, r.org_id, r.room_id, r.homeserver_url, r.name, r.topic, \
              r.canonical_alias, r.member_count, r.encrypted, r.classification, r.first_seen_at, \
              r.last_ingested_at, r.resume_token, r.backfill_token, r.history_complete, \
-             r.predecessor_room_id, r.successor_room_id, ";
+             r.predecessor_room_id, r.successor_room_id, r.room_version, r.retention_max_lifetime_ms, \
+             r.retention_min_lifetime_ms, r.access_rule, r.external_member_count, r.history_since, ";
         sql.push(ROOM_COLUMNS);
+        // Whether an active watch the reader may see keeps the room (one above their clearance
+        // is not told).
+        sql.push("EXISTS (SELECT 1 FROM watches w WHERE ");
+        self.apply(sql, "w");
+        sql.push(" AND w.room_id = r.room_id AND w.status = 'ACTIVE') AS watched, ");
         // SQLite runs the correlated form fastest either way (measured in the store benchmark);
         // PostgreSQL prefers one aggregate pass when every room is wanted.
         let shape = if sql.backend() == Backend::Sqlite { Shape::One } else { shape };

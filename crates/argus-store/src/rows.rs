@@ -38,6 +38,15 @@ pub(crate) struct RoomRow {
     pub(crate) history_complete: bool,
     pub(crate) predecessor_room_id: Option<String>,
     pub(crate) successor_room_id: Option<String>,
+    pub(crate) room_version: Option<String>,
+    pub(crate) retention_max_lifetime_ms: Option<i64>,
+    pub(crate) retention_min_lifetime_ms: Option<i64>,
+    pub(crate) access_rule: Option<String>,
+    pub(crate) external_member_count: i64,
+    pub(crate) history_since: Option<i64>,
+    /// Whether an active watch keeps the room current.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub(crate) watched: bool,
     #[diesel(sql_type = BigInt)]
     pub(crate) message_count: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -67,6 +76,17 @@ impl RoomRow {
             history_complete: self.history_complete,
             predecessor: self.predecessor_room_id.map(|r| r.parse()).transpose().map_err(|_| BAD)?,
             successor: self.successor_room_id.map(|r| r.parse()).transpose().map_err(|_| BAD)?,
+            metadata: argus_domain::RoomMetadata {
+                room_version: self.room_version,
+                retention: argus_domain::Retention::from_stored(
+                    self.retention_max_lifetime_ms,
+                    self.retention_min_lifetime_ms,
+                ),
+                access_rule: self.access_rule,
+                external_member_count: u32::try_from(self.external_member_count).map_err(|_| BAD)?,
+            },
+            history_since: self.history_since.map(from_unix_ms).transpose().map_err(|_| BAD)?,
+            watched: self.watched,
         })
     }
 }

@@ -40,6 +40,18 @@ diesel::table! {
         predecessor_room_id -> Nullable<Text>,
         /// The room that replaced this one.
         successor_room_id -> Nullable<Text>,
+        /// `m.room.create` `room_version`.
+        room_version -> Nullable<Text>,
+        /// `m.room.retention` `max_lifetime`, ms.
+        retention_max_lifetime_ms -> Nullable<BigInt>,
+        /// `m.room.retention` `min_lifetime`, ms.
+        retention_min_lifetime_ms -> Nullable<BigInt>,
+        /// `im.vector.room.access_rules` `rule`.
+        access_rule -> Nullable<Text>,
+        /// Joined members on external homeservers at the last ingestion.
+        external_member_count -> BigInt,
+        /// The history is complete since then, UTC ms (with `history_complete`).
+        history_since -> Nullable<BigInt>,
     }
 }
 
@@ -388,6 +400,8 @@ diesel::table! {
         created_at -> BigInt,
         /// Whether its sealed credentials hold a recovery key (its runs decrypt).
         decrypts -> Bool,
+        /// Every run captures only what was sent at or after this time, UTC ms.
+        history_since -> Nullable<BigInt>,
     }
 }
 

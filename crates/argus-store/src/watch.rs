@@ -41,7 +41,7 @@ impl Default for WatchCaps {
 
 const COLUMNS: &str = "w.id, w.org_id, w.owner, w.room_id, w.homeserver_url, w.classification, \
     w.interval_secs, w.token_key_id, w.token_nonce, w.token_ciphertext, w.status, w.status_reason, \
-    w.next_run_at, w.last_run_at, w.last_outcome, w.last_error, w.created_at, w.decrypts";
+    w.next_run_at, w.last_run_at, w.last_outcome, w.last_error, w.created_at, w.decrypts, w.history_since";
 
 #[derive(Debug, QueryableByName)]
 struct WatchRow {
@@ -81,6 +81,8 @@ struct WatchRow {
     created_at: i64,
     #[diesel(sql_type = Bool)]
     decrypts: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    history_since: Option<i64>,
 }
 
 impl WatchRow {
@@ -102,6 +104,7 @@ impl WatchRow {
             last_error: self.last_error,
             created_at: from_unix_ms(self.created_at).map_err(|_| BAD)?,
             decrypts: self.decrypts,
+            since: self.history_since.map(from_unix_ms).transpose().map_err(|_| BAD)?,
         };
         let token = SealedToken {
             key_id: self.token_key_id,
@@ -220,6 +223,7 @@ pub(crate) fn upsert(
                 sql.push(", interval_secs = ").bind::<BigInt, _>(i64::from(new.interval_secs));
                 push_token_update(&mut sql, &new.token);
                 sql.push(", decrypts = ").bind::<Bool, _>(new.decrypts);
+                sql.push(", history_since = ").bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms));
                 // A run under way with the old token records nothing over the renewed watch.
                 sql.push(", status = 'ACTIVE', status_reason = NULL, lease_owner = NULL, lease_until = NULL");
                 sql.push(", next_run_at = ").bind::<BigInt, _>(now_ms);
@@ -232,7 +236,7 @@ pub(crate) fn upsert(
                 sql.push(
                     "INSERT INTO watches (org_id, owner, room_id, homeserver_url, classification, \
                      interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at, \
-                     decrypts) VALUES (",
+                     decrypts, history_since) VALUES (",
                 );
                 sql.bind::<Text, _>(viewer.org.as_str().to_owned()).push(", ");
                 sql.bind::<Text, _>(new.owner.as_str().to_owned()).push(", ");
@@ -244,7 +248,8 @@ pub(crate) fn upsert(
                 sql.bind::<Text, _>(new.token.nonce.clone()).push(", ");
                 sql.bind::<Text, _>(new.token.ciphertext.clone()).push(", 'ACTIVE', ");
                 sql.bind::<BigInt, _>(now_ms).push(", ").bind::<BigInt, _>(now_ms).push(", ");
-                sql.bind::<Bool, _>(new.decrypts).push(")");
+                sql.bind::<Bool, _>(new.decrypts).push(", ");
+                sql.bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms)).push(")");
                 sql.build().execute(conn)?;
             }
         }

@@ -33,6 +33,9 @@ pub(crate) fn room(org: &str, room_id: &str, classification: Classification) -> 
         history_complete: false,
         predecessor: None,
         successor: None,
+        metadata: Default::default(),
+        history_since: None,
+        watched: false,
     })
 }
 

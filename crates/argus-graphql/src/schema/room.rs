@@ -11,6 +11,15 @@ use super::{
 };
 use crate::{Context, CursorKind, Result};
 
+/// A room's retention policy (m.room.retention), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, GraphQLObject)]
+pub struct TchapRetention {
+    /// max_lifetime: how long, in milliseconds, an event is kept at most.
+    pub max_lifetime: Option<f64>,
+    /// min_lifetime: how long, in milliseconds, an event is kept at least.
+    pub min_lifetime: Option<f64>,
+}
+
 /// An ingested Matrix room, as the caller may see it.
 #[derive(Debug, Clone)]
 pub struct TchapRoom(pub StoredRoom);
@@ -90,6 +99,39 @@ impl TchapRoom {
     /// The room that replaced this one (m.room.tombstone), as its state said at the last ingestion; ingest it with followUpgrades.
     fn successor_room_id(&self) -> Option<&str> {
         self.0.successor.as_ref().map(RoomId::as_str)
+    }
+
+    /// The room version (m.room.create room_version; "1" when it names none), as its state said at the last ingestion.
+    fn room_version(&self) -> Option<&str> {
+        self.0.metadata.room_version.as_deref()
+    }
+
+    /// The room's retention policy (m.room.retention), as its state said at the last ingestion: a homeserver that enforces it stops serving, then purges, events older than maxLifetime. Null when the room has none (or only malformed values).
+    fn retention(&self) -> Option<TchapRetention> {
+        self.0.metadata.retention.map(|r| TchapRetention {
+            max_lifetime: r.max_lifetime_ms.map(|ms| ms as f64),
+            min_lifetime: r.min_lifetime_ms.map(|ms| ms as f64),
+        })
+    }
+
+    /// Whether events may expire under the room's retention policy before they are captured: the room has a maxLifetime and no active watch keeps it (events would expire uncaptured), or its older history is not captured yet (historyComplete false), or maxLifetime is no longer than the margin kept before expiry (10 % of it, at least a minute). A watched room is read again within maxLifetime less that margin whatever the watch's interval, so the interval alone is no risk. False without a maxLifetime.
+    fn retention_risk(&self) -> bool {
+        self.0.retention_risk()
+    }
+
+    /// Tchap's access rule (im.vector.room.access_rules rule): restricted (government accounts only), unrestricted (external accounts may join) or direct; another value only when short and printable. As its state said at the last ingestion.
+    fn access_rule(&self) -> Option<&str> {
+        self.0.metadata.access_rule.as_deref()
+    }
+
+    /// Joined members whose account is on one of the configured external homeservers (by default agent.externe.tchap.gouv.fr: people outside government), at the last ingestion.
+    fn external_member_count(&self) -> i32 {
+        int(i64::from(self.0.metadata.external_member_count))
+    }
+
+    /// When historyComplete: the date the history is complete since (the since of the ingestion or watch that completed it); null when it is complete back to the room's creation, or not complete.
+    fn history_since(&self) -> Option<DateTime> {
+        self.0.history_since.filter(|_| self.0.history_complete).map(DateTime)
     }
 
     /// Stored messages the caller may see.

@@ -130,6 +130,11 @@ impl TchapWatch {
     fn decrypts_history(&self) -> bool {
         self.0.decrypts
     }
+
+    /// Every run captures only what was sent at or after this time (the since the watch was given).
+    fn since(&self) -> Option<DateTime> {
+        self.0.since.map(DateTime)
+    }
 }
 
 /// A page of watched rooms, oldest first.

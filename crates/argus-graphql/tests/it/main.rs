@@ -12,6 +12,7 @@ mod hold;
 mod ingest;
 mod post;
 mod reads;
+mod room_state;
 mod search;
 mod threats;
 mod watch;

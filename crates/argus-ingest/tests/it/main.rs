@@ -7,6 +7,7 @@ mod homeservers;
 mod limits;
 mod media;
 mod pg_restart;
+mod room_state;
 mod streamed;
 mod support;
 mod upgrades;

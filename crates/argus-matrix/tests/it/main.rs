@@ -14,3 +14,4 @@ mod secrets;
 mod session;
 mod synapse;
 mod synapse_media;
+mod synapse_rooms;

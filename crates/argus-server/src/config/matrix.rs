@@ -14,6 +14,11 @@ pub struct MatrixConfig {
     /// Private addresses (IPs or CIDR ranges) that may be reached anyway, e.g. `127.0.0.1`.
     #[serde(deserialize_with = "string_or_list")]
     pub allow_private_addresses: Vec<String>,
+    /// Server names of homeservers for people outside government: a room's joined members whose
+    /// user id is on one of them are counted in its `externalMemberCount`. Default
+    /// `["agent.externe.tchap.gouv.fr"]`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub external_homeservers: Vec<String>,
     /// Ingestions running at once on this server; more are refused with `BUSY`.
     pub max_concurrent_ingestions: usize,
     /// Ingestions running at once against one homeserver; more are refused with `BUSY`.
@@ -47,6 +52,10 @@ impl Default for MatrixConfig {
         Self {
             allowed_homeservers: Vec::new(),
             allow_private_addresses: Vec::new(),
+            external_homeservers: argus_matrix::DEFAULT_EXTERNAL_HOMESERVERS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             max_concurrent_ingestions: admission.max_concurrent,
             max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
             max_concurrent_per_caller: admission.max_concurrent_per_caller,

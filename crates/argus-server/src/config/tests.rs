@@ -55,6 +55,7 @@ fn file_then_environment() {
         jail.set_env("ARGUS_JWT_HS256_SECRET", "12345678901234567890123456789012");
         jail.set_env("ARGUS_MATRIX_ALLOW_PRIVATE_ADDRESSES", "127.0.0.1, ::1");
         jail.set_env("ARGUS_GRAPHQL_INTROSPECTION", "false");
+        jail.set_env("ARGUS_MATRIX_EXTERNAL_HOMESERVERS", "agent.externe.tchap.gouv.fr, partenaires.example");
         jail.set_env("ARGUS_CONFIG", "ignored");
         jail.set_env("ARGUS_SOMETHING_ELSE", "ignored");
         let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
@@ -67,6 +68,12 @@ fn file_then_environment() {
         );
         assert_eq!(c.matrix.allow_private_addresses, vec!["127.0.0.1", "::1"]);
         assert_eq!(c.matrix.allowed_homeservers, vec!["https://matrix.agent.tchap.gouv.fr"]);
+        assert_eq!(c.matrix.external_homeservers, vec!["agent.externe.tchap.gouv.fr", "partenaires.example"]);
+        assert_eq!(
+            crate::services::connector_config(&c).external_homeservers,
+            c.matrix.external_homeservers,
+            "the connector counts members of the configured servers"
+        );
         assert!(!c.introspection_enabled());
         assert_eq!(c.data_dir(), PathBuf::from("/var/lib/argus"));
         assert!(!format!("{c:?}").contains("1234567890"));

@@ -2,7 +2,9 @@
 //! the homeserver it was archived from; a room moved to another homeserver by an operator; its
 //! stored message counts.
 
-use argus_domain::{Classification, HistoryPosition, HomeserverUrl, RoomId, RoomSnapshot, Viewer, policy};
+use argus_domain::{
+    Classification, HistoryPosition, HomeserverUrl, RoomId, RoomSnapshot, Viewer, policy, to_unix_ms,
+};
 use diesel::{
     ExpressionMethods as _, QueryDsl as _, RunQueryDsl as _,
     sql_types::{BigInt, SmallInt, Text},
@@ -82,6 +84,18 @@ pub(super) fn upsert_room(
         rooms::predecessor_room_id.eq(s.predecessor.as_ref().map(RoomId::as_str)),
         rooms::successor_room_id.eq(s.successor.as_ref().map(RoomId::as_str)),
     );
+    let meta = &s.metadata;
+    let retention = meta.retention.unwrap_or_default();
+    let lifetime = |ms: Option<u64>| ms.and_then(|ms| i64::try_from(ms).ok());
+    let metadata = (
+        rooms::room_version.eq(meta.room_version.as_deref()),
+        rooms::retention_max_lifetime_ms.eq(lifetime(retention.max_lifetime_ms)),
+        rooms::retention_min_lifetime_ms.eq(lifetime(retention.min_lifetime_ms)),
+        rooms::access_rule.eq(meta.access_rule.as_deref()),
+        rooms::external_member_count.eq(i64::from(meta.external_member_count)),
+    );
+    // The history is complete since the read's start date (or since the room's creation).
+    let since = s.history_since.map(to_unix_ms);
     // Where older history continues: `None` leaves it as stored.
     let history: Option<(Option<&str>, bool)> = match &s.history {
         HistoryPosition::Unchanged => None,
@@ -92,6 +106,7 @@ pub(super) fn upsert_room(
         Some(r) => {
             let target = rooms::table.filter(rooms::id.eq(r.id));
             diesel::update(target).set(content).execute(conn)?;
+            diesel::update(target).set(metadata).execute(conn)?;
             if let Some(resume) = &s.resume_token {
                 diesel::update(target).set(rooms::resume_token.eq(resume)).execute(conn)?;
             }
@@ -99,6 +114,9 @@ pub(super) fn upsert_room(
                 diesel::update(target)
                     .set((rooms::backfill_token.eq(token), rooms::history_complete.eq(complete)))
                     .execute(conn)?;
+                if complete {
+                    diesel::update(target).set(rooms::history_since.eq(since)).execute(conn)?;
+                }
             }
             Ok((r.id, merged))
         }
@@ -110,6 +128,8 @@ pub(super) fn upsert_room(
                     rooms::room_id.eq(s.room_id.as_str()),
                     rooms::homeserver_url.eq(s.homeserver_url.as_str()),
                     content,
+                    metadata,
+                    rooms::history_since.eq(since.filter(|_| complete)),
                     rooms::first_seen_at.eq(now),
                     rooms::resume_token.eq(s.resume_token.as_deref()),
                     rooms::backfill_token.eq(backfill),
@@ -153,6 +173,7 @@ pub(super) fn rehome(
             rooms::resume_token.eq(None::<&str>),
             rooms::backfill_token.eq(None::<&str>),
             rooms::history_complete.eq(false),
+            rooms::history_since.eq(None::<i64>),
         ))
         .execute(conn)?;
     Ok(Some(Moved { from, classification: rank(room.classification)? }))

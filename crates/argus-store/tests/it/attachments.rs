@@ -330,6 +330,7 @@ fn the_worker_takes_only_files_of_watched_rooms(db: &TestDb) {
             ciphertext: "c2VhbGVk".into(),
         },
         decrypts: false,
+        since: None,
     };
     s.upsert_watch(&v, &new, WatchCaps { per_owner: 10, per_org: 10 }).unwrap();
     let jobs = s.claim_watched_media("worker", now(), LEASE, 10).unwrap();

@@ -18,6 +18,7 @@ mod journal_crash;
 mod log;
 mod props;
 mod reads;
+mod room_metadata;
 mod runs;
 mod schema;
 mod search;

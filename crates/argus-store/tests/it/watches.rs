@@ -34,6 +34,7 @@ fn new_watch(owner: &Viewer, room: &str, classification: Classification) -> NewW
         interval_secs: 60,
         token: SealedToken { key_id: "k1".into(), nonce: "bm9uY2U".into(), ciphertext: "c2VhbGVk".into() },
         decrypts: false,
+        since: None,
     }
 }
 
