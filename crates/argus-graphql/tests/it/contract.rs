@@ -92,7 +92,8 @@ fn every_contract_name_exists_with_its_type() {
 fn every_served_addition_of_this_round_exists_with_its_type() {
     let (served, _) = NEXT.split_once(NOT_YET_SERVED).unwrap();
     let next = parse_schema::<String>(served).unwrap();
-    let ours = parse_schema::<String>(&argus_graphql::schema_sdl()).unwrap();
+    let sdl = argus_graphql::schema_sdl();
+    let ours = parse_schema::<String>(&sdl).unwrap();
     let (want, have) = (signatures(&next), signatures(&ours));
     assert!(want.len() > 40, "the served additions parsed into {} signatures", want.len());
     let missing: Vec<_> = want.difference(&have).collect();
