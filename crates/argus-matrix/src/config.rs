@@ -62,6 +62,12 @@ pub struct ConnectorConfig {
     pub media_min_rate: u64,
     /// Time a file's body has before its minimum rate applies (slow starts, small files).
     pub media_rate_grace: Duration,
+    /// The identity server that tells which homeserver an e-mail address belongs to
+    /// (`GET {identity_server}/_matrix/identity/api/v1/info?medium=email&address=…`, as Tchap
+    /// clients ask it), e.g. `https://matrix.agent.tchap.gouv.fr`; unset, an e-mail address
+    /// given as an account is refused with `IDENTITY_SERVER_UNSET`. Reached under the outbound
+    /// policy (addresses, plain `http` only to exempt ones), not the homeservers' allow-list.
+    pub identity_server: Option<String>,
 }
 
 /// Where files are fetched from.
@@ -106,6 +112,7 @@ impl Default for ConnectorConfig {
             media_idle_timeout: Duration::from_secs(30),
             media_min_rate: 16 * 1024,
             media_rate_grace: Duration::from_secs(60),
+            identity_server: None,
         }
     }
 }

@@ -105,6 +105,18 @@ pub enum Error {
     /// rate.
     #[error("the file's body stalled or came slower than the minimum rate")]
     MediaStalled,
+    /// No usable homeserver was found for the account given: its server's `.well-known` file,
+    /// the conventional `https://matrix.<server name>`, or the identity server's lookup gave
+    /// none, or a malformed one (the reason in our own words, never the server's text).
+    #[error("no usable homeserver for the account: {0}")]
+    DiscoveryFailed(String),
+    /// The access token belongs to another account than the one given.
+    #[error("the access token does not belong to the account given")]
+    AccountMismatch,
+    /// An e-mail address was given as the account, and no identity server is configured to
+    /// look it up (`[matrix] identity_server`).
+    #[error("an e-mail address cannot be resolved: no identity server is configured")]
+    IdentityServerUnset,
 }
 
 impl Error {
@@ -129,7 +141,10 @@ impl Error {
             | Self::Cancelled
             | Self::MediaNotFound
             | Self::MediaTooLarge { .. }
-            | Self::MediaRefused { .. } => false,
+            | Self::MediaRefused { .. }
+            | Self::DiscoveryFailed(_)
+            | Self::AccountMismatch
+            | Self::IdentityServerUnset => false,
         }
     }
 
@@ -155,6 +170,9 @@ impl Error {
             Self::MediaTooLarge { .. } => "MEDIA_TOO_LARGE",
             Self::MediaRefused { .. } => "MEDIA_REFUSED",
             Self::MediaStalled => "MEDIA_STALLED",
+            Self::DiscoveryFailed(_) => "DISCOVERY_FAILED",
+            Self::AccountMismatch => "ACCOUNT_MISMATCH",
+            Self::IdentityServerUnset => "IDENTITY_SERVER_UNSET",
         }
     }
 
@@ -164,6 +182,10 @@ impl Error {
 
     pub(crate) fn malformed(reason: impl Into<String>) -> Self {
         Self::MalformedResponse(reason.into())
+    }
+
+    pub(crate) fn discovery(reason: impl Into<String>) -> Self {
+        Self::DiscoveryFailed(reason.into())
     }
 }
 
