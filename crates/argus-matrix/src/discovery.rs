@@ -91,8 +91,7 @@ pub(crate) fn check_identity_server(config: &ConnectorConfig) -> Result<()> {
     let Some(text) = &config.identity_server else { return Ok(()) };
     let refuse = || {
         Err(Error::InvalidInput(
-            "identity_server must be an http or https URL without user information, query or fragment"
-                .into(),
+            "identity_server must be an http or https URL without user information, query or fragment".into(),
         ))
     };
     let Ok(url) = Url::parse(text.trim()) else { return refuse() };
@@ -169,9 +168,8 @@ impl Connector {
             let transport = policy.check_reachable(&well_known)?;
             match self.get(well_known, transport, &format!("the .well-known file of {server}")).await? {
                 Answer::Body(body) => {
-                    let homeserver = base_url_of(&body).map_err(|why| {
-                        Error::discovery(format!("the .well-known file of {server} {why}"))
-                    })?;
+                    let homeserver = base_url_of(&body)
+                        .map_err(|why| Error::discovery(format!("the .well-known file of {server} {why}")))?;
                     self.check_homeserver(&homeserver)?;
                     self.check_client_api(&homeserver, server).await?;
                     return Ok(homeserver);
@@ -237,12 +235,13 @@ impl Connector {
     async fn get(&self, url: Url, transport: Transport, what: &str) -> Result<Answer> {
         let client = self.http().client(transport);
         let limit = MAX_DISCOVERY_BYTES.min(self.config().max_response_bytes);
-        let response = client.get(url).header(ACCEPT, "application/json").send().await.map_err(|e| {
-            match map_reqwest(e) {
-                e @ Error::OutboundPolicy(_) => e,
-                _ => Error::discovery(format!("{what} could not be reached")),
-            }
-        })?;
+        let response =
+            client.get(url).header(ACCEPT, "application/json").send().await.map_err(
+                |e| match map_reqwest(e) {
+                    e @ Error::OutboundPolicy(_) => e,
+                    _ => Error::discovery(format!("{what} could not be reached")),
+                },
+            )?;
         let status = response.status();
         if status.is_redirection() {
             return Err(Error::discovery(format!(
@@ -342,7 +341,10 @@ mod tests {
             (&b"<html>"[..], "is not JSON"),
             (br#"{"m.homeserver": {}}"#, "names no homeserver (m.homeserver.base_url)"),
             (br#"{"m.homeserver": {"base_url": 3}}"#, "names no homeserver (m.homeserver.base_url)"),
-            (br#"{"m.homeserver": {"base_url": "ftp://x"}}"#, "names a base URL that is not a valid homeserver URL"),
+            (
+                br#"{"m.homeserver": {"base_url": "ftp://x"}}"#,
+                "names a base URL that is not a valid homeserver URL",
+            ),
         ] {
             assert_eq!(base_url_of(body), Err(why));
         }

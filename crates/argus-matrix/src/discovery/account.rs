@@ -65,7 +65,9 @@ impl FromStr for Account {
                 .ok()
                 .filter(|user| is_localpart(user.localpart()))
                 .map(Self::User)
-                .ok_or_else(|| Error::InvalidInput("account: not a valid Matrix user id (@name:server)".into()));
+                .ok_or_else(|| {
+                    Error::InvalidInput("account: not a valid Matrix user id (@name:server)".into())
+                });
         }
         if is_email(s) {
             return Ok(Self::Email(s.to_owned()));
@@ -123,8 +125,7 @@ mod tests {
 
     #[test]
     fn user_ids_and_addresses_are_told_apart() {
-        let user: Account =
-            " @jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr ".parse().unwrap();
+        let user: Account = " @jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr ".parse().unwrap();
         assert_eq!(user.to_string(), "@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr");
         assert_eq!(user.server_name().unwrap().as_str(), "agent.finances.tchap.gouv.fr");
         let with_port: Account = "@alice:127.0.0.1:8008".parse().unwrap();

@@ -1,5 +1,6 @@
 //! Integration tests of the connector against mock and real homeservers.
 
+mod discovery;
 mod errors;
 mod key_backup;
 mod media;
