@@ -2,6 +2,7 @@
 //! on PostgreSQL (skipped loudly when PostgreSQL is absent, failing with
 //! `ARGUS_REQUIRE_POSTGRES=1`).
 
+mod accounts;
 mod homeservers;
 mod limits;
 mod media;
