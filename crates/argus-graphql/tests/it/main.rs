@@ -2,6 +2,7 @@
 //! ingestion use-case against a SQLite store and a mock homeserver.
 
 mod access;
+mod accounts;
 mod attachments;
 mod contract;
 mod cost;
