@@ -44,6 +44,7 @@ pub fn connector_config(config: &Config) -> ConnectorConfig {
         stream_deadline: std::time::Duration::from_secs(config.matrix.run_deadline_secs.max(1)),
         allowed_homeservers: config.matrix.allowed_homeservers.clone(),
         allow_private_addresses: config.matrix.allow_private_addresses.clone(),
+        identity_server: config.matrix.identity_server.clone().filter(|s| !s.trim().is_empty()),
         media_route: config
             .media
             .content_scanner

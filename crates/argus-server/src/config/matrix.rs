@@ -14,6 +14,10 @@ pub struct MatrixConfig {
     /// Private addresses (IPs or CIDR ranges) that may be reached anyway, e.g. `127.0.0.1`.
     #[serde(deserialize_with = "string_or_list")]
     pub allow_private_addresses: Vec<String>,
+    /// The identity server that tells an e-mail address's homeserver (`GET
+    /// /_matrix/identity/api/v1/info`), e.g. `https://matrix.agent.tchap.gouv.fr`; unset, an
+    /// e-mail address given as an account is refused with `IDENTITY_SERVER_UNSET`.
+    pub identity_server: Option<String>,
     /// Ingestions running at once on this server; more are refused with `BUSY`.
     pub max_concurrent_ingestions: usize,
     /// Ingestions running at once against one homeserver; more are refused with `BUSY`.
@@ -47,6 +51,7 @@ impl Default for MatrixConfig {
         Self {
             allowed_homeservers: Vec::new(),
             allow_private_addresses: Vec::new(),
+            identity_server: None,
             max_concurrent_ingestions: admission.max_concurrent,
             max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
             max_concurrent_per_caller: admission.max_concurrent_per_caller,
