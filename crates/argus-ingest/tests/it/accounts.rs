@@ -87,6 +87,14 @@ async fn world(prefix: &str) -> Option<(&'static Synapse, TestUser, String, Iden
     Some((server, alice, room, identity))
 }
 
+/// The error of a call that must fail.
+fn failed<T: std::fmt::Debug>(result: argus_ingest::Result<T>) -> argus_ingest::Error {
+    match result {
+        Ok(done) => panic!("the call succeeded: {done:?}"),
+        Err(error) => error,
+    }
+}
+
 fn base(server: &Synapse) -> HomeserverUrl {
     server.base_url().parse().unwrap_or_else(|e| panic!("{e}"))
 }
@@ -98,11 +106,11 @@ async fn an_ingestion_by_user_id_records_the_discovered_homeserver(env: Env) {
     let request = by_account(&alice.user_id, &alice.access_token, &room);
     let done = ingest_room(&services, &viewer, request, &mut |_| {}).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(done.messages_stored, 3);
-    assert_eq!(done.room.homeserver_url, base(&server));
-    assert_eq!(done.ingestion.entry.homeserver_url, base(&server).as_str());
+    assert_eq!(done.room.homeserver_url, base(server));
+    assert_eq!(done.ingestion.entry.homeserver_url, base(server).as_str());
     let trail = env.trail(&viewer).await;
     assert_eq!(trail.len(), 1);
-    assert_eq!(trail[0].entry.homeserver_url, base(&server).as_str());
+    assert_eq!(trail[0].entry.homeserver_url, base(server).as_str());
     // The room is locked to the homeserver found: the same URL given directly goes on.
     let again = IngestRequest {
         homeserver_url: server.base_url().to_owned(),
@@ -120,11 +128,11 @@ async fn an_ingestion_by_email_goes_through_the_identity_server(env: Env) {
     let done = ingest_room(&services, &viewer, by_account(ADDRESS, &alice.access_token, &room), &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((done.messages_stored, done.room.homeserver_url), (3, base(&server)));
+    assert_eq!((done.messages_stored, done.room.homeserver_url), (3, base(server)));
 
     // An address the identity server does not know: refused, nothing stored, not audited.
     let unknown = by_account("personne@interieur.gouv.fr", &alice.access_token, &room);
-    let err = ingest_room(&services, &viewer, unknown, &mut |_| {}).await.unwrap_err();
+    let err = failed(ingest_room(&services, &viewer, unknown, &mut |_| {}).await);
     assert_eq!(err.code(), "DISCOVERY_FAILED");
     assert_eq!(env.trail(&analyst(&[Scope::Audit])).await.len(), 1);
 }
@@ -137,14 +145,15 @@ async fn another_accounts_token_is_refused_and_nothing_is_stored(env: Env) {
     let viewer = analyst(&[Scope::Ingest, Scope::Read, Scope::Audit]);
     let refused_before = services.metrics.ingestions_refused.load(Ordering::Relaxed);
     // Alice's account, another user's token (one that could even read the room).
-    let err = ingest_room(
-        &services,
-        &viewer,
-        by_account(&alice.user_id, &mallory.access_token, &room),
-        &mut |_| {},
-    )
-    .await
-    .unwrap_err();
+    let err = failed(
+        ingest_room(
+            &services,
+            &viewer,
+            by_account(&alice.user_id, &mallory.access_token, &room),
+            &mut |_| {},
+        )
+        .await,
+    );
     assert_eq!(err.code(), "ACCOUNT_MISMATCH");
     assert!(!err.public_message().contains(&mallory.access_token));
     let room_id: RoomId = room.parse().unwrap_or_else(|e| panic!("{e}"));
@@ -165,7 +174,7 @@ async fn another_accounts_token_is_refused_and_nothing_is_stored(env: Env) {
         interval_secs: 60,
         recovery_key: None,
     };
-    assert_eq!(watch_room(&services, &viewer, watch).await.unwrap_err().code(), "ACCOUNT_MISMATCH");
+    assert_eq!(failed(watch_room(&services, &viewer, watch).await).code(), "ACCOUNT_MISMATCH");
     let v = viewer.clone();
     assert!(env.with_store(move |s| s.watches(&v, 10, None)).await.is_empty());
     let joined = JoinedRequest {
@@ -186,7 +195,7 @@ async fn another_accounts_token_is_refused_and_nothing_is_stored(env: Env) {
         max_messages: None,
         recovery_key: None,
     };
-    let err = ingest_joined(&services, &viewer, elsewhere, &mut |_, _| {}).await.unwrap_err();
+    let err = failed(ingest_joined(&services, &viewer, elsewhere, &mut |_, _| {}).await);
     assert_eq!(err.code(), "ACCOUNT_MISMATCH");
 }
 
@@ -207,7 +216,7 @@ async fn a_joined_rooms_call_by_account_reads_the_discovered_homeserver(env: Env
     assert_eq!(outcomes.len(), 1);
     assert_eq!(outcomes[0].room_id, room);
     let done = outcomes[0].result.as_ref().unwrap_or_else(|e| panic!("{e:?}"));
-    assert_eq!((done.messages_stored, &done.room.homeserver_url), (3, &base(&server)));
+    assert_eq!((done.messages_stored, &done.room.homeserver_url), (3, &base(server)));
 }
 
 async fn a_watch_by_account_is_bound_to_the_discovered_homeserver(env: Env) {
@@ -226,7 +235,7 @@ async fn a_watch_by_account_is_bound_to_the_discovered_homeserver(env: Env) {
         recovery_key: None,
     };
     let watch = watch_room(&services, &viewer, request).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(watch.homeserver_url, base(&server));
+    assert_eq!(watch.homeserver_url, base(server));
     assert_eq!(watch.room_id.as_str(), room);
 }
 
@@ -248,7 +257,7 @@ async fn a_post_by_account_goes_to_the_discovered_homeserver(env: Env) {
         transaction_id: None,
     };
     let posted = post_note(&services, &viewer, request).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(posted.record.entry.homeserver_url, base(&server).as_str());
+    assert_eq!(posted.record.entry.homeserver_url, base(server).as_str());
     let seen = alice.event(&room, posted.event_id.as_str()).await.unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         seen["content"]["body"].as_str().is_some_and(|b| b.ends_with("Point de situation à 18 h")),

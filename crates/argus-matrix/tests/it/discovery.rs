@@ -121,6 +121,9 @@ async fn an_identity_server_that_knows_nothing_or_answers_nonsense_fails_discove
     }
 }
 
+/// A `.well-known` answer made knowing the mock's own URL.
+type Answer = Box<dyn Fn(&str) -> ResponseTemplate>;
+
 /// A mock whose server name is `127.0.0.1:PORT`, answering its `.well-known` file with `file`.
 async fn well_known(file: ResponseTemplate) -> (MockServer, Account) {
     let mock = MockServer::start().await;
@@ -138,7 +141,7 @@ async fn faulty_well_known_files_fail_discovery_in_our_own_words() {
     );
     let json = |value: serde_json::Value| ResponseTemplate::new(200).set_body_json(value);
     // Each answer is made knowing the mock's own URL.
-    let cases: Vec<(Box<dyn Fn(&str) -> ResponseTemplate>, &str)> = vec![
+    let cases: Vec<(Answer, &str)> = vec![
         (
             Box::new(|_| ResponseTemplate::new(200).set_body_string(format!("<html>{MARKER}</html>"))),
             "is not JSON",
