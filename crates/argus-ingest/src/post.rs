@@ -128,7 +128,11 @@ pub async fn post_note(
     services.admission.check_caller(&caller)?;
     // An account instead of a URL: resolved and its token confirmed (a refusal, not audited,
     // otherwise); the homeserver found is the one the note goes to and the record names.
-    policy::require_scope(viewer, Scope::Post)?;
+    // Only a caller who may post makes the server reach out (a call naming a URL is refused
+    // without the scope further on, audited).
+    if request.account.is_some() {
+        policy::require_scope(viewer, Scope::Post)?;
+    }
     let account = request.account.take();
     crate::account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token)
         .await?;
