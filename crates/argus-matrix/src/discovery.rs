@@ -29,8 +29,9 @@
 //! the list; for another, only Tchap's convention is tried. The homeserver found must itself
 //! pass the policy, allow-list included ([`Connector::check_homeserver`]).
 //!
-//! Errors name the account's server name (the caller's input) and say what failed in our own
-//! words: never a text or a URL the servers answered.
+//! Errors name a user id's server name (the caller's input; for an e-mail address, "the
+//! address's server") and say what failed in our own words: never a text, a server name or a
+//! URL the servers answered.
 //!
 //! [`Connector::confirm_account`] then asks the homeserver whose token it is
 //! (`GET /account/whoami`): the account given, or, for an e-mail address, an account of the
@@ -131,7 +132,13 @@ impl Connector {
                 (server.clone(), Owner::OnServer(server))
             }
         };
-        let homeserver = self.discover_homeserver(&server).await?;
+        // The errors name a user id's server name (the caller's input), never one the identity
+        // server answered.
+        let label = match account {
+            Account::User(_) => server.to_string(),
+            Account::Email(_) => "the address's server".to_owned(),
+        };
+        let homeserver = self.discover(&server, &label).await?;
         tracing::info!(server = %server, homeserver = %homeserver, "account resolved to its homeserver");
         Ok(Resolved { homeserver, owner })
     }
@@ -161,17 +168,22 @@ impl Connector {
 
     /// The homeserver of `server` by server discovery (see the module's documentation).
     pub async fn discover_homeserver(&self, server: &ServerName) -> Result<HomeserverUrl> {
+        self.discover(server, server.as_str()).await
+    }
+
+    /// Server discovery of `server`, its errors naming it `label`.
+    async fn discover(&self, server: &ServerName, label: &str) -> Result<HomeserverUrl> {
         let policy = &self.http().policy;
         let well_known = well_known_url(server, |ip| policy.is_exempt(ip))?;
         let listed = policy.allows_any() || policy.is_listed(&well_known);
         if listed {
             let transport = policy.check_reachable(&well_known)?;
-            match self.get(well_known, transport, &format!("the .well-known file of {server}")).await? {
+            match self.get(well_known, transport, &format!("the .well-known file of {label}")).await? {
                 Answer::Body(body) => {
                     let homeserver = base_url_of(&body)
-                        .map_err(|why| Error::discovery(format!("the .well-known file of {server} {why}")))?;
+                        .map_err(|why| Error::discovery(format!("the .well-known file of {label} {why}")))?;
                     self.check_homeserver(&homeserver)?;
-                    self.check_client_api(&homeserver, server).await?;
+                    self.check_client_api(&homeserver, label).await?;
                     return Ok(homeserver);
                 }
                 Answer::Missing => {}
@@ -180,13 +192,14 @@ impl Connector {
         // No `.well-known` file (or none to be fetched under the allow-list): Tchap's
         // convention, when the server name is a name.
         let Some(conventional) = conventional_homeserver(server) else {
-            return Err(Error::discovery(format!("{server} has no .well-known file")));
+            return Err(Error::discovery(format!("{label} has no .well-known file")));
         };
         self.check_homeserver(&conventional)?;
-        self.check_client_api(&conventional, server).await.map_err(|e| match e {
+        self.check_client_api(&conventional, label).await.map_err(|e| match e {
             e @ Error::OutboundPolicy(_) => e,
             _ => Error::discovery(format!(
-                "{server} has no .well-known file, and https://matrix.{server} does not serve the client API"
+                "{label} has no .well-known file, and its conventional homeserver (https://matrix.…) \
+                 does not serve the client API"
             )),
         })?;
         Ok(conventional)
@@ -194,10 +207,10 @@ impl Connector {
 
     /// Checks that `homeserver` serves the Client-Server API (`GET /_matrix/client/versions`
     /// answers a list of versions).
-    async fn check_client_api(&self, homeserver: &HomeserverUrl, server: &ServerName) -> Result<()> {
+    async fn check_client_api(&self, homeserver: &HomeserverUrl, label: &str) -> Result<()> {
         let transport = self.http().policy.check_url(&homeserver.url())?;
         let url = join(homeserver.url(), &["_matrix", "client", "versions"])?;
-        let what = format!("the homeserver of {server}");
+        let what = format!("the homeserver of {label}");
         let failed = |why: &str| Err(Error::discovery(format!("{what} {why}")));
         match self.get(url, transport, &what).await? {
             Answer::Missing => failed("does not serve the client API (no /versions)"),
@@ -269,7 +282,7 @@ impl Connector {
 /// IP address `exempt` says may be reached so.
 fn well_known_url(server: &ServerName, exempt: impl Fn(std::net::IpAddr) -> bool) -> Result<Url> {
     let mut url = Url::parse(&format!("https://{server}/.well-known/matrix/client"))
-        .map_err(|_| Error::discovery(format!("{server} is not a server name to discover")))?;
+        .map_err(|_| Error::discovery("the server name cannot be discovered"))?;
     let ip = match url.host() {
         Some(Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
         Some(Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),

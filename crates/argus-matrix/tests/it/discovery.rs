@@ -119,6 +119,26 @@ async fn an_identity_server_that_knows_nothing_or_answers_nonsense_fails_discove
         assert_eq!(err.code(), "DISCOVERY_FAILED", "{base}");
         assert!(err.to_string().contains(why) && !err.to_string().contains(MARKER), "{base}: {err}");
     }
+
+    // A server name the identity server answered is never repeated in an error: here one whose
+    // own server has no .well-known file.
+    let empty = MockServer::start().await;
+    let named = format!("127.0.0.1:{}", empty.address().port());
+    Mock::given(method("GET"))
+        .and(path("/named/_matrix/identity/api/v1/info"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "hs": named })))
+        .mount(&mock)
+        .await;
+    let identity_server = Some(format!("{}/named", mock.uri()));
+    let err = connector(ConnectorConfig { identity_server, ..Default::default() })
+        .resolve_account(&account("alice@finances.gouv.fr"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "DISCOVERY_FAILED");
+    assert_eq!(
+        err.to_string(),
+        "no usable homeserver for the account: the address's server has no .well-known file"
+    );
 }
 
 /// A `.well-known` answer made knowing the mock's own URL.
