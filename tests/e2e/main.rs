@@ -18,6 +18,7 @@
 //! global tracing subscriber to itself (another test installing one first would leave the scan
 //! nothing to read), and every line the process logged belongs to these runs.
 
+mod accounts;
 mod attachments;
 mod disclosure;
 mod encrypted;
@@ -150,4 +151,20 @@ async fn disclosure_on_postgres() {
     let Some(db) = argus_testkit::postgres::fresh_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     disclosure::run_scenario(synapse, &clamd, db.url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    accounts::run(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    accounts::run(synapse, db.url(), dir.path()).await.unwrap();
 }

@@ -152,7 +152,9 @@ async fn scenario(
     ensure!(body["data"].is_null(), "forbidden room returned data: {body}");
 
     // --- Reads, as four viewers. ---
-    let missing = format!("!absent{}:{}", std::process::id(), "argus.test");
+    // The test homeserver's own server name (a user id's, after its first colon).
+    let server_name = world.alice.user_id.split_once(':').map_or("", |(_, server)| server);
+    let missing = format!("!absent{}:{server_name}", std::process::id());
     let viewers: [(&str, Classification, Vec<Visible<'_>>, Vec<&Room>); 5] = [
         (ORG_A, Unclassified, vec![], vec![crisis, intel]),
         (ORG_A, Restricted, vec![Visible { room: crisis, classification: Restricted }], vec![intel]),

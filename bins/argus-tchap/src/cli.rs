@@ -182,10 +182,17 @@ pub struct PublicKeyArgs {
 
 /// `argus-tchap ingest`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("server").required(true).multiple(false).args(["homeserver", "account"]))]
 pub struct IngestArgs {
-    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr`
+    /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or `--account`).
     #[arg(long)]
-    pub homeserver: String,
+    pub homeserver: Option<String>,
+    /// The account instead of the homeserver: a Matrix user id
+    /// (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`), found by server
+    /// discovery, or an e-mail address, looked up on `[matrix] identity_server` first. The token
+    /// must belong to it.
+    #[arg(long)]
+    pub account: Option<String>,
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
     #[arg(long, required_unless_present = "all_joined", conflicts_with = "all_joined")]
     pub room: Option<String>,

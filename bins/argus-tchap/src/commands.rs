@@ -169,9 +169,9 @@ async fn ingest_joined(
     args: IngestArgs,
 ) -> Result<ExitCode> {
     let request = ingest::JoinedRequest {
-        homeserver_url: args.homeserver,
+        homeserver_url: args.homeserver.unwrap_or_default(),
         access_token: read_token(args.access_token)?,
-        account: None,
+        account: args.account,
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
         recovery_key: args.recovery_key,
@@ -260,9 +260,9 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
         return ingest_joined(&services, &viewer, args).await;
     }
     let request = ingest::IngestRequest {
-        homeserver_url: args.homeserver,
+        homeserver_url: args.homeserver.unwrap_or_default(),
         access_token: read_token(args.access_token)?,
-        account: None,
+        account: args.account,
         refresh_token: None,
         since: None,
         room_id: args.room.unwrap_or_default(),
@@ -298,6 +298,8 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
             let r = &done.report;
             let rows = [
                 ("room", done.room.room_id.to_string()),
+                // What `--account` resolved to, or `--homeserver` as given.
+                ("homeserver", done.room.homeserver_url.to_string()),
                 ("name", done.room.name.clone().unwrap_or_default()),
                 ("organisation", done.room.org.to_string()),
                 ("classification", done.room.classification.to_string()),

@@ -173,6 +173,11 @@ impl Error {
             Self::NotFound("the room"),
             Self::Connector(argus_matrix::Error::Forbidden),
             Self::Connector(argus_matrix::Error::Unreachable("connection refused".into())),
+            Self::Connector(argus_matrix::Error::DiscoveryFailed(
+                "agent.tchap.gouv.fr has no .well-known file".into(),
+            )),
+            Self::Connector(argus_matrix::Error::AccountMismatch),
+            Self::Connector(argus_matrix::Error::IdentityServerUnset),
             Self::Store(argus_store::Error::Unavailable),
             Self::Store(argus_store::Error::Query),
             Self::WatchesDisabled,

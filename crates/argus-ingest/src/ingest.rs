@@ -20,7 +20,8 @@
 //! with the messages its committed pages stored (never with the token in it). A run whose
 //! process died is audited once its lease expires ([`argus_store::Store::close_interrupted_runs`]).
 //! Calls refused before anything runs (a token without `tchap:ingest`, malformed input, too
-//! many ingestions running or started by the caller) are counted and logged instead: the
+//! many ingestions running or started by the caller, an account that does not resolve to a
+//! homeserver or whose token is another account's) are counted and logged instead: the
 //! permanent trail is not for refusals anyone can repeat.
 
 use argus_crypto::{Decryptor, RecoveryKey};
@@ -32,7 +33,7 @@ use argus_matrix::{FetchOptions, Session};
 use argus_store::{IngestionRun, RunTicket};
 use time::OffsetDateTime;
 
-use crate::{Admission, Error, Metrics, Result, Services, audit};
+use crate::{Admission, Error, Metrics, Result, Services, account, audit};
 
 /// Which part of the room's timeline a run reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -197,17 +198,27 @@ pub(crate) fn check_since(since: Option<OffsetDateTime>) -> Result<()> {
 pub async fn ingest_room(
     services: &Services,
     viewer: &Viewer,
-    request: IngestRequest,
+    mut request: IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
+    let refused = |error: Error| {
+        Metrics::add(&services.metrics.ingestions_refused, 1);
+        tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = error.code(), "ingestion refused (not audited)");
+        error
+    };
     // The scheduler's runs are bounded by its own limits, not by a caller's rate.
     if request.trigger == Trigger::Manual
         && let Err(error) = services.admission.check_caller(&Admission::caller_of(viewer))
     {
-        Metrics::add(&services.metrics.ingestions_refused, 1);
-        tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = error.code(), "ingestion refused (not audited)");
-        return Err(error);
+        return Err(refused(error));
     }
+    // An account instead of a URL: resolved, and the token confirmed to be its, before any
+    // room is read (a refusal otherwise); the homeserver found is the request's from now on.
+    policy::require_scope(viewer, Scope::Ingest).map_err(|e| refused(e.into()))?;
+    let account = request.account.take();
+    account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token)
+        .await
+        .map_err(refused)?;
     let mut summary = ingest_one(services, viewer, &request, on_page).await?;
     if request.follow_upgrades {
         let mut seen = std::collections::HashSet::from([summary.room.room_id.clone()]);
@@ -557,6 +568,9 @@ pub async fn ingest_joined(
     services.admission.check_caller(&caller)?;
     let started_at = OffsetDateTime::now_utc();
     policy::check_may_classify(viewer, request.classification)?;
+    let mut request = request;
+    account::settle(services, &mut request.homeserver_url, request.account.as_deref(), &request.access_token)
+        .await?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     services.connector.check_homeserver(&homeserver)?;
     let session = Session::with_token(homeserver, request.access_token.clone());

@@ -12,9 +12,15 @@
 //!   blob store and scanned; a worker retries and scans what is left ([`Media`]).
 //! - [`Services`]: the store, the connector, admission, caps and counters, built once.
 //!
+//! Wherever a homeserver URL is asked for, an account (a Matrix user id or an e-mail address)
+//! may be given instead: it is resolved to its homeserver by server discovery and the token
+//! confirmed to be the account's before anything is read or stored; the homeserver found is
+//! what the call records.
+//!
 //! No HTTP or GraphQL here: the API layers wrap [`Error`] and pass on its stable code and
 //! public message.
 
+mod account;
 mod admission;
 mod audit;
 mod error;

@@ -6,6 +6,10 @@
 //! length of the body as sent, never the body itself. A refusal is decided before any network
 //! call: a note above the configured ceiling, above the caller's clearance, above the room's
 //! stored level, or into a room the caller cannot read (absent or withheld alike).
+//!
+//! An account may be given instead of the homeserver URL: it is resolved to its homeserver and
+//! the token confirmed to be its before the guard (these calls carry nothing of the note); an
+//! account that cannot be used refuses the call before it is admitted, without a record.
 
 use argus_domain::{
     AccessToken, Classification, EventId, HomeserverUrl, IngestionRecord, PostEvidence, RoomId, Scope,
@@ -114,10 +118,24 @@ fn transaction_id(viewer: &Viewer, request: &PostRequest, body: &str) -> String 
 }
 
 /// Posts a note for `viewer`; every admitted call, sent or refused, appends an audit record.
-pub async fn post_note(services: &Services, viewer: &Viewer, request: PostRequest) -> Result<PostSummary> {
+pub async fn post_note(
+    services: &Services,
+    viewer: &Viewer,
+    mut request: PostRequest,
+) -> Result<PostSummary> {
     let started_at = OffsetDateTime::now_utc();
     let caller = crate::Admission::caller_of(viewer);
     services.admission.check_caller(&caller)?;
+    // An account instead of a URL: resolved and its token confirmed (a refusal, not audited,
+    // otherwise); the homeserver found is the one the note goes to and the record names.
+    // Only a caller who may post makes the server reach out (a call naming a URL is refused
+    // without the scope further on, audited).
+    if request.account.is_some() {
+        policy::require_scope(viewer, Scope::Post)?;
+    }
+    let account = request.account.take();
+    crate::account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token)
+        .await?;
     let body = services.post_policy.marked(request.classification, &request.body);
     let mut evidence = PostEvidence::of(&body);
     let result = send(services, viewer, &request, &body).await;

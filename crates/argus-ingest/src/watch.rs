@@ -2,7 +2,8 @@
 //! token (and, for an encrypted room, their recovery key), sealed at once together
 //! ([`crate::TokenKeys`]) and never readable back. The checks are those of an ingestion (scope,
 //! the caller's rate, outbound policy, clearance), plus the interval's bounds and caps on
-//! watches per owner and per organisation.
+//! watches per owner and per organisation. An account may be given instead of the homeserver
+//! URL: it is resolved and its token confirmed first ([`crate::ingest`] does the same).
 //!
 //! A start date (`since`) applies to every run of the watch: the room's history is captured
 //! from that date, not back to its creation.
@@ -18,7 +19,7 @@ use argus_domain::{
 };
 
 use crate::{
-    Admission, Error, Result, Services,
+    Admission, Error, Result, Services, account,
     token_keys::{Binding, Credentials},
 };
 
@@ -51,11 +52,15 @@ pub struct WatchRequest {
 
 /// Creates or renews (same room: new token, interval, owner; a paused watch resumes) the watch
 /// of a room for `viewer`'s organisation.
-pub async fn watch_room(services: &Services, viewer: &Viewer, request: WatchRequest) -> Result<Watch> {
+pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: WatchRequest) -> Result<Watch> {
     policy::require_scope(viewer, Scope::Ingest)?;
     // Counted like an ingestion: one caller cannot make watches faster than they may ingest.
     services.admission.check_caller(&Admission::caller_of(viewer))?;
     let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
+    // An account instead of a URL: resolved and its token confirmed; the homeserver found is
+    // the one sealed into the watch's binding.
+    let account = request.account.take();
+    account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token).await?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     let room_id: RoomId = request.room_id.parse()?;
     if !request.access_token.is_well_formed() {

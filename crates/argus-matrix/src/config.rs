@@ -66,6 +66,12 @@ pub struct ConnectorConfig {
     /// `agent.externe.tchap.gouv.fr`): a room's joined members whose user id is on one of them
     /// are counted as external.
     pub external_homeservers: Vec<String>,
+    /// The identity server that tells which homeserver an e-mail address belongs to
+    /// (`GET {identity_server}/_matrix/identity/api/v1/info?medium=email&address=…`, as Tchap
+    /// clients ask it), e.g. `https://matrix.agent.tchap.gouv.fr`; unset, an e-mail address
+    /// given as an account is refused with `IDENTITY_SERVER_UNSET`. Reached under the outbound
+    /// policy (addresses, plain `http` only to exempt ones), not the homeservers' allow-list.
+    pub identity_server: Option<String>,
 }
 
 /// The external homeservers when the configuration names none: Tchap's homeserver for people
@@ -115,6 +121,7 @@ impl Default for ConnectorConfig {
             media_min_rate: 16 * 1024,
             media_rate_grace: Duration::from_secs(60),
             external_homeservers: DEFAULT_EXTERNAL_HOMESERVERS.iter().map(|s| (*s).to_owned()).collect(),
+            identity_server: None,
         }
     }
 }

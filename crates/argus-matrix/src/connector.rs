@@ -29,7 +29,8 @@ pub struct Connector {
 
 impl Connector {
     /// Builds a connector; fails with [`Error::InvalidInput`] on an inconsistent configuration
-    /// (page size outside 1..=1000, zero caps or timeouts, an unparsable address exception).
+    /// (page size outside 1..=1000, zero caps or timeouts, an unparsable address exception, an
+    /// identity server that is not an http(s) URL).
     pub fn new(config: ConnectorConfig) -> Result<Self> {
         let invalid = |what: &str| Err(Error::InvalidInput(format!("connector configuration: {what}")));
         if config.page_size == 0 || config.page_size > MAX_PAGE_SIZE {
@@ -46,6 +47,7 @@ impl Connector {
         {
             return invalid("timeouts must be positive");
         }
+        crate::discovery::check_identity_server(&config)?;
         Ok(Self { inner: Arc::new(HttpClient::new(config)?) })
     }
 

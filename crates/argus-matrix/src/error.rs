@@ -130,6 +130,18 @@ pub enum Error {
     /// not read back to its creation instead.
     #[error("the homeserver cannot find events by date (timestamp_to_event), so a start date cannot be used")]
     TimestampLookupUnsupported,
+    /// No usable homeserver was found for the account given: its server's `.well-known` file,
+    /// the conventional `https://matrix.<server name>`, or the identity server's lookup gave
+    /// none, or a malformed one (the reason in our own words, never the server's text).
+    #[error("no usable homeserver for the account: {0}")]
+    DiscoveryFailed(String),
+    /// The access token belongs to another account than the one given.
+    #[error("the access token does not belong to the account given")]
+    AccountMismatch,
+    /// An e-mail address was given as the account, and no identity server is configured to
+    /// look it up (`[matrix] identity_server`).
+    #[error("an e-mail address cannot be resolved: no identity server is configured")]
+    IdentityServerUnset,
 }
 
 impl Error {
@@ -158,7 +170,10 @@ impl Error {
             | Self::MediaNotFound
             | Self::MediaTooLarge { .. }
             | Self::MediaRefused { .. }
-            | Self::TimestampLookupUnsupported => false,
+            | Self::TimestampLookupUnsupported
+            | Self::DiscoveryFailed(_)
+            | Self::AccountMismatch
+            | Self::IdentityServerUnset => false,
         }
     }
 
@@ -188,6 +203,9 @@ impl Error {
             Self::MediaRefused { .. } => "MEDIA_REFUSED",
             Self::MediaStalled => "MEDIA_STALLED",
             Self::TimestampLookupUnsupported => "TIMESTAMP_LOOKUP_UNSUPPORTED",
+            Self::DiscoveryFailed(_) => "DISCOVERY_FAILED",
+            Self::AccountMismatch => "ACCOUNT_MISMATCH",
+            Self::IdentityServerUnset => "IDENTITY_SERVER_UNSET",
         }
     }
 
@@ -197,6 +215,10 @@ impl Error {
 
     pub(crate) fn malformed(reason: impl Into<String>) -> Self {
         Self::MalformedResponse(reason.into())
+    }
+
+    pub(crate) fn discovery(reason: impl Into<String>) -> Self {
+        Self::DiscoveryFailed(reason.into())
     }
 }
 

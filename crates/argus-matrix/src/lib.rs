@@ -7,6 +7,7 @@ pub mod backup;
 pub mod bench;
 mod config;
 mod connector;
+pub mod discovery;
 mod error;
 mod media;
 mod normalise;

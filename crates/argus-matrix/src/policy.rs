@@ -139,7 +139,8 @@ impl OutboundPolicy {
         Ok(Self { allowed_hosts, exempt })
     }
 
-    fn is_exempt(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is on the operator's exception list (reachable over plain `http`).
+    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
         let mapped = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
             IpAddr::V4(_) => None,
@@ -168,6 +169,31 @@ impl OutboundPolicy {
     /// Checks a homeserver URL on its own, before any connection: scheme, user information,
     /// allow-list and IP literals.
     pub(crate) fn check_url(&self, url: &Url) -> Result<Transport> {
+        self.check(url, true)
+    }
+
+    /// Whether the operator left the allow-list empty (any host whose addresses are public).
+    pub(crate) fn allows_any(&self) -> bool {
+        self.allowed_hosts.is_empty()
+    }
+
+    /// Whether the host (or `host:port`) of `url` is on the operator's allow-list (an empty
+    /// list lists nothing).
+    pub(crate) fn is_listed(&self, url: &Url) -> bool {
+        let Some(host) = url.host() else { return false };
+        let name = normalise_host(&host.to_string());
+        let with_port = url.port_or_known_default().map(|p| format!("{name}:{p}"));
+        self.allowed_hosts.iter().any(|a| *a == name || Some(a) == with_port.as_ref())
+    }
+
+    /// Checks a URL the connector is about to reach, the allow-list aside (the server
+    /// discovery's own fetches, the operator's identity server): scheme, user information and
+    /// IP literals.
+    pub(crate) fn check_reachable(&self, url: &Url) -> Result<Transport> {
+        self.check(url, false)
+    }
+
+    fn check(&self, url: &Url, listed: bool) -> Result<Transport> {
         let transport = match url.scheme() {
             "https" => Transport::Https,
             "http" => Transport::PlainHttp,
@@ -179,12 +205,8 @@ impl OutboundPolicy {
         let Some(host) = url.host() else {
             return Err(Error::policy("the homeserver URL has no host"));
         };
-        if !self.allowed_hosts.is_empty() {
-            let name = normalise_host(&host.to_string());
-            let with_port = url.port_or_known_default().map(|p| format!("{name}:{p}"));
-            if !self.allowed_hosts.iter().any(|a| *a == name || Some(a) == with_port.as_ref()) {
-                return Err(Error::policy("the homeserver is not on the operator's allow-list"));
-            }
+        if listed && !self.allowed_hosts.is_empty() && !self.is_listed(url) {
+            return Err(Error::policy("the homeserver is not on the operator's allow-list"));
         }
         let literal = match host {
             Host::Ipv4(v4) => Some(IpAddr::V4(v4)),

@@ -75,6 +75,15 @@ impl HttpClient {
         })
     }
 
+    /// The client for requests reached over `transport`: redirects not followed, addresses
+    /// checked by the policy resolver, the request timeout.
+    pub(crate) fn client(&self, transport: Transport) -> &reqwest::Client {
+        match transport {
+            Transport::Https => &self.https,
+            Transport::PlainHttp => &self.plain,
+        }
+    }
+
     /// The client for files reached over `transport`: redirects not followed, addresses
     /// checked by the policy resolver, no overall timeout.
     pub(crate) fn media_client(&self, transport: Transport) -> &reqwest::Client {
@@ -193,10 +202,7 @@ impl HttpClient {
         let http_request = authorised(request, target.session.homeserver().as_str(), token, versions)?;
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
-        let client = match target.transport {
-            Transport::Https => &self.https,
-            Transport::PlainHttp => &self.plain,
-        };
+        let client = self.client(target.transport);
         let limit = self.config.max_response_bytes;
         let exchange = async {
             let mut response = client.execute(request).await.map_err(map_reqwest)?;

@@ -45,6 +45,7 @@ pub fn connector_config(config: &Config) -> ConnectorConfig {
         allowed_homeservers: config.matrix.allowed_homeservers.clone(),
         allow_private_addresses: config.matrix.allow_private_addresses.clone(),
         external_homeservers: config.matrix.external_homeservers.clone(),
+        identity_server: config.matrix.identity_server.clone().filter(|s| !s.trim().is_empty()),
         media_route: config
             .media
             .content_scanner

@@ -16,15 +16,18 @@
 //!   `cryptography` in a venv, `minisign`, headless Chromium; skipped loudly when missing unless
 //!   `ARGUS_REQUIRE_VERIFIERS=1`).
 //!
-//! and one in-process stand-in, always available:
+//! and in-process servers, always available:
 //!
 //! - [`homeserver`]: a mock Matrix homeserver (wiremock on 127.0.0.1) with endpoint-mock
-//!   builders, an any-room responder and the benchmarks' prepared pages.
+//!   builders, an any-room responder and the benchmarks' prepared pages;
+//! - [`identity`]: a tiny identity server on 127.0.0.1 answering the e-mail lookup Tchap
+//!   clients make to find an address's homeserver.
 #![recursion_limit = "256"]
 
 pub mod clamd;
 pub mod e2ee;
 pub mod homeserver;
+pub mod identity;
 pub mod postgres;
 pub mod s3;
 pub mod synapse;

@@ -57,9 +57,6 @@ pub const REQUIRE_ENV: &str = "ARGUS_REQUIRE_SYNAPSE";
 /// The pip requirement installed into the venv.
 pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.*";
 
-/// The homeserver's `server_name` (user ids are `@localpart:argus.test`).
-pub const SERVER_NAME: &str = "argus.test";
-
 /// A running Synapse homeserver (one per test process, see [`synapse`]).
 ///
 /// `Debug` leaves out the registration shared secret.
@@ -88,7 +85,10 @@ impl Synapse {
         &self.base_url
     }
 
-    /// The homeserver's `server_name`.
+    /// The homeserver's `server_name`: `127.0.0.1:PORT`, its own listener, so that server
+    /// discovery of its user ids is real: Synapse serves `/.well-known/matrix/client` there
+    /// (`serve_client_wellknown`), naming [`Synapse::base_url`] (user ids are
+    /// `@localpart:127.0.0.1:PORT`).
     pub fn server_name(&self) -> &str {
         &self.server_name
     }

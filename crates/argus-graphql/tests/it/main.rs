@@ -3,6 +3,7 @@
 
 mod access;
 mod account_states;
+mod accounts;
 mod attachments;
 mod contract;
 mod cost;

@@ -3,6 +3,7 @@
 //! `ARGUS_REQUIRE_POSTGRES=1`).
 
 mod account_states;
+mod accounts;
 mod homeservers;
 mod limits;
 mod media;

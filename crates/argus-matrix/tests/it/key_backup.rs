@@ -83,7 +83,7 @@ async fn room_keys_load_from_the_real_key_backup_and_decrypt_what_synapse_serves
     ));
     // The same ciphertext read as another room's is refused.
     assert_eq!(
-        body(loaded.keys.decrypt("!ailleurs:argus.test", &content(&meeting))),
+        body(loaded.keys.decrypt(&format!("!ailleurs:{}", server.server_name()), &content(&meeting))),
         Err(Undecryptable::WrongRoom)
     );
 

@@ -264,7 +264,7 @@ async fn a_lived_in_room_matches_what_a_client_sees() {
             &json!({
                 "msgtype": "m.image",
                 "body": "carte.png",
-                "url": "mxc://argus.test/FakeMediaCarte",
+                "url": format!("mxc://{}/FakeMediaCarte", hs.server.server_name()),
                 "info": {"mimetype": "image/png", "size": 48_213, "w": 640, "h": 480}
             }),
         )
@@ -276,7 +276,7 @@ async fn a_lived_in_room_matches_what_a_client_sees() {
             &json!({
                 "msgtype": "m.file",
                 "body": "rapport.pdf",
-                "url": "mxc://argus.test/FakeMediaRapport",
+                "url": format!("mxc://{}/FakeMediaRapport", hs.server.server_name()),
                 "info": {"mimetype": "application/pdf", "size": 1_024_000}
             }),
         )
@@ -354,7 +354,7 @@ async fn a_lived_in_room_matches_what_a_client_sees() {
     assert_eq!(message(&snapshot, &notice).msgtype.as_deref(), Some("m.notice"));
     assert_eq!(message(&snapshot, &emote).msgtype.as_deref(), Some("m.emote"));
     let media = message(&snapshot, &image).media.clone().unwrap();
-    assert_eq!(media.uri.as_deref(), Some("mxc://argus.test/FakeMediaCarte"));
+    assert_eq!(media.uri, Some(format!("mxc://{}/FakeMediaCarte", hs.server.server_name())));
     assert_eq!(media.mimetype.as_deref(), Some("image/png"));
     assert_eq!(media.size, Some(48_213));
     assert_eq!(message(&snapshot, &file).media.as_ref().unwrap().size, Some(1_024_000));

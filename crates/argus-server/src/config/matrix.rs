@@ -19,6 +19,10 @@ pub struct MatrixConfig {
     /// `["agent.externe.tchap.gouv.fr"]`.
     #[serde(deserialize_with = "string_or_list")]
     pub external_homeservers: Vec<String>,
+    /// The identity server that tells an e-mail address's homeserver (`GET
+    /// /_matrix/identity/api/v1/info`), e.g. `https://matrix.agent.tchap.gouv.fr`; unset, an
+    /// e-mail address given as an account is refused with `IDENTITY_SERVER_UNSET`.
+    pub identity_server: Option<String>,
     /// Ingestions running at once on this server; more are refused with `BUSY`.
     pub max_concurrent_ingestions: usize,
     /// Ingestions running at once against one homeserver; more are refused with `BUSY`.
@@ -56,6 +60,7 @@ impl Default for MatrixConfig {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            identity_server: None,
             max_concurrent_ingestions: admission.max_concurrent,
             max_concurrent_per_homeserver: admission.max_concurrent_per_homeserver,
             max_concurrent_per_caller: admission.max_concurrent_per_caller,

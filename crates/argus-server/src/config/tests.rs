@@ -253,3 +253,25 @@ fn media_values_that_cannot_work_are_refused_naming_their_key() {
         Ok(())
     });
 }
+
+#[test]
+fn the_identity_server_reaches_the_connector_from_the_file_or_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(crate::services::connector_config(&c).identity_server, None);
+        jail.create_file(
+            "argus-tchap.toml",
+            "[matrix]\nidentity_server = \"https://matrix.agent.tchap.gouv.fr\"\n",
+        )?;
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(
+            crate::services::connector_config(&c).identity_server.as_deref(),
+            Some("https://matrix.agent.tchap.gouv.fr")
+        );
+        jail.set_env("ARGUS_MATRIX_IDENTITY_SERVER", "http://127.0.0.1:9000");
+        let c = Config::load(Path::new("argus-tchap.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(c.matrix.identity_server.as_deref(), Some("http://127.0.0.1:9000"));
+        Ok(())
+    });
+}

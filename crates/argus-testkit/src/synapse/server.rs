@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand::Rng as _;
 use serde_json::{Value, json};
 
-use super::{SERVER_NAME, SYNAPSE_REQUIREMENT, Synapse, random_hex};
+use super::{SYNAPSE_REQUIREMENT, Synapse, random_hex};
 use crate::{spawn_watchdog, tail_of_file};
 
 /// How long to wait for `/_matrix/client/versions` after starting the server.
@@ -26,11 +26,17 @@ fn ensure_installed() -> anyhow::Result<PathBuf> {
         .map(|bin| bin.join("python"))
 }
 
+/// The server name of a Synapse listening on `port`: its own listener, where it serves the
+/// client `.well-known` file, so that discovery of its user ids is the real thing.
+fn server_name(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
 fn homeserver_config(dir: &Path, port: u16, shared_secret: &str) -> Value {
     let path = |name: &str| dir.join(name).display().to_string();
     let unlimited = json!({ "per_second": 100_000, "burst_count": 1_000_000 });
     json!({
-        "server_name": SERVER_NAME,
+        "server_name": server_name(port),
         "public_baseurl": format!("http://127.0.0.1:{port}/"),
         "pid_file": path("homeserver.pid"),
         "log_config": path("log.yaml"),
@@ -80,7 +86,8 @@ fn homeserver_config(dir: &Path, port: u16, shared_secret: &str) -> Value {
         // past its date is refused with ORG_MATRIX_EXPIRED_ACCOUNT; every account registered
         // here is valid for years unless a test moves its date), suspension by an admin
         // (MSC3823), room retention policies honoured, and the client `.well-known` file served
-        // for server discovery.
+        // for server discovery (the server name is the listener's own address, so discovery of
+        // its user ids reads Synapse's own answer).
         "refreshable_access_token_lifetime": "4s",
         "account_validity": { "enabled": true, "period": "3650d" },
         "experimental_features": { "msc3823_account_suspension": true },
@@ -158,7 +165,7 @@ pub(super) fn start() -> anyhow::Result<Synapse> {
                 );
                 return Ok(Synapse {
                     base_url: format!("http://127.0.0.1:{port}"),
-                    server_name: SERVER_NAME.to_owned(),
+                    server_name: server_name(port),
                     port,
                     shared_secret,
                     dir,

@@ -17,7 +17,7 @@ use super::checked_json;
 /// `Debug` leaves out the access token.
 #[derive(Clone)]
 pub struct TestUser {
-    /// Full Matrix user id, e.g. `@alice_123_0:argus.test`.
+    /// Full Matrix user id, e.g. `@alice_123_0:127.0.0.1:8008`.
     pub user_id: String,
     /// The user's access token.
     pub access_token: String,
