@@ -434,7 +434,9 @@ impl Connector {
             .await
             {
                 Ok(answer) => answer,
-                Err(e @ (Error::Unauthorized { .. } | Error::DeadlineExceeded(_))) => return Err(e),
+                Err(e @ (Error::Unauthorized { .. } | Error::TokenRefreshFailed(_) | Error::DeadlineExceeded(_))) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     // The homeserver is failing: the rest stay unconfirmed too, rather than
                     // spending the run's deadline on them.

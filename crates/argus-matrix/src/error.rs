@@ -21,6 +21,12 @@ pub enum Error {
         /// The homeserver asked for a soft logout (re-login with the same device).
         soft_logout: bool,
     },
+    /// The refresh token could not renew the access token: refused by the homeserver or the
+    /// auth server (used already, revoked, soft logout, `invalid_grant`), or no way to renew
+    /// it (an OAuth 2.0 token without its client id). Our own words only: the reason never
+    /// repeats what the server said.
+    #[error("the access token could not be renewed: {0}")]
+    TokenRefreshFailed(String),
     /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
     #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]
     Forbidden,
@@ -117,6 +123,7 @@ impl Error {
             | Self::MediaStalled => true,
             Self::Homeserver { status, .. } => *status >= 500,
             Self::Unauthorized { .. }
+            | Self::TokenRefreshFailed(_)
             | Self::Forbidden
             | Self::NotFound
             | Self::OutboundPolicy(_)
@@ -137,6 +144,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized { .. } => "HOMESERVER_UNAUTHORIZED",
+            Self::TokenRefreshFailed(_) => "TOKEN_REFRESH_FAILED",
             Self::Forbidden => "ROOM_FORBIDDEN",
             Self::NotFound => "ROOM_NOT_FOUND",
             Self::RateLimited { .. } => "RATE_LIMITED",
@@ -160,6 +168,10 @@ impl Error {
 
     pub(crate) fn policy(reason: impl Into<String>) -> Self {
         Self::OutboundPolicy(reason.into())
+    }
+
+    pub(crate) fn refresh_failed(reason: impl Into<String>) -> Self {
+        Self::TokenRefreshFailed(reason.into())
     }
 
     pub(crate) fn malformed(reason: impl Into<String>) -> Self {
