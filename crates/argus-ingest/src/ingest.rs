@@ -19,12 +19,14 @@
 //! many ingestions running or started by the caller) are counted and logged instead: the
 //! permanent trail is not for refusals anyone can repeat.
 
+use std::sync::Arc;
+
 use argus_crypto::{Decryptor, RecoveryKey};
 use argus_domain::{
     AccessToken, Classification, FetchReport, HomeserverUrl, IngestionRecord, NewIngestion, RoomId, Scope,
     StoredRoom, Viewer, policy,
 };
-use argus_matrix::{FetchOptions, Session};
+use argus_matrix::{FetchOptions, RefreshingTokens, Session, StaticToken, TokenPair, TokenSource};
 use argus_store::{IngestionRun, RunTicket};
 use time::OffsetDateTime;
 
@@ -78,6 +80,9 @@ pub struct IngestRequest {
     /// The account's refresh token, beside the access token: the token is renewed before it
     /// expires or when the homeserver refuses it.
     pub refresh_token: Option<argus_domain::Secret>,
+    /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are
+    /// a next-generation auth server's: its token endpoint renews them for that client only.
+    pub oauth_client_id: Option<String>,
     /// Capture only what was sent at or after this time.
     pub since: Option<OffsetDateTime>,
     /// After the room, ingest the rooms that replaced it (`m.room.tombstone`), one upgrade
@@ -94,6 +99,7 @@ impl IngestRequest {
             access_token: self.access_token.clone(),
             account: self.account.clone(),
             refresh_token: self.refresh_token.as_ref().map(|k| argus_domain::Secret::new(k.expose_secret())),
+            oauth_client_id: self.oauth_client_id.clone(),
             since: self.since,
             room_id: room_id.to_owned(),
             classification: self.classification,
@@ -181,6 +187,36 @@ pub async fn ingest_room(
     request: IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
+    let tokens = token_source(services, &request);
+    ingest_room_with(services, viewer, request, tokens, on_page).await
+}
+
+/// Where the requests of `request`'s run take their token: a source that renews it with the
+/// refresh token in memory when one was given (the run, its upgrades and its file fetches
+/// share it), else the access token as given.
+fn token_source(services: &Services, request: &IngestRequest) -> Arc<dyn TokenSource> {
+    let homeserver = request.homeserver_url.parse::<HomeserverUrl>();
+    match (&request.refresh_token, homeserver) {
+        (Some(refresh_token), Ok(homeserver)) => Arc::new(RefreshingTokens::new(
+            services.connector.clone(),
+            homeserver,
+            TokenPair::given(request.access_token.clone(), Some(refresh_token.clone())),
+            request.oauth_client_id.clone(),
+            None,
+        )),
+        _ => Arc::new(StaticToken::new(request.access_token.clone())),
+    }
+}
+
+/// [`ingest_room`] with the requests' tokens taken from `tokens` (a watch's renewing source,
+/// whose new pairs are sealed and stored).
+pub(crate) async fn ingest_room_with(
+    services: &Services,
+    viewer: &Viewer,
+    request: IngestRequest,
+    tokens: Arc<dyn TokenSource>,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<IngestSummary> {
     // The scheduler's runs are bounded by its own limits, not by a caller's rate.
     if request.trigger == Trigger::Manual
         && let Err(error) = services.admission.check_caller(&Admission::caller_of(viewer))
@@ -189,7 +225,7 @@ pub async fn ingest_room(
         tracing::warn!(actor = %viewer.actor, org = %viewer.org, code = error.code(), "ingestion refused (not audited)");
         return Err(error);
     }
-    let mut summary = ingest_one(services, viewer, &request, on_page).await?;
+    let mut summary = ingest_one(services, viewer, &request, &tokens, on_page).await?;
     if request.follow_upgrades {
         let mut seen = std::collections::HashSet::from([summary.room.room_id.clone()]);
         let mut next = summary.room.successor.clone();
@@ -197,7 +233,8 @@ pub async fn ingest_room(
             if summary.upgrades.len() >= MAX_UPGRADES_FOLLOWED || !seen.insert(room.clone()) {
                 break;
             }
-            let result = ingest_one(services, viewer, &request.for_room(room.as_str()), &mut |_| {}).await;
+            let result =
+                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, &mut |_| {}).await;
             next = result.as_ref().ok().and_then(|s| s.room.successor.clone());
             summary.upgrades.push(RoomOutcome {
                 room_id: room.as_str().to_owned(),
@@ -213,6 +250,7 @@ async fn ingest_one(
     services: &Services,
     viewer: &Viewer,
     request: &IngestRequest,
+    tokens: &Arc<dyn TokenSource>,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
@@ -258,7 +296,7 @@ async fn ingest_one(
         }
     };
     let mut progress = Progress::default();
-    let read = read_room(services, &ticket, request, &valid, &mut progress, on_page).await;
+    let read = read_room(services, &ticket, request, tokens, &valid, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
     let finished = audit::finish(services, &ticket, error).await;
     if progress.stored > 0
@@ -272,7 +310,7 @@ async fn ingest_one(
     if let Some(media) = &services.media {
         // The files of what the run stored (and of earlier runs' files still due), fetched
         // beside it with its token: the run does not wait for them.
-        let session = Session::with_token(valid.homeserver.clone(), request.access_token.clone());
+        let session = Session::shared(valid.homeserver.clone(), Arc::clone(tokens));
         media.spawn_room(services, session, viewer.org.clone(), valid.room_id.clone());
     }
     match (read, finished) {
@@ -373,6 +411,7 @@ async fn read_room(
     services: &Services,
     ticket: &RunTicket,
     request: &IngestRequest,
+    tokens: &Arc<dyn TokenSource>,
     valid: &Validated,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
@@ -394,7 +433,7 @@ async fn read_room(
         // (which reads older history too: nothing else to do then).
         let first_time = resume.is_none();
         let options = options(services, budget, resume, None);
-        let leg = read_leg(services, ticket, request, valid, options, false, progress, on_page).await?;
+        let leg = read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page).await?;
         budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
         if first_time {
             return Ok(());
@@ -406,7 +445,7 @@ async fn read_room(
     // Older history, from where the last backwards read stopped (a room stored before positions
     // were kept: from the live end, skipping what is stored, without moving its forward position).
     let options = options(services, budget, None, backfill_from);
-    read_leg(services, ticket, request, valid, options, true, progress, on_page).await.map(drop)
+    read_leg(services, ticket, request, tokens, valid, options, true, progress, on_page).await.map(drop)
 }
 
 fn options(
@@ -424,13 +463,14 @@ async fn read_leg(
     services: &Services,
     ticket: &RunTicket,
     request: &IngestRequest,
+    tokens: &Arc<dyn TokenSource>,
     valid: &Validated,
     options: FetchOptions,
     into_history: bool,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<u64> {
-    let session = Session::with_token(valid.homeserver.clone(), request.access_token.clone());
+    let session = Session::shared(valid.homeserver.clone(), Arc::clone(tokens));
     // The room's keys from the account's key backup, held for this read only.
     let keys: Option<Box<dyn Decryptor>> = match &request.recovery_key {
         Some(text) => {
@@ -534,6 +574,7 @@ pub async fn ingest_joined(
         access_token: request.access_token,
         account: None,
         refresh_token: None,
+        oauth_client_id: None,
         since: None,
         room_id: String::new(),
         classification: request.classification,
@@ -565,7 +606,9 @@ pub async fn ingest_joined(
             }
             None => {
                 let mut progress = |report: &FetchReport| on_room(&room, Some(report));
-                let result = ingest_one(services, viewer, &template.for_room(&room), &mut progress).await;
+                let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(template.access_token.clone()));
+                let result =
+                    ingest_one(services, viewer, &template.for_room(&room), &tokens, &mut progress).await;
                 if result.as_ref().is_err_and(|e| !is_refusal(e)) {
                     failures.recorded += 1;
                 }

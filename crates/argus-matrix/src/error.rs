@@ -27,6 +27,10 @@ pub enum Error {
     /// repeats what the server said.
     #[error("the access token could not be renewed: {0}")]
     TokenRefreshFailed(String),
+    /// A renewed token pair could not be kept by its keeper (its storage failed): it was not
+    /// used, and the old pair stays valid; worth trying again.
+    #[error("the renewed access token could not be kept")]
+    TokenNotKept,
     /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
     #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]
     Forbidden,
@@ -120,7 +124,8 @@ impl Error {
             Self::RateLimited { .. }
             | Self::Unreachable(_)
             | Self::DeadlineExceeded(_)
-            | Self::MediaStalled => true,
+            | Self::MediaStalled
+            | Self::TokenNotKept => true,
             Self::Homeserver { status, .. } => *status >= 500,
             Self::Unauthorized { .. }
             | Self::TokenRefreshFailed(_)
@@ -145,6 +150,7 @@ impl Error {
         match self {
             Self::Unauthorized { .. } => "HOMESERVER_UNAUTHORIZED",
             Self::TokenRefreshFailed(_) => "TOKEN_REFRESH_FAILED",
+            Self::TokenNotKept => "TOKEN_NOT_KEPT",
             Self::Forbidden => "ROOM_FORBIDDEN",
             Self::NotFound => "ROOM_NOT_FOUND",
             Self::RateLimited { .. } => "RATE_LIMITED",

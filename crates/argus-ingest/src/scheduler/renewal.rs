@@ -1,0 +1,141 @@
+//! A watch's renewed tokens: each new pair is sealed (same key, same binding) and stored before
+//! it is used, in one statement that checks the replica still holds the watch's lease and the
+//! stored credentials are still those it renewed (compare-and-swap). A replica that loses the
+//! race re-reads the sealed pair and goes on with it.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use argus_domain::{ActorId, HomeserverUrl, OrgId, RoomId, SealedToken};
+use argus_matrix::{PairKeeper, TokenPair};
+use futures::future::BoxFuture;
+use time::OffsetDateTime;
+
+use crate::{
+    Services, TokenKeys,
+    token_keys::{Binding, Credentials},
+};
+
+/// The keeper of one watch's token pair for the replica running it.
+pub(crate) struct WatchKeeper {
+    services: Arc<Services>,
+    keys: Arc<TokenKeys>,
+    id: i64,
+    replica: String,
+    lease: Duration,
+    org: OrgId,
+    room_id: RoomId,
+    homeserver: HomeserverUrl,
+    owner: ActorId,
+    /// The credentials last opened or sealed here (the recovery key and client id travel with
+    /// every new pair).
+    credentials: Mutex<Credentials>,
+    /// What this replica last knew to be stored: the old value of the compare-and-swap.
+    sealed: Mutex<SealedToken>,
+}
+
+impl std::fmt::Debug for WatchKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchKeeper").field("watch", &self.id).field("replica", &self.replica).finish_non_exhaustive()
+    }
+}
+
+/// The parts of a claimed watch its keeper needs.
+pub(crate) struct KeptWatch<'a> {
+    pub(crate) watch: &'a argus_domain::Watch,
+    pub(crate) sealed: SealedToken,
+    pub(crate) credentials: Credentials,
+}
+
+impl WatchKeeper {
+    /// The keeper of `kept` for `replica`, holding its lease for `lease` at a time.
+    pub(crate) fn new(
+        services: Arc<Services>,
+        keys: Arc<TokenKeys>,
+        replica: String,
+        lease: Duration,
+        kept: KeptWatch<'_>,
+    ) -> Self {
+        let watch = kept.watch;
+        Self {
+            services,
+            keys,
+            id: watch.id,
+            replica,
+            lease,
+            org: watch.org.clone(),
+            room_id: watch.room_id.clone(),
+            homeserver: watch.homeserver_url.clone(),
+            owner: watch.owner.clone(),
+            credentials: Mutex::new(kept.credentials),
+            sealed: Mutex::new(kept.sealed),
+        }
+    }
+
+    fn binding(&self) -> Binding<'_> {
+        Binding::of(&self.org, &self.room_id, &self.homeserver, &self.owner)
+    }
+
+    fn not_kept(&self, error: &crate::Error) -> argus_matrix::Error {
+        tracing::warn!(watch = self.id, code = error.code(), "a watch's renewed token could not be stored");
+        argus_matrix::Error::TokenNotKept
+    }
+}
+
+impl PairKeeper for WatchKeeper {
+    fn load(&self) -> BoxFuture<'_, argus_matrix::Result<Option<TokenPair>>> {
+        Box::pin(async move {
+            let id = self.id;
+            let stored = self.services.with_store(move |store| store.watch_token(id)).await;
+            let Some(sealed) = stored.map_err(|e| self.not_kept(&e))? else {
+                return Ok(None);
+            };
+            let opened = self.keys.open(&sealed, self.binding()).map_err(|e| {
+                tracing::warn!(watch = self.id, code = e.code(), "a watch's stored token does not open");
+                argus_matrix::Error::TokenRefreshFailed("the watch's stored token does not open".into())
+            })?;
+            let pair = opened.pair();
+            *self.credentials.lock().unwrap_or_else(PoisonError::into_inner) = opened;
+            *self.sealed.lock().unwrap_or_else(PoisonError::into_inner) = sealed;
+            Ok(Some(pair))
+        })
+    }
+
+    fn may_renew(&self) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        Box::pin(async move {
+            let (id, replica, lease) = (self.id, self.replica.clone(), self.lease);
+            self.services
+                .with_store(move |store| store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease))
+                .await
+                .map_err(|e| self.not_kept(&e))
+        })
+    }
+
+    fn store(&self, old: TokenPair, new: TokenPair) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        Box::pin(async move {
+            let credentials = self.credentials.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if credentials.access_token != old.access_token {
+                // Not the pair this replica last read or kept: the race is lost.
+                return Ok(false);
+            }
+            let renewed = credentials.with_pair(&new);
+            let sealed = self.keys.seal(&renewed, self.binding()).map_err(|e| self.not_kept(&e))?;
+            let previous = self.sealed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let (id, replica, stored) = (self.id, self.replica.clone(), sealed.clone());
+            let swapped = self
+                .services
+                .with_store(move |store| {
+                    store.renew_watch_token(id, &replica, OffsetDateTime::now_utc(), &previous, &stored)
+                })
+                .await
+                .map_err(|e| self.not_kept(&e))?;
+            if swapped {
+                *self.credentials.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
+                *self.sealed.lock().unwrap_or_else(PoisonError::into_inner) = sealed;
+            }
+            Ok(swapped)
+        })
+    }
+}
