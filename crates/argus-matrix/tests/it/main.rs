@@ -8,6 +8,7 @@ mod mock;
 mod normalisation;
 mod pagination;
 mod policy;
+mod refresh;
 mod resets;
 mod secrets;
 mod session;
