@@ -24,7 +24,9 @@ use argus_store::{ClaimedWatch, WatchRun};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use argus_matrix::{RefreshingTokens, StaticToken, TokenSource};
+use argus_matrix::{StaticToken, TokenSource};
+
+pub use renewal::watch_tokens;
 
 use crate::{
     Error, Services,
@@ -253,20 +255,8 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             // A pair with a refresh token is renewed as it expires, each new pair sealed and
             // stored under the watch's lease before it is used.
             let tokens: Arc<dyn TokenSource> = if credentials.refresh_token.is_some() {
-                let keeper = renewal::WatchKeeper::new(
-                    Arc::clone(services),
-                    Arc::clone(keys),
-                    options.replica.clone(),
-                    options.lease,
-                    renewal::KeptWatch { watch: &watch, sealed, credentials: credentials.clone() },
-                );
-                Arc::new(RefreshingTokens::new(
-                    services.connector.clone(),
-                    watch.homeserver_url.clone(),
-                    credentials.pair(),
-                    credentials.oauth_client_id.clone(),
-                    Some(Arc::new(keeper)),
-                ))
+                let kept = renewal::KeptWatch { watch: &watch, sealed, credentials: credentials.clone() };
+                Arc::new(renewal::renewing(services, keys, &options.replica, options.lease, kept))
             } else {
                 Arc::new(StaticToken::new(credentials.access_token.clone()))
             };

@@ -24,6 +24,10 @@ use wiremock::{
     matchers::{method, path},
 };
 
+/// The priority of these mocks: before a mock homeserver's catch-all responders (wiremock's
+/// default is 5), after a test's own overrides at priority 1.
+const MOUNTED_FIRST: u8 = 2;
+
 /// What the auth server has issued and seen.
 #[derive(Debug, Default)]
 struct State {
@@ -74,6 +78,7 @@ impl OAuthMock {
                 "response_modes_supported": ["query", "fragment"],
                 "code_challenge_methods_supported": ["S256"],
             })))
+            .with_priority(MOUNTED_FIRST)
             .mount(server)
             .await;
         Mock::given(method("POST"))
@@ -83,6 +88,7 @@ impl OAuthMock {
                 client_id: client_id.to_owned(),
                 lifetime_secs,
             })
+            .with_priority(MOUNTED_FIRST)
             .mount(server)
             .await;
         mock
@@ -127,6 +133,7 @@ impl OAuthMock {
                 state: Arc::clone(&self.state),
                 answer: json!({ "joined_rooms": rooms }),
             })
+            .with_priority(MOUNTED_FIRST)
             .mount(server)
             .await;
     }

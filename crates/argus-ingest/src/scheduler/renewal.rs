@@ -9,7 +9,7 @@ use std::{
 };
 
 use argus_domain::{ActorId, HomeserverUrl, OrgId, RoomId, SealedToken};
-use argus_matrix::{PairKeeper, TokenPair};
+use argus_matrix::{PairKeeper, RefreshingTokens, TokenPair};
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
 
@@ -17,6 +17,41 @@ use crate::{
     Services, TokenKeys,
     token_keys::{Binding, Credentials},
 };
+
+/// The renewing token source of `kept` for the runs of `replica`: each new pair sealed and
+/// stored under the watch's lease before it is used.
+pub(crate) fn renewing(
+    services: &Arc<Services>,
+    keys: &Arc<TokenKeys>,
+    replica: &str,
+    lease: Duration,
+    kept: KeptWatch<'_>,
+) -> RefreshingTokens {
+    let (homeserver, pair, client_id) =
+        (kept.watch.homeserver_url.clone(), kept.credentials.pair(), kept.credentials.oauth_client_id.clone());
+    let keeper = WatchKeeper::new(Arc::clone(services), Arc::clone(keys), replica.to_owned(), lease, kept);
+    RefreshingTokens::new(services.connector.clone(), homeserver, pair, client_id, Some(Arc::new(keeper)))
+}
+
+/// The renewing token source a run of `claimed` by `replica` (holding its lease for `lease` at a
+/// time) reads with; `None` when the watch's credentials hold no refresh token.
+/// [`crate::Error::WatchesDisabled`] without token keys; the credentials must open.
+pub fn watch_tokens(
+    services: &Arc<Services>,
+    replica: &str,
+    lease: Duration,
+    claimed: &argus_store::ClaimedWatch,
+) -> crate::Result<Option<RefreshingTokens>> {
+    let keys = services.token_keys.as_ref().ok_or(crate::Error::WatchesDisabled)?;
+    let watch = &claimed.watch;
+    let binding = Binding::of(&watch.org, &watch.room_id, &watch.homeserver_url, &watch.owner);
+    let credentials = keys.open(&claimed.token, binding)?;
+    if credentials.refresh_token.is_none() {
+        return Ok(None);
+    }
+    let kept = KeptWatch { watch, sealed: claimed.token.clone(), credentials };
+    Ok(Some(renewing(services, keys, replica, lease, kept)))
+}
 
 /// The keeper of one watch's token pair for the replica running it.
 pub(crate) struct WatchKeeper {

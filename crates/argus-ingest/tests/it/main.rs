@@ -6,6 +6,7 @@ mod homeservers;
 mod limits;
 mod media;
 mod pg_restart;
+mod refresh;
 mod streamed;
 mod support;
 mod upgrades;
