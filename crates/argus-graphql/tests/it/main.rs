@@ -11,6 +11,7 @@ mod hold;
 mod ingest;
 mod post;
 mod reads;
+mod refresh;
 mod search;
 mod threats;
 mod watch;
