@@ -433,7 +433,8 @@ async fn read_room(
         // (which reads older history too: nothing else to do then).
         let first_time = resume.is_none();
         let options = options(services, budget, resume, None);
-        let leg = read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page).await?;
+        let leg =
+            read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page).await?;
         budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
         if first_time {
             return Ok(());

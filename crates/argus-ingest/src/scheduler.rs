@@ -9,7 +9,7 @@
 //! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout), or a room archived from another
 //! homeserver than the watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is
 //! given again. A watch whose token expires is renewed with its refresh token
-//! ([`renewal`]); only when no valid pair can be had does it pause (`TOKEN_REFRESH_FAILED`).
+//! ([`watch_tokens`]); only when no valid pair can be had does it pause (`TOKEN_REFRESH_FAILED`).
 
 mod renewal;
 

@@ -351,7 +351,10 @@ mod tests {
         let sealed = keys.seal(&renewable, binding).unwrap_or_else(|e| panic!("{e}"));
         let opened = keys.open(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(opened.access_token.expose_secret(), "syt_secret_matrix_token_123456");
-        assert_eq!(opened.refresh_token.as_ref().map(Secret::expose_secret), Some("syr_secret_refresh_token_42"));
+        assert_eq!(
+            opened.refresh_token.as_ref().map(Secret::expose_secret),
+            Some("syr_secret_refresh_token_42")
+        );
         assert_eq!(opened.recovery_key.as_ref().map(Secret::expose_secret), Some(RECOVERY_KEY));
         assert_eq!(
             (opened.expires_at, opened.lifetime, opened.oauth_client_id.as_deref()),
@@ -362,7 +365,8 @@ mod tests {
         // Versions 1 and 2 are still what credentials without a refresh token seal to.
         let v2 = creds("syt_v2_token_0000", Some(RECOVERY_KEY)).encode().unwrap_or_else(|e| panic!("{e}"));
         assert!(v2.starts_with(WITH_RECOVERY_KEY));
-        let bad = Credentials { refresh_token: Some(Secret::new("syr with space")), ..creds("syt_ok_token", None) };
+        let bad =
+            Credentials { refresh_token: Some(Secret::new("syr with space")), ..creds("syt_ok_token", None) };
         let error = keys.seal(&bad, binding).map(drop).unwrap_err();
         assert!(error.code() == "INVALID_INPUT" && !error.to_string().contains("syr"));
     }

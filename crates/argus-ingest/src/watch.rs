@@ -23,7 +23,6 @@ use crate::{
     token_keys::{Binding, Credentials},
 };
 
-
 /// A watch as the caller gave it. `Debug` shows the token and the key as `[redacted]`.
 #[derive(Debug)]
 pub struct WatchRequest {

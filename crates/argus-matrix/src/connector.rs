@@ -434,7 +434,11 @@ impl Connector {
             .await
             {
                 Ok(answer) => answer,
-                Err(e @ (Error::Unauthorized { .. } | Error::TokenRefreshFailed(_) | Error::DeadlineExceeded(_))) => {
+                Err(
+                    e @ (Error::Unauthorized { .. }
+                    | Error::TokenRefreshFailed(_)
+                    | Error::DeadlineExceeded(_)),
+                ) => {
                     return Err(e);
                 }
                 Err(e) => {

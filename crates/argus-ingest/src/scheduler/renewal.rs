@@ -27,8 +27,11 @@ pub(crate) fn renewing(
     lease: Duration,
     kept: KeptWatch<'_>,
 ) -> RefreshingTokens {
-    let (homeserver, pair, client_id) =
-        (kept.watch.homeserver_url.clone(), kept.credentials.pair(), kept.credentials.oauth_client_id.clone());
+    let (homeserver, pair, client_id) = (
+        kept.watch.homeserver_url.clone(),
+        kept.credentials.pair(),
+        kept.credentials.oauth_client_id.clone(),
+    );
     let keeper = WatchKeeper::new(Arc::clone(services), Arc::clone(keys), replica.to_owned(), lease, kept);
     RefreshingTokens::new(services.connector.clone(), homeserver, pair, client_id, Some(Arc::new(keeper)))
 }
@@ -73,7 +76,10 @@ pub(crate) struct WatchKeeper {
 
 impl std::fmt::Debug for WatchKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchKeeper").field("watch", &self.id).field("replica", &self.replica).finish_non_exhaustive()
+        f.debug_struct("WatchKeeper")
+            .field("watch", &self.id)
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +148,9 @@ impl PairKeeper for WatchKeeper {
         Box::pin(async move {
             let (id, replica, lease) = (self.id, self.replica.clone(), self.lease);
             self.services
-                .with_store(move |store| store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease))
+                .with_store(move |store| {
+                    store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease)
+                })
                 .await
                 .map_err(|e| self.not_kept(&e))
         })

@@ -67,8 +67,19 @@ async fn room_count(env: &Env, viewer: &Viewer, room: &str) -> i64 {
     env.with_store(move |s| s.room(&v, &r)).await.map_or(0, |r| r.message_count)
 }
 
+/// The error of a call expected to fail.
+fn failure<T>(result: argus_ingest::Result<T>) -> argus_ingest::Error {
+    match result {
+        Ok(_) => panic!("the call succeeded"),
+        Err(error) => error,
+    }
+}
+
 /// A user of the test homeserver with a room holding `messages` texts.
-async fn user_with_room(name: &str, messages: usize) -> Option<(&'static argus_testkit::synapse::Synapse, TestUser, String)> {
+async fn user_with_room(
+    name: &str,
+    messages: usize,
+) -> Option<(&'static argus_testkit::synapse::Synapse, TestUser, String)> {
     let server = synapse()?;
     let user = server.register(name).await.unwrap_or_else(|e| panic!("{e:#}"));
     let room = user.create_room(Some(name), None, false).await.unwrap_or_else(|e| panic!("{e:#}"));
@@ -131,19 +142,22 @@ async fn a_one_off_ingestion_whose_token_expired_renews_it_with_its_refresh_toke
     let alice = analyst("dgsi");
     // Without its refresh token, the expired token is refused.
     let request = request_from(server.base_url(), &login.access_token, &room, false);
-    let refused = ingest_room(&env.services, &alice, request, &mut |_| {}).await.unwrap_err();
+    let refused = failure(ingest_room(&env.services, &alice, request, &mut |_| {}).await);
     assert_eq!(refused.code(), "HOMESERVER_UNAUTHORIZED");
     // With it, the run renews the token and reads the room.
     let mut request = request_from(server.base_url(), &login.access_token, &room, false);
     request.refresh_token = Some(Secret::new(login.refresh_token.clone()));
-    let summary = ingest_room(&env.services, &alice, request, &mut |_| {}).await.unwrap_or_else(|e| panic!("{e}"));
+    let summary =
+        ingest_room(&env.services, &alice, request, &mut |_| {}).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.messages_stored, 4);
     // The refresh token was used once: used again, Synapse refuses it.
     let mut request = request_from(server.base_url(), &login.access_token, &room, false);
     request.refresh_token = Some(Secret::new(login.refresh_token.clone()));
-    let error = ingest_room(&env.services, &alice, request, &mut |_| {}).await.unwrap_err();
+    let error = failure(ingest_room(&env.services, &alice, request, &mut |_| {}).await);
     assert_eq!(error.code(), "TOKEN_REFRESH_FAILED");
-    for shown in [format!("{refused} {refused:?} {error} {error:?}"), format!("{:?}", env.trail(&alice).await)] {
+    for shown in
+        [format!("{refused} {refused:?} {error} {error:?}"), format!("{:?}", env.trail(&alice).await)]
+    {
         assert!(!shown.contains(&login.access_token) && !shown.contains(&login.refresh_token), "{shown}");
     }
 }
@@ -237,14 +251,18 @@ async fn a_refresh_token_that_no_longer_renews_pauses_the_watch_and_no_token_is_
     let homeserver: HomeserverUrl = server.base_url().parse().unwrap_or_else(|e| panic!("{e}"));
     let elsewhere = TokenPair {
         expires_at: Some(OffsetDateTime::now_utc()),
-        ..TokenPair::given(AccessToken::new(login.access_token.clone()), Some(Secret::new(login.refresh_token.clone())))
+        ..TokenPair::given(
+            AccessToken::new(login.access_token.clone()),
+            Some(Secret::new(login.refresh_token.clone())),
+        )
     };
     let elsewhere = RefreshingTokens::new(connector(), homeserver.clone(), elsewhere, None, None);
     let session = Session::new(homeserver, elsewhere);
     connector().joined_rooms(&session).await.unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(PAST_EXPIRY).await;
 
-    let report = scheduler(Arc::clone(&env.services), "replica-a").cycle().await.unwrap_or_else(|e| panic!("{e}"));
+    let report =
+        scheduler(Arc::clone(&env.services), "replica-a").cycle().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((report.claimed, report.paused), (1, 1), "{report:?}");
     let listed = watches(&env.services, &alice, 10, None).await.unwrap_or_else(|e| panic!("{e}"));
     let reason = listed[0].status_reason.clone().unwrap_or_default();
@@ -256,7 +274,8 @@ async fn a_refresh_token_that_no_longer_renews_pauses_the_watch_and_no_token_is_
         listed[0].last_error.clone().unwrap_or_default(),
         format!("{listed:?} {stored:?} {:?}", stored.pair()),
         format!("{:?}", env.trail(&alice).await),
-        String::from_utf8_lossy(&sink.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned(),
+        String::from_utf8_lossy(&sink.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .into_owned(),
     ];
     for text in shown {
         assert!(!text.contains(&login.access_token) && !text.contains(&login.refresh_token), "{text}");

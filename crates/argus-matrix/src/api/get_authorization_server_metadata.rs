@@ -7,7 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use ruma::api::{MatrixVersion, SupportedVersions, client::discovery::get_authorization_server_metadata::v1 as endpoint};
+use ruma::api::{
+    MatrixVersion, SupportedVersions, client::discovery::get_authorization_server_metadata::v1 as endpoint,
+};
 use url::Url;
 
 use crate::{

@@ -38,15 +38,17 @@ pub(crate) async fn renew(
             refresh_token,
             answer.expires_in(),
         )),
-        Err(RequestTokenError::ServerResponse(refusal)) => Err(Error::refresh_failed(match refusal.error() {
-            BasicErrorResponseType::InvalidGrant => {
-                "the auth server refused the refresh token (invalid_grant: used already, revoked or expired)"
-            }
-            BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
-                "the auth server refused the OAuth client id"
-            }
-            _ => "the auth server refused the renewal",
-        })),
+        Err(RequestTokenError::ServerResponse(refusal)) => {
+            Err(Error::refresh_failed(match refusal.error() {
+                BasicErrorResponseType::InvalidGrant => {
+                    "the auth server refused the refresh token (invalid_grant: used already, revoked or expired)"
+                }
+                BasicErrorResponseType::InvalidClient | BasicErrorResponseType::UnauthorizedClient => {
+                    "the auth server refused the OAuth client id"
+                }
+                _ => "the auth server refused the renewal",
+            }))
+        }
         Err(RequestTokenError::Request(error)) => Err(error),
         Err(RequestTokenError::Parse(..) | RequestTokenError::Other(_)) => {
             Err(Error::malformed("the auth server's token answer is not one this connector reads"))

@@ -16,7 +16,11 @@ use crate::{
 
 /// A new pair from the homeserver; [`Error::TokenRefreshFailed`] when it refuses the refresh
 /// token (unknown, used already, soft logout).
-pub(crate) async fn renew(client: &HttpClient, target: &Target<'_>, refresh_token: &Secret) -> Result<TokenPair> {
+pub(crate) async fn renew(
+    client: &HttpClient,
+    target: &Target<'_>,
+    refresh_token: &Secret,
+) -> Result<TokenPair> {
     let request = endpoint::Request::new(refresh_token.expose_secret().to_owned());
     let versions = super::get_authorization_server_metadata::renewal_versions();
     match client.send_unauthenticated(target, request, &versions).await {

@@ -223,7 +223,9 @@ impl RefreshingTokens {
             return Ok(());
         }
         tracing::info!(homeserver = %self.homeserver, "a renewed token lost the race; the kept one is used");
-        self.take_kept(current.access_token).await?.ok_or_else(|| Error::refresh_failed("the renewed token could not be kept"))
+        self.take_kept(current.access_token)
+            .await?
+            .ok_or_else(|| Error::refresh_failed("the renewed token could not be kept"))
     }
 
     /// Adopts the keeper's pair if it differs from `current`.

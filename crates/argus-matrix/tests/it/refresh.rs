@@ -25,8 +25,11 @@ use wiremock::{
 const CLIENT_ID: &str = "01JARGUSCLIENT";
 
 fn connector() -> Connector {
-    Connector::new(ConnectorConfig { allow_private_addresses: vec!["127.0.0.1".into()], ..ConnectorConfig::default() })
-        .unwrap_or_else(|e| panic!("connector: {e}"))
+    Connector::new(ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into()],
+        ..ConnectorConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("connector: {e}"))
 }
 
 fn url(server: &MockServer) -> HomeserverUrl {
@@ -53,7 +56,8 @@ impl Write for Sink {
 
 impl Sink {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .into_owned()
     }
 }
 
@@ -90,7 +94,8 @@ async fn an_oauth_token_is_renewed_once_for_all_readers_at_the_auth_servers_toke
         lifetime: Some(Duration::from_secs(300)),
         ..pair
     };
-    let tokens = Arc::new(RefreshingTokens::new(connector(), url(&server), due, Some(CLIENT_ID.into()), None));
+    let tokens =
+        Arc::new(RefreshingTokens::new(connector(), url(&server), due, Some(CLIENT_ID.into()), None));
     let session = Session::shared(url(&server), Arc::clone(&tokens) as Arc<dyn TokenSource>);
     assert_eq!(connector().joined_rooms(&session).await.map(|r| r.len()).ok(), Some(1));
     let requests = server.received_requests().await.unwrap_or_default();
@@ -116,7 +121,8 @@ async fn a_refused_renewal_is_token_refresh_failed_and_never_shows_a_token() {
     let auth = OAuthMock::mount(&server, CLIENT_ID, 300).await;
     auth.mount_joined_rooms(&server, &[]).await;
     let read = |pair: TokenPair, client_id: Option<&str>| {
-        let tokens = RefreshingTokens::new(connector(), url(&server), pair, client_id.map(str::to_owned), None);
+        let tokens =
+            RefreshingTokens::new(connector(), url(&server), pair, client_id.map(str::to_owned), None);
         let session = Session::new(url(&server), tokens);
         async move { connector().joined_rooms(&session).await }
     };
@@ -210,7 +216,10 @@ async fn synapse_refreshable_tokens_are_renewed_kept_first_and_each_refresh_toke
     let room = user.create_room(Some("renewed"), None, false).await.unwrap_or_else(|e| panic!("{e:#}"));
     user.send_texts(&room, "before", 3, 1).await.unwrap_or_else(|e| panic!("{e:#}"));
     let login = user.login_refreshable().await.unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(login.expires_in_ms.is_some_and(|ms| (1..=4000).contains(&ms)), "{login:?}: the test homeserver's lifetime");
+    assert!(
+        login.expires_in_ms.is_some_and(|ms| (1..=4000).contains(&ms)),
+        "{login:?}: the test homeserver's lifetime"
+    );
     let homeserver: HomeserverUrl = server.base_url().parse().unwrap_or_else(|e| panic!("{e}"));
     let given = TokenPair {
         access_token: AccessToken::new(login.access_token.clone()),

@@ -89,7 +89,11 @@ fn sealed(ciphertext: &str) -> SealedToken {
 
 fn a_renewed_token_is_stored_only_by_the_lease_holder_over_the_token_it_renewed(db: &TestDb) {
     let alice = someone("alice", "dgsi", Restricted);
-    let id = db.store.upsert_watch(&alice, &new_watch(&alice, "!r:x.org", Restricted), WatchCaps::default()).unwrap().id;
+    let id = db
+        .store
+        .upsert_watch(&alice, &new_watch(&alice, "!r:x.org", Restricted), WatchCaps::default())
+        .unwrap()
+        .id;
     let now = time::OffsetDateTime::now_utc();
     let lease = std::time::Duration::from_secs(60);
     let old = sealed("c2VhbGVk");

@@ -101,7 +101,10 @@ impl TestUser {
         });
         let answer = checked_json(self.client.post(url).json(&body).send().await?, "POST /login").await?;
         let field = |name: &str| {
-            answer[name].as_str().map(str::to_owned).ok_or_else(|| anyhow!("`{name}` missing from the login answer"))
+            answer[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("`{name}` missing from the login answer"))
         };
         Ok(RefreshableLogin {
             access_token: field("access_token")?,
