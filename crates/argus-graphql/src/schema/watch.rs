@@ -90,7 +90,7 @@ impl TchapWatch {
         }
     }
 
-    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH`), then words. Never a token or a key.
+    /// Why it is paused: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `TOKEN_REFRESH_FAILED` (the refresh token no longer renews the access token and no renewed token is stored), `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH`), then words. Never a token or a key.
     fn status_reason(&self) -> Option<&str> {
         self.0.status_reason.as_deref()
     }
