@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use argus_matrix::{StaticToken, TokenSource};
 
 pub use renewal::watch_tokens;
+pub(crate) use renewal::{KeptWatch, renewing};
 
 use crate::{
     Error, Services,
@@ -255,8 +256,8 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             // A pair with a refresh token is renewed as it expires, each new pair sealed and
             // stored under the watch's lease before it is used.
             let tokens: Arc<dyn TokenSource> = if credentials.refresh_token.is_some() {
-                let kept = renewal::KeptWatch { watch: &watch, sealed, credentials: credentials.clone() };
-                Arc::new(renewal::renewing(services, keys, &options.replica, options.lease, kept))
+                let kept = KeptWatch::of(&watch, sealed, credentials.clone());
+                Arc::new(renewing(services, keys, &options.replica, options.lease, kept))
             } else {
                 Arc::new(StaticToken::new(credentials.access_token.clone()))
             };

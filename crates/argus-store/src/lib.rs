@@ -499,6 +499,24 @@ impl Store {
         watch::renew_token(&mut *self.conn()?, id, owner, now, old, new)
     }
 
+    /// Takes the lease of an active watch for `owner` until `now + lease` when nobody holds it
+    /// (or its lease ran out), for a renewal of its token outside a run; whether it was taken.
+    pub fn borrow_watch_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+    ) -> Result<bool> {
+        watch::borrow_lease(&mut *self.conn()?, id, owner, now, lease)
+    }
+
+    /// Gives back a lease `owner` borrowed ([`Store::borrow_watch_lease`]), leaving the watch
+    /// due when it was; whether it was theirs.
+    pub fn return_watch_lease(&self, id: i64, owner: &str) -> Result<bool> {
+        watch::return_lease(&mut *self.conn()?, id, owner)
+    }
+
     /// Appends a FAILED audit record (message count 0), and nothing else. Control characters
     /// in the free-text fields are replaced and long values cut.
     pub fn record_failure(&self, entry: &NewIngestion) -> Result<IngestionRecord> {

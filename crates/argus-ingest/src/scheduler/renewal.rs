@@ -4,7 +4,10 @@
 //! race re-reads the sealed pair and goes on with it.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,11 +30,8 @@ pub(crate) fn renewing(
     lease: Duration,
     kept: KeptWatch<'_>,
 ) -> RefreshingTokens {
-    let (homeserver, pair, client_id) = (
-        kept.watch.homeserver_url.clone(),
-        kept.credentials.pair(),
-        kept.credentials.oauth_client_id.clone(),
-    );
+    let (homeserver, pair, client_id) =
+        (kept.homeserver.clone(), kept.credentials.pair(), kept.credentials.oauth_client_id.clone());
     let keeper = WatchKeeper::new(Arc::clone(services), Arc::clone(keys), replica.to_owned(), lease, kept);
     RefreshingTokens::new(services.connector.clone(), homeserver, pair, client_id, Some(Arc::new(keeper)))
 }
@@ -52,9 +52,13 @@ pub fn watch_tokens(
     if credentials.refresh_token.is_none() {
         return Ok(None);
     }
-    let kept = KeptWatch { watch, sealed: claimed.token.clone(), credentials };
+    let kept = KeptWatch::of(watch, claimed.token.clone(), credentials);
     Ok(Some(renewing(services, keys, replica, lease, kept)))
 }
+
+/// How long a renewal outside a run holds the watch's lease it borrowed (given back as soon as
+/// the new pair is stored).
+const BORROWED_LEASE: Duration = Duration::from_secs(60);
 
 /// The keeper of one watch's token pair for the replica running it.
 pub(crate) struct WatchKeeper {
@@ -72,6 +76,8 @@ pub(crate) struct WatchKeeper {
     credentials: Mutex<Credentials>,
     /// What this replica last knew to be stored: the old value of the compare-and-swap.
     sealed: Mutex<SealedToken>,
+    /// Whether the lease is one this keeper borrowed to renew (outside a run), to give back.
+    borrowed: AtomicBool,
 }
 
 impl std::fmt::Debug for WatchKeeper {
@@ -83,11 +89,30 @@ impl std::fmt::Debug for WatchKeeper {
     }
 }
 
-/// The parts of a claimed watch its keeper needs.
+/// The parts of a watch its keeper needs.
 pub(crate) struct KeptWatch<'a> {
-    pub(crate) watch: &'a argus_domain::Watch,
+    pub(crate) id: i64,
+    pub(crate) org: &'a OrgId,
+    pub(crate) room_id: &'a RoomId,
+    pub(crate) homeserver: &'a HomeserverUrl,
+    pub(crate) owner: &'a ActorId,
     pub(crate) sealed: SealedToken,
     pub(crate) credentials: Credentials,
+}
+
+impl<'a> KeptWatch<'a> {
+    /// The parts of `watch`, whose stored credentials `sealed` opened to `credentials`.
+    pub(crate) fn of(watch: &'a argus_domain::Watch, sealed: SealedToken, credentials: Credentials) -> Self {
+        Self {
+            id: watch.id,
+            org: &watch.org,
+            room_id: &watch.room_id,
+            homeserver: &watch.homeserver_url,
+            owner: &watch.owner,
+            sealed,
+            credentials,
+        }
+    }
 }
 
 impl WatchKeeper {
@@ -99,19 +124,19 @@ impl WatchKeeper {
         lease: Duration,
         kept: KeptWatch<'_>,
     ) -> Self {
-        let watch = kept.watch;
         Self {
             services,
             keys,
-            id: watch.id,
+            id: kept.id,
             replica,
             lease,
-            org: watch.org.clone(),
-            room_id: watch.room_id.clone(),
-            homeserver: watch.homeserver_url.clone(),
-            owner: watch.owner.clone(),
+            org: kept.org.clone(),
+            room_id: kept.room_id.clone(),
+            homeserver: kept.homeserver.clone(),
+            owner: kept.owner.clone(),
             credentials: Mutex::new(kept.credentials),
             sealed: Mutex::new(kept.sealed),
+            borrowed: AtomicBool::new(false),
         }
     }
 
@@ -146,13 +171,25 @@ impl PairKeeper for WatchKeeper {
 
     fn may_renew(&self) -> BoxFuture<'_, argus_matrix::Result<bool>> {
         Box::pin(async move {
+            // The lease of the run under way; else, outside a run (files fetched after it, the
+            // media worker), the lease borrowed while nobody holds it.
             let (id, replica, lease) = (self.id, self.replica.clone(), self.lease);
-            self.services
+            let (held, borrowed) = self
+                .services
                 .with_store(move |store| {
-                    store.renew_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease)
+                    let now = OffsetDateTime::now_utc();
+                    if store.renew_watch_lease(id, &replica, now, lease)? {
+                        return Ok((true, false));
+                    }
+                    let borrowed = store.borrow_watch_lease(id, &replica, now, BORROWED_LEASE)?;
+                    Ok((borrowed, borrowed))
                 })
                 .await
-                .map_err(|e| self.not_kept(&e))
+                .map_err(|e| self.not_kept(&e))?;
+            if borrowed {
+                self.borrowed.store(true, Ordering::SeqCst);
+            }
+            Ok(held)
         })
     }
 
@@ -177,6 +214,18 @@ impl PairKeeper for WatchKeeper {
             if swapped {
                 *self.credentials.lock().unwrap_or_else(PoisonError::into_inner) = renewed;
                 *self.sealed.lock().unwrap_or_else(PoisonError::into_inner) = sealed;
+            }
+            if self.borrowed.swap(false, Ordering::SeqCst) {
+                let (id, replica) = (self.id, self.replica.clone());
+                let given_back =
+                    self.services.with_store(move |store| store.return_watch_lease(id, &replica)).await;
+                if let Err(e) = given_back {
+                    tracing::warn!(
+                        watch = id,
+                        code = e.code(),
+                        "a borrowed lease could not be given back; it will expire"
+                    );
+                }
             }
             Ok(swapped)
         })

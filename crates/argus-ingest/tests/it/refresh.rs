@@ -208,8 +208,24 @@ async fn three_replicas_renew_a_watchs_oauth_token_once_and_none_pauses(env: Env
         let id = watch.id;
         assert!(env.with_store(move |s| s.record_watch_run(id, name, &run)).await);
     }
+    // Outside a run (files fetched after it): the renewal borrows the free lease, stores the
+    // new pair and gives the lease back.
+    let (now, id) = (OffsetDateTime::now_utc(), watch.id);
+    let claimed = env.with_store(move |s| s.claim_due_watches(now, "replica-a", lease, 10)).await;
+    let run = WatchRun { ran_at: now, next_run_at: now, error: None, pause: None };
+    assert!(env.with_store(move |s| s.record_watch_run(id, "replica-a", &run)).await);
+    let after_run = watch_tokens(&replicas[0], "replica-a", lease, &claimed[0])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the watch holds a refresh token"));
+    let refused = after_run.pair().access_token;
+    assert_eq!(after_run.renew(&refused).await.ok(), Some(true));
+    assert_eq!((auth.uses(&refresh_token), auth.issued()), (1, 4));
+    let stored = stored_credentials(&env, &watch).await;
+    assert_eq!(stored.access_token.expose_secret(), auth.access_token());
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(env.with_store(move |s| s.claim_due_watches(now, "replica-b", lease, 10)).await.len(), 1);
     let uses = auth.all_uses();
-    assert!(uses.len() == 3 && uses.values().all(|&n| n == 1), "{uses:?}");
+    assert!(uses.len() == 4 && uses.values().all(|&n| n == 1), "{uses:?}");
     let listed = watches(&env.services, &alice, 10, None).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed[0].status, WatchStatus::Active);
 }

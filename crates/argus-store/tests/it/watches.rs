@@ -112,4 +112,11 @@ fn a_renewed_token_is_stored_only_by_the_lease_holder_over_the_token_it_renewed(
     assert!(!db.store.renew_watch_token(id, "r1", now, &old, &sealed("bmV3Mw")).unwrap());
     assert_eq!(db.store.watch_token(id).unwrap(), Some(sealed("bmV3MQ")));
     assert_eq!(db.store.watch_token(id + 1000).unwrap(), None);
+    // Outside a run a lease is borrowed only while nobody holds it, and given back.
+    assert!(!db.store.borrow_watch_lease(id, "media", now, lease).unwrap(), "r1 holds it");
+    assert!(db.store.borrow_watch_lease(id, "media", later, lease).unwrap(), "r1's ran out");
+    assert!(db.store.renew_watch_token(id, "media", later, &sealed("bmV3MQ"), &sealed("bmV3NA")).unwrap());
+    assert!(!db.store.return_watch_lease(id, "r1").unwrap());
+    assert!(db.store.return_watch_lease(id, "media").unwrap());
+    assert_eq!(db.store.claim_due_watches(later, "r2", lease, 10).unwrap().len(), 1, "due as it was");
 }
