@@ -187,34 +187,40 @@ pub async fn ingest_room(
     request: IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
-    let tokens = token_source(services, &request);
-    ingest_room_with(services, viewer, request, tokens, on_page).await
+    ingest_room_with(services, viewer, request, Tokens::new(), on_page).await
 }
+
+/// Where the requests of one call take their token: the source made at the call's first run,
+/// once its homeserver is known, then shared by its upgrades and file fetches.
+pub(crate) type Tokens = std::sync::OnceLock<Arc<dyn TokenSource>>;
 
 /// Where the requests of `request`'s run take their token: a source that renews it with the
 /// refresh token in memory when one was given (the run, its upgrades and its file fetches
 /// share it), else the access token as given.
-fn token_source(services: &Services, request: &IngestRequest) -> Arc<dyn TokenSource> {
-    let homeserver = request.homeserver_url.parse::<HomeserverUrl>();
-    match (&request.refresh_token, homeserver) {
-        (Some(refresh_token), Ok(homeserver)) => Arc::new(RefreshingTokens::new(
+fn token_source(
+    services: &Services,
+    request: &IngestRequest,
+    homeserver: &HomeserverUrl,
+) -> Arc<dyn TokenSource> {
+    match &request.refresh_token {
+        Some(refresh_token) => Arc::new(RefreshingTokens::new(
             services.connector.clone(),
-            homeserver,
+            homeserver.clone(),
             TokenPair::given(request.access_token.clone(), Some(refresh_token.clone())),
             request.oauth_client_id.clone(),
             None,
         )),
-        _ => Arc::new(StaticToken::new(request.access_token.clone())),
+        None => Arc::new(StaticToken::new(request.access_token.clone())),
     }
 }
 
-/// [`ingest_room`] with the requests' tokens taken from `tokens` (a watch's renewing source,
-/// whose new pairs are sealed and stored).
+/// [`ingest_room`] with the requests' tokens taken from `tokens` when it holds a source (a
+/// watch's renewing source, whose new pairs are sealed and stored).
 pub(crate) async fn ingest_room_with(
     services: &Services,
     viewer: &Viewer,
     request: IngestRequest,
-    tokens: Arc<dyn TokenSource>,
+    tokens: Tokens,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     // The scheduler's runs are bounded by its own limits, not by a caller's rate.
@@ -250,7 +256,7 @@ async fn ingest_one(
     services: &Services,
     viewer: &Viewer,
     request: &IngestRequest,
-    tokens: &Arc<dyn TokenSource>,
+    tokens: &Tokens,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
@@ -295,6 +301,7 @@ async fn ingest_one(
             }
         }
     };
+    let tokens = tokens.get_or_init(|| token_source(services, request, &valid.homeserver));
     let mut progress = Progress::default();
     let read = read_room(services, &ticket, request, tokens, &valid, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
@@ -607,7 +614,7 @@ pub async fn ingest_joined(
             }
             None => {
                 let mut progress = |report: &FetchReport| on_room(&room, Some(report));
-                let tokens: Arc<dyn TokenSource> = Arc::new(StaticToken::new(template.access_token.clone()));
+                let tokens = Tokens::new();
                 let result =
                     ingest_one(services, viewer, &template.for_room(&room), &tokens, &mut progress).await;
                 if result.as_ref().is_err_and(|e| !is_refusal(e)) {

@@ -102,14 +102,21 @@ async fn a_watch_keeps_capturing_across_ten_expiries_on_three_replicas(env: Env)
     let Some((server, user, room)) = user_with_room("renewing_watch", 2).await else { return };
     let login = user.login_refreshable().await.unwrap_or_else(|e| panic!("{e:#}"));
     let alice = analyst("dgsi");
+    // Watched with a token that expired already: the check that it reads the room renews it,
+    // and the renewed pair is what is sealed (the refresh token given is used up).
+    tokio::time::sleep(PAST_EXPIRY).await;
     let request = watch_request(server.base_url(), &login.access_token, &login.refresh_token, &room);
     let watch = watch_room(&env.services, &alice, request).await.unwrap_or_else(|e| panic!("{e}"));
+    let sealed = stored_credentials(&env, &watch).await;
+    assert_ne!(sealed.access_token.expose_secret(), login.access_token);
+    assert!(sealed.expires_at.is_some() && sealed.oauth_client_id.is_none());
+    let first = sealed.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()).unwrap_or_default();
     // Three replicas over one store cycle at once: whichever claims the watch renews its
     // token (it expired since the last run) and stores the new pair for the next one. A
     // refresh token used twice would be refused by Synapse and pause the watch.
     let replicas: Vec<Scheduler> =
         ["replica-a", "replica-b", "replica-c"].map(|name| scheduler(env.replica(|_| {}), name)).into();
-    let mut refresh_tokens = vec![login.refresh_token.clone()];
+    let mut refresh_tokens = vec![login.refresh_token.clone(), first];
     for round in 0..10_i64 {
         user.send_text(&room, &format!("round {round}")).await.unwrap_or_else(|e| panic!("{e:#}"));
         tokio::time::sleep(PAST_EXPIRY).await;

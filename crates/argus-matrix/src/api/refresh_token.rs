@@ -33,6 +33,9 @@ pub(crate) async fn renew(
         Err(Error::Unauthorized { .. } | Error::Forbidden) => Err(Error::refresh_failed(
             "the homeserver refused the refresh token (unknown, used already or revoked)",
         )),
+        Err(Error::NotFound | Error::Homeserver { status: 404 | 405, .. }) => {
+            Err(Error::refresh_failed("the homeserver does not renew tokens with a refresh token"))
+        }
         Err(other) => Err(other),
     }
 }

@@ -129,7 +129,8 @@ enum Route {
 /// and when the homeserver refuses it (`M_UNKNOWN_TOKEN`). Homeserver-issued tokens are renewed
 /// at `POST /_matrix/client/v3/refresh`; those of a next-generation auth server (the homeserver
 /// answers `GET /_matrix/client/v1/auth_metadata`) at its token endpoint, with the OAuth client
-/// id they were issued to.
+/// id they were issued to (without one, as the auth server's compatibility sessions, at
+/// `/refresh`).
 ///
 /// Reads sharing the source (`Arc`) renew once. Each new pair is handed to the
 /// [`PairKeeper`] before it is used; when the keeper lost the race, or the server refuses a
@@ -270,14 +271,14 @@ impl RefreshingTokens {
         };
         match route {
             Route::Homeserver => refresh_token::renew(client, &target, &refresh_token).await,
-            Route::OAuth(endpoint) => {
-                let Some(client_id) = &self.oauth_client_id else {
-                    return Err(Error::refresh_failed(
-                        "the homeserver's tokens come from an OAuth 2.0 auth server: its client id is needed",
-                    ));
-                };
-                oauth_refresh::renew(client, &endpoint, client_id, &refresh_token, deadline).await
-            }
+            Route::OAuth(endpoint) => match &self.oauth_client_id {
+                Some(client_id) => {
+                    oauth_refresh::renew(client, &endpoint, client_id, &refresh_token, deadline).await
+                }
+                // Without a client id, a session of the auth server's compatibility layer (a
+                // token from `/login`): renewed at the homeserver's `/refresh`, which serves them.
+                None => refresh_token::renew(client, &target, &refresh_token).await,
+            },
         }
     }
 }

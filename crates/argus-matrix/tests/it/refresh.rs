@@ -132,7 +132,8 @@ async fn a_refused_renewal_is_token_refresh_failed_and_never_shows_a_token() {
     errors.push(read(stale("mar_unknown_SECRETrefresh"), Some(CLIENT_ID)).await.unwrap_err());
     // The right refresh token for another client.
     errors.push(read(stale(OAuthMock::FIRST_REFRESH_TOKEN), Some("another")).await.unwrap_err());
-    // No client id at all: an OAuth 2.0 renewal cannot be asked for.
+    // No client id at all: renewed as a compatibility session at the homeserver's /refresh,
+    // which this one does not serve.
     errors.push(read(stale(OAuthMock::FIRST_REFRESH_TOKEN), None).await.unwrap_err());
     for error in &errors {
         assert_eq!(error.code(), "TOKEN_REFRESH_FAILED", "{error}");
