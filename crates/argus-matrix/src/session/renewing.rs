@@ -316,3 +316,44 @@ impl TokenSource for RefreshingTokens {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use argus_domain::{AccessToken, Secret};
+    use time::OffsetDateTime;
+
+    use super::TokenPair;
+
+    fn pair(left: Duration, lifetime: Option<Duration>, refresh: bool) -> TokenPair {
+        let now = OffsetDateTime::now_utc();
+        TokenPair {
+            access_token: AccessToken::new("syt_access"),
+            refresh_token: refresh.then(|| Secret::new("syr_refresh")),
+            expires_at: Some(now + time::Duration::try_from(left).unwrap_or(time::Duration::ZERO)),
+            lifetime,
+        }
+    }
+
+    #[test]
+    fn a_token_is_renewed_when_a_fifth_of_its_life_or_two_seconds_remain() {
+        let now = OffsetDateTime::now_utc();
+        let five_minutes = Some(Duration::from_secs(300));
+        // A fifth of five minutes is a minute.
+        assert!(!pair(Duration::from_secs(90), five_minutes, true).is_due(now));
+        assert!(pair(Duration::from_secs(50), five_minutes, true).is_due(now));
+        // Four seconds: two seconds (half of it at most).
+        let four_seconds = Some(Duration::from_secs(4));
+        assert!(!pair(Duration::from_secs(3), four_seconds, true).is_due(now));
+        assert!(pair(Duration::from_millis(1500), four_seconds, true).is_due(now));
+        // Expiry unknown, or nothing to renew with: never due.
+        assert!(!TokenPair::given(AccessToken::new("syt_a"), Some(Secret::new("syr_b"))).is_due(now));
+        assert!(!pair(Duration::ZERO, four_seconds, false).is_due(now));
+        // Without a lifetime, two seconds.
+        assert!(pair(Duration::from_secs(1), None, true).is_due(now));
+        assert!(!pair(Duration::from_secs(10), None, true).is_due(now));
+        let shown = format!("{:?}", pair(Duration::ZERO, None, true));
+        assert!(!shown.contains("syt_access") && !shown.contains("syr_refresh"), "{shown}");
+    }
+}
