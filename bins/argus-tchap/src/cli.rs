@@ -224,6 +224,13 @@ pub struct IngestArgs {
     /// prefer the environment variable to the command line.
     #[arg(long, env = "MATRIX_RECOVERY_KEY", hide_env_values = true, value_parser = secret_value)]
     pub recovery_key: Option<argus_domain::Secret>,
+    /// The account's refresh token: the access token is renewed before it expires or when the
+    /// homeserver refuses it (in memory, for this run). Prefer the environment variable.
+    #[arg(long, env = "MATRIX_REFRESH_TOKEN", hide_env_values = true, value_parser = secret_value)]
+    pub refresh_token: Option<argus_domain::Secret>,
+    /// The OAuth 2.0 client id the tokens were issued to (a next-generation auth server's).
+    #[arg(long)]
+    pub oauth_client_id: Option<String>,
     /// Read only older history, from where the room's last backwards read stopped (a
     /// backfill), instead of what is new since the last run followed by older history.
     #[arg(long)]

@@ -207,6 +207,8 @@ pub struct IngestTchapRoomInput {
     pub access_token: String,
     /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. Never returned, stored in clear or logged.
     pub refresh_token: Option<String>,
+    /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (Matrix Authentication Service, spec v1.15 OAuth 2.0 API): its token endpoint renews refreshToken for that client only. Not needed for the homeserver's own refreshable tokens, nor for the auth server's compatibility sessions (tokens from /login), both renewed at the homeserver's /refresh; a renewal the auth server refuses fails with TOKEN_REFRESH_FAILED.
+    pub oauth_client_id: Option<String>,
     /// Capture only what was sent at or after this time: the room's history starts there (timestamp_to_event) instead of at its creation; historyComplete then means complete since this time.
     pub since: Option<DateTime>,
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr (room versions 12+ have no :server part).
@@ -284,6 +286,7 @@ impl Mutation {
             access_token: AccessToken::new(input.access_token),
             account: input.account,
             refresh_token: input.refresh_token.map(argus_domain::Secret::new),
+            oauth_client_id: input.oauth_client_id,
             since: input.since.map(|t| t.0),
             room_id: input.room_id,
             classification: input.classification.into(),

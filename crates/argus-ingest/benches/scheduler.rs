@@ -117,6 +117,7 @@ fn main() -> BenchResult {
                 access_token: AccessToken::new(MATRIX_TOKEN),
                 account: None,
                 refresh_token: None,
+                oauth_client_id: None,
                 since: None,
                 room_id: format!("!slow-idle-{i}:tchap.test"),
                 classification: Classification::Restricted,

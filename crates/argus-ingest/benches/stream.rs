@@ -122,6 +122,7 @@ fn main() -> BenchResult {
         access_token: AccessToken::new("syt_bench_token"),
         account: None,
         refresh_token: None,
+        oauth_client_id: None,
         since: None,
         room_id: bench::ROOM.to_owned(),
         classification: Classification::Restricted,

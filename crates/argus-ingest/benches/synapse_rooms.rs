@@ -96,7 +96,7 @@ fn main() -> BenchResult {
             let request = IngestRequest {
                 homeserver_url: server.base_url().to_owned(),
                 access_token: AccessToken::new(alice.access_token.clone()),
-                account: None, refresh_token: None, since: None,
+                account: None, refresh_token: None, oauth_client_id: None, since: None,
                 room_id: room.clone(),
                 classification: Classification::Restricted,
                 max_messages: Some(100_000),
@@ -124,7 +124,7 @@ fn main() -> BenchResult {
             let request = WatchRequest {
                 homeserver_url: server.base_url().to_owned(),
                 access_token: AccessToken::new(alice.access_token.clone()),
-                account: None, refresh_token: None, since: None,
+                account: None, refresh_token: None, oauth_client_id: None, since: None,
                 room_id: room.clone(),
                 classification: Classification::Restricted,
                 interval_secs: 3600,

@@ -24,12 +24,14 @@
 //! homeserver or whose token is another account's) are counted and logged instead: the
 //! permanent trail is not for refusals anyone can repeat.
 
+use std::sync::Arc;
+
 use argus_crypto::{Decryptor, RecoveryKey};
 use argus_domain::{
     AccessToken, Classification, FetchReport, HomeserverUrl, IngestionRecord, NewIngestion, RoomId, Scope,
     StoredRoom, Viewer, policy,
 };
-use argus_matrix::{FetchOptions, Session};
+use argus_matrix::{FetchOptions, RefreshingTokens, Session, StaticToken, TokenPair, TokenSource};
 use argus_store::{IngestionRun, RunTicket};
 use time::OffsetDateTime;
 
@@ -83,6 +85,9 @@ pub struct IngestRequest {
     /// The account's refresh token, beside the access token: the token is renewed before it
     /// expires or when the homeserver refuses it.
     pub refresh_token: Option<argus_domain::Secret>,
+    /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are
+    /// a next-generation auth server's: its token endpoint renews them for that client only.
+    pub oauth_client_id: Option<String>,
     /// Capture only what was sent at or after this time.
     pub since: Option<OffsetDateTime>,
     /// After the room, ingest the rooms that replaced it (`m.room.tombstone`), one upgrade
@@ -99,6 +104,7 @@ impl IngestRequest {
             access_token: self.access_token.clone(),
             account: self.account.clone(),
             refresh_token: self.refresh_token.as_ref().map(|k| argus_domain::Secret::new(k.expose_secret())),
+            oauth_client_id: self.oauth_client_id.clone(),
             since: self.since,
             room_id: room_id.to_owned(),
             classification: self.classification,
@@ -198,7 +204,43 @@ pub(crate) fn check_since(since: Option<OffsetDateTime>) -> Result<()> {
 pub async fn ingest_room(
     services: &Services,
     viewer: &Viewer,
+    request: IngestRequest,
+    on_page: &mut (dyn FnMut(&FetchReport) + Send),
+) -> Result<IngestSummary> {
+    ingest_room_with(services, viewer, request, Tokens::new(), on_page).await
+}
+
+/// Where the requests of one call take their token: the source made at the call's first run,
+/// once its homeserver is known, then shared by its upgrades and file fetches.
+pub(crate) type Tokens = std::sync::OnceLock<Arc<dyn TokenSource>>;
+
+/// Where the requests of `request`'s run take their token: a source that renews it with the
+/// refresh token in memory when one was given (the run, its upgrades and its file fetches
+/// share it), else the access token as given.
+fn token_source(
+    services: &Services,
+    request: &IngestRequest,
+    homeserver: &HomeserverUrl,
+) -> Arc<dyn TokenSource> {
+    match &request.refresh_token {
+        Some(refresh_token) => Arc::new(RefreshingTokens::new(
+            services.connector.clone(),
+            homeserver.clone(),
+            TokenPair::given(request.access_token.clone(), Some(refresh_token.clone())),
+            request.oauth_client_id.clone(),
+            None,
+        )),
+        None => Arc::new(StaticToken::new(request.access_token.clone())),
+    }
+}
+
+/// [`ingest_room`] with the requests' tokens taken from `tokens` when it holds a source (a
+/// watch's renewing source, whose new pairs are sealed and stored).
+pub(crate) async fn ingest_room_with(
+    services: &Services,
+    viewer: &Viewer,
     mut request: IngestRequest,
+    tokens: Tokens,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let refused = |error: Error| {
@@ -212,14 +254,20 @@ pub async fn ingest_room(
     {
         return Err(refused(error));
     }
-    // An account instead of a URL: resolved, and the token confirmed to be its, before any
-    // room is read (a refusal otherwise); the homeserver found is the request's from now on.
+    // An account instead of a URL: resolved, and the token confirmed to be its (through the
+    // call's token source, which renews an expired token), before any room is read (a refusal
+    // otherwise); the homeserver found is the request's from now on.
     policy::require_scope(viewer, Scope::Ingest).map_err(|e| refused(e.into()))?;
     let account = request.account.take();
-    account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token)
-        .await
-        .map_err(refused)?;
-    let mut summary = ingest_one(services, viewer, &request, on_page).await?;
+    if let Some(resolved) =
+        account::resolve(services, &mut request.homeserver_url, account.as_deref()).await.map_err(refused)?
+    {
+        let source =
+            Arc::clone(tokens.get_or_init(|| token_source(services, &request, &resolved.homeserver)));
+        let session = Session::new(resolved.homeserver.clone(), source);
+        account::confirm(services, &session, &resolved).await.map_err(refused)?;
+    }
+    let mut summary = ingest_one(services, viewer, &request, &tokens, on_page).await?;
     if request.follow_upgrades {
         let mut seen = std::collections::HashSet::from([summary.room.room_id.clone()]);
         let mut next = summary.room.successor.clone();
@@ -227,7 +275,8 @@ pub async fn ingest_room(
             if summary.upgrades.len() >= MAX_UPGRADES_FOLLOWED || !seen.insert(room.clone()) {
                 break;
             }
-            let result = ingest_one(services, viewer, &request.for_room(room.as_str()), &mut |_| {}).await;
+            let result =
+                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, &mut |_| {}).await;
             next = result.as_ref().ok().and_then(|s| s.room.successor.clone());
             summary.upgrades.push(RoomOutcome {
                 room_id: room.as_str().to_owned(),
@@ -243,6 +292,7 @@ async fn ingest_one(
     services: &Services,
     viewer: &Viewer,
     request: &IngestRequest,
+    tokens: &Tokens,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
@@ -287,8 +337,9 @@ async fn ingest_one(
             }
         }
     };
+    let tokens = tokens.get_or_init(|| token_source(services, request, &valid.homeserver));
     let mut progress = Progress::default();
-    let read = read_room(services, &ticket, request, &valid, &mut progress, on_page).await;
+    let read = read_room(services, &ticket, request, tokens, &valid, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
     let finished = audit::finish(services, &ticket, error).await;
     if progress.stored > 0
@@ -302,7 +353,7 @@ async fn ingest_one(
     if let Some(media) = &services.media {
         // The files of what the run stored (and of earlier runs' files still due), fetched
         // beside it with its token: the run does not wait for them.
-        let session = Session::with_token(valid.homeserver.clone(), request.access_token.clone());
+        let session = Session::shared(valid.homeserver.clone(), Arc::clone(tokens));
         media.spawn_room(services, session, viewer.org.clone(), valid.room_id.clone());
     }
     match (read, finished) {
@@ -403,6 +454,7 @@ async fn read_room(
     services: &Services,
     ticket: &RunTicket,
     request: &IngestRequest,
+    tokens: &Arc<dyn TokenSource>,
     valid: &Validated,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
@@ -424,7 +476,8 @@ async fn read_room(
         // (which reads older history too: nothing else to do then).
         let first_time = resume.is_none();
         let options = options(services, budget, resume, None, request.since);
-        let leg = read_leg(services, ticket, request, valid, options, false, progress, on_page).await?;
+        let leg =
+            read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page).await?;
         budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
         if first_time {
             return Ok(());
@@ -436,7 +489,7 @@ async fn read_room(
     // Older history, from where the last backwards read stopped (a room stored before positions
     // were kept: from the live end, skipping what is stored, without moving its forward position).
     let options = options(services, budget, None, backfill_from, request.since);
-    read_leg(services, ticket, request, valid, options, true, progress, on_page).await.map(drop)
+    read_leg(services, ticket, request, tokens, valid, options, true, progress, on_page).await.map(drop)
 }
 
 fn options(
@@ -467,13 +520,14 @@ async fn read_leg(
     services: &Services,
     ticket: &RunTicket,
     request: &IngestRequest,
+    tokens: &Arc<dyn TokenSource>,
     valid: &Validated,
     options: FetchOptions,
     into_history: bool,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<u64> {
-    let session = Session::with_token(valid.homeserver.clone(), request.access_token.clone());
+    let session = Session::shared(valid.homeserver.clone(), Arc::clone(tokens));
     // The room's keys from the account's key backup, held for this read only.
     let keys: Option<Box<dyn Decryptor>> = match &request.recovery_key {
         Some(text) => {
@@ -580,6 +634,7 @@ pub async fn ingest_joined(
         access_token: request.access_token,
         account: None,
         refresh_token: None,
+        oauth_client_id: None,
         since: None,
         room_id: String::new(),
         classification: request.classification,
@@ -611,7 +666,9 @@ pub async fn ingest_joined(
             }
             None => {
                 let mut progress = |report: &FetchReport| on_room(&room, Some(report));
-                let result = ingest_one(services, viewer, &template.for_room(&room), &mut progress).await;
+                let tokens = Tokens::new();
+                let result =
+                    ingest_one(services, viewer, &template.for_room(&room), &tokens, &mut progress).await;
                 if result.as_ref().is_err_and(|e| !is_refusal(e)) {
                     failures.recorded += 1;
                 }

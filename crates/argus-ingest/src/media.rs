@@ -480,7 +480,7 @@ impl Media {
 
     /// One pass of the media worker: scans the held files no scanner judged yet, then fetches
     /// the due files of watched rooms with their watch's token.
-    pub async fn work_once(&self, services: &Services) -> MediaReport {
+    pub async fn work_once(&self, services: &Arc<Services>) -> MediaReport {
         let mut report = MediaReport::default();
         let store = &services.store;
         if self.scanner.is_some() {
@@ -525,7 +525,7 @@ impl Media {
             };
         let mut caps: HashMap<String, Option<MediaCapabilities>> = HashMap::new();
         for job in jobs {
-            let Some((_, owner, sealed)) = &job.watch else {
+            let Some((watch_id, owner, sealed)) = &job.watch else {
                 report += self
                     .record(store, &claimant, &job, self.retry(&job, "NO_TOKEN: no watch lends a token"))
                     .await;
@@ -533,6 +533,22 @@ impl Media {
             };
             let binding = crate::token_keys::Binding::of(&job.org, &job.room_id, &job.homeserver, owner);
             let session = match keys.open(sealed, binding) {
+                // A token that expires is renewed as the watch's runs renew it (stored under
+                // the watch's lease, borrowed while no run holds it).
+                Ok(credentials) if credentials.refresh_token.is_some() => {
+                    let kept = crate::scheduler::KeptWatch {
+                        id: *watch_id,
+                        org: &job.org,
+                        room_id: &job.room_id,
+                        homeserver: &job.homeserver,
+                        owner,
+                        sealed: sealed.clone(),
+                        credentials,
+                    };
+                    let tokens =
+                        crate::scheduler::renewing(services, keys, &claimant, self.settings.lease, kept);
+                    Session::new(job.homeserver.clone(), tokens)
+                }
                 Ok(credentials) => Session::with_token(job.homeserver.clone(), credentials.access_token),
                 Err(_) => {
                     report += self

@@ -12,6 +12,10 @@
 //! homeserver than the watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is
 //! given again; an account the homeserver expired or locked stops it as `ACCOUNT_EXPIRED` or
 //! `ACCOUNT_LOCKED` the same way. A suspended account still reads: its watch goes on.
+//! given again. A watch whose token expires is renewed with its refresh token
+//! ([`watch_tokens`]); only when no valid pair can be had does it pause (`TOKEN_REFRESH_FAILED`).
+
+mod renewal;
 
 use std::{
     collections::HashMap,
@@ -24,10 +28,15 @@ use argus_store::{ClaimedWatch, WatchRun};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
+use argus_matrix::{StaticToken, TokenSource};
+
+pub use renewal::watch_tokens;
+pub(crate) use renewal::{KeptWatch, renewing};
+
 use crate::{
     Error, Services,
-    ingest::{IngestRequest, Reach, Trigger, ingest_room},
-    token_keys::{Binding, Credentials},
+    ingest::{IngestRequest, Reach, Trigger, ingest_room_with},
+    token_keys::Binding,
 };
 
 /// How the scheduler runs.
@@ -197,7 +206,7 @@ impl Scheduler {
 }
 
 /// Runs one claimed watch and records how it went.
-async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: ClaimedWatch) -> Outcome {
+async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed: ClaimedWatch) -> Outcome {
     let ClaimedWatch { watch, token } = claimed;
     let started = OffsetDateTime::now_utc();
     let interval = Duration::from_secs(u64::from(watch.interval_secs));
@@ -229,6 +238,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
     // What the watch shows of an error is scrubbed of the token and the key, as an audit record
     // is.
     let opened_credentials = opened.as_ref().ok().cloned();
+    let sealed = token.clone();
     let message = |e: &Error| match &opened_credentials {
         Some(c) => {
             let text = e.message_without(&c.access_token);
@@ -246,7 +256,16 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             pause = Some(format!("TOKEN_UNAVAILABLE: {}", error.public_message()));
             Err(error)
         }
-        Ok(Credentials { access_token, recovery_key }) => {
+        Ok(credentials) => {
+            // A pair with a refresh token is renewed as it expires, each new pair sealed and
+            // stored under the watch's lease before it is used.
+            let tokens: Arc<dyn TokenSource> = if credentials.refresh_token.is_some() {
+                let kept = KeptWatch::of(&watch, sealed, credentials.clone());
+                Arc::new(renewing(services, keys, &options.replica, options.lease, kept))
+            } else {
+                Arc::new(StaticToken::new(credentials.access_token.clone()))
+            };
+            let (access_token, recovery_key) = (credentials.access_token, credentials.recovery_key);
             // The owner, cleared for the watch's level, as the mutation would have required.
             let owner = Viewer::new(
                 watch.owner.clone(),
@@ -259,6 +278,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 access_token,
                 account: None,
                 refresh_token: None,
+                oauth_client_id: None,
                 since: watch.since,
                 room_id: watch.room_id.as_str().to_owned(),
                 classification: watch.classification,
@@ -271,7 +291,7 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
             // The lease is renewed while the run lasts; a replica that lost it (its database
             // was unreachable longer than the lease) stops, leaving the watch to its new owner.
             let mut on_page = |_: &argus_domain::FetchReport| {};
-            let run = ingest_room(services, &owner, request, &mut on_page);
+            let run = ingest_room_with(services, &owner, request, tokens.into(), &mut on_page);
             tokio::pin!(run);
             let mut heartbeat = tokio::time::interval((options.lease / 3).max(Duration::from_millis(100)));
             heartbeat.tick().await;
@@ -317,6 +337,15 @@ async fn run_watch(services: &Services, options: &SchedulerOptions, claimed: Cla
                 "{}: the homeserver refuses the account until it is {undone}; then give the watch again",
                 e.code()
             ));
+            result.as_ref().err().map(message)
+        }
+        Err(Error::Connector(argus_matrix::Error::TokenRefreshFailed(_))) => {
+            // Neither a renewal nor the pair another replica kept gave a valid token.
+            pause = Some(
+                "TOKEN_REFRESH_FAILED: the refresh token was refused and no renewed token is stored; give the \
+                 watch a new token"
+                    .to_owned(),
+            );
             result.as_ref().err().map(message)
         }
         Err(Error::Connector(argus_matrix::Error::Crypto(

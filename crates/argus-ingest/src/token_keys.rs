@@ -31,21 +31,77 @@ const MAX_RECOVERY_KEY_BYTES: usize = 256;
 /// so the two cannot be mistaken).
 const WITH_RECOVERY_KEY: &[u8] = b"\0argus-watch-credentials-v2\0";
 
-/// What a watch's sealed ciphertext holds. `Debug` shows neither secret.
-#[derive(Debug, Clone)]
+/// What starts the plaintext of credentials that hold a refresh token: a JSON object follows
+/// ([`Renewable`]). Versions 1 and 2 still open; credentials without a refresh token are still
+/// sealed as version 1 or 2.
+const RENEWABLE: &[u8] = b"\0argus-watch-credentials-v3\0";
+
+/// Longest OAuth 2.0 client id sealed.
+const MAX_CLIENT_ID_BYTES: usize = 256;
+
+/// What a watch's sealed ciphertext holds. `Debug` shows no secret.
+#[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// The owner's Matrix access token.
     pub access_token: AccessToken,
     /// The owner's recovery key, for a watch whose runs decrypt encrypted history.
     pub recovery_key: Option<Secret>,
+    /// The refresh token that renews the access token (used once: each renewal seals the new
+    /// pair in place of the old).
+    pub refresh_token: Option<Secret>,
+    /// When the access token expires, when known.
+    pub expires_at: Option<time::OffsetDateTime>,
+    /// How long the access token lived when issued, when known.
+    pub lifetime: Option<std::time::Duration>,
+    /// The OAuth 2.0 client id the tokens were issued to (a next-generation auth server's).
+    pub oauth_client_id: Option<String>,
+}
+
+/// The version 3 plaintext after its prefix.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Renewable {
+    access_token: String,
+    refresh_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recovery_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lifetime_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    oauth_client_id: Option<String>,
 }
 
 impl Credentials {
+    /// The token pair these credentials hold.
+    pub fn pair(&self) -> argus_matrix::TokenPair {
+        argus_matrix::TokenPair {
+            access_token: self.access_token.clone(),
+            refresh_token: self.refresh_token.clone(),
+            expires_at: self.expires_at,
+            lifetime: self.lifetime,
+        }
+    }
+
+    /// The same credentials with `pair` in place of their tokens.
+    pub fn with_pair(&self, pair: &argus_matrix::TokenPair) -> Self {
+        Self {
+            access_token: pair.access_token.clone(),
+            refresh_token: pair.refresh_token.clone(),
+            expires_at: pair.expires_at,
+            lifetime: pair.lifetime,
+            ..self.clone()
+        }
+    }
+
     /// The plaintext sealed; [`Error::InvalidInput`] for a token or key that cannot be sealed.
     fn encode(&self) -> Result<Vec<u8>> {
         let token = self.access_token.expose_secret().as_bytes();
         if !self.access_token.is_well_formed() || token.len() > MAX_TOKEN_BYTES {
             return Err(Error::InvalidInput("the access token is empty, malformed or too long".into()));
+        }
+        if let Some(refresh_token) = &self.refresh_token {
+            return self.encode_renewable(refresh_token);
         }
         let Some(key) = &self.recovery_key else {
             return Ok(token.to_vec());
@@ -62,17 +118,57 @@ impl Credentials {
         Ok(plain)
     }
 
+    /// The version 3 plaintext, for credentials with a refresh token.
+    fn encode_renewable(&self, refresh_token: &Secret) -> Result<Vec<u8>> {
+        if !refresh_token.is_well_formed() || refresh_token.expose_secret().len() > MAX_TOKEN_BYTES {
+            return Err(Error::InvalidInput("the refresh token is empty, malformed or too long".into()));
+        }
+        if let Some(key) = &self.recovery_key
+            && (key.expose_secret().is_empty() || key.expose_secret().len() > MAX_RECOVERY_KEY_BYTES)
+        {
+            return Err(Error::InvalidInput("the recovery key is empty, malformed or too long".into()));
+        }
+        if let Some(id) = &self.oauth_client_id
+            && (id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES || id.chars().any(char::is_control))
+        {
+            return Err(Error::InvalidInput("the OAuth client id is empty, malformed or too long".into()));
+        }
+        let renewable = Renewable {
+            access_token: self.access_token.expose_secret().to_owned(),
+            refresh_token: refresh_token.expose_secret().to_owned(),
+            recovery_key: self.recovery_key.as_ref().map(|k| k.expose_secret().to_owned()),
+            expires_at_ms: self.expires_at.map(argus_domain::to_unix_ms),
+            lifetime_ms: self.lifetime.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+            oauth_client_id: self.oauth_client_id.clone(),
+        };
+        let mut plain = RENEWABLE.to_vec();
+        serde_json::to_writer(&mut plain, &renewable).map_err(|_| Error::Internal)?;
+        Ok(plain)
+    }
+
     /// The credentials a plaintext holds; `None` when it is not one this code seals.
     fn decode(plain: &[u8]) -> Option<Self> {
         let text = |bytes: &[u8]| std::str::from_utf8(bytes).ok().map(str::to_owned);
+        if let Some(rest) = plain.strip_prefix(RENEWABLE) {
+            let r: Renewable = serde_json::from_slice(rest).ok()?;
+            return Some(Self {
+                access_token: AccessToken::new(r.access_token),
+                recovery_key: r.recovery_key.map(Secret::new),
+                refresh_token: Some(Secret::new(r.refresh_token)),
+                expires_at: r.expires_at_ms.and_then(|ms| argus_domain::from_unix_ms(ms).ok()),
+                lifetime: r.lifetime_ms.map(std::time::Duration::from_millis),
+                oauth_client_id: r.oauth_client_id,
+            });
+        }
         let Some(rest) = plain.strip_prefix(WITH_RECOVERY_KEY) else {
-            return Some(Self { access_token: AccessToken::new(text(plain)?), recovery_key: None });
+            return Some(Self { access_token: AccessToken::new(text(plain)?), ..Self::default() });
         };
         let split = rest.iter().position(|&b| b == 0)?;
         let (token, key) = (&rest[..split], &rest[split + 1..]);
         Some(Self {
             access_token: AccessToken::new(text(token)?),
             recovery_key: Some(Secret::new(text(key)?)),
+            ..Self::default()
         })
     }
 }
@@ -231,7 +327,48 @@ mod tests {
     const RECOVERY_KEY: &str = "EsTc LW2K PGiF wKEA 3As5 g5c4 BXwk qeeJ ZJV8 Q9fu gUMN UE4d";
 
     fn creds(token: &str, recovery_key: Option<&str>) -> Credentials {
-        Credentials { access_token: AccessToken::new(token), recovery_key: recovery_key.map(Secret::new) }
+        Credentials {
+            access_token: AccessToken::new(token),
+            recovery_key: recovery_key.map(Secret::new),
+            ..Credentials::default()
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_is_sealed_with_its_expiry_and_client_id_and_older_versions_still_open() {
+        let (keys, org, room) = keys();
+        let owner = alice();
+        let binding =
+            Binding { org: &org, room_id: &room, homeserver_url: "https://matrix.tchap.test", owner: &owner };
+        let expires_at = argus_domain::from_unix_ms(1_900_000_000_123).unwrap_or_else(|e| panic!("{e}"));
+        let renewable = Credentials {
+            refresh_token: Some(Secret::new("syr_secret_refresh_token_42")),
+            expires_at: Some(expires_at),
+            lifetime: Some(std::time::Duration::from_secs(300)),
+            oauth_client_id: Some("01JCLIENT".into()),
+            ..creds("syt_secret_matrix_token_123456", Some(RECOVERY_KEY))
+        };
+        let sealed = keys.seal(&renewable, binding).unwrap_or_else(|e| panic!("{e}"));
+        let opened = keys.open(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.access_token.expose_secret(), "syt_secret_matrix_token_123456");
+        assert_eq!(
+            opened.refresh_token.as_ref().map(Secret::expose_secret),
+            Some("syr_secret_refresh_token_42")
+        );
+        assert_eq!(opened.recovery_key.as_ref().map(Secret::expose_secret), Some(RECOVERY_KEY));
+        assert_eq!(
+            (opened.expires_at, opened.lifetime, opened.oauth_client_id.as_deref()),
+            (Some(expires_at), Some(std::time::Duration::from_secs(300)), Some("01JCLIENT"))
+        );
+        let shown = format!("{opened:?} {:?}", opened.pair());
+        assert!(!shown.contains("syr_secret") && !shown.contains("syt_secret"), "{shown}");
+        // Versions 1 and 2 are still what credentials without a refresh token seal to.
+        let v2 = creds("syt_v2_token_0000", Some(RECOVERY_KEY)).encode().unwrap_or_else(|e| panic!("{e}"));
+        assert!(v2.starts_with(WITH_RECOVERY_KEY));
+        let bad =
+            Credentials { refresh_token: Some(Secret::new("syr with space")), ..creds("syt_ok_token", None) };
+        let error = keys.seal(&bad, binding).map(drop).unwrap_err();
+        assert!(error.code() == "INVALID_INPUT" && !error.to_string().contains("syr"));
     }
 
     #[test]

@@ -14,9 +14,13 @@
 //! reader of the room learns, as an ingestion would tell them, that the archive holds it above
 //! their clearance. The caps count only the watches the caller may see.
 
+use std::sync::Arc;
+
 use argus_domain::{
     AccessToken, Classification, HomeserverUrl, NewWatch, RoomId, Scope, Viewer, Watch, policy,
 };
+
+use argus_matrix::{RefreshingTokens, StaticToken, TokenPair, TokenSource};
 
 use crate::{
     Admission, Error, Result, Services, account,
@@ -34,6 +38,9 @@ pub struct WatchRequest {
     /// The account's refresh token, beside the access token: the token is renewed before it
     /// expires or when the homeserver refuses it.
     pub refresh_token: Option<argus_domain::Secret>,
+    /// The OAuth 2.0 client id the tokens were issued to (a next-generation auth server's),
+    /// sealed with them: renewing them at the auth server's token endpoint needs it.
+    pub oauth_client_id: Option<String>,
     /// Capture only what was sent at or after this time.
     pub since: Option<time::OffsetDateTime>,
     /// The owner's Matrix access token, sealed at once.
@@ -91,15 +98,33 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
                 .map_err(argus_matrix::Error::from)
         })
         .transpose()?;
-    // The homeserver first, the archive only for a token that reads the room.
-    services
-        .may_read_room(
-            &argus_matrix::Session::with_token(homeserver.clone(), request.access_token.clone()),
-            &room_id,
-        )
-        .await?;
+    // The homeserver first, the archive only for a token that reads the room. A token given
+    // with its refresh token may be renewed by this check: the renewed pair is what is sealed
+    // (the refresh token given is then used up).
+    let given = TokenPair::given(request.access_token, request.refresh_token);
+    let renewable = given.refresh_token.is_some().then(|| {
+        Arc::new(RefreshingTokens::new(
+            services.connector.clone(),
+            homeserver.clone(),
+            given.clone(),
+            request.oauth_client_id.clone(),
+            None,
+        ))
+    });
+    let tokens: Arc<dyn TokenSource> = match &renewable {
+        Some(renewing) => Arc::clone(renewing) as Arc<dyn TokenSource>,
+        None => Arc::new(StaticToken::new(given.access_token.clone())),
+    };
+    let check = argus_matrix::Session::shared(homeserver.clone(), tokens);
+    services.may_read_room(&check, &room_id).await?;
     let decrypts = recovery_key.is_some();
-    let credentials = Credentials { access_token: request.access_token, recovery_key };
+    let pair = renewable.as_ref().map_or(given, |renewing| renewing.pair());
+    let credentials = Credentials {
+        recovery_key,
+        oauth_client_id: request.oauth_client_id.filter(|_| renewable.is_some()),
+        ..Credentials::default()
+    }
+    .with_pair(&pair);
     let token = keys.seal(&credentials, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
     let new = NewWatch {
         owner: viewer.actor.clone(),

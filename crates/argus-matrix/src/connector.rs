@@ -460,8 +460,11 @@ impl Connector {
                     e @ (Error::Unauthorized { .. }
                     | Error::AccountExpired
                     | Error::AccountLocked
+                    | Error::TokenRefreshFailed(_)
                     | Error::DeadlineExceeded(_)),
-                ) => return Err(e),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     // The homeserver is failing: the rest stay unconfirmed too, rather than
                     // spending the run's deadline on them.

@@ -41,6 +41,16 @@ pub enum Error {
         "ACCOUNT_SUSPENDED: the account is suspended by its homeserver's administrator (M_USER_SUSPENDED); it may read but not send"
     )]
     AccountSuspended,
+    /// The refresh token could not renew the access token: refused by the homeserver or the
+    /// auth server (used already, revoked, soft logout, `invalid_grant`), or no way to renew
+    /// it (an OAuth 2.0 token without its client id). Our own words only: the reason never
+    /// repeats what the server said.
+    #[error("the access token could not be renewed: {0}")]
+    TokenRefreshFailed(String),
+    /// A renewed token pair could not be kept by its keeper (its storage failed): it was not
+    /// used, and the old pair stays valid; worth trying again.
+    #[error("the renewed access token could not be kept")]
+    TokenNotKept,
     /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
     #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]
     Forbidden,
@@ -151,12 +161,14 @@ impl Error {
             Self::RateLimited { .. }
             | Self::Unreachable(_)
             | Self::DeadlineExceeded(_)
-            | Self::MediaStalled => true,
+            | Self::MediaStalled
+            | Self::TokenNotKept => true,
             Self::Homeserver { status, .. } => *status >= 500,
             Self::Unauthorized { .. }
             | Self::AccountExpired
             | Self::AccountLocked
             | Self::AccountSuspended
+            | Self::TokenRefreshFailed(_)
             | Self::Forbidden
             | Self::NotFound
             | Self::OutboundPolicy(_)
@@ -184,6 +196,8 @@ impl Error {
             Self::AccountExpired => "ACCOUNT_EXPIRED",
             Self::AccountLocked => "ACCOUNT_LOCKED",
             Self::AccountSuspended => "ACCOUNT_SUSPENDED",
+            Self::TokenRefreshFailed(_) => "TOKEN_REFRESH_FAILED",
+            Self::TokenNotKept => "TOKEN_NOT_KEPT",
             Self::Forbidden => "ROOM_FORBIDDEN",
             Self::NotFound => "ROOM_NOT_FOUND",
             Self::RateLimited { .. } => "RATE_LIMITED",
@@ -211,6 +225,10 @@ impl Error {
 
     pub(crate) fn policy(reason: impl Into<String>) -> Self {
         Self::OutboundPolicy(reason.into())
+    }
+
+    pub(crate) fn refresh_failed(reason: impl Into<String>) -> Self {
+        Self::TokenRefreshFailed(reason.into())
     }
 
     pub(crate) fn malformed(reason: impl Into<String>) -> Self {

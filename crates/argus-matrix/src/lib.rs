@@ -25,4 +25,4 @@ pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, MAX_JOINED_ROOMS, Roo
 pub use error::{Error, Result};
 pub use media::{MAX_REDIRECTS, MediaCapabilities, MediaDownload, MediaLimits};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};
-pub use session::{Session, StaticToken, TokenSource};
+pub use session::{PairKeeper, RefreshingTokens, Session, StaticToken, TokenPair, TokenSource};

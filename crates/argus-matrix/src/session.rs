@@ -1,7 +1,12 @@
 //! A session with a homeserver ([`Session`]): where requests go and the access token they
 //! carry, taken from a [`TokenSource`] at each request. The token is checked and applied in one
 //! place (the transport), so a source that renews its token (refresh tokens, a new login)
-//! changes no call.
+//! changes no call. [`RefreshingTokens`] is such a source: it renews an access token with its
+//! refresh token before it expires, or when the homeserver refuses it.
+
+mod renewing;
+
+pub use renewing::{PairKeeper, RefreshingTokens, TokenPair};
 
 use std::{fmt, sync::Arc};
 
@@ -25,6 +30,12 @@ pub trait TokenSource: Send + Sync {
     fn renew<'a>(&'a self, refused: &'a AccessToken) -> BoxFuture<'a, Result<bool>> {
         let _ = refused;
         Box::pin(async { Ok(false) })
+    }
+
+    /// Renews the token now if it is about to expire: called before every request is sent. The
+    /// default has nothing to renew.
+    fn ensure_fresh(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -54,6 +65,10 @@ impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn renew<'a>(&'a self, refused: &'a AccessToken) -> BoxFuture<'a, Result<bool>> {
         (**self).renew(refused)
     }
+
+    fn ensure_fresh(&self) -> BoxFuture<'_, Result<()>> {
+        (**self).ensure_fresh()
+    }
 }
 
 /// A homeserver and the source of the token every request to it carries: what every call of
@@ -80,6 +95,12 @@ impl Session {
         Self { homeserver, tokens: Arc::new(tokens) }
     }
 
+    /// A session with `homeserver` whose requests carry the tokens of a source shared with
+    /// other sessions (one account's reads and file fetches): renewed once for all of them.
+    pub fn shared(homeserver: HomeserverUrl, tokens: Arc<dyn TokenSource>) -> Self {
+        Self { homeserver, tokens }
+    }
+
     /// A session with `homeserver` whose requests carry the fixed `token` ([`StaticToken`]).
     pub fn with_token(homeserver: HomeserverUrl, token: AccessToken) -> Self {
         Self::new(homeserver, StaticToken::new(token))
@@ -98,6 +119,11 @@ impl Session {
             return Err(Error::InvalidInput("the access token is empty or not a valid header value".into()));
         }
         Ok(token)
+    }
+
+    /// Asks the token source to renew its token if it is about to expire.
+    pub(crate) async fn ensure_fresh(&self) -> Result<()> {
+        self.tokens.ensure_fresh().await
     }
 
     /// Asks the token source to renew after the homeserver refused `refused`.

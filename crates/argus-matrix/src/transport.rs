@@ -6,7 +6,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use http::header::AUTHORIZATION;
 use ruma::api::{
     IncomingResponseExt, MatrixVersion, OutgoingRequestExt, SupportedVersions,
-    auth_scheme::{AccessToken as AccessTokenScheme, SendAccessToken},
+    auth_scheme::{AccessToken as AccessTokenScheme, NoAccessToken, SendAccessToken},
     error::{Error as MatrixError, ErrorKind, FromHttpResponseError, RetryAfter},
     path_builder::VersionHistory,
 };
@@ -148,18 +148,27 @@ impl HttpClient {
         let mut retries = 0_u32;
         let mut renewed = false;
         loop {
-            let token = target.session.access_token()?;
-            let err = match attempt(token.clone()).await {
+            // A token about to expire is renewed first (a failure to renew it is retried like a
+            // request's when it is transient).
+            let fresh = target.session.ensure_fresh().await;
+            let outcome = match fresh {
+                Ok(()) => {
+                    let token = target.session.access_token()?;
+                    attempt(token.clone()).await.map_err(|e| (e, Some(token)))
+                }
+                Err(e) => Err((e, None)),
+            };
+            let err = match outcome {
                 Ok(response) => return Ok(response),
-                Err(e @ Error::Unauthorized { .. }) if !renewed => {
+                Err((e @ Error::Unauthorized { .. }, Some(token))) if !renewed => {
                     if !target.session.renew(&token).await? {
                         return Err(e);
                     }
                     renewed = true;
                     continue;
                 }
-                Err(e) if !e.is_retryable() || matches!(e, Error::DeadlineExceeded(_)) => return Err(e),
-                Err(e) => e,
+                Err((e, _)) if !e.is_retryable() || matches!(e, Error::DeadlineExceeded(_)) => return Err(e),
+                Err((e, _)) => e,
             };
             // The backoff yields `max_retries` delays, then none.
             let Some(backoff_delay) = backoff.next() else {
@@ -200,6 +209,36 @@ impl HttpClient {
         R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
     {
         let http_request = authorised(request, target.session.homeserver().as_str(), token, versions)?;
+        self.exchange_typed::<R::IncomingResponse>(target, http_request).await
+    }
+
+    /// Sends a request that carries no access token (a refresh token or nothing authenticates
+    /// it) once, through the same policy-bound client, with the paths of `versions`.
+    pub(crate) async fn send_unauthenticated<R>(
+        &self,
+        target: &Target<'_>,
+        request: R,
+        versions: &SupportedVersions,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequestExt<Authentication = NoAccessToken, PathBuilder = VersionHistory>,
+        R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
+    {
+        let http_request = request
+            .try_into_http_request::<Vec<u8>>(
+                target.session.homeserver().as_str(),
+                SendAccessToken::None,
+                Cow::Borrowed(versions),
+            )
+            .map_err(|e| Error::InvalidInput(format!("cannot build the request: {e}")))?;
+        self.exchange_typed::<R::IncomingResponse>(target, http_request).await
+    }
+
+    /// Sends `http_request` to the homeserver of `target` and reads its typed answer.
+    async fn exchange_typed<T>(&self, target: &Target<'_>, http_request: http::Request<Vec<u8>>) -> Result<T>
+    where
+        T: IncomingResponseExt<EndpointError = MatrixError>,
+    {
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
         let client = self.client(target.transport);
@@ -228,13 +267,54 @@ impl HttpClient {
         }
         let response =
             builder.body(body.as_slice()).map_err(|_| Error::malformed("invalid response head"))?;
-        R::IncomingResponse::try_from_http_response(response).map_err(|e| match e {
+        T::try_from_http_response(response).map_err(|e| match e {
             FromHttpResponseError::Server(err) => map_matrix_error(&err),
             FromHttpResponseError::Deserialization(err) => {
                 Error::malformed(format!("HTTP {}: {}", status.as_u16(), describe_json_error(&err)))
             }
             _ => Error::malformed(format!("HTTP {}", status.as_u16())),
         })
+    }
+}
+
+impl HttpClient {
+    /// Sends one request built elsewhere (the OAuth 2.0 token endpoint's form) through the
+    /// policy-bound client: its URL checked against the outbound policy, redirects refused, the
+    /// body bounded, all before `deadline`. The answer is handed back whatever its status.
+    pub(crate) async fn exchange_raw(
+        &self,
+        http_request: http::Request<Vec<u8>>,
+        deadline: Instant,
+    ) -> Result<http::Response<Vec<u8>>> {
+        let url = url::Url::parse(&http_request.uri().to_string())
+            .map_err(|_| Error::InvalidInput("the auth server's URL is not valid".into()))?;
+        let client = match self.policy.check_url(&url)? {
+            Transport::Https => &self.https,
+            Transport::PlainHttp => &self.plain,
+        };
+        let request = reqwest::Request::try_from(http_request)
+            .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
+        let limit = self.config.max_response_bytes;
+        let exchange = async {
+            let mut response = client.execute(request).await.map_err(map_reqwest)?;
+            let status = response.status();
+            if status.is_redirection() {
+                return Err(Error::policy(format!(
+                    "the auth server answered with a redirect (HTTP {}), which is not followed",
+                    status.as_u16()
+                )));
+            }
+            let headers = std::mem::take(response.headers_mut());
+            let body = read_bounded(response, limit).await?;
+            let mut builder = http::Response::builder().status(status);
+            if let Some(h) = builder.headers_mut() {
+                *h = headers;
+            }
+            builder.body(body).map_err(|_| Error::malformed("invalid response head"))
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| Error::DeadlineExceeded(self.config.run_deadline))?
     }
 }
 

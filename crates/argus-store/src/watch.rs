@@ -467,3 +467,63 @@ pub(crate) fn reseal(conn: &mut DbConn, id: i64, old: &SealedToken, new: &Sealed
     sql.push(" AND token_ciphertext = ").bind::<Text, _>(old.ciphertext.clone());
     Ok(sql.build().execute(conn)? == 1)
 }
+
+/// A watch's sealed token as stored now (a replica re-reading it after another renewed it).
+pub(crate) fn sealed_token(conn: &mut DbConn, id: i64) -> Result<Option<SealedToken>> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("SELECT ").push(COLUMNS).push(" FROM watches w WHERE w.id = ").bind::<BigInt, _>(id);
+    Ok(load_one(conn, sql)?.map(|(_, token)| token))
+}
+
+/// Replaces the sealed token of a watch renewed by `owner` with `new`, in one statement that
+/// checks both that `owner` still holds the watch's lease at `now` and that the stored token is
+/// still `old` (compare-and-swap); whether it was replaced.
+pub(crate) fn renew_token(
+    conn: &mut DbConn,
+    id: i64,
+    owner: &str,
+    now: OffsetDateTime,
+    old: &SealedToken,
+    new: &SealedToken,
+) -> Result<bool> {
+    check_sealed(new)?;
+    let mut sql = Sql::new(conn.backend());
+    sql.push("UPDATE watches SET token_key_id = ").bind::<Text, _>(new.key_id.clone());
+    sql.push(", token_nonce = ").bind::<Text, _>(new.nonce.clone());
+    sql.push(", token_ciphertext = ").bind::<Text, _>(new.ciphertext.clone());
+    sql.push(" WHERE id = ").bind::<BigInt, _>(id);
+    sql.push(" AND lease_owner = ").bind::<Text, _>(owner.to_owned());
+    sql.push(" AND lease_until >= ").bind::<BigInt, _>(to_unix_ms(now));
+    sql.push(" AND token_key_id = ").bind::<Text, _>(old.key_id.clone());
+    sql.push(" AND token_ciphertext = ").bind::<Text, _>(old.ciphertext.clone());
+    Ok(sql.build().execute(conn)? == 1)
+}
+
+/// Takes the lease of an active watch for `owner` until `now + lease` when nobody holds it (or
+/// its holder's lease ran out): what a renewal outside a run (a file fetched after it, the media
+/// worker) holds while it renews the watch's token; whether it was taken.
+pub(crate) fn borrow_lease(
+    conn: &mut DbConn,
+    id: i64,
+    owner: &str,
+    now: OffsetDateTime,
+    lease: std::time::Duration,
+) -> Result<bool> {
+    let now_ms = to_unix_ms(now);
+    let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2));
+    let mut sql = Sql::new(conn.backend());
+    sql.push("UPDATE watches SET lease_owner = ").bind::<Text, _>(owner.to_owned());
+    sql.push(", lease_until = ").bind::<BigInt, _>(until);
+    sql.push(" WHERE id = ").bind::<BigInt, _>(id);
+    sql.push(" AND status = 'ACTIVE' AND (lease_owner IS NULL OR lease_until < ").bind::<BigInt, _>(now_ms);
+    sql.push(")");
+    Ok(sql.build().execute(conn)? == 1)
+}
+
+/// Gives back a lease `owner` borrowed, the watch due when it was; whether it was theirs.
+pub(crate) fn return_lease(conn: &mut DbConn, id: i64, owner: &str) -> Result<bool> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("UPDATE watches SET lease_owner = NULL, lease_until = NULL WHERE id = ").bind::<BigInt, _>(id);
+    sql.push(" AND lease_owner = ").bind::<Text, _>(owner.to_owned());
+    Ok(sql.build().execute(conn)? == 1)
+}

@@ -45,7 +45,7 @@ use rand::Rng as _;
 use serde_json::{Value, json};
 
 pub use admin::Answer;
-pub use user::TestUser;
+pub use user::{RefreshableLogin, TestUser};
 
 use crate::Tier;
 
@@ -147,6 +147,7 @@ impl Synapse {
             user_id: field("user_id")?,
             access_token: field("access_token")?,
             device_id: field("device_id")?,
+            password,
             base_url: self.base_url.clone(),
             client,
         })

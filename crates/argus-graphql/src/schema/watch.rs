@@ -18,6 +18,8 @@ pub struct WatchTchapRoomInput {
     pub account: Option<String>,
     /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. Never returned, stored in clear or logged.
     pub refresh_token: Option<String>,
+    /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (Matrix Authentication Service, spec v1.15 OAuth 2.0 API): its token endpoint renews refreshToken for that client only. Not needed for the homeserver's own refreshable tokens, nor for the auth server's compatibility sessions (tokens from /login), both renewed at the homeserver's /refresh; a renewal the auth server refuses fails with TOKEN_REFRESH_FAILED.
+    pub oauth_client_id: Option<String>,
     /// Capture only what was sent at or after this time: the room's history starts there (timestamp_to_event) instead of at its creation; historyComplete then means complete since this time.
     pub since: Option<DateTime>,
     /// Matrix access token the scheduler reads the room with: it must read the room now (asked of the homeserver before anything else), then it is sealed at once (encrypted at rest with a key held outside the database), never returned or logged. Giving a new one renews the watch and resumes a paused one.
@@ -96,7 +98,7 @@ impl TchapWatch {
         }
     }
 
-    /// Why it is not run: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH` when PAUSED; `ACCOUNT_EXPIRED`, `ACCOUNT_LOCKED` for those statuses), then words. Never a token or a key. A suspended account (ACCOUNT_SUSPENDED) still reads: its watch stays ACTIVE.
+    /// Why it is not run: a stable code (`HOMESERVER_UNAUTHORIZED`, `TOKEN_UNAVAILABLE`, `TOKEN_REFRESH_FAILED` (the refresh token no longer renews the access token and no renewed token is stored), `WRONG_RECOVERY_KEY`, `KEY_BACKUP_MISMATCH`, `HOMESERVER_MISMATCH` when PAUSED; `ACCOUNT_EXPIRED`, `ACCOUNT_LOCKED` for those statuses), then words. Never a token or a key. A suspended account (ACCOUNT_SUSPENDED) still reads: its watch stays ACTIVE.
     fn status_reason(&self) -> Option<&str> {
         self.0.status_reason.as_deref()
     }
@@ -154,6 +156,7 @@ pub(crate) async fn watch(context: &Context, input: WatchTchapRoomInput) -> Resu
         access_token: AccessToken::new(input.access_token),
         account: input.account,
         refresh_token: input.refresh_token.map(argus_domain::Secret::new),
+        oauth_client_id: input.oauth_client_id,
         since: input.since.map(|t| t.0),
         room_id: input.room_id,
         classification: input.classification.into(),

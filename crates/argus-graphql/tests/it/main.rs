@@ -13,6 +13,7 @@ mod hold;
 mod ingest;
 mod post;
 mod reads;
+mod refresh;
 mod room_state;
 mod search;
 mod threats;

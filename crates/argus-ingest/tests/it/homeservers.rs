@@ -122,6 +122,7 @@ async fn another_homeserver_cannot_rewrite_a_stored_room(env: Env) {
         access_token: AccessToken::new(TOKEN),
         account: None,
         refresh_token: None,
+        oauth_client_id: None,
         since: None,
         room_id: ROOM.to_owned(),
         classification: Classification::Restricted,

@@ -8,6 +8,7 @@ mod homeservers;
 mod limits;
 mod media;
 mod pg_restart;
+mod refresh;
 mod room_state;
 mod streamed;
 mod support;

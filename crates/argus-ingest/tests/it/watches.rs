@@ -29,6 +29,7 @@ fn request(env: &Env, room: &str, token: &str, interval_secs: i64) -> WatchReque
         access_token: AccessToken::new(token),
         account: None,
         refresh_token: None,
+        oauth_client_id: None,
         since: None,
         room_id: room.to_owned(),
         classification: Classification::Restricted,

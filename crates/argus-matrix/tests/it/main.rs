@@ -10,6 +10,7 @@ mod mock;
 mod normalisation;
 mod pagination;
 mod policy;
+mod refresh;
 mod resets;
 mod secrets;
 mod session;

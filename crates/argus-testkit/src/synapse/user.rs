@@ -23,8 +23,31 @@ pub struct TestUser {
     pub access_token: String,
     /// The device id of the registration login.
     pub device_id: String,
+    pub(super) password: String,
     pub(super) base_url: String,
     pub(super) client: reqwest::Client,
+}
+
+/// A login with a refresh token ([`TestUser::login_refreshable`]). `Debug` leaves out the tokens.
+#[derive(Clone)]
+pub struct RefreshableLogin {
+    /// The access token, expiring after `expires_in_ms`.
+    pub access_token: String,
+    /// The refresh token that renews it (once).
+    pub refresh_token: String,
+    /// The login's device.
+    pub device_id: String,
+    /// The access token's lifetime, as the homeserver said.
+    pub expires_in_ms: Option<u64>,
+}
+
+impl fmt::Debug for RefreshableLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshableLogin")
+            .field("device_id", &self.device_id)
+            .field("expires_in_ms", &self.expires_in_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for TestUser {
@@ -63,6 +86,32 @@ impl TestUser {
             request = request.json(body);
         }
         checked_json(request.send().await?, &what).await
+    }
+
+    /// Logs in again with the user's password asking for a refresh token (`POST
+    /// /_matrix/client/v3/login`, `m.login.password`, `refresh_token: true`): a new device whose
+    /// access token expires (after 4 s on the test homeserver) and renews with its refresh token.
+    pub async fn login_refreshable(&self) -> anyhow::Result<RefreshableLogin> {
+        let url = format!("{}/_matrix/client/v3/login", self.base_url.trim_end_matches('/'));
+        let body = serde_json::json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": self.user_id },
+            "password": self.password,
+            "refresh_token": true,
+        });
+        let answer = checked_json(self.client.post(url).json(&body).send().await?, "POST /login").await?;
+        let field = |name: &str| {
+            answer[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("`{name}` missing from the login answer"))
+        };
+        Ok(RefreshableLogin {
+            access_token: field("access_token")?,
+            refresh_token: field("refresh_token")?,
+            device_id: field("device_id")?,
+            expires_in_ms: answer["expires_in_ms"].as_u64(),
+        })
     }
 
     /// Uploads `bytes` as `content_type` (`POST /_matrix/media/v3/upload`) and returns the

@@ -1,0 +1,260 @@
+//! Renewing tokens: the homeserver's own refreshable tokens on the real Synapse (4 s
+//! lifetime), and a next-generation auth server's (OAuth 2.0 token endpoint found through
+//! `auth_metadata`) on a mock; renewed once for every reader, before expiry or when refused,
+//! each refresh token used once, never a token in an error, a `Debug` or a log line.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use argus_domain::{AccessToken, HomeserverUrl, Secret};
+use argus_matrix::{
+    Connector, ConnectorConfig, FetchOptions, PairKeeper, RefreshingTokens, Session, TokenPair, TokenSource,
+};
+use argus_testkit::{oauth::OAuthMock, synapse::synapse};
+use futures::future::BoxFuture;
+use serde_json::json;
+use time::OffsetDateTime;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
+
+const CLIENT_ID: &str = "01JARGUSCLIENT";
+
+fn connector() -> Connector {
+    Connector::new(ConnectorConfig {
+        allow_private_addresses: vec!["127.0.0.1".into()],
+        ..ConnectorConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("connector: {e}"))
+}
+
+fn url(server: &MockServer) -> HomeserverUrl {
+    server.uri().parse().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn stale(refresh_token: &str) -> TokenPair {
+    TokenPair::given(AccessToken::new("mat_stale_SECRETaccess"), Some(Secret::new(refresh_token)))
+}
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .into_owned()
+    }
+}
+
+#[tokio::test]
+async fn an_oauth_token_is_renewed_once_for_all_readers_at_the_auth_servers_token_endpoint() {
+    let server = MockServer::start().await;
+    let auth = OAuthMock::mount(&server, CLIENT_ID, 300).await;
+    auth.mount_joined_rooms(&server, &["!a:tchap.test"]).await;
+    let tokens = Arc::new(RefreshingTokens::new(
+        connector(),
+        url(&server),
+        stale(OAuthMock::FIRST_REFRESH_TOKEN),
+        Some(CLIENT_ID.into()),
+        None,
+    ));
+    // Five reads at once, all refused with the stale token: one renewal for all of them.
+    let reads = (0..5).map(|_| {
+        let session = Session::shared(url(&server), Arc::clone(&tokens) as Arc<dyn TokenSource>);
+        async move { connector().joined_rooms(&session).await.map(|rooms| rooms.len()) }
+    });
+    let answers = futures::future::join_all(reads).await;
+    assert!(answers.iter().all(|a| matches!(a, Ok(1))), "{answers:?}");
+    assert_eq!((auth.uses(OAuthMock::FIRST_REFRESH_TOKEN), auth.issued()), (1, 1));
+    let pair = tokens.pair();
+    assert_eq!(pair.access_token.expose_secret(), auth.access_token());
+    assert_eq!(pair.refresh_token.as_ref().map(|t| t.expose_secret().to_owned()), Some(auth.refresh_token()));
+    assert_eq!(pair.lifetime, Some(Duration::from_secs(300)));
+    assert!(!format!("{pair:?} {tokens:?}").contains("SECRET"));
+
+    // A pair near its expiry is renewed before any request carries it.
+    let before = server.received_requests().await.map_or(0, |r| r.len());
+    let due = TokenPair {
+        expires_at: Some(OffsetDateTime::now_utc() + time::Duration::seconds(1)),
+        lifetime: Some(Duration::from_secs(300)),
+        ..pair
+    };
+    let tokens =
+        Arc::new(RefreshingTokens::new(connector(), url(&server), due, Some(CLIENT_ID.into()), None));
+    let session = Session::shared(url(&server), Arc::clone(&tokens) as Arc<dyn TokenSource>);
+    assert_eq!(connector().joined_rooms(&session).await.map(|r| r.len()).ok(), Some(1));
+    let requests = server.received_requests().await.unwrap_or_default();
+    let refused = requests[before..].iter().filter(|r| r.url.path().ends_with("joined_rooms")).count();
+    assert_eq!(refused, 1, "one read, with the renewed token only");
+    assert_eq!(auth.issued(), 2);
+    assert!(auth.all_uses().values().all(|&n| n == 1), "{:?}", auth.all_uses());
+}
+
+#[tokio::test]
+async fn a_refused_renewal_is_token_refresh_failed_and_never_shows_a_token() {
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+
+    let server = MockServer::start().await;
+    let auth = OAuthMock::mount(&server, CLIENT_ID, 300).await;
+    auth.mount_joined_rooms(&server, &[]).await;
+    let read = |pair: TokenPair, client_id: Option<&str>| {
+        let tokens =
+            RefreshingTokens::new(connector(), url(&server), pair, client_id.map(str::to_owned), None);
+        let session = Session::new(url(&server), tokens);
+        async move { connector().joined_rooms(&session).await }
+    };
+    let mut errors = Vec::new();
+    // A refresh token the auth server does not know (used already): invalid_grant, whose
+    // description repeats the token.
+    errors.push(read(stale("mar_unknown_SECRETrefresh"), Some(CLIENT_ID)).await.unwrap_err());
+    // The right refresh token for another client.
+    errors.push(read(stale(OAuthMock::FIRST_REFRESH_TOKEN), Some("another")).await.unwrap_err());
+    // No client id at all: renewed as a compatibility session at the homeserver's /refresh,
+    // which this one does not serve.
+    errors.push(read(stale(OAuthMock::FIRST_REFRESH_TOKEN), None).await.unwrap_err());
+    for error in &errors {
+        assert_eq!(error.code(), "TOKEN_REFRESH_FAILED", "{error}");
+        assert!(!error.is_retryable());
+    }
+    // Without a refresh token the refusal stands.
+    let bare = TokenPair::given(AccessToken::new("mat_stale_SECRETaccess"), None);
+    let error = read(bare, Some(CLIENT_ID)).await.unwrap_err();
+    assert_eq!(error.code(), "HOMESERVER_UNAUTHORIZED");
+    errors.push(error);
+    assert_eq!(auth.issued(), 0);
+
+    // A token endpoint the outbound policy refuses, or one that redirects, is never followed.
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/_matrix/client/v1/auth_metadata"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": "https://auth.example/", "token_endpoint": "http://10.11.12.13/oauth2/token",
+        })))
+        .mount(&elsewhere)
+        .await;
+    let tokens = RefreshingTokens::new(
+        connector(),
+        url(&elsewhere),
+        TokenPair { expires_at: Some(OffsetDateTime::now_utc()), ..stale("mar_x_SECRETrefresh") },
+        Some(CLIENT_ID.into()),
+        None,
+    );
+    let error = tokens.ensure_fresh().await.unwrap_err();
+    assert_eq!(error.code(), "OUTBOUND_POLICY", "{error}");
+    errors.push(error);
+    let redirecting = MockServer::start().await;
+    let _auth = OAuthMock::mount(&redirecting, CLIENT_ID, 300).await;
+    Mock::given(method("POST"))
+        .and(path(OAuthMock::TOKEN_PATH))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", "http://127.0.0.1:9/steal"))
+        .with_priority(1)
+        .mount(&redirecting)
+        .await;
+    let tokens = RefreshingTokens::new(
+        connector(),
+        url(&redirecting),
+        TokenPair { expires_at: Some(OffsetDateTime::now_utc()), ..stale(OAuthMock::FIRST_REFRESH_TOKEN) },
+        Some(CLIENT_ID.into()),
+        None,
+    );
+    let error = tokens.ensure_fresh().await.unwrap_err();
+    assert_eq!(error.code(), "OUTBOUND_POLICY", "{error}");
+    errors.push(error);
+
+    let logs = sink.text();
+    for error in &errors {
+        let shown = format!("{error} {error:?}");
+        assert!(!shown.contains("SECRET") && !shown.contains("mar_"), "{shown}");
+    }
+    assert!(!logs.contains("SECRET"), "{logs}");
+}
+
+/// A keeper in memory that counts what it was asked to keep.
+#[derive(Default)]
+struct Kept {
+    pairs: Mutex<Vec<TokenPair>>,
+}
+
+impl PairKeeper for Kept {
+    fn load(&self) -> BoxFuture<'_, argus_matrix::Result<Option<TokenPair>>> {
+        let last = self.pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last().cloned();
+        Box::pin(async move { Ok(last) })
+    }
+
+    fn store(&self, _old: TokenPair, new: TokenPair) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        self.pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(new);
+        Box::pin(async { Ok(true) })
+    }
+}
+
+#[tokio::test]
+async fn synapse_refreshable_tokens_are_renewed_kept_first_and_each_refresh_token_used_once() {
+    let Some(server) = synapse() else { return };
+    let user = server.register("refresher").await.unwrap_or_else(|e| panic!("{e:#}"));
+    let room = user.create_room(Some("renewed"), None, false).await.unwrap_or_else(|e| panic!("{e:#}"));
+    user.send_texts(&room, "before", 3, 1).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let login = user.login_refreshable().await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        login.expires_in_ms.is_some_and(|ms| (1..=4000).contains(&ms)),
+        "{login:?}: the test homeserver's lifetime"
+    );
+    let homeserver: HomeserverUrl = server.base_url().parse().unwrap_or_else(|e| panic!("{e}"));
+    let given = TokenPair {
+        access_token: AccessToken::new(login.access_token.clone()),
+        refresh_token: Some(Secret::new(login.refresh_token.clone())),
+        // Due now: renewed before the first request.
+        expires_at: Some(OffsetDateTime::now_utc()),
+        lifetime: Some(Duration::from_secs(4)),
+    };
+    let keeper = Arc::new(Kept::default());
+    let tokens = Arc::new(RefreshingTokens::new(
+        connector(),
+        homeserver.clone(),
+        given.clone(),
+        None,
+        Some(Arc::clone(&keeper) as Arc<dyn PairKeeper>),
+    ));
+    let session = Session::shared(homeserver.clone(), Arc::clone(&tokens) as Arc<dyn TokenSource>);
+    let room_id = room.parse().unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = connector()
+        .fetch_room(&session, &room_id, &FetchOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(snapshot.messages.len(), 3);
+    let renewed = tokens.pair();
+    let kept = keeper.pairs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    assert_eq!(kept, vec![renewed.clone()], "kept before it was used");
+    assert_ne!(renewed.access_token.expose_secret(), login.access_token);
+    assert_ne!(renewed.refresh_token.as_ref().map(Secret::expose_secret), Some(login.refresh_token.as_str()));
+    assert!(renewed.lifetime.is_some_and(|l| l <= Duration::from_secs(4) && !l.is_zero()), "{renewed:?}");
+
+    // The first refresh token, used once and its successor used since: Synapse refuses it.
+    let again = RefreshingTokens::new(connector(), homeserver, given, None, None);
+    let error = again.ensure_fresh().await.unwrap_err();
+    assert_eq!(error.code(), "TOKEN_REFRESH_FAILED", "{error}");
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains(&login.refresh_token) && !shown.contains(&login.access_token), "{shown}");
+}
