@@ -24,6 +24,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE
 GRANT SELECT, INSERT ON ingestions TO argus_app;
 -- The transparency log, like the audit trail: appended to, never rewritten.
 GRANT SELECT, INSERT ON log_entries, log_entry_rooms, log_hashes, run_versions TO argus_app;
+-- The history of rooms' state: appended to, never rewritten.
+GRANT SELECT, INSERT ON room_states TO argus_app;
 -- The migration bookkeeping: read only (the server applies no migration as this role).
 GRANT SELECT ON __diesel_schema_migrations TO argus_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO argus_app;

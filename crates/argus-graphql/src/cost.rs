@@ -50,10 +50,11 @@ impl Cost {
 }
 
 /// Every field that takes `first`, with its default in the schema.
-const PAGED: [(&str, u32); 7] = [
+const PAGED: [(&str, u32); 8] = [
     ("tchapRooms", 50),
     ("tchapMessages", 50),
     ("messages", 50),
+    ("stateHistory", 20),
     ("tchapIngestions", 50),
     ("tchapWatches", 50),
     ("tchapSearch", 20),

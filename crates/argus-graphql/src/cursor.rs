@@ -45,6 +45,8 @@ pub enum CursorKind<'a> {
     Messages(&'a str),
     /// `tchapIngestions`.
     Ingestions,
+    /// `TchapRoom.stateHistory` of one room.
+    RoomStates(&'a str),
     /// `tchapSearch`, bound to the search it pages (query and filters, in canonical form).
     Search(&'a str),
     /// `tchapWatches`.
@@ -59,6 +61,7 @@ impl CursorKind<'_> {
             Self::Rooms => ("rooms", ""),
             Self::Messages(room) => ("messages", room),
             Self::Ingestions => ("ingestions", ""),
+            Self::RoomStates(room) => ("room-states", room),
             Self::Search(search) => ("search", search),
             Self::Watches => ("watches", ""),
             Self::AccessLog => ("access", ""),

@@ -3,7 +3,8 @@
 //! HTTP here: the server crate authenticates the caller, builds a [`Context`] and
 //! executes requests against [`Schema`].
 //!
-//! - Reads (`tchapRooms`, `tchapRoom`, `tchapMessages`, `TchapRoom.messages`, `tchapStats`)
+//! - Reads (`tchapRooms`, `tchapRoom`, `tchapMessages`, `TchapRoom.messages`,
+//!   `TchapRoom.stateHistory`, `tchapStats`)
 //!   need the scope `tchap:read`, `tchapIngestions` needs `tchap:audit`, the mutation
 //!   `ingestTchapRoom` needs `tchap:ingest`, `tchapSearch` needs `tchap:read`, the mutation
 //!   `postTchapMessage` needs `tchap:post`, `tchapAccessLog` needs `tchap:audit`,

@@ -11,6 +11,7 @@ pub mod paging;
 pub mod payloads;
 mod plain_edges;
 pub mod room;
+pub mod room_state;
 pub mod scalars;
 pub mod search;
 pub mod sync_list;

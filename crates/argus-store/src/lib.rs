@@ -33,6 +33,7 @@ mod error;
 mod log;
 mod outbox;
 mod read;
+mod room_states;
 mod rows;
 pub mod schema;
 mod search;
@@ -61,6 +62,7 @@ pub use self::{
     },
     outbox::{OutboxGauges, OutboxRow, OutboxStatus},
     read::{MAX_PAGE_SIZE, MAX_VERSIONS_READ},
+    room_states::{RoomStateCursor, RoomStateRecord},
     search::{RANK_WINDOW, SearchPage},
     watch::{ClaimedWatch, SealedWatchToken, WatchCaps, WatchRun},
     write::{INTERRUPTED, IngestionRun, RunRecord, RunTicket, StoredCounts},
@@ -178,6 +180,19 @@ impl Store {
     /// One room, or `None` when it is absent or withheld from the viewer (the two look alike).
     pub fn room(&self, viewer: &Viewer, room_id: &RoomId) -> Result<Option<StoredRoom>> {
         read::room(&mut *self.conn()?, &Gate::of(viewer), room_id)
+    }
+
+    /// The history of the state of a room the viewer may see (name, topic, encryption, room
+    /// version, retention, access rule, external members: one entry per ingestion that observed
+    /// it changed), newest first; an empty page when the room is absent or withheld (the two
+    /// look alike).
+    pub fn room_state_history(
+        &self,
+        viewer: &Viewer,
+        room_id: &RoomId,
+        page: &PageRequest<RoomStateCursor>,
+    ) -> Result<Page<RoomStateRecord>> {
+        self.snapshot(|conn| room_states::history(conn, &Gate::of(viewer), room_id, page))
     }
 
     /// One message of a room the viewer may see, by its Matrix event id; `None` when it is

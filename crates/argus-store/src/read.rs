@@ -155,7 +155,7 @@ impl Gate {
 
     /// The storage id of the room `room_id` when the gate lets it through, as a subquery (NULL
     /// otherwise).
-    fn room_pk<'a>(&'a self, room_id: &'a RoomId) -> rooms::BoxedQuery<'a, MultiBackend, BigInt> {
+    pub(crate) fn room_pk<'a>(&'a self, room_id: &'a RoomId) -> rooms::BoxedQuery<'a, MultiBackend, BigInt> {
         self.rooms().filter(rooms::room_id.eq(room_id.as_str())).select(rooms::id)
     }
 
@@ -391,9 +391,9 @@ impl<E: diesel::query_builder::QueryFragment<MultiBackend>> diesel::query_builde
 /// A typed query followed by `LIMIT ? + 0` (see [`LIMIT_NOT_PLANNED`]): SQLite re-prepares a
 /// statement whose bare `LIMIT ?` is bound again, which Diesel's own `.limit()` gives.
 #[derive(Debug)]
-struct Limited<Q> {
-    query: Q,
-    limit: i64,
+pub(crate) struct Limited<Q> {
+    pub(crate) query: Q,
+    pub(crate) limit: i64,
 }
 
 impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Limited<Q> {

@@ -431,6 +431,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The history of a room's state: one row per ingestion that observed it changed; never
+    /// updated or deleted, read through the room's gate.
+    room_states (id) {
+        /// Storage id, in the order rows were appended.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The room's storage id.
+        room_pk -> BigInt,
+        /// The run that observed it.
+        run_id -> BigInt,
+        /// When it was observed, UTC ms.
+        observed_at -> BigInt,
+        /// `m.room.name`.
+        name -> Nullable<Text>,
+        /// `m.room.topic`.
+        topic -> Nullable<Text>,
+        /// End-to-end encrypted.
+        encrypted -> Bool,
+        /// `m.room.create` `room_version`.
+        room_version -> Nullable<Text>,
+        /// `m.room.retention` `max_lifetime`, ms.
+        retention_max_lifetime_ms -> Nullable<BigInt>,
+        /// `m.room.retention` `min_lifetime`, ms.
+        retention_min_lifetime_ms -> Nullable<BigInt>,
+        /// `im.vector.room.access_rules` `rule`.
+        access_rule -> Nullable<Text>,
+        /// Joined members on external homeservers.
+        external_member_count -> BigInt,
+    }
+}
+
 diesel::joinable!(messages -> rooms (room_pk));
 diesel::table! {
     /// Who redacted a message, when and why: one row per redacted message whose redaction is

@@ -79,21 +79,26 @@ fn now_ms() -> i64 {
 }
 
 /// Writes the room, its new messages, the edits and redactions and the pagination positions of
-/// `snapshot` (some pages of a run), inside the caller's transaction. `helpers`: see
-/// [`messages::insert_messages`]; `hold`: what its redactions do with content stored earlier.
+/// `snapshot` (some pages of a run), inside the caller's transaction; the room's state is added
+/// to its history when run `run_id` observed it changed ([`crate::room_states`]). `helpers`:
+/// see [`messages::insert_messages`]; `hold`: what its redactions do with content stored
+/// earlier.
 fn store_pages(
     conn: &mut DbConn,
     helpers: Option<&ahead::Source<'_>>,
+    run_id: i64,
     run: &IngestionRun,
     snapshot: &RoomSnapshot,
     hold: Hold,
 ) -> Result<StoredCounts> {
     let org = run.viewer.org.as_str();
     // A room stored from another homeserver is refused here, before anything is written.
-    let (room_pk, merged) = rooms::upsert_room(conn, run, snapshot, now_ms())?;
+    let now = now_ms();
+    let (room_pk, merged) = rooms::upsert_room(conn, run, snapshot, now)?;
     if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {
         return Err(Error::Withheld);
     }
+    crate::room_states::record(conn, org, room_pk, run_id, snapshot, now)?;
     let messages_stored = messages::insert_messages(conn, helpers, org, room_pk, merged, &snapshot.messages)?;
     if messages_stored == snapshot.messages.len() as i64 {
         // Every message was new, at `merged`: the counts only grow.

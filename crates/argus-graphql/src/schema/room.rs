@@ -7,6 +7,7 @@ use juniper::{GraphQLObject, ID, graphql_object};
 use super::{
     message::TchapMessageConnection,
     paging::{PageInfo, connection},
+    room_state::TchapRoomStateConnection,
     scalars::{DateTime, GqlClassification, int, opaque_id},
 };
 use crate::{Context, CursorKind, Result};
@@ -18,6 +19,15 @@ pub struct TchapRetention {
     pub max_lifetime: Option<f64>,
     /// min_lifetime: how long, in milliseconds, an event is kept at least.
     pub min_lifetime: Option<f64>,
+}
+
+impl From<argus_domain::Retention> for TchapRetention {
+    fn from(r: argus_domain::Retention) -> Self {
+        Self {
+            max_lifetime: r.max_lifetime_ms.map(|ms| ms as f64),
+            min_lifetime: r.min_lifetime_ms.map(|ms| ms as f64),
+        }
+    }
 }
 
 /// An ingested Matrix room, as the caller may see it.
@@ -108,10 +118,7 @@ impl TchapRoom {
 
     /// The room's retention policy (m.room.retention), as its state said at the last ingestion: a homeserver that enforces it stops serving, then purges, events older than maxLifetime. Null when the room has none (or only malformed values).
     fn retention(&self) -> Option<TchapRetention> {
-        self.0.metadata.retention.map(|r| TchapRetention {
-            max_lifetime: r.max_lifetime_ms.map(|ms| ms as f64),
-            min_lifetime: r.min_lifetime_ms.map(|ms| ms as f64),
-        })
+        self.0.metadata.retention.map(TchapRetention::from)
     }
 
     /// Whether events may expire under the room's retention policy before they are captured: the room has a maxLifetime and no active watch keeps it (events would expire uncaptured), or its older history is not captured yet (historyComplete false), or maxLifetime is no longer than the margin kept before expiry (10 % of it, at least a minute). A watched room is read again within maxLifetime less that margin whatever the watch's interval, so the interval alone is no risk. False without a maxLifetime.
@@ -148,6 +155,17 @@ impl TchapRoom {
     ) -> Result<TchapMessageConnection> {
         context.require(Scope::Read)?;
         TchapMessageConnection::load(context, self.0.room_id.clone(), first, after).await
+    }
+
+    /// The room's history of state, newest first: one entry per ingestion that observed its name, topic, encryption, room version, retention, access rule or external members changed (its first ingestion always records one). The room's own fields show the latest.
+    async fn state_history(
+        &self,
+        context: &Context,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<TchapRoomStateConnection> {
+        context.require(Scope::Read)?;
+        TchapRoomStateConnection::load(context, self.0.room_id.clone(), first, after).await
     }
 }
 

@@ -187,3 +187,22 @@ async fn the_charge_comes_before_any_read() {
     let response = h.run(&alice, &costly, json!({})).await;
     assert_eq!(all_limit_exceeded(&response), 1, "{response:#}");
 }
+
+/// A room's `stateHistory` is charged as a connection, at its default page of 20 when `first`
+/// is left out: under `tchapRooms(first: 500)` it asks for 500 × (1 + 20) = 10,500 items,
+/// refused; with `first: 18`, 500 × (1 + 18) = 9,500, answered.
+#[tokio::test]
+async fn state_history_is_charged_as_a_connection() {
+    let (h, alice) = ingested().await;
+    let rooms = |history: &str| {
+        format!(
+            "{{ tchapRooms(first: 500) {{ edges {{ node {{ {history} {{ edges {{ node {{ accessRule }} }} }} }} }} }} }}"
+        )
+    };
+    let response = h.run(&alice, &rooms("stateHistory"), json!({})).await;
+    assert_eq!(error_code(&response), Some("LIMIT_EXCEEDED"), "{response:#}");
+    assert!(response.to_string().contains("10500"), "{response:#}");
+    let data = ok(h.run(&alice, &rooms("stateHistory(first: 18)"), json!({})).await);
+    let history = &data["tchapRooms"]["edges"][0]["node"]["stateHistory"]["edges"];
+    assert_eq!(history.as_array().map(Vec::len), Some(1), "the room's first state: {data:#}");
+}

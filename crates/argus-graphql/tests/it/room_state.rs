@@ -108,3 +108,102 @@ async fn an_ingestion_since_a_date_stores_only_what_was_sent_since() {
         time::OffsetDateTime::parse(shown_since, &time::format_description::well_known::Rfc3339).unwrap();
     assert_eq!(argus_domain::to_unix_ms(parsed), argus_domain::to_unix_ms(since));
 }
+
+const HISTORY: &str = r"
+query($roomId: String!, $first: Int, $after: String) {
+  tchapRoom(roomId: $roomId) {
+    accessRule retention { maxLifetime }
+    stateHistory(first: $first, after: $after) {
+      totalCount pageInfo { hasNextPage endCursor }
+      edges { cursor node {
+        observedAt name topic encrypted roomVersion accessRule externalMemberCount
+        retention { maxLifetime minLifetime }
+      } }
+    }
+  }
+}";
+
+#[tokio::test]
+async fn a_room_keeps_its_history_of_state() {
+    let Some(server) = synapse() else { return };
+    let alice = server.register("alice").await.unwrap();
+    let room = alice
+        .create_room_with(&json!({
+            "preset": "private_chat",
+            "name": "Cellule",
+            "initial_state": [
+                {"type": "m.room.retention", "state_key": "", "content": {"max_lifetime": 604_800_000_u64}},
+                {"type": "im.vector.room.access_rules", "state_key": "", "content": {"rule": "restricted"}},
+            ],
+        }))
+        .await
+        .unwrap();
+    alice.send_text(&room, "avant").await.unwrap();
+    let h = harness(Vec::new()).await;
+    let analyst = viewer("dgsi", Restricted, &ALL);
+    let ingest = json!({"homeserverUrl": server.base_url(), "accessToken": alice.access_token, "roomId": room, "classification": "RESTRICTED"});
+    ok(h.ingest_with(&analyst, ingest.clone()).await);
+    // Read again unchanged: the history keeps one entry.
+    ok(h.ingest_with(&analyst, ingest.clone()).await);
+    let history = |shown: &Value| shown["tchapRoom"]["stateHistory"].clone();
+    let once = ok(h.run(&analyst, HISTORY, json!({"roomId": room})).await);
+    assert_eq!(history(&once)["totalCount"], 1, "{once}");
+
+    // The room opened to external accounts and its retention shortened.
+    alice
+        .set_state(
+            &room,
+            "m.room.retention",
+            "",
+            &json!({"max_lifetime": 86_400_000, "min_lifetime": 3_600_000}),
+        )
+        .await
+        .unwrap();
+    alice
+        .set_state(&room, "im.vector.room.access_rules", "", &json!({"rule": "unrestricted"}))
+        .await
+        .unwrap();
+    alice.send_text(&room, "après").await.unwrap();
+    ok(h.ingest_with(&analyst, ingest).await);
+
+    let shown = ok(h.run(&analyst, HISTORY, json!({"roomId": room})).await);
+    let states = history(&shown);
+    assert_eq!(states["totalCount"], 2, "{shown}");
+    let nodes: Vec<&Value> = states["edges"].as_array().unwrap().iter().map(|e| &e["node"]).collect();
+    let (new, old) = (nodes[0], nodes[1]);
+    assert_eq!(new["accessRule"], "unrestricted");
+    assert_eq!(new["retention"], json!({"maxLifetime": 86_400_000.0, "minLifetime": 3_600_000.0}));
+    assert_eq!(old["accessRule"], "restricted");
+    assert_eq!(old["retention"], json!({"maxLifetime": 604_800_000.0, "minLifetime": null}));
+    for node in [new, old] {
+        assert_eq!((node["name"].as_str(), node["encrypted"].as_bool()), (Some("Cellule"), Some(false)));
+        assert!(node["roomVersion"].as_str().is_some_and(|v| !v.is_empty()));
+        assert_eq!(node["externalMemberCount"], 0);
+    }
+    assert!(new["observedAt"].as_str() >= old["observedAt"].as_str(), "newest first");
+    // The room's own fields show the latest.
+    assert_eq!(shown["tchapRoom"]["accessRule"], "unrestricted");
+
+    // Paged one at a time with opaque cursors: newest, then the one before.
+    let first = ok(h.run(&analyst, HISTORY, json!({"roomId": room, "first": 1})).await);
+    let page = history(&first);
+    assert_eq!(
+        (page["pageInfo"]["hasNextPage"].as_bool(), page["edges"][0]["node"]["accessRule"].as_str()),
+        (Some(true), Some("unrestricted"))
+    );
+    let cursor = page["pageInfo"]["endCursor"].as_str().unwrap();
+    assert!(!cursor.contains('{') && cursor.len() > 20, "opaque: {cursor}");
+    let next = ok(h.run(&analyst, HISTORY, json!({"roomId": room, "first": 1, "after": cursor})).await);
+    let page = history(&next);
+    assert_eq!(
+        (page["pageInfo"]["hasNextPage"].as_bool(), page["edges"][0]["node"]["accessRule"].as_str()),
+        (Some(false), Some("restricted"))
+    );
+    // Another organisation, even with a cursor of this history: no room, so no history.
+    let other = viewer("dgse", Restricted, &ALL);
+    let refused = h.run(&other, HISTORY, json!({"roomId": room, "first": 1, "after": cursor})).await;
+    assert_eq!(ok(refused.clone())["tchapRoom"], Value::Null, "the room is not theirs: {refused}");
+    // At a lower clearance: no room, so no history.
+    let low = viewer("dgsi", argus_domain::Classification::Unclassified, &ALL);
+    assert_eq!(ok(h.run(&low, HISTORY, json!({"roomId": room})).await)["tchapRoom"], Value::Null);
+}

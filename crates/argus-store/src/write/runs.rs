@@ -123,7 +123,7 @@ pub(crate) fn commit_pages(
     let org = ticket.run.viewer.org.as_str();
     in_locked_transaction(conn, Lock::Room { org, room_id: ticket.room_id.as_str() }, |conn| {
         let before = crate::log::marks(conn)?;
-        let stored = store_pages(conn, helpers, &ticket.run, pages, hold)?;
+        let stored = store_pages(conn, helpers, ticket.id, &ticket.run, pages, hold)?;
         let renewed = diesel::update(r::table.filter(r::id.eq(ticket.id)).filter(r::org_id.eq(org)))
             .set((
                 r::message_count.eq(r::message_count + stored.messages_stored),

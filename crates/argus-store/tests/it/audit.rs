@@ -318,6 +318,10 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
         "DELETE FROM ingestions",
         "TRUNCATE ingestions",
         "DROP TABLE ingestions",
+        "UPDATE room_states SET access_rule = NULL",
+        "DELETE FROM room_states",
+        "TRUNCATE room_states",
+        "ALTER TABLE room_states DISABLE TRIGGER ALL",
     ] {
         let err = raw.batch_execute(attack).unwrap_err().to_string();
         assert!(err.contains("permission denied") || err.contains("must be owner"), "{attack}: {err}");

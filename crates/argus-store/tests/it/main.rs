@@ -19,6 +19,7 @@ mod log;
 mod props;
 mod reads;
 mod room_metadata;
+mod room_state_history;
 mod runs;
 mod schema;
 mod search;

@@ -149,7 +149,7 @@ fn killed_inside_the_transaction(db: &TestDb) {
 
     // Nothing partial: not the room, not the messages inserted before the stall, no audit record,
     // no outbox row; the chain of the organisation is untouched.
-    for table in ["rooms", "messages", "message_counts", "ingestions", "outbox"] {
+    for table in ["rooms", "room_states", "messages", "message_counts", "ingestions", "outbox"] {
         assert_eq!(db.count(&format!("SELECT COUNT(*) AS n FROM {table}")), 0, "{table} written");
     }
     assert!(db.store.audit_heads().unwrap().is_empty());

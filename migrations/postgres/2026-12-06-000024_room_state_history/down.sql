@@ -1,0 +1,2 @@
+DROP TABLE room_states;
+DROP FUNCTION room_states_append_only();
