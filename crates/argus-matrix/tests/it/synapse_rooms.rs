@@ -227,3 +227,39 @@ async fn a_homeserver_without_timestamp_lookup_fails_a_read_from_a_date() {
         connector.fetch_room(&hs.session(), &MockHomeserver::room(), &FetchOptions::default()).await.is_ok()
     );
 }
+
+/// A read that never meets the event `timestamp_to_event` gave (it started below it) is not
+/// ended by the events' dates: it reads on to the room's creation, everything kept.
+#[tokio::test]
+async fn a_read_that_never_meets_the_first_event_since_the_date_goes_on_to_the_creation() {
+    use crate::mock::{MockHomeserver, ROOM, ev};
+    use wiremock::{Mock, ResponseTemplate, matchers};
+
+    let since = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let ms = argus_domain::to_unix_ms(since);
+    let hs = MockHomeserver::start().await;
+    hs.empty_state(ROOM).await;
+    Mock::given(matchers::path_regex("/timestamp_to_event$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"event_id": "$elsewhere", "origin_server_ts": ms})),
+        )
+        .mount(hs.server())
+        .await;
+    hs.messages(ROOM)
+        .page(vec![ev::text("$after", ms + 5000, "après"), ev::text("$older", ms - 86_400_000, "avant")])
+        .end("t1")
+        .mount()
+        .await;
+    // The room's start: no `end`.
+    hs.messages(ROOM).from("t1").page(vec![ev::text("$oldest", ms - 172_800_000, "création")]).mount().await;
+    let options = FetchOptions { start_at: Some(since), ..FetchOptions::default() };
+    let s = MockHomeserver::connector()
+        .fetch_room(&hs.session(), &MockHomeserver::room(), &options)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = s.messages.iter().map(|m| m.event_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["$after", "$older", "$oldest"]);
+    assert_eq!(s.history, HistoryPosition::Complete);
+}
