@@ -71,12 +71,48 @@ impl Retention {
         Some(lifetime.saturating_sub(margin))
     }
 
+    /// The rule the scheduler follows for a watched room with this policy: how long after a
+    /// run's start the room is due again at the latest (the watch's own interval, when shorter,
+    /// wins). `floor` is the shortest wait any watch may have (the watch limits' minimum
+    /// interval, and at least the scheduler's tick): the room's state, which its
+    /// administrators set, never makes a watch run more often than its owner could have asked.
+    ///
+    /// - No `max_lifetime`, or one no longer than its margin ([`Retention::capture_within`] is
+    ///   zero: no schedule can keep up, which [`Retention::at_risk`] reports): `None`, the
+    ///   interval alone.
+    /// - A run that read to the end (it succeeded, was not cut short by its message cap, and
+    ///   left no older history to read): [`Retention::capture_within`], no shorter than
+    ///   `floor`. The oldest event not captured then is at least as new as the run.
+    /// - A run that did not (it failed, was cut short, or older history remains): `floor`.
+    ///   What it left uncaptured may be much older than the run, so it is read again as soon
+    ///   as the floor allows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use argus_domain::Retention;
+    /// let policy = |ms| Retention { max_lifetime_ms: Some(ms), min_lifetime_ms: None };
+    /// let floor = Duration::from_secs(60);
+    /// assert_eq!(policy(86_400_000).due_within(true, floor), Some(Duration::from_secs(77_760)));
+    /// assert_eq!(policy(86_400_000).due_within(false, floor), Some(floor));
+    /// // 61 s: captured within a second, but never sooner than the floor.
+    /// assert_eq!(policy(61_000).due_within(true, floor), Some(floor));
+    /// // 1 ms: no schedule keeps up; the watch keeps its interval.
+    /// assert_eq!(policy(1).due_within(true, floor), None);
+    /// assert_eq!(policy(1).due_within(false, floor), None);
+    /// ```
+    pub fn due_within(&self, read_to_the_end: bool, floor: Duration) -> Option<Duration> {
+        let within = self.capture_within().filter(|within| !within.is_zero())?;
+        Some(if read_to_the_end { within.max(floor) } else { floor })
+    }
+
     /// Whether capture cannot keep up with this policy for a room whose history is
     /// `history_complete` (back to its start, or to the start date asked for) and which an
     /// active watch keeps current (`watched`): the policy has a `max_lifetime` and the room is
     /// not watched, or older history is not captured yet, or the lifetime is no longer than its
     /// margin (no schedule can read it in time). The interval of a watch does not count: the
-    /// scheduler reads a watched room again within [`Retention::capture_within`].
+    /// scheduler reads a watched room again in time ([`Retention::due_within`]), unless the
+    /// lifetime is shorter than the floor of the watch limits (the minimum interval): then an
+    /// event may expire before it is read, which this does not report.
     ///
     /// ```
     /// use argus_domain::Retention;

@@ -188,11 +188,15 @@ fn validate(services: &Services, viewer: &Viewer, request: &IngestRequest) -> Re
 /// forward reads capturing what was sent before it.
 const SINCE_SKEW: time::Duration = time::Duration::minutes(5);
 
-/// Refuses a start date in the future.
+/// Refuses a start date in the future, or before 1970 (`timestamp_to_event` takes
+/// milliseconds since the Unix epoch: every run from it would fail).
 pub(crate) fn check_since(since: Option<OffsetDateTime>) -> Result<()> {
     match since {
         Some(at) if at > OffsetDateTime::now_utc() + SINCE_SKEW => {
             Err(Error::InvalidInput("since must not be in the future".into()))
+        }
+        Some(at) if at < OffsetDateTime::UNIX_EPOCH => {
+            Err(Error::InvalidInput("since must not be before 1970".into()))
         }
         _ => Ok(()),
     }
@@ -509,7 +513,7 @@ fn options(
 /// Whether the stored history of `room` is complete as far back as a run from `since` wants:
 /// to the room's creation, or to a date no later than `since`. Otherwise older history is read
 /// again from the live end (skipping what is stored), down to `since`.
-fn history_covers(room: &StoredRoom, since: Option<OffsetDateTime>) -> bool {
+pub(crate) fn history_covers(room: &StoredRoom, since: Option<OffsetDateTime>) -> bool {
     room.history_complete
         && match (room.history_since, since) {
             (None, _) => true,

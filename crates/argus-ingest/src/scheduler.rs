@@ -6,14 +6,18 @@
 //!
 //! After a run the watch is due again after its interval, with jitter (so that watches created
 //! together spread out), or sooner for a room whose retention policy (`m.room.retention`
-//! `max_lifetime`) would purge events first: within the lifetime less a margin of 10 % of it,
-//! and at least a minute ([`argus_domain::Retention::capture_within`]); a rate limit pushes it back by what the homeserver asked; a token the
-//! homeserver refuses (`M_UNKNOWN_TOKEN`, soft logout), or a room archived from another
-//! homeserver than the watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is
-//! given again; an account the homeserver expired or locked stops it as `ACCOUNT_EXPIRED` or
-//! `ACCOUNT_LOCKED` the same way. A suspended account still reads: its watch goes on.
-//! given again. A watch whose token expires is renewed with its refresh token
-//! ([`watch_tokens`]); only when no valid pair can be had does it pause (`TOKEN_REFRESH_FAILED`).
+//! `max_lifetime`) would purge events first, as [`argus_domain::Retention::due_within`] says:
+//! within the lifetime less a margin after a run that read to the end, as soon as allowed
+//! after one that did not (it failed, its message cap cut it short, or older history remains;
+//! a failed run takes the policy stored from the room's last read), and never sooner than the
+//! watch limits' minimum interval (nor the tick), whatever the room's state says. A rate limit
+//! pushes it back by what the homeserver asked; a token the homeserver refuses
+//! (`M_UNKNOWN_TOKEN`, soft logout), or a room archived from another homeserver than the
+//! watch's (`HOMESERVER_MISMATCH`), pauses it with the reason until it is given again; an
+//! account the homeserver expired or locked stops it as `ACCOUNT_EXPIRED` or `ACCOUNT_LOCKED`
+//! the same way. A suspended account still reads: its watch goes on. A watch whose token
+//! expires is renewed with its refresh token ([`watch_tokens`]); only when no valid pair can
+//! be had does it pause (`TOKEN_REFRESH_FAILED`).
 
 mod renewal;
 
@@ -297,7 +301,7 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             heartbeat.tick().await;
             loop {
                 tokio::select! {
-                    result = &mut run => break result.map(|summary| summary.room.metadata.retention),
+                    result = &mut run => break result.map(|summary| read_to_the_end(&summary, watch.since)),
                     _ = heartbeat.tick() => {
                         let (id, replica, lease) = (watch.id, options.replica.clone(), options.lease);
                         let renewed = services
@@ -312,11 +316,16 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             }
         }
     };
-    if let Ok(Some(within)) = result.as_ref().map(|retention| retention.and_then(|r| r.capture_within())) {
-        // The room's retention policy purges events older than its lifetime: a run that
-        // succeeded read up to the live end, so the oldest event not captured yet is at least as
-        // new as the run; the next run comes before it expires, with a margin.
-        next = next.min(started + within.max(options.tick));
+    // The room's retention policy purges events older than its lifetime: the next run comes
+    // before what this one left uncaptured expires (the rule: `Retention::due_within`). A
+    // failed run read no state: the policy stored from the room's last read counts.
+    let retention = match &result {
+        Ok(read) => *read,
+        Err(_) => stored_retention(services, &watch).await.map(|retention| (retention, false)),
+    };
+    let floor = Duration::from_secs(u64::from(services.watch_limits.min_interval_secs)).max(options.tick);
+    if let Some(within) = retention.and_then(|(retention, complete)| retention.due_within(complete, floor)) {
+        next = next.min(started + within);
     }
     let error = match &result {
         Ok(_) => None,
@@ -426,6 +435,37 @@ pub async fn close_interrupted_runs_every(
         tokio::select! {
             () = stop.notified() => break,
             () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// The room's retention policy after a successful run, and whether the run read to the end:
+/// not cut short by its cap, its history complete as far back as the watch wants.
+fn read_to_the_end(
+    summary: &crate::ingest::IngestSummary,
+    since: Option<OffsetDateTime>,
+) -> Option<(argus_domain::Retention, bool)> {
+    let complete = !summary.report.truncated && crate::ingest::history_covers(&summary.room, since);
+    summary.room.metadata.retention.map(|retention| (retention, complete))
+}
+
+/// The retention policy stored from the watched room's last read, as its owner sees it (`None`
+/// when it has none, or the store cannot say).
+async fn stored_retention(
+    services: &Services,
+    watch: &argus_domain::Watch,
+) -> Option<argus_domain::Retention> {
+    let owner = Viewer::new(watch.owner.clone(), watch.org.clone(), watch.classification, [Scope::Read]);
+    let room = watch.room_id.clone();
+    match services.with_store(move |store| store.room(&owner, &room)).await {
+        Ok(room) => room.and_then(|room| room.metadata.retention),
+        Err(e) => {
+            tracing::warn!(
+                watch = watch.id,
+                code = e.code(),
+                "a watched room's retention policy could not be read"
+            );
+            None
         }
     }
 }

@@ -507,6 +507,16 @@ impl Connector {
 }
 
 /// Where a read from a start date stops going back.
+///
+/// With the event `timestamp_to_event` gave (the first sent at or after the date, as the
+/// homeserver orders its events), the read stops only on reaching that event, kept: the
+/// `origin_server_ts` of the events before it is their sender's to set, and an event dated
+/// (wrongly or by design) before the date cannot end the capture early. The history is then
+/// complete since the date (`history_since`); a read that never meets the event (it started
+/// below it: that older history was read already) goes on to the room's creation, complete
+/// since then. Only when the homeserver has no event since the date (`M_NOT_FOUND`) do the
+/// timestamps decide: the read stops at the first event dated before the date, and everything
+/// it kept is recorded complete since the date.
 struct StartAt {
     /// The first event sent at or after the date (`timestamp_to_event`), if the room has one.
     first: Option<ruma::OwnedEventId>,
@@ -514,29 +524,23 @@ struct StartAt {
     ms: u64,
 }
 
-/// How much older than the start date an event may claim to be before a read that has not met
-/// the first event since that date stops anyway (clocks of other homeservers may be off).
-const START_CLOCK_SKEW_MS: u64 = 3600 * 1000;
-
 impl StartAt {
     /// Of a page read backwards (newest first), how many events to keep when the page reaches
-    /// the start: up to the first event since the date, inclusive; or, when the room had none
-    /// (or it is not met), up to the first event sent before the date (less the allowed clock
-    /// skew when a first event was found). `None` when the whole page is kept and the read goes
-    /// on.
+    /// the start: up to the first event since the date, inclusive; or, when the room has none,
+    /// up to the first event dated before the date. `None` when the whole page is kept and the
+    /// read goes on.
     fn cut(&self, chunk: &[ruma::serde::Raw<ruma::events::AnyTimelineEvent>]) -> Option<usize> {
-        let older_than = match &self.first {
-            Some(_) => self.ms.saturating_sub(START_CLOCK_SKEW_MS),
-            None => self.ms,
-        };
-        chunk.iter().enumerate().find_map(|(i, raw)| {
-            let id = raw.get_field::<String>("event_id").ok().flatten();
-            if id.is_some() && id.as_deref() == self.first.as_ref().map(|e| e.as_str()) {
-                return Some(i + 1);
-            }
-            let ts = raw.get_field::<u64>("origin_server_ts").ok().flatten();
-            ts.is_some_and(|ts| ts < older_than).then_some(i)
-        })
+        match &self.first {
+            Some(first) => chunk
+                .iter()
+                .position(|raw| {
+                    raw.get_field::<String>("event_id").ok().flatten().as_deref() == Some(first.as_str())
+                })
+                .map(|i| i + 1),
+            None => chunk.iter().position(|raw| {
+                raw.get_field::<u64>("origin_server_ts").ok().flatten().is_some_and(|ts| ts < self.ms)
+            }),
+        }
     }
 }
 

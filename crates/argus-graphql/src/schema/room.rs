@@ -121,7 +121,7 @@ impl TchapRoom {
         self.0.metadata.retention.map(TchapRetention::from)
     }
 
-    /// Whether events may expire under the room's retention policy before they are captured: the room has a maxLifetime and no active watch keeps it (events would expire uncaptured), or its older history is not captured yet (historyComplete false), or maxLifetime is no longer than the margin kept before expiry (10 % of it, at least a minute). A watched room is read again within maxLifetime less that margin whatever the watch's interval, so the interval alone is no risk. False without a maxLifetime.
+    /// Whether events may expire under the room's retention policy before they are captured: the room has a maxLifetime and no active watch keeps it (events would expire uncaptured), or its older history is not captured yet (historyComplete false), or maxLifetime is no longer than the margin kept before expiry (10 % of it, at least a minute). A watched room is read again within maxLifetime less that margin whatever the watch's interval, so the interval alone is no risk; but never sooner than the operator's minimum watch interval, so a maxLifetime shorter than that minimum may let events expire between runs (not counted here). False without a maxLifetime.
     fn retention_risk(&self) -> bool {
         self.0.retention_risk()
     }

@@ -1,6 +1,8 @@
 //! What Tchap says about a room, read from a real Synapse: retention, access rule, encryption,
 //! room version and members on external homeservers; and a read that starts at a date
-//! (`timestamp_to_event`).
+//! (`timestamp_to_event`): it stops only on the event the homeserver gave for the date (an
+//! event dated before the date by its sender does not end it early), and by the events' dates
+//! only when the homeserver has no event since then (`M_NOT_FOUND`).
 
 #![expect(clippy::unwrap_used, reason = "a fixture or step that fails is a failed test")]
 
@@ -120,6 +122,81 @@ async fn a_read_from_a_date_stops_at_the_first_event_since_then() {
     assert_eq!(s.history, HistoryPosition::Complete);
 }
 
+/// Synapse answers `M_NOT_FOUND` for a date after every event: the read then stops at the first
+/// event dated before it, and the history is complete since the date.
+#[tokio::test]
+async fn no_event_since_the_date_reads_nothing_and_is_complete_since_then() {
+    let Some(server) = synapse() else { return };
+    let alice = server.register("alice").await.unwrap();
+    let room = alice.create_room(Some("Rien depuis"), None, false).await.unwrap();
+    alice.send_texts(&room, "avant", 2, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let since = OffsetDateTime::now_utc();
+    // What Synapse itself answers for that date.
+    let url = format!(
+        "{}/_matrix/client/v1/rooms/{room}/timestamp_to_event?ts={}&dir=f",
+        server.base_url().trim_end_matches('/'),
+        argus_domain::to_unix_ms(since)
+    );
+    let answer = reqwest::Client::new().get(url).bearer_auth(&alice.access_token).send().await.unwrap();
+    assert_eq!(answer.status(), 404);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_NOT_FOUND", "{body}");
+
+    let c = connector(Vec::new());
+    let s = read(&c, &alice, &room, &FetchOptions { start_at: Some(since), ..FetchOptions::default() }).await;
+    assert!(s.messages.is_empty(), "everything was sent before the date");
+    assert_eq!(s.history, HistoryPosition::Complete);
+    assert_eq!(s.history_since, Some(since), "complete since the date, not since the creation");
+}
+
+/// A sender sets `origin_server_ts`: an event after the date that claims to be two hours older
+/// does not end the read; only the event `timestamp_to_event` gave does (a homeserver that
+/// serves such an event is a mock: Synapse dates its own users' events itself).
+#[tokio::test]
+async fn an_event_dated_before_the_date_does_not_end_a_read_from_it() {
+    use crate::mock::{MockHomeserver, ROOM, ev};
+    use wiremock::{Mock, ResponseTemplate, matchers};
+
+    let since = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let ms = argus_domain::to_unix_ms(since);
+    let hs = MockHomeserver::start().await;
+    hs.empty_state(ROOM).await;
+    Mock::given(matchers::path_regex("/timestamp_to_event$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"event_id": "$first", "origin_server_ts": ms + 1000})),
+        )
+        .mount(hs.server())
+        .await;
+    // Newest first, two pages; nothing answers past the second (a read beyond `$first` fails).
+    hs.messages(ROOM)
+        .page(vec![ev::text("$newest", ms + 5000, "récent"), ev::text("$forged", ms - 7_200_000, "antidaté")])
+        .end("t1")
+        .mount()
+        .await;
+    hs.messages(ROOM)
+        .from("t1")
+        .page(vec![
+            ev::text("$middle", ms + 3000, "entre"),
+            ev::text("$first", ms + 1000, "premier"),
+            ev::text("$before", ms - 86_400_000, "avant"),
+        ])
+        .end("t2")
+        .mount()
+        .await;
+    let options = FetchOptions { start_at: Some(since), ..FetchOptions::default() };
+    let s = MockHomeserver::connector()
+        .fetch_room(&hs.session(), &MockHomeserver::room(), &options)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = s.messages.iter().map(|m| m.event_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["$first", "$forged", "$middle", "$newest"], "down to the first event since the date");
+    assert_eq!(s.history, HistoryPosition::Complete);
+    assert_eq!(s.history_since, Some(since));
+}
+
 /// Synapse has the endpoint; a homeserver without it (404, `M_UNRECOGNIZED`) fails the read
 /// with a typed error instead of reading back to the room's creation.
 #[tokio::test]
@@ -149,4 +226,40 @@ async fn a_homeserver_without_timestamp_lookup_fails_a_read_from_a_date() {
     assert!(
         connector.fetch_room(&hs.session(), &MockHomeserver::room(), &FetchOptions::default()).await.is_ok()
     );
+}
+
+/// A read that never meets the event `timestamp_to_event` gave (it started below it) is not
+/// ended by the events' dates: it reads on to the room's creation, everything kept.
+#[tokio::test]
+async fn a_read_that_never_meets_the_first_event_since_the_date_goes_on_to_the_creation() {
+    use crate::mock::{MockHomeserver, ROOM, ev};
+    use wiremock::{Mock, ResponseTemplate, matchers};
+
+    let since = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let ms = argus_domain::to_unix_ms(since);
+    let hs = MockHomeserver::start().await;
+    hs.empty_state(ROOM).await;
+    Mock::given(matchers::path_regex("/timestamp_to_event$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"event_id": "$elsewhere", "origin_server_ts": ms})),
+        )
+        .mount(hs.server())
+        .await;
+    hs.messages(ROOM)
+        .page(vec![ev::text("$after", ms + 5000, "après"), ev::text("$older", ms - 86_400_000, "avant")])
+        .end("t1")
+        .mount()
+        .await;
+    // The room's start: no `end`.
+    hs.messages(ROOM).from("t1").page(vec![ev::text("$oldest", ms - 172_800_000, "création")]).mount().await;
+    let options = FetchOptions { start_at: Some(since), ..FetchOptions::default() };
+    let s = MockHomeserver::connector()
+        .fetch_room(&hs.session(), &MockHomeserver::room(), &options)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = s.messages.iter().map(|m| m.event_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["$after", "$older", "$oldest"]);
+    assert_eq!(s.history, HistoryPosition::Complete);
 }

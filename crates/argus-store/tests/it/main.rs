@@ -26,5 +26,6 @@ mod search;
 mod search_oracle;
 mod support;
 mod threats;
+mod watch_status_migration;
 mod watches;
 mod writes;
