@@ -245,6 +245,12 @@ pub struct IngestJoinedTchapRoomsInput {
     pub max_messages: Option<i32>,
     /// The account's recovery key: end-to-end encrypted history is decrypted from the account's key backup. Used for this call only.
     pub recovery_key: Option<String>,
+    /// The account's refresh token, beside accessToken: the access token is renewed (POST /refresh, or the OAuth 2.0 token endpoint) before it expires or when the homeserver refuses it, in memory, by one source every room of the call shares; used for this call only, never returned, never stored. A refresh token given to a call is spent by it: Argus should have its own login.
+    pub refresh_token: Option<String>,
+    /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (its token endpoint renews them for that client only). Only with refreshToken.
+    pub oauth_client_id: Option<String>,
+    /// Capture only what was sent at or after this time, in every room: each room's history starts there (timestamp_to_event) instead of at its creation; historyComplete then means complete since this time. Not in the future.
+    pub since: Option<DateTime>,
 }
 
 /// Input of `postTchapMessage`. It has no `Debug`: nothing can print the access token it holds
@@ -317,6 +323,9 @@ impl Mutation {
             classification: input.classification.into(),
             max_messages: input.max_messages.map(i64::from),
             recovery_key: input.recovery_key.map(argus_domain::Secret::new),
+            refresh_token: input.refresh_token.map(argus_domain::Secret::new),
+            oauth_client_id: input.oauth_client_id,
+            since: input.since.map(|t| t.0),
         };
         let rooms =
             ingest::ingest_joined(&context.services().app, context.viewer(), request, &mut |_, _| {}).await?;
