@@ -201,7 +201,7 @@ impl Query {
 pub struct IngestTchapRoomInput {
     /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -235,7 +235,7 @@ pub struct IngestTchapRoomInput {
 pub struct IngestJoinedTchapRoomsInput {
     /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -260,7 +260,7 @@ pub struct IngestJoinedTchapRoomsInput {
 pub struct PostTchapMessageInput {
     /// Base URL of the homeserver the room was archived from (another is refused), e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
     /// Matrix access token of the account that posts; used for this call only, never returned, never stored in clear.
     pub access_token: String,
