@@ -23,8 +23,8 @@
 //! many ingestions running or started by the caller, an account that does not resolve to a
 //! homeserver or whose token is another account's) are counted and logged instead: the
 //! permanent trail is not for refusals anyone can repeat. An account whose discovery the
-//! outbound policy refuses is audited FAILED, as a homeserver URL the policy refuses is (see
-//! [`crate::account`]).
+//! outbound policy refuses is audited FAILED, as a homeserver URL the policy refuses is, its
+//! record naming `https://{server name}`.
 
 use std::sync::Arc;
 
