@@ -380,6 +380,27 @@ async fn a_post_by_account_whose_token_is_another_accounts_is_refused_and_audite
     // Nothing was sent.
     let texts = alice.all_messages(&room).await.unwrap_or_else(|e| panic!("{e:#}"));
     assert!(!texts.iter().any(|m| m["content"]["body"].as_str().is_some_and(|b| b.ends_with("Note"))));
+
+    // Her own token, her account locked: whoami fails, the post is refused and audited too.
+    let admin = server.register_admin("acct_post_admin").await.unwrap_or_else(|e| panic!("{e:#}"));
+    admin.set_account_locked(&alice.user_id, true).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let request = PostRequest {
+        homeserver_url: String::new(),
+        account: Some(alice.user_id.clone()),
+        access_token: AccessToken::new(alice.access_token.clone()),
+        room_id: room.clone(),
+        body: "Note".into(),
+        classification: Classification::Restricted,
+        reply_to: None,
+        transaction_id: None,
+    };
+    let locked = failed(post_note(&services, &viewer, request).await);
+    admin.set_account_locked(&alice.user_id, false).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(locked.code(), "ACCOUNT_LOCKED");
+    let trail = env.trail(&viewer).await;
+    assert_eq!(trail.len(), 4, "{trail:?}");
+    assert_eq!(trail[3].entry.outcome, IngestionOutcome::Failed);
+    assert!(trail[3].entry.post.is_some(), "{:?}", trail[3]);
 }
 
 async fn a_joined_rooms_call_shares_one_renewing_token_and_its_start_date(env: Env) {
