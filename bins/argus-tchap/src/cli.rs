@@ -140,6 +140,7 @@ pub enum RoomsCommand {
 
 /// `argus-tchap rooms rehome`.
 #[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).multiple(false).args(["homeserver", "account"]))]
 pub struct RehomeArgs {
     /// Organisation the room is archived for.
     #[arg(long)]
@@ -147,9 +148,15 @@ pub struct RehomeArgs {
     /// Matrix room id, e.g. !abc:agent.tchap.gouv.fr
     #[arg(long)]
     pub room: RoomId,
-    /// Base URL of the homeserver the room answers to from now on.
+    /// Base URL of the homeserver the room answers to from now on (or `--account`).
     #[arg(long)]
-    pub homeserver: HomeserverUrl,
+    pub homeserver: Option<HomeserverUrl>,
+    /// An account of the homeserver the room answers to from now on, instead of
+    /// `--homeserver`: a Matrix user id, found by server discovery, or an e-mail address,
+    /// looked up on `[matrix] identity_server` first (the account whose token will read the
+    /// room). No token is asked: the homeserver found is the move's target, nothing more.
+    #[arg(long)]
+    pub account: Option<String>,
     /// Who moves it (kept in the audit trail).
     #[arg(long, default_value = "operator")]
     pub actor: ActorId,
@@ -238,6 +245,11 @@ pub struct IngestArgs {
     /// After the room, ingest the rooms that replaced it (room upgrades), one after another.
     #[arg(long)]
     pub follow_upgrades: bool,
+    /// Capture only what was sent at or after this time (RFC 3339, e.g.
+    /// `2026-01-01T00:00:00Z`): older history stops there (the homeserver's
+    /// `timestamp_to_event`), and the room's history is then complete since that date.
+    #[arg(long, value_parser = rfc3339)]
+    pub since: Option<OffsetDateTime>,
 }
 
 /// A secret as given (`Debug` of the arguments shows it as `[redacted]`).

@@ -175,6 +175,9 @@ async fn ingest_joined(
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
         recovery_key: args.recovery_key,
+        refresh_token: args.refresh_token,
+        oauth_client_id: args.oauth_client_id,
+        since: args.since,
     };
     let cap = u64::from(args.max_messages.unwrap_or(services.app.limits.default_max_messages));
     let bars = indicatif::MultiProgress::new();
@@ -265,7 +268,7 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
         account: args.account,
         refresh_token: args.refresh_token,
         oauth_client_id: args.oauth_client_id,
-        since: None,
+        since: args.since,
         room_id: args.room.unwrap_or_default(),
         classification: args.classification,
         max_messages: args.max_messages.map(i64::from),
@@ -361,8 +364,29 @@ pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
 
 /// `rooms rehome`: moves an archived room to another homeserver, audited.
 pub async fn rooms_rehome(config: &Config, args: RehomeArgs) -> Result<ExitCode> {
+    let RehomeArgs { org, room, homeserver, account, actor } = args;
+    let homeserver = match (homeserver, account) {
+        (Some(homeserver), None) => homeserver,
+        (None, Some(account)) => {
+            // The account's homeserver, found as everywhere else (server discovery, the
+            // identity server for an e-mail address), under the outbound policy.
+            let connector = argus_matrix::Connector::new(services::connector_config(config))
+                .context("the Matrix connector")?;
+            let found = match account.parse::<argus_matrix::discovery::Account>() {
+                Ok(account) => connector.resolve_account(&account).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(resolved) => resolved.homeserver,
+                Err(e) => {
+                    eprintln!("the account's homeserver was not found [{}]: {e}", e.code());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        _ => bail!("give exactly one of --homeserver and --account"),
+    };
     let store = services::open_store(config).await?;
-    let RehomeArgs { org, room, homeserver, actor } = args;
     let (room_id, org_id) = (room.clone(), org.clone());
     let moved =
         tokio::task::spawn_blocking(move || store.rehome_room(&actor, &org_id, &room_id, &homeserver))

@@ -202,7 +202,7 @@ impl Query {
 pub struct IngestTchapRoomInput {
     /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -236,7 +236,7 @@ pub struct IngestTchapRoomInput {
 pub struct IngestJoinedTchapRoomsInput {
     /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -246,6 +246,12 @@ pub struct IngestJoinedTchapRoomsInput {
     pub max_messages: Option<i32>,
     /// The account's recovery key: end-to-end encrypted history is decrypted from the account's key backup. Used for this call only.
     pub recovery_key: Option<String>,
+    /// The account's refresh token, beside accessToken: the access token is renewed (POST /refresh, or the OAuth 2.0 token endpoint) before it expires or when the homeserver refuses it, in memory, by one source every room of the call shares; used for this call only, never returned, never stored. A refresh token given to a call is spent by it: Argus should have its own login.
+    pub refresh_token: Option<String>,
+    /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (its token endpoint renews them for that client only). Only with refreshToken.
+    pub oauth_client_id: Option<String>,
+    /// Capture only what was sent at or after this time, in every room: each room's history starts there (timestamp_to_event) instead of at its creation; historyComplete then means complete since this time. Not in the future.
+    pub since: Option<DateTime>,
 }
 
 /// Input of `postTchapMessage`. It has no `Debug`: nothing can print the access token it holds
@@ -255,7 +261,7 @@ pub struct IngestJoinedTchapRoomsInput {
 pub struct PostTchapMessageInput {
     /// Base URL of the homeserver the room was archived from (another is refused), e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
     /// Matrix access token of the account that posts; used for this call only, never returned, never stored in clear.
     pub access_token: String,
@@ -318,6 +324,9 @@ impl Mutation {
             classification: input.classification.into(),
             max_messages: input.max_messages.map(i64::from),
             recovery_key: input.recovery_key.map(argus_domain::Secret::new),
+            refresh_token: input.refresh_token.map(argus_domain::Secret::new),
+            oauth_client_id: input.oauth_client_id,
+            since: input.since.map(|t| t.0),
         };
         let rooms =
             ingest::ingest_joined(&context.services().app, context.viewer(), request, &mut |_, _| {}).await?;

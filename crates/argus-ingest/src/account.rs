@@ -9,8 +9,12 @@
 //! A call whose account cannot be used (malformed, not resolved, another account's token) is a
 //! refusal, like malformed input: nothing of a room was read, nothing is stored, and it is
 //! counted and logged rather than audited (the permanent trail is not for refusals anyone can
-//! repeat). The resolution happens after the scope check and the caller's rate, so a caller
-//! without the scope cannot make the server reach out.
+//! repeat). Two exceptions: an account whose discovery the outbound policy refuses (a server
+//! name, or the homeserver its `.well-known` file names, on a private address or off the
+//! allow-list) is audited FAILED like a `homeserverUrl` the policy refuses, its record naming
+//! `https://{server name}` ([`Unresolved::audit_as`]); and a post, every one of which is
+//! audited, sent or refused (see [`crate::post`]). The resolution happens after the scope check
+//! and the caller's rate, so a caller without the scope cannot make the server reach out.
 
 use argus_domain::AccessToken;
 use argus_matrix::{
@@ -33,15 +37,37 @@ pub(crate) fn chosen(homeserver_url: &str, account: Option<&str>) -> Result<Opti
     }
 }
 
+/// An account that could not be resolved.
+#[derive(Debug)]
+pub(crate) struct Unresolved {
+    /// Why.
+    pub(crate) error: Error,
+    /// `https://{server name}` when the outbound policy refused the account's discovery: the
+    /// call is then audited as a homeserver URL the policy refuses is, under this name.
+    pub(crate) audit_as: Option<String>,
+}
+
+impl From<Error> for Unresolved {
+    fn from(error: Error) -> Self {
+        Self { error, audit_as: None }
+    }
+}
+
 /// Applies the rule of [`chosen`] and, for an account, resolves it: `homeserver_url` is then
 /// the homeserver found. `None` when the caller gave the URL.
 pub(crate) async fn resolve(
     services: &Services,
     homeserver_url: &mut String,
     account: Option<&str>,
-) -> Result<Option<Resolved>> {
+) -> std::result::Result<Option<Resolved>, Unresolved> {
     let Some(account) = chosen(homeserver_url, account)? else { return Ok(None) };
-    let resolved = services.connector.resolve_account(&account).await?;
+    let connector = &services.connector;
+    let server = connector.server_of(&account).await.map_err(Error::from)?;
+    let resolved = connector.resolve_on(&account, &server).await.map_err(|e| {
+        let audit_as =
+            matches!(e, argus_matrix::Error::OutboundPolicy(_)).then(|| format!("https://{server}"));
+        Unresolved { error: e.into(), audit_as }
+    })?;
     resolved.homeserver.as_str().clone_into(homeserver_url);
     Ok(Some(resolved))
 }
@@ -52,14 +78,16 @@ pub(crate) async fn confirm(services: &Services, session: &Session, resolved: &R
     Ok(services.connector.confirm_account(session, &resolved.owner).await?)
 }
 
-/// [`resolve`], then [`confirm`] with `token`: what a call does first when it names an account.
+/// [`resolve`], then [`confirm`] with `token`: what a watch does first when it names an account
+/// (every failure a refusal).
 pub(crate) async fn settle(
     services: &Services,
     homeserver_url: &mut String,
     account: Option<&str>,
     token: &AccessToken,
 ) -> Result<()> {
-    let Some(resolved) = resolve(services, homeserver_url, account).await? else { return Ok(()) };
+    let resolved = resolve(services, homeserver_url, account).await.map_err(|u| u.error)?;
+    let Some(resolved) = resolved else { return Ok(()) };
     let session = Session::with_token(resolved.homeserver.clone(), token.clone());
     confirm(services, &session, &resolved).await
 }

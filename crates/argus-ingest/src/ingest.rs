@@ -22,7 +22,9 @@
 //! Calls refused before anything runs (a token without `tchap:ingest`, malformed input, too
 //! many ingestions running or started by the caller, an account that does not resolve to a
 //! homeserver or whose token is another account's) are counted and logged instead: the
-//! permanent trail is not for refusals anyone can repeat.
+//! permanent trail is not for refusals anyone can repeat. An account whose discovery the
+//! outbound policy refuses is audited FAILED, as a homeserver URL the policy refuses is, its
+//! record naming `https://{server name}`.
 
 use std::sync::Arc;
 
@@ -267,9 +269,20 @@ pub(crate) async fn ingest_room_with(
     // otherwise); the homeserver found is the request's from now on.
     policy::require_scope(viewer, Scope::Ingest).map_err(|e| refused(e.into()))?;
     let account = request.account.take();
-    if let Some(resolved) =
-        account::resolve(services, &mut request.homeserver_url, account.as_deref()).await.map_err(refused)?
-    {
+    let resolved = match account::resolve(services, &mut request.homeserver_url, account.as_deref()).await {
+        Ok(resolved) => resolved,
+        // The outbound policy refused the account's discovery: audited as a homeserver URL the
+        // policy refuses is, under the account's server name.
+        Err(account::Unresolved { error, audit_as: Some(server) }) => {
+            Metrics::add(&services.metrics.ingestions_failed, 1);
+            let call =
+                audit::Call { homeserver_url: &server, ..call(viewer, &request, OffsetDateTime::now_utc()) };
+            audit::record_failure(services, &call, &error).await;
+            return Err(error);
+        }
+        Err(unresolved) => return Err(refused(unresolved.error)),
+    };
+    if let Some(resolved) = resolved {
         let source =
             Arc::clone(tokens.get_or_init(|| token_source(services, &request, &resolved.homeserver)));
         let session = Session::new(resolved.homeserver.clone(), source);

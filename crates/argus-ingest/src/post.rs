@@ -8,18 +8,22 @@
 //! stored level, or into a room the caller cannot read (absent or withheld alike).
 //!
 //! An account may be given instead of the homeserver URL: it is resolved to its homeserver and
-//! the token confirmed to be its before the guard (these calls carry nothing of the note); an
-//! account that cannot be used refuses the call before it is admitted, without a record.
+//! the token confirmed to be its before the guard (these calls carry nothing of the note). A
+//! token that is not the account's, or an account that cannot be used (expired, locked), is a
+//! refused post, audited as the others are, naming the homeserver found; so is an account whose
+//! discovery the outbound policy refuses, its record naming `https://{server name}`. An account
+//! that is malformed or does not resolve refuses the call before it is admitted, without a
+//! record, as malformed input does.
 
 use argus_domain::{
     AccessToken, Classification, EventId, HomeserverUrl, IngestionRecord, PostEvidence, RoomId, Scope,
     Viewer, policy, post::MAX_NOTE_BYTES,
 };
-use argus_matrix::OutgoingNote;
+use argus_matrix::{OutgoingNote, Session};
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
-use crate::{Error, Result, Services, audit};
+use crate::{Error, Result, Services, account, audit};
 
 /// A note to post, as the caller gave it. `Debug` shows the token as `[redacted]`.
 #[derive(Debug)]
@@ -126,19 +130,36 @@ pub async fn post_note(
     let started_at = OffsetDateTime::now_utc();
     let caller = crate::Admission::caller_of(viewer);
     services.admission.check_caller(&caller)?;
-    // An account instead of a URL: resolved and its token confirmed (a refusal, not audited,
-    // otherwise); the homeserver found is the one the note goes to and the record names.
+    // An account instead of a URL: resolved and its token confirmed; the homeserver found is the
+    // one the note goes to and the record names.
     // Only a caller who may post makes the server reach out (a call naming a URL is refused
     // without the scope further on, audited).
     if request.account.is_some() {
         policy::require_scope(viewer, Scope::Post)?;
     }
     let account = request.account.take();
-    crate::account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token)
-        .await?;
+    let unusable = match account::resolve(services, &mut request.homeserver_url, account.as_deref()).await {
+        Ok(None) => None,
+        // The token must be the account's: a post by an account whose token is another's, has
+        // expired or is locked is refused, and audited as every refused post is.
+        Ok(Some(resolved)) => {
+            let session = Session::with_token(resolved.homeserver.clone(), request.access_token.clone());
+            account::confirm(services, &session, &resolved).await.err()
+        }
+        // The outbound policy refused the account's discovery: audited, under its server name.
+        Err(account::Unresolved { error, audit_as: Some(server) }) => {
+            request.homeserver_url = server;
+            Some(error)
+        }
+        // Malformed or unresolved: refused before it is admitted, as malformed input is.
+        Err(unresolved) => return Err(unresolved.error),
+    };
     let body = services.post_policy.marked(request.classification, &request.body);
     let mut evidence = PostEvidence::of(&body);
-    let result = send(services, viewer, &request, &body).await;
+    let result = match unusable {
+        Some(error) => Err(error),
+        None => send(services, viewer, &request, &body).await,
+    };
     if let Ok((event_id, _)) = &result {
         evidence.event_id = Some(event_id.as_str().to_owned());
     }
@@ -221,7 +242,7 @@ async fn send(
     let event_id = services
         .connector
         .post_note(
-            &argus_matrix::Session::with_token(valid.homeserver.clone(), request.access_token.clone()),
+            &Session::with_token(valid.homeserver.clone(), request.access_token.clone()),
             &valid.room_id,
             &txn,
             &note,

@@ -34,8 +34,15 @@
 //! URL the servers answered.
 //!
 //! [`Connector::confirm_account`] then asks the homeserver whose token it is
-//! (`GET /account/whoami`): the account given, or, for an e-mail address, an account of the
-//! server the identity server named; otherwise `ACCOUNT_MISMATCH`.
+//! (`GET /account/whoami`): the account given, or, for an e-mail address, the account Tchap
+//! derives from it on the server the identity server named; otherwise `ACCOUNT_MISMATCH`.
+//! Tchap derives an account's localpart from its e-mail address ([`tchap_localpart`]): the
+//! address with its `@` replaced by `-`, lowercased, less the characters a localpart may not
+//! hold (`jean.dupont@finances.gouv.fr` → `@jean.dupont-finances.gouv.fr:…`), the rule of
+//! Tchap's Matrix Authentication Service (its `email_to_mxid_localpart`). An account Tchap
+//! registered under another localpart (a conflict resolved by a suffix) is not confirmed by
+//! its address: give its user id. User ids are compared without regard to ASCII case, since
+//! Synapse lowercases localparts as it registers them, so `@Jean.Dupont:…` is `@jean.dupont:…`.
 
 mod account;
 
@@ -44,7 +51,7 @@ use ruma::{OwnedServerName, ServerName};
 use serde::Deserialize;
 use url::{Host, Url};
 
-pub use account::{Account, MAX_EMAIL_LEN, Owner};
+pub use account::{Account, MAX_EMAIL_LEN, Owner, tchap_localpart};
 
 use argus_domain::HomeserverUrl;
 
@@ -125,20 +132,37 @@ impl Connector {
     /// ([`Connector::lookup_email`]), then server discovery of the server name
     /// ([`Connector::discover_homeserver`]).
     pub async fn resolve_account(&self, account: &Account) -> Result<Resolved> {
-        let (server, owner) = match account {
-            Account::User(user) => (user.server_name().to_owned(), Owner::User(user.clone())),
-            Account::Email(address) => {
-                let server = self.lookup_email(address).await?;
-                (server.clone(), Owner::OnServer(server))
-            }
-        };
+        let server = self.server_of(account).await?;
+        self.resolve_on(account, &server).await
+    }
+
+    /// The server name of `account`: a user id's own, an e-mail address's as the identity
+    /// server answers ([`Connector::lookup_email`]). The first step of
+    /// [`Connector::resolve_account`].
+    pub async fn server_of(&self, account: &Account) -> Result<OwnedServerName> {
+        match account {
+            Account::User(user) => Ok(user.server_name().to_owned()),
+            Account::Email(address) => self.lookup_email(address).await,
+        }
+    }
+
+    /// The second step of [`Connector::resolve_account`]: server discovery of `server`, the
+    /// server name [`Connector::server_of`] gave for `account`, and the account the token must
+    /// be.
+    pub async fn resolve_on(&self, account: &Account, server: &ServerName) -> Result<Resolved> {
         // The errors name a user id's server name (the caller's input), never one the identity
         // server answered.
-        let label = match account {
-            Account::User(_) => server.to_string(),
-            Account::Email(_) => "the address's server".to_owned(),
+        let (owner, label) = match account {
+            Account::User(user) => (Owner::User(user.clone()), server.to_string()),
+            Account::Email(address) => {
+                let user =
+                    ruma::UserId::parse(format!("@{}:{server}", tchap_localpart(address))).map_err(|_| {
+                        Error::InvalidInput("account: no Tchap user id derives from this address".into())
+                    })?;
+                (Owner::User(user), "the address's server".to_owned())
+            }
         };
-        let homeserver = self.discover(&server, &label).await?;
+        let homeserver = self.discover(server, &label).await?;
         tracing::info!(server = %server, homeserver = %homeserver, "account resolved to its homeserver");
         Ok(Resolved { homeserver, owner })
     }
@@ -222,19 +246,17 @@ impl Connector {
     }
 
     /// Confirms that the session's token belongs to `owner` (`GET /account/whoami`), before
-    /// anything is stored: [`Error::AccountMismatch`] otherwise. Works with any session (its
+    /// anything is stored: [`Error::AccountMismatch`] otherwise (user ids compared without
+    /// regard to ASCII case). Works with any session (its
     /// token source renews as on every call).
     pub async fn confirm_account(&self, session: &Session, owner: &Owner) -> Result<()> {
         let client = self.http();
         let target = client.target(session, client.config.request_timeout)?;
         let user = whoami::fetch(client, &target).await?;
-        let same_server = |a: &ServerName, b: &ServerName| a.as_str().eq_ignore_ascii_case(b.as_str());
+        // Without regard to ASCII case: Synapse lowercases localparts, server names are
+        // case-insensitive.
         let confirmed = match owner {
-            Owner::User(expected) => {
-                expected.localpart() == user.localpart()
-                    && same_server(expected.server_name(), user.server_name())
-            }
-            Owner::OnServer(server) => same_server(server, user.server_name()),
+            Owner::User(expected) => expected.as_str().eq_ignore_ascii_case(user.as_str()),
         };
         if confirmed {
             Ok(())

@@ -116,8 +116,28 @@ impl Synapse {
         self.register_with(localpart, true).await
     }
 
+    /// Registers a new (non-admin) user under exactly `localpart` (no suffix added): fails
+    /// when it is taken. For a user whose id must be derived from something else, such as an
+    /// e-mail address ([`Synapse::register_for_email`]).
+    pub async fn register_exact(&self, localpart: &str) -> anyhow::Result<TestUser> {
+        self.register_as(localpart.to_owned(), false).await
+    }
+
+    /// Registers the user Tchap derives from a new, unique e-mail address
+    /// `{name}.{unique}@{domain}`: its localpart is the address with its `@` replaced by `-`,
+    /// lowercased (`jean.dupont@finances.gouv.fr` → `@jean.dupont-finances.gouv.fr:…`).
+    /// Returns the user and the address.
+    pub async fn register_for_email(&self, name: &str, domain: &str) -> anyhow::Result<(TestUser, String)> {
+        let address = format!("{name}.{}@{domain}", crate::unique_suffix());
+        let localpart = address.replace('@', "-").to_lowercase();
+        Ok((self.register_exact(&localpart).await?, address))
+    }
+
     async fn register_with(&self, localpart: &str, admin: bool) -> anyhow::Result<TestUser> {
-        let username = unique_localpart(localpart);
+        self.register_as(unique_localpart(localpart), admin).await
+    }
+
+    async fn register_as(&self, username: String, admin: bool) -> anyhow::Result<TestUser> {
         let password = random_hex(16);
         let client = new_client()?;
         let url = format!("{}/_synapse/admin/v1/register", self.base_url);

@@ -80,16 +80,18 @@ async fn both_or_neither_of_homeserver_url_and_account_is_invalid_input_everywhe
 #[tokio::test]
 async fn ingest_tchap_room_by_account_records_the_discovered_homeserver() {
     let Some(server) = synapse() else { return };
-    let alice = server.register("gql_account").await.unwrap_or_else(|e| panic!("{e:#}"));
+    // Registered under the localpart Tchap derives from her address.
+    let (alice, address) =
+        server.register_for_email("gql_agent", "interieur.gouv.fr").await.unwrap_or_else(|e| panic!("{e:#}"));
     let room = alice.create_room(Some("Cellule"), None, false).await.unwrap_or_else(|e| panic!("{e:#}"));
     alice.send_text(&room, "premier message").await.unwrap_or_else(|e| panic!("{e:#}"));
-    let identity = IdentityServer::start([("agent@interieur.gouv.fr", server.server_name())])
+    let identity = IdentityServer::start([(address.as_str(), server.server_name())])
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let h = harness(Some(identity.url().to_owned())).await;
     let analyst = viewer("dgsi", Secret, &ALL);
 
-    for (account, stored) in [(alice.user_id.as_str(), 1), ("agent@interieur.gouv.fr", 0)] {
+    for (account, stored) in [(alice.user_id.as_str(), 1), (address.as_str(), 0)] {
         let input = json!({
             "account": account, "accessToken": alice.access_token, "roomId": room, "classification": "RESTRICTED",
         });
@@ -113,6 +115,13 @@ async fn ingest_tchap_room_by_account_records_the_discovered_homeserver() {
     assert_eq!(error_code(&response), Some("ACCOUNT_MISMATCH"), "{response:#}");
     assert!(!response.to_string().contains(&bob.access_token));
     assert_eq!(ok(h.run(&analyst, AUDIT, json!({})).await)["tchapIngestions"]["totalCount"], 2);
+    // Her address with bob's token: bob is on the same server, but is not the address's account.
+    let input = json!({
+        "account": address, "accessToken": bob.access_token, "roomId": room, "classification": "RESTRICTED",
+    });
+    let response = h.run(&analyst, INGEST, json!({ "input": input })).await;
+    assert_eq!(error_code(&response), Some("ACCOUNT_MISMATCH"), "{response:#}");
+    assert_eq!(ok(h.run(&analyst, AUDIT, json!({})).await)["tchapIngestions"]["totalCount"], 2);
 
     // An e-mail address without an identity server configured.
     let bare = harness(None).await;
@@ -122,4 +131,33 @@ async fn ingest_tchap_room_by_account_records_the_discovered_homeserver() {
     });
     let response = bare.run(&analyst, INGEST, json!({ "input": input })).await;
     assert_eq!(error_code(&response), Some("IDENTITY_SERVER_UNSET"), "{response:#}");
+}
+
+#[tokio::test]
+async fn ingest_joined_tchap_rooms_takes_a_refresh_token_and_a_start_date() {
+    let Some(server) = synapse() else { return };
+    let alice = server.register("gql_joined_since").await.unwrap_or_else(|e| panic!("{e:#}"));
+    let room = alice.create_room(Some("Cellule"), None, false).await.unwrap_or_else(|e| panic!("{e:#}"));
+    alice.send_text(&room, "premier message").await.unwrap_or_else(|e| panic!("{e:#}"));
+    let h = harness(None).await;
+    let analyst = viewer("dgsi", Secret, &ALL);
+    let login = alice.login_refreshable().await.unwrap_or_else(|e| panic!("{e:#}"));
+    let input = |since: &str| {
+        json!({
+            "account": alice.user_id, "accessToken": login.access_token, "refreshToken": login.refresh_token,
+            "classification": "RESTRICTED", "since": since,
+        })
+    };
+    // A start date in the future: refused before anything is read.
+    let response = h.run(&analyst, JOINED, json!({ "input": input("2999-01-01T00:00:00Z") })).await;
+    assert_eq!(error_code(&response), Some("INVALID_INPUT"), "{response:#}");
+    let data = ok(h.run(&analyst, JOINED, json!({ "input": input("2020-01-01T00:00:00Z") })).await);
+    assert_eq!(data["ingestJoinedTchapRooms"]["rooms"][0]["roomId"], room.as_str(), "{data:#}");
+    let rooms = ok(h
+        .run(&analyst, r"{ tchapRooms(first: 5) { edges { node { roomId historySince } } } }", json!({}))
+        .await);
+    let node = &rooms["tchapRooms"]["edges"][0]["node"];
+    assert_eq!(node["roomId"], room.as_str(), "{rooms:#}");
+    assert_eq!(node["historySince"], "2020-01-01T00:00:00.000Z", "{rooms:#}");
+    assert!(!response.to_string().contains(&login.refresh_token));
 }

@@ -2,11 +2,13 @@
 //! run with its own audit record, as [`super::ingest_room`] runs it, and the failures past the
 //! call's first ones summarised in one record.
 
+use std::sync::Arc;
+
 use argus_domain::{AccessToken, Classification, FetchReport, HomeserverUrl, Scope, Viewer, policy};
 use argus_matrix::Session;
 use time::OffsetDateTime;
 
-use super::{IngestRequest, Reach, RoomOutcome, Tokens, Trigger, call, ingest_one, is_refusal};
+use super::{IngestRequest, Reach, RoomOutcome, Tokens, Trigger, call, ingest_one, is_refusal, token_source};
 use crate::{Admission, Error, Metrics, Result, Services, account, audit};
 
 /// What to ingest of every room the account has joined.
@@ -25,6 +27,14 @@ pub struct JoinedRequest {
     pub max_messages: Option<i64>,
     /// The account's recovery key, for this call only.
     pub recovery_key: Option<argus_domain::Secret>,
+    /// The account's refresh token, beside the access token: the token is renewed before it
+    /// expires or when the homeserver refuses it, in memory, by one source the call's runs
+    /// share (the renewed pair is not kept after the call).
+    pub refresh_token: Option<argus_domain::Secret>,
+    /// The OAuth 2.0 client id the tokens were issued to (see [`IngestRequest::oauth_client_id`]).
+    pub oauth_client_id: Option<String>,
+    /// Capture only what was sent at or after this time, in every room.
+    pub since: Option<OffsetDateTime>,
 }
 
 /// Ingests every room the token's account has joined (`GET /joined_rooms`), one after another,
@@ -49,20 +59,37 @@ pub async fn ingest_joined(
     services.admission.check_caller(&caller)?;
     let started_at = OffsetDateTime::now_utc();
     policy::check_may_classify(viewer, request.classification)?;
+    super::check_since(request.since)?;
     let mut request = request;
-    account::settle(services, &mut request.homeserver_url, request.account.as_deref(), &request.access_token)
-        .await?;
+    let account = request.account.take();
+    let resolved = match account::resolve(services, &mut request.homeserver_url, account.as_deref()).await {
+        Ok(resolved) => resolved,
+        // The outbound policy refused the account's discovery: audited as a homeserver URL the
+        // policy refuses is, under the account's server name.
+        Err(account::Unresolved { error, audit_as: Some(server) }) => {
+            let call = audit::Call {
+                viewer,
+                homeserver_url: &server,
+                room_id: audit::SEVERAL_ROOMS,
+                classification: request.classification,
+                started_at,
+                token: &request.access_token,
+                scheduled: false,
+            };
+            audit::record_failure(services, &call, &error).await;
+            return Err(error);
+        }
+        Err(unresolved) => return Err(unresolved.error),
+    };
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     services.connector.check_homeserver(&homeserver)?;
-    let session = Session::with_token(homeserver, request.access_token.clone());
-    let rooms = services.connector.joined_rooms(&session).await?;
     let template = IngestRequest {
         homeserver_url: request.homeserver_url,
         access_token: request.access_token,
         account: None,
-        refresh_token: None,
-        oauth_client_id: None,
-        since: None,
+        refresh_token: request.refresh_token,
+        oauth_client_id: request.oauth_client_id,
+        since: request.since,
         room_id: String::new(),
         classification: request.classification,
         max_messages: request.max_messages,
@@ -71,6 +98,15 @@ pub async fn ingest_joined(
         trigger: Trigger::Manual,
         follow_upgrades: false,
     };
+    // One token source for the whole call: the account's confirmation, the listing and every
+    // room's run (a refresh token is spent once, its successor used by the next request).
+    let tokens = Tokens::new();
+    let source = Arc::clone(tokens.get_or_init(|| token_source(services, &template, &homeserver)));
+    let session = Session::shared(homeserver, source);
+    if let Some(resolved) = &resolved {
+        account::confirm(services, &session, resolved).await?;
+    }
+    let rooms = services.connector.joined_rooms(&session).await?;
     let limits = services.limits;
     let taken = rooms.len().min(usize::try_from(limits.joined_rooms_per_call).unwrap_or(usize::MAX));
     let mut outcomes = Vec::with_capacity(rooms.len());
@@ -93,7 +129,6 @@ pub async fn ingest_joined(
             }
             None => {
                 let mut progress = |report: &FetchReport| on_room(&room, Some(report));
-                let tokens = Tokens::new();
                 let result =
                     ingest_one(services, viewer, &template.for_room(&room), &tokens, &mut progress).await;
                 if result.as_ref().is_err_and(|e| !is_refusal(e)) {

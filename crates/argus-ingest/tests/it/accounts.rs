@@ -6,7 +6,8 @@
 use std::sync::{Arc, atomic::Ordering};
 
 use argus_domain::{
-    AccessToken, Classification, HomeserverUrl, RoomId, Scope, Viewer, testing::ViewerBuilder,
+    AccessToken, Classification, HomeserverUrl, IngestionOutcome, RoomId, Scope, Viewer,
+    testing::ViewerBuilder,
 };
 use argus_ingest::{
     Services,
@@ -29,10 +30,10 @@ backend_suite!(
     a_joined_rooms_call_by_account_reads_the_discovered_homeserver,
     a_watch_by_account_is_bound_to_the_discovered_homeserver,
     a_post_by_account_goes_to_the_discovered_homeserver,
+    an_account_the_outbound_policy_refuses_is_audited_like_a_refused_homeserver_url,
+    a_post_by_account_whose_token_is_another_accounts_is_refused_and_audited,
+    a_joined_rooms_call_shares_one_renewing_token_and_its_start_date,
 );
-
-/// The address the identity server knows, on the test homeserver.
-const ADDRESS: &str = "alice.martin@interieur.gouv.fr";
 
 /// Services over `env`'s store whose connector reaches loopback and asks `identity`.
 fn services(env: &Env, identity: &IdentityServer) -> Arc<Services> {
@@ -73,19 +74,31 @@ fn by_account(account: &str, token: &str, room: &str) -> IngestRequest {
 }
 
 /// Synapse, a user with a room of three messages, and an identity server that knows the user
-/// by [`ADDRESS`].
-async fn world(prefix: &str) -> Option<(&'static Synapse, TestUser, String, IdentityServer)> {
+/// by an address from which Tchap derives the user's id.
+struct World {
+    server: &'static Synapse,
+    alice: TestUser,
+    room: String,
+    identity: IdentityServer,
+    /// Alice's e-mail address (`{name}@interieur.gouv.fr`, her localpart derived from it).
+    address: String,
+}
+
+async fn world(prefix: &str) -> Option<World> {
     let server = synapse()?;
-    let alice = server.register(prefix).await.unwrap_or_else(|e| panic!("register: {e:#}"));
+    let (alice, address) = server
+        .register_for_email(prefix, "interieur.gouv.fr")
+        .await
+        .unwrap_or_else(|e| panic!("register: {e:#}"));
     let room =
         alice.create_room(Some("Cellule"), None, false).await.unwrap_or_else(|e| panic!("room: {e:#}"));
     for text in ["un", "deux", "trois"] {
         alice.send_text(&room, text).await.unwrap_or_else(|e| panic!("send: {e:#}"));
     }
-    let identity = IdentityServer::start([(ADDRESS, server.server_name())])
+    let identity = IdentityServer::start([(address.as_str(), server.server_name())])
         .await
         .unwrap_or_else(|e| panic!("identity server: {e:#}"));
-    Some((server, alice, room, identity))
+    Some(World { server, alice, room, identity, address })
 }
 
 /// The error of a call that must fail.
@@ -101,7 +114,7 @@ fn base(server: &Synapse) -> HomeserverUrl {
 }
 
 async fn an_ingestion_by_user_id_records_the_discovered_homeserver(env: Env) {
-    let Some((server, alice, room, identity)) = world("acct_user").await else { return };
+    let Some(World { server, alice, room, identity, .. }) = world("acct_user").await else { return };
     let services = services(&env, &identity);
     let viewer = analyst(&[Scope::Ingest, Scope::Read, Scope::Audit]);
     let request = by_account(&alice.user_id, &alice.access_token, &room);
@@ -123,10 +136,10 @@ async fn an_ingestion_by_user_id_records_the_discovered_homeserver(env: Env) {
 }
 
 async fn an_ingestion_by_email_goes_through_the_identity_server(env: Env) {
-    let Some((server, alice, room, identity)) = world("acct_mail").await else { return };
+    let Some(World { server, alice, room, identity, address }) = world("acct_mail").await else { return };
     let services = services(&env, &identity);
     let viewer = analyst(&[Scope::Ingest, Scope::Read]);
-    let done = ingest_room(&services, &viewer, by_account(ADDRESS, &alice.access_token, &room), &mut |_| {})
+    let done = ingest_room(&services, &viewer, by_account(&address, &alice.access_token, &room), &mut |_| {})
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((done.messages_stored, done.room.homeserver_url), (3, base(server)));
@@ -139,7 +152,7 @@ async fn an_ingestion_by_email_goes_through_the_identity_server(env: Env) {
 }
 
 async fn another_accounts_token_is_refused_and_nothing_is_stored(env: Env) {
-    let Some((server, alice, room, identity)) = world("acct_victim").await else { return };
+    let Some(World { server, alice, room, identity, address }) = world("acct_victim").await else { return };
     let mallory = server.register("acct_other").await.unwrap_or_else(|e| panic!("{e:#}"));
     mallory.join(&room).await.ok();
     let services = services(&env, &identity);
@@ -179,40 +192,47 @@ async fn another_accounts_token_is_refused_and_nothing_is_stored(env: Env) {
     assert_eq!(failed(watch_room(&services, &viewer, watch).await).code(), "ACCOUNT_MISMATCH");
     let v = viewer.clone();
     assert!(env.with_store(move |s| s.watches(&v, 10, None)).await.is_empty());
-    let joined = JoinedRequest {
-        homeserver_url: String::new(),
-        account: Some(ADDRESS.into()),
-        access_token: AccessToken::new(mallory.access_token.clone()),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
-    };
-    // An e-mail address: any account of the server it names passes; mallory's is one.
-    assert!(ingest_joined(&services, &viewer, joined, &mut |_, _| {}).await.is_ok());
+    // An e-mail address stands for the account Tchap derives from it: mallory's account is on
+    // the same server, but is not alice's address's.
+    let joined = JoinedRequest { account: Some(address.clone()), ..joined_request(&mallory.access_token) };
+    let err = failed(ingest_joined(&services, &viewer, joined, &mut |_, _| {}).await);
+    assert_eq!(err.code(), "ACCOUNT_MISMATCH");
+    let by_mail = by_account(&address, &mallory.access_token, &room);
+    assert_eq!(
+        failed(ingest_room(&services, &viewer, by_mail, &mut |_| {}).await).code(),
+        "ACCOUNT_MISMATCH"
+    );
     let elsewhere = JoinedRequest {
-        homeserver_url: String::new(),
         account: Some(format!("@acct_victim:{}", server.server_name())),
-        access_token: AccessToken::new(mallory.access_token.clone()),
-        classification: Classification::Restricted,
-        max_messages: None,
-        recovery_key: None,
+        ..joined_request(&mallory.access_token)
     };
     let err = failed(ingest_joined(&services, &viewer, elsewhere, &mut |_, _| {}).await);
     assert_eq!(err.code(), "ACCOUNT_MISMATCH");
+    // Refusals all: nothing audited, nothing stored.
+    assert!(env.trail(&viewer).await.is_empty());
 }
 
-async fn a_joined_rooms_call_by_account_reads_the_discovered_homeserver(env: Env) {
-    let Some((server, alice, room, identity)) = world("acct_joined").await else { return };
-    let services = services(&env, &identity);
-    let viewer = analyst(&[Scope::Ingest, Scope::Read]);
-    let request = JoinedRequest {
+/// A joined-rooms call by account with `token`, at RESTRICTED.
+fn joined_request(token: &str) -> JoinedRequest {
+    JoinedRequest {
         homeserver_url: String::new(),
-        account: Some(alice.user_id.clone()),
-        access_token: AccessToken::new(alice.access_token.clone()),
+        account: None,
+        access_token: AccessToken::new(token),
         classification: Classification::Restricted,
         max_messages: None,
         recovery_key: None,
-    };
+        refresh_token: None,
+        oauth_client_id: None,
+        since: None,
+    }
+}
+
+async fn a_joined_rooms_call_by_account_reads_the_discovered_homeserver(env: Env) {
+    let Some(World { server, alice, room, identity, .. }) = world("acct_joined").await else { return };
+    let services = services(&env, &identity);
+    let viewer = analyst(&[Scope::Ingest, Scope::Read]);
+    let request =
+        JoinedRequest { account: Some(alice.user_id.clone()), ..joined_request(&alice.access_token) };
     let outcomes =
         ingest_joined(&services, &viewer, request, &mut |_, _| {}).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(outcomes.len(), 1);
@@ -222,12 +242,12 @@ async fn a_joined_rooms_call_by_account_reads_the_discovered_homeserver(env: Env
 }
 
 async fn a_watch_by_account_is_bound_to_the_discovered_homeserver(env: Env) {
-    let Some((server, alice, room, identity)) = world("acct_watch").await else { return };
+    let Some(World { server, alice, room, identity, address }) = world("acct_watch").await else { return };
     let services = services(&env, &identity);
     let viewer = analyst(&[Scope::Ingest, Scope::Read]);
     let request = WatchRequest {
         homeserver_url: String::new(),
-        account: Some(ADDRESS.into()),
+        account: Some(address.clone()),
         refresh_token: None,
         oauth_client_id: None,
         since: None,
@@ -243,7 +263,7 @@ async fn a_watch_by_account_is_bound_to_the_discovered_homeserver(env: Env) {
 }
 
 async fn a_post_by_account_goes_to_the_discovered_homeserver(env: Env) {
-    let Some((server, alice, room, identity)) = world("acct_post").await else { return };
+    let Some(World { server, alice, room, identity, .. }) = world("acct_post").await else { return };
     let services = services(&env, &identity);
     let viewer = analyst(&[Scope::Ingest, Scope::Read, Scope::Post, Scope::Audit]);
     ingest_room(&services, &viewer, by_account(&alice.user_id, &alice.access_token, &room), &mut |_| {})
@@ -267,3 +287,171 @@ async fn a_post_by_account_goes_to_the_discovered_homeserver(env: Env) {
         "{seen}"
     );
 }
+
+async fn an_account_the_outbound_policy_refuses_is_audited_like_a_refused_homeserver_url(env: Env) {
+    let Some(World { server, alice, room, identity, .. }) = world("acct_ssrf").await else { return };
+    // The operator's policy as shipped: loopback is not an exempt address.
+    let services = env.replica(|services| {
+        services.connector = Connector::new(ConnectorConfig {
+            identity_server: Some(identity.url().to_owned()),
+            ..ConnectorConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("connector: {e}"));
+    });
+    let viewer = analyst(&[Scope::Ingest, Scope::Read, Scope::Post, Scope::Audit]);
+    let origin = format!("https://{}", server.server_name());
+    // The same loopback homeserver given as a URL: refused by the policy, audited FAILED.
+    let by_url = IngestRequest {
+        homeserver_url: server.base_url().to_owned(),
+        account: None,
+        ..by_account(&alice.user_id, &alice.access_token, &room)
+    };
+    let err = failed(ingest_room(&services, &viewer, by_url, &mut |_| {}).await);
+    assert_eq!(err.code(), "OUTBOUND_POLICY");
+    assert_eq!(env.trail(&viewer).await.len(), 1);
+
+    // Through an account (its server name a loopback address): audited the same way, under
+    // `https://{server name}`, by ingest, joined rooms and post.
+    let request = by_account(&alice.user_id, &alice.access_token, &room);
+    assert_eq!(failed(ingest_room(&services, &viewer, request, &mut |_| {}).await).code(), "OUTBOUND_POLICY");
+    let joined =
+        JoinedRequest { account: Some(alice.user_id.clone()), ..joined_request(&alice.access_token) };
+    let err = failed(ingest_joined(&services, &viewer, joined, &mut |_, _| {}).await);
+    assert_eq!(err.code(), "OUTBOUND_POLICY");
+    let post = PostRequest {
+        homeserver_url: String::new(),
+        account: Some(alice.user_id.clone()),
+        access_token: AccessToken::new(alice.access_token.clone()),
+        room_id: room.clone(),
+        body: "Note".into(),
+        classification: Classification::Restricted,
+        reply_to: None,
+        transaction_id: None,
+    };
+    assert_eq!(failed(post_note(&services, &viewer, post).await).code(), "OUTBOUND_POLICY");
+
+    let trail = env.trail(&viewer).await;
+    assert_eq!(trail.len(), 4, "{trail:?}");
+    for record in &trail[1..] {
+        assert_eq!(record.entry.outcome, IngestionOutcome::Failed, "{record:?}");
+        assert_eq!(record.entry.homeserver_url, origin, "{record:?}");
+        assert!(!format!("{record:?}").contains(&alice.access_token));
+    }
+    assert_eq!(trail[1].entry.room_id, room);
+    assert_eq!(trail[2].entry.room_id, "*");
+    assert!(trail[3].entry.post.is_some(), "the post's record: {:?}", trail[3]);
+    let room_id: RoomId = room.parse().unwrap_or_else(|e| panic!("{e}"));
+    let v = viewer.clone();
+    assert!(env.with_store(move |s| s.room(&v, &room_id)).await.is_none());
+}
+
+async fn a_post_by_account_whose_token_is_another_accounts_is_refused_and_audited(env: Env) {
+    let Some(World { server, alice, room, identity, address }) = world("acct_post_other").await else {
+        return;
+    };
+    let mallory = server.register("acct_post_mallory").await.unwrap_or_else(|e| panic!("{e:#}"));
+    let services = services(&env, &identity);
+    let viewer = analyst(&[Scope::Ingest, Scope::Read, Scope::Post, Scope::Audit]);
+    ingest_room(&services, &viewer, by_account(&alice.user_id, &alice.access_token, &room), &mut |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for account in [alice.user_id.clone(), address.clone()] {
+        let request = PostRequest {
+            homeserver_url: String::new(),
+            account: Some(account),
+            access_token: AccessToken::new(mallory.access_token.clone()),
+            room_id: room.clone(),
+            body: "Note".into(),
+            classification: Classification::Restricted,
+            reply_to: None,
+            transaction_id: None,
+        };
+        assert_eq!(failed(post_note(&services, &viewer, request).await).code(), "ACCOUNT_MISMATCH");
+    }
+    let trail = env.trail(&viewer).await;
+    assert_eq!(trail.len(), 3, "{trail:?}");
+    for record in &trail[1..] {
+        assert_eq!(record.entry.outcome, IngestionOutcome::Failed);
+        assert_eq!(record.entry.homeserver_url, base(server).as_str());
+        let post = record.entry.post.as_ref().unwrap_or_else(|| panic!("not a post's record: {record:?}"));
+        assert!(post.event_id.is_none());
+        assert!(!format!("{record:?}").contains(&mallory.access_token));
+    }
+    // Nothing was sent.
+    let texts = alice.all_messages(&room).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(!texts.iter().any(|m| m["content"]["body"].as_str().is_some_and(|b| b.ends_with("Note"))));
+
+    // Her own token, her account locked: whoami fails, the post is refused and audited too.
+    let admin = server.register_admin("acct_post_admin").await.unwrap_or_else(|e| panic!("{e:#}"));
+    admin.set_account_locked(&alice.user_id, true).await.unwrap_or_else(|e| panic!("{e:#}"));
+    let request = PostRequest {
+        homeserver_url: String::new(),
+        account: Some(alice.user_id.clone()),
+        access_token: AccessToken::new(alice.access_token.clone()),
+        room_id: room.clone(),
+        body: "Note".into(),
+        classification: Classification::Restricted,
+        reply_to: None,
+        transaction_id: None,
+    };
+    let locked = failed(post_note(&services, &viewer, request).await);
+    admin.set_account_locked(&alice.user_id, false).await.unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(locked.code(), "ACCOUNT_LOCKED");
+    let trail = env.trail(&viewer).await;
+    assert_eq!(trail.len(), 4, "{trail:?}");
+    assert_eq!(trail[3].entry.outcome, IngestionOutcome::Failed);
+    assert!(trail[3].entry.post.is_some(), "{:?}", trail[3]);
+}
+
+async fn a_joined_rooms_call_shares_one_renewing_token_and_its_start_date(env: Env) {
+    let Some(World { server, alice, room, identity, .. }) = world("acct_joined_refresh").await else {
+        return;
+    };
+    let second =
+        alice.create_room(Some("Second"), None, false).await.unwrap_or_else(|e| panic!("room: {e:#}"));
+    alice.send_text(&second, "quatre").await.unwrap_or_else(|e| panic!("send: {e:#}"));
+    let services = services(&env, &identity);
+    let viewer = analyst(&[Scope::Ingest, Scope::Read]);
+    let since = time::macros::datetime!(2020-01-01 00:00 UTC);
+
+    // A start date in the future is refused before anything is read.
+    let future = JoinedRequest {
+        account: Some(alice.user_id.clone()),
+        since: Some(time::OffsetDateTime::now_utc() + time::Duration::days(1)),
+        ..joined_request(&alice.access_token)
+    };
+    assert_eq!(
+        failed(ingest_joined(&services, &viewer, future, &mut |_, _| {}).await).code(),
+        "INVALID_INPUT"
+    );
+
+    // An expired access token and its refresh token: the account's confirmation renews it, and
+    // the listing and both rooms' runs go on with the renewed token (a refresh token is spent
+    // once: a source per room would be refused at the second).
+    let login = alice.login_refreshable().await.unwrap_or_else(|e| panic!("{e:#}"));
+    tokio::time::sleep(PAST_EXPIRY).await;
+    let request = JoinedRequest {
+        account: Some(alice.user_id.clone()),
+        refresh_token: Some(argus_domain::Secret::new(login.refresh_token.clone())),
+        since: Some(since),
+        ..joined_request(&login.access_token)
+    };
+    let outcomes =
+        ingest_joined(&services, &viewer, request, &mut |_, _| {}).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outcomes.len(), 2);
+    for outcome in &outcomes {
+        let done = outcome.result.as_ref().unwrap_or_else(|e| panic!("{}: {e:?}", outcome.room_id));
+        assert_eq!(done.room.homeserver_url, base(server));
+        assert_eq!(done.room.history_since, Some(since), "{}", outcome.room_id);
+        let expected = if outcome.room_id == room { 3 } else { 1 };
+        assert_eq!(done.messages_stored, expected, "{}", outcome.room_id);
+    }
+    // Without the refresh token the expired token is refused at the confirmation.
+    let expired =
+        JoinedRequest { account: Some(alice.user_id.clone()), ..joined_request(&login.access_token) };
+    let err = failed(ingest_joined(&services, &viewer, expired, &mut |_, _| {}).await);
+    assert_eq!(err.code(), "HOMESERVER_UNAUTHORIZED");
+}
+
+/// Past the test homeserver's lifetime of refreshable access tokens (4 s).
+const PAST_EXPIRY: std::time::Duration = std::time::Duration::from_millis(4200);

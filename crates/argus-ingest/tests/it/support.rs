@@ -162,6 +162,9 @@ impl Env {
             classification: Classification::Restricted,
             max_messages: None,
             recovery_key: None,
+            refresh_token: None,
+            oauth_client_id: None,
+            since: None,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::{fmt, str::FromStr};
 
-use ruma::{OwnedServerName, OwnedUserId};
+use ruma::OwnedUserId;
 
 use crate::Error;
 
@@ -111,12 +111,34 @@ fn is_email(s: &str) -> bool {
 
 /// Who the token of a resolved account must belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Owner {
-    /// Exactly this user (the account was a user id).
+    /// Exactly this user (compared without regard to ASCII case): the user id given, or for an
+    /// e-mail address the user id Tchap derives from it ([`tchap_localpart`]) on the server
+    /// the identity server named.
     User(OwnedUserId),
-    /// Some user of this server (the account was an e-mail address, which the identity server
-    /// placed on it).
-    OnServer(OwnedServerName),
+}
+
+/// The localpart Tchap gives the account of an e-mail address: the address with its `@`
+/// replaced by `-`, lowercased, keeping only the characters a localpart may hold
+/// (`a`–`z`, `0`–`9`, `_-./=`). This is the rule of Tchap's Matrix Authentication Service
+/// (`email_to_mxid_localpart`), which makes `@jean.dupont-finances.gouv.fr:…` of
+/// `jean.dupont@finances.gouv.fr`.
+///
+/// ```
+/// use argus_matrix::discovery::tchap_localpart;
+///
+/// assert_eq!(tchap_localpart("Jean.Dupont@Finances.gouv.fr"), "jean.dupont-finances.gouv.fr");
+/// assert_eq!(tchap_localpart("jean+tchap@finances.gouv.fr"), "jeantchap-finances.gouv.fr");
+/// ```
+pub fn tchap_localpart(address: &str) -> String {
+    address
+        .trim()
+        .replace('@', "-")
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-./=".contains(*c))
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,22 +56,55 @@ async fn a_user_id_is_resolved_by_the_homeservers_own_well_known_and_its_token_c
 }
 
 #[tokio::test]
-async fn an_email_address_is_resolved_through_the_identity_server_then_discovery() {
+async fn a_user_id_written_with_capitals_is_the_lowercased_account_synapse_registered() {
     let Some(server) = synapse() else { return };
-    let alice = server.register("disco_mail").await.unwrap();
-    let identity =
-        IdentityServer::start([("alice.martin@finances.gouv.fr", server.server_name())]).await.unwrap();
-    let connector =
-        connector(ConnectorConfig { identity_server: Some(identity.url().into()), ..Default::default() });
-
-    let resolved = connector.resolve_account(&account("Alice.Martin@finances.gouv.fr")).await.unwrap();
-    assert_eq!(resolved.homeserver, server.base_url().parse::<HomeserverUrl>().unwrap());
-    assert_eq!(resolved.owner, Owner::OnServer(server.server_name().try_into().unwrap()));
-    // Any account of that server is the address's as far as the token goes.
+    let alice = server.register("Disco_Case").await.unwrap();
+    let connector = connector(ConnectorConfig::default());
+    let (localpart, rest) = alice.user_id.split_once(':').unwrap();
+    let shouted = format!("{}:{rest}", localpart.to_uppercase());
+    assert_ne!(shouted, alice.user_id);
+    let resolved = connector.resolve_account(&account(&shouted)).await.unwrap();
     connector
         .confirm_account(&session(&resolved.homeserver, &alice.access_token), &resolved.owner)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_email_address_is_resolved_through_the_identity_server_then_discovery() {
+    let Some(server) = synapse() else { return };
+    // Registered under exactly the localpart Tchap derives from the address.
+    let (alice, address) = server.register_for_email("alice.martin", "finances.gouv.fr").await.unwrap();
+    let (bob, other_address) = server.register_for_email("bob.durand", "finances.gouv.fr").await.unwrap();
+    let identity = IdentityServer::start([
+        (address.as_str(), server.server_name()),
+        (other_address.as_str(), server.server_name()),
+    ])
+    .await
+    .unwrap();
+    let connector =
+        connector(ConnectorConfig { identity_server: Some(identity.url().into()), ..Default::default() });
+
+    // Written with capitals: Tchap (and Synapse) lowercase the derived localpart.
+    let resolved = connector.resolve_account(&account(&address.to_uppercase())).await.unwrap();
+    assert_eq!(resolved.homeserver, server.base_url().parse::<HomeserverUrl>().unwrap());
+    assert_eq!(resolved.owner, Owner::User(alice.user_id.as_str().try_into().unwrap()));
+    connector
+        .confirm_account(&session(&resolved.homeserver, &alice.access_token), &resolved.owner)
+        .await
+        .unwrap();
+    // Another account of the same server is not the address's: its derivation is another user.
+    let err = connector
+        .confirm_account(&session(&resolved.homeserver, &bob.access_token), &resolved.owner)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ACCOUNT_MISMATCH");
+    let of_bob = connector.resolve_account(&account(&other_address)).await.unwrap();
+    let err = connector
+        .confirm_account(&session(&of_bob.homeserver, &alice.access_token), &of_bob.owner)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "ACCOUNT_MISMATCH");
 
     // An address the identity server does not know (`{}`).
     let err = connector.resolve_account(&account("inconnu@finances.gouv.fr")).await.unwrap_err();
