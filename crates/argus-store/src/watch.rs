@@ -156,7 +156,7 @@ pub struct SealedWatchToken {
     pub token: SealedToken,
 }
 
-fn check_sealed(token: &SealedToken) -> Result<()> {
+pub(crate) fn check_sealed(token: &SealedToken) -> Result<()> {
     let ok = (1..=64).contains(&token.key_id.len())
         && token.nonce.len() <= 64
         && token.ciphertext.len() <= 16_384
@@ -179,7 +179,7 @@ fn find(conn: &mut DbConn, org: &OrgId, room_id: &RoomId) -> Result<Option<(Watc
 }
 
 /// Creates or renews the watch of `new.room_id` for `viewer`'s organisation: the token, the
-/// interval and the owner are replaced, a stopped watch (paused, or stopped by its account's
+/// account credential it refers to (`credential`), the interval and the owner are replaced, a stopped watch (paused, or stopped by its account's
 /// state) is active again and due now. The watch's level is at least the room's stored level.
 /// [`Error::Withheld`] when the room or an existing watch of it is above the viewer's
 /// clearance; [`Error::TooManyWatches`] when a watch new to its owner would pass `caps`,
@@ -188,6 +188,7 @@ pub(crate) fn upsert(
     conn: &mut DbConn,
     viewer: &Viewer,
     new: &NewWatch,
+    credential: Option<i64>,
     caps: WatchCaps,
     now: OffsetDateTime,
 ) -> Result<Watch> {
@@ -222,6 +223,7 @@ pub(crate) fn upsert(
                 sql.push(", classification = ").bind::<SmallInt, _>(level.rank());
                 sql.push(", interval_secs = ").bind::<BigInt, _>(i64::from(new.interval_secs));
                 push_token_update(&mut sql, &new.token);
+                crate::credentials::push_reference(&mut sql, credential);
                 sql.push(", decrypts = ").bind::<Bool, _>(new.decrypts);
                 sql.push(", history_since = ").bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms));
                 // A run under way with the old token records nothing over the renewed watch.
@@ -236,7 +238,7 @@ pub(crate) fn upsert(
                 sql.push(
                     "INSERT INTO watches (org_id, owner, room_id, homeserver_url, classification, \
                      interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at, \
-                     decrypts, history_since) VALUES (",
+                     decrypts, history_since, credential_id) VALUES (",
                 );
                 sql.bind::<Text, _>(viewer.org.as_str().to_owned()).push(", ");
                 sql.bind::<Text, _>(new.owner.as_str().to_owned()).push(", ");
@@ -249,7 +251,8 @@ pub(crate) fn upsert(
                 sql.bind::<Text, _>(new.token.ciphertext.clone()).push(", 'ACTIVE', ");
                 sql.bind::<BigInt, _>(now_ms).push(", ").bind::<BigInt, _>(now_ms).push(", ");
                 sql.bind::<Bool, _>(new.decrypts).push(", ");
-                sql.bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms)).push(")");
+                sql.bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms)).push(", ");
+                sql.bind::<Nullable<BigInt>, _>(credential).push(")");
                 sql.build().execute(conn)?;
             }
         }
