@@ -239,6 +239,32 @@ impl<'a> Binding<'a> {
     }
 }
 
+/// What an account's sealed token pair belongs to (a credential shared by the account's
+/// watches): organisation, owner, homeserver and Matrix user, not a room. Its associated data
+/// differs from any watch's, so neither opens as the other.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountBinding<'a> {
+    /// The organisation.
+    pub org: &'a OrgId,
+    /// The Argus user who gave the pair.
+    pub owner: &'a ActorId,
+    /// The homeserver, as stored.
+    pub homeserver_url: &'a str,
+    /// The Matrix user id of the session.
+    pub user_id: &'a str,
+}
+
+impl AccountBinding<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut aad = b"argus-account-token\0".to_vec();
+        for part in [self.org.as_str(), self.owner.as_str(), self.homeserver_url, self.user_id] {
+            aad.extend_from_slice(part.as_bytes());
+            aad.push(0);
+        }
+        aad
+    }
+}
+
 /// The current key, which seals, and earlier ones, which still open what they sealed.
 #[derive(Debug)]
 pub struct TokenKeys {
@@ -265,14 +291,44 @@ impl TokenKeys {
     /// Seals `credentials` for the watch `binding` names, with the current key and a fresh
     /// nonce.
     pub fn seal(&self, credentials: &Credentials, binding: Binding<'_>) -> Result<SealedToken> {
+        self.seal_with(credentials, &binding.associated_data())
+    }
+
+    /// Seals an account's pair (`credentials`) for the account `binding` names.
+    pub fn seal_account(
+        &self,
+        credentials: &Credentials,
+        binding: AccountBinding<'_>,
+    ) -> Result<SealedToken> {
+        self.seal_with(credentials, &binding.associated_data())
+    }
+
+    /// Opens an account's sealed pair (as [`TokenKeys::open`] a watch's).
+    pub fn open_account(&self, sealed: &SealedToken, binding: AccountBinding<'_>) -> Result<Credentials> {
+        self.open_with(sealed, &binding.associated_data())
+    }
+
+    /// An account's pair re-sealed under the current key, or `None` when it already is.
+    pub fn reseal_account(
+        &self,
+        sealed: &SealedToken,
+        binding: AccountBinding<'_>,
+    ) -> Result<Option<SealedToken>> {
+        if sealed.key_id == self.current.id {
+            return Ok(None);
+        }
+        let credentials = self.open_account(sealed, binding)?;
+        self.seal_account(&credentials, binding).map(Some)
+    }
+
+    fn seal_with(&self, credentials: &Credentials, aad: &[u8]) -> Result<SealedToken> {
         let plain = credentials.encode()?;
         let mut nonce = [0u8; 24];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce[..]);
-        let aad = binding.associated_data();
         let ciphertext = self
             .current
             .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: &aad })
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad })
             .map_err(|_| Error::Internal)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(SealedToken {
@@ -286,6 +342,10 @@ impl TokenKeys {
     /// [`Error::InvalidInput`] when no key of this server sealed them, or they do not open
     /// (altered, or moved from another watch); the message never holds a secret.
     pub fn open(&self, sealed: &SealedToken, binding: Binding<'_>) -> Result<Credentials> {
+        self.open_with(sealed, &binding.associated_data())
+    }
+
+    fn open_with(&self, sealed: &SealedToken, aad: &[u8]) -> Result<Credentials> {
         let key =
             std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == sealed.key_id).ok_or_else(
                 || Error::InvalidInput("the watch's token was sealed with a key this server lacks".into()),
@@ -295,10 +355,9 @@ impl TokenKeys {
         let nonce = b64.decode(&sealed.nonce).map_err(|_| broken())?;
         let ciphertext = b64.decode(&sealed.ciphertext).map_err(|_| broken())?;
         let nonce: [u8; 24] = nonce.try_into().map_err(|_| broken())?;
-        let aad = binding.associated_data();
         let plain = key
             .cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad: &aad })
+            .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad })
             .map_err(|_| broken())?;
         Credentials::decode(&plain).ok_or_else(broken)
     }
