@@ -333,3 +333,36 @@ async fn a_pair_that_could_not_be_stored_is_stored_later_and_its_refresh_token_n
     let lock = |m: &Mutex<u32>| *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     assert_eq!((lock(&keeper.taken), lock(&keeper.given_back)), (3, 3));
 }
+
+#[tokio::test]
+async fn a_token_endpoint_off_its_issuers_origin_is_never_sent_the_refresh_token() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/_matrix/client/v1/auth_metadata"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": format!("{}/", server.uri()),
+            "authorization_endpoint": format!("{}/authorize", server.uri()),
+            "token_endpoint": format!("{}/oauth2/token", elsewhere.uri()),
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "response_modes_supported": ["query", "fragment"],
+            "code_challenge_methods_supported": ["S256"],
+        })))
+        .mount(&server)
+        .await;
+    let tokens = RefreshingTokens::new(
+        connector(),
+        url(&server),
+        TokenPair { expires_at: Some(OffsetDateTime::now_utc()), ..stale("mar_SECRET_elsewhere") },
+        Some(CLIENT_ID.into()),
+        None,
+    );
+    let error = tokens.renew(&tokens.pair().access_token).await.err().unwrap_or_else(|| panic!("renewed"));
+    assert_eq!(error.code(), "OUTBOUND_POLICY", "{error}");
+    assert!(!error.to_string().contains("SECRET"));
+    assert!(
+        elsewhere.received_requests().await.unwrap_or_default().is_empty(),
+        "the token endpoint was called"
+    );
+}
