@@ -36,7 +36,9 @@ pub struct WatchRequest {
     /// `homeserver_url` (exactly one of the two is given).
     pub account: Option<String>,
     /// The account's refresh token, beside the access token: the token is renewed before it
-    /// expires or when the homeserver refuses it.
+    /// expires or when the homeserver refuses it. The pair is kept once for the account (its
+    /// Matrix user, from `whoami`), replacing the account's stored pair; every watch of the
+    /// account given a refresh token reads with that one pair.
     pub refresh_token: Option<argus_domain::Secret>,
     /// The OAuth 2.0 client id the tokens were issued to (a next-generation auth server's),
     /// sealed with them: renewing them at the auth server's token endpoint needs it.
