@@ -50,7 +50,7 @@ pub enum Error {
     /// A token pair could not be renewed and kept now (its storage failed, the holder renewing
     /// it did not finish, or it is sealed under a key this replica lacks): a pair the server
     /// issued is kept in memory unused, and only its storing is tried again; worth trying again.
-    #[error("the renewed access token could not be kept")]
+    #[error("the token pair could not be renewed and kept now; it is tried again")]
     TokenNotKept,
     /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
     #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 use argus_domain::{AccessToken, HomeserverUrl, Secret, WatchStatus};
 use argus_ingest::{
     scheduler::{CycleReport, Scheduler, watch_tokens},
+    token_keys::AccountBinding,
     watch::{WatchRequest, rotate_token_keys, watch_room, watches},
 };
 use argus_matrix::{RefreshingTokens, Session, TokenSource as _};
@@ -29,6 +30,7 @@ backend_suite!(
     sources_renewing_at_once_on_synapse_use_each_refresh_token_once_and_the_kept_pair_works,
     a_renewal_racing_a_key_rotation_swaps_again_and_does_not_pause,
     a_watch_by_account_whose_token_expired_is_created_with_its_refresh_token,
+    an_account_pair_under_a_key_this_replica_lacks_fails_the_run_without_pausing,
 );
 
 /// Who the stored pair's access token belongs to, asked with it as it is.
@@ -208,4 +210,42 @@ async fn a_watch_by_account_whose_token_expired_is_created_with_its_refresh_toke
         scheduler(Arc::clone(&env.services), "replica-a").cycle().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((report.succeeded, report.paused), (1, 0), "{report:?}");
     assert_eq!(room_count(&env, &alice, &room).await, 2);
+}
+
+async fn an_account_pair_under_a_key_this_replica_lacks_fails_the_run_without_pausing(env: Env) {
+    let _auth = OAuthMock::mount(env.hs.server(), CLIENT_ID, 300).await;
+    mount_whoami(&env, "@alice:tchap.test").await;
+    let room = "!lacking:tchap.test";
+    env.hs.room(room, 2);
+    let alice = analyst("dgsi");
+    let request = WatchRequest {
+        oauth_client_id: Some(CLIENT_ID.into()),
+        ..watch_request(&env.hs.uri(), MATRIX_TOKEN, OAuthMock::FIRST_REFRESH_TOKEN, room)
+    };
+    let watch = watch_room(&env.services, &alice, request).await.unwrap_or_else(|e| panic!("{e}"));
+    // A replica that rotated first re-sealed the account's pair under a key this one lacks yet.
+    let rotated = env.replica(|s| s.token_keys = Some(Arc::new(token_keys(&[43; 32], &[&[42; 32]]))));
+    let id = watch.id;
+    let shared = env.with_store(move |s| s.watch_credential(id)).await.unwrap_or_else(|| panic!("none"));
+    let keys = rotated.token_keys.as_ref().unwrap_or_else(|| panic!("keys"));
+    let binding = AccountBinding {
+        org: &shared.org,
+        owner: &shared.owner,
+        homeserver_url: &shared.homeserver_url,
+        user_id: &shared.user_id,
+    };
+    let resealed = keys.reseal_account(&shared.token, binding).unwrap_or_else(|e| panic!("{e}"));
+    let resealed = resealed.unwrap_or_else(|| panic!("under the old key"));
+    let (credential, old) = (shared.id, shared.token.clone());
+    assert!(env.with_store(move |s| s.reseal_credential(credential, &old, &resealed)).await);
+    let report =
+        scheduler(Arc::clone(&env.services), "replica-old").cycle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.claimed, report.failed, report.paused), (1, 1, 0), "{report:?}");
+    let listed = watches(&env.services, &alice, 10, None).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed[0].status, WatchStatus::Active);
+    assert!(listed[0].last_error.as_deref().is_some_and(|e| e.contains("tried again")), "{listed:?}");
+    // A replica holding the key runs it when it is due again (its interval is a second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let report = scheduler(rotated, "replica-new").cycle().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.claimed, report.succeeded, report.paused), (1, 1, 0), "{report:?}");
 }
