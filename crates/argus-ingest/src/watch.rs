@@ -147,15 +147,14 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
                 user_id: user_id.as_str().to_owned(),
                 token: keys.seal_account(&shared, binding)?,
             };
-            let id = services.with_store(move |store| store.keep_credential(&new)).await?;
-            Some((id, pair.access_token))
+            Some((new, pair.access_token))
         }
         None => None,
     };
     let access_token = credential.as_ref().map_or(given.access_token, |(_, token)| token.clone());
     let credentials = Credentials { access_token, recovery_key, ..Credentials::default() };
     let token = keys.seal(&credentials, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
-    let credential = credential.map(|(id, _)| id);
+    let credential = credential.map(|(new, _)| new);
     let new = NewWatch {
         owner: viewer.actor.clone(),
         org: viewer.org.clone(),
@@ -169,8 +168,9 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     };
     let v = viewer.clone();
     let caps = argus_store::WatchCaps { per_owner: limits.max_per_owner, per_org: limits.max_per_org };
-    let watch =
-        services.with_store(move |store| store.upsert_account_watch(&v, &new, credential, caps)).await?;
+    let watch = services
+        .with_store(move |store| store.upsert_account_watch(&v, &new, credential.as_ref(), caps))
+        .await?;
     tracing::info!(
         actor = %viewer.actor, org = %viewer.org, room = %watch.room_id, interval = watch.interval_secs,
         decrypts = watch.decrypts, "room watched"

@@ -104,7 +104,9 @@ fn load(conn: &mut DbConn, sql: Sql<'_>) -> Result<Vec<StoredCredential>> {
     rows.into_iter().map(Row::into_domain).collect()
 }
 
-fn keep(conn: &mut DbConn, new: &NewCredential, now: OffsetDateTime) -> Result<i64> {
+/// Keeps an account's pair (in the watch's upsert): replaces the stored pair of the same
+/// account, or adds it; its storage id.
+pub(crate) fn keep(conn: &mut DbConn, new: &NewCredential, now: OffsetDateTime) -> Result<i64> {
     crate::watch::check_sealed(&new.token)?;
     if new.user_id.len() < 3 || new.user_id.len() > 255 || new.homeserver_url.len() > 2048 {
         return Err(Error::invalid("credential", "malformed user id or homeserver"));
@@ -129,14 +131,16 @@ fn keep(conn: &mut DbConn, new: &NewCredential, now: OffsetDateTime) -> Result<i
     Ok(sql.build().get_result::<Id>(conn)?.id)
 }
 
-impl Store {
-    /// Keeps an account's pair (the one its caller holds now): replaces the stored pair of the
-    /// same (organisation, owner, homeserver, user), or adds it; its storage id. A renewal under
-    /// way then loses its compare-and-swap and takes this pair.
-    pub fn keep_credential(&self, new: &NewCredential) -> Result<i64> {
-        keep(&mut *self.conn()?, new, OffsetDateTime::now_utc())
-    }
+/// Removes `org`'s credentials no watch refers to any more (its last watch removed, or given
+/// again without a refresh token): a refresh token is not kept for nothing.
+pub(crate) fn drop_orphans(conn: &mut DbConn, org: &OrgId) -> Result<usize> {
+    let mut sql = Sql::new(conn.backend());
+    sql.push("DELETE FROM account_credentials WHERE org_id = ").bind::<Text, _>(org.as_str().to_owned());
+    sql.push(" AND id NOT IN (SELECT credential_id FROM watches WHERE credential_id IS NOT NULL)");
+    Ok(sql.build().execute(conn)?)
+}
 
+impl Store {
     /// The credential `id`, as stored now; `None` when there is none.
     pub fn credential(&self, id: i64) -> Result<Option<StoredCredential>> {
         let mut pooled = self.conn()?;

@@ -292,14 +292,15 @@ impl Store {
         watch::upsert(&mut *self.conn()?, viewer, new, None, caps, OffsetDateTime::now_utc())
     }
 
-    /// [`Store::upsert_watch`] for a watch whose tokens are an account's credential
-    /// ([`Store::keep_credential`]): the watch refers to it (`None`: the watch keeps its own
-    /// token, and refers to no credential any more).
+    /// [`Store::upsert_watch`] for a watch given an account's refresh-token pair: `credential`
+    /// replaces the pair stored for that account (or is added), and the watch refers to it, in
+    /// one transaction (`None`: the watch keeps its own token, and refers to no credential any
+    /// more). A credential no watch refers to any more is removed.
     pub fn upsert_account_watch(
         &self,
         viewer: &Viewer,
         new: &argus_domain::NewWatch,
-        credential: Option<i64>,
+        credential: Option<&NewCredential>,
         caps: WatchCaps,
     ) -> Result<argus_domain::Watch> {
         watch::upsert(&mut *self.conn()?, viewer, new, credential, caps, OffsetDateTime::now_utc())

@@ -12,7 +12,7 @@ use diesel::{
 use time::OffsetDateTime;
 
 use crate::{
-    Backend, Error, Result,
+    Backend, Error, NewCredential, Result,
     db::{DbConn, Sql, TxMode, in_transaction},
     read::{self, Gate},
 };
@@ -188,13 +188,16 @@ pub(crate) fn upsert(
     conn: &mut DbConn,
     viewer: &Viewer,
     new: &NewWatch,
-    credential: Option<i64>,
+    credential: Option<&NewCredential>,
     caps: WatchCaps,
     now: OffsetDateTime,
 ) -> Result<Watch> {
     check_sealed(&new.token)?;
     if new.org != viewer.org || new.owner != viewer.actor || new.interval_secs == 0 {
         return Err(Error::invalid("watch", "not the caller's own, or no interval"));
+    }
+    if credential.is_some_and(|c| c.org != viewer.org || c.owner != viewer.actor) {
+        return Err(Error::invalid("credential", "not the caller's own"));
     }
     policy::check_may_classify(viewer, new.classification)?;
     let now_ms = to_unix_ms(now);
@@ -206,6 +209,9 @@ pub(crate) fn upsert(
             return Err(Error::Withheld);
         }
         let existing = find(conn, &viewer.org, &new.room_id)?;
+        // The account's pair (the one its caller holds now) replaces the stored one, in the
+        // same transaction as the watch that refers to it (undone with it when refused).
+        let credential = credential.map(|c| crate::credentials::keep(conn, c, now)).transpose()?;
         let mut sql = Sql::new(conn.backend());
         match existing {
             Some((watch, _)) if !policy::is_visible(viewer, &viewer.org, watch.classification) => {
@@ -256,6 +262,7 @@ pub(crate) fn upsert(
                 sql.build().execute(conn)?;
             }
         }
+        crate::credentials::drop_orphans(conn, &viewer.org)?;
         find(conn, &viewer.org, &new.room_id)?
             .map(|(watch, _)| watch)
             .ok_or(Error::Corrupt("a watch vanished while it was written"))
@@ -332,7 +339,9 @@ pub(crate) fn remove(conn: &mut DbConn, gate: &Gate, room_id: &RoomId) -> Result
         };
         let mut sql = Sql::new(conn.backend());
         sql.push("DELETE FROM watches WHERE id = ").bind::<BigInt, _>(watch.id);
-        Ok(sql.build().execute(conn)? == 1)
+        let removed = sql.build().execute(conn)? == 1;
+        crate::credentials::drop_orphans(conn, &watch.org)?;
+        Ok(removed)
     })
 }
 

@@ -213,25 +213,38 @@ fn an_accounts_watches_share_one_credential_renewed_under_its_own_lease(db: &Tes
         user_id: "@alice:agent.tchap.gouv.fr".into(),
         token: sealed(token),
     };
-    let id = db.store.keep_credential(&account("cGFpcjE")).unwrap();
-    // The same account again: the same row, its pair replaced by the one given.
-    assert_eq!(db.store.keep_credential(&account("cGFpcjI")).unwrap(), id);
-    let other = NewCredential { user_id: "@bob:agent.tchap.gouv.fr".into(), ..account("Ym9i") };
-    assert_ne!(db.store.keep_credential(&other).unwrap(), id);
     let caps = WatchCaps::default();
-    let w1 =
-        db.store.upsert_account_watch(&alice, &new_watch(&alice, "!a:x.org", Restricted), Some(id), caps);
-    let w2 =
-        db.store.upsert_account_watch(&alice, &new_watch(&alice, "!b:x.org", Restricted), Some(id), caps);
-    let (w1, w2) = (w1.unwrap().id, w2.unwrap().id);
+    let watch = |room: &str, credential: Option<&NewCredential>| {
+        db.store
+            .upsert_account_watch(&alice, &new_watch(&alice, room, Restricted), credential, caps)
+            .unwrap()
+            .id
+    };
+    let w1 = watch("!a:x.org", Some(&account("cGFpcjE")));
+    // The same account again: the same row, its pair replaced by the one given.
+    let w2 = watch("!b:x.org", Some(&account("cGFpcjI")));
+    let other = NewCredential { user_id: "@bob:agent.tchap.gouv.fr".into(), ..account("Ym9i") };
+    let w3 = watch("!c:x.org", Some(&other));
+    let id = db.store.watch_credential(w1).unwrap().unwrap().id;
     for watch in [w1, w2] {
         let shared = db.store.watch_credential(watch).unwrap().unwrap();
         assert_eq!((shared.id, shared.token.clone()), (id, sealed("cGFpcjI")));
         assert_eq!(shared.user_id, "@alice:agent.tchap.gouv.fr");
     }
+    assert_ne!(db.store.watch_credential(w3).unwrap().unwrap().id, id);
+    // Not the caller's own: refused, nothing written.
+    let mallory = NewCredential { owner: "mallory".parse().unwrap(), ..account("bWFs") };
+    let refused = db.store.upsert_account_watch(
+        &alice,
+        &new_watch(&alice, "!d:x.org", Restricted),
+        Some(&mallory),
+        caps,
+    );
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
     // Renewed without a refresh token: the watch keeps its own token again.
     db.store.upsert_watch(&alice, &new_watch(&alice, "!b:x.org", Restricted), caps).unwrap();
     assert_eq!(db.store.watch_credential(w2).unwrap(), None);
+    assert_eq!(db.store.watch_credential(w1).unwrap().map(|c| c.id), Some(id));
     // The lease is the renewer's (one holder string each) and stores only over the pair renewed.
     let (now, lease) = (OffsetDateTime::now_utc(), std::time::Duration::from_secs(30));
     let old = sealed("cGFpcjI");
@@ -259,7 +272,12 @@ fn an_accounts_watches_share_one_credential_renewed_under_its_own_lease(db: &Tes
     // Re-sealing swaps only over the pair it read.
     assert!(!db.store.reseal_credential(id, &old, &sealed("bmV3")).unwrap());
     assert!(db.store.reseal_credential(id, &sealed("cGFpcjM"), &sealed("bmV3")).unwrap());
-    let all = db.store.sealed_credentials().unwrap();
-    assert_eq!(all.iter().map(|c| c.id).collect::<Vec<_>>().len(), 2);
-    assert_eq!(db.store.credential(id + 1000).unwrap(), None);
+    assert_eq!(db.store.sealed_credentials().unwrap().len(), 2);
+    // A pair no watch refers to any more is not kept.
+    let viewer = someone("alice", "dgsi", Restricted);
+    assert!(db.store.remove_watch(&viewer, &"!c:x.org".parse().unwrap()).unwrap());
+    assert_eq!(db.store.sealed_credentials().unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
+    assert!(db.store.remove_watch(&viewer, &"!a:x.org".parse().unwrap()).unwrap());
+    assert!(db.store.sealed_credentials().unwrap().is_empty());
+    assert_eq!(db.store.credential(id).unwrap(), None);
 }
