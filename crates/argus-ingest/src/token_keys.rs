@@ -500,6 +500,35 @@ mod tests {
     }
 
     #[test]
+    fn an_accounts_pair_opens_only_for_that_account_and_never_as_a_watchs_token() {
+        let (keys, org, room) = keys();
+        let owner = alice();
+        let hs = "https://matrix.tchap.test";
+        let pair =
+            Credentials { refresh_token: Some(Secret::new("syr_SECRET")), ..creds("syt_SECRET", None) };
+        let account =
+            AccountBinding { org: &org, owner: &owner, homeserver_url: hs, user_id: "@a:tchap.test" };
+        let sealed = keys.seal_account(&pair, account).unwrap_or_else(|e| panic!("{e}"));
+        let opened = keys.open_account(&sealed, account).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.refresh_token.as_ref().map(Secret::expose_secret), Some("syr_SECRET"));
+        let other_user = AccountBinding { user_id: "@b:tchap.test", ..account };
+        assert!(keys.open_account(&sealed, other_user).is_err());
+        let watch = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &owner };
+        assert!(keys.open(&sealed, watch).is_err(), "not a watch's token");
+        let watch_sealed = keys.seal(&pair, watch).unwrap_or_else(|e| panic!("{e}"));
+        assert!(keys.open_account(&watch_sealed, account).is_err(), "not an account's pair");
+        let rotated = TokenKeys::new(
+            TokenKey::new(&[8; 32]).unwrap_or_else(|e| panic!("{e}")),
+            vec![TokenKey::new(&[7; 32]).unwrap_or_else(|e| panic!("{e}"))],
+        );
+        let resealed = rotated.reseal_account(&sealed, account).unwrap_or_else(|e| panic!("{e}"));
+        let resealed = resealed.unwrap_or_else(|| panic!("resealed"));
+        assert_eq!(resealed.key_id, rotated.current_id());
+        assert!(rotated.open_account(&resealed, account).is_ok());
+        assert!(!resealed.ciphertext.contains("SECRET"));
+    }
+
+    #[test]
     fn rotation_reseals_under_the_new_key_and_the_old_one_can_then_go() {
         let (old, org, room) = keys();
         let hs = "https://matrix.tchap.test";
