@@ -1,7 +1,9 @@
 //! The keys that seal watched rooms' credentials at rest (the owner's Matrix token, and their
 //! recovery key for a watch that decrypts, in one ciphertext): XChaCha20-Poly1305 with a random
 //! nonce per watch, the associated data binding each ciphertext to its watch (organisation,
-//! room, homeserver), so a ciphertext copied to another row does not open. The keys are held
+//! room, homeserver, owner), so a ciphertext copied to another row does not open. An account's
+//! refresh-token pair, shared by its watches, is bound to the account instead (organisation,
+//! owner, homeserver, Matrix user: [`AccountBinding`]). The keys are held
 //! outside the database (configuration or file); the database keeps only a key's id, a digest.
 //! Rotation: the new key becomes current, the old ones stay as `previous` until every token is
 //! re-sealed ([`TokenKeys::reseal`]).
