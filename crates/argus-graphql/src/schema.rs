@@ -206,7 +206,7 @@ pub struct IngestTchapRoomInput {
     pub account: Option<String>,
     /// Matrix access token; used for this call only, never returned, never stored in clear.
     pub access_token: String,
-    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. Never returned, stored in clear or logged.
+    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. A renewal consumes it and the renewed pair is not kept after the call: give Argus a login session of its own, not one a person or a watch uses. Never returned, stored in clear or logged.
     pub refresh_token: Option<String>,
     /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (Matrix Authentication Service, spec v1.15 OAuth 2.0 API): its token endpoint renews refreshToken for that client only. Not needed for the homeserver's own refreshable tokens, nor for the auth server's compatibility sessions (tokens from /login), both renewed at the homeserver's /refresh; a renewal the auth server refuses fails with TOKEN_REFRESH_FAILED.
     pub oauth_client_id: Option<String>,

@@ -89,7 +89,8 @@ pub struct IngestRequest {
     /// Who started it.
     pub trigger: Trigger,
     /// The account's refresh token, beside the access token: the token is renewed before it
-    /// expires or when the homeserver refuses it.
+    /// expires or when the homeserver refuses it. A renewal consumes it, and the renewed pair
+    /// lives in memory for the call only (Argus should be given a login session of its own).
     pub refresh_token: Option<argus_domain::Secret>,
     /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are
     /// a next-generation auth server's: its token endpoint renews them for that client only.

@@ -532,25 +532,31 @@ impl Media {
                 continue;
             };
             let binding = crate::token_keys::Binding::of(&job.org, &job.room_id, &job.homeserver, owner);
-            let session = match keys.open(sealed, binding) {
-                // A token that expires is renewed as the watch's runs renew it (stored under
-                // the watch's lease, borrowed while no run holds it).
-                Ok(credentials) if credentials.refresh_token.is_some() => {
-                    let kept = crate::scheduler::KeptWatch {
-                        id: *watch_id,
-                        org: &job.org,
-                        room_id: &job.room_id,
-                        homeserver: &job.homeserver,
-                        owner,
-                        sealed: sealed.clone(),
-                        credentials,
-                    };
-                    let tokens =
-                        crate::scheduler::renewing(services, keys, &claimant, self.settings.lease, kept);
-                    Session::new(job.homeserver.clone(), tokens)
+            let (st, id) = (store.clone(), *watch_id);
+            let shared = blocking(move || st.watch_credential(id)).await;
+            let session = match (keys.open(sealed, binding), shared) {
+                // A watch given a refresh token reads with its account's shared pair, renewed
+                // as the runs renew it (under the account's renewal lease, a holder of its own).
+                (Ok(_), Ok(Some(credential))) => {
+                    match crate::scheduler::account_tokens(services, keys, &claimant, credential) {
+                        Ok(tokens) => Session::new(job.homeserver.clone(), tokens),
+                        Err(error) => {
+                            let reason =
+                                format!("{}: the account's token is not available now", error.code());
+                            report += self.record(store, &claimant, &job, self.retry(&job, &reason)).await;
+                            continue;
+                        }
+                    }
                 }
-                Ok(credentials) => Session::with_token(job.homeserver.clone(), credentials.access_token),
-                Err(_) => {
+                (Ok(_), Err(error)) => {
+                    let reason = format!("{}: the account's token could not be read", error.code());
+                    report += self.record(store, &claimant, &job, self.retry(&job, &reason)).await;
+                    continue;
+                }
+                (Ok(credentials), Ok(None)) => {
+                    Session::with_token(job.homeserver.clone(), credentials.access_token)
+                }
+                (Err(_), _) => {
                     report += self
                         .record(
                             store,

@@ -34,8 +34,8 @@ use tokio::sync::Semaphore;
 
 use argus_matrix::{StaticToken, TokenSource};
 
+pub(crate) use renewal::account_tokens;
 pub use renewal::watch_tokens;
-pub(crate) use renewal::{KeptWatch, renewing};
 
 use crate::{
     Error, Services,
@@ -242,7 +242,6 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
     // What the watch shows of an error is scrubbed of the token and the key, as an audit record
     // is.
     let opened_credentials = opened.as_ref().ok().cloned();
-    let sealed = token.clone();
     let message = |e: &Error| match &opened_credentials {
         Some(c) => {
             let text = e.message_without(&c.access_token);
@@ -253,21 +252,29 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
         }
         None => e.public_message(),
     };
-    let result = match opened {
-        Err(error) => {
+    // A watch given a refresh token reads with its account's shared pair (renewed once for all
+    // the account's watches and replicas); its own sealed token then serves for the recovery
+    // key only.
+    let shared = match &opened {
+        Ok(_) => {
+            watch_tokens(services, &options.replica, &ClaimedWatch { watch: watch.clone(), token }).await
+        }
+        Err(_) => Ok(None),
+    };
+    let result = match (opened, shared) {
+        (Err(error), _) => {
             // A key this replica holds does not open it (altered, or moved from another watch):
             // nothing can run until the owner gives the token again.
             pause = Some(format!("TOKEN_UNAVAILABLE: {}", error.public_message()));
             Err(error)
         }
-        Ok(credentials) => {
-            // A pair with a refresh token is renewed as it expires, each new pair sealed and
-            // stored under the watch's lease before it is used.
-            let tokens: Arc<dyn TokenSource> = if credentials.refresh_token.is_some() {
-                let kept = KeptWatch::of(&watch, sealed, credentials.clone());
-                Arc::new(renewing(services, keys, &options.replica, options.lease, kept))
-            } else {
-                Arc::new(StaticToken::new(credentials.access_token.clone()))
+        (Ok(_), Err(error)) => Err(error),
+        (Ok(credentials), Ok(shared)) => {
+            // A shared pair is renewed as it expires, each new pair sealed and stored under
+            // the account's renewal lease before it is used.
+            let tokens: Arc<dyn TokenSource> = match shared {
+                Some(shared) => Arc::new(shared),
+                None => Arc::new(StaticToken::new(credentials.access_token.clone())),
             };
             let (access_token, recovery_key) = (credentials.access_token, credentials.recovery_key);
             // The owner, cleared for the watch's level, as the mutation would have required.

@@ -1,7 +1,9 @@
 //! The keys that seal watched rooms' credentials at rest (the owner's Matrix token, and their
 //! recovery key for a watch that decrypts, in one ciphertext): XChaCha20-Poly1305 with a random
 //! nonce per watch, the associated data binding each ciphertext to its watch (organisation,
-//! room, homeserver), so a ciphertext copied to another row does not open. The keys are held
+//! room, homeserver, owner), so a ciphertext copied to another row does not open. An account's
+//! refresh-token pair, shared by its watches, is bound to the account instead (organisation,
+//! owner, homeserver, Matrix user: [`AccountBinding`]). The keys are held
 //! outside the database (configuration or file); the database keeps only a key's id, a digest.
 //! Rotation: the new key becomes current, the old ones stay as `previous` until every token is
 //! re-sealed ([`TokenKeys::reseal`]).
@@ -239,6 +241,32 @@ impl<'a> Binding<'a> {
     }
 }
 
+/// What an account's sealed token pair belongs to (a credential shared by the account's
+/// watches): organisation, owner, homeserver and Matrix user, not a room. Its associated data
+/// differs from any watch's, so neither opens as the other.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountBinding<'a> {
+    /// The organisation.
+    pub org: &'a OrgId,
+    /// The Argus user who gave the pair.
+    pub owner: &'a ActorId,
+    /// The homeserver, as stored.
+    pub homeserver_url: &'a str,
+    /// The Matrix user id of the session.
+    pub user_id: &'a str,
+}
+
+impl AccountBinding<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut aad = b"argus-account-token\0".to_vec();
+        for part in [self.org.as_str(), self.owner.as_str(), self.homeserver_url, self.user_id] {
+            aad.extend_from_slice(part.as_bytes());
+            aad.push(0);
+        }
+        aad
+    }
+}
+
 /// The current key, which seals, and earlier ones, which still open what they sealed.
 #[derive(Debug)]
 pub struct TokenKeys {
@@ -265,14 +293,44 @@ impl TokenKeys {
     /// Seals `credentials` for the watch `binding` names, with the current key and a fresh
     /// nonce.
     pub fn seal(&self, credentials: &Credentials, binding: Binding<'_>) -> Result<SealedToken> {
+        self.seal_with(credentials, &binding.associated_data())
+    }
+
+    /// Seals an account's pair (`credentials`) for the account `binding` names.
+    pub fn seal_account(
+        &self,
+        credentials: &Credentials,
+        binding: AccountBinding<'_>,
+    ) -> Result<SealedToken> {
+        self.seal_with(credentials, &binding.associated_data())
+    }
+
+    /// Opens an account's sealed pair (as [`TokenKeys::open`] a watch's).
+    pub fn open_account(&self, sealed: &SealedToken, binding: AccountBinding<'_>) -> Result<Credentials> {
+        self.open_with(sealed, &binding.associated_data())
+    }
+
+    /// An account's pair re-sealed under the current key, or `None` when it already is.
+    pub fn reseal_account(
+        &self,
+        sealed: &SealedToken,
+        binding: AccountBinding<'_>,
+    ) -> Result<Option<SealedToken>> {
+        if sealed.key_id == self.current.id {
+            return Ok(None);
+        }
+        let credentials = self.open_account(sealed, binding)?;
+        self.seal_account(&credentials, binding).map(Some)
+    }
+
+    fn seal_with(&self, credentials: &Credentials, aad: &[u8]) -> Result<SealedToken> {
         let plain = credentials.encode()?;
         let mut nonce = [0u8; 24];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce[..]);
-        let aad = binding.associated_data();
         let ciphertext = self
             .current
             .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: &aad })
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad })
             .map_err(|_| Error::Internal)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(SealedToken {
@@ -286,6 +344,10 @@ impl TokenKeys {
     /// [`Error::InvalidInput`] when no key of this server sealed them, or they do not open
     /// (altered, or moved from another watch); the message never holds a secret.
     pub fn open(&self, sealed: &SealedToken, binding: Binding<'_>) -> Result<Credentials> {
+        self.open_with(sealed, &binding.associated_data())
+    }
+
+    fn open_with(&self, sealed: &SealedToken, aad: &[u8]) -> Result<Credentials> {
         let key =
             std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == sealed.key_id).ok_or_else(
                 || Error::InvalidInput("the watch's token was sealed with a key this server lacks".into()),
@@ -295,10 +357,9 @@ impl TokenKeys {
         let nonce = b64.decode(&sealed.nonce).map_err(|_| broken())?;
         let ciphertext = b64.decode(&sealed.ciphertext).map_err(|_| broken())?;
         let nonce: [u8; 24] = nonce.try_into().map_err(|_| broken())?;
-        let aad = binding.associated_data();
         let plain = key
             .cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad: &aad })
+            .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad })
             .map_err(|_| broken())?;
         Credentials::decode(&plain).ok_or_else(broken)
     }
@@ -438,6 +499,35 @@ mod tests {
         let mut altered = sealed.clone();
         altered.ciphertext.replace_range(0..4, "AAAA");
         assert!(keys.open(&altered, binding).is_err());
+    }
+
+    #[test]
+    fn an_accounts_pair_opens_only_for_that_account_and_never_as_a_watchs_token() {
+        let (keys, org, room) = keys();
+        let owner = alice();
+        let hs = "https://matrix.tchap.test";
+        let pair =
+            Credentials { refresh_token: Some(Secret::new("syr_SECRET")), ..creds("syt_SECRET", None) };
+        let account =
+            AccountBinding { org: &org, owner: &owner, homeserver_url: hs, user_id: "@a:tchap.test" };
+        let sealed = keys.seal_account(&pair, account).unwrap_or_else(|e| panic!("{e}"));
+        let opened = keys.open_account(&sealed, account).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.refresh_token.as_ref().map(Secret::expose_secret), Some("syr_SECRET"));
+        let other_user = AccountBinding { user_id: "@b:tchap.test", ..account };
+        assert!(keys.open_account(&sealed, other_user).is_err());
+        let watch = Binding { org: &org, room_id: &room, homeserver_url: hs, owner: &owner };
+        assert!(keys.open(&sealed, watch).is_err(), "not a watch's token");
+        let watch_sealed = keys.seal(&pair, watch).unwrap_or_else(|e| panic!("{e}"));
+        assert!(keys.open_account(&watch_sealed, account).is_err(), "not an account's pair");
+        let rotated = TokenKeys::new(
+            TokenKey::new(&[8; 32]).unwrap_or_else(|e| panic!("{e}")),
+            vec![TokenKey::new(&[7; 32]).unwrap_or_else(|e| panic!("{e}"))],
+        );
+        let resealed = rotated.reseal_account(&sealed, account).unwrap_or_else(|e| panic!("{e}"));
+        let resealed = resealed.unwrap_or_else(|| panic!("resealed"));
+        assert_eq!(resealed.key_id, rotated.current_id());
+        assert!(rotated.open_account(&resealed, account).is_ok());
+        assert!(!resealed.ciphertext.contains("SECRET"));
     }
 
     #[test]

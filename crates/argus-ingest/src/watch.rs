@@ -24,7 +24,7 @@ use argus_matrix::{RefreshingTokens, StaticToken, TokenPair, TokenSource};
 
 use crate::{
     Admission, Error, Result, Services, account,
-    token_keys::{Binding, Credentials},
+    token_keys::{AccountBinding, Binding, Credentials},
 };
 
 /// A watch as the caller gave it. `Debug` shows the token and the key as `[redacted]`.
@@ -36,7 +36,9 @@ pub struct WatchRequest {
     /// `homeserver_url` (exactly one of the two is given).
     pub account: Option<String>,
     /// The account's refresh token, beside the access token: the token is renewed before it
-    /// expires or when the homeserver refuses it.
+    /// expires or when the homeserver refuses it. The pair is kept once for the account (its
+    /// Matrix user, from `whoami`), replacing the account's stored pair; every watch of the
+    /// account given a refresh token reads with that one pair.
     pub refresh_token: Option<argus_domain::Secret>,
     /// The OAuth 2.0 client id the tokens were issued to (a next-generation auth server's),
     /// sealed with them: renewing them at the auth server's token endpoint needs it.
@@ -64,10 +66,10 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     // Counted like an ingestion: one caller cannot make watches faster than they may ingest.
     services.admission.check_caller(&Admission::caller_of(viewer))?;
     let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
-    // An account instead of a URL: resolved and its token confirmed; the homeserver found is
-    // the one sealed into the watch's binding.
+    // An account instead of a URL: resolved (its token confirmed below, through the call's
+    // token source); the homeserver found is the one sealed into the watch's binding.
     let account = request.account.take();
-    account::settle(services, &mut request.homeserver_url, account.as_deref(), &request.access_token).await?;
+    let resolved = account::resolve(services, &mut request.homeserver_url, account.as_deref()).await?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     let room_id: RoomId = request.room_id.parse()?;
     if !request.access_token.is_well_formed() {
@@ -98,9 +100,10 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
                 .map_err(argus_matrix::Error::from)
         })
         .transpose()?;
-    // The homeserver first, the archive only for a token that reads the room. A token given
-    // with its refresh token may be renewed by this check: the renewed pair is what is sealed
-    // (the refresh token given is then used up).
+    // The homeserver first, the archive only for a token that reads the room, and the account
+    // confirmed with the same token source. A token given with its refresh token may be renewed
+    // by these checks: the renewed pair is what is kept (the refresh token given is then used
+    // up).
     let given = TokenPair::given(request.access_token, request.refresh_token);
     let renewable = given.refresh_token.is_some().then(|| {
         Arc::new(RefreshingTokens::new(
@@ -116,16 +119,42 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
         None => Arc::new(StaticToken::new(given.access_token.clone())),
     };
     let check = argus_matrix::Session::shared(homeserver.clone(), tokens);
+    if let Some(resolved) = &resolved {
+        account::confirm(services, &check, resolved).await?;
+    }
     services.may_read_room(&check, &room_id).await?;
     let decrypts = recovery_key.is_some();
-    let pair = renewable.as_ref().map_or(given, |renewing| renewing.pair());
-    let credentials = Credentials {
-        recovery_key,
-        oauth_client_id: request.oauth_client_id.filter(|_| renewable.is_some()),
-        ..Credentials::default()
-    }
-    .with_pair(&pair);
+    // A refresh-token pair belongs to the account's session, not to the room: it is kept once
+    // for the account (its Matrix user, as the homeserver names it), and every watch of that
+    // account refers to it. The watch's own sealed token then holds the recovery key and the
+    // access token only.
+    let credential = match &renewable {
+        Some(renewing) => {
+            let user_id = services.connector.whoami(&check).await?;
+            let pair = renewing.pair();
+            let shared = Credentials { oauth_client_id: request.oauth_client_id, ..Credentials::default() }
+                .with_pair(&pair);
+            let binding = AccountBinding {
+                org: &viewer.org,
+                owner: &viewer.actor,
+                homeserver_url: homeserver.as_str(),
+                user_id: user_id.as_str(),
+            };
+            let new = argus_store::NewCredential {
+                org: viewer.org.clone(),
+                owner: viewer.actor.clone(),
+                homeserver_url: homeserver.as_str().to_owned(),
+                user_id: user_id.as_str().to_owned(),
+                token: keys.seal_account(&shared, binding)?,
+            };
+            Some((new, pair.access_token))
+        }
+        None => None,
+    };
+    let access_token = credential.as_ref().map_or(given.access_token, |(_, token)| token.clone());
+    let credentials = Credentials { access_token, recovery_key, ..Credentials::default() };
     let token = keys.seal(&credentials, Binding::of(&viewer.org, &room_id, &homeserver, &viewer.actor))?;
+    let credential = credential.map(|(new, _)| new);
     let new = NewWatch {
         owner: viewer.actor.clone(),
         org: viewer.org.clone(),
@@ -139,7 +168,9 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     };
     let v = viewer.clone();
     let caps = argus_store::WatchCaps { per_owner: limits.max_per_owner, per_org: limits.max_per_org };
-    let watch = services.with_store(move |store| store.upsert_watch(&v, &new, caps)).await?;
+    let watch = services
+        .with_store(move |store| store.upsert_account_watch(&v, &new, credential.as_ref(), caps))
+        .await?;
     tracing::info!(
         actor = %viewer.actor, org = %viewer.org, room = %watch.room_id, interval = watch.interval_secs,
         decrypts = watch.decrypts, "room watched"
@@ -171,19 +202,26 @@ pub async fn watches(
     services.with_store(move |store| store.watches(&v, first, after)).await
 }
 
-/// What re-sealing every watch's token under the current key did.
+/// What re-sealing every watch's token and every account's shared pair under the current key
+/// did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rotation {
-    /// Tokens re-sealed.
+    /// Watch tokens re-sealed.
     pub resealed: u64,
-    /// Tokens already under the current key.
+    /// Account pairs (shared by an account's watches) re-sealed.
+    pub accounts: u64,
+    /// Tokens and pairs already under the current key.
     pub current: u64,
-    /// Tokens that did not open with any key held (their watches stay as they are).
+    /// Tokens and pairs that did not open with any key held (left as they are).
     pub unopened: u64,
+    /// Tokens and pairs replaced while they were re-sealed (a renewal, a new token given): the
+    /// new value is sealed by whoever wrote it; run the rotation again to be sure.
+    pub changed: u64,
 }
 
-/// Re-seals every watch's credentials under the current key (`keys rotate`): afterwards the previous
-/// keys can be dropped from the configuration.
+/// Re-seals every watch's credentials and every account's shared pair under the current key
+/// (`keys rotate`): afterwards the previous keys can be dropped from the configuration. A
+/// renewal racing the rotation loses its swap, re-reads the re-sealed pair and swaps again.
 pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
     let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
     let sealed = services.with_store(|store| store.sealed_watch_tokens()).await?;
@@ -201,10 +239,36 @@ pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
                 let (id, old) = (entry.id, entry.token.clone());
                 if services.with_store(move |store| store.reseal_watch_token(id, &old, &new)).await? {
                     rotation.resealed += 1;
+                } else {
+                    rotation.changed += 1;
                 }
             }
             Err(error) => {
                 tracing::warn!(watch = entry.id, code = error.code(), "a watch's token did not open");
+                rotation.unopened += 1;
+            }
+        }
+    }
+    let shared = services.with_store(|store| store.sealed_credentials()).await?;
+    for entry in shared {
+        let binding = AccountBinding {
+            org: &entry.org,
+            owner: &entry.owner,
+            homeserver_url: &entry.homeserver_url,
+            user_id: &entry.user_id,
+        };
+        match keys.reseal_account(&entry.token, binding) {
+            Ok(None) => rotation.current += 1,
+            Ok(Some(new)) => {
+                let (id, old) = (entry.id, entry.token.clone());
+                if services.with_store(move |store| store.reseal_credential(id, &old, &new)).await? {
+                    rotation.accounts += 1;
+                } else {
+                    rotation.changed += 1;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(credential = entry.id, code = error.code(), "an account's token did not open");
                 rotation.unopened += 1;
             }
         }

@@ -461,6 +461,7 @@ impl Connector {
                     | Error::AccountExpired
                     | Error::AccountLocked
                     | Error::TokenRefreshFailed(_)
+                    | Error::TokenNotKept
                     | Error::DeadlineExceeded(_)),
                 ) => {
                     return Err(e);

@@ -47,9 +47,10 @@ pub enum Error {
     /// repeats what the server said.
     #[error("the access token could not be renewed: {0}")]
     TokenRefreshFailed(String),
-    /// A renewed token pair could not be kept by its keeper (its storage failed): it was not
-    /// used, and the old pair stays valid; worth trying again.
-    #[error("the renewed access token could not be kept")]
+    /// A token pair could not be renewed and kept now (its storage failed, the holder renewing
+    /// it did not finish, or it is sealed under a key this replica lacks): a pair the server
+    /// issued is kept in memory unused, and only its storing is tried again; worth trying again.
+    #[error("the token pair could not be renewed and kept now; it is tried again")]
     TokenNotKept,
     /// The user may not read the room (`M_FORBIDDEN`, typically not a member).
     #[error("the homeserver forbids reading this room (M_FORBIDDEN)")]

@@ -27,6 +27,7 @@
 mod ahead;
 mod attachments;
 mod audit;
+mod credentials;
 mod cursor;
 mod db;
 mod error;
@@ -53,6 +54,7 @@ pub use self::attachments::{BlobVerdict, Download, FetchOutcome, MediaJob, NewBl
 pub use self::testing::IngestionResult;
 pub use self::{
     audit::{AuditKey, ChainHead, ChainVerification, GENESIS},
+    credentials::{NewCredential, StoredCredential},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
     db::{Backend, DatabaseUrl, StoreOptions},
     error::{Error, Result},
@@ -302,7 +304,21 @@ impl Store {
         new: &argus_domain::NewWatch,
         caps: WatchCaps,
     ) -> Result<argus_domain::Watch> {
-        watch::upsert(&mut *self.conn()?, viewer, new, caps, OffsetDateTime::now_utc())
+        watch::upsert(&mut *self.conn()?, viewer, new, None, caps, OffsetDateTime::now_utc())
+    }
+
+    /// [`Store::upsert_watch`] for a watch given an account's refresh-token pair: `credential`
+    /// replaces the pair stored for that account (or is added), and the watch refers to it, in
+    /// one transaction (`None`: the watch keeps its own token, and refers to no credential any
+    /// more). A credential no watch refers to any more is removed.
+    pub fn upsert_account_watch(
+        &self,
+        viewer: &Viewer,
+        new: &argus_domain::NewWatch,
+        credential: Option<&NewCredential>,
+        caps: WatchCaps,
+    ) -> Result<argus_domain::Watch> {
+        watch::upsert(&mut *self.conn()?, viewer, new, credential, caps, OffsetDateTime::now_utc())
     }
 
     /// The watches `viewer` may see (their organisation's, at most their clearance, of rooms

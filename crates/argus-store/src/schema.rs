@@ -402,6 +402,37 @@ diesel::table! {
         decrypts -> Bool,
         /// Every run captures only what was sent at or after this time, UTC ms.
         history_since -> Nullable<BigInt>,
+        /// The account credential whose pair its runs use (`NULL`: its own sealed token).
+        credential_id -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One account's sealed refresh-token pair, shared by its watches and renewed once per
+    /// expiry under the row's own lease.
+    account_credentials (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The Argus user who gave it.
+        owner -> Text,
+        /// The homeserver it is used at.
+        homeserver_url -> Text,
+        /// The Matrix user id of the session.
+        user_id -> Text,
+        /// Which key sealed the pair.
+        token_key_id -> Text,
+        /// The pair's nonce, base64.
+        token_nonce -> Text,
+        /// The pair's ciphertext and tag, base64.
+        token_ciphertext -> Text,
+        /// The renewer holding it (replica and nonce), only while it renews.
+        lease_owner -> Nullable<Text>,
+        /// Until when, UTC ms.
+        lease_until -> Nullable<BigInt>,
+        /// When the pair was last replaced, UTC ms.
+        updated_at -> BigInt,
     }
 }
 

@@ -12,7 +12,7 @@ use diesel::{
 use time::OffsetDateTime;
 
 use crate::{
-    Backend, Error, Result,
+    Backend, Error, NewCredential, Result,
     db::{DbConn, Sql, TxMode, in_transaction},
     read::{self, Gate},
 };
@@ -156,7 +156,7 @@ pub struct SealedWatchToken {
     pub token: SealedToken,
 }
 
-fn check_sealed(token: &SealedToken) -> Result<()> {
+pub(crate) fn check_sealed(token: &SealedToken) -> Result<()> {
     let ok = (1..=64).contains(&token.key_id.len())
         && token.nonce.len() <= 64
         && token.ciphertext.len() <= 16_384
@@ -179,7 +179,7 @@ fn find(conn: &mut DbConn, org: &OrgId, room_id: &RoomId) -> Result<Option<(Watc
 }
 
 /// Creates or renews the watch of `new.room_id` for `viewer`'s organisation: the token, the
-/// interval and the owner are replaced, a stopped watch (paused, or stopped by its account's
+/// account credential it refers to (`credential`), the interval and the owner are replaced, a stopped watch (paused, or stopped by its account's
 /// state) is active again and due now. The watch's level is at least the room's stored level.
 /// [`Error::Withheld`] when the room or an existing watch of it is above the viewer's
 /// clearance; [`Error::TooManyWatches`] when a watch new to its owner would pass `caps`,
@@ -188,12 +188,16 @@ pub(crate) fn upsert(
     conn: &mut DbConn,
     viewer: &Viewer,
     new: &NewWatch,
+    credential: Option<&NewCredential>,
     caps: WatchCaps,
     now: OffsetDateTime,
 ) -> Result<Watch> {
     check_sealed(&new.token)?;
     if new.org != viewer.org || new.owner != viewer.actor || new.interval_secs == 0 {
         return Err(Error::invalid("watch", "not the caller's own, or no interval"));
+    }
+    if credential.is_some_and(|c| c.org != viewer.org || c.owner != viewer.actor) {
+        return Err(Error::invalid("credential", "not the caller's own"));
     }
     policy::check_may_classify(viewer, new.classification)?;
     let now_ms = to_unix_ms(now);
@@ -205,6 +209,9 @@ pub(crate) fn upsert(
             return Err(Error::Withheld);
         }
         let existing = find(conn, &viewer.org, &new.room_id)?;
+        // The account's pair (the one its caller holds now) replaces the stored one, in the
+        // same transaction as the watch that refers to it (undone with it when refused).
+        let credential = credential.map(|c| crate::credentials::keep(conn, c, now)).transpose()?;
         let mut sql = Sql::new(conn.backend());
         match existing {
             Some((watch, _)) if !policy::is_visible(viewer, &viewer.org, watch.classification) => {
@@ -222,6 +229,7 @@ pub(crate) fn upsert(
                 sql.push(", classification = ").bind::<SmallInt, _>(level.rank());
                 sql.push(", interval_secs = ").bind::<BigInt, _>(i64::from(new.interval_secs));
                 push_token_update(&mut sql, &new.token);
+                crate::credentials::push_reference(&mut sql, credential);
                 sql.push(", decrypts = ").bind::<Bool, _>(new.decrypts);
                 sql.push(", history_since = ").bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms));
                 // A run under way with the old token records nothing over the renewed watch.
@@ -236,7 +244,7 @@ pub(crate) fn upsert(
                 sql.push(
                     "INSERT INTO watches (org_id, owner, room_id, homeserver_url, classification, \
                      interval_secs, token_key_id, token_nonce, token_ciphertext, status, next_run_at, created_at, \
-                     decrypts, history_since) VALUES (",
+                     decrypts, history_since, credential_id) VALUES (",
                 );
                 sql.bind::<Text, _>(viewer.org.as_str().to_owned()).push(", ");
                 sql.bind::<Text, _>(new.owner.as_str().to_owned()).push(", ");
@@ -249,10 +257,12 @@ pub(crate) fn upsert(
                 sql.bind::<Text, _>(new.token.ciphertext.clone()).push(", 'ACTIVE', ");
                 sql.bind::<BigInt, _>(now_ms).push(", ").bind::<BigInt, _>(now_ms).push(", ");
                 sql.bind::<Bool, _>(new.decrypts).push(", ");
-                sql.bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms)).push(")");
+                sql.bind::<Nullable<BigInt>, _>(new.since.map(to_unix_ms)).push(", ");
+                sql.bind::<Nullable<BigInt>, _>(credential).push(")");
                 sql.build().execute(conn)?;
             }
         }
+        crate::credentials::drop_orphans(conn, &viewer.org)?;
         find(conn, &viewer.org, &new.room_id)?
             .map(|(watch, _)| watch)
             .ok_or(Error::Corrupt("a watch vanished while it was written"))
@@ -329,7 +339,9 @@ pub(crate) fn remove(conn: &mut DbConn, gate: &Gate, room_id: &RoomId) -> Result
         };
         let mut sql = Sql::new(conn.backend());
         sql.push("DELETE FROM watches WHERE id = ").bind::<BigInt, _>(watch.id);
-        Ok(sql.build().execute(conn)? == 1)
+        let removed = sql.build().execute(conn)? == 1;
+        crate::credentials::drop_orphans(conn, &watch.org)?;
+        Ok(removed)
     })
 }
 

@@ -15,7 +15,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Condvar, Mutex, PoisonError},
 };
 
 use serde_json::json;
@@ -41,10 +41,14 @@ struct State {
     issued: u32,
 }
 
+/// Whether the token endpoint holds its answers (after issuing a pair) until released.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+
 /// The mock auth server. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct OAuthMock {
     state: Arc<Mutex<State>>,
+    gate: Gate,
 }
 
 impl OAuthMock {
@@ -63,7 +67,7 @@ impl OAuthMock {
             access_token: Self::FIRST_ACCESS_TOKEN.to_owned(),
             ..State::default()
         };
-        let mock = Self { state: Arc::new(Mutex::new(state)) };
+        let mock = Self { state: Arc::new(Mutex::new(state)), gate: Gate::default() };
         let issuer = format!("{}/", server.uri());
         Mock::given(method("GET"))
             .and(path("/_matrix/client/v1/auth_metadata"))
@@ -85,6 +89,7 @@ impl OAuthMock {
             .and(path(Self::TOKEN_PATH))
             .respond_with(TokenEndpoint {
                 state: Arc::clone(&mock.state),
+                gate: Arc::clone(&mock.gate),
                 client_id: client_id.to_owned(),
                 lifetime_secs,
             })
@@ -106,6 +111,18 @@ impl OAuthMock {
     /// Every refresh token presented, with its uses.
     pub fn all_uses(&self) -> HashMap<String, u32> {
         self.state().uses.clone()
+    }
+
+    /// From now on the token endpoint issues a pair (counted at once) but holds its answer
+    /// until [`OAuthMock::release`]: a test does something while a renewal is in flight.
+    pub fn hold(&self) {
+        *self.gate.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    /// Lets held answers go, and the next ones.
+    pub fn release(&self) {
+        *self.gate.0.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.gate.1.notify_all();
     }
 
     /// Pairs issued so far.
@@ -142,6 +159,7 @@ impl OAuthMock {
 /// The token endpoint.
 struct TokenEndpoint {
     state: Arc<Mutex<State>>,
+    gate: Gate,
     client_id: String,
     lifetime_secs: u64,
 }
@@ -172,13 +190,19 @@ impl Respond for TokenEndpoint {
         let n = state.issued;
         state.access_token = format!("mat_{n}_SECRETaccess_{n:04}");
         state.refresh_token = format!("mar_{n}_SECRETrefresh_{n:04}");
-        ResponseTemplate::new(200).set_body_json(json!({
+        let answer = json!({
             "access_token": state.access_token,
             "token_type": "Bearer",
             "expires_in": self.lifetime_secs,
             "refresh_token": state.refresh_token,
             "scope": "urn:matrix:org.matrix.msc2967.client:api:*",
-        }))
+        });
+        drop(state);
+        let mut held = self.gate.0.lock().unwrap_or_else(PoisonError::into_inner);
+        while *held {
+            held = self.gate.1.wait(held).unwrap_or_else(PoisonError::into_inner);
+        }
+        ResponseTemplate::new(200).set_body_json(answer)
     }
 }
 

@@ -16,7 +16,7 @@ pub struct WatchTchapRoomInput {
     pub homeserver_url: Option<String>,
     /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
     pub account: Option<String>,
-    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. Never returned, stored in clear or logged.
+    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. The pair is kept once for the account (the Matrix user the token belongs to): it replaces the pair stored for that account, and every watch of the account given a refresh token renews that one pair, once per expiry. Never returned, stored in clear or logged.
     pub refresh_token: Option<String>,
     /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (Matrix Authentication Service, spec v1.15 OAuth 2.0 API): its token endpoint renews refreshToken for that client only. Not needed for the homeserver's own refreshable tokens, nor for the auth server's compatibility sessions (tokens from /login), both renewed at the homeserver's /refresh; a renewal the auth server refuses fails with TOKEN_REFRESH_FAILED.
     pub oauth_client_id: Option<String>,

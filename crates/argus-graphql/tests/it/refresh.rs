@@ -46,6 +46,15 @@ async fn watch_tchap_room_takes_a_refresh_token_and_oauth_client_id_and_never_re
     let key = argus_ingest::TokenKey::new(&[5; 32]).unwrap_or_else(|e| panic!("{e}"));
     h.app_mut().token_keys = Some(Arc::new(argus_ingest::TokenKeys::new(key, Vec::new())));
     let _auth = OAuthMock::mount(h.hs.server(), "01JCLIENT", 300).await;
+    // The pair is kept for the account the homeserver names.
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/_matrix/client/v3/account/whoami"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(json!({"user_id": "@alice:tchap.test"})),
+        )
+        .with_priority(1)
+        .mount(h.hs.server())
+        .await;
     let alice = viewer("dgsi", Secret, &ALL);
     let query = r"mutation($input: WatchTchapRoomInput!) {
         watchTchapRoom(input: $input) { roomId status statusReason } }";

@@ -10,6 +10,7 @@ mod media;
 mod pg_restart;
 mod refresh;
 mod room_state;
+mod shared_pairs;
 mod streamed;
 mod support;
 mod upgrades;

@@ -15,7 +15,7 @@ use argus_domain::{AccessToken, Classification, HomeserverUrl, Secret, Viewer, W
 use argus_ingest::{
     ingest::ingest_room,
     scheduler::{CycleReport, Scheduler, SchedulerOptions, watch_tokens},
-    token_keys::Binding,
+    token_keys::AccountBinding,
     watch::{WatchRequest, watch_room, watches},
 };
 use argus_matrix::{RefreshingTokens, Session, TokenPair, TokenSource};
@@ -35,12 +35,12 @@ backend_suite!(
     three_replicas_renew_a_watchs_oauth_token_once_and_none_pauses,
 );
 
-const CLIENT_ID: &str = "01JARGUSWATCHCLIENT";
+pub(crate) const CLIENT_ID: &str = "01JARGUSWATCHCLIENT";
 
 /// A little more than the test homeserver's refreshable token lifetime.
-const PAST_EXPIRY: Duration = Duration::from_millis(4200);
+pub(crate) const PAST_EXPIRY: Duration = Duration::from_millis(4200);
 
-fn watch_request(homeserver: &str, access: &str, refresh: &str, room: &str) -> WatchRequest {
+pub(crate) fn watch_request(homeserver: &str, access: &str, refresh: &str, room: &str) -> WatchRequest {
     WatchRequest {
         homeserver_url: homeserver.to_owned(),
         account: None,
@@ -55,14 +55,14 @@ fn watch_request(homeserver: &str, access: &str, refresh: &str, room: &str) -> W
     }
 }
 
-fn scheduler(services: Arc<argus_ingest::Services>, replica: &str) -> Scheduler {
+pub(crate) fn scheduler(services: Arc<argus_ingest::Services>, replica: &str) -> Scheduler {
     Scheduler::new(
         services,
         SchedulerOptions { replica: replica.to_owned(), jitter: 0.0, ..SchedulerOptions::default() },
     )
 }
 
-async fn room_count(env: &Env, viewer: &Viewer, room: &str) -> i64 {
+pub(crate) async fn room_count(env: &Env, viewer: &Viewer, room: &str) -> i64 {
     let (v, r) = (viewer.clone(), room.parse().unwrap_or_else(|e| panic!("{e}")));
     env.with_store(move |s| s.room(&v, &r)).await.map_or(0, |r| r.message_count)
 }
@@ -76,7 +76,7 @@ fn failure<T>(result: argus_ingest::Result<T>) -> argus_ingest::Error {
 }
 
 /// A user of the test homeserver with a room holding `messages` texts.
-async fn user_with_room(
+pub(crate) async fn user_with_room(
     name: &str,
     messages: usize,
 ) -> Option<(&'static argus_testkit::synapse::Synapse, TestUser, String)> {
@@ -89,13 +89,41 @@ async fn user_with_room(
     Some((server, user, room))
 }
 
-/// The watch's credentials as stored now.
-async fn stored_credentials(env: &Env, watch: &argus_domain::Watch) -> argus_ingest::Credentials {
+/// The pair of the account `watch` reads with, as stored now (shared by its account's
+/// watches).
+pub(crate) async fn stored_credentials(env: &Env, watch: &argus_domain::Watch) -> argus_ingest::Credentials {
+    stored_with(env, &env.services, watch).await
+}
+
+/// [`stored_credentials`], opened with `services`' keys.
+pub(crate) async fn stored_with(
+    env: &Env,
+    services: &argus_ingest::Services,
+    watch: &argus_domain::Watch,
+) -> argus_ingest::Credentials {
     let id = watch.id;
-    let sealed = env.with_store(move |s| s.watch_token(id)).await.unwrap_or_else(|| panic!("no watch"));
-    let keys = env.services.token_keys.as_ref().unwrap_or_else(|| panic!("keys"));
-    keys.open(&sealed, Binding::of(&watch.org, &watch.room_id, &watch.homeserver_url, &watch.owner))
-        .unwrap_or_else(|e| panic!("{e}"))
+    let shared =
+        env.with_store(move |s| s.watch_credential(id)).await.unwrap_or_else(|| panic!("no credential"));
+    let keys = services.token_keys.as_ref().unwrap_or_else(|| panic!("keys"));
+    let binding = AccountBinding {
+        org: &shared.org,
+        owner: &shared.owner,
+        homeserver_url: &shared.homeserver_url,
+        user_id: &shared.user_id,
+    };
+    keys.open_account(&shared.token, binding).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Mounts `whoami` on the mock homeserver: its token is `user`'s.
+pub(crate) async fn mount_whoami(env: &Env, user: &str) {
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/_matrix/client/v3/account/whoami"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({"user_id": user})),
+        )
+        .with_priority(1)
+        .mount(env.hs.server())
+        .await;
 }
 
 async fn a_watch_keeps_capturing_across_ten_expiries_on_three_replicas(env: Env) {
@@ -171,6 +199,7 @@ async fn a_one_off_ingestion_whose_token_expired_renews_it_with_its_refresh_toke
 
 async fn three_replicas_renew_a_watchs_oauth_token_once_and_none_pauses(env: Env) {
     let auth = OAuthMock::mount(env.hs.server(), CLIENT_ID, 300).await;
+    mount_whoami(&env, "@alice:tchap.test").await;
     let room = "!oauth:tchap.test";
     env.hs.room(room, 3);
     let alice = analyst("dgsi");
@@ -190,15 +219,11 @@ async fn three_replicas_renew_a_watchs_oauth_token_once_and_none_pauses(env: Env
         let (now, name) = (OffsetDateTime::now_utc(), names[holder]);
         let claimed = env.with_store(move |s| s.claim_due_watches(now, name, lease, 10)).await;
         assert_eq!(claimed.len(), 1, "round {round}");
-        let sources: Vec<RefreshingTokens> = replicas
-            .iter()
-            .zip(names)
-            .map(|(services, name)| {
-                watch_tokens(services, name, lease, &claimed[0])
-                    .unwrap_or_else(|e| panic!("{e}"))
-                    .unwrap_or_else(|| panic!("the watch holds a refresh token"))
-            })
-            .collect();
+        let mut sources: Vec<RefreshingTokens> = Vec::new();
+        for (services, name) in replicas.iter().zip(names) {
+            let source = watch_tokens(services, name, &claimed[0]).await.unwrap_or_else(|e| panic!("{e}"));
+            sources.push(source.unwrap_or_else(|| panic!("the watch holds a refresh token")));
+        }
         let refused = sources[0].pair().access_token;
         let renewals = futures::future::join_all(sources.iter().map(|s| s.renew(&refused))).await;
         assert!(renewals.iter().all(|r| matches!(r, Ok(true))), "round {round}: {renewals:?}");
@@ -221,7 +246,8 @@ async fn three_replicas_renew_a_watchs_oauth_token_once_and_none_pauses(env: Env
     let claimed = env.with_store(move |s| s.claim_due_watches(now, "replica-a", lease, 10)).await;
     let run = WatchRun { ran_at: now, next_run_at: now, error: None, pause: None };
     assert!(env.with_store(move |s| s.record_watch_run(id, "replica-a", &run)).await);
-    let after_run = watch_tokens(&replicas[0], "replica-a", lease, &claimed[0])
+    let after_run = watch_tokens(&replicas[0], "replica-a", &claimed[0])
+        .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("the watch holds a refresh token"));
     let refused = after_run.pair().access_token;

@@ -25,7 +25,22 @@ pub(crate) fn renewal_versions() -> SupportedVersions {
     }
 }
 
-/// The auth server's token endpoint, or `None` when the homeserver issues its tokens itself.
+/// Refuses a token endpoint that is not on its issuer's origin, or not `https` when the
+/// homeserver is (plain `http` only reaches addresses on the operator's exception list, as for
+/// homeservers). A refresh token is sent there: the metadata must not send it elsewhere.
+fn check_endpoint(endpoint: &Url, issuer: &Url, target: &Target<'_>) -> Result<()> {
+    if endpoint.origin() != issuer.origin() {
+        return Err(Error::policy("the auth server's token endpoint is not on its issuer's origin"));
+    }
+    let homeserver_https = target.session.homeserver().url().scheme() == "https";
+    if endpoint.scheme() != "https" && (homeserver_https || endpoint.scheme() != "http") {
+        return Err(Error::policy("the auth server's token endpoint is not https"));
+    }
+    Ok(())
+}
+
+/// The auth server's token endpoint (on its issuer's origin), or `None` when the homeserver
+/// issues its tokens itself.
 pub(crate) async fn token_endpoint(client: &HttpClient, target: &Target<'_>) -> Result<Option<Url>> {
     match client.send_unauthenticated(target, endpoint::Request::new(), &renewal_versions()).await {
         Ok(answer) => {
@@ -33,9 +48,16 @@ pub(crate) async fn token_endpoint(client: &HttpClient, target: &Target<'_>) -> 
                 .metadata
                 .get_field("token_endpoint")
                 .map_err(|_| Error::malformed("the auth server's metadata has no valid token_endpoint"))?;
-            endpoint
-                .map(Some)
-                .ok_or_else(|| Error::malformed("the auth server's metadata has no token_endpoint"))
+            let endpoint = endpoint
+                .ok_or_else(|| Error::malformed("the auth server's metadata has no token_endpoint"))?;
+            let issuer: Option<Url> = answer
+                .metadata
+                .get_field("issuer")
+                .map_err(|_| Error::malformed("the auth server's metadata has no valid issuer"))?;
+            let issuer =
+                issuer.ok_or_else(|| Error::malformed("the auth server's metadata has no issuer"))?;
+            check_endpoint(&endpoint, &issuer, target)?;
+            Ok(Some(endpoint))
         }
         Err(Error::NotFound | Error::Homeserver { status: 404 | 405, .. }) => Ok(None),
         Err(Error::Homeserver { errcode: Some(code), .. }) if code == "M_UNRECOGNIZED" => Ok(None),

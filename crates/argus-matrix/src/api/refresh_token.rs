@@ -1,9 +1,9 @@
 //! `POST /_matrix/client/v3/refresh` — Client-Server API §"Refreshing access tokens"
 //! ([spec](https://spec.matrix.org/v1.16/client-server-api/#post_matrixclientv3refresh)).
 //!
-//! Renews a homeserver-issued access token with its refresh token (spec v1.3). The old refresh
-//! token stays valid until the new pair is used: a pair that could not be kept is dropped
-//! without harm.
+//! Renews a homeserver-issued access token with its refresh token (spec v1.3). A refresh token
+//! that answered is not sent again: a pair that could not be kept yet stays in memory and only
+//! its storing is tried again (Synapse would otherwise replace the first successor).
 
 use argus_domain::Secret;
 use ruma::api::client::session::refresh_token::v3 as endpoint;

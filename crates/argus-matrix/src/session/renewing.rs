@@ -1,7 +1,8 @@
 //! A token source that renews its access token with a refresh token ([`RefreshingTokens`]):
 //! before the token expires, and when the homeserver refuses it. One renewal at a time for
 //! every read sharing the source; each new pair goes to the caller's [`PairKeeper`] (which
-//! stores it) before it is used, and a refresh token is used once.
+//! stores it) before it is used, and a refresh token is used once: a pair the keeper could not
+//! store is kept in memory and only its storing is tried again, never the server.
 
 use std::{
     fmt,
@@ -28,6 +29,11 @@ const RENEWAL_DEADLINE: Duration = Duration::from_secs(60);
 /// its lifetime).
 const MIN_MARGIN: Duration = Duration::from_secs(2);
 
+/// The shortest lifetime renewed before it ends: a token that lives less (a server answering
+/// `expires_in` 0 or 1 s) is renewed only when the homeserver refuses it, not before every
+/// request (so a renewal, and its write, happens at most about once a second).
+const MIN_LIFETIME: Duration = Duration::from_secs(2);
+
 /// How long a holder that may not renew waits for the one that may, and how often it looks.
 const WAIT_FOR_HOLDER: Duration = Duration::from_secs(20);
 const LOOK_EVERY: Duration = Duration::from_millis(200);
@@ -43,7 +49,8 @@ pub struct TokenPair {
     /// When the access token expires, when known.
     pub expires_at: Option<OffsetDateTime>,
     /// How long the access token lived when it was issued, when known: it is renewed when a
-    /// fifth of it (at least two seconds, at most half of it) remains.
+    /// fifth of it (at least two seconds, at most half of it) remains; a lifetime under two
+    /// seconds only when the homeserver refuses the token.
     pub lifetime: Option<Duration>,
 }
 
@@ -82,11 +89,14 @@ impl TokenPair {
     }
 
     /// Whether the access token is to be renewed at `now` (it has a refresh token, and its
-    /// expiry is near or past).
+    /// expiry is near or past; never for a lifetime under two seconds).
     pub fn is_due(&self, now: OffsetDateTime) -> bool {
         let (Some(_), Some(expires_at)) = (&self.refresh_token, self.expires_at) else {
             return false;
         };
+        if self.lifetime.is_some_and(|lifetime| lifetime < MIN_LIFETIME) {
+            return false;
+        }
         let margin = match self.lifetime {
             Some(lifetime) => (lifetime / 5).max(MIN_MARGIN).min(lifetime / 2),
             None => MIN_MARGIN,
@@ -103,15 +113,22 @@ pub trait PairKeeper: Send + Sync {
     /// more (the watch is gone).
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenPair>>>;
 
-    /// Whether this holder is the one that renews (it holds the watch's lease); one that is
-    /// not waits for the pair the other keeps.
+    /// Whether this holder is the one that renews (it took the pair's renewal lease); one that
+    /// is not waits for the pair the other keeps. After `Ok(true)`, [`PairKeeper::release`] is
+    /// called whatever the renewal's outcome.
     fn may_renew(&self) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async { Ok(true) })
     }
 
-    /// Keeps `new` in place of `old`, before `new` is used; `Ok(false)` when `old` is no longer
-    /// the pair kept, or this holder may no longer keep it (the race is lost: `new` is dropped
-    /// unused, and the old refresh token stays valid for whoever keeps it).
+    /// Gives back what [`PairKeeper::may_renew`] took (the renewal is over, kept or not).
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Keeps `new` in place of `old`, before `new` is used; `Ok(false)` when another pair than
+    /// `old` is kept now (the race is lost: `new` is dropped unused, and the kept pair is
+    /// taken). An error when `new` could not be stored: it is kept in memory and only its
+    /// storing is tried again (its refresh token already answered).
     fn store(&self, old: TokenPair, new: TokenPair) -> BoxFuture<'_, Result<bool>>;
 }
 
@@ -142,6 +159,9 @@ pub struct RefreshingTokens {
     oauth_client_id: Option<String>,
     keeper: Option<Arc<dyn PairKeeper>>,
     pair: Mutex<TokenPair>,
+    /// A pair the server issued that the keeper could not store yet, with the pair it renewed:
+    /// storing it is tried again, the server is not asked again.
+    unkept: Mutex<Option<(TokenPair, TokenPair)>>,
     route: Mutex<Option<Route>>,
     renewal: tokio::sync::Mutex<()>,
 }
@@ -172,6 +192,7 @@ impl RefreshingTokens {
             oauth_client_id,
             keeper,
             pair: Mutex::new(pair),
+            unkept: Mutex::new(None),
             route: Mutex::new(None),
             renewal: tokio::sync::Mutex::new(()),
         }
@@ -187,10 +208,16 @@ impl RefreshingTokens {
     }
 
     /// Renews the pair in use (the renewal lock held): the keeper's newer pair if another
-    /// holder renewed it, else a new pair from the server, kept before it is used.
+    /// holder renewed it, else a new pair from the server (or the one it issued and the keeper
+    /// could not store yet), kept before it is used.
     async fn renew_locked(&self) -> Result<()> {
         let mut current = self.pair();
-        if let Some(keeper) = &self.keeper {
+        let Some(keeper) = self.keeper.clone() else {
+            let renewed = self.renew_at_server(&current).await?;
+            self.adopt(renewed);
+            return Ok(());
+        };
+        if self.unkept().is_none() {
             let kept = keeper.load().await?;
             if let Some(kept) = kept.filter(|kept| kept.access_token != current.access_token) {
                 self.adopt(kept.clone());
@@ -199,34 +226,60 @@ impl RefreshingTokens {
                 }
                 current = kept;
             }
-            if !keeper.may_renew().await? {
-                return self.wait_for_holder(current.access_token).await;
-            }
         }
+        if !keeper.may_renew().await? {
+            return self.wait_for_holder(current.access_token).await;
+        }
+        let renewed = self.renew_held(&*keeper, current).await;
+        keeper.release().await;
+        renewed
+    }
+
+    /// The pair in memory that the keeper could not store yet.
+    fn unkept(&self) -> Option<(TokenPair, TokenPair)> {
+        self.unkept.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// A new pair from the server for `current`'s refresh token.
+    async fn renew_at_server(&self, current: &TokenPair) -> Result<TokenPair> {
         let Some(refresh_token) = current.refresh_token.clone() else {
             return Err(Error::refresh_failed("there is no refresh token to renew the access token with"));
         };
-        let renewed = match self.request(refresh_token, current.access_token.clone()).await {
-            Ok(renewed) => renewed,
-            Err(error @ Error::TokenRefreshFailed(_)) => {
-                // Another holder may have used it, and kept what it got.
-                return self.take_kept(current.access_token).await?.ok_or(error);
+        self.request(refresh_token, current.access_token.clone()).await
+    }
+
+    /// The renewal by the holder that may renew: a new pair (from the server, or the one it
+    /// issued before that is not stored yet), stored, then used.
+    async fn renew_held(&self, keeper: &dyn PairKeeper, current: TokenPair) -> Result<()> {
+        let unkept = self.unkept.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let (old, renewed) = match unkept {
+            Some(unkept) => unkept,
+            None => match self.renew_at_server(&current).await {
+                Ok(renewed) => (current, renewed),
+                Err(error @ Error::TokenRefreshFailed(_)) => {
+                    // Another holder may have used it, and kept what it got.
+                    return self.take_kept(current.access_token).await?.ok_or(error);
+                }
+                Err(error) => return Err(error),
+            },
+        };
+        match keeper.store(old.clone(), renewed.clone()).await {
+            Ok(true) => {
+                tracing::info!(homeserver = %self.homeserver, "access token renewed and kept");
+                self.adopt(renewed);
+                Ok(())
             }
-            Err(error) => return Err(error),
-        };
-        let Some(keeper) = &self.keeper else {
-            self.adopt(renewed);
-            return Ok(());
-        };
-        if keeper.store(current.clone(), renewed.clone()).await? {
-            tracing::info!(homeserver = %self.homeserver, "access token renewed and kept");
-            self.adopt(renewed);
-            return Ok(());
+            Ok(false) => {
+                tracing::info!(homeserver = %self.homeserver, "a renewed token lost the race; the kept one is used");
+                self.take_kept(old.access_token).await?.ok_or(Error::TokenNotKept)
+            }
+            Err(error) => {
+                // Its refresh token answered already: only the storing is tried again.
+                tracing::warn!(homeserver = %self.homeserver, code = error.code(), "a renewed token is not stored yet");
+                *self.unkept.lock().unwrap_or_else(PoisonError::into_inner) = Some((old, renewed));
+                Err(error)
+            }
         }
-        tracing::info!(homeserver = %self.homeserver, "a renewed token lost the race; the kept one is used");
-        self.take_kept(current.access_token)
-            .await?
-            .ok_or_else(|| Error::refresh_failed("the renewed token could not be kept"))
     }
 
     /// Adopts the keeper's pair if it differs from `current`.
@@ -246,7 +299,9 @@ impl RefreshingTokens {
                 return Ok(());
             }
         }
-        Err(Error::refresh_failed("the holder that renews this token did not renew it in time"))
+        // Not a refused token: the next read tries again (the holder's lease runs out).
+        tracing::warn!(homeserver = %self.homeserver, "the holder that renews this token did not renew it in time");
+        Err(Error::TokenNotKept)
     }
 
     /// One renewal at the server: the route found once, then the refresh.
@@ -280,6 +335,16 @@ impl RefreshingTokens {
                 None => refresh_token::renew(client, &target, &refresh_token).await,
             },
         }
+    }
+}
+
+impl Connector {
+    /// The Matrix user id `session`'s token belongs to (`GET /account/whoami`; the session's
+    /// token source renews as on every call): the account a refresh-token pair is kept under.
+    pub async fn whoami(&self, session: &Session) -> Result<ruma::OwnedUserId> {
+        let client = self.http();
+        let target = client.target(session, client.config.request_timeout)?;
+        crate::api::whoami::fetch(client, &target).await
     }
 }
 
@@ -343,10 +408,18 @@ mod tests {
         // A fifth of five minutes is a minute.
         assert!(!pair(Duration::from_secs(90), five_minutes, true).is_due(now));
         assert!(pair(Duration::from_secs(50), five_minutes, true).is_due(now));
+        // Forty seconds: eight seconds.
+        let forty_seconds = Some(Duration::from_secs(40));
+        assert!(!pair(Duration::from_secs(9), forty_seconds, true).is_due(now));
+        assert!(pair(Duration::from_secs(7), forty_seconds, true).is_due(now));
         // Four seconds: two seconds (half of it at most).
         let four_seconds = Some(Duration::from_secs(4));
         assert!(!pair(Duration::from_secs(3), four_seconds, true).is_due(now));
         assert!(pair(Duration::from_millis(1500), four_seconds, true).is_due(now));
+        // Under two seconds: only when refused, never before every request.
+        for short in [Duration::ZERO, Duration::from_secs(1)] {
+            assert!(!pair(Duration::ZERO, Some(short), true).is_due(now));
+        }
         // Expiry unknown, or nothing to renew with: never due.
         assert!(!TokenPair::given(AccessToken::new("syt_a"), Some(Secret::new("syr_b"))).is_due(now));
         assert!(!pair(Duration::ZERO, four_seconds, false).is_due(now));

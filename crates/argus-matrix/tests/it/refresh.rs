@@ -258,3 +258,111 @@ async fn synapse_refreshable_tokens_are_renewed_kept_first_and_each_refresh_toke
     let shown = format!("{error} {error:?}");
     assert!(!shown.contains(&login.refresh_token) && !shown.contains(&login.access_token), "{shown}");
 }
+
+/// A keeper whose storage fails `failures` times, then keeps; counts its renewal leases.
+struct Failing {
+    failures: Mutex<u32>,
+    stored: Mutex<Vec<TokenPair>>,
+    taken: Mutex<u32>,
+    given_back: Mutex<u32>,
+}
+
+impl PairKeeper for Failing {
+    fn load(&self) -> BoxFuture<'_, argus_matrix::Result<Option<TokenPair>>> {
+        let last = self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last().cloned();
+        Box::pin(async move { Ok(last) })
+    }
+
+    fn may_renew(&self) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        *self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Box::pin(async { Ok(true) })
+    }
+
+    fn release(&self) -> BoxFuture<'_, ()> {
+        *self.given_back.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Box::pin(async {})
+    }
+
+    fn store(&self, _old: TokenPair, new: TokenPair) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *failures > 0 {
+            *failures -= 1;
+            return Box::pin(async { Err(argus_matrix::Error::TokenNotKept) });
+        }
+        self.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(new);
+        Box::pin(async { Ok(true) })
+    }
+}
+
+#[tokio::test]
+async fn a_pair_that_could_not_be_stored_is_stored_later_and_its_refresh_token_never_used_again() {
+    let server = MockServer::start().await;
+    let auth = OAuthMock::mount(&server, CLIENT_ID, 300).await;
+    auth.mount_joined_rooms(&server, &["!a:tchap.test"]).await;
+    let keeper = Arc::new(Failing {
+        failures: Mutex::new(2),
+        stored: Mutex::new(Vec::new()),
+        taken: Mutex::new(0),
+        given_back: Mutex::new(0),
+    });
+    let tokens = Arc::new(RefreshingTokens::new(
+        connector(),
+        url(&server),
+        stale(OAuthMock::FIRST_REFRESH_TOKEN),
+        Some(CLIENT_ID.into()),
+        Some(Arc::clone(&keeper) as Arc<dyn PairKeeper>),
+    ));
+    let session = Session::shared(url(&server), Arc::clone(&tokens) as Arc<dyn TokenSource>);
+    // The server renewed, the storage failed: the read fails, retryable; the new pair is not
+    // used, and the next reads try only to store it again.
+    for _ in 0..2 {
+        let error = connector().joined_rooms(&session).await.map(|r| r.len());
+        let error = error.err().unwrap_or_else(|| panic!("a pair not stored was used"));
+        assert_eq!(error.code(), "TOKEN_NOT_KEPT");
+        assert!(error.is_retryable());
+        assert_eq!(tokens.pair().access_token.expose_secret(), "mat_stale_SECRETaccess");
+    }
+    assert_eq!(connector().joined_rooms(&session).await.map(|r| r.len()).ok(), Some(1));
+    assert_eq!((auth.uses(OAuthMock::FIRST_REFRESH_TOKEN), auth.issued()), (1, 1));
+    assert_eq!(auth.all_uses().len(), 1, "{:?}", auth.all_uses());
+    let stored = keeper.stored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].access_token.expose_secret(), auth.access_token());
+    assert_eq!(tokens.pair().access_token.expose_secret(), auth.access_token());
+    // Every lease taken for a renewal was given back, the failed ones too.
+    let lock = |m: &Mutex<u32>| *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert_eq!((lock(&keeper.taken), lock(&keeper.given_back)), (3, 3));
+}
+
+#[tokio::test]
+async fn a_token_endpoint_off_its_issuers_origin_is_never_sent_the_refresh_token() {
+    let server = MockServer::start().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/_matrix/client/v1/auth_metadata"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": format!("{}/", server.uri()),
+            "authorization_endpoint": format!("{}/authorize", server.uri()),
+            "token_endpoint": format!("{}/oauth2/token", elsewhere.uri()),
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "response_modes_supported": ["query", "fragment"],
+            "code_challenge_methods_supported": ["S256"],
+        })))
+        .mount(&server)
+        .await;
+    let tokens = RefreshingTokens::new(
+        connector(),
+        url(&server),
+        TokenPair { expires_at: Some(OffsetDateTime::now_utc()), ..stale("mar_SECRET_elsewhere") },
+        Some(CLIENT_ID.into()),
+        None,
+    );
+    let error = tokens.renew(&tokens.pair().access_token).await.err().unwrap_or_else(|| panic!("renewed"));
+    assert_eq!(error.code(), "OUTBOUND_POLICY", "{error}");
+    assert!(!error.to_string().contains("SECRET"));
+    assert!(
+        elsewhere.received_requests().await.unwrap_or_default().is_empty(),
+        "the token endpoint was called"
+    );
+}

@@ -13,7 +13,7 @@ pub(crate) const SQLITE: EmbeddedMigrations = embed_migrations!("../../migration
 pub(crate) const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 9] = [
+const TENANT_TABLES: [&str; 10] = [
     "rooms",
     "messages",
     "message_counts",
@@ -23,6 +23,7 @@ const TENANT_TABLES: [&str; 9] = [
     "ingestions",
     "outbox",
     "attachments",
+    "account_credentials",
 ];
 
 #[derive(Debug, QueryableByName)]

@@ -7,7 +7,7 @@ use argus_domain::{
     Classification::{self, Restricted, Secret, Unclassified},
     NewWatch, SealedToken, Viewer, WatchStatus,
 };
-use argus_store::{Error, WatchCaps, WatchRun};
+use argus_store::{Error, NewCredential, WatchCaps, WatchRun};
 use time::OffsetDateTime;
 
 use crate::support::{TestDb, backend_suite, viewer};
@@ -17,6 +17,7 @@ backend_suite!(
     each_owner_has_a_cap_of_their_own,
     an_account_state_stops_a_watch_as_its_own_status_until_it_is_renewed,
     a_renewed_token_is_stored_only_by_the_lease_holder_over_the_token_it_renewed,
+    an_accounts_watches_share_one_credential_renewed_under_its_own_lease,
 );
 
 /// `actor` of `org` cleared `clearance`.
@@ -201,4 +202,82 @@ fn a_renewed_token_is_stored_only_by_the_lease_holder_over_the_token_it_renewed(
     assert!(!db.store.return_watch_lease(id, "r1").unwrap());
     assert!(db.store.return_watch_lease(id, "media").unwrap());
     assert_eq!(db.store.claim_due_watches(later, "r2", lease, 10).unwrap().len(), 1, "due as it was");
+}
+
+fn an_accounts_watches_share_one_credential_renewed_under_its_own_lease(db: &TestDb) {
+    let alice = someone("alice", "dgsi", Restricted);
+    let account = |token: &str| NewCredential {
+        org: alice.org.clone(),
+        owner: alice.actor.clone(),
+        homeserver_url: "https://matrix.agent.tchap.gouv.fr".into(),
+        user_id: "@alice:agent.tchap.gouv.fr".into(),
+        token: sealed(token),
+    };
+    let caps = WatchCaps::default();
+    let watch = |room: &str, credential: Option<&NewCredential>| {
+        db.store
+            .upsert_account_watch(&alice, &new_watch(&alice, room, Restricted), credential, caps)
+            .unwrap()
+            .id
+    };
+    let w1 = watch("!a:x.org", Some(&account("cGFpcjE")));
+    // The same account again: the same row, its pair replaced by the one given.
+    let w2 = watch("!b:x.org", Some(&account("cGFpcjI")));
+    let other = NewCredential { user_id: "@bob:agent.tchap.gouv.fr".into(), ..account("Ym9i") };
+    let w3 = watch("!c:x.org", Some(&other));
+    let id = db.store.watch_credential(w1).unwrap().unwrap().id;
+    for watch in [w1, w2] {
+        let shared = db.store.watch_credential(watch).unwrap().unwrap();
+        assert_eq!((shared.id, shared.token.clone()), (id, sealed("cGFpcjI")));
+        assert_eq!(shared.user_id, "@alice:agent.tchap.gouv.fr");
+    }
+    assert_ne!(db.store.watch_credential(w3).unwrap().unwrap().id, id);
+    // Not the caller's own: refused, nothing written.
+    let mallory = NewCredential { owner: "mallory".parse().unwrap(), ..account("bWFs") };
+    let refused = db.store.upsert_account_watch(
+        &alice,
+        &new_watch(&alice, "!d:x.org", Restricted),
+        Some(&mallory),
+        caps,
+    );
+    assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");
+    // Renewed without a refresh token: the watch keeps its own token again.
+    db.store.upsert_watch(&alice, &new_watch(&alice, "!b:x.org", Restricted), caps).unwrap();
+    assert_eq!(db.store.watch_credential(w2).unwrap(), None);
+    assert_eq!(db.store.watch_credential(w1).unwrap().map(|c| c.id), Some(id));
+    // The lease is the renewer's (one holder string each) and stores only over the pair renewed.
+    let (now, lease) = (OffsetDateTime::now_utc(), std::time::Duration::from_secs(30));
+    let old = sealed("cGFpcjI");
+    assert!(!db.store.renew_credential_token(id, "r1#a", now, &old, &sealed("cGFpcjM")).unwrap());
+    assert!(db.store.borrow_credential_lease(id, "r1#a", now, lease).unwrap());
+    assert!(db.store.borrow_credential_lease(id, "r1#a", now, lease).unwrap(), "its own again");
+    assert!(
+        !db.store.borrow_credential_lease(id, "r1#b", now, lease).unwrap(),
+        "same replica, other renewer"
+    );
+    assert!(!db.store.return_credential_lease(id, "r1#b").unwrap(), "never another holder's");
+    assert!(!db.store.renew_credential_token(id, "r1#b", now, &old, &sealed("cGFpcjM")).unwrap());
+    assert!(
+        !db.store.renew_credential_token(id, "r1#a", now, &sealed("b3RoZXI"), &sealed("cGFpcjM")).unwrap()
+    );
+    assert!(db.store.renew_credential_token(id, "r1#a", now, &old, &sealed("cGFpcjM")).unwrap());
+    assert!(!db.store.renew_credential_token(id, "r1#a", now, &old, &sealed("cGFpcjQ")).unwrap());
+    assert_eq!(db.store.credential(id).unwrap().map(|c| c.token), Some(sealed("cGFpcjM")));
+    assert!(db.store.return_credential_lease(id, "r1#a").unwrap());
+    // A lease that ran out is anyone's.
+    assert!(db.store.borrow_credential_lease(id, "r2#c", now, lease).unwrap());
+    let later = now + time::Duration::seconds(31);
+    assert!(!db.store.renew_credential_token(id, "r2#c", later, &sealed("cGFpcjM"), &sealed("eA")).unwrap());
+    assert!(db.store.borrow_credential_lease(id, "r3#d", later, lease).unwrap());
+    // Re-sealing swaps only over the pair it read.
+    assert!(!db.store.reseal_credential(id, &old, &sealed("bmV3")).unwrap());
+    assert!(db.store.reseal_credential(id, &sealed("cGFpcjM"), &sealed("bmV3")).unwrap());
+    assert_eq!(db.store.sealed_credentials().unwrap().len(), 2);
+    // A pair no watch refers to any more is not kept.
+    let viewer = someone("alice", "dgsi", Restricted);
+    assert!(db.store.remove_watch(&viewer, &"!c:x.org".parse().unwrap()).unwrap());
+    assert_eq!(db.store.sealed_credentials().unwrap().iter().map(|c| c.id).collect::<Vec<_>>(), vec![id]);
+    assert!(db.store.remove_watch(&viewer, &"!a:x.org".parse().unwrap()).unwrap());
+    assert!(db.store.sealed_credentials().unwrap().is_empty());
+    assert_eq!(db.store.credential(id).unwrap(), None);
 }
