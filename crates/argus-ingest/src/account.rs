@@ -16,7 +16,6 @@
 //! audited, sent or refused (see [`crate::post`]). The resolution happens after the scope check
 //! and the caller's rate, so a caller without the scope cannot make the server reach out.
 
-use argus_domain::AccessToken;
 use argus_matrix::{
     Session,
     discovery::{Account, Resolved},
@@ -76,20 +75,6 @@ pub(crate) async fn resolve(
 /// source renews as on every call).
 pub(crate) async fn confirm(services: &Services, session: &Session, resolved: &Resolved) -> Result<()> {
     Ok(services.connector.confirm_account(session, &resolved.owner).await?)
-}
-
-/// [`resolve`], then [`confirm`] with `token`: what a watch does first when it names an account
-/// (every failure a refusal).
-pub(crate) async fn settle(
-    services: &Services,
-    homeserver_url: &mut String,
-    account: Option<&str>,
-    token: &AccessToken,
-) -> Result<()> {
-    let resolved = resolve(services, homeserver_url, account).await.map_err(|u| u.error)?;
-    let Some(resolved) = resolved else { return Ok(()) };
-    let session = Session::with_token(resolved.homeserver.clone(), token.clone());
-    confirm(services, &session, &resolved).await
 }
 
 #[cfg(test)]

@@ -67,9 +67,12 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     services.admission.check_caller(&Admission::caller_of(viewer))?;
     let keys = services.token_keys.clone().ok_or(Error::WatchesDisabled)?;
     // An account instead of a URL: resolved (its token confirmed below, through the call's
-    // token source); the homeserver found is the one sealed into the watch's binding.
+    // token source); the homeserver found is the one sealed into the watch's binding. A watch
+    // refused before it exists is not audited, whatever refused it (as for a URL).
     let account = request.account.take();
-    let resolved = account::resolve(services, &mut request.homeserver_url, account.as_deref()).await?;
+    let resolved = account::resolve(services, &mut request.homeserver_url, account.as_deref())
+        .await
+        .map_err(|unresolved| unresolved.error)?;
     let homeserver: HomeserverUrl = request.homeserver_url.parse()?;
     let room_id: RoomId = request.room_id.parse()?;
     if !request.access_token.is_well_formed() {

@@ -510,44 +510,6 @@ impl Store {
         watch::reseal(&mut *self.conn()?, id, old, new)
     }
 
-    /// A watch's sealed token as stored now (re-read by a replica after another renewed it);
-    /// `None` when the watch is gone.
-    pub fn watch_token(&self, id: i64) -> Result<Option<argus_domain::SealedToken>> {
-        watch::sealed_token(&mut *self.conn()?, id)
-    }
-
-    /// Stores the re-sealed credentials of a renewed token pair: replaces a watch's sealed token
-    /// with `new` only if `owner` still holds the watch's lease at `now` and the stored token is
-    /// still `old`, in one statement; whether it was replaced (`false`: the race was lost).
-    pub fn renew_watch_token(
-        &self,
-        id: i64,
-        owner: &str,
-        now: OffsetDateTime,
-        old: &argus_domain::SealedToken,
-        new: &argus_domain::SealedToken,
-    ) -> Result<bool> {
-        watch::renew_token(&mut *self.conn()?, id, owner, now, old, new)
-    }
-
-    /// Takes the lease of an active watch for `owner` until `now + lease` when nobody holds it
-    /// (or its lease ran out), for a renewal of its token outside a run; whether it was taken.
-    pub fn borrow_watch_lease(
-        &self,
-        id: i64,
-        owner: &str,
-        now: OffsetDateTime,
-        lease: std::time::Duration,
-    ) -> Result<bool> {
-        watch::borrow_lease(&mut *self.conn()?, id, owner, now, lease)
-    }
-
-    /// Gives back a lease `owner` borrowed ([`Store::borrow_watch_lease`]), leaving the watch
-    /// due when it was; whether it was theirs.
-    pub fn return_watch_lease(&self, id: i64, owner: &str) -> Result<bool> {
-        watch::return_lease(&mut *self.conn()?, id, owner)
-    }
-
     /// Appends a FAILED audit record (message count 0), and nothing else. Control characters
     /// in the free-text fields are replaced and long values cut.
     pub fn record_failure(&self, entry: &NewIngestion) -> Result<IngestionRecord> {

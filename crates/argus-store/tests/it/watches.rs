@@ -16,7 +16,6 @@ backend_suite!(
     the_organisation_cap_counts_only_the_watches_the_caller_may_see,
     each_owner_has_a_cap_of_their_own,
     an_account_state_stops_a_watch_as_its_own_status_until_it_is_renewed,
-    a_renewed_token_is_stored_only_by_the_lease_holder_over_the_token_it_renewed,
     an_accounts_watches_share_one_credential_renewed_under_its_own_lease,
 );
 
@@ -168,40 +167,6 @@ fn postgres_the_schema_takes_the_account_states_and_nothing_else() {
 
 fn sealed(ciphertext: &str) -> SealedToken {
     SealedToken { key_id: "k1".into(), nonce: "bm9uY2U".into(), ciphertext: ciphertext.into() }
-}
-
-fn a_renewed_token_is_stored_only_by_the_lease_holder_over_the_token_it_renewed(db: &TestDb) {
-    let alice = someone("alice", "dgsi", Restricted);
-    let id = db
-        .store
-        .upsert_watch(&alice, &new_watch(&alice, "!r:x.org", Restricted), WatchCaps::default())
-        .unwrap()
-        .id;
-    let now = OffsetDateTime::now_utc();
-    let lease = std::time::Duration::from_secs(60);
-    let old = sealed("c2VhbGVk");
-    // Nobody holds the lease yet: nobody stores.
-    assert!(!db.store.renew_watch_token(id, "r1", now, &old, &sealed("bmV3MQ")).unwrap());
-    assert_eq!(db.store.claim_due_watches(now, "r1", lease, 10).unwrap().len(), 1);
-    // Another replica, or the holder over a token no longer stored, loses the race.
-    assert!(!db.store.renew_watch_token(id, "r2", now, &old, &sealed("bmV3Mg")).unwrap());
-    assert!(!db.store.renew_watch_token(id, "r1", now, &sealed("b3RoZXI"), &sealed("bmV3Mg")).unwrap());
-    // A lease past its end is no longer held.
-    let later = now + time::Duration::seconds(61);
-    assert!(!db.store.renew_watch_token(id, "r1", later, &old, &sealed("bmV3Mg")).unwrap());
-    assert_eq!(db.store.watch_token(id).unwrap(), Some(old.clone()));
-    // The holder, over the token it renewed: stored once; the same swap again fails.
-    assert!(db.store.renew_watch_token(id, "r1", now, &old, &sealed("bmV3MQ")).unwrap());
-    assert!(!db.store.renew_watch_token(id, "r1", now, &old, &sealed("bmV3Mw")).unwrap());
-    assert_eq!(db.store.watch_token(id).unwrap(), Some(sealed("bmV3MQ")));
-    assert_eq!(db.store.watch_token(id + 1000).unwrap(), None);
-    // Outside a run a lease is borrowed only while nobody holds it, and given back.
-    assert!(!db.store.borrow_watch_lease(id, "media", now, lease).unwrap(), "r1 holds it");
-    assert!(db.store.borrow_watch_lease(id, "media", later, lease).unwrap(), "r1's ran out");
-    assert!(db.store.renew_watch_token(id, "media", later, &sealed("bmV3MQ"), &sealed("bmV3NA")).unwrap());
-    assert!(!db.store.return_watch_lease(id, "r1").unwrap());
-    assert!(db.store.return_watch_lease(id, "media").unwrap());
-    assert_eq!(db.store.claim_due_watches(later, "r2", lease, 10).unwrap().len(), 1, "due as it was");
 }
 
 fn an_accounts_watches_share_one_credential_renewed_under_its_own_lease(db: &TestDb) {
