@@ -241,33 +241,11 @@ impl HttpClient {
     {
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
-        let client = self.client(target.transport);
-        let limit = self.config.max_response_bytes;
-        let exchange = async {
-            let mut response = client.execute(request).await.map_err(map_reqwest)?;
-            let status = response.status();
-            if status.is_redirection() {
-                return Err(Error::policy(format!(
-                    "the homeserver answered with a redirect (HTTP {}), which is not followed",
-                    status.as_u16()
-                )));
-            }
-            // Taken, not cloned: the body is read without them.
-            let headers = std::mem::take(response.headers_mut());
-            let body = read_bounded(response, limit).await?;
-            Ok((status, headers, body))
-        };
-        let (status, headers, body) = tokio::time::timeout_at(target.deadline, exchange)
-            .await
-            .map_err(|_| Error::DeadlineExceeded(self.config.run_deadline))??;
-
-        let mut builder = http::Response::builder().status(status);
-        if let Some(h) = builder.headers_mut() {
-            *h = headers;
-        }
         let response =
-            builder.body(body.as_slice()).map_err(|_| Error::malformed("invalid response head"))?;
-        T::try_from_http_response(response).map_err(|e| match e {
+            self.fetch(self.client(target.transport), request, target.deadline, "homeserver").await?;
+        let status = response.status();
+        let (head, body) = response.into_parts();
+        T::try_from_http_response(http::Response::from_parts(head, body.as_slice())).map_err(|e| match e {
             FromHttpResponseError::Server(err) => map_matrix_error(&err),
             FromHttpResponseError::Deserialization(err) => {
                 Error::malformed(format!("HTTP {}: {}", status.as_u16(), describe_json_error(&err)))
@@ -294,16 +272,29 @@ impl HttpClient {
         };
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
+        self.fetch(client, request, deadline, "auth server").await
+    }
+
+    /// Sends `request` through `client`: a redirect refused (as `who`'s answer), the body read
+    /// up to the configured cap, all before `deadline`.
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        request: reqwest::Request,
+        deadline: Instant,
+        who: &str,
+    ) -> Result<http::Response<Vec<u8>>> {
         let limit = self.config.max_response_bytes;
         let exchange = async {
             let mut response = client.execute(request).await.map_err(map_reqwest)?;
             let status = response.status();
             if status.is_redirection() {
                 return Err(Error::policy(format!(
-                    "the auth server answered with a redirect (HTTP {}), which is not followed",
+                    "the {who} answered with a redirect (HTTP {}), which is not followed",
                     status.as_u16()
                 )));
             }
+            // Taken, not cloned: the body is read without them.
             let headers = std::mem::take(response.headers_mut());
             let body = read_bounded(response, limit).await?;
             let mut builder = http::Response::builder().status(status);
