@@ -28,6 +28,7 @@ pub mod clamd;
 pub mod e2ee;
 pub mod homeserver;
 pub mod identity;
+pub mod logs;
 pub mod oauth;
 pub mod postgres;
 pub mod s3;

@@ -5,11 +5,7 @@
 //! in memory; a refresh token that no longer renews pauses the watch (`TOKEN_REFRESH_FAILED`);
 //! no token ever shows in an error, a watch's status or a log line.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use argus_domain::{AccessToken, Classification, HomeserverUrl, Secret, Viewer, WatchStatus};
 use argus_ingest::{
@@ -263,31 +259,9 @@ async fn three_replicas_renew_a_watchs_oauth_token_once_and_none_pauses(env: Env
     assert_eq!(listed[0].status, WatchStatus::Active);
 }
 
-/// A log sink shared with the test.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_refresh_token_that_no_longer_renews_pauses_the_watch_and_no_token_is_ever_shown() {
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let sink = argus_testkit::logs::capture();
 
     let env = Env::sqlite().await;
     let Some((server, user, room)) = user_with_room("refused_refresh", 1).await else { return };
@@ -323,8 +297,7 @@ async fn a_refresh_token_that_no_longer_renews_pauses_the_watch_and_no_token_is_
         listed[0].last_error.clone().unwrap_or_default(),
         format!("{listed:?} {stored:?} {:?}", stored.pair()),
         format!("{:?}", env.trail(&alice).await),
-        String::from_utf8_lossy(&sink.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-            .into_owned(),
+        sink.text(),
     ];
     for text in shown {
         assert!(!text.contains(&login.access_token) && !text.contains(&login.refresh_token), "{text}");

@@ -4,7 +4,6 @@
 //! each refresh token used once, never a token in an error, a `Debug` or a log line.
 
 use std::{
-    io::Write,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -38,27 +37,6 @@ fn url(server: &MockServer) -> HomeserverUrl {
 
 fn stale(refresh_token: &str) -> TokenPair {
     TokenPair::given(AccessToken::new("mat_stale_SECRETaccess"), Some(Secret::new(refresh_token)))
-}
-
-/// A log sink shared with the test.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-            .into_owned()
-    }
 }
 
 #[tokio::test]
@@ -107,15 +85,7 @@ async fn an_oauth_token_is_renewed_once_for_all_readers_at_the_auth_servers_toke
 
 #[tokio::test]
 async fn a_refused_renewal_is_token_refresh_failed_and_never_shows_a_token() {
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let sink = argus_testkit::logs::capture();
 
     let server = MockServer::start().await;
     let auth = OAuthMock::mount(&server, CLIENT_ID, 300).await;

@@ -1,42 +1,14 @@
 //! The access token never appears in an error, a Debug output or a log line.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use argus_matrix::{Connector, ConnectorConfig};
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
 use crate::mock::{MockHomeserver as Hs, ROOM, TOKEN, ev};
 
-/// A log sink shared with the test.
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_token_never_leaks_into_errors_or_logs() {
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Callsites first seen by another test's subscriber may have cached a "never" interest.
-    tracing::callsite::rebuild_interest_cache();
+    let sink = argus_testkit::logs::capture();
 
     let hs = Hs::start().await;
     // A hostile homeserver echoes the token back in its errors.
@@ -84,7 +56,7 @@ async fn the_token_never_leaks_into_errors_or_logs() {
     assert!(format!("{c:?}").len() > 10);
     assert!(!format!("{c:?} {:?}", Hs::token()).contains(TOKEN));
     assert!(!format!("{:?}", hs5.session()).contains(TOKEN));
-    let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let logs = sink.text();
     // Our own lines are usually there, but another test's global subscriber can race the
     // interest cache; what matters is that whatever was captured holds no token.
     assert!(!logs.is_empty(), "logs were captured");
