@@ -344,23 +344,41 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
     }
 }
 
-/// `keys rotate`: re-seals every watched room's token under the current key.
+/// `keys rotate`: re-seals every watched room's token and every account's shared pair under
+/// the current key. What a renewal replaced while it was re-sealed is re-sealed by a further
+/// pass (at most [`ROTATION_PASSES`]); the command fails while anything is left under another
+/// key, so that an operator drops the previous keys only after a clean run.
 pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
     let services = services::assemble(config).await?.services;
-    match argus_ingest::watch::rotate_token_keys(&services.app).await {
-        Ok(r) => {
-            print_out(&format!(
-                "re-sealed {} token(s); {} already under the current key; {} did not open with any key",
-                r.resealed, r.current, r.unopened
-            ))?;
-            Ok(if r.unopened == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
-        Err(e) => {
-            eprintln!("key rotation failed [{}]: {}", e.code(), e.public_message());
-            Ok(ExitCode::FAILURE)
+    let mut total = argus_ingest::watch::Rotation::default();
+    for _ in 0..ROTATION_PASSES {
+        match argus_ingest::watch::rotate_token_keys(&services.app).await {
+            Ok(r) => {
+                total.resealed += r.resealed;
+                total.accounts += r.accounts;
+                total.unopened = r.unopened;
+                total.current = r.current;
+                total.changed = r.changed;
+                if r.changed == 0 {
+                    break;
+                }
+            }
+            Err(e) => {
+                eprintln!("key rotation failed [{}]: {}", e.code(), e.public_message());
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
+    print_out(&format!(
+        "re-sealed {} watch token(s) and {} account pair(s); {} already under the current key; {} did not \
+         open with any key; {} changed while re-sealed",
+        total.resealed, total.accounts, total.current, total.unopened, total.changed
+    ))?;
+    Ok(if total.unopened == 0 && total.changed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
+
+/// Passes of `keys rotate` over what renewals changed while it re-sealed.
+const ROTATION_PASSES: usize = 3;
 
 /// `rooms rehome`: moves an archived room to another homeserver, audited.
 pub async fn rooms_rehome(config: &Config, args: RehomeArgs) -> Result<ExitCode> {

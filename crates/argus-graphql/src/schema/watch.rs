@@ -14,9 +14,9 @@ use crate::{Context, CursorKind, Result};
 pub struct WatchTchapRoomInput {
     /// Base URL of the homeserver, e.g. `https://matrix.agent.tchap.gouv.fr` (or give account instead).
     pub homeserver_url: Option<String>,
-    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account.
+    /// A Matrix user id (`@jean.dupont-finances.gouv.fr:agent.finances.tchap.gouv.fr`) or an e-mail address, resolved to its homeserver (server discovery; an e-mail address through the configured identity server) instead of homeserverUrl: exactly one of the two is given (INVALID_INPUT otherwise). The token must belong to this account: for an e-mail address, the one Tchap derives from it (jean.dupont@finances.gouv.fr is @jean.dupont-finances.gouv.fr on the server the identity server names); user ids compared without regard to case.
     pub account: Option<String>,
-    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. The pair is kept once for the account (the Matrix user the token belongs to): it replaces the pair stored for that account, and every watch of the account given a refresh token renews that one pair, once per expiry. Never returned, stored in clear or logged.
+    /// The account's refresh token (refreshable tokens, or a next-generation auth server's): the access token is renewed before it expires or when the homeserver refuses it. The pair is kept once for the account (the Matrix user the token belongs to): it replaces the pair stored for that account, and every watch of the account given a refresh token renews that one pair, once per expiry. Give Argus a login session of its own: once renewed, the pair given no longer works elsewhere (a watch refused after its check, e.g. TOO_MANY_WATCHES, may already have renewed it), and one session given to two Argus users (or organisations) is renewed by each and soon refused to one. Never returned, stored in clear or logged.
     pub refresh_token: Option<String>,
     /// The OAuth 2.0 client id the tokens were issued to, for a homeserver whose accounts are a next-generation auth server's (Matrix Authentication Service, spec v1.15 OAuth 2.0 API): its token endpoint renews refreshToken for that client only. Not needed for the homeserver's own refreshable tokens, nor for the auth server's compatibility sessions (tokens from /login), both renewed at the homeserver's /refresh; a renewal the auth server refuses fails with TOKEN_REFRESH_FAILED.
     pub oauth_client_id: Option<String>,
@@ -44,10 +44,10 @@ pub enum GqlWatchStatus {
     /// Not run until the watch is renewed with a new token or recovery key (see statusReason): the homeserver refused the token, the recovery key no longer opens the backup, or the room answers to another homeserver.
     #[graphql(name = "PAUSED")]
     Paused,
-    /// Not run: the account has expired on its homeserver (account validity, ORG_MATRIX_EXPIRED_ACCOUNT). Once the account is renewed, give the watch again (its token still works, or a new one).
+    /// Not run: the account has expired on its homeserver (account validity, ORG_MATRIX_EXPIRED_ACCOUNT). Once the account is renewed, give the watch again (its token, if it was given without a refresh token and still works, or a new one: a refresh-token pair renewed by Argus is no longer the one the owner holds).
     #[graphql(name = "ACCOUNT_EXPIRED")]
     AccountExpired,
-    /// Not run: the homeserver's administrator locked the account (M_USER_LOCKED). Once it is unlocked, give the watch again (its token still works, or a new one).
+    /// Not run: the homeserver's administrator locked the account (M_USER_LOCKED). Once it is unlocked, give the watch again (its token, if it was given without a refresh token and still works, or a new one).
     #[graphql(name = "ACCOUNT_LOCKED")]
     AccountLocked,
 }

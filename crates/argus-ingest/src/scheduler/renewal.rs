@@ -253,7 +253,11 @@ impl PairKeeper for AccountKeeper {
                 }
                 match self.open(&now_stored) {
                     Ok(opened) if same_pair(&opened.pair(), &old) => previous = now_stored,
-                    _ => return Ok(false),
+                    Ok(_) => return Ok(false),
+                    // Sealed under a key this replica lacks (a rotation under way): whether it is
+                    // the old pair cannot be told here, so the renewed pair is kept in memory
+                    // (its refresh token already answered) rather than dropped.
+                    Err(_) => return Err(argus_matrix::Error::TokenNotKept),
                 }
             }
             Err(argus_matrix::Error::TokenNotKept)

@@ -231,7 +231,11 @@ impl RefreshingTokens {
             return self.wait_for_holder(current.access_token).await;
         }
         let renewed = self.renew_held(&*keeper, current).await;
-        keeper.release().await;
+        // A pair the server issued but the keeper could not store yet keeps the lease (this
+        // holder takes it again to store it): another holder would send the spent refresh token.
+        if self.unkept().is_none() {
+            keeper.release().await;
+        }
         renewed
     }
 

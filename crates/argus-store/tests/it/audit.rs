@@ -328,6 +328,37 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     }
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM ingestions"), 2);
 
+    // Watches, and the account pair they share, are the server's to write (and remove).
+    let sealed = |text: &str| argus_domain::SealedToken {
+        key_id: "k1".into(),
+        nonce: "bm9uY2U".into(),
+        ciphertext: text.into(),
+    };
+    let room: argus_domain::RoomId = "!lp-watched:x.org".parse().unwrap();
+    let new = argus_domain::NewWatch {
+        owner: v.actor.clone(),
+        org: v.org.clone(),
+        room_id: room.clone(),
+        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse().unwrap(),
+        classification: Restricted,
+        interval_secs: 300,
+        token: sealed("dG9rZW4"),
+        decrypts: false,
+        since: None,
+    };
+    let credential = argus_store::NewCredential {
+        org: v.org.clone(),
+        owner: v.actor.clone(),
+        homeserver_url: "https://matrix.agent.tchap.gouv.fr".into(),
+        user_id: "@analyst:agent.tchap.gouv.fr".into(),
+        token: sealed("cGFpcg"),
+    };
+    let watch =
+        app.upsert_account_watch(&v, &new, Some(&credential), argus_store::WatchCaps::default()).unwrap();
+    assert!(app.watch_credential(watch.id).unwrap().is_some());
+    assert!(app.remove_watch(&v, &room).unwrap());
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_credentials"), 0);
+
     // A large ingestion: its search vectors are computed ahead on a second connection, and the
     // merge of the index's pending list, which only the index's owner may ask for, is left to
     // the database; every row still has its vector.
