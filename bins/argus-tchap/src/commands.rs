@@ -346,7 +346,7 @@ pub async fn ingest_room(config: &Config, args: IngestArgs) -> Result<ExitCode> 
 
 /// `keys rotate`: re-seals every watched room's token and every account's shared pair under
 /// the current key. What a renewal replaced while it was re-sealed is re-sealed by a further
-/// pass (at most [`ROTATION_PASSES`]); the command fails while anything is left under another
+/// pass (at most `ROTATION_PASSES`); the command fails while anything is left under another
 /// key, so that an operator drops the previous keys only after a clean run.
 pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
     let services = services::assemble(config).await?.services;
