@@ -233,16 +233,30 @@ fn token_source(
     request: &IngestRequest,
     homeserver: &HomeserverUrl,
 ) -> Arc<dyn TokenSource> {
-    match &request.refresh_token {
-        Some(refresh_token) => Arc::new(RefreshingTokens::new(
-            services.connector.clone(),
-            homeserver.clone(),
-            TokenPair::given(request.access_token.clone(), Some(refresh_token.clone())),
-            request.oauth_client_id.clone(),
-            None,
-        )),
-        None => Arc::new(StaticToken::new(request.access_token.clone())),
+    let given = TokenPair::given(request.access_token.clone(), request.refresh_token.clone());
+    call_tokens(services, homeserver, given, request.oauth_client_id.clone()).0
+}
+
+/// The token source of a call given `given`: renewing in memory (also returned, so that the
+/// caller can read the pair it renewed to) when `given` holds a refresh token, else the access
+/// token as given.
+pub(crate) fn call_tokens(
+    services: &Services,
+    homeserver: &HomeserverUrl,
+    given: TokenPair,
+    oauth_client_id: Option<String>,
+) -> (Arc<dyn TokenSource>, Option<Arc<RefreshingTokens>>) {
+    if given.refresh_token.is_none() {
+        return (Arc::new(StaticToken::new(given.access_token)), None);
     }
+    let renewing = Arc::new(RefreshingTokens::new(
+        services.connector.clone(),
+        homeserver.clone(),
+        given,
+        oauth_client_id,
+        None,
+    ));
+    (Arc::clone(&renewing) as Arc<dyn TokenSource>, Some(renewing))
 }
 
 /// [`ingest_room`] with the requests' tokens taken from `tokens` when it holds a source (a

@@ -14,13 +14,11 @@
 //! reader of the room learns, as an ingestion would tell them, that the archive holds it above
 //! their clearance. The caps count only the watches the caller may see.
 
-use std::sync::Arc;
-
 use argus_domain::{
     AccessToken, Classification, HomeserverUrl, NewWatch, RoomId, Scope, Viewer, Watch, policy,
 };
 
-use argus_matrix::{RefreshingTokens, StaticToken, TokenPair, TokenSource};
+use argus_matrix::TokenPair;
 
 use crate::{
     Admission, Error, Result, Services, account,
@@ -108,19 +106,8 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     // by these checks: the renewed pair is what is kept (the refresh token given is then used
     // up).
     let given = TokenPair::given(request.access_token, request.refresh_token);
-    let renewable = given.refresh_token.is_some().then(|| {
-        Arc::new(RefreshingTokens::new(
-            services.connector.clone(),
-            homeserver.clone(),
-            given.clone(),
-            request.oauth_client_id.clone(),
-            None,
-        ))
-    });
-    let tokens: Arc<dyn TokenSource> = match &renewable {
-        Some(renewing) => Arc::clone(renewing) as Arc<dyn TokenSource>,
-        None => Arc::new(StaticToken::new(given.access_token.clone())),
-    };
+    let (tokens, renewable) =
+        crate::ingest::call_tokens(services, &homeserver, given.clone(), request.oauth_client_id.clone());
     let check = argus_matrix::Session::shared(homeserver.clone(), tokens);
     if let Some(resolved) = &resolved {
         account::confirm(services, &check, resolved).await?;
