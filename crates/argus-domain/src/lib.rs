@@ -15,6 +15,7 @@
 //! # Ok::<(), argus_domain::Error>(())
 //! ```
 
+mod account_watch;
 mod attachment;
 mod classification;
 mod error;
@@ -34,6 +35,7 @@ pub mod testing;
 mod viewer;
 pub mod watch;
 
+pub use account_watch::{AccountWatch, FollowedRoom, Membership, NewAccountWatch};
 pub use attachment::{Attachment, AttachmentJwk, AttachmentStatus, EncryptedFile, MxcUri, Sha256Digest};
 pub use classification::Classification;
 pub use error::{Error, Result};
