@@ -50,7 +50,7 @@ impl Cost {
 }
 
 /// Every field that takes `first`, with its default in the schema.
-const PAGED: [(&str, u32); 8] = [
+const PAGED: [(&str, u32); 9] = [
     ("tchapRooms", 50),
     ("tchapMessages", 50),
     ("messages", 50),
@@ -59,6 +59,7 @@ const PAGED: [(&str, u32); 8] = [
     ("tchapWatches", 50),
     ("tchapSearch", 20),
     ("tchapAccessLog", 50),
+    ("tchapAccountWatches", 50),
 ];
 
 /// The lists of a paged field's type, as long as its page.

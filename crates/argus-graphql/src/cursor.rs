@@ -53,6 +53,8 @@ pub enum CursorKind<'a> {
     Watches,
     /// `tchapAccessLog`.
     AccessLog,
+    /// `tchapAccountWatches`.
+    AccountWatches,
 }
 
 impl CursorKind<'_> {
@@ -65,6 +67,7 @@ impl CursorKind<'_> {
             Self::Search(search) => ("search", search),
             Self::Watches => ("watches", ""),
             Self::AccessLog => ("access", ""),
+            Self::AccountWatches => ("account-watches", ""),
         }
     }
 }

@@ -16,11 +16,12 @@ pub mod scalars;
 pub mod search;
 pub mod sync_list;
 pub mod watch;
+pub mod account_watch;
 
 use argus_domain::{AccessToken, RoomId, Scope};
 use juniper::{
     DefaultScalarValue, EmptyMutation, EmptySubscription, Executor, GraphQLInputObject, GraphQLType,
-    RootNode, graphql_object,
+    ID, RootNode, graphql_object,
 };
 
 use self::{
@@ -169,6 +170,16 @@ impl Query {
     ) -> Result<watch::TchapWatchList> {
         context.require(Scope::Read)?;
         watch::list(context, first, after).await
+    }
+
+    /// Watched accounts of the caller's organisation that the caller may see (at most their clearance), oldest first; roomCount counts only rooms the caller may see. Requires scope tchap:read.
+    async fn tchap_account_watches(
+        context: &Context,
+        #[graphql(default = 50)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<account_watch::TchapAccountWatchConnection> {
+        context.require(Scope::Read)?;
+        account_watch::list(context, first, after).await
     }
 
     /// The ingestion history (audit trail) of the caller's organisation, newest first. Requires scope tchap:audit.
@@ -339,6 +350,19 @@ impl Mutation {
         input: watch::WatchTchapRoomInput,
     ) -> Result<watch::TchapWatch> {
         watch::watch(context, input).await
+    }
+
+    /// Keep every joined room of a Matrix account (or the listed ones) current as it changes: one /sync long-poll loop per account (interval: its timeout in seconds, 30 by default) on one replica at a time, each room with new events read from where the archive stands (so nothing a limited answer left out is lost), rooms joined later captured (history from `since`, or all of it), rooms left or banned marked and no longer read, invites recorded and never accepted. Checked like watchTchapRoom (scope, rate, outbound policy, clearance, the token confirmed as the account's and reading every listed room), the credentials sealed at once; the same account given again renews the watch. A token the homeserver refuses, an expired or locked account stops it (status and statusReason). Requires scope tchap:ingest.
+    async fn watch_tchap_account(
+        context: &Context,
+        input: account_watch::WatchTchapAccountInput,
+    ) -> Result<account_watch::TchapAccountWatch> {
+        account_watch::watch(context, input).await
+    }
+
+    /// Stop keeping an account's rooms current; true when the caller had that watch and may see it (what was captured stays; its loop stops within a lease renewal). Requires scope tchap:ingest.
+    async fn unwatch_tchap_account(context: &Context, id: ID) -> Result<bool> {
+        account_watch::unwatch(context, &id).await
     }
 
     /// Stop keeping a room current; true when the caller had a watch of it they may see (what was ingested stays). Requires scope tchap:ingest.

@@ -25,6 +25,7 @@ mod admission;
 mod audit;
 mod error;
 pub mod ingest;
+pub mod live;
 pub mod media;
 pub mod post;
 pub mod scheduler;

@@ -334,72 +334,17 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
     if let Some(within) = retention.and_then(|(retention, complete)| retention.due_within(complete, floor)) {
         next = next.min(started + within);
     }
-    let error = match &result {
-        Ok(_) => None,
-        Err(Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout })) => {
-            let what = if *soft_logout { "soft logout" } else { "token refused" };
-            pause = Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"));
-            result.as_ref().err().map(message)
+    if pause.is_none() {
+        pause = result.as_ref().err().and_then(stop_reason);
+    }
+    if let Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after: Some(wait) })) = &result {
+        // Honour what the homeserver asked, on top of the interval (at most a week: the
+        // homeserver's number is not trusted to be sane).
+        if let Some(asked) = rate_limited_until(*wait) {
+            next = next.max(asked);
         }
-        Err(Error::Connector(
-            e @ (argus_matrix::Error::AccountExpired | argus_matrix::Error::AccountLocked),
-        )) => {
-            // The account, not the token: every run would be refused the same way until its
-            // homeserver renews or unlocks it. Its code is the watch's status (ACCOUNT_EXPIRED,
-            // ACCOUNT_LOCKED). A suspended account still reads: its failures pause nothing.
-            let undone =
-                if matches!(e, argus_matrix::Error::AccountExpired) { "renewed" } else { "unlocked" };
-            pause = Some(format!(
-                "{}: the homeserver refuses the account until it is {undone}; then give the watch again",
-                e.code()
-            ));
-            result.as_ref().err().map(message)
-        }
-        Err(Error::Connector(argus_matrix::Error::TokenRefreshFailed(_))) => {
-            // Neither a renewal nor the pair another replica kept gave a valid token.
-            pause = Some(
-                "TOKEN_REFRESH_FAILED: the refresh token was refused and no renewed token is stored; give the \
-                 watch a new token"
-                    .to_owned(),
-            );
-            result.as_ref().err().map(message)
-        }
-        Err(Error::Connector(argus_matrix::Error::Crypto(
-            argus_crypto::Error::WrongRecoveryKey | argus_crypto::Error::KeyBackupMismatch,
-        ))) => {
-            // The key no longer opens the owner's backup (reset, or a new backup): nothing can
-            // run until the owner gives the watch their key again.
-            let code = result.as_ref().err().map_or("WRONG_RECOVERY_KEY", Error::code);
-            pause = Some(format!(
-                "{code}: the recovery key does not open the account's key backup; give the watch the current key"
-            ));
-            result.as_ref().err().map(message)
-        }
-        Err(Error::HomeserverMismatch) => {
-            // The room answers to another homeserver (moved by an operator, or watched from
-            // the wrong one): every run would be refused the same way until the owner watches
-            // it from the room's homeserver.
-            pause = Some(format!(
-                "{}: the room is archived from another homeserver; watch it from that one",
-                Error::HomeserverMismatch.code()
-            ));
-            result.as_ref().err().map(message)
-        }
-        Err(Error::Connector(argus_matrix::Error::RateLimited { retry_after })) => {
-            // Honour what the homeserver asked, on top of the interval (at most a week: the
-            // homeserver's number is not trusted to be sane).
-            if let Some(wait) = retry_after {
-                let wait = (*wait).min(MAX_RATE_LIMIT_WAIT);
-                if let Some(asked) =
-                    OffsetDateTime::now_utc().checked_add(time::Duration::seconds_f64(wait.as_secs_f64()))
-                {
-                    next = next.max(asked);
-                }
-            }
-            result.as_ref().err().map(message)
-        }
-        Err(error) => Some(message(error)),
-    };
+    }
+    let error = result.as_ref().err().map(message);
     let run = WatchRun { ran_at: started, next_run_at: next, error: error.clone(), pause: pause.clone() };
     let (id, replica) = (watch.id, options.replica.clone());
     let recorded = services.with_store(move |store| store.record_watch_run(id, &replica, &run)).await;
@@ -420,6 +365,56 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             Outcome::Failed
         }
     }
+}
+
+/// The reason (`CODE: words`, never a token) a watch stops for after `error`, when nothing
+/// can run until its owner gives it again; `None` when a later run may succeed. Shared by room
+/// watches and account watches.
+pub(crate) fn stop_reason(error: &Error) -> Option<String> {
+    match error {
+        Error::Connector(argus_matrix::Error::Unauthorized { errcode, soft_logout }) => {
+            let what = if *soft_logout { "soft logout" } else { "token refused" };
+            Some(format!("HOMESERVER_UNAUTHORIZED: {errcode} ({what}); give the watch a new token"))
+        }
+        Error::Connector(e @ (argus_matrix::Error::AccountExpired | argus_matrix::Error::AccountLocked)) => {
+            // The account, not the token: every run would be refused the same way until its
+            // homeserver renews or unlocks it. Its code is the watch's status (ACCOUNT_EXPIRED,
+            // ACCOUNT_LOCKED). A suspended account still reads: its failures stop nothing.
+            let undone = if matches!(e, argus_matrix::Error::AccountExpired) { "renewed" } else { "unlocked" };
+            Some(format!(
+                "{}: the homeserver refuses the account until it is {undone}; then give the watch again",
+                e.code()
+            ))
+        }
+        // Neither a renewal nor the pair another replica kept gave a valid token.
+        Error::Connector(argus_matrix::Error::TokenRefreshFailed(_)) => Some(
+            "TOKEN_REFRESH_FAILED: the refresh token was refused and no renewed token is stored; give the \
+             watch a new token"
+                .to_owned(),
+        ),
+        // The key no longer opens the owner's backup (reset, or a new backup): nothing can run
+        // until the owner gives the watch their key again.
+        Error::Connector(argus_matrix::Error::Crypto(
+            argus_crypto::Error::WrongRecoveryKey | argus_crypto::Error::KeyBackupMismatch,
+        )) => Some(format!(
+            "{}: the recovery key does not open the account's key backup; give the watch the current key",
+            error.code()
+        )),
+        // The room answers to another homeserver (moved by an operator, or watched from the
+        // wrong one): every run would be refused the same way until the owner watches it from
+        // the room's homeserver.
+        Error::HomeserverMismatch => Some(format!(
+            "{}: the room is archived from another homeserver; watch it from that one",
+            Error::HomeserverMismatch.code()
+        )),
+        _ => None,
+    }
+}
+
+/// When a rate limit of `wait` (at most a week: the homeserver's number is not trusted to be
+/// sane) ends, from now.
+pub(crate) fn rate_limited_until(wait: Duration) -> Option<OffsetDateTime> {
+    OffsetDateTime::now_utc().checked_add(time::Duration::seconds_f64(wait.min(MAX_RATE_LIMIT_WAIT).as_secs_f64()))
 }
 
 /// Audits, every `period` until `stop` is notified, the runs whose process died: what `serve`

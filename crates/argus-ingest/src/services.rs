@@ -114,6 +114,9 @@ pub struct Services {
     pub admission: Admission,
     /// Notified after every ingestion that stored something (wakes the fusion relay).
     pub on_ingested: Option<Arc<tokio::sync::Notify>>,
+    /// Notified when an account is watched: wakes the live loops' claimer rather than wait for
+    /// its next tick.
+    pub on_account_watched: Arc<tokio::sync::Notify>,
     /// The keys that seal watched rooms' tokens; `None`: watches are disabled.
     pub token_keys: Option<Arc<crate::TokenKeys>>,
     /// Bounds on watched rooms.
@@ -140,6 +143,7 @@ impl Services {
             metrics: Metrics::default(),
             admission: Admission::default(),
             on_ingested: None,
+            on_account_watched: Arc::new(tokio::sync::Notify::new()),
             token_keys: None,
             watch_limits: WatchLimits::default(),
             post_policy: argus_domain::PostPolicy::default(),

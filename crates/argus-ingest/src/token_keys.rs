@@ -267,6 +267,21 @@ impl AccountBinding<'_> {
     }
 }
 
+/// What an account watch's sealed credentials (its access token and recovery key; a
+/// refresh-token pair lives in the account's shared row) belong to: the account as
+/// [`AccountBinding`] names it, under associated data of its own, so that neither an account's
+/// pair nor a room watch's token opens as an account watch's, nor the other way round.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountWatchBinding<'a>(pub AccountBinding<'a>);
+
+impl AccountWatchBinding<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut aad = b"argus-account-watch-token\0".to_vec();
+        aad.extend_from_slice(&self.0.associated_data());
+        aad
+    }
+}
+
 /// The current key, which seals, and earlier ones, which still open what they sealed.
 #[derive(Debug)]
 pub struct TokenKeys {
@@ -321,6 +336,38 @@ impl TokenKeys {
         }
         let credentials = self.open_account(sealed, binding)?;
         self.seal_account(&credentials, binding).map(Some)
+    }
+
+    /// Seals an account watch's credentials for the account `binding` names.
+    pub fn seal_account_watch(
+        &self,
+        credentials: &Credentials,
+        binding: AccountWatchBinding<'_>,
+    ) -> Result<SealedToken> {
+        self.seal_with(credentials, &binding.associated_data())
+    }
+
+    /// Opens an account watch's sealed credentials (as [`TokenKeys::open`] a room watch's).
+    pub fn open_account_watch(
+        &self,
+        sealed: &SealedToken,
+        binding: AccountWatchBinding<'_>,
+    ) -> Result<Credentials> {
+        self.open_with(sealed, &binding.associated_data())
+    }
+
+    /// An account watch's credentials re-sealed under the current key, or `None` when they
+    /// already are.
+    pub fn reseal_account_watch(
+        &self,
+        sealed: &SealedToken,
+        binding: AccountWatchBinding<'_>,
+    ) -> Result<Option<SealedToken>> {
+        if sealed.key_id == self.current.id {
+            return Ok(None);
+        }
+        let credentials = self.open_account_watch(sealed, binding)?;
+        self.seal_account_watch(&credentials, binding).map(Some)
     }
 
     fn seal_with(&self, credentials: &Credentials, aad: &[u8]) -> Result<SealedToken> {

@@ -121,23 +121,8 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     let credential = match &renewable {
         Some(renewing) => {
             let user_id = services.connector.whoami(&check).await?;
-            let pair = renewing.pair();
-            let shared = Credentials { oauth_client_id: request.oauth_client_id, ..Credentials::default() }
-                .with_pair(&pair);
-            let binding = AccountBinding {
-                org: &viewer.org,
-                owner: &viewer.actor,
-                homeserver_url: homeserver.as_str(),
-                user_id: user_id.as_str(),
-            };
-            let new = argus_store::NewCredential {
-                org: viewer.org.clone(),
-                owner: viewer.actor.clone(),
-                homeserver_url: homeserver.as_str().to_owned(),
-                user_id: user_id.as_str().to_owned(),
-                token: keys.seal_account(&shared, binding)?,
-            };
-            Some((new, pair.access_token))
+            let pair = account_pair(&keys, viewer, &homeserver, user_id.as_str(), renewing, request.oauth_client_id)?;
+            Some(pair)
         }
         None => None,
     };
@@ -168,6 +153,31 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     Ok(watch)
 }
 
+/// The account row of a renewable pair given by `viewer` for `user_id` at `homeserver` (what
+/// `renewing` holds now: the checks may have renewed it), sealed for the account, with the
+/// access token of that pair.
+pub(crate) fn account_pair(
+    keys: &crate::TokenKeys,
+    viewer: &Viewer,
+    homeserver: &HomeserverUrl,
+    user_id: &str,
+    renewing: &argus_matrix::RefreshingTokens,
+    oauth_client_id: Option<String>,
+) -> Result<(argus_store::NewCredential, AccessToken)> {
+    let pair = renewing.pair();
+    let shared = Credentials { oauth_client_id, ..Credentials::default() }.with_pair(&pair);
+    let binding =
+        AccountBinding { org: &viewer.org, owner: &viewer.actor, homeserver_url: homeserver.as_str(), user_id };
+    let new = argus_store::NewCredential {
+        org: viewer.org.clone(),
+        owner: viewer.actor.clone(),
+        homeserver_url: homeserver.as_str().to_owned(),
+        user_id: user_id.to_owned(),
+        token: keys.seal_account(&shared, binding)?,
+    };
+    Ok((new, pair.access_token))
+}
+
 /// Stops watching a room; whether `viewer` had a watch of it they may see.
 pub async fn unwatch_room(services: &Services, viewer: &Viewer, room_id: &str) -> Result<bool> {
     policy::require_scope(viewer, Scope::Ingest)?;
@@ -196,7 +206,7 @@ pub async fn watches(
 /// did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rotation {
-    /// Watch tokens re-sealed.
+    /// Watch tokens (room and account watches) re-sealed.
     pub resealed: u64,
     /// Account pairs (shared by an account's watches) re-sealed.
     pub accounts: u64,
@@ -209,7 +219,8 @@ pub struct Rotation {
     pub changed: u64,
 }
 
-/// Re-seals every watch's credentials and every account's shared pair under the current key
+/// Re-seals every watch's credentials (room and account watches) and every account's shared
+/// pair under the current key
 /// (`keys rotate`): afterwards the previous keys can be dropped from the configuration. A
 /// renewal racing the rotation loses its swap, re-reads the re-sealed pair and swaps again.
 pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
@@ -259,6 +270,30 @@ pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
             }
             Err(error) => {
                 tracing::warn!(credential = entry.id, code = error.code(), "an account's token did not open");
+                rotation.unopened += 1;
+            }
+        }
+    }
+    let accounts = services.with_store(|store| store.sealed_account_watch_tokens()).await?;
+    for entry in accounts {
+        let binding = crate::token_keys::AccountWatchBinding(AccountBinding {
+            org: &entry.org,
+            owner: &entry.owner,
+            homeserver_url: &entry.homeserver_url,
+            user_id: &entry.user_id,
+        });
+        match keys.reseal_account_watch(&entry.token, binding) {
+            Ok(None) => rotation.current += 1,
+            Ok(Some(new)) => {
+                let (id, old) = (entry.id, entry.token.clone());
+                if services.with_store(move |store| store.reseal_account_watch_token(id, &old, &new)).await? {
+                    rotation.resealed += 1;
+                } else {
+                    rotation.changed += 1;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(account_watch = entry.id, code = error.code(), "an account watch's token did not open");
                 rotation.unopened += 1;
             }
         }

@@ -63,6 +63,8 @@ pub struct Built {
     pub relay: Option<argus_fusion::Relay>,
     /// The scheduler of watched rooms, when enabled.
     pub scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
+    /// The live loops of watched accounts, when enabled.
+    pub live: Option<Arc<argus_ingest::live::Live>>,
 }
 
 /// Assembles the services ([`crate::services::assemble`]), then the authenticator and the
@@ -94,7 +96,7 @@ pub async fn build(config: &Config) -> Result<Built> {
     if let Some(media) = &state.services.app.media {
         state.set_blob_source(Arc::new(crate::services::BlobsOf(Arc::clone(media.blobs()))));
     }
-    Ok(Built { state, relay: assembled.relay, scheduler: assembled.scheduler })
+    Ok(Built { state, relay: assembled.relay, scheduler: assembled.scheduler, live: assembled.live })
 }
 
 impl AppState {
@@ -166,7 +168,7 @@ pub fn spawn_built(listener: TcpListener, built: Built) -> Result<RunningServer>
     let app = Arc::clone(&built.state.services().app);
     let server = http_server(listener, built.state)?;
     let handle = server.handle();
-    let task = tokio::spawn(serve_with_background(server, built.relay, built.scheduler, app));
+    let task = tokio::spawn(serve_with_background(server, built.relay, built.scheduler, built.live, app));
     Ok(RunningServer { addr, handle, task })
 }
 
@@ -182,7 +184,7 @@ pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
 pub async fn run_built(listener: TcpListener, built: Built) -> Result<()> {
     let app = Arc::clone(&built.state.services().app);
     let server = http_server(listener, built.state)?;
-    serve_with_background(server, built.relay, built.scheduler, app).await
+    serve_with_background(server, built.relay, built.scheduler, built.live, app).await
 }
 
 fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev::Server> {
@@ -205,8 +207,12 @@ async fn serve_with_background(
     server: actix_web::dev::Server,
     relay: Option<argus_fusion::Relay>,
     scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
+    live: Option<Arc<argus_ingest::live::Live>>,
     app: Arc<argus_ingest::Services>,
 ) -> Result<()> {
+    // The live loops of watched accounts: each gives its lease back when stopped.
+    let stop_live = Arc::new(tokio::sync::Notify::new());
+    let live_task = live.map(|live| tokio::spawn(live.run(Arc::clone(&stop_live))));
     let media = app.media.clone().map(|media| (media, Arc::clone(&app)));
     let stop_scheduler = Arc::new(tokio::sync::Notify::new());
     let stop = Arc::clone(&stop_scheduler);
@@ -227,6 +233,10 @@ async fn serve_with_background(
     let result = serve_with_relay(server, relay).await;
     stop_scheduler.notify_one();
     stop_media.notify_one();
+    stop_live.notify_one();
+    if let Some(task) = live_task {
+        let _ = task.await;
+    }
     if let Some(task) = scheduler_task {
         let _ = task.await;
     }

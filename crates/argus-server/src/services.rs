@@ -21,6 +21,8 @@ pub struct Assembled {
     pub relay: Option<argus_fusion::Relay>,
     /// The scheduler of watched rooms, when `watch.scheduler`; whoever runs it keeps them current.
     pub scheduler: Option<Arc<argus_ingest::scheduler::Scheduler>>,
+    /// The live loops of watched accounts, when `watch.scheduler` and `watch.live`.
+    pub live: Option<Arc<argus_ingest::live::Live>>,
 }
 
 /// Creates the data directories and opens the store the configuration names (applying pending
@@ -163,11 +165,13 @@ pub async fn assemble(config: &Config) -> Result<Assembled> {
     let scheduler = config.watch.scheduler.then(|| {
         Arc::new(argus_ingest::scheduler::Scheduler::new(Arc::clone(&app), config.watch.scheduler_options()))
     });
+    let live = (config.watch.scheduler && config.watch.live)
+        .then(|| Arc::new(argus_ingest::live::Live::new(Arc::clone(&app), config.watch.live_options())));
     let mut services = Services::over(app);
     services.cursor_key = CursorKey::new(config.cursor_key_or_generated()?);
     services.oversight = Some(Arc::new(argus_graphql::oversight::Oversight {
         keys: config.oversight_keys()?,
         packages_dir: config.packages_dir(),
     }));
-    Ok(Assembled { services: Arc::new(services), relay, scheduler })
+    Ok(Assembled { services: Arc::new(services), relay, scheduler, live })
 }

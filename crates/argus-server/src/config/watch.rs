@@ -6,7 +6,7 @@ use std::{path::Path, path::PathBuf, time::Duration};
 use serde::Deserialize;
 
 use argus_domain::Secret;
-use argus_ingest::{TokenKey, TokenKeys, WatchLimits, scheduler::SchedulerOptions};
+use argus_ingest::{TokenKey, TokenKeys, WatchLimits, live::LiveOptions, scheduler::SchedulerOptions};
 
 use super::{
     forms::paths_or_list,
@@ -68,12 +68,23 @@ pub struct WatchConfig {
     /// Watches of one organisation, counted over those the caller may see; more are refused
     /// with `TOO_MANY_WATCHES`.
     pub max_per_organisation: u32,
+    /// Run the live loops of watched accounts (`watchTchapAccount`) inside `serve`, beside the
+    /// scheduler (every replica may: each account's loop runs on one at a time).
+    pub live: bool,
+    /// Seconds an account's loop holds its lease without renewing it (renewed every third of
+    /// it); past it (the replica died), another replica takes the loop over.
+    pub live_lease_secs: u64,
+    /// Account loops one replica runs at most.
+    pub live_max_loops: usize,
+    /// Rooms of one account read at once after each answer of its `/sync`.
+    pub live_room_concurrency: usize,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
         let options = SchedulerOptions::default();
         let limits = WatchLimits::default();
+        let live = LiveOptions::default();
         Self {
             scheduler: true,
             token_key_file: None,
@@ -87,6 +98,10 @@ impl Default for WatchConfig {
             max_messages_per_run: options.max_messages_per_run,
             max_per_owner: limits.max_per_owner,
             max_per_organisation: limits.max_per_org,
+            live: true,
+            live_lease_secs: live.lease.as_secs(),
+            live_max_loops: live.max_loops,
+            live_room_concurrency: live.room_concurrency,
         }
     }
 }
@@ -101,6 +116,18 @@ impl WatchConfig {
             max_concurrent: self.max_concurrent.max(1),
             max_messages_per_run: self.max_messages_per_run.max(1),
             ..SchedulerOptions::default()
+        }
+    }
+
+    /// The live loops' options (their tick is the scheduler's).
+    pub fn live_options(&self) -> LiveOptions {
+        LiveOptions {
+            tick: Duration::from_secs(self.tick_secs.max(1)),
+            lease: Duration::from_secs(self.live_lease_secs.max(3)),
+            max_loops: self.live_max_loops.max(1),
+            room_concurrency: self.live_room_concurrency.max(1),
+            max_messages_per_run: self.max_messages_per_run.max(1),
+            ..LiveOptions::default()
         }
     }
 

@@ -1,0 +1,460 @@
+//! One account's loop: `/sync` long-polls with the stored filter from the stored `since`; the
+//! rooms each answer names read forwards from their own positions by the room reader (what
+//! a room watch's run does), at most [`super::LiveOptions::room_concurrency`] at once; rooms
+//! left, banned or invited recorded (an invite is never accepted); then the new `since` and the
+//! memberships stored in one transaction, under the loop's lease.
+//!
+//! The lease is renewed every third of its length by a heartbeat beside the loop: a loop whose
+//! lease is lost (its database unreachable for longer, the watch removed or stopped, given
+//! again) stops at once, leaving the account to whoever holds it. Memory is bounded: an answer
+//! is reduced to the rooms it names ([`argus_matrix::SyncUpdate`], no event kept), and each
+//! room is read in batches by the room reader.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use argus_domain::{AccountWatch, FollowedRoom, Membership, RoomId, Scope, Viewer};
+use argus_matrix::{Session, StaticToken, SyncRequest, SyncUpdate, TokenSource};
+use argus_store::{ClaimedAccountWatch, SyncProgress};
+use futures::StreamExt as _;
+use time::OffsetDateTime;
+
+use super::LiveOptions;
+use crate::{
+    Error, Services,
+    ingest::{IngestRequest, Reach, Trigger, history_covers, ingest_room_with},
+    scheduler::{rate_limited_until, stop_reason},
+    token_keys::{AccountBinding, AccountWatchBinding, Credentials},
+};
+
+/// The longest wait between two tries after a failed `/sync` or store write.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The most upgrades followed from one listed room when the loop starts.
+const MAX_SUCCESSORS: usize = crate::ingest::MAX_UPGRADES_FOLLOWED;
+
+/// Why a loop ended.
+#[derive(Debug)]
+enum End {
+    /// The replica stops.
+    Stopped,
+    /// The lease is no longer this replica's (or the watch is gone, stopped, given again).
+    Lost,
+    /// The watch was stopped with a reason (the owner must give it again).
+    Halted(String),
+}
+
+/// Runs the loop of `claimed` until the replica stops, the lease is lost or the watch stops.
+pub(super) async fn run(
+    services: Arc<Services>,
+    options: LiveOptions,
+    claimed: ClaimedAccountWatch,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let id = claimed.watch.id;
+    let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat(Arc::clone(&services), options.clone(), id, lost_tx));
+    let end = tokio::select! {
+        end = run_loop(&services, &options, claimed) => end,
+        _ = lost.wait_for(|lost| *lost) => End::Lost,
+        _ = stop.wait_for(|stop| *stop) => End::Stopped,
+    };
+    heartbeat.abort();
+    match end {
+        End::Stopped => {
+            let replica = options.replica.clone();
+            if let Err(e) = services.with_store(move |store| store.release_account_watch(id, &replica)).await {
+                tracing::warn!(watch = id, code = e.code(), "an account watch could not be released; its lease will expire");
+            }
+        }
+        End::Lost => tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held"),
+        End::Halted(reason) => {
+            let replica = options.replica.clone();
+            let stored = reason.clone();
+            match services.with_store(move |store| store.stop_account_watch(id, &replica, &stored)).await {
+                Ok(_) => tracing::warn!(watch = id, %reason, "account watch stopped"),
+                Err(e) => tracing::warn!(watch = id, code = e.code(), "an account watch could not be stopped"),
+            }
+        }
+    }
+}
+
+/// Renews the loop's lease every third of its length; says when it is lost.
+async fn heartbeat(
+    services: Arc<Services>,
+    options: LiveOptions,
+    id: i64,
+    lost: tokio::sync::watch::Sender<bool>,
+) {
+    let mut every = tokio::time::interval((options.lease / 3).max(Duration::from_millis(100)));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let (replica, lease) = (options.replica.clone(), options.lease);
+        let renewed = services
+            .with_store(move |store| store.renew_account_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease))
+            .await;
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = lost.send(true);
+                return;
+            }
+            // The database may be back before the lease runs out: the next beat tries again.
+            Err(e) => tracing::warn!(watch = id, code = e.code(), "an account watch's lease could not be renewed"),
+        }
+    }
+}
+
+/// What a loop works with once its credentials are open.
+struct Account {
+    watch: AccountWatch,
+    owner: Viewer,
+    credentials: Credentials,
+    tokens: Arc<dyn TokenSource>,
+    session: Session,
+}
+
+/// Opens the watch's credentials and makes its session.
+async fn open(
+    services: &Arc<Services>,
+    options: &LiveOptions,
+    claimed: &ClaimedAccountWatch,
+) -> std::result::Result<Account, End> {
+    let watch = &claimed.watch;
+    let Some(keys) = &services.token_keys else { return Err(End::Stopped) };
+    if !keys.holds(&claimed.token.key_id) {
+        // Another replica may hold the key (a rotation under way): left to its lease.
+        tracing::warn!(watch = watch.id, key = %claimed.token.key_id, "an account watch is sealed under a key this replica lacks");
+        return Err(End::Lost);
+    }
+    let account = AccountBinding {
+        org: &watch.org,
+        owner: &watch.owner,
+        homeserver_url: watch.homeserver_url.as_str(),
+        user_id: &watch.user_id,
+    };
+    let credentials = match keys.open_account_watch(&claimed.token, AccountWatchBinding(account)) {
+        Ok(credentials) => credentials,
+        Err(error) => return Err(End::Halted(format!("TOKEN_UNAVAILABLE: {}", error.public_message()))),
+    };
+    let id = watch.id;
+    let shared = match services.with_store(move |store| store.account_watch_credential(id)).await {
+        Ok(shared) => shared,
+        Err(e) => {
+            tracing::warn!(watch = id, code = e.code(), "an account watch's pair could not be read");
+            return Err(End::Lost);
+        }
+    };
+    let tokens: Arc<dyn TokenSource> = match shared {
+        Some(credential) => match crate::scheduler::account_tokens(services, keys, &options.replica, credential) {
+            Ok(tokens) => Arc::new(tokens),
+            Err(error) if error.is_retryable() => return Err(End::Lost),
+            Err(error) => return Err(End::Halted(format!("TOKEN_UNAVAILABLE: {}", error.public_message()))),
+        },
+        None => Arc::new(StaticToken::new(credentials.access_token.clone())),
+    };
+    let session = Session::shared(watch.homeserver_url.clone(), Arc::clone(&tokens));
+    let owner = Viewer::new(watch.owner.clone(), watch.org.clone(), watch.classification, [Scope::Ingest, Scope::Read]);
+    Ok(Account { watch: watch.clone(), owner, credentials, tokens, session })
+}
+
+async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: ClaimedAccountWatch) -> End {
+    let account = match open(services, options, &claimed).await {
+        Ok(account) => account,
+        Err(end) => return end,
+    };
+    let watch = &account.watch;
+    let mut backoff = Duration::from_secs(1);
+    // The stored filter, made once per watch.
+    let mut filter_id = claimed.filter_id.clone();
+    let mut since = claimed.sync_token.clone();
+    let id = watch.id;
+    let mut followed: HashMap<RoomId, FollowedRoom> =
+        match services.with_store(move |store| store.followed_rooms(id)).await {
+            Ok(rooms) => rooms.into_iter().map(|room| (room.room_id.clone(), room)).collect(),
+            Err(e) => {
+                tracing::warn!(watch = id, code = e.code(), "an account watch's rooms could not be read");
+                return End::Lost;
+            }
+        };
+    let mut allowed = listed(services, &account).await;
+    loop {
+        if filter_id.is_none() {
+            match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
+                Ok(filter) => {
+                    let (replica, stored) = (options.replica.clone(), filter.clone());
+                    match services.with_store(move |store| store.set_account_watch_filter(id, &replica, &stored)).await {
+                        Ok(true) => filter_id = Some(filter),
+                        Ok(false) => return End::Lost,
+                        Err(e) => {
+                            tracing::warn!(watch = id, code = e.code(), "an account watch's filter could not be stored");
+                            wait(&mut backoff, None).await;
+                            continue;
+                        }
+                    }
+                }
+                Err(error) => match failed(&Error::from(error), &mut backoff).await {
+                    Some(end) => return end,
+                    None => continue,
+                },
+            }
+        }
+        // Rooms left to capture (just joined, or whose last read failed or stopped at its cap)
+        // make the next answer immediate, as does the first one.
+        let pending = followed.values().any(|room| room.due && room.membership == Membership::Join);
+        let timeout = if since.is_none() || pending {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(u64::from(watch.timeout_secs))
+        };
+        let request = SyncRequest { since: since.clone(), filter_id: filter_id.clone(), timeout };
+        let update = match services.connector.sync(&account.session, &request).await {
+            Ok(update) => update,
+            Err(error) => match failed(&Error::from(error), &mut backoff).await {
+                Some(end) => return end,
+                None => continue,
+            },
+        };
+        let synced_at = OffsetDateTime::now_utc();
+        let mut changes = memberships(&update, &followed, allowed.as_mut(), synced_at);
+        // What to read: rooms the answer names with new events, rooms new to the watch, and
+        // rooms still due.
+        let mut wanted: Vec<RoomId> = update
+            .joined
+            .iter()
+            .filter(|room| is_allowed(allowed.as_ref(), &room.room_id))
+            .filter(|room| {
+                room.new_events > 0
+                    || followed.get(&room.room_id).is_none_or(|f| f.membership != Membership::Join || f.due)
+            })
+            .map(|room| room.room_id.clone())
+            .collect();
+        for room in followed.values().filter(|room| room.due && room.membership == Membership::Join) {
+            if !wanted.contains(&room.room_id) && !changes.iter().any(|c| c.room_id == room.room_id) {
+                wanted.push(room.room_id.clone());
+            }
+        }
+        let outcomes: Vec<(RoomId, crate::Result<bool>)> = futures::stream::iter(wanted)
+            .map(|room| {
+                let account = &account;
+                async move {
+                    let result = capture(services, options, account, &room).await;
+                    (room, result)
+                }
+            })
+            .buffer_unordered(options.room_concurrency.max(1))
+            .collect()
+            .await;
+        for (room, outcome) in outcomes {
+            let due = match outcome {
+                Ok(complete) => !complete,
+                Err(error) => {
+                    if !matches!(error, Error::HomeserverMismatch)
+                        && let Some(reason) = stop_reason(&error)
+                    {
+                        return End::Halted(reason);
+                    }
+                    if let Error::Connector(argus_matrix::Error::RateLimited { retry_after }) = &error {
+                        wait(&mut backoff, *retry_after).await;
+                    }
+                    // A room refused for good (withheld, moved to another homeserver, left
+                    // meanwhile) waits for its next event rather than being read every answer.
+                    error.is_retryable()
+                }
+            };
+            match changes.iter_mut().find(|c| c.room_id == room) {
+                Some(change) => change.due = due,
+                None => {
+                    let before = followed.get(&room);
+                    changes.push(FollowedRoom {
+                        room_id: room.clone(),
+                        membership: Membership::Join,
+                        by: before.and_then(|f| f.by.clone()),
+                        changed_at: before.map_or(synced_at, |f| f.changed_at),
+                        due,
+                    });
+                }
+            }
+        }
+        // Unchanged rows are not written again.
+        changes.retain(|change| followed.get(&change.room_id) != Some(change));
+        let progress = SyncProgress { sync_token: update.next_batch.clone(), synced_at, rooms: changes };
+        let replica = options.replica.clone();
+        let stored = {
+            let progress = progress.clone();
+            services.with_store(move |store| store.record_sync(id, &replica, &progress)).await
+        };
+        match stored {
+            Ok(true) => {
+                backoff = Duration::from_secs(1);
+                for change in progress.rooms {
+                    followed.insert(change.room_id.clone(), change);
+                }
+                since = Some(progress.sync_token);
+            }
+            Ok(false) => return End::Lost,
+            Err(e) => {
+                // The answer is asked again from the same `since`: rooms read meanwhile find
+                // nothing new.
+                tracing::warn!(watch = id, code = e.code(), "an account watch's position could not be stored");
+                wait(&mut backoff, None).await;
+            }
+        }
+    }
+}
+
+/// The memberships an answer changes: rooms joined for the first time (due), left, banned,
+/// invited. Rooms replacing an allowed room become allowed.
+fn memberships(
+    update: &SyncUpdate,
+    followed: &HashMap<RoomId, FollowedRoom>,
+    mut allowed: Option<&mut HashSet<RoomId>>,
+    now: OffsetDateTime,
+) -> Vec<FollowedRoom> {
+    let mut changes = Vec::new();
+    for room in &update.joined {
+        if let (Some(allowed), Some(next)) = (allowed.as_deref_mut(), &room.successor)
+            && allowed.contains(&room.room_id)
+        {
+            allowed.insert(next.clone());
+        }
+    }
+    let allowed = allowed.as_deref();
+    for room in &update.joined {
+        if !is_allowed(allowed, &room.room_id) {
+            continue;
+        }
+        if followed.get(&room.room_id).is_none_or(|f| f.membership != Membership::Join) {
+            changes.push(FollowedRoom {
+                room_id: room.room_id.clone(),
+                membership: Membership::Join,
+                by: None,
+                changed_at: now,
+                due: true,
+            });
+        }
+    }
+    for room in &update.left {
+        if followed.contains_key(&room.room_id) || is_allowed(allowed, &room.room_id) {
+            changes.push(FollowedRoom {
+                room_id: room.room_id.clone(),
+                membership: room.membership,
+                by: room.by.clone(),
+                changed_at: room.at.unwrap_or(now),
+                due: false,
+            });
+        }
+    }
+    for room in &update.invited {
+        let known = followed.get(&room.room_id).is_some_and(|f| f.membership == Membership::Invite);
+        if !known && is_allowed(allowed, &room.room_id) {
+            changes.push(FollowedRoom {
+                room_id: room.room_id.clone(),
+                membership: Membership::Invite,
+                by: room.inviter.clone(),
+                changed_at: room.at.unwrap_or(now),
+                due: false,
+            });
+        }
+    }
+    changes
+}
+
+fn is_allowed(allowed: Option<&HashSet<RoomId>>, room: &RoomId) -> bool {
+    allowed.is_none_or(|allowed| allowed.contains(room))
+}
+
+/// The rooms a watch that lists rooms follows: those listed and the rooms that replaced them
+/// (as the archive holds them); `None` for every joined room.
+async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<RoomId>> {
+    let rooms = account.watch.rooms.clone()?;
+    let mut allowed: HashSet<RoomId> = rooms.iter().cloned().collect();
+    for room in rooms {
+        let mut next = Some(room);
+        for _ in 0..MAX_SUCCESSORS {
+            let Some(room) = next.take() else { break };
+            let owner = account.owner.clone();
+            next = match services.with_store(move |store| store.room(&owner, &room)).await {
+                Ok(Some(stored)) => stored.successor,
+                _ => None,
+            };
+            if let Some(successor) = &next
+                && !allowed.insert(successor.clone())
+            {
+                break;
+            }
+        }
+    }
+    Some(allowed)
+}
+
+/// Reads `room` forwards from its stored position (the first time: its history, as the
+/// watch's start date says) as a run of the watch's owner; whether it read to the end (its
+/// cap did not stop it and its history is complete as far back as the watch wants).
+async fn capture(
+    services: &Arc<Services>,
+    options: &LiveOptions,
+    account: &Account,
+    room: &RoomId,
+) -> crate::Result<bool> {
+    let watch = &account.watch;
+    let request = IngestRequest {
+        homeserver_url: watch.homeserver_url.as_str().to_owned(),
+        access_token: account.credentials.access_token.clone(),
+        account: None,
+        refresh_token: None,
+        oauth_client_id: None,
+        since: watch.since,
+        room_id: room.as_str().to_owned(),
+        classification: watch.classification,
+        max_messages: Some(i64::from(options.max_messages_per_run)),
+        recovery_key: account
+            .credentials
+            .recovery_key
+            .as_ref()
+            .map(|key| argus_domain::Secret::new(key.expose_secret())),
+        reach: Reach::Current,
+        trigger: Trigger::Scheduled,
+        follow_upgrades: false,
+    };
+    let mut on_page = |_: &argus_domain::FetchReport| {};
+    let tokens = Arc::clone(&account.tokens).into();
+    let summary = ingest_room_with(services, &account.owner, request, tokens, &mut on_page).await?;
+    Ok(!summary.report.truncated && history_covers(&summary.room, watch.since))
+}
+
+/// What a failed `/sync` (or filter upload) does: the watch stops when nothing can succeed
+/// until its owner gives it again; otherwise the loop waits (what a rate limit asked, or a
+/// growing backoff) and tries again.
+async fn failed(error: &Error, backoff: &mut Duration) -> Option<End> {
+    if let Some(reason) = stop_reason(error) {
+        return Some(End::Halted(reason));
+    }
+    tracing::warn!(code = error.code(), error = %error.public_message(), "an account's /sync failed; trying again");
+    let asked = match error {
+        Error::Connector(argus_matrix::Error::RateLimited { retry_after }) => *retry_after,
+        _ => None,
+    };
+    wait(backoff, asked).await;
+    None
+}
+
+/// Waits what a rate limit asked (bounded), or the backoff, which then doubles.
+async fn wait(backoff: &mut Duration, asked: Option<Duration>) {
+    let pause = match asked {
+        Some(asked) => match rate_limited_until(asked) {
+            Some(until) => {
+                let left = until - OffsetDateTime::now_utc();
+                Duration::try_from(left).unwrap_or(*backoff)
+            }
+            None => *backoff,
+        },
+        None => *backoff,
+    };
+    tokio::time::sleep(pause).await;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
