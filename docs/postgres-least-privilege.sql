@@ -19,8 +19,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM argus_app;
 GRANT USAGE ON SCHEMA public TO argus_app;
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON rooms, messages, message_counts, message_versions, message_redactions, version_redactions, outbox,
-       ingestion_runs, watches, account_credentials, pending_edits, pending_redactions, attachments,
-       media_blobs
+       ingestion_runs, watches, account_credentials, account_watches, account_watch_rooms, pending_edits,
+       pending_redactions, attachments, media_blobs
     TO argus_app;
 GRANT SELECT, INSERT ON ingestions TO argus_app;
 -- The transparency log, like the audit trail: appended to, never rewritten.

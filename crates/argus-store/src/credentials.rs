@@ -1,8 +1,9 @@
 //! Account credentials: the sealed refresh-token pair of one account's Matrix session, kept once
 //! per (organisation, owner, homeserver, Matrix user) and referred to by every watch of that
-//! account that was given a refresh token (`watches.credential_id`). A renewal holds the row's
-//! own short lease (one holder string per renewer) only while it renews, and stores the new pair
-//! by compare-and-swap under that lease; every watch and every replica then reads the one pair.
+//! account that was given a refresh token (`watches.credential_id`, and an account watch's
+//! `account_watches.credential_id`). A renewal holds the row's own short lease (one holder
+//! string per renewer) only while it renews, and stores the new pair by compare-and-swap under
+//! that lease; every watch and every replica then reads the one pair.
 
 use argus_domain::{ActorId, OrgId, SealedToken, to_unix_ms};
 use diesel::{
@@ -131,12 +132,14 @@ pub(crate) fn keep(conn: &mut DbConn, new: &NewCredential, now: OffsetDateTime) 
     Ok(sql.build().get_result::<Id>(conn)?.id)
 }
 
-/// Removes `org`'s credentials no watch refers to any more (its last watch removed, or given
-/// again without a refresh token): a refresh token is not kept for nothing.
+/// Removes `org`'s credentials no watch of either kind (room watch, account watch) refers to any
+/// more (its last watch removed, or given again without a refresh token): a refresh token is not
+/// kept for nothing.
 pub(crate) fn drop_orphans(conn: &mut DbConn, org: &OrgId) -> Result<usize> {
     let mut sql = Sql::new(conn.backend());
     sql.push("DELETE FROM account_credentials WHERE org_id = ").bind::<Text, _>(org.as_str().to_owned());
     sql.push(" AND id NOT IN (SELECT credential_id FROM watches WHERE credential_id IS NOT NULL)");
+    sql.push(" AND id NOT IN (SELECT credential_id FROM account_watches WHERE credential_id IS NOT NULL)");
     Ok(sql.build().execute(conn)?)
 }
 
@@ -153,11 +156,23 @@ impl Store {
     /// The credential watch `watch_id` refers to; `None` when it keeps its own token (or is
     /// gone).
     pub fn watch_credential(&self, watch_id: i64) -> Result<Option<StoredCredential>> {
+        self.referred_by("watches", watch_id)
+    }
+
+    /// The credential account watch `watch_id` refers to (its account's refresh-token pair);
+    /// `None` when it was given none (or is gone).
+    pub fn account_watch_credential(&self, watch_id: i64) -> Result<Option<StoredCredential>> {
+        self.referred_by("account_watches", watch_id)
+    }
+
+    /// The credential the row `watch_id` of `table` (`watches` or `account_watches`) refers to.
+    fn referred_by(&self, table: &'static str, watch_id: i64) -> Result<Option<StoredCredential>> {
         let mut pooled = self.conn()?;
         let conn: &mut DbConn = &mut pooled;
         let mut sql = Sql::new(conn.backend());
         sql.push("SELECT ").push(COLUMNS).push(" FROM account_credentials WHERE id = ");
-        sql.push("(SELECT credential_id FROM watches WHERE id = ").bind::<BigInt, _>(watch_id).push(")");
+        sql.push("(SELECT credential_id FROM ").push(table).push(" WHERE id = ");
+        sql.bind::<BigInt, _>(watch_id).push(")");
         Ok(load(conn, sql)?.into_iter().next())
     }
 

@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod account_watch;
 mod ahead;
 mod attachments;
 mod audit;
@@ -53,6 +54,10 @@ pub use self::attachments::{BlobVerdict, Download, FetchOutcome, MediaJob, NewBl
 #[cfg(feature = "testing")]
 pub use self::testing::IngestionResult;
 pub use self::{
+    account_watch::{
+        ClaimedAccountWatch, MAX_FILTER_ID_LEN, MAX_SYNC_TIMEOUT_SECS, MAX_SYNC_TOKEN_LEN, MAX_WATCHED_ROOMS,
+        SealedAccountWatchToken, SyncProgress,
+    },
     audit::{AuditKey, ChainHead, ChainVerification, GENESIS},
     credentials::{NewCredential, StoredCredential},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},

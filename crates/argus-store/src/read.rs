@@ -114,9 +114,38 @@ impl Gate {
     /// a room the viewer may not see).
     pub(crate) fn apply_watch(&self, sql: &mut Sql<'_>, alias: &str) {
         self.apply(sql, alias);
-        sql.push(" AND NOT EXISTS (SELECT 1 FROM rooms gr WHERE gr.org_id = ").push(alias);
-        sql.push(".org_id AND gr.room_id = ").push(alias).push(".room_id AND gr.classification > ");
+        sql.push(" AND NOT ");
+        self.push_withheld_room(sql, &format!("{alias}.org_id"), &format!("{alias}.room_id"));
+    }
+
+    /// Appends `EXISTS (…)`: true when the room `room` (an SQL expression) is stored in the
+    /// organisation `org` (an SQL expression) above the clearance. What refers to rooms without
+    /// carrying their level (a watch's room, an account watch's followed rooms) is kept from
+    /// showing a withheld room by `NOT` this.
+    pub(crate) fn push_withheld_room(&self, sql: &mut Sql<'_>, org: &str, room: &str) {
+        sql.push("EXISTS (SELECT 1 FROM rooms gr WHERE gr.org_id = ").push(org);
+        sql.push(" AND gr.room_id = ").push(room).push(" AND gr.classification > ");
         sql.bind::<SmallInt, _>(self.clearance).push(")");
+    }
+
+    /// Which of `room_ids` the organisation stores above the clearance (the rooms listed by an
+    /// account watch that a viewer must not be shown).
+    pub(crate) fn withheld_rooms(
+        &self,
+        conn: &mut DbConn,
+        room_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut withheld = std::collections::HashSet::new();
+        for chunk in room_ids.chunks(1_000) {
+            let found: Vec<String> = rooms::table
+                .filter(rooms::org_id.eq(&self.org))
+                .filter(rooms::classification.gt(self.clearance))
+                .filter(rooms::room_id.eq_any(chunk))
+                .select(rooms::room_id)
+                .load(conn)?;
+            withheld.extend(found);
+        }
+        Ok(withheld)
     }
 
     /// The rooms the gate lets through, as a typed query (the columns are checked by the

@@ -437,6 +437,75 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// Watched accounts (live capture): every joined room of one Matrix account (or the listed
+    /// ones) kept current by one `/sync` loop, run by one replica at a time under a lease.
+    account_watches (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// Who watches (the loop's runs are audited as theirs).
+        owner -> Text,
+        /// Where the account lives.
+        homeserver_url -> Text,
+        /// The Matrix user the token belongs to (`whoami`).
+        user_id -> Text,
+        /// Classification rank of every room captured.
+        classification -> SmallInt,
+        /// The long-poll timeout of each `/sync`, in seconds.
+        timeout_secs -> BigInt,
+        /// Only these rooms, a JSON array of room ids (`NULL`: every joined room).
+        rooms -> Nullable<Text>,
+        /// A room's history is captured from this time, UTC ms.
+        history_since -> Nullable<BigInt>,
+        /// Which key sealed the credentials.
+        token_key_id -> Text,
+        /// The credentials' nonce, base64.
+        token_nonce -> Text,
+        /// The credentials' ciphertext and tag, base64.
+        token_ciphertext -> Text,
+        /// Whether the sealed credentials hold a recovery key.
+        decrypts -> Bool,
+        /// The account credential holding its refresh-token pair (`NULL`: none).
+        credential_id -> Nullable<BigInt>,
+        /// `ACTIVE`, `PAUSED`, `ACCOUNT_EXPIRED` or `ACCOUNT_LOCKED`.
+        status -> Text,
+        /// Why it is not run.
+        status_reason -> Nullable<Text>,
+        /// Where the next `/sync` resumes (`since`).
+        sync_token -> Nullable<Text>,
+        /// The stored `/sync` filter's id.
+        filter_id -> Nullable<Text>,
+        /// When its last `/sync` answered and was stored, UTC ms.
+        last_sync_at -> Nullable<BigInt>,
+        /// Creation, UTC ms.
+        created_at -> BigInt,
+        /// The replica running its loop.
+        lease_owner -> Nullable<Text>,
+        /// Until when that replica holds it, UTC ms.
+        lease_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The rooms an account watch follows or followed, with the account's membership.
+    account_watch_rooms (watch_id, room_id) {
+        /// The account watch.
+        watch_id -> BigInt,
+        /// The Matrix room id.
+        room_id -> Text,
+        /// `JOIN`, `LEAVE`, `BAN` or `INVITE`.
+        membership -> Text,
+        /// Who changed it (the inviter, who kicked or banned).
+        by_user -> Nullable<Text>,
+        /// When it changed, UTC ms.
+        changed_at -> BigInt,
+        /// The room still has to be captured.
+        due -> Bool,
+    }
+}
+
+diesel::table! {
     /// The fusion outbox: one row per successful ingestion, relayed in id order.
     outbox (id) {
         /// Storage id and relay order.
@@ -531,4 +600,6 @@ diesel::table! {
 }
 
 diesel::joinable!(message_versions -> messages (message_pk));
+diesel::joinable!(account_watch_rooms -> account_watches (watch_id));
 diesel::allow_tables_to_appear_in_same_query!(rooms, messages, message_counts, message_versions);
+diesel::allow_tables_to_appear_in_same_query!(account_watches, account_watch_rooms);

@@ -287,8 +287,8 @@ fn a_chain_keyed_from_a_boundary_verifies_with_it(db: &TestDb) {
 }
 
 /// The documented least-privilege setup (`docs/postgres-least-privilege.sql`): the server's
-/// role works (a large ingestion too), and cannot drop or disable the audit triggers, update or
-/// delete audit records, or truncate the trail.
+/// role works (a large ingestion, room and account watches too), and cannot drop or disable the
+/// audit triggers, update or delete audit records, or truncate the trail.
 #[test]
 fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
     let Some(db) = crate::support::postgres() else { return };
@@ -357,6 +357,43 @@ fn postgres_least_privilege_role_cannot_touch_the_audit_trail() {
         app.upsert_account_watch(&v, &new, Some(&credential), argus_store::WatchCaps::default()).unwrap();
     assert!(app.watch_credential(watch.id).unwrap().is_some());
     assert!(app.remove_watch(&v, &room).unwrap());
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_credentials"), 0);
+
+    // Account watches too (live capture): created with the account's pair, claimed, synced
+    // with the rooms they follow, and removed with them.
+    let account = argus_domain::NewAccountWatch {
+        owner: v.actor.clone(),
+        org: v.org.clone(),
+        homeserver_url: "https://matrix.agent.tchap.gouv.fr".parse().unwrap(),
+        user_id: "@analyst:agent.tchap.gouv.fr".into(),
+        classification: Restricted,
+        timeout_secs: 30,
+        rooms: None,
+        token: sealed("dG9rZW4"),
+        decrypts: false,
+        since: None,
+    };
+    let live = app
+        .upsert_account_sync_watch(&v, &account, Some(&credential), argus_store::WatchCaps::default())
+        .unwrap();
+    let lease = std::time::Duration::from_secs(60);
+    assert_eq!(app.claim_account_watches("replica-a", now(), lease, 10).unwrap().len(), 1);
+    assert!(app.renew_account_watch_lease(live.id, "replica-a", now(), lease).unwrap());
+    assert!(app.set_account_watch_filter(live.id, "replica-a", "filter-1").unwrap());
+    let joined = argus_domain::FollowedRoom {
+        room_id: "!lp:x.org".parse().unwrap(),
+        membership: argus_domain::Membership::Join,
+        by: None,
+        changed_at: now(),
+        due: false,
+    };
+    let progress =
+        argus_store::SyncProgress { sync_token: "s1".into(), synced_at: now(), rooms: vec![joined] };
+    assert!(app.record_sync(live.id, "replica-a", &progress).unwrap());
+    assert_eq!(app.account_watch(&v, live.id).unwrap().map(|w| w.room_count), Some(1));
+    assert!(app.account_watch_credential(live.id).unwrap().is_some());
+    assert!(app.remove_account_watch(&v, live.id).unwrap());
+    assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_watch_rooms"), 0);
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_credentials"), 0);
 
     // A large ingestion: its search vectors are computed ahead on a second connection, and the

@@ -13,7 +13,7 @@ pub(crate) const SQLITE: EmbeddedMigrations = embed_migrations!("../../migration
 pub(crate) const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 10] = [
+const TENANT_TABLES: [&str; 11] = [
     "rooms",
     "messages",
     "message_counts",
@@ -24,6 +24,7 @@ const TENANT_TABLES: [&str; 10] = [
     "outbox",
     "attachments",
     "account_credentials",
+    "account_watches",
 ];
 
 #[derive(Debug, QueryableByName)]

@@ -1,0 +1,2 @@
+DROP TABLE account_watch_rooms;
+DROP TABLE account_watches;
