@@ -343,7 +343,7 @@ fn memberships(
             changes.push(FollowedRoom {
                 room_id: room.room_id.clone(),
                 membership: room.membership,
-                by: room.by.clone(),
+                by: who(room.by.as_deref()),
                 changed_at: room.at.unwrap_or(now),
                 due: false,
             });
@@ -355,13 +355,19 @@ fn memberships(
             changes.push(FollowedRoom {
                 room_id: room.room_id.clone(),
                 membership: Membership::Invite,
-                by: room.inviter.clone(),
+                by: who(room.inviter.as_deref()),
                 changed_at: room.at.unwrap_or(now),
                 due: false,
             });
         }
     }
     changes
+}
+
+/// Who a homeserver says changed a membership, kept when it can be a Matrix user id (at most
+/// 255 bytes, as the specification bounds them): a longer or empty name is not kept.
+fn who(by: Option<&str>) -> Option<String> {
+    by.filter(|by| !by.is_empty() && by.len() <= 255).map(str::to_owned)
 }
 
 fn is_allowed(allowed: Option<&HashSet<RoomId>>, room: &RoomId) -> bool {
