@@ -14,7 +14,7 @@ use std::time::Duration;
 use argus_domain::{Membership, RoomId};
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId, UserId,
-    api::client::sync::sync_events::v3::State,
+    api::client::sync::sync_events::v3::{Rooms, State},
     events::{
         StrippedStateEvent,
         room::{
@@ -150,13 +150,7 @@ impl Connector {
         )
         .await?;
         let rooms = &response.rooms;
-        for (what, count) in
-            [("joined rooms", rooms.join.len()), ("left rooms", rooms.leave.len()), ("invited rooms", rooms.invite.len())]
-        {
-            if count > MAX_JOINED_ROOMS {
-                return Err(Error::BudgetExceeded { what, limit: MAX_JOINED_ROOMS as u64 });
-            }
-        }
+        check_counts(rooms)?;
         let own = if rooms.leave.is_empty() && rooms.invite.is_empty() {
             None
         } else {
@@ -226,6 +220,20 @@ fn is_position(token: &str) -> bool {
 /// whole filter definition (JSON).
 fn is_filter_id(id: &str) -> bool {
     is_position(id) && !id.starts_with('{')
+}
+
+/// Refuses an answer with more than [`MAX_JOINED_ROOMS`] rooms in a section.
+fn check_counts(rooms: &Rooms) -> Result<()> {
+    for (what, count) in [
+        ("joined rooms", rooms.join.len()),
+        ("left rooms", rooms.leave.len()),
+        ("invited rooms", rooms.invite.len()),
+    ] {
+        if count > MAX_JOINED_ROOMS {
+            return Err(Error::BudgetExceeded { what, limit: MAX_JOINED_ROOMS as u64 });
+        }
+    }
+    Ok(())
 }
 
 /// Reduces an answer to what the loop needs. `own` is the account (needed when the answer has
@@ -316,12 +324,18 @@ fn event_type<T>(event: &Raw<T>) -> Option<String> {
     event.get_field::<String>("type").ok().flatten()
 }
 
-/// The replacement room of the first `m.room.tombstone` of `events` (newest first): `Err` when
-/// the event is not a valid tombstone. Only its content is read (any state event, timeline or
-/// stripped, has it).
+/// The replacement room of the first `m.room.tombstone` (state key `""`) of `events` (newest
+/// first): `Err` when the event is not a valid tombstone. Only its sender, state key and content
+/// are read (any state event, timeline or stripped, has them).
 fn successor<'a, T: 'a>(mut events: impl Iterator<Item = &'a Raw<T>>) -> Option<Result<OwnedRoomId, ()>> {
-    events.find(|e| event_type(e).as_deref() == Some("m.room.tombstone")).and_then(|event| {
-        match event.deserialize_as_unchecked::<StrippedStateEvent<PossiblyRedactedRoomTombstoneEventContent>>() {
+    let is_tombstone = |e: &&Raw<T>| {
+        event_type(e).as_deref() == Some("m.room.tombstone")
+            && e.get_field::<String>("state_key").ok().flatten().is_some_and(|k| k.is_empty())
+    };
+    events.find(is_tombstone).and_then(|event| {
+        match event
+            .deserialize_as_unchecked::<StrippedStateEvent<PossiblyRedactedRoomTombstoneEventContent>>()
+        {
             // A redacted tombstone names no room.
             Ok(tombstone) => tombstone.content.replacement_room.map(Ok),
             Err(_) => Some(Err(())),
@@ -361,7 +375,11 @@ fn own_membership<'a, T: 'a>(
             .flatten()
             .and_then(|ts| i64::try_from(u64::from(ts.get())).ok())
             .and_then(|ms| argus_domain::from_unix_ms(ms).ok());
-        return Some(OwnMembership { membership: member.content.membership, sender: member.sender.into(), at });
+        return Some(OwnMembership {
+            membership: member.content.membership,
+            sender: member.sender.into(),
+            at,
+        });
     }
     None
 }
@@ -377,7 +395,8 @@ mod tests {
 
     fn answer(body: &Value) -> sync_events::Response {
         let body = body.to_string();
-        let response = http::Response::builder().status(200).body(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let response =
+            http::Response::builder().status(200).body(body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         sync_events::Response::try_from_http_response(response).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -405,16 +424,22 @@ mod tests {
             "!b:a.fr": {"timeline": {"events": [event("m.room.message", 1), event("m.room.message", 2)],
                                      "limited": true, "prev_batch": "t1"}},
             "!a:a.fr": {"timeline": {"events": [tombstone("!new:a.fr", 3)]}},
-            "!c:a.fr": {"state": {"events": [tombstone("!later:a.fr", 4)]}, "timeline": {"events": []}},
+            "!c:a.fr": {"state": {"events": [tombstone("!later:a.fr", 4)]}, "timeline": {"events": [
+                // Not the room's tombstone (a state key).
+                {"type": "m.room.tombstone", "state_key": "x", "sender": "@a:a.fr", "content": {"replacement_room": "!x:a.fr"}},
+            ]}},
         }}}));
         assert_eq!(update.next_batch, "s2");
-        assert_eq!(update.events, 3);
+        assert_eq!(update.events, 4);
         let rooms: Vec<_> = update.joined.iter().map(|r| r.room_id.as_str()).collect();
         assert_eq!(rooms, ["!a:a.fr", "!b:a.fr", "!c:a.fr"]);
         let [a, b, c] = &update.joined[..] else { panic!("{update:?}") };
         assert_eq!(a.successor.as_ref().map(RoomId::as_str), Some("!new:a.fr"));
-        assert_eq!((b.new_events, b.limited, b.prev_batch.as_deref(), b.successor.as_ref()), (2, true, Some("t1"), None));
-        assert_eq!((c.new_events, c.successor.as_ref().map(RoomId::as_str)), (0, Some("!later:a.fr")));
+        assert_eq!(
+            (b.new_events, b.limited, b.prev_batch.as_deref(), b.successor.as_ref()),
+            (2, true, Some("t1"), None)
+        );
+        assert_eq!((c.new_events, c.successor.as_ref().map(RoomId::as_str)), (1, Some("!later:a.fr")));
         assert_eq!(update.malformed_skipped, 0);
     }
 
@@ -462,7 +487,11 @@ mod tests {
             .collect();
         assert_eq!(
             invited,
-            [("!i:a.fr", Some("@a:a.fr"), Some(7)), ("!j:a.fr", Some("@a:a.fr"), None), ("!k:a.fr", None, None)]
+            [
+                ("!i:a.fr", Some("@a:a.fr"), Some(7)),
+                ("!j:a.fr", Some("@a:a.fr"), None),
+                ("!k:a.fr", None, None)
+            ]
         );
     }
 
@@ -486,6 +515,20 @@ mod tests {
     }
 
     #[test]
+    fn each_section_is_bounded() {
+        let mut rooms = Rooms::new();
+        let id = |i: usize| OwnedRoomId::try_from(format!("!r{i}:a.fr")).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..MAX_JOINED_ROOMS {
+            rooms.join.insert(id(i), Default::default());
+            rooms.leave.insert(id(i), Default::default());
+        }
+        assert!(check_counts(&rooms).is_ok());
+        rooms.leave.insert(id(MAX_JOINED_ROOMS), Default::default());
+        let err = check_counts(&rooms).unwrap_err();
+        assert!(matches!(err, Error::BudgetExceeded { what: "left rooms", limit: 10_000 }), "{err:?}");
+    }
+
+    #[test]
     fn a_position_that_cannot_be_sent_back_is_refused() {
         for next_batch in [String::new(), "s".repeat(MAX_POSITION_LEN + 1), "s\n1".into()] {
             let err = reduce(answer(&json!({"next_batch": next_batch})), None).unwrap_err();
@@ -497,7 +540,9 @@ mod tests {
             timeout: Duration::from_secs(timeout),
         };
         assert!(request(Some("s1"), Some("0"), 300).check().is_ok());
-        for bad in [request(Some(""), None, 0), request(None, Some("{\"room\":{}}"), 0), request(None, None, 301)] {
+        for bad in
+            [request(Some(""), None, 0), request(None, Some("{\"room\":{}}"), 0), request(None, None, 301)]
+        {
             assert_eq!(bad.check().unwrap_err().code(), "INVALID_INPUT", "{bad:?}");
         }
     }

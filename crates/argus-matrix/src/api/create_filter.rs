@@ -37,7 +37,8 @@ pub(crate) const STATE_TYPES: &[&str] = &[
 
 /// The message-like events the archive keeps (the normaliser's): reactions, receipts, typing
 /// and the rest do not wake the loop up.
-pub(crate) const MESSAGE_TYPES: &[&str] = &["m.room.message", "m.room.encrypted", "m.room.redaction", "m.sticker"];
+pub(crate) const MESSAGE_TYPES: &[&str] =
+    &["m.room.message", "m.room.encrypted", "m.room.redaction", "m.sticker"];
 
 /// The fields of each event the answer keeps: what the live loop reads (who changed whose
 /// membership to what and when, where a room was upgraded to). Bodies are left out: the rooms
@@ -66,23 +67,30 @@ pub(crate) fn archive_filter() -> FilterDefinition {
     let mut timeline = RoomEventFilter::empty();
     timeline.types = Some(owned(MESSAGE_TYPES).into_iter().chain(owned(STATE_TYPES)).collect());
     timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
-    timeline.lazy_load_options = lazy.clone();
+    timeline.lazy_load_options = lazy;
 
     let mut state = RoomEventFilter::empty();
     state.types = Some(owned(STATE_TYPES));
     state.lazy_load_options = lazy;
 
+    // No type at all (`*`).
+    let none = || vec!["*".to_owned()];
+    let mut no_room_events = RoomEventFilter::empty();
+    no_room_events.not_types = none();
+    let mut no_events = Filter::empty();
+    no_events.not_types = none();
+
     let mut room = RoomFilter::empty();
     room.timeline = timeline;
     room.state = state;
-    room.ephemeral = RoomEventFilter::ignore_all();
-    room.account_data = RoomEventFilter::ignore_all();
+    room.ephemeral = no_room_events.clone();
+    room.account_data = no_room_events;
     room.include_leave = false;
 
     let mut filter = FilterDefinition::empty();
     filter.event_fields = Some(owned(EVENT_FIELDS));
-    filter.presence = Filter::ignore_all();
-    filter.account_data = Filter::ignore_all();
+    filter.presence = no_events.clone();
+    filter.account_data = no_events;
     filter.room = room;
     filter
 }
@@ -111,12 +119,16 @@ mod tests {
         assert_eq!(room["timeline"]["lazy_load_members"], json!(true));
         assert_eq!(room["state"]["lazy_load_members"], json!(true));
         let types = room["timeline"]["types"].as_array().cloned().unwrap_or_default();
-        for kept in ["m.room.message", "m.room.encrypted", "m.room.redaction", "m.sticker", "m.room.tombstone"] {
+        for kept in
+            ["m.room.message", "m.room.encrypted", "m.room.redaction", "m.sticker", "m.room.tombstone"]
+        {
             assert!(types.contains(&json!(kept)), "{kept}");
         }
         assert!(!types.contains(&json!("m.reaction")));
         assert!(room["state"]["types"].as_array().is_some_and(|t| t.contains(&json!("m.room.create"))));
-        for excluded in [&filter["presence"], &filter["account_data"], &room["ephemeral"], &room["account_data"]] {
+        for excluded in
+            [&filter["presence"], &filter["account_data"], &room["ephemeral"], &room["account_data"]]
+        {
             assert_eq!(excluded["not_types"], json!(["*"]), "{filter}");
         }
         assert!(room.get("include_leave").is_none_or(|v| v == &json!(false)));
