@@ -1,6 +1,7 @@
 //! The Client-Server API calls the connector makes, one module per endpoint (named after
 //! Ruma's), each opening with its method, path and specification section.
 
+pub(crate) mod create_filter;
 pub(crate) mod download_media;
 pub(crate) mod get_authorization_server_metadata;
 pub(crate) mod get_backup_keys_for_room;
@@ -17,4 +18,5 @@ pub(crate) mod media_proxy_download;
 pub(crate) mod oauth_refresh;
 pub(crate) mod refresh_token;
 pub(crate) mod send_message_event;
+pub(crate) mod sync_events;
 pub(crate) mod whoami;

@@ -14,6 +14,7 @@ mod normalise;
 mod policy;
 mod send;
 mod session;
+mod sync;
 mod transport;
 
 pub use argus_crypto::megolm::Undecryptable;
@@ -26,3 +27,7 @@ pub use error::{Error, Result};
 pub use media::{MAX_REDIRECTS, MediaCapabilities, MediaDownload, MediaLimits};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};
 pub use session::{PairKeeper, RefreshingTokens, Session, StaticToken, TokenPair, TokenSource};
+pub use sync::{
+    InvitedRoom, JoinedRoomUpdate, LeftRoom, MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_TIMEOUT, SyncRequest,
+    SyncUpdate,
+};

@@ -30,7 +30,8 @@ pub(crate) struct HttpClient {
     https: reqwest::Client,
     plain: reqwest::Client,
     /// Clients for files, whose bodies may take longer than a request may: no overall timeout
-    /// (the body's idle timeout and minimum rate bound them instead).
+    /// (the body's idle timeout and minimum rate bound them instead); and for long-polls, each
+    /// request given its own timeout ([`RequestBounds`]).
     media_https: reqwest::Client,
     media_plain: reqwest::Client,
     pub(crate) policy: Arc<OutboundPolicy>,
@@ -39,11 +40,25 @@ pub(crate) struct HttpClient {
 }
 
 /// The requests of one call: the session (where, with which token), how to reach the
-/// homeserver, until when.
+/// homeserver, until when, and the bounds of each request when they are not the configured ones.
 pub(crate) struct Target<'a> {
     pub(crate) session: &'a Session,
     pub(crate) transport: Transport,
     pub(crate) deadline: Instant,
+    /// `None`: the configured request timeout and body cap.
+    pub(crate) bounds: Option<RequestBounds>,
+}
+
+/// The bounds of each request of a call that are not the configured ones: a long-poll
+/// (`/sync`), which the homeserver holds open up to its own timeout and may answer with more
+/// than a page of messages.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestBounds {
+    /// Time allowed for one request, from connecting to the last byte of the body (the
+    /// configured idle read timeout does not apply: a long-poll is silent until it answers).
+    pub(crate) timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub(crate) max_response_bytes: usize,
 }
 
 impl HttpClient {
@@ -85,7 +100,8 @@ impl HttpClient {
     }
 
     /// The client for files reached over `transport`: redirects not followed, addresses
-    /// checked by the policy resolver, no overall timeout.
+    /// checked by the policy resolver, no overall or idle read timeout (a request of a
+    /// long-poll sets its own).
     pub(crate) fn media_client(&self, transport: Transport) -> &reqwest::Client {
         match transport {
             Transport::Https => &self.media_https,
@@ -98,7 +114,18 @@ impl HttpClient {
     pub(crate) fn target<'a>(&self, session: &'a Session, within: Duration) -> Result<Target<'a>> {
         session.access_token()?;
         let transport = self.policy.check_url(&session.homeserver().url())?;
-        Ok(Target { session, transport, deadline: Instant::now() + within })
+        Ok(Target { session, transport, deadline: Instant::now() + within, bounds: None })
+    }
+
+    /// Like [`HttpClient::target`], each request of the call held to `bounds` instead of the
+    /// configured request timeout and body cap (a long-poll).
+    pub(crate) fn target_with<'a>(
+        &self,
+        session: &'a Session,
+        within: Duration,
+        bounds: RequestBounds,
+    ) -> Result<Target<'a>> {
+        Ok(Target { bounds: Some(bounds), ..self.target(session, within)? })
     }
 
     /// Sends a request with the session's current token, retrying rate limits, server errors
@@ -239,10 +266,17 @@ impl HttpClient {
     where
         T: IncomingResponseExt<EndpointError = MatrixError>,
     {
-        let request = reqwest::Request::try_from(http_request)
+        let mut request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
-        let response =
-            self.fetch(self.client(target.transport), request, target.deadline, "homeserver").await?;
+        let (client, limit) = match target.bounds {
+            // The client without an overall or idle read timeout, this request's own instead.
+            Some(bounds) => {
+                *request.timeout_mut() = Some(bounds.timeout);
+                (self.media_client(target.transport), bounds.max_response_bytes)
+            }
+            None => (self.client(target.transport), self.config.max_response_bytes),
+        };
+        let response = self.fetch(client, request, target.deadline, "homeserver", limit).await?;
         let status = response.status();
         let (head, body) = response.into_parts();
         T::try_from_http_response(http::Response::from_parts(head, body.as_slice())).map_err(|e| match e {
@@ -272,19 +306,19 @@ impl HttpClient {
         };
         let request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
-        self.fetch(client, request, deadline, "auth server").await
+        self.fetch(client, request, deadline, "auth server", self.config.max_response_bytes).await
     }
 
     /// Sends `request` through `client`: a redirect refused (as `who`'s answer), the body read
-    /// up to the configured cap, all before `deadline`.
+    /// up to `limit` bytes, all before `deadline`.
     async fn fetch(
         &self,
         client: &reqwest::Client,
         request: reqwest::Request,
         deadline: Instant,
         who: &str,
+        limit: usize,
     ) -> Result<http::Response<Vec<u8>>> {
-        let limit = self.config.max_response_bytes;
         let exchange = async {
             let mut response = client.execute(request).await.map_err(map_reqwest)?;
             let status = response.status();

@@ -315,7 +315,7 @@ impl RefreshingTokens {
         let session = Session::with_token(self.homeserver.clone(), current);
         let transport = client.policy.check_url(&self.homeserver.url())?;
         let deadline = tokio::time::Instant::now() + RENEWAL_DEADLINE;
-        let target = Target { session: &session, transport, deadline };
+        let target = Target { session: &session, transport, deadline, bounds: None };
         let known = self.route.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let route = match known {
             Some(route) => route,

@@ -17,3 +17,5 @@ mod session;
 mod synapse;
 mod synapse_media;
 mod synapse_rooms;
+mod synapse_sync;
+mod sync_faults;
