@@ -33,9 +33,9 @@ pub struct WatchTchapAccountInput {
     pub recovery_key: Option<String>,
     /// Classification of every room captured. Must not exceed the caller's clearance.
     pub classification: GqlClassification,
-    #[graphql(description = "Only these rooms; null means every joined room.")]
+    /// Only these rooms; null means every joined room.
     pub rooms: Option<Vec<String>>,
-    #[graphql(description = "Long-poll timeout in seconds.")]
+    /// Long-poll timeout in seconds.
     pub interval: Option<i32>,
     /// A room's history is captured from this time (timestamp_to_event) instead of its creation.
     pub since: Option<DateTime>,

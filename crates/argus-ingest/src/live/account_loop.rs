@@ -123,7 +123,7 @@ async fn open(
     services: &Arc<Services>,
     options: &LiveOptions,
     claimed: &ClaimedAccountWatch,
-) -> std::result::Result<Account, End> {
+) -> Result<Account, End> {
     let watch = &claimed.watch;
     let Some(keys) = &services.token_keys else { return Err(End::Stopped) };
     if !keys.holds(&claimed.token.key_id) {
