@@ -4,7 +4,9 @@
 //! - [`api`]: an account watched over HTTP; messages sent to its rooms reach `tchapMessages`
 //!   within seconds; `tchapAccountWatches` shows the watch to its organisation only (at their
 //!   clearance); a graceful stop gives the loop back at once to the next process; an unwatched
-//!   account's loop stops; bad input is refused with `INVALID_INPUT`.
+//!   account's loop stops; bad input is refused with `INVALID_INPUT`; a refused token stops
+//!   the watch with its reason, and a refreshable login given again keeps the loop alive
+//!   across the token's expiries.
 //! - [`crash`]: the process killed with SIGKILL while its loop captures a steady stream of
 //!   messages, twice, and started again on the same store: every message is stored exactly
 //!   once, none is missing, the audit chain verifies.
@@ -531,8 +533,77 @@ pub(crate) async fn api(synapse: &Synapse, database_url: &str, dir: &Path) -> Re
         serve.log_tail()
     );
     exactly_once(&serve, &jwt, &alice, &rooms[..1]).await?;
+
+    tokens(&serve, &jwt, synapse).await?;
     serve.terminate().await?;
     audit_verify(database_url, dir)?;
+    Ok(())
+}
+
+/// The one account watch `jwt` sees, once `done` holds for it.
+async fn wait_watch(serve: &Serve, jwt: &str, what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let listed = serve.data(jwt, WATCHES, json!({}), "tchapAccountWatches").await?;
+        ensure!(listed["totalCount"] == 1, "{listed}");
+        let node = &listed["edges"][0]["node"];
+        if done(node) {
+            return Ok(node.clone());
+        }
+        ensure!(Instant::now() < deadline, "{what}: {listed}{}", serve.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A token the homeserver refuses stops the watch, with its reason in `tchapAccountWatches`;
+/// given again with a refreshable login, the watch resumes and its loop renews the token
+/// across its expiries (4 s on the test homeserver).
+async fn tokens(serve: &Serve, jwt: &str, synapse: &Synapse) -> Result<()> {
+    let carol = synapse.register("live_token").await?;
+    let room = carol.create_room(Some("Veille C"), None, false).await?;
+    // Dave writes: Carol's tokens are the watch's.
+    let dave = synapse.register("live_token_peer").await?;
+    carol.invite(&room, &dave.user_id).await?;
+    dave.join(&room).await?;
+    let watched = watch(serve, jwt, synapse, &carol, 5).await?;
+    let first = (room.clone(), dave.send_text(&room, "Avant la déconnexion").await?);
+    wait_stored(serve, jwt, std::slice::from_ref(&first)).await?;
+
+    carol.request(reqwest::Method::POST, &["logout"], &[], Some(&json!({}))).await?;
+    let stopped = Instant::now();
+    let node =
+        wait_watch(serve, jwt, "a refused token did not stop the watch", |node| node["status"] != "ACTIVE")
+            .await?;
+    eprintln!("live api: a logged-out token stopped its watch in {:?}: {node}", stopped.elapsed());
+    ensure!(node["id"] == watched["id"] && node["status"] == "PAUSED", "{node}");
+    ensure!(
+        node["statusReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("HOMESERVER_UNAUTHORIZED: M_UNKNOWN_TOKEN")),
+        "{node}"
+    );
+
+    let login = carol.login_refreshable().await?;
+    ensure!(login.expires_in_ms.is_some_and(|ms| ms < 10_000), "the login does not expire soon: {login:?}");
+    let input = json!({ "input": {
+        "homeserverUrl": synapse.base_url(), "accessToken": login.access_token, "refreshToken": login.refresh_token,
+        "classification": "RESTRICTED", "interval": 5,
+    }});
+    let renewed = serve.data(jwt, WATCH, input, "watchTchapAccount").await?;
+    ensure!(renewed["id"] == watched["id"] && renewed["status"] == "ACTIVE", "{renewed}");
+    // Messages over three lifetimes of the token, each captured as it comes.
+    let mut sent = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let event = (room.clone(), dave.send_text(&room, "Après le renouvellement").await?);
+        wait_stored(serve, jwt, std::slice::from_ref(&event)).await?;
+        sent.push(event);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let node = wait_watch(serve, jwt, "the renewed watch", |_| true).await?;
+    ensure!(node["status"] == "ACTIVE" && node["statusReason"].is_null(), "{node}");
+    eprintln!("live api: {} messages captured across the token's expiries", sent.len());
+    exactly_once(serve, jwt, &dave, std::slice::from_ref(&room)).await?;
     Ok(())
 }
 
