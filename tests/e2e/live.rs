@@ -522,7 +522,7 @@ pub(crate) async fn api(synapse: &Synapse, database_url: &str, dir: &Path) -> Re
 
     // Its loop stops at its next lease renewal (a third of the lease): a message sent after
     // that is not captured.
-    tokio::time::sleep(Duration::from_secs(lease / 3 + 1)).await;
+    tokio::time::sleep(Duration::from_secs(lease / 3 + 2)).await;
     let after = alice.send_text(&rooms[1], "Après la fin de la veille").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stored = event_ids(&serve, &jwt, &rooms[1]).await?;
