@@ -7,6 +7,7 @@
     reason = "the suite's fixtures fail loudly: a panic there is a failed test"
 )]
 
+mod added;
 mod attachments;
 mod audit;
 mod bindings;
