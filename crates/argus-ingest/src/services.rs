@@ -114,6 +114,8 @@ pub struct Services {
     pub admission: Admission,
     /// Notified after every ingestion that stored something (wakes the fusion relay).
     pub on_ingested: Option<Arc<tokio::sync::Notify>>,
+    /// Raised after every commit that stored messages (wakes the readers of new messages).
+    pub new_messages: crate::NewMessages,
     /// The keys that seal watched rooms' tokens; `None`: watches are disabled.
     pub token_keys: Option<Arc<crate::TokenKeys>>,
     /// Bounds on watched rooms.
@@ -140,6 +142,7 @@ impl Services {
             metrics: Metrics::default(),
             admission: Admission::default(),
             on_ingested: None,
+            new_messages: crate::NewMessages::default(),
             token_keys: None,
             watch_limits: WatchLimits::default(),
             post_policy: argus_domain::PostPolicy::default(),
