@@ -83,7 +83,8 @@ impl Services {
         }
     }
 
-    /// How many subscriptions (`tchapMessagesAdded`) are open, over every caller.
+    /// How many subscriptions (`tchapMessagesAdded`) are open, over every caller: started, and
+    /// following what is stored from their start on.
     pub fn open_subscriptions(&self) -> usize {
         self.live.open()
     }

@@ -59,12 +59,14 @@ impl Subscription {
         context.require(Scope::Read)?;
         let room: Option<RoomId> = room_id.map(|r| r.parse()).transpose()?;
         let services = Arc::clone(context.services());
-        let slot = Slot::take(&services, context.viewer())?;
+        let mut slot = Slot::take(&services, context.viewer())?;
         let (viewer, start_room) = (context.viewer().clone(), room.clone());
         // The signal first: a commit between the start and the first wait is not waited out.
         let waiter = services.app.new_messages.waiter();
-        let cursor =
-            services.with_store(move |store| store.messages_added_from_now(&viewer, start_room.as_ref())).await?;
+        let cursor = services
+            .with_store(move |store| store.messages_added_from_now(&viewer, start_room.as_ref()))
+            .await?;
+        slot.started();
         let feed = Feed {
             context: context.clone(),
             room,
@@ -152,7 +154,8 @@ impl Feed {
 
     /// The next batch the caller may see.
     async fn read(&self) -> Result<Vec<StoredMessage>> {
-        let (viewer, room, cursor) = (self.context.viewer().clone(), self.room.clone(), Arc::clone(&self.cursor));
+        let (viewer, room, cursor) =
+            (self.context.viewer().clone(), self.room.clone(), Arc::clone(&self.cursor));
         self.context
             .services()
             .with_store(move |store| {
@@ -179,15 +182,17 @@ impl Feed {
     }
 }
 
-/// The open subscriptions, per caller.
+/// The open subscriptions.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
+    /// Per caller, those open or starting (what the cap counts).
     per_caller: Mutex<HashMap<(String, String), usize>>,
+    /// Those started: following the store from their start on.
     open: AtomicUsize,
 }
 
 impl Live {
-    /// How many subscriptions are open.
+    /// How many subscriptions are open (started).
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
@@ -197,6 +202,7 @@ impl Live {
 struct Slot {
     services: Arc<Services>,
     caller: (String, String),
+    started: bool,
 }
 
 impl Slot {
@@ -210,8 +216,13 @@ impl Slot {
             return Err(Error::TooManySubscriptions { limit: MAX_SUBSCRIPTIONS_PER_CALLER });
         }
         *open += 1;
-        live.open.fetch_add(1, Ordering::Relaxed);
-        Ok(Self { services: Arc::clone(services), caller })
+        Ok(Self { services: Arc::clone(services), caller, started: false })
+    }
+
+    /// Counts the subscription as open: it follows the store from now on.
+    fn started(&mut self) {
+        self.started = true;
+        self.services.live.open.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -225,6 +236,8 @@ impl Drop for Slot {
                 per_caller.remove(&self.caller);
             }
         }
-        live.open.fetch_sub(1, Ordering::Relaxed);
+        if self.started {
+            live.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -40,7 +40,8 @@ async fn subscribe<'a>(
     if !errors.is_empty() {
         return Err(serde_json::to_value(&errors).unwrap_or_default());
     }
-    let field = value.into_object().and_then(|o| o.into_iter().find(|(name, _)| name == "tchapMessagesAdded"));
+    let field =
+        value.into_object().and_then(|o| o.into_iter().find(|(name, _)| name == "tchapMessagesAdded"));
     match field {
         Some((_, juniper::Value::Scalar(stream))) => Ok(stream),
         other => Err(json!(format!("no stream: {}", other.is_some()))),
@@ -78,7 +79,8 @@ fn context(h: &Harness, viewer: &Viewer) -> Context {
 #[tokio::test]
 async fn a_message_stored_after_subscribing_arrives_journaled_and_nothing_else_does() {
     let h = Harness::new().await;
-    let (writer, other_org) = (viewer("dgsi", TopSecret, &[Scope::Read]), viewer("anssi", TopSecret, &[Scope::Read]));
+    let (writer, other_org) =
+        (viewer("dgsi", TopSecret, &[Scope::Read]), viewer("anssi", TopSecret, &[Scope::Read]));
     let reader = viewer("dgsi", Restricted, &[Scope::Read]);
     store(&h, &writer, Restricted, "!a:tchap.test", "$before").await;
     let (ctx, doc) = (context(&h, &reader), document(None));
@@ -110,7 +112,11 @@ async fn a_message_stored_after_subscribing_arrives_journaled_and_nothing_else_d
     // Each delivery was journaled like a read of tchapMessages.
     let auditor = viewer("dgsi", TopSecret, &[Scope::Audit]);
     let log = ok(h
-        .run(&auditor, "{ tchapAccessLog { edges { node { actor action roomIds itemCount classification } } } }", json!({}))
+        .run(
+            &auditor,
+            "{ tchapAccessLog { edges { node { actor action roomIds itemCount classification } } } }",
+            json!({}),
+        )
         .await);
     let entries: Vec<Value> = log["tchapAccessLog"]["edges"]
         .as_array()
@@ -130,8 +136,11 @@ async fn a_room_named_narrows_and_a_room_not_visible_looks_empty() {
     let reader = viewer("dgsi", Restricted, &[Scope::Read]);
     store(&h, &writer, Secret, "!s:tchap.test", "$secret-before").await;
     let ctx = context(&h, &reader);
-    let (in_a, in_s, in_none) =
-        (document(Some("!a:tchap.test")), document(Some("!s:tchap.test")), document(Some("!none:tchap.test")));
+    let (in_a, in_s, in_none) = (
+        document(Some("!a:tchap.test")),
+        document(Some("!s:tchap.test")),
+        document(Some("!none:tchap.test")),
+    );
     let mut a = subscribe(&h, &ctx, &in_a).await.unwrap_or_else(|e| panic!("{e}"));
     // A withheld room and a missing one start alike, without an error.
     let mut s = subscribe(&h, &ctx, &in_s).await.unwrap_or_else(|e| panic!("{e}"));
@@ -202,7 +211,10 @@ async fn the_subscription_ends_when_the_token_expires() {
     store(&h, &writer, Restricted, "!a:tchap.test", "$late").await;
     let late = context(&h, &reader).with_expiry(time::OffsetDateTime::now_utc() - time::Duration::seconds(1));
     let mut stream = subscribe(&h, &late, &doc).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(next_item(&mut stream, Duration::from_secs(2)).await.0, Some(Err("UNAUTHENTICATED".to_owned())));
+    assert_eq!(
+        next_item(&mut stream, Duration::from_secs(2)).await.0,
+        Some(Err("UNAUTHENTICATED".to_owned()))
+    );
 }
 
 #[tokio::test]

@@ -27,7 +27,12 @@ fn event_ids(messages: &[StoredMessage]) -> Vec<String> {
 }
 
 /// Reads until a read returns nothing.
-fn drain(db: &TestDb, viewer: &Viewer, room: Option<&RoomId>, cursor: &mut AddedCursor) -> Vec<StoredMessage> {
+fn drain(
+    db: &TestDb,
+    viewer: &Viewer,
+    room: Option<&RoomId>,
+    cursor: &mut AddedCursor,
+) -> Vec<StoredMessage> {
     let mut all = Vec::new();
     loop {
         let batch = db.store.messages_added(viewer, room, cursor, 100).unwrap();
@@ -80,16 +85,19 @@ fn added_messages_are_gated_like_a_page_of_messages(db: &TestDb) {
     let mut top = s.messages_added_from_now(&writer_a, None).unwrap();
 
     // Seen: a RESTRICTED room of the reader's organisation.
-    s.record_ingestion(&run(&writer_a, Restricted), &snapshot("!low:x.org", vec![message("$low", t)])).unwrap();
+    s.record_ingestion(&run(&writer_a, Restricted), &snapshot("!low:x.org", vec![message("$low", t)]))
+        .unwrap();
     // Not seen: above the clearance; another organisation's (the same Matrix room).
     s.record_ingestion(&run(&writer_a, Secret), &snapshot("!high:x.org", vec![message("$high", t)])).unwrap();
     s.record_ingestion(&run(&writer_b, Unclassified), &snapshot("!low:x.org", vec![message("$other", t)]))
         .unwrap();
     // Not seen: a RESTRICTED message whose room was then raised to SECRET (the room is withheld
     // from the reader, so `tchapMessages` returns none of it).
-    s.record_ingestion(&run(&writer_a, Restricted), &snapshot("!up:x.org", vec![message("$up-1", t)])).unwrap();
+    s.record_ingestion(&run(&writer_a, Restricted), &snapshot("!up:x.org", vec![message("$up-1", t)]))
+        .unwrap();
     s.record_ingestion(&run(&writer_a, Secret), &snapshot("!up:x.org", vec![message("$up-2", t)])).unwrap();
-    s.record_ingestion(&run(&writer_a, Restricted), &snapshot("!old:x.org", vec![message("$old-3", t)])).unwrap();
+    s.record_ingestion(&run(&writer_a, Restricted), &snapshot("!old:x.org", vec![message("$old-3", t)]))
+        .unwrap();
 
     let got = drain(db, &reader, None, &mut cursor);
     assert_eq!(event_ids(&got), ["$low", "$old-3"]);
