@@ -178,9 +178,11 @@ async fn serve(state: AppState, mut session: Session, mut incoming: AggregatedMe
     let mut stopping = state.stopping();
     let reason = loop {
         tokio::select! {
-            // What the schema has to say goes out first (a subscription ending at the token's
-            // expiry says so before the connection closes).
+            // A stopping server closes at once; then what the schema has to say goes out (a
+            // subscription ending at the token's expiry says so before the connection closes:
+            // past it, subscriptions send nothing more, so this never holds the close back).
             biased;
+            _ = stopping.wait_for(|stopping| *stopping) => break close(1001, "Going away: the server is stopping"),
             output = from_schema.next() => match output {
                 Some(Output::Message(message)) => {
                     if matches!(message, ServerMessage::ConnectionAck) {
@@ -205,7 +207,6 @@ async fn serve(state: AppState, mut session: Session, mut incoming: AggregatedMe
                 None => break close(1000, "Normal Closure"),
             },
             () = &mut expiry => break close(4403, "Forbidden: the token has expired"),
-            _ = stopping.wait_for(|stopping| *stopping) => break close(1001, "Going away: the server is stopping"),
             () = &mut init_timeout, if !acknowledged => break close(4408, "Connection initialisation timeout"),
             message = incoming.next() => {
                 heard = tokio::time::Instant::now();

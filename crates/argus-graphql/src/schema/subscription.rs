@@ -114,11 +114,13 @@ impl Feed {
             if self.ended {
                 return None;
             }
-            if let Some(message) = self.ready.pop_front() {
-                return Some(Ok(TchapMessage(message)));
-            }
+            // Nothing leaves past the token's expiry, not even what was read before it (its
+            // journal entry then names more than was delivered, as when a client goes away).
             if self.deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
                 return self.end(Error::TokenExpired);
+            }
+            if let Some(message) = self.ready.pop_front() {
+                return Some(Ok(TchapMessage(message)));
             }
             match self.read().await {
                 Ok(batch) if batch.is_empty() => {
