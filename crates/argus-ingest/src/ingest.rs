@@ -592,6 +592,9 @@ async fn read_leg(
         read = batch.report.clone();
         let ticket = ticket.clone();
         let committed = services.with_store(move |store| store.commit_pages(&ticket, &batch)).await?;
+        if committed.messages_stored > 0 {
+            services.new_messages.notify();
+        }
         progress.update(&read, &committed);
         on_page(&progress.report);
     }

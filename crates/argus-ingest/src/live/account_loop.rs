@@ -66,17 +66,26 @@ pub(super) async fn run(
     match end {
         End::Stopped => {
             let replica = options.replica.clone();
-            if let Err(e) = services.with_store(move |store| store.release_account_watch(id, &replica)).await {
-                tracing::warn!(watch = id, code = e.code(), "an account watch could not be released; its lease will expire");
+            if let Err(e) = services.with_store(move |store| store.release_account_watch(id, &replica)).await
+            {
+                tracing::warn!(
+                    watch = id,
+                    code = e.code(),
+                    "an account watch could not be released; its lease will expire"
+                );
             }
         }
-        End::Lost => tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held"),
+        End::Lost => {
+            tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held")
+        }
         End::Halted(reason) => {
             let replica = options.replica.clone();
             let stored = reason.clone();
             match services.with_store(move |store| store.stop_account_watch(id, &replica, &stored)).await {
                 Ok(_) => tracing::warn!(watch = id, %reason, "account watch stopped"),
-                Err(e) => tracing::warn!(watch = id, code = e.code(), "an account watch could not be stopped"),
+                Err(e) => {
+                    tracing::warn!(watch = id, code = e.code(), "an account watch could not be stopped")
+                }
             }
         }
     }
@@ -95,7 +104,9 @@ async fn heartbeat(
         every.tick().await;
         let (replica, lease) = (options.replica.clone(), options.lease);
         let renewed = services
-            .with_store(move |store| store.renew_account_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease))
+            .with_store(move |store| {
+                store.renew_account_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease)
+            })
             .await;
         match renewed {
             Ok(true) => {}
@@ -104,7 +115,9 @@ async fn heartbeat(
                 return;
             }
             // The database may be back before the lease runs out: the next beat tries again.
-            Err(e) => tracing::warn!(watch = id, code = e.code(), "an account watch's lease could not be renewed"),
+            Err(e) => {
+                tracing::warn!(watch = id, code = e.code(), "an account watch's lease could not be renewed")
+            }
         }
     }
 }
@@ -150,15 +163,24 @@ async fn open(
         }
     };
     let tokens: Arc<dyn TokenSource> = match shared {
-        Some(credential) => match crate::scheduler::account_tokens(services, keys, &options.replica, credential) {
-            Ok(tokens) => Arc::new(tokens),
-            Err(error) if error.is_retryable() => return Err(End::Lost),
-            Err(error) => return Err(End::Halted(format!("TOKEN_UNAVAILABLE: {}", error.public_message()))),
-        },
+        Some(credential) => {
+            match crate::scheduler::account_tokens(services, keys, &options.replica, credential) {
+                Ok(tokens) => Arc::new(tokens),
+                Err(error) if error.is_retryable() => return Err(End::Lost),
+                Err(error) => {
+                    return Err(End::Halted(format!("TOKEN_UNAVAILABLE: {}", error.public_message())));
+                }
+            }
+        }
         None => Arc::new(StaticToken::new(credentials.access_token.clone())),
     };
     let session = Session::shared(watch.homeserver_url.clone(), Arc::clone(&tokens));
-    let owner = Viewer::new(watch.owner.clone(), watch.org.clone(), watch.classification, [Scope::Ingest, Scope::Read]);
+    let owner = Viewer::new(
+        watch.owner.clone(),
+        watch.org.clone(),
+        watch.classification,
+        [Scope::Ingest, Scope::Read],
+    );
     Ok(Account { watch: watch.clone(), owner, credentials, tokens, session })
 }
 
@@ -187,11 +209,18 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
                 Ok(filter) => {
                     let (replica, stored) = (options.replica.clone(), filter.clone());
-                    match services.with_store(move |store| store.set_account_watch_filter(id, &replica, &stored)).await {
+                    match services
+                        .with_store(move |store| store.set_account_watch_filter(id, &replica, &stored))
+                        .await
+                    {
                         Ok(true) => filter_id = Some(filter),
                         Ok(false) => return End::Lost,
                         Err(e) => {
-                            tracing::warn!(watch = id, code = e.code(), "an account watch's filter could not be stored");
+                            tracing::warn!(
+                                watch = id,
+                                code = e.code(),
+                                "an account watch's filter could not be stored"
+                            );
                             wait(&mut backoff, None).await;
                             continue;
                         }
@@ -300,7 +329,11 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             Err(e) => {
                 // The answer is asked again from the same `since`: rooms read meanwhile find
                 // nothing new.
-                tracing::warn!(watch = id, code = e.code(), "an account watch's position could not be stored");
+                tracing::warn!(
+                    watch = id,
+                    code = e.code(),
+                    "an account watch's position could not be stored"
+                );
                 wait(&mut backoff, None).await;
             }
         }

@@ -7,6 +7,7 @@ mod accounts;
 mod homeservers;
 mod limits;
 mod media;
+mod new_messages;
 mod pg_restart;
 mod refresh;
 mod room_state;
