@@ -204,8 +204,9 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             }
         }
         // Rooms left to capture (just joined, or whose last read failed or stopped at its cap)
-        // make the next answer immediate, as does the first one.
-        let pending = followed.values().any(|room| room.due && room.membership == Membership::Join);
+        // make the next answer immediate, as does the first one. A room the watch no longer
+        // lists (given again with other rooms) is not captured, however due it was.
+        let pending = followed.values().any(|room| is_due(room, allowed.as_ref()));
         let timeout = if since.is_none() || pending {
             Duration::ZERO
         } else {
@@ -233,7 +234,7 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             })
             .map(|room| room.room_id.clone())
             .collect();
-        for room in followed.values().filter(|room| room.due && room.membership == Membership::Join) {
+        for room in followed.values().filter(|room| is_due(room, allowed.as_ref())) {
             if !wanted.contains(&room.room_id) && !changes.iter().any(|c| c.room_id == room.room_id) {
                 wanted.push(room.room_id.clone());
             }
@@ -372,6 +373,11 @@ fn who(by: Option<&str>) -> Option<String> {
 
 fn is_allowed(allowed: Option<&HashSet<RoomId>>, room: &RoomId) -> bool {
     allowed.is_none_or(|allowed| allowed.contains(room))
+}
+
+/// Whether a followed room is still to capture: joined, due, and still one the watch follows.
+fn is_due(room: &FollowedRoom, allowed: Option<&HashSet<RoomId>>) -> bool {
+    room.due && room.membership == Membership::Join && is_allowed(allowed, &room.room_id)
 }
 
 /// The rooms a watch that lists rooms follows: those listed and the rooms that replaced them

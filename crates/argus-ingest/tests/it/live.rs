@@ -45,6 +45,7 @@ backend_suite!(
     rooms_left_banned_and_invited_are_recorded_and_no_longer_captured,
     a_kick_while_the_loop_was_stopped_is_recorded_and_nothing_after_it_stored,
     only_listed_rooms_and_their_replacements_are_captured,
+    a_room_no_longer_listed_is_not_captured_even_when_it_was_due,
     a_room_watched_both_ways_stores_each_message_once,
     a_refresh_across_token_expiries_keeps_the_loop_alive,
     a_refused_token_pauses_the_watch_and_ends_its_loop,
@@ -532,6 +533,61 @@ async fn only_listed_rooms_and_their_replacements_are_captured(env: Env) {
     until_stored(&env, &alice, &new, &more).await;
     assert!(!is_stored(&env, &alice, &other).await);
     live.stop().await;
+}
+
+async fn a_room_no_longer_listed_is_not_captured_even_when_it_was_due(env: Env) {
+    let Some(server) = synapse() else { return };
+    let bob = register("live_relisted").await;
+    let dropped = bob.create_room(Some("Retirée"), None, false).await.unwrap();
+    let kept = bob.create_room(Some("Gardée"), None, false).await.unwrap();
+    bob.send_text(&dropped, "retirée de la liste").await.unwrap();
+    let alice = analyst("dgsi");
+    let first = AccountWatchRequest { rooms: Some(vec![dropped.clone()]), ..account_request(&bob) };
+    let made = watch(&env, &alice, first).await;
+    // Where a loop left the watch: synced, the listed room still to capture (its last read
+    // failed or stopped at its cap).
+    let homeserver = server.base_url().parse().unwrap();
+    let session = argus_matrix::Session::with_token(homeserver, AccessToken::new(bob.access_token.clone()));
+    let request = argus_matrix::SyncRequest { since: None, filter_id: None, timeout: Duration::ZERO };
+    let position = env.services.connector.sync(&session, &request).await.unwrap().next_batch;
+    let (id, now) = (made.id, OffsetDateTime::now_utc());
+    let progress = argus_store::SyncProgress {
+        sync_token: position,
+        synced_at: now,
+        rooms: vec![FollowedRoom {
+            room_id: room_id(&dropped),
+            membership: Membership::Join,
+            by: None,
+            changed_at: now,
+            due: true,
+        }],
+    };
+    let recorded = env
+        .with_store(move |s| {
+            let claimed = s.claim_account_watches("replica-x", now, Duration::from_secs(30), 10)?;
+            assert_eq!(claimed.len(), 1);
+            let recorded = s.record_sync(id, "replica-x", &progress)?;
+            s.release_account_watch(id, "replica-x")?;
+            Ok(recorded)
+        })
+        .await;
+    assert!(recorded);
+
+    // The owner lists another room instead: only that one is captured from now on.
+    let second = AccountWatchRequest { rooms: Some(vec![kept.clone()]), ..account_request(&bob) };
+    assert_eq!(watch(&env, &alice, second).await.id, made.id);
+    let live = Running::start(&env.services, "replica-a");
+    bob.send_text(&dropped, "toujours retirée").await.unwrap();
+    let mut in_kept = vec![bob.send_text(&kept, "dans la liste").await.unwrap()];
+    until_stored(&env, &alice, &kept, &in_kept).await;
+    bob.send_text(&dropped, "encore retirée").await.unwrap();
+    in_kept.push(bob.send_text(&kept, "témoin").await.unwrap());
+    until_stored(&env, &alice, &kept, &in_kept).await;
+    // Nothing left to capture: the loop long-polls.
+    let syncs = idle_syncs(&env, &alice, made.id).await;
+    assert!(syncs <= 2, "{syncs} answers in 1.5 s");
+    live.stop().await;
+    assert!(!is_stored(&env, &alice, &dropped).await, "a room no longer listed was captured");
 }
 
 async fn a_room_watched_both_ways_stores_each_message_once(env: Env) {
