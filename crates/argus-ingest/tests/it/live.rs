@@ -41,6 +41,7 @@ use crate::support::{Env, analyst, backend_suite};
 backend_suite!(
     messages_sent_while_the_loop_runs_are_stored_once_in_every_room,
     a_gap_past_the_filter_limit_is_filled_after_a_stop_each_event_once,
+    a_room_larger_than_a_read_s_cap_is_read_over_several_answers,
     rooms_joined_while_watched_are_captured_with_history_from_the_watch_s_date,
     rooms_left_banned_and_invited_are_recorded_and_no_longer_captured,
     a_kick_while_the_loop_was_stopped_is_recorded_and_nothing_after_it_stored,
@@ -49,6 +50,7 @@ backend_suite!(
     a_room_watched_both_ways_stores_each_message_once,
     a_refresh_across_token_expiries_keeps_the_loop_alive,
     a_refused_token_pauses_the_watch_and_ends_its_loop,
+    an_expired_or_locked_account_stops_its_watch_with_its_own_status,
     one_replica_runs_the_loop_and_another_takes_it_over,
     encrypted_rooms_are_stored_decrypted_with_the_recovery_key,
     bad_input_is_refused_and_nothing_is_stored,
@@ -98,7 +100,11 @@ struct Running {
 
 impl Running {
     fn start(services: &Arc<Services>, replica: &str) -> Self {
-        let live = Arc::new(Live::new(Arc::clone(services), options(replica)));
+        Self::start_with(services, options(replica))
+    }
+
+    fn start_with(services: &Arc<Services>, options: LiveOptions) -> Self {
+        let live = Arc::new(Live::new(Arc::clone(services), options));
         let stop = Arc::new(Notify::new());
         let task = tokio::spawn(Arc::clone(&live).run(Arc::clone(&stop)));
         Self { live, stop, task }
@@ -353,6 +359,30 @@ async fn a_gap_past_the_filter_limit_is_filled_after_a_stop_each_event_once(env:
     live.stop().await;
     assert_eq!(stored_ids(&env, &alice, &room).await.len(), 47);
     assert_eq!(audited(&env, &alice).await, (47, Vec::new()));
+}
+
+async fn a_room_larger_than_a_read_s_cap_is_read_over_several_answers(env: Env) {
+    let Some(_) = synapse() else { return };
+    let bob = register("live_capped").await;
+    let room = bob.create_room(Some("Longue"), None, false).await.unwrap();
+    let mut expected = bob.send_texts(&room, "histoire", 34, 1).await.unwrap();
+    let alice = analyst("dgsi");
+    let made = watch(&env, &alice, account_request(&bob)).await;
+    // At most 10 messages per room and answer: the room stays due until it is read through.
+    let live =
+        Running::start_with(&env.services, LiveOptions { max_messages_per_run: 10, ..options("replica-a") });
+    until_stored(&env, &alice, &room, &expected).await;
+    until_followed(&env, made.id, &room, Membership::Join).await;
+    let runs = env.trail(&alice).await;
+    assert!(runs.len() >= 4 && runs.iter().all(|r| r.entry.message_count <= 10), "{runs:?}");
+    // Then new messages, a dozen at once: more than one read's cap again.
+    expected.extend(bob.send_texts(&room, "rafale", 12, 1).await.unwrap());
+    until_stored(&env, &alice, &room, &expected).await;
+    until_followed(&env, made.id, &room, Membership::Join).await;
+    let syncs = idle_syncs(&env, &alice, made.id).await;
+    assert!(syncs <= 2, "{syncs} answers in 1.5 s");
+    live.stop().await;
+    assert_eq!(audited(&env, &alice).await, (46, Vec::new()));
 }
 
 async fn rooms_joined_while_watched_are_captured_with_history_from_the_watch_s_date(env: Env) {
@@ -712,6 +742,53 @@ async fn a_refused_token_pauses_the_watch_and_ends_its_loop(env: Env) {
     assert_eq!((again.id, again.status, again.status_reason), (made.id, WatchStatus::Active, None));
     until_stored(&env, &alice, &room, &[meanwhile]).await;
     assert_eq!(live.live.running(), [made.id]);
+    live.stop().await;
+}
+
+async fn an_expired_or_locked_account_stops_its_watch_with_its_own_status(env: Env) {
+    let Some(server) = synapse() else { return };
+    let admin = server.register_admin("live_states_admin").await.unwrap();
+    let locked = register("live_locked").await;
+    let expired = register("live_expired").await;
+    let alice = analyst("dgsi");
+    let mut rooms = Vec::new();
+    for user in [&locked, &expired] {
+        let room = user.create_room(Some("États"), None, false).await.unwrap();
+        let sent = user.send_text(&room, "avant").await.unwrap();
+        let made = watch(&env, &alice, account_request(user)).await;
+        rooms.push((made.id, room, vec![sent]));
+    }
+    let live = Running::start(&env.services, "replica-a");
+    for (_, room, sent) in &rooms {
+        until_stored(&env, &alice, room, sent).await;
+    }
+
+    admin.set_account_locked(&locked.user_id, true).await.unwrap();
+    admin.expire_account(&expired.user_id).await.unwrap();
+    let patience = Patience::new("both loops end");
+    while !live.live.running().is_empty() {
+        patience.wait(live.live.running()).await;
+    }
+    for ((id, _, _), (status, undone)) in
+        rooms.iter().zip([(WatchStatus::AccountLocked, "unlocked"), (WatchStatus::AccountExpired, "renewed")])
+    {
+        let stopped = watch_by_id(&env, &alice, *id).await;
+        let reason = stopped.status_reason.clone().unwrap_or_default();
+        assert_eq!(stopped.status, status, "{stopped:?}");
+        assert!(reason.starts_with(&format!("{}: ", status.as_str())) && reason.contains(undone), "{reason}");
+    }
+
+    // Usable again and given again: active, and what was said meanwhile is captured.
+    admin.set_account_locked(&locked.user_id, false).await.unwrap();
+    admin.renew_account(&expired.user_id).await.unwrap();
+    for (user, (id, room, sent)) in [&locked, &expired].into_iter().zip(&mut rooms) {
+        sent.push(user.send_text(room, "après").await.unwrap());
+        let again = watch(&env, &alice, account_request(user)).await;
+        assert_eq!((again.id, again.status, again.status_reason), (*id, WatchStatus::Active, None));
+    }
+    for (_, room, sent) in &rooms {
+        until_stored(&env, &alice, room, sent).await;
+    }
     live.stop().await;
 }
 
