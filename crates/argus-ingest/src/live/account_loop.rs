@@ -43,16 +43,21 @@ enum End {
     Stopped,
     /// The lease is no longer this replica's (or the watch is gone, stopped, given again).
     Lost,
+    /// The watch was given again (new credentials, rooms or settings) and claimed anew by
+    /// this replica: a new loop runs it as given, the lease kept for it.
+    Replaced,
     /// The watch was stopped with a reason (the owner must give it again).
     Halted(String),
 }
 
-/// Runs the loop of `claimed` until the replica stops, the lease is lost or the watch stops.
+/// Runs the loop of `claimed` until the replica stops, the lease is lost, the watch stops, or
+/// `replaced` says the watch was given again.
 pub(super) async fn run(
     services: Arc<Services>,
     options: LiveOptions,
     claimed: ClaimedAccountWatch,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut replaced: tokio::sync::watch::Receiver<bool>,
 ) {
     let id = claimed.watch.id;
     let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
@@ -61,6 +66,7 @@ pub(super) async fn run(
         end = run_loop(&services, &options, claimed) => end,
         _ = lost.wait_for(|lost| *lost) => End::Lost,
         _ = stop.wait_for(|stop| *stop) => End::Stopped,
+        Ok(_) = replaced.wait_for(|replaced| *replaced) => End::Replaced,
     };
     heartbeat.abort();
     match end {
@@ -71,6 +77,7 @@ pub(super) async fn run(
             }
         }
         End::Lost => tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held"),
+        End::Replaced => tracing::info!(watch = id, "an account watch's loop stopped: the watch was given again"),
         End::Halted(reason) => {
             let replica = options.replica.clone();
             let stored = reason.clone();

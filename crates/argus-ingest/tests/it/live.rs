@@ -47,6 +47,7 @@ backend_suite!(
     a_kick_while_the_loop_was_stopped_is_recorded_and_nothing_after_it_stored,
     only_listed_rooms_and_their_replacements_are_captured,
     a_room_no_longer_listed_is_not_captured_even_when_it_was_due,
+    a_watch_given_again_while_its_loop_runs_is_run_as_given,
     a_room_watched_both_ways_stores_each_message_once,
     a_refresh_across_token_expiries_keeps_the_loop_alive,
     a_refused_token_pauses_the_watch_and_ends_its_loop,
@@ -618,6 +619,49 @@ async fn a_room_no_longer_listed_is_not_captured_even_when_it_was_due(env: Env) 
     assert!(syncs <= 2, "{syncs} answers in 1.5 s");
     live.stop().await;
     assert!(!is_stored(&env, &alice, &dropped).await, "a room no longer listed was captured");
+}
+
+async fn a_watch_given_again_while_its_loop_runs_is_run_as_given(env: Env) {
+    let Some(_) = synapse() else { return };
+    let host = register("live_regiven_host").await;
+    let bob = register("live_regiven").await;
+    let first_room = host.create_room(Some("Première"), None, false).await.unwrap();
+    let second_room = host.create_room(Some("Seconde"), None, false).await.unwrap();
+    for room in [&first_room, &second_room] {
+        host.invite(room, &bob.user_id).await.unwrap();
+        bob.join(room).await.unwrap();
+    }
+    let in_first = vec![host.send_text(&first_room, "première liste").await.unwrap()];
+    let alice = analyst("dgsi");
+    let first = AccountWatchRequest { rooms: Some(vec![first_room.clone()]), ..account_request(&bob) };
+    let made = watch(&env, &alice, first).await;
+    let live = Running::start(&env.services, "replica-a");
+    until_stored(&env, &alice, &first_room, &in_first).await;
+    assert!(!is_stored(&env, &alice, &second_room).await);
+
+    // Given again while its loop runs: another device's token, another room; the old device
+    // then logs out.
+    let login = bob.login_refreshable().await.unwrap();
+    let second = AccountWatchRequest {
+        access_token: AccessToken::new(login.access_token.clone()),
+        refresh_token: Some(Secret::new(login.refresh_token.clone())),
+        rooms: Some(vec![second_room.clone()]),
+        ..account_request(&bob)
+    };
+    assert_eq!(watch(&env, &alice, second).await.id, made.id);
+    bob.request(Method::POST, &["logout"], &[], Some(&json!({}))).await.unwrap();
+
+    // The loop runs as given now: the new room captured with the new token, the old one not.
+    host.send_text(&first_room, "plus dans la liste").await.unwrap();
+    let mut in_second = vec![host.send_text(&second_room, "seconde liste").await.unwrap()];
+    until_stored(&env, &alice, &second_room, &in_second).await;
+    in_second.push(host.send_text(&second_room, "encore").await.unwrap());
+    until_stored(&env, &alice, &second_room, &in_second).await;
+    let watch = watch_by_id(&env, &alice, made.id).await;
+    assert_eq!((watch.status, watch.status_reason.as_deref()), (WatchStatus::Active, None), "{watch:?}");
+    assert_eq!(stored_ids(&env, &alice, &first_room).await, in_first);
+    assert_eq!(live.live.running(), [made.id]);
+    live.stop().await;
 }
 
 async fn a_room_watched_both_ways_stores_each_message_once(env: Env) {
