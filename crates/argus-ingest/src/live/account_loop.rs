@@ -77,7 +77,9 @@ pub(super) async fn run(
             }
         }
         End::Lost => tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held"),
-        End::Replaced => tracing::info!(watch = id, "an account watch's loop stopped: the watch was given again"),
+        End::Replaced => {
+            tracing::info!(watch = id, "an account watch's loop stopped: the watch was given again")
+        }
         End::Halted(reason) => {
             let replica = options.replica.clone();
             let stored = reason.clone();
