@@ -5,7 +5,7 @@
 //! clearance, the account confirmed with `whoami`, the credentials sealed at once; a refresh
 //! token kept once for the account and renewed for all its watches), then [`Live`], on each
 //! replica, claims the account watches no replica runs (a lease per watch, renewed by its loop)
-//! and runs one loop for each ([`account_loop`]): an idle account costs one request per
+//! and runs one loop for each (`account_loop`): an idle account costs one request per
 //! long-poll timeout whatever its number of rooms, and a message reaches the archive as soon as
 //! the homeserver answers the poll.
 //!
