@@ -261,13 +261,23 @@ impl Default for LiveOptions {
     }
 }
 
+/// A loop this replica runs.
+#[derive(Debug)]
+struct RunningLoop {
+    task: JoinHandle<()>,
+    /// The sealed credentials it was started with: a watch given again is sealed anew.
+    token: argus_domain::SealedToken,
+    /// Ends the loop without giving its lease back (its watch was given again).
+    replaced: tokio::sync::watch::Sender<bool>,
+}
+
 /// The live loops of one replica: claims account watches no replica runs and runs a loop for
 /// each, until stopped.
 #[derive(Debug)]
 pub struct Live {
     services: Arc<Services>,
     options: LiveOptions,
-    loops: Mutex<HashMap<i64, JoinHandle<()>>>,
+    loops: Mutex<HashMap<i64, RunningLoop>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -286,7 +296,7 @@ impl Live {
     /// The account watches this replica runs a loop for now.
     pub fn running(&self) -> Vec<i64> {
         let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-        loops.retain(|_, task| !task.is_finished());
+        loops.retain(|_, running| !running.task.is_finished());
         let mut ids: Vec<i64> = loops.keys().copied().collect();
         ids.sort_unstable();
         ids
@@ -332,25 +342,46 @@ impl Live {
             })
             .await?;
         let mut started = 0;
+        let mut new_loops = 0;
         let mut surplus = Vec::new();
         {
             let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
             for claimed in claimed {
                 let id = claimed.watch.id;
-                if loops.get(&id).is_some_and(|task| !task.is_finished()) {
-                    continue;
-                }
-                if started == room {
+                let mut previous = None;
+                if let Some(running) = loops.get(&id)
+                    && !running.task.is_finished()
+                {
+                    if running.token == claimed.token {
+                        continue;
+                    }
+                    // Its loop runs with what the watch was before it was given again (which
+                    // gave the lease up, claimed here anew): that loop ends, and the new one
+                    // starts once it has, with what was given.
+                    let _ = running.replaced.send(true);
+                    previous = loops.remove(&id).map(|running| running.task);
+                } else if new_loops == room {
                     surplus.push(id);
                     continue;
+                } else {
+                    new_loops += 1;
                 }
-                let task = tokio::spawn(account_loop::run(
+                let token = claimed.token.clone();
+                let (replaced, replaced_rx) = tokio::sync::watch::channel(false);
+                let run = account_loop::run(
                     Arc::clone(&self.services),
                     self.options.clone(),
                     claimed,
                     self.stop.subscribe(),
-                ));
-                loops.insert(id, task);
+                    replaced_rx,
+                );
+                let task = tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    run.await;
+                });
+                loops.insert(id, RunningLoop { task, token, replaced });
                 started += 1;
             }
         }
@@ -376,7 +407,7 @@ impl Live {
         let _ = self.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = {
             let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-            loops.drain().map(|(_, task)| task).collect()
+            loops.drain().map(|(_, running)| running.task).collect()
         };
         for task in tasks {
             let _ = task.await;

@@ -43,16 +43,21 @@ enum End {
     Stopped,
     /// The lease is no longer this replica's (or the watch is gone, stopped, given again).
     Lost,
+    /// The watch was given again (new credentials, rooms or settings) and claimed anew by
+    /// this replica: a new loop runs it as given, the lease kept for it.
+    Replaced,
     /// The watch was stopped with a reason (the owner must give it again).
     Halted(String),
 }
 
-/// Runs the loop of `claimed` until the replica stops, the lease is lost or the watch stops.
+/// Runs the loop of `claimed` until the replica stops, the lease is lost, the watch stops, or
+/// `replaced` says the watch was given again.
 pub(super) async fn run(
     services: Arc<Services>,
     options: LiveOptions,
     claimed: ClaimedAccountWatch,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut replaced: tokio::sync::watch::Receiver<bool>,
 ) {
     let id = claimed.watch.id;
     let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
@@ -61,6 +66,7 @@ pub(super) async fn run(
         end = run_loop(&services, &options, claimed) => end,
         _ = lost.wait_for(|lost| *lost) => End::Lost,
         _ = stop.wait_for(|stop| *stop) => End::Stopped,
+        Ok(_) = replaced.wait_for(|replaced| *replaced) => End::Replaced,
     };
     heartbeat.abort();
     match end {
@@ -77,6 +83,9 @@ pub(super) async fn run(
         }
         End::Lost => {
             tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held")
+        }
+        End::Replaced => {
+            tracing::info!(watch = id, "an account watch's loop stopped: the watch was given again")
         }
         End::Halted(reason) => {
             let replica = options.replica.clone();
@@ -233,8 +242,9 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             }
         }
         // Rooms left to capture (just joined, or whose last read failed or stopped at its cap)
-        // make the next answer immediate, as does the first one.
-        let pending = followed.values().any(|room| room.due && room.membership == Membership::Join);
+        // make the next answer immediate, as does the first one. A room the watch no longer
+        // lists (given again with other rooms) is not captured, however due it was.
+        let pending = followed.values().any(|room| is_due(room, allowed.as_ref()));
         let timeout = if since.is_none() || pending {
             Duration::ZERO
         } else {
@@ -262,7 +272,7 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             })
             .map(|room| room.room_id.clone())
             .collect();
-        for room in followed.values().filter(|room| room.due && room.membership == Membership::Join) {
+        for room in followed.values().filter(|room| is_due(room, allowed.as_ref())) {
             if !wanted.contains(&room.room_id) && !changes.iter().any(|c| c.room_id == room.room_id) {
                 wanted.push(room.room_id.clone());
             }
@@ -405,6 +415,11 @@ fn who(by: Option<&str>) -> Option<String> {
 
 fn is_allowed(allowed: Option<&HashSet<RoomId>>, room: &RoomId) -> bool {
     allowed.is_none_or(|allowed| allowed.contains(room))
+}
+
+/// Whether a followed room is still to capture: joined, due, and still one the watch follows.
+fn is_due(room: &FollowedRoom, allowed: Option<&HashSet<RoomId>>) -> bool {
+    room.due && room.membership == Membership::Join && is_allowed(allowed, &room.room_id)
 }
 
 /// The rooms a watch that lists rooms follows: those listed and the rooms that replaced them

@@ -6,6 +6,7 @@ mod account_states;
 mod accounts;
 mod homeservers;
 mod limits;
+mod live;
 mod media;
 mod new_messages;
 mod pg_restart;
