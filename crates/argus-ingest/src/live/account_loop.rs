@@ -213,6 +213,10 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             }
         };
     let mut allowed = listed(services, &account).await;
+    // Rooms whose last read failed in a way a later one may not, and the wait before they are
+    // read again (doubling while reads keep failing).
+    let mut failing: HashSet<RoomId> = HashSet::new();
+    let mut retry_after = Duration::from_secs(1);
     loop {
         if filter_id.is_none() {
             match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
@@ -244,11 +248,20 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
         // Rooms left to capture (just joined, or whose last read failed or stopped at its cap)
         // make the next answer immediate, as does the first one. A room the watch no longer
         // lists (given again with other rooms) is not captured, however due it was.
-        let pending = followed.values().any(|room| is_due(room, allowed.as_ref()));
-        let timeout = if since.is_none() || pending {
+        // A room whose read failed and may pass later is tried again after a doubling wait (the
+        // long-poll is cut to it), not at once: a homeserver failing one room is not hammered.
+        let long_poll = Duration::from_secs(u64::from(watch.timeout_secs));
+        let due: Vec<&RoomId> = followed
+            .values()
+            .filter(|room| is_due(room, allowed.as_ref()))
+            .map(|room| &room.room_id)
+            .collect();
+        let timeout = if since.is_none() || due.iter().any(|room| !failing.contains(*room)) {
             Duration::ZERO
+        } else if due.is_empty() {
+            long_poll
         } else {
-            Duration::from_secs(u64::from(watch.timeout_secs))
+            retry_after.min(long_poll)
         };
         let request = SyncRequest { since: since.clone(), filter_id: filter_id.clone(), timeout };
         let update = match services.connector.sync(&account.session, &request).await {
@@ -277,18 +290,37 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                 wanted.push(room.room_id.clone());
             }
         }
+        // A room the account left or was banned from, followed until then, is read once more
+        // from its position: what was sent before the account left is not lost (the homeserver
+        // serves a departed member the timeline up to its departure).
+        // Read only up to the departure (the homeserver may serve a departed member more).
+        let mut departures: HashMap<RoomId, String> = HashMap::new();
+        for room in &update.left {
+            let was_joined = followed.get(&room.room_id).is_some_and(|f| f.membership == Membership::Join);
+            if let Some(event_id) = &room.event_id
+                && was_joined
+                && is_allowed(allowed.as_ref(), &room.room_id)
+            {
+                wanted.retain(|r| *r != room.room_id);
+                wanted.push(room.room_id.clone());
+                departures.insert(room.room_id.clone(), event_id.clone());
+            }
+        }
         let outcomes: Vec<(RoomId, crate::Result<bool>)> = futures::stream::iter(wanted)
             .map(|room| {
-                let account = &account;
+                let (account, departures) = (&account, &departures);
                 async move {
-                    let result = capture(services, options, account, &room).await;
+                    let stop_after = departures.get(&room).map(String::as_str);
+                    let result = capture(services, options, account, &room, stop_after).await;
                     (room, result)
                 }
             })
             .buffer_unordered(options.room_concurrency.max(1))
             .collect()
             .await;
+        let mut retryable_failures = false;
         for (room, outcome) in outcomes {
+            failing.remove(&room);
             let due = match outcome {
                 Ok(complete) => !complete,
                 Err(error) => {
@@ -302,11 +334,17 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                     }
                     // A room refused for good (withheld, moved to another homeserver, left
                     // meanwhile) waits for its next event rather than being read every answer.
-                    error.is_retryable()
+                    let retry = error.is_retryable();
+                    if retry {
+                        failing.insert(room.clone());
+                        retryable_failures = true;
+                    }
+                    retry
                 }
             };
             match changes.iter_mut().find(|c| c.room_id == room) {
-                Some(change) => change.due = due,
+                // A room left is read once, never due again.
+                Some(change) => change.due = due && change.membership == Membership::Join,
                 None => {
                     let before = followed.get(&room);
                     changes.push(FollowedRoom {
@@ -319,6 +357,8 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                 }
             }
         }
+        retry_after =
+            if retryable_failures { (retry_after * 2).min(MAX_BACKOFF) } else { Duration::from_secs(1) };
         // Unchanged rows are not written again.
         changes.retain(|change| followed.get(&change.room_id) != Some(change));
         let progress = SyncProgress { sync_token: update.next_batch.clone(), synced_at, rooms: changes };
@@ -448,12 +488,14 @@ async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<R
 
 /// Reads `room` forwards from its stored position (the first time: its history, as the
 /// watch's start date says) as a run of the watch's owner; whether it read to the end (its
-/// cap did not stop it and its history is complete as far back as the watch wants).
+/// cap did not stop it and its history is complete as far back as the watch wants). With
+/// `stop_after` (the account's departure), only up to that event.
 async fn capture(
     services: &Arc<Services>,
     options: &LiveOptions,
     account: &Account,
     room: &RoomId,
+    stop_after: Option<&str>,
 ) -> crate::Result<bool> {
     let watch = &account.watch;
     let request = IngestRequest {
@@ -477,7 +519,8 @@ async fn capture(
     };
     let mut on_page = |_: &argus_domain::FetchReport| {};
     let tokens = Arc::clone(&account.tokens).into();
-    let summary = ingest_room_with(services, &account.owner, request, tokens, &mut on_page).await?;
+    let summary =
+        ingest_room_with(services, &account.owner, request, tokens, stop_after, &mut on_page).await?;
     Ok(!summary.report.truncated && history_covers(&summary.room, watch.since))
 }
 
