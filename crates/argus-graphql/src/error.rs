@@ -66,7 +66,9 @@ pub enum Error {
     #[error("the token has expired")]
     TokenExpired,
     /// The caller already has the most subscriptions open at once.
-    #[error("at most {limit} subscriptions per caller may be open at once; close one first")]
+    #[error(
+        "at most {limit} subscriptions may be open at once (per caller, and on this server in all); close one first or try again later"
+    )]
     TooManySubscriptions {
         /// The bound.
         limit: usize,

@@ -364,7 +364,7 @@ impl Mutation {
         account_watch::watch(context, input).await
     }
 
-    /// Stop keeping an account's rooms current; true when the caller had that watch and may see it (what was captured stays; its loop stops within a lease renewal). Requires scope tchap:ingest.
+    /// Stop keeping an account's rooms current; true when the watch existed and the caller may see it (any caller of its organisation with tchap:ingest cleared for its level may stop it, as for room watches; what was captured stays; its loop stops within a lease renewal). Requires scope tchap:ingest.
     async fn unwatch_tchap_account(context: &Context, id: ID) -> Result<bool> {
         account_watch::unwatch(context, &id).await
     }

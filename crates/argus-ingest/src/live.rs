@@ -246,6 +246,11 @@ pub struct LiveOptions {
     pub room_concurrency: usize,
     /// Messages one room's read takes at most per answer (the rest at the next one).
     pub max_messages_per_run: u32,
+    /// Room reads at once on this replica, over every loop (each holds a streamed read's
+    /// batches in memory).
+    pub max_concurrent_reads: usize,
+    /// Room reads at once against one homeserver, over every loop of this replica.
+    pub per_homeserver: usize,
 }
 
 impl Default for LiveOptions {
@@ -257,6 +262,8 @@ impl Default for LiveOptions {
             max_loops: 256,
             room_concurrency: 4,
             max_messages_per_run: 10_000,
+            max_concurrent_reads: 32,
+            per_homeserver: 8,
         }
     }
 }
@@ -279,13 +286,51 @@ pub struct Live {
     options: LiveOptions,
     loops: Mutex<HashMap<i64, RunningLoop>>,
     stop: tokio::sync::watch::Sender<bool>,
+    slots: Arc<ReadSlots>,
+}
+
+/// The places for room reads of every loop of a replica: in all, and per homeserver.
+#[derive(Debug)]
+pub(crate) struct ReadSlots {
+    all: Arc<tokio::sync::Semaphore>,
+    per_homeserver: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    per_homeserver_size: usize,
+}
+
+impl ReadSlots {
+    fn new(options: &LiveOptions) -> Self {
+        Self {
+            all: Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_reads.max(1))),
+            per_homeserver: Mutex::new(HashMap::new()),
+            per_homeserver_size: options.per_homeserver.max(1),
+        }
+    }
+
+    /// Waits for a place against `homeserver`, then for one in all.
+    pub(crate) async fn acquire(
+        &self,
+        homeserver: &HomeserverUrl,
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit)> {
+        let origin = argus_domain::NewIngestion::origin_of(homeserver.as_str());
+        let one = {
+            let mut map = self.per_homeserver.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(
+                map.entry(origin)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_homeserver_size))),
+            )
+        };
+        let one = one.acquire_owned().await.ok()?;
+        let all = Arc::clone(&self.all).acquire_owned().await.ok()?;
+        Some((one, all))
+    }
 }
 
 impl Live {
     /// The loops over `services` (whose token keys open the watches' credentials).
     pub fn new(services: Arc<Services>, options: LiveOptions) -> Self {
         let (stop, _) = tokio::sync::watch::channel(false);
-        Self { services, options, loops: Mutex::new(HashMap::new()), stop }
+        let slots = Arc::new(ReadSlots::new(&options));
+        Self { services, options, loops: Mutex::new(HashMap::new()), stop, slots }
     }
 
     /// The options in force.
@@ -360,7 +405,9 @@ impl Live {
                     // starts once it has, with what was given.
                     let _ = running.replaced.send(true);
                     previous = loops.remove(&id).map(|running| running.task);
-                } else if new_loops == room {
+                } else if new_loops == room || !self.holds_key(&claimed) {
+                    // Past the room, or sealed under a key this replica lacks (a rotation under
+                    // way): given back at once, for another replica.
                     surplus.push(id);
                     continue;
                 } else {
@@ -374,6 +421,7 @@ impl Live {
                     claimed,
                     self.stop.subscribe(),
                     replaced_rx,
+                    Arc::clone(&self.slots),
                 );
                 let task = tokio::spawn(async move {
                     if let Some(previous) = previous {
@@ -400,6 +448,11 @@ impl Live {
             }
         }
         Ok(started)
+    }
+
+    /// Whether this replica holds the key that sealed `claimed`'s credentials.
+    fn holds_key(&self, claimed: &argus_store::ClaimedAccountWatch) -> bool {
+        self.services.token_keys.as_ref().is_some_and(|keys| keys.holds(&claimed.token.key_id))
     }
 
     /// Stops every loop and waits for them (each gives its lease back).

@@ -23,7 +23,7 @@ pub struct WatchTchapAccountInput {
     pub homeserver_url: Option<String>,
     /// A Matrix user id or an e-mail address, resolved to its homeserver as for watchTchapRoom; the token must belong to it.
     pub account: Option<String>,
-    /// Matrix access token of the account: confirmed with the homeserver (whoami, and every listed room readable), then sealed at once, never returned or logged. Giving it again renews the watch (same account) and resumes a stopped one where its loop stood.
+    /// Matrix access token of the account: confirmed with the homeserver (whoami, and every listed room readable), then sealed at once, never returned or logged. Giving it again renews the watch (same account) and resumes a stopped one where its loop stood. Give Argus a login (a device) of its own: the loop's /sync receives that device's to-device messages (room keys among them), which a person's client on the same device would then miss.
     pub access_token: String,
     /// The account's refresh token: kept once for the account and renewed before expiry, as for watchTchapRoom.
     pub refresh_token: Option<String>,

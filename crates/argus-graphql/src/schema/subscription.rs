@@ -37,6 +37,14 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// connection; past it a new one fails with `TOO_MANY_SUBSCRIPTIONS`.
 pub const MAX_SUBSCRIPTIONS_PER_CALLER: usize = 8;
 
+/// The most subscriptions open at once on one replica, over every caller: each costs a read per
+/// commit and per [`POLL_INTERVAL`], on the store every organisation shares.
+pub const MAX_SUBSCRIPTIONS_PER_REPLICA: usize = 512;
+
+/// The shortest time between two reads of one subscription: commits in quick succession are
+/// read together rather than one read each.
+pub const MIN_READ_SPACING: Duration = Duration::from_millis(100);
+
 /// The most messages one read of the store returns (one journal entry each); a full batch is
 /// followed by the next read at once.
 const BATCH: u32 = 100;
@@ -176,11 +184,15 @@ impl Feed {
                 None => std::future::pending().await,
             }
         };
+        let deadline_left = deadline;
         tokio::select! {
             () = self.waiter.committed() => {}
             () = tokio::time::sleep(POLL_INTERVAL) => {}
-            () = expiry => {}
+            () = expiry => return,
         }
+        // Commits in quick succession are read together.
+        let spacing = tokio::time::Instant::now() + MIN_READ_SPACING;
+        tokio::time::sleep_until(deadline_left.map_or(spacing, |d| d.min(spacing))).await;
     }
 }
 
@@ -213,6 +225,9 @@ impl Slot {
         let caller = (viewer.org.as_str().to_owned(), viewer.actor.as_str().to_owned());
         let live = &services.live;
         let mut per_caller = live.per_caller.lock().unwrap_or_else(PoisonError::into_inner);
+        if per_caller.values().sum::<usize>() >= MAX_SUBSCRIPTIONS_PER_REPLICA {
+            return Err(Error::TooManySubscriptions { limit: MAX_SUBSCRIPTIONS_PER_REPLICA });
+        }
         let open = per_caller.entry(caller.clone()).or_default();
         if *open >= MAX_SUBSCRIPTIONS_PER_CALLER {
             return Err(Error::TooManySubscriptions { limit: MAX_SUBSCRIPTIONS_PER_CALLER });

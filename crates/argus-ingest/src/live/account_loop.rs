@@ -58,12 +58,13 @@ pub(super) async fn run(
     claimed: ClaimedAccountWatch,
     mut stop: tokio::sync::watch::Receiver<bool>,
     mut replaced: tokio::sync::watch::Receiver<bool>,
+    slots: Arc<super::ReadSlots>,
 ) {
     let id = claimed.watch.id;
     let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat(Arc::clone(&services), options.clone(), id, lost_tx));
     let end = tokio::select! {
-        end = run_loop(&services, &options, claimed) => end,
+        end = run_loop(&services, &options, &slots, claimed) => end,
         _ = lost.wait_for(|lost| *lost) => End::Lost,
         _ = stop.wait_for(|stop| *stop) => End::Stopped,
         Ok(_) = replaced.wait_for(|replaced| *replaced) => End::Replaced,
@@ -171,6 +172,18 @@ async fn open(
             return Err(End::Lost);
         }
     };
+    // The pair must be this watch's account's (the row is found by a reference the database
+    // holds).
+    if let Some(credential) = &shared
+        && (credential.org != watch.org
+            || credential.owner != watch.owner
+            || credential.user_id != watch.user_id
+            || credential.homeserver_url != watch.homeserver_url.as_str())
+    {
+        return Err(End::Halted(
+            "TOKEN_UNAVAILABLE: the account's stored pair is not this watch's account's".into(),
+        ));
+    }
     let tokens: Arc<dyn TokenSource> = match shared {
         Some(credential) => {
             match crate::scheduler::account_tokens(services, keys, &options.replica, credential) {
@@ -193,7 +206,12 @@ async fn open(
     Ok(Account { watch: watch.clone(), owner, credentials, tokens, session })
 }
 
-async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: ClaimedAccountWatch) -> End {
+async fn run_loop(
+    services: &Arc<Services>,
+    options: &LiveOptions,
+    slots: &super::ReadSlots,
+    claimed: ClaimedAccountWatch,
+) -> End {
     let account = match open(services, options, &claimed).await {
         Ok(account) => account,
         Err(end) => return end,
@@ -216,6 +234,8 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
     // Rooms whose last read failed in a way a later one may not, and the wait before they are
     // read again (doubling while reads keep failing).
     let mut failing: HashSet<RoomId> = HashSet::new();
+    // Rooms whose read was refused for good while this loop runs.
+    let mut refused: HashSet<RoomId> = HashSet::new();
     let mut retry_after = Duration::from_secs(1);
     loop {
         if filter_id.is_none() {
@@ -253,7 +273,7 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
         let long_poll = Duration::from_secs(u64::from(watch.timeout_secs));
         let due: Vec<&RoomId> = followed
             .values()
-            .filter(|room| is_due(room, allowed.as_ref()))
+            .filter(|room| is_due(room, allowed.as_ref()) && !refused.contains(&room.room_id))
             .map(|room| &room.room_id)
             .collect();
         let timeout = if since.is_none() || due.iter().any(|room| !failing.contains(*room)) {
@@ -273,6 +293,11 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
         };
         let synced_at = OffsetDateTime::now_utc();
         let mut changes = memberships(&update, &followed, allowed.as_mut(), synced_at);
+        // A room joined anew is read again, whatever refused it before.
+        for change in changes.iter().filter(|c| c.membership == Membership::Join) {
+            refused.remove(&change.room_id);
+        }
+        bound_rows(&mut changes, &followed, watch.id);
         // What to read: rooms the answer names with new events, rooms new to the watch, and
         // rooms still due.
         let mut wanted: Vec<RoomId> = update
@@ -293,6 +318,7 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
         // A room the account left or was banned from, followed until then, is read once more
         // from its position: what was sent before the account left is not lost (the homeserver
         // serves a departed member the timeline up to its departure).
+        wanted.retain(|room| !refused.contains(room));
         // Read only up to the departure (the homeserver may serve a departed member more).
         let mut departures: HashMap<RoomId, String> = HashMap::new();
         for room in &update.left {
@@ -306,12 +332,12 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                 departures.insert(room.room_id.clone(), event_id.clone());
             }
         }
-        let outcomes: Vec<(RoomId, crate::Result<bool>)> = futures::stream::iter(wanted)
+        let outcomes: Vec<(RoomId, crate::Result<Captured>)> = futures::stream::iter(wanted)
             .map(|room| {
                 let (account, departures) = (&account, &departures);
                 async move {
                     let stop_after = departures.get(&room).map(String::as_str);
-                    let result = capture(services, options, account, &room, stop_after).await;
+                    let result = capture(services, options, slots, account, &room, stop_after).await;
                     (room, result)
                 }
             })
@@ -322,7 +348,14 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
         for (room, outcome) in outcomes {
             failing.remove(&room);
             let due = match outcome {
-                Ok(complete) => !complete,
+                // A read that stored nothing and still did not reach the end (a homeserver
+                // answering past what was asked, every time) waits like a failed one.
+                Ok(Captured { complete: false, stored: 0 }) => {
+                    failing.insert(room.clone());
+                    retryable_failures = true;
+                    true
+                }
+                Ok(captured) => !captured.complete,
                 Err(error) => {
                     if !matches!(error, Error::HomeserverMismatch)
                         && let Some(reason) = stop_reason(&error)
@@ -338,6 +371,11 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                     if retry {
                         failing.insert(room.clone());
                         retryable_failures = true;
+                    } else {
+                        // Refused for good (stored above the watch's level, archived from
+                        // another homeserver, no longer readable): not read again, and not
+                        // audited again, until the account joins it anew or the loop restarts.
+                        refused.insert(room.clone());
                     }
                     retry
                 }
@@ -447,6 +485,29 @@ fn memberships(
     changes
 }
 
+/// The most rooms an account watch records (joined, left, banned, invited): past it, rooms new
+/// to the watch other than joined ones (bounded by the homeserver's joined rooms) are not
+/// recorded, so that invites from anyone cannot grow the watch without end.
+const MAX_FOLLOWED_ROOMS: usize = argus_matrix::MAX_JOINED_ROOMS;
+
+/// Drops the rows of `changes` for rooms new to the watch past [`MAX_FOLLOWED_ROOMS`], joined
+/// rooms excepted.
+fn bound_rows(changes: &mut Vec<FollowedRoom>, followed: &HashMap<RoomId, FollowedRoom>, watch: i64) {
+    let mut room_left = MAX_FOLLOWED_ROOMS.saturating_sub(followed.len());
+    let before = changes.len();
+    changes.retain(|change| {
+        if followed.contains_key(&change.room_id) || change.membership == Membership::Join {
+            return true;
+        }
+        let keep = room_left > 0;
+        room_left = room_left.saturating_sub(1);
+        keep
+    });
+    if changes.len() < before {
+        tracing::warn!(watch, dropped = before - changes.len(), "an account watch records no more rooms");
+    }
+}
+
 /// Who a homeserver says changed a membership, kept when it can be a Matrix user id (at most
 /// 255 bytes, as the specification bounds them): a longer or empty name is not kept.
 fn who(by: Option<&str>) -> Option<String> {
@@ -486,6 +547,15 @@ async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<R
     Some(allowed)
 }
 
+/// What a room's read did.
+struct Captured {
+    /// It read to the end (its cap did not stop it, its history is complete as far back as the
+    /// watch wants).
+    complete: bool,
+    /// Messages it stored.
+    stored: i64,
+}
+
 /// Reads `room` forwards from its stored position (the first time: its history, as the
 /// watch's start date says) as a run of the watch's owner; whether it read to the end (its
 /// cap did not stop it and its history is complete as far back as the watch wants). With
@@ -493,10 +563,11 @@ async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<R
 async fn capture(
     services: &Arc<Services>,
     options: &LiveOptions,
+    slots: &super::ReadSlots,
     account: &Account,
     room: &RoomId,
     stop_after: Option<&str>,
-) -> crate::Result<bool> {
+) -> crate::Result<Captured> {
     let watch = &account.watch;
     let request = IngestRequest {
         homeserver_url: watch.homeserver_url.as_str().to_owned(),
@@ -519,9 +590,14 @@ async fn capture(
     };
     let mut on_page = |_: &argus_domain::FetchReport| {};
     let tokens = Arc::clone(&account.tokens).into();
+    // Every loop of the replica shares its places for reads, in all and per homeserver.
+    let Some(_places) = slots.acquire(&watch.homeserver_url).await else {
+        return Err(Error::Internal);
+    };
     let summary =
         ingest_room_with(services, &account.owner, request, tokens, stop_after, &mut on_page).await?;
-    Ok(!summary.report.truncated && history_covers(&summary.room, watch.since))
+    let complete = !summary.report.truncated && history_covers(&summary.room, watch.since);
+    Ok(Captured { complete, stored: summary.messages_stored })
 }
 
 /// What a failed `/sync` (or filter upload) does: the watch stops when nothing can succeed

@@ -89,6 +89,8 @@ fn options(replica: &str) -> LiveOptions {
         max_loops: 16,
         room_concurrency: 4,
         max_messages_per_run: 10_000,
+        max_concurrent_reads: 8,
+        per_homeserver: 4,
     }
 }
 

@@ -127,6 +127,8 @@ impl WatchConfig {
             max_loops: self.live_max_loops.max(1),
             room_concurrency: self.live_room_concurrency.max(1),
             max_messages_per_run: self.max_messages_per_run.max(1),
+            max_concurrent_reads: self.max_concurrent.max(1),
+            per_homeserver: self.per_homeserver_concurrency.max(1),
             ..LiveOptions::default()
         }
     }
