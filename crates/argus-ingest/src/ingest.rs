@@ -520,7 +520,9 @@ async fn read_room(
         let Some(resume) = resume else { return Ok(()) };
         let mut options = options(services, budget, Some(resume), None, None);
         options.stop_after = Some(stop_after.to_owned());
-        return read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page)
+        // The position is left where it was: a departed member's read may skip, past its
+        // departure, what other readers of the organisation's room still have to read.
+        return read_leg(services, ticket, request, tokens, valid, options, true, progress, on_page)
             .await
             .map(drop);
     }

@@ -135,8 +135,10 @@ pub async fn watch_account(
     let user_id = services.connector.whoami(&check).await?;
     if let Some(rooms) = &rooms {
         let joined = services.connector.joined_rooms(&check).await?;
-        for room in rooms.iter().filter(|room| !joined.contains(room)) {
-            services.may_read_room(&check, room).await?;
+        // The loop reads the rooms the account has joined: a listed room it has not joined
+        // would never be captured.
+        if rooms.iter().any(|room| !joined.contains(room)) {
+            return Err(argus_matrix::Error::Forbidden.into());
         }
     }
     let credential = match &renewable {
@@ -183,7 +185,7 @@ pub async fn watch_account(
         actor = %viewer.actor, org = %viewer.org, watch = watch.id, timeout = watch.timeout_secs,
         listed = watch.rooms.as_ref().map(Vec::len), decrypts = watch.decrypts, "account watched"
     );
-    services.on_account_watched.notify_waiters();
+    services.on_account_watched.notify_one();
     Ok(watch)
 }
 

@@ -529,10 +529,15 @@ fn update_held(
     replica: &str,
     now: OffsetDateTime,
     set: impl FnOnce(&mut Sql<'_>),
+    sealed: Option<String>,
 ) -> Result<bool> {
     let mut sql = Sql::new(conn.backend());
     set(&mut sql);
     push_held(&mut sql, id, replica, now);
+    if let Some(ciphertext) = sealed {
+        // Only while the watch still holds the credentials the caller was started with.
+        sql.push(" AND token_ciphertext = ").bind::<Text, _>(ciphertext);
+    }
     Ok(sql.build().execute(conn)? == 1)
 }
 
@@ -683,9 +688,16 @@ impl Store {
             return Err(Error::invalid("filter id", "must be 1 to 256 bytes"));
         }
         let filter_id = filter_id.to_owned();
-        update_held(&mut *self.conn()?, id, replica, OffsetDateTime::now_utc(), |sql| {
-            sql.push("UPDATE account_watches SET filter_id = ").bind::<Text, _>(filter_id);
-        })
+        update_held(
+            &mut *self.conn()?,
+            id,
+            replica,
+            OffsetDateTime::now_utc(),
+            |sql| {
+                sql.push("UPDATE account_watches SET filter_id = ").bind::<Text, _>(filter_id);
+            },
+            None,
+        )
     }
 
     /// Stops account watch `id` for `reason` (`CODE: words`, never a token), under `replica`'s
@@ -694,13 +706,31 @@ impl Store {
     /// replaced, cut at 1,024 characters), the lease released. It is not claimed again until it
     /// is given anew. Whether it was stopped.
     pub fn stop_account_watch(&self, id: i64, replica: &str, reason: &str) -> Result<bool> {
+        self.stop_held(id, replica, reason, None)
+    }
+
+    fn stop_held(&self, id: i64, replica: &str, reason: &str, sealed: Option<String>) -> Result<bool> {
         let status = WatchStatus::stopped_by(reason);
         let reason = argus_domain::NewIngestion::sanitise(reason, 1024);
-        update_held(&mut *self.conn()?, id, replica, OffsetDateTime::now_utc(), |sql| {
+        let set = |sql: &mut Sql<'_>| {
             sql.push("UPDATE account_watches SET status = ").bind::<Text, _>(status.as_str());
             sql.push(", status_reason = ").bind::<Text, _>(reason);
             sql.push(", lease_owner = NULL, lease_until = NULL");
-        })
+        };
+        update_held(&mut *self.conn()?, id, replica, OffsetDateTime::now_utc(), set, sealed)
+    }
+
+    /// [`Store::stop_account_watch`], only while the watch still holds `token` (the credentials
+    /// its loop was started with): a loop whose watch was given again meanwhile (and claimed
+    /// anew by the same replica) cannot stop the renewed watch for the old token's failure.
+    pub fn stop_account_watch_sealed(
+        &self,
+        id: i64,
+        replica: &str,
+        reason: &str,
+        token: &SealedToken,
+    ) -> Result<bool> {
+        self.stop_held(id, replica, reason, Some(token.ciphertext.clone()))
     }
 
     /// The rooms account watch `id` follows or followed, by room id (the loop's own read: no

@@ -30,6 +30,14 @@ use crate::{
     token_keys::{AccountBinding, AccountWatchBinding, Credentials},
 };
 
+/// The longest a rate limit a room's read met holds the loop (the homeserver's number is not
+/// trusted to be sane; the room is tried again after the next answer).
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(300);
+
+/// `/sync` failures in a row that no retry can change (a refused request, a malformed or
+/// oversized answer) after which the watch stops with the last one's code.
+const MAX_HOPELESS_SYNCS: u32 = 5;
+
 /// The longest wait between two tries after a failed `/sync` or store write.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -61,6 +69,7 @@ pub(super) async fn run(
     slots: Arc<super::ReadSlots>,
 ) {
     let id = claimed.watch.id;
+    let token = claimed.token.clone();
     let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat(Arc::clone(&services), options.clone(), id, lost_tx));
     let end = tokio::select! {
@@ -91,8 +100,15 @@ pub(super) async fn run(
         End::Halted(reason) => {
             let replica = options.replica.clone();
             let stored = reason.clone();
-            match services.with_store(move |store| store.stop_account_watch(id, &replica, &stored)).await {
-                Ok(_) => tracing::warn!(watch = id, %reason, "account watch stopped"),
+            let token = token.clone();
+            match services
+                .with_store(move |store| store.stop_account_watch_sealed(id, &replica, &stored, &token))
+                .await
+            {
+                Ok(true) => tracing::warn!(watch = id, %reason, "account watch stopped"),
+                Ok(false) => {
+                    tracing::info!(watch = id, "an account watch's loop ended; its lease was no longer held")
+                }
                 Err(e) => {
                     tracing::warn!(watch = id, code = e.code(), "an account watch could not be stopped")
                 }
@@ -218,6 +234,8 @@ async fn run_loop(
     };
     let watch = &account.watch;
     let mut backoff = Duration::from_secs(1);
+    // `/sync` failures in a row that a retry cannot change.
+    let mut hopeless = 0_u32;
     // The stored filter, made once per watch.
     let mut filter_id = claimed.filter_id.clone();
     let mut since = claimed.sync_token.clone();
@@ -231,11 +249,46 @@ async fn run_loop(
             }
         };
     let mut allowed = listed(services, &account).await;
+    if since.is_some() {
+        // Joined rooms the watch does not follow yet (it was given again with other rooms, or
+        // the account joined while no loop ran and the room has been quiet since): due, so that
+        // they are read now rather than at their next event.
+        match services.connector.joined_rooms(&account.session).await {
+            Ok(joined) => {
+                let now = OffsetDateTime::now_utc();
+                for room in joined.into_iter().filter(|room| is_allowed(allowed.as_ref(), room)) {
+                    if followed.get(&room).is_none_or(|f| f.membership != Membership::Join) {
+                        let row = FollowedRoom {
+                            room_id: room.clone(),
+                            membership: Membership::Join,
+                            by: None,
+                            changed_at: now,
+                            due: true,
+                        };
+                        followed.insert(room, row);
+                    }
+                }
+            }
+            Err(error) => {
+                let error = Error::from(error);
+                if let Some(reason) = stop_reason(&error) {
+                    return End::Halted(reason);
+                }
+                tracing::warn!(
+                    watch = id,
+                    code = error.code(),
+                    "an account's joined rooms could not be listed"
+                );
+            }
+        }
+    }
     // Rooms whose last read failed in a way a later one may not, and the wait before they are
     // read again (doubling while reads keep failing).
     let mut failing: HashSet<RoomId> = HashSet::new();
     // Rooms whose read was refused for good while this loop runs.
     let mut refused: HashSet<RoomId> = HashSet::new();
+    // Rooms the account left whose read up to the departure (the event id) is not done yet.
+    let mut departures: HashMap<RoomId, String> = HashMap::new();
     let mut retry_after = Duration::from_secs(1);
     loop {
         if filter_id.is_none() {
@@ -276,20 +329,41 @@ async fn run_loop(
             .filter(|room| is_due(room, allowed.as_ref()) && !refused.contains(&room.room_id))
             .map(|room| &room.room_id)
             .collect();
-        let timeout = if since.is_none() || due.iter().any(|room| !failing.contains(*room)) {
+        let timeout = if since.is_none()
+            || due.iter().any(|room| !failing.contains(*room))
+            || departures.keys().any(|room| !failing.contains(room))
+        {
             Duration::ZERO
-        } else if due.is_empty() {
+        } else if due.is_empty() && departures.is_empty() {
             long_poll
         } else {
             retry_after.min(long_poll)
         };
         let request = SyncRequest { since: since.clone(), filter_id: filter_id.clone(), timeout };
         let update = match services.connector.sync(&account.session, &request).await {
-            Ok(update) => update,
-            Err(error) => match failed(&Error::from(error), &mut backoff).await {
-                Some(end) => return end,
-                None => continue,
-            },
+            Ok(update) => {
+                hopeless = 0;
+                update
+            }
+            Err(error) => {
+                let error = Error::from(error);
+                if !error.is_retryable() {
+                    // The stored filter may be what the homeserver refuses: made again.
+                    filter_id = None;
+                    hopeless += 1;
+                    if hopeless >= MAX_HOPELESS_SYNCS {
+                        return End::Halted(format!(
+                            "SYNC_FAILED: {}: the homeserver's /sync keeps failing; give the watch again once it \
+                             answers",
+                            error.code()
+                        ));
+                    }
+                }
+                match failed(&error, &mut backoff).await {
+                    Some(end) => return end,
+                    None => continue,
+                }
+            }
         };
         let synced_at = OffsetDateTime::now_utc();
         let mut changes = memberships(&update, &followed, allowed.as_mut(), synced_at);
@@ -319,17 +393,23 @@ async fn run_loop(
         // from its position: what was sent before the account left is not lost (the homeserver
         // serves a departed member the timeline up to its departure).
         wanted.retain(|room| !refused.contains(room));
-        // Read only up to the departure (the homeserver may serve a departed member more).
-        let mut departures: HashMap<RoomId, String> = HashMap::new();
+        // Read only up to the departure (the homeserver may serve a departed member more),
+        // until that read has reached it (a failed or capped one is tried again with later
+        // answers). A banned account is refused every read: nothing to try.
         for room in &update.left {
             let was_joined = followed.get(&room.room_id).is_some_and(|f| f.membership == Membership::Join);
             if let Some(event_id) = &room.event_id
                 && was_joined
+                && room.membership == Membership::Leave
                 && is_allowed(allowed.as_ref(), &room.room_id)
             {
-                wanted.retain(|r| *r != room.room_id);
-                wanted.push(room.room_id.clone());
                 departures.insert(room.room_id.clone(), event_id.clone());
+            }
+        }
+        for room in departures.keys() {
+            wanted.retain(|r| r != room);
+            if !refused.contains(room) {
+                wanted.push(room.clone());
             }
         }
         let outcomes: Vec<(RoomId, crate::Result<Captured>)> = futures::stream::iter(wanted)
@@ -345,8 +425,24 @@ async fn run_loop(
             .collect()
             .await;
         let mut retryable_failures = false;
+        // The longest wait a rate limit asked for in this answer's reads: waited once.
+        let mut rate_limited = Duration::ZERO;
         for (room, outcome) in outcomes {
             failing.remove(&room);
+            if departures.contains_key(&room) {
+                // Read up to the departure: done once it got there (or can never).
+                let done = match &outcome {
+                    Ok(captured) => captured.complete || captured.stored == 0,
+                    Err(error) => refused_for_good(error),
+                };
+                if done {
+                    departures.remove(&room);
+                } else {
+                    failing.insert(room.clone());
+                    retryable_failures = true;
+                }
+                continue;
+            }
             let due = match outcome {
                 // A read that stored nothing and still did not reach the end (a homeserver
                 // answering past what was asked, every time) waits like a failed one.
@@ -363,11 +459,11 @@ async fn run_loop(
                         return End::Halted(reason);
                     }
                     if let Error::Connector(argus_matrix::Error::RateLimited { retry_after }) = &error {
-                        wait(&mut backoff, *retry_after).await;
+                        rate_limited = rate_limited.max(retry_after.unwrap_or(Duration::from_secs(1)));
                     }
                     // A room refused for good (withheld, moved to another homeserver, left
                     // meanwhile) waits for its next event rather than being read every answer.
-                    let retry = error.is_retryable();
+                    let retry = !refused_for_good(&error);
                     if retry {
                         failing.insert(room.clone());
                         retryable_failures = true;
@@ -394,6 +490,9 @@ async fn run_loop(
                     });
                 }
             }
+        }
+        if !rate_limited.is_zero() {
+            tokio::time::sleep(rate_limited.min(MAX_RATE_LIMIT_WAIT)).await;
         }
         retry_after =
             if retryable_failures { (retry_after * 2).min(MAX_BACKOFF) } else { Duration::from_secs(1) };
@@ -483,6 +582,14 @@ fn memberships(
         }
     }
     changes
+}
+
+/// Whether a room's read was refused in a way no later read of this loop can change: the room
+/// is stored above the watch's level or from another homeserver, or the homeserver no longer
+/// lets the account read it. Anything else (a malformed answer, a store failure, a missing key
+/// backup) is tried again after a wait.
+fn refused_for_good(error: &Error) -> bool {
+    matches!(error.code(), "ABOVE_CLEARANCE" | "HOMESERVER_MISMATCH" | "ROOM_FORBIDDEN" | "ROOM_NOT_FOUND")
 }
 
 /// The most rooms an account watch records (joined, left, banned, invited): past it, rooms new

@@ -31,6 +31,7 @@ backend_suite!(
     the_loop_writes_only_under_its_lease,
     memberships_are_upserted_by_room,
     an_account_state_stops_the_watch_until_it_is_given_again,
+    a_loop_started_with_other_credentials_cannot_stop_the_watch_given_again,
     removal_takes_the_rooms_and_keeps_a_credential_still_in_use,
     tokens_are_resealed_only_over_the_token_read,
     bad_input_is_refused_with_nothing_written,
@@ -455,6 +456,25 @@ fn an_account_state_stops_the_watch_until_it_is_given_again(db: &TestDb) {
         assert_eq!(claimed_ids(db, "r1", now()), [id]);
         db.store.release_account_watch(id, "r1").unwrap();
     }
+}
+
+fn a_loop_started_with_other_credentials_cannot_stop_the_watch_given_again(db: &TestDb) {
+    let alice = someone("alice", "dgsi", Restricted);
+    let user = "@alice:x.org";
+    let first = create(db, &alice, user, Restricted);
+    let claimed = db.store.claim_account_watches("r1", now(), LEASE, 10).unwrap();
+    let old_token = claimed[0].token.clone();
+    // Given again with a new token while its loop runs; the same replica claims it anew.
+    let renewed = NewAccountWatch { token: sealed("bmV3LXRva2Vu"), ..new_watch(&alice, user, Restricted) };
+    db.store.upsert_account_sync_watch(&alice, &renewed, None, WatchCaps::default()).unwrap();
+    assert_eq!(claimed_ids(db, "r1", now()), [first.id]);
+    let reason = "HOMESERVER_UNAUTHORIZED: M_UNKNOWN_TOKEN";
+    // The old loop's stop, for the old token's failure: refused, the renewed watch stays active.
+    assert!(!db.store.stop_account_watch_sealed(first.id, "r1", reason, &old_token).unwrap());
+    assert_eq!(db.store.account_watch(&alice, first.id).unwrap().unwrap().status, WatchStatus::Active);
+    // The new loop's stop goes through.
+    assert!(db.store.stop_account_watch_sealed(first.id, "r1", reason, &renewed.token).unwrap());
+    assert_eq!(db.store.account_watch(&alice, first.id).unwrap().unwrap().status, WatchStatus::Paused);
 }
 
 fn removal_takes_the_rooms_and_keeps_a_credential_still_in_use(db: &TestDb) {
