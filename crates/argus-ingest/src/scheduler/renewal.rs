@@ -1,10 +1,12 @@
 //! An account's renewed tokens: a refresh-token pair lives once per account session, in one
 //! credential row that every watch of the account refers to ([`argus_store::StoredCredential`]).
 //! A renewer takes the row's own short lease (a holder string of its own: replica and a random
-//! nonce, so two sources of one replica never both renew), renews, seals the new pair and stores
-//! it by compare-and-swap under the lease, then gives the lease back, whatever the outcome. A
-//! renewer that finds the lease held waits for the holder's pair and takes it; so all replicas
-//! and all watches of the account renew once per expiry.
+//! nonce, so two sources of one replica never both renew), reads the stored pair again under it
+//! (the previous holder may have stored its new pair and given the lease back since this one
+//! last read it: that pair is taken, its spent refresh token never sent), renews, seals the new
+//! pair and stores it by compare-and-swap under the lease, then gives the lease back, whatever
+//! the outcome. A renewer that finds the lease held waits for the holder's pair and takes it; so
+//! all replicas and all watches of the account renew once per expiry.
 //!
 //! A swap that fails because the pair was re-sealed under a new key meanwhile (`keys rotate`)
 //! is tried again over the re-sealed value; a pair sealed under a key this replica lacks is a

@@ -114,8 +114,10 @@ pub trait PairKeeper: Send + Sync {
     fn load(&self) -> BoxFuture<'_, Result<Option<TokenPair>>>;
 
     /// Whether this holder is the one that renews (it took the pair's renewal lease); one that
-    /// is not waits for the pair the other keeps. After `Ok(true)`, [`PairKeeper::release`] is
-    /// called whatever the renewal's outcome.
+    /// is not waits for the pair the other keeps. After `Ok(true)`, [`PairKeeper::load`] is
+    /// called again before the server is asked (the previous holder may have kept its pair and
+    /// given the lease back since the last load), and [`PairKeeper::release`] is called whatever
+    /// the renewal's outcome.
     fn may_renew(&self) -> BoxFuture<'_, Result<bool>> {
         Box::pin(async { Ok(true) })
     }
@@ -209,7 +211,8 @@ impl RefreshingTokens {
 
     /// Renews the pair in use (the renewal lock held): the keeper's newer pair if another
     /// holder renewed it, else a new pair from the server (or the one it issued and the keeper
-    /// could not store yet), kept before it is used.
+    /// could not store yet), kept before it is used. The keeper's pair is read again once the
+    /// lease is taken, and only a pair read under the lease is renewed at the server.
     async fn renew_locked(&self) -> Result<()> {
         let mut current = self.pair();
         let Some(keeper) = self.keeper.clone() else {
@@ -218,25 +221,47 @@ impl RefreshingTokens {
             return Ok(());
         };
         if self.unkept().is_none() {
-            let kept = keeper.load().await?;
-            if let Some(kept) = kept.filter(|kept| kept.access_token != current.access_token) {
-                self.adopt(kept.clone());
-                if !kept.is_due(OffsetDateTime::now_utc()) {
-                    return Ok(());
-                }
-                current = kept;
+            match self.newer_kept(&*keeper, current).await? {
+                Some(due) => current = due,
+                None => return Ok(()),
             }
         }
         if !keeper.may_renew().await? {
             return self.wait_for_holder(current.access_token).await;
         }
-        let renewed = self.renew_held(&*keeper, current).await;
+        let renewed = self.renew_leased(&*keeper, current).await;
         // A pair the server issued but the keeper could not store yet keeps the lease (this
         // holder takes it again to store it): another holder would send the spent refresh token.
         if self.unkept().is_none() {
             keeper.release().await;
         }
         renewed
+    }
+
+    /// Takes the keeper's pair when another holder renewed `current` meanwhile: `None` when it
+    /// is not due (nothing left to renew), else the pair to renew (`current`, or the keeper's
+    /// newer one that is due already).
+    async fn newer_kept(&self, keeper: &dyn PairKeeper, current: TokenPair) -> Result<Option<TokenPair>> {
+        let kept = keeper.load().await?;
+        let Some(kept) = kept.filter(|kept| kept.access_token != current.access_token) else {
+            return Ok(Some(current));
+        };
+        self.adopt(kept.clone());
+        Ok(kept.is_due(OffsetDateTime::now_utc()).then_some(kept))
+    }
+
+    /// The renewal once the lease is taken. The pair read before the lease may be stale: the
+    /// previous holder may have stored its new pair and given the lease back between that read
+    /// and this lease, and its refresh token is spent. So the kept pair is read again under the
+    /// lease (no other holder can store one now), and renewed only if it is still the one due.
+    async fn renew_leased(&self, keeper: &dyn PairKeeper, current: TokenPair) -> Result<()> {
+        if self.unkept().is_some() {
+            return self.renew_held(keeper, current).await;
+        }
+        match self.newer_kept(keeper, current).await? {
+            Some(due) => self.renew_held(keeper, due).await,
+            None => Ok(()),
+        }
     }
 
     /// The pair in memory that the keeper could not store yet.

@@ -338,3 +338,103 @@ async fn a_token_endpoint_off_its_issuers_origin_is_never_sent_the_refresh_token
         "the token endpoint was called"
     );
 }
+
+/// One account's pair as a store keeps it for several holders: a renewal lease, and a new pair
+/// stored by compare-and-swap under it.
+struct SharedPair {
+    pair: Mutex<TokenPair>,
+    lease: Mutex<Option<&'static str>>,
+}
+
+/// One holder's keeper of a [`SharedPair`]; with `paused`, its lease request first says it
+/// arrived and waits to be let go.
+struct Holder {
+    name: &'static str,
+    shared: Arc<SharedPair>,
+    paused: Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PairKeeper for Holder {
+    fn load(&self) -> BoxFuture<'_, argus_matrix::Result<Option<TokenPair>>> {
+        let pair = locked(&self.shared.pair).clone();
+        Box::pin(async move { Ok(Some(pair)) })
+    }
+
+    fn may_renew(&self) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        Box::pin(async move {
+            if let Some((arrived, go)) = &self.paused {
+                arrived.notify_one();
+                go.notified().await;
+            }
+            let mut lease = locked(&self.shared.lease);
+            let free = lease.is_none_or(|holder| holder == self.name);
+            if free {
+                *lease = Some(self.name);
+            }
+            Ok(free)
+        })
+    }
+
+    fn release(&self) -> BoxFuture<'_, ()> {
+        let mut lease = locked(&self.shared.lease);
+        if *lease == Some(self.name) {
+            *lease = None;
+        }
+        Box::pin(async {})
+    }
+
+    fn store(&self, old: TokenPair, new: TokenPair) -> BoxFuture<'_, argus_matrix::Result<bool>> {
+        let leased = *locked(&self.shared.lease) == Some(self.name);
+        let mut pair = locked(&self.shared.pair);
+        let swapped = leased && pair.access_token == old.access_token;
+        if swapped {
+            *pair = new;
+        }
+        Box::pin(async move { Ok(swapped) })
+    }
+}
+
+#[tokio::test]
+async fn a_holder_that_read_the_pair_before_another_kept_its_renewal_and_left_does_not_spend_it_again() {
+    let server = MockServer::start().await;
+    let auth = OAuthMock::mount(&server, CLIENT_ID, 300).await;
+    let shared = Arc::new(SharedPair {
+        pair: Mutex::new(stale(OAuthMock::FIRST_REFRESH_TOKEN)),
+        lease: Mutex::new(None),
+    });
+    let (arrived, go) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let source = |name, paused| {
+        let keeper = Holder { name, shared: Arc::clone(&shared), paused };
+        let pair = stale(OAuthMock::FIRST_REFRESH_TOKEN);
+        let keeper = Some(Arc::new(keeper) as Arc<dyn PairKeeper>);
+        Arc::new(RefreshingTokens::new(connector(), url(&server), pair, Some(CLIENT_ID.into()), keeper))
+    };
+    let (a, b) = (source("a", None), source("b", Some((Arc::clone(&arrived), Arc::clone(&go)))));
+    let refused = b.pair().access_token;
+    // B reads the kept pair (the first one) and asks for the lease; before it gets there, A
+    // renews, keeps its new pair and gives the lease back.
+    let late = tokio::spawn({
+        let (b, refused) = (Arc::clone(&b), refused.clone());
+        async move { b.renew(&refused).await }
+    });
+    arrived.notified().await;
+    assert_eq!(a.renew(&refused).await.ok(), Some(true));
+    assert_eq!((auth.uses(OAuthMock::FIRST_REFRESH_TOKEN), auth.issued()), (1, 1));
+    assert_eq!(*locked(&shared.lease), None);
+    // B takes the free lease: the pair it read is no longer the kept one, so it takes A's and
+    // never sends the spent refresh token.
+    go.notify_one();
+    let late = late.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(late.ok(), Some(true));
+    assert_eq!((auth.uses(OAuthMock::FIRST_REFRESH_TOKEN), auth.issued()), (1, 1), "{:?}", auth.all_uses());
+    assert_eq!(auth.all_uses().len(), 1);
+    for source in [&a, &b] {
+        assert_eq!(source.pair().access_token.expose_secret(), auth.access_token());
+    }
+    assert_eq!(locked(&shared.pair).access_token.expose_secret(), auth.access_token());
+    assert_eq!(*locked(&shared.lease), None, "the lease was given back");
+}
