@@ -113,16 +113,7 @@ pub async fn watch_account(
     policy::check_may_classify(viewer, request.classification)?;
     crate::ingest::check_since(request.since)?;
     services.connector.check_homeserver(&homeserver)?;
-    let recovery_key = request
-        .recovery_key
-        .as_ref()
-        .map(|text| {
-            text.expose_secret()
-                .parse::<argus_crypto::RecoveryKey>()
-                .map(|key| argus_domain::Secret::new(key.to_base58()))
-                .map_err(argus_matrix::Error::from)
-        })
-        .transpose()?;
+    let recovery_key = crate::watch::checked_recovery_key(request.recovery_key.as_ref())?;
     // The homeserver first: the account confirmed, the Matrix user named, every listed room
     // readable with the token, before anything is stored.
     let given = TokenPair::given(request.access_token, request.refresh_token);

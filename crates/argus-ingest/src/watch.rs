@@ -91,16 +91,7 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     services.connector.check_homeserver(&homeserver)?;
     // A key that is not a recovery key is refused now; one that does not open the owner's
     // backup pauses the watch at its first run (the backup is read then, not here).
-    let recovery_key = request
-        .recovery_key
-        .as_ref()
-        .map(|text| {
-            text.expose_secret()
-                .parse::<argus_crypto::RecoveryKey>()
-                .map(|key| argus_domain::Secret::new(key.to_base58()))
-                .map_err(argus_matrix::Error::from)
-        })
-        .transpose()?;
+    let recovery_key = checked_recovery_key(request.recovery_key.as_ref())?;
     // The homeserver first, the archive only for a token that reads the room, and the account
     // confirmed with the same token source. A token given with its refresh token may be renewed
     // by these checks: the renewed pair is what is kept (the refresh token given is then used
@@ -158,6 +149,21 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
         decrypts = watch.decrypts, "room watched"
     );
     Ok(watch)
+}
+
+/// A recovery key as given, checked to be one and kept in its canonical form (a key that does
+/// not open the owner's backup stops the watch at its first read, not here).
+pub(crate) fn checked_recovery_key(
+    given: Option<&argus_domain::Secret>,
+) -> Result<Option<argus_domain::Secret>> {
+    Ok(given
+        .map(|text| {
+            text.expose_secret()
+                .parse::<argus_crypto::RecoveryKey>()
+                .map(|key| argus_domain::Secret::new(key.to_base58()))
+                .map_err(argus_matrix::Error::from)
+        })
+        .transpose()?)
 }
 
 /// The account row of a renewable pair given by `viewer` for `user_id` at `homeserver` (what
