@@ -25,6 +25,7 @@ mod encrypted;
 mod evidence;
 mod harness;
 mod leaks;
+mod live;
 mod notes;
 mod outputs;
 mod replicas;
@@ -167,4 +168,51 @@ async fn accounts_on_postgres() {
     let Some(db) = argus_testkit::postgres::fresh_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     accounts::run(synapse, db.url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_api_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    live::api(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_api_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    live::api(synapse, db.url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_survives_sigkill_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    live::crash(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_survives_sigkill_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    live::crash(synapse, db.url(), dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_replicas_share_accounts_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    live::replicas(synapse, &db).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_capture_second_loop_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    live::second_loop(synapse, &url, dir.path()).await.unwrap();
 }

@@ -59,6 +59,8 @@ pub struct Services {
     pub oversight: Option<Arc<Oversight>>,
     /// Set in one benchmark only: reads of content are not journaled.
     pub(crate) journal_off: std::sync::atomic::AtomicBool,
+    /// The open subscriptions, per caller.
+    pub(crate) live: crate::schema::subscription::Live,
 }
 
 impl Services {
@@ -77,7 +79,14 @@ impl Services {
             limits: Limits::default(),
             oversight: None,
             journal_off: std::sync::atomic::AtomicBool::new(false),
+            live: crate::schema::subscription::Live::default(),
         }
+    }
+
+    /// How many subscriptions (`tchapMessagesAdded`) are open, over every caller: started, and
+    /// following what is stored from their start on.
+    pub fn open_subscriptions(&self) -> usize {
+        self.live.open()
     }
 
     /// Whether reads of content are journaled (always, but in one benchmark).
@@ -133,6 +142,9 @@ pub struct Context {
     /// What the request may still ask for ([`Limits::max_items_per_request`],
     /// [`Limits::max_searches_per_request`]).
     left: Arc<Mutex<Cost>>,
+    /// When the caller's token expires, when the context outlives a request (a connection
+    /// carrying subscriptions).
+    expires_at: Option<time::OffsetDateTime>,
 }
 
 impl juniper::Context for Context {}
@@ -142,7 +154,20 @@ impl Context {
     pub fn new(viewer: Viewer, services: Arc<Services>) -> Self {
         let limits = services.limits;
         let left = Cost { items: limits.max_items_per_request, searches: limits.max_searches_per_request };
-        Self { viewer, services, left: Arc::new(Mutex::new(left)) }
+        Self { viewer, services, left: Arc::new(Mutex::new(left)), expires_at: None }
+    }
+
+    /// The same context for a caller whose token expires at `at`: what outlives a request (a
+    /// subscription) ends then.
+    #[must_use]
+    pub fn with_expiry(mut self, at: time::OffsetDateTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// When the caller's token expires, when known ([`Self::with_expiry`]).
+    pub fn expires_at(&self) -> Option<time::OffsetDateTime> {
+        self.expires_at
     }
 
     /// The caller.

@@ -61,6 +61,16 @@ pub enum Error {
     /// Writing a disclosure package failed; the details stay in the server log.
     #[error("internal error")]
     Disclosure(#[source] argus_disclose::Error),
+    /// The caller's token expired while a subscription was open: it ends (a new token opens
+    /// another).
+    #[error("the token has expired")]
+    TokenExpired,
+    /// The caller already has the most subscriptions open at once.
+    #[error("at most {limit} subscriptions per caller may be open at once; close one first")]
+    TooManySubscriptions {
+        /// The bound.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -78,6 +88,8 @@ impl Error {
             Self::EvidenceMismatch { .. } => "EVIDENCE_MISMATCH",
             Self::DisclosuresDisabled => "DISCLOSURES_DISABLED",
             Self::Disclosure(_) => "INTERNAL",
+            Self::TokenExpired => "UNAUTHENTICATED",
+            Self::TooManySubscriptions { .. } => "TOO_MANY_SUBSCRIPTIONS",
         }
     }
 

@@ -10,6 +10,10 @@
 //!   `postTchapMessage` needs `tchap:post`, `tchapAccessLog` needs `tchap:audit`,
 //!   `discloseTchapRoom` needs `tchap:disclose`; otherwise the error has `extensions.code =
 //!   "FORBIDDEN"`.
+//! - The subscription `tchapMessagesAdded` ([`schema::subscription`]) needs `tchap:read` too: it
+//!   delivers the messages stored after it started that the caller's `tchapMessages` would
+//!   return, each journaled like that read; the server serves it over GraphQL over WebSocket
+//!   with a [`Context`] that ends with the caller's token ([`Context::with_expiry`]).
 //! - Every read goes through the store's gated reads for the caller's organisation and
 //!   clearance; pagination cursors are opaque and authenticated ([`CursorKey`]). The content a
 //!   message had when captured, held after a later redaction (`TchapMessage.heldBody`,

@@ -1,7 +1,8 @@
-//! The root query and mutation of the contract (`shared/contract/schema.graphql`), and the
-//! schema with its document limits.
+//! The root query and mutation of the contract (`shared/contract/schema.graphql`), the root
+//! subscription ([`subscription`]), and the schema with its document limits.
 
 pub mod access;
+pub mod account_watch;
 pub mod attachment;
 pub mod audit;
 pub mod charged;
@@ -14,14 +15,14 @@ pub mod room;
 pub mod room_state;
 pub mod scalars;
 pub mod search;
+pub mod subscription;
 pub mod sync_list;
 pub mod watch;
-pub mod account_watch;
 
 use argus_domain::{AccessToken, RoomId, Scope};
 use juniper::{
-    DefaultScalarValue, EmptyMutation, EmptySubscription, Executor, GraphQLInputObject, GraphQLType,
-    ID, RootNode, graphql_object,
+    DefaultScalarValue, EmptyMutation, Executor, GraphQLInputObject, GraphQLType, ID, RootNode,
+    graphql_object,
 };
 
 use self::{
@@ -32,12 +33,13 @@ use self::{
     payloads::{IngestJoinedTchapRoomsPayload, IngestTchapRoomPayload, PostTchapMessagePayload, TchapStats},
     room::{TchapRoom, TchapRoomConnection},
     scalars::{DateTime, GqlClassification, int},
+    subscription::Subscription,
 };
 use crate::{Context, Result, ingest};
 
 /// The GraphQL schema of the connector: every root field charged what it asks for before it
 /// runs ([`Charged`]).
-pub type Schema = RootNode<Charged<Query>, Charged<Mutation>, EmptySubscription<Context>>;
+pub type Schema = RootNode<Charged<Query>, Charged<Mutation>, Subscription>;
 
 /// Limits a document must respect before any resolver runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +60,16 @@ impl Default for SchemaOptions {
     }
 }
 
-/// The schema without mutations, for `GET /graphql` (a mutation there fails validation).
-pub type ReadOnlySchema = RootNode<Charged<Query>, EmptyMutation<Context>, EmptySubscription<Context>>;
+/// The schema without mutations, for `GET /graphql` (a mutation there fails validation) and the
+/// GraphQL over WebSocket connections (its subscriptions; queries there share one request's
+/// limits per connection).
+pub type ReadOnlySchema = RootNode<Charged<Query>, EmptyMutation<Context>, Subscription>;
 
 /// `schema` with the document limits of `options`.
 fn with_limits<M: GraphQLType>(
-    schema: RootNode<Charged<Query>, M, EmptySubscription<Context>>,
+    schema: RootNode<Charged<Query>, M, Subscription>,
     options: SchemaOptions,
-) -> RootNode<Charged<Query>, M, EmptySubscription<Context>> {
+) -> RootNode<Charged<Query>, M, Subscription> {
     let schema = schema
         .limit_depth(options.max_depth)
         .limit_fields(options.max_fields)
@@ -75,12 +79,12 @@ fn with_limits<M: GraphQLType>(
 
 /// Builds the schema with its limits.
 pub fn build_schema(options: SchemaOptions) -> Schema {
-    with_limits(Schema::new(Charged(Query), Charged(Mutation), EmptySubscription::new()), options)
+    with_limits(Schema::new(Charged(Query), Charged(Mutation), Subscription), options)
 }
 
 /// Builds the read-only schema with its limits.
 pub fn build_read_only_schema(options: SchemaOptions) -> ReadOnlySchema {
-    with_limits(ReadOnlySchema::new(Charged(Query), EmptyMutation::new(), EmptySubscription::new()), options)
+    with_limits(ReadOnlySchema::new(Charged(Query), EmptyMutation::new(), Subscription), options)
 }
 
 /// The schema in GraphQL SDL (what `argus-tchap schema` prints and `docs/schema.graphql` holds).

@@ -218,7 +218,7 @@ pub async fn ingest_room(
     request: IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
-    ingest_room_with(services, viewer, request, Tokens::new(), on_page).await
+    ingest_room_with(services, viewer, request, Tokens::new(), None, on_page).await
 }
 
 /// Where the requests of one call take their token: the source made at the call's first run,
@@ -260,12 +260,15 @@ pub(crate) fn call_tokens(
 }
 
 /// [`ingest_room`] with the requests' tokens taken from `tokens` when it holds a source (a
-/// watch's renewing source, whose new pairs are sealed and stored).
+/// watch's renewing source, whose new pairs are sealed and stored), and, with `stop_after`,
+/// the forward read ending at that event (an account's departure from the room: a room
+/// without a forward position is then not read at all).
 pub(crate) async fn ingest_room_with(
     services: &Services,
     viewer: &Viewer,
     mut request: IngestRequest,
     tokens: Tokens,
+    stop_after: Option<&str>,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let refused = |error: Error| {
@@ -303,7 +306,7 @@ pub(crate) async fn ingest_room_with(
         let session = Session::new(resolved.homeserver.clone(), source);
         account::confirm(services, &session, &resolved).await.map_err(refused)?;
     }
-    let mut summary = ingest_one(services, viewer, &request, &tokens, on_page).await?;
+    let mut summary = ingest_one(services, viewer, &request, &tokens, stop_after, on_page).await?;
     if request.follow_upgrades {
         let mut seen = std::collections::HashSet::from([summary.room.room_id.clone()]);
         let mut next = summary.room.successor.clone();
@@ -312,7 +315,8 @@ pub(crate) async fn ingest_room_with(
                 break;
             }
             let result =
-                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, &mut |_| {}).await;
+                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, None, &mut |_| {})
+                    .await;
             next = result.as_ref().ok().and_then(|s| s.room.successor.clone());
             summary.upgrades.push(RoomOutcome {
                 room_id: room.as_str().to_owned(),
@@ -329,6 +333,7 @@ async fn ingest_one(
     viewer: &Viewer,
     request: &IngestRequest,
     tokens: &Tokens,
+    stop_after: Option<&str>,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
@@ -375,7 +380,8 @@ async fn ingest_one(
     };
     let tokens = tokens.get_or_init(|| token_source(services, request, &valid.homeserver));
     let mut progress = Progress::default();
-    let read = read_room(services, &ticket, request, tokens, &valid, &mut progress, on_page).await;
+    let read =
+        read_room(services, &ticket, request, tokens, &valid, stop_after, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
     let finished = audit::finish(services, &ticket, error).await;
     if progress.stored > 0
@@ -486,12 +492,14 @@ impl Progress {
 }
 
 /// The reads of one run, each streamed and committed batch by batch.
+#[expect(clippy::too_many_arguments, reason = "one run's whole context")]
 async fn read_room(
     services: &Services,
     ticket: &RunTicket,
     request: &IngestRequest,
     tokens: &Arc<dyn TokenSource>,
     valid: &Validated,
+    stop_after: Option<&str>,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<()> {
@@ -507,6 +515,15 @@ async fn read_room(
         None => (None, None, false),
     };
     let mut budget = valid.max_messages;
+    if let Some(stop_after) = stop_after {
+        // Up to an event only: forwards from the room's position, nothing older, nothing past it.
+        let Some(resume) = resume else { return Ok(()) };
+        let mut options = options(services, budget, Some(resume), None, None);
+        options.stop_after = Some(stop_after.to_owned());
+        return read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page)
+            .await
+            .map(drop);
+    }
     if request.reach == Reach::Current {
         // Forwards from the last run's position; the first time, backwards from the live end
         // (which reads older history too: nothing else to do then).
@@ -535,7 +552,14 @@ fn options(
     backfill_from: Option<String>,
     start_at: Option<OffsetDateTime>,
 ) -> FetchOptions {
-    FetchOptions { max_messages, since, backfill_from, batch_pages: services.limits.batch_pages, start_at }
+    FetchOptions {
+        max_messages,
+        since,
+        backfill_from,
+        batch_pages: services.limits.batch_pages,
+        start_at,
+        stop_after: None,
+    }
 }
 
 /// Whether the stored history of `room` is complete as far back as a run from `since` wants:
@@ -592,6 +616,9 @@ async fn read_leg(
         read = batch.report.clone();
         let ticket = ticket.clone();
         let committed = services.with_store(move |store| store.commit_pages(&ticket, &batch)).await?;
+        if committed.messages_stored > 0 {
+            services.new_messages.notify();
+        }
         progress.update(&read, &committed);
         on_page(&progress.report);
     }

@@ -10,7 +10,8 @@
 //!   sent or refused, audited in the chain like a run ([`Services::post_policy`]).
 //! - [`media`]: the files of stored messages fetched after each run, checked, held in the
 //!   blob store and scanned; a worker retries and scans what is left ([`Media`]).
-//! - [`Services`]: the store, the connector, admission, caps and counters, built once.
+//! - [`Services`]: the store, the connector, admission, caps and counters, built once; its
+//!   [`NewMessages`] signal is raised after every commit that stored messages.
 //!
 //! Wherever a homeserver URL is asked for, an account (a Matrix user id or an e-mail address)
 //! may be given instead: it is resolved to its homeserver by server discovery and the token
@@ -27,6 +28,7 @@ mod error;
 pub mod ingest;
 pub mod live;
 pub mod media;
+mod new_messages;
 pub mod post;
 pub mod scheduler;
 mod services;
@@ -36,5 +38,6 @@ pub mod watch;
 pub use admission::{Admission, AdmissionLimits, Admitted};
 pub use error::{Error, Result};
 pub use media::{Media, MediaReport, MediaSettings};
+pub use new_messages::{NewMessages, NewMessagesWaiter};
 pub use services::{Limits, Metrics, Services, WatchLimits};
 pub use token_keys::{Credentials, TokenKey, TokenKeys};

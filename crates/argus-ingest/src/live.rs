@@ -5,7 +5,7 @@
 //! clearance, the account confirmed with `whoami`, the credentials sealed at once; a refresh
 //! token kept once for the account and renewed for all its watches), then [`Live`], on each
 //! replica, claims the account watches no replica runs (a lease per watch, renewed by its loop)
-//! and runs one loop for each ([`account_loop`]): an idle account costs one request per
+//! and runs one loop for each (`account_loop`): an idle account costs one request per
 //! long-poll timeout whatever its number of rooms, and a message reaches the archive as soon as
 //! the homeserver answers the poll.
 //!
@@ -224,7 +224,9 @@ pub async fn account_watches(
     policy::require_scope(viewer, Scope::Read)?;
     let v = viewer.clone();
     services
-        .with_store(move |store| Ok((store.account_watches(&v, first, after)?, store.count_account_watches(&v)?)))
+        .with_store(move |store| {
+            Ok((store.account_watches(&v, first, after)?, store.count_account_watches(&v)?))
+        })
         .await
 }
 
@@ -259,13 +261,23 @@ impl Default for LiveOptions {
     }
 }
 
+/// A loop this replica runs.
+#[derive(Debug)]
+struct RunningLoop {
+    task: JoinHandle<()>,
+    /// The sealed credentials it was started with: a watch given again is sealed anew.
+    token: argus_domain::SealedToken,
+    /// Ends the loop without giving its lease back (its watch was given again).
+    replaced: tokio::sync::watch::Sender<bool>,
+}
+
 /// The live loops of one replica: claims account watches no replica runs and runs a loop for
 /// each, until stopped.
 #[derive(Debug)]
 pub struct Live {
     services: Arc<Services>,
     options: LiveOptions,
-    loops: Mutex<HashMap<i64, JoinHandle<()>>>,
+    loops: Mutex<HashMap<i64, RunningLoop>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -284,7 +296,7 @@ impl Live {
     /// The account watches this replica runs a loop for now.
     pub fn running(&self) -> Vec<i64> {
         let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-        loops.retain(|_, task| !task.is_finished());
+        loops.retain(|_, running| !running.task.is_finished());
         let mut ids: Vec<i64> = loops.keys().copied().collect();
         ids.sort_unstable();
         ids
@@ -318,27 +330,74 @@ impl Live {
         if room == 0 {
             return Ok(0);
         }
+        // A claim also returns (oldest first, lease renewed) the watches this replica already
+        // holds: it asks for as many more as run here, so that they never take the room of a
+        // new loop (a replica one loop short of its bound would otherwise never start another).
         let (replica, lease) = (self.options.replica.clone(), self.options.lease);
-        let limit = u32::try_from(room).unwrap_or(u32::MAX);
+        let limit = u32::try_from(room.saturating_add(running.len())).unwrap_or(u32::MAX);
         let claimed = self
             .services
-            .with_store(move |store| store.claim_account_watches(&replica, OffsetDateTime::now_utc(), lease, limit))
+            .with_store(move |store| {
+                store.claim_account_watches(&replica, OffsetDateTime::now_utc(), lease, limit)
+            })
             .await?;
         let mut started = 0;
-        let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-        for claimed in claimed {
-            let id = claimed.watch.id;
-            if loops.get(&id).is_some_and(|task| !task.is_finished()) {
-                continue;
+        let mut new_loops = 0;
+        let mut surplus = Vec::new();
+        {
+            let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
+            for claimed in claimed {
+                let id = claimed.watch.id;
+                let mut previous = None;
+                if let Some(running) = loops.get(&id)
+                    && !running.task.is_finished()
+                {
+                    if running.token == claimed.token {
+                        continue;
+                    }
+                    // Its loop runs with what the watch was before it was given again (which
+                    // gave the lease up, claimed here anew): that loop ends, and the new one
+                    // starts once it has, with what was given.
+                    let _ = running.replaced.send(true);
+                    previous = loops.remove(&id).map(|running| running.task);
+                } else if new_loops == room {
+                    surplus.push(id);
+                    continue;
+                } else {
+                    new_loops += 1;
+                }
+                let token = claimed.token.clone();
+                let (replaced, replaced_rx) = tokio::sync::watch::channel(false);
+                let run = account_loop::run(
+                    Arc::clone(&self.services),
+                    self.options.clone(),
+                    claimed,
+                    self.stop.subscribe(),
+                    replaced_rx,
+                );
+                let task = tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    run.await;
+                });
+                loops.insert(id, RunningLoop { task, token, replaced });
+                started += 1;
             }
-            let task = tokio::spawn(account_loop::run(
-                Arc::clone(&self.services),
-                self.options.clone(),
-                claimed,
-                self.stop.subscribe(),
-            ));
-            loops.insert(id, task);
-            started += 1;
+        }
+        // Claimed past the room (a loop counted as running here had lost its watch): given back
+        // at once, for another replica.
+        for id in surplus {
+            let replica = self.options.replica.clone();
+            if let Err(e) =
+                self.services.with_store(move |store| store.release_account_watch(id, &replica)).await
+            {
+                tracing::warn!(
+                    watch = id,
+                    code = e.code(),
+                    "an account watch could not be released; its lease will expire"
+                );
+            }
         }
         Ok(started)
     }
@@ -348,7 +407,7 @@ impl Live {
         let _ = self.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = {
             let mut loops = self.loops.lock().unwrap_or_else(PoisonError::into_inner);
-            loops.drain().map(|(_, task)| task).collect()
+            loops.drain().map(|(_, running)| running.task).collect()
         };
         for task in tasks {
             let _ = task.await;

@@ -302,7 +302,7 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             // The lease is renewed while the run lasts; a replica that lost it (its database
             // was unreachable longer than the lease) stops, leaving the watch to its new owner.
             let mut on_page = |_: &argus_domain::FetchReport| {};
-            let run = ingest_room_with(services, &owner, request, tokens.into(), &mut on_page);
+            let run = ingest_room_with(services, &owner, request, tokens.into(), None, &mut on_page);
             tokio::pin!(run);
             let mut heartbeat = tokio::time::interval((options.lease / 3).max(Duration::from_millis(100)));
             heartbeat.tick().await;
@@ -380,7 +380,8 @@ pub(crate) fn stop_reason(error: &Error) -> Option<String> {
             // The account, not the token: every run would be refused the same way until its
             // homeserver renews or unlocks it. Its code is the watch's status (ACCOUNT_EXPIRED,
             // ACCOUNT_LOCKED). A suspended account still reads: its failures stop nothing.
-            let undone = if matches!(e, argus_matrix::Error::AccountExpired) { "renewed" } else { "unlocked" };
+            let undone =
+                if matches!(e, argus_matrix::Error::AccountExpired) { "renewed" } else { "unlocked" };
             Some(format!(
                 "{}: the homeserver refuses the account until it is {undone}; then give the watch again",
                 e.code()
@@ -414,7 +415,8 @@ pub(crate) fn stop_reason(error: &Error) -> Option<String> {
 /// When a rate limit of `wait` (at most a week: the homeserver's number is not trusted to be
 /// sane) ends, from now.
 pub(crate) fn rate_limited_until(wait: Duration) -> Option<OffsetDateTime> {
-    OffsetDateTime::now_utc().checked_add(time::Duration::seconds_f64(wait.min(MAX_RATE_LIMIT_WAIT).as_secs_f64()))
+    OffsetDateTime::now_utc()
+        .checked_add(time::Duration::seconds_f64(wait.min(MAX_RATE_LIMIT_WAIT).as_secs_f64()))
 }
 
 /// Audits, every `period` until `stop` is notified, the runs whose process died: what `serve`

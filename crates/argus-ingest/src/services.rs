@@ -117,6 +117,8 @@ pub struct Services {
     /// Notified when an account is watched: wakes the live loops' claimer rather than wait for
     /// its next tick.
     pub on_account_watched: Arc<tokio::sync::Notify>,
+    /// Raised after every commit that stored messages (wakes the readers of new messages).
+    pub new_messages: crate::NewMessages,
     /// The keys that seal watched rooms' tokens; `None`: watches are disabled.
     pub token_keys: Option<Arc<crate::TokenKeys>>,
     /// Bounds on watched rooms.
@@ -144,6 +146,7 @@ impl Services {
             admission: Admission::default(),
             on_ingested: None,
             on_account_watched: Arc::new(tokio::sync::Notify::new()),
+            new_messages: crate::NewMessages::default(),
             token_keys: None,
             watch_limits: WatchLimits::default(),
             post_policy: argus_domain::PostPolicy::default(),

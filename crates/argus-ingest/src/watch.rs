@@ -121,7 +121,14 @@ pub async fn watch_room(services: &Services, viewer: &Viewer, mut request: Watch
     let credential = match &renewable {
         Some(renewing) => {
             let user_id = services.connector.whoami(&check).await?;
-            let pair = account_pair(&keys, viewer, &homeserver, user_id.as_str(), renewing, request.oauth_client_id)?;
+            let pair = account_pair(
+                &keys,
+                viewer,
+                &homeserver,
+                user_id.as_str(),
+                renewing,
+                request.oauth_client_id,
+            )?;
             Some(pair)
         }
         None => None,
@@ -166,8 +173,12 @@ pub(crate) fn account_pair(
 ) -> Result<(argus_store::NewCredential, AccessToken)> {
     let pair = renewing.pair();
     let shared = Credentials { oauth_client_id, ..Credentials::default() }.with_pair(&pair);
-    let binding =
-        AccountBinding { org: &viewer.org, owner: &viewer.actor, homeserver_url: homeserver.as_str(), user_id };
+    let binding = AccountBinding {
+        org: &viewer.org,
+        owner: &viewer.actor,
+        homeserver_url: homeserver.as_str(),
+        user_id,
+    };
     let new = argus_store::NewCredential {
         org: viewer.org.clone(),
         owner: viewer.actor.clone(),
@@ -293,7 +304,11 @@ pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
                 }
             }
             Err(error) => {
-                tracing::warn!(account_watch = entry.id, code = error.code(), "an account watch's token did not open");
+                tracing::warn!(
+                    account_watch = entry.id,
+                    code = error.code(),
+                    "an account watch's token did not open"
+                );
                 rotation.unopened += 1;
             }
         }

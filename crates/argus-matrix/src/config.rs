@@ -143,6 +143,9 @@ pub struct FetchOptions {
     /// event sent at or after it (`timestamp_to_event`, inclusive), its history then complete
     /// since that date. Ignored by a forward read (`since`), which reads only newer events.
     pub start_at: Option<time::OffsetDateTime>,
+    /// A forward read (`since`) stops after this event, kept (the account's own departure from
+    /// the room: what the homeserver serves past it is not read). Ignored by other reads.
+    pub stop_after: Option<String>,
 }
 
 impl Default for FetchOptions {
@@ -153,6 +156,7 @@ impl Default for FetchOptions {
             backfill_from: None,
             batch_pages: DEFAULT_BATCH_PAGES,
             start_at: None,
+            stop_after: None,
         }
     }
 }

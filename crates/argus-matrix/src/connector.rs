@@ -321,10 +321,27 @@ impl Connector {
                 None => false,
             };
 
+            // Forwards up to an event given (the account's departure): the read ends with it.
+            let reached_stop = match options.stop_after.as_deref().filter(|_| forward) {
+                Some(stop) => page.chunk[..taken]
+                    .iter()
+                    .position(|raw| {
+                        raw.get_field::<String>("event_id").ok().flatten().as_deref() == Some(stop)
+                    })
+                    .map(|i| taken = i + 1)
+                    .is_some(),
+                None => false,
+            };
+
             // Decide what follows this page before normalising it, so that the next request
             // overlaps the work.
             let next = if reached_start {
                 history = HistoryPosition::Complete;
+                None
+            } else if reached_stop {
+                // Read again from this page's start, should the room be read once more: what was
+                // stored is found stored.
+                resume_token = from.clone();
                 None
             } else if overfull {
                 tracing::warn!(

@@ -109,6 +109,9 @@ pub struct LeftRoom {
     pub by: Option<String>,
     /// When, as that event's `origin_server_ts` says.
     pub at: Option<OffsetDateTime>,
+    /// That event's id, if the answer carried it: a read of the room's timeline up to the
+    /// account's departure stops there ([`crate::FetchOptions::stop_after`]).
+    pub event_id: Option<String>,
 }
 
 /// A room the account was invited to (the invite is never accepted).
@@ -276,15 +279,15 @@ fn reduce(response: sync_events::Response, own: Option<&UserId>) -> Result<SyncU
             own_membership(left.timeline.events.iter().rev(), own, skipped)
                 .or_else(|| own_membership(state_events(&left.state).iter().rev(), own, skipped))
         });
-        let (membership, by, at) = match member {
+        let (membership, by, at, event_id) = match member {
             Some(m) => {
                 let membership =
                     if m.membership == MembershipState::Ban { Membership::Ban } else { Membership::Leave };
-                (membership, Some(m.sender), m.at)
+                (membership, Some(m.sender), m.at, m.event_id)
             }
-            None => (Membership::Leave, None, None),
+            None => (Membership::Leave, None, None, None),
         };
-        update.left.push(LeftRoom { room_id, membership, by, at });
+        update.left.push(LeftRoom { room_id, membership, by, at, event_id });
     }
     for (room, invited) in rooms.invite {
         let Some(room_id) = domain_room(&room, &mut update.malformed_skipped) else { continue };
@@ -345,6 +348,7 @@ fn successor<'a, T: 'a>(mut events: impl Iterator<Item = &'a Raw<T>>) -> Option<
 
 /// The account's membership as one of its `m.room.member` events says.
 struct OwnMembership {
+    event_id: Option<String>,
     membership: MembershipState,
     sender: String,
     at: Option<OffsetDateTime>,
@@ -375,7 +379,9 @@ fn own_membership<'a, T: 'a>(
             .flatten()
             .and_then(|ts| i64::try_from(u64::from(ts.get())).ok())
             .and_then(|ms| argus_domain::from_unix_ms(ms).ok());
+        let event_id = event.get_field::<String>("event_id").ok().flatten().filter(|id| id.starts_with('$'));
         return Some(OwnMembership {
+            event_id,
             membership: member.content.membership,
             sender: member.sender.into(),
             at,

@@ -47,6 +47,9 @@ pub struct AppState {
     max_body_bytes: usize,
     graphiql: bool,
     media: MediaServing,
+    /// Raised when the server starts stopping: open WebSocket connections close at once
+    /// (`1001`) instead of holding the graceful stop for its whole timeout.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,6 +93,7 @@ pub async fn build(config: &Config) -> Result<Built> {
         max_body_bytes: config.graphql.max_body_bytes,
         graphiql: config.graphiql_enabled(),
         media: MediaServing { serving_allowed: config.media.serving_allowed(), blobs: None },
+        stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
     };
     config.media.log_at_start();
     let mut state = state;
@@ -116,11 +120,38 @@ impl AppState {
         &self.media
     }
 
+    /// The validator of bearer tokens.
+    pub(crate) fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The schema of `GET /graphql` and of GraphQL over WebSocket connections.
+    pub(crate) fn read_schema(&self) -> &Arc<ReadOnlySchema> {
+        &self.read_schema
+    }
+
+    /// The largest request body, and the largest WebSocket message.
+    pub(crate) fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// Watches whether the server is stopping.
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     /// Registers the routes with this state.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.clone()))
             .app_data(web::PayloadConfig::new(self.max_body_bytes))
             .route("/graphql", web::post().to(graphql_post))
+            // GraphQL over WebSocket: the same path, upgraded.
+            .route(
+                "/graphql",
+                web::get()
+                    .guard(actix_web::guard::fn_guard(crate::subscriptions::is_upgrade))
+                    .to(crate::subscriptions::handle),
+            )
             .route("/graphql", web::get().to(graphql_get))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
@@ -139,6 +170,7 @@ pub struct RunningServer {
     addr: std::net::SocketAddr,
     handle: ServerHandle,
     task: tokio::task::JoinHandle<Result<()>>,
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl RunningServer {
@@ -147,8 +179,10 @@ impl RunningServer {
         self.addr
     }
 
-    /// Stops accepting connections, lets requests in flight finish, then stops the relay.
+    /// Stops accepting connections, closes the WebSocket connections, lets requests in flight
+    /// finish, then stops the relay.
     pub async fn stop(self) -> Result<()> {
+        self.stopping.send_replace(true);
         self.handle.stop(true).await;
         self.task.await.map_err(|_| Error::Server("the server task failed".into()))?
     }
@@ -166,10 +200,11 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<RunningServe
 pub fn spawn_built(listener: TcpListener, built: Built) -> Result<RunningServer> {
     let addr = listener.local_addr().map_err(|e| Error::Server(format!("listener: {e}")))?;
     let app = Arc::clone(&built.state.services().app);
+    let stopping = Arc::clone(&built.state.stopping);
     let server = http_server(listener, built.state)?;
     let handle = server.handle();
     let task = tokio::spawn(serve_with_background(server, built.relay, built.scheduler, built.live, app));
-    Ok(RunningServer { addr, handle, task })
+    Ok(RunningServer { addr, handle, task, stopping })
 }
 
 /// Runs the server on `listener` until SIGINT or SIGTERM, then shuts down gracefully: in-flight
@@ -183,8 +218,39 @@ pub async fn run(listener: TcpListener, config: Config) -> Result<()> {
 /// Like [`run`], with the state already built (so the caller can report readiness first).
 pub async fn run_built(listener: TcpListener, built: Built) -> Result<()> {
     let app = Arc::clone(&built.state.services().app);
+    // actix-web stops gracefully on SIGINT and SIGTERM; the WebSocket connections are told too.
+    let stopping = Arc::clone(&built.state.stopping);
+    let signals = tokio::spawn(async move {
+        stopping_signal().await;
+        stopping.send_replace(true);
+    });
     let server = http_server(listener, built.state)?;
-    serve_with_background(server, built.relay, built.scheduler, built.live, app).await
+    let result = serve_with_background(server, built.relay, built.scheduler, built.live, app).await;
+    signals.abort();
+    result
+}
+
+/// Returns at SIGINT or SIGTERM (the signals actix-web stops on).
+async fn stopping_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn http_server(listener: TcpListener, state: AppState) -> Result<actix_web::dev::Server> {
@@ -371,7 +437,8 @@ fn request_error_code(error: &juniper::GraphQLError) -> &'static str {
             _ => "GRAPHQL_PARSE_FAILED",
         },
         GraphQLError::ValidationError(_) => "GRAPHQL_VALIDATION_FAILED",
-        GraphQLError::NotSupported(_) => "OPERATION_NOT_SUPPORTED",
+        // A subscription is served over WebSocket only.
+        GraphQLError::NotSupported(_) | GraphQLError::IsSubscription => "OPERATION_NOT_SUPPORTED",
         _ => "BAD_REQUEST",
     }
 }

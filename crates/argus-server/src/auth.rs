@@ -174,6 +174,28 @@ impl Authenticator {
 
     /// Validates a bearer token and maps its claims to a viewer.
     pub async fn authenticate(&self, token: &str) -> Result<Viewer> {
+        self.viewer_from_claims(&self.claims(token).await?)
+    }
+
+    /// Validates a bearer token as [`Self::authenticate`] does, and tells when it expires (its
+    /// `exp`, without the configured leeway): what outlives a request (a GraphQL over WebSocket
+    /// connection) ends then.
+    pub async fn authenticate_until(&self, token: &str) -> Result<(Viewer, time::OffsetDateTime)> {
+        let claims = self.claims(token).await?;
+        let viewer = self.viewer_from_claims(&claims)?;
+        let exp = match claims.get("exp") {
+            Some(Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f.floor() as i64)),
+            _ => None,
+        };
+        let exp = exp
+            .and_then(|exp| time::OffsetDateTime::from_unix_timestamp(exp).ok())
+            .ok_or(Error::InvalidToken("malformed claim"))?;
+        Ok((viewer, exp))
+    }
+
+    /// The claims of a valid token: signature, algorithm, time, issuer, audience, type and
+    /// lifetime checked.
+    async fn claims(&self, token: &str) -> Result<Map<String, Value>> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Error::InvalidToken("token too long"));
         }
@@ -203,7 +225,7 @@ impl Authenticator {
                 _ => return Err(Error::InvalidToken("token lifetime too long")),
             }
         }
-        self.viewer_from_claims(&claims)
+        Ok(claims)
     }
 
     fn viewer_from_claims(&self, claims: &Map<String, Value>) -> Result<Viewer> {

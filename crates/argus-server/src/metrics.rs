@@ -1,5 +1,5 @@
 //! Prometheus metrics (OpenMetrics text, `prometheus-client`): HTTP requests and their
-//! latency histogram, GraphQL operations, ingestions by outcome, messages fetched and stored,
+//! latency histogram, GraphQL operations and open subscriptions, ingestions by outcome, messages fetched and stored,
 //! the fusion outbox (pending, parked, age of the oldest waiting row), and the process (CPU,
 //! memory, file descriptors, threads, start time).
 
@@ -163,6 +163,12 @@ impl Collector for ServiceCollector {
             load(&m.messages_fetched),
         )?;
         counter(&mut encoder, "argus_messages_stored", "Messages newly stored", load(&m.messages_stored))?;
+        gauge(
+            &mut encoder,
+            "argus_graphql_subscriptions_open",
+            "GraphQL subscriptions open (over WebSocket)",
+            i64::try_from(self.services.open_subscriptions()).unwrap_or(i64::MAX),
+        )?;
         match self.services.app.store.outbox_gauges() {
             Ok(outbox) => {
                 gauge(

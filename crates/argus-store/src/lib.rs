@@ -25,6 +25,7 @@
 //! ```
 
 mod account_watch;
+mod added;
 mod ahead;
 mod attachments;
 mod audit;
@@ -58,6 +59,7 @@ pub use self::{
         ClaimedAccountWatch, MAX_FILTER_ID_LEN, MAX_SYNC_TIMEOUT_SECS, MAX_SYNC_TOKEN_LEN, MAX_WATCHED_ROOMS,
         SealedAccountWatchToken, SyncProgress,
     },
+    added::{AddedCursor, MAX_KNOWN, START_WINDOW},
     audit::{AuditKey, ChainHead, ChainVerification, GENESIS},
     credentials::{NewCredential, StoredCredential},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
@@ -230,6 +232,30 @@ impl Store {
             return Ok(page);
         }
         db::in_transaction(&mut conn, db::TxMode::Read, |conn| read::messages(conn, &gate, room_id, page))
+    }
+
+    /// Starts following the messages `viewer` may see (of `room` only, when given) that are
+    /// stored from now on: the cursor [`Store::messages_added`] moves. A room absent or withheld
+    /// is followed like an empty one (the two look alike).
+    pub fn messages_added_from_now(&self, viewer: &Viewer, room: Option<&RoomId>) -> Result<AddedCursor> {
+        added::start(&mut *self.conn()?, &Gate::of(viewer), room)
+    }
+
+    /// The messages stored since `cursor` that `viewer` may see (of `room` only, when given),
+    /// at most `limit` (at most [`MAX_PAGE_SIZE`]) in storage order, each once, through the
+    /// gate of [`Store::messages`] (with their versions, redactions, held content for a viewer
+    /// with `tchap:redacted`, and attachments); `cursor` moves past them (it is unchanged when
+    /// the read fails). On PostgreSQL a message whose transaction commits after a later one's
+    /// is still returned: see [`AddedCursor`] for how. Call it again at
+    /// once when it returned `limit` messages.
+    pub fn messages_added(
+        &self,
+        viewer: &Viewer,
+        room: Option<&RoomId>,
+        cursor: &mut AddedCursor,
+        limit: u32,
+    ) -> Result<Vec<StoredMessage>> {
+        added::next(&mut *self.conn()?, &Gate::of(viewer), room, cursor, limit)
     }
 
     /// Messages the viewer may see that match `request`, most relevant first, then newest (see

@@ -28,7 +28,7 @@ pub const MAX_PAGE_SIZE: u32 = 1_000;
 /// Follows a bound `LIMIT`: SQLite plans with the value of a bare `LIMIT ?` and then re-prepares
 /// the statement whenever a new value is bound, i.e. on every call, which defeats the statement
 /// cache; an expression keeps the plan independent of the value.
-const LIMIT_NOT_PLANNED: &str = " + 0";
+pub(crate) const LIMIT_NOT_PLANNED: &str = " + 0";
 
 /// Sort key of rooms that have no visible message: below every real timestamp.
 const NO_ACTIVITY: i64 = i64::MIN;

@@ -93,6 +93,8 @@ fn store_pages(
 ) -> Result<StoredCounts> {
     let org = run.viewer.org.as_str();
     // A room stored from another homeserver is refused here, before anything is written.
+    // The room's row is written before any message: the transaction then holds its id before
+    // it takes a message id, which the readers of new messages rely on (`crate::AddedCursor`).
     let now = now_ms();
     let (room_pk, merged) = rooms::upsert_room(conn, run, snapshot, now)?;
     if !policy::is_visible(&run.viewer, &run.viewer.org, merged) {

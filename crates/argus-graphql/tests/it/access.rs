@@ -130,7 +130,7 @@ async fn the_access_log_is_gated_like_the_audit_trail() {
 }
 
 /// Makes every insert into the transparency log's tables fail, as a full or broken disk would.
-fn refuse_log_writes(h: &Harness) -> Option<()> {
+pub(crate) fn refuse_log_writes(h: &Harness) -> Option<()> {
     let tables = std::process::Command::new("sqlite3")
         .arg(h.database())
         .arg("SELECT name FROM sqlite_master WHERE type = 'table' AND (name LIKE '%log%' OR name LIKE '%access%')")

@@ -11,7 +11,7 @@ const CONTRACT: &str = include_str!("../contract.graphql");
 const NEXT: &str = include_str!("../next.graphql");
 
 /// Where the sections of issues not served yet start in [`NEXT`]: what comes before is served.
-const NOT_YET_SERVED: &str = "# ---- Live capture";
+const NOT_YET_SERVED: &str = "# ---- The connector as a device";
 
 /// An input field's type as the contract states it: a required input the contract names may be
 /// served as optional (a caller giving it is still answered), as `next.graphql` makes

@@ -16,5 +16,6 @@ mod reads;
 mod refresh;
 mod room_state;
 mod search;
+mod subscription;
 mod threats;
 mod watch;

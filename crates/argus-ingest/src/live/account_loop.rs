@@ -43,16 +43,21 @@ enum End {
     Stopped,
     /// The lease is no longer this replica's (or the watch is gone, stopped, given again).
     Lost,
+    /// The watch was given again (new credentials, rooms or settings) and claimed anew by
+    /// this replica: a new loop runs it as given, the lease kept for it.
+    Replaced,
     /// The watch was stopped with a reason (the owner must give it again).
     Halted(String),
 }
 
-/// Runs the loop of `claimed` until the replica stops, the lease is lost or the watch stops.
+/// Runs the loop of `claimed` until the replica stops, the lease is lost, the watch stops, or
+/// `replaced` says the watch was given again.
 pub(super) async fn run(
     services: Arc<Services>,
     options: LiveOptions,
     claimed: ClaimedAccountWatch,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    mut replaced: tokio::sync::watch::Receiver<bool>,
 ) {
     let id = claimed.watch.id;
     let (lost_tx, mut lost) = tokio::sync::watch::channel(false);
@@ -61,22 +66,35 @@ pub(super) async fn run(
         end = run_loop(&services, &options, claimed) => end,
         _ = lost.wait_for(|lost| *lost) => End::Lost,
         _ = stop.wait_for(|stop| *stop) => End::Stopped,
+        Ok(_) = replaced.wait_for(|replaced| *replaced) => End::Replaced,
     };
     heartbeat.abort();
     match end {
         End::Stopped => {
             let replica = options.replica.clone();
-            if let Err(e) = services.with_store(move |store| store.release_account_watch(id, &replica)).await {
-                tracing::warn!(watch = id, code = e.code(), "an account watch could not be released; its lease will expire");
+            if let Err(e) = services.with_store(move |store| store.release_account_watch(id, &replica)).await
+            {
+                tracing::warn!(
+                    watch = id,
+                    code = e.code(),
+                    "an account watch could not be released; its lease will expire"
+                );
             }
         }
-        End::Lost => tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held"),
+        End::Lost => {
+            tracing::info!(watch = id, "an account watch's loop stopped: its lease is no longer held")
+        }
+        End::Replaced => {
+            tracing::info!(watch = id, "an account watch's loop stopped: the watch was given again")
+        }
         End::Halted(reason) => {
             let replica = options.replica.clone();
             let stored = reason.clone();
             match services.with_store(move |store| store.stop_account_watch(id, &replica, &stored)).await {
                 Ok(_) => tracing::warn!(watch = id, %reason, "account watch stopped"),
-                Err(e) => tracing::warn!(watch = id, code = e.code(), "an account watch could not be stopped"),
+                Err(e) => {
+                    tracing::warn!(watch = id, code = e.code(), "an account watch could not be stopped")
+                }
             }
         }
     }
@@ -95,7 +113,9 @@ async fn heartbeat(
         every.tick().await;
         let (replica, lease) = (options.replica.clone(), options.lease);
         let renewed = services
-            .with_store(move |store| store.renew_account_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease))
+            .with_store(move |store| {
+                store.renew_account_watch_lease(id, &replica, OffsetDateTime::now_utc(), lease)
+            })
             .await;
         match renewed {
             Ok(true) => {}
@@ -104,7 +124,9 @@ async fn heartbeat(
                 return;
             }
             // The database may be back before the lease runs out: the next beat tries again.
-            Err(e) => tracing::warn!(watch = id, code = e.code(), "an account watch's lease could not be renewed"),
+            Err(e) => {
+                tracing::warn!(watch = id, code = e.code(), "an account watch's lease could not be renewed")
+            }
         }
     }
 }
@@ -150,15 +172,24 @@ async fn open(
         }
     };
     let tokens: Arc<dyn TokenSource> = match shared {
-        Some(credential) => match crate::scheduler::account_tokens(services, keys, &options.replica, credential) {
-            Ok(tokens) => Arc::new(tokens),
-            Err(error) if error.is_retryable() => return Err(End::Lost),
-            Err(error) => return Err(End::Halted(format!("TOKEN_UNAVAILABLE: {}", error.public_message()))),
-        },
+        Some(credential) => {
+            match crate::scheduler::account_tokens(services, keys, &options.replica, credential) {
+                Ok(tokens) => Arc::new(tokens),
+                Err(error) if error.is_retryable() => return Err(End::Lost),
+                Err(error) => {
+                    return Err(End::Halted(format!("TOKEN_UNAVAILABLE: {}", error.public_message())));
+                }
+            }
+        }
         None => Arc::new(StaticToken::new(credentials.access_token.clone())),
     };
     let session = Session::shared(watch.homeserver_url.clone(), Arc::clone(&tokens));
-    let owner = Viewer::new(watch.owner.clone(), watch.org.clone(), watch.classification, [Scope::Ingest, Scope::Read]);
+    let owner = Viewer::new(
+        watch.owner.clone(),
+        watch.org.clone(),
+        watch.classification,
+        [Scope::Ingest, Scope::Read],
+    );
     Ok(Account { watch: watch.clone(), owner, credentials, tokens, session })
 }
 
@@ -182,16 +213,27 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             }
         };
     let mut allowed = listed(services, &account).await;
+    // Rooms whose last read failed in a way a later one may not, and the wait before they are
+    // read again (doubling while reads keep failing).
+    let mut failing: HashSet<RoomId> = HashSet::new();
+    let mut retry_after = Duration::from_secs(1);
     loop {
         if filter_id.is_none() {
             match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
                 Ok(filter) => {
                     let (replica, stored) = (options.replica.clone(), filter.clone());
-                    match services.with_store(move |store| store.set_account_watch_filter(id, &replica, &stored)).await {
+                    match services
+                        .with_store(move |store| store.set_account_watch_filter(id, &replica, &stored))
+                        .await
+                    {
                         Ok(true) => filter_id = Some(filter),
                         Ok(false) => return End::Lost,
                         Err(e) => {
-                            tracing::warn!(watch = id, code = e.code(), "an account watch's filter could not be stored");
+                            tracing::warn!(
+                                watch = id,
+                                code = e.code(),
+                                "an account watch's filter could not be stored"
+                            );
                             wait(&mut backoff, None).await;
                             continue;
                         }
@@ -204,12 +246,22 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             }
         }
         // Rooms left to capture (just joined, or whose last read failed or stopped at its cap)
-        // make the next answer immediate, as does the first one.
-        let pending = followed.values().any(|room| room.due && room.membership == Membership::Join);
-        let timeout = if since.is_none() || pending {
+        // make the next answer immediate, as does the first one. A room the watch no longer
+        // lists (given again with other rooms) is not captured, however due it was.
+        // A room whose read failed and may pass later is tried again after a doubling wait (the
+        // long-poll is cut to it), not at once: a homeserver failing one room is not hammered.
+        let long_poll = Duration::from_secs(u64::from(watch.timeout_secs));
+        let due: Vec<&RoomId> = followed
+            .values()
+            .filter(|room| is_due(room, allowed.as_ref()))
+            .map(|room| &room.room_id)
+            .collect();
+        let timeout = if since.is_none() || due.iter().any(|room| !failing.contains(*room)) {
             Duration::ZERO
+        } else if due.is_empty() {
+            long_poll
         } else {
-            Duration::from_secs(u64::from(watch.timeout_secs))
+            retry_after.min(long_poll)
         };
         let request = SyncRequest { since: since.clone(), filter_id: filter_id.clone(), timeout };
         let update = match services.connector.sync(&account.session, &request).await {
@@ -233,23 +285,42 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             })
             .map(|room| room.room_id.clone())
             .collect();
-        for room in followed.values().filter(|room| room.due && room.membership == Membership::Join) {
+        for room in followed.values().filter(|room| is_due(room, allowed.as_ref())) {
             if !wanted.contains(&room.room_id) && !changes.iter().any(|c| c.room_id == room.room_id) {
                 wanted.push(room.room_id.clone());
             }
         }
+        // A room the account left or was banned from, followed until then, is read once more
+        // from its position: what was sent before the account left is not lost (the homeserver
+        // serves a departed member the timeline up to its departure).
+        // Read only up to the departure (the homeserver may serve a departed member more).
+        let mut departures: HashMap<RoomId, String> = HashMap::new();
+        for room in &update.left {
+            let was_joined = followed.get(&room.room_id).is_some_and(|f| f.membership == Membership::Join);
+            if let Some(event_id) = &room.event_id
+                && was_joined
+                && is_allowed(allowed.as_ref(), &room.room_id)
+            {
+                wanted.retain(|r| *r != room.room_id);
+                wanted.push(room.room_id.clone());
+                departures.insert(room.room_id.clone(), event_id.clone());
+            }
+        }
         let outcomes: Vec<(RoomId, crate::Result<bool>)> = futures::stream::iter(wanted)
             .map(|room| {
-                let account = &account;
+                let (account, departures) = (&account, &departures);
                 async move {
-                    let result = capture(services, options, account, &room).await;
+                    let stop_after = departures.get(&room).map(String::as_str);
+                    let result = capture(services, options, account, &room, stop_after).await;
                     (room, result)
                 }
             })
             .buffer_unordered(options.room_concurrency.max(1))
             .collect()
             .await;
+        let mut retryable_failures = false;
         for (room, outcome) in outcomes {
+            failing.remove(&room);
             let due = match outcome {
                 Ok(complete) => !complete,
                 Err(error) => {
@@ -263,11 +334,17 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                     }
                     // A room refused for good (withheld, moved to another homeserver, left
                     // meanwhile) waits for its next event rather than being read every answer.
-                    error.is_retryable()
+                    let retry = error.is_retryable();
+                    if retry {
+                        failing.insert(room.clone());
+                        retryable_failures = true;
+                    }
+                    retry
                 }
             };
             match changes.iter_mut().find(|c| c.room_id == room) {
-                Some(change) => change.due = due,
+                // A room left is read once, never due again.
+                Some(change) => change.due = due && change.membership == Membership::Join,
                 None => {
                     let before = followed.get(&room);
                     changes.push(FollowedRoom {
@@ -280,6 +357,8 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
                 }
             }
         }
+        retry_after =
+            if retryable_failures { (retry_after * 2).min(MAX_BACKOFF) } else { Duration::from_secs(1) };
         // Unchanged rows are not written again.
         changes.retain(|change| followed.get(&change.room_id) != Some(change));
         let progress = SyncProgress { sync_token: update.next_batch.clone(), synced_at, rooms: changes };
@@ -300,7 +379,11 @@ async fn run_loop(services: &Arc<Services>, options: &LiveOptions, claimed: Clai
             Err(e) => {
                 // The answer is asked again from the same `since`: rooms read meanwhile find
                 // nothing new.
-                tracing::warn!(watch = id, code = e.code(), "an account watch's position could not be stored");
+                tracing::warn!(
+                    watch = id,
+                    code = e.code(),
+                    "an account watch's position could not be stored"
+                );
                 wait(&mut backoff, None).await;
             }
         }
@@ -374,6 +457,11 @@ fn is_allowed(allowed: Option<&HashSet<RoomId>>, room: &RoomId) -> bool {
     allowed.is_none_or(|allowed| allowed.contains(room))
 }
 
+/// Whether a followed room is still to capture: joined, due, and still one the watch follows.
+fn is_due(room: &FollowedRoom, allowed: Option<&HashSet<RoomId>>) -> bool {
+    room.due && room.membership == Membership::Join && is_allowed(allowed, &room.room_id)
+}
+
 /// The rooms a watch that lists rooms follows: those listed and the rooms that replaced them
 /// (as the archive holds them); `None` for every joined room.
 async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<RoomId>> {
@@ -400,12 +488,14 @@ async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<R
 
 /// Reads `room` forwards from its stored position (the first time: its history, as the
 /// watch's start date says) as a run of the watch's owner; whether it read to the end (its
-/// cap did not stop it and its history is complete as far back as the watch wants).
+/// cap did not stop it and its history is complete as far back as the watch wants). With
+/// `stop_after` (the account's departure), only up to that event.
 async fn capture(
     services: &Arc<Services>,
     options: &LiveOptions,
     account: &Account,
     room: &RoomId,
+    stop_after: Option<&str>,
 ) -> crate::Result<bool> {
     let watch = &account.watch;
     let request = IngestRequest {
@@ -429,7 +519,8 @@ async fn capture(
     };
     let mut on_page = |_: &argus_domain::FetchReport| {};
     let tokens = Arc::clone(&account.tokens).into();
-    let summary = ingest_room_with(services, &account.owner, request, tokens, &mut on_page).await?;
+    let summary =
+        ingest_room_with(services, &account.owner, request, tokens, stop_after, &mut on_page).await?;
     Ok(!summary.report.truncated && history_covers(&summary.room, watch.since))
 }
 

@@ -235,6 +235,18 @@ async fn a_kick_and_a_ban_are_left_rooms_with_who_and_when() {
     assert!(
         update.joined.iter().all(|r| ![&kicked, &banned, &left].contains(&&r.room_id.as_str().to_owned()))
     );
+    // Each names the departure's own event: a read of the room stops there.
+    for room in [&kicked, &banned, &left] {
+        let state = alice.state(room).await.unwrap();
+        let member = state
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
+            .unwrap();
+        let l = update.left.iter().find(|l| l.room_id.as_str() == room.as_str()).unwrap();
+        assert_eq!(l.event_id.as_deref(), member["event_id"].as_str(), "{l:?}");
+    }
 }
 
 #[tokio::test]

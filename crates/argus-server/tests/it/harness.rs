@@ -24,6 +24,8 @@ pub(crate) struct TestServer {
     pub(crate) client: reqwest::Client,
     pub(crate) config: Config,
     _dir: TempDir,
+    /// The PostgreSQL database of a server on PostgreSQL, dropped with it.
+    _database: Option<argus_testkit::postgres::TestDatabase>,
 }
 
 /// A configuration with an HS256 secret, a SQLite database and a JSON Lines file in `dir`.
@@ -54,7 +56,7 @@ impl TestServer {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|e| panic!("client: {e}"));
-        Self { server: Some(server), base, client, config, _dir: dir }
+        Self { server: Some(server), base, client, config, _dir: dir, _database: None }
     }
 
     /// Starts the server with `blobs` as its blob store (none: the route has no store), and
@@ -76,7 +78,52 @@ impl TestServer {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|e| panic!("client: {e}"));
-        (Self { server: Some(server), base, client, config, _dir: dir }, store)
+        (Self { server: Some(server), base, client, config, _dir: dir, _database: None }, store)
+    }
+
+    /// A server on SQLite, or on a fresh PostgreSQL database (`None` when PostgreSQL is absent),
+    /// and its store, for fixtures.
+    pub(crate) async fn start_on(postgres: bool) -> Option<(Self, argus_store::Store)> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut config = config(&dir);
+        let database = if postgres {
+            let database = tokio::task::spawn_blocking(argus_testkit::postgres::fresh_database)
+                .await
+                .unwrap_or_else(|e| panic!("join: {e}"))?;
+            config.database_url = database.url().parse().unwrap_or_else(|e| panic!("url: {e}"));
+            // Without a SQLite file, generated keys would go to the working directory.
+            config.data_dir = Some(dir.path().to_path_buf());
+            Some(database)
+        } else {
+            None
+        };
+        let (mut server, store) = Self::start_with_blobs(dir, config, None).await;
+        server._database = database;
+        Some((server, store))
+    }
+
+    /// The URL of the GraphQL over WebSocket endpoint.
+    pub(crate) fn ws_url(&self) -> String {
+        format!("{}/graphql", self.base.replacen("http://", "ws://", 1))
+    }
+
+    /// A development token like [`Self::token`] that expires after `ttl`.
+    pub(crate) fn token_for(
+        &self,
+        org: &str,
+        clearance: Classification,
+        scopes: &[Scope],
+        ttl: Duration,
+    ) -> String {
+        let request = TokenRequest {
+            sub: format!("agent@{org}").parse().unwrap_or_else(|e| panic!("sub: {e}")),
+            org: org.parse().unwrap_or_else(|e| panic!("org: {e}")),
+            clearance,
+            scopes: scopes.to_vec(),
+            ttl,
+        };
+        let source = KeySource::Hs256 { secret: argus_domain::Secret::new(SECRET), generated: false };
+        mint_dev_token(&self.config.jwt, &source, &request).unwrap_or_else(|e| panic!("mint: {e}"))
     }
 
     pub(crate) async fn stop(mut self) {
@@ -87,15 +134,7 @@ impl TestServer {
 
     /// A development token for `org` at `clearance` with `scopes`.
     pub(crate) fn token(&self, org: &str, clearance: Classification, scopes: &[Scope]) -> String {
-        let request = TokenRequest {
-            sub: format!("agent@{org}").parse().unwrap_or_else(|e| panic!("sub: {e}")),
-            org: org.parse().unwrap_or_else(|e| panic!("org: {e}")),
-            clearance,
-            scopes: scopes.to_vec(),
-            ttl: Duration::from_secs(600),
-        };
-        let source = KeySource::Hs256 { secret: argus_domain::Secret::new(SECRET), generated: false };
-        mint_dev_token(&self.config.jwt, &source, &request).unwrap_or_else(|e| panic!("mint: {e}"))
+        self.token_for(org, clearance, scopes, Duration::from_secs(600))
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -7,3 +7,4 @@ mod jwt;
 mod limits;
 mod media;
 mod packages;
+mod subscriptions;

@@ -8,6 +8,7 @@
 )]
 
 mod account_watches;
+mod added;
 mod attachments;
 mod audit;
 mod bindings;
