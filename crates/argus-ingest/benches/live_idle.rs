@@ -170,17 +170,21 @@ impl Respond for Fake {
             return ResponseTemplate::new(200).set_body_json(json!({ "versions": ["v1.11"] }));
         }
         let Some(account) = account_of(request) else { return error(401, "M_UNKNOWN_TOKEN") };
-        let query = |key: &str| request.url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
+        let query =
+            |key: &str| request.url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
         if path == "/_matrix/client/v3/account/whoami" {
-            return ResponseTemplate::new(200)
-                .set_body_json(json!({ "user_id": account_user(account), "device_id": "BENCH", "is_guest": false }));
+            return ResponseTemplate::new(200).set_body_json(
+                json!({ "user_id": account_user(account), "device_id": "BENCH", "is_guest": false }),
+            );
         }
         if path.starts_with("/_matrix/client/v3/user/") && path.ends_with("/filter") {
             return ResponseTemplate::new(200).set_body_json(json!({ "filter_id": "1" }));
         }
         if path == "/_matrix/client/v3/sync" {
             return match query("since").and_then(|s| s.strip_prefix('s')?.parse::<u64>().ok()) {
-                None => ResponseTemplate::new(200).set_body_json(first_sync(account, self.rooms, self.timeline)),
+                None => {
+                    ResponseTemplate::new(200).set_body_json(first_sync(account, self.rooms, self.timeline))
+                }
                 Some(n) => {
                     self.idle_syncs.fetch_add(1, Ordering::Relaxed);
                     ResponseTemplate::new(200)
@@ -318,7 +322,12 @@ fn services(dir: &tempfile::TempDir, name: &str, accounts: usize) -> BenchResult
 }
 
 fn owner() -> BenchResult<Viewer> {
-    Ok(Viewer::new("bench".parse()?, "bench-org".parse()?, Classification::Secret, [Scope::Ingest, Scope::Read]))
+    Ok(Viewer::new(
+        "bench".parse()?,
+        "bench-org".parse()?,
+        Classification::Secret,
+        [Scope::Ingest, Scope::Read],
+    ))
 }
 
 /// Watches accounts `0..accounts` of the mock (long-poll timeout 1 s: the mock answers in
@@ -368,7 +377,10 @@ async fn wait_captured(services: &Arc<Services>, ids: &[i64], rooms: usize) -> B
 }
 
 fn live(services: &Arc<Services>) -> Arc<Live> {
-    Arc::new(Live::new(Arc::clone(services), LiveOptions { replica: "bench".into(), ..LiveOptions::default() }))
+    Arc::new(Live::new(
+        Arc::clone(services),
+        LiveOptions { replica: "bench".into(), ..LiveOptions::default() },
+    ))
 }
 
 /// CPU per idle cycle with `accounts` idle accounts.
@@ -489,7 +501,8 @@ fn main() -> BenchResult {
         return serve_mock();
     }
     if let Ok(case) = std::env::var(MEMORY_ENV) {
-        let [rooms, timeline] = case.split(',').filter_map(|v| v.parse().ok()).collect::<Vec<usize>>()[..] else {
+        let [rooms, timeline] = case.split(',').filter_map(|v| v.parse().ok()).collect::<Vec<usize>>()[..]
+        else {
             return Err(format!("{MEMORY_ENV}={case}").into());
         };
         return memory_child(rooms, timeline);

@@ -1,29 +1,23 @@
-//! Live capture on a real Synapse, side by side with room watches, in one run.
+//! Live capture's load on a real Synapse, side by side with room watches, in one run.
 //!
-//! 1. **Latency.** `ARGUS_BENCH_ACCOUNTS` (5) accounts, each in `ARGUS_BENCH_LIVE_ROOMS` (20)
-//!    rooms made by the account with a sender invited. `ARGUS_BENCH_MESSAGES` (200) messages
-//!    are sent by the sender at `ARGUS_BENCH_RATE` (5) per second into rooms drawn at random
-//!    (seeded); each message's latency runs from just before its send request to the first
-//!    time `Store::messages` (the gated read `tchapMessages` makes, as the watches' owner) returns
-//!    it, the rooms with a message outstanding read every 10 ms. Once with the accounts watched
-//!    ([`Live`], one `/sync` loop each, the default 30 s long-poll), then with the same rooms
-//!    as room watches at 60 s (the shortest interval allowed by default) run by the
-//!    [`Scheduler`] with its default options, each into a fresh SQLite store. The room watches
-//!    have all just been read when the sending starts, so their messages are sent over one
-//!    interval instead (`ARGUS_BENCH_MESSAGES` per 60 s), meeting every phase of the next poll.
-//! 2. **Homeserver load.** `ARGUS_BENCH_ACCOUNTS` more accounts with `ARGUS_BENCH_IDLE_ROOMS`
-//!    (200) rooms each (1,000 rooms), nothing sent. Three windows of `ARGUS_BENCH_WINDOW_SECS`
-//!    (180) one after the other, 30 s after the rooms were made: nothing watched (Synapse's own
-//!    idle cost), the accounts watched (after their rooms were captured), the same rooms as room
-//!    watches at 60 s (after each was read once; every due watch claimed at each tick), nothing
-//!    watched again. In each window: Synapse's CPU time (`/proc/{pid}/stat`, user and system, of
-//!    its one Python process) and the requests the connector made (a counting reverse proxy on
-//!    loopback in front of Synapse, used by the watches of this part only; requests counted by
-//!    endpoint as they pass), and this process's CPU time.
+//! `ARGUS_BENCH_ACCOUNTS` (5) accounts with `ARGUS_BENCH_IDLE_ROOMS` (200) rooms each (1,000
+//! rooms) made by the account on the test kit's Synapse, nothing sent. Four windows of
+//! `ARGUS_BENCH_WINDOW_SECS` (180) one after the other, the first 30 s after the rooms were
+//! made: nothing watched (Synapse's own idle cost); the accounts watched ([`Live`], one `/sync`
+//! loop each, the default 30 s long-poll), after their rooms were captured; the same rooms as
+//! room watches at 60 s (the shortest interval allowed by default) run by the [`Scheduler`],
+//! after each was read once (every due watch claimed at each tick, so that each room is read
+//! every 60 s); nothing watched again. Each mode has a fresh SQLite store. In each window:
+//! Synapse's CPU time (`/proc/{pid}/stat`, user and system, of its one Python process), the
+//! requests the connector made (a counting reverse proxy on loopback in front of Synapse, which
+//! the watches are given as their homeserver; requests counted by endpoint as they pass), and
+//! this process's CPU time.
 //!
-//! `cargo bench -p argus-ingest --bench live_synapse`; `ARGUS_BENCH_PARTS=latency` or `load`
-//! runs one part. Without Python/pip the bench is skipped loudly, unless
-//! `ARGUS_REQUIRE_SYNAPSE=1`. Prints what `docs/benchmarks.md` records.
+//! The latency of live capture is measured through the server (`argus-server`'s `live`
+//! benchmark).
+//!
+//! `cargo bench -p argus-ingest --bench live_load`. Without Python/pip the bench is skipped
+//! loudly, unless `ARGUS_REQUIRE_SYNAPSE=1`. Prints what `docs/benchmarks.md` records.
 
 #![expect(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
 
@@ -37,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use argus_domain::{AccessToken, Classification, Membership, PageRequest, RoomId, Scope, Viewer};
+use argus_domain::{AccessToken, Classification, Membership, RoomId, Scope, Viewer};
 use argus_ingest::{
     Admission, AdmissionLimits, Services, TokenKey, TokenKeys,
     live::{AccountWatchRequest, Live, LiveOptions, watch_account},
@@ -48,7 +42,6 @@ use argus_matrix::{Connector, ConnectorConfig};
 use argus_store::Store;
 use argus_testkit::synapse::{TestUser, synapse};
 use futures::{StreamExt as _, TryStreamExt as _};
-use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
@@ -57,8 +50,6 @@ use tokio::{
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-/// How often the rooms with a message outstanding are read.
-const POLL: Duration = Duration::from_millis(10);
 /// Room watches' interval: the shortest allowed by default.
 const ROOM_WATCH_INTERVAL: i64 = 60;
 /// Requests to Synapse at once while the rooms are made.
@@ -101,7 +92,12 @@ fn services(dir: &tempfile::TempDir, name: &str) -> BenchResult<Arc<Services>> {
 }
 
 fn owner() -> BenchResult<Viewer> {
-    Ok(Viewer::new("bench".parse()?, "bench-org".parse()?, Classification::Secret, [Scope::Ingest, Scope::Read]))
+    Ok(Viewer::new(
+        "bench".parse()?,
+        "bench-org".parse()?,
+        Classification::Secret,
+        [Scope::Ingest, Scope::Read],
+    ))
 }
 
 /// Runs `jobs` at most [`SETUP_WIDTH`] at a time; their results in order.
@@ -118,14 +114,12 @@ struct Account {
     rooms: Vec<RoomId>,
 }
 
-/// `count` accounts with `rooms` rooms each, made by the account (`sender` invited and joined
-/// when given).
+/// `count` accounts with `rooms` rooms each, made by the account.
 async fn accounts(
     server: &argus_testkit::synapse::Synapse,
     name: &str,
     count: usize,
     rooms: usize,
-    sender: Option<&TestUser>,
 ) -> BenchResult<Vec<Account>> {
     let mut made = Vec::new();
     for a in 0..count {
@@ -133,15 +127,8 @@ async fn accounts(
         let ids = in_parallel((0..rooms).map(|k| {
             let user = user.clone();
             async move {
-                let mut body = json!({ "preset": "private_chat", "name": format!("Cellule {a}-{k}") });
-                if let Some(sender) = sender {
-                    body["invite"] = json!([sender.user_id]);
-                }
-                let room = user.create_room_with(&body).await?;
-                if let Some(sender) = sender {
-                    sender.join(&room).await?;
-                }
-                Ok(room.parse::<RoomId>()?)
+                let body = json!({ "preset": "private_chat", "name": format!("Cellule {a}-{k}") });
+                Ok(user.create_room_with(&body).await?.parse::<RoomId>()?)
             }
         }))
         .await?;
@@ -240,102 +227,6 @@ async fn room_watches(
     }
 }
 
-/// A message sent, waiting to be read back.
-struct Sent {
-    n: usize,
-    room: usize,
-    event_id: String,
-    at: Instant,
-}
-
-/// Sends `messages` messages at `rate` per second into rooms drawn at random, and times each
-/// until `Store::messages` returns it (`None`: not within `give_up` after the last send).
-async fn latencies(
-    services: &Arc<Services>,
-    sender: &TestUser,
-    rooms: &[RoomId],
-    messages: usize,
-    rate: f64,
-    give_up: Duration,
-) -> BenchResult<Vec<Option<Duration>>> {
-    let owner = owner()?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sent>();
-    let sending = {
-        let (sender, rooms) = (sender.clone(), rooms.to_vec());
-        tokio::spawn(async move {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(29);
-            let start = tokio::time::Instant::now();
-            for n in 0..messages {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(n as f64 / rate)).await;
-                let room = rng.gen_range(0..rooms.len());
-                let at = Instant::now();
-                let body = format!("Point de situation {n} : relève de l'équipe de nuit confirmée.");
-                let event_id = sender.send_text(rooms[room].as_str(), &body).await.map_err(|e| e.to_string())?;
-                let _ = tx.send(Sent { n, room, event_id, at });
-            }
-            Ok::<(), String>(())
-        })
-    };
-    let mut found = vec![None; messages];
-    let mut pending: Vec<Sent> = Vec::new();
-    let mut last_sent = Instant::now();
-    let mut all_sent = false;
-    loop {
-        loop {
-            match rx.try_recv() {
-                Ok(sent) => {
-                    last_sent = Instant::now();
-                    pending.push(sent);
-                }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    all_sent = true;
-                    break;
-                }
-            }
-        }
-        if all_sent && (pending.is_empty() || last_sent.elapsed() > give_up) {
-            break;
-        }
-        let mut outstanding: Vec<usize> = pending.iter().map(|s| s.room).collect();
-        outstanding.sort_unstable();
-        outstanding.dedup();
-        for room in outstanding {
-            let (viewer, id) = (owner.clone(), rooms[room].clone());
-            let page = services.with_store(move |store| store.messages(&viewer, &id, &PageRequest::first(1000))).await?;
-            let now = Instant::now();
-            pending.retain(|sent| {
-                let stored = sent.room == room && page.items.iter().any(|m| m.message.event_id.as_str() == sent.event_id);
-                if stored {
-                    found[sent.n] = Some(now - sent.at);
-                }
-                !stored
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    sending.await?.map_err(|e| format!("sending: {e}"))?;
-    Ok(found)
-}
-
-fn report_latencies(what: &str, found: &[Option<Duration>]) {
-    let mut times: Vec<Duration> = found.iter().flatten().copied().collect();
-    times.sort_unstable();
-    let at = |q: f64| {
-        let i = ((q * times.len() as f64).ceil() as usize).clamp(1, times.len().max(1)) - 1;
-        times.get(i).map_or(f64::NAN, Duration::as_secs_f64)
-    };
-    println!(
-        "live_synapse: {what}: {} of {} messages read back; p50 {:.3} s, p95 {:.3} s, max {:.3} s, min {:.3} s",
-        times.len(),
-        found.len(),
-        at(0.5),
-        at(0.95),
-        times.last().map_or(f64::NAN, Duration::as_secs_f64),
-        times.first().map_or(f64::NAN, Duration::as_secs_f64),
-    );
-}
-
 // ---------------------------------------------------------------------------------------------
 // Counting requests: a reverse proxy
 
@@ -375,7 +266,7 @@ async fn counting_proxy(upstream: u16, counts: Counts) -> BenchResult<String> {
             let counts = Arc::clone(&counts);
             tokio::spawn(async move {
                 if let Err(error) = relay(client, upstream, counts).await {
-                    eprintln!("live_synapse: proxy: {error}");
+                    eprintln!("live_load: proxy: {error}");
                 }
             });
         }
@@ -422,7 +313,11 @@ async fn relay(client: TcpStream, upstream: u16, counts: Counts) -> std::io::Res
                 return Err(std::io::Error::other("a chunked request body: not relayed"));
             }
         }
-        *counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(endpoint(path)).or_default() += 1;
+        *counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(endpoint(path))
+            .or_default() += 1;
         server_write.write_all(&head).await?;
         if length > 0 {
             tokio::io::copy(&mut (&mut reader).take(length), &mut server_write).await?;
@@ -453,7 +348,7 @@ impl Window {
     fn report(&self, what: &str) {
         let requests: Vec<String> = self.requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
-            "live_synapse: {what}: {:.0} s: Synapse CPU {:.2} s ({:.3} s/min); {} requests ({:.1}/min: {}); this process's CPU {:.2} s",
+            "live_load: {what}: {:.0} s: Synapse CPU {:.2} s ({:.3} s/min); {} requests ({:.1}/min: {}); this process's CPU {:.2} s",
             self.wall.as_secs_f64(),
             self.synapse_cpu.as_secs_f64(),
             self.per_minute(self.synapse_cpu.as_secs_f64()),
@@ -469,7 +364,10 @@ fn snapshot(counts: &Counts) -> BTreeMap<&'static str, u64> {
     counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
-fn difference(before: &BTreeMap<&'static str, u64>, after: BTreeMap<&'static str, u64>) -> BTreeMap<&'static str, u64> {
+fn difference(
+    before: &BTreeMap<&'static str, u64>,
+    after: BTreeMap<&'static str, u64>,
+) -> BTreeMap<&'static str, u64> {
     after
         .into_iter()
         .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0)))
@@ -486,9 +384,11 @@ fn requests_since(before: &BTreeMap<&'static str, u64>, counts: &Counts) -> Stri
 }
 
 async fn window(synapse_pid: &str, counts: &Counts, length: Duration) -> Window {
-    let (synapse0, own0, requests0, t0) = (cpu_of(synapse_pid), cpu_of("self"), snapshot(counts), Instant::now());
+    let (synapse0, own0, requests0, t0) =
+        (cpu_of(synapse_pid), cpu_of("self"), snapshot(counts), Instant::now());
     tokio::time::sleep(length).await;
-    let (synapse1, own1, requests1, wall) = (cpu_of(synapse_pid), cpu_of("self"), snapshot(counts), t0.elapsed());
+    let (synapse1, own1, requests1, wall) =
+        (cpu_of(synapse_pid), cpu_of("self"), snapshot(counts), t0.elapsed());
     let requests = difference(&requests0, requests1);
     Window {
         wall,
@@ -500,58 +400,15 @@ async fn window(synapse_pid: &str, counts: &Counts, length: Duration) -> Window 
 
 // ---------------------------------------------------------------------------------------------
 
-async fn latency_part(server: &argus_testkit::synapse::Synapse, dir: &tempfile::TempDir) -> BenchResult {
-    let (count, per_account) = (env_or("ARGUS_BENCH_ACCOUNTS", 5), env_or("ARGUS_BENCH_LIVE_ROOMS", 20));
-    let messages = env_or("ARGUS_BENCH_MESSAGES", 200);
-    let rate = env_or("ARGUS_BENCH_RATE", 5).max(1) as f64;
-    let t = Instant::now();
-    let sender = server.register("sender").await?;
-    let accounts = accounts(server, "live", count, per_account, Some(&sender)).await?;
-    let rooms: Vec<RoomId> = accounts.iter().flat_map(|a| a.rooms.iter().cloned()).collect();
-    println!(
-        "live_synapse: latency: {count} accounts × {per_account} rooms made in {:.1} s; {messages} messages at {rate}/s",
-        t.elapsed().as_secs_f64()
-    );
-
-    let live_services = services(dir, "live.db")?;
-    let t = Instant::now();
-    let (live, stop, running) = live_capture(&live_services, server.base_url(), &accounts).await?;
-    println!("live_synapse: latency: the accounts' {} rooms captured in {:.1} s", rooms.len(), t.elapsed().as_secs_f64());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let found = latencies(&live_services, &sender, &rooms, messages, rate, Duration::from_secs(60)).await?;
-    report_latencies("account watches (live, /sync)", &found);
-    stop.notify_one();
-    running.await?;
-    drop(live);
-
-    let watch_services = services(dir, "rooms.db")?;
-    let options = SchedulerOptions { replica: "bench-rooms".into(), ..SchedulerOptions::default() };
-    let scheduler = room_watches(&watch_services, server.base_url(), &accounts, options).await?;
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let running = tokio::spawn(Arc::clone(&scheduler).run(Arc::clone(&stop)));
-    // Every room was just read: sent over one interval, the messages meet every phase of the
-    // next poll (a rate of `messages` per interval).
-    let interval = Duration::from_secs(u64::try_from(ROOM_WATCH_INTERVAL)?);
-    let spread = messages as f64 / interval.as_secs_f64();
-    let found = latencies(&watch_services, &sender, &rooms, messages, spread, interval * 3).await?;
-    report_latencies(
-        &format!("room watches at {ROOM_WATCH_INTERVAL} s (scheduler defaults), sent at {spread:.2}/s over one interval"),
-        &found,
-    );
-    stop.notify_one();
-    running.await?;
-    Ok(())
-}
-
 async fn load_part(server: &argus_testkit::synapse::Synapse, dir: &tempfile::TempDir) -> BenchResult {
     let (count, per_account) = (env_or("ARGUS_BENCH_ACCOUNTS", 5), env_or("ARGUS_BENCH_IDLE_ROOMS", 200));
     let length = Duration::from_secs(u64::try_from(env_or("ARGUS_BENCH_WINDOW_SECS", 180))?);
     let pid = server.process_id().ok_or("Synapse's process id is unknown")?.to_string();
     let t = Instant::now();
-    let accounts = accounts(server, "idle", count, per_account, None).await?;
+    let accounts = accounts(server, "idle", count, per_account).await?;
     let total = count * per_account;
     println!(
-        "live_synapse: load: {count} accounts × {per_account} rooms = {total} rooms made in {:.1} s",
+        "live_load: load: {count} accounts × {per_account} rooms = {total} rooms made in {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let counts = Counts::default();
@@ -567,7 +424,7 @@ async fn load_part(server: &argus_testkit::synapse::Synapse, dir: &tempfile::Tem
     let before = snapshot(&counts);
     let (live, stop, running) = live_capture(&live_services, &proxy, &accounts).await?;
     println!(
-        "live_synapse: load: the accounts' {total} rooms captured in {:.1} s, with {}",
+        "live_load: load: the accounts' {total} rooms captured in {:.1} s, with {}",
         t.elapsed().as_secs_f64(),
         requests_since(&before, &counts)
     );
@@ -580,13 +437,16 @@ async fn load_part(server: &argus_testkit::synapse::Synapse, dir: &tempfile::Tem
     let watch_services = services(dir, "load-rooms.db")?;
     // Every due watch claimed at each tick, so that each room is read every 60 s (the default
     // of 32 claimed per tick keeps about 350 rooms a minute).
-    let options =
-        SchedulerOptions { replica: "bench-load-rooms".into(), max_concurrent: total, ..SchedulerOptions::default() };
+    let options = SchedulerOptions {
+        replica: "bench-load-rooms".into(),
+        max_concurrent: total,
+        ..SchedulerOptions::default()
+    };
     let t = Instant::now();
     let before = snapshot(&counts);
     let scheduler = room_watches(&watch_services, &proxy, &accounts, options).await?;
     println!(
-        "live_synapse: load: {total} room watches made and read once in {:.1} s, with {}",
+        "live_load: load: {total} room watches made and read once in {:.1} s, with {}",
         t.elapsed().as_secs_f64(),
         requests_since(&before, &counts)
     );
@@ -604,7 +464,7 @@ async fn load_part(server: &argus_testkit::synapse::Synapse, dir: &tempfile::Tem
     let idle_cpu = idle.synapse_cpu.min(idle_after.synapse_cpu).as_secs_f64();
     let (live_cpu, rooms_cpu) = (loops.synapse_cpu.as_secs_f64(), rooms.synapse_cpu.as_secs_f64());
     println!(
-        "live_synapse: load: account watches / room watches: Synapse CPU {:.3}× ({:.3}× above Synapse's idle cost), requests {:.4}× (target ≤ 0.1×)",
+        "live_load: load: account watches / room watches: Synapse CPU {:.3}× ({:.3}× above Synapse's idle cost), requests {:.4}× (target ≤ 0.1×)",
         ratio(live_cpu, rooms_cpu),
         ratio((live_cpu - idle_cpu).max(0.0), (rooms_cpu - idle_cpu).max(0.0)),
         ratio(loops.total() as f64, rooms.total() as f64),
@@ -617,23 +477,13 @@ fn main() -> BenchResult {
         return Ok(());
     }
     let Some(server) = synapse() else {
-        println!("live_synapse: skipped (no Synapse; set ARGUS_REQUIRE_SYNAPSE=1 to make this a failure)");
+        println!("live_load: skipped (no Synapse; set ARGUS_REQUIRE_SYNAPSE=1 to make this a failure)");
         return Ok(());
     };
-    let parts = std::env::var("ARGUS_BENCH_PARTS").unwrap_or_else(|_| "latency,load".into());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let dir = tempfile::tempdir()?;
-    println!("live_synapse: load average before: {}", load_average());
-    rt.block_on(async {
-        if parts.contains("latency") {
-            latency_part(server, &dir).await?;
-            println!("live_synapse: load average: {}", load_average());
-        }
-        if parts.contains("load") {
-            load_part(server, &dir).await?;
-        }
-        BenchResult::Ok(())
-    })?;
-    println!("live_synapse: load average after: {}", load_average());
+    println!("live_load: load average before: {}", load_average());
+    rt.block_on(load_part(server, &dir))?;
+    println!("live_load: load average after: {}", load_average());
     Ok(())
 }
