@@ -103,6 +103,12 @@ impl Synapse {
         self.dir.join("homeserver.log")
     }
 
+    /// The process id of the server (its Python process), e.g. to read its CPU time from
+    /// `/proc/{pid}/stat` in a benchmark; `None` when it cannot be read.
+    pub fn process_id(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("child.pid")).ok()?.trim().parse().ok()
+    }
+
     /// Registers a new (non-admin) user through the shared-secret admin API.
     ///
     /// The localpart is made unique per call (`<localpart>_<pid>_<n>`, lowercased) so that
