@@ -34,9 +34,9 @@ use crate::{
 /// trusted to be sane; the room is tried again after the next answer).
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(300);
 
-/// `/sync` failures in a row that no retry can change (a refused request, a malformed or
-/// oversized answer) after which the watch stops with the last one's code.
-const MAX_HOPELESS_SYNCS: u32 = 5;
+/// How long `/sync` (or the filter's upload) may fail only in ways no retry changes (a refused
+/// request, a malformed or oversized answer) before the watch stops with the last one's code.
+const HOPELESS_FOR: Duration = Duration::from_secs(600);
 
 /// The longest wait between two tries after a failed `/sync` or store write.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -234,8 +234,8 @@ async fn run_loop(
     };
     let watch = &account.watch;
     let mut backoff = Duration::from_secs(1);
-    // `/sync` failures in a row that a retry cannot change.
-    let mut hopeless = 0_u32;
+    // Since when `/sync` (or the filter's upload) has failed only in ways a retry cannot change.
+    let mut hopeless: Option<tokio::time::Instant> = None;
     // The stored filter, made once per watch.
     let mut filter_id = claimed.filter_id.clone();
     let mut since = claimed.sync_token.clone();
@@ -282,14 +282,14 @@ async fn run_loop(
             }
         }
     }
-    // Rooms whose last read failed in a way a later one may not, and the wait before they are
-    // read again (doubling while reads keep failing).
-    let mut failing: HashSet<RoomId> = HashSet::new();
+    // Rooms whose last read failed (or made no progress) in a way a later one may not: when they
+    // are read again, and the wait that led there (doubling while reads keep failing). A room
+    // waiting is not read before its time, whatever an answer says of it.
+    let mut failing: HashMap<RoomId, (tokio::time::Instant, Duration)> = HashMap::new();
     // Rooms whose read was refused for good while this loop runs.
     let mut refused: HashSet<RoomId> = HashSet::new();
     // Rooms the account left whose read up to the departure (the event id) is not done yet.
     let mut departures: HashMap<RoomId, String> = HashMap::new();
-    let mut retry_after = Duration::from_secs(1);
     loop {
         if filter_id.is_none() {
             match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
@@ -312,10 +312,18 @@ async fn run_loop(
                         }
                     }
                 }
-                Err(error) => match failed(&Error::from(error), &mut backoff).await {
-                    Some(end) => return end,
-                    None => continue,
-                },
+                Err(error) => {
+                    let error = Error::from(error);
+                    if !error.is_retryable()
+                        && let Some(end) = hopeless_for(&mut hopeless, &error)
+                    {
+                        return end;
+                    }
+                    match failed(&error, &mut backoff).await {
+                        Some(end) => return end,
+                        None => continue,
+                    }
+                }
             }
         }
         // Rooms left to capture (just joined, or whose last read failed or stopped at its cap)
@@ -329,34 +337,29 @@ async fn run_loop(
             .filter(|room| is_due(room, allowed.as_ref()) && !refused.contains(&room.room_id))
             .map(|room| &room.room_id)
             .collect();
-        let timeout = if since.is_none()
-            || due.iter().any(|room| !failing.contains(*room))
-            || departures.keys().any(|room| !failing.contains(room))
-        {
-            Duration::ZERO
-        } else if due.is_empty() && departures.is_empty() {
-            long_poll
-        } else {
-            retry_after.min(long_poll)
+        let now = tokio::time::Instant::now();
+        let pending = due.into_iter().chain(departures.keys());
+        let next_read = pending.map(|room| failing.get(room).map_or(now, |(at, _)| *at)).min();
+        let timeout = match next_read {
+            _ if since.is_none() => Duration::ZERO,
+            Some(at) => at.saturating_duration_since(now).min(long_poll),
+            None => long_poll,
         };
         let request = SyncRequest { since: since.clone(), filter_id: filter_id.clone(), timeout };
         let update = match services.connector.sync(&account.session, &request).await {
             Ok(update) => {
-                hopeless = 0;
+                hopeless = None;
                 update
             }
             Err(error) => {
                 let error = Error::from(error);
                 if !error.is_retryable() {
-                    // The stored filter may be what the homeserver refuses: made again.
-                    filter_id = None;
-                    hopeless += 1;
-                    if hopeless >= MAX_HOPELESS_SYNCS {
-                        return End::Halted(format!(
-                            "SYNC_FAILED: {}: the homeserver's /sync keeps failing; give the watch again once it \
-                             answers",
-                            error.code()
-                        ));
+                    // The stored filter may be what the homeserver refuses: made again, once.
+                    if hopeless.is_none() {
+                        filter_id = None;
+                    }
+                    if let Some(end) = hopeless_for(&mut hopeless, &error) {
+                        return end;
                     }
                 }
                 match failed(&error, &mut backoff).await {
@@ -372,6 +375,8 @@ async fn run_loop(
             refused.remove(&change.room_id);
         }
         bound_rows(&mut changes, &followed, watch.id);
+        let now = tokio::time::Instant::now();
+        let waiting = |room: &RoomId| failing.get(room).is_some_and(|(at, _)| *at > now);
         // What to read: rooms the answer names with new events, rooms new to the watch, and
         // rooms still due.
         let mut wanted: Vec<RoomId> = update
@@ -392,7 +397,13 @@ async fn run_loop(
         // A room the account left or was banned from, followed until then, is read once more
         // from its position: what was sent before the account left is not lost (the homeserver
         // serves a departed member the timeline up to its departure).
-        wanted.retain(|room| !refused.contains(room));
+        // Rooms past the watch's bound are not followed, nor read; rooms waiting after a failure
+        // are read at their time.
+        wanted.retain(|room| {
+            !refused.contains(room)
+                && !waiting(room)
+                && (followed.contains_key(room) || changes.iter().any(|c| c.room_id == *room))
+        });
         // Read only up to the departure (the homeserver may serve a departed member more),
         // until that read has reached it (a failed or capped one is tried again with later
         // answers). A banned account is refused every read: nothing to try.
@@ -406,9 +417,10 @@ async fn run_loop(
                 departures.insert(room.room_id.clone(), event_id.clone());
             }
         }
+        departures.retain(|room, _| !refused.contains(room));
         for room in departures.keys() {
             wanted.retain(|r| r != room);
-            if !refused.contains(room) {
+            if !waiting(room) {
                 wanted.push(room.clone());
             }
         }
@@ -424,31 +436,33 @@ async fn run_loop(
             .buffer_unordered(options.room_concurrency.max(1))
             .collect()
             .await;
-        let mut retryable_failures = false;
         // The longest wait a rate limit asked for in this answer's reads: waited once.
         let mut rate_limited = Duration::ZERO;
         for (room, outcome) in outcomes {
-            failing.remove(&room);
+            let failed_before = failing.remove(&room);
+            let mut fail = |room: &RoomId| {
+                let wait =
+                    failed_before.map_or(Duration::from_secs(1), |(_, wait)| (wait * 2).min(MAX_BACKOFF));
+                failing.insert(room.clone(), (tokio::time::Instant::now() + wait, wait));
+            };
             if departures.contains_key(&room) {
                 // Read up to the departure: done once it got there (or can never).
                 let done = match &outcome {
-                    Ok(captured) => captured.complete || captured.stored == 0,
+                    Ok(captured) => !captured.truncated || captured.stored == 0,
                     Err(error) => refused_for_good(error),
                 };
                 if done {
                     departures.remove(&room);
                 } else {
-                    failing.insert(room.clone());
-                    retryable_failures = true;
+                    fail(&room);
                 }
                 continue;
             }
             let due = match outcome {
                 // A read that stored nothing and still did not reach the end (a homeserver
                 // answering past what was asked, every time) waits like a failed one.
-                Ok(Captured { complete: false, stored: 0 }) => {
-                    failing.insert(room.clone());
-                    retryable_failures = true;
+                Ok(Captured { complete: false, stored: 0, .. }) => {
+                    fail(&room);
                     true
                 }
                 Ok(captured) => !captured.complete,
@@ -465,8 +479,7 @@ async fn run_loop(
                     // meanwhile) waits for its next event rather than being read every answer.
                     let retry = !refused_for_good(&error);
                     if retry {
-                        failing.insert(room.clone());
-                        retryable_failures = true;
+                        fail(&room);
                     } else {
                         // Refused for good (stored above the watch's level, archived from
                         // another homeserver, no longer readable): not read again, and not
@@ -494,8 +507,6 @@ async fn run_loop(
         if !rate_limited.is_zero() {
             tokio::time::sleep(rate_limited.min(MAX_RATE_LIMIT_WAIT)).await;
         }
-        retry_after =
-            if retryable_failures { (retry_after * 2).min(MAX_BACKOFF) } else { Duration::from_secs(1) };
         // Unchanged rows are not written again.
         changes.retain(|change| followed.get(&change.room_id) != Some(change));
         let progress = SyncProgress { sync_token: update.next_batch.clone(), synced_at, rooms: changes };
@@ -585,25 +596,24 @@ fn memberships(
 }
 
 /// Whether a room's read was refused in a way no later read of this loop can change: the room
-/// is stored above the watch's level or from another homeserver, or the homeserver no longer
-/// lets the account read it. Anything else (a malformed answer, a store failure, a missing key
-/// backup) is tried again after a wait.
+/// is stored above the watch's level or from another homeserver. Anything else (the homeserver
+/// refusing the room, a malformed answer, a store failure, a missing key backup) is tried again
+/// after a doubling wait (a room the account left is told by `/sync`, and no longer read).
 fn refused_for_good(error: &Error) -> bool {
-    matches!(error.code(), "ABOVE_CLEARANCE" | "HOMESERVER_MISMATCH" | "ROOM_FORBIDDEN" | "ROOM_NOT_FOUND")
+    matches!(error.code(), "ABOVE_CLEARANCE" | "HOMESERVER_MISMATCH")
 }
 
 /// The most rooms an account watch records (joined, left, banned, invited): past it, rooms new
-/// to the watch other than joined ones (bounded by the homeserver's joined rooms) are not
-/// recorded, so that invites from anyone cannot grow the watch without end.
+/// to the watch are neither recorded nor read, so that invites from anyone (or a homeserver
+/// naming new rooms in every answer) cannot grow the watch without end.
 const MAX_FOLLOWED_ROOMS: usize = argus_matrix::MAX_JOINED_ROOMS;
 
-/// Drops the rows of `changes` for rooms new to the watch past [`MAX_FOLLOWED_ROOMS`], joined
-/// rooms excepted.
+/// Drops the rows of `changes` for rooms new to the watch past [`MAX_FOLLOWED_ROOMS`].
 fn bound_rows(changes: &mut Vec<FollowedRoom>, followed: &HashMap<RoomId, FollowedRoom>, watch: i64) {
     let mut room_left = MAX_FOLLOWED_ROOMS.saturating_sub(followed.len());
     let before = changes.len();
     changes.retain(|change| {
-        if followed.contains_key(&change.room_id) || change.membership == Membership::Join {
+        if followed.contains_key(&change.room_id) {
             return true;
         }
         let keep = room_left > 0;
@@ -661,6 +671,8 @@ struct Captured {
     complete: bool,
     /// Messages it stored.
     stored: i64,
+    /// Its cap stopped it.
+    truncated: bool,
 }
 
 /// Reads `room` forwards from its stored position (the first time: its history, as the
@@ -685,7 +697,12 @@ async fn capture(
         since: watch.since,
         room_id: room.as_str().to_owned(),
         classification: watch.classification,
-        max_messages: Some(i64::from(options.max_messages_per_run)),
+        // A read up to a departure is not tried again from where a capped one stopped (it never
+        // moves the room's position): it may read as much as any read.
+        max_messages: Some(match stop_after {
+            Some(_) => i64::from(services.limits.hard_max_messages),
+            None => i64::from(options.max_messages_per_run),
+        }),
         recovery_key: account
             .credentials
             .recovery_key
@@ -704,7 +721,19 @@ async fn capture(
     let summary =
         ingest_room_with(services, &account.owner, request, tokens, stop_after, &mut on_page).await?;
     let complete = !summary.report.truncated && history_covers(&summary.room, watch.since);
-    Ok(Captured { complete, stored: summary.messages_stored })
+    Ok(Captured { complete, stored: summary.messages_stored, truncated: summary.report.truncated })
+}
+
+/// Notes a failure no retry changes; the end of the loop once such failures alone have lasted
+/// [`HOPELESS_FOR`].
+fn hopeless_for(since: &mut Option<tokio::time::Instant>, error: &Error) -> Option<End> {
+    let first = *since.get_or_insert_with(tokio::time::Instant::now);
+    (first.elapsed() >= HOPELESS_FOR).then(|| {
+        End::Halted(format!(
+            "SYNC_FAILED: {}: the homeserver's /sync keeps failing; give the watch again once it answers",
+            error.code()
+        ))
+    })
 }
 
 /// What a failed `/sync` (or filter upload) does: the watch stops when nothing can succeed
