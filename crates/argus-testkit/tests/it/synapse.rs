@@ -55,3 +55,17 @@ async fn a_stranger_cannot_read_a_private_room() {
     let state = owner.state(&room).await.unwrap();
     assert!(state.as_array().unwrap().iter().any(|event| event["type"] == "m.room.encryption"));
 }
+
+#[tokio::test]
+async fn the_process_id_names_the_running_homeserver() {
+    let Some(server) = synapse::synapse() else {
+        return;
+    };
+    let pid = server.process_id().unwrap();
+    let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let command = String::from_utf8_lossy(&command).replace('\0', " ");
+    assert!(command.contains("synapse.app.homeserver"), "{command}");
+    // Its CPU time can be read (the figures a benchmark takes before and after a window).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.starts_with(&format!("{pid} (")), "{stat}");
+}
