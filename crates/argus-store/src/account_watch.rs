@@ -705,32 +705,26 @@ impl Store {
     /// (`ACCOUNT_EXPIRED`, `ACCOUNT_LOCKED`, else `PAUSED`), the reason kept (control characters
     /// replaced, cut at 1,024 characters), the lease released. It is not claimed again until it
     /// is given anew. Whether it was stopped.
-    pub fn stop_account_watch(&self, id: i64, replica: &str, reason: &str) -> Result<bool> {
-        self.stop_held(id, replica, reason, None)
-    }
-
-    fn stop_held(&self, id: i64, replica: &str, reason: &str, sealed: Option<String>) -> Result<bool> {
-        let status = WatchStatus::stopped_by(reason);
-        let reason = argus_domain::NewIngestion::sanitise(reason, 1024);
-        let set = |sql: &mut Sql<'_>| {
-            sql.push("UPDATE account_watches SET status = ").bind::<Text, _>(status.as_str());
-            sql.push(", status_reason = ").bind::<Text, _>(reason);
-            sql.push(", lease_owner = NULL, lease_until = NULL");
-        };
-        update_held(&mut *self.conn()?, id, replica, OffsetDateTime::now_utc(), set, sealed)
-    }
-
-    /// [`Store::stop_account_watch`], only while the watch still holds `token` (the credentials
-    /// its loop was started with): a loop whose watch was given again meanwhile (and claimed
-    /// anew by the same replica) cannot stop the renewed watch for the old token's failure.
-    pub fn stop_account_watch_sealed(
+    ///
+    /// Only while the watch still holds `token` (the credentials its loop was started with): a
+    /// loop whose watch was given again meanwhile (and claimed anew by the same replica) cannot
+    /// stop the renewed watch for the old token's failure.
+    pub fn stop_account_watch(
         &self,
         id: i64,
         replica: &str,
         reason: &str,
         token: &SealedToken,
     ) -> Result<bool> {
-        self.stop_held(id, replica, reason, Some(token.ciphertext.clone()))
+        let status = WatchStatus::stopped_by(reason);
+        let reason = argus_domain::NewIngestion::sanitise(reason, 1024);
+        let ciphertext = token.ciphertext.clone();
+        let set = |sql: &mut Sql<'_>| {
+            sql.push("UPDATE account_watches SET status = ").bind::<Text, _>(status.as_str());
+            sql.push(", status_reason = ").bind::<Text, _>(reason);
+            sql.push(", lease_owner = NULL, lease_until = NULL");
+        };
+        update_held(&mut *self.conn()?, id, replica, OffsetDateTime::now_utc(), set, Some(ciphertext))
     }
 
     /// The rooms account watch `id` follows or followed, by room id (the loop's own read: no

@@ -102,7 +102,7 @@ pub(super) async fn run(
             let stored = reason.clone();
             let token = token.clone();
             match services
-                .with_store(move |store| store.stop_account_watch_sealed(id, &replica, &stored, &token))
+                .with_store(move |store| store.stop_account_watch(id, &replica, &stored, &token))
                 .await
             {
                 Ok(true) => tracing::warn!(watch = id, %reason, "account watch stopped"),

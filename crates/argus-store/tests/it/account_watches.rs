@@ -340,7 +340,7 @@ fn one_replica_at_a_time_holds_an_account_watch(db: &TestDb) {
     db.store.release_account_watch(id, "r2").unwrap();
     assert_eq!(claimed_ids(db, "r3", later), [id]);
     // Stopped: not claimed, its lease not renewed.
-    assert!(db.store.stop_account_watch(id, "r3", "PAUSED: token refused").unwrap());
+    assert!(db.store.stop_account_watch(id, "r3", "PAUSED: token refused", &sealed("dG9rZW4")).unwrap());
     assert!(!db.store.renew_account_watch_lease(id, "r3", later, LEASE).unwrap());
     assert!(claimed_ids(db, "r4", later + time::Duration::hours(1)).is_empty());
     // Removed: not claimed either.
@@ -382,12 +382,12 @@ fn the_loop_writes_only_under_its_lease(db: &TestDb) {
     // Never claimed: nothing is written.
     assert!(!db.store.record_sync(id, "r1", &progress("s1", rooms.clone())).unwrap());
     assert!(!db.store.set_account_watch_filter(id, "r1", "f1").unwrap());
-    assert!(!db.store.stop_account_watch(id, "r1", "ACCOUNT_EXPIRED: expired").unwrap());
+    assert!(!db.store.stop_account_watch(id, "r1", "ACCOUNT_EXPIRED: expired", &sealed("dG9rZW4")).unwrap());
     // Claimed long ago: the lease ran out (by the store's clock), nothing is written.
     assert_eq!(claimed_ids(db, "r1", now() - time::Duration::minutes(10)), [id]);
     assert!(!db.store.record_sync(id, "r1", &progress("s1", rooms.clone())).unwrap());
     assert!(!db.store.set_account_watch_filter(id, "r1", "f1").unwrap());
-    assert!(!db.store.stop_account_watch(id, "r1", "ACCOUNT_EXPIRED: expired").unwrap());
+    assert!(!db.store.stop_account_watch(id, "r1", "ACCOUNT_EXPIRED: expired", &sealed("dG9rZW4")).unwrap());
     assert_eq!(written(db), 0);
     let watch = db.store.account_watch(&alice, id).unwrap().unwrap();
     assert_eq!((watch.status, watch.last_sync_at), (WatchStatus::Active, None));
@@ -443,8 +443,11 @@ fn an_account_state_stops_the_watch_until_it_is_given_again(db: &TestDb) {
     ] {
         let id = create(db, &alice, "@alice:x.org", Restricted).id;
         assert_eq!(claimed_ids(db, "r1", now()), [id]);
-        assert!(!db.store.stop_account_watch(id, "r2", reason).unwrap(), "not r2's to stop");
-        assert!(db.store.stop_account_watch(id, "r1", reason).unwrap());
+        assert!(
+            !db.store.stop_account_watch(id, "r2", reason, &sealed("dG9rZW4")).unwrap(),
+            "not r2's to stop"
+        );
+        assert!(db.store.stop_account_watch(id, "r1", reason, &sealed("dG9rZW4")).unwrap());
         let stopped = db.store.account_watch(&alice, id).unwrap().unwrap();
         assert_eq!((stopped.status, stopped.status_reason.as_deref()), (status, Some(reason)));
         assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_watches WHERE lease_owner IS NOT NULL"), 0);
@@ -470,10 +473,10 @@ fn a_loop_started_with_other_credentials_cannot_stop_the_watch_given_again(db: &
     assert_eq!(claimed_ids(db, "r1", now()), [first.id]);
     let reason = "HOMESERVER_UNAUTHORIZED: M_UNKNOWN_TOKEN";
     // The old loop's stop, for the old token's failure: refused, the renewed watch stays active.
-    assert!(!db.store.stop_account_watch_sealed(first.id, "r1", reason, &old_token).unwrap());
+    assert!(!db.store.stop_account_watch(first.id, "r1", reason, &old_token).unwrap());
     assert_eq!(db.store.account_watch(&alice, first.id).unwrap().unwrap().status, WatchStatus::Active);
     // The new loop's stop goes through.
-    assert!(db.store.stop_account_watch_sealed(first.id, "r1", reason, &renewed.token).unwrap());
+    assert!(db.store.stop_account_watch(first.id, "r1", reason, &renewed.token).unwrap());
     assert_eq!(db.store.account_watch(&alice, first.id).unwrap().unwrap().status, WatchStatus::Paused);
 }
 
