@@ -43,7 +43,7 @@ pub use ids::{ActorId, EventId, HomeserverUrl, OrgId, RoomId, UserId, normalise_
 pub use ingestion::{IngestionOutcome, IngestionRecord, NewIngestion};
 pub use message::{
     HeldContent, HeldVersion, MediaRef, MessageEdit, MessageRecord, MessageRedaction, MessageVersion,
-    Redaction, StoredMessage,
+    Redaction, SenderTrust, StoredMessage,
 };
 pub use page::{Page, PageRequest};
 pub use post::{PostEvidence, PostPolicy};

@@ -79,6 +79,80 @@ pub struct MessageRecord {
     /// Who redacted the message, when and why, when `redacted` is set and that is known.
     #[serde(default)]
     pub redaction: Option<Redaction>,
+    /// What is known of the device that sent it: [`SenderTrust::NotEncrypted`] for a message
+    /// that was never encrypted, [`SenderTrust::UnknownDevice`] for one whose key came from the
+    /// key backup or that stayed encrypted, else what the connector's device found.
+    #[serde(default)]
+    pub sender_trust: SenderTrust,
+}
+
+/// What is known of the device that sent a message, as the connector's end-to-end-encryption
+/// device found it when it decrypted the message (GraphQL `SenderTrust`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SenderTrust {
+    /// The sending device was signed by its owner's cross-signing identity, and that identity
+    /// is the one first seen for the owner.
+    Verified,
+    /// The sending device is the sender's, but their cross-signing identity did not sign it.
+    UnverifiedDevice,
+    /// The sender's cross-signing identity is not the one first seen for them (pinning).
+    IdentityChanged,
+    /// The sending device is not known to be the sender's: its key came from the key backup or
+    /// another indirect source, the device is unknown, or the key was sent by another user's
+    /// device (a forged sender); also what an encrypted message that stayed encrypted is.
+    UnknownDevice,
+    /// The message was not end-to-end encrypted.
+    #[default]
+    NotEncrypted,
+}
+
+impl SenderTrust {
+    /// Every value, once (a test holds the list to the enum).
+    pub const ALL: [Self; 5] =
+        [Self::Verified, Self::UnverifiedDevice, Self::IdentityChanged, Self::UnknownDevice, Self::NotEncrypted];
+
+    /// A stable code: the GraphQL and stored name.
+    ///
+    /// ```
+    /// use argus_domain::SenderTrust;
+    /// for t in SenderTrust::ALL {
+    ///     assert_eq!(t.code().parse::<SenderTrust>()?, t);
+    /// }
+    /// # Ok::<(), argus_domain::Error>(())
+    /// ```
+    pub const fn code(self) -> &'static str {
+        match self {
+            Self::Verified => "VERIFIED",
+            Self::UnverifiedDevice => "UNVERIFIED_DEVICE",
+            Self::IdentityChanged => "IDENTITY_CHANGED",
+            Self::UnknownDevice => "UNKNOWN_DEVICE",
+            Self::NotEncrypted => "NOT_ENCRYPTED",
+        }
+    }
+
+    /// What a message recorded without a trust (stored before devices existed) is taken as:
+    /// unknown device when it arrived encrypted, else not encrypted.
+    pub const fn unrecorded(encrypted: bool) -> Self {
+        if encrypted { Self::UnknownDevice } else { Self::NotEncrypted }
+    }
+}
+
+impl std::fmt::Display for SenderTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::str::FromStr for SenderTrust {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> crate::Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.code() == s)
+            .ok_or(crate::Error::Invalid { kind: "sender trust", reason: "not one of the SenderTrust values" })
+    }
 }
 
 impl MessageRecord {
@@ -110,6 +184,7 @@ impl MessageRecord {
             media: None,
             versions: Vec::new(),
             redaction: None,
+            sender_trust: SenderTrust::NotEncrypted,
         }
     }
 

@@ -175,6 +175,7 @@ impl MessageRecordBuilder {
         self.0.encrypted = true;
         self.0.msgtype = None;
         self.0.body = None;
+        self.0.sender_trust = crate::SenderTrust::UnknownDevice;
         self
     }
 

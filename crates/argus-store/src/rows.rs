@@ -139,6 +139,7 @@ impl MessageRow {
                 media,
                 versions: Vec::new(),
                 redaction: None,
+                sender_trust: argus_domain::SenderTrust::unrecorded(self.encrypted || self.decrypted),
             },
             held: None,
             attachment: None,

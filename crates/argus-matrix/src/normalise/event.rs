@@ -223,6 +223,7 @@ pub(super) fn classify(
         media: None,
         versions: Vec::new(),
         redaction: redacted_because.and_then(redaction_of),
+        sender_trust: argus_domain::SenderTrust::unrecorded(sealed || decrypted),
     };
     let Some(mut content) = content.filter(|_| !redacted) else {
         return Ok(Outcome::Message(record));
