@@ -55,6 +55,23 @@ pub enum Error {
     /// A signing or verifier key is not of its expected form.
     #[error("malformed signing or verifier key")]
     BadSigningKey,
+    /// The connector's device could not keep or read its state (the store behind
+    /// [`crate::device::DeviceStateStore`] failed, or lost the lease that lets it write).
+    #[error("the device's state could not be kept: {0}")]
+    DeviceState(String),
+    /// The homeserver could not be reached or refused a request of the connector's device.
+    #[error("the homeserver refused a request of the connector's device: {0}")]
+    DeviceTransport(String),
+    /// The end-to-end-encryption machine failed (its state is not what it expects).
+    #[error("the connector's device failed: {0}")]
+    Device(String),
+    /// Secret storage holds no cross-signing keys (or not the self-signing key) for the account:
+    /// the connector's device cannot sign itself.
+    #[error("secret storage holds no cross-signing keys for the account")]
+    NoCrossSigningKeys,
+    /// The cross-signing keys in secret storage are not the account's published identity.
+    #[error("the cross-signing keys in secret storage are not the account's identity")]
+    CrossSigningMismatch,
 }
 
 impl Error {
@@ -74,6 +91,11 @@ impl Error {
             Self::BadProof => "BAD_PROOF",
             Self::BadSignature => "BAD_SIGNATURE",
             Self::BadSigningKey => "BAD_SIGNING_KEY",
+            Self::DeviceState(_) => "DEVICE_STATE",
+            Self::DeviceTransport(_) => "DEVICE_TRANSPORT",
+            Self::Device(_) => "DEVICE",
+            Self::NoCrossSigningKeys => "NO_CROSS_SIGNING_KEYS",
+            Self::CrossSigningMismatch => "CROSS_SIGNING_MISMATCH",
         }
     }
 

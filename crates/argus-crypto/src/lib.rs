@@ -2,6 +2,7 @@
 
 pub mod attachment;
 pub mod backup;
+pub mod device;
 mod encoding;
 mod error;
 pub mod megolm;

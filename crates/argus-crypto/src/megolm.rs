@@ -4,6 +4,7 @@
 //! of a room is given, and the one this crate provides: the megolm sessions of a run loaded from
 //! the key backup ([`SessionKeys`]).
 
+use argus_domain::SenderTrust;
 use serde::Deserialize;
 
 mod ratchet;
@@ -38,11 +39,23 @@ pub enum Undecryptable {
     /// `m.room.message`: a redaction or state inside a ciphertext was never applied by the
     /// homeserver).
     UnsupportedEventType,
+    /// Neither the connector's device received its key nor the key backup holds it.
+    NoRoomKey,
+    /// Its sender withheld the key from unverified devices (`m.unverified`).
+    WithheldUnverified,
+    /// Its sender blocked the connector's device (`m.blacklisted`).
+    WithheldBlacklisted,
+    /// Its sender's device does not share keys with the connector's device (`m.unauthorised`).
+    WithheldUnauthorised,
+    /// The key was asked for and its holder does not have it (`m.unavailable`).
+    WithheldUnavailable,
+    /// The sender could not set up a secure channel to the connector's device (`m.no_olm`).
+    WithheldNoOlm,
 }
 
 impl Undecryptable {
     /// Every reason, once (a test holds the list to the enum).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 15] = [
         Self::NoKeyInBackup,
         Self::IndexBeforeFirstKnown,
         Self::BadMac,
@@ -52,6 +65,12 @@ impl Undecryptable {
         Self::Replayed,
         Self::SenderKeyMismatch,
         Self::UnsupportedEventType,
+        Self::NoRoomKey,
+        Self::WithheldUnverified,
+        Self::WithheldBlacklisted,
+        Self::WithheldUnauthorised,
+        Self::WithheldUnavailable,
+        Self::WithheldNoOlm,
     ];
 
     /// A stable code for reports.
@@ -66,6 +85,12 @@ impl Undecryptable {
             Self::Replayed => "REPLAYED",
             Self::SenderKeyMismatch => "SENDER_KEY_MISMATCH",
             Self::UnsupportedEventType => "UNSUPPORTED_EVENT_TYPE",
+            Self::NoRoomKey => "NO_ROOM_KEY",
+            Self::WithheldUnverified => "WITHHELD_UNVERIFIED",
+            Self::WithheldBlacklisted => "WITHHELD_BLACKLISTED",
+            Self::WithheldUnauthorised => "WITHHELD_UNAUTHORISED",
+            Self::WithheldUnavailable => "WITHHELD_UNAVAILABLE",
+            Self::WithheldNoOlm => "WITHHELD_NO_OLM",
         }
     }
 }
@@ -95,6 +120,19 @@ pub struct DecryptedEvent {
     pub content: serde_json::Value,
     /// Its megolm message index.
     pub message_index: u32,
+    /// What is known of the device that sent it ([`SenderTrust::UnknownDevice`] for a key
+    /// from the backup).
+    pub sender_trust: SenderTrust,
+}
+
+/// One `m.room.encrypted` event to decrypt: the whole event as read (a device checks its
+/// sender, id and time against what the key says) and its parsed content.
+#[derive(Debug, Clone)]
+pub struct EncryptedEvent<'a> {
+    /// The event's JSON, as the homeserver served it.
+    pub json: &'a str,
+    /// Its content.
+    pub content: EncryptedContent,
 }
 
 /// One decryption's outcome.
@@ -104,11 +142,12 @@ pub type Decrypted = Result<DecryptedEvent, Undecryptable>;
 /// room is given, whatever holds the keys (the sessions of the key backup, [`SessionKeys`]).
 ///
 /// A decryptor is moved into the task that reads the room, hence `Send`.
+#[async_trait::async_trait]
 pub trait Decryptor: Send {
-    /// Decrypts `contents` read from the room `room_id`, given oldest first (a megolm session
-    /// ratchets forwards cheaply): one outcome per content, in the same order. The event each
+    /// Decrypts `events` read from the room `room_id`, given oldest first (a megolm session
+    /// ratchets forwards cheaply): one outcome per event, in the same order. The event each
     /// outcome carries is checked to belong to `room_id`.
-    fn decrypt_all(&mut self, room_id: &str, contents: &[EncryptedContent]) -> Vec<Decrypted>;
+    async fn decrypt_all(&mut self, room_id: &str, events: &[EncryptedEvent<'_>]) -> Vec<Decrypted>;
 }
 
 #[cfg(test)]
@@ -128,6 +167,12 @@ mod all_reasons {
             Undecryptable::Replayed => 6,
             Undecryptable::SenderKeyMismatch => 7,
             Undecryptable::UnsupportedEventType => 8,
+            Undecryptable::NoRoomKey => 9,
+            Undecryptable::WithheldUnverified => 10,
+            Undecryptable::WithheldBlacklisted => 11,
+            Undecryptable::WithheldUnauthorised => 12,
+            Undecryptable::WithheldUnavailable => 13,
+            Undecryptable::WithheldNoOlm => 14,
         };
         let places: Vec<usize> = Undecryptable::ALL.iter().map(|u| place(*u)).collect();
         assert_eq!(places, (0..Undecryptable::ALL.len()).collect::<Vec<_>>());

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use vodozemac::megolm::{InboundGroupSession, MegolmMessage};
 
 use super::{
-    Decrypted, DecryptedEvent, Decryptor, EncryptedContent, MEGOLM_ALGORITHM, Undecryptable,
+    Decrypted, DecryptedEvent, Decryptor, EncryptedEvent, EncryptedContent, MEGOLM_ALGORITHM, Undecryptable,
     ratchet::Held,
     signatures::{Opened, verify_signatures},
 };
@@ -45,9 +45,11 @@ impl fmt::Debug for SessionKeys {
     }
 }
 
+#[async_trait::async_trait]
 impl Decryptor for SessionKeys {
-    fn decrypt_all(&mut self, room_id: &str, contents: &[EncryptedContent]) -> Vec<Decrypted> {
-        SessionKeys::decrypt_all(self, room_id, contents)
+    async fn decrypt_all(&mut self, room_id: &str, events: &[EncryptedEvent<'_>]) -> Vec<Decrypted> {
+        let contents: Vec<EncryptedContent> = events.iter().map(|e| e.content.clone()).collect();
+        SessionKeys::decrypt_all(self, room_id, &contents)
     }
 }
 
@@ -222,7 +224,12 @@ fn read_payload(room_id: &str, plaintext: &[u8], message_index: u32) -> Decrypte
     if payload.room_id.as_deref() != Some(room_id) {
         return Err(Undecryptable::WrongRoom);
     }
-    Ok(DecryptedEvent { event_type: payload.event_type, content: payload.content, message_index })
+    Ok(DecryptedEvent {
+        event_type: payload.event_type,
+        content: payload.content,
+        message_index,
+        sender_trust: argus_domain::SenderTrust::UnknownDevice,
+    })
 }
 
 #[cfg(test)]
