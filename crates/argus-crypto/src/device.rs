@@ -97,3 +97,8 @@ pub struct SyncChanges {
     /// The answer's `next_batch`.
     pub next_batch: Option<String>,
 }
+
+mod driver;
+mod persisting;
+
+pub use driver::{Device, DeviceDecryptor, ReceivedKeys};

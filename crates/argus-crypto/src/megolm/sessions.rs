@@ -8,7 +8,7 @@ use serde::Deserialize;
 use vodozemac::megolm::{InboundGroupSession, MegolmMessage};
 
 use super::{
-    Decrypted, DecryptedEvent, Decryptor, EncryptedEvent, EncryptedContent, MEGOLM_ALGORITHM, Undecryptable,
+    Decrypted, DecryptedEvent, Decryptor, EncryptedContent, EncryptedEvent, MEGOLM_ALGORITHM, Undecryptable,
     ratchet::Held,
     signatures::{Opened, verify_signatures},
 };
