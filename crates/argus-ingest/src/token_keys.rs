@@ -282,6 +282,36 @@ impl AccountWatchBinding<'_> {
     }
 }
 
+/// What one sealed item of a connector device's state belongs to: the device (organisation,
+/// homeserver, Matrix user, device id) and the item (kind and key), so that an item moved to
+/// another device, or put under another kind or key, does not open.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceBinding<'a> {
+    /// The organisation.
+    pub org: &'a OrgId,
+    /// The homeserver, as stored.
+    pub homeserver_url: &'a str,
+    /// The Matrix user.
+    pub user_id: &'a str,
+    /// The device id.
+    pub device_id: &'a str,
+    /// The item's kind.
+    pub kind: &'a str,
+    /// The item's key within its kind.
+    pub key: &'a str,
+}
+
+impl DeviceBinding<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut aad = b"argus-device-state\0".to_vec();
+        for part in [self.org.as_str(), self.homeserver_url, self.user_id, self.device_id, self.kind, self.key] {
+            aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            aad.extend_from_slice(part.as_bytes());
+        }
+        aad
+    }
+}
+
 /// The current key, which seals, and earlier ones, which still open what they sealed.
 #[derive(Debug)]
 pub struct TokenKeys {
@@ -372,12 +402,44 @@ impl TokenKeys {
 
     fn seal_with(&self, credentials: &Credentials, aad: &[u8]) -> Result<SealedToken> {
         let plain = credentials.encode()?;
+        self.seal_bytes(&plain, aad)
+    }
+
+    /// Seals one item of a connector device's state (its serialised bytes) for the item
+    /// `binding` names.
+    pub fn seal_device_item(&self, plain: &[u8], binding: DeviceBinding<'_>) -> Result<SealedToken> {
+        self.seal_bytes(plain, &binding.associated_data())
+    }
+
+    /// Opens a sealed item of a device's state (as [`TokenKeys::open`] a watch's token).
+    pub fn open_device_item(
+        &self,
+        sealed: &SealedToken,
+        binding: DeviceBinding<'_>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.open_bytes(sealed, &binding.associated_data())
+    }
+
+    /// A device item re-sealed under the current key, or `None` when it already is.
+    pub fn reseal_device_item(
+        &self,
+        sealed: &SealedToken,
+        binding: DeviceBinding<'_>,
+    ) -> Result<Option<SealedToken>> {
+        if sealed.key_id == self.current.id {
+            return Ok(None);
+        }
+        let plain = self.open_device_item(sealed, binding)?;
+        self.seal_device_item(&plain, binding).map(Some)
+    }
+
+    fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Result<SealedToken> {
         let mut nonce = [0u8; 24];
         rand::Rng::fill(&mut rand::thread_rng(), &mut nonce[..]);
         let ciphertext = self
             .current
             .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad })
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad })
             .map_err(|_| Error::Internal)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(SealedToken {
@@ -395,6 +457,12 @@ impl TokenKeys {
     }
 
     fn open_with(&self, sealed: &SealedToken, aad: &[u8]) -> Result<Credentials> {
+        let plain = self.open_bytes(sealed, aad)?;
+        Credentials::decode(&plain)
+            .ok_or_else(|| Error::InvalidInput("the watch's sealed token does not open".into()))
+    }
+
+    fn open_bytes(&self, sealed: &SealedToken, aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let key =
             std::iter::once(&self.current).chain(&self.previous).find(|k| k.id == sealed.key_id).ok_or_else(
                 || Error::InvalidInput("the watch's token was sealed with a key this server lacks".into()),
@@ -404,11 +472,10 @@ impl TokenKeys {
         let nonce = b64.decode(&sealed.nonce).map_err(|_| broken())?;
         let ciphertext = b64.decode(&sealed.ciphertext).map_err(|_| broken())?;
         let nonce: [u8; 24] = nonce.try_into().map_err(|_| broken())?;
-        let plain = key
-            .cipher
+        key.cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: &ciphertext, aad })
-            .map_err(|_| broken())?;
-        Credentials::decode(&plain).ok_or_else(broken)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| broken())
     }
 
     /// The credentials re-sealed under the current key, or `None` when they already are.
@@ -605,5 +672,43 @@ mod tests {
         assert!(only_new.open(&sealed, binding).is_err(), "the old key is gone");
         assert!(only_new.holds(rotated.current_id()) && !only_new.holds(&sealed.key_id));
         assert!(TokenKey::new(&[1; 16]).is_err());
+    }
+
+    #[test]
+    fn a_device_item_opens_only_as_the_item_and_device_it_was_sealed_for() {
+        let (keys, org, _) = keys();
+        let binding = DeviceBinding {
+            org: &org,
+            homeserver_url: "https://matrix.tchap.test",
+            user_id: "@service:tchap.test",
+            device_id: "ARGUSDEV",
+            kind: "account",
+            key: "",
+        };
+        let plain = br#"{"pickle":"secret olm account"}"#;
+        let sealed = keys.seal_device_item(plain, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!sealed.ciphertext.contains("secret"));
+        let opened = keys.open_device_item(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.as_slice(), plain);
+        for moved in [
+            DeviceBinding { device_id: "OTHERDEV", ..binding },
+            DeviceBinding { user_id: "@other:tchap.test", ..binding },
+            DeviceBinding { kind: "olm_session", ..binding },
+            DeviceBinding { key: "x", ..binding },
+            // Parts are length-prefixed: shifting bytes between two parts changes the binding.
+            DeviceBinding { kind: "accoun", key: "t", ..binding },
+        ] {
+            assert!(keys.open_device_item(&sealed, moved).is_err(), "{moved:?}");
+        }
+        let rotated = TokenKeys::new(
+            TokenKey::new(&[9; 32]).unwrap_or_else(|e| panic!("{e}")),
+            vec![TokenKey::new(&[7; 32]).unwrap_or_else(|e| panic!("{e}"))],
+        );
+        let resealed = rotated.reseal_device_item(&sealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        let resealed = resealed.unwrap_or_else(|| panic!("sealed under the old key: resealed"));
+        assert_eq!(resealed.key_id, rotated.current_id());
+        assert!(rotated.reseal_device_item(&resealed, binding).unwrap_or_else(|e| panic!("{e}")).is_none());
+        let opened = rotated.open_device_item(&resealed, binding).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.as_slice(), plain);
     }
 }
