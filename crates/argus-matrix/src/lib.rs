@@ -28,6 +28,6 @@ pub use media::{MAX_REDIRECTS, MediaCapabilities, MediaDownload, MediaLimits};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};
 pub use session::{PairKeeper, RefreshingTokens, Session, StaticToken, TokenPair, TokenSource};
 pub use sync::{
-    InvitedRoom, JoinedRoomUpdate, LeftRoom, MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_TIMEOUT, SyncRequest,
-    SyncUpdate,
+    InvitedRoom, JoinedRoomUpdate, LeftRoom, MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_TIMEOUT, MAX_TO_DEVICE_EVENTS,
+    SyncRequest, SyncUpdate,
 };

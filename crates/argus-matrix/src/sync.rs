@@ -1,8 +1,10 @@
 //! Live capture's `/sync`: one long-poll of all of an account's rooms ([`Connector::sync`]),
 //! through the archive's filter ([`Connector::create_sync_filter`]), reduced to what the live
 //! loop needs: the position to continue from, the joined rooms with new events (to be read by
-//! the room reader from their own positions), the rooms left or banned from, and the invites.
-//! No event body is kept: the filter asks for none.
+//! the room reader from their own positions), the rooms left or banned from, and the invites;
+//! and what the answer says to the account's device ([`SyncChanges`]: its to-device events as
+//! raw JSON, device list changes, key counts). No room event body is kept: the filter asks for
+//! none (to-device events cannot be filtered, and none is left out).
 //!
 //! A long-poll is bounded apart from other requests: each request may last the poll's timeout
 //! plus the configured request timeout (the homeserver computes its answer after the poll), and
@@ -11,6 +13,7 @@
 
 use std::time::Duration;
 
+use argus_crypto::device::SyncChanges;
 use argus_domain::{Membership, RoomId};
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedRoomId, OwnedUserId, UserId,
@@ -45,6 +48,12 @@ pub const MAX_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest `since` position, filter id or `prev_batch` taken or handed over, in bytes.
 const MAX_POSITION_LEN: usize = 1024;
 
+/// The most to-device events one answer hands over ([`SyncUpdate::device`]); the rest are
+/// left out, counted in [`SyncUpdate::to_device_dropped`] and warned about. (A homeserver
+/// sends at most 100 an answer, Synapse's limit; refusing a larger answer instead would stop the
+/// account's loop for good, since the same position would bring the same answer.)
+pub const MAX_TO_DEVICE_EVENTS: usize = 1_000;
+
 /// One `/sync` to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncRequest {
@@ -76,6 +85,12 @@ pub struct SyncUpdate {
     /// What the homeserver gave that is not valid and was left out: a room id of a section, a
     /// tombstone's replacement room, a membership event that is not one.
     pub malformed_skipped: u64,
+    /// What the answer says to the account's device: its to-device events (at most
+    /// [`MAX_TO_DEVICE_EVENTS`], each its raw JSON), whose device lists changed or left, its
+    /// one-time key counts and unused fallback key types, and the answer's `next_batch`.
+    pub device: SyncChanges,
+    /// To-device events left out past [`MAX_TO_DEVICE_EVENTS`].
+    pub to_device_dropped: u64,
 }
 
 /// A joined room in a `/sync` answer.
@@ -144,7 +159,7 @@ impl Connector {
         };
         let within = request.timeout + config.run_deadline.max(config.request_timeout);
         let target = client.target_with(session, within, bounds)?;
-        let response = sync_events::fetch(
+        let (response, unstable) = sync_events::fetch(
             client,
             &target,
             request.since.clone(),
@@ -160,12 +175,21 @@ impl Connector {
             let target = client.target(session, config.run_deadline)?;
             Some(whoami::fetch(client, &target).await?)
         };
-        let update = reduce(response, own.as_deref())?;
+        let update = reduce(response, unstable, own.as_deref())?;
+        if update.to_device_dropped > 0 {
+            tracing::warn!(
+                kept = MAX_TO_DEVICE_EVENTS,
+                dropped = update.to_device_dropped,
+                "the sync answer had more to-device events than are taken; the rest were left out"
+            );
+        }
         tracing::debug!(
             joined = update.joined.len(),
             left = update.left.len(),
             invited = update.invited.len(),
             events = update.events,
+            to_device = update.device.to_device.len(),
+            changed_devices = update.device.changed_devices.len(),
             malformed = update.malformed_skipped,
             "synced"
         );
@@ -240,12 +264,35 @@ fn check_counts(rooms: &Rooms) -> Result<()> {
 }
 
 /// Reduces an answer to what the loop needs. `own` is the account (needed when the answer has
-/// left or invited rooms: their membership is the account's own event).
-fn reduce(response: sync_events::Response, own: Option<&UserId>) -> Result<SyncUpdate> {
+/// left or invited rooms: their membership is the account's own event); `unstable` what the
+/// answer said under unstable names only.
+fn reduce(
+    response: sync_events::Response,
+    unstable: sync_events::Unstable,
+    own: Option<&UserId>,
+) -> Result<SyncUpdate> {
     if !is_position(&response.next_batch) {
         return Err(Error::malformed("the homeserver's next_batch is empty, too long or not printable"));
     }
-    let mut update = SyncUpdate { next_batch: response.next_batch, ..SyncUpdate::default() };
+    let to_device = response.to_device.events;
+    let to_device_dropped = to_device.len().saturating_sub(MAX_TO_DEVICE_EVENTS) as u64;
+    let device = SyncChanges {
+        to_device: to_device.iter().take(MAX_TO_DEVICE_EVENTS).map(|e| e.json().get().to_owned()).collect(),
+        changed_devices: response.device_lists.changed.into_iter().map(String::from).collect(),
+        left_devices: response.device_lists.left.into_iter().map(String::from).collect(),
+        one_time_keys_counts: response
+            .device_one_time_keys_count
+            .into_iter()
+            .map(|(algorithm, count)| (algorithm.to_string(), u64::from(count)))
+            .collect(),
+        unused_fallback_key_types: response
+            .device_unused_fallback_key_types
+            .map(|types| types.into_iter().map(|t| t.to_string()).collect())
+            .or(unstable.unused_fallback_key_types),
+        next_batch: Some(response.next_batch.clone()),
+    };
+    let mut update =
+        SyncUpdate { next_batch: response.next_batch, device, to_device_dropped, ..SyncUpdate::default() };
     let rooms = response.rooms;
     for (room, joined) in rooms.join {
         let Some(room_id) = domain_room(&room, &mut update.malformed_skipped) else { continue };
@@ -407,7 +454,8 @@ mod tests {
     }
 
     fn reduced(body: &Value) -> SyncUpdate {
-        reduce(answer(body), Some(&owned_user_id!("@moi:a.fr"))).unwrap_or_else(|e| panic!("{e}"))
+        let unstable = serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}"));
+        reduce(answer(body), unstable, Some(&owned_user_id!("@moi:a.fr"))).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn member(who: &str, sender: &str, membership: &str, ts: i64) -> Value {
@@ -521,6 +569,39 @@ mod tests {
     }
 
     #[test]
+    fn what_is_said_to_the_device_is_kept_raw_and_bounded() {
+        let message = |i: usize| {
+            json!({"type": "m.room.encrypted", "sender": "@a:a.fr",
+                   "content": {"algorithm": "m.olm.v1.curve25519-aes-sha2", "ciphertext": {}, "n": i}})
+        };
+        let update = reduced(&json!({"next_batch": "s6",
+            "to_device": {"events": (0..MAX_TO_DEVICE_EVENTS + 3).map(message).collect::<Vec<_>>()},
+            "device_lists": {"changed": ["@a:a.fr", "@b:a.fr"], "left": ["@c:a.fr"]},
+            "device_one_time_keys_count": {"signed_curve25519": 49},
+            "org.matrix.msc2732.device_unused_fallback_key_types": ["signed_curve25519"]}));
+        let device = &update.device;
+        assert_eq!(device.to_device.len(), MAX_TO_DEVICE_EVENTS);
+        assert_eq!(update.to_device_dropped, 3);
+        let first: Value = serde_json::from_str(&device.to_device[0]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first, message(0));
+        let last: Value = serde_json::from_str(&device.to_device[MAX_TO_DEVICE_EVENTS - 1])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(last["content"]["n"], json!(MAX_TO_DEVICE_EVENTS - 1), "oldest kept, in order");
+        assert_eq!(device.changed_devices, ["@a:a.fr", "@b:a.fr"]);
+        assert_eq!(device.left_devices, ["@c:a.fr"]);
+        assert_eq!(device.one_time_keys_counts.get("signed_curve25519"), Some(&49));
+        assert_eq!(device.unused_fallback_key_types.as_deref(), Some(&["signed_curve25519".to_owned()][..]));
+        assert_eq!(device.next_batch.as_deref(), Some("s6"));
+
+        // The stable name wins; no field at all is no fallback key support.
+        let stable = reduced(&json!({"next_batch": "s7", "device_unused_fallback_key_types": [],
+            "org.matrix.msc2732.device_unused_fallback_key_types": ["signed_curve25519"]}));
+        assert_eq!(stable.device.unused_fallback_key_types, Some(vec![]));
+        let none = reduced(&json!({"next_batch": "s8"}));
+        assert_eq!((none.device.unused_fallback_key_types, none.to_device_dropped), (None, 0));
+    }
+
+    #[test]
     fn each_section_is_bounded() {
         let mut rooms = Rooms::new();
         let id = |i: usize| OwnedRoomId::try_from(format!("!r{i}:a.fr")).unwrap_or_else(|e| panic!("{e}"));
@@ -537,7 +618,8 @@ mod tests {
     #[test]
     fn a_position_that_cannot_be_sent_back_is_refused() {
         for next_batch in [String::new(), "s".repeat(MAX_POSITION_LEN + 1), "s\n1".into()] {
-            let err = reduce(answer(&json!({"next_batch": next_batch})), None).unwrap_err();
+            let err =
+                reduce(answer(&json!({"next_batch": next_batch})), Default::default(), None).unwrap_err();
             assert_eq!(err.code(), "MALFORMED_RESPONSE");
         }
         let request = |since: Option<&str>, filter_id: Option<&str>, timeout: u64| SyncRequest {

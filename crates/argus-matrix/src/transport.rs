@@ -224,6 +224,30 @@ impl HttpClient {
         }
     }
 
+    /// Like [`HttpClient::send`], also reading from the answer's body what the typed answer
+    /// leaves out: `extra` is given the typed answer and the body it was read from.
+    pub(crate) async fn send_reading<R, X>(
+        &self,
+        target: &Target<'_>,
+        request: R,
+        extra: impl Fn(&R::IncomingResponse, &[u8]) -> X,
+    ) -> Result<(R::IncomingResponse, X)>
+    where
+        R: OutgoingRequestExt<Authentication = AccessTokenScheme, PathBuilder = VersionHistory>,
+        R::IncomingResponse: IncomingResponseExt<EndpointError = MatrixError>,
+    {
+        let extra = &extra;
+        self.retrying(target, |token| {
+            let request = request.clone();
+            async move {
+                let http_request =
+                    authorised(request, target.session.homeserver().as_str(), &token, &self.versions)?;
+                self.exchange_typed_with::<R::IncomingResponse, X>(target, http_request, extra).await
+            }
+        })
+        .await
+    }
+
     async fn attempt<R>(
         &self,
         target: &Target<'_>,
@@ -266,6 +290,20 @@ impl HttpClient {
     where
         T: IncomingResponseExt<EndpointError = MatrixError>,
     {
+        Ok(self.exchange_typed_with::<T, ()>(target, http_request, &|_, _| ()).await?.0)
+    }
+
+    /// Like [`HttpClient::exchange_typed`], with what `extra` reads from the typed answer and
+    /// its body.
+    async fn exchange_typed_with<T, X>(
+        &self,
+        target: &Target<'_>,
+        http_request: http::Request<Vec<u8>>,
+        extra: &impl Fn(&T, &[u8]) -> X,
+    ) -> Result<(T, X)>
+    where
+        T: IncomingResponseExt<EndpointError = MatrixError>,
+    {
         let mut request = reqwest::Request::try_from(http_request)
             .map_err(|e| Error::InvalidInput(format!("cannot build the request: {}", e.without_url())))?;
         let (client, limit) = match target.bounds {
@@ -279,13 +317,17 @@ impl HttpClient {
         let response = self.fetch(client, request, target.deadline, "homeserver", limit).await?;
         let status = response.status();
         let (head, body) = response.into_parts();
-        T::try_from_http_response(http::Response::from_parts(head, body.as_slice())).map_err(|e| match e {
-            FromHttpResponseError::Server(err) => map_matrix_error(&err),
-            FromHttpResponseError::Deserialization(err) => {
-                Error::malformed(format!("HTTP {}: {}", status.as_u16(), describe_json_error(&err)))
-            }
-            _ => Error::malformed(format!("HTTP {}", status.as_u16())),
-        })
+        let typed = T::try_from_http_response(http::Response::from_parts(head, body.as_slice())).map_err(
+            |e| match e {
+                FromHttpResponseError::Server(err) => map_matrix_error(&err),
+                FromHttpResponseError::Deserialization(err) => {
+                    Error::malformed(format!("HTTP {}: {}", status.as_u16(), describe_json_error(&err)))
+                }
+                _ => Error::malformed(format!("HTTP {}", status.as_u16())),
+            },
+        )?;
+        let more = extra(&typed, &body);
+        Ok((typed, more))
     }
 }
 

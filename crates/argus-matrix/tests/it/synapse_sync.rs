@@ -313,3 +313,59 @@ async fn a_refused_token_is_unauthorized() {
     let err = connector().create_sync_filter(&session, "@nobody:127.0.0.1").await.unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
 }
+
+/// What a sync says to the account's device, through the archive's filter: a to-device message
+/// another user sent to the account's device (its raw JSON, type and sender), the one-time key
+/// count once keys were uploaded, and a user sharing an encrypted room who logged in a new
+/// device in the changed device lists.
+#[tokio::test]
+async fn to_device_messages_key_counts_and_device_changes_reach_the_device() {
+    let Some(server) = synapse() else { return };
+    let alice = server.register("sync_device").await.unwrap();
+    let bob = server.register("sync_device_bob").await.unwrap();
+    let room = alice.create_room(Some("Chiffré"), None, true).await.unwrap();
+    alice.invite(&room, &bob.user_id).await.unwrap();
+    bob.join(&room).await.unwrap();
+    let syncer = Syncer::new(&alice).await;
+    let since = syncer.position().await;
+
+    let content = json!({"body": "pour le connecteur", "n": 7});
+    let messages = json!({"messages": {&alice.user_id: {&alice.device_id: content.clone()}}});
+    bob.request(
+        Method::PUT,
+        &["sendToDevice", "org.example.test", "txn-sync-device-1"],
+        &[],
+        Some(&messages),
+    )
+    .await
+    .unwrap();
+    let key = json!({"key": "zKbLg+NrIjpnagy+pIY6uPL4ZwEG2v+8F9lmgsnlZzs"});
+    alice
+        .request(
+            Method::POST,
+            &["keys", "upload"],
+            &[],
+            Some(
+                &json!({"one_time_keys": {"curve25519:AAAAAQ": key["key"], "curve25519:AAAAAg": key["key"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    bob.login_refreshable().await.unwrap();
+
+    let update = syncer.since(&since).await;
+    let device = &update.device;
+    let received: Vec<serde_json::Value> =
+        device.to_device.iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let ours: Vec<_> = received.iter().filter(|e| e["type"] == "org.example.test").collect();
+    assert_eq!(ours.len(), 1, "{received:?}");
+    assert_eq!((ours[0]["sender"].as_str(), &ours[0]["content"]), (Some(bob.user_id.as_str()), &content));
+    assert_eq!(device.one_time_keys_counts.get("curve25519"), Some(&2), "{device:?}");
+    assert!(device.changed_devices.contains(&bob.user_id), "{device:?}");
+    assert_eq!(device.next_batch.as_deref(), Some(update.next_batch.as_str()));
+    assert_eq!(update.to_device_dropped, 0);
+
+    // Delivered once: the next sync from there has it no more.
+    let again = syncer.since(&update.next_batch).await;
+    assert!(again.device.to_device.iter().all(|e| !e.contains("org.example.test")), "{again:?}");
+}
