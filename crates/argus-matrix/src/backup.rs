@@ -64,25 +64,7 @@ impl Connector {
         let client = self.http();
         let target = client.target(session, client.config.run_deadline)?;
 
-        let backup = get_latest_backup_info::fetch(client, &target).await?;
-        // Secret storage first: a security key opens the secret holding the backup key.
-        let backup_key = match backup_key_from_storage(client, &target, recovery_key).await? {
-            Some(key) => {
-                key.verify(&backup.algorithm, &backup.public_key)?;
-                key
-            }
-            // Not a security key of this account: a legacy recovery key is the backup key.
-            None => {
-                let key = recovery_key.as_backup_key();
-                match key.verify(&backup.algorithm, &backup.public_key) {
-                    Err(argus_crypto::Error::KeyBackupMismatch) => {
-                        return Err(argus_crypto::Error::WrongRecoveryKey.into());
-                    }
-                    other => other?,
-                }
-                key
-            }
-        };
+        let (backup, backup_key) = verified_backup(client, &target, recovery_key).await?;
 
         let sessions = get_backup_keys_for_room::fetch(client, &target, &backup.version, &room).await?;
         if sessions.len() > MAX_ROOM_SESSIONS {
@@ -153,4 +135,61 @@ async fn backup_key_from_storage(
         other => other,
     })?;
     Ok(Some(BackupKey::from_secret(&opened)?))
+}
+
+/// The account's current key backup and its key, opened with `recovery_key` (a security key
+/// through secret storage, or a legacy recovery key that is the backup key) and checked to be
+/// the backup's; [`Error::NoKeyBackup`] when the account has none.
+async fn verified_backup(
+    client: &HttpClient,
+    target: &Target<'_>,
+    recovery_key: &RecoveryKey,
+) -> Result<(get_latest_backup_info::BackupVersion, BackupKey)> {
+    let backup = get_latest_backup_info::fetch(client, target).await?;
+    // Secret storage first: a security key opens the secret holding the backup key.
+    let backup_key = match backup_key_from_storage(client, target, recovery_key).await? {
+        Some(key) => {
+            key.verify(&backup.algorithm, &backup.public_key)?;
+            key
+        }
+        // Not a security key of this account: a legacy recovery key is the backup key.
+        None => {
+            let key = recovery_key.as_backup_key();
+            match key.verify(&backup.algorithm, &backup.public_key) {
+                Err(argus_crypto::Error::KeyBackupMismatch) => {
+                    return Err(argus_crypto::Error::WrongRecoveryKey.into());
+                }
+                other => other?,
+            }
+            key
+        }
+    };
+    Ok((backup, backup_key))
+}
+
+impl Connector {
+    /// The account's current key backup as the connector's device saves keys into it: its
+    /// version and public key (unpadded base64), once `recovery_key` was found to open it;
+    /// `None` when the account has no key backup.
+    pub async fn key_backup_public_key(
+        &self,
+        session: &Session,
+        recovery_key: &RecoveryKey,
+    ) -> Result<Option<(String, String)>> {
+        let client = self.http();
+        let target = client.target(session, client.config.request_timeout)?;
+        match verified_backup(client, &target, recovery_key).await {
+            Ok((backup, _)) => Ok(Some((backup.version, backup.public_key))),
+            Err(Error::NoKeyBackup) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The Matrix user id and device id of `session`'s token (`GET /account/whoami`): the
+    /// device the connector's end-to-end-encryption device is.
+    pub async fn whoami_device(&self, session: &Session) -> Result<(ruma::OwnedUserId, Option<String>)> {
+        let client = self.http();
+        let target = client.target(session, client.config.request_timeout)?;
+        whoami::fetch_with_device(client, &target).await
+    }
 }

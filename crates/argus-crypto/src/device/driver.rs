@@ -658,7 +658,7 @@ mod tests {
         kept.items
             .lock()
             .unwrap_or_else(|e| panic!("{e}"))
-            .insert(("account".into(), String::new()), b"not a pickle".to_vec());
+            .insert(("account".into(), "self".into()), b"not a pickle".to_vec());
         let opened = Device::open("@service:tchap.test", "ARGUSDEV", kept, Arc::new(Offline)).await;
         let Err(error) = opened else { panic!("a broken account opened") };
         assert_eq!(error.to_string(), "the device's state could not be kept: a stored account does not read");

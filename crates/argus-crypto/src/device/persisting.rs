@@ -222,7 +222,7 @@ impl PersistingStore {
         let mut puts = Vec::new();
         let mut deletes = Vec::new();
         if let Some(identity) = &changes.private_identity {
-            puts.push(item(kind::IDENTITY, "", json(&identity.pickle().await)?));
+            puts.push(item(kind::IDENTITY, "self", json(&identity.pickle().await)?));
         }
         if let Some(version) = &changes.backup_version {
             puts.push(item(kind::BACKUP, "version", Zeroizing::new(version.as_bytes().to_vec())));
@@ -259,7 +259,7 @@ impl PersistingStore {
             puts.push(item(kind::ROOM_SETTINGS, room.as_str(), json(settings)?));
         }
         if let Some(token) = &changes.next_batch_token {
-            puts.push(item(kind::NEXT_BATCH, "", Zeroizing::new(token.as_bytes().to_vec())));
+            puts.push(item(kind::NEXT_BATCH, "self", Zeroizing::new(token.as_bytes().to_vec())));
         }
         Ok((puts, deletes))
     }
@@ -297,7 +297,7 @@ impl CryptoStore for PersistingStore {
     async fn save_pending_changes(&self, changes: PendingChanges) -> Result<(), Self::Error> {
         let _writing = self.writing.lock().await;
         if let Some(account) = &changes.account {
-            self.write(vec![item(kind::ACCOUNT, "", json(&account.pickle())?)], Vec::new()).await?;
+            self.write(vec![item(kind::ACCOUNT, "self", json(&account.pickle())?)], Vec::new()).await?;
         }
         Ok(self.memory.save_pending_changes(changes).await?)
     }

@@ -14,3 +14,12 @@ use crate::{
 pub(crate) async fn fetch(client: &HttpClient, target: &Target<'_>) -> Result<OwnedUserId> {
     Ok(client.send(target, endpoint::Request::new()).await?.user_id)
 }
+
+/// The user id of the token's account and the device the token belongs to.
+pub(crate) async fn fetch_with_device(
+    client: &HttpClient,
+    target: &Target<'_>,
+) -> Result<(OwnedUserId, Option<String>)> {
+    let answer = client.send(target, endpoint::Request::new()).await?;
+    Ok((answer.user_id, answer.device_id.map(|d| d.to_string())))
+}
