@@ -26,6 +26,7 @@
 
 pub mod clamd;
 pub mod e2ee;
+pub mod e2ee_client;
 pub mod homeserver;
 pub mod identity;
 pub mod logs;
