@@ -80,7 +80,8 @@ pub enum Share {
     AllDevices,
     /// Only devices cross-signed by their owner; the others receive a withheld notice
     /// `m.unverified` (`CollectStrategy::IdentityBasedStrategy`: Element's "exclude insecure
-    /// devices").
+    /// devices"). The sender needs its own cross-signing identity: [`E2eeClient`] bootstraps it
+    /// on first use when it has none.
     CrossSignedOnly,
 }
 
@@ -484,7 +485,12 @@ impl E2eeClient {
     /// Makes sure every joined member's device of `room_id` that `share` allows has the room's
     /// current megolm key: tracks the members, queries their keys, claims one-time keys for
     /// devices without an Olm session, and sends the room key (or withheld notices) to devices.
-    async fn share_room_key(&self, room_id: &str, share: Share) -> anyhow::Result<()> {
+    /// [`Share::CrossSignedOnly`] needs the sender's own cross-signing identity, as in Element:
+    /// it is bootstrapped first when this device has none.
+    async fn share_room_key(&mut self, room_id: &str, share: Share) -> anyhow::Result<()> {
+        if share == Share::CrossSignedOnly && !self.machine.cross_signing_status().await.has_master {
+            self.bootstrap_cross_signing().await?;
+        }
         let members = self.joined_members(room_id).await?;
         self.machine.update_tracked_users(members.iter().map(AsRef::as_ref)).await?;
         self.send_outgoing().await?;
