@@ -14,19 +14,21 @@ use serde_json::{Value, json};
 
 /// Alice and Bob in a room encrypted by Alice's client, each with a new device that uploaded
 /// its keys.
-async fn encrypted_room(server: &Synapse) -> (TestUser, TestUser, String, E2eeClient, E2eeClient) {
-    let alice = server.register("e2ee_alice").await.unwrap();
-    let bob = server.register("e2ee_bob").await.unwrap();
-    let room = alice.create_room(Some("Encrypted"), None, false).await.unwrap();
-    alice.invite(&room, &bob.user_id).await.unwrap();
-    bob.join(&room).await.unwrap();
-    let mut a = E2eeClient::new(server, &alice).await.unwrap();
-    let mut b = E2eeClient::new(server, &bob).await.unwrap();
-    assert_ne!(a.device_id(), alice.device_id, "the client logs in as a new device");
-    a.enable_encryption(&room).await.unwrap();
-    a.sync_once().await.unwrap();
-    b.sync_once().await.unwrap();
-    (alice, bob, room, a, b)
+async fn encrypted_room(
+    server: &Synapse,
+) -> anyhow::Result<(TestUser, TestUser, String, E2eeClient, E2eeClient)> {
+    let alice = server.register("e2ee_alice").await?;
+    let bob = server.register("e2ee_bob").await?;
+    let room = alice.create_room(Some("Encrypted"), None, false).await?;
+    alice.invite(&room, &bob.user_id).await?;
+    bob.join(&room).await?;
+    let mut a = E2eeClient::new(server, &alice).await?;
+    let mut b = E2eeClient::new(server, &bob).await?;
+    anyhow::ensure!(a.device_id() != alice.device_id, "the client logs in as a new device");
+    a.enable_encryption(&room).await?;
+    a.sync_once().await?;
+    b.sync_once().await?;
+    Ok((alice, bob, room, a, b))
 }
 
 fn body_of(decryption: &Decryption) -> Option<&str> {
@@ -41,7 +43,7 @@ async fn a_message_shared_with_all_devices_decrypts_on_the_other_account() {
     let Some(server) = synapse::synapse() else {
         return;
     };
-    let (alice, bob, room, mut a, mut b) = encrypted_room(server).await;
+    let (alice, bob, room, mut a, mut b) = encrypted_room(server).await.unwrap();
     let state = alice.state(&room).await.unwrap();
     let encryption = state.as_array().unwrap().iter().find(|e| e["type"] == "m.room.encryption").unwrap();
     assert_eq!(encryption["content"]["algorithm"], "m.megolm.v1.aes-sha2");
@@ -86,7 +88,7 @@ async fn cross_signed_only_withholds_the_key_until_the_device_signs_itself() {
     let Some(server) = synapse::synapse() else {
         return;
     };
-    let (_alice, bob, room, mut a, mut b) = encrypted_room(server).await;
+    let (_alice, bob, room, mut a, mut b) = encrypted_room(server).await.unwrap();
     assert!(!a.verification_of(b.user_id(), b.device_id()).await.unwrap());
 
     let first = a.send_text(&room, "before signing", Share::CrossSignedOnly).await.unwrap();
@@ -163,7 +165,7 @@ async fn cross_signing_keys_in_secret_storage_read_back_with_the_security_key() 
         let stored: StoredSecret = serde_json::from_value(account_data(secret.into()).await).unwrap();
         let seed = key.decrypt(secret, &stored.encrypted[&default.key]).unwrap();
         let seed = std::str::from_utf8(seed.expose_value()).unwrap().to_owned();
-        let public = public_key_of_seed(&seed);
+        let public = public_key_of_seed(&seed).unwrap();
         let published_key: &Value = &keys[published][&user.user_id]["keys"];
         assert_eq!(published_key[format!("ed25519:{public}")], public.as_str(), "{secret}");
         assert!(other.decrypt(secret, &stored.encrypted[&default.key]).is_err());
@@ -174,9 +176,9 @@ async fn cross_signing_keys_in_secret_storage_read_back_with_the_security_key() 
 }
 
 /// The Ed25519 public key (unpadded base64) of a cross-signing seed (unpadded base64).
-fn public_key_of_seed(seed: &str) -> String {
+fn public_key_of_seed(seed: &str) -> anyhow::Result<String> {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(seed).unwrap();
-    let seed: [u8; 32] = bytes.try_into().unwrap();
-    vodozemac::Ed25519SecretKey::from_slice(&seed).public_key().to_base64()
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(seed)?;
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("a seed has 32 bytes"))?;
+    Ok(vodozemac::Ed25519SecretKey::from_slice(&seed).public_key().to_base64())
 }
