@@ -22,10 +22,14 @@
 //!   builders, an any-room responder and the benchmarks' prepared pages;
 //! - [`identity`]: a tiny identity server on 127.0.0.1 answering the e-mail lookup Tchap
 //!   clients make to find an address's homeserver.
+//!
+//! [`e2ee_client`] is a real end-to-end encryption client (`matrix-sdk-crypto`'s `OlmMachine`)
+//! driven over HTTP against the [`synapse`] tier, with a plain-typed API.
 #![recursion_limit = "256"]
 
 pub mod clamd;
 pub mod e2ee;
+pub mod e2ee_client;
 pub mod homeserver;
 pub mod identity;
 pub mod logs;

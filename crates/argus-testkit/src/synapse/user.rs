@@ -61,6 +61,12 @@ impl fmt::Debug for TestUser {
 }
 
 impl TestUser {
+    /// The user's password (for a client of this test kit that logs in again or answers
+    /// user-interactive authentication).
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
     /// Sends an authenticated request to `/_matrix/client/v3/<segments…>` (each segment is
     /// percent-encoded) with optional query and JSON body; returns the JSON response, or an error
     /// naming the status and Matrix error body on a non-2xx answer.
