@@ -28,7 +28,10 @@
 
 use std::sync::Arc;
 
-use argus_crypto::{Decryptor, RecoveryKey};
+use argus_crypto::{
+    Decryptor, RecoveryKey,
+    device::{Device, DeviceDecryptor},
+};
 use argus_domain::{
     AccessToken, Classification, FetchReport, HomeserverUrl, IngestionRecord, NewIngestion, RoomId, Scope,
     StoredRoom, Viewer, policy,
@@ -218,7 +221,7 @@ pub async fn ingest_room(
     request: IngestRequest,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
-    ingest_room_with(services, viewer, request, Tokens::new(), None, on_page).await
+    ingest_room_with(services, viewer, request, Tokens::new(), LiveRead::default(), on_page).await
 }
 
 /// Where the requests of one call take their token: the source made at the call's first run,
@@ -259,16 +262,26 @@ pub(crate) fn call_tokens(
     (Arc::clone(&renewing) as Arc<dyn TokenSource>, Some(renewing))
 }
 
+/// What an account loop's read adds to a room's run: where it stops (an account's departure)
+/// and the connector's device of the account, which decrypts first.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LiveRead<'a> {
+    /// The forward read ends at this event.
+    pub(crate) stop_after: Option<&'a str>,
+    /// The account's device.
+    pub(crate) device: Option<&'a Arc<Device>>,
+}
+
 /// [`ingest_room`] with the requests' tokens taken from `tokens` when it holds a source (a
-/// watch's renewing source, whose new pairs are sealed and stored), and, with `stop_after`,
-/// the forward read ending at that event (an account's departure from the room: a room
+/// watch's renewing source, whose new pairs are sealed and stored), and, with `live`'s
+/// `stop_after`, the forward read ending at that event (an account's departure from the room: a room
 /// without a forward position is then not read at all).
 pub(crate) async fn ingest_room_with(
     services: &Services,
     viewer: &Viewer,
     mut request: IngestRequest,
     tokens: Tokens,
-    stop_after: Option<&str>,
+    live: LiveRead<'_>,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let refused = |error: Error| {
@@ -306,7 +319,7 @@ pub(crate) async fn ingest_room_with(
         let session = Session::new(resolved.homeserver.clone(), source);
         account::confirm(services, &session, &resolved).await.map_err(refused)?;
     }
-    let mut summary = ingest_one(services, viewer, &request, &tokens, stop_after, on_page).await?;
+    let mut summary = ingest_one(services, viewer, &request, &tokens, live, on_page).await?;
     if request.follow_upgrades {
         let mut seen = std::collections::HashSet::from([summary.room.room_id.clone()]);
         let mut next = summary.room.successor.clone();
@@ -315,7 +328,7 @@ pub(crate) async fn ingest_room_with(
                 break;
             }
             let result =
-                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, None, &mut |_| {})
+                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, LiveRead::default(), &mut |_| {})
                     .await;
             next = result.as_ref().ok().and_then(|s| s.room.successor.clone());
             summary.upgrades.push(RoomOutcome {
@@ -333,7 +346,7 @@ async fn ingest_one(
     viewer: &Viewer,
     request: &IngestRequest,
     tokens: &Tokens,
-    stop_after: Option<&str>,
+    live: LiveRead<'_>,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<IngestSummary> {
     let started_at = OffsetDateTime::now_utc();
@@ -381,7 +394,7 @@ async fn ingest_one(
     let tokens = tokens.get_or_init(|| token_source(services, request, &valid.homeserver));
     let mut progress = Progress::default();
     let read =
-        read_room(services, &ticket, request, tokens, &valid, stop_after, &mut progress, on_page).await;
+        read_room(services, &ticket, request, tokens, &valid, live, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
     let finished = audit::finish(services, &ticket, error).await;
     if progress.stored > 0
@@ -499,7 +512,7 @@ async fn read_room(
     request: &IngestRequest,
     tokens: &Arc<dyn TokenSource>,
     valid: &Validated,
-    stop_after: Option<&str>,
+    live: LiveRead<'_>,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<()> {
@@ -515,14 +528,14 @@ async fn read_room(
         None => (None, None, false),
     };
     let mut budget = valid.max_messages;
-    if let Some(stop_after) = stop_after {
+    if let Some(stop_after) = live.stop_after {
         // Up to an event only: forwards from the room's position, nothing older, nothing past it.
         let Some(resume) = resume else { return Ok(()) };
         let mut options = options(services, budget, Some(resume), None, None);
         options.stop_after = Some(stop_after.to_owned());
         // The position is left where it was: a departed member's read may skip, past its
         // departure, what other readers of the organisation's room still have to read.
-        return read_leg(services, ticket, request, tokens, valid, options, true, progress, on_page)
+        return read_leg(services, ticket, request, tokens, valid, options, true, live.device, progress, on_page)
             .await
             .map(drop);
     }
@@ -532,7 +545,7 @@ async fn read_room(
         let first_time = resume.is_none();
         let options = options(services, budget, resume, None, request.since);
         let leg =
-            read_leg(services, ticket, request, tokens, valid, options, false, progress, on_page).await?;
+            read_leg(services, ticket, request, tokens, valid, options, false, live.device, progress, on_page).await?;
         budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
         if first_time {
             return Ok(());
@@ -544,7 +557,7 @@ async fn read_room(
     // Older history, from where the last backwards read stopped (a room stored before positions
     // were kept: from the live end, skipping what is stored, without moving its forward position).
     let options = options(services, budget, None, backfill_from, request.since);
-    read_leg(services, ticket, request, tokens, valid, options, true, progress, on_page).await.map(drop)
+    read_leg(services, ticket, request, tokens, valid, options, true, live.device, progress, on_page).await.map(drop)
 }
 
 fn options(
@@ -586,18 +599,28 @@ async fn read_leg(
     valid: &Validated,
     options: FetchOptions,
     into_history: bool,
+    device: Option<&Arc<Device>>,
     progress: &mut Progress,
     on_page: &mut (dyn FnMut(&FetchReport) + Send),
 ) -> Result<u64> {
     let session = Session::shared(valid.homeserver.clone(), Arc::clone(tokens));
-    // The room's keys from the account's key backup, held for this read only.
-    let keys: Option<Box<dyn Decryptor>> = match &request.recovery_key {
+    // The room's keys from the account's key backup, held for this read only (with the
+    // connector's device, an account without a key backup is read with the device alone).
+    let backup = match &request.recovery_key {
         Some(text) => {
             let key: RecoveryKey = text.expose_secret().parse().map_err(argus_matrix::Error::from)?;
-            let loaded = services.connector.load_room_keys(&session, &valid.room_id, &key).await?;
-            Some(Box::new(loaded.keys))
+            match services.connector.load_room_keys(&session, &valid.room_id, &key).await {
+                Ok(loaded) => Some(loaded.keys),
+                Err(argus_matrix::Error::NoKeyBackup) if device.is_some() => None,
+                Err(error) => return Err(error.into()),
+            }
         }
         None => None,
+    };
+    let keys: Option<Box<dyn Decryptor>> = match (device, backup) {
+        (Some(device), backup) => Some(Box::new(DeviceDecryptor::new(Arc::clone(device), backup))),
+        (None, Some(backup)) => Some(Box::new(backup)),
+        (None, None) => None,
     };
     let mut stream = services.connector.stream_room(session, valid.room_id.clone(), options, keys);
     let mut read = FetchReport::default();

@@ -38,6 +38,7 @@ use crate::{
 };
 
 mod account_loop;
+mod device;
 
 /// The shortest long-poll timeout an account watch may ask for (0: the loop would spin).
 pub const MIN_TIMEOUT_SECS: u32 = 1;

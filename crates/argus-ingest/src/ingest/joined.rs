@@ -8,7 +8,9 @@ use argus_domain::{AccessToken, Classification, FetchReport, HomeserverUrl, Scop
 use argus_matrix::Session;
 use time::OffsetDateTime;
 
-use super::{IngestRequest, Reach, RoomOutcome, Tokens, Trigger, call, ingest_one, is_refusal, token_source};
+use super::{
+    IngestRequest, LiveRead, Reach, RoomOutcome, Tokens, Trigger, call, ingest_one, is_refusal, token_source,
+};
 use crate::{Admission, Error, Metrics, Result, Services, account, audit};
 
 /// What to ingest of every room the account has joined.
@@ -130,7 +132,7 @@ pub async fn ingest_joined(
             None => {
                 let mut progress = |report: &FetchReport| on_room(&room, Some(report));
                 let result =
-                    ingest_one(services, viewer, &template.for_room(&room), &tokens, None, &mut progress)
+                    ingest_one(services, viewer, &template.for_room(&room), &tokens, LiveRead::default(), &mut progress)
                         .await;
                 if result.as_ref().is_err_and(|e| !is_refusal(e)) {
                     failures.recorded += 1;

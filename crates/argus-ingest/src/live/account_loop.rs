@@ -25,7 +25,7 @@ use time::OffsetDateTime;
 use super::LiveOptions;
 use crate::{
     Error, Services,
-    ingest::{IngestRequest, Reach, Trigger, history_covers, ingest_room_with},
+    ingest::{IngestRequest, LiveRead, Reach, Trigger, history_covers, ingest_room_with},
     scheduler::{rate_limited_until, stop_reason},
     token_keys::{AccountBinding, AccountWatchBinding, Credentials},
 };
@@ -40,6 +40,9 @@ const HOPELESS_FOR: Duration = Duration::from_secs(600);
 
 /// The longest wait between two tries after a failed `/sync` or store write.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long after a failed opening of the account's device it is tried again.
+const DEVICE_RETRY: Duration = Duration::from_secs(60);
 
 /// The most upgrades followed from one listed room when the loop starts.
 const MAX_SUCCESSORS: usize = crate::ingest::MAX_UPGRADES_FOLLOWED;
@@ -233,6 +236,10 @@ async fn run_loop(
         Err(end) => return end,
     };
     let watch = &account.watch;
+    // The connector's device of the account: opened now, and again after a failure, later.
+    let mut device = None;
+    let mut device_tried: Option<tokio::time::Instant> = None;
+    let mut device_backs_up = false;
     let mut backoff = Duration::from_secs(1);
     // Since when `/sync` (or the filter's upload) has failed only in ways a retry cannot change.
     let mut hopeless: Option<tokio::time::Instant> = None;
@@ -291,6 +298,19 @@ async fn run_loop(
     // Rooms the account left whose read up to the departure (the event id) is not done yet.
     let mut departures: HashMap<RoomId, String> = HashMap::new();
     loop {
+        if device.is_none() && device_tried.is_none_or(|at| at.elapsed() >= DEVICE_RETRY) {
+            device_tried = Some(tokio::time::Instant::now());
+            match super::device::open(services, options, &account.watch, &account.credentials, &account.session).await
+            {
+                Ok(Some((opened, backs_up))) => {
+                    device = Some(opened);
+                    device_backs_up = backs_up;
+                }
+                Ok(None) => {}
+                Err(super::device::Unopened::LeaseLost) => return End::Lost,
+                Err(super::device::Unopened::Halted(reason)) => return End::Halted(reason),
+            }
+        }
         if filter_id.is_none() {
             match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
                 Ok(filter) => {
@@ -368,6 +388,23 @@ async fn run_loop(
                 }
             }
         };
+        // The device takes the answer's room keys before any room is read (a message's key
+        // comes in the same answer as the message, or earlier); the answer's position is
+        // stored only once the keys are.
+        if let Some(opened) = &device {
+            match opened.receive_sync(&update.device).await {
+                Ok(_) => {}
+                Err(error) if super::device::lease_lost(&error) => return End::Lost,
+                Err(error @ argus_crypto::Error::DeviceState(_)) => {
+                    tracing::warn!(watch = id, code = error.code(), "the device's keys could not be stored");
+                    wait(&mut backoff, None).await;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(watch = id, code = error.code(), "the device's requests failed");
+                }
+            }
+        }
         let synced_at = OffsetDateTime::now_utc();
         let mut changes = memberships(&update, &followed, allowed.as_mut(), synced_at);
         // A room joined anew is read again, whatever refused it before.
@@ -426,10 +463,10 @@ async fn run_loop(
         }
         let outcomes: Vec<(RoomId, crate::Result<Captured>)> = futures::stream::iter(wanted)
             .map(|room| {
-                let (account, departures) = (&account, &departures);
+                let (account, departures, device) = (&account, &departures, device.as_ref());
                 async move {
-                    let stop_after = departures.get(&room).map(String::as_str);
-                    let result = capture(services, options, slots, account, &room, stop_after).await;
+                    let live = LiveRead { stop_after: departures.get(&room).map(String::as_str), device };
+                    let result = capture(services, options, slots, account, &room, live).await;
                     (room, result)
                 }
             })
@@ -506,6 +543,15 @@ async fn run_loop(
         }
         if !rate_limited.is_zero() {
             tokio::time::sleep(rate_limited.min(MAX_RATE_LIMIT_WAIT)).await;
+        }
+        // The keys received are saved into the account's key backup, as its clients do.
+        if let Some(opened) = device.as_ref().filter(|_| device_backs_up)
+            && let Err(error) = opened.back_up().await
+        {
+            if super::device::lease_lost(&error) {
+                return End::Lost;
+            }
+            tracing::warn!(watch = id, code = error.code(), "room keys could not be saved into the key backup");
         }
         // Unchanged rows are not written again.
         changes.retain(|change| followed.get(&change.room_id) != Some(change));
@@ -685,8 +731,9 @@ async fn capture(
     slots: &super::ReadSlots,
     account: &Account,
     room: &RoomId,
-    stop_after: Option<&str>,
+    live: LiveRead<'_>,
 ) -> crate::Result<Captured> {
+    let stop_after = live.stop_after;
     let watch = &account.watch;
     let request = IngestRequest {
         homeserver_url: watch.homeserver_url.as_str().to_owned(),
@@ -719,7 +766,7 @@ async fn capture(
         return Err(Error::Internal);
     };
     let summary =
-        ingest_room_with(services, &account.owner, request, tokens, stop_after, &mut on_page).await?;
+        ingest_room_with(services, &account.owner, request, tokens, live, &mut on_page).await?;
     let complete = !summary.report.truncated && history_covers(&summary.room, watch.since);
     Ok(Captured { complete, stored: summary.messages_stored, truncated: summary.report.truncated })
 }
