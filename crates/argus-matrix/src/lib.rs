@@ -7,6 +7,7 @@ pub mod backup;
 pub mod bench;
 mod config;
 mod connector;
+mod device_transport;
 pub mod discovery;
 mod error;
 mod media;
@@ -23,6 +24,9 @@ pub use config::{
     EVENTS_PER_MESSAGE, FetchOptions, HARD_MAX_MESSAGES, MediaRoute,
 };
 pub use connector::{Connector, HARD_MAX_STREAMED_MESSAGES, MAX_JOINED_ROOMS, RoomStream};
+pub use device_transport::{
+    DEVICE_PATH_PREFIX, DEVICE_REQUEST_TIMEOUT, DeviceTransport, MAX_DEVICE_RESPONSE_BYTES,
+};
 pub use error::{Error, Result};
 pub use media::{MAX_REDIRECTS, MediaCapabilities, MediaDownload, MediaLimits};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};

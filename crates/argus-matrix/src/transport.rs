@@ -5,7 +5,7 @@ use std::{borrow::Cow, error::Error as StdError, sync::Arc, time::Duration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use http::header::AUTHORIZATION;
 use ruma::api::{
-    IncomingResponseExt, MatrixVersion, OutgoingRequestExt, SupportedVersions,
+    EndpointError as _, IncomingResponseExt, MatrixVersion, OutgoingRequestExt, SupportedVersions,
     auth_scheme::{AccessToken as AccessTokenScheme, NoAccessToken, SendAccessToken},
     error::{Error as MatrixError, ErrorKind, FromHttpResponseError, RetryAfter},
     path_builder::VersionHistory,
@@ -332,6 +332,62 @@ impl HttpClient {
 }
 
 impl HttpClient {
+    /// Sends one JSON request built by the caller (`method`, `url` under the session's
+    /// homeserver, `body`) with the session's token, retrying network failures and renewing a
+    /// refused token like [`HttpClient::send`]; any other answer is handed back whatever its
+    /// status (the caller reads Matrix errors itself).
+    pub(crate) async fn send_authorised_raw(
+        &self,
+        target: &Target<'_>,
+        method: http::Method,
+        url: &url::Url,
+        body: &[u8],
+    ) -> Result<http::Response<Vec<u8>>> {
+        self.retrying(target, |token| {
+            let method = method.clone();
+            async move {
+                let mut builder = http::Request::builder().method(method).uri(url.as_str());
+                if !body.is_empty() {
+                    builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+                }
+                let mut http_request = builder
+                    .body(body.to_vec())
+                    .map_err(|_| Error::InvalidInput("cannot build the request".into()))?;
+                let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.expose_secret()))
+                    .map_err(|_| {
+                        Error::InvalidInput("the access token is not a valid header value".into())
+                    })?;
+                value.set_sensitive(true);
+                http_request.headers_mut().insert(AUTHORIZATION, value);
+                let mut request = reqwest::Request::try_from(http_request).map_err(|e| {
+                    Error::InvalidInput(format!("cannot build the request: {}", e.without_url()))
+                })?;
+                let (client, limit) = match target.bounds {
+                    Some(bounds) => {
+                        *request.timeout_mut() = Some(bounds.timeout);
+                        (self.media_client(target.transport), bounds.max_response_bytes)
+                    }
+                    None => (self.client(target.transport), self.config.max_response_bytes),
+                };
+                let response = self.fetch(client, request, target.deadline, "homeserver", limit).await?;
+                if response.status() == http::StatusCode::UNAUTHORIZED {
+                    // A refused token is the session's affair (renewed once when it can); any
+                    // other 401 (a locked account) is the caller's answer.
+                    let answer = http::Response::builder()
+                        .status(response.status())
+                        .body(response.body().as_slice())
+                        .map_err(|_| Error::malformed("invalid response head"))?;
+                    let error = MatrixError::from_http_response(answer);
+                    if let refused @ Error::Unauthorized { .. } = map_matrix_error(&error) {
+                        return Err(refused);
+                    }
+                }
+                Ok(response)
+            }
+        })
+        .await
+    }
+
     /// Sends one request built elsewhere (the OAuth 2.0 token endpoint's form) through the
     /// policy-bound client: its URL checked against the outbound policy, redirects refused, the
     /// body bounded, all before `deadline`. The answer is handed back whatever its status.
