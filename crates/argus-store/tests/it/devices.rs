@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use argus_domain::{
-    Classification::Restricted, NewAccountWatch, OrgId, SealedToken, Viewer,
-};
+use argus_domain::{Classification::Restricted, NewAccountWatch, OrgId, SealedToken, Viewer};
 use argus_store::{DeviceIdentity, DeviceRef, Error, SealedDeviceItem, WatchCaps};
 use diesel_migrations::MigrationHarness;
 use time::OffsetDateTime;
@@ -80,12 +78,7 @@ fn device<'a>(org: &'a OrgId, user: &'a str, device_id: &'a str) -> DeviceRef<'a
 
 /// (kind, key, ciphertext) of each item of `device`.
 fn items(db: &TestDb, device: DeviceRef<'_>) -> Vec<(String, String, String)> {
-    db.store
-        .device_items(device)
-        .unwrap()
-        .into_iter()
-        .map(|i| (i.kind, i.key, i.sealed.ciphertext))
-        .collect()
+    db.store.device_items(device).unwrap().into_iter().map(|i| (i.kind, i.key, i.sealed.ciphertext)).collect()
 }
 
 fn triple(kind: &str, key: &str, ciphertext: &str) -> (String, String, String) {
@@ -93,7 +86,8 @@ fn triple(kind: &str, key: &str, ciphertext: &str) -> (String, String, String) {
 }
 
 fn rows(db: &TestDb) -> i64 {
-    db.count("SELECT COUNT(*) AS n FROM e2ee_devices") + db.count("SELECT COUNT(*) AS n FROM e2ee_device_items")
+    db.count("SELECT COUNT(*) AS n FROM e2ee_devices")
+        + db.count("SELECT COUNT(*) AS n FROM e2ee_device_items")
 }
 
 fn items_are_written_and_read_back(db: &TestDb) {
@@ -139,17 +133,22 @@ fn a_put_replaces_and_a_delete_removes(db: &TestDb) {
     // Replaced in place (the last of two for one key counts), one removed, one absent
     // removal no error, all in one write.
     let second = [item("account", "-", "djI"), item("account", "-", "djM"), item("session", "s3", "czM")];
-    db.store.write_device_items(id, "r1", dev, &second, &[del("session", "s1"), del("session", "nope")]).unwrap();
+    db.store
+        .write_device_items(id, "r1", dev, &second, &[del("session", "s1"), del("session", "nope")])
+        .unwrap();
     assert_eq!(
         items(db, dev),
         [triple("account", "-", "djM"), triple("session", "s2", "czI"), triple("session", "s3", "czM")]
     );
     // Deletes alone; an item both put and deleted in one write is removed.
     db.store
-        .write_device_items(id, "r1", dev, &[item("session", "s4", "czQ")], &[
-            del("session", "s2"),
-            del("session", "s4"),
-        ])
+        .write_device_items(
+            id,
+            "r1",
+            dev,
+            &[item("session", "s4", "czQ")],
+            &[del("session", "s2"), del("session", "s4")],
+        )
         .unwrap();
     assert_eq!(items(db, dev), [triple("account", "-", "djM"), triple("session", "s3", "czM")]);
 }
@@ -183,7 +182,9 @@ fn nothing_is_written_without_the_lease(db: &TestDb) {
     assert_eq!(items(db, dev), [triple("account", "-", "djE")]);
     // Stopped: no more writes, even before the lease runs out.
     assert_eq!(claim(db, "r2", now()), 1);
-    assert!(db.store.stop_account_watch(id, "r2", "PAUSED: stop", &sealed("k1", "bm9uY2U", "dG9rZW4")).unwrap());
+    assert!(
+        db.store.stop_account_watch(id, "r2", "PAUSED: stop", &sealed("k1", "bm9uY2U", "dG9rZW4")).unwrap()
+    );
     let err = db.store.write_device_items(id, "r2", dev, &[item("account", "-", "djI")], &[]).unwrap_err();
     assert!(matches!(err, Error::LeaseLost), "{err:?}");
     assert_eq!(items(db, dev), [triple("account", "-", "djE")]);
@@ -243,7 +244,13 @@ fn items_are_resealed_only_over_the_value_read(db: &TestDb) {
     let mut fresh = item("session", "s2", "bmV3");
     fresh.sealed.key_id = "k2".into();
     db.store
-        .write_device_items(a, "r1", one, &[item("account", "-", "b2xk"), item("session", "s1", "czE"), fresh], &[])
+        .write_device_items(
+            a,
+            "r1",
+            one,
+            &[item("account", "-", "b2xk"), item("session", "s1", "czE"), fresh],
+            &[],
+        )
         .unwrap();
     db.store.write_device_items(b, "r1", theirs, &[item("account", "-", "dGhlaXJz")], &[]).unwrap();
 
@@ -263,7 +270,11 @@ fn items_are_resealed_only_over_the_value_read(db: &TestDb) {
     let (device_of, account) = stale.iter().find(|(d, i)| *d == mine && i.kind == "account").unwrap();
     let new = sealed("k2", "bm9uY2UtMw", "cmVzZWFsZWQ");
     assert!(db.store.reseal_device_item(device_of.to_ref(), "account", "-", &account.sealed, &new).unwrap());
-    assert!(!db.store.reseal_device_item(one, "account", "-", &account.sealed, &sealed("k2", "eA", "eA")).unwrap());
+    assert!(
+        !db.store
+            .reseal_device_item(one, "account", "-", &account.sealed, &sealed("k2", "eA", "eA"))
+            .unwrap()
+    );
     assert_eq!(items(db, one)[0], triple("account", "-", "cmVzZWFsZWQ"));
     // An item written again meanwhile (a new nonce) keeps its new value.
     let (_, session) = stale.iter().find(|(d, i)| *d == mine && i.kind == "session").unwrap();
@@ -273,16 +284,13 @@ fn items_are_resealed_only_over_the_value_read(db: &TestDb) {
     assert!(!db.store.reseal_device_item(one, "session", "s1", &session.sealed, &new).unwrap());
     assert_eq!(db.store.device_items(one).unwrap()[1], rewritten);
     // Another device's item of the same kind and key is not touched by this device's seal.
-    assert!(!db.store.reseal_device_item(one, "account", "-", &item("account", "-", "x").sealed, &new).unwrap());
+    assert!(
+        !db.store.reseal_device_item(one, "account", "-", &item("account", "-", "x").sealed, &new).unwrap()
+    );
     assert_eq!(items(db, theirs), [triple("account", "-", "dGhlaXJz")]);
     // What is left to re-seal: the rewritten one (still k1) and the other organisation's.
-    let left: Vec<(DeviceIdentity, String)> = db
-        .store
-        .device_items_to_reseal("k2", 100)
-        .unwrap()
-        .into_iter()
-        .map(|(d, i)| (d, i.key))
-        .collect();
+    let left: Vec<(DeviceIdentity, String)> =
+        db.store.device_items_to_reseal("k2", 100).unwrap().into_iter().map(|(d, i)| (d, i.key)).collect();
     assert_eq!(left.len(), 2);
     assert!(left.contains(&(mine, "s1".into())) && left.contains(&(other, "-".into())));
 }
@@ -332,20 +340,24 @@ fn bad_input_is_refused_with_nothing_written(db: &TestDb) {
         assert!(matches!(err, Error::Invalid(_)), "{what}: {err:?}");
     }
     for bad in [del("", "k"), del("session", ""), del("session", &long_key)] {
-        let err = db.store.write_device_items(id, "r1", dev, &[good.clone()], &[bad]).unwrap_err();
+        let err =
+            db.store.write_device_items(id, "r1", dev, std::slice::from_ref(&good), &[bad]).unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{err:?}");
     }
     let too_many: Vec<SealedDeviceItem> = (0..10_001).map(|i| item("k", &i.to_string(), "YQ")).collect();
     assert!(matches!(db.store.write_device_items(id, "r1", dev, &too_many, &[]), Err(Error::Invalid(_))));
     let dels: Vec<(String, String)> = (0..5_001).map(|i| del("k", &i.to_string())).collect();
-    assert!(matches!(db.store.write_device_items(id, "r1", dev, &too_many[..5_000], &dels), Err(Error::Invalid(_))));
+    assert!(matches!(
+        db.store.write_device_items(id, "r1", dev, &too_many[..5_000], &dels),
+        Err(Error::Invalid(_))
+    ));
     for bad_device in [
         device(&alice.org, USER, ""),
         device(&alice.org, USER, &long_key[..256]),
         DeviceRef { homeserver_url: "", ..dev },
     ] {
         assert!(matches!(
-            db.store.write_device_items(id, "r1", bad_device, &[good.clone()], &[]),
+            db.store.write_device_items(id, "r1", bad_device, std::slice::from_ref(&good), &[]),
             Err(Error::Invalid(_))
         ));
         assert!(matches!(db.store.device_items(bad_device), Err(Error::Invalid(_))));
@@ -366,7 +378,13 @@ fn bad_input_is_refused_with_nothing_written(db: &TestDb) {
     let old = &edge[1].sealed;
     let err = db
         .store
-        .reseal_device_item(device(&alice.org, USER, &long_key[..255]), "blob", "b", old, &sealed("", "n", "c"))
+        .reseal_device_item(
+            device(&alice.org, USER, &long_key[..255]),
+            "blob",
+            "b",
+            old,
+            &sealed("", "n", "c"),
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Invalid(_)), "{err:?}");
 }
@@ -409,7 +427,10 @@ fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
     sent.decrypted = true;
     sent.sender_trust = argus_domain::SenderTrust::Verified;
     db.store
-        .record_ingestion(&crate::support::run(&v, Restricted), &crate::support::snapshot("!r:x.org", vec![sent]))
+        .record_ingestion(
+            &crate::support::run(&v, Restricted),
+            &crate::support::snapshot("!r:x.org", vec![sent]),
+        )
         .unwrap();
 
     migrate(db.raw(), true);
@@ -464,13 +485,16 @@ fn postgres_least_privilege_role_keeps_device_state() {
     let id = app.upsert_account_sync_watch(&alice, &new, None, WatchCaps::default()).unwrap().id;
     assert_eq!(app.claim_account_watches("r1", now(), LEASE, 10).unwrap().len(), 1);
     let dev = device(&alice.org, USER, "ARGUSDEV1");
-    app.write_device_items(id, "r1", dev, &[item("account", "-", "YQ"), item("session", "s", "cw")], &[]).unwrap();
+    app.write_device_items(id, "r1", dev, &[item("account", "-", "YQ"), item("session", "s", "cw")], &[])
+        .unwrap();
     app.write_device_items(id, "r1", dev, &[item("account", "-", "Yg")], &[del("session", "s")]).unwrap();
     let stored = app.device_items(dev).unwrap();
     assert_eq!(stored.len(), 1);
     let stale = app.device_items_to_reseal("k2", 10).unwrap();
     assert_eq!(stale.len(), 1);
-    assert!(app.reseal_device_item(dev, "account", "-", &stored[0].sealed, &sealed("k2", "bg", "Yw")).unwrap());
+    assert!(
+        app.reseal_device_item(dev, "account", "-", &stored[0].sealed, &sealed("k2", "bg", "Yw")).unwrap()
+    );
     assert!(app.device_items_to_reseal("k2", 10).unwrap().is_empty());
     assert_eq!(app.forget_device(dev).unwrap(), 1);
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM e2ee_devices"), 0);

@@ -143,7 +143,10 @@ fn a_message_decrypted_later_takes_its_trust_once(db: &TestDb) {
     let again = vec![decrypted("$later", "rempli", t, SenderTrust::Verified)];
     db.store.record_ingestion(&run(&v, Restricted), &snapshot(ROOM, again)).unwrap();
     let got = db.store.message(&v, &rid(ROOM), &"$later".parse().unwrap()).unwrap().unwrap();
-    assert_eq!((got.message.body.as_deref(), got.message.sender_trust), (Some("rempli"), SenderTrust::Verified));
+    assert_eq!(
+        (got.message.body.as_deref(), got.message.sender_trust),
+        (Some("rempli"), SenderTrust::Verified)
+    );
     // Filled once: a later copy with another trust, or a message stored in clear claimed
     // decrypted, rewrites nothing.
     let forged = vec![
@@ -177,7 +180,8 @@ fn a_stored_value_that_is_no_trust_is_corrupt(db: &TestDb) {
         .unwrap();
         raw.exec("UPDATE messages SET sender_trust = 'TRUSTED'").unwrap();
     } else {
-        raw.exec("PRAGMA ignore_check_constraints = ON; UPDATE messages SET sender_trust = 'TRUSTED'").unwrap();
+        raw.exec("PRAGMA ignore_check_constraints = ON; UPDATE messages SET sender_trust = 'TRUSTED'")
+            .unwrap();
     }
     let err = db.store.messages(&v, &rid(ROOM), &PageRequest::first(10)).unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
