@@ -66,8 +66,8 @@ pub use self::{
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
     db::{Backend, DatabaseUrl, StoreOptions},
     devices::{
-        DeviceIdentity, DeviceRef, MAX_DEVICE_ITEM_CIPHERTEXT_LEN, MAX_DEVICE_ITEM_KEY_LEN, MAX_DEVICE_ITEM_KIND_LEN,
-        MAX_DEVICE_ITEMS_PER_WRITE, SealedDeviceItem,
+        DeviceIdentity, DeviceRef, MAX_DEVICE_ITEM_CIPHERTEXT_LEN, MAX_DEVICE_ITEM_KEY_LEN,
+        MAX_DEVICE_ITEM_KIND_LEN, MAX_DEVICE_ITEMS_PER_WRITE, SealedDeviceItem,
     },
     error::{Error, Result},
     log::{

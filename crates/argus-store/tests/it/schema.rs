@@ -13,7 +13,7 @@ pub(crate) const SQLITE: EmbeddedMigrations = embed_migrations!("../../migration
 pub(crate) const POSTGRES: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 /// Tables that hold an organisation's data.
-const TENANT_TABLES: [&str; 11] = [
+const TENANT_TABLES: [&str; 12] = [
     "rooms",
     "messages",
     "message_counts",
@@ -25,6 +25,7 @@ const TENANT_TABLES: [&str; 11] = [
     "attachments",
     "account_credentials",
     "account_watches",
+    "e2ee_devices",
 ];
 
 #[derive(Debug, QueryableByName)]
