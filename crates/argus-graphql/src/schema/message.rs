@@ -10,7 +10,7 @@ use juniper::{GraphQLObject, ID, graphql_object};
 use super::{
     attachment::TchapAttachment,
     paging::{PageInfo, connection},
-    scalars::{DateTime, GqlClassification, opaque_id},
+    scalars::{DateTime, GqlClassification, GqlSenderTrust, opaque_id},
     sync_list::SyncList,
 };
 use crate::{Context, CursorKind, Result, oversight::Read};
@@ -86,8 +86,12 @@ impl TchapMessage {
         self.0.message.undecryptable.as_deref()
     }
 
-    /// The event id this message replies to.
-    fn reply_to(&self) -> Option<&str> {
+    /// What is known of the device that sent it: NOT_ENCRYPTED for a message that was not encrypted; UNKNOWN_DEVICE for one that stayed encrypted or whose key came from the key backup (unless the device is known); else what the connector's device found when it decrypted it.
+    fn sender_trust(&self) -> GqlSenderTrust {
+        self.0.message.sender_trust.into()
+    }
+
+    /// The event id this message replies to.(&self) -> Option<&str> {
         self.0.message.reply_to.as_ref().map(|e| e.as_str())
     }
 
