@@ -9,7 +9,8 @@ use crate::{Error, Result, api::get_message_events::Page, normalise::Normaliser}
 pub fn normalise_page(body: &[u8], room_id: &str) -> Result<usize> {
     let page = parse(body)?;
     let mut norm = Normaliser::new(room_id);
-    norm.push_page(&page.chunk);
+    // Without keys nothing awaits: the page is normalised on this thread, as a read does.
+    futures::executor::block_on(norm.push_page(&page.chunk));
     let (normalised, _) = norm.finish(true);
     Ok(normalised.messages.len())
 }
@@ -34,7 +35,7 @@ pub fn normalise_batch(
 ) -> Result<argus_domain::RoomSnapshot> {
     let mut norm = Normaliser::new(room_id.as_str());
     for body in bodies {
-        norm.push_page(&parse(body)?.chunk);
+        futures::executor::block_on(norm.push_page(&parse(body)?.chunk));
     }
     let (normalised, report) = norm.finish(true);
     Ok(argus_domain::RoomSnapshot {

@@ -389,7 +389,7 @@ impl Connector {
             };
             let events = page.chunk.len();
             let Some(end) = next else {
-                norm.push_page(&page.chunk[..taken]);
+                norm.push_page(&page.chunk[..taken]).await;
                 on_page(norm.report());
                 break;
             };
@@ -401,10 +401,11 @@ impl Connector {
             let next_limit = page_limit(remaining.saturating_sub(taken));
             if pages < config.max_pages && next_limit > 0 {
                 let fetch = get_message_events::fetch(client, target, room, from.clone(), dir, next_limit);
-                // Normalising is synchronous: meanwhile the connection's own task sends the next
-                // request and starts reading its answer. (Normalising on a blocking worker instead
-                // was measured slower on the project's 2-core machine: see docs/benchmarks.md.)
-                let (next_page, ()) = tokio::join!(fetch, async { norm.push_page(&page.chunk[..taken]) });
+                // Normalising runs on this task (awaiting only a decryptor that asks its device):
+                // meanwhile the connection's own task sends the next request and starts reading
+                // its answer. (Normalising on a blocking worker instead was measured slower on
+                // the project's 2-core machine: see docs/benchmarks.md.)
+                let (next_page, ()) = tokio::join!(fetch, norm.push_page(&page.chunk[..taken]));
                 on_page(norm.report());
                 drop(page);
                 if batch_full && let Some(sender) = batches {
@@ -419,7 +420,7 @@ impl Connector {
                 }
                 prefetched = Some((next_page?, next_limit));
             } else {
-                norm.push_page(&page.chunk[..taken]);
+                norm.push_page(&page.chunk[..taken]).await;
                 on_page(norm.report());
             }
             tracing::debug!(page = pages, events, "read a page");

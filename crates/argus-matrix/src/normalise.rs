@@ -89,7 +89,7 @@ impl Normaliser {
     }
 
     /// Takes the events of one page, in the order the homeserver returned them.
-    pub(crate) fn push_page(&mut self, chunk: &[Raw<AnyTimelineEvent>]) {
+    pub(crate) async fn push_page(&mut self, chunk: &[Raw<AnyTimelineEvent>]) {
         self.seen.reserve(chunk.len());
         self.messages.reserve(chunk.len());
         let Some(decrypting) = self.decrypting.as_mut() else {
@@ -98,10 +98,10 @@ impl Normaliser {
             }
             return;
         };
-        let decrypted = decrypting.decrypt_page(&self.room_id, chunk);
+        let decrypted = decrypting.decrypt_page(&self.room_id, chunk).await;
         for (raw, result) in chunk.iter().zip(decrypted) {
             match result {
-                Some(Ok(plain)) => self.push_one(&plain, Some(Decryption::Decrypted)),
+                Some(Ok((plain, trust))) => self.push_one(&plain, Some(Decryption::Decrypted(trust))),
                 Some(Err(reason)) => self.push_one(raw.json().get(), Some(Decryption::Failed(reason))),
                 None => self.push_one(raw.json().get(), None),
             }
@@ -118,7 +118,7 @@ impl Normaliser {
     fn push_one(&mut self, json: &str, decryption: Option<Decryption>) {
         self.report.events_fetched += 1;
         match decryption {
-            Some(Decryption::Decrypted) => self.report.decrypted += 1,
+            Some(Decryption::Decrypted(_)) => self.report.decrypted += 1,
             Some(Decryption::Failed(reason)) => {
                 *self.report.undecryptable.entry(reason.code().to_owned()).or_default() += 1;
             }

@@ -7,8 +7,9 @@ use std::collections::{HashMap, hash_map::Entry};
 
 use argus_crypto::{
     Decryptor,
-    megolm::{DecryptedEvent, EncryptedContent, Undecryptable},
+    megolm::{DecryptedEvent, EncryptedContent, EncryptedEvent, Undecryptable},
 };
+use argus_domain::SenderTrust;
 use ruma::{events::AnyTimelineEvent, serde::Raw};
 use serde::Deserialize;
 
@@ -27,20 +28,21 @@ impl Decrypting {
     }
 
     /// For each event of `chunk` (read from `room_id`), in the page's order: `None` when it is
-    /// not an encrypted event with a ciphertext, else the JSON of the event it carried, or why
-    /// it stays encrypted.
-    pub(super) fn decrypt_page(
+    /// not an encrypted event with a ciphertext, else the JSON of the event it carried with what
+    /// is known of its sending device, or why it stays encrypted.
+    pub(super) async fn decrypt_page(
         &mut self,
         room_id: &str,
         chunk: &[Raw<AnyTimelineEvent>],
-    ) -> Vec<Option<Result<String, Undecryptable>>> {
+    ) -> Vec<Option<Result<(String, SenderTrust), Undecryptable>>> {
         // Decrypt oldest first (over the cores); the caller takes the events in the page's order.
         let order: Vec<usize> = if self.pages_newest_first {
             (0..chunk.len()).rev().collect()
         } else {
             (0..chunk.len()).collect()
         };
-        let mut decrypted: Vec<Option<Result<String, Undecryptable>>> = vec![None; chunk.len()];
+        let mut decrypted: Vec<Option<Result<(String, SenderTrust), Undecryptable>>> =
+            vec![None; chunk.len()];
         let mut wanted = Vec::new();
         let mut contents = Vec::new();
         for i in order {
@@ -53,10 +55,17 @@ impl Decrypting {
                 None => {}
             }
         }
-        let results = self.keys.decrypt_all(room_id, &contents);
-        for (((i, relates_to), content), result) in wanted.into_iter().zip(&contents).zip(results) {
-            let json = chunk[i].json().get();
+        let events: Vec<EncryptedEvent<'_>> = wanted
+            .iter()
+            .zip(contents)
+            .map(|((i, _), content)| EncryptedEvent { json: chunk[*i].json().get(), content })
+            .collect();
+        let results = self.keys.decrypt_all(room_id, &events).await;
+        for (((i, relates_to), event), result) in wanted.into_iter().zip(&events).zip(results) {
+            let content = &event.content;
+            let json = event.json;
             let result = result.and_then(|event| {
+                let trust = event.sender_trust;
                 let full: serde_json::Map<String, serde_json::Value> =
                     serde_json::from_str(json).map_err(|_| Undecryptable::Malformed)?;
                 // A ciphertext is one event: served again under another event id, it is a replay.
@@ -72,7 +81,7 @@ impl Decrypting {
                         slot.insert(id);
                     }
                 }
-                plain_event(full, event, relates_to)
+                plain_event(full, event, relates_to).map(|plain| (plain, trust))
             });
             decrypted[i] = Some(result);
         }
@@ -83,7 +92,9 @@ impl Decrypting {
 /// What became of an `m.room.encrypted` event when keys were given.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Decryption {
-    Decrypted,
+    /// Decrypted; what is known of the device that sent it.
+    Decrypted(SenderTrust),
+    /// Still encrypted, and why.
     Failed(Undecryptable),
 }
 
@@ -180,30 +191,32 @@ mod tests {
         }
 
         /// Normalises `events` (oldest first) as one page of a run given this device's keys.
-        fn read(&mut self, events: &[String]) -> (Normalised, FetchReport) {
+        async fn read(&mut self, events: &[String]) -> (Normalised, FetchReport) {
             let raws: Vec<Raw<AnyTimelineEvent>> = events
                 .iter()
                 .map(|e| Raw::from_json(RawValue::from_string(e.clone()).unwrap_or_else(|e| panic!("{e}"))))
                 .collect();
             let keys = self.keys.take().unwrap_or_else(|| panic!("one read per device"));
             let mut n = Normaliser::new(ROOM).with_keys(Box::new(keys), false);
-            n.push_page(&raws);
+            n.push_page(&raws).await;
             n.finish(false)
         }
     }
 
     const A: &str = "@a:a.fr";
 
-    #[test]
-    fn a_decrypted_message_says_it_was_encrypted() {
+    #[tokio::test]
+    async fn a_decrypted_message_says_it_was_encrypted() {
         let mut device = Device::new();
         let hello = device.encrypt(json!({ "msgtype": "m.text", "body": "bonjour" }), None);
         let lost = Device::new().encrypt(json!({ "msgtype": "m.text", "body": "perdu" }), None);
-        let (n, report) = device.read(&[
-            event("m.room.encrypted", "$1", A, 1, hello),
-            event("m.room.encrypted", "$2", A, 2, lost),
-            event("m.room.message", "$3", A, 3, json!({ "msgtype": "m.text", "body": "en clair" })),
-        ]);
+        let (n, report) = device
+            .read(&[
+                event("m.room.encrypted", "$1", A, 1, hello),
+                event("m.room.encrypted", "$2", A, 2, lost),
+                event("m.room.message", "$3", A, 3, json!({ "msgtype": "m.text", "body": "en clair" })),
+            ])
+            .await;
         let flags: Vec<_> =
             n.messages.iter().map(|m| (m.encrypted, m.decrypted, m.body.as_deref())).collect();
         assert_eq!(
@@ -214,12 +227,93 @@ mod tests {
         assert_eq!((report.encrypted, report.decrypted), (1, 1));
     }
 
+    /// A decryptor standing for a device: every ciphertext whose session it knows decrypts into
+    /// a message with `trust`, the others stay encrypted for `reason`.
+    struct Trusting {
+        session: String,
+        trust: argus_domain::SenderTrust,
+        reason: argus_crypto::megolm::Undecryptable,
+    }
+
+    #[async_trait::async_trait]
+    impl argus_crypto::Decryptor for Trusting {
+        async fn decrypt_all(
+            &mut self,
+            _room_id: &str,
+            events: &[argus_crypto::megolm::EncryptedEvent<'_>],
+        ) -> Vec<argus_crypto::megolm::Decrypted> {
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    // The whole event is handed over, not only its content.
+                    let whole: Value = serde_json::from_str(e.json).unwrap_or_default();
+                    assert_eq!(whole["content"]["ciphertext"].as_str(), e.content.ciphertext.as_deref());
+                    if e.content.session_id.as_deref() != Some(self.session.as_str()) {
+                        return Err(self.reason);
+                    }
+                    Ok(argus_crypto::megolm::DecryptedEvent {
+                        event_type: "m.room.message".to_owned(),
+                        content: json!({ "msgtype": "m.text", "body": format!("n{i}") }),
+                        message_index: u32::try_from(i).unwrap_or(u32::MAX),
+                        sender_trust: self.trust,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_decrypted_message_carries_its_devices_trust_and_a_sealed_one_an_unknown_device() {
+        use argus_domain::SenderTrust;
+        let sealed = |session: &str| {
+            json!({ "algorithm": argus_crypto::megolm::MEGOLM_ALGORITHM, "session_id": session,
+                    "ciphertext": "AwgA", "sender_key": "k" })
+        };
+        let raws: Vec<Raw<AnyTimelineEvent>> = [
+            event("m.room.encrypted", "$known", A, 1, sealed("known")),
+            event("m.room.encrypted", "$withheld", A, 2, sealed("other")),
+            event("m.room.message", "$clear", A, 3, json!({ "msgtype": "m.text", "body": "en clair" })),
+        ]
+        .iter()
+        .map(|e| Raw::from_json(RawValue::from_string(e.clone()).unwrap_or_else(|e| panic!("{e}"))))
+        .collect();
+        let device = Trusting {
+            session: "known".to_owned(),
+            trust: SenderTrust::Verified,
+            reason: argus_crypto::megolm::Undecryptable::WithheldUnverified,
+        };
+        let mut n = Normaliser::new(ROOM).with_keys(Box::new(device), false);
+        n.push_page(&raws).await;
+        let (norm, report) = n.finish(false);
+        let seen: Vec<_> = norm
+            .messages
+            .iter()
+            .map(|m| (m.event_id.as_str(), m.sender_trust, m.undecryptable.as_deref()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("$known", SenderTrust::Verified, None),
+                ("$withheld", SenderTrust::UnknownDevice, Some("WITHHELD_UNVERIFIED")),
+                ("$clear", SenderTrust::NotEncrypted, None),
+            ]
+        );
+        assert_eq!(report.undecryptable.get("WITHHELD_UNVERIFIED"), Some(&1));
+
+        // Without any decryptor, a ciphertext is an unknown device's too.
+        let mut n = Normaliser::new(ROOM);
+        n.push(&event("m.room.encrypted", "$x", A, 1, sealed("known")));
+        let (norm, _) = n.finish(false);
+        assert_eq!(norm.messages[0].sender_trust, SenderTrust::UnknownDevice);
+    }
+
     /// A real client's encrypted edit: the relation in clear beside the ciphertext (some clients
     /// keep it inside too), the fallback body `"* …"` and `m.new_content` inside. The new
     /// content is applied, as for an edit in clear, to the message and to its version; an edit
     /// of a decrypted original outside the batch carries the new content to the store.
-    #[test]
-    fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
+    #[tokio::test]
+    async fn an_encrypted_edit_applies_its_new_content_not_its_fallback() {
         let mut device = Device::new();
         let edit = |device: &mut Device, target: &str, new: &str, inside: bool| {
             let relation = json!({ "rel_type": "m.replace", "event_id": target });
@@ -238,14 +332,16 @@ mod tests {
         let clear = json!({ "msgtype": "m.text", "body": "* Point en clair à 18h",
                             "m.new_content": { "msgtype": "m.text", "body": "Point en clair à 18h" },
                             "m.relates_to": { "rel_type": "m.replace", "event_id": "$c" } });
-        let (n, report) = device.read(&[
-            event("m.room.encrypted", "$o", A, 1, original),
-            event("m.room.encrypted", "$e1", A, 2, first),
-            event("m.room.encrypted", "$e2", A, 3, second),
-            event("m.room.encrypted", "$e3", A, 4, outside),
-            event("m.room.message", "$c", A, 5, json!({ "msgtype": "m.text", "body": "Point en clair" })),
-            event("m.room.message", "$e4", A, 6, clear),
-        ]);
+        let (n, report) = device
+            .read(&[
+                event("m.room.encrypted", "$o", A, 1, original),
+                event("m.room.encrypted", "$e1", A, 2, first),
+                event("m.room.encrypted", "$e2", A, 3, second),
+                event("m.room.encrypted", "$e3", A, 4, outside),
+                event("m.room.message", "$c", A, 5, json!({ "msgtype": "m.text", "body": "Point en clair" })),
+                event("m.room.message", "$e4", A, 6, clear),
+            ])
+            .await;
         assert_eq!(n.messages.len(), 2, "edits are not messages");
         let m = &n.messages[0];
         assert_eq!(m.body.as_deref(), Some("Réunion chiffrée à 16h — préfecture"));
@@ -267,8 +363,8 @@ mod tests {
 
     /// A real client's encrypted attachment: the `EncryptedFile` is inside the ciphertext, known
     /// only once decrypted; a decrypted sticker keeps its file too.
-    #[test]
-    fn a_decrypted_attachment_keeps_its_encrypted_file() {
+    #[tokio::test]
+    async fn a_decrypted_attachment_keeps_its_encrypted_file() {
         let mut device = Device::new();
         let file = json!({ "url": "mxc://a.fr/cipher", "iv": "X85+XgHN+HEAAAAAAAAAAA", "v": "v2",
             "key": { "kty": "oct", "key_ops": ["encrypt", "decrypt"], "alg": "A256CTR",
@@ -285,10 +381,12 @@ mod tests {
             json!({ "algorithm": argus_crypto::megolm::MEGOLM_ALGORITHM, "session_id": device.out.session_id(),
                     "ciphertext": device.out.encrypt(payload.to_string()).to_base64() })
         };
-        let (n, report) = device.read(&[
-            event("m.room.encrypted", "$pdf", A, 1, pdf),
-            event("m.room.encrypted", "$sticker", A, 2, sticker),
-        ]);
+        let (n, report) = device
+            .read(&[
+                event("m.room.encrypted", "$pdf", A, 1, pdf),
+                event("m.room.encrypted", "$sticker", A, 2, sticker),
+            ])
+            .await;
         assert_eq!(report.decrypted, 2);
         let media = n.messages[0].media.clone().unwrap_or_else(|| panic!("no media"));
         assert!(n.messages[0].encrypted && n.messages[0].decrypted);
@@ -304,8 +402,8 @@ mod tests {
         assert_eq!(sticker.media.as_ref().and_then(|m| m.mxc_uri()), Some("mxc://a.fr/cipher"));
     }
 
-    #[test]
-    fn ciphertexts_are_read_as_clients_show_them() {
+    #[tokio::test]
+    async fn ciphertexts_are_read_as_clients_show_them() {
         let mut out = GroupSession::new(SessionConfig::version_1());
         let mut keys = argus_crypto::megolm::SessionKeys::default();
         keys.insert(InboundGroupSession::new(&out.session_key(), SessionConfig::version_1()));
@@ -338,7 +436,7 @@ mod tests {
             .map(|e| Raw::from_json(RawValue::from_string(e.clone()).unwrap_or_else(|e| panic!("{e}"))))
             .collect();
         let mut n = Normaliser::new(ROOM).with_keys(Box::new(keys), false);
-        n.push_page(&raws);
+        n.push_page(&raws).await;
         let (norm, report) = n.finish(false);
         let by = |id: &str| norm.messages.iter().find(|m| m.event_id.as_str() == id).cloned();
         let first = by("$1").unwrap_or_else(|| panic!("$1"));

@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use argus_domain::{EncryptedFile, EventId, MediaRef, MessageRecord, Redaction, UserId, from_unix_ms};
+use argus_domain::{
+    EncryptedFile, EventId, MediaRef, MessageRecord, Redaction, SenderTrust, UserId, from_unix_ms,
+};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -203,7 +205,7 @@ pub(super) fn classify(
     // Still a ciphertext: its content (and an edit's new content) is unknown. A decrypted event
     // is the event it carried, read below like one in clear, and was encrypted all the same.
     let sealed = kind == "m.room.encrypted";
-    let decrypted = matches!(decryption, Some(Decryption::Decrypted));
+    let decrypted = matches!(decryption, Some(Decryption::Decrypted(_)));
     let mut record = MessageRecord {
         event_id,
         sender,
@@ -223,7 +225,12 @@ pub(super) fn classify(
         media: None,
         versions: Vec::new(),
         redaction: redacted_because.and_then(redaction_of),
-        sender_trust: argus_domain::SenderTrust::unrecorded(sealed || decrypted),
+        // The decrypting device's finding; a ciphertext still sealed came from a device nobody
+        // checked; an event in clear was never encrypted.
+        sender_trust: match decryption {
+            Some(Decryption::Decrypted(trust)) => trust,
+            _ => SenderTrust::unrecorded(sealed),
+        },
     };
     let Some(mut content) = content.filter(|_| !redacted) else {
         return Ok(Outcome::Message(record));
