@@ -20,7 +20,7 @@ GRANT USAGE ON SCHEMA public TO argus_app;
 GRANT SELECT, INSERT, UPDATE, DELETE
     ON rooms, messages, message_counts, message_versions, message_redactions, version_redactions, outbox,
        ingestion_runs, watches, account_credentials, account_watches, account_watch_rooms, pending_edits,
-       pending_redactions, attachments, media_blobs
+       pending_redactions, attachments, media_blobs, e2ee_devices, e2ee_device_items
     TO argus_app;
 GRANT SELECT, INSERT ON ingestions TO argus_app;
 -- The transparency log, like the audit trail: appended to, never rewritten.

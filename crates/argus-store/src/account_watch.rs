@@ -401,7 +401,7 @@ fn check_cap(conn: &mut DbConn, viewer: &Viewer, owner: Option<&str>, limit: u32
 
 /// Appends the condition of every write the loop makes: the watch `id`, its lease held by
 /// `replica` and unexpired at `now`, and the watch active.
-fn push_held(sql: &mut Sql<'_>, id: i64, replica: &str, now: OffsetDateTime) {
+pub(crate) fn push_held(sql: &mut Sql<'_>, id: i64, replica: &str, now: OffsetDateTime) {
     sql.push(" WHERE id = ").bind::<BigInt, _>(id);
     sql.push(" AND lease_owner = ").bind::<Text, _>(replica.to_owned());
     sql.push(" AND lease_until >= ").bind::<BigInt, _>(to_unix_ms(now));

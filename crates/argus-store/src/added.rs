@@ -232,7 +232,7 @@ fn messages_of(conn: &mut DbConn, gate: &Gate, ids: &[i64]) -> Result<Vec<Stored
     sql.push(
         "SELECT m.id, m.event_id, m.sender, m.msgtype, m.body, m.sent_at, m.edited, m.redacted, \
          m.encrypted, m.decrypted, m.undecryptable, m.reply_to, m.thread_root, m.media, m.classification, \
-         r.room_id AS added_room_id",
+         m.sender_trust, r.room_id AS added_room_id",
     );
     push_visible(&mut sql, gate, None, 0);
     sql.push(" AND m.id IN ");

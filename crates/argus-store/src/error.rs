@@ -51,6 +51,11 @@ pub enum Error {
     /// An outbox row that does not exist.
     #[error("no such outbox row")]
     NotFound,
+    /// A write under an account watch's lease ([`crate::Store::write_device_items`]) by a
+    /// replica that no longer holds it (taken over, expired, renewed, removed or stopped), or
+    /// for another account than the watch's. Nothing was written.
+    #[error("the account watch's lease is not held")]
+    LeaseLost,
 }
 
 impl Error {

@@ -32,6 +32,7 @@ mod audit;
 mod credentials;
 mod cursor;
 mod db;
+mod devices;
 mod error;
 mod log;
 mod outbox;
@@ -64,6 +65,10 @@ pub use self::{
     credentials::{NewCredential, StoredCredential},
     cursor::{IngestionCursor, MessageCursor, RoomCursor},
     db::{Backend, DatabaseUrl, StoreOptions},
+    devices::{
+        DeviceIdentity, DeviceRef, MAX_DEVICE_ITEM_CIPHERTEXT_LEN, MAX_DEVICE_ITEM_KEY_LEN, MAX_DEVICE_ITEM_KIND_LEN,
+        MAX_DEVICE_ITEMS_PER_WRITE, SealedDeviceItem,
+    },
     error::{Error, Result},
     log::{
         AccessCursor, AccessFilter, AccessRecord, Digest, DisclosureSource, LogEntryRecord, SourceAttachment,

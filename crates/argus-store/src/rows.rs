@@ -5,7 +5,7 @@
 
 use argus_domain::{
     Classification, HeldVersion, IngestionOutcome, IngestionRecord, MediaRef, MessageRecord, MessageVersion,
-    NewIngestion, Redaction, RoomId, StoredMessage, StoredRoom, from_unix_ms,
+    NewIngestion, Redaction, RoomId, SenderTrust, StoredMessage, StoredRoom, from_unix_ms,
 };
 use diesel::{
     QueryableByName,
@@ -111,12 +111,21 @@ pub(crate) struct MessageRow {
     pub(crate) thread_root: Option<String>,
     pub(crate) media: Option<String>,
     pub(crate) classification: i16,
+    pub(crate) sender_trust: Option<String>,
 }
 
 impl MessageRow {
     pub(crate) fn into_domain(self, room_id: &RoomId) -> Result<StoredMessage> {
         const BAD: Error = Error::Corrupt("a stored message fails validation");
         let media = self.media.map(|m| serde_json::from_str::<MediaRef>(&m)).transpose().map_err(|_| BAD)?;
+        // A decrypted message arrived encrypted, whatever wrote the row (a replica still
+        // running a release that stored it otherwise).
+        let encrypted = self.encrypted || self.decrypted;
+        // Stored before devices existed: what such a message is taken as.
+        let sender_trust = match self.sender_trust {
+            Some(code) => code.parse().map_err(|_| BAD)?,
+            None => SenderTrust::unrecorded(encrypted),
+        };
         Ok(StoredMessage {
             id: self.id,
             room_id: room_id.clone(),
@@ -129,9 +138,7 @@ impl MessageRow {
                 sent_at: from_unix_ms(self.sent_at).map_err(|_| BAD)?,
                 edited: self.edited,
                 redacted: self.redacted,
-                // A decrypted message arrived encrypted, whatever wrote the row (a replica still
-                // running a release that stored it otherwise).
-                encrypted: self.encrypted || self.decrypted,
+                encrypted,
                 decrypted: self.decrypted,
                 undecryptable: self.undecryptable,
                 reply_to: self.reply_to.map(|s| s.parse()).transpose().map_err(|_| BAD)?,
@@ -139,7 +146,7 @@ impl MessageRow {
                 media,
                 versions: Vec::new(),
                 redaction: None,
-                sender_trust: argus_domain::SenderTrust::unrecorded(self.encrypted || self.decrypted),
+                sender_trust,
             },
             held: None,
             attachment: None,

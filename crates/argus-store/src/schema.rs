@@ -125,6 +125,9 @@ diesel::table! {
         held_body -> Nullable<Text>,
         /// Legal hold: the attachment reference as captured (JSON), kept likewise.
         held_media -> Nullable<Text>,
+        /// What the connector's device knew of the sending device (`SenderTrust` code); NULL:
+        /// stored before devices existed.
+        sender_trust -> Nullable<Text>,
     }
 }
 
@@ -603,3 +606,45 @@ diesel::joinable!(message_versions -> messages (message_pk));
 diesel::joinable!(account_watch_rooms -> account_watches (watch_id));
 diesel::allow_tables_to_appear_in_same_query!(rooms, messages, message_counts, message_versions);
 diesel::allow_tables_to_appear_in_same_query!(account_watches, account_watch_rooms);
+
+diesel::table! {
+    /// The connector's end-to-end-encryption devices, one per (organisation, homeserver, Matrix
+    /// user, device id); their state is in `e2ee_device_items`.
+    e2ee_devices (id) {
+        /// Storage id.
+        id -> BigInt,
+        /// Owning organisation.
+        org_id -> Text,
+        /// The account's homeserver.
+        homeserver_url -> Text,
+        /// The account's Matrix user id.
+        user_id -> Text,
+        /// The device id.
+        device_id -> Text,
+        /// When it was first written, UTC ms.
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One item of a device's state, sealed at rest; removed with its device.
+    e2ee_device_items (device_pk, kind, item_key) {
+        /// The device's storage id.
+        device_pk -> BigInt,
+        /// The kind of item.
+        kind -> Text,
+        /// Its key within the kind.
+        item_key -> Text,
+        /// Id of the key that sealed it.
+        key_id -> Text,
+        /// The sealing nonce.
+        nonce -> Text,
+        /// The sealed value.
+        ciphertext -> Text,
+        /// When it was last written, UTC ms.
+        updated_at -> BigInt,
+    }
+}
+
+diesel::joinable!(e2ee_device_items -> e2ee_devices (device_pk));
+diesel::allow_tables_to_appear_in_same_query!(e2ee_devices, e2ee_device_items);

@@ -137,11 +137,11 @@ struct HitRow {
 /// The columns of a hit read back from the window `w`.
 const HIT_COLUMNS_OF_W: &str = "w.id, w.event_id, w.sender, w.msgtype, w.body, w.sent_at, w.edited, w.redacted, \
      w.encrypted, w.decrypted, w.undecryptable, w.reply_to, w.thread_root, w.media, w.classification, \
-     w.hit_room_id";
+     w.sender_trust, w.hit_room_id";
 
 const MESSAGE_COLUMNS: &str = "m.id, m.event_id, m.sender, m.msgtype, m.body, m.sent_at, m.edited, \
      m.redacted, m.encrypted, m.decrypted, m.undecryptable, m.reply_to, m.thread_root, m.media, m.classification, \
-     r.room_id AS hit_room_id";
+     m.sender_trust, r.room_id AS hit_room_id";
 
 /// Appends the gate on message and room, and the request's filters.
 fn push_filters(sql: &mut Sql<'_>, gate: &Gate, request: &SearchRequest) {

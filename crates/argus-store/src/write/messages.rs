@@ -12,7 +12,7 @@ use super::validate::{MAX_BODY, MAX_MEDIA_JSON, check_text};
 use crate::{Backend, Error, Result, ahead, db::DbConn, schema::messages};
 
 /// Columns written per message row.
-const MESSAGE_COLUMNS: usize = 17;
+const MESSAGE_COLUMNS: usize = 18;
 
 /// Message rows per PostgreSQL statement (column arrays, so the bind limit does not apply).
 const PG_ROWS_PER_STATEMENT: usize = 10_000;
@@ -103,7 +103,7 @@ fn index_for_search(conn: &mut DbConn, above: i64) -> Result<()> {
     Ok(())
 }
 
-/// Message rows per multi-row SQLite `INSERT` (17 binds each, well under the bind limit).
+/// Message rows per multi-row SQLite `INSERT` (18 binds each, well under the bind limit).
 const SQLITE_ROWS_PER_STATEMENT: usize = 64;
 
 /// SQLite: inserts a chunk with multi-row statements of [`SQLITE_ROWS_PER_STATEMENT`] rows and
@@ -142,6 +142,7 @@ fn insert_messages_sqlite(
                 m::thread_root.eq(msg.thread_root.as_ref().map(|e| e.as_str())),
                 m::media.eq(media.as_deref()),
                 m::classification.eq(level.rank()),
+                m::sender_trust.eq(Some(msg.sender_trust.code())),
             )
         })
         .peekable();
@@ -185,13 +186,16 @@ fn insert_messages_pg(
     let media: Vec<Option<String>> = chunk.iter().map(media_json).collect::<Result<_>>()?;
     let n = diesel::sql_query(
         "INSERT INTO messages (org_id, room_pk, event_id, sender, msgtype, body, sent_at, edited, edited_at, \
-         redacted, encrypted, reply_to, thread_root, media, classification, decrypted, undecryptable, search) \
+         redacted, encrypted, reply_to, thread_root, media, classification, decrypted, undecryptable, search, \
+         sender_trust) \
          SELECT $1, $2, u.event_id, u.sender, u.msgtype, u.body, u.sent_at, u.edited, NULL, u.redacted, \
-         u.encrypted, u.reply_to, u.thread_root, u.media, $3, u.decrypted, u.undecryptable, u.search \
+         u.encrypted, u.reply_to, u.thread_root, u.media, $3, u.decrypted, u.undecryptable, u.search, \
+         u.sender_trust \
          FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[], $10::bool[], \
-         $11::bool[], $12::text[], $13::text[], $14::text[], $15::bool[], $16::text[], $17::tsvector[]) \
+         $11::bool[], $12::text[], $13::text[], $14::text[], $15::bool[], $16::text[], $17::tsvector[], \
+         $18::text[]) \
          AS u(event_id, sender, msgtype, body, sent_at, edited, redacted, encrypted, reply_to, thread_root, media, \
-         decrypted, undecryptable, search) \
+         decrypted, undecryptable, search, sender_trust) \
          ON CONFLICT (org_id, event_id) DO NOTHING",
     )
     .bind::<Text, _>(org)
@@ -215,6 +219,7 @@ fn insert_messages_pg(
     .bind::<Array<Nullable<ahead::TsVector>>, _>(
         vectors.filter(|v| v.len() == chunk.len()).unwrap_or_else(|| vec![None; chunk.len()]),
     )
+    .bind::<Array<Text>, _>(chunk.iter().map(|m| m.sender_trust.code()).collect::<Vec<_>>())
     .execute(pg)?;
     Ok(n)
 }
@@ -258,8 +263,8 @@ fn raise_classification(
 /// stored from (no other reaches here: [`super::rooms::check_source`]): one now decrypted from
 /// the key backup gets the content it carried as first sent (an edit folded into the record is
 /// not applied here: its original is kept) and says `decrypted` (it stays `encrypted`: it
-/// arrived so), if the stored row has the same sender and time; one still undecryptable gets its
-/// reason. A message stored in clear, decrypted earlier, or redacted is never touched; the update
+/// arrived so) and the trust its decryption found in the sending device, if the stored row has
+/// the same sender and time; one still undecryptable gets its reason. A message stored in clear, decrypted earlier, or redacted is never touched; the update
 /// trigger and the generated column index the new text for search.
 fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRecord]) -> Result<()> {
     for m in chunk.iter().filter(|m| !m.redacted && (m.decrypted || m.undecryptable.is_some())) {
@@ -289,6 +294,7 @@ fn fill_decrypted(conn: &mut DbConn, org: &str, room_pk: i64, chunk: &[MessageRe
                     messages::thread_root.eq(m.thread_root.as_ref().map(|e| e.as_str())),
                     messages::decrypted.eq(true),
                     messages::undecryptable.eq(None::<String>),
+                    messages::sender_trust.eq(Some(m.sender_trust.code())),
                 ))
                 .execute(conn)?;
         } else {

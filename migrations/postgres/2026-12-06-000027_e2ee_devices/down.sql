@@ -1,0 +1,3 @@
+ALTER TABLE messages DROP COLUMN sender_trust;
+DROP TABLE e2ee_device_items;
+DROP TABLE e2ee_devices;
