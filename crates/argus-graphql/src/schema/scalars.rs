@@ -107,8 +107,7 @@ impl From<GqlClassification> for argus_domain::Classification {
     }
 }
 
-/// What is known of the device that sent a message, as the connector's end-to-end-encryption
-/// device found it when it decrypted the message.
+/// What is known of the device that sent a message, as the connector's end-to-end-encryption device found it when it decrypted the message.
 #[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(name = "SenderTrust")]
 pub enum GqlSenderTrust {
