@@ -102,7 +102,8 @@ async fn each_trust_reads_back_everywhere_and_the_gate_is_unchanged() {
     assert_eq!(trusts(&data["tchapRoom"]["messages"]["edges"]), stored());
 
     // Search hits are messages too (the one left encrypted has no body to find).
-    let search = "query($q: String!) { tchapSearch(query: $q, first: 10) { edges { node { eventId senderTrust } } } }";
+    let search =
+        "query($q: String!) { tchapSearch(query: $q, first: 10) { edges { node { eventId senderTrust } } } }";
     let data = ok(h.run(&top, search, json!({ "q": "appareil" })).await);
     let mut found = trusts(&data["tchapSearch"]["edges"]);
     found.sort();
