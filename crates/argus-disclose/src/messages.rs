@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use argus_domain::{AttachmentStatus, Classification, StoredMessage, oversight::VersionKind};
+use argus_domain::{
+    AttachmentStatus, Classification, MessageRecord, SenderTrust, StoredMessage, oversight::VersionKind,
+};
 use argus_store::{DisclosureSource, SourceVersion};
 use serde::Serialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -32,6 +34,9 @@ pub(crate) struct Line<'a> {
     pub(crate) edited: bool,
     pub(crate) redacted: bool,
     pub(crate) encrypted: bool,
+    /// What is known of the sending device (a [`SenderTrust`] code): `NOT_ENCRYPTED` exactly
+    /// when the message was not encrypted.
+    pub(crate) sender_trust: SenderTrust,
     pub(crate) classification: Classification,
     pub(crate) reply_to: Option<&'a str>,
     pub(crate) thread_root: Option<&'a str>,
@@ -246,6 +251,7 @@ impl<'a> Index<'a> {
             edited: m.edited,
             redacted: m.redacted,
             encrypted: m.was_encrypted(),
+            sender_trust: sender_trust(m),
             classification: stored.classification,
             reply_to: m.reply_to.as_ref().map(|e| e.as_str()),
             thread_root: m.thread_root.as_ref().map(|e| e.as_str()),
@@ -255,6 +261,18 @@ impl<'a> Index<'a> {
             held,
             attachment,
         }
+    }
+}
+
+/// What the package says of a message's sending device: what was recorded, except that a
+/// message not encrypted is [`SenderTrust::NotEncrypted`] and an encrypted one recorded so is
+/// [`SenderTrust::UnknownDevice`] (nothing is known of its device), so that the package never
+/// contradicts its `encrypted`.
+pub(crate) fn sender_trust(m: &MessageRecord) -> SenderTrust {
+    match (m.was_encrypted(), m.sender_trust) {
+        (false, _) => SenderTrust::NotEncrypted,
+        (true, SenderTrust::NotEncrypted) => SenderTrust::UnknownDevice,
+        (true, trust) => trust,
     }
 }
 

@@ -5,7 +5,25 @@
 
 use std::io::{self, Write};
 
+use argus_domain::SenderTrust;
+
 use crate::messages::{Line, is_redaction};
+
+/// What the page says of the sending device of an encrypted message (none for a message not
+/// encrypted). No label is part of another, so that a verifier can look for one in the text.
+pub(crate) const fn trust_label(trust: SenderTrust) -> Option<&'static str> {
+    match trust {
+        SenderTrust::Verified => Some("Appareil d'envoi / Sending device: vérifié / verified device"),
+        SenderTrust::UnverifiedDevice => {
+            Some("Appareil d'envoi / Sending device: non vérifié / unverified device")
+        }
+        SenderTrust::IdentityChanged => {
+            Some("Appareil d'envoi / Sending device: identité changée / identity changed")
+        }
+        SenderTrust::UnknownDevice => Some("Appareil d'envoi / Sending device: inconnu / unknown device"),
+        SenderTrust::NotEncrypted => None,
+    }
+}
 
 /// What the page's head says of the package.
 pub(crate) struct Heading<'a> {
@@ -21,7 +39,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#111;backgroun
 h1{font-size:1.4em}dl.meta{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}\
 dl.meta dt{font-weight:bold}article.msg{border-top:1px solid #bbb;padding:.6em 0}\
 .sender{font-weight:bold}.eid{color:#555;font-size:.8em;font-family:monospace}\
-.body{white-space:pre-wrap;margin:.3em 0}.redacted{color:#a00;font-style:italic}\
+.body{white-space:pre-wrap;margin:.3em 0}.trust{font-size:.8em;color:#555}.redacted{color:#a00;font-style:italic}\
 ol.versions{font-size:.9em;color:#333}ol.versions .body{margin:.1em 0}\
 .redaction{color:#a00}.attachment{font-size:.9em}.hash{font-family:monospace;font-size:.8em;word-break:break-all}\
 @media print{body{margin:0;font-size:10pt}article.msg{break-inside:avoid}a{color:#000;text-decoration:none}\
@@ -66,6 +84,14 @@ pub(crate) fn message(out: &mut impl Write, n: usize, line: &Line<'_>) -> io::Re
         out.write_all(" <span class=\"edited\">(modifié / edited)</span>".as_bytes())?;
     }
     out.write_all(b"</header>\n")?;
+    if let Some(label) = trust_label(line.sender_trust) {
+        writeln!(
+            out,
+            "<p class=\"trust\" data-sender-trust=\"{}\">{}</p>",
+            line.sender_trust.code(),
+            escape(label)
+        )?;
+    }
     match line.body {
         Some(body) => writeln!(out, "<div class=\"body\">{}</div>", escape(body))?,
         None if line.redacted => {

@@ -11,7 +11,10 @@ use argus_crypto::{
     package_signing::verify_package_signature,
     tlog::{leaf_hash, parse_tlog_proof, verify_checkpoint, verify_inclusion},
 };
-use argus_domain::oversight::{AccessAction, LogEntry, VersionLeaf};
+use argus_domain::{
+    SenderTrust,
+    oversight::{AccessAction, LogEntry, VersionLeaf},
+};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -20,6 +23,7 @@ use crate::{
     Error, Result, bag,
     check::{events_root, kind_name, latest_content},
     hashing::{both_of_file, sha512_file},
+    transcript::trust_label,
 };
 
 /// What a verified package holds.
@@ -329,6 +333,7 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
     let mut files = 0_u64;
     for m in &lines {
         let eid = str_of(m, "eventId").ok_or_else(|| Error::invalid("a message has no event id"))?;
+        sender_trust(m, eid)?;
         let mut own = Vec::new();
         for v in m.get("versions").and_then(Value::as_array).into_iter().flatten() {
             let key = (v.get("run").and_then(Value::as_u64), v.get("position").and_then(Value::as_u64));
@@ -401,6 +406,22 @@ fn verify_content(root: &Path, log_key: &str) -> Result<VerificationReport> {
         checkpoint_size: checkpoint.size,
         trusted_comment: String::new(),
     })
+}
+
+/// What `message` says of its sending device: `None` in a package written before messages
+/// carried it; refused when it is not one of the [`SenderTrust`] codes, or contradicts the
+/// message's `encrypted` (`NOT_ENCRYPTED` exactly when it was not encrypted).
+fn sender_trust(message: &Value, eid: &str) -> Result<Option<SenderTrust>> {
+    let Some(value) = message.get("senderTrust") else { return Ok(None) };
+    let trust: SenderTrust = value
+        .as_str()
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| Error::invalid(format!("message {eid}: its senderTrust is not a known value")))?;
+    let encrypted = message.get("encrypted").and_then(Value::as_bool) == Some(true);
+    if encrypted == (trust == SenderTrust::NotEncrypted) {
+        return Err(Error::invalid(format!("message {eid}: its senderTrust contradicts its encrypted")));
+    }
+    Ok(Some(trust))
 }
 
 /// Decodes the character references the transcript writes (and numeric ones).
@@ -497,6 +518,8 @@ fn transcript_agrees(page: &str, lines: &[Value]) -> Result<()> {
                 needed.extend(str_of(v, "body"));
             }
         }
+        let trust = sender_trust(m, eid)?;
+        needed.extend(trust.and_then(trust_label));
         if let Some(r) = m.get("redaction").filter(|r| !r.is_null()) {
             needed.extend([str_of(r, "by"), str_of(r, "at"), str_of(r, "reason")].into_iter().flatten());
         }
@@ -511,8 +534,32 @@ fn transcript_agrees(page: &str, lines: &[Value]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use argus_domain::SenderTrust;
+
     use super::{text_of, unescape};
-    use crate::transcript::escape;
+    use crate::{
+        transcript::{escape, trust_label},
+        write::VERIFY_PY,
+    };
+
+    /// `verify.py` knows the five codes and looks for the labels the transcript writes; no
+    /// label is part of another.
+    #[test]
+    fn verify_py_holds_every_trust_and_its_label() {
+        for trust in SenderTrust::ALL {
+            let code = format!("\"{}\": ", trust.code());
+            let entry = match trust_label(trust) {
+                Some(label) => format!("{code}\"{label}\","),
+                None => format!("{code}None,"),
+            };
+            assert!(VERIFY_PY.contains(&entry), "verify.py lacks {entry}");
+            for other in SenderTrust::ALL.into_iter().filter(|o| *o != trust) {
+                if let (Some(a), Some(b)) = (trust_label(trust), trust_label(other)) {
+                    assert!(!a.contains(b), "{a:?} holds {b:?}");
+                }
+            }
+        }
+    }
 
     /// What the transcript escapes reads back as the text it was, markup included.
     #[test]

@@ -202,6 +202,30 @@ def latest_content(own):
     return max(content, key=order)[0]
 
 
+# What a message says of its sending device (senderTrust), and what the transcript shows of an
+# encrypted message's (a package written before messages carried it has no senderTrust).
+TRUST_LABELS = {
+    "VERIFIED": "Appareil d'envoi / Sending device: vérifié / verified device",
+    "UNVERIFIED_DEVICE": "Appareil d'envoi / Sending device: non vérifié / unverified device",
+    "IDENTITY_CHANGED": "Appareil d'envoi / Sending device: identité changée / identity changed",
+    "UNKNOWN_DEVICE": "Appareil d'envoi / Sending device: inconnu / unknown device",
+    "NOT_ENCRYPTED": None,
+}
+
+
+def sender_trust(m):
+    """The message's senderTrust (None when absent), refused when it is not one of the codes or
+    contradicts its encrypted (NOT_ENCRYPTED exactly when it was not encrypted)."""
+    if "senderTrust" not in m:
+        return None
+    trust = m["senderTrust"]
+    if not isinstance(trust, str) or trust not in TRUST_LABELS:
+        raise Failure(f"message {m['eventId']}: its senderTrust is not a known value")
+    if (m.get("encrypted") is True) == (trust == "NOT_ENCRYPTED"):
+        raise Failure(f"message {m['eventId']}: its senderTrust contradicts its encrypted")
+    return trust
+
+
 def verify(pkg, vkey, say):
     data = os.path.join(pkg, "data")
     log = os.path.join(data, "log")
@@ -293,6 +317,7 @@ def verify(pkg, vkey, say):
     files = 0
     for m in lines:
         eid = m["eventId"]
+        sender_trust(m)
         own = []
         for v in m.get("versions") or []:
             key = (v.get("run"), v.get("position"))
@@ -338,6 +363,9 @@ def verify(pkg, vkey, say):
     for m in lines:
         text = "".join(page.articles[m["eventId"]])
         needed = [m["sender"], m["sentAt"]] + ([m["body"]] if m.get("body") is not None else [])
+        label = TRUST_LABELS.get(sender_trust(m))
+        if label is not None:
+            needed.append(label)
         for v in m.get("versions") or []:
             needed.append(v["sentAt"])
             if v.get("body") is not None and v["kind"] != "REDACTION":

@@ -11,3 +11,4 @@ mod package;
 mod store;
 mod tamper;
 mod transcript;
+mod trust;

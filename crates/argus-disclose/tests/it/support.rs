@@ -165,6 +165,14 @@ pub(crate) async fn blobs(dir: &Path, files: &[Vec<u8>]) -> FileBlobStore {
 }
 
 pub(crate) async fn build_with(include_quarantined: bool) -> Built {
+    build_from(source, include_quarantined).await
+}
+
+/// The package of the room `source` makes (with its files) in a fresh log.
+pub(crate) async fn build_from(
+    source: impl FnOnce(&MemoryLog) -> (DisclosureSource, Vec<Vec<u8>>),
+    include_quarantined: bool,
+) -> Built {
     let dir = tempfile::tempdir().unwrap();
     let log = MemoryLog::new();
     let (source, files) = source(&log);

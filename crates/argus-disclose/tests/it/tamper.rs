@@ -15,13 +15,13 @@ use sha2::{Digest as _, Sha256};
 
 use crate::support::{self, Built};
 
-fn altered(built: &Built, name: &str) -> std::path::PathBuf {
+pub(crate) fn altered(built: &Built, name: &str) -> std::path::PathBuf {
     let to = built.dir.path().join(name);
     support::copy(&built.bag, &to);
     to
 }
 
-fn refused_by_rust(bag: &Path, built: &Built) -> String {
+pub(crate) fn refused_by_rust(bag: &Path, built: &Built) -> String {
     match verify_package(bag, &built.log_key, &built.package_key) {
         Err(Error::Invalid(why)) => why,
         other => panic!("verify_package accepted an altered package: {other:?}"),
@@ -148,7 +148,7 @@ async fn another_log_key_fails() {
 /// Journals a forged DISCLOSE record naming the altered `data/messages.jsonl`, in place of the
 /// package's own, and signs a new checkpoint with the log key, every proof made again: what an
 /// insider holding both keys could do.
-fn forge_disclosure(bag: &Path, built: &Built) {
+pub(crate) fn forge_disclosure(bag: &Path, built: &Built) {
     let org: argus_domain::OrgId = support::ORG.parse().unwrap();
     let jsonl = fs::read(bag.join("data/messages.jsonl")).unwrap();
     let records = bag.join("data/log/records");

@@ -10,7 +10,7 @@ use juniper::{GraphQLObject, ID, graphql_object};
 use super::{
     attachment::TchapAttachment,
     paging::{PageInfo, connection},
-    scalars::{DateTime, GqlClassification, opaque_id},
+    scalars::{DateTime, GqlClassification, GqlSenderTrust, opaque_id},
     sync_list::SyncList,
 };
 use crate::{Context, CursorKind, Result, oversight::Read};
@@ -76,14 +76,19 @@ impl TchapMessage {
         self.0.message.was_encrypted()
     }
 
-    /// The event arrived as m.room.encrypted and was decrypted with a key from the account's key backup.
+    /// The event arrived as m.room.encrypted and was decrypted, with a key the connector's device received or one from the account's key backup.
     fn decrypted(&self) -> bool {
         self.0.message.decrypted
     }
 
-    /// Why the event stayed encrypted although a recovery key was given: `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED`, `WRONG_ROOM`, `REPLAYED`, `SENDER_KEY_MISMATCH` or `UNSUPPORTED_EVENT_TYPE`.
+    /// Why the event stayed encrypted (when a recovery key was given or the connector's device received keys): `NO_KEY_IN_BACKUP`, `INDEX_BEFORE_FIRST_KNOWN`, `BAD_MAC`, `UNSUPPORTED_ALGORITHM`, `MALFORMED`, `WRONG_ROOM`, `REPLAYED`, `SENDER_KEY_MISMATCH`, `UNSUPPORTED_EVENT_TYPE`, `NO_ROOM_KEY` (the device holds no key for it), or the sender withheld the key: `WITHHELD_UNVERIFIED`, `WITHHELD_BLACKLISTED`, `WITHHELD_UNAUTHORISED`, `WITHHELD_UNAVAILABLE`, `WITHHELD_NO_OLM`.
     fn undecryptable_reason(&self) -> Option<&str> {
         self.0.message.undecryptable.as_deref()
+    }
+
+    /// What is known of the device that sent it: NOT_ENCRYPTED for a message that was not encrypted; UNKNOWN_DEVICE for one that stayed encrypted or whose key came from the key backup (unless the device is known); else what the connector's device found when it decrypted it.
+    fn sender_trust(&self) -> GqlSenderTrust {
+        self.0.message.sender_trust.into()
     }
 
     /// The event id this message replies to.

@@ -45,6 +45,7 @@ enum NodeField {
     Encrypted,
     Decrypted,
     UndecryptableReason,
+    SenderTrust,
     ReplyTo,
     ThreadRoot,
     MediaUri,
@@ -60,7 +61,7 @@ enum NodeField {
 /// Every field of `TchapMessage` this module resolves, by name. The test
 /// `the_fast_path_and_the_schema_list_the_same_message_fields` holds it to the type's fields in
 /// the schema, so that neither side gains a field the other lacks.
-const NODE_FIELDS: [(&str, NodeField); 24] = [
+const NODE_FIELDS: [(&str, NodeField); 25] = [
     ("__typename", NodeField::Typename),
     ("id", NodeField::Id),
     ("eventId", NodeField::EventId),
@@ -75,6 +76,7 @@ const NODE_FIELDS: [(&str, NodeField); 24] = [
     ("encrypted", NodeField::Encrypted),
     ("decrypted", NodeField::Decrypted),
     ("undecryptableReason", NodeField::UndecryptableReason),
+    ("senderTrust", NodeField::SenderTrust),
     ("replyTo", NodeField::ReplyTo),
     ("threadRoot", NodeField::ThreadRoot),
     ("mediaUri", NodeField::MediaUri),
@@ -113,6 +115,8 @@ impl NodeField {
             Self::Encrypted => Value::scalar(m.was_encrypted()),
             Self::Decrypted => Value::scalar(m.decrypted),
             Self::UndecryptableReason => text(m.undecryptable.as_deref()),
+            // The enum's GraphQL names are the codes (`GqlSenderTrust`).
+            Self::SenderTrust => Value::scalar(m.sender_trust.code().to_owned()),
             Self::ReplyTo => text(m.reply_to.as_ref().map(|e| e.as_str())),
             Self::ThreadRoot => text(m.thread_root.as_ref().map(|e| e.as_str())),
             Self::MediaUri => text(m.media.as_ref().and_then(|x| x.uri.as_deref())),

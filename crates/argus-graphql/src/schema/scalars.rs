@@ -106,3 +106,37 @@ impl From<GqlClassification> for argus_domain::Classification {
         }
     }
 }
+
+/// What is known of the device that sent a message, as the connector's end-to-end-encryption device found it when it decrypted the message.
+#[derive(GraphQLEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "SenderTrust")]
+pub enum GqlSenderTrust {
+    /// The sending device was signed by its owner's cross-signing identity, and that identity is the one first seen for the owner.
+    #[graphql(name = "VERIFIED")]
+    Verified,
+    /// The sending device is the sender's, but their cross-signing identity did not sign it.
+    #[graphql(name = "UNVERIFIED_DEVICE")]
+    UnverifiedDevice,
+    /// The sender's cross-signing identity is not the one first seen for them.
+    #[graphql(name = "IDENTITY_CHANGED")]
+    IdentityChanged,
+    /// The sending device is not known to be the sender's: its key came from the key backup or another indirect source, the device is unknown, or the key was sent by another user's device; also what a message that stayed encrypted is.
+    #[graphql(name = "UNKNOWN_DEVICE")]
+    UnknownDevice,
+    /// The message was not end-to-end encrypted.
+    #[graphql(name = "NOT_ENCRYPTED")]
+    NotEncrypted,
+}
+
+impl From<argus_domain::SenderTrust> for GqlSenderTrust {
+    fn from(t: argus_domain::SenderTrust) -> Self {
+        use argus_domain::SenderTrust as T;
+        match t {
+            T::Verified => Self::Verified,
+            T::UnverifiedDevice => Self::UnverifiedDevice,
+            T::IdentityChanged => Self::IdentityChanged,
+            T::UnknownDevice => Self::UnknownDevice,
+            T::NotEncrypted => Self::NotEncrypted,
+        }
+    }
+}

@@ -18,4 +18,5 @@ mod room_state;
 mod search;
 mod subscription;
 mod threats;
+mod trust;
 mod watch;

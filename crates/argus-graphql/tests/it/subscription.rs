@@ -29,7 +29,7 @@ fn document(room: Option<&str>) -> String {
 }
 
 /// Starts the subscription; its errors when it does not start.
-async fn subscribe<'a>(
+pub(crate) async fn subscribe<'a>(
     h: &'a Harness,
     context: &'a Context,
     document: &'a str,
@@ -50,7 +50,7 @@ async fn subscribe<'a>(
 
 /// The next item within `wait`: `Some(Ok(message))`, `Some(Err(code))`, or `None` (ended or
 /// nothing within `wait`: `ended` tells).
-async fn next_item(
+pub(crate) async fn next_item(
     stream: &mut ValuesStream<'_, DefaultScalarValue>,
     wait: Duration,
 ) -> (Option<Result<Value, String>>, bool) {
@@ -72,7 +72,7 @@ async fn store(h: &Harness, owner: &Viewer, classification: Classification, room
     h.store_snapshot(owner, classification, RoomSnapshotBuilder::new(room).messages([message]).build()).await;
 }
 
-fn context(h: &Harness, viewer: &Viewer) -> Context {
+pub(crate) fn context(h: &Harness, viewer: &Viewer) -> Context {
     Context::new(viewer.clone(), Arc::clone(&h.services))
 }
 
