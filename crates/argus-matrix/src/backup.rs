@@ -3,9 +3,10 @@
 //! and "Secret storage").
 //!
 //! 1. The backup version (`GET /room_keys/version`): its algorithm and public key.
-//! 2. Secret storage, when the recovery key is a security key: the account (`whoami`), its
-//!    default key and that key's description (account data), checked; then the secret
-//!    `m.megolm_backup.v1` (account data) opened: the backup key. Otherwise the recovery key is
+//! 2. Secret storage, when the recovery key is a security key (opened as
+//!    [`Connector::load_cross_signing_keys`] opens it): the account (`whoami`), its default key
+//!    and that key's description (account data), checked; then the secret `m.megolm_backup.v1`
+//!    (account data) opened: the backup key. Otherwise the recovery key is
 //!    taken as the backup key itself (a legacy recovery key).
 //! 3. The backup key, verified against the version's public key.
 //! 4. The room's backed-up sessions (`GET /room_keys/keys/{roomId}`), decrypted into
@@ -19,14 +20,14 @@ use argus_crypto::{
     RecoveryKey,
     backup::{BACKUP_SECRET, BackupKey, KeyBackupData},
     megolm::{SessionKeys, Undecryptable},
-    secret_storage::{DefaultKey, KeyDescription, StoredSecret},
 };
 use argus_domain::RoomId;
 use ruma::OwnedRoomId;
 
 use crate::{
     Connector, Error, Result, Session,
-    api::{get_backup_keys_for_room, get_global_account_data, get_latest_backup_info, whoami},
+    api::{get_backup_keys_for_room, get_latest_backup_info},
+    secret_storage::{self, Opening},
     transport::{HttpClient, Target},
 };
 
@@ -94,46 +95,21 @@ async fn backup_key_from_storage(
     target: &Target<'_>,
     recovery_key: &RecoveryKey,
 ) -> Result<Option<BackupKey>> {
-    let user = whoami::fetch(client, target).await?;
-    let json =
-        match get_global_account_data::fetch(client, target, &user, "m.secret_storage.default_key").await {
-            Ok(json) => json,
-            Err(Error::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-    let default: DefaultKey =
-        serde_json::from_str(&json).map_err(|_| Error::malformed("secret storage: no default key"))?;
-    let kind = format!("m.secret_storage.key.{}", default.key);
-    let description = match get_global_account_data::fetch(client, target, &user, &kind).await {
-        Ok(json) => Some(
-            serde_json::from_str::<KeyDescription>(&json)
-                .map_err(|_| Error::malformed("secret storage: unreadable key description"))?,
-        ),
-        // A default key without its description: not usable, try the legacy form.
-        Err(Error::NotFound) => None,
-        Err(e) => return Err(e),
-    };
-    let key = recovery_key.as_secret_storage_key();
     // A description without a key check cannot tell a wrong key: the legacy form is tried
     // instead.
-    let checked = match &description {
-        Some(d) if d.can_check() => key.check(d),
-        Some(_) | None => Err(argus_crypto::Error::WrongRecoveryKey),
+    let store = match secret_storage::open(client, target, recovery_key).await? {
+        Opening::Opened(store) if store.checked => store,
+        Opening::Opened(_) | Opening::Absent | Opening::WrongKey => return Ok(None),
     };
-    match checked {
-        Ok(()) => {}
-        Err(argus_crypto::Error::WrongRecoveryKey) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let stored: StoredSecret =
-        serde_json::from_str(&get_global_account_data::fetch(client, target, &user, BACKUP_SECRET).await?)
-            .map_err(|_| Error::malformed("secret storage: unreadable backup secret"))?;
-    let secret = stored.encrypted.get(&default.key).ok_or(argus_crypto::Error::KeyBackupMismatch)?;
-    // The key passed its check: a secret that fails its MAC was altered.
-    let opened = key.decrypt(BACKUP_SECRET, secret).map_err(|e| match e {
-        argus_crypto::Error::WrongRecoveryKey => argus_crypto::Error::KeyBackupMismatch,
-        other => other,
-    })?;
+    // The key passed its check: a secret that is missing, under another key only, or fails
+    // its MAC is not the backup's.
+    let opened = match store.read(client, target, BACKUP_SECRET).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) | Err(Error::Crypto(argus_crypto::Error::WrongRecoveryKey)) => {
+            return Err(argus_crypto::Error::KeyBackupMismatch.into());
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Some(BackupKey::from_secret(&opened)?))
 }
 

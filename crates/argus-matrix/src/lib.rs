@@ -13,6 +13,7 @@ mod error;
 mod media;
 mod normalise;
 mod policy;
+mod secret_storage;
 mod send;
 mod session;
 mod sync;
@@ -29,6 +30,7 @@ pub use device_transport::{
 };
 pub use error::{Error, Result};
 pub use media::{MAX_REDIRECTS, MediaCapabilities, MediaDownload, MediaLimits};
+pub use secret_storage::{MASTER_KEY_SECRET, SELF_SIGNING_KEY_SECRET, USER_SIGNING_KEY_SECRET};
 pub use send::{MAX_TXN_ID_LEN, OutgoingNote, check_transaction_id, escape_html, markdown_to_html};
 pub use session::{PairKeeper, RefreshingTokens, Session, StaticToken, TokenPair, TokenSource};
 pub use sync::{

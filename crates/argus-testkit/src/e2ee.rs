@@ -177,6 +177,13 @@ impl KeyBackup {
         Ok(Self { version, backup_key, security_key })
     }
 
+    /// Stores `plaintext` as the secret `name` (such as `m.cross_signing.self_signing`) in
+    /// `user`'s secret storage, encrypted under the same default key as the backup key.
+    pub async fn store_secret(&self, user: &TestUser, name: &str, plaintext: &[u8]) -> anyhow::Result<()> {
+        let secret = secret_storage_encrypt(&self.security_key, name, plaintext, [5u8; 16]);
+        user.set_account_data(name, &json!({ "encrypted": { "argus-test": secret } })).await
+    }
+
     /// The backup's public key.
     pub fn public_key(&self) -> Curve25519PublicKey {
         Curve25519PublicKey::from(&Curve25519SecretKey::from_slice(&self.backup_key))

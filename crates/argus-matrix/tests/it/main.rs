@@ -1,6 +1,7 @@
 //! Integration tests of the connector against mock and real homeservers.
 
 mod account_states;
+mod cross_signing_keys;
 mod device_transport;
 mod discovery;
 mod errors;
