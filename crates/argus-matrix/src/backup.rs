@@ -166,6 +166,6 @@ impl Connector {
     pub async fn whoami_device(&self, session: &Session) -> Result<(ruma::OwnedUserId, Option<String>)> {
         let client = self.http();
         let target = client.target(session, client.config.request_timeout)?;
-        whoami::fetch_with_device(client, &target).await
+        crate::api::whoami::fetch_with_device(client, &target).await
     }
 }
