@@ -356,6 +356,7 @@ pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
             Ok(r) => {
                 total.resealed += r.resealed;
                 total.accounts += r.accounts;
+                total.device_items += r.device_items;
                 total.unopened = r.unopened;
                 total.current = r.current;
                 total.changed = r.changed;
@@ -370,9 +371,9 @@ pub async fn keys_rotate(config: &Config) -> Result<ExitCode> {
         }
     }
     print_out(&format!(
-        "re-sealed {} watch token(s) and {} account pair(s); {} already under the current key; {} did not \
-         open with any key; {} changed while re-sealed",
-        total.resealed, total.accounts, total.current, total.unopened, total.changed
+        "re-sealed {} watch token(s), {} account pair(s) and {} device state item(s); {} already under the \
+         current key; {} did not open with any key; {} changed while re-sealed",
+        total.resealed, total.accounts, total.device_items, total.current, total.unopened, total.changed
     ))?;
     Ok(if total.unopened == 0 && total.changed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

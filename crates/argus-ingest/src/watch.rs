@@ -227,6 +227,8 @@ pub struct Rotation {
     pub resealed: u64,
     /// Account pairs (shared by an account's watches) re-sealed.
     pub accounts: u64,
+    /// Items of the connector's devices' state re-sealed.
+    pub device_items: u64,
     /// Tokens and pairs already under the current key.
     pub current: u64,
     /// Tokens and pairs that did not open with any key held (left as they are).
@@ -319,5 +321,67 @@ pub async fn rotate_token_keys(services: &Services) -> Result<Rotation> {
             }
         }
     }
+    reseal_device_items(services, &keys, &mut rotation).await?;
     Ok(rotation)
 }
+
+/// Items of device state re-sealed per batch.
+const DEVICE_ITEMS_PER_BATCH: usize = 500;
+
+/// Re-seals the connector's devices' state under the current key, batch by batch, until a
+/// batch re-seals nothing (what is left did not open, or changed meanwhile).
+async fn reseal_device_items(
+    services: &Services,
+    keys: &std::sync::Arc<crate::TokenKeys>,
+    rotation: &mut Rotation,
+) -> Result<()> {
+    let current = keys.current_id().to_owned();
+    let mut skipped = std::collections::HashSet::new();
+    loop {
+        // Items left unopened come back first: the batch reaches past them.
+        let (id, limit) = (current.clone(), DEVICE_ITEMS_PER_BATCH + skipped.len());
+        let batch = services.with_store(move |store| store.device_items_to_reseal(&id, limit)).await?;
+        let mut progress = false;
+        for (device, item) in batch {
+            let slot = (device.clone(), item.kind.clone(), item.key.clone(), item.sealed.nonce.clone());
+            if skipped.contains(&slot) {
+                continue;
+            }
+            let binding = crate::token_keys::DeviceBinding {
+                org: &device.org,
+                homeserver_url: &device.homeserver_url,
+                user_id: &device.user_id,
+                device_id: &device.device_id,
+                kind: &item.kind,
+                key: &item.key,
+            };
+            match keys.reseal_device_item(&item.sealed, binding) {
+                Ok(None) => rotation.current += 1,
+                Ok(Some(new)) => {
+                    let old = item.sealed.clone();
+                    let (kind, key) = (item.kind.clone(), item.key.clone());
+                    let d = device.clone();
+                    let replaced = services
+                        .with_store(move |store| store.reseal_device_item(d.to_ref(), &kind, &key, &old, &new))
+                        .await?;
+                    if replaced {
+                        rotation.device_items += 1;
+                        progress = true;
+                    } else {
+                        rotation.changed += 1;
+                        skipped.insert(slot);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(code = error.code(), "an item of a device's state did not open");
+                    rotation.unopened += 1;
+                    skipped.insert(slot);
+                }
+            }
+        }
+        if !progress {
+            return Ok(());
+        }
+    }
+}
+
