@@ -88,7 +88,9 @@ pub struct MessageRecord {
 
 /// What is known of the device that sent a message, as the connector's end-to-end-encryption
 /// device found it when it decrypted the message (GraphQL `SenderTrust`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SenderTrust {
     /// The sending device was signed by its owner's cross-signing identity, and that identity
@@ -109,8 +111,13 @@ pub enum SenderTrust {
 
 impl SenderTrust {
     /// Every value, once (a test holds the list to the enum).
-    pub const ALL: [Self; 5] =
-        [Self::Verified, Self::UnverifiedDevice, Self::IdentityChanged, Self::UnknownDevice, Self::NotEncrypted];
+    pub const ALL: [Self; 5] = [
+        Self::Verified,
+        Self::UnverifiedDevice,
+        Self::IdentityChanged,
+        Self::UnknownDevice,
+        Self::NotEncrypted,
+    ];
 
     /// A stable code: the GraphQL and stored name.
     ///
@@ -148,10 +155,10 @@ impl std::str::FromStr for SenderTrust {
     type Err = crate::Error;
 
     fn from_str(s: &str) -> crate::Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.code() == s)
-            .ok_or(crate::Error::Invalid { kind: "sender trust", reason: "not one of the SenderTrust values" })
+        Self::ALL.into_iter().find(|t| t.code() == s).ok_or(crate::Error::Invalid {
+            kind: "sender trust",
+            reason: "not one of the SenderTrust values",
+        })
     }
 }
 

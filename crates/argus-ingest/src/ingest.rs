@@ -270,6 +270,9 @@ pub(crate) struct LiveRead<'a> {
     pub(crate) stop_after: Option<&'a str>,
     /// The account's device.
     pub(crate) device: Option<&'a Arc<Device>>,
+    /// Read forwards from this position rather than the room's stored one (an earlier one:
+    /// messages stored while their key had not arrived are read again, and decrypted).
+    pub(crate) from: Option<&'a str>,
 }
 
 /// [`ingest_room`] with the requests' tokens taken from `tokens` when it holds a source (a
@@ -327,9 +330,15 @@ pub(crate) async fn ingest_room_with(
             if summary.upgrades.len() >= MAX_UPGRADES_FOLLOWED || !seen.insert(room.clone()) {
                 break;
             }
-            let result =
-                ingest_one(services, viewer, &request.for_room(room.as_str()), &tokens, LiveRead::default(), &mut |_| {})
-                    .await;
+            let result = ingest_one(
+                services,
+                viewer,
+                &request.for_room(room.as_str()),
+                &tokens,
+                LiveRead::default(),
+                &mut |_| {},
+            )
+            .await;
             next = result.as_ref().ok().and_then(|s| s.room.successor.clone());
             summary.upgrades.push(RoomOutcome {
                 room_id: room.as_str().to_owned(),
@@ -393,8 +402,7 @@ async fn ingest_one(
     };
     let tokens = tokens.get_or_init(|| token_source(services, request, &valid.homeserver));
     let mut progress = Progress::default();
-    let read =
-        read_room(services, &ticket, request, tokens, &valid, live, &mut progress, on_page).await;
+    let read = read_room(services, &ticket, request, tokens, &valid, live, &mut progress, on_page).await;
     let error = read.as_ref().err().map(|e| e.message_without(&request.access_token));
     let finished = audit::finish(services, &ticket, error).await;
     if progress.stored > 0
@@ -527,6 +535,8 @@ async fn read_room(
         Some(r) => (r.resume_token.clone(), r.backfill_token.clone(), history_covers(r, request.since)),
         None => (None, None, false),
     };
+    // Only a room with a stored position is read again from an earlier one.
+    let resume = resume.map(|stored| live.from.map_or(stored, str::to_owned));
     let mut budget = valid.max_messages;
     if let Some(stop_after) = live.stop_after {
         // Up to an event only: forwards from the room's position, nothing older, nothing past it.
@@ -535,17 +545,39 @@ async fn read_room(
         options.stop_after = Some(stop_after.to_owned());
         // The position is left where it was: a departed member's read may skip, past its
         // departure, what other readers of the organisation's room still have to read.
-        return read_leg(services, ticket, request, tokens, valid, options, true, live.device, progress, on_page)
-            .await
-            .map(drop);
+        return read_leg(
+            services,
+            ticket,
+            request,
+            tokens,
+            valid,
+            options,
+            true,
+            live.device,
+            progress,
+            on_page,
+        )
+        .await
+        .map(drop);
     }
     if request.reach == Reach::Current {
         // Forwards from the last run's position; the first time, backwards from the live end
         // (which reads older history too: nothing else to do then).
         let first_time = resume.is_none();
         let options = options(services, budget, resume, None, request.since);
-        let leg =
-            read_leg(services, ticket, request, tokens, valid, options, false, live.device, progress, on_page).await?;
+        let leg = read_leg(
+            services,
+            ticket,
+            request,
+            tokens,
+            valid,
+            options,
+            false,
+            live.device,
+            progress,
+            on_page,
+        )
+        .await?;
         budget = budget.saturating_sub(u32::try_from(leg).unwrap_or(u32::MAX));
         if first_time {
             return Ok(());
@@ -557,7 +589,9 @@ async fn read_room(
     // Older history, from where the last backwards read stopped (a room stored before positions
     // were kept: from the live end, skipping what is stored, without moving its forward position).
     let options = options(services, budget, None, backfill_from, request.since);
-    read_leg(services, ticket, request, tokens, valid, options, true, live.device, progress, on_page).await.map(drop)
+    read_leg(services, ticket, request, tokens, valid, options, true, live.device, progress, on_page)
+        .await
+        .map(drop)
 }
 
 fn options(

@@ -302,7 +302,8 @@ async fn run_watch(services: &Arc<Services>, options: &SchedulerOptions, claimed
             // The lease is renewed while the run lasts; a replica that lost it (its database
             // was unreachable longer than the lease) stops, leaving the watch to its new owner.
             let mut on_page = |_: &argus_domain::FetchReport| {};
-            let run = ingest_room_with(services, &owner, request, tokens.into(), LiveRead::default(), &mut on_page);
+            let run =
+                ingest_room_with(services, &owner, request, tokens.into(), LiveRead::default(), &mut on_page);
             tokio::pin!(run);
             let mut heartbeat = tokio::time::interval((options.lease / 3).max(Duration::from_millis(100)));
             heartbeat.tick().await;

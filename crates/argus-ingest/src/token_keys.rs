@@ -304,7 +304,9 @@ pub struct DeviceBinding<'a> {
 impl DeviceBinding<'_> {
     fn associated_data(&self) -> Vec<u8> {
         let mut aad = b"argus-device-state\0".to_vec();
-        for part in [self.org.as_str(), self.homeserver_url, self.user_id, self.device_id, self.kind, self.key] {
+        for part in
+            [self.org.as_str(), self.homeserver_url, self.user_id, self.device_id, self.kind, self.key]
+        {
             aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
             aad.extend_from_slice(part.as_bytes());
         }

@@ -362,7 +362,9 @@ async fn reseal_device_items(
                     let (kind, key) = (item.kind.clone(), item.key.clone());
                     let d = device.clone();
                     let replaced = services
-                        .with_store(move |store| store.reseal_device_item(d.to_ref(), &kind, &key, &old, &new))
+                        .with_store(move |store| {
+                            store.reseal_device_item(d.to_ref(), &kind, &key, &old, &new)
+                        })
                         .await?;
                     if replaced {
                         rotation.device_items += 1;
@@ -384,4 +386,3 @@ async fn reseal_device_items(
         }
     }
 }
-

@@ -537,30 +537,39 @@ impl Decryptor for DeviceDecryptor {
             tracing::warn!(code = error.code(), "the senders' device keys could not be read");
         }
         let mut results = Vec::with_capacity(events.len());
-        let mut fallback = Vec::new();
+        // Events the device did not decrypt, with its reason when it had one.
+        let mut fallback: Vec<(usize, Option<Undecryptable>)> = Vec::new();
         for (i, event) in events.iter().enumerate() {
             match self.device.decrypt(room_id, event.json).await {
-                Ok(Some(result)) => results.push(result),
+                Ok(Some(Ok(decrypted))) => results.push(Ok(decrypted)),
+                Ok(Some(Err(reason))) => {
+                    results.push(Err(reason));
+                    fallback.push((i, Some(reason)));
+                }
                 Ok(None) => {
                     results.push(Err(Undecryptable::NoRoomKey));
-                    fallback.push(i);
+                    fallback.push((i, None));
                 }
                 Err(error) => {
                     tracing::warn!(code = error.code(), "the device could not decrypt an event");
                     results.push(Err(Undecryptable::NoRoomKey));
-                    fallback.push(i);
+                    fallback.push((i, None));
                 }
             }
         }
+        // The key backup may hold what the device lacks (keys its other clients received
+        // before the device existed): a key from it decrypts, else the device's reason stays.
         if let Some(backup) = self.backup.as_mut()
             && !fallback.is_empty()
         {
-            let contents: Vec<_> = fallback.iter().map(|&i| events[i].content.clone()).collect();
-            for (&i, result) in fallback.iter().zip(backup.decrypt_all(room_id, &contents)) {
-                results[i] = result.map_err(|reason| match reason {
-                    Undecryptable::NoKeyInBackup => Undecryptable::NoRoomKey,
-                    other => other,
-                });
+            let contents: Vec<_> = fallback.iter().map(|&(i, _)| events[i].content.clone()).collect();
+            for (&(i, device_reason), result) in fallback.iter().zip(backup.decrypt_all(room_id, &contents)) {
+                results[i] = match (result, device_reason) {
+                    (Ok(decrypted), _) => Ok(decrypted),
+                    (Err(_), Some(reason)) => Err(reason),
+                    (Err(Undecryptable::NoKeyInBackup), None) => Err(Undecryptable::NoRoomKey),
+                    (Err(reason), None) => Err(reason),
+                };
             }
         }
         results

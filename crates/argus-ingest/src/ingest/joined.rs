@@ -131,9 +131,15 @@ pub async fn ingest_joined(
             }
             None => {
                 let mut progress = |report: &FetchReport| on_room(&room, Some(report));
-                let result =
-                    ingest_one(services, viewer, &template.for_room(&room), &tokens, LiveRead::default(), &mut progress)
-                        .await;
+                let result = ingest_one(
+                    services,
+                    viewer,
+                    &template.for_room(&room),
+                    &tokens,
+                    LiveRead::default(),
+                    &mut progress,
+                )
+                .await;
                 if result.as_ref().is_err_and(|e| !is_refusal(e)) {
                     failures.recorded += 1;
                 }

@@ -16,6 +16,7 @@ use std::{
     time::Duration,
 };
 
+use argus_crypto::megolm::Undecryptable;
 use argus_domain::{AccountWatch, FollowedRoom, Membership, RoomId, Scope, Viewer};
 use argus_matrix::{Session, StaticToken, SyncRequest, SyncUpdate, TokenSource};
 use argus_store::{ClaimedAccountWatch, SyncProgress};
@@ -40,6 +41,9 @@ const HOPELESS_FOR: Duration = Duration::from_secs(600);
 
 /// The longest wait between two tries after a failed `/sync` or store write.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The most rooms remembered as holding messages that wait for their key.
+const MAX_AWAITING_KEYS: usize = 1_000;
 
 /// How long after a failed opening of the account's device it is tried again.
 const DEVICE_RETRY: Duration = Duration::from_secs(60);
@@ -297,10 +301,22 @@ async fn run_loop(
     let mut refused: HashSet<RoomId> = HashSet::new();
     // Rooms the account left whose read up to the departure (the event id) is not done yet.
     let mut departures: HashMap<RoomId, String> = HashMap::new();
+    // Rooms holding messages stored encrypted for want of a key, and the position before them:
+    // read again from there when the device receives a key of the room.
+    let mut awaiting_keys: HashMap<RoomId, String> = HashMap::new();
+    // Rooms to read again from such a position in this answer.
+    let mut reread: HashMap<RoomId, String> = HashMap::new();
     loop {
         if device.is_none() && device_tried.is_none_or(|at| at.elapsed() >= DEVICE_RETRY) {
             device_tried = Some(tokio::time::Instant::now());
-            match super::device::open(services, options, &account.watch, &account.credentials, &account.session).await
+            match super::device::open(
+                services,
+                options,
+                &account.watch,
+                &account.credentials,
+                &account.session,
+            )
+            .await
             {
                 Ok(Some((opened, backs_up))) => {
                     device = Some(opened);
@@ -393,10 +409,23 @@ async fn run_loop(
         // stored only once the keys are.
         if let Some(opened) = &device {
             match opened.receive_sync(&update.device).await {
-                Ok(_) => {}
+                Ok(received) => {
+                    for (room, _) in &received.room_keys {
+                        if let Ok(room) = room.parse::<RoomId>()
+                            && let Some(from) = awaiting_keys.remove(&room)
+                        {
+                            reread.insert(room, from);
+                        }
+                    }
+                }
                 Err(error) if super::device::lease_lost(&error) => return End::Lost,
                 Err(error @ argus_crypto::Error::DeviceState(_)) => {
+                    // What the device took in memory was not all stored (a one-time key used,
+                    // a room key not kept): it is opened again from the store, and the same
+                    // answer asked again from the stored position brings the events back.
                     tracing::warn!(watch = id, code = error.code(), "the device's keys could not be stored");
+                    device = None;
+                    device_tried = None;
                     wait(&mut backoff, None).await;
                     continue;
                 }
@@ -461,11 +490,20 @@ async fn run_loop(
                 wanted.push(room.clone());
             }
         }
+        for room in reread.keys() {
+            if !wanted.contains(room) && followed.contains_key(room) && !departures.contains_key(room) {
+                wanted.push(room.clone());
+            }
+        }
         let outcomes: Vec<(RoomId, crate::Result<Captured>)> = futures::stream::iter(wanted)
             .map(|room| {
-                let (account, departures, device) = (&account, &departures, device.as_ref());
+                let (account, departures, device, reread) = (&account, &departures, device.as_ref(), &reread);
                 async move {
-                    let live = LiveRead { stop_after: departures.get(&room).map(String::as_str), device };
+                    let live = LiveRead {
+                        stop_after: departures.get(&room).map(String::as_str),
+                        device,
+                        from: reread.get(&room).map(String::as_str),
+                    };
                     let result = capture(services, options, slots, account, &room, live).await;
                     (room, result)
                 }
@@ -475,7 +513,14 @@ async fn run_loop(
             .await;
         // The longest wait a rate limit asked for in this answer's reads: waited once.
         let mut rate_limited = Duration::ZERO;
+        reread.clear();
         for (room, outcome) in outcomes {
+            if let Ok(Captured { awaiting_keys_from: Some(from), .. }) = &outcome
+                && (awaiting_keys.contains_key(&room) || awaiting_keys.len() < MAX_AWAITING_KEYS)
+            {
+                // The earliest position is kept: every message since then is read again.
+                awaiting_keys.entry(room.clone()).or_insert_with(|| from.clone());
+            }
             let failed_before = failing.remove(&room);
             let mut fail = |room: &RoomId| {
                 let wait =
@@ -551,7 +596,11 @@ async fn run_loop(
             if super::device::lease_lost(&error) {
                 return End::Lost;
             }
-            tracing::warn!(watch = id, code = error.code(), "room keys could not be saved into the key backup");
+            tracing::warn!(
+                watch = id,
+                code = error.code(),
+                "room keys could not be saved into the key backup"
+            );
         }
         // Unchanged rows are not written again.
         changes.retain(|change| followed.get(&change.room_id) != Some(change));
@@ -712,6 +761,9 @@ async fn listed(services: &Arc<Services>, account: &Account) -> Option<HashSet<R
 
 /// What a room's read did.
 struct Captured {
+    /// The room's forward position before the read, when it stored messages that stayed
+    /// encrypted for want of a key (a key arriving later has them read again from there).
+    awaiting_keys_from: Option<String>,
     /// It read to the end (its cap did not stop it, its history is complete as far back as the
     /// watch wants).
     complete: bool,
@@ -734,6 +786,16 @@ async fn capture(
     live: LiveRead<'_>,
 ) -> crate::Result<Captured> {
     let stop_after = live.stop_after;
+    // Where the room stood before: messages that stay encrypted for want of a key are read
+    // again from there when their key arrives.
+    let before = match (live.device, live.from) {
+        (Some(_), Some(from)) => Some(from.to_owned()),
+        (Some(_), None) => {
+            let (viewer, room) = (account.owner.clone(), room.clone());
+            services.with_store(move |store| store.room(&viewer, &room)).await?.and_then(|r| r.resume_token)
+        }
+        (None, _) => None,
+    };
     let watch = &account.watch;
     let request = IngestRequest {
         homeserver_url: watch.homeserver_url.as_str().to_owned(),
@@ -765,10 +827,15 @@ async fn capture(
     let Some(_places) = slots.acquire(&watch.homeserver_url).await else {
         return Err(Error::Internal);
     };
-    let summary =
-        ingest_room_with(services, &account.owner, request, tokens, live, &mut on_page).await?;
+    let summary = ingest_room_with(services, &account.owner, request, tokens, live, &mut on_page).await?;
     let complete = !summary.report.truncated && history_covers(&summary.room, watch.since);
-    Ok(Captured { complete, stored: summary.messages_stored, truncated: summary.report.truncated })
+    let keyless = summary.report.undecryptable.get(Undecryptable::NoRoomKey.code()).is_some_and(|n| *n > 0);
+    Ok(Captured {
+        awaiting_keys_from: before.filter(|_| keyless),
+        complete,
+        stored: summary.messages_stored,
+        truncated: summary.report.truncated,
+    })
 }
 
 /// Notes a failure no retry changes; the end of the loop once such failures alone have lasted

@@ -116,7 +116,9 @@ impl DeviceStateStore for SealedState {
         let device = self.device();
         let (id, replica) = (self.watch_id, self.replica.clone());
         self.services
-            .with_store(move |store| store.write_device_items(id, &replica, device.to_ref(), &sealed, &deletes))
+            .with_store(move |store| {
+                store.write_device_items(id, &replica, device.to_ref(), &sealed, &deletes)
+            })
             .await
             .map_err(|e| match e {
                 crate::Error::Store(argus_store::Error::LeaseLost) => {
@@ -153,14 +155,19 @@ pub(crate) async fn start(
     watch_id: i64,
 ) -> argus_crypto::Result<Started> {
     device.flush().await?;
-    let mut started = Started { cross_signed: device.is_cross_signed().await.unwrap_or(false), backs_up: false };
+    let mut started =
+        Started { cross_signed: device.is_cross_signed().await.unwrap_or(false), backs_up: false };
     let Some(recovery_key) = recovery_key else { return Ok(started) };
     match services.connector.load_cross_signing_keys(session, recovery_key).await {
         Ok(keys) => match device.sign_self(&keys).await {
             Ok(()) => started.cross_signed = device.is_cross_signed().await?,
             Err(error) if lease_lost(&error) => return Err(error),
             Err(error) => {
-                tracing::warn!(watch = watch_id, code = error.code(), "the connector's device could not sign itself");
+                tracing::warn!(
+                    watch = watch_id,
+                    code = error.code(),
+                    "the connector's device could not sign itself"
+                );
             }
         },
         Err(error) => {
@@ -178,7 +185,11 @@ pub(crate) async fn start(
         }
         Ok(None) => {}
         Err(error) => {
-            tracing::warn!(watch = watch_id, code = error.code(), "the account's key backup could not be read");
+            tracing::warn!(
+                watch = watch_id,
+                code = error.code(),
+                "the account's key backup could not be read"
+            );
         }
     }
     Ok(started)
@@ -207,7 +218,10 @@ pub(super) async fn open(
     let device_id = match services.connector.whoami_device(session).await {
         Ok((_, Some(device_id))) => device_id,
         Ok((_, None)) => {
-            tracing::warn!(watch = watch.id, "the account's token has no device: no end-to-end-encryption device");
+            tracing::warn!(
+                watch = watch.id,
+                "the account's token has no device: no end-to-end-encryption device"
+            );
             return Ok(None);
         }
         Err(error) => {

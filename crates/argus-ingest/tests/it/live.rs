@@ -64,24 +64,24 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const POLL_SECS: i64 = 2;
 
 /// Polls until a condition holds, failing the test after [`PATIENCE`].
-struct Patience {
+pub(crate) struct Patience {
     what: String,
     until: Instant,
 }
 
 impl Patience {
-    fn new(what: impl Into<String>) -> Self {
+    pub(crate) fn new(what: impl Into<String>) -> Self {
         Self { what: what.into(), until: Instant::now() + PATIENCE }
     }
 
     /// Waits a little, or fails showing `seen` when the time is up.
-    async fn wait(&self, seen: impl Debug) {
+    pub(crate) async fn wait(&self, seen: impl Debug) {
         assert!(Instant::now() < self.until, "{}: not after {PATIENCE:?}; last seen {seen:?}", self.what);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-fn options(replica: &str) -> LiveOptions {
+pub(crate) fn options(replica: &str) -> LiveOptions {
     LiveOptions {
         replica: replica.to_owned(),
         tick: Duration::from_millis(200),
@@ -95,14 +95,14 @@ fn options(replica: &str) -> LiveOptions {
 }
 
 /// A replica's live loops, running until stopped.
-struct Running {
-    live: Arc<Live>,
+pub(crate) struct Running {
+    pub(crate) live: Arc<Live>,
     stop: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    fn start(services: &Arc<Services>, replica: &str) -> Self {
+    pub(crate) fn start(services: &Arc<Services>, replica: &str) -> Self {
         Self::start_with(services, options(replica))
     }
 
@@ -114,7 +114,7 @@ impl Running {
     }
 
     /// Stops the replica: each loop gives its lease back.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.notify_one();
         self.task.await.unwrap();
         assert!(self.live.running().is_empty());
@@ -123,13 +123,13 @@ impl Running {
 
 /// A replica whose loops run on a runtime of their own, which dies at once (as a killed
 /// process does: no lease given back, nothing more written).
-struct Doomed {
-    live: Arc<Live>,
+pub(crate) struct Doomed {
+    pub(crate) live: Arc<Live>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Doomed {
-    fn start(services: Arc<Services>, replica: &str) -> Self {
+    pub(crate) fn start(services: Arc<Services>, replica: &str) -> Self {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let live = Arc::new(Live::new(services, options(replica)));
@@ -137,7 +137,7 @@ impl Doomed {
         Self { live, runtime: Some(runtime) }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -150,12 +150,12 @@ impl Drop for Doomed {
     }
 }
 
-fn homeserver() -> &'static Synapse {
+pub(crate) fn homeserver() -> &'static Synapse {
     synapse().unwrap()
 }
 
 /// A watch of `user`'s account at RESTRICTED with a short long-poll, every joined room.
-fn account_request(user: &TestUser) -> AccountWatchRequest {
+pub(crate) fn account_request(user: &TestUser) -> AccountWatchRequest {
     AccountWatchRequest {
         homeserver_url: homeserver().base_url().to_owned(),
         account: None,
@@ -170,22 +170,22 @@ fn account_request(user: &TestUser) -> AccountWatchRequest {
     }
 }
 
-async fn watch(env: &Env, viewer: &Viewer, request: AccountWatchRequest) -> AccountWatch {
+pub(crate) async fn watch(env: &Env, viewer: &Viewer, request: AccountWatchRequest) -> AccountWatch {
     watch_account(&env.services, viewer, request).await.unwrap_or_else(|e| panic!("{}: {e}", e.code()))
 }
 
 /// The account watches `viewer` sees.
-async fn listed(env: &Env, viewer: &Viewer) -> Vec<AccountWatch> {
+pub(crate) async fn listed(env: &Env, viewer: &Viewer) -> Vec<AccountWatch> {
     account_watches(&env.services, viewer, 50, None).await.unwrap().0
 }
 
 /// `id` as `viewer` sees it.
-async fn watch_by_id(env: &Env, viewer: &Viewer, id: i64) -> AccountWatch {
+pub(crate) async fn watch_by_id(env: &Env, viewer: &Viewer, id: i64) -> AccountWatch {
     listed(env, viewer).await.into_iter().find(|w| w.id == id).unwrap()
 }
 
 /// Waits until watch `id` has stored a `/sync` answer.
-async fn first_sync(env: &Env, viewer: &Viewer, id: i64) {
+pub(crate) async fn first_sync(env: &Env, viewer: &Viewer, id: i64) {
     let patience = Patience::new("a first /sync stored");
     loop {
         let watch = watch_by_id(env, viewer, id).await;
@@ -214,12 +214,12 @@ async fn until_followed(env: &Env, id: i64, room: &str, membership: Membership) 
     }
 }
 
-fn room_id(room: &str) -> RoomId {
+pub(crate) fn room_id(room: &str) -> RoomId {
     room.parse().unwrap()
 }
 
 /// Every event id stored for `room` as `viewer` sees it, oldest first.
-async fn stored_ids(env: &Env, viewer: &Viewer, room: &str) -> Vec<String> {
+pub(crate) async fn stored_ids(env: &Env, viewer: &Viewer, room: &str) -> Vec<String> {
     let room = room_id(room);
     let mut ids = Vec::new();
     let mut after = None;
@@ -235,7 +235,7 @@ async fn stored_ids(env: &Env, viewer: &Viewer, room: &str) -> Vec<String> {
 }
 
 /// Waits until `room` holds exactly `expected` (in this order), each once.
-async fn until_stored(env: &Env, viewer: &Viewer, room: &str, expected: &[String]) {
+pub(crate) async fn until_stored(env: &Env, viewer: &Viewer, room: &str, expected: &[String]) {
     let patience = Patience::new(format!("{} messages stored in {room}", expected.len()));
     loop {
         let ids = stored_ids(env, viewer, room).await;
@@ -250,7 +250,7 @@ async fn until_stored(env: &Env, viewer: &Viewer, room: &str, expected: &[String
     }
 }
 
-fn unique(ids: &[String]) -> bool {
+pub(crate) fn unique(ids: &[String]) -> bool {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for id in ids {
         *counts.entry(id).or_default() += 1;
@@ -283,7 +283,7 @@ async fn idle_syncs(env: &Env, viewer: &Viewer, id: i64) -> usize {
     seen.len() - 1
 }
 
-async fn register(name: &str) -> TestUser {
+pub(crate) async fn register(name: &str) -> TestUser {
     homeserver().register(name).await.unwrap()
 }
 

@@ -4,6 +4,7 @@
 
 mod account_states;
 mod accounts;
+mod device;
 mod homeservers;
 mod limits;
 mod live;
