@@ -276,6 +276,17 @@ impl Device {
     /// and what is known of its sending device, or why it stays encrypted (`None`: the device
     /// holds no key and was told nothing: another source may have it).
     pub async fn decrypt(&self, room_id: &str, event_json: &str) -> Result<Option<Decrypted>> {
+        self.decrypt_with(room_id, event_json, &mut Identities::default()).await
+    }
+
+    /// [`Device::decrypt`] with the senders' identities already looked at (a page's events
+    /// share few senders: each identity is read once).
+    async fn decrypt_with(
+        &self,
+        room_id: &str,
+        event_json: &str,
+        identities: &mut Identities,
+    ) -> Result<Option<Decrypted>> {
         let room: &RoomId =
             <&RoomId>::try_from(room_id).map_err(|_| Error::Device("not a room id".into()))?;
         let Ok(raw) = RawValue::from_string(event_json.to_owned()) else {
@@ -294,6 +305,7 @@ impl Device {
                     .trust_of(
                         &decrypted.encryption_info.sender,
                         &decrypted.encryption_info.verification_state,
+                        identities,
                     )
                     .await?;
                 Ok(Some(Ok(DecryptedEvent {
@@ -319,16 +331,28 @@ impl Device {
     }
 
     /// The trust of a decrypted event from `sender` whose verification the machine found.
-    async fn trust_of(&self, sender: &ruma::UserId, state: &VerificationState) -> Result<SenderTrust> {
+    async fn trust_of(
+        &self,
+        sender: &ruma::UserId,
+        state: &VerificationState,
+        identities: &mut Identities,
+    ) -> Result<SenderTrust> {
         Ok(match state {
             VerificationState::Verified => SenderTrust::Verified,
             VerificationState::Unverified(VerificationLevel::UnverifiedIdentity) => {
                 // Signed by its owner's identity: pinned at first sight, so a changed identity
                 // shows as such.
-                let identity = self.machine.get_identity(sender, None).await.map_err(device_error)?;
-                let changed = identity
-                    .and_then(|i| i.other())
-                    .is_some_and(|other| other.identity_needs_user_approval());
+                let changed = match identities.get(sender) {
+                    Some(changed) => *changed,
+                    None => {
+                        let identity = self.machine.get_identity(sender, None).await.map_err(device_error)?;
+                        let changed = identity
+                            .and_then(|i| i.other())
+                            .is_some_and(|other| other.identity_needs_user_approval());
+                        identities.insert(sender.to_owned(), changed);
+                        changed
+                    }
+                };
                 if changed { SenderTrust::IdentityChanged } else { SenderTrust::Verified }
             }
             VerificationState::Unverified(VerificationLevel::VerificationViolation) => {
@@ -428,6 +452,9 @@ impl Device {
         }
     }
 }
+
+/// Whether each sender's identity changed since first seen, as looked at during one page.
+type Identities = std::collections::HashMap<OwnedUserId, bool>;
 
 /// The decryption settings: every event is decrypted whatever its sender's trust, which is
 /// recorded instead of deciding.
@@ -539,8 +566,9 @@ impl Decryptor for DeviceDecryptor {
         let mut results = Vec::with_capacity(events.len());
         // Events the device did not decrypt, with its reason when it had one.
         let mut fallback: Vec<(usize, Option<Undecryptable>)> = Vec::new();
+        let mut identities = Identities::default();
         for (i, event) in events.iter().enumerate() {
-            match self.device.decrypt(room_id, event.json).await {
+            match self.device.decrypt_with(room_id, event.json, &mut identities).await {
                 Ok(Some(Ok(decrypted))) => results.push(Ok(decrypted)),
                 Ok(Some(Err(reason))) => {
                     results.push(Err(reason));
