@@ -148,7 +148,7 @@ impl Device {
 
     /// Sends every request the device has (its keys to upload, key queries, key claims,
     /// to-device messages, backups), each answer given back to it, until none is left or
-    /// [`MAX_ROUNDS`] rounds were sent.
+    /// 16 rounds were sent.
     pub async fn flush(&self) -> Result<()> {
         for _ in 0..MAX_ROUNDS {
             let requests = self.machine.outgoing_requests().await.map_err(device_error)?;
