@@ -72,6 +72,10 @@ pub enum Error {
     /// The cross-signing keys in secret storage are not the account's published identity.
     #[error("the cross-signing keys in secret storage are not the account's identity")]
     CrossSigningMismatch,
+    /// The token's device already has end-to-end-encryption keys the connector did not make
+    /// (a client's session): the connector does not take it over; it needs a login of its own.
+    #[error("the token's device already has end-to-end-encryption keys of a client: give a login of its own")]
+    DeviceInUse,
 }
 
 impl Error {
@@ -96,6 +100,7 @@ impl Error {
             Self::Device(_) => "DEVICE",
             Self::NoCrossSigningKeys => "NO_CROSS_SIGNING_KEYS",
             Self::CrossSigningMismatch => "CROSS_SIGNING_MISMATCH",
+            Self::DeviceInUse => "DEVICE_IN_USE",
         }
     }
 

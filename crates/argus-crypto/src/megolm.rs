@@ -73,6 +73,18 @@ impl Undecryptable {
         Self::WithheldNoOlm,
     ];
 
+    /// Whether its sender withheld the key (an `m.room_key.withheld` notice).
+    pub const fn is_withheld(self) -> bool {
+        matches!(
+            self,
+            Self::WithheldUnverified
+                | Self::WithheldBlacklisted
+                | Self::WithheldUnauthorised
+                | Self::WithheldUnavailable
+                | Self::WithheldNoOlm
+        )
+    }
+
     /// A stable code for reports.
     pub const fn code(self) -> &'static str {
         match self {

@@ -68,8 +68,41 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, CryptoStor
     serde_json::to_vec(value).map(Zeroizing::new).map_err(CryptoStoreError::Serialization)
 }
 
-fn item(kind: &str, key: impl Into<String>, value: Zeroizing<Vec<u8>>) -> DeviceItem {
-    DeviceItem { kind: kind.to_owned(), key: key.into(), value }
+/// The stored key of an item whose natural key (a room and session id, a user id, ...) is
+/// `natural`: its SHA-256, so that what a homeserver or a sender chooses (a session id of any
+/// length or bytes) never makes a key the store refuses. The natural key is kept in the value.
+fn key_of(natural: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(natural.as_bytes()))
+}
+
+/// What an item's stored value holds: its natural key and its bytes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    key: String,
+    value: String,
+}
+
+fn item(kind: &str, natural: impl Into<String>, value: Zeroizing<Vec<u8>>) -> DeviceItem {
+    use base64::Engine as _;
+    let natural = natural.into();
+    let key = key_of(&natural);
+    let envelope =
+        Envelope { key: natural, value: base64::engine::general_purpose::STANDARD.encode(&*value) };
+    let value = Zeroizing::new(serde_json::to_vec(&envelope).unwrap_or_default());
+    let Envelope { value: mut encoded, .. } = envelope;
+    zeroize::Zeroize::zeroize(&mut encoded);
+    DeviceItem { kind: kind.to_owned(), key, value }
+}
+
+/// The natural key and bytes of a stored item; `None` when it is not an envelope.
+fn opened(item: &DeviceItem) -> Option<(String, Zeroizing<Vec<u8>>)> {
+    use base64::Engine as _;
+    let mut envelope: Envelope = serde_json::from_slice(&item.value).ok()?;
+    let value = base64::engine::general_purpose::STANDARD.decode(&envelope.value).ok().map(Zeroizing::new);
+    zeroize::Zeroize::zeroize(&mut envelope.value);
+    Some((envelope.key, value?))
 }
 
 /// `matrix-sdk-crypto`'s memory store, with every change written through first.
@@ -81,11 +114,22 @@ pub(super) struct PersistingStore {
     writing: Mutex<()>,
     /// The keys of the `BACKED_UP` items stored (for a reset of the backup state).
     backed_up: std::sync::Mutex<HashSet<String>>,
+    /// Whether an Olm account was stored when it opened.
+    had_account: bool,
+    /// Set when a write failed: the memory may hold what the store does not, so the device
+    /// must be opened again from the store.
+    failure: Failure,
 }
+
+/// Why the device's state could not be written, once a write failed (shared with the device).
+pub(super) type Failure = std::sync::Arc<std::sync::Mutex<Option<crate::Error>>>;
 
 impl PersistingStore {
     /// A store holding what `state` has kept of the device (nothing for a new one).
-    pub(super) async fn open(state: std::sync::Arc<dyn DeviceStateStore>) -> crate::Result<Self> {
+    pub(super) async fn open(
+        state: std::sync::Arc<dyn DeviceStateStore>,
+        failure: Failure,
+    ) -> crate::Result<Self> {
         let items = state.load().await?;
         let memory = MemoryStore::new();
         let broken = |what: &str| crate::Error::DeviceState(format!("a stored {what} does not read"));
@@ -97,8 +141,14 @@ impl PersistingStore {
         let mut account = None;
         let mut custom = Vec::new();
         let mut sessions = Vec::new();
-        for DeviceItem { kind, key, value } in items {
-            match kind.as_str() {
+        for stored in items {
+            let Some((key, value)) = opened(&stored) else {
+                return Err(broken("item"));
+            };
+            if key_of(&key) != stored.key {
+                return Err(broken("item"));
+            }
+            match stored.kind.as_str() {
                 kind::ACCOUNT => {
                     let pickle: PickledAccount =
                         serde_json::from_slice(&value).map_err(|_| broken("account"))?;
@@ -177,6 +227,7 @@ impl PersistingStore {
             }
         }
         let failed = |e: std::convert::Infallible| -> crate::Error { match e {} };
+        let had_account = account.is_some();
         // Devices first (the own device among them), then the account: sessions need both.
         let devices = Changes { devices: std::mem::take(&mut changes.devices), ..Changes::default() };
         memory.save_changes(devices).await.map_err(failed)?;
@@ -201,7 +252,14 @@ impl PersistingStore {
         for (key, value) in custom {
             memory.set_custom_value(&key, value).await.map_err(failed)?;
         }
-        Ok(Self { memory, state, writing: Mutex::new(()), backed_up: std::sync::Mutex::new(backed_up_keys) })
+        Ok(Self {
+            memory,
+            state,
+            writing: Mutex::new(()),
+            backed_up: std::sync::Mutex::new(backed_up_keys),
+            had_account,
+            failure,
+        })
     }
 
     async fn write(
@@ -212,7 +270,25 @@ impl PersistingStore {
         if puts.is_empty() && deletes.is_empty() {
             return Ok(());
         }
-        self.state.write(puts, deletes).await.map_err(backend)
+        if let Ok(failed) = self.failure.lock()
+            && failed.is_some()
+        {
+            // Nothing more is written over a state that may have diverged.
+            return Err(backend(crate::Error::DeviceState("an earlier write failed".into())));
+        }
+        match self.state.write(puts, deletes).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let reason = match &error {
+                    crate::Error::DeviceState(reason) => reason.clone(),
+                    other => other.to_string(),
+                };
+                if let Ok(mut failed) = self.failure.lock() {
+                    *failed = Some(crate::Error::DeviceState(reason));
+                }
+                Err(backend(error))
+            }
+        }
     }
 
     /// The items `changes` writes, and the keys it removes.
@@ -248,7 +324,8 @@ impl PersistingStore {
             puts.push(item(kind::DEVICE, device_key(device.user_id(), device.device_id()), json(device)?));
         }
         for device in &changes.devices.deleted {
-            deletes.push((kind::DEVICE.to_owned(), device_key(device.user_id(), device.device_id())));
+            deletes
+                .push((kind::DEVICE.to_owned(), key_of(&device_key(device.user_id(), device.device_id()))));
         }
         for (room, sessions) in &changes.withheld_session_info {
             for (session, entry) in sessions {
@@ -408,7 +485,7 @@ impl CryptoStore for PersistingStore {
     async fn reset_backup_state(&self) -> Result<(), Self::Error> {
         let _writing = self.writing.lock().await;
         let marks: Vec<String> = self.backed_up_marks();
-        let deletes = marks.iter().map(|k| (kind::BACKED_UP.to_owned(), k.clone())).collect();
+        let deletes = marks.iter().map(|k| (kind::BACKED_UP.to_owned(), key_of(k))).collect();
         self.write(Vec::new(), deletes).await?;
         if let Ok(mut held) = self.backed_up.lock() {
             held.clear();
@@ -550,7 +627,7 @@ impl CryptoStore for PersistingStore {
 
     async fn remove_custom_value(&self, key: &str) -> Result<(), Self::Error> {
         let _writing = self.writing.lock().await;
-        self.write(Vec::new(), vec![(kind::CUSTOM.to_owned(), key.to_owned())]).await?;
+        self.write(Vec::new(), vec![(kind::CUSTOM.to_owned(), key_of(key))]).await?;
         Ok(self.memory.remove_custom_value(key).await?)
     }
 
@@ -582,6 +659,12 @@ impl CryptoStore for PersistingStore {
 }
 
 impl PersistingStore {
+    /// Whether the store held an Olm account (a device opened before), rather than none (a
+    /// device to make).
+    pub(super) fn has_account(&self) -> bool {
+        self.had_account
+    }
+
     fn note_backed_up(&self, marks: Vec<String>) {
         if let Ok(mut held) = self.backed_up.lock() {
             held.extend(marks);

@@ -45,8 +45,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The most rooms remembered as holding messages that wait for their key.
 const MAX_AWAITING_KEYS: usize = 1_000;
 
-/// How long after a failed opening of the account's device it is tried again.
-const DEVICE_RETRY: Duration = Duration::from_secs(60);
+/// The most times a room is read again from one position for keys that arrived.
+const MAX_REREADS: u32 = 3;
+
+/// A room waiting for keys: the position to read it again from, and how often it was.
+#[derive(Debug, Clone)]
+struct Waiting {
+    from: String,
+    tries: u32,
+}
 
 /// The most upgrades followed from one listed room when the loop starts.
 const MAX_SUCCESSORS: usize = crate::ingest::MAX_UPGRADES_FOLLOWED;
@@ -240,10 +247,9 @@ async fn run_loop(
         Err(end) => return end,
     };
     let watch = &account.watch;
-    // The connector's device of the account: opened now, and again after a failure, later.
-    let mut device = None;
-    let mut device_tried: Option<tokio::time::Instant> = None;
-    let mut device_backs_up = false;
+    // The connector's device of the account, as far as it is had: no `/sync` is asked while it
+    // is wanted and not open (its room keys would be taken by no one, and lost).
+    let mut device = super::device::Held::default();
     let mut backoff = Duration::from_secs(1);
     // Since when `/sync` (or the filter's upload) has failed only in ways a retry cannot change.
     let mut hopeless: Option<tokio::time::Instant> = None;
@@ -303,29 +309,19 @@ async fn run_loop(
     let mut departures: HashMap<RoomId, String> = HashMap::new();
     // Rooms holding messages stored encrypted for want of a key, and the position before them:
     // read again from there when the device receives a key of the room.
-    let mut awaiting_keys: HashMap<RoomId, String> = HashMap::new();
+    let mut awaiting_keys: HashMap<RoomId, Waiting> = HashMap::new();
     // Rooms to read again from such a position in this answer.
-    let mut reread: HashMap<RoomId, String> = HashMap::new();
+    let mut reread: HashMap<RoomId, Waiting> = HashMap::new();
     loop {
-        if device.is_none() && device_tried.is_none_or(|at| at.elapsed() >= DEVICE_RETRY) {
-            device_tried = Some(tokio::time::Instant::now());
-            match super::device::open(
-                services,
-                options,
-                &account.watch,
-                &account.credentials,
-                &account.session,
-            )
-            .await
-            {
-                Ok(Some((opened, backs_up))) => {
-                    device = Some(opened);
-                    device_backs_up = backs_up;
-                }
-                Ok(None) => {}
-                Err(super::device::Unopened::LeaseLost) => return End::Lost,
-                Err(super::device::Unopened::Halted(reason)) => return End::Halted(reason),
+        match device.bring_up(services, options, &account.watch, &account.credentials, &account.session).await
+        {
+            super::device::Readiness::Ready => {}
+            super::device::Readiness::NotYet => {
+                wait(&mut backoff, None).await;
+                continue;
             }
+            super::device::Readiness::LeaseLost => return End::Lost,
+            super::device::Readiness::Halted(reason) => return End::Halted(reason),
         }
         if filter_id.is_none() {
             match services.connector.create_sync_filter(&account.session, &watch.user_id).await {
@@ -407,30 +403,26 @@ async fn run_loop(
         // The device takes the answer's room keys before any room is read (a message's key
         // comes in the same answer as the message, or earlier); the answer's position is
         // stored only once the keys are.
-        if let Some(opened) = &device {
+        if let Some(opened) = device.device() {
             match opened.receive_sync(&update.device).await {
                 Ok(received) => {
                     for (room, _) in &received.room_keys {
                         if let Ok(room) = room.parse::<RoomId>()
-                            && let Some(from) = awaiting_keys.remove(&room)
+                            && let Some(waiting) = awaiting_keys.remove(&room)
                         {
-                            reread.insert(room, from);
+                            reread.insert(room, waiting);
                         }
                     }
                 }
                 Err(error) if super::device::lease_lost(&error) => return End::Lost,
-                Err(error @ argus_crypto::Error::DeviceState(_)) => {
-                    // What the device took in memory was not all stored (a one-time key used,
-                    // a room key not kept): it is opened again from the store, and the same
-                    // answer asked again from the stored position brings the events back.
+                Err(error) => {
+                    // What the device took in memory may not all be stored (a one-time key
+                    // used, a room key not kept): it is opened again from the store, and the
+                    // same answer asked again from the stored position brings the events back.
                     tracing::warn!(watch = id, code = error.code(), "the device's keys could not be stored");
-                    device = None;
-                    device_tried = None;
+                    device.reopen();
                     wait(&mut backoff, None).await;
                     continue;
-                }
-                Err(error) => {
-                    tracing::warn!(watch = id, code = error.code(), "the device's requests failed");
                 }
             }
         }
@@ -491,18 +483,23 @@ async fn run_loop(
             }
         }
         for room in reread.keys() {
-            if !wanted.contains(room) && followed.contains_key(room) && !departures.contains_key(room) {
+            if !wanted.contains(room)
+                && followed.contains_key(room)
+                && !departures.contains_key(room)
+                && !refused.contains(room)
+                && !waiting(room)
+            {
                 wanted.push(room.clone());
             }
         }
         let outcomes: Vec<(RoomId, crate::Result<Captured>)> = futures::stream::iter(wanted)
             .map(|room| {
-                let (account, departures, device, reread) = (&account, &departures, device.as_ref(), &reread);
+                let (account, departures, device, reread) = (&account, &departures, device.device(), &reread);
                 async move {
                     let live = LiveRead {
                         stop_after: departures.get(&room).map(String::as_str),
                         device,
-                        from: reread.get(&room).map(String::as_str),
+                        from: reread.get(&room).map(|w| w.from.as_str()),
                     };
                     let result = capture(services, options, slots, account, &room, live).await;
                     (room, result)
@@ -513,13 +510,28 @@ async fn run_loop(
             .await;
         // The longest wait a rate limit asked for in this answer's reads: waited once.
         let mut rate_limited = Duration::ZERO;
-        reread.clear();
+        let mut rereading = std::mem::take(&mut reread);
         for (room, outcome) in outcomes {
-            if let Ok(Captured { awaiting_keys_from: Some(from), .. }) = &outcome
-                && (awaiting_keys.contains_key(&room) || awaiting_keys.len() < MAX_AWAITING_KEYS)
-            {
-                // The earliest position is kept: every message since then is read again.
-                awaiting_keys.entry(room.clone()).or_insert_with(|| from.clone());
+            let before = rereading.remove(&room);
+            let before = before.as_ref();
+            match (&outcome, before) {
+                // Still messages without their key: waiting from the earliest position, a
+                // bounded number of times (one that never comes must not have the room read
+                // again from there at every key).
+                (Ok(Captured { awaiting_keys_from: Some(from), .. }), _) => {
+                    let tries = before.map_or(0, |w| w.tries + 1);
+                    let from = before.map_or_else(|| from.clone(), |w| w.from.clone());
+                    if tries < MAX_REREADS
+                        && (awaiting_keys.contains_key(&room) || awaiting_keys.len() < MAX_AWAITING_KEYS)
+                    {
+                        awaiting_keys.entry(room.clone()).or_insert(Waiting { from, tries });
+                    }
+                }
+                // A read again that failed, or was not run: it waits for the next key still.
+                (Err(_), Some(waiting)) if awaiting_keys.len() < MAX_AWAITING_KEYS => {
+                    awaiting_keys.entry(room.clone()).or_insert_with(|| waiting.clone());
+                }
+                _ => {}
             }
             let failed_before = failing.remove(&room);
             let mut fail = |room: &RoomId| {
@@ -586,11 +598,17 @@ async fn run_loop(
                 }
             }
         }
+        // Rooms to read again that were not read in this answer wait for the next key still.
+        for (room, waiting) in rereading {
+            if awaiting_keys.len() < MAX_AWAITING_KEYS {
+                awaiting_keys.entry(room).or_insert(waiting);
+            }
+        }
         if !rate_limited.is_zero() {
             tokio::time::sleep(rate_limited.min(MAX_RATE_LIMIT_WAIT)).await;
         }
         // The keys received are saved into the account's key backup, as its clients do.
-        if let Some(opened) = device.as_ref().filter(|_| device_backs_up)
+        if let Some(opened) = device.device().filter(|_| device.backs_up())
             && let Err(error) = opened.back_up().await
         {
             if super::device::lease_lost(&error) {
@@ -829,7 +847,13 @@ async fn capture(
     };
     let summary = ingest_room_with(services, &account.owner, request, tokens, live, &mut on_page).await?;
     let complete = !summary.report.truncated && history_covers(&summary.room, watch.since);
-    let keyless = summary.report.undecryptable.get(Undecryptable::NoRoomKey.code()).is_some_and(|n| *n > 0);
+    // Without a key (none received, or one withheld: a notice anyone can send, and a key that
+    // comes after it is used).
+    let keyless = summary.report.undecryptable.iter().any(|(code, n)| {
+        *n > 0
+            && (code == Undecryptable::NoRoomKey.code()
+                || Undecryptable::ALL.iter().any(|u| u.code() == code && u.is_withheld()))
+    });
     Ok(Captured {
         awaiting_keys_from: before.filter(|_| keyless),
         complete,

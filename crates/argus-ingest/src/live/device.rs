@@ -7,7 +7,7 @@
 //! devices share with it), and saves the keys it receives into the account's key backup when
 //! there is one.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use argus_crypto::device::{Device, DeviceItem, DeviceStateStore};
 use argus_domain::OrgId;
@@ -161,7 +161,10 @@ pub(crate) async fn start(
     match services.connector.load_cross_signing_keys(session, recovery_key).await {
         Ok(keys) => match device.sign_self(&keys).await {
             Ok(()) => started.cross_signed = device.is_cross_signed().await?,
-            Err(error) if lease_lost(&error) => return Err(error),
+            // Tried again later: the homeserver or the store failing now.
+            Err(error @ (argus_crypto::Error::DeviceTransport(_) | argus_crypto::Error::DeviceState(_))) => {
+                return Err(error);
+            }
             Err(error) => {
                 tracing::warn!(
                     watch = watch_id,
@@ -170,6 +173,9 @@ pub(crate) async fn start(
                 );
             }
         },
+        Err(error) if error.is_retryable() => {
+            return Err(argus_crypto::Error::DeviceTransport(error.code().into()));
+        }
         Err(error) => {
             tracing::warn!(
                 watch = watch_id,
@@ -184,6 +190,9 @@ pub(crate) async fn start(
             started.backs_up = true;
         }
         Ok(None) => {}
+        Err(error) if error.is_retryable() => {
+            return Err(argus_crypto::Error::DeviceTransport(error.code().into()));
+        }
         Err(error) => {
             tracing::warn!(
                 watch = watch_id,
@@ -195,25 +204,156 @@ pub(crate) async fn start(
     Ok(started)
 }
 
-/// Why the account's device was not opened, when the loop must stop for it.
+/// How long the account's device may fail to open before the watch stops for it.
+const UNAVAILABLE_FOR: Duration = Duration::from_secs(600);
+
+/// How long after a failed start (key upload, signing, backup) it is tried again.
+const START_RETRY: Duration = Duration::from_secs(60);
+
+/// Whether the loop may ask `/sync`, as far as the device goes.
 #[derive(Debug)]
-pub(super) enum Unopened {
+pub(super) enum Readiness {
+    /// The device is open (or the account has none the connector may be).
+    Ready,
+    /// The device is wanted and not open yet: no `/sync` now.
+    NotYet,
+    /// The loop's lease is lost.
+    LeaseLost,
+    /// The watch stops with this reason.
+    Halted(String),
+}
+
+/// The account's device as a loop holds it: open, started (keys uploaded, signed, backup
+/// enabled), or why not.
+#[derive(Default)]
+pub(super) struct Held {
+    device: Option<Arc<Device>>,
+    /// The account has no device the connector may be (its token has none, or a client's).
+    none: bool,
+    /// It was started: keys uploaded, signed when it could be, backup enabled when there is one.
+    started: Option<Started>,
+    /// When a start was last tried.
+    start_tried: Option<tokio::time::Instant>,
+    /// Since when opening it has failed.
+    failing_since: Option<tokio::time::Instant>,
+}
+
+impl Held {
+    /// The open device.
+    pub(super) fn device(&self) -> Option<&Arc<Device>> {
+        self.device.as_ref()
+    }
+
+    /// Whether the keys it receives go into the account's key backup.
+    pub(super) fn backs_up(&self) -> bool {
+        self.started.is_some_and(|s| s.backs_up)
+    }
+
+    /// Drops the device: it is opened again from the store before the next `/sync`.
+    pub(super) fn reopen(&mut self) {
+        self.device = None;
+        self.started = None;
+        self.start_tried = None;
+    }
+
+    /// Opens the device when it is not, and starts it when it was not (again a minute after a
+    /// failed start); whether the loop may ask `/sync`.
+    pub(super) async fn bring_up(
+        &mut self,
+        services: &Arc<Services>,
+        options: &super::LiveOptions,
+        watch: &argus_domain::AccountWatch,
+        credentials: &crate::token_keys::Credentials,
+        session: &argus_matrix::Session,
+    ) -> Readiness {
+        if self.none {
+            return Readiness::Ready;
+        }
+        if self.device.is_none() {
+            match open(services, options, watch, session).await {
+                Ok(Some(device)) => {
+                    self.device = Some(device);
+                    self.failing_since = None;
+                }
+                Ok(None) => {
+                    self.none = true;
+                    return Readiness::Ready;
+                }
+                Err(Unopened::LeaseLost) => return Readiness::LeaseLost,
+                Err(Unopened::Halted(reason)) => return Readiness::Halted(reason),
+                Err(Unopened::NotYet(code)) => {
+                    let since = *self.failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= UNAVAILABLE_FOR {
+                        return Readiness::Halted(format!(
+                            "DEVICE_UNAVAILABLE: the account's end-to-end-encryption device could not be opened ({code})"
+                        ));
+                    }
+                    return Readiness::NotYet;
+                }
+            }
+        }
+        let Some(device) = self.device.clone() else { return Readiness::NotYet };
+        if self.started.is_none() && self.start_tried.is_none_or(|at| at.elapsed() >= START_RETRY) {
+            self.start_tried = Some(tokio::time::Instant::now());
+            let recovery_key = credentials
+                .recovery_key
+                .as_ref()
+                .and_then(|key| key.expose_secret().parse::<argus_crypto::RecoveryKey>().ok());
+            match start(services, session, &device, recovery_key.as_ref(), watch.id).await {
+                Ok(started) => {
+                    tracing::info!(
+                        watch = watch.id,
+                        cross_signed = started.cross_signed,
+                        backs_up = started.backs_up,
+                        "the account's end-to-end-encryption device is up"
+                    );
+                    self.started = Some(started);
+                }
+                Err(error) if lease_lost(&error) => return Readiness::LeaseLost,
+                Err(error @ argus_crypto::Error::DeviceState(_)) => {
+                    tracing::warn!(
+                        watch = watch.id,
+                        code = error.code(),
+                        "the account's device could not start"
+                    );
+                    self.reopen();
+                    return Readiness::NotYet;
+                }
+                // Its keys could not be uploaded or it could not sign itself now: it still
+                // takes and decrypts what it receives; tried again later.
+                Err(error) => {
+                    tracing::warn!(
+                        watch = watch.id,
+                        code = error.code(),
+                        "the account's device could not start"
+                    );
+                }
+            }
+        }
+        Readiness::Ready
+    }
+}
+
+/// Why the account's device was not opened.
+#[derive(Debug)]
+enum Unopened {
     /// The loop's lease is lost.
     LeaseLost,
     /// The account's token is refused for good (the watch stops with this reason).
     Halted(String),
+    /// Not now (the homeserver or the store failing), with the failure's code.
+    NotYet(&'static str),
 }
 
-/// Opens and starts the device of `watch`'s account (the device of its access token), `None`
-/// when it cannot be had now (logged, by code: the loop captures without it and tries again
-/// later), with whether it saves keys into the key backup.
-pub(super) async fn open(
+/// Opens the device of `watch`'s account (the device of its access token); `None` when the
+/// account has none the connector may be (its token has no device, or a client already
+/// published keys for it).
+async fn open(
     services: &Arc<Services>,
     options: &super::LiveOptions,
     watch: &argus_domain::AccountWatch,
-    credentials: &crate::token_keys::Credentials,
     session: &argus_matrix::Session,
-) -> Result<Option<(Arc<Device>, bool)>, Unopened> {
+) -> Result<Option<Arc<Device>>, Unopened> {
     let Some(keys) = services.token_keys.clone() else { return Ok(None) };
     let device_id = match services.connector.whoami_device(session).await {
         Ok((_, Some(device_id))) => device_id,
@@ -230,7 +370,7 @@ pub(super) async fn open(
                 return Err(Unopened::Halted(reason));
             }
             tracing::warn!(watch = watch.id, code = error.code(), "the account's device could not be named");
-            return Ok(None);
+            return Err(Unopened::NotYet(error.code()));
         }
     };
     let state = Arc::new(SealedState::new(
@@ -244,34 +384,19 @@ pub(super) async fn open(
         device_id.clone(),
     ));
     let transport = Arc::new(argus_matrix::DeviceTransport::new(&services.connector, session.clone()));
-    let device = match Device::open(&watch.user_id, &device_id, state, transport).await {
-        Ok(device) => Arc::new(device),
-        Err(error) if lease_lost(&error) => return Err(Unopened::LeaseLost),
+    match Device::open(&watch.user_id, &device_id, state, transport).await {
+        Ok(device) => Ok(Some(Arc::new(device))),
+        Err(error) if lease_lost(&error) => Err(Unopened::LeaseLost),
+        Err(argus_crypto::Error::DeviceInUse) => {
+            tracing::warn!(
+                watch = watch.id,
+                "the account's token is a client's session with keys of its own: no end-to-end-encryption device"
+            );
+            Ok(None)
+        }
         Err(error) => {
             tracing::warn!(watch = watch.id, code = error.code(), "the account's device could not be opened");
-            return Ok(None);
-        }
-    };
-    let recovery_key = credentials
-        .recovery_key
-        .as_ref()
-        .and_then(|key| key.expose_secret().parse::<argus_crypto::RecoveryKey>().ok());
-    match start(services, session, &device, recovery_key.as_ref(), watch.id).await {
-        Ok(started) => {
-            tracing::info!(
-                watch = watch.id,
-                cross_signed = started.cross_signed,
-                backs_up = started.backs_up,
-                "the account's end-to-end-encryption device is up"
-            );
-            Ok(Some((device, started.backs_up)))
-        }
-        Err(error) if lease_lost(&error) => Err(Unopened::LeaseLost),
-        Err(error) => {
-            // Its keys could not be uploaded now: it still decrypts what it holds, and uploads
-            // with its next requests.
-            tracing::warn!(watch = watch.id, code = error.code(), "the account's device could not start");
-            Ok(Some((device, false)))
+            Err(Unopened::NotYet(error.code()))
         }
     }
 }

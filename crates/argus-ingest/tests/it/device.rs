@@ -126,10 +126,10 @@ async fn a_service_account_decrypts_live_messages_with_what_is_known_of_each_sen
     let forged_content = eve.encrypt_text(&room, "forgé", Share::AllDevices).await.unwrap();
     let forged = ana.send_encrypted(&room, &forged_content).await.unwrap();
     until_stored(&env, &alice, &room, &[verified.clone(), unverified.clone(), forged.clone()]).await;
-    let patience = Patience::new("every message decrypted");
+    let patience = Patience::new("every message decrypted, the forged one refused");
     let found = loop {
         let found = seen(&env, &alice, &room).await;
-        if found.iter().all(|m| m.2) {
+        if found[..2].iter().all(|m| m.2) && found[2].4.as_deref() == Some("SENDER_KEY_MISMATCH") {
             break found;
         }
         patience.wait(&found).await;
@@ -139,7 +139,7 @@ async fn a_service_account_decrypts_live_messages_with_what_is_known_of_each_sen
         [
             (verified, Some("vérifié".into()), true, SenderTrust::Verified, None),
             (unverified, Some("non signé".into()), true, SenderTrust::UnverifiedDevice, None),
-            (forged, Some("forgé".into()), true, SenderTrust::UnknownDevice, None),
+            (forged, None, false, SenderTrust::UnknownDevice, Some("SENDER_KEY_MISMATCH".into())),
         ]
     );
 
