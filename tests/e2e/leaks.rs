@@ -83,6 +83,27 @@ pub(crate) fn assert_absent_from_logs(secrets: &[String]) -> Result<()> {
     }
 }
 
+/// No line of the `*.log` files of `argus-tchap serve` processes in `dir` (their standard
+/// output and error) holds a secret; each file holds lines of the product.
+pub(crate) fn assert_absent_from_process_logs(dir: &Path, secrets: &[String]) -> Result<()> {
+    ensure!(!secrets.is_empty(), "no secrets to look for");
+    let mut scanned = 0;
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry.with_context(|| format!("listing {}", dir.display()))?.path();
+        if path.extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let logs = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        ensure!(logs.contains("argus_"), "{} holds no line of the product:\n{logs}", path.display());
+        if let Some((number, line)) = leaked_line(&logs, secrets) {
+            return Err(anyhow!("a secret is in line {number} of {}: {line}", path.display()));
+        }
+        scanned += 1;
+    }
+    ensure!(scanned > 0, "no process log in {}", dir.display());
+    Ok(())
+}
+
 /// The first line (1-based number, text) of `logs` that holds a secret.
 fn leaked_line<'a>(logs: &'a str, secrets: &[String]) -> Option<(usize, &'a str)> {
     logs.lines()

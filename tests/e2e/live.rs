@@ -19,7 +19,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -39,28 +39,28 @@ use serde_json::{Value, json};
 use crate::harness::{SECRET, dev_jwt};
 
 /// The organisation that watches.
-const ORG: &str = "dgsi";
+pub(crate) const ORG: &str = "dgsi";
 
 /// Time between two messages of a steady stream.
-const EVERY: Duration = Duration::from_millis(100);
+pub(crate) const EVERY: Duration = Duration::from_millis(100);
 
 /// How long a test waits for something the loops should do in a few seconds.
-const DEADLINE: Duration = Duration::from_secs(45);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(45);
 
-const WATCH: &str = "mutation($input: WatchTchapAccountInput!) { watchTchapAccount(input: $input) {
+pub(crate) const WATCH: &str = "mutation($input: WatchTchapAccountInput!) { watchTchapAccount(input: $input) {
     id status statusReason account homeserverUrl owner classification interval rooms decryptsHistory roomCount } }";
 
-const WATCHES: &str = "query($after: String) { tchapAccountWatches(first: 10, after: $after) {
+pub(crate) const WATCHES: &str = "query($after: String) { tchapAccountWatches(first: 10, after: $after) {
     totalCount pageInfo { hasNextPage endCursor }
     edges { cursor node { id status statusReason lastSyncAt roomCount account interval } }
     nodes { id } } }";
 
 const UNWATCH: &str = "mutation($id: ID!) { unwatchTchapAccount(id: $id) }";
 
-/// One `argus-tchap serve` process, its standard error in `<dir>/<name>.log`.
-struct Serve {
+/// One `argus-tchap serve` process, its standard output and error in `<dir>/<name>.log`.
+pub(crate) struct Serve {
     child: Child,
-    name: String,
+    pub(crate) name: String,
     base: String,
     log: PathBuf,
     client: reqwest::Client,
@@ -71,7 +71,7 @@ impl Serve {
     /// id keys are generated there once and shared by every process on `dir`), a one-second
     /// tick, live leases of `lease_secs` and `env` on top. `HOSTNAME` is `name`, so the
     /// process's leases (`<hostname>-<pid>-<random>`) say which process holds them.
-    fn start(
+    pub(crate) fn start(
         database_url: &str,
         dir: &Path,
         name: &str,
@@ -94,7 +94,7 @@ impl Serve {
             .env("ARGUS_WATCH_LIVE_LEASE_SECS", lease_secs.to_string())
             .env("HOSTNAME", name)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stderr.try_clone()?)
             .stderr(stderr);
         for (key, value) in env {
             command.env(key, value);
@@ -105,7 +105,7 @@ impl Serve {
     }
 
     /// [`Serve::start`], then waits until it answers `/readyz`.
-    async fn ready(
+    pub(crate) async fn ready(
         database_url: &str,
         dir: &Path,
         name: &str,
@@ -141,7 +141,7 @@ impl Serve {
     }
 
     /// `data.<field>` of a request that must succeed.
-    async fn data(&self, jwt: &str, query: &str, variables: Value, field: &str) -> Result<Value> {
+    pub(crate) async fn data(&self, jwt: &str, query: &str, variables: Value, field: &str) -> Result<Value> {
         let body = self.graphql(jwt, query, variables).await?;
         ensure!(body.get("errors").is_none(), "errors for {field} from {}: {body}", self.name);
         body["data"].get(field).cloned().ok_or_else(|| anyhow!("no data.{field} in {body}"))
@@ -157,7 +157,7 @@ impl Serve {
     }
 
     /// Kills the process with SIGKILL (`Child::kill` on Unix) and reaps it.
-    fn kill(&mut self) -> Result<()> {
+    pub(crate) fn kill(&mut self) -> Result<()> {
         self.child.kill().context("SIGKILL")?;
         self.child.wait().context("reaping a killed process")?;
         Ok(())
@@ -165,7 +165,7 @@ impl Serve {
 
     /// Stops the process with SIGTERM (a graceful stop: its loops give their leases back);
     /// fails unless it exits successfully within 30 s.
-    async fn terminate(&mut self) -> Result<()> {
+    pub(crate) async fn terminate(&mut self) -> Result<()> {
         let pid = self.child.id().to_string();
         ensure!(Command::new("kill").args(["-TERM", &pid]).status()?.success(), "kill -TERM failed");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -180,19 +180,19 @@ impl Serve {
     }
 
     /// Whether `lease_owner` (a stored lease's replica name) is this process's.
-    fn holds(&self, lease_owner: &str) -> bool {
+    pub(crate) fn holds(&self, lease_owner: &str) -> bool {
         lease_owner.starts_with(&format!("{}-{}-", self.name, self.child.id()))
     }
 
     /// The end of the process's log, for failure messages.
-    fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         format!("\n--- {} log ---\n{}", self.name, lines[lines.len().saturating_sub(30)..].join("\n"))
     }
 
     /// The process's whole log.
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -249,7 +249,7 @@ impl Stream {
 }
 
 /// A development JWT of `sub` in `org` at `clearance`, with the read and ingest scopes.
-fn analyst(sub: &str, org: &str, clearance: Classification) -> Result<String> {
+pub(crate) fn analyst(sub: &str, org: &str, clearance: Classification) -> Result<String> {
     dev_jwt(sub, org, clearance, &[Scope::Read, Scope::Ingest])
 }
 
@@ -284,7 +284,7 @@ async fn event_ids(serve: &Serve, jwt: &str, room: &str) -> Result<Vec<String>> 
 }
 
 /// Messages stored per room, as `tchapRooms` counts them (a cheap look while a loop works).
-async fn stored_counts(serve: &Serve, jwt: &str) -> Result<BTreeMap<String, i64>> {
+pub(crate) async fn stored_counts(serve: &Serve, jwt: &str) -> Result<BTreeMap<String, i64>> {
     let rooms = serve
         .data(
             jwt,
@@ -360,7 +360,7 @@ async fn exactly_once(serve: &Serve, jwt: &str, user: &TestUser, rooms: &[String
 }
 
 /// `argus-tchap audit verify` on the store passes; its output.
-fn audit_verify(database_url: &str, dir: &Path) -> Result<String> {
+pub(crate) fn audit_verify(database_url: &str, dir: &Path) -> Result<String> {
     let output = Command::new(env!("CARGO_BIN_EXE_argus-tchap"))
         .args(["audit", "verify"])
         .env("ARGUS_DATABASE_URL", database_url)
@@ -720,7 +720,7 @@ fn lease_owners(db: &TestDatabase) -> Result<BTreeMap<i64, Option<String>>> {
 }
 
 /// Which of `replicas` holds each lease (`None`: nobody alive holds it).
-fn holders(db: &TestDatabase, replicas: &[Serve]) -> Result<BTreeMap<i64, Option<String>>> {
+pub(crate) fn holders(db: &TestDatabase, replicas: &[Serve]) -> Result<BTreeMap<i64, Option<String>>> {
     Ok(lease_owners(db)?
         .into_iter()
         .map(|(id, owner)| {
@@ -731,7 +731,7 @@ fn holders(db: &TestDatabase, replicas: &[Serve]) -> Result<BTreeMap<i64, Option
 }
 
 /// Waits until `holders` says what `done` wants; what it said then.
-async fn wait_holders(
+pub(crate) async fn wait_holders(
     db: &TestDatabase,
     replicas: &[Serve],
     what: &str,

@@ -20,6 +20,7 @@
 
 mod accounts;
 mod attachments;
+mod device;
 mod disclosure;
 mod encrypted;
 mod evidence;
@@ -215,4 +216,28 @@ async fn live_capture_second_loop_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("argus.db").display());
     live::second_loop(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_decrypts_verified_across_sigkill_on_sqlite() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("argus.db").display());
+    device::capture(synapse, &url, dir.path()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_decrypts_verified_across_sigkill_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = device::capture(synapse, db.url(), dir.path()).await.unwrap();
+    leaks::assert_absent_from_postgres(&db, &secrets).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_taken_over_by_a_replica_on_postgres() {
+    let Some(synapse) = argus_testkit::synapse::synapse() else { return };
+    let Some(db) = argus_testkit::postgres::fresh_database() else { return };
+    device::replicas(synapse, &db).await.unwrap();
 }
