@@ -88,17 +88,16 @@ fn device_error(error: impl std::fmt::Display) -> Error {
 
 /// The failure to keep the state when a write failed, else `error` of the machine.
 fn failure_or(failure: &Failure, error: impl std::fmt::Display) -> Error {
-    match failure.lock().ok().and_then(|f| f.as_ref().map(|e| e.to_string())) {
-        Some(_) => Error::DeviceState(
-            failure
-                .lock()
-                .ok()
-                .and_then(|f| match f.as_ref() {
-                    Some(Error::DeviceState(reason)) => Some(reason.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "a write failed".into()),
-        ),
+    let reason = match failure.lock() {
+        Ok(failed) => match failed.as_ref() {
+            Some(Error::DeviceState(reason)) => Some(reason.clone()),
+            Some(_) => Some("a write failed".to_owned()),
+            None => None,
+        },
+        Err(_) => Some("a write failed".to_owned()),
+    };
+    match reason {
+        Some(reason) => Error::DeviceState(reason),
         None => device_error(error),
     }
 }
