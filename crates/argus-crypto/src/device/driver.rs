@@ -398,10 +398,22 @@ impl Device {
                     Err(_) => return Ok(Some(Err(Undecryptable::Malformed))),
                 };
                 let mut trust = self.trust_of(&info.sender, &info.verification_state, identities).await?;
-                if trust == SenderTrust::Verified
-                    && let Some(session_id) = info.session_id()
-                    && !self.session_signed_by_current_identity(room, session_id, &info.sender).await?
-                {
+                let signed = match info.session_id() {
+                    Some(session_id) if trust == SenderTrust::Verified => {
+                        match identities.sessions.get(session_id) {
+                            Some(signed) => *signed,
+                            None => {
+                                let signed = self
+                                    .session_signed_by_current_identity(room, session_id, &info.sender)
+                                    .await?;
+                                identities.sessions.insert(session_id.to_owned(), signed);
+                                signed
+                            }
+                        }
+                    }
+                    _ => true,
+                };
+                if !signed {
                     // The identity that vouched for the key's device when the key arrived is not
                     // the sender's pinned identity now (a homeserver swapping identities).
                     trust = SenderTrust::IdentityChanged;
@@ -470,7 +482,7 @@ impl Device {
             VerificationState::Unverified(VerificationLevel::UnverifiedIdentity) => {
                 // Signed by its owner's identity: pinned at first sight, so a changed identity
                 // shows as such.
-                let changed = match identities.get(sender) {
+                let changed = match identities.changed.get(sender) {
                     Some(changed) => *changed,
                     None => {
                         let identity =
@@ -478,7 +490,7 @@ impl Device {
                         let changed = identity
                             .and_then(|i| i.other())
                             .is_some_and(|other| other.identity_needs_user_approval());
-                        identities.insert(sender.to_owned(), changed);
+                        identities.changed.insert(sender.to_owned(), changed);
                         changed
                     }
                 };
@@ -583,8 +595,14 @@ impl Device {
     }
 }
 
-/// Whether each sender's identity changed since first seen, as looked at during one page.
-type Identities = std::collections::HashMap<OwnedUserId, bool>;
+/// What one page's decryption looked at once: whether each sender's identity changed since
+/// first seen, and whether each session's key came from a device signed by its sender's
+/// current identity.
+#[derive(Default)]
+struct Identities {
+    changed: std::collections::HashMap<OwnedUserId, bool>,
+    sessions: std::collections::HashMap<String, bool>,
+}
 
 /// The decryption settings: every event is decrypted whatever its sender's trust, which is
 /// recorded instead of deciding.
