@@ -71,7 +71,7 @@ pub struct Device {
 }
 
 /// The most ciphertexts remembered for replays (then the memory starts again).
-const MAX_SERVED: usize = 200_000;
+const MAX_SERVED: usize = 50_000;
 
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -721,6 +721,11 @@ impl Decryptor for DeviceDecryptor {
                     true => results.push(Ok(decrypted)),
                     false => results.push(Err(Undecryptable::Replayed)),
                 },
+                // A key from another user's device, or a ciphertext served twice, is refused
+                // whatever the backup holds (the device saves what it receives there too).
+                Ok(Some(Err(reason @ (Undecryptable::SenderKeyMismatch | Undecryptable::Replayed)))) => {
+                    results.push(Err(reason));
+                }
                 Ok(Some(Err(reason))) => {
                     results.push(Err(reason));
                     fallback.push((i, Some(reason)));

@@ -105,6 +105,12 @@ fn opened(item: &DeviceItem) -> Option<(String, Zeroizing<Vec<u8>>)> {
     Some((envelope.key, value?))
 }
 
+/// The largest item kept, in bytes (the machine's own items are a few KiB at most).
+const MAX_ITEM_BYTES: usize = 1024 * 1024;
+
+/// The most items given to one write of the caller's store.
+const MAX_ITEMS_PER_WRITE: usize = 5_000;
+
 /// `matrix-sdk-crypto`'s memory store, with every change written through first.
 #[derive(Debug)]
 pub(super) struct PersistingStore {
@@ -276,7 +282,32 @@ impl PersistingStore {
             // Nothing more is written over a state that may have diverged.
             return Err(backend(crate::Error::DeviceState("an earlier write failed".into())));
         }
-        match self.state.write(puts, deletes).await {
+        // An item far larger than any the machine makes for itself holds what another user or
+        // a homeserver chose (a withheld notice's or a device's extra fields): it is not kept
+        // (the machine's memory keeps it while the device is open), rather than have the store
+        // refuse every write that carries it, again after every reopening.
+        let (puts, oversized): (Vec<DeviceItem>, Vec<DeviceItem>) =
+            puts.into_iter().partition(|item| item.value.len() <= MAX_ITEM_BYTES);
+        for item in &oversized {
+            tracing::warn!(kind = %item.kind, bytes = item.value.len(), "an oversized item of the device's state was not kept");
+        }
+        // Many items (the devices of a user who has thousands) go in several writes.
+        let mut result = Ok(());
+        if puts.len() + deletes.len() <= MAX_ITEMS_PER_WRITE {
+            result = self.state.write(puts, deletes).await;
+        } else {
+            let mut puts = puts.into_iter().peekable();
+            while puts.peek().is_some() && result.is_ok() {
+                result =
+                    self.state.write(puts.by_ref().take(MAX_ITEMS_PER_WRITE).collect(), Vec::new()).await;
+            }
+            for chunk in deletes.chunks(MAX_ITEMS_PER_WRITE) {
+                if result.is_ok() {
+                    result = self.state.write(Vec::new(), chunk.to_vec()).await;
+                }
+            }
+        }
+        match result {
             Ok(()) => Ok(()),
             Err(error) => {
                 let reason = match &error {

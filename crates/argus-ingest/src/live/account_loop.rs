@@ -631,6 +631,7 @@ async fn run_loop(
         match stored {
             Ok(true) => {
                 backoff = Duration::from_secs(1);
+                device.progressed();
                 for change in progress.rooms {
                     followed.insert(change.room_id.clone(), change);
                 }

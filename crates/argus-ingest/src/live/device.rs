@@ -249,8 +249,16 @@ impl Held {
         self.started.is_some_and(|s| s.backs_up)
     }
 
-    /// Drops the device: it is opened again from the store before the next `/sync`.
+    /// The loop stored an answer's position: the device works, whatever failed before.
+    pub(super) fn progressed(&mut self) {
+        self.failing_since = None;
+    }
+
+    /// Drops the device (its state could not be kept): it is opened again from the store
+    /// before the next `/sync`. Failures that keep coming back (an item the store refuses
+    /// every time) stop the watch after ten minutes without an answer stored.
     pub(super) fn reopen(&mut self) {
+        self.failing_since.get_or_insert_with(tokio::time::Instant::now);
         self.device = None;
         self.started = None;
         self.start_tried = None;
@@ -269,19 +277,25 @@ impl Held {
         if self.none {
             return Readiness::Ready;
         }
+        if self.failing_since.is_some_and(|since| since.elapsed() >= UNAVAILABLE_FOR) {
+            return Readiness::Halted(
+                "DEVICE_UNAVAILABLE: the account's end-to-end-encryption device could not keep its state"
+                    .into(),
+            );
+        }
         if self.device.is_none() {
             match open(services, options, watch, session).await {
-                Ok(Some(device)) => {
-                    self.device = Some(device);
-                    self.failing_since = None;
-                }
+                Ok(Some(device)) => self.device = Some(device),
                 Ok(None) => {
                     self.none = true;
                     return Readiness::Ready;
                 }
                 Err(Unopened::LeaseLost) => return Readiness::LeaseLost,
                 Err(Unopened::Halted(reason)) => return Readiness::Halted(reason),
-                Err(Unopened::NotYet(code)) => {
+                // The homeserver or the store unavailable: as long as it takes (`/sync` would
+                // fail too).
+                Err(Unopened::NotYet { hopeless: false, .. }) => return Readiness::NotYet,
+                Err(Unopened::NotYet { code, hopeless: true }) => {
                     let since = *self.failing_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() >= UNAVAILABLE_FOR {
                         return Readiness::Halted(format!(
@@ -341,8 +355,9 @@ enum Unopened {
     LeaseLost,
     /// The account's token is refused for good (the watch stops with this reason).
     Halted(String),
-    /// Not now (the homeserver or the store failing), with the failure's code.
-    NotYet(&'static str),
+    /// Not now, with the failure's code; `hopeless` when retrying cannot change it (a state
+    /// that does not open, the machine failing), else the homeserver or the store unavailable.
+    NotYet { code: &'static str, hopeless: bool },
 }
 
 /// Opens the device of `watch`'s account (the device of its access token); `None` when the
@@ -370,7 +385,7 @@ async fn open(
                 return Err(Unopened::Halted(reason));
             }
             tracing::warn!(watch = watch.id, code = error.code(), "the account's device could not be named");
-            return Err(Unopened::NotYet(error.code()));
+            return Err(Unopened::NotYet { code: error.code(), hopeless: !error.is_retryable() });
         }
     };
     let state = Arc::new(SealedState::new(
@@ -396,7 +411,12 @@ async fn open(
         }
         Err(error) => {
             tracing::warn!(watch = watch.id, code = error.code(), "the account's device could not be opened");
-            Err(Unopened::NotYet(error.code()))
+            let hopeless = match &error {
+                argus_crypto::Error::DeviceTransport(_) => false,
+                argus_crypto::Error::DeviceState(reason) => reason.contains("does not"),
+                _ => true,
+            };
+            Err(Unopened::NotYet { code: error.code(), hopeless })
         }
     }
 }
