@@ -706,3 +706,69 @@ impl PersistingStore {
         self.backed_up.lock().map(|held| held.iter().cloned().collect()).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use matrix_sdk_common::ruma::OwnedUserId;
+    use matrix_sdk_crypto::store::CryptoStore as _;
+
+    use super::{DeviceItem, DeviceStateStore, Failure, MAX_ITEMS_PER_WRITE, PersistingStore};
+
+    /// The caller's store, refusing a write of more items than the product's store takes.
+    #[derive(Debug, Default)]
+    struct Kept {
+        items: Mutex<Vec<DeviceItem>>,
+        writes: Mutex<usize>,
+    }
+
+    #[async_trait::async_trait]
+    impl DeviceStateStore for Kept {
+        async fn load(&self) -> crate::Result<Vec<DeviceItem>> {
+            Ok(self.items.lock().map(|i| i.clone()).unwrap_or_default())
+        }
+
+        async fn write(&self, puts: Vec<DeviceItem>, deletes: Vec<(String, String)>) -> crate::Result<()> {
+            if puts.len() + deletes.len() > 10_000 {
+                return Err(crate::Error::DeviceState("too many items".into()));
+            }
+            *self.writes.lock().unwrap_or_else(|e| panic!("{e}")) += 1;
+            self.items.lock().unwrap_or_else(|e| panic!("{e}")).extend(puts);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_item_is_not_kept_and_the_store_still_takes_writes() {
+        let kept = Arc::new(Kept::default());
+        let store =
+            PersistingStore::open(kept.clone(), Failure::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        store.set_custom_value("big", vec![7; 2 * 1024 * 1024]).await.unwrap_or_else(|e| panic!("{e:?}"));
+        store.set_custom_value("small", vec![7; 16]).await.unwrap_or_else(|e| panic!("{e:?}"));
+        let items = kept.items.lock().unwrap_or_else(|e| panic!("{e}")).clone();
+        assert_eq!(items.len(), 1, "only the small value is kept");
+        // The memory still answers for the big one while the device is open.
+        assert!(store.get_custom_value("big").await.unwrap_or_else(|e| panic!("{e:?}")).is_some());
+    }
+
+    #[tokio::test]
+    async fn thousands_of_items_go_in_several_writes() {
+        let kept = Arc::new(Kept::default());
+        let store =
+            PersistingStore::open(kept.clone(), Failure::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        let users: Vec<OwnedUserId> = (0..12_000)
+            .map(|n| format!("@u{n}:tchap.test").parse().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let tracked: Vec<_> = users.iter().map(|u| (u.as_ref(), true)).collect();
+        store.save_tracked_users(&tracked).await.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(kept.items.lock().unwrap_or_else(|e| panic!("{e}")).len(), 12_000);
+        assert_eq!(
+            *kept.writes.lock().unwrap_or_else(|e| panic!("{e}")),
+            12_000usize.div_ceil(MAX_ITEMS_PER_WRITE)
+        );
+        // And they come back when the store is opened again.
+        let again = PersistingStore::open(kept, Failure::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again.load_tracked_users().await.unwrap_or_else(|e| panic!("{e:?}")).len(), 12_000);
+    }
+}
