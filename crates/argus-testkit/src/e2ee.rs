@@ -126,7 +126,7 @@ pub fn recovery_key_text(key: &[u8; 32]) -> String {
 }
 
 /// Secret storage's encryption of `plaintext` as the secret `name` under `key`.
-fn secret_storage_encrypt(key: &[u8; 32], name: &str, plaintext: &[u8], iv: [u8; 16]) -> Value {
+pub(crate) fn secret_storage_encrypt(key: &[u8; 32], name: &str, plaintext: &[u8], iv: [u8; 16]) -> Value {
     let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), key);
     let mut okm = [0u8; 64];
     let _ = hkdf.expand(name.as_bytes(), &mut okm);

@@ -36,7 +36,6 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use base64::{Engine as _, engine::general_purpose::STANDARD_NO_PAD};
-use hmac::{Hmac, Mac as _};
 use matrix_sdk_common::deserialized_responses::{UnableToDecryptReason, VerificationState};
 use matrix_sdk_common::ruma::{
     DeviceId, OneTimeKeyAlgorithm, OwnedUserId, RoomId, UInt, UserId,
@@ -61,7 +60,6 @@ use rand::Rng as _;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 
 use crate::e2ee::recovery_key_text;
 use crate::synapse::{Synapse, TestUser};
@@ -598,31 +596,13 @@ fn decryption_settings() -> DecryptionSettings {
     DecryptionSettings { sender_device_trust_requirement: TrustRequirement::Untrusted }
 }
 
-/// Secret storage's encryption (`m.secret_storage.v1.aes-hmac-sha2`) of `plaintext` as the
-/// secret `name` under `key`: AES-256-CTR and HMAC-SHA-256 under keys derived with HKDF-SHA-256
-/// (32 zero bytes of salt, the name as info); `{iv, ciphertext, mac}` in unpadded base64.
+/// Secret storage's encryption of `plaintext` as the secret `name` under `key`, with a random
+/// iv (bit 63 cleared, as the specification asks, so that the counter never wraps).
 fn secret_storage_encrypt(key: &[u8; 32], name: &str, plaintext: &[u8]) -> Value {
-    use aes::cipher::{KeyIvInit as _, StreamCipher as _};
     let mut iv = [0u8; 16];
     rand::thread_rng().fill(&mut iv);
-    // The spec asks for bit 63 cleared, so that the counter never wraps in 2^64 blocks.
     iv[8] &= 0x7f;
-    let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), key);
-    let mut okm = [0u8; 64];
-    // 64 bytes is far below HKDF-SHA-256's limit.
-    let _ = hkdf.expand(name.as_bytes(), &mut okm);
-    let mut aes_key = [0u8; 32];
-    aes_key.copy_from_slice(&okm[..32]);
-    let mut data = plaintext.to_vec();
-    ctr::Ctr128BE::<aes::Aes256>::new(&aes_key.into(), &iv.into()).apply_keystream(&mut data);
-    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&okm[32..])
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(&data);
-    json!({
-        "iv": STANDARD_NO_PAD.encode(iv),
-        "ciphertext": STANDARD_NO_PAD.encode(&data),
-        "mac": STANDARD_NO_PAD.encode(mac.finalize().into_bytes()),
-    })
+    crate::e2ee::secret_storage_encrypt(key, name, plaintext, iv)
 }
 
 /// Sets `user` up as Element does for a new user choosing "secure backup", without a key
