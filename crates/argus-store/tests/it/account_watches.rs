@@ -14,13 +14,9 @@ use argus_domain::{
     FollowedRoom, Membership, NewAccountWatch, NewWatch, RoomId, SealedToken, Viewer, WatchStatus,
 };
 use argus_store::{Error, NewCredential, SyncProgress, WatchCaps};
-use diesel_migrations::MigrationHarness;
 use time::OffsetDateTime;
 
-use crate::{
-    schema::{POSTGRES, SQLITE},
-    support::{Raw, TestDb, backend_suite, messages, now, run, snapshot, viewer},
-};
+use crate::support::{TestDb, backend_suite, messages, now, run, snapshot, viewer};
 
 backend_suite!(
     an_account_watch_is_renewed_in_place_keeping_its_positions,
@@ -636,30 +632,6 @@ fn bad_input_is_refused_with_nothing_written(db: &TestDb) {
 /// Diesel's form of the version `2026-12-06-000026`.
 const ACCOUNT_WATCHES: &str = "20261206000026";
 
-/// Reverts the migrations back to before the account watches' (later ones first), or runs the
-/// pending ones.
-fn migrate(raw: Raw, down: bool) {
-    fn go<C: MigrationHarness<B>, B: diesel::backend::Backend>(
-        c: &mut C,
-        migrations: fn() -> diesel_migrations::EmbeddedMigrations,
-        down: bool,
-    ) where
-        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<B>,
-    {
-        if down {
-            while c.applied_migrations().unwrap().iter().any(|v| v.to_string() == ACCOUNT_WATCHES) {
-                c.revert_last_migration(migrations()).unwrap();
-            }
-        } else {
-            c.run_pending_migrations(migrations()).unwrap();
-        }
-    }
-    match raw {
-        Raw::Sqlite(mut c) => go(&mut c, || SQLITE, down),
-        Raw::Postgres(mut c) => go(&mut c, || POSTGRES, down),
-    }
-}
-
 fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
     let alice = someone("alice", "dgsi", Restricted);
     let user = "@alice:agent.tchap.gouv.fr";
@@ -696,7 +668,7 @@ fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
             .unwrap()
     );
 
-    migrate(db.raw(), true);
+    db.raw().migrate(ACCOUNT_WATCHES, true);
     // Down: the two tables are gone; the room watch and its pair are as they were.
     let tables = if db.is_postgres() {
         "SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'account_watch%'"
@@ -707,7 +679,7 @@ fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_credentials"), 1);
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM watches"), 1);
 
-    migrate(db.raw(), false);
+    db.raw().migrate(ACCOUNT_WATCHES, false);
     assert_eq!(db.count(tables), 2);
     assert_eq!(db.store.watch_credential(watch.id).unwrap().map(|c| c.user_id), Some(user.to_owned()));
     assert!(db.store.account_watches(&alice, 10, None).unwrap().is_empty());

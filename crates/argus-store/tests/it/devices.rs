@@ -9,13 +9,9 @@ use std::time::Duration;
 
 use argus_domain::{Classification::Restricted, NewAccountWatch, OrgId, SealedToken, Viewer};
 use argus_store::{DeviceIdentity, DeviceRef, Error, SealedDeviceItem, WatchCaps};
-use diesel_migrations::MigrationHarness;
 use time::OffsetDateTime;
 
-use crate::{
-    schema::{POSTGRES, SQLITE},
-    support::{Raw, TestDb, backend_suite, now, viewer},
-};
+use crate::support::{TestDb, backend_suite, now, viewer};
 
 backend_suite!(
     items_are_written_and_read_back,
@@ -389,31 +385,8 @@ fn bad_input_is_refused_with_nothing_written(db: &TestDb) {
     assert!(matches!(err, Error::Invalid(_)), "{err:?}");
 }
 
-/// Reverts the migrations back to before the devices' (later ones first), or runs the pending
-/// ones.
-fn migrate(raw: Raw, down: bool) {
-    // Diesel's form of the version `2026-12-06-000027`.
-    const DEVICES: &str = "20261206000027";
-    fn go<C: MigrationHarness<B>, B: diesel::backend::Backend>(
-        c: &mut C,
-        migrations: fn() -> diesel_migrations::EmbeddedMigrations,
-        down: bool,
-    ) where
-        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<B>,
-    {
-        if down {
-            while c.applied_migrations().unwrap().iter().any(|v| v.to_string() == DEVICES) {
-                c.revert_last_migration(migrations()).unwrap();
-            }
-        } else {
-            c.run_pending_migrations(migrations()).unwrap();
-        }
-    }
-    match raw {
-        Raw::Sqlite(mut c) => go(&mut c, || SQLITE, down),
-        Raw::Postgres(mut c) => go(&mut c, || POSTGRES, down),
-    }
-}
+/// Diesel's form of the version `2026-12-06-000027`.
+const DEVICES: &str = "20261206000027";
 
 fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
     let alice = someone("dgsi");
@@ -433,7 +406,7 @@ fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
         )
         .unwrap();
 
-    migrate(db.raw(), true);
+    db.raw().migrate(DEVICES, true);
     // Down: the two tables and the column are gone; the message and the watch are kept.
     let tables = if db.is_postgres() {
         "SELECT COUNT(*) AS n FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'e2ee_device%'"
@@ -444,7 +417,7 @@ fn the_migration_runs_down_and_up_again_over_stored_rows(db: &TestDb) {
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM messages"), 1);
     assert_eq!(db.count("SELECT COUNT(*) AS n FROM account_watches"), 1);
 
-    migrate(db.raw(), false);
+    db.raw().migrate(DEVICES, false);
     assert_eq!(db.count(tables), 2);
     assert!(db.store.device_items(dev).unwrap().is_empty());
     // The trust was not recorded any more: an encrypted message reads as of an unknown device.

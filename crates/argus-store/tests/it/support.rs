@@ -63,6 +63,32 @@ pub(crate) enum Raw {
 }
 
 impl Raw {
+    /// Reverts the migrations back to before `version` (Diesel's form, `20261206000027`; later
+    /// ones first) when `down`, else runs the pending ones.
+    pub(crate) fn migrate(self, version: &str, down: bool) {
+        use diesel_migrations::MigrationHarness;
+        fn go<C: MigrationHarness<B>, B: diesel::backend::Backend>(
+            c: &mut C,
+            migrations: fn() -> diesel_migrations::EmbeddedMigrations,
+            version: &str,
+            down: bool,
+        ) where
+            diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<B>,
+        {
+            if down {
+                while c.applied_migrations().unwrap().iter().any(|v| v.to_string() == version) {
+                    c.revert_last_migration(migrations()).unwrap();
+                }
+            } else {
+                c.run_pending_migrations(migrations()).unwrap();
+            }
+        }
+        match self {
+            Raw::Sqlite(mut c) => go(&mut c, || crate::schema::SQLITE, version, down),
+            Raw::Postgres(mut c) => go(&mut c, || crate::schema::POSTGRES, version, down),
+        }
+    }
+
     pub(crate) fn exec(&mut self, sql: &str) -> diesel::QueryResult<()> {
         match self {
             Raw::Sqlite(c) => c.batch_execute(sql),

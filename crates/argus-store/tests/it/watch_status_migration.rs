@@ -6,42 +6,14 @@
 
 use argus_domain::{Classification::Restricted, NewWatch, SealedToken, Viewer, Watch, WatchStatus};
 use argus_store::{WatchCaps, WatchRun};
-use diesel_migrations::MigrationHarness;
 use time::OffsetDateTime;
 
-use crate::{
-    schema::{POSTGRES, SQLITE},
-    support::{Raw, TestDb, backend_suite, viewer},
-};
+use crate::support::{TestDb, backend_suite, viewer};
 
 backend_suite!(account_states_survive_the_migration_down_and_up_again);
 
 /// Diesel's form of the version `2026-12-06-000022`.
 const ACCOUNT_STATES: &str = "20261206000022";
-
-/// Reverts the migrations back to before the account states' (later ones first), or runs the
-/// pending ones.
-fn migrate(raw: Raw, down: bool) {
-    fn go<C: MigrationHarness<B>, B: diesel::backend::Backend>(
-        c: &mut C,
-        migrations: fn() -> diesel_migrations::EmbeddedMigrations,
-        down: bool,
-    ) where
-        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<B>,
-    {
-        if down {
-            while c.applied_migrations().unwrap().iter().any(|v| v.to_string() == ACCOUNT_STATES) {
-                c.revert_last_migration(migrations()).unwrap();
-            }
-        } else {
-            c.run_pending_migrations(migrations()).unwrap();
-        }
-    }
-    match raw {
-        Raw::Sqlite(mut c) => go(&mut c, || SQLITE, down),
-        Raw::Postgres(mut c) => go(&mut c, || POSTGRES, down),
-    }
-}
 
 fn new_watch(owner: &Viewer, room: &str) -> NewWatch {
     NewWatch {
@@ -102,7 +74,7 @@ fn account_states_survive_the_migration_down_and_up_again(db: &TestDb) {
 
     // Down: two statuses; a watch stopped by its account is PAUSED, its reason (which names the
     // state) kept; nothing else changes.
-    migrate(db.raw(), true);
+    db.raw().migrate(ACCOUNT_STATES, true);
     let count =
         |status: &str| db.count(&format!("SELECT COUNT(*) AS n FROM watches WHERE status = '{status}'"));
     assert_eq!((count("ACTIVE"), count("PAUSED")), (1, 3));
@@ -117,7 +89,7 @@ fn account_states_survive_the_migration_down_and_up_again(db: &TestDb) {
     );
 
     // Up again: every watch as it was (the account states are PAUSED now, with their reason).
-    migrate(db.raw(), false);
+    db.raw().migrate(ACCOUNT_STATES, false);
     let after = listed(db, &owner);
     assert_eq!(after.len(), 4);
     for ((room, status, reason, watch), (_, _, reason_after, watch_after)) in before.iter().zip(&after) {
