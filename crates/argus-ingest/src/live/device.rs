@@ -10,8 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use argus_crypto::device::{Device, DeviceItem, DeviceStateStore};
-use argus_domain::OrgId;
-use argus_store::{DeviceRef, SealedDeviceItem};
+use argus_store::{DeviceIdentity, SealedDeviceItem};
 
 use crate::{Services, TokenKeys, token_keys::DeviceBinding};
 
@@ -23,56 +22,40 @@ pub(crate) struct SealedState {
     keys: Arc<TokenKeys>,
     watch_id: i64,
     replica: String,
-    org: OrgId,
-    homeserver_url: String,
-    user_id: String,
-    device_id: String,
+    device: DeviceIdentity,
 }
 
 impl std::fmt::Debug for SealedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealedState")
             .field("watch_id", &self.watch_id)
-            .field("device_id", &self.device_id)
+            .field("device_id", &self.device.device_id)
             .finish_non_exhaustive()
     }
 }
 
 impl SealedState {
-    /// The state of `device_id` of the watched account of `watch_id` (organisation,
-    /// homeserver, user), written under `replica`'s lease.
-    #[expect(clippy::too_many_arguments, reason = "the device's whole identity")]
+    /// The state of `device` (of the watched account of `watch_id`), written under `replica`'s
+    /// lease.
     pub(crate) fn new(
         services: Arc<Services>,
         keys: Arc<TokenKeys>,
         watch_id: i64,
         replica: String,
-        org: OrgId,
-        homeserver_url: String,
-        user_id: String,
-        device_id: String,
+        device: DeviceIdentity,
     ) -> Self {
-        Self { services, keys, watch_id, replica, org, homeserver_url, user_id, device_id }
+        Self { services, keys, watch_id, replica, device }
     }
 
     fn binding<'a>(&'a self, kind: &'a str, key: &'a str) -> DeviceBinding<'a> {
         DeviceBinding {
-            org: &self.org,
-            homeserver_url: &self.homeserver_url,
-            user_id: &self.user_id,
-            device_id: &self.device_id,
+            org: &self.device.org,
+            homeserver_url: &self.device.homeserver_url,
+            user_id: &self.device.user_id,
+            device_id: &self.device.device_id,
             kind,
             key,
         }
-    }
-
-    fn device(&self) -> argus_store::DeviceIdentity {
-        argus_store::DeviceIdentity::from(DeviceRef {
-            org: &self.org,
-            homeserver_url: &self.homeserver_url,
-            user_id: &self.user_id,
-            device_id: &self.device_id,
-        })
     }
 }
 
@@ -84,7 +67,7 @@ fn state_error(error: &crate::Error) -> argus_crypto::Error {
 #[async_trait::async_trait]
 impl DeviceStateStore for SealedState {
     async fn load(&self) -> argus_crypto::Result<Vec<DeviceItem>> {
-        let device = self.device();
+        let device = self.device.clone();
         let sealed = self
             .services
             .with_store(move |store| store.device_items(device.to_ref()))
@@ -113,7 +96,7 @@ impl DeviceStateStore for SealedState {
                 Ok(SealedDeviceItem { kind: item.kind.clone(), key: item.key.clone(), sealed })
             })
             .collect::<argus_crypto::Result<Vec<_>>>()?;
-        let device = self.device();
+        let device = self.device.clone();
         let (id, replica) = (self.watch_id, self.replica.clone());
         self.services
             .with_store(move |store| {
@@ -388,16 +371,14 @@ async fn open(
             return Err(Unopened::NotYet { code: error.code(), hopeless: !error.is_retryable() });
         }
     };
-    let state = Arc::new(SealedState::new(
-        Arc::clone(services),
-        keys,
-        watch.id,
-        options.replica.clone(),
-        watch.org.clone(),
-        watch.homeserver_url.as_str().to_owned(),
-        watch.user_id.clone(),
-        device_id.clone(),
-    ));
+    let device = DeviceIdentity {
+        org: watch.org.clone(),
+        homeserver_url: watch.homeserver_url.as_str().to_owned(),
+        user_id: watch.user_id.clone(),
+        device_id: device_id.clone(),
+    };
+    let state =
+        Arc::new(SealedState::new(Arc::clone(services), keys, watch.id, options.replica.clone(), device));
     let transport = Arc::new(argus_matrix::DeviceTransport::new(&services.connector, session.clone()));
     match Device::open(&watch.user_id, &device_id, state, transport).await {
         Ok(device) => Ok(Some(Arc::new(device))),

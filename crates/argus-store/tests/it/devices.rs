@@ -46,9 +46,9 @@ fn del(kind: &str, key: &str) -> (String, String) {
     (kind.into(), key.into())
 }
 
-/// The account watch of `user` for `owner`'s organisation.
-fn watch(db: &TestDb, owner: &Viewer, user: &str) -> i64 {
-    let new = NewAccountWatch {
+/// A new account watch of `user` for `owner`'s organisation.
+fn new_watch(owner: &Viewer, user: &str) -> NewAccountWatch {
+    NewAccountWatch {
         owner: owner.actor.clone(),
         org: owner.org.clone(),
         homeserver_url: HS.parse().unwrap(),
@@ -59,7 +59,12 @@ fn watch(db: &TestDb, owner: &Viewer, user: &str) -> i64 {
         token: sealed("k1", "bm9uY2U", "dG9rZW4"),
         decrypts: true,
         since: None,
-    };
+    }
+}
+
+/// The account watch of `user` for `owner`'s organisation.
+fn watch(db: &TestDb, owner: &Viewer, user: &str) -> i64 {
+    let new = new_watch(owner, user);
     db.store.upsert_account_sync_watch(owner, &new, None, WatchCaps::default()).unwrap().id
 }
 
@@ -443,18 +448,7 @@ fn postgres_least_privilege_role_keeps_device_state() {
     let app_url = db.url.replacen("postgres://postgres@", "postgres://argus_app@", 1);
     let app = argus_store::Store::open(&app_url).unwrap();
     let alice = someone("dgsi");
-    let new = NewAccountWatch {
-        owner: alice.actor.clone(),
-        org: alice.org.clone(),
-        homeserver_url: HS.parse().unwrap(),
-        user_id: USER.into(),
-        classification: Restricted,
-        timeout_secs: 30,
-        rooms: None,
-        token: sealed("k1", "bm9uY2U", "dG9rZW4"),
-        decrypts: true,
-        since: None,
-    };
+    let new = new_watch(&alice, USER);
     let id = app.upsert_account_sync_watch(&alice, &new, None, WatchCaps::default()).unwrap().id;
     assert_eq!(app.claim_account_watches("r1", now(), LEASE, 10).unwrap().len(), 1);
     let dev = device(&alice.org, USER, "ARGUSDEV1");
